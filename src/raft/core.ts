@@ -109,6 +109,11 @@ class Progress {
     }
   }
 
+  freeFirst(): void {
+    const f = this.inflight.shift();
+    if (f) this.inflightBytes -= f.bytes;
+  }
+
   isPaused(maxMsgs: number, maxBytes: number): boolean {
     switch (this.state) {
       case 'probe':
@@ -189,6 +194,7 @@ export class RaftCore {
   /** ReadIndex requests that arrived before the leader committed an entry in its term. */
   private deferredReads: { context: string; from: NodeId }[] = [];
   private needBroadcast = false;
+  private commitBroadcast = false;
 
   private msgs: Message[] = [];
   private readStates: ReadState[] = [];
@@ -220,8 +226,8 @@ export class RaftCore {
       // replication like any other configuration change.
       this.log = new RaftLog(null, [], 0, 0);
       const ccs: ConfChange[] = [
-        ...[...cfg.bootstrap.voters].sort().map((node): ConfChange => ({ type: 'addVoter', node })),
-        ...[...cfg.bootstrap.learners].sort().map((node): ConfChange => ({ type: 'addLearner', node })),
+        ...[...cfg.bootstrap.voters].sort().map((node): ConfChange => ({ type: 'addVoter', node, context: cfg.bootstrapContext?.[node] })),
+        ...[...cfg.bootstrap.learners].sort().map((node): ConfChange => ({ type: 'addLearner', node, context: cfg.bootstrapContext?.[node] })),
       ];
       this.log.append(ccs.map((cc, i) => ({ term: 1, index: i + 1, type: EntryType.ConfChange, data: encodeConfChange(cc) })));
       this.log.committed = ccs.length;
@@ -310,6 +316,11 @@ export class RaftCore {
       if (this.role === 'leader') this.stepLeader(m);
       return;
     }
+    if ((m.type === 'vote' || m.type === 'preVote') && this.voters.size > 0 && !this.voters.has(m.from)) {
+      // A node outside the configuration (e.g. removed while cut off) cannot disrupt it.
+      this.send({ type: m.type === 'vote' ? 'voteResp' : 'preVoteResp', to: m.from, term: this.term, reject: true, index: 0, logTerm: 0 });
+      return;
+    }
     if (m.term > this.term) {
       if (m.type === 'vote' || m.type === 'preVote') {
         const inLease = this.checkQuorum && this.leader !== null && this.electionElapsed < this.electionTimeout;
@@ -353,7 +364,7 @@ export class RaftCore {
   }
 
   hasReady(): boolean {
-    if (this.needBroadcast && this.role === 'leader') return true;
+    if ((this.needBroadcast || this.commitBroadcast) && this.role === 'leader') return true;
     if (this.msgs.length > 0 || this.readStates.length > 0) return true;
     if (this.log.unstableSnapshot !== null) return true;
     if (this.log.stable < this.log.lastIndex()) return true;
@@ -365,10 +376,11 @@ export class RaftCore {
   }
 
   ready(): Ready {
-    if (this.needBroadcast && this.role === 'leader') {
-      this.needBroadcast = false;
-      this.bcastAppend(false);
+    if ((this.needBroadcast || this.commitBroadcast) && this.role === 'leader') {
+      this.bcastAppend(this.commitBroadcast);
     }
+    this.needBroadcast = false;
+    this.commitBroadcast = false;
     const hs = this.hardState();
     const entries = this.log.unstableEntries();
     const snapshot = this.log.unstableSnapshot ?? undefined;
@@ -473,6 +485,7 @@ export class RaftCore {
     this.pendingReads = [];
     this.deferredReads = [];
     this.needBroadcast = false;
+    this.commitBroadcast = false;
   }
 
   private becomePreCandidate(): void {
@@ -669,7 +682,7 @@ export class RaftCore {
       case 'heartbeat':
         this.electionElapsed = 0;
         this.leader = m.from;
-        if (m.commit !== undefined) this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
+        if (m.commit !== undefined) this.commitTo(Math.min(m.commit, this.log.lastIndex()));
         this.send({ type: 'heartbeatResp', to: m.from, term: this.term, context: m.context, index: 0, logTerm: 0 });
         return;
       case 'snap':
@@ -727,11 +740,7 @@ export class RaftCore {
           if (pr.state === 'probe') pr.becomeReplicate();
           else if (pr.state === 'snapshot' && pr.match >= pr.pendingSnapshot) pr.becomeProbe();
           else if (pr.state === 'replicate') pr.freeTo(m.index);
-          if (this.maybeCommit()) {
-            this.bcastAppend(false);
-          } else if (wasPaused) {
-            this.sendAppend(m.from, false);
-          }
+          if (!this.maybeCommit() && wasPaused) this.sendAppend(m.from, false);
           // Pipelining: keep sending while the window allows.
           while (this.sendAppend(m.from, false)) {
             /* loop */
@@ -745,6 +754,9 @@ export class RaftCore {
       case 'heartbeatResp': {
         pr.recentActive = true;
         pr.probeSent = false;
+        // An append (or its response) may have been lost with the window full: free one slot so
+        // the next append goes out; a gap makes the follower reject and the leader probes back.
+        if (pr.state === 'replicate' && pr.isPaused(this.maxInflightMsgs, this.maxInflightBytes)) pr.freeFirst();
         if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, true);
         if (m.context) this.ackRead(m.context, m.from);
         return;
@@ -791,10 +803,16 @@ export class RaftCore {
     if (mci <= this.log.committed) return false;
     // Only entries of the current term are committed by counting replicas (§5.4.2, Figure 8).
     if (this.bug !== 'figure8' && this.log.term(mci) !== this.term) return false;
-    const old = this.log.committed;
-    this.log.commitTo(mci);
-    this.onCommitted(old);
+    this.commitTo(mci);
+    // Followers learn the new commit index promptly (one empty append each, at the next ready).
+    this.commitBroadcast = true;
     return true;
+  }
+
+  /** Moves the commit index forward and applies what that implies (configuration, deferred reads). */
+  private commitTo(i: number): void {
+    const old = this.log.committed;
+    if (this.log.commitTo(i)) this.onCommitted(old);
   }
 
   /** Applies configuration changes that just committed and releases deferred reads. */
@@ -843,9 +861,7 @@ export class RaftCore {
     }
     if (this.log.matchTerm(s.meta.index, s.meta.term)) {
       // We already have the entry: just fast-forward the commit.
-      const old = this.log.committed;
-      this.log.commitTo(s.meta.index);
-      this.onCommitted(old);
+      this.commitTo(s.meta.index);
       this.send({ type: 'appResp', to: m.from, term: this.term, index: this.log.lastIndex(), logTerm: 0 });
       return;
     }
@@ -998,6 +1014,16 @@ export class RaftCore {
     this.confHistory.push({ index, conf: this.conf() });
     if (this.role !== 'leader') return;
     if (cc.type === 'removeNode') {
+      const gone = this.prs.get(cc.node);
+      if (gone && cc.node !== this.id) {
+        // Tell the removed node that its removal committed (sending what it lacks up to the
+        // commit index), so it applies it and stays quiet instead of campaigning.
+        const ents = this.log.slice(gone.match + 1, this.log.committed + 1, this.maxSizePerMsg);
+        const prevTerm = this.log.term(gone.match);
+        if (ents && prevTerm !== undefined) {
+          this.send({ type: 'app', to: cc.node, term: this.term, index: gone.match, logTerm: prevTerm, entries: ents, commit: this.log.committed });
+        }
+      }
       this.prs.delete(cc.node);
       if (this.leadTransferee === cc.node) this.abortLeaderTransfer();
       if (cc.node === this.id) {

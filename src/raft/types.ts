@@ -153,6 +153,8 @@ export interface RaftConfig {
    * first committed entries of the log (term 1), identical on every bootstrapping node.
    */
   bootstrap?: ConfState;
+  /** Per-node context (e.g. address) recorded in the bootstrap configuration entries. */
+  bootstrapContext?: Record<NodeId, string>;
   /** Persisted state to restart from. */
   persisted?: PersistedState;
   /** Index already applied by the state machine (restart); default: the snapshot index. */

@@ -1,7 +1,7 @@
 // A tiny synchronous network of RaftCores for unit tests: messages are delivered instantly
 // unless a link is cut; persistence is immediate.
 import { RaftCore } from '../../src/raft/core.js';
-import type { Entry, Message, NodeId, PersistedState, RaftConfig, ReadState, Snapshot } from '../../src/raft/types.js';
+import type { Entry, Message, NodeId, PersistedState, RaftConfig, ReadState, Ready, Snapshot } from '../../src/raft/types.js';
 
 export interface Disk extends PersistedState {}
 
@@ -13,7 +13,21 @@ export class Net {
   cut = new Set<string>();
   dropTypes = new Set<string>();
   delivered: Message[] = [];
+  /** Every message a core handed out (before cuts, drops and the interceptor), in order. */
+  sent: Message[] = [];
+  /**
+   * Optional interceptor consulted after cuts and dropTypes: return the message (possibly a
+   * modified copy) to deliver it, or null to drop it.
+   */
+  intercept: ((m: Message) => Message | null) | null = null;
+  /** Optional observer of every Ready, called before it is written to the disk. */
+  onReady: ((id: NodeId, rd: Ready, disk: Disk) => void) | null = null;
   private seed = 1;
+
+  /** A network with no node started yet (use `disks.set` + `start` to build crafted nodes). */
+  static empty(cfg: Partial<RaftConfig> = {}): Net {
+    return new Net([], cfg, cfg);
+  }
 
   constructor(ids: NodeId[], opts: Partial<RaftConfig> = {}, readonly cfg: Partial<RaftConfig> = opts) {
     for (const id of ids) this.start(id, { bootstrap: { voters: ids, learners: [] }, ...opts });
@@ -50,6 +64,12 @@ export class Net {
     for (const other of this.disks.keys()) if (other !== id) { this.cut.add(`${id}>${other}`); this.cut.add(`${other}>${id}`); }
   }
 
+  /** Cuts both directions between a and b. */
+  cutBoth(a: NodeId, b: NodeId): void {
+    this.cut.add(`${a}>${b}`);
+    this.cut.add(`${b}>${a}`);
+  }
+
   heal(): void {
     this.cut.clear();
   }
@@ -63,6 +83,7 @@ export class Net {
         any = true;
         const rd = core.ready();
         const disk = this.disks.get(id)!;
+        this.onReady?.(id, rd, disk);
         if (rd.hardState) disk.hardState = { ...rd.hardState };
         if (rd.snapshot) {
           disk.snapshot = rd.snapshot;
@@ -84,7 +105,13 @@ export class Net {
   }
 
   deliver(m: Message): void {
+    this.sent.push(m);
     if (this.cut.has(`${m.from}>${m.to}`) || this.dropTypes.has(m.type)) return;
+    if (this.intercept) {
+      const r = this.intercept(m);
+      if (!r) return;
+      m = r;
+    }
     const core = this.cores.get(m.to);
     if (!core) return;
     this.delivered.push(m);
@@ -96,6 +123,22 @@ export class Net {
       for (const [id, core] of this.cores) if (!ids || ids.includes(id)) core.tick();
       this.settle();
     }
+  }
+
+  /** Ticks the given nodes (default: all) one at a time until `pred` holds; returns the ticks used. */
+  tickUntil(pred: () => boolean, ids?: NodeId[], max = 1000): number {
+    for (let i = 0; i < max; i++) {
+      if (pred()) return i;
+      this.tick(1, ids);
+    }
+    if (pred()) return max;
+    throw new Error(`condition not reached within ${max} ticks`);
+  }
+
+  core(id: NodeId): RaftCore {
+    const c = this.cores.get(id);
+    if (!c) throw new Error(`no core ${id}`);
+    return c;
   }
 
   leader(): RaftCore | undefined {

@@ -1,0 +1,116 @@
+// `flotilla manager …`: run a manager replica, and change the set of managers at runtime.
+import type { Command } from 'commander';
+import { Manager } from '../manager/manager.js';
+import { consoleLogger } from '../manager/log.js';
+import { action, checkId, clientFor, parseAddr, parseIntFlag, parseMembers, readSecret, UsageError } from './util.js';
+
+interface ManagerFlags {
+  id?: string;
+  listen?: string;
+  advertise?: string;
+  data?: string;
+  bootstrap?: string;
+  join?: boolean;
+  secretFile?: string;
+  heartbeat: string;
+  election: string;
+  snapshotEvery: string;
+  logLevel: string;
+}
+
+export function registerManagerCommands(program: Command): void {
+  const mgr = program
+    .command('manager')
+    .description('run a manager, or add/remove/transfer managers of a running cluster')
+    .option('--id <id>', 'this manager\'s id (e.g. m1)')
+    .option('--listen <host:port>', 'address for the API, the web page and peer traffic')
+    .option('--advertise <host:port>', 'address others use to reach this manager (default: --listen)')
+    .option('--data <dir>', 'data directory (created if missing)')
+    .option('--bootstrap <members>', 'initial managers of a new cluster: m1=host:port,m2=host:port,… (ignored once data exists)')
+    .option('--join', 'start empty and wait to be added with `flotilla manager add` (no --bootstrap)')
+    .option('--secret-file <file>', 'file holding the cluster secret (or FLOTILLA_SECRET)')
+    .option('--heartbeat <ms>', 'heartbeat interval', '50')
+    .option('--election <ms>', 'election timeout base; the randomized timeout is in [ms, 2×ms)', '300')
+    .option('--snapshot-every <n>', 'take a snapshot every n applied entries', '10000')
+    .option('--log-level <level>', 'debug | info | warn | error', 'info')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  flotilla manager --id m1 --listen 127.0.0.1:7001 --data ./data/m1 \\
+      --bootstrap m1=127.0.0.1:7001,m2=127.0.0.1:7002,m3=127.0.0.1:7003 --secret-file secret
+  flotilla manager --id m4 --listen 127.0.0.1:7004 --data ./data/m4 --join --secret-file secret
+  flotilla manager add m4=127.0.0.1:7004`,
+    )
+    .action(
+      action(async (flags: ManagerFlags) => {
+        if (!flags.id) throw new UsageError('--id is required (e.g. --id m1)');
+        if (!flags.listen) throw new UsageError('--listen is required (e.g. --listen 127.0.0.1:7001)');
+        if (!flags.data) throw new UsageError('--data is required (e.g. --data ./data/m1)');
+        const id = checkId('--id', flags.id);
+        const listen = parseAddr('--listen', flags.listen);
+        const advertise = flags.advertise ? parseAddr('--advertise', flags.advertise) : undefined;
+        const bootstrap = flags.bootstrap ? parseMembers('--bootstrap', flags.bootstrap) : undefined;
+        if (bootstrap && flags.join) throw new UsageError('--bootstrap and --join cannot be used together');
+        const heartbeatMs = parseIntFlag('--heartbeat', flags.heartbeat, 5, 10_000);
+        const electionMs = parseIntFlag('--election', flags.election, 20, 60_000);
+        if (electionMs < 3 * heartbeatMs) throw new UsageError('--election must be at least 3 × --heartbeat');
+        const snapshotEvery = parseIntFlag('--snapshot-every', flags.snapshotEvery, 10, 10_000_000);
+        if (!['debug', 'info', 'warn', 'error'].includes(flags.logLevel)) throw new UsageError('--log-level must be debug, info, warn or error');
+        const secret = readSecret(flags.secretFile);
+        const log = consoleLogger(id, flags.logLevel as 'info');
+        const tickMs = Math.max(1, Math.min(10, Math.floor(heartbeatMs / 5)));
+        const m = await Manager.start({ id, listen, advertise, dataDir: flags.data, secret, bootstrap, heartbeatMs, electionMs, tickMs, snapshotEvery, log });
+        let stopping = false;
+        const stop = async (sig: string) => {
+          if (stopping) return;
+          stopping = true;
+          log.info(`${sig}: stopping`);
+          await m.close();
+          process.exit(0);
+        };
+        process.on('SIGINT', () => void stop('SIGINT'));
+        process.on('SIGTERM', () => void stop('SIGTERM'));
+        m.node.on('fatal', () => process.exit(1));
+      }),
+    );
+
+  mgr
+    .command('add <member>')
+    .description('add a manager (id=host:port): it joins as a learner and is promoted to voter once caught up')
+    .addHelpText('after', '\nExample:\n  flotilla manager add m4=127.0.0.1:7004')
+    .action(
+      action(async (member: string, _o: unknown, cmd: Command) => {
+        const [id, addr] = Object.entries(parseMembers('member', member))[0]!;
+        const c = clientFor(cmd.optsWithGlobals().managers, { timeoutMs: 60_000 });
+        const r = await c.post<{ role: string }>('/v1/managers', { id, addr }, { timeoutMs: 60_000 });
+        process.stdout.write(`manager ${id} added (${r.role})\n`);
+      }),
+    );
+
+  mgr
+    .command('remove <id>')
+    .description('remove a manager from the cluster (its id is never reused)')
+    .addHelpText('after', '\nExample:\n  flotilla manager remove m4')
+    .action(
+      action(async (id: string, _o: unknown, cmd: Command) => {
+        checkId('id', id);
+        const c = clientFor(cmd.optsWithGlobals().managers);
+        await c.delete(`/v1/managers/${encodeURIComponent(id)}`);
+        process.stdout.write(`manager ${id} removed\n`);
+      }),
+    );
+
+  mgr
+    .command('transfer-leader <id>')
+    .description('move leadership to another manager')
+    .addHelpText('after', '\nExample:\n  flotilla manager transfer-leader m2')
+    .action(
+      action(async (id: string, _o: unknown, cmd: Command) => {
+        checkId('id', id);
+        const c = clientFor(cmd.optsWithGlobals().managers);
+        const r = await c.post<{ leader: string }>(`/v1/managers/${encodeURIComponent(id)}/transfer-leader`);
+        process.stdout.write(`leader is now ${r.leader}\n`);
+      }),
+    );
+}

@@ -1,0 +1,119 @@
+// Helpers shared by CLI commands: flag parsing with clear usage errors, exit codes, output.
+import { readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { FlotillaClient } from '../client/client.js';
+import { FlotillaError } from '../manager/errors.js';
+
+/** Exit codes: 0 ok, 1 error, 2 usage. */
+export class UsageError extends Error {}
+
+export function parseAddr(flag: string, v: string): string {
+  const m = /^([A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$/.exec(v);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+    throw new UsageError(`${flag} must be host:port (e.g. 127.0.0.1:7001), got '${v}'`);
+  }
+  return v;
+}
+
+/** Parses `m1=127.0.0.1:7001,m2=127.0.0.1:7002`. */
+export function parseMembers(flag: string, v: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of v.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw new UsageError(`${flag} expects id=host:port pairs separated by commas, got '${part}'`);
+    const id = part.slice(0, eq);
+    checkId(flag, id);
+    if (out[id]) throw new UsageError(`${flag} names '${id}' twice`);
+    out[id] = parseAddr(flag, part.slice(eq + 1));
+  }
+  if (Object.keys(out).length === 0) throw new UsageError(`${flag} is empty`);
+  return out;
+}
+
+export function checkId(flag: string, id: string): string {
+  if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(id)) {
+    throw new UsageError(`${flag}: '${id}' is not a valid id (lowercase letters, digits, '-' and '_', up to 63 characters)`);
+  }
+  return id;
+}
+
+export function parseIntFlag(flag: string, v: string, min: number, max: number): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${flag} must be an integer from ${min} to ${max}, got '${v}'`);
+  return n;
+}
+
+/** Reads the cluster secret: --secret-file, else FLOTILLA_SECRET. */
+export function readSecret(file: string | undefined): string {
+  let secret: string | undefined;
+  if (file) {
+    try {
+      secret = readFileSync(file, 'utf8').trim();
+    } catch (e) {
+      throw new UsageError(`cannot read the secret file ${file}: ${(e as Error).message}`);
+    }
+  } else secret = process.env.FLOTILLA_SECRET;
+  if (!secret) throw new UsageError('no cluster secret: pass --secret-file FILE or set FLOTILLA_SECRET');
+  if (secret.length < 16) throw new UsageError('the cluster secret must be at least 16 characters');
+  return secret;
+}
+
+/** Where the CLI finds the cluster: --managers, FLOTILLA_MANAGERS, else what `flotilla up` wrote. */
+export function managersFrom(flag: string | undefined): string[] {
+  const v = flag ?? process.env.FLOTILLA_MANAGERS;
+  if (v) return v.split(',').map((s) => parseAddr('--managers', s.trim().replace(/^https?:\/\//, '')));
+  const cfg = join(process.env.FLOTILLA_DIR ?? '.flotilla', 'cluster.json');
+  if (existsSync(cfg)) {
+    const c = JSON.parse(readFileSync(cfg, 'utf8')) as { managers: string[] };
+    return c.managers;
+  }
+  throw new UsageError('no cluster given: pass --managers host:port,… or set FLOTILLA_MANAGERS (or run `flotilla up` here)');
+}
+
+export function clientFor(flag: string | undefined, opts: { timeoutMs?: number } = {}): FlotillaClient {
+  return new FlotillaClient(managersFrom(flag), {
+    timeoutMs: opts.timeoutMs,
+    onWait: (reason) => {
+      if (process.stderr.isTTY) process.stderr.write(`… waiting for the cluster (${reason})\n`);
+    },
+  });
+}
+
+/** Runs a command action, mapping errors to messages and exit codes. */
+export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | void) {
+  return async (...args: A): Promise<void> => {
+    try {
+      await fn(...args);
+    } catch (e) {
+      if (e instanceof UsageError) {
+        process.stderr.write(`error: ${e.message}\n`);
+        process.exitCode = 2;
+      } else if (e instanceof FlotillaError) {
+        process.stderr.write(`error: ${e.message}\n`);
+        for (const d of e.details ?? []) process.stderr.write(`  ${d.path}: ${d.message}\n`);
+        process.exitCode = e.code === 'bad_request' ? 2 : 1;
+      } else {
+        process.stderr.write(`error: ${(e as Error).message ?? String(e)}\n`);
+        process.exitCode = 1;
+      }
+    }
+  };
+}
+
+export function table(rows: string[][], header: string[]): string {
+  const all = [header, ...rows];
+  const widths = header.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
+  return all.map((r) => r.map((c, i) => (i === r.length - 1 ? c : (c ?? '').padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+}
+
+export function ago(ms: number | null | undefined): string {
+  if (ms === null || ms === undefined || !Number.isFinite(ms)) return '-';
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)}s`;
+  const m = s / 60;
+  if (m < 60) return `${Math.floor(m)}m`;
+  const h = m / 60;
+  if (h < 48) return `${Math.floor(h)}h`;
+  return `${Math.floor(h / 24)}d`;
+}

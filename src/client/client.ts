@@ -1,0 +1,156 @@
+// The typed API client shared by the CLI, the board, the chaos harness and the benchmarks.
+// It knows every manager: when one is down it tries the next, and while the cluster has no
+// leader it retries until its deadline. Writes carry one request id across retries, so a retried
+// write is applied at most once.
+import http from 'node:http';
+import { randomUUID } from 'node:crypto';
+import { FlotillaError, toFlotillaError, type ErrorInfo } from '../manager/errors.js';
+
+export interface ClientOptions {
+  /** Overall deadline for one call, retries included (ms). */
+  timeoutMs?: number;
+  /** Timeout of one HTTP attempt (ms). */
+  attemptTimeoutMs?: number;
+  /** Called when a call has been waiting longer than ~1 s (e.g. to show a spinner). */
+  onWait?: (reason: string) => void;
+}
+
+export interface CallOptions {
+  body?: unknown;
+  raw?: Buffer | string;
+  headers?: Record<string, string>;
+  timeoutMs?: number;
+  /** Do not fail over to other managers (ask exactly the first one). */
+  pinned?: boolean;
+  signal?: AbortSignal;
+}
+
+const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 512 });
+
+export class FlotillaClient {
+  private preferred = 0;
+  readonly managers: string[];
+
+  constructor(
+    managers: string[],
+    private readonly opts: ClientOptions = {},
+  ) {
+    if (managers.length === 0) throw new FlotillaError('bad_request', 'Cannot create a client as no manager address was given');
+    this.managers = managers.map((m) => m.replace(/^https?:\/\//, '').replace(/\/$/, ''));
+  }
+
+  get<T = unknown>(path: string, o: CallOptions = {}): Promise<T> {
+    return this.call<T>('GET', path, o);
+  }
+  post<T = unknown>(path: string, body?: unknown, o: CallOptions = {}): Promise<T> {
+    return this.call<T>('POST', path, { ...o, body });
+  }
+  put<T = unknown>(path: string, raw: Buffer | string, o: CallOptions = {}): Promise<T> {
+    return this.call<T>('PUT', path, { ...o, raw });
+  }
+  patch<T = unknown>(path: string, body?: unknown, o: CallOptions = {}): Promise<T> {
+    return this.call<T>('PATCH', path, { ...o, body });
+  }
+  delete<T = unknown>(path: string, o: CallOptions = {}): Promise<T> {
+    return this.call<T>('DELETE', path, o);
+  }
+
+  /** The manager that answered last. */
+  current(): string {
+    return this.managers[this.preferred % this.managers.length]!;
+  }
+
+  async call<T>(method: string, path: string, o: CallOptions = {}): Promise<T> {
+    const deadline = Date.now() + (o.timeoutMs ?? this.opts.timeoutMs ?? 15_000);
+    const requestId = o.headers?.['x-request-id'] ?? randomUUID();
+    let lastErr: FlotillaError | null = null;
+    let waitedNotice = false;
+    const started = Date.now();
+    for (let attempt = 0; ; attempt++) {
+      const idx = o.pinned ? 0 : (this.preferred + attempt) % this.managers.length;
+      const addr = this.managers[idx]!;
+      try {
+        const r = await this.once(addr, method, path, o, requestId, Math.min(this.opts.attemptTimeoutMs ?? 5_000, Math.max(1, deadline - Date.now())));
+        if (r.status < 400) {
+          this.preferred = idx;
+          return r.body as T;
+        }
+        const info = (r.body as { error?: ErrorInfo })?.error;
+        const err = info ? FlotillaError.fromInfo(info, r.status) : new FlotillaError('internal', `HTTP ${r.status} from ${addr}`, { httpStatus: r.status });
+        // Retry elsewhere only when the cluster is between leaders or this manager cannot serve.
+        if (!(err.code === 'not_leader' || err.code === 'unavailable')) throw err;
+        lastErr = err;
+      } catch (e) {
+        const err = e instanceof FlotillaError ? e : toFlotillaError(e);
+        if (e instanceof FlotillaError && !(e.code === 'not_leader' || e.code === 'unavailable' || e.code === 'timeout')) throw e;
+        lastErr = err.code === 'internal' ? new FlotillaError('unavailable', `${addr}: ${err.message}`) : err;
+      }
+      if (o.signal?.aborted) throw new FlotillaError('unavailable', 'aborted');
+      if (Date.now() >= deadline) break;
+      if (!waitedNotice && Date.now() - started > 1000) {
+        waitedNotice = true;
+        this.opts.onWait?.(lastErr?.message ?? 'waiting for the cluster');
+      }
+      // After a full round over every manager, back off a little.
+      if ((attempt + 1) % this.managers.length === 0) await sleep(Math.min(500, 50 * (attempt + 1)));
+    }
+    throw lastErr ?? new FlotillaError('unavailable', 'no manager answered');
+  }
+
+  private once(
+    addr: string,
+    method: string,
+    path: string,
+    o: CallOptions,
+    requestId: string,
+    timeoutMs: number,
+  ): Promise<{ status: number; body: unknown }> {
+    const [host, port] = splitAddr(addr);
+    let payload: Buffer | undefined;
+    const headers: Record<string, string | number> = { 'x-request-id': requestId, ...(o.headers ?? {}) };
+    if (o.raw !== undefined) {
+      payload = Buffer.isBuffer(o.raw) ? o.raw : Buffer.from(o.raw);
+      headers['content-type'] ??= 'application/octet-stream';
+    } else if (o.body !== undefined) {
+      payload = Buffer.from(JSON.stringify(o.body));
+      headers['content-type'] = 'application/json';
+    }
+    if (payload) headers['content-length'] = payload.length;
+    return new Promise((resolve, reject) => {
+      const req = http.request({ host, port, method, path, headers, agent: keepAlive, timeout: timeoutMs }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          const buf = Buffer.concat(chunks);
+          const ct = String(res.headers['content-type'] ?? '');
+          let body: unknown = buf;
+          if (ct.includes('json')) {
+            try {
+              body = JSON.parse(buf.toString('utf8'));
+            } catch {
+              body = buf.toString('utf8');
+            }
+          } else if (ct.startsWith('text/')) body = buf.toString('utf8');
+          resolve({ status: res.statusCode ?? 0, body });
+        });
+      });
+      req.on('timeout', () => req.destroy(new FlotillaError('timeout', `${addr} did not answer within ${timeoutMs} ms`)));
+      req.on('error', (e) => reject(e instanceof FlotillaError ? e : new FlotillaError('unavailable', `${addr}: ${(e as Error).message}`)));
+      if (o.signal) o.signal.addEventListener('abort', () => req.destroy(new FlotillaError('unavailable', 'aborted')), { once: true });
+      req.end(payload);
+    });
+  }
+}
+
+export function splitAddr(addr: string): [string, number] {
+  const i = addr.lastIndexOf(':');
+  if (i < 0) throw new FlotillaError('bad_request', `Cannot use '${addr}' as an address; expected host:port`);
+  const port = Number(addr.slice(i + 1));
+  if (!Number.isInteger(port) || port <= 0 || port > 65535) {
+    throw new FlotillaError('bad_request', `Cannot use '${addr}' as an address as the port must be 1–65535`);
+  }
+  return [addr.slice(0, i).replace(/^\[|\]$/g, ''), port];
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

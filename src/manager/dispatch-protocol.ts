@@ -1,0 +1,97 @@
+// The worker ↔ manager session protocol (WebSocket at /v1/worker, binary frames: a version
+// byte then msgpack). One session is one registration; any error ends it and the worker
+// reconnects (capped exponential backoff + jitter) to whichever manager answers, which
+// redirects it to the leader.
+import type { TaskSpec } from './spec.js';
+
+export const SESSION_PATH = '/v1/worker';
+export const SESSION_PROTOCOL_VERSION = 1;
+/** Largest session frame accepted either way. */
+export const MAX_SESSION_FRAME = 4 * 1024 * 1024;
+
+/** What a worker knows of one of its tasks. */
+export interface TaskStatusReport {
+  taskId: string;
+  /** The attempt this report is about (a restarted task runs again with attempt + 1). */
+  attempt: number;
+  state: 'starting' | 'running' | 'succeeded' | 'failed' | 'stopped';
+  reason?: string;
+  exitCode?: number;
+  /** Free text shown to users, e.g. "pulling 43%". */
+  detail?: string;
+  /** ms timestamp on the worker when the state was observed. */
+  at: number;
+}
+
+export interface WorkerResources {
+  /** millicores */
+  cpu: number;
+  /** bytes */
+  memory: number;
+}
+
+// ---- worker → manager
+export interface RegisterMsg {
+  t: 'register';
+  nodeId: string;
+  token: string;
+  /** host:port of the worker's own small HTTP server (task logs). */
+  addr: string;
+  labels: Record<string, string>;
+  resources: WorkerResources;
+  drivers: string[];
+  version: string;
+  /** Every task the worker currently has (re-reported on every new session). */
+  tasks: TaskStatusReport[];
+}
+export interface HeartbeatMsg {
+  t: 'heartbeat';
+}
+export interface StatusMsg {
+  t: 'status';
+  reports: TaskStatusReport[];
+}
+export type WorkerToManager = RegisterMsg | HeartbeatMsg | StatusMsg;
+
+// ---- manager → worker
+/** Not the leader: connect to `leader` (host:port) instead; `managers` is every manager's address. */
+export interface RedirectMsg {
+  t: 'redirect';
+  leader: string | null;
+  managers: string[];
+}
+/** Registration accepted by the leader. */
+export interface WelcomeMsg {
+  t: 'welcome';
+  sessionId: string;
+  /** The worker sends a heartbeat every heartbeatMs (the leader adds jitter per session). */
+  heartbeatMs: number;
+  managers: string[];
+  term: number;
+}
+/** Registration refused (bad token, bad fields): the worker logs `reason` and retries later. */
+export interface RejectMsg {
+  t: 'reject';
+  reason: string;
+}
+export interface AssignedTask {
+  taskId: string;
+  /**
+   * Which run of the task this is. When the manager restarts a task (restart policy) the same
+   * taskId comes back with a higher attempt: the worker discards the old run and starts anew.
+   */
+  attempt: number;
+  spec: TaskSpec;
+  /** running: make sure it runs; shutdown: stop it (and forget it once stopped). */
+  desired: 'running' | 'shutdown';
+}
+/** The complete set of tasks assigned to this worker (anything else it runs must be stopped). */
+export interface AssignmentsMsg {
+  t: 'assignments';
+  tasks: AssignedTask[];
+}
+export interface ManagersMsg {
+  t: 'managers';
+  managers: string[];
+}
+export type ManagerToWorker = RedirectMsg | WelcomeMsg | RejectMsg | AssignmentsMsg | ManagersMsg;

@@ -1,0 +1,163 @@
+// A small HTTP router for the manager API: path patterns with :params, a bounded body reader,
+// and one place where every failure becomes a FlotillaError response.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { FlotillaError, toFlotillaError } from './errors.js';
+
+export interface RequestContext {
+  req: IncomingMessage;
+  res: ServerResponse;
+  method: string;
+  path: string;
+  params: Record<string, string>;
+  query: URLSearchParams;
+  requestId: string;
+  /** Reads the body (bounded); rejects with too_large past the limit. */
+  body(): Promise<Buffer>;
+  json(): Promise<unknown>;
+}
+
+export type Handler = (ctx: RequestContext) => Promise<unknown> | unknown;
+
+/** A handler may return this to control the status and raw body itself. */
+export class Reply {
+  constructor(
+    readonly status: number,
+    readonly body: unknown,
+    readonly headers: Record<string, string> = {},
+  ) {}
+}
+
+interface Route {
+  method: string;
+  parts: string[];
+  handler: Handler;
+}
+
+let requestSeq = 0;
+
+export class Router {
+  private routes: Route[] = [];
+  constructor(private readonly maxBodyBytes = 1024 * 1024) {}
+
+  on(method: string, pattern: string, handler: Handler): this {
+    this.routes.push({ method, parts: pattern.split('/').filter(Boolean), handler });
+    return this;
+  }
+
+  /** Returns false when no route matched the path (so the caller can serve something else). */
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const segs = url.pathname.split('/').filter(Boolean).map(safeDecode);
+    let pathMatched = false;
+    let route: Route | undefined;
+    let params: Record<string, string> = {};
+    for (const r of this.routes) {
+      const p = match(r.parts, segs);
+      if (!p) continue;
+      pathMatched = true;
+      if (r.method === req.method) {
+        route = r;
+        params = p;
+        break;
+      }
+    }
+    if (!pathMatched) return false;
+    const requestId = String(req.headers['x-request-id'] ?? `r${Date.now().toString(36)}${(++requestSeq).toString(36)}`);
+    try {
+      if (!route) throw new FlotillaError('bad_request', `Cannot ${req.method} ${url.pathname}: method not allowed`, { httpStatus: 405 });
+      let bodyP: Promise<Buffer> | null = null;
+      const ctx: RequestContext = {
+        req,
+        res,
+        method: req.method!,
+        path: url.pathname,
+        params,
+        query: url.searchParams,
+        requestId,
+        body: () => (bodyP ??= readBody(req, this.maxBodyBytes)),
+        json: async () => {
+          const b = await ctx.body();
+          if (b.length === 0) throw new FlotillaError('bad_request', 'Cannot parse the request as the body is empty; send a JSON object');
+          try {
+            return JSON.parse(b.toString('utf8'));
+          } catch (e) {
+            throw new FlotillaError('bad_request', `Cannot parse the request as the body is not valid JSON: ${(e as Error).message}`);
+          }
+        },
+      };
+      const out = await route.handler(ctx);
+      if (res.headersSent || res.writableEnded) return true;
+      if (out instanceof Reply) send(res, out.status, out.body, out.headers);
+      else send(res, 200, out ?? { ok: true });
+    } catch (e) {
+      const err = toFlotillaError(e);
+      if (!res.headersSent) send(res, err.httpStatus, err.toJSON(), { 'x-request-id': requestId });
+      else res.destroy();
+    }
+    return true;
+  }
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+function match(parts: string[], segs: string[]): Record<string, string> | null {
+  const params: Record<string, string> = {};
+  for (let i = 0; i < parts.length; i++) {
+    const p = parts[i]!;
+    if (p === '*') {
+      params['*'] = segs.slice(i).join('/');
+      return segs.length > i ? params : null;
+    }
+    const s = segs[i];
+    if (s === undefined) return null;
+    if (p.startsWith(':')) params[p.slice(1)] = s;
+    else if (p !== s) return null;
+  }
+  return parts.length === segs.length ? params : null;
+}
+
+export function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  if (Buffer.isBuffer(body) || body instanceof Uint8Array) {
+    res.writeHead(status, { 'content-type': 'application/octet-stream', 'content-length': body.length, ...headers });
+    res.end(body);
+    return;
+  }
+  if (typeof body === 'string') {
+    res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), ...headers });
+    res.end(body);
+    return;
+  }
+  const s = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s), ...headers });
+  res.end(s);
+}
+
+export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? NaN);
+    if (declared > limit) {
+      req.resume();
+      reject(new FlotillaError('too_large', `Cannot accept the request as the body is ${declared} bytes; the limit is ${limit} bytes`));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        reject(new FlotillaError('too_large', `Cannot accept the request as the body exceeds ${limit} bytes`));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}

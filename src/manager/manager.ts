@@ -1,0 +1,574 @@
+// A manager replica: LevelDB storage + Raft node + peer transport + the replicated cluster
+// state + the HTTP API, all on one port. Followers forward writes to the leader; reads are
+// linearizable through ReadIndex unless ?stale=true.
+import http from 'node:http';
+import { RaftNode } from '../raft/node.js';
+import { RaftStorage } from '../raft/storage.js';
+import { PeerTransport } from '../raft/transport.js';
+import { RaftError, type ConfChange, type NodeId } from '../raft/types.js';
+import { ClusterState, encodeCommand, type Command } from './state.js';
+import { FlotillaError, toFlotillaError } from './errors.js';
+import { Reply, Router, type RequestContext } from './http.js';
+import { splitAddr } from '../client/client.js';
+import type { Logger } from './log.js';
+import { consoleLogger } from './log.js';
+
+export interface ManagerOptions {
+  id: NodeId;
+  listen: string;
+  /** Address peers and clients use to reach this manager (default: listen). */
+  advertise?: string;
+  dataDir: string;
+  secret: string;
+  bootstrap?: Record<NodeId, string>;
+  tickMs?: number;
+  heartbeatMs?: number;
+  electionMs?: number;
+  snapshotEvery?: number;
+  /** How long a write waits for a leader before failing (ms). */
+  leaderWaitMs?: number;
+  log?: Logger;
+}
+
+const FORWARDED = 'x-flotilla-forwarded';
+
+export class Manager {
+  readonly id: NodeId;
+  readonly addr: string;
+  readonly state = new ClusterState();
+  readonly node: RaftNode;
+  readonly server: http.Server;
+  readonly router = new Router();
+  private transport!: PeerTransport;
+  private readonly log: Logger;
+  private readonly leaderWaitMs: number;
+  private readonly started = Date.now();
+  private promoteTimer: NodeJS.Timeout | null = null;
+  private closed = false;
+  /** Extra route/upgrade handlers added by other modules (dispatcher, events, web). */
+  readonly upgrades = new Map<string, (req: http.IncomingMessage, socket: import('node:stream').Duplex, head: Buffer) => void>();
+  private staticHandler: ((req: http.IncomingMessage, res: http.ServerResponse) => boolean) | null = null;
+
+  private constructor(
+    private readonly opts: ManagerOptions,
+    private readonly storage: RaftStorage,
+    node: RaftNode,
+    log: Logger,
+  ) {
+    this.id = opts.id;
+    this.addr = opts.advertise ?? opts.listen;
+    this.node = node;
+    this.log = log;
+    this.leaderWaitMs = opts.leaderWaitMs ?? 5000;
+    this.server = http.createServer((req, res) => void this.onRequest(req, res));
+    this.server.keepAliveTimeout = 30_000;
+  }
+
+  static async start(opts: ManagerOptions): Promise<Manager> {
+    const log = opts.log ?? consoleLogger(opts.id);
+    const storage = await RaftStorage.open(opts.dataDir, { nodeId: opts.id });
+    let persisted;
+    try {
+      persisted = await storage.load();
+    } catch (e) {
+      await storage.close();
+      throw e;
+    }
+    const fresh = persisted.snapshot === null && persisted.entries.length === 0 && persisted.hardState.term === 0;
+    if (!fresh && opts.bootstrap) log.info('existing data found: membership comes from disk, --bootstrap ignored', { dir: opts.dataDir });
+    if (fresh && opts.bootstrap && !opts.bootstrap[opts.id]) {
+      await storage.close();
+      throw new FlotillaError('bad_request', `--bootstrap does not name this manager (${opts.id})`);
+    }
+    const tickMs = opts.tickMs ?? 10;
+    const heartbeatMs = opts.heartbeatMs ?? 50;
+    const electionMs = opts.electionMs ?? 300;
+    const holder: { m?: Manager } = {};
+    const node = new RaftNode({
+      id: opts.id,
+      storage,
+      persisted,
+      bootstrap: fresh ? opts.bootstrap : undefined,
+      tickMs,
+      heartbeatTicks: Math.max(1, Math.round(heartbeatMs / tickMs)),
+      electionTicks: Math.max(2, Math.round(electionMs / tickMs)),
+      snapshotEvery: opts.snapshotEvery,
+      stateMachine: {
+        apply: (data, at) => holder.m!.state.applyEntry(data, at),
+        snapshot: () => holder.m!.state.snapshot(),
+        restore: (data) => holder.m!.state.restore(data),
+      },
+      log: (level, msg, fields) => log[level](msg, fields),
+    });
+    const m = new Manager(opts, storage, node, log);
+    holder.m = m;
+    m.transport = new PeerTransport({
+      id: opts.id,
+      secret: opts.secret,
+      advertise: m.addr,
+      onMessage: (msg) => node.receive(msg),
+      onUnreachable: (peer) => node.reportUnreachable(peer),
+      onSnapshotStatus: (peer, ok) => node.reportSnapshot(peer, ok),
+      resolveAddr: (id) => node.members.get(id),
+      log: (level, msg, fields) => log[level](msg, fields),
+    });
+    node.setTransport(m.transport);
+    node.on('leader', (leader: NodeId | null, term: number) => {
+      log.info(leader ? `leader is ${leader}` : 'no leader', { term });
+      m.onLeaderChange(leader, term);
+    });
+    node.on('fatal', (e: Error) => {
+      log.error(`fatal: ${e.message}`);
+    });
+    m.routes();
+    const [host, port] = splitAddr(opts.listen);
+    m.server.on('upgrade', (req, socket, head) => {
+      const path = new URL(req.url ?? '/', 'http://x').pathname;
+      if (path === '/raft') return m.transport.handleUpgrade(req, socket, head);
+      const h = m.upgrades.get(path);
+      if (h) return h(req, socket, head);
+      socket.destroy();
+    });
+    await new Promise<void>((resolve, reject) => {
+      m.server.once('error', reject);
+      m.server.listen(port, host, () => {
+        m.server.off('error', reject);
+        resolve();
+      });
+    });
+    node.start();
+    m.promoteTimer = setInterval(() => void m.promoteLearners(), 100);
+    m.promoteTimer.unref();
+    log.info('manager started', { listen: opts.listen, data: opts.dataDir, members: Object.fromEntries(node.members) });
+    return m;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.promoteTimer) clearInterval(this.promoteTimer);
+    await this.node.stop();
+    this.transport.close();
+    this.server.closeAllConnections?.();
+    await new Promise<void>((r) => this.server.close(() => r()));
+    await this.storage.close();
+  }
+
+  setStatic(h: (req: http.IncomingMessage, res: http.ServerResponse) => boolean): void {
+    this.staticHandler = h;
+  }
+
+  // ------------------------------------------------------------------ leadership
+
+  /** Hook for leader-only services (set by the orchestration layer). */
+  onLeaderChange: (leader: NodeId | null, term: number) => void = () => {};
+
+  term(): number {
+    return this.node.status().term;
+  }
+
+  isLeader(): boolean {
+    return this.node.isLeader();
+  }
+
+  /** Resolves once a leader is known (or rejects after the wait). */
+  async waitForLeader(ms = this.leaderWaitMs): Promise<NodeId> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const l = this.node.leader();
+      if (l) return l;
+      if (Date.now() >= deadline) throw this.noLeaderError();
+      await sleep(20);
+    }
+  }
+
+  noLeaderError(): FlotillaError {
+    const st = this.node.status();
+    const voters = st.conf.voters;
+    const now = Date.now();
+    const reachable = voters.filter((v) => v === this.id || now - (this.node.lastContact.get(v) ?? 0) < 2000).length;
+    return new FlotillaError(
+      'unavailable',
+      `no leader: ${reachable} of ${voters.length} managers reachable; writes fail until a quorum (${Math.floor(voters.length / 2) + 1}) is back. Stale reads work with ?stale=true; see docs/operations.md`,
+      { leader: null },
+    );
+  }
+
+  /** Proposes a command on the leader and returns its result value (throws its error). */
+  async propose(cmd: Command, timeoutMs = 10_000): Promise<unknown> {
+    const signal = AbortSignal.timeout(timeoutMs);
+    let res: unknown;
+    try {
+      res = await this.node.propose(encodeCommand(cmd), signal);
+    } catch (e) {
+      throw raftToFlotilla(e);
+    }
+    const r = res as { ok: boolean; value?: unknown; error?: { code: string; message: string } };
+    if (r && r.ok === false && r.error) throw toFlotillaError(r.error);
+    return r?.value;
+  }
+
+  /** A linearizable read barrier (ReadIndex), retried across a leader change until the deadline. */
+  async linearizable(timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        await this.node.readBarrier(AbortSignal.timeout(Math.max(1, Math.min(2000, deadline - Date.now()))));
+        return;
+      } catch (e) {
+        if (Date.now() >= deadline) throw e instanceof RaftError && e.code === 'not_leader' ? this.noLeaderError() : raftToFlotilla(e);
+        if (e instanceof RaftError && e.code === 'not_leader' && !this.node.leader()) {
+          await this.waitForLeader(Math.max(1, deadline - Date.now())).catch(() => {});
+        } else await sleep(20);
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ HTTP
+
+  private async onRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    try {
+      if (await this.router.handle(req, res)) return;
+      if (this.staticHandler?.(req, res)) return;
+      const err = new FlotillaError('not_found', `Cannot ${req.method} ${req.url}: no such endpoint`);
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(err.toJSON()));
+    } catch (e) {
+      this.log.error('request failed', { err: String(e) });
+      if (!res.headersSent) {
+        res.writeHead(500, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(toFlotillaError(e).toJSON()));
+      }
+    }
+  }
+
+  /**
+   * Runs a write on the leader: here if this manager leads, else forwarded over HTTP to the
+   * leader (waiting for an election if there is none).
+   */
+  async onLeader(ctx: RequestContext, fn: () => Promise<unknown>): Promise<unknown> {
+    const deadline = Date.now() + this.leaderWaitMs;
+    for (;;) {
+      if (this.node.isLeader()) {
+        try {
+          return await fn();
+        } catch (e) {
+          const fe = toFlotillaError(e);
+          // Lost leadership mid-write: if time remains, forward to the new leader.
+          if ((fe.code === 'not_leader' || fe.code === 'unavailable') && !this.node.isLeader() && Date.now() < deadline && ctx.req.headers[FORWARDED] === undefined) {
+            await sleep(20);
+            continue;
+          }
+          throw fe;
+        }
+      }
+      const leader = await this.waitForLeader(Math.max(1, deadline - Date.now()));
+      if (leader === this.id) continue;
+      if (ctx.req.headers[FORWARDED] !== undefined) {
+        throw new FlotillaError('not_leader', `not the leader; the leader is ${leader}`, { leader: this.node.members.get(leader) ?? leader, httpStatus: 503 });
+      }
+      const addr = this.node.members.get(leader);
+      if (!addr) throw this.noLeaderError();
+      try {
+        return await this.forward(ctx, addr);
+      } catch (e) {
+        const fe = toFlotillaError(e);
+        if (Date.now() < deadline && (fe.code === 'unavailable' || fe.code === 'not_leader')) {
+          await sleep(50);
+          continue;
+        }
+        throw fe;
+      }
+    }
+  }
+
+  private async forward(ctx: RequestContext, addr: string): Promise<Reply> {
+    const body = await ctx.body();
+    const [host, port] = splitAddr(addr);
+    const headers: Record<string, string> = { [FORWARDED]: this.id, 'x-request-id': ctx.requestId };
+    if (ctx.req.headers['content-type']) headers['content-type'] = String(ctx.req.headers['content-type']);
+    if (ctx.req.headers.authorization) headers.authorization = String(ctx.req.headers.authorization);
+    return new Promise((resolve, reject) => {
+      const req = http.request(
+        { host, port, method: ctx.method, path: ctx.req.url, headers: { ...headers, 'content-length': String(body.length) }, timeout: this.leaderWaitMs + 10_000 },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const buf = Buffer.concat(chunks);
+            const status = res.statusCode ?? 502;
+            const ct = String(res.headers['content-type'] ?? '');
+            if (status >= 400 && ct.includes('json')) {
+              try {
+                const j = JSON.parse(buf.toString('utf8')) as { error?: { code: string } };
+                if (j.error && (j.error.code === 'not_leader' || j.error.code === 'unavailable')) {
+                  reject(toFlotillaError(j.error));
+                  return;
+                }
+              } catch {
+                /* pass the body through */
+              }
+            }
+            resolve(new Reply(status, buf, { 'content-type': ct || 'application/octet-stream' }));
+          });
+          res.on('error', reject);
+        },
+      );
+      req.on('timeout', () => req.destroy(new FlotillaError('timeout', `the leader at ${addr} did not answer`)));
+      req.on('error', (e) => reject(e instanceof FlotillaError ? e : new FlotillaError('unavailable', `leader ${addr}: ${e.message}`)));
+      req.end(body);
+    });
+  }
+
+  /** Reads: linearizable by default, local with ?stale=true. */
+  async readable(ctx: RequestContext): Promise<void> {
+    const stale = ctx.query.get('stale');
+    if (stale === 'true' || stale === '1') return;
+    if (stale !== null && stale !== 'false' && stale !== '0') {
+      throw new FlotillaError('bad_request', `Cannot read as 'stale' must be true or false, got '${stale}'`);
+    }
+    await this.linearizable();
+  }
+
+  private routes(): void {
+    const r = this.router;
+    // ---- config store
+    r.on('PUT', '/v1/kv/*', async (ctx) => {
+      const key = checkKey(ctx.params['*']!);
+      const casRaw = ctx.query.get('cas');
+      let cas: number | undefined;
+      if (casRaw !== null) {
+        cas = Number(casRaw);
+        if (!Number.isInteger(cas) || cas < 0) throw new FlotillaError('bad_request', `Cannot write '${key}' as 'cas' must be a non-negative integer version, got '${casRaw}'`);
+      }
+      const value = (await ctx.body()).toString('utf8');
+      return this.onLeader(ctx, () =>
+        this.propose({ type: 'kv.put', key, value, cas, requestId: ctx.req.headers['x-request-id'] ? ctx.requestId : undefined } as Command),
+      );
+    });
+    r.on('DELETE', '/v1/kv/*', async (ctx) => {
+      const key = checkKey(ctx.params['*']!);
+      const casRaw = ctx.query.get('cas');
+      const cas = casRaw === null ? undefined : Number(casRaw);
+      if (cas !== undefined && (!Number.isInteger(cas) || cas < 0)) throw new FlotillaError('bad_request', `Cannot delete '${key}' as 'cas' must be a non-negative integer version`);
+      return this.onLeader(ctx, () => this.propose({ type: 'kv.del', key, cas, requestId: ctx.req.headers['x-request-id'] ? ctx.requestId : undefined } as Command));
+    });
+    r.on('GET', '/v1/kv/*', async (ctx) => {
+      const key = checkKey(ctx.params['*']!);
+      await this.readable(ctx);
+      const e = this.state.kvGet(key);
+      if (!e) throw new FlotillaError('not_found', `key '${key}' not found`);
+      return kvJson(e);
+    });
+    r.on('GET', '/v1/kv', async (ctx) => {
+      await this.readable(ctx);
+      const prefix = ctx.query.get('prefix') ?? '';
+      return { items: this.state.kvList(prefix).map(kvJson), index: this.node.appliedIndex() };
+    });
+
+    // ---- cluster
+    r.on('GET', '/v1/status', () => this.localStatus());
+    r.on('GET', '/v1/cluster', () => this.clusterStatus());
+    r.on('POST', '/v1/managers', async (ctx) => {
+      const body = (await ctx.json()) as { id?: unknown; addr?: unknown };
+      if (typeof body?.id !== 'string' || !/^[a-z0-9][a-z0-9_-]{0,62}$/.test(body.id)) throw new FlotillaError('bad_request', "Cannot add a manager as 'id' must be a lowercase id");
+      if (typeof body.addr !== 'string' || !/^[^\s:]+:\d{1,5}$/.test(body.addr)) throw new FlotillaError('bad_request', "Cannot add a manager as 'addr' must be host:port");
+      const id = body.id;
+      const addr = body.addr;
+      return this.onLeader(ctx, () => this.addManager(id, addr));
+    });
+    r.on('DELETE', '/v1/managers/:id', (ctx) => this.onLeader(ctx, () => this.removeManager(ctx.params.id!)));
+    r.on('POST', '/v1/managers/:id/transfer-leader', (ctx) => this.onLeader(ctx, () => this.transferLeader(ctx.params.id!)));
+    r.on('POST', '/v1/snapshot', (ctx) => this.onLeader(ctx, async () => {
+      const s = await this.node.snapshotNow();
+      return { index: s?.meta.index ?? this.node.status().snapshotIndex };
+    }));
+  }
+
+  localStatus() {
+    const st = this.node.status();
+    return {
+      id: this.id,
+      addr: this.addr,
+      role: st.role,
+      leader: st.leader,
+      leaderAddr: st.leader ? (this.node.members.get(st.leader) ?? null) : null,
+      term: st.term,
+      commitIndex: st.commit,
+      appliedIndex: this.node.appliedIndex(),
+      lastIndex: st.lastIndex,
+      snapshotIndex: st.snapshotIndex,
+      voters: st.conf.voters,
+      learners: st.conf.learners,
+      members: Object.fromEntries(this.node.members),
+      uptimeMs: Date.now() - this.started,
+      progress: st.progress,
+    };
+  }
+
+  async clusterStatus() {
+    const me = this.localStatus();
+    const members = [...this.node.members.entries()];
+    const now = Date.now();
+    const results = await Promise.all(
+      members.map(async ([id, addr]) => {
+        if (id === this.id) return { id, addr, status: me as ReturnType<Manager['localStatus']> | null };
+        try {
+          const s = await getJson(addr, '/v1/status', 1000);
+          return { id, addr, status: s as ReturnType<Manager['localStatus']> };
+        } catch {
+          return { id, addr, status: null };
+        }
+      }),
+    );
+    const leaderStatus = results.find((r) => r.status && r.status.role === 'leader' && r.status.term >= me.term)?.status ?? null;
+    const leaderCommit = leaderStatus?.commitIndex ?? me.commitIndex;
+    return {
+      leader: leaderStatus?.id ?? me.leader,
+      term: Math.max(...results.map((r) => r.status?.term ?? 0)),
+      managers: results.map(({ id, addr, status }) => ({
+        id,
+        addr,
+        role: status ? status.role : 'unreachable',
+        voter: me.voters.includes(id),
+        term: status?.term ?? null,
+        commitIndex: status?.commitIndex ?? null,
+        appliedIndex: status?.appliedIndex ?? null,
+        lastIndex: status?.lastIndex ?? null,
+        lag: status ? Math.max(0, leaderCommit - status.appliedIndex) : null,
+        lastContactMs: id === this.id ? 0 : this.node.lastContact.has(id) ? now - this.node.lastContact.get(id)! : null,
+        healthy: status !== null && status.leader !== null,
+      })),
+    };
+  }
+
+  private async addManager(id: string, addr: string): Promise<unknown> {
+    if (this.node.members.has(id)) throw new FlotillaError('conflict', `manager ${id} is already a member`);
+    if (this.node.removed.has(id)) throw new FlotillaError('conflict', `manager id ${id} was removed before and cannot be reused; pick a new id`);
+    await this.confChange({ type: 'addLearner', node: id, context: addr });
+    // Promoted to voter by promoteLearners() once caught up; wait for it (bounded).
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      if (this.node.status().conf.voters.includes(id)) return { id, addr, role: 'voter' };
+      if (!this.node.isLeader()) break;
+      await sleep(50);
+    }
+    return { id, addr, role: this.node.status().conf.voters.includes(id) ? 'voter' : 'learner' };
+  }
+
+  private async removeManager(id: string): Promise<unknown> {
+    if (!this.node.members.has(id)) throw new FlotillaError('not_found', `manager ${id} is not a member`);
+    if (id === this.id) {
+      // Hand leadership over first so the cluster does not wait for an election.
+      const other = this.node.status().conf.voters.find((v) => v !== this.id);
+      if (other) {
+        this.node.transferLeader(other);
+        throw new FlotillaError('unavailable', `leadership is moving to ${other} before ${id} is removed; retry`, { leader: null });
+      }
+    }
+    await this.confChange({ type: 'removeNode', node: id });
+    return { id, removed: true };
+  }
+
+  private async transferLeader(id: string): Promise<unknown> {
+    if (!this.node.status().conf.voters.includes(id)) throw new FlotillaError('bad_request', `Cannot transfer leadership as ${id} is not a voting manager`);
+    if (id === this.id) return { leader: id };
+    try {
+      this.node.transferLeader(id);
+    } catch (e) {
+      throw raftToFlotilla(e);
+    }
+    const deadline = Date.now() + 3000;
+    while (Date.now() < deadline) {
+      const l = this.node.leader();
+      if (l === id) return { leader: id };
+      await sleep(20);
+    }
+    throw new FlotillaError('timeout', `leadership did not move to ${id} within 3 s; the current leader is ${this.node.leader() ?? 'unknown'}`);
+  }
+
+  private async confChange(cc: ConfChange): Promise<void> {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      try {
+        await this.node.proposeConfChange(cc, AbortSignal.timeout(10_000));
+        return;
+      } catch (e) {
+        if (e instanceof RaftError && e.code === 'conf_change_pending' && Date.now() < deadline) {
+          await sleep(50);
+          continue;
+        }
+        throw raftToFlotilla(e);
+      }
+    }
+  }
+
+  /** Leader: promote learners whose log has caught up with the commit index. */
+  private async promoteLearners(): Promise<void> {
+    if (!this.node.isLeader()) return;
+    const st = this.node.status();
+    for (const id of st.conf.learners) {
+      const pr = st.progress[id];
+      if (!pr || pr.match < st.commit) continue;
+      try {
+        this.log.info(`promoting ${id}: caught up at ${pr.match}`);
+        await this.node.proposeConfChange({ type: 'addVoter', node: id, context: this.node.members.get(id) }, AbortSignal.timeout(5000));
+      } catch (e) {
+        this.log.debug('promotion deferred', { id, err: String(e) });
+      }
+      return; // one change at a time
+    }
+  }
+}
+
+function checkKey(key: string): string {
+  if (key.length === 0 || key.length > 512) throw new FlotillaError('bad_request', 'Cannot use the key as it must be 1–512 characters');
+  if (/[\u0000-\u001f]/.test(key)) throw new FlotillaError('bad_request', 'Cannot use the key as it contains control characters');
+  return key;
+}
+
+function kvJson(e: { key: string; value: unknown; version: number; createVersion?: number }) {
+  const value = typeof e.value === 'string' ? e.value : Buffer.from(e.value as Uint8Array).toString('utf8');
+  return { key: e.key, value, version: e.version, createVersion: e.createVersion };
+}
+
+export function raftToFlotilla(e: unknown): FlotillaError {
+  if (e instanceof RaftError) {
+    switch (e.code) {
+      case 'not_leader':
+        return new FlotillaError('not_leader', e.message, { leader: e.leader, httpStatus: 503 });
+      case 'transfer_in_progress':
+        return new FlotillaError('unavailable', e.message, { leader: null });
+      case 'conf_change_pending':
+        return new FlotillaError('conflict', e.message);
+      case 'invalid':
+        return new FlotillaError('bad_request', e.message);
+      default:
+        return new FlotillaError('unavailable', e.message, { leader: null });
+    }
+  }
+  return toFlotillaError(e);
+}
+
+export function getJson(addr: string, path: string, timeoutMs: number): Promise<unknown> {
+  const [host, port] = splitAddr(addr);
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host, port, path, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        try {
+          const j = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+          if ((res.statusCode ?? 500) >= 400) reject(toFlotillaError(j));
+          else resolve(j);
+        } catch (e) {
+          reject(e);
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

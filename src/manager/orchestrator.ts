@@ -1,0 +1,481 @@
+// Leader-only services: the dispatcher (worker sessions), the scheduler loop, the node
+// monitor and the restart loop. They start when this manager becomes leader and stop when it
+// stops leading; every decision is a proposed command tagged with the term it was made in, so
+// a deposed leader's late decisions are rejected by the state machine (fencing).
+import type http from 'node:http';
+import type { Duplex } from 'node:stream';
+import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
+import { pack, unpack } from 'msgpackr';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { Manager } from './manager.js';
+import type { Command, NodeInfo, SingleCommand, Task, TaskReport } from './state.js';
+import { schedule } from './scheduler.js';
+import {
+  MAX_SESSION_FRAME,
+  SESSION_PATH,
+  SESSION_PROTOCOL_VERSION,
+  type AssignedTask,
+  type ManagerToWorker,
+  type RegisterMsg,
+  type TaskStatusReport,
+  type WorkerToManager,
+} from './dispatch-protocol.js';
+import type { Logger } from './log.js';
+
+export interface OrchestratorOptions {
+  /** Heartbeat period the leader asks workers for (ms). */
+  heartbeatMs?: number;
+  /** A ready node that has not sent a heartbeat for this long is declared down (ms). */
+  nodeGraceMs?: number;
+  /** After a leader change, how long a node has to reconnect before it is declared down (ms). */
+  failoverGraceMs?: number;
+  /** Placement strategy. */
+  strategy?: 'spread' | 'binpack';
+  /** Status reports from all workers are batched into one proposal at most this often (ms). */
+  reportBatchMs?: number;
+}
+
+/** The worker join token is derived from the cluster secret (never the secret itself). */
+export function workerToken(secret: string): string {
+  return 'flt-w-' + createHmac('sha256', secret).update('flotilla worker join token v1').digest('hex').slice(0, 40);
+}
+
+interface Session {
+  id: string;
+  nodeId: string;
+  ws: WebSocket;
+  lastHeartbeat: number;
+  lastAssignments: string;
+  heartbeatPending: boolean;
+}
+
+export function encodeSessionFrame(msg: ManagerToWorker | WorkerToManager): Buffer {
+  const body = pack(msg);
+  const out = Buffer.allocUnsafe(body.length + 1);
+  out[0] = SESSION_PROTOCOL_VERSION;
+  body.copy(out, 1);
+  return out;
+}
+
+export function decodeSessionFrame(buf: Buffer): unknown {
+  if (buf.length < 2) throw new Error('empty frame');
+  if (buf[0] !== SESSION_PROTOCOL_VERSION) throw new Error(`unsupported session protocol version ${buf[0]}`);
+  return unpack(buf.subarray(1));
+}
+
+export class Orchestrator {
+  private readonly wss: WebSocketServer;
+  private sessions = new Map<string, Session>();
+  private leaderTerm: number | null = null;
+  private leaderSince = 0;
+  private timers: NodeJS.Timeout[] = [];
+  private reports: TaskReport[] = [];
+  private reportsFlushing = false;
+  private scheduling = false;
+  private scheduleAgain = false;
+  private dirtyNodes = new Set<string>();
+  private allDirty = false;
+  private inflight = new Set<string>();
+  private readonly token: string;
+  private readonly heartbeatMs: number;
+  private readonly nodeGraceMs: number;
+  private readonly failoverGraceMs: number;
+  private readonly strategy: 'spread' | 'binpack';
+  private readonly reportBatchMs: number;
+  private unsubscribe: (() => void) | null = null;
+  /** Why each pending task could not be placed (leader memory; also proposed to the log). */
+  private lastUnplaced = new Map<string, string>();
+
+  constructor(
+    private readonly m: Manager,
+    secret: string,
+    private readonly log: Logger,
+    opts: OrchestratorOptions = {},
+  ) {
+    this.token = workerToken(secret);
+    this.heartbeatMs = opts.heartbeatMs ?? 1000;
+    this.nodeGraceMs = opts.nodeGraceMs ?? 5000;
+    this.failoverGraceMs = opts.failoverGraceMs ?? Math.max(10_000, this.nodeGraceMs);
+    this.strategy = opts.strategy ?? 'spread';
+    this.reportBatchMs = opts.reportBatchMs ?? 100;
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_SESSION_FRAME });
+    m.upgrades.set(SESSION_PATH, (req, socket, head) => this.onUpgrade(req, socket, head));
+    const prev = m.onLeaderChange;
+    m.onLeaderChange = (leader, term) => {
+      prev(leader, term);
+      if (leader === m.id) this.startLeading(term);
+      else this.stopLeading();
+    };
+    this.unsubscribe = m.state.onEvent((ev) => {
+      if (this.leaderTerm === null) return;
+      if (ev.type === 'task.created' || (ev.type === 'task.updated' && (ev.task.state === 'pending' || ev.change === 'restart'))) this.kickScheduler();
+      if (ev.type === 'node.updated' || ev.type === 'node.registered') this.kickScheduler();
+      if (ev.type === 'task.created' || ev.type === 'task.updated' || ev.type === 'task.removed') {
+        if (ev.task.node) this.dirtyNodes.add(ev.task.node);
+        else this.allDirty = true;
+      }
+      if (ev.type === 'task.updated' && ev.change === 'restart') this.allDirty = true;
+      if (ev.type === 'node.updated' && ev.change === 'availability') this.kickDrain();
+    });
+  }
+
+  close(): void {
+    this.stopLeading();
+    this.unsubscribe?.();
+    this.wss.close();
+  }
+
+  isLeading(): boolean {
+    return this.leaderTerm !== null;
+  }
+
+  sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  unplacedReason(taskId: string): string | undefined {
+    return this.lastUnplaced.get(taskId);
+  }
+
+  // ------------------------------------------------------------------ leadership
+
+  private startLeading(term: number): void {
+    if (this.leaderTerm === term) return;
+    this.stopLeading();
+    this.leaderTerm = term;
+    this.leaderSince = Date.now();
+    this.log.info('leader services started', { term });
+    const at = Date.now();
+    // Announce the election and give every node a grace period to reconnect (never kill healthy work).
+    void this.decide(() => [
+      { type: 'cluster.leader', leader: this.m.id, term, at },
+      { type: 'nodes.markUnknown', term, at },
+    ]);
+    this.timers.push(setInterval(() => this.monitorNodes(), 250));
+    this.timers.push(setInterval(() => void this.flushReports(), this.reportBatchMs));
+    this.timers.push(setInterval(() => this.pushAssignments(), 50));
+    this.timers.push(setInterval(() => this.restartLoop(), 200));
+    this.timers.push(setInterval(() => this.kickScheduler(), 1000));
+    for (const t of this.timers) t.unref();
+    this.allDirty = true;
+    this.kickScheduler();
+    this.kickDrain();
+  }
+
+  private stopLeading(): void {
+    if (this.leaderTerm === null) return;
+    this.log.info('leader services stopped', { term: this.leaderTerm });
+    this.leaderTerm = null;
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    this.reports = [];
+    this.lastUnplaced.clear();
+    // Workers must follow the new leader: end every session (they reconnect and are redirected).
+    for (const s of this.sessions.values()) s.ws.close(4001, 'leadership changed');
+    this.sessions.clear();
+  }
+
+  /**
+   * Proposes leader decisions made now, tagged with the current leader term. The callback
+   * builds the commands with that term; a decision from a stale term is rejected on apply.
+   */
+  private async decide(build: (term: number) => SingleCommand[]): Promise<unknown> {
+    const term = this.leaderTerm;
+    if (term === null) return;
+    const cmds = build(term);
+    if (cmds.length === 0) return;
+    const cmd: Command = cmds.length === 1 ? cmds[0]! : { type: 'batch', commands: cmds };
+    try {
+      return await this.m.propose(cmd);
+    } catch (e) {
+      if (this.leaderTerm !== null) this.log.warn('leader decision failed', { type: cmd.type, err: (e as Error).message });
+      return undefined;
+    }
+  }
+
+  // ------------------------------------------------------------------ sessions
+
+  private onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.onSession(ws, req.socket.remoteAddress ?? '?'));
+  }
+
+  private send(ws: WebSocket, msg: ManagerToWorker): void {
+    if (ws.readyState === ws.OPEN) ws.send(encodeSessionFrame(msg));
+  }
+
+  private managerAddrs(): string[] {
+    return [...this.m.node.members.values()];
+  }
+
+  private onSession(ws: WebSocket, remote: string): void {
+    let session: Session | null = null;
+    const registerTimeout = setTimeout(() => ws.close(4002, 'no registration'), 5000);
+    ws.on('error', () => {});
+    ws.on('close', () => {
+      clearTimeout(registerTimeout);
+      if (session && this.sessions.get(session.nodeId) === session) this.sessions.delete(session.nodeId);
+    });
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      let msg: WorkerToManager;
+      try {
+        if (!isBinary) throw new Error('text frame');
+        msg = decodeSessionFrame(data) as WorkerToManager;
+        if (typeof msg !== 'object' || msg === null || typeof (msg as { t?: unknown }).t !== 'string') throw new Error('not a session message');
+      } catch (e) {
+        this.log.warn('malformed worker frame; session closed', { remote, err: (e as Error).message });
+        ws.close(4003, 'malformed frame');
+        return;
+      }
+      if (msg.t === 'register') {
+        clearTimeout(registerTimeout);
+        if (session) {
+          ws.close(4004, 'already registered');
+          return;
+        }
+        void this.register(ws, msg, remote).then((s) => (session = s));
+        return;
+      }
+      if (!session) {
+        ws.close(4005, 'register first');
+        return;
+      }
+      if (msg.t === 'heartbeat') this.onHeartbeat(session);
+      else if (msg.t === 'status' && Array.isArray(msg.reports)) this.onStatus(session, msg.reports);
+    });
+  }
+
+  private checkRegistration(msg: RegisterMsg): string | null {
+    if (typeof msg.token !== 'string') return 'missing join token';
+    const a = Buffer.from(msg.token);
+    const b = Buffer.from(this.token);
+    if (a.length !== b.length || !timingSafeEqual(a, b)) return 'invalid join token';
+    if (typeof msg.nodeId !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/.test(msg.nodeId)) return 'invalid node id';
+    if (!msg.resources || !Number.isFinite(msg.resources.cpu) || !Number.isFinite(msg.resources.memory)) return 'invalid resources';
+    if (!Array.isArray(msg.drivers) || msg.drivers.some((d) => typeof d !== 'string')) return 'invalid drivers';
+    if (!Array.isArray(msg.tasks)) return 'invalid task list';
+    return null;
+  }
+
+  private async register(ws: WebSocket, msg: RegisterMsg, remote: string): Promise<Session | null> {
+    const bad = this.checkRegistration(msg);
+    if (bad) {
+      this.log.warn(`worker registration refused: ${bad}`, { remote, node: String(msg.nodeId) });
+      this.send(ws, { t: 'reject', reason: bad });
+      ws.close(4006, bad);
+      return null;
+    }
+    if (this.leaderTerm === null) {
+      const leader = this.m.node.leader();
+      this.send(ws, { t: 'redirect', leader: leader ? (this.m.node.members.get(leader) ?? null) : null, managers: this.managerAddrs() });
+      ws.close(4007, 'not the leader');
+      return null;
+    }
+    const old = this.sessions.get(msg.nodeId);
+    if (old) old.ws.close(4008, 'replaced by a new session');
+    const s: Session = { id: randomUUID(), nodeId: msg.nodeId, ws, lastHeartbeat: Date.now(), lastAssignments: '', heartbeatPending: false };
+    this.sessions.set(msg.nodeId, s);
+    const at = Date.now();
+    const reports = this.toReports(msg.nodeId, msg.tasks);
+    const cmds: SingleCommand[] = [
+      {
+        type: 'node.register',
+        node: { id: msg.nodeId, addr: msg.addr, labels: msg.labels ?? {}, resources: msg.resources, drivers: msg.drivers },
+        at,
+      },
+    ];
+    if (reports.length > 0) cmds.push({ type: 'task.report', reports });
+    try {
+      await this.m.propose({ type: 'batch', commands: cmds });
+    } catch (e) {
+      this.log.warn('worker registration not committed; session closed', { node: msg.nodeId, err: (e as Error).message });
+      ws.close(4009, 'registration failed');
+      this.sessions.delete(msg.nodeId);
+      return null;
+    }
+    if (this.sessions.get(msg.nodeId) !== s) return null;
+    // Jitter the heartbeat period per session so a fleet does not beat in lockstep.
+    const hb = Math.round(this.heartbeatMs * (0.9 + Math.random() * 0.2));
+    this.send(ws, { t: 'welcome', sessionId: s.id, heartbeatMs: hb, managers: this.managerAddrs(), term: this.leaderTerm ?? 0 });
+    this.log.info(`worker ${msg.nodeId} registered`, { tasks: msg.tasks.length, remote });
+    this.dirtyNodes.add(msg.nodeId);
+    this.kickScheduler();
+    return s;
+  }
+
+  private toReports(nodeId: string, tasks: TaskStatusReport[]): TaskReport[] {
+    const out: TaskReport[] = [];
+    for (const t of tasks) {
+      if (!t || typeof t.taskId !== 'string' || typeof t.state !== 'string') continue;
+      out.push({
+        taskId: t.taskId,
+        nodeId,
+        state: t.state,
+        reason: typeof t.reason === 'string' ? t.reason.slice(0, 1000) : undefined,
+        exitCode: Number.isInteger(t.exitCode) ? t.exitCode : undefined,
+        detail: typeof t.detail === 'string' ? t.detail.slice(0, 200) : undefined,
+        at: Number.isFinite(t.at) ? t.at : Date.now(),
+        attempt: Number.isInteger(t.attempt) ? t.attempt : undefined,
+      });
+    }
+    return out;
+  }
+
+  private onHeartbeat(s: Session): void {
+    s.lastHeartbeat = Date.now();
+    const node = this.m.state.getNode(s.nodeId);
+    if (node && node.status !== 'ready' && !s.heartbeatPending) {
+      s.heartbeatPending = true;
+      void this.m
+        .propose({ type: 'node.heartbeat', id: s.nodeId, at: Date.now() })
+        .catch(() => {})
+        .finally(() => (s.heartbeatPending = false));
+    }
+  }
+
+  private onStatus(s: Session, reports: TaskStatusReport[]): void {
+    s.lastHeartbeat = Date.now();
+    this.reports.push(...this.toReports(s.nodeId, reports));
+  }
+
+  private async flushReports(): Promise<void> {
+    if (this.reportsFlushing || this.reports.length === 0 || this.leaderTerm === null) return;
+    this.reportsFlushing = true;
+    const batch = this.reports;
+    this.reports = [];
+    try {
+      await this.m.propose({ type: 'task.report', reports: batch });
+    } catch (e) {
+      // Not committed: keep them for the next batch (reports are idempotent).
+      if (this.leaderTerm !== null) this.reports = batch.concat(this.reports);
+      this.log.debug('report batch deferred', { err: (e as Error).message });
+    } finally {
+      this.reportsFlushing = false;
+    }
+  }
+
+  /** The full set of tasks a node should run, pushed when it changes. */
+  private pushAssignments(): void {
+    if (this.leaderTerm === null) return;
+    const nodes = this.allDirty ? [...this.sessions.keys()] : [...this.dirtyNodes];
+    this.allDirty = false;
+    this.dirtyNodes.clear();
+    for (const nodeId of nodes) {
+      const s = this.sessions.get(nodeId);
+      if (!s) continue;
+      const tasks: AssignedTask[] = [];
+      for (const t of this.m.state.tasksOnNode(nodeId)) {
+        if (t.state === 'assigned' || t.state === 'starting' || t.state === 'running') {
+          tasks.push({ taskId: t.id, attempt: t.attempt, spec: t.spec, desired: t.desired });
+        }
+      }
+      tasks.sort((a, b) => (a.taskId < b.taskId ? -1 : 1));
+      const key = JSON.stringify(tasks.map((t) => [t.taskId, t.attempt, t.desired]));
+      if (key === s.lastAssignments) continue;
+      s.lastAssignments = key;
+      this.send(s.ws, { t: 'assignments', tasks });
+    }
+  }
+
+  // ------------------------------------------------------------------ scheduler
+
+  kickScheduler(): void {
+    if (this.leaderTerm === null) return;
+    if (this.scheduling) {
+      this.scheduleAgain = true;
+      return;
+    }
+    this.scheduling = true;
+    setImmediate(() => void this.runScheduler());
+  }
+
+  private async runScheduler(): Promise<void> {
+    try {
+      do {
+        this.scheduleAgain = false;
+        if (this.leaderTerm === null) return;
+        const pending = this.m.state.pendingTasks();
+        if (pending.length === 0) {
+          this.lastUnplaced.clear();
+          continue;
+        }
+        const nodes = this.m.state.listNodes();
+        const usage = new Map(nodes.map((n) => [n.id, this.m.state.nodeUsage(n.id)]));
+        const plan = schedule(pending, nodes, usage, { strategy: this.strategy });
+        this.lastUnplaced = new Map(plan.unplaced.map((u) => [u.taskId, u.reason]));
+        const reasons = plan.unplaced.filter((u) => this.m.state.getTask(u.taskId)?.reason !== u.reason);
+        const cmds: SingleCommand[] = [];
+        if (plan.placements.length > 0) cmds.push({ type: 'task.assign', placements: plan.placements, term: 0, at: Date.now() });
+        if (reasons.length > 0) cmds.push({ type: 'task.pending', items: reasons.map((u) => ({ taskId: u.taskId, reason: u.reason })), term: 0, at: Date.now() } as unknown as SingleCommand);
+        if (cmds.length === 0) continue;
+        await this.decide((term) => cmds.map((c) => ({ ...c, term }) as SingleCommand));
+      } while (this.scheduleAgain);
+    } finally {
+      this.scheduling = false;
+    }
+  }
+
+  // ------------------------------------------------------------------ node monitor
+
+  private monitorNodes(): void {
+    if (this.leaderTerm === null) return;
+    const now = Date.now();
+    for (const n of this.m.state.listNodes()) {
+      if (n.status === 'down') continue;
+      const s = this.sessions.get(n.id);
+      const last = s ? s.lastHeartbeat : this.leaderSince;
+      const grace = n.status === 'unknown' ? Math.max(this.nodeGraceMs, this.failoverGraceMs - (s ? 0 : 0)) : this.nodeGraceMs;
+      // A node unknown since this leader started gets the failover grace from leaderSince.
+      const since = n.status === 'unknown' && !s ? this.leaderSince : last;
+      if (now - since <= grace) continue;
+      const key = `down:${n.id}`;
+      if (this.inflight.has(key)) continue;
+      this.inflight.add(key);
+      const reason = `no heartbeat for ${Math.round((now - since) / 1000)} s`;
+      this.log.warn(`node ${n.id} is down: ${reason}`);
+      void this.decide((term) => [{ type: 'node.down', id: n.id, reason, term, at: Date.now() }]).finally(() => this.inflight.delete(key));
+      s?.ws.close(4010, 'declared down');
+    }
+  }
+
+  // ------------------------------------------------------------------ restarts and drain
+
+  private restartLoop(): void {
+    if (this.leaderTerm === null) return;
+    const now = Date.now();
+    for (const t of this.m.state.tasksAwaitingRestart()) {
+      if (t.nextRestartAt === undefined || t.nextRestartAt > now) continue;
+      const key = `restart:${t.id}:${t.attempt}`;
+      if (this.inflight.has(key)) continue;
+      this.inflight.add(key);
+      void this.decide((term) => [{ type: 'task.restart', taskId: t.id, term, at: Date.now() }]).finally(() => this.inflight.delete(key));
+    }
+  }
+
+  private drainScheduled = false;
+  private kickDrain(): void {
+    if (this.drainScheduled) return;
+    this.drainScheduled = true;
+    setTimeout(() => {
+      this.drainScheduled = false;
+      this.drain();
+    }, 20).unref();
+  }
+
+  /** Tasks on draining nodes are moved: re-queued (forced restart) so the scheduler places them elsewhere. */
+  private drain(): void {
+    if (this.leaderTerm === null) return;
+    const moves: Task[] = [];
+    for (const n of this.m.state.listNodes()) {
+      if (n.availability !== 'drain') continue;
+      for (const t of this.m.state.tasksOnNode(n.id)) {
+        if (t.desired === 'running' && (t.state === 'assigned' || t.state === 'starting' || t.state === 'running')) moves.push(t);
+      }
+    }
+    if (moves.length === 0) return;
+    void this.decide((term) => moves.map((t) => ({ type: 'task.restart', taskId: t.id, term, at: Date.now(), force: true, reason: `node ${t.node} is draining` }) as SingleCommand));
+  }
+
+  nodes(): NodeInfo[] {
+    return this.m.state.listNodes();
+  }
+}

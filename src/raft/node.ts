@@ -1,0 +1,406 @@
+// The Raft driver: turns the pure core into a running replica. It owns the tick timer and the
+// Ready loop (send early appends → persist → send → apply → advance), resolves proposals when
+// their entry is applied, serves linearizable reads through ReadIndex, and takes snapshots.
+import { EventEmitter } from 'node:events';
+import { RaftCore, decodeConfChange, encodeConfChange, type Status } from './core.js';
+import { EntryType, RaftError, type ConfChange, type Entry, type Message, type NodeId, type PersistedState, type Ready, type Snapshot, type SoftState } from './types.js';
+import { pack, unpack } from 'msgpackr';
+
+/** The application replicated by Raft. apply() must be deterministic. */
+export interface StateMachine {
+  apply(data: Uint8Array, at: { index: number; term: number }): unknown;
+  snapshot(): Uint8Array;
+  restore(data: Uint8Array): void;
+}
+
+export interface NodeStorage {
+  save(rd: { hardState?: Ready['hardState']; entries: Entry[]; snapshot?: Snapshot }): Promise<void>;
+  saveSnapshot(s: Snapshot): Promise<void>;
+}
+
+export interface NodeTransport {
+  send(msgs: Message[]): void;
+}
+
+export interface RaftNodeOptions {
+  id: NodeId;
+  storage: NodeStorage;
+  transport?: NodeTransport;
+  stateMachine: StateMachine;
+  persisted?: PersistedState;
+  /** New cluster: initial voters and their addresses (ignored when persisted state exists). */
+  bootstrap?: Record<NodeId, string>;
+  tickMs?: number;
+  heartbeatTicks?: number;
+  electionTicks?: number;
+  /** Take a snapshot every N applied entries. */
+  snapshotEvery?: number;
+  log?: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+  /** Called with the duration of each synced write (ms). */
+  onPersist?: (ms: number, entries: number) => void;
+}
+
+interface PendingProposal {
+  term: number;
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+}
+
+interface PendingRead {
+  index: number | null;
+  resolve: (index: number) => void;
+  reject: (e: Error) => void;
+}
+
+/** What the node adds to the application's snapshot: membership addresses. */
+interface NodeSnapshot {
+  members: Record<NodeId, string>;
+  removed?: NodeId[];
+  app: Uint8Array;
+}
+
+export class RaftNode extends EventEmitter {
+  readonly id: NodeId;
+  readonly core: RaftCore;
+  private transport: NodeTransport | undefined;
+  private readonly storage: NodeStorage;
+  private readonly sm: StateMachine;
+  private readonly log: NonNullable<RaftNodeOptions['log']>;
+  private readonly tickMs: number;
+  private readonly electionTicks: number;
+  private readonly snapshotEvery: number;
+  private timer: NodeJS.Timeout | null = null;
+  private loopScheduled = false;
+  private loopRunning = false;
+  private stopped = false;
+  private fatal: Error | null = null;
+  private proposals = new Map<number, PendingProposal>();
+  private reads = new Map<string, PendingRead>();
+  private waitingReads: { index: number; resolve: (i: number) => void }[] = [];
+  private readSeq = 0;
+  private applied = 0;
+  private lastSnapshotIndex = 0;
+  private soft: SoftState = { leader: null, role: 'follower' };
+  /** Addresses of members, from configuration entries (replicated). */
+  readonly members = new Map<NodeId, string>();
+  /** Ids removed from the cluster: never reused (replicated, kept in snapshots). */
+  readonly removed = new Set<NodeId>();
+  /** ms timestamp of the last message from each peer. */
+  readonly lastContact = new Map<NodeId, number>();
+  private lastLeaderChange = Date.now();
+  private onPersist: RaftNodeOptions['onPersist'];
+
+  constructor(opts: RaftNodeOptions) {
+    super();
+    this.id = opts.id;
+    this.storage = opts.storage;
+    this.transport = opts.transport;
+    this.sm = opts.stateMachine;
+    this.log = opts.log ?? (() => {});
+    this.tickMs = opts.tickMs ?? 10;
+    this.electionTicks = opts.electionTicks ?? 30;
+    this.snapshotEvery = opts.snapshotEvery ?? 10_000;
+    this.onPersist = opts.onPersist;
+    const persisted = opts.persisted;
+    if (persisted?.snapshot) this.restoreSnapshot(persisted.snapshot);
+    const bootstrapIds = opts.bootstrap ? Object.keys(opts.bootstrap) : [];
+    this.core = new RaftCore({
+      id: opts.id,
+      heartbeatTick: opts.heartbeatTicks ?? 5,
+      electionTick: this.electionTicks,
+      rand: (n) => Math.floor(Math.random() * n),
+      preVote: true,
+      checkQuorum: true,
+      persisted,
+      bootstrap: bootstrapIds.length > 0 ? { voters: bootstrapIds, learners: [] } : undefined,
+      bootstrapContext: opts.bootstrap,
+    });
+    this.applied = this.core.status().applied;
+    this.lastSnapshotIndex = this.core.status().snapshotIndex;
+  }
+
+  setTransport(t: NodeTransport): void {
+    this.transport = t;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => {
+      this.core.tick();
+      this.kick();
+    }, this.tickMs);
+    this.timer.unref?.();
+    this.kick();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    const err = new RaftError('proposal_dropped', 'the manager is shutting down');
+    for (const p of this.proposals.values()) p.reject(err);
+    this.proposals.clear();
+    for (const r of this.reads.values()) r.reject(err);
+    this.reads.clear();
+    // Wait for an in-flight persist to finish so storage can close cleanly.
+    for (let i = 0; i < 200 && this.loopRunning; i++) await new Promise((r) => setTimeout(r, 5));
+  }
+
+  /** A message from a peer. */
+  receive(m: Message): void {
+    if (this.stopped) return;
+    this.lastContact.set(m.from, Date.now());
+    try {
+      this.core.step(m);
+    } catch (e) {
+      this.log('warn', 'raft message rejected', { from: m.from, type: m.type, err: String(e) });
+    }
+    this.kick();
+  }
+
+  reportUnreachable(peer: NodeId): void {
+    this.receive({ type: 'unreachable', from: peer, to: this.id, term: 0, index: 0, logTerm: 0 });
+  }
+
+  reportSnapshot(peer: NodeId, ok: boolean): void {
+    this.receive({ type: 'snapStatus', from: peer, to: this.id, term: 0, index: 0, logTerm: 0, failed: !ok });
+  }
+
+  isLeader(): boolean {
+    return this.soft.role === 'leader';
+  }
+
+  leader(): NodeId | null {
+    return this.soft.leader;
+  }
+
+  status(): Status {
+    return this.core.status();
+  }
+
+  appliedIndex(): number {
+    return this.applied;
+  }
+
+  msSinceLeaderChange(): number {
+    return Date.now() - this.lastLeaderChange;
+  }
+
+  /** Proposes data; resolves with the state machine's result once applied on this node. */
+  propose(data: Uint8Array, signal?: AbortSignal): Promise<unknown> {
+    this.checkUsable();
+    const { index, term } = this.core.propose(data);
+    this.kick();
+    return this.track(index, term, signal);
+  }
+
+  proposeConfChange(cc: ConfChange, signal?: AbortSignal): Promise<unknown> {
+    this.checkUsable();
+    const { index, term } = this.core.proposeConfChange(cc);
+    this.kick();
+    return this.track(index, term, signal);
+  }
+
+  transferLeader(to: NodeId): void {
+    this.checkUsable();
+    this.core.transferLeader(to);
+    this.kick();
+  }
+
+  /**
+   * A linearizable read barrier: resolves with an index once this node has applied everything
+   * committed before the call (ReadIndex, confirmed by a quorum of heartbeats).
+   */
+  readBarrier(signal?: AbortSignal): Promise<number> {
+    this.checkUsable();
+    const ctx = `${this.id}:${++this.readSeq}`;
+    this.core.readIndex(ctx);
+    this.kick();
+    return new Promise<number>((resolve, reject) => {
+      const entry: PendingRead = { index: null, resolve, reject };
+      this.reads.set(ctx, entry);
+      signal?.addEventListener(
+        'abort',
+        () => {
+          if (this.reads.delete(ctx)) reject(new RaftError('proposal_dropped', 'read timed out: no quorum confirmed the leader'));
+        },
+        { once: true },
+      );
+    });
+  }
+
+  private checkUsable(): void {
+    if (this.fatal) throw new RaftError('proposal_dropped', `this manager stopped replicating: ${this.fatal.message}`);
+    if (this.stopped) throw new RaftError('proposal_dropped', 'the manager is shutting down');
+  }
+
+  private track(index: number, term: number, signal?: AbortSignal): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      this.proposals.set(index, { term, resolve, reject });
+      signal?.addEventListener(
+        'abort',
+        () => {
+          const p = this.proposals.get(index);
+          if (p && p.term === term) {
+            this.proposals.delete(index);
+            reject(new RaftError('proposal_dropped', 'timed out waiting for the write to commit; it may still commit'));
+          }
+        },
+        { once: true },
+      );
+    });
+  }
+
+  private kick(): void {
+    if (this.loopScheduled || this.stopped) return;
+    this.loopScheduled = true;
+    setImmediate(() => {
+      this.loopScheduled = false;
+      void this.loop();
+    });
+  }
+
+  private async loop(): Promise<void> {
+    if (this.loopRunning || this.stopped || this.fatal) return;
+    this.loopRunning = true;
+    try {
+      while (!this.stopped && this.core.hasReady()) {
+        const rd = this.core.ready();
+        if (rd.softState) this.onSoftState(rd.softState);
+        this.transport?.send(rd.earlyMessages);
+        if (rd.hardState || rd.entries.length > 0 || rd.snapshot) {
+          const t0 = performance.now();
+          await this.storage.save({ hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot });
+          this.onPersist?.(performance.now() - t0, rd.entries.length);
+        }
+        if (this.stopped) break;
+        this.transport?.send(rd.messages);
+        if (rd.snapshot) this.applySnapshot(rd.snapshot);
+        for (const e of rd.committedEntries) this.applyEntry(e);
+        for (const rs of rd.readStates) {
+          const r = this.reads.get(rs.context);
+          if (!r) continue;
+          this.reads.delete(rs.context);
+          this.waitForApplied(rs.index, r.resolve);
+        }
+        this.core.advance(rd);
+        this.releaseReads();
+        await this.maybeSnapshot();
+      }
+    } catch (e) {
+      // A failed synced write leaves this replica unable to keep Raft's promises: stop it.
+      this.fatal = e as Error;
+      this.log('error', 'raft storage failed; this manager stops replicating', { err: String(e) });
+      this.emit('fatal', e);
+    } finally {
+      this.loopRunning = false;
+    }
+    if (!this.stopped && !this.fatal && this.core.hasReady()) this.kick();
+  }
+
+  private onSoftState(s: SoftState): void {
+    const prev = this.soft;
+    this.soft = s;
+    if (prev.leader !== s.leader) {
+      this.lastLeaderChange = Date.now();
+      this.emit('leader', s.leader, this.core.status().term);
+    }
+    if (prev.role !== s.role) this.emit('role', s.role, this.core.status().term);
+    if (s.role !== 'leader') {
+      // Reads waiting for a ReadIndex from this ex-leader will never be answered.
+      if (prev.role === 'leader') {
+        for (const [ctx, r] of this.reads) {
+          if (ctx.startsWith(`${this.id}:`) && r.index === null) {
+            this.reads.delete(ctx);
+            r.reject(new RaftError('not_leader', 'leadership changed during the read; retry', s.leader));
+          }
+        }
+      }
+    }
+  }
+
+  private applyEntry(e: Entry): void {
+    let result: unknown;
+    if (e.type === EntryType.ConfChange) {
+      const cc = decodeConfChange(e.data);
+      if (cc.type === 'removeNode') {
+        this.members.delete(cc.node);
+        this.removed.add(cc.node);
+      }
+      else if (cc.context) this.members.set(cc.node, cc.context);
+      this.emit('conf', cc, e.index);
+      result = cc;
+    } else if (e.data.length > 0) {
+      try {
+        result = this.sm.apply(e.data, { index: e.index, term: e.term });
+      } catch (err) {
+        // A deterministic state machine must not throw; record it and keep the replica consistent.
+        this.log('error', 'state machine apply threw', { index: e.index, err: String(err) });
+        result = { ok: false, error: { code: 'internal', message: String(err) } };
+      }
+    }
+    this.applied = e.index;
+    const p = this.proposals.get(e.index);
+    if (p) {
+      this.proposals.delete(e.index);
+      if (p.term === e.term) p.resolve(result);
+      else p.reject(new RaftError('proposal_dropped', 'the write was lost in a leader change; retry'));
+    }
+    // Proposals at lower indexes that were never applied (covered by a snapshot) are dropped.
+  }
+
+  private applySnapshot(s: Snapshot): void {
+    this.restoreSnapshot(s);
+    this.applied = s.meta.index;
+    this.lastSnapshotIndex = s.meta.index;
+    for (const [index, p] of this.proposals) {
+      if (index <= s.meta.index) {
+        this.proposals.delete(index);
+        p.reject(new RaftError('proposal_dropped', 'outcome unknown: replaced by a snapshot from the leader; retry idempotently'));
+      }
+    }
+    this.emit('snapshot-restored', s.meta.index);
+  }
+
+  private restoreSnapshot(s: Snapshot): void {
+    if (s.data.length === 0) return;
+    const ns = unpack(s.data) as NodeSnapshot;
+    this.members.clear();
+    for (const [id, addr] of Object.entries(ns.members)) this.members.set(id, addr);
+    this.removed.clear();
+    for (const id of ns.removed ?? []) this.removed.add(id);
+    this.sm.restore(ns.app);
+  }
+
+  private waitForApplied(index: number, resolve: (i: number) => void): void {
+    if (this.applied >= index) resolve(index);
+    else this.waitingReads.push({ index, resolve });
+  }
+
+  private releaseReads(): void {
+    if (this.waitingReads.length === 0) return;
+    const still: typeof this.waitingReads = [];
+    for (const w of this.waitingReads) {
+      if (this.applied >= w.index) w.resolve(w.index);
+      else still.push(w);
+    }
+    this.waitingReads = still;
+  }
+
+  private async maybeSnapshot(): Promise<void> {
+    if (this.applied - this.lastSnapshotIndex < this.snapshotEvery) return;
+    await this.snapshotNow();
+  }
+
+  /** Takes a snapshot at the applied index and compacts the log. */
+  async snapshotNow(): Promise<Snapshot | null> {
+    if (this.applied <= this.core.status().snapshotIndex) return null;
+    const data = pack({ members: Object.fromEntries(this.members), removed: [...this.removed], app: this.sm.snapshot() } satisfies NodeSnapshot);
+    const snap = this.core.compact(this.applied, data);
+    this.lastSnapshotIndex = snap.meta.index;
+    await this.storage.saveSnapshot(snap);
+    this.log('info', 'snapshot taken', { index: snap.meta.index, bytes: data.length });
+    return snap;
+  }
+}
+
+export { encodeConfChange };

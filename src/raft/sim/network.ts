@@ -1,0 +1,638 @@
+// The simulated cluster: nodes with a disk and a state machine, driving RaftCore through its
+// Ready loop, over a lossy, delaying, duplicating, partitionable network. Pure and
+// deterministic: everything random comes from the seeded Prng.
+import { RaftCore } from '../core.js';
+import { RaftError, type ConfState, type Entry, type HardState, type Message, type NodeId, type Ready, type Snapshot } from '../types.js';
+import { Checkers, chainHash, entryKey } from './checkers.js';
+import { derive, hashNum, hashString, type Prng } from './prng.js';
+
+export type SimBug = 'none' | 'figure8' | 'no-sync';
+
+export interface Disk {
+  hardState: HardState;
+  snapshot: Snapshot | null;
+  /** Entries after the snapshot index, contiguous. */
+  entries: Entry[];
+}
+
+export interface NetFaults {
+  drop: number;
+  dup: number;
+  /** Probability of a long delay (heavy reordering). */
+  spike: number;
+  maxDelay: number;
+  /** Probability that a dropped message to a partitioned peer is reported 'unreachable' to its sender. */
+  unreachable: number;
+}
+
+export const PERFECT_NET: NetFaults = { drop: 0, dup: 0, spike: 0, maxDelay: 1, unreachable: 0 };
+
+export interface ClusterConfig {
+  seed: number;
+  bug: SimBug;
+  electionTick: number;
+  heartbeatTick: number;
+  maxSizePerMsg?: number;
+  maxInflightMsgs?: number;
+  /** Apply entries, then compact every `compactEvery` applied entries (0 = never). */
+  compactEvery: number;
+  /** Emit readable trace lines. */
+  trace?: (line: string) => void;
+}
+
+/** The application state: a hash chain over the applied entries. */
+interface StateMachine {
+  applied: number;
+  hash: number;
+  writes: number;
+}
+
+export interface Proposal {
+  writeId: string;
+  term: number;
+}
+
+const RING = 64;
+const MAX_NODES = 32;
+const textEnc = new TextEncoder();
+const textDec = new TextDecoder();
+
+export class SimNode {
+  core: RaftCore | null = null;
+  incarnation = 0;
+  role: 'follower' | 'preCandidate' | 'candidate' | 'leader' = 'follower';
+  /** Term in which this node became leader (valid while role === 'leader'). */
+  leaderTerm = 0;
+  disk: Disk = { hardState: { term: 0, vote: null, commit: 0 }, snapshot: null, entries: [] };
+  sm: StateMachine = { applied: 0, hash: 0, writes: 0 };
+  lastCommitSeen = 0;
+  lastCompact = 0;
+  /** A Ready handed out but not yet persisted: the node is paused in a slow fsync. */
+  stalled: { rd: Ready; until: number } | null = null;
+  inbox: Message[] = [];
+  /** Reads answered by the core, waiting for applied >= index. */
+  readWait: { ctx: string; index: number }[] = [];
+  /** Reads this incarnation started (ctx), to forget them on a crash. */
+  readsOpen = new Set<string>();
+  /** Proposals made on this incarnation, by index. */
+  proposals = new Map<number, Proposal>();
+  downSince = 0;
+  restartAt = 0;
+
+  constructor(
+    readonly id: NodeId,
+    readonly idx: number,
+    /** Initial members get the bootstrap configuration. */
+    readonly bootstrap: ConfState | undefined,
+  ) {}
+
+  get alive(): boolean {
+    return this.core !== null;
+  }
+
+  diskLastIndex(): number {
+    return (this.disk.snapshot?.meta.index ?? 0) + this.disk.entries.length;
+  }
+
+  diskSnapIndex(): number {
+    return this.disk.snapshot?.meta.index ?? 0;
+  }
+
+  /** Term of the persisted entry at i (snapshot term at its index; undefined if compacted or missing). */
+  diskTermAt(i: number): number | undefined {
+    const si = this.diskSnapIndex();
+    if (i === si) return this.disk.snapshot?.meta.term ?? 0;
+    if (i < si) return undefined;
+    return this.disk.entries[i - si - 1]?.term;
+  }
+}
+
+export interface ClusterHooks {
+  /** A node just became leader (called while processing its Ready, after persisting it). */
+  onLeader?(node: SimNode, term: number): void;
+  /** A write was acknowledged to its client. */
+  onAck?(writeId: string, index: number, term: number, node: SimNode): void;
+  /** A proposal was lost (another entry was applied at its index on the proposer). */
+  onLost?(writeId: string, node: SimNode): void;
+  /** Extra, scenario-specific message filter: return true to drop. */
+  filter?(m: Message): boolean;
+}
+
+export class SimCluster {
+  tick = 0;
+  readonly nodes = new Map<NodeId, SimNode>();
+  readonly list: SimNode[] = [];
+  readonly checkers: Checkers;
+  readonly rng: Prng;
+  /** Directed link blocks: blocked[from * MAX_NODES + to]. */
+  readonly blocked = new Uint8Array(MAX_NODES * MAX_NODES);
+  net: NetFaults = { ...PERFECT_NET };
+  /** Per-seed probability that processing a Ready pauses the node (slow disk) during faults. */
+  stallChance = 0;
+  /** Per-seed probability that a node crashes in the middle of processing a Ready. */
+  midReadyCrash = 0;
+  hooks: ClusterHooks = {};
+  hash = 0x811c9dc5;
+  stats = { msgs: 0, dropped: 0, elections: 0, crashes: 0, applied: 0, snapshotsSent: 0, compactions: 0 };
+  private readonly ring: Message[][] = [];
+  private readonly coreRng: Prng;
+  private readonly trace: ((line: string) => void) | undefined;
+
+  constructor(readonly cfg: ClusterConfig) {
+    this.checkers = new Checkers(cfg.seed);
+    this.rng = derive(cfg.seed, 'cluster');
+    this.coreRng = derive(cfg.seed, 'cores');
+    this.trace = cfg.trace;
+    for (let i = 0; i < RING; i++) this.ring.push([]);
+  }
+
+  // ---------------------------------------------------------------- trace
+
+  /** Records an event in the trace hash and, when tracing, prints it. */
+  event(kind: string, text: string): void {
+    this.hash = hashString(text, hashString(kind, hashNum(this.hash, this.tick)));
+    if (this.trace) this.trace(`[${String(this.tick).padStart(4)}] ${kind.padEnd(9)} ${text}`);
+  }
+
+  get tracing(): boolean {
+    return this.trace !== undefined;
+  }
+
+  // ---------------------------------------------------------------- membership of the simulation
+
+  addNode(id: NodeId, bootstrap: ConfState | undefined): SimNode {
+    if (this.list.length >= MAX_NODES) throw new Error('sim: too many nodes');
+    const n = new SimNode(id, this.list.length, bootstrap);
+    this.nodes.set(id, n);
+    this.list.push(n);
+    this.start(n);
+    return n;
+  }
+
+  live(): SimNode[] {
+    return this.list.filter((n) => n.core !== null);
+  }
+
+  leaders(): SimNode[] {
+    return this.list.filter((n) => n.core !== null && n.role === 'leader');
+  }
+
+  // ---------------------------------------------------------------- crash / restart
+
+  private start(n: SimNode): void {
+    n.incarnation++;
+    const r = this.coreRng.fork(`${n.id}/${n.incarnation}`);
+    const d = n.disk;
+    const snapIndex = d.snapshot?.meta.index ?? 0;
+    this.guard(n, () => {
+      n.core = new RaftCore({
+        id: n.id,
+        heartbeatTick: this.cfg.heartbeatTick,
+        electionTick: this.cfg.electionTick,
+        rand: (k) => r.int(k),
+        preVote: true,
+        checkQuorum: true,
+        maxSizePerMsg: this.cfg.maxSizePerMsg,
+        maxInflightMsgs: this.cfg.maxInflightMsgs,
+        bootstrap: n.bootstrap,
+        persisted: { hardState: { ...d.hardState }, snapshot: d.snapshot, entries: d.entries.slice() },
+        applied: snapIndex,
+        bug: this.cfg.bug === 'figure8' ? 'figure8' : 'none',
+      });
+    });
+    n.role = 'follower';
+    n.stalled = null;
+    n.inbox = [];
+    n.readWait = [];
+    n.readsOpen = new Set();
+    n.proposals = new Map();
+    n.lastCommitSeen = d.hardState.commit;
+    // Rebuild the state machine from the disk snapshot; the core hands out the rest again.
+    n.sm = { applied: 0, hash: 0, writes: 0 };
+    if (d.snapshot) this.restoreSm(n, d.snapshot);
+    n.lastCompact = n.sm.applied;
+  }
+
+  crash(n: SimNode, why: string): void {
+    if (!n.core) return;
+    this.stats.crashes++;
+    n.core = null;
+    n.stalled = null;
+    n.inbox = [];
+    n.readWait = [];
+    for (const ctx of n.readsOpen) this.checkers.reads.onReadLost(ctx);
+    n.readsOpen.clear();
+    const lost = [...n.proposals.values()];
+    n.proposals.clear();
+    for (const p of lost) this.hooks.onLost?.(p.writeId, n);
+    n.role = 'follower';
+    n.downSince = this.tick;
+    if (this.cfg.bug === 'no-sync') {
+      // The vote was never really synced: the node forgets it.
+      n.disk.hardState = { ...n.disk.hardState, vote: null };
+    }
+    this.event('crash', `${n.id} ${why}`);
+  }
+
+  restart(n: SimNode): void {
+    if (n.core) return;
+    this.start(n);
+    this.event('restart', `${n.id} term=${n.disk.hardState.term} vote=${n.disk.hardState.vote ?? '-'} snap=${n.diskSnapIndex()} last=${n.diskLastIndex()} commit=${n.disk.hardState.commit}`);
+  }
+
+  // ---------------------------------------------------------------- network
+
+  setBlocked(from: SimNode, to: SimNode, b: boolean): void {
+    this.blocked[from.idx * MAX_NODES + to.idx] = b ? 1 : 0;
+  }
+
+  isBlocked(from: SimNode, to: SimNode): boolean {
+    return this.blocked[from.idx * MAX_NODES + to.idx] === 1;
+  }
+
+  healNetwork(): void {
+    this.blocked.fill(0);
+  }
+
+  /** Cuts `n` off from everyone, both ways. */
+  isolate(n: SimNode): void {
+    for (const o of this.list) {
+      if (o === n) continue;
+      this.setBlocked(n, o, true);
+      this.setBlocked(o, n, true);
+    }
+  }
+
+  private enqueue(m: Message, delay: number): void {
+    const d = Math.max(1, Math.min(RING - 1, delay));
+    this.ring[(this.tick + d) % RING]!.push(m);
+  }
+
+  private send(from: SimNode, msgs: Message[]): void {
+    const net = this.net;
+    for (const m of msgs) {
+      Object.freeze(m);
+      if (m.entries) Object.freeze(m.entries);
+      this.stats.msgs++;
+      if (net.drop > 0 && this.rng.chance(net.drop)) {
+        this.stats.dropped++;
+        this.onDropped(from, m);
+        continue;
+      }
+      this.enqueue(m, this.delay());
+      if (net.dup > 0 && m.type !== 'snap' && this.rng.chance(net.dup)) this.enqueue(m, this.delay());
+    }
+  }
+
+  private delay(): number {
+    const net = this.net;
+    let d = net.maxDelay <= 1 ? 1 : this.rng.range(1, net.maxDelay);
+    if (net.spike > 0 && this.rng.chance(net.spike)) d += this.rng.range(3, 25);
+    return d;
+  }
+
+  private onDropped(from: SimNode, m: Message): void {
+    if (m.type === 'snap') {
+      this.enqueue(local('snapStatus', m.to, m.from, true), 1);
+    } else if (this.net.unreachable > 0 && from.role === 'leader' && this.rng.chance(this.net.unreachable)) {
+      this.enqueue(local('unreachable', m.to, m.from, false), 1);
+    }
+  }
+
+  /** Delivers the messages due this tick, in a random order. */
+  private deliver(): void {
+    const slot = this.tick % RING;
+    const due = this.ring[slot]!;
+    if (due.length === 0) return;
+    this.ring[slot] = [];
+    if (due.length > 1) this.rng.shuffle(due);
+    for (const m of due) {
+      const to = this.nodes.get(m.to);
+      if (!to || !to.core) {
+        if (m.type === 'snap') this.enqueue(local('snapStatus', m.to, m.from, true), 1);
+        continue;
+      }
+      if (m.type !== 'snapStatus' && m.type !== 'unreachable') {
+        const from = this.nodes.get(m.from);
+        if (from && this.isBlocked(from, to)) {
+          this.stats.dropped++;
+          this.onDropped(from, m);
+          continue;
+        }
+        if (this.hooks.filter?.(m)) {
+          this.stats.dropped++;
+          this.onDropped(from ?? to, m);
+          continue;
+        }
+      }
+      if (to.stalled) {
+        to.inbox.push(m);
+      } else {
+        this.stepInto(to, m);
+      }
+      if (m.type === 'snap') {
+        this.stats.snapshotsSent++;
+        this.enqueue(local('snapStatus', m.to, m.from, false), 1);
+      }
+    }
+  }
+
+  private stepInto(n: SimNode, m: Message): void {
+    const core = n.core!;
+    this.guard(n, () => core.step(m));
+  }
+
+  // ---------------------------------------------------------------- the tick
+
+  /** One logical tick: cores tick, messages due are delivered, every node processes its Readies. */
+  step(): void {
+    this.tick++;
+    this.checkers.tick = this.tick;
+    for (const n of this.list) {
+      if (n.core && !n.stalled) {
+        const core = n.core;
+        this.guard(n, () => core.tick());
+      }
+    }
+    this.driveAll();
+    this.deliver();
+    this.driveAll();
+    for (const n of this.list) {
+      if (n.stalled && n.stalled.until <= this.tick) this.unstall(n);
+    }
+    let h = this.hash;
+    for (const n of this.list) {
+      h = hashNum(hashNum(h, n.disk.hardState.term), n.core ? n.sm.applied : -1);
+    }
+    this.hash = h;
+  }
+
+  /** Finishes every paused Ready at once (used when faults stop). */
+  unstallAll(): void {
+    for (const n of this.list) if (n.stalled) this.unstall(n);
+  }
+
+  private unstall(n: SimNode): void {
+    const s = n.stalled!;
+    n.stalled = null;
+    this.finishReady(n, s.rd);
+    if (!n.core) return;
+    const inbox = n.inbox;
+    n.inbox = [];
+    for (const m of inbox) {
+      if (!n.core) return;
+      this.stepInto(n, m);
+    }
+    this.drive(n);
+  }
+
+  driveAll(): void {
+    for (const n of this.list) if (n.core && !n.stalled) this.drive(n);
+  }
+
+  /** Processes Readies until the core has nothing more (or the node pauses/crashes). */
+  drive(n: SimNode): void {
+    for (let guard = 0; guard < 1000; guard++) {
+      const core = n.core;
+      if (!core || n.stalled) return;
+      const rd = this.call(n, () => (core.hasReady() ? core.ready() : undefined));
+      if (!rd) return;
+      this.beginReady(n, rd);
+      if (!n.core) return;
+      if (this.stallChance > 0 && this.rng.chance(this.stallChance)) {
+        n.stalled = { rd, until: this.tick + this.rng.range(1, 8) };
+        return;
+      }
+      this.finishReady(n, rd);
+    }
+    this.checkers.report('exception', `${n.id}: hasReady() still true after 1000 Ready rounds`);
+  }
+
+  /** Ready steps before the write: soft state, commit bookkeeping, early messages. */
+  private beginReady(n: SimNode, rd: Ready): void {
+    const hs = rd.hardState;
+    const core = n.core!;
+    // Commit bookkeeping for leader completeness: whoever advanced its commit at term T
+    // learned it from (or decided it as) a leader of a term <= T.
+    if (hs && hs.commit > n.lastCommitSeen) {
+      for (let i = n.lastCommitSeen + 1; i <= hs.commit; i++) {
+        const t = core.termAt(i);
+        if (t !== undefined) this.checkers.completeness.onCommit(n.id, hs.term, i, t);
+      }
+      if (n.role === 'leader' || rd.softState?.role === 'leader') {
+        if (this.trace) this.event('commit', `${n.id} (leader t${hs.term}) commit ${n.lastCommitSeen} -> ${hs.commit}`);
+      }
+      n.lastCommitSeen = hs.commit;
+    }
+    if (rd.earlyMessages.length > 0) this.send(n, rd.earlyMessages);
+  }
+
+  /** The write, then messages, apply, reads, advance. */
+  private finishReady(n: SimNode, rd: Ready): void {
+    const core = n.core!;
+    if (this.midReadyCrash > 0 && this.rng.chance(this.midReadyCrash)) {
+      this.crash(n, 'before persisting a Ready');
+      return;
+    }
+    this.persist(n, rd);
+    if (rd.softState) this.onSoftState(n, rd);
+    if (!n.core) return;
+    if (this.midReadyCrash > 0 && this.rng.chance(this.midReadyCrash)) {
+      this.crash(n, 'after persisting, before sending');
+      return;
+    }
+    if (rd.messages.length > 0) this.send(n, rd.messages);
+    if (this.midReadyCrash > 0 && this.rng.chance(this.midReadyCrash)) {
+      this.crash(n, 'after sending, before applying');
+      return;
+    }
+    if (rd.snapshot) {
+      if (rd.snapshot.meta.index > n.sm.applied) this.restoreSm(n, rd.snapshot);
+    }
+    for (const e of rd.committedEntries) this.apply(n, e);
+    for (const rs of rd.readStates) {
+      if (rs.index <= n.sm.applied) this.serveRead(n, rs.context, rs.index);
+      else n.readWait.push({ ctx: rs.context, index: rs.index });
+    }
+    if (n.readWait.length > 0) this.serveWaitingReads(n);
+    this.guard(n, () => core.advance(rd));
+    if (!n.core) return;
+    this.maybeCompact(n);
+  }
+
+  private persist(n: SimNode, rd: Ready): void {
+    const d = n.disk;
+    if (rd.hardState) d.hardState = { term: rd.hardState.term, vote: rd.hardState.vote, commit: rd.hardState.commit };
+    if (rd.snapshot) {
+      const s = rd.snapshot;
+      const keep = n.diskTermAt(s.meta.index) === s.meta.term;
+      const oldSnap = n.diskSnapIndex();
+      d.entries = keep ? d.entries.slice(s.meta.index - oldSnap) : [];
+      d.snapshot = s;
+    }
+    if (rd.entries.length > 0) {
+      const first = rd.entries[0]!.index;
+      const si = n.diskSnapIndex();
+      const at = first - si - 1;
+      if (at < 0 || at > d.entries.length) {
+        this.checkers.report('exception', `${n.id}: Ready entries start at ${first}, disk has snapshot ${si} and ${d.entries.length} entries (gap or overlap with the snapshot)`);
+        return;
+      }
+      if (at < d.entries.length) d.entries.length = at;
+      let prevTerm = at === 0 ? (d.snapshot?.meta.term ?? 0) : d.entries[at - 1]!.term;
+      for (const e of rd.entries) {
+        if (e.index !== si + d.entries.length + 1) {
+          this.checkers.report('exception', `${n.id}: Ready entries not contiguous at ${e.index}`);
+          return;
+        }
+        this.checkers.logMatching.onPersist(n.id, e.index, e.term, prevTerm, entryKey(e.type, e.data));
+        d.entries.push(e);
+        prevTerm = e.term;
+      }
+    }
+  }
+
+  private onSoftState(n: SimNode, rd: Ready): void {
+    const ss = rd.softState!;
+    const was = n.role;
+    n.role = ss.role;
+    if (ss.role === 'leader' && was !== 'leader') {
+      const term = n.core!.status().term;
+      n.leaderTerm = term;
+      this.stats.elections++;
+      this.event('leader', `${n.id} term ${term} (last ${n.diskLastIndex()}, commit ${n.disk.hardState.commit})`);
+      this.checkers.election.onLeader(n.id, term);
+      const snap = n.disk.snapshot;
+      this.checkers.completeness.onLeader(n.id, term, snap?.meta.index ?? 0, snap?.meta.term ?? 0, (i) => n.diskTermAt(i));
+      this.hooks.onLeader?.(n, term);
+    } else if (was === 'leader' && ss.role !== 'leader') {
+      if (this.trace) this.event('stepdown', `${n.id} -> ${ss.role}`);
+    }
+  }
+
+  // ---------------------------------------------------------------- state machine
+
+  private apply(n: SimNode, e: Entry): void {
+    const sm = n.sm;
+    const key = entryKey(e.type, e.data);
+    this.checkers.stateMachine.onApply(n.id, sm.applied, e.index, e.term, key);
+    if (e.index !== sm.applied + 1) return;
+    sm.applied = e.index;
+    sm.hash = chainHash(sm.hash, e.index, e.term, key);
+    if (e.type === 0 && e.data.length > 0) sm.writes++;
+    this.stats.applied++;
+    const p = n.proposals.get(e.index);
+    if (p) {
+      n.proposals.delete(e.index);
+      if (p.term === e.term) this.hooks.onAck?.(p.writeId, e.index, e.term, n);
+      else this.hooks.onLost?.(p.writeId, n);
+    }
+  }
+
+  private restoreSm(n: SimNode, s: Snapshot): void {
+    let st: { h: number; w: number };
+    try {
+      st = JSON.parse(textDec.decode(s.data)) as { h: number; w: number };
+    } catch {
+      this.checkers.report('state-machine-safety', `${n.id}: snapshot at ${s.meta.index} has unreadable data`);
+      return;
+    }
+    this.checkers.stateMachine.onRestore(n.id, s.meta.index, st.h);
+    n.sm = { applied: s.meta.index, hash: st.h, writes: st.w };
+    // Proposals at indexes the snapshot covers: their outcome is unknown to this node.
+    for (const [i, p] of n.proposals) {
+      if (i <= s.meta.index) {
+        n.proposals.delete(i);
+        this.hooks.onLost?.(p.writeId, n);
+      }
+    }
+    if (this.trace) this.event('restore', `${n.id} snapshot at ${s.meta.index} (term ${s.meta.term})`);
+  }
+
+  private maybeCompact(n: SimNode): void {
+    const k = this.cfg.compactEvery;
+    if (k <= 0 || n.sm.applied - n.lastCompact < k) return;
+    const core = n.core!;
+    const at = n.sm.applied;
+    const data = textEnc.encode(JSON.stringify({ h: n.sm.hash, w: n.sm.writes }));
+    const snap = this.call(n, () => core.compact(at, data));
+    n.lastCompact = at;
+    if (!snap) return;
+    const d = n.disk;
+    const si = n.diskSnapIndex();
+    d.entries = d.entries.slice(Math.max(0, at - si));
+    d.snapshot = snap;
+    this.stats.compactions++;
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  private serveRead(n: SimNode, ctx: string, index: number): void {
+    if (!n.readsOpen.delete(ctx)) return;
+    this.checkers.reads.onReadServed(ctx, n.id, index, n.sm.applied);
+  }
+
+  private serveWaitingReads(n: SimNode): void {
+    const still: { ctx: string; index: number }[] = [];
+    for (const r of n.readWait) {
+      if (r.index <= n.sm.applied) this.serveRead(n, r.ctx, r.index);
+      else still.push(r);
+    }
+    n.readWait = still;
+  }
+
+  // ---------------------------------------------------------------- client operations
+
+  /** Proposes a write on `n`; returns the (index, term) or null if the core refused. */
+  propose(n: SimNode, writeId: string): { index: number; term: number } | null {
+    const core = n.core;
+    if (!core || n.stalled) return null;
+    const res = this.call(n, () => core.propose(textEnc.encode(writeId)));
+    if (res === undefined) return null;
+    n.proposals.set(res.index, { writeId, term: res.term });
+    // The caller drives the node (after its own bookkeeping).
+    return res;
+  }
+
+  readIndex(n: SimNode, ctx: string): boolean {
+    const core = n.core;
+    if (!core || n.stalled) return false;
+    let ok = false;
+    this.guard(n, () => {
+      core.readIndex(ctx);
+      ok = true;
+    });
+    if (!ok) return false;
+    n.readsOpen.add(ctx);
+    this.checkers.reads.onReadStart(ctx, n.id, this.tick);
+    this.drive(n);
+    return true;
+  }
+
+  /** Runs `f` on the node's core: RaftErrors are expected refusals; anything else is a violation. */
+  guard(n: SimNode, f: () => void): boolean {
+    return this.call(n, () => {
+      f();
+      return true;
+    }) ?? false;
+  }
+
+  /** Like guard, returning f's result (undefined if it threw). */
+  call<T>(n: SimNode, f: () => T): T | undefined {
+    try {
+      return f();
+    } catch (err) {
+      if (err instanceof RaftError) return undefined;
+      const e = err as Error;
+      this.checkers.report('exception', `${n.id}: ${e?.message ?? String(err)}${e?.stack ? ` @ ${e.stack.split('\n')[1]?.trim() ?? ''}` : ''}`);
+      // A core that threw is in an unknown state: take the node down.
+      n.core = null;
+      n.stalled = null;
+      return undefined;
+    }
+  }
+}
+
+function local(type: 'snapStatus' | 'unreachable', from: NodeId, to: NodeId, failed: boolean): Message {
+  return { type, from, to, term: 0, index: 0, logTerm: 0, failed: type === 'snapStatus' ? failed : undefined };
+}

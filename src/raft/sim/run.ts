@@ -1,0 +1,793 @@
+// One simulation run: a seed picks the cluster size, the network and fault rates, the workload
+// and (for some seeds) a scripted scenario; a fault phase is followed by a heal phase in which
+// liveness must hold. Pure and deterministic: same seed, same trace, same result.
+import type { ConfState, Message, NodeId } from '../types.js';
+import { checkDurability, type AckedWrite, type Property, type Violation } from './checkers.js';
+import { PERFECT_NET, SimCluster, type NetFaults, type SimBug, type SimNode } from './network.js';
+import { derive, type Prng } from './prng.js';
+
+export type Family = 'random' | 'figure8' | 'no-sync';
+
+export interface RunOptions {
+  seed: number;
+  bug?: SimBug;
+  /** Receives readable trace lines (replay). Tracing never changes the run. */
+  trace?: (line: string) => void;
+  /** Called after every tick (debugging aid; must not change the simulation). */
+  onTick?: (sim: SimCluster) => void;
+}
+
+export interface RunResult {
+  seed: number;
+  bug: SimBug;
+  family: Family;
+  nodes: number;
+  /** Violations found (the run stops at the first one). */
+  violations: Violation[];
+  /** Hash of the whole trace, for determinism checks. */
+  hash: string;
+  ticks: number;
+  faultTicks: number;
+  /** Ticks the heal phase needed to converge (-1 if it did not). */
+  healTicks: number;
+  stats: {
+    writes: number;
+    acked: number;
+    reads: number;
+    elections: number;
+    crashes: number;
+    msgs: number;
+    dropped: number;
+    applied: number;
+    snapshotsSent: number;
+    compactions: number;
+    confChanges: number;
+  };
+}
+
+interface Write {
+  id: string;
+  acked: AckedWrite | null;
+  inflight: number;
+  lastAttempt: number;
+  /** Where and in which term the last attempt went. */
+  lastNode: NodeId;
+  lastTerm: number;
+}
+
+interface Params {
+  family: Family;
+  n: number;
+  heartbeatTick: number;
+  electionTick: number;
+  faultTicks: number;
+  healTicks: number;
+  net: NetFaults;
+  stall: number;
+  midReadyCrash: number;
+  compactEvery: number;
+  maxSizePerMsg: number | undefined;
+  maxInflightMsgs: number | undefined;
+  writeRate: number;
+  /** Clients keep at most this many writes in flight. */
+  maxOutstanding: number;
+  readRate: number;
+  transferRate: number;
+  confRate: number;
+  crashRate: number;
+  partitionRate: number;
+  fullRestartAtHeal: boolean;
+}
+
+const FAMILY_SHARE = { figure8: 0.1, noSync: 0.1 };
+
+function pickParams(seed: number): Params {
+  const r = derive(seed, 'params');
+  const f = r.next();
+  const family: Family = f < FAMILY_SHARE.figure8 ? 'figure8' : f < FAMILY_SHARE.figure8 + FAMILY_SHARE.noSync ? 'no-sync' : 'random';
+  const scripted = family !== 'random';
+  const n = family === 'figure8' ? 5 : family === 'no-sync' ? 3 : r.pick([3, 3, 5, 5, 7]);
+  const maxDelay = r.pick([1, 1, 2, 3]);
+  return {
+    family,
+    n,
+    heartbeatTick: scripted ? 1 : r.pick([1, 1, 2]),
+    electionTick: 10,
+    faultTicks: r.range(300, 600),
+    healTicks: 400,
+    net: scripted
+      ? { ...PERFECT_NET, maxDelay }
+      : {
+          drop: r.pick([0, 0.01, 0.03, 0.08]),
+          dup: r.pick([0, 0.01, 0.05]),
+          spike: r.pick([0, 0.005, 0.02]),
+          maxDelay,
+          unreachable: r.pick([0, 0.5]),
+        },
+    stall: scripted ? 0 : r.pick([0, 0.005, 0.02]),
+    midReadyCrash: scripted ? 0 : r.pick([0, 0, 0.0005, 0.002]),
+    compactEvery: r.pick([0, 4, 10, 25, 60]),
+    // Figure 8 needs the leader to ship one entry per message.
+    maxSizePerMsg: family === 'figure8' ? 1 : r.pick([undefined, 1, 200, 4096]),
+    maxInflightMsgs: r.pick([undefined, 1, 4, 64]),
+    writeRate: scripted ? 0 : r.pick([0.05, 0.15, 0.4]),
+    maxOutstanding: r.pick([4, 16, 48]),
+    readRate: scripted ? 0 : r.pick([0, 0.05, 0.15]),
+    transferRate: scripted ? 0 : r.pick([0, 0.003, 0.01]),
+    confRate: scripted ? 0 : r.pick([0, 0.01, 0.03]),
+    crashRate: scripted ? 0 : r.pick([0, 0.003, 0.01, 0.02]),
+    partitionRate: scripted ? 0 : r.pick([0, 0.01, 0.03]),
+    fullRestartAtHeal: r.chance(0.3),
+  };
+}
+
+/** A scripted scenario: acts at the end of every tick of the fault phase. */
+interface Script {
+  done: boolean;
+  onTick(): void;
+}
+
+export function runSeed(opts: RunOptions): RunResult {
+  return new Run(opts).run();
+}
+
+class Run {
+  readonly seed: number;
+  readonly bug: SimBug;
+  readonly p: Params;
+  readonly sim: SimCluster;
+  readonly rng: Prng;
+  readonly writes = new Map<string, Write>();
+  /** Unacknowledged writes (may contain acked ones, filtered lazily). */
+  pending: Write[] = [];
+  nextWrite = 1;
+  nextRead = 1;
+  nextNodeId: number;
+  reads = 0;
+  confChanges = 0;
+  removed: NodeId[] = [];
+  partitionUntil = 0;
+  script: Script | null = null;
+  faultEnd: number;
+  healTicks = -1;
+  private readonly initial: ConfState;
+
+  constructor(private readonly opts: RunOptions) {
+    this.seed = opts.seed;
+    this.bug = opts.bug ?? 'none';
+    this.p = pickParams(this.seed);
+    this.rng = derive(this.seed, 'workload');
+    this.sim = new SimCluster({
+      seed: this.seed,
+      bug: this.bug,
+      electionTick: this.p.electionTick,
+      heartbeatTick: this.p.heartbeatTick,
+      maxSizePerMsg: this.p.maxSizePerMsg,
+      maxInflightMsgs: this.p.maxInflightMsgs,
+      compactEvery: this.p.compactEvery,
+      trace: opts.trace,
+    });
+    const ids = Array.from({ length: this.p.n }, (_, i) => `n${i + 1}`);
+    this.nextNodeId = this.p.n + 1;
+    this.initial = { voters: ids, learners: [] };
+    this.faultEnd = this.p.faultTicks;
+    const s = this.sim;
+    s.hooks = {
+      onAck: (id, index, term, node) => this.onAck(id, index, term, node),
+      onLost: (id) => {
+        const w = this.writes.get(id);
+        if (w && w.inflight > 0) w.inflight--;
+      },
+    };
+    const p = this.p;
+    s.event(
+      'config',
+      `seed ${this.seed} bug=${this.bug} family=${p.family} nodes=${p.n} hb=${p.heartbeatTick} el=${p.electionTick} ` +
+        `fault=${p.faultTicks} delay<=${p.net.maxDelay} drop=${p.net.drop} dup=${p.net.dup} spike=${p.net.spike} ` +
+        `stall=${p.stall} midCrash=${p.midReadyCrash} compact=${p.compactEvery} maxSize=${p.maxSizePerMsg ?? '-'} ` +
+        `inflight=${p.maxInflightMsgs ?? '-'} writes=${p.writeRate}/${p.maxOutstanding} reads=${p.readRate} transfer=${p.transferRate} ` +
+        `conf=${p.confRate} crash=${p.crashRate} partition=${p.partitionRate} fullRestart=${p.fullRestartAtHeal}`,
+    );
+    for (const id of ids) s.addNode(id, this.initial);
+    if (p.family === 'figure8') this.script = new Figure8Script(this);
+    else if (p.family === 'no-sync') this.script = new NoSyncScript(this);
+  }
+
+  get tick(): number {
+    return this.sim.tick;
+  }
+
+  run(): RunResult {
+    const s = this.sim;
+    const p = this.p;
+    s.net = { ...p.net };
+    s.stallChance = p.stall;
+    s.midReadyCrash = p.midReadyCrash;
+    // ---- fault phase
+    while (s.tick < this.faultEnd && !s.checkers.failed) {
+      s.step();
+      this.opts.onTick?.(s);
+      if (s.checkers.failed) break;
+      if (this.script) {
+        if (!this.script.done) {
+          this.script.onTick();
+          if (this.script.done) this.faultEnd = Math.min(this.faultEnd, s.tick + 30);
+        }
+        this.earlyWrites();
+      } else {
+        this.faults();
+        this.workload();
+      }
+      s.driveAll();
+    }
+    // ---- heal phase
+    if (!s.checkers.failed) this.heal();
+    else if (s.tracing) this.dumpStatus();
+    const st = s.stats;
+    let acked = 0;
+    for (const w of this.writes.values()) if (w.acked) acked++;
+    return {
+      seed: this.seed,
+      bug: this.bug,
+      family: p.family,
+      nodes: p.n,
+      violations: s.checkers.violations.slice(0, 1),
+      hash: (s.hash >>> 0).toString(16).padStart(8, '0'),
+      ticks: s.tick,
+      faultTicks: this.faultEnd,
+      healTicks: this.healTicks,
+      stats: {
+        writes: this.writes.size,
+        acked,
+        reads: this.reads,
+        elections: st.elections,
+        crashes: st.crashes,
+        msgs: st.msgs,
+        dropped: st.dropped,
+        applied: st.applied,
+        snapshotsSent: st.snapshotsSent,
+        compactions: st.compactions,
+        confChanges: this.confChanges,
+      },
+    };
+  }
+
+  // ---------------------------------------------------------------- clients
+
+  private onAck(id: string, index: number, term: number, node: SimNode): void {
+    const w = this.writes.get(id);
+    if (!w) return;
+    if (w.inflight > 0) w.inflight--;
+    if (w.acked) return;
+    w.acked = { id, index, term };
+    this.sim.checkers.reads.onWriteAck(id, index);
+    if (this.sim.tracing) this.sim.event('ack', `${id} at (${index}, t${term}) via ${node.id}`);
+  }
+
+  /** A node that believes it leads (the newest such), or null. */
+  leader(): SimNode | null {
+    let best: SimNode | null = null;
+    for (const n of this.sim.list) {
+      if (n.core && !n.stalled && n.role === 'leader' && (!best || n.leaderTerm > best.leaderTerm)) best = n;
+    }
+    return best;
+  }
+
+  /** A target for a client request: usually a (believed) leader, sometimes any live node. */
+  private target(): SimNode | null {
+    const live = this.sim.live();
+    if (live.length === 0) return null;
+    const leaders = live.filter((n) => n.role === 'leader');
+    if (leaders.length > 0 && this.rng.chance(0.9)) return this.rng.pick(leaders);
+    return this.rng.pick(live);
+  }
+
+  private attempt(w: Write, n: SimNode): boolean {
+    w.lastAttempt = this.tick;
+    const r = this.sim.propose(n, w.id);
+    if (!r) return false;
+    w.inflight++;
+    w.lastNode = n.id;
+    w.lastTerm = r.term;
+    if (this.sim.tracing) this.sim.event('propose', `${w.id} on ${n.id} at (${r.index}, t${r.term})`);
+    this.sim.drive(n);
+    return true;
+  }
+
+  private newWrite(n: SimNode): void {
+    const w: Write = { id: `w:${this.nextWrite}`, acked: null, inflight: 0, lastAttempt: this.tick, lastNode: '', lastTerm: 0 };
+    if (!this.attempt(w, n)) return;
+    this.nextWrite++;
+    this.writes.set(w.id, w);
+    this.pending.push(w);
+  }
+
+  private prunePending(): void {
+    if (this.pending.length > 0) this.pending = this.pending.filter((w) => !w.acked);
+  }
+
+  private read(n: SimNode): void {
+    const ctx = `r:${this.nextRead}`;
+    if (this.sim.readIndex(n, ctx)) {
+      this.nextRead++;
+      this.reads++;
+    }
+  }
+
+  /** A few writes at the start of a scripted run, so the history is not empty. */
+  private earlyWrites(): void {
+    if (this.tick > 200 || this.writes.size >= 5 || !this.rng.chance(0.2)) return;
+    const l = this.leader();
+    if (l) this.newWrite(l);
+  }
+
+  private workload(): void {
+    const p = this.p;
+    const r = this.rng;
+    if (r.chance(p.writeRate)) {
+      this.prunePending();
+      let outstanding = 0;
+      for (const w of this.pending) if (w.inflight > 0) outstanding++;
+      const n = outstanding < p.maxOutstanding ? this.target() : null;
+      if (n) this.newWrite(n);
+    }
+    if (this.pending.length > 0 && r.chance(p.writeRate * 0.3)) {
+      this.prunePending();
+      const idle = this.pending.filter((w) => w.inflight === 0 || this.tick - w.lastAttempt > 60);
+      if (idle.length > 0) {
+        const n = this.target();
+        if (n) this.attempt(r.pick(idle), n);
+      }
+    }
+    if (r.chance(p.readRate)) {
+      const n = this.target();
+      if (n) this.read(n);
+    }
+    if (r.chance(p.transferRate)) {
+      const l = this.leader();
+      if (l && l.core) {
+        const voters = l.core.conf().voters.filter((v) => v !== l.id);
+        if (voters.length > 0) {
+          const to = r.pick(voters);
+          const core = l.core;
+          if (this.sim.guard(l, () => core.transferLeader(to))) this.sim.event('transfer', `${l.id} -> ${to}`);
+          this.sim.drive(l);
+        }
+      }
+    }
+    if (r.chance(p.confRate)) this.confChange();
+  }
+
+  private confChange(): void {
+    const l = this.leader();
+    if (!l || !l.core) return;
+    const core = l.core;
+    const conf = core.conf();
+    const r = this.rng;
+    let cc: { type: 'addVoter' | 'addLearner' | 'removeNode'; node: NodeId };
+    let fresh: NodeId | null = null;
+    if (conf.learners.length > 0) {
+      cc = { type: 'addVoter', node: r.pick(conf.learners) };
+    } else if (conf.voters.length > 3 && r.chance(0.6)) {
+      const victims = conf.voters.filter((v) => v !== l.id);
+      cc = { type: 'removeNode', node: r.pick(victims) };
+    } else {
+      const back = this.removed.filter((id) => !conf.voters.includes(id) && !conf.learners.includes(id));
+      if (back.length > 0 && r.chance(0.6)) {
+        cc = { type: 'addLearner', node: r.pick(back) };
+      } else if (this.sim.list.length < 10) {
+        fresh = `n${this.nextNodeId}`;
+        cc = { type: 'addLearner', node: fresh };
+      } else {
+        return;
+      }
+    }
+    const res = this.sim.call(l, () => core.proposeConfChange(cc));
+    if (!res) return;
+    this.confChanges++;
+    if (fresh) {
+      this.nextNodeId++;
+      this.sim.addNode(fresh, undefined);
+    }
+    if (cc.type === 'removeNode' && !this.removed.includes(cc.node)) this.removed.push(cc.node);
+    if (cc.type === 'addLearner') this.removed = this.removed.filter((x) => x !== cc.node);
+    this.sim.event('conf', `${l.id} proposes ${cc.type} ${cc.node} at (${res.index}, t${res.term})`);
+    this.sim.drive(l);
+  }
+
+  // ---------------------------------------------------------------- faults
+
+  private faults(): void {
+    const s = this.sim;
+    const p = this.p;
+    const r = this.rng;
+    if (this.partitionUntil > 0 && s.tick >= this.partitionUntil) {
+      s.healNetwork();
+      this.partitionUntil = 0;
+      s.event('heal', 'network healed');
+    }
+    if (this.partitionUntil === 0 && r.chance(p.partitionRate)) this.partition();
+    if (r.chance(p.crashRate)) {
+      const live = s.live();
+      const l = this.leader();
+      const victim = l && r.chance(0.4) ? l : live.length > 0 ? r.pick(live) : null;
+      if (victim) {
+        s.crash(victim, 'random crash');
+        victim.restartAt = s.tick + r.pick([1, 5, 20, 60, 150]);
+      }
+    }
+    for (const n of s.list) {
+      if (!n.core && n.restartAt > 0 && n.restartAt <= s.tick) s.restart(n);
+    }
+  }
+
+  private partition(): void {
+    const s = this.sim;
+    const r = this.rng;
+    const all = s.list;
+    const l = this.leader();
+    const kind = r.pick(['split', 'split', 'isolate-leader', 'asym', 'asym-leader'] as const);
+    this.partitionUntil = s.tick + r.pick([10, 30, 60, 120]);
+    const names = (xs: SimNode[]): string => xs.map((x) => x.id).join(',');
+    if (kind === 'split' || (kind === 'isolate-leader' && !l)) {
+      const a = r.shuffle(all.slice()).slice(0, r.range(1, Math.max(1, all.length - 1)));
+      for (const x of all) {
+        for (const y of all) if (a.includes(x) !== a.includes(y)) s.setBlocked(x, y, true);
+      }
+      s.event('partition', `split {${names(a)}} | rest until ${this.partitionUntil}`);
+    } else if (kind === 'isolate-leader') {
+      s.isolate(l!);
+      s.event('partition', `isolate leader ${l!.id} until ${this.partitionUntil}`);
+    } else if (kind === 'asym-leader' && l) {
+      // The leader can send but hears nothing (or the other way round).
+      const out = r.chance(0.5);
+      for (const y of all) if (y !== l) s.setBlocked(out ? y : l, out ? l : y, true);
+      s.event('partition', `leader ${l.id} ${out ? 'deaf' : 'mute'} until ${this.partitionUntil}`);
+    } else {
+      const pairs: string[] = [];
+      const k = r.range(1, all.length);
+      for (let i = 0; i < k; i++) {
+        const x = r.pick(all);
+        const y = r.pick(all);
+        if (x === y) continue;
+        s.setBlocked(x, y, true);
+        pairs.push(`${x.id}->${y.id}`);
+      }
+      s.event('partition', `asymmetric cuts ${pairs.join(' ')} until ${this.partitionUntil}`);
+    }
+  }
+
+  // ---------------------------------------------------------------- heal and liveness
+
+  private heal(): void {
+    const s = this.sim;
+    s.event('HEAL', `faults off at tick ${s.tick}`);
+    s.healNetwork();
+    s.net = { ...PERFECT_NET };
+    s.stallChance = 0;
+    s.midReadyCrash = 0;
+    s.hooks.filter = undefined;
+    s.unstallAll();
+    if (this.p.fullRestartAtHeal) {
+      for (const n of s.list) s.crash(n, 'full-cluster restart');
+    }
+    for (const n of s.list) s.restart(n);
+    s.driveAll();
+    const start = s.tick;
+    const end = start + this.p.healTicks;
+    let why = '';
+    while (s.tick < end) {
+      s.step();
+      this.opts.onTick?.(s);
+      if (s.checkers.failed) {
+        if (s.tracing) this.dumpStatus();
+        return;
+      }
+      const l = this.leader();
+      if (l) {
+        // Clients re-propose everything not acknowledged.
+        if ((s.tick - start) % 3 === 0) {
+          this.prunePending();
+          for (const w of this.pending) {
+            // In flight on the current leader in its term: it will commit (or be reported lost).
+            const onLeader = w.lastNode === l.id && w.lastTerm === l.leaderTerm;
+            if (w.inflight === 0 || (!onLeader && s.tick - w.lastAttempt > 40)) this.attempt(w, l);
+          }
+        }
+        if (this.p.readRate > 0 && this.rng.chance(0.1)) this.read(l);
+      }
+      if ((s.tick - start) % 2 === 0) {
+        why = this.converged();
+        if (why === '') {
+          this.healTicks = s.tick - start;
+          s.event('converged', `after ${this.healTicks} heal ticks`);
+          this.finalChecks();
+          return;
+        }
+      }
+    }
+    s.checkers.report('liveness', `no convergence ${this.p.healTicks} ticks after faults stopped: ${why}`);
+    if (s.tracing) this.dumpStatus();
+  }
+
+  /** Trace every node's status (replay only). */
+  private dumpStatus(): void {
+    const s = this.sim;
+    for (const n of s.list) {
+      if (!n.core) {
+        s.event('status', `${n.id} down`);
+        continue;
+      }
+      const st = n.core.status();
+      s.event(
+        'status',
+        `${n.id} ${st.role} term=${st.term} vote=${st.vote ?? '-'} leader=${st.leader ?? '-'} commit=${st.commit} applied=${st.applied} ` +
+          `sm=${n.sm.applied} last=${st.lastIndex} stable=${st.stableIndex} snap=${st.snapshotIndex} disk=${n.diskSnapIndex()}..${n.diskLastIndex()} ` +
+          `conf=${st.conf.voters.join(',')}${st.conf.learners.length ? `+${st.conf.learners.join(',')}` : ''} wait=${n.readWait.length}`,
+      );
+      for (const [id, pr] of Object.entries(st.progress)) {
+        s.event('status', `   ${id}: match=${pr.match} next=${pr.next} ${pr.state} active=${pr.recentActive}${pr.learner ? ' learner' : ''}`);
+      }
+    }
+  }
+
+  /** '' when converged, else why not. */
+  private converged(): string {
+    const l = this.leader();
+    if (!l || !l.core) return 'no leader';
+    const st = l.core.status();
+    if (st.commit !== st.lastIndex) return `leader ${l.id} commit ${st.commit} < last ${st.lastIndex}`;
+    this.prunePending();
+    if (this.pending.length > 0) return `${this.pending.length} writes unacknowledged (e.g. ${this.pending[0]!.id})`;
+    for (const id of [...st.conf.voters, ...st.conf.learners]) {
+      const n = this.sim.nodes.get(id);
+      if (!n || !n.core) return `member ${id} down`;
+      if (n.sm.applied !== st.commit) return `member ${id} applied ${n.sm.applied} != leader commit ${st.commit}`;
+    }
+    return '';
+  }
+
+  private finalChecks(): void {
+    const s = this.sim;
+    const l = this.leader()!;
+    const conf = l.core!.conf();
+    const finalApplied = new Map<NodeId, number>();
+    let hash: number | null = null;
+    for (const id of [...conf.voters, ...conf.learners]) {
+      const n = s.nodes.get(id)!;
+      finalApplied.set(id, n.sm.applied);
+      if (hash === null) hash = n.sm.hash;
+      else if (n.sm.hash !== hash) s.checkers.report('state-machine-safety', `${id} converged to a different state (hash) at index ${n.sm.applied}`);
+    }
+    const acked: AckedWrite[] = [];
+    for (const w of this.writes.values()) if (w.acked) acked.push(w.acked);
+    checkDurability(s.checkers.report, acked, s.checkers.stateMachine, finalApplied);
+  }
+}
+
+// ------------------------------------------------------------------ scripted scenarios
+
+/** Helpers shared by scripts. */
+function quietLeader(run: Run): SimNode | null {
+  const s = run.sim;
+  const l = run.leader();
+  if (!l || !l.core) return null;
+  if (s.leaders().length !== 1) return null;
+  const st = l.core.status();
+  if (st.commit !== st.lastIndex || st.term !== l.leaderTerm) return null;
+  for (const n of s.list) {
+    if (!n.core || n.sm.applied !== st.commit || n.diskLastIndex() !== st.lastIndex) return null;
+  }
+  return l;
+}
+
+/**
+ * The paper's Figure 8 with five servers, on real timers and with randomised timing:
+ *  (a) leader P1 (term t1) replicates a new entry at index k to S2 only;
+ *  (b) S5 is elected (term t2) by S3, S4, S5 and writes its own entry at k, which goes nowhere;
+ *  (c) P1 or S2 is elected again (term t3) with S3's vote and replicates (k, t1) to S3 — but its
+ *      own term-t3 entry never reaches S3; a core that commits old-term entries by counting
+ *      replicas (bug figure8) now commits and applies k;
+ *  (d) the t3 leader is cut off; S5 is elected (term t4) by S3 and S4 and overwrites k.
+ * With a correct core (c) commits nothing and (d) is legal.
+ */
+class Figure8Script implements Script {
+  done = false;
+  private phase = 0;
+  private readonly start: number;
+  private deadline = 0;
+  private p1!: SimNode;
+  private s2!: SimNode;
+  private rest: SimNode[] = [];
+  private s5: SimNode | null = null;
+  private s3!: SimNode;
+  private s4!: SimNode;
+  private k = 0;
+  private t1 = 0;
+  private t2 = 0;
+
+  constructor(private readonly run: Run) {
+    this.start = run.rng.range(30, 150);
+    run.sim.hooks.onLeader = (n, term) => this.onLeader(n, term);
+  }
+
+  private onLeader(n: SimNode, term: number): void {
+    if (this.phase === 1 && this.rest.includes(n) && term > this.t1) {
+      // (b) S5 won: cut it off before its append (with its entry at k) reaches anyone.
+      this.s5 = n;
+      this.t2 = term;
+      this.run.sim.isolate(n);
+      this.run.sim.event('script', `figure8 (b): ${n.id} elected in term ${term}; isolated before it replicates`);
+    } else if (this.phase === 4 && n === this.s5) {
+      this.run.sim.event('script', `figure8 (d): ${n.id} elected in term ${term} with the votes of ${this.s3.id}, ${this.s4.id}`);
+      this.done = true;
+    }
+  }
+
+  onTick(): void {
+    const run = this.run;
+    const s = run.sim;
+    const r = run.rng;
+    if (s.tick > this.start + 900) {
+      this.done = true;
+      return;
+    }
+    switch (this.phase) {
+      case 0: {
+        if (s.tick < this.start) return;
+        const l = quietLeader(run);
+        if (!l) return;
+        this.p1 = l;
+        const others = r.shuffle(s.list.filter((x) => x !== l));
+        this.s2 = others[0]!;
+        this.rest = others.slice(1);
+        for (const a of [l, this.s2]) {
+          for (const b of this.rest) {
+            s.setBlocked(a, b, true);
+            s.setBlocked(b, a, true);
+          }
+        }
+        const id = `w:${run.nextWrite++}`;
+        const w = { id, acked: null, inflight: 0, lastAttempt: s.tick, lastNode: l.id, lastTerm: l.leaderTerm };
+        run.writes.set(id, w);
+        run.pending.push(w);
+        const res = s.propose(l, id);
+        if (!res) {
+          s.healNetwork();
+          return;
+        }
+        w.inflight++;
+        s.drive(l);
+        this.k = res.index;
+        this.t1 = res.term;
+        s.event('script', `figure8 (a): {${l.id},${this.s2.id}} | {${this.rest.map((x) => x.id).join(',')}}; ${id} at (${this.k}, t${this.t1}) on ${l.id}`);
+        this.phase = 1;
+        this.deadline = s.tick + 200;
+        return;
+      }
+      case 1: {
+        if (!this.s5) {
+          if (s.tick > this.deadline) this.done = true;
+          return;
+        }
+        const others = this.rest.filter((x) => x !== this.s5);
+        [this.s3, this.s4] = r.shuffle(others) as [SimNode, SimNode];
+        // (c) P1, S2, S3 together; S4 and S5 cut off. S3 may receive entries up to k only.
+        s.healNetwork();
+        s.isolate(this.s4);
+        s.isolate(this.s5);
+        const s3 = this.s3;
+        const k = this.k;
+        const t1 = this.t1;
+        const olds = [this.p1.id, this.s2.id];
+        s.hooks.filter = (m: Message) =>
+          m.type === 'app' &&
+          m.to === s3.id &&
+          olds.includes(m.from) &&
+          (m.entries?.some((e) => e.index > k) ?? false) &&
+          (m.index < k || s3.diskTermAt(k) === t1);
+        s.event('script', `figure8 (c): {${this.p1.id},${this.s2.id},${s3.id}} together, ${this.s4.id} ${this.s5!.id} cut off; ${s3.id} gets nothing past ${k}`);
+        this.phase = 2;
+        this.deadline = s.tick + r.range(40, 90);
+        return;
+      }
+      case 2: {
+        const p = [this.p1, this.s2].find((x) => x.core && x.role === 'leader' && x.leaderTerm > this.t2);
+        const committed = p !== undefined && p.lastCommitSeen >= this.k;
+        if (!committed && s.tick < this.deadline) return;
+        if (committed) s.event('script', `figure8 (c): ${p!.id} (term ${p!.leaderTerm}) has commit ${p!.lastCommitSeen} >= ${this.k}`);
+        // (d) cut off the old-term pair; S5 can now win with S3 and S4 only (S3 and S4 cannot reach each other).
+        s.hooks.filter = undefined;
+        s.healNetwork();
+        s.isolate(this.p1);
+        s.isolate(this.s2);
+        s.setBlocked(this.s3, this.s4, true);
+        s.setBlocked(this.s4, this.s3, true);
+        s.event('script', `figure8 (d): ${this.p1.id} ${this.s2.id} cut off; ${this.s5!.id} can reach ${this.s3.id} and ${this.s4.id}`);
+        this.phase = 4;
+        this.deadline = s.tick + 200;
+        return;
+      }
+      case 4:
+        if (s.tick > this.deadline) this.done = true;
+        return;
+    }
+  }
+}
+
+/**
+ * A close election around a crash (3 servers), aimed at a node that forgets its vote:
+ *  the leader L is cut off; A wins the next term with B's vote; at once A is cut off and B
+ *  crashes and restarts; L comes back reaching B only. If B forgot its vote, L can win the same
+ *  term A won (two leaders in one term).
+ */
+class NoSyncScript implements Script {
+  done = false;
+  private phase = 0;
+  private readonly start: number;
+  private deadline = 0;
+  private l!: SimNode;
+  private others: SimNode[] = [];
+  private voter: SimNode | null = null;
+  private restartAt = 0;
+
+  constructor(private readonly run: Run) {
+    this.start = run.rng.range(30, 150);
+    run.sim.hooks.onLeader = (n, term) => this.onLeader(n, term);
+  }
+
+  private onLeader(n: SimNode, term: number): void {
+    const s = this.run.sim;
+    if (this.phase === 1 && this.others.includes(n)) {
+      const b = this.others.find((x) => x !== n)!;
+      this.voter = b;
+      s.isolate(n);
+      s.crash(b, `right after voting for ${n.id} in term ${term}`);
+      this.restartAt = s.tick + this.run.rng.range(0, 4);
+      s.setBlocked(this.l, b, false);
+      s.setBlocked(b, this.l, false);
+      s.event('script', `no-sync: ${n.id} won term ${term} and is cut off; ${b.id} crashed; ${this.l.id} can reach ${b.id}`);
+      this.phase = 2;
+      this.deadline = s.tick + 150;
+    } else if (this.phase === 2 && n === this.l) {
+      s.event('script', `no-sync: ${n.id} elected in term ${term}`);
+      this.done = true;
+    }
+  }
+
+  onTick(): void {
+    const run = this.run;
+    const s = run.sim;
+    if (s.tick > this.start + 900) {
+      this.done = true;
+      return;
+    }
+    switch (this.phase) {
+      case 0: {
+        if (s.tick < this.start) return;
+        const l = quietLeader(run);
+        if (!l) return;
+        this.l = l;
+        this.others = s.list.filter((x) => x !== l);
+        s.isolate(l);
+        s.event('script', `no-sync: leader ${l.id} (term ${l.leaderTerm}) cut off`);
+        this.phase = 1;
+        this.deadline = s.tick + 200;
+        return;
+      }
+      case 1:
+        if (s.tick > this.deadline) this.done = true;
+        return;
+      case 2:
+        if (this.voter && !this.voter.core && s.tick >= this.restartAt) s.restart(this.voter);
+        if (s.tick > this.deadline) this.done = true;
+        return;
+    }
+  }
+}
+
+export function describe(v: Violation): string {
+  return `${v.property} (seed ${v.seed}, tick ${v.tick}): ${v.detail}`;
+}
+
+export type { Property, Violation };
