@@ -74,6 +74,34 @@ describe('PreVote', () => {
     expect(n.core('c').termAt(p.index)).toBe(p.term);
   });
 
+  it('PreVote without CheckQuorum: a rejoining node whose log is behind does not disrupt the leader', () => {
+    const { n, a } = cluster({ checkQuorum: false });
+    const term = a.status().term;
+    n.isolate('c');
+    a.propose(bytes('progress'));
+    n.settle();
+    n.tick(3 * ET);
+    n.heal();
+    const since = n.sent.length;
+    n.tickUntil(() => votesFrom(n, 'c', since).length > 0, ['c'], 3 * ET); // c pre-campaigns before hearing a
+    n.tick(3 * ET);
+    expect(a.status()).toMatchObject({ role: 'leader', term });
+    expect(votesFrom(n, 'c', since).every((m) => m.type === 'preVote')).toBe(true);
+  });
+
+  it('PreVote without CheckQuorum: a node that hears from a leader denies pre-votes, so an up-to-date rejoining node does not disrupt (dissertation §9.6)', () => {
+    const { n, a } = cluster({ checkQuorum: false });
+    const term = a.status().term;
+    n.isolate('c');
+    n.tick(3 * ET);
+    n.heal();
+    const since = n.sent.length;
+    n.tickUntil(() => votesFrom(n, 'c', since).length > 0, ['c'], 3 * ET); // c pre-campaigns before hearing a
+    n.tick(3 * ET);
+    expect(votesFrom(n, 'c', since).filter((m) => m.type === 'vote')).toEqual([]);
+    expect(a.status()).toMatchObject({ role: 'leader', term });
+  });
+
   it('a pre-vote never changes the term or the vote of the node asked', () => {
     const { n, a } = cluster();
     n.isolate('c'); // c's own view must not matter: we hand-deliver
@@ -136,6 +164,21 @@ describe('CheckQuorum', () => {
     }
   });
 
+  it('only voters count: a leader that hears only from a learner steps down', () => {
+    const n = net(['a', 'b', 'c']);
+    const a = n.elect('a');
+    n.settle();
+    a.proposeConfChange({ type: 'addLearner', node: 'd' });
+    n.start('d');
+    n.settle();
+    n.tick(3);
+    expect(a.status().progress['d']!.match).toBe(a.status().lastIndex);
+    n.cutBoth('a', 'b');
+    n.cutBoth('a', 'c');
+    n.tick(2 * ET, ['a', 'd']);
+    expect(a.status().role).not.toBe('leader');
+  });
+
   it('a leader that hears from a quorum stays leader indefinitely', () => {
     const { n, a } = cluster();
     n.isolate('c');
@@ -182,6 +225,39 @@ describe('ReadIndex', () => {
     expect(n.reads.get('a')).toEqual([{ index: commit, context: 'r1' }]);
     const hb = n.delivered.filter((m) => m.type === 'heartbeatResp' && m.context === 'r1');
     expect(hb.length).toBeGreaterThan(0);
+
+    // 5 voters: the leader plus one ack is not a quorum.
+    const n5 = net(['a', 'b', 'c', 'd', 'e']);
+    const a5 = n5.elect('a');
+    n5.settle();
+    n5.tick(1);
+    for (const id of ['c', 'd', 'e']) n5.cutBoth('a', id);
+    a5.readIndex('r5');
+    n5.settle();
+    n5.tick(3, ['a']);
+    expect(n5.reads.get('a')).toEqual([]);
+    n5.heal();
+    n5.cutBoth('a', 'e');
+    n5.cutBoth('a', 'd');
+    n5.tick(1, ['a']); // b + c + a
+    expect(n5.reads.get('a')!.map((r) => r.context)).toEqual(['r5']);
+  });
+
+  it('acknowledgements from a learner do not confirm leadership for a read', () => {
+    const n = net(['a', 'b', 'c']);
+    const a = n.elect('a');
+    n.settle();
+    a.proposeConfChange({ type: 'addLearner', node: 'd' });
+    n.start('d');
+    n.settle();
+    n.tick(3);
+    n.cutBoth('a', 'b');
+    n.cutBoth('a', 'c');
+    a.readIndex('r');
+    n.settle();
+    n.tick(3, ['a', 'd']);
+    expect(n.delivered.some((m) => m.type === 'heartbeatResp' && m.from === 'd' && m.context === 'r')).toBe(true);
+    expect(n.reads.get('a')).toEqual([]);
   });
 
   it("a follower's read is forwarded to the leader and answered with the leader's commit index", () => {
@@ -303,6 +379,19 @@ describe('leadership transfer', () => {
     expect((errorOf(() => a.proposeConfChange({ type: 'addLearner', node: 'd' })) as RaftError).code).toBe('transfer_in_progress');
   });
 
+  it('a transfer to a learner or a non-member is refused; a transfer to the leader itself is a no-op', () => {
+    const { n, a } = cluster();
+    a.proposeConfChange({ type: 'addLearner', node: 'd' });
+    n.settle();
+    n.tick(1);
+    expect((errorOf(() => a.transferLeader('d')) as RaftError).code).toBe('invalid');
+    expect((errorOf(() => a.transferLeader('zz')) as RaftError).code).toBe('invalid');
+    a.transferLeader('a');
+    n.settle();
+    expect(a.status()).toMatchObject({ role: 'leader', leadTransferee: null });
+    expect(() => a.propose(bytes('ok'))).not.toThrow();
+  });
+
   it('a transfer that does not complete within an election timeout is aborted', () => {
     const { n, a } = cluster();
     n.cutBoth('a', 'c');
@@ -352,6 +441,37 @@ describe('pipelining and flow control', () => {
     n.tick(5 * ET);
     expect(n.core('b').status().lastIndex).toBe(a.status().lastIndex);
     expect(a.status().progress['b']!.match).toBe(a.status().lastIndex);
+  });
+
+  it('maxInflightBytes bounds the unacknowledged bytes in flight to a follower', () => {
+    const { n, a } = cluster({ maxInflightBytes: 20 });
+    n.cut.add('b>a');
+    const since = n.delivered.length;
+    for (let i = 0; i < 6; i++) {
+      a.propose(bytes('12345678')); // 8 bytes each
+      n.settle();
+    }
+    const toB = appsWithEntries(n, 'b', since);
+    expect(toB).toHaveLength(3); // 8, 16, 24 ≥ 20: paused after the third
+    expect(appsWithEntries(n, 'c', since)).toHaveLength(6);
+  });
+
+  it('maxSizePerMsg: a catching-up follower gets appends no larger than the limit (unless one entry is larger)', () => {
+    const { n, a } = cluster({ maxSizePerMsg: 300 });
+    n.isolate('c');
+    for (let i = 0; i < 10; i++) a.propose(new Uint8Array(100));
+    a.propose(new Uint8Array(1000));
+    n.settle();
+    const since = n.delivered.length;
+    n.heal();
+    n.tick(3);
+    const apps = appsWithEntries(n, 'c', since);
+    expect(apps.length).toBeGreaterThan(1);
+    for (const m of apps) {
+      const size = m.entries!.reduce((s, e) => s + e.data.length, 0);
+      expect(m.entries!.length === 1 || size <= 300).toBe(true);
+    }
+    expect(n.core('c').status().lastIndex).toBe(a.status().lastIndex);
   });
 
   it('several proposals between two ready() calls go out as one append per follower', () => {
@@ -470,6 +590,34 @@ describe('durability ordering', () => {
     expect(applied.filter((e) => e.index > 3).map((e) => `${e.index}@${e.term}`)).toEqual(['4@3', '5@3']);
   });
 
+  it('the leader counts its own entry toward the quorum only once it is persisted', () => {
+    const n = net(['a', 'b', 'c', 'd', 'e']);
+    const a = n.elect('a');
+    n.settle();
+    n.tick(1);
+    const p = a.propose(bytes('x'));
+    const rd = a.ready(); // the leader's write of x has not completed
+    expect(rd.entries.map((e) => e.index)).toEqual([p.index]);
+    const apps = rd.earlyMessages.filter((m) => m.type === 'app' && (m.to === 'b' || m.to === 'c'));
+    expect(apps).toHaveLength(2);
+    for (const m of apps) {
+      const f = n.core(m.to);
+      f.step(m);
+      const frd = f.ready();
+      f.advance(frd);
+      for (const r of frd.messages.filter((x) => x.type === 'appResp')) a.step(r);
+    }
+    // b and c (2 of 5) hold x durably; a does not yet: no quorum
+    expect(a.status().progress['b']!.match).toBe(p.index);
+    expect(a.status().progress['c']!.match).toBe(p.index);
+    expect(a.status().commit).toBeLessThan(p.index);
+    a.advance(rd);
+    expect(a.status().commit).toBe(p.index);
+    const rd2 = a.ready();
+    expect(rd2.committedEntries.map((e) => e.index)).toEqual([p.index]);
+    a.advance(rd2);
+  });
+
   it('earlyMessages only ever holds leader appends; vote responses and anything after a term/vote change wait for the write', () => {
     const n = net(['a', 'b', 'c', 'd', 'e'], { preVote: false, checkQuorum: false });
     const problems = watchReadys(n);
@@ -561,6 +709,60 @@ describe('restart from persisted state', () => {
     n.tick(1);
     expect(b.termAt(p.index)).toBe(p.term);
     expect(n.data('b')).toEqual(['x', 'y', 'z']);
+  });
+
+  it('a restart with the application\'s applied index does not apply entries again', () => {
+    const n = net(['a', 'b', 'c']);
+    const a = n.elect('a');
+    n.settle();
+    a.propose(bytes('x'));
+    a.propose(bytes('y'));
+    n.settle();
+    n.tick(1);
+    const applied = n.core('b').status().applied;
+    expect(n.data('b')).toEqual(['x', 'y']);
+    n.crash('b');
+    n.applied.set('b', []);
+    const b = n.start('b', { applied });
+    expect(b.status().applied).toBe(applied);
+    n.settle();
+    expect(n.applied.get('b')).toEqual([]);
+    a.propose(bytes('z'));
+    n.settle();
+    n.tick(1);
+    expect(n.data('b')).toEqual(['z']);
+  });
+
+  it('restart from a compacted disk: the snapshot plus the later entries give the log and the configuration', () => {
+    const n = net(['a', 'b', 'c']);
+    const a = n.elect('a');
+    n.settle();
+    a.proposeConfChange({ type: 'addLearner', node: 'd' });
+    n.settle();
+    a.propose(bytes('x'));
+    n.settle();
+    n.tick(1);
+    // b (a follower) compacts its own log, as its driver would
+    const b = n.core('b');
+    const idx = b.status().applied;
+    const snap = b.compact(idx, bytes('b-state'));
+    expect(snap.meta.conf).toEqual({ voters: ['a', 'b', 'c'], learners: ['d'] });
+    const disk = n.disks.get('b')!;
+    disk.snapshot = snap;
+    disk.entries = disk.entries.filter((e) => e.index > idx);
+    // a later conf change, only in the entries after the snapshot
+    a.proposeConfChange({ type: 'addLearner', node: 'e' });
+    n.settle();
+    a.propose(bytes('y'));
+    n.settle();
+    n.tick(1);
+    const before = b.status();
+    n.crash('b');
+    n.applied.set('b', []);
+    const b2 = n.start('b', { applied: before.applied });
+    expect(b2.status()).toMatchObject({ snapshotIndex: idx, lastIndex: before.lastIndex, commit: before.commit, term: before.term });
+    expect(b2.conf()).toEqual({ voters: ['a', 'b', 'c'], learners: ['d', 'e'] });
+    expect(b2.conf()).toEqual(a.conf());
   });
 
   it('a restarted node keeps its vote within a term', () => {

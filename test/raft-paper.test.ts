@@ -373,6 +373,37 @@ describe('Figure 2 — leaders', () => {
     expect(e.term).toBe(p.term);
   });
 
+  it('§8: a server that is not the leader rejects client requests and names the leader it knows', () => {
+    const n = net(['a', 'b', 'c']);
+    n.elect('a');
+    n.settle();
+    let err: unknown = null;
+    try {
+      n.core('b').propose(bytes('x'));
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(RaftError);
+    expect(err).toMatchObject({ code: 'not_leader', leader: 'a' });
+    expect(n.core('b').status().lastIndex).toBe(n.core('a').status().lastIndex);
+  });
+
+  it('a single-server cluster commits an entry only once it is on its own disk', () => {
+    const n = net(['a']);
+    const a = n.elect('a');
+    n.settle();
+    const p = a.propose(bytes('solo'));
+    const rd = a.ready();
+    expect(rd.entries.map((e) => e.index)).toEqual([p.index]);
+    expect(rd.committedEntries.filter((e) => e.index === p.index)).toEqual([]);
+    expect(a.status().commit).toBeLessThan(p.index);
+    a.advance(rd);
+    expect(a.status().commit).toBe(p.index);
+    const rd2 = a.ready();
+    expect(rd2.committedEntries.map((e) => e.index)).toEqual([p.index]);
+    a.advance(rd2);
+  });
+
   it('last log index ≥ nextIndex: send AppendEntries from nextIndex; on success update nextIndex and matchIndex', () => {
     const n = net(['a', 'b', 'c']);
     const l = n.elect('a');
@@ -706,8 +737,10 @@ describe('§5.4 safety', () => {
 // ------------------------------------------------------------------ §6 membership
 
 describe('§6 cluster membership changes', () => {
-  function withLearner(): Net {
+  function withLearner(commitByHeartbeatOnly = false): Net {
     const n = net(['a', 'b', 'c']);
+    // optionally b and c only ever learn a commit index from heartbeats (commit-only appends are lost)
+    if (commitByHeartbeatOnly) n.intercept = (m) => (m.type === 'app' && m.to !== 'd' && (m.entries?.length ?? 0) === 0 ? null : m);
     const l = n.elect('a');
     n.settle();
     l.propose(bytes('x'));
@@ -720,9 +753,12 @@ describe('§6 cluster membership changes', () => {
   }
 
   it('a committed configuration change takes effect on every member (also when the commit index arrives by heartbeat)', () => {
-    const n = withLearner();
-    const want = { voters: ['a', 'b', 'c'], learners: ['d'] };
-    for (const id of ['a', 'b', 'c', 'd']) expect({ id, conf: n.core(id).conf() }).toEqual({ id, conf: want });
+    for (const hbOnly of [false, true]) {
+      const n = withLearner(hbOnly);
+      const want = { voters: ['a', 'b', 'c'], learners: ['d'] };
+      for (const id of ['a', 'b', 'c', 'd']) expect({ hbOnly, id, conf: n.core(id).conf() }).toEqual({ hbOnly, id, conf: want });
+      expect(n.core('b').status().commit).toBe(n.core('a').status().commit);
+    }
   });
 
   it('add learner: the learner receives the log but neither votes nor campaigns nor counts toward commit', () => {
@@ -796,6 +832,45 @@ describe('§6 cluster membership changes', () => {
     n.tick(20 * ET);
     expect(votesFrom(n, 'c', since)).toEqual([]);
     expect(a.status()).toMatchObject({ role: 'leader', term });
+    expect(n.core('c').conf()).toEqual({ voters: ['a', 'b'], learners: [] }); // it knows it was removed
+  });
+
+  it('remove a lagging node (far behind, one entry per message): it still learns its removal and never campaigns', () => {
+    const n = net(['a', 'b', 'c'], { maxSizePerMsg: 1 });
+    const a = n.elect('a');
+    n.settle();
+    n.tick(1);
+    n.intercept = (m) => (m.type === 'app' && m.to === 'c' && (m.entries?.length ?? 0) > 0 ? null : m);
+    for (let i = 0; i < 8; i++) a.propose(bytes(`v${i}`));
+    n.settle();
+    n.intercept = null;
+    const r = a.proposeConfChange({ type: 'removeNode', node: 'c' });
+    n.settle();
+    n.tick(3);
+    expect(a.status().commit).toBeGreaterThanOrEqual(r.index);
+    const since = n.sent.length;
+    n.tick(20 * ET);
+    expect(votesFrom(n, 'c', since)).toEqual([]);
+    expect(n.core('c').conf().voters).not.toContain('c');
+  });
+
+  it('a removed node that missed its removal cannot disrupt the cluster', () => {
+    const n = net(['a', 'b', 'c']);
+    const a = n.elect('a');
+    n.settle();
+    n.isolate('c');
+    const r = a.proposeConfChange({ type: 'removeNode', node: 'c' });
+    n.settle();
+    n.tick(2, ['a', 'b']);
+    expect(a.status().commit).toBeGreaterThanOrEqual(r.index);
+    n.tick(10 * ET, ['c']); // c campaigns alone: its term climbs
+    expect(n.core('c').status().term).toBeGreaterThan(a.status().term);
+    const term = a.status().term;
+    n.heal();
+    n.tick(20 * ET);
+    expect(a.status()).toMatchObject({ role: 'leader', term });
+    expect(n.core('b').status()).toMatchObject({ term, leader: 'a' });
+    expect(n.core('b').conf()).toEqual({ voters: ['a', 'b'], learners: [] });
   });
 
   it('remove the leader: it steps down and never campaigns again; the rest elect a leader', () => {
@@ -812,6 +887,28 @@ describe('§6 cluster membership changes', () => {
     const l = n.leader()!;
     expect(['b', 'c']).toContain(l.id);
     expect(l.conf()).toEqual({ voters: ['b', 'c'], learners: [] });
+  });
+
+  it('invalid configuration changes are refused', () => {
+    const n = net(['a', 'b']);
+    const a = n.elect('a');
+    n.settle();
+    const code = (f: () => unknown): string | null => {
+      try {
+        f();
+        return null;
+      } catch (e) {
+        return (e as RaftError).code;
+      }
+    };
+    expect(code(() => a.proposeConfChange({ type: 'addVoter', node: 'b' }))).toBe('invalid');
+    expect(code(() => a.proposeConfChange({ type: 'addLearner', node: 'b' }))).toBe('invalid');
+    expect(code(() => a.proposeConfChange({ type: 'removeNode', node: 'zz' }))).toBe('invalid');
+    a.proposeConfChange({ type: 'removeNode', node: 'b' });
+    n.settle();
+    expect(a.conf().voters).toEqual(['a']);
+    expect(code(() => a.proposeConfChange({ type: 'removeNode', node: 'a' }))).toBe('invalid'); // the last voter
+    expect(code(() => n.core('b').proposeConfChange({ type: 'addLearner', node: 'q' }))).toBe('not_leader');
   });
 
   it('only one configuration change may be pending (uncommitted) at a time', () => {
@@ -922,6 +1019,84 @@ describe('§7 log compaction', () => {
     const c2 = n.start('c');
     expect(c2.conf()).toEqual(want);
     expect(c2.status().snapshotIndex).toBe(idx);
+  });
+
+  it('InstallSnapshot receiver: a snapshot at or below the commit index is ignored', () => {
+    const f = craft('b', { terms: [1, 1, 1, 2, 2], term: 2, commit: 4 });
+    drain(f);
+    const conf = { voters: ['a', 'b', 'c', 'x'], learners: [] };
+    f.step(msg({ type: 'snap', from: 'a', to: 'b', term: 2, snapshot: { meta: { index: 3, term: 1, conf }, data: bytes('s') } }));
+    const out = drain(f);
+    expect(f.status()).toMatchObject({ snapshotIndex: 0, lastIndex: 5, commit: 4 });
+    expect(f.conf().voters).toEqual(['a', 'b', 'c']);
+    expect(out.filter((m) => m.type === 'appResp').map((m) => [m.index, !!m.reject])).toEqual([[4, false]]);
+  });
+
+  it('InstallSnapshot receiver: if an entry matches the snapshot’s last index and term, keep the entries after it', () => {
+    const f = craft('b', { terms: [1, 1, 1, 2, 2, 2], term: 2, commit: 2 });
+    drain(f);
+    const conf = { voters: ['a', 'b', 'c'], learners: [] };
+    f.step(msg({ type: 'snap', from: 'a', to: 'b', term: 2, snapshot: { meta: { index: 5, term: 2, conf }, data: bytes('s') } }));
+    drain(f);
+    expect(f.status()).toMatchObject({ lastIndex: 6, commit: 5 });
+    expect(logTerms(f).slice(-2)).toEqual([2, 2]);
+  });
+
+  it('InstallSnapshot receiver: otherwise discard the whole log and reset the state (and configuration) from the snapshot', () => {
+    const f = craft('b', { terms: [1, 1, 1, 2, 2, 2], term: 3, commit: 2 });
+    drain(f);
+    const conf = { voters: ['a', 'b', 'c'], learners: ['z'] };
+    f.step(msg({ type: 'snap', from: 'a', to: 'b', term: 3, snapshot: { meta: { index: 4, term: 3, conf }, data: bytes('s') } }));
+    const readys: Ready[] = [];
+    const out = drain(f, readys);
+    expect(f.status()).toMatchObject({ snapshotIndex: 4, lastIndex: 4, commit: 4, applied: 4 });
+    expect(f.termAt(5)).toBeUndefined();
+    expect(f.conf()).toEqual(conf);
+    expect(readys.filter((r) => r.snapshot).map((r) => r.snapshot!.meta.index)).toEqual([4]);
+    expect(readys.flatMap((r) => r.committedEntries).filter((e) => e.index > 2)).toEqual([]); // nothing from the discarded log
+    expect(out.filter((m) => m.type === 'appResp').map((m) => [m.index, !!m.reject])).toEqual([[4, false]]);
+  });
+
+  it('a lost snapshot is sent again once the driver reports the failure (snapStatus)', () => {
+    const n = net(['a', 'b', 'c']);
+    const a = n.elect('a');
+    n.settle();
+    n.isolate('c');
+    for (let i = 0; i < 3; i++) a.propose(bytes(`v${i}`));
+    n.settle();
+    n.tick(1, ['a', 'b']);
+    const idx = compact(n, 'a');
+    n.heal();
+    n.dropTypes.add('snap');
+    n.tick(3, ['a', 'b']);
+    expect(a.status().progress['c']!.state).toBe('snapshot');
+    expect(n.core('c').status().snapshotIndex).toBe(0);
+    n.dropTypes.clear();
+    a.step(msg({ type: 'snapStatus', from: 'c', to: 'a', term: 0, failed: true }));
+    n.tick(3, ['a', 'b']);
+    expect(n.core('c').status().snapshotIndex).toBe(idx);
+    expect(a.status().progress['c']!.match).toBe(a.status().lastIndex);
+  });
+
+  it('a learner added after compaction is initialized from the snapshot, then the log (and learns its own membership)', () => {
+    const n = net(['a', 'b', 'c']);
+    const a = n.elect('a');
+    n.settle();
+    a.propose(bytes('x'));
+    n.settle();
+    n.tick(1);
+    const idx = compact(n, 'a');
+    a.proposeConfChange({ type: 'addLearner', node: 'd' });
+    n.start('d');
+    n.settle();
+    a.propose(bytes('y'));
+    n.settle();
+    n.tick(2);
+    const d = n.core('d');
+    expect(n.delivered.filter((m) => m.type === 'snap' && m.to === 'd')).toHaveLength(1);
+    expect(d.status()).toMatchObject({ snapshotIndex: idx, lastIndex: a.status().lastIndex, commit: a.status().commit });
+    expect(d.conf()).toEqual({ voters: ['a', 'b', 'c'], learners: ['d'] });
+    expect(n.data('d')).toEqual(['y']); // x is inside the snapshot
   });
 
   it('the snapshot records the configuration as of its index, not a later one', () => {

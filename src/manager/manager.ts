@@ -12,6 +12,8 @@ import { Reply, Router, type RequestContext } from './http.js';
 import { splitAddr } from '../client/client.js';
 import type { Logger } from './log.js';
 import { consoleLogger } from './log.js';
+import { Orchestrator, workerToken, type OrchestratorOptions } from './orchestrator.js';
+import { registerApi } from './api.js';
 
 export interface ManagerOptions {
   id: NodeId;
@@ -28,6 +30,10 @@ export interface ManagerOptions {
   /** How long a write waits for a leader before failing (ms). */
   leaderWaitMs?: number;
   log?: Logger;
+  /** Leader-only services (dispatcher, scheduler, monitors). */
+  orchestrator?: OrchestratorOptions;
+  /** Allow privileged task specs and host mounts. */
+  allowPrivileged?: boolean;
 }
 
 const FORWARDED = 'x-flotilla-forwarded';
@@ -40,6 +46,7 @@ export class Manager {
   readonly server: http.Server;
   readonly router = new Router();
   private transport!: PeerTransport;
+  orchestrator!: Orchestrator;
   private readonly log: Logger;
   private readonly leaderWaitMs: number;
   private readonly started = Date.now();
@@ -102,6 +109,9 @@ export class Manager {
     });
     const m = new Manager(opts, storage, node, log);
     holder.m = m;
+    // Addresses told by authenticated peers: a manager that joins with an empty log answers the
+    // leader before it has replicated the membership.
+    const learned = new Map<NodeId, string>();
     m.transport = new PeerTransport({
       id: opts.id,
       secret: opts.secret,
@@ -109,7 +119,8 @@ export class Manager {
       onMessage: (msg) => node.receive(msg),
       onUnreachable: (peer) => node.reportUnreachable(peer),
       onSnapshotStatus: (peer, ok) => node.reportSnapshot(peer, ok),
-      resolveAddr: (id) => node.members.get(id),
+      resolveAddr: (id) => node.members.get(id) ?? learned.get(id),
+      onPeerAddr: (id, addr) => learned.set(id, addr),
       log: (level, msg, fields) => log[level](msg, fields),
     });
     node.setTransport(m.transport);
@@ -121,6 +132,8 @@ export class Manager {
       log.error(`fatal: ${e.message}`);
     });
     m.routes();
+    m.orchestrator = new Orchestrator(m, opts.secret, log, opts.orchestrator);
+    registerApi(m, m.orchestrator, { workerToken: workerToken(opts.secret), allowPrivileged: opts.allowPrivileged });
     const [host, port] = splitAddr(opts.listen);
     m.server.on('upgrade', (req, socket, head) => {
       const path = new URL(req.url ?? '/', 'http://x').pathname;
@@ -147,8 +160,9 @@ export class Manager {
     if (this.closed) return;
     this.closed = true;
     if (this.promoteTimer) clearInterval(this.promoteTimer);
+    this.orchestrator?.close();
     await this.node.stop();
-    this.transport.close();
+    await this.transport.close();
     this.server.closeAllConnections?.();
     await new Promise<void>((r) => this.server.close(() => r()));
     await this.storage.close();

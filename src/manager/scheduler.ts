@@ -302,9 +302,10 @@ export function schedule(
     if (seen.has(t.id)) continue;
     seen.add(t.id);
     const spec = t.spec;
-    const constraints = [...spec.constraints].sort();
+    // Constraint order does not matter for grouping; messages keep the first task's order.
+    const constraints = spec.constraints;
     const ports = specHostPorts(spec).sort();
-    const staticKey = `${spec.driver}\u0000${constraints.join('\u0001')}`;
+    const staticKey = `${spec.driver}\u0000${[...constraints].sort().join('\u0001')}`;
     const key = `${staticKey}\u0000${spec.resources.cpu}\u0000${spec.resources.memory}\u0000${ports.join(',')}`;
     let cls = classes.get(key);
     if (cls === undefined) {

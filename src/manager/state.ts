@@ -9,9 +9,10 @@
 //  * `apply` never throws for a bad command: it returns `{ ok: false, error }` and changes
 //    nothing (a failed CAS is `conflict`, a missing task `not_found`, a malformed command
 //    `bad_request`). Only `appliedIndex` moves, as it must for any applied log entry.
-//  * Leader decisions (task.assign, task.restart, nodes.markUnknown, node.status, node.down,
-//    cluster.leader) carry the term they were decided in. If that is not the term of the log
-//    entry that carries them, a deposed leader decided them: they are fenced (rejected).
+//  * Leader decisions (task.assign, task.restart, task.pending, nodes.markUnknown, node.down,
+//    cluster.leader, and node.status when it carries a term) carry the term they were decided
+//    in. If that is not the term of the log entry that carries them, a deposed leader decided
+//    them: they are fenced (rejected).
 //  * A task is placed at most once per attempt: task.assign only places `pending` tasks.
 //  * Worker reports only move a task forward; a terminal task is never revived by a report,
 //    only by task.restart.
@@ -20,7 +21,9 @@
 // Restarts happen IN PLACE: a failed/lost task keeps its id, goes back to `pending` with
 // `attempt + 1` (and `restarts + 1` when the restart policy caused it), and its `history`
 // keeps the previous attempts. Workers name containers by task id and attempt, and may tag
-// reports with `attempt` so a late report from an old attempt is ignored.
+// reports with `attempt` so a late report from an old attempt is ignored. A forced restart
+// may also move a live task (drain): it is re-queued at once and its old worker, which no
+// longer has it assigned, stops the old attempt. There is no replacedBy/replaces chain.
 //
 // This module never imports Raft; a `Proposer` (proposer.ts) sits in between.
 
@@ -226,6 +229,10 @@ export interface TaskReport {
   /** The attempt the worker is running; a report for another attempt is ignored. */
   attempt?: number;
 }
+/**
+ * Batched worker reports. Each report is checked on its own: a malformed or stale report is
+ * listed in the result's `ignored` and does not hold back the others.
+ */
 export interface TaskReportCommand {
   type: 'task.report';
   reports: TaskReport[];
@@ -236,10 +243,19 @@ export interface TaskRestartCommand {
   term: number;
   at: number;
   /**
-   * Restart even if the policy would not (an operator's request). A forced restart bumps
-   * `attempt` but not `restarts`.
+   * Restart even if the policy would not, or while the task is still live (an operator's
+   * restart, or moving a task off a draining node: the old worker stops it once the task is
+   * no longer assigned to it). A forced restart bumps `attempt` but not `restarts`.
    */
   force?: boolean;
+  reason?: string;
+}
+/** Why pending tasks are still pending (the scheduler's reasons), shown as their `reason`. */
+export interface TaskPendingCommand {
+  type: 'task.pending';
+  items: { taskId: string; reason: string }[];
+  term: number;
+  at: number;
 }
 export interface NodeRegistration {
   id: string;
@@ -253,19 +269,27 @@ export interface NodeRegisterCommand {
   node: NodeRegistration;
   at: number;
 }
-/** A worker is alive: status becomes ready. Heartbeats emit an event only on a status change. */
+/**
+ * A worker's session is alive: records `lastHeartbeat` and sets `status` (default `ready`; a
+ * worker leaving cleanly may say `down`). Emits an event only when the status changes.
+ */
 export interface NodeHeartbeatCommand {
   type: 'node.heartbeat';
   id: string;
+  status?: NodeStatus;
+  reason?: string;
   at: number;
 }
-/** The leader's judgement of a node (e.g. unknown after missed heartbeats); `down` = node.down. */
+/**
+ * Set a node's status without a heartbeat, e.g. the leader's judgement `unknown` after missed
+ * heartbeats. `down` behaves as node.down. Fenced when it carries `term` (leader loops should).
+ */
 export interface NodeStatusCommand {
   type: 'node.status';
   id: string;
   status: NodeStatus;
   reason?: string;
-  term: number;
+  term?: number;
   at: number;
 }
 export interface NodeSetAvailabilityCommand {
@@ -314,6 +338,7 @@ export type SingleCommand =
   | TaskAssignCommand
   | TaskReportCommand
   | TaskRestartCommand
+  | TaskPendingCommand
   | NodeRegisterCommand
   | NodeHeartbeatCommand
   | NodeStatusCommand
@@ -333,6 +358,7 @@ export const COMMAND_TYPES: readonly CommandType[] = [
   'task.assign',
   'task.report',
   'task.restart',
+  'task.pending',
   'node.register',
   'node.heartbeat',
   'node.status',
@@ -343,12 +369,15 @@ export const COMMAND_TYPES: readonly CommandType[] = [
   'batch',
 ];
 
-/** Commands that are leader decisions and carry the deciding term (fenced on apply). */
+/**
+ * Leader decisions: they must carry the deciding term. Any command that carries a `term`
+ * (node.status may) is fenced on apply: rejected unless it equals the entry's term.
+ */
 export const FENCED_COMMANDS: ReadonlySet<CommandType> = new Set<CommandType>([
   'task.assign',
   'task.restart',
+  'task.pending',
   'nodes.markUnknown',
-  'node.status',
   'node.down',
   'cluster.leader',
 ]);
@@ -383,6 +412,10 @@ export interface KvDelResult {
 export interface AssignResult {
   assigned: Placement[];
   skipped: (Placement & { reason: string })[];
+}
+export interface PendingResult {
+  updated: number;
+  skipped: { taskId: string; reason: string }[];
 }
 export interface ReportResult {
   applied: number;
@@ -492,20 +525,23 @@ const singleCommandSchemas = [
   }),
   z.strictObject({
     type: z.literal('task.report'),
-    reports: z.array(
-      z.strictObject({
-        taskId: idString,
-        nodeId: idString,
-        state: z.enum(['starting', 'running', 'succeeded', 'failed', 'stopped']),
-        reason: z.string().max(4096).optional(),
-        exitCode: z.number().int().optional(),
-        detail: z.string().max(4096).optional(),
-        at: count,
-        attempt: z.number().int().min(1).optional(),
-      }),
-    ),
+    // Items are validated one by one when applied (see reportSchema).
+    reports: z.array(z.custom<TaskReport>(() => true)).max(100_000),
   }),
-  z.strictObject({ type: z.literal('task.restart'), taskId: idString, term: count, at: count, force: z.boolean().optional() }),
+  z.strictObject({
+    type: z.literal('task.restart'),
+    taskId: idString,
+    term: count,
+    at: count,
+    force: z.boolean().optional(),
+    reason: z.string().max(1024).optional(),
+  }),
+  z.strictObject({
+    type: z.literal('task.pending'),
+    items: z.array(z.strictObject({ taskId: idString, reason: z.string().max(1024) })).max(100_000),
+    term: count,
+    at: count,
+  }),
   z.strictObject({
     type: z.literal('node.register'),
     node: z.strictObject({
@@ -517,13 +553,19 @@ const singleCommandSchemas = [
     }),
     at: count,
   }),
-  z.strictObject({ type: z.literal('node.heartbeat'), id: idString, at: count }),
+  z.strictObject({
+    type: z.literal('node.heartbeat'),
+    id: idString,
+    status: z.enum(['ready', 'unknown', 'down']).optional(),
+    reason: z.string().max(1024).optional(),
+    at: count,
+  }),
   z.strictObject({
     type: z.literal('node.status'),
     id: idString,
     status: z.enum(['ready', 'unknown', 'down']),
     reason: z.string().max(1024).optional(),
-    term: count,
+    term: count.optional(),
     at: count,
   }),
   z.strictObject({
@@ -538,6 +580,20 @@ const singleCommandSchemas = [
 ] as const;
 
 const singleCommandSchema = z.discriminatedUnion('type', singleCommandSchemas);
+
+/** One worker report (validated per item, so one bad report does not reject its batch). */
+const reportSchema = z.strictObject({
+  taskId: idString,
+  nodeId: idString,
+  state: z.enum(['starting', 'running', 'succeeded', 'failed', 'stopped']),
+  reason: z.string().max(4096).optional(),
+  exitCode: z.number().int().optional(),
+  detail: z.string().max(4096).optional(),
+  at: count,
+  attempt: z.number().int().min(1).optional(),
+});
+const _reportMatchesType: (r: z.output<typeof reportSchema>) => TaskReport = (r) => r;
+void _reportMatchesType;
 const batchSchema = z.strictObject({ type: z.literal('batch'), commands: z.array(z.unknown()).max(100_000) });
 
 // Keep the hand-written types and the schemas in step (a compile error if they drift).
@@ -592,6 +648,35 @@ function summarize(t: Task): TaskSummary {
   if (t.exitCode !== undefined) s.exitCode = t.exitCode;
   if (t.nextRestartAt !== undefined) s.nextRestartAt = t.nextRestartAt;
   return s;
+}
+
+/** Fields a change may set; `exitCode`/`nextRestartAt` set to undefined are cleared. */
+type TaskChanges = Partial<Omit<Task, 'id' | 'name' | 'spec' | 'createdAt' | 'createVersion'>>;
+
+/**
+ * A new version of a task (copy on write: objects handed out are never mutated). Built field
+ * by field so every task object has the same shape.
+ */
+function changed(t: Task, c: TaskChanges): Task {
+  return {
+    id: t.id,
+    name: t.name,
+    spec: t.spec,
+    desired: c.desired ?? t.desired,
+    state: c.state ?? t.state,
+    node: c.node !== undefined ? c.node : t.node,
+    reason: c.reason ?? t.reason,
+    detail: c.detail ?? t.detail,
+    exitCode: 'exitCode' in c ? c.exitCode : t.exitCode,
+    restarts: c.restarts ?? t.restarts,
+    attempt: c.attempt ?? t.attempt,
+    history: c.history ?? t.history,
+    createdAt: t.createdAt,
+    updatedAt: c.updatedAt ?? t.updatedAt,
+    nextRestartAt: 'nextRestartAt' in c ? c.nextRestartAt : t.nextRestartAt,
+    version: c.version ?? t.version,
+    createVersion: t.createVersion,
+  };
 }
 
 function pushHistory(history: readonly TaskHistoryEntry[], entry: TaskHistoryEntry): TaskHistoryEntry[] {
@@ -691,8 +776,11 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 
 /** JSON text with object keys sorted and Uint8Arrays as { "$bytes": base64 }. */
 export function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) => {
-    if (v instanceof Uint8Array) return { $bytes: toBase64(v) };
+  // A function replacer sees the holder as `this`: read the original value, since JSON has
+  // already applied toJSON (a Node Buffer would otherwise arrive as { type, data }).
+  return JSON.stringify(value, function (this: Record<string, unknown>, key: string, v: unknown) {
+    const original = this[key];
+    if (original instanceof Uint8Array) return { $bytes: toBase64(original) };
     if (isPlainObject(v)) {
       const sorted: Record<string, unknown> = {};
       for (const k of Object.keys(v).sort()) sorted[k] = v[k];
@@ -862,8 +950,8 @@ export class ClusterState {
   }
 
   private applySingle(cmd: SingleCommand, meta: ApplyMeta): ApplyResult {
-    if (FENCED_COMMANDS.has(cmd.type)) {
-      const decided = (cmd as { term: number }).term;
+    const decided = (cmd as { term?: number }).term;
+    if (decided !== undefined) {
       if (decided !== meta.term) {
         return {
           ok: false,
@@ -893,18 +981,20 @@ export class ClusterState {
         return this.taskReport(cmd);
       case 'task.restart':
         return this.taskRestart(cmd);
+      case 'task.pending':
+        return this.taskPending(cmd);
       case 'node.register':
         return this.nodeRegister(cmd);
       case 'node.heartbeat':
-        return this.nodeHeartbeat(cmd);
+        return this.setNodeStatus(cmd.id, cmd.status ?? 'ready', cmd.reason, cmd.at, true);
       case 'node.status':
-        return this.nodeStatus(cmd);
+        return this.setNodeStatus(cmd.id, cmd.status, cmd.reason, cmd.at, false);
       case 'node.setAvailability':
         return this.nodeSetAvailability(cmd);
       case 'nodes.markUnknown':
         return this.nodesMarkUnknown(cmd);
       case 'node.down':
-        return this.nodeDown(cmd.id, cmd.reason ?? 'declared down', cmd.at);
+        return this.nodeDown(cmd.id, cmd.reason ?? 'declared down', cmd.at, false);
       case 'cluster.leader':
         return this.clusterLeader(cmd);
       default: {
@@ -1022,8 +1112,13 @@ export class ClusterState {
     } else {
       // Placed (or already terminal): record the wish; the worker stops it and reports
       // `stopped`. A pending restart is cancelled.
-      const { nextRestartAt: _cancelled, ...rest } = task;
-      const next: Task = { ...rest, desired: 'shutdown', detail: isTerminal(task.state) ? '' : reason, updatedAt: cmd.at, version: this.cur.index };
+      const next = changed(task, {
+        desired: 'shutdown',
+        detail: isTerminal(task.state) ? '' : reason,
+        nextRestartAt: undefined,
+        updatedAt: cmd.at,
+        version: this.cur.index,
+      });
       this.writeTask(next, task);
       this.emit({ type: 'task.updated', task: summarize(next), prevState: task.state, change: 'desired' });
     }
@@ -1092,7 +1187,19 @@ export class ClusterState {
   private taskReport(cmd: TaskReportCommand): ApplyResult<ReportResult> {
     let applied = 0;
     const ignored: ReportResult['ignored'] = [];
-    for (const r of cmd.reports) {
+    for (const item of cmd.reports) {
+      const parsed = reportSchema.safeParse(item, { error: issueMessage });
+      if (!parsed.success) {
+        const raw = (typeof item === 'object' && item !== null ? item : {}) as { taskId?: unknown; nodeId?: unknown };
+        const why = badRequestFromZod('apply report', parsed.error, 'the report').details![0]!;
+        ignored.push({
+          taskId: typeof raw.taskId === 'string' ? raw.taskId : '',
+          nodeId: typeof raw.nodeId === 'string' ? raw.nodeId : '',
+          reason: `invalid report: '${why.path}' ${why.message}`,
+        });
+        continue;
+      }
+      const r = parsed.data;
       this.cur.at = r.at;
       const ignore = (reason: string): void => {
         ignored.push({ taskId: r.taskId, nodeId: r.nodeId, reason });
@@ -1120,7 +1227,7 @@ export class ClusterState {
       }
       if (r.state === task.state) {
         if (r.detail !== undefined && r.detail !== task.detail) {
-          const next: Task = { ...task, detail: r.detail, updatedAt: r.at, version: this.cur.index };
+          const next = changed(task, { detail: r.detail, updatedAt: r.at, version: this.cur.index });
           this.writeTask(next, task);
           this.emit({ type: 'task.updated', task: summarize(next), prevState: task.state, change: 'detail' });
           applied++;
@@ -1142,32 +1249,60 @@ export class ClusterState {
 
   private taskRestart(cmd: TaskRestartCommand): ApplyResult<Task> {
     const task = this.tasks.get(cmd.taskId);
+    const force = cmd.force === true;
     if (task === undefined) return fail('not_found', `Cannot restart task '${cmd.taskId}' as it does not exist`);
-    if (!isTerminal(task.state)) return fail('conflict', `Cannot restart task '${cmd.taskId}' as it is ${task.state}`);
     if (task.desired !== 'running') return fail('conflict', `Cannot restart task '${cmd.taskId}' as it was stopped`);
-    if (cmd.force !== true && task.nextRestartAt === undefined) {
+    if (task.state === 'pending') return fail('conflict', `Cannot restart task '${cmd.taskId}' as it is pending`);
+    const live = !isTerminal(task.state);
+    if (live && !force) return fail('conflict', `Cannot restart task '${cmd.taskId}' as it is ${task.state}`);
+    if (!force && task.nextRestartAt === undefined) {
       return fail('conflict', `Cannot restart task '${cmd.taskId}' as its restart policy allows no restart (${task.detail || task.reason})`);
     }
-    const byPolicy = cmd.force !== true;
-    const restarts = task.restarts + (byPolicy ? 1 : 0);
+    const restarts = task.restarts + (force ? 0 : 1);
     const attempt = task.attempt + 1;
-    const reason = byPolicy ? `restart ${restarts} after ${task.state}` : `restarted by request after ${task.state}`;
-    const { nextRestartAt: _done, exitCode: _old, ...rest } = task;
-    const next: Task = {
-      ...rest,
+    const reason =
+      cmd.reason ?? (force ? `restarted by request ${live ? 'while' : 'after'} ${task.state}` : `restart ${restarts} after ${task.state}`);
+    // A live task's old attempt keeps running until its worker sees it is no longer assigned
+    // there; its reports are then ignored (node and attempt no longer match).
+    const next = changed(task, {
       state: 'pending',
       node: null,
       reason,
       detail: '',
+      exitCode: undefined,
+      nextRestartAt: undefined,
       restarts,
       attempt,
       history: pushHistory(task.history, { state: 'pending', reason, at: cmd.at, node: null, attempt }),
       updatedAt: cmd.at,
       version: this.cur.index,
-    };
+    });
     this.writeTask(next, task);
     this.emit({ type: 'task.updated', task: summarize(next), prevState: task.state, change: 'restart' });
     return { ok: true, value: next };
+  }
+
+  private taskPending(cmd: TaskPendingCommand): ApplyResult<PendingResult> {
+    let updated = 0;
+    const skipped: PendingResult['skipped'] = [];
+    for (const item of cmd.items) {
+      const task = this.tasks.get(item.taskId);
+      if (task === undefined) {
+        skipped.push({ taskId: item.taskId, reason: 'no such task' });
+        continue;
+      }
+      if (task.state !== 'pending') {
+        skipped.push({ taskId: item.taskId, reason: `task is ${task.state}` });
+        continue;
+      }
+      if (task.reason === item.reason) continue;
+      // The reason of a waiting task, not a state change: no history entry.
+      const next = changed(task, { reason: item.reason, updatedAt: cmd.at, version: this.cur.index });
+      this.writeTask(next, task);
+      this.emit({ type: 'task.updated', task: summarize(next), prevState: task.state, change: 'detail' });
+      updated++;
+    }
+    return { ok: true, value: { updated, skipped } };
   }
 
   /**
@@ -1181,23 +1316,19 @@ export class ClusterState {
   ): Task {
     const node = o.node ?? task.node;
     const desired = o.desired ?? task.desired;
-    const { nextRestartAt: _prev, exitCode: _prevExit, ...rest } = task;
-    const next: Task = {
-      ...rest,
+    const entry: TaskHistoryEntry = { state, reason: o.reason, at: o.at, node, attempt: task.attempt };
+    if (o.exitCode !== undefined) entry.exitCode = o.exitCode;
+    const next = changed(task, {
       state,
       desired,
       node,
       reason: o.reason,
       detail: o.detail ?? '',
+      exitCode: o.exitCode,
+      nextRestartAt: undefined,
       updatedAt: o.at,
       version: this.cur.index,
-      history: [],
-    };
-    const entry: TaskHistoryEntry = { state, reason: o.reason, at: o.at, node, attempt: task.attempt };
-    if (o.exitCode !== undefined) {
-      next.exitCode = o.exitCode;
-      entry.exitCode = o.exitCode;
-    }
+    });
     next.history = pushHistory(task.history, entry);
     if (isTerminal(state)) {
       const plan = planRestart(next, state, o.at);
@@ -1277,23 +1408,23 @@ export class ClusterState {
     return { ok: true, value: node };
   }
 
-  private nodeHeartbeat(cmd: NodeHeartbeatCommand): ApplyResult<NodeInfo> {
-    const prev = this.nodes.get(cmd.id);
-    if (prev === undefined) return fail('not_found', `Cannot record a heartbeat from node '${cmd.id}' as it is not registered`);
-    const node: NodeInfo = { ...prev, status: 'ready', statusReason: '', lastHeartbeat: cmd.at, version: this.cur.index };
-    this.nodes.set(node.id, node);
-    if (prev.status !== 'ready') this.emit({ type: 'node.updated', node, prevStatus: prev.status, change: 'status' });
-    return { ok: true, value: node };
-  }
-
-  private nodeStatus(cmd: NodeStatusCommand): ApplyResult {
-    if (cmd.status === 'down') return this.nodeDown(cmd.id, cmd.reason ?? 'declared down', cmd.at);
-    const prev = this.nodes.get(cmd.id);
-    if (prev === undefined) return fail('not_found', `Cannot set the status of node '${cmd.id}' as it is not registered`);
-    if (prev.status === cmd.status) return { ok: true, value: prev };
-    const node: NodeInfo = { ...prev, status: cmd.status, statusReason: cmd.status === 'ready' ? '' : cmd.reason ?? '', version: this.cur.index };
-    this.nodes.set(node.id, node);
-    this.emit({ type: 'node.updated', node, prevStatus: prev.status, change: 'status' });
+  /** node.heartbeat (`heartbeat`: also records lastHeartbeat) and node.status. */
+  private setNodeStatus(id: string, status: NodeStatus, reason: string | undefined, at: number, heartbeat: boolean): ApplyResult<unknown> {
+    if (status === 'down') return this.nodeDown(id, reason ?? (heartbeat ? 'left the cluster' : 'declared down'), at, heartbeat);
+    const prev = this.nodes.get(id);
+    if (prev === undefined) {
+      return fail('not_found', heartbeat ? `Cannot record a heartbeat from node '${id}' as it is not registered` : `Cannot set the status of node '${id}' as it is not registered`);
+    }
+    if (prev.status === status && !heartbeat) return { ok: true, value: prev };
+    const node: NodeInfo = {
+      ...prev,
+      status,
+      statusReason: status === 'ready' ? '' : reason ?? '',
+      lastHeartbeat: heartbeat ? at : prev.lastHeartbeat,
+      version: this.cur.index,
+    };
+    this.nodes.set(id, node);
+    if (prev.status !== status) this.emit({ type: 'node.updated', node, prevStatus: prev.status, change: 'status' });
     return { ok: true, value: node };
   }
 
@@ -1320,14 +1451,14 @@ export class ClusterState {
     return { ok: true, value: { nodes: marked } };
   }
 
-  private nodeDown(id: string, reason: string, at: number): ApplyResult<{ node: NodeInfo; lost: string[] }> {
+  private nodeDown(id: string, reason: string, at: number, heartbeat: boolean): ApplyResult<{ node: NodeInfo; lost: string[] }> {
     const prev = this.nodes.get(id);
     if (prev === undefined) return fail('not_found', `Cannot mark node '${id}' down as it is not registered`);
     let node = prev;
-    if (prev.status !== 'down') {
-      node = { ...prev, status: 'down', statusReason: reason, version: this.cur.index };
+    if (prev.status !== 'down' || heartbeat) {
+      node = { ...prev, status: 'down', statusReason: reason, lastHeartbeat: heartbeat ? at : prev.lastHeartbeat, version: this.cur.index };
       this.nodes.set(id, node);
-      this.emit({ type: 'node.updated', node, prevStatus: prev.status, change: 'status' });
+      if (prev.status !== 'down') this.emit({ type: 'node.updated', node, prevStatus: prev.status, change: 'status' });
     }
     const lost: string[] = [];
     for (const taskId of [...(this.usageByNode.get(id)?.tasks ?? [])].sort()) {
@@ -1456,7 +1587,11 @@ export class ClusterState {
 
   private emit(body: EventBody): void {
     this.eventSeq++;
-    const event = { ...body, seq: this.eventSeq, index: this.cur.index, at: this.cur.at } as ClusterEvent;
+    // `body` is always a fresh literal built by the caller: complete it in place.
+    const event = body as ClusterEvent;
+    event.seq = this.eventSeq;
+    event.index = this.cur.index;
+    event.at = this.cur.at;
     if (this.ring.length < this.capacity) {
       this.ring.push(event);
     } else {

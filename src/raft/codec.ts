@@ -208,8 +208,8 @@ export const MAC_BYTES = 32;
 
 /**
  * Frame kinds. The handshake (challenge, auth, welcome) authenticates both ends with the cluster
- * secret (see transport.ts); snapshots travel as snapBegin + snapChunk* and are acknowledged by
- * the receiver with snapAck.
+ * secret (see transport.ts); snapshots travel as snapBegin, snapChunk*, snapEnd and are
+ * acknowledged by the receiver with snapAck.
  */
 export type Frame =
   /** server -> client, first frame: the server's id and nonce. */
@@ -220,9 +220,11 @@ export type Frame =
   | { k: 'welcome'; mac: Uint8Array }
   /** client -> server: one Raft message. */
   | { k: 'msg'; m: Message }
-  /** client -> server: a snapshot message (its data travels in `chunks` chunks, `size` bytes in all). */
-  | { k: 'snapBegin'; id: number; m: Message; size: number; chunks: number; sha256: Uint8Array }
+  /** client -> server: a snapshot message (its data follows in `chunks` chunks, `size` bytes in all). */
+  | { k: 'snapBegin'; id: number; m: Message; size: number; chunks: number }
   | { k: 'snapChunk'; id: number; seq: number; data: Uint8Array }
+  /** client -> server: the SHA-256 of the whole snapshot data, after the last chunk. */
+  | { k: 'snapEnd'; id: number; sha256: Uint8Array }
   /** server -> client: snapshot `id` was received (and handed to the core) or not. */
   | { k: 'snapAck'; id: number; ok: boolean; error?: string };
 
@@ -267,10 +269,12 @@ export function parseFrame(o: Record<string, unknown>): Frame {
     case 'snapBegin': {
       const m = validateMessage(o['m']);
       if (m.type !== 'snap') throw frameInvalid(`snapBegin carries a ${m.type} message`);
-      return { k: 'snapBegin', id: countOf(o, 'id'), m, size: countOf(o, 'size'), chunks: countOf(o, 'chunks'), sha256: bytesOf(o, 'sha256', 32) };
+      return { k: 'snapBegin', id: countOf(o, 'id'), m, size: countOf(o, 'size'), chunks: countOf(o, 'chunks') };
     }
     case 'snapChunk':
       return { k: 'snapChunk', id: countOf(o, 'id'), seq: countOf(o, 'seq'), data: bytesOf(o, 'data') };
+    case 'snapEnd':
+      return { k: 'snapEnd', id: countOf(o, 'id'), sha256: bytesOf(o, 'sha256', 32) };
     case 'snapAck': {
       const ok = o['ok'];
       if (typeof ok !== 'boolean') throw frameInvalid('snapAck.ok must be a boolean');

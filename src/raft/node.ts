@@ -89,6 +89,7 @@ export class RaftNode extends EventEmitter {
   readonly lastContact = new Map<NodeId, number>();
   private lastLeaderChange = Date.now();
   private onPersist: RaftNodeOptions['onPersist'];
+  private deferredHard: Ready['hardState'] | null = null;
 
   constructor(opts: RaftNodeOptions) {
     super();
@@ -267,10 +268,16 @@ export class RaftNode extends EventEmitter {
         const rd = this.core.ready();
         if (rd.softState) this.onSoftState(rd.softState);
         this.transport?.send(rd.earlyMessages);
-        if (rd.hardState || rd.entries.length > 0 || rd.snapshot) {
+        if (rd.mustSync) {
           const t0 = performance.now();
-          await this.storage.save({ hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot });
+          const hardState = rd.hardState ?? this.deferredHard ?? undefined;
+          this.deferredHard = null;
+          await this.storage.save({ hardState, entries: rd.entries, snapshot: rd.snapshot });
           this.onPersist?.(performance.now() - t0, rd.entries.length);
+        } else if (rd.hardState) {
+          // Only the commit index moved: Raft does not need it durable (a restarted node learns
+          // it again), so it rides along with the next synced write instead of costing an fsync.
+          this.deferredHard = rd.hardState;
         }
         if (this.stopped) break;
         this.transport?.send(rd.messages);
@@ -358,6 +365,7 @@ export class RaftNode extends EventEmitter {
         p.reject(new RaftError('proposal_dropped', 'outcome unknown: replaced by a snapshot from the leader; retry idempotently'));
       }
     }
+    this.log('info', 'snapshot restored from the leader', { index: s.meta.index, term: s.meta.term, bytes: s.data.length });
     this.emit('snapshot-restored', s.meta.index);
   }
 

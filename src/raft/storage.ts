@@ -741,7 +741,7 @@ function openError(abs: string, err: unknown, scratch?: string): StorageError {
   if (code === 'LEVEL_CORRUPTION' || /corruption/i.test(msg)) {
     return new StorageError('corrupt', abs, `corrupt LevelDB in ${abs}: ${msg}; refusing to open it (it was not repaired)`, { cause: err });
   }
-  return new StorageError('corrupt', abs, `cannot open LevelDB in ${abs}: ${msg}`, { cause: err });
+  return new StorageError('corrupt', abs, `cannot open LevelDB in ${abs}: ${msg} (the directory looks corrupt; nothing was changed)`, { cause: err });
 }
 
 /**

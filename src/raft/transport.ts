@@ -13,10 +13,12 @@
 // Nothing but the handshake is accepted before it completes. The handshake authenticates the
 // ends; it does not encrypt or sign later frames (use a private network or a TLS terminator).
 //
-// Snapshots are sent as a snapBegin frame followed by chunks well below the frame bound, interleaved
-// with ordinary messages so heartbeats keep flowing; the receiver reassembles them, checks their
-// SHA-256, delivers one Message and acknowledges; the sender then reports onSnapshotStatus.
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+// Snapshots are sent as a snapBegin frame, chunks well below the frame bound and a snapEnd frame
+// with the data's SHA-256, interleaved with ordinary messages so heartbeats keep flowing. The
+// receiver reassembles and checks them, delivers one Message and acknowledges; the sender then
+// reports onSnapshotStatus. Both sides hash chunk by chunk, so a large snapshot never blocks the
+// event loop for long.
+import { createHash, createHmac, randomBytes, timingSafeEqual, type Hash } from 'node:crypto';
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
@@ -42,6 +44,8 @@ export interface PeerTransportOptions {
   onMessage: (msg: Message) => void;
   /** This node's own address, told to peers in the handshake (for their logs). */
   advertise?: string;
+  /** An authenticated peer told its address in the handshake (lets a joining node answer the leader). */
+  onPeerAddr?: (peer: NodeId, addr: string) => void;
   /** "host:port" of a peer (or a full ws:// / wss:// URL); undefined if unknown. */
   resolveAddr: (id: NodeId) => string | undefined;
   /** A connection to the peer failed or dropped: messages may have been lost. */
@@ -314,6 +318,10 @@ export class PeerTransport {
     return this.closed;
   }
 
+  /** @internal */ peerAddr(id: NodeId, addr: string): void {
+    this.opts.onPeerAddr?.(id, addr);
+  }
+
   /** @internal */ get advertise(): string | undefined {
     return this.opts.advertise;
   }
@@ -379,7 +387,7 @@ interface SnapshotSend {
   id: number;
   msg: Message;
   data: Uint8Array;
-  sha256: Buffer;
+  hash: Hash;
   chunks: number;
   /** Next chunk to send; -1 before the snapBegin frame went out. */
   next: number;
@@ -425,7 +433,7 @@ class OutboundPeer {
     } else {
       this.items.push(m);
       if (this.queued > this.s.maxQueue) {
-        this.head++;
+        this.items[this.head++] = undefined as unknown as Message; // release the reference
         this.t.counters.droppedQueueFull++;
         if (this.dropsSinceLog++ === 0) {
           this.t.log('warn', 'raft transport: queue full, dropping the oldest messages', { peer: this.peer, limit: this.s.maxQueue });
@@ -446,7 +454,7 @@ class OutboundPeer {
       id: ++snapshotIds,
       msg: { ...m, snapshot: { meta: m.snapshot!.meta, data: new Uint8Array(0) } },
       data,
-      sha256: createHash('sha256').update(data).digest(),
+      hash: createHash('sha256'),
       chunks: Math.ceil(data.length / this.s.chunkBytes),
       next: -1,
     };
@@ -578,8 +586,9 @@ class OutboundPeer {
       });
       this.failActiveSnapshot('connection closed');
       this.t.reportUnreachable(this.peer);
-      if (this.hasWork()) this.scheduleRetry();
-      else this.attempt = wasAuthed ? 0 : this.attempt + 1;
+      // After a failed attempt the next one waits for the backoff even if nothing is queued yet;
+      // the retry itself only dials if there is something to send.
+      if (this.hasWork() || !wasAuthed) this.scheduleRetry();
     });
   }
 
@@ -634,17 +643,18 @@ class OutboundPeer {
           const a = this.active;
           const start = a.next * this.s.chunkBytes;
           const data = a.data.subarray(start, Math.min(start + this.s.chunkBytes, a.data.length));
+          a.hash.update(data);
           this.write(ws, { k: 'snapChunk', id: a.id, seq: a.next, data });
           a.next++;
-          if (a.next === a.chunks) this.awaitAck(a);
+          if (a.next === a.chunks) this.finishSend(ws, a);
         } else if (!this.active && this.pendingSnap) {
           const a = this.pendingSnap;
           this.pendingSnap = null;
           this.active = a;
           a.next = 0;
-          this.write(ws, { k: 'snapBegin', id: a.id, m: a.msg, size: a.data.length, chunks: a.chunks, sha256: a.sha256 });
+          this.write(ws, { k: 'snapBegin', id: a.id, m: a.msg, size: a.data.length, chunks: a.chunks });
           this.t.log('debug', 'raft transport: sending snapshot', { peer: this.peer, bytes: a.data.length, chunks: a.chunks });
-          if (a.chunks === 0) this.awaitAck(a);
+          if (a.chunks === 0) this.finishSend(ws, a);
         } else {
           break;
         }
@@ -696,7 +706,9 @@ class OutboundPeer {
     });
   }
 
-  private awaitAck(a: SnapshotSend): void {
+  /** After the last chunk: the digest, then wait for the receiver's acknowledgement. */
+  private finishSend(ws: WebSocket, a: SnapshotSend): void {
+    this.write(ws, { k: 'snapEnd', id: a.id, sha256: a.hash.digest() });
     a.ackTimer = setTimeout(() => {
       if (this.active !== a) return;
       this.t.log('warn', 'raft transport: no acknowledgement for a snapshot', { peer: this.peer });
@@ -762,8 +774,9 @@ interface SnapshotAssembly {
   msg: Message;
   size: number;
   chunks: number;
-  sha256: Uint8Array;
-  parts: Uint8Array[];
+  /** Preallocated to the announced size (bounded by maxSnapshotBytes). */
+  data: Buffer;
+  hash: Hash;
   received: number;
   nextSeq: number;
 }
@@ -788,7 +801,7 @@ class InboundConn {
     }, s.handshakeTimeoutMs);
     ws.on('message', (data, isBinary) => this.onFrame(rawToBuffer(data), isBinary));
     ws.on('error', (err: Error & { code?: string }) => {
-      this.t.counters.badFrames++;
+      if (err.code?.startsWith('WS_ERR_')) this.t.counters.badFrames++;
       const who = this.peer ? `peer ${this.peer}` : addr;
       if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
         this.t.log('warn', `raft transport: oversized frame from ${who}, disconnected`, { addr, peer: this.peer, limit: s.maxFrameBytes });
@@ -871,6 +884,9 @@ class InboundConn {
       case 'snapChunk':
         this.onSnapChunk(frame);
         return;
+      case 'snapEnd':
+        this.onSnapEnd(frame);
+        return;
       default:
         this.reject(CLOSE_POLICY, `raft transport: unexpected ${frame.k} frame from ${who}, disconnected`, {});
     }
@@ -898,6 +914,7 @@ class InboundConn {
     this.peer = frame.from;
     this.send({ k: 'welcome', mac: authMac(this.t.secret, 'server', ids, nonces) });
     this.t.log('debug', 'raft transport: peer connected', { peer: this.peer, addr: this.addr, advertise: frame.addr });
+    if (typeof frame.addr === 'string') this.t.peerAddr(frame.from, frame.addr);
     this.t.replaceInbound(this);
   }
 
@@ -926,8 +943,16 @@ class InboundConn {
       return;
     }
     if (this.assembly) this.t.log('warn', 'raft transport: snapshot transfer restarted by peer', { peer: this.peer });
-    this.assembly = { id: f.id, msg: f.m, size: f.size, chunks: f.chunks, sha256: f.sha256, parts: [], received: 0, nextSeq: 0 };
-    if (f.chunks === 0) this.finishSnapshot();
+    this.assembly = {
+      id: f.id,
+      msg: f.m,
+      size: f.size,
+      chunks: f.chunks,
+      data: Buffer.allocUnsafe(f.size),
+      hash: createHash('sha256'),
+      received: 0,
+      nextSeq: 0,
+    };
   }
 
   private onSnapChunk(f: Extract<Frame, { k: 'snapChunk' }>): void {
@@ -936,7 +961,7 @@ class InboundConn {
       // The start of this transfer was refused (e.g. too large): ignore its chunks.
       return;
     }
-    if (f.seq !== a.nextSeq || a.received + f.data.length > a.size) {
+    if (f.seq !== a.nextSeq || f.seq >= a.chunks || a.received + f.data.length > a.size) {
       this.assembly = null;
       this.reject(CLOSE_INVALID, `raft transport: out-of-order or oversized snapshot chunk from peer ${this.peer}, disconnected`, {
         seq: f.seq,
@@ -944,24 +969,23 @@ class InboundConn {
       });
       return;
     }
-    a.parts.push(f.data);
+    a.data.set(f.data, a.received);
+    a.hash.update(f.data);
     a.received += f.data.length;
     a.nextSeq++;
-    if (a.nextSeq === a.chunks) this.finishSnapshot();
   }
 
-  private finishSnapshot(): void {
-    const a = this.assembly!;
+  private onSnapEnd(f: Extract<Frame, { k: 'snapEnd' }>): void {
+    const a = this.assembly;
+    if (!a || a.id !== f.id) return; // refused at its start
     this.assembly = null;
-    const data = Buffer.concat(a.parts, a.received);
-    const sha = createHash('sha256').update(data).digest();
-    if (a.received !== a.size || !macEquals(sha, a.sha256)) {
+    if (a.received !== a.size || a.nextSeq !== a.chunks || !macEquals(a.hash.digest(), f.sha256)) {
       this.t.log('warn', 'raft transport: snapshot from peer failed its integrity check', { peer: this.peer, size: a.size, received: a.received });
       this.send({ k: 'snapAck', id: a.id, ok: false, error: 'integrity check failed' });
       return;
     }
     this.t.counters.snapshotsReceived++;
-    this.t.deliver({ ...a.msg, snapshot: { meta: a.msg.snapshot!.meta, data } });
+    this.t.deliver({ ...a.msg, snapshot: { meta: a.msg.snapshot!.meta, data: a.data } });
     this.send({ k: 'snapAck', id: a.id, ok: true });
   }
 }

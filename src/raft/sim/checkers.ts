@@ -275,6 +275,35 @@ export function checkDurability(
   }
 }
 
+// ------------------------------------------------------------------ liveness
+
+export interface ConvergenceView {
+  /** The (newest) leader, with its commit, last index and members (voters and learners). */
+  leader: { id: NodeId; commit: number; lastIndex: number; members: NodeId[] } | null;
+  /** Client writes not yet acknowledged. */
+  unacked: string[];
+  /** Every member's liveness and applied index. */
+  nodes: ReadonlyMap<NodeId, { alive: boolean; applied: number }>;
+}
+
+/**
+ * Liveness after faults stop: a leader, its whole log committed, every client write
+ * acknowledged, every member up and applied to the leader's commit. Returns '' when converged,
+ * else why not; the run reports 'liveness' if this is not '' within the heal budget.
+ */
+export function convergence(v: ConvergenceView): string {
+  const l = v.leader;
+  if (!l) return 'no leader';
+  if (l.commit !== l.lastIndex) return `leader ${l.id} commit ${l.commit} < last ${l.lastIndex}`;
+  if (v.unacked.length > 0) return `${v.unacked.length} writes unacknowledged (e.g. ${v.unacked[0]})`;
+  for (const id of l.members) {
+    const n = v.nodes.get(id);
+    if (!n || !n.alive) return `member ${id} down`;
+    if (n.applied !== l.commit) return `member ${id} applied ${n.applied} != leader commit ${l.commit}`;
+  }
+  return '';
+}
+
 // ------------------------------------------------------------------ the suite
 
 /** All checkers for one run; collects violations with the current tick. */

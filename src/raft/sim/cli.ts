@@ -5,8 +5,8 @@ import type { SimBug } from './network.js';
 
 function usage(msg?: string): never {
   if (msg) console.error(`sim: ${msg}`);
-  console.error('usage: npm run sim -- --seeds N [--from S] [--bug none|figure8|no-sync]');
-  console.error('       npm run sim -- --seed S [--bug none|figure8|no-sync] [--quiet]');
+  console.error('usage: npm run sim -- --seeds N [--from S] [--bug none|figure8|no-sync|stale-read]');
+  console.error('       npm run sim -- --seed S [--bug none|figure8|no-sync|stale-read] [--quiet]');
   process.exit(2);
 }
 
@@ -37,7 +37,7 @@ function parse(argv: string[]): { seeds?: number; seed?: number; from: number; b
         break;
       case '--bug': {
         const b = val();
-        if (b !== 'none' && b !== 'figure8' && b !== 'no-sync') usage(`unknown bug ${b}`);
+        if (b !== 'none' && b !== 'figure8' && b !== 'no-sync' && b !== 'stale-read') usage(`unknown bug ${b}`);
         bug = b;
         break;
       }

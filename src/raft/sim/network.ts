@@ -6,7 +6,12 @@ import { RaftError, type ConfState, type Entry, type HardState, type Message, ty
 import { Checkers, chainHash, entryKey } from './checkers.js';
 import { derive, hashNum, hashString, type Prng } from './prng.js';
 
-export type SimBug = 'none' | 'figure8' | 'no-sync';
+/**
+ * figure8: the core commits old-term entries by counting replicas (RaftConfig.bug);
+ * no-sync: a crash forgets the persisted vote; stale-read: reads are served from the local
+ * state machine without ReadIndex (simulator-side).
+ */
+export type SimBug = 'none' | 'figure8' | 'no-sync' | 'stale-read';
 
 export interface Disk {
   hardState: HardState;
@@ -131,6 +136,8 @@ export class SimCluster {
   stallChance = 0;
   /** Per-seed probability that a node crashes in the middle of processing a Ready. */
   midReadyCrash = 0;
+  /** Probability that a node crashes right after handing out a Ready that changes its vote, before persisting it. */
+  voteCrash = 0;
   hooks: ClusterHooks = {};
   hash = 0x811c9dc5;
   stats = { msgs: 0, dropped: 0, elections: 0, crashes: 0, applied: 0, snapshotsSent: 0, compactions: 0 };
@@ -151,6 +158,11 @@ export class SimCluster {
   /** Records an event in the trace hash and, when tracing, prints it. */
   event(kind: string, text: string): void {
     this.hash = hashString(text, hashString(kind, hashNum(this.hash, this.tick)));
+    if (this.trace) this.trace(`[${String(this.tick).padStart(4)}] ${kind.padEnd(9)} ${text}`);
+  }
+
+  /** Prints a trace line without hashing it (detail only computed when tracing). */
+  note(kind: string, text: string): void {
     if (this.trace) this.trace(`[${String(this.tick).padStart(4)}] ${kind.padEnd(9)} ${text}`);
   }
 
@@ -227,6 +239,8 @@ export class SimCluster {
     for (const p of lost) this.hooks.onLost?.(p.writeId, n);
     n.role = 'follower';
     n.downSince = this.tick;
+    // Restarted by the fault schedule (which may set another time).
+    n.restartAt = this.tick + this.rng.pick([1, 3, 10, 30]);
     if (this.cfg.bug === 'no-sync') {
       // The vote was never really synced: the node forgets it.
       n.disk.hardState = { ...n.disk.hardState, vote: null };
@@ -420,7 +434,7 @@ export class SimCluster {
         if (t !== undefined) this.checkers.completeness.onCommit(n.id, hs.term, i, t);
       }
       if (n.role === 'leader' || rd.softState?.role === 'leader') {
-        if (this.trace) this.event('commit', `${n.id} (leader t${hs.term}) commit ${n.lastCommitSeen} -> ${hs.commit}`);
+        if (this.trace) this.note('commit', `${n.id} (leader t${hs.term}) commit ${n.lastCommitSeen} -> ${hs.commit}`);
       }
       n.lastCommitSeen = hs.commit;
     }
@@ -430,12 +444,18 @@ export class SimCluster {
   /** The write, then messages, apply, reads, advance. */
   private finishReady(n: SimNode, rd: Ready): void {
     const core = n.core!;
+    const hs = rd.hardState;
+    if (this.voteCrash > 0 && hs && hs.vote !== null && hs.vote !== n.disk.hardState.vote && this.rng.chance(this.voteCrash)) {
+      this.crash(n, `after voting for ${hs.vote} in term ${hs.term}, before persisting the vote`);
+      n.restartAt = this.tick + this.rng.range(1, 6);
+      return;
+    }
     if (this.midReadyCrash > 0 && this.rng.chance(this.midReadyCrash)) {
       this.crash(n, 'before persisting a Ready');
       return;
     }
     this.persist(n, rd);
-    if (rd.softState) this.onSoftState(n, rd);
+    if (rd.softState || (n.role === 'leader' && rd.hardState && rd.hardState.term !== n.leaderTerm)) this.onSoftState(n, rd);
     if (!n.core) return;
     if (this.midReadyCrash > 0 && this.rng.chance(this.midReadyCrash)) {
       this.crash(n, 'after persisting, before sending');
@@ -492,12 +512,14 @@ export class SimCluster {
     }
   }
 
+  /** Role changes; a node that leads a new term (even without a visible role change) is checked. */
   private onSoftState(n: SimNode, rd: Ready): void {
-    const ss = rd.softState!;
     const was = n.role;
-    n.role = ss.role;
-    if (ss.role === 'leader' && was !== 'leader') {
-      const term = n.core!.status().term;
+    const role = rd.softState?.role ?? n.role;
+    n.role = role;
+    // The term is durable once this Ready is persisted (a leader's term was written when it campaigned).
+    const term = n.disk.hardState.term;
+    if (role === 'leader' && (was !== 'leader' || term !== n.leaderTerm)) {
       n.leaderTerm = term;
       this.stats.elections++;
       this.event('leader', `${n.id} term ${term} (last ${n.diskLastIndex()}, commit ${n.disk.hardState.commit})`);
@@ -505,8 +527,8 @@ export class SimCluster {
       const snap = n.disk.snapshot;
       this.checkers.completeness.onLeader(n.id, term, snap?.meta.index ?? 0, snap?.meta.term ?? 0, (i) => n.diskTermAt(i));
       this.hooks.onLeader?.(n, term);
-    } else if (was === 'leader' && ss.role !== 'leader') {
-      if (this.trace) this.event('stepdown', `${n.id} -> ${ss.role}`);
+    } else if (was === 'leader' && role !== 'leader') {
+      if (this.trace) this.note('stepdown', `${n.id} -> ${role}`);
     }
   }
 
@@ -546,7 +568,7 @@ export class SimCluster {
         this.hooks.onLost?.(p.writeId, n);
       }
     }
-    if (this.trace) this.event('restore', `${n.id} snapshot at ${s.meta.index} (term ${s.meta.term})`);
+    if (this.trace) this.note('restore', `${n.id} snapshot at ${s.meta.index} (term ${s.meta.term})`);
   }
 
   private maybeCompact(n: SimNode): void {
@@ -597,6 +619,12 @@ export class SimCluster {
   readIndex(n: SimNode, ctx: string): boolean {
     const core = n.core;
     if (!core || n.stalled) return false;
+    if (this.cfg.bug === 'stale-read') {
+      // The bug: answer from the local state, no ReadIndex round.
+      this.checkers.reads.onReadStart(ctx, n.id, this.tick);
+      this.checkers.reads.onReadServed(ctx, n.id, n.sm.applied, n.sm.applied);
+      return true;
+    }
     let ok = false;
     this.guard(n, () => {
       core.readIndex(ctx);

@@ -2,7 +2,7 @@
 // and (for some seeds) a scripted scenario; a fault phase is followed by a heal phase in which
 // liveness must hold. Pure and deterministic: same seed, same trace, same result.
 import type { ConfState, Message, NodeId } from '../types.js';
-import { checkDurability, type AckedWrite, type Property, type Violation } from './checkers.js';
+import { checkDurability, convergence, type AckedWrite, type Property, type Violation } from './checkers.js';
 import { PERFECT_NET, SimCluster, type NetFaults, type SimBug, type SimNode } from './network.js';
 import { derive, type Prng } from './prng.js';
 
@@ -55,7 +55,7 @@ interface Write {
   lastTerm: number;
 }
 
-interface Params {
+export interface Params {
   family: Family;
   n: number;
   heartbeatTick: number;
@@ -65,6 +65,7 @@ interface Params {
   net: NetFaults;
   stall: number;
   midReadyCrash: number;
+  voteCrash: number;
   compactEvery: number;
   maxSizePerMsg: number | undefined;
   maxInflightMsgs: number | undefined;
@@ -81,6 +82,11 @@ interface Params {
 
 const FAMILY_SHARE = { figure8: 0.1, noSync: 0.1 };
 
+/** The parameters a seed picks (pure; exported for tests and tools). */
+export function seedParams(seed: number): Readonly<Params> {
+  return pickParams(seed);
+}
+
 function pickParams(seed: number): Params {
   const r = derive(seed, 'params');
   const f = r.next();
@@ -88,6 +94,11 @@ function pickParams(seed: number): Params {
   const scripted = family !== 'random';
   const n = family === 'figure8' ? 5 : family === 'no-sync' ? 3 : r.pick([3, 3, 5, 5, 7]);
   const maxDelay = r.pick([1, 1, 2, 3]);
+  // Figure 8 needs the leader to ship one entry per message.
+  const maxSizePerMsg = family === 'figure8' ? 1 : r.pick([undefined, 1, 200, 4096]);
+  // One entry per message and one message in flight cannot catch a fresh learner up within the
+  // heal budget: that combination is a throughput limit, not a liveness bug.
+  const maxInflightMsgs = r.pick(maxSizePerMsg === 1 ? [undefined, 2, 4, 64] : [undefined, 1, 4, 64]);
   return {
     family,
     n,
@@ -106,19 +117,25 @@ function pickParams(seed: number): Params {
         },
     stall: scripted ? 0 : r.pick([0, 0.005, 0.02]),
     midReadyCrash: scripted ? 0 : r.pick([0, 0, 0.0005, 0.002]),
+    voteCrash: scripted ? 0 : r.pick([0, 0, 0.05, 0.2]),
     compactEvery: r.pick([0, 4, 10, 25, 60]),
-    // Figure 8 needs the leader to ship one entry per message.
-    maxSizePerMsg: family === 'figure8' ? 1 : r.pick([undefined, 1, 200, 4096]),
-    maxInflightMsgs: r.pick([undefined, 1, 4, 64]),
-    writeRate: scripted ? 0 : r.pick([0.05, 0.15, 0.4]),
+    maxSizePerMsg,
+    maxInflightMsgs,
+    writeRate: scripted ? 0 : r.pick([0.05, 0.2, 0.6, 1.5]),
     maxOutstanding: r.pick([4, 16, 48]),
-    readRate: scripted ? 0 : r.pick([0, 0.05, 0.15]),
-    transferRate: scripted ? 0 : r.pick([0, 0.003, 0.01]),
-    confRate: scripted ? 0 : r.pick([0, 0.01, 0.03]),
-    crashRate: scripted ? 0 : r.pick([0, 0.003, 0.01, 0.02]),
-    partitionRate: scripted ? 0 : r.pick([0, 0.01, 0.03]),
+    readRate: scripted ? 0 : r.pick([0, 0.1, 0.3, 1]),
+    transferRate: scripted ? 0 : r.pick([0, 0.003, 0.01, 0.02]),
+    confRate: scripted ? 0 : r.pick([0, 0.02, 0.06]),
+    crashRate: scripted ? 0 : r.pick([0, 0.005, 0.01, 0.03]),
+    partitionRate: scripted ? 0 : r.pick([0, 0.01, 0.03, 0.06]),
     fullRestartAtHeal: r.chance(0.3),
   };
+}
+
+/** How many events this tick for a rate (events per tick, may exceed 1). */
+function count(r: Prng, rate: number): number {
+  const whole = Math.floor(rate);
+  return whole + (r.chance(rate - whole) ? 1 : 0);
 }
 
 /** A scripted scenario: acts at the end of every tick of the fault phase. */
@@ -147,6 +164,7 @@ class Run {
   confChanges = 0;
   removed: NodeId[] = [];
   partitionUntil = 0;
+  deposed: SimNode | null = null;
   script: Script | null = null;
   faultEnd: number;
   healTicks = -1;
@@ -184,7 +202,7 @@ class Run {
       'config',
       `seed ${this.seed} bug=${this.bug} family=${p.family} nodes=${p.n} hb=${p.heartbeatTick} el=${p.electionTick} ` +
         `fault=${p.faultTicks} delay<=${p.net.maxDelay} drop=${p.net.drop} dup=${p.net.dup} spike=${p.net.spike} ` +
-        `stall=${p.stall} midCrash=${p.midReadyCrash} compact=${p.compactEvery} maxSize=${p.maxSizePerMsg ?? '-'} ` +
+        `stall=${p.stall} midCrash=${p.midReadyCrash} voteCrash=${p.voteCrash} compact=${p.compactEvery} maxSize=${p.maxSizePerMsg ?? '-'} ` +
         `inflight=${p.maxInflightMsgs ?? '-'} writes=${p.writeRate}/${p.maxOutstanding} reads=${p.readRate} transfer=${p.transferRate} ` +
         `conf=${p.confRate} crash=${p.crashRate} partition=${p.partitionRate} fullRestart=${p.fullRestartAtHeal}`,
     );
@@ -203,6 +221,7 @@ class Run {
     s.net = { ...p.net };
     s.stallChance = p.stall;
     s.midReadyCrash = p.midReadyCrash;
+    s.voteCrash = p.voteCrash;
     // ---- fault phase
     while (s.tick < this.faultEnd && !s.checkers.failed) {
       s.step();
@@ -261,7 +280,7 @@ class Run {
     if (w.acked) return;
     w.acked = { id, index, term };
     this.sim.checkers.reads.onWriteAck(id, index);
-    if (this.sim.tracing) this.sim.event('ack', `${id} at (${index}, t${term}) via ${node.id}`);
+    if (this.sim.tracing) this.sim.note('ack', `${id} at (${index}, t${term}) via ${node.id}`);
   }
 
   /** A node that believes it leads (the newest such), or null. */
@@ -289,7 +308,7 @@ class Run {
     w.inflight++;
     w.lastNode = n.id;
     w.lastTerm = r.term;
-    if (this.sim.tracing) this.sim.event('propose', `${w.id} on ${n.id} at (${r.index}, t${r.term})`);
+    if (this.sim.tracing) this.sim.note('propose', `${w.id} on ${n.id} at (${r.index}, t${r.term})`);
     this.sim.drive(n);
     return true;
   }
@@ -324,7 +343,7 @@ class Run {
   private workload(): void {
     const p = this.p;
     const r = this.rng;
-    if (r.chance(p.writeRate)) {
+    for (let k = count(r, p.writeRate); k > 0; k--) {
       this.prunePending();
       let outstanding = 0;
       for (const w of this.pending) if (w.inflight > 0) outstanding++;
@@ -339,10 +358,12 @@ class Run {
         if (n) this.attempt(r.pick(idle), n);
       }
     }
-    if (r.chance(p.readRate)) {
+    for (let k = count(r, p.readRate); k > 0; k--) {
       const n = this.target();
       if (n) this.read(n);
     }
+    const d = this.deposed;
+    if (d && d.core && d.role === 'leader' && r.chance(0.5)) this.read(d);
     if (r.chance(p.transferRate)) {
       const l = this.leader();
       if (l && l.core) {
@@ -404,6 +425,7 @@ class Run {
     if (this.partitionUntil > 0 && s.tick >= this.partitionUntil) {
       s.healNetwork();
       this.partitionUntil = 0;
+      this.deposed = null;
       s.event('heal', 'network healed');
     }
     if (this.partitionUntil === 0 && r.chance(p.partitionRate)) this.partition();
@@ -437,6 +459,8 @@ class Run {
       s.event('partition', `split {${names(a)}} | rest until ${this.partitionUntil}`);
     } else if (kind === 'isolate-leader') {
       s.isolate(l!);
+      // Clients keep reading from the deposed leader while it still believes it leads.
+      this.deposed = l;
       s.event('partition', `isolate leader ${l!.id} until ${this.partitionUntil}`);
     } else if (kind === 'asym-leader' && l) {
       // The leader can send but hears nothing (or the other way round).
@@ -466,6 +490,7 @@ class Run {
     s.net = { ...PERFECT_NET };
     s.stallChance = 0;
     s.midReadyCrash = 0;
+    s.voteCrash = 0;
     s.hooks.filter = undefined;
     s.unstallAll();
     if (this.p.fullRestartAtHeal) {
@@ -515,7 +540,7 @@ class Run {
     const s = this.sim;
     for (const n of s.list) {
       if (!n.core) {
-        s.event('status', `${n.id} down`);
+        s.note('status', `${n.id} down`);
         continue;
       }
       const st = n.core.status();
@@ -526,7 +551,7 @@ class Run {
           `conf=${st.conf.voters.join(',')}${st.conf.learners.length ? `+${st.conf.learners.join(',')}` : ''} wait=${n.readWait.length}`,
       );
       for (const [id, pr] of Object.entries(st.progress)) {
-        s.event('status', `   ${id}: match=${pr.match} next=${pr.next} ${pr.state} active=${pr.recentActive}${pr.learner ? ' learner' : ''}`);
+        s.note('status', `   ${id}: match=${pr.match} next=${pr.next} ${pr.state} active=${pr.recentActive}${pr.learner ? ' learner' : ''}`);
       }
     }
   }
@@ -534,17 +559,19 @@ class Run {
   /** '' when converged, else why not. */
   private converged(): string {
     const l = this.leader();
-    if (!l || !l.core) return 'no leader';
-    const st = l.core.status();
-    if (st.commit !== st.lastIndex) return `leader ${l.id} commit ${st.commit} < last ${st.lastIndex}`;
     this.prunePending();
-    if (this.pending.length > 0) return `${this.pending.length} writes unacknowledged (e.g. ${this.pending[0]!.id})`;
+    if (!l || !l.core) return convergence({ leader: null, unacked: this.pending.map((w) => w.id), nodes: new Map() });
+    const st = l.core.status();
+    const nodes = new Map<NodeId, { alive: boolean; applied: number }>();
     for (const id of [...st.conf.voters, ...st.conf.learners]) {
       const n = this.sim.nodes.get(id);
-      if (!n || !n.core) return `member ${id} down`;
-      if (n.sm.applied !== st.commit) return `member ${id} applied ${n.sm.applied} != leader commit ${st.commit}`;
+      if (n) nodes.set(id, { alive: n.core !== null, applied: n.sm.applied });
     }
-    return '';
+    return convergence({
+      leader: { id: l.id, commit: st.commit, lastIndex: st.lastIndex, members: [...st.conf.voters, ...st.conf.learners] },
+      unacked: this.pending.map((w) => w.id),
+      nodes,
+    });
   }
 
   private finalChecks(): void {

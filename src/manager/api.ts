@@ -1,0 +1,217 @@
+// The workload API on every manager: tasks, nodes, the event stream and task logs.
+// Writes go to the leader (forwarded by Manager.onLeader); reads are linearizable unless
+// ?stale=true.
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { Manager } from './manager.js';
+import type { Orchestrator } from './orchestrator.js';
+import { FlotillaError } from './errors.js';
+import { Reply } from './http.js';
+import { parseNodeAvailability, parseTaskSpec } from './spec.js';
+import { TASK_STATES, type ClusterEvent, type Task, type TaskState } from './state.js';
+import { splitAddr } from '../client/client.js';
+
+export interface ApiOptions {
+  /** Allow task specs with host mounts or privileged containers. */
+  allowPrivileged?: boolean;
+  /** Join token, used to fetch logs from workers. */
+  workerToken: string;
+}
+
+export function taskView(m: Manager, orch: Orchestrator | null, t: Task) {
+  const pendingReason = t.state === 'pending' ? (orch?.unplacedReason(t.id) ?? (t.reason || undefined)) : undefined;
+  return { ...t, pendingReason };
+}
+
+export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOptions): void {
+  const r = m.router;
+
+  r.on('POST', '/v1/tasks', async (ctx) => {
+    const body = await ctx.json();
+    const specs = Array.isArray(body) ? body : [body];
+    if (specs.length === 0 || specs.length > 1000) throw new FlotillaError('bad_request', 'Cannot create tasks as the list must hold 1–1000 specs');
+    // Validate everything before writing anything.
+    const parsed = specs.map((s, i) =>
+      parseTaskSpec(s, { allowHostMounts: opts.allowPrivileged, action: specs.length > 1 ? `create task [${i}]` : 'create task' }),
+    );
+    for (const p of parsed) {
+      if (p.privileged && !opts.allowPrivileged) {
+        throw new FlotillaError('bad_request', "Cannot create task as 'privileged' containers are not allowed in this cluster (start managers with --allow-privileged)", {
+          details: [{ path: 'privileged', message: 'not allowed in this cluster' }],
+        });
+      }
+    }
+    return m.onLeader(ctx, async () => {
+      const at = Date.now();
+      const ids = parsed.map((p) => `${p.name}-${randomBytes(4).toString('hex')}`);
+      const cmds = parsed.map((spec, i) => ({ type: 'task.create' as const, id: ids[i]!, spec, at }));
+      await m.propose(cmds.length === 1 ? cmds[0]! : { type: 'batch', commands: cmds });
+      const tasks = ids.map((id) => m.state.getTask(id)).filter((t): t is Task => t !== undefined).map((t) => taskView(m, orch, t));
+      return new Reply(201, Array.isArray(body) ? { tasks } : tasks[0]);
+    });
+  });
+
+  r.on('GET', '/v1/tasks', async (ctx) => {
+    await m.readable(ctx);
+    const state = ctx.query.get('state');
+    const node = ctx.query.get('node') ?? undefined;
+    let states: TaskState[] | undefined;
+    if (state) {
+      states = state.split(',') as TaskState[];
+      for (const s of states) {
+        if (!TASK_STATES.includes(s)) throw new FlotillaError('bad_request', `Cannot list tasks as 'state' must be one of ${TASK_STATES.join(', ')}; got '${s}'`);
+      }
+    }
+    const all = ctx.query.get('all') === 'true';
+    let tasks = m.state.listTasks({ state: states, node });
+    if (!all && !states) tasks = tasks.filter((t) => t.desired === 'running' || !['stopped'].includes(t.state));
+    return { tasks: tasks.map((t) => taskView(m, orch, t)), index: m.node.appliedIndex() };
+  });
+
+  r.on('GET', '/v1/tasks/:id', async (ctx) => {
+    await m.readable(ctx);
+    const t = findTask(m, ctx.params.id!);
+    return taskView(m, orch, t);
+  });
+
+  r.on('DELETE', '/v1/tasks/:id', async (ctx) => {
+    const id = ctx.params.id!;
+    return m.onLeader(ctx, async () => {
+      const t = findTask(m, id);
+      await m.propose({ type: 'task.stop', id: t.id, at: Date.now(), reason: 'stopped by user' });
+      return taskView(m, orch, m.state.getTask(t.id)!);
+    });
+  });
+
+  r.on('GET', '/v1/nodes', async (ctx) => {
+    await m.readable(ctx);
+    return {
+      nodes: m.state.listNodes().map((n) => ({ ...n, usage: m.state.nodeUsage(n.id) })),
+      index: m.node.appliedIndex(),
+    };
+  });
+
+  r.on('PATCH', '/v1/nodes/:id', async (ctx) => {
+    const body = (await ctx.json()) as { availability?: unknown };
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new FlotillaError('bad_request', 'Cannot update the node as the body must be a JSON object');
+    const extra = Object.keys(body).filter((k) => k !== 'availability');
+    if (extra.length > 0) throw new FlotillaError('bad_request', `Cannot update the node as '${extra[0]}' is not a known field (only 'availability')`);
+    const availability = parseNodeAvailability(body.availability);
+    const id = ctx.params.id!;
+    return m.onLeader(ctx, async () => {
+      if (!m.state.getNode(id)) throw new FlotillaError('not_found', `node '${id}' not found`);
+      await m.propose({ type: 'node.setAvailability', id, availability, at: Date.now() });
+      return m.state.getNode(id);
+    });
+  });
+
+  // Task logs: any manager proxies to the worker that runs (or ran) the task.
+  r.on('GET', '/v1/tasks/:id/logs', async (ctx) => {
+    const t = findTask(m, ctx.params.id!);
+    if (!t.node) throw new FlotillaError('conflict', `task ${t.id} has not been placed on a node yet (${t.state})`);
+    const node = m.state.getNode(t.node);
+    if (!node?.addr) throw new FlotillaError('unavailable', `node ${t.node} has no log address`);
+    const qs = new URLSearchParams();
+    for (const k of ['follow', 'container', 'tail']) {
+      const v = ctx.query.get(k);
+      if (v !== null) qs.set(k, v);
+    }
+    const [host, port] = splitAddr(node.addr);
+    await new Promise<void>((resolve, reject) => {
+      const up = http.get(
+        { host, port, path: `/v1/tasks/${encodeURIComponent(t.id)}/logs?${qs}`, headers: { authorization: `Bearer ${opts.workerToken}` }, timeout: 5000 },
+        (res) => {
+          up.setTimeout(0);
+          ctx.res.writeHead(res.statusCode ?? 502, { 'content-type': String(res.headers['content-type'] ?? 'text/plain; charset=utf-8') });
+          res.pipe(ctx.res);
+          res.on('end', resolve);
+          res.on('error', reject);
+          ctx.res.on('close', () => {
+            up.destroy();
+            resolve();
+          });
+        },
+      );
+      up.on('timeout', () => up.destroy(new FlotillaError('unavailable', `worker ${t.node} (${node.addr}) did not answer`)));
+      up.on('error', (e) => reject(e instanceof FlotillaError ? e : new FlotillaError('unavailable', `worker ${t.node} (${node.addr}) is unreachable: ${e.message}`)));
+    });
+  });
+
+  // ---- events: GET /v1/events?since=N as SSE, or WebSocket upgrade on the same path.
+  r.on('GET', '/v1/events', async (ctx) => {
+    const since = parseSince(ctx.query.get('since'));
+    const res = ctx.res;
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    const stop = streamEvents(m, since, (frame) => res.write(`id: ${frame.seq ?? ''}\ndata: ${JSON.stringify(frame)}\n\n`));
+    const ka = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+    await new Promise<void>((resolve) => ctx.req.on('close', () => resolve()));
+    clearInterval(ka);
+    stop();
+  });
+
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
+  m.upgrades.set('/v1/events', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    let since: number;
+    try {
+      since = parseSince(new URL(req.url ?? '/', 'http://x').searchParams.get('since'));
+    } catch (e) {
+      socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\r\n${JSON.stringify((e as FlotillaError).toJSON())}`);
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+      const stop = streamEvents(m, since, (frame) => {
+        if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(frame));
+      });
+      const ping = setInterval(() => ws.ping(), 15_000);
+      ws.on('close', () => {
+        clearInterval(ping);
+        stop();
+      });
+      ws.on('error', () => {});
+    });
+  });
+}
+
+function parseSince(v: string | null): number {
+  if (v === null || v === '') return 0;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new FlotillaError('bad_request', `Cannot stream events as 'since' must be a non-negative integer, got '${v}'`);
+  return n;
+}
+
+type Frame =
+  | (ClusterEvent & { kind?: undefined })
+  | { kind: 'reset'; lastSeq: number; oldestSeq: number; seq?: undefined }
+  | { kind: 'hello'; manager: string; lastSeq: number; seq?: undefined };
+
+/** Replays events after `since`, then follows live. Returns an unsubscribe function. */
+function streamEvents(m: Manager, since: number, send: (f: Frame | ClusterEvent) => void): () => void {
+  const page = m.state.eventsSince(since);
+  send({ kind: 'hello', manager: m.id, lastSeq: page.lastSeq });
+  let last = since;
+  if (page.resetNeeded) {
+    send({ kind: 'reset', lastSeq: page.lastSeq, oldestSeq: page.oldestSeq });
+    last = page.lastSeq;
+  } else {
+    for (const e of page.events) {
+      send(e);
+      last = e.seq;
+    }
+  }
+  return m.state.onEvent((e) => {
+    if (e.seq <= last) return;
+    last = e.seq;
+    send(e);
+  });
+}
+
+function findTask(m: Manager, idOrName: string): Task {
+  const t = m.state.getTask(idOrName);
+  if (t) return t;
+  const byName = m.state.listTasks({ name: idOrName });
+  if (byName.length === 1) return byName[0]!;
+  if (byName.length > 1) throw new FlotillaError('conflict', `'${idOrName}' names ${byName.length} tasks; use a task id (${byName.map((x) => x.id).slice(0, 3).join(', ')}…)`);
+  throw new FlotillaError('not_found', `task '${idOrName}' not found`);
+}

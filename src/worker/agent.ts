@@ -1,0 +1,877 @@
+// The worker agent: follows the leader over the session protocol and runs what it assigns
+// (design principles 6, 8, 10; swarmkit agent/session.go).
+//
+// Session discipline (src/manager/dispatch-protocol.ts):
+//  * One session = one WebSocket to `ws://<manager>/v1/worker` and one `register` (carrying
+//    every task the worker has, as its drivers see them). `redirect` → connect to the leader
+//    (or the next manager when the leader is unknown); `welcome` → heartbeat every
+//    `heartbeatMs` and report status; `reject` → log and retry later.
+//  * ANY error ends the session: socket error/close, a malformed or unexpected frame, no
+//    welcome in time, no pong to our WebSocket pings for a while (a frozen manager). The
+//    agent then reconnects with capped exponential backoff plus jitter (100 ms → 5 s),
+//    cycling through the managers it knows (the last list a manager sent, then the seeds).
+//  * Tasks never stop because no manager answers. Only an `assignments` message can stop a
+//    task, and only for the session it arrived on: the set is complete, so a task that is
+//    not in it (or is desired `shutdown`) is stopped, then forgotten.
+//  * The worker never restarts anything: it reports exits; a finished task stays reported
+//    until the manager drops it from the set or asks to shut it down, then it is removed.
+//  * Status changes are batched: at most one `status` frame per `statusBatchMs` (50 ms).
+//
+// Protocol extension (tolerated, not required): an assigned task may carry `attempt`. When it
+// does, a finished local task with a lower attempt is removed and the new attempt started,
+// and reports for that task carry `attempt` (the state machine ignores reports of other
+// attempts). Without it, a finished task is never started again under the same id.
+//
+// The agent also serves a small HTTP API on `listen` (see `handleHttp`):
+//   GET /healthz                          → 200 {"ok":true,…} (no auth)
+//   GET /v1/tasks/:id/logs?follow=1&container=c0&stream=stdout&tail=N&format=text|ndjson
+//       with `authorization: Bearer <join token>`. Text format: one line per output line,
+//       `<container> | <line>` — raw `<line>` when `container` is given. ndjson: one
+//       {"container","stream","line"} object per line. `follow` streams until the task
+//       finishes or the client goes away.
+
+import { timingSafeEqual, createHash } from 'node:crypto';
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import { join, resolve } from 'node:path';
+import { WebSocket } from 'ws';
+import {
+  MAX_SESSION_FRAME,
+  SESSION_PATH,
+  type RegisterMsg,
+  type TaskStatusReport,
+  type WorkerResources,
+} from '../manager/dispatch-protocol.js';
+import { FlotillaError, toFlotillaError } from '../manager/errors.js';
+import { silentLogger, type Logger } from '../manager/log.js';
+import { parseTaskSpec, type TaskSpec } from '../manager/spec.js';
+import { isFinished, type Driver, type DriverTaskStatus, type LogLine } from './driver.js';
+import { readProcStat } from './drivers/process.js';
+import { decodeSessionFrame, encodeSessionFrame, parseManagerMessage, type AssignedTaskIn, type ManagerMessage } from './frames.js';
+
+export const WORKER_VERSION = '0.1.0';
+
+export interface WorkerAgentOptions {
+  /** Node id (e.g. w1). */
+  id: string;
+  /** Seed manager addresses (host:port). */
+  managers: string[];
+  /** Join token: sent in `register` (and as a Bearer header on the upgrade); guards the log API. */
+  token: string;
+  labels?: Record<string, string>;
+  /** Default: this machine's (cores × 1000 millicores, total memory). */
+  resources?: Partial<WorkerResources>;
+  drivers: Driver[];
+  /** The worker's directory (a lock file keeps two workers off it). Drivers keep their own state. */
+  stateDir: string;
+  /** host:port of the HTTP server; port 0 picks one. Default 127.0.0.1:0. */
+  listen?: string;
+  /** host:port managers and clients use to reach the HTTP server. Default: the bound address. */
+  advertise?: string;
+  log?: Logger;
+  /** Grace between SIGTERM and SIGKILL when the manager stops a task. Default 10 s. */
+  stopGraceMs?: number;
+  /** Reconnect backoff bounds. Default 100 ms → 5 s. */
+  backoffMinMs?: number;
+  backoffMaxMs?: number;
+  /** Status batching window. Default 50 ms. */
+  statusBatchMs?: number;
+  /** How long a manager may take to answer `register`. Default 10 s. */
+  welcomeTimeoutMs?: number;
+}
+
+export interface AgentTaskView extends DriverTaskStatus {
+  driver: string | null;
+  desired?: 'running' | 'shutdown';
+  attempt?: number;
+}
+
+export interface AgentStatus {
+  id: string;
+  /** Whether a session is established (welcomed). */
+  connected: boolean;
+  /** The manager of the current session (connecting or welcomed), if any. */
+  manager: string | null;
+  sessionId: string | null;
+  term: number | null;
+  managers: string[];
+  /** host:port of the HTTP server (what `register` advertises). */
+  addr: string | null;
+  sessions: number;
+  tasks: AgentTaskView[];
+}
+
+interface AgentTask {
+  taskId: string;
+  driver: Driver | null;
+  status: DriverTaskStatus;
+  desired?: 'running' | 'shutdown';
+  attempt?: number;
+}
+
+interface Session {
+  n: number;
+  target: string;
+  ws: WebSocket;
+  welcomed: boolean;
+  sessionId: string | null;
+  term: number | null;
+  heartbeatMs: number;
+  lastHeard: number;
+  timers: NodeJS.Timeout[];
+  ended: boolean;
+  /** Unknown tasks already reported stopped in this session (desired shutdown). */
+  reportedGone: Set<string>;
+  end: (why: string, outcome?: Partial<SessionOutcome>) => void;
+}
+
+interface SessionOutcome {
+  welcomed: boolean;
+  redirectTo: string | null;
+  rejected: boolean;
+  why: string;
+}
+
+/** Locks held by this process (a second agent on the same dir in one process is refused too). */
+const lockedDirs = new Set<string>();
+
+function errMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+export class WorkerAgent {
+  readonly id: string;
+  private readonly opts: WorkerAgentOptions;
+  private readonly log: Logger;
+  private readonly drivers = new Map<string, Driver>();
+  private readonly tasks = new Map<string, AgentTask>();
+  private readonly queues = new Map<string, Promise<void>>();
+  private readonly pending = new Map<string, TaskStatusReport>();
+  private readonly seeds: string[];
+  private managers: string[];
+  private cursor = 0;
+  private readonly resources: WorkerResources;
+  private readonly stopGraceMs: number;
+  private readonly backoffMinMs: number;
+  private readonly backoffMaxMs: number;
+  private readonly statusBatchMs: number;
+  private readonly welcomeTimeoutMs: number;
+  private readonly tokenDigest: Buffer;
+  private server: http.Server | null = null;
+  private addr: string | null = null;
+  private session: Session | null = null;
+  private sessions = 0;
+  private flushTimer: NodeJS.Timeout | null = null;
+  private lastFlush = 0;
+  private loopDone: Promise<void> | null = null;
+  private readonly abort = new AbortController();
+  private unwatch: (() => void)[] = [];
+  private started = false;
+  private closed = false;
+  private lockPath: string | null = null;
+
+  constructor(opts: WorkerAgentOptions) {
+    if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(opts.id)) {
+      throw new FlotillaError('bad_request', `Cannot start worker as 'id' must be 1-63 lowercase letters, digits, '-' or '_' (got '${opts.id}')`);
+    }
+    if (opts.managers.length === 0) throw new FlotillaError('bad_request', "Cannot start worker as 'managers' must list at least one host:port");
+    if (opts.token.length === 0) throw new FlotillaError('bad_request', "Cannot start worker as 'token' must be a non-empty string");
+    if (opts.drivers.length === 0) throw new FlotillaError('bad_request', "Cannot start worker as 'drivers' must have at least one driver");
+    this.id = opts.id;
+    this.opts = opts;
+    this.log = opts.log ?? silentLogger;
+    for (const d of opts.drivers) {
+      if (this.drivers.has(d.name)) throw new FlotillaError('bad_request', `Cannot start worker as driver '${d.name}' is given twice`);
+      this.drivers.set(d.name, d);
+    }
+    this.seeds = [...new Set(opts.managers)];
+    this.managers = [...this.seeds];
+    this.resources = {
+      cpu: opts.resources?.cpu ?? os.cpus().length * 1000,
+      memory: opts.resources?.memory ?? os.totalmem(),
+    };
+    this.stopGraceMs = opts.stopGraceMs ?? 10_000;
+    this.backoffMinMs = opts.backoffMinMs ?? 100;
+    this.backoffMaxMs = Math.max(this.backoffMinMs, opts.backoffMaxMs ?? 5000);
+    this.statusBatchMs = opts.statusBatchMs ?? 50;
+    this.welcomeTimeoutMs = opts.welcomeTimeoutMs ?? 10_000;
+    this.tokenDigest = createHash('sha256').update(opts.token).digest();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Lifecycle
+
+  /** Lock the state dir, adopt the drivers' tasks, start the HTTP server and the session loop. */
+  async start(): Promise<void> {
+    if (this.started) throw new FlotillaError('conflict', 'Cannot start the worker agent as it was already started');
+    this.started = true;
+    this.lock();
+    try {
+      for (const d of this.drivers.values()) this.unwatch.push(d.watch((s) => this.onDriverEvent(d, s)));
+      for (const d of this.drivers.values()) {
+        for (const s of await d.list()) this.onDriverEvent(d, s);
+      }
+      await this.listen();
+    } catch (e) {
+      await this.close();
+      throw toFlotillaError(e);
+    }
+    this.log.info('worker started', { id: this.id, addr: this.addr, tasks: this.tasks.size, managers: this.managers });
+    this.loopDone = this.loop();
+  }
+
+  /** Stop the session and the HTTP server. Tasks keep running (a restarted worker adopts them). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.abort.abort();
+    this.session?.end('worker closing');
+    if (this.flushTimer !== null) clearTimeout(this.flushTimer);
+    this.flushTimer = null;
+    for (const u of this.unwatch.splice(0)) u();
+    if (this.server !== null) {
+      const server = this.server;
+      await new Promise<void>((res) => {
+        server.close(() => res());
+        server.closeAllConnections();
+      });
+    }
+    await this.loopDone;
+    for (const d of this.drivers.values()) await d.close().catch((e) => this.log.warn('driver close failed', { driver: d.name, error: errMessage(e) }));
+    await Promise.allSettled([...this.queues.values()]);
+    this.unlock();
+    this.log.info('worker closed', { id: this.id });
+  }
+
+  status(): AgentStatus {
+    const s = this.session;
+    return {
+      id: this.id,
+      connected: s !== null && s.welcomed && !s.ended,
+      manager: s !== null && !s.ended ? s.target : null,
+      sessionId: s !== null && s.welcomed && !s.ended ? s.sessionId : null,
+      term: s !== null && s.welcomed && !s.ended ? s.term : null,
+      managers: [...this.managers],
+      addr: this.addr,
+      sessions: this.sessions,
+      tasks: [...this.tasks.values()].map((t) => {
+        const v: AgentTaskView = { ...t.status, driver: t.driver?.name ?? null };
+        if (t.desired !== undefined) v.desired = t.desired;
+        if (t.attempt !== undefined) v.attempt = t.attempt;
+        return v;
+      }),
+    };
+  }
+
+  /** The address the HTTP server listens on (after start). */
+  get httpAddress(): string | null {
+    return this.addr;
+  }
+
+  private lock(): void {
+    const dir = resolve(this.opts.stateDir);
+    mkdirSync(dir, { recursive: true });
+    const path = join(dir, 'worker.lock');
+    if (lockedDirs.has(dir)) throw new FlotillaError('conflict', `Cannot start worker as its state dir ${dir} is in use by another worker in this process`);
+    for (let i = 0; i < 2; i++) {
+      try {
+        const fd = openSync(path, 'wx');
+        writeSync(fd, `${process.pid}\n`);
+        closeSync(fd);
+        lockedDirs.add(dir);
+        this.lockPath = path;
+        return;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        const pid = Number(readFileSync(path, 'utf8').trim());
+        const st = Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid ? readProcStat(pid) : null;
+        if (st !== null && st.state !== 'Z') {
+          throw new FlotillaError('conflict', `Cannot start worker as its state dir ${dir} is in use by process ${pid} (${path})`);
+        }
+        rmSync(path, { force: true }); // stale: that worker is gone
+      }
+    }
+    throw new FlotillaError('conflict', `Cannot lock the state dir ${dir}`);
+  }
+
+  private unlock(): void {
+    if (this.lockPath === null) return;
+    rmSync(this.lockPath, { force: true });
+    lockedDirs.delete(resolve(this.opts.stateDir));
+    this.lockPath = null;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Tasks
+
+  private onDriverEvent(d: Driver, s: DriverTaskStatus): void {
+    if (this.closed) return;
+    let t = this.tasks.get(s.taskId);
+    if (t === undefined) {
+      t = { taskId: s.taskId, driver: d, status: s };
+      this.tasks.set(s.taskId, t);
+    } else {
+      if (t.driver !== null && t.driver !== d) {
+        this.log.warn('two drivers report the same task; keeping the first', { taskId: s.taskId, first: t.driver.name, second: d.name });
+        return;
+      }
+      t.driver = d;
+      t.status = s;
+    }
+    this.queueReport(this.reportOf(t));
+  }
+
+  private reportOf(t: AgentTask): TaskStatusReport {
+    const s = t.status;
+    const r: TaskStatusReport = { taskId: t.taskId, state: s.state, at: Date.now() };
+    if (s.reason !== undefined) r.reason = s.reason.slice(0, 4096);
+    if (s.exitCode !== undefined) r.exitCode = s.exitCode;
+    if (s.detail !== undefined) r.detail = s.detail.slice(0, 4096);
+    if (t.attempt !== undefined) (r as TaskStatusReport & { attempt?: number }).attempt = t.attempt;
+    return r;
+  }
+
+  /** Run `fn` after every earlier operation on the same task (start/stop/remove never interleave). */
+  private enqueue(taskId: string, fn: () => Promise<void>): Promise<void> {
+    const prev = this.queues.get(taskId) ?? Promise.resolve();
+    const next = prev
+      .then(() => (this.closed ? undefined : fn()))
+      .catch((e) => this.log.error('task operation failed', { taskId, error: errMessage(e) }));
+    this.queues.set(taskId, next);
+    void next.then(() => {
+      if (this.queues.get(taskId) === next) this.queues.delete(taskId);
+    });
+    return next;
+  }
+
+  /** Record a task this worker cannot run (bad spec, missing driver) as failed. */
+  private failLocally(taskId: string, reason: string, attempt?: number): void {
+    const now = Date.now();
+    const t: AgentTask = { taskId, driver: null, status: { taskId, state: 'failed', reason, finishedAt: now }, desired: 'running' };
+    if (attempt !== undefined) t.attempt = attempt;
+    this.tasks.set(taskId, t);
+    this.log.warn('cannot run task', { taskId, reason });
+    this.queueReport(this.reportOf(t));
+  }
+
+  private applyAssignments(s: Session, assigned: AssignedTaskIn[]): void {
+    const wanted = new Set<string>();
+    for (const a of assigned) {
+      if (wanted.has(a.taskId)) continue; // first one wins
+      wanted.add(a.taskId);
+      void this.enqueue(a.taskId, () => this.applyOne(s, a));
+    }
+    for (const id of this.tasks.keys()) {
+      if (!wanted.has(id)) void this.enqueue(id, () => this.dropTask(id, 'not assigned to this worker'));
+    }
+  }
+
+  private async applyOne(s: Session, a: AssignedTaskIn): Promise<void> {
+    const t = this.tasks.get(a.taskId);
+    if (a.desired === 'shutdown') {
+      if (t === undefined) {
+        // Nothing runs here under that id: say so once per session, so the manager can settle it.
+        if (!s.reportedGone.has(a.taskId)) {
+          s.reportedGone.add(a.taskId);
+          const r: TaskStatusReport = { taskId: a.taskId, state: 'stopped', reason: 'not running on this worker', at: Date.now() };
+          if (a.attempt !== undefined) (r as TaskStatusReport & { attempt?: number }).attempt = a.attempt;
+          this.queueReport(r);
+        }
+        return;
+      }
+      t.desired = 'shutdown';
+      await this.dropTask(a.taskId, 'desired shutdown');
+      return;
+    }
+
+    if (t !== undefined) {
+      t.desired = 'running';
+      const newAttempt = a.attempt !== undefined && t.attempt !== undefined && a.attempt > t.attempt;
+      if (!newAttempt) {
+        if (t.attempt === undefined && a.attempt !== undefined) t.attempt = a.attempt; // adopted before the manager told us
+        return; // running, starting, or finished (stays reported until the manager drops it)
+      }
+      if (!isFinished(t.status.state)) {
+        this.log.warn('a new attempt was assigned while the old one runs; stopping the old one', { taskId: a.taskId, attempt: a.attempt });
+        await t.driver?.stop(a.taskId, this.stopGraceMs);
+      }
+      await t.driver?.remove(a.taskId);
+      this.tasks.delete(a.taskId);
+    }
+
+    let spec: TaskSpec;
+    try {
+      spec = parseTaskSpec(a.spec, { allowHostMounts: true, action: `run task '${a.taskId}'` });
+    } catch (e) {
+      this.failLocally(a.taskId, `invalid spec: ${errMessage(e)}`, a.attempt);
+      return;
+    }
+    const driver = this.drivers.get(spec.driver);
+    if (driver === undefined) {
+      this.failLocally(a.taskId, `driver '${spec.driver}' is not available on worker ${this.id} (it has ${[...this.drivers.keys()].join(', ')})`, a.attempt);
+      return;
+    }
+    // Entry first, so the driver's first events (and reports) already carry desired/attempt.
+    const entry: AgentTask = { taskId: a.taskId, driver, status: { taskId: a.taskId, state: 'starting' }, desired: 'running' };
+    if (a.attempt !== undefined) entry.attempt = a.attempt;
+    this.tasks.set(a.taskId, entry);
+    this.log.info('starting task', { taskId: a.taskId, name: spec.name, driver: driver.name, attempt: a.attempt ?? null });
+    try {
+      await driver.start(a.taskId, spec);
+    } catch (e) {
+      this.tasks.delete(a.taskId);
+      this.failLocally(a.taskId, `failed to start: ${errMessage(e)}`, a.attempt);
+      return;
+    }
+    const st = await driver.inspect(a.taskId);
+    if (st !== null && this.tasks.get(a.taskId) === entry) {
+      entry.status = st;
+      this.queueReport(this.reportOf(entry));
+    }
+  }
+
+  /** Stop (if running) and forget a task. */
+  private async dropTask(taskId: string, why: string): Promise<void> {
+    const t = this.tasks.get(taskId);
+    if (t === undefined) return;
+    if (!isFinished(t.status.state) && t.driver !== null) {
+      this.log.info('stopping task', { taskId, why });
+      await t.driver.stop(taskId, this.stopGraceMs);
+      const st = await t.driver.inspect(taskId);
+      if (st !== null) {
+        t.status = st;
+        this.queueReport(this.reportOf(t));
+      }
+    }
+    if (this.closed) return;
+    this.log.info('removing task', { taskId, why, state: t.status.state });
+    await t.driver?.remove(taskId);
+    if (this.tasks.get(taskId) === t) this.tasks.delete(taskId);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Status batching
+
+  private queueReport(r: TaskStatusReport): void {
+    this.pending.set(r.taskId, r);
+    if (this.flushTimer !== null || this.closed) return;
+    const wait = Math.max(0, this.lastFlush + this.statusBatchMs - Date.now());
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = null;
+      this.flush();
+    }, wait);
+  }
+
+  private flush(): void {
+    const s = this.session;
+    if (s === null || !s.welcomed || s.ended || this.pending.size === 0) return; // kept until welcomed
+    const reports = [...this.pending.values()];
+    this.pending.clear();
+    this.lastFlush = Date.now();
+    // Keep frames far below the bound: a few hundred reports per frame.
+    for (let i = 0; i < reports.length; i += 500) {
+      if (!this.send(s, { t: 'status', reports: reports.slice(i, i + 500) })) return;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Sessions
+
+  private nextManager(): string {
+    const list = this.candidates();
+    const m = list[this.cursor % list.length]!;
+    this.cursor = (this.cursor + 1) % list.length;
+    return m;
+  }
+
+  /** The managers the cluster told us about, then the seeds. */
+  private candidates(): string[] {
+    return [...new Set([...this.managers, ...this.seeds])];
+  }
+
+  private setManagers(list: string[]): void {
+    const clean = [...new Set(list.filter((m) => /^[^\s/]+:\d{1,5}$/.test(m)))];
+    if (clean.length === 0) return;
+    if (clean.join(',') !== this.managers.join(',')) this.log.info('managers updated', { managers: clean });
+    this.managers = clean;
+  }
+
+  private backoff(failures: number): number {
+    const cap = Math.min(this.backoffMaxMs, this.backoffMinMs * 2 ** Math.min(failures, 20));
+    return cap / 2 + Math.random() * (cap / 2); // "equal jitter"
+  }
+
+  private async loop(): Promise<void> {
+    let failures = 0;
+    let redirects = 0;
+    let next: string | null = null;
+    while (!this.closed) {
+      const target = next ?? this.nextManager();
+      next = null;
+      const out = await this.runSession(target);
+      if (this.closed) break;
+      if (out.welcomed) {
+        failures = 0;
+        redirects = 0;
+      } else {
+        failures++;
+      }
+      let delay: number;
+      if (out.redirectTo !== null) {
+        next = out.redirectTo;
+        redirects++;
+        delay = redirects <= 2 ? 0 : this.backoff(failures); // ping-pong between managers backs off
+      } else if (out.welcomed) {
+        delay = this.backoff(0);
+      } else {
+        delay = this.backoff(out.rejected ? Math.max(failures, 5) : failures);
+      }
+      this.log.debug('session ended', { manager: target, why: out.why, retryInMs: Math.round(delay), next });
+      if (delay > 0) await sleep(delay, this.abort.signal);
+    }
+  }
+
+  private runSession(target: string): Promise<SessionOutcome> {
+    return new Promise((resolveOutcome) => {
+      const n = ++this.sessions;
+      let ws: WebSocket;
+      try {
+        ws = new WebSocket(`ws://${target}${SESSION_PATH}`, {
+          maxPayload: MAX_SESSION_FRAME,
+          handshakeTimeout: Math.min(this.welcomeTimeoutMs, 5000),
+          perMessageDeflate: false,
+          headers: { authorization: `Bearer ${this.opts.token}` },
+        });
+      } catch (e) {
+        resolveOutcome({ welcomed: false, redirectTo: null, rejected: false, why: `cannot connect: ${errMessage(e)}` });
+        return;
+      }
+      const s: Session = {
+        n,
+        target,
+        ws,
+        welcomed: false,
+        sessionId: null,
+        term: null,
+        heartbeatMs: 0,
+        lastHeard: Date.now(),
+        timers: [],
+        ended: false,
+        reportedGone: new Set(),
+        end: () => undefined,
+      };
+      s.end = (why, outcome = {}) => {
+        if (s.ended) return;
+        s.ended = true;
+        for (const t of s.timers) clearTimeout(t);
+        s.timers = [];
+        ws.removeAllListeners();
+        ws.on('error', () => undefined);
+        try {
+          if (ws.readyState === WebSocket.OPEN) ws.close(1000, why.slice(0, 100));
+          // A closing/connecting socket: drop it now.
+          setTimeout(() => ws.terminate(), ws.readyState === WebSocket.OPEN ? 1000 : 0).unref();
+        } catch {
+          ws.terminate();
+        }
+        if (this.session === s) this.session = null;
+        const level = s.welcomed || outcome.redirectTo !== undefined ? 'info' : 'debug';
+        this.log[level]('session ended', { manager: target, session: s.sessionId, why });
+        resolveOutcome({ welcomed: s.welcomed, redirectTo: outcome.redirectTo ?? null, rejected: outcome.rejected ?? false, why });
+      };
+      this.session = s;
+      if (this.closed) {
+        s.end('worker closing');
+        return;
+      }
+
+      s.timers.push(setTimeout(() => s.end(`no answer to register within ${this.welcomeTimeoutMs} ms`), this.welcomeTimeoutMs));
+      ws.on('open', () => {
+        s.lastHeard = Date.now();
+        const tasks = [...this.tasks.values()].map((t) => this.reportOf(t));
+        for (const r of tasks) this.pending.delete(r.taskId); // register carries them
+        const reg: RegisterMsg = {
+          t: 'register',
+          nodeId: this.id,
+          token: this.opts.token,
+          addr: this.addr ?? '',
+          labels: { ...(this.opts.labels ?? {}) },
+          resources: { ...this.resources },
+          drivers: [...this.drivers.keys()],
+          version: WORKER_VERSION,
+          tasks,
+        };
+        this.log.debug('registering', { manager: target, tasks: tasks.length });
+        this.send(s, reg);
+      });
+      ws.on('message', (data, isBinary) => {
+        if (s.ended) return;
+        s.lastHeard = Date.now();
+        let msg: ManagerMessage;
+        try {
+          if (!isBinary) throw new FlotillaError('bad_request', 'text frame (session frames are binary)');
+          const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+          msg = parseManagerMessage(decodeSessionFrame(buf));
+        } catch (e) {
+          this.log.warn('malformed frame from manager; ending the session', { manager: target, error: errMessage(e) });
+          s.end(`malformed frame: ${errMessage(e)}`);
+          return;
+        }
+        try {
+          this.onMessage(s, msg);
+        } catch (e) {
+          this.log.error('cannot handle a manager message; ending the session', { manager: target, t: msg.t, error: errMessage(e) });
+          s.end(`cannot handle '${msg.t}': ${errMessage(e)}`);
+        }
+      });
+      ws.on('pong', () => {
+        s.lastHeard = Date.now();
+      });
+      ws.on('close', (code, reason) => s.end(`connection closed (${code}${reason.length > 0 ? ` ${reason.toString()}` : ''})`));
+      ws.on('error', (e) => s.end(`connection error: ${errMessage(e)}`));
+    });
+  }
+
+  private onMessage(s: Session, msg: ManagerMessage): void {
+    switch (msg.t) {
+      case 'redirect': {
+        this.setManagers(msg.managers);
+        const leader = msg.leader !== null && msg.leader !== s.target ? msg.leader : null;
+        this.log.info('redirected', { from: s.target, leader: msg.leader });
+        s.end(`redirected to ${msg.leader ?? 'no known leader'}`, { redirectTo: leader });
+        return;
+      }
+      case 'reject':
+        this.log.warn('registration rejected', { manager: s.target, reason: msg.reason });
+        s.end(`rejected: ${msg.reason}`, { rejected: true });
+        return;
+      case 'welcome': {
+        if (s.welcomed) throw new Error('a second welcome in one session');
+        s.welcomed = true;
+        s.sessionId = msg.sessionId;
+        s.term = msg.term;
+        s.heartbeatMs = Math.max(10, msg.heartbeatMs);
+        this.setManagers(msg.managers);
+        for (const t of s.timers) clearTimeout(t); // the welcome timeout
+        s.timers = [];
+        this.log.info('session established', { manager: s.target, session: msg.sessionId, heartbeatMs: msg.heartbeatMs, term: msg.term });
+        this.heartbeat(s);
+        this.flush();
+        return;
+      }
+      case 'assignments':
+        if (!s.welcomed) throw new Error("'assignments' before 'welcome'");
+        this.applyAssignments(s, msg.tasks);
+        return;
+      case 'managers':
+        this.setManagers(msg.managers);
+        return;
+    }
+  }
+
+  /** Heartbeat every heartbeatMs; a WebSocket ping rides along, and silence ends the session. */
+  private heartbeat(s: Session): void {
+    const deadAfter = Math.max(4 * s.heartbeatMs, 3000);
+    const tick = (): void => {
+      if (s.ended) return;
+      if (Date.now() - s.lastHeard > deadAfter) {
+        s.end(`manager silent for ${deadAfter} ms`);
+        return;
+      }
+      if (!this.send(s, { t: 'heartbeat' })) return;
+      try {
+        s.ws.ping();
+      } catch {
+        // the close event ends the session
+      }
+      s.timers.push(setTimeout(tick, s.heartbeatMs));
+      if (s.timers.length > 8) s.timers.splice(0, s.timers.length - 8);
+    };
+    tick();
+  }
+
+  private send(s: Session, msg: Parameters<typeof encodeSessionFrame>[0]): boolean {
+    if (s.ended || s.ws.readyState !== WebSocket.OPEN) return false;
+    let frame: Buffer;
+    try {
+      frame = encodeSessionFrame(msg);
+    } catch (e) {
+      this.log.error('cannot encode a frame; ending the session', { error: errMessage(e) });
+      s.end(`cannot encode: ${errMessage(e)}`);
+      return false;
+    }
+    s.ws.send(frame, { binary: true }, (err) => {
+      if (err) s.end(`send failed: ${errMessage(err)}`);
+    });
+    return true;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // HTTP: health and logs
+
+  private async listen(): Promise<void> {
+    const listen = this.opts.listen ?? '127.0.0.1:0';
+    const m = /^(.*):(\d{1,5})$/.exec(listen);
+    if (m === null || Number(m[2]) > 65535) throw new FlotillaError('bad_request', `Cannot start worker as 'listen' must be host:port (got '${listen}')`);
+    const host = m[1]!.replace(/^\[(.*)\]$/, '$1');
+    const server = http.createServer((req, res) => {
+      this.handleHttp(req, res).catch((e) => {
+        this.log.error('http handler failed', { url: req.url, error: errMessage(e) });
+        if (!res.headersSent) sendError(res, toFlotillaError(e));
+        else res.destroy();
+      });
+    });
+    this.server = server;
+    await new Promise<void>((res, rej) => {
+      server.once('error', rej);
+      server.listen(Number(m[2]), host, () => {
+        server.off('error', rej);
+        res();
+      });
+    });
+    server.on('error', (e) => this.log.error('http server error', { error: errMessage(e) }));
+    const a = server.address() as AddressInfo;
+    this.addr = this.opts.advertise ?? `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+    if (this.opts.advertise === undefined && (a.address === '0.0.0.0' || a.address === '::')) {
+      this.addr = `${firstExternalAddress() ?? '127.0.0.1'}:${a.port}`;
+    }
+  }
+
+  private authorized(req: http.IncomingMessage): boolean {
+    const h = req.headers.authorization;
+    if (typeof h !== 'string') return false;
+    const m = /^Bearer\s+(.+)$/i.exec(h.trim());
+    if (m === null) return false;
+    const got = createHash('sha256').update(m[1]!).digest();
+    return timingSafeEqual(got, this.tokenDigest);
+  }
+
+  private async handleHttp(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://worker');
+    if (url.pathname === '/healthz') {
+      if (req.method !== 'GET' && req.method !== 'HEAD') return sendError(res, methodNotAllowed());
+      const st = this.status();
+      return sendJson(res, 200, { ok: true, id: this.id, connected: st.connected, manager: st.manager, tasks: st.tasks.length });
+    }
+    const m = /^\/v1\/tasks\/([^/]+)\/logs$/.exec(url.pathname);
+    if (m === null) return sendError(res, new FlotillaError('not_found', `Cannot ${req.method} ${url.pathname} as there is no such route on this worker`));
+    if (req.method !== 'GET') return sendError(res, methodNotAllowed());
+    if (!this.authorized(req)) {
+      res.setHeader('www-authenticate', 'Bearer');
+      return sendError(res, new FlotillaError('unauthorized', "Cannot read task logs as the request has no valid 'authorization: Bearer <join token>' header"));
+    }
+    let taskId: string;
+    try {
+      taskId = decodeURIComponent(m[1]!);
+    } catch {
+      return sendError(res, new FlotillaError('bad_request', 'Cannot read task logs as the task id is not valid percent-encoding'));
+    }
+    const q = url.searchParams;
+    const bool = (name: string): boolean => {
+      const v = q.get(name);
+      if (v === null || v === '0' || v === 'false') return false;
+      if (v === '' || v === '1' || v === 'true') return true;
+      throw new FlotillaError('bad_request', `Cannot read task logs as '${name}' must be 1, 0, true or false (got '${v}')`);
+    };
+    let follow: boolean;
+    let tail: number | undefined;
+    try {
+      follow = bool('follow');
+      const tailRaw = q.get('tail');
+      if (tailRaw !== null) {
+        if (!/^\d{1,9}$/.test(tailRaw)) throw new FlotillaError('bad_request', `Cannot read task logs as 'tail' must be a whole number >= 0 (got '${tailRaw}')`);
+        tail = Number(tailRaw);
+      }
+    } catch (e) {
+      return sendError(res, toFlotillaError(e));
+    }
+    const stream = q.get('stream');
+    if (stream !== null && stream !== 'stdout' && stream !== 'stderr') {
+      return sendError(res, new FlotillaError('bad_request', `Cannot read task logs as 'stream' must be 'stdout' or 'stderr' (got '${stream}')`));
+    }
+    const format = q.get('format') ?? 'text';
+    if (format !== 'text' && format !== 'ndjson') {
+      return sendError(res, new FlotillaError('bad_request', `Cannot read task logs as 'format' must be 'text' or 'ndjson' (got '${format}')`));
+    }
+    const container = q.get('container') ?? undefined;
+    const t = this.tasks.get(taskId);
+    if (t === undefined || t.driver === null) {
+      return sendError(res, new FlotillaError('not_found', `Cannot read the logs of task '${taskId}' as it has none on worker ${this.id}`));
+    }
+
+    const ac = new AbortController();
+    const onClose = (): void => ac.abort();
+    res.on('close', onClose);
+    const iter = t.driver.logs(taskId, { follow, container, tail, stream: stream ?? undefined, signal: ac.signal })[Symbol.asyncIterator]();
+    const fmt = (l: LogLine): string =>
+      format === 'ndjson' ? JSON.stringify(l) + '\n' : container !== undefined ? `${l.line}\n` : `${l.container} | ${l.line}\n`;
+    try {
+      let first: IteratorResult<LogLine>;
+      try {
+        first = await iter.next(); // errors (unknown container…) become a proper status
+      } catch (e) {
+        return sendError(res, toFlotillaError(e));
+      }
+      res.writeHead(200, {
+        'content-type': format === 'ndjson' ? 'application/x-ndjson; charset=utf-8' : 'text/plain; charset=utf-8',
+        'cache-control': 'no-store',
+        'x-content-type-options': 'nosniff',
+      });
+      res.flushHeaders();
+      for (let r = first; !r.done; r = await iter.next()) {
+        if (ac.signal.aborted) break;
+        if (!res.write(fmt(r.value))) {
+          await new Promise<void>((ok) => {
+            const done = (): void => {
+              res.off('drain', done);
+              ac.signal.removeEventListener('abort', done);
+              ok();
+            };
+            res.on('drain', done);
+            ac.signal.addEventListener('abort', done, { once: true });
+          });
+        }
+      }
+      if (!ac.signal.aborted) res.end();
+    } finally {
+      res.off('close', onClose);
+      await iter.return?.();
+    }
+  }
+}
+
+function methodNotAllowed(): FlotillaError {
+  return new FlotillaError('bad_request', 'Cannot serve this request as only GET is allowed here', { httpStatus: 405 });
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+function sendError(res: http.ServerResponse, e: FlotillaError): void {
+  sendJson(res, e.httpStatus, e.toJSON());
+}
+
+function firstExternalAddress(): string | undefined {
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return undefined;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((res) => {
+    if (signal.aborted) return res();
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      res();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,126 @@
+// The driver interface: how a worker runs the pods (tasks) the leader assigns to it.
+//
+// A driver owns the tasks it starts: it can find them again after the worker restarts
+// (`list()`), report their state changes (`watch()` / the `onEvent` passed to `start()`), stop
+// them (SIGTERM then SIGKILL after a grace period, or the driver's equivalent), stream their
+// output (`logs()`) and forget them (`remove()`).
+//
+// Rules every driver follows:
+//  * Tasks outlive the worker: `close()` stops the driver's own timers and watchers only;
+//    nothing a driver started is stopped because the worker stops or dies.
+//  * The driver never restarts a task on its own: it reports exits, the manager decides.
+//  * `start()` of a task that is already starting/running is a no-op (never a duplicate); of a
+//    task that has finished it is a `conflict` (`remove()` it first).
+//  * A task that cannot be launched (executable not found, bad workdir, image missing…) is not
+//    an exception: `start()` resolves and the task is reported `failed` with a `reason`.
+//    `start()` rejects only for misuse (bad task id, unsupported spec, duplicate with a
+//    different spec, driver closed).
+
+import type { TaskSpec } from '../manager/spec.js';
+
+export type DriverName = 'process' | 'docker';
+
+export type DriverTaskState = 'starting' | 'running' | 'succeeded' | 'failed' | 'stopped';
+
+/** What a driver observes of one container of a pod. */
+export interface DriverContainerStatus {
+  name: string;
+  state: 'starting' | 'running' | 'exited' | 'failed';
+  exitCode?: number;
+  /** process driver: pid of the container's process (its process group leader). */
+  pid?: number;
+}
+
+/** What a driver observes of one task (pod). */
+export interface DriverTaskStatus {
+  taskId: string;
+  /** Which run of the task (see `DriverStartOptions.attempt`). */
+  attempt?: number;
+  state: DriverTaskState;
+  /** The pod's exit code: 0 when it succeeded, the failing container's code when it failed. */
+  exitCode?: number;
+  /** Why the task is in this state, e.g. "container 'c1' exited with code 3". */
+  reason?: string;
+  /** Free text for people, e.g. "c0 running, c1 exited 0". */
+  detail?: string;
+  /** process driver: pid of the first container's process (its process group leader). */
+  pid?: number;
+  /** ms timestamps. */
+  startedAt?: number;
+  finishedAt?: number;
+  /** Per-container detail, in spec order (optional for drivers that cannot tell). */
+  containers?: DriverContainerStatus[];
+}
+
+export type DriverEventListener = (status: DriverTaskStatus) => void;
+
+export interface DriverStartOptions {
+  /**
+   * Which run of the task this is (the manager restarts a task in place with attempt + 1).
+   * The driver keeps it with the task (so it survives a worker restart) and echoes it in every
+   * status. Default 1.
+   */
+  attempt?: number;
+}
+
+/** One line of a task's output. */
+export interface LogLine {
+  container: string;
+  stream: 'stdout' | 'stderr';
+  line: string;
+}
+
+export interface LogOptions {
+  /** Keep streaming new lines until the task finishes (then drain and end) or `signal` aborts. */
+  follow?: boolean;
+  /** Only this container (by name); default every container of the pod. */
+  container?: string;
+  /** Only this stream; default both. */
+  stream?: 'stdout' | 'stderr';
+  /** Start with the last `tail` lines of each (container, stream); default everything. */
+  tail?: number;
+  signal?: AbortSignal;
+}
+
+export interface Driver {
+  readonly name: DriverName;
+  /**
+   * Launch a task. Resolves once the task is recorded (launch failures become a `failed`
+   * status, see the module comment). `onEvent` receives this task's state changes; `watch()`
+   * receives every task's. Starting a task that runs (or ran) here with another attempt is a
+   * `conflict`: stop and `remove()` the old run first.
+   */
+  start(taskId: string, spec: TaskSpec, onEvent?: DriverEventListener, opts?: DriverStartOptions): Promise<void>;
+  /**
+   * Stop a task: ask politely (SIGTERM), force (SIGKILL) after `graceMs`. Resolves when nothing
+   * of the task runs any more; the task then reports `stopped` (or the terminal state it had
+   * reached before). Unknown or finished task: no-op.
+   */
+  stop(taskId: string, graceMs: number): Promise<void>;
+  /** Current status of a task, or null when this driver does not know it. */
+  inspect(taskId: string): Promise<DriverTaskStatus | null>;
+  /**
+   * Every task this driver has on this node (running or finished, not yet removed), including
+   * tasks started by an earlier run of the worker (adopted).
+   */
+  list(): Promise<DriverTaskStatus[]>;
+  /**
+   * A task's output, line by line. Without `follow` it ends after what is there now; with
+   * `follow` it ends when the task has finished and everything was read, or when
+   * `signal` aborts. Rejects with `not_found` for an unknown task, `bad_request` for an
+   * unknown container. Lines of different containers/streams are interleaved in the order the
+   * driver reads them (no global ordering is promised).
+   */
+  logs(taskId: string, opts?: LogOptions): AsyncIterable<LogLine>;
+  /** Forget a task and delete its files; a task still running is killed first (SIGKILL). */
+  remove(taskId: string): Promise<void>;
+  /** Listen to every task's state changes (started here or adopted); returns an unsubscribe. */
+  watch(listener: DriverEventListener): () => void;
+  /** Stop the driver's own timers and watchers. Never stops tasks. */
+  close(): Promise<void>;
+}
+
+/** Whether a state is final (nothing of the task runs any more). */
+export function isFinished(state: DriverTaskState): boolean {
+  return state === 'succeeded' || state === 'failed' || state === 'stopped';
+}

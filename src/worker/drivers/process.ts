@@ -1,0 +1,890 @@
+// The `process` driver (like Nomad's raw_exec): every container of a pod is a local process.
+//
+// How a container runs
+//   The executable is `command[0]` (or `image` when `command` is empty), resolved against
+//   the PATH of the container's environment (or against its workdir when it contains a '/');
+//   its arguments are `command[1..]` followed by `args`. It runs through a tiny `/bin/sh`
+//   wrapper, as a positional parameter — never pasted into a script, so nothing in a spec is
+//   ever interpreted by a shell:
+//
+//     /bin/sh -c WRAPPER flotilla-wrap <taskDir>/<container> <exe> <args…>
+//
+//   The wrapper writes its pid to `<container>.pid`, runs `"$@"` and writes the exit status
+//   to `<container>.exit` (128+n when killed by signal n). It traps TERM/INT/HUP/QUIT (a
+//   caught signal is reset to the default in the program it runs), so a SIGTERM to the
+//   process group reaches the program and the wrapper survives to record its status. A
+//   SIGKILL of the group (after the grace period) kills the wrapper too: the status is then
+//   137 ("killed").
+//
+//   The wrapper runs detached, in a session and process group of its own (pgid = its pid),
+//   stdin from /dev/null, stdout/stderr appended to `<container>.out.log` /
+//   `<container>.err.log` (files, never pipes to the worker), so the pod survives a SIGKILL
+//   of the worker and its exit status is known even if it exited while no worker watched.
+//
+// Environment: PATH (a standard one), HOME (the worker's), HOSTNAME, FLOTILLA_TASK_ID,
+// FLOTILLA_TASK_NAME, FLOTILLA_CONTAINER, then the spec's `env` over them. Nothing else of
+// the worker's environment leaks in. Workdir: the spec's `workdir` (a relative one is taken
+// relative to the task's scratch directory), default the task's scratch directory
+// `<taskDir>/work` (deleted by `remove()`).
+//
+// Not enforced by this driver: resources (no cgroups), ports (the process binds what it
+// binds), privileged/user (processes run as the worker's user), mounts (rejected by the spec).
+//
+// State on disk, one directory per task: `<dir>/tasks/<task>/`
+//   task.json            spec, spec hash, per container pid + /proc start time + start ms,
+//                        and the pod's stop/failure/final records (written atomically)
+//   <c>.pid <c>.exit     written by the wrapper
+//   <c>.out.log <c>.err.log
+//   work/                default workdir
+// A restarted driver reads every task.json back (adoption): a container whose wrapper still
+// runs — same pid, same /proc start time, same command line — is running; one whose wrapper
+// is gone is exited with the status in its `.exit` file (at that file's mtime).
+//
+// Pod semantics: the pod runs while any container runs. The first container that exits
+// non-zero (or is killed) fails the pod: the others get SIGTERM, SIGKILL after
+// `podFailureGraceMs`, and the pod ends `failed` with that container's exit code. All exit
+// 0 → `succeeded`. After `stop()` the pod ends `stopped` (unless it had already failed).
+// When the pod ends, whatever is left in its process groups (daemons a container forked) is
+// killed.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import {
+  accessSync,
+  closeSync,
+  constants as fsConstants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { delimiter, isAbsolute, join, resolve } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
+import { FlotillaError } from '../../manager/errors.js';
+import { silentLogger, type Logger } from '../../manager/log.js';
+import type { TaskSpec } from '../../manager/spec.js';
+import {
+  isFinished,
+  type Driver,
+  type DriverContainerStatus,
+  type DriverEventListener,
+  type DriverStartOptions,
+  type DriverTaskState,
+  type DriverTaskStatus,
+  type LogLine,
+  type LogOptions,
+} from '../driver.js';
+
+export interface ProcessDriverOptions {
+  /** Directory for task state and logs (created if missing). */
+  dir: string;
+  /** How often running tasks are checked (ms). Default 200. */
+  pollMs?: number;
+  /** When one container fails, how long the others get between SIGTERM and SIGKILL. Default 5000. */
+  podFailureGraceMs?: number;
+  /** The shell that runs the wrapper. Default /bin/sh. */
+  shell?: string;
+  log?: Logger;
+}
+
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** The wrapper script: $1 = base path of the container's files, then the program and its args. */
+export const WRAPPER_SCRIPT = [
+  'trap : TERM INT HUP QUIT',
+  'b=$1',
+  'shift',
+  'echo $$ > "$b.pid"',
+  '"$@"',
+  's=$?',
+  'echo $s > "$b.exit"',
+].join('\n');
+const WRAPPER_ARGV0 = 'flotilla-wrap';
+
+const CONTAINER_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+/** Longest partial line kept in memory by `logs()`; longer lines are split. */
+const MAX_LINE = 64 * 1024;
+const READ_CHUNK = 64 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Persisted records
+
+interface ContainerRecord {
+  name: string;
+  /** Wrapper pid (= its process group and session id). */
+  pid?: number;
+  /** Field 22 of /proc/<pid>/stat (clock ticks since boot): tells a recycled pid apart. */
+  procStart?: string;
+  startedAt?: number;
+  /** Set once the container is over (or could not be launched). */
+  exit?: { code?: number; at: number; reason: string };
+}
+
+interface TaskRecord {
+  v: 1;
+  taskId: string;
+  attempt: number;
+  specHash: string;
+  spec: TaskSpec;
+  createdAt: number;
+  startedAt?: number;
+  containers: ContainerRecord[];
+  /** stop() was asked: the pod ends `stopped`. */
+  stop?: { at: number; killAt: number };
+  /** The first container failure: the pod ends `failed`. */
+  failure?: { container: string; exitCode?: number; reason: string; at: number; killAt: number };
+  /** SIGKILL was sent to every group (after a grace period). */
+  killedAt?: number;
+  /** The pod is over: nothing of it runs any more. */
+  final?: { state: 'succeeded' | 'failed' | 'stopped'; exitCode?: number; reason: string; finishedAt: number };
+}
+
+interface LiveTask {
+  rec: TaskRecord;
+  dir: string;
+  listeners: Set<DriverEventListener>;
+  /** Key of the last status emitted (to emit on change only). */
+  lastKey: string;
+  waiters: (() => void)[];
+  removed: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers (exported for tests and the docker driver's reuse)
+
+/** JSON with sorted object keys: stable across key orders. */
+export function stableStringify(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableStringify).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o)
+      .filter((k) => o[k] !== undefined)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${stableStringify(o[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v) ?? 'null';
+}
+
+export function specHash(spec: TaskSpec): string {
+  return createHash('sha256').update(stableStringify(spec)).digest('hex');
+}
+
+/** A file-system-safe directory name for a task id (ids are any string up to 128 characters). */
+export function taskDirName(taskId: string): string {
+  if (/^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/.test(taskId)) return taskId;
+  return '_' + createHash('sha256').update(taskId).digest('hex').slice(0, 40);
+}
+
+export interface ProcStat {
+  state: string;
+  ppid: number;
+  pgrp: number;
+  session: number;
+  /** Field 22: start time in clock ticks since boot. */
+  start: string;
+}
+
+/** Parse /proc/<pid>/stat; null when the process does not exist. */
+export function readProcStat(pid: number): ProcStat | null {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null;
+  }
+  // "pid (comm) S ppid pgrp session …": comm may hold spaces and parentheses.
+  const close = text.lastIndexOf(')');
+  if (close < 0) return null;
+  const f = text.slice(close + 2).split(' ');
+  // f[0] is field 3 (state), so field n is f[n - 3].
+  if (f.length < 20) return null;
+  return { state: f[0]!, ppid: Number(f[1]), pgrp: Number(f[2]), session: Number(f[3]), start: f[19]! };
+}
+
+function readCmdline(pid: number): string[] | null {
+  try {
+    const raw = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return raw.split('\0');
+  } catch {
+    return null;
+  }
+}
+
+function readExitFile(path: string): { code: number; at: number } | null {
+  try {
+    const text = readFileSync(path, 'utf8');
+    const m = /^(\d{1,3})\n$/.exec(text);
+    if (m === null) return null; // not (completely) written yet
+    return { code: Number(m[1]), at: Math.round(statSync(path).mtimeMs) };
+  } catch {
+    return null;
+  }
+}
+
+function writeJsonAtomic(path: string, value: unknown): void {
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, JSON.stringify(value, null, 1) + '\n');
+  renameSync(tmp, path);
+}
+
+function killGroup(pgid: number, signal: NodeJS.Signals): boolean {
+  try {
+    process.kill(-pgid, signal);
+    return true;
+  } catch {
+    return false; // ESRCH: nothing left in the group
+  }
+}
+
+function errMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Resolves after `ms`, or early (without rejecting) when `signal` aborts. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((res) => {
+    if (signal?.aborted) return res();
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      res();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** Find an executable: a name with '/' is taken relative to `cwd`; otherwise searched in PATH. */
+export function resolveExecutable(name: string, pathVar: string, cwd: string): string | null {
+  const isExec = (p: string): boolean => {
+    try {
+      if (!statSync(p).isFile()) return false;
+      accessSync(p, fsConstants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (name.includes('/')) {
+    const p = resolve(cwd, name);
+    return isExec(p) ? p : null;
+  }
+  for (const dir of pathVar.split(delimiter)) {
+    if (dir === '') continue;
+    const p = resolve(cwd, dir, name);
+    if (isExec(p)) return p;
+  }
+  return null;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export class ProcessDriver implements Driver {
+  readonly name = 'process' as const;
+  readonly dir: string;
+  private readonly tasksDir: string;
+  private readonly pollMs: number;
+  private readonly podFailureGraceMs: number;
+  private readonly shell: string;
+  private readonly log: Logger;
+  private readonly tasks = new Map<string, LiveTask>();
+  private readonly watchers = new Set<DriverEventListener>();
+  private loaded: Promise<void> | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  constructor(opts: ProcessDriverOptions) {
+    this.dir = resolve(opts.dir);
+    this.tasksDir = join(this.dir, 'tasks');
+    this.pollMs = opts.pollMs ?? 200;
+    this.podFailureGraceMs = opts.podFailureGraceMs ?? 5000;
+    this.shell = opts.shell ?? '/bin/sh';
+    this.log = opts.log ?? silentLogger;
+  }
+
+  // ---- lifecycle
+
+  /** Loads (adopts) the tasks on disk once; every public method waits for it. */
+  private ready(): Promise<void> {
+    if (this.closed) return Promise.reject(new FlotillaError('unavailable', 'Cannot use the process driver as it is closed'));
+    this.loaded ??= Promise.resolve().then(() => this.adopt());
+    return this.loaded;
+  }
+
+  private adopt(): void {
+    mkdirSync(this.tasksDir, { recursive: true });
+    for (const name of readdirSync(this.tasksDir)) {
+      const dir = join(this.tasksDir, name);
+      let rec: TaskRecord;
+      try {
+        rec = JSON.parse(readFileSync(join(dir, 'task.json'), 'utf8')) as TaskRecord;
+        if (rec.v !== 1 || typeof rec.taskId !== 'string' || !Array.isArray(rec.containers)) throw new Error('unknown format');
+      } catch (e) {
+        this.log.warn('process driver: skipping an unreadable task directory', { dir, error: errMessage(e) });
+        continue;
+      }
+      if (this.tasks.has(rec.taskId)) continue;
+      // The worker may have died between launching a wrapper and recording its pid: the
+      // wrapper's own pid file tells.
+      for (const c of rec.containers) {
+        if (c.pid !== undefined || c.exit !== undefined) continue;
+        try {
+          const pid = Number(readFileSync(join(dir, `${c.name}.pid`), 'utf8').trim());
+          if (Number.isSafeInteger(pid) && pid > 1) c.pid = pid;
+        } catch {
+          // never launched
+        }
+      }
+      const t: LiveTask = { rec, dir, listeners: new Set(), lastKey: '', waiters: [], removed: false };
+      this.tasks.set(rec.taskId, t);
+      this.log.info('process driver: adopted task', { taskId: rec.taskId, final: rec.final?.state ?? null });
+      this.refresh(t);
+    }
+    this.ensureTimer();
+  }
+
+  private ensureTimer(): void {
+    if (this.timer !== null || this.closed) return;
+    this.timer = setInterval(() => this.pollAll(), this.pollMs);
+    this.timer.unref();
+  }
+
+  private pollAll(): void {
+    for (const t of this.tasks.values()) {
+      if (t.rec.final !== undefined) continue;
+      try {
+        this.refresh(t);
+      } catch (e) {
+        this.log.error('process driver: poll failed', { taskId: t.rec.taskId, error: errMessage(e) });
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+    this.watchers.clear();
+    for (const t of this.tasks.values()) {
+      t.listeners.clear();
+      this.wake(t);
+    }
+  }
+
+  watch(listener: DriverEventListener): () => void {
+    this.watchers.add(listener);
+    return () => this.watchers.delete(listener);
+  }
+
+  // ---- the Driver API
+
+  async start(taskId: string, spec: TaskSpec, onEvent?: DriverEventListener, opts: DriverStartOptions = {}): Promise<void> {
+    await this.ready();
+    if (typeof taskId !== 'string' || taskId.length === 0 || taskId.length > 128) {
+      throw new FlotillaError('bad_request', "Cannot start task as 'taskId' must be a string of 1 to 128 characters");
+    }
+    const attempt = opts.attempt ?? 1;
+    if (!Number.isSafeInteger(attempt) || attempt < 1) {
+      throw new FlotillaError('bad_request', `Cannot start task '${taskId}' as 'attempt' must be a whole number >= 1`);
+    }
+    this.checkSpec(taskId, spec);
+    const hash = specHash(spec);
+    const existing = this.tasks.get(taskId);
+    if (existing !== undefined) {
+      if (existing.rec.attempt !== attempt) {
+        throw new FlotillaError('conflict', `Cannot start attempt ${attempt} of task '${taskId}' as attempt ${existing.rec.attempt} is here; stop and remove it first`);
+      }
+      if (existing.rec.specHash !== hash) {
+        throw new FlotillaError('conflict', `Cannot start task '${taskId}' as it already exists here with a different spec`);
+      }
+      if (existing.rec.final !== undefined) {
+        throw new FlotillaError('conflict', `Cannot start task '${taskId}' as it already ran here (${existing.rec.final.state}); remove it first`);
+      }
+      if (onEvent !== undefined) existing.listeners.add(onEvent);
+      return; // already starting/running: never a duplicate
+    }
+
+    const dir = join(this.tasksDir, taskDirName(taskId));
+    rmSync(dir, { recursive: true, force: true }); // leftovers of a removed task with this name
+    mkdirSync(join(dir, 'work'), { recursive: true });
+    const now = Date.now();
+    const rec: TaskRecord = {
+      v: 1,
+      taskId,
+      attempt,
+      specHash: hash,
+      spec,
+      createdAt: now,
+      containers: spec.containers.map((c) => ({ name: c.name })),
+    };
+    const t: LiveTask = { rec, dir, listeners: new Set(onEvent ? [onEvent] : []), lastKey: '', waiters: [], removed: false };
+    this.tasks.set(taskId, t);
+    this.persist(t); // before any process exists: a crash from here on leaves a record
+    this.emitIfChanged(t); // starting
+
+    // Resolve every container first: a pod either launches completely or not at all.
+    const plans: { exe: string; argv: string[]; env: Record<string, string>; cwd: string }[] = [];
+    for (const c of spec.containers) {
+      const env: Record<string, string> = {
+        PATH: DEFAULT_PATH,
+        HOME: process.env.HOME ?? '/',
+        HOSTNAME: hostname(),
+        FLOTILLA_TASK_ID: taskId,
+        FLOTILLA_TASK_NAME: spec.name,
+        FLOTILLA_CONTAINER: c.name,
+        ...c.env,
+      };
+      const scratch = join(dir, 'work');
+      const cwd = c.workdir === undefined ? scratch : isAbsolute(c.workdir) ? c.workdir : resolve(scratch, c.workdir);
+      let problem: string | null = null;
+      let exe: string | null = null;
+      const program = c.command[0] ?? c.image;
+      if (!existsSync(cwd) || !statSync(cwd).isDirectory()) {
+        problem = `workdir '${cwd}' is not a directory`;
+      } else if (program === undefined || program === '') {
+        problem = 'it has no command to run';
+      } else {
+        exe = resolveExecutable(program, env.PATH ?? '', cwd);
+        if (exe === null) {
+          problem = program.includes('/') ? `'${program}' is not an executable file` : `executable '${program}' was not found in PATH (${env.PATH})`;
+        }
+      }
+      if (problem !== null) {
+        this.failLaunch(t, `failed to start container '${c.name}': ${problem}`);
+        return;
+      }
+      plans.push({ exe: exe!, argv: [...c.command.slice(c.command.length > 0 ? 1 : 0), ...c.args], env, cwd });
+    }
+
+    rec.startedAt = Date.now();
+    for (let i = 0; i < spec.containers.length; i++) {
+      const c = rec.containers[i]!;
+      const plan = plans[i]!;
+      const base = join(dir, c.name);
+      let out: number | undefined;
+      let err: number | undefined;
+      let child: ChildProcess;
+      try {
+        out = openSync(`${base}.out.log`, 'a');
+        err = openSync(`${base}.err.log`, 'a');
+        child = spawn(this.shell, ['-c', WRAPPER_SCRIPT, WRAPPER_ARGV0, base, plan.exe, ...plan.argv], {
+          cwd: plan.cwd,
+          env: plan.env,
+          detached: true,
+          stdio: ['ignore', out, err],
+        });
+      } catch (e) {
+        c.exit = { at: Date.now(), reason: `failed to start container '${c.name}': ${errMessage(e)}` };
+        this.persist(t);
+        break;
+      } finally {
+        if (out !== undefined) closeSync(out);
+        if (err !== undefined) closeSync(err);
+      }
+      child.on('error', (e) => this.log.warn('process driver: spawn error', { taskId, container: c.name, error: errMessage(e) }));
+      child.on('exit', () => setImmediate(() => !t.removed && t.rec.final === undefined && this.refresh(t)));
+      child.unref();
+      if (child.pid === undefined) {
+        c.exit = { at: Date.now(), reason: `failed to start container '${c.name}': could not run ${this.shell}` };
+        this.persist(t);
+        break;
+      }
+      c.pid = child.pid;
+      c.startedAt = Date.now();
+      c.procStart = readProcStat(child.pid)?.start;
+      this.persist(t);
+    }
+    // Containers after a launch failure never ran.
+    let failedAt = -1;
+    rec.containers.forEach((c, i) => {
+      if (failedAt < 0 && c.pid === undefined) failedAt = i;
+      if (failedAt >= 0 && c.pid === undefined && c.exit === undefined) c.exit = { at: Date.now(), reason: 'not started' };
+    });
+    this.log.info('process driver: started task', { taskId, attempt, pids: rec.containers.map((c) => c.pid ?? null) });
+    this.refresh(t);
+    this.ensureTimer();
+  }
+
+  async stop(taskId: string, graceMs: number): Promise<void> {
+    await this.ready();
+    const t = this.tasks.get(taskId);
+    if (t === undefined) return;
+    this.refresh(t); // a container that failed before the stop still fails the pod
+    if (t.rec.final !== undefined) return;
+    const now = Date.now();
+    const killAt = now + Math.max(0, graceMs);
+    if (t.rec.stop === undefined) {
+      t.rec.stop = { at: now, killAt };
+      this.persist(t);
+      this.log.info('process driver: stopping task', { taskId, graceMs });
+      this.signalAll(t, 'SIGTERM');
+    } else if (killAt < t.rec.stop.killAt) {
+      t.rec.stop.killAt = killAt;
+      this.persist(t);
+    }
+    this.refresh(t);
+    await this.whenFinished(t);
+  }
+
+  async inspect(taskId: string): Promise<DriverTaskStatus | null> {
+    await this.ready();
+    const t = this.tasks.get(taskId);
+    return t === undefined ? null : this.statusOf(t);
+  }
+
+  async list(): Promise<DriverTaskStatus[]> {
+    await this.ready();
+    return [...this.tasks.values()].map((t) => this.statusOf(t));
+  }
+
+  async remove(taskId: string): Promise<void> {
+    await this.ready();
+    const t = this.tasks.get(taskId);
+    if (t === undefined) return;
+    if (t.rec.final === undefined) {
+      this.signalAll(t, 'SIGKILL');
+    } else {
+      this.killLeftovers(t);
+    }
+    t.removed = true;
+    this.tasks.delete(taskId);
+    t.listeners.clear();
+    this.wake(t);
+    rmSync(t.dir, { recursive: true, force: true });
+    this.log.info('process driver: removed task', { taskId });
+  }
+
+  logs(taskId: string, opts: LogOptions = {}): AsyncIterable<LogLine> {
+    return this.readLogs(taskId, opts);
+  }
+
+  // ---- internals
+
+  private checkSpec(taskId: string, spec: TaskSpec): void {
+    const bad = (path: string, message: string): never => {
+      throw new FlotillaError('bad_request', `Cannot start task '${taskId}' as '${path}' ${message}`, { details: [{ path, message }] });
+    };
+    if (spec === null || typeof spec !== 'object' || !Array.isArray(spec.containers) || spec.containers.length === 0) {
+      bad('containers', 'must have at least 1 container');
+    }
+    if (spec.driver !== 'process') bad('driver', `must be 'process' for the process driver (got '${String(spec.driver)}')`);
+    if (Array.isArray(spec.mounts) && spec.mounts.length > 0) bad('mounts', 'must be empty for the process driver');
+    const seen = new Set<string>();
+    spec.containers.forEach((c, i) => {
+      if (typeof c.name !== 'string' || !CONTAINER_NAME_RE.test(c.name)) bad(`containers[${i}].name`, 'must be a DNS label');
+      if (seen.has(c.name)) bad(`containers[${i}].name`, 'must be unique');
+      seen.add(c.name);
+      if (!Array.isArray(c.command) || !c.command.every((s) => typeof s === 'string')) bad(`containers[${i}].command`, 'must be an array of strings');
+      if (!Array.isArray(c.args) || !c.args.every((s) => typeof s === 'string')) bad(`containers[${i}].args`, 'must be an array of strings');
+      if (c.env === null || typeof c.env !== 'object' || !Object.values(c.env).every((s) => typeof s === 'string')) bad(`containers[${i}].env`, 'must map names to strings');
+      for (const [k, v] of Object.entries(c.env)) {
+        if (k.includes('=') || k.includes('\0') || k === '' || v.includes('\0')) bad(`containers[${i}].env`, `has an invalid variable '${k}'`);
+      }
+      for (const s of [...c.command, ...c.args]) if (s.includes('\0')) bad(`containers[${i}]`, 'must not contain NUL characters in command or args');
+    });
+  }
+
+  private failLaunch(t: LiveTask, reason: string): void {
+    const now = Date.now();
+    for (const c of t.rec.containers) if (c.exit === undefined) c.exit = { at: now, reason };
+    t.rec.final = { state: 'failed', reason, finishedAt: now };
+    this.persist(t);
+    this.log.warn('process driver: task failed to start', { taskId: t.rec.taskId, reason });
+    this.emitIfChanged(t);
+    this.wake(t);
+  }
+
+  private persist(t: LiveTask): void {
+    if (t.removed) return;
+    try {
+      writeJsonAtomic(join(t.dir, 'task.json'), t.rec);
+    } catch (e) {
+      this.log.error('process driver: cannot write task state', { taskId: t.rec.taskId, error: errMessage(e) });
+    }
+  }
+
+  /** Whether the container's wrapper still runs (same pid, start time and command line). */
+  private wrapperAlive(t: LiveTask, c: ContainerRecord): boolean {
+    if (c.pid === undefined) return false;
+    const st = readProcStat(c.pid);
+    if (st === null || st.state === 'Z' || st.state === 'X') return false;
+    if (c.procStart !== undefined && st.start !== c.procStart) return false; // recycled pid
+    const argv = readCmdline(c.pid);
+    if (argv === null) return false;
+    return argv.includes(join(t.dir, c.name)) && argv.includes(WRAPPER_ARGV0);
+  }
+
+  /** Signal every container's process group, where the group is (still) ours. */
+  private signalAll(t: LiveTask, signal: NodeJS.Signals): void {
+    for (const c of t.rec.containers) {
+      if (c.pid === undefined) continue;
+      if (c.exit !== undefined && signal !== 'SIGKILL') continue;
+      this.signalGroup(t, c, signal);
+    }
+  }
+
+  private signalGroup(t: LiveTask, c: ContainerRecord, signal: NodeJS.Signals): void {
+    if (c.pid === undefined) return;
+    // The group id is the wrapper's pid. While any member of the group lives, Linux does not
+    // hand that pid to a new process; if a process with that pid exists and is not our
+    // wrapper, the pid was recycled and the group is not ours.
+    const st = readProcStat(c.pid);
+    if (st !== null && st.state !== 'Z' && !this.wrapperAlive(t, c)) return;
+    if (killGroup(c.pid, signal)) this.log.debug('process driver: signalled group', { taskId: t.rec.taskId, container: c.name, signal });
+  }
+
+  /** Kill what a finished container left behind in its group (forked daemons). */
+  private killLeftovers(t: LiveTask): void {
+    for (const c of t.rec.containers) this.signalGroup(t, c, 'SIGKILL');
+  }
+
+  /** Re-read the task's processes and files, advance its state, emit on change. */
+  private refresh(t: LiveTask): void {
+    if (t.removed) return;
+    const rec = t.rec;
+    if (rec.final !== undefined) {
+      this.emitIfChanged(t);
+      this.wake(t);
+      return;
+    }
+    const now = Date.now();
+    let changed = false;
+    for (const c of rec.containers) {
+      if (c.exit !== undefined || c.pid === undefined) continue;
+      const exitFile = join(t.dir, `${c.name}.exit`);
+      let ex = readExitFile(exitFile);
+      if (ex === null && !this.wrapperAlive(t, c)) {
+        ex = readExitFile(exitFile); // it may have written it just before exiting
+        if (ex === null) {
+          c.exit = rec.killedAt !== undefined
+            ? { code: 137, at: now, reason: `container '${c.name}' was killed after the grace period` }
+            : { at: now, reason: `container '${c.name}' was killed (its exit status is unknown)` };
+          changed = true;
+          continue;
+        }
+      }
+      if (ex !== null) {
+        c.exit = { code: ex.code, at: ex.at, reason: ex.code === 0 ? `container '${c.name}' exited with code 0` : exitReason(c.name, ex.code) };
+        changed = true;
+      }
+    }
+
+    // The first failure fails the pod (unless it is being stopped: then exits are expected).
+    if (rec.failure === undefined && rec.stop === undefined) {
+      const failed = rec.containers
+        .filter((c) => c.exit !== undefined && c.exit.code !== 0)
+        .sort((a, b) => a.exit!.at - b.exit!.at)[0];
+      if (failed !== undefined) {
+        rec.failure = { container: failed.name, exitCode: failed.exit!.code, reason: failed.exit!.reason, at: now, killAt: now + this.podFailureGraceMs };
+        changed = true;
+        this.persist(t);
+        this.log.info('process driver: container failed, stopping the pod', { taskId: rec.taskId, container: failed.name, exitCode: failed.exit!.code ?? null });
+        this.signalAll(t, 'SIGTERM');
+      }
+    }
+
+    const running = rec.containers.filter((c) => c.exit === undefined);
+    const killAt = Math.min(rec.stop?.killAt ?? Infinity, rec.failure?.killAt ?? Infinity);
+    if (running.length > 0 && rec.killedAt === undefined && now >= killAt) {
+      rec.killedAt = now;
+      changed = true;
+      this.persist(t);
+      this.log.info('process driver: grace period over, killing', { taskId: rec.taskId });
+      this.signalAll(t, 'SIGKILL');
+    }
+
+    if (running.length === 0) {
+      this.killLeftovers(t);
+      const finishedAt = Math.max(...rec.containers.map((c) => c.exit!.at), rec.startedAt ?? rec.createdAt);
+      if (rec.failure !== undefined && (rec.stop === undefined || rec.failure.at <= rec.stop.at)) {
+        rec.final = { state: 'failed', reason: rec.failure.reason, finishedAt };
+        if (rec.failure.exitCode !== undefined) rec.final.exitCode = rec.failure.exitCode;
+      } else if (rec.stop !== undefined) {
+        rec.final = { state: 'stopped', reason: 'stopped on request', finishedAt };
+      } else {
+        rec.final = { state: 'succeeded', exitCode: 0, reason: 'all containers exited with code 0', finishedAt };
+      }
+      changed = true;
+      this.log.info('process driver: task finished', { taskId: rec.taskId, state: rec.final.state, exitCode: rec.final.exitCode ?? null });
+    }
+    if (changed) this.persist(t);
+    this.emitIfChanged(t);
+    if (rec.final !== undefined) this.wake(t);
+  }
+
+  private statusOf(t: LiveTask): DriverTaskStatus {
+    const rec = t.rec;
+    const containers: DriverContainerStatus[] = rec.containers.map((c) => {
+      const s: DriverContainerStatus = {
+        name: c.name,
+        state: c.exit !== undefined ? (c.exit.code === 0 ? 'exited' : 'failed') : c.pid !== undefined ? 'running' : 'starting',
+      };
+      if (c.exit?.code !== undefined) s.exitCode = c.exit.code;
+      if (c.pid !== undefined) s.pid = c.pid;
+      return s;
+    });
+    let state: DriverTaskState;
+    if (rec.final !== undefined) state = rec.final.state;
+    else state = rec.containers.every((c) => c.pid !== undefined || c.exit !== undefined) && rec.startedAt !== undefined ? 'running' : 'starting';
+    const status: DriverTaskStatus = { taskId: rec.taskId, attempt: rec.attempt ?? 1, state, containers };
+    if (rec.final !== undefined) {
+      status.reason = rec.final.reason;
+      if (rec.final.exitCode !== undefined) status.exitCode = rec.final.exitCode;
+      status.finishedAt = rec.final.finishedAt;
+    } else if (rec.stop !== undefined) {
+      status.reason = 'stopping';
+    } else if (rec.failure !== undefined) {
+      status.reason = `failing: ${rec.failure.reason}`;
+    }
+    status.detail = containers
+      .map((c) => `${c.name} ${c.state === 'running' || c.state === 'starting' ? c.state : c.exitCode !== undefined ? `exited ${c.exitCode}` : 'killed'}`)
+      .join(', ');
+    const pid = rec.containers[0]?.pid;
+    if (pid !== undefined) status.pid = pid;
+    if (rec.startedAt !== undefined) status.startedAt = rec.startedAt;
+    return status;
+  }
+
+  private emitIfChanged(t: LiveTask): void {
+    if (t.removed) return;
+    const s = this.statusOf(t);
+    const key = stableStringify([s.state, s.exitCode, s.reason, s.detail]);
+    if (key === t.lastKey) return;
+    t.lastKey = key;
+    for (const l of [...t.listeners, ...this.watchers]) {
+      try {
+        l(s);
+      } catch (e) {
+        this.log.error('process driver: event listener threw', { taskId: t.rec.taskId, error: errMessage(e) });
+      }
+    }
+  }
+
+  private whenFinished(t: LiveTask): Promise<void> {
+    if (t.rec.final !== undefined || t.removed || this.closed) return Promise.resolve();
+    return new Promise((res) => t.waiters.push(res));
+  }
+
+  private wake(t: LiveTask): void {
+    const ws = t.waiters.splice(0);
+    for (const w of ws) w();
+  }
+
+  private async *readLogs(taskId: string, opts: LogOptions): AsyncGenerator<LogLine> {
+    await this.ready();
+    const t = this.tasks.get(taskId);
+    if (t === undefined) throw new FlotillaError('not_found', `Cannot read the logs of task '${taskId}' as it is not on this worker`);
+    const names = t.rec.containers.map((c) => c.name);
+    if (opts.container !== undefined && !names.includes(opts.container)) {
+      throw new FlotillaError('bad_request', `Cannot read the logs of task '${taskId}' as it has no container '${opts.container}' (it has ${names.map((n) => `'${n}'`).join(', ')})`);
+    }
+    if (opts.tail !== undefined && (!Number.isSafeInteger(opts.tail) || opts.tail < 0)) {
+      throw new FlotillaError('bad_request', `Cannot read the logs of task '${taskId}' as 'tail' must be a whole number >= 0`);
+    }
+    const streams: ('stdout' | 'stderr')[] = opts.stream !== undefined ? [opts.stream] : ['stdout', 'stderr'];
+    interface Source {
+      container: string;
+      stream: 'stdout' | 'stderr';
+      path: string;
+      fh: FileHandle | null;
+      offset: number;
+      partial: string;
+      decoder: StringDecoder;
+      tailPending: boolean;
+    }
+    const sources: Source[] = [];
+    for (const name of opts.container !== undefined ? [opts.container] : names) {
+      for (const stream of streams) {
+        const path = join(t.dir, `${name}.${stream === 'stdout' ? 'out' : 'err'}.log`);
+        sources.push({ container: name, stream, path, fh: null, offset: 0, partial: '', decoder: new StringDecoder('utf8'), tailPending: opts.tail !== undefined });
+      }
+    }
+    const buf = Buffer.alloc(READ_CHUNK);
+    const signal = opts.signal;
+    try {
+      for (;;) {
+        if (signal?.aborted) return;
+        const finishedBefore = t.removed || this.closed || isFinished(this.statusOf(t).state);
+        let got = false;
+        for (const s of sources) {
+          if (s.fh === null) {
+            try {
+              s.fh = await open(s.path, 'r');
+            } catch {
+              continue; // not created yet (or removed)
+            }
+            if (s.tailPending) {
+              s.offset = await tailOffset(s.fh, opts.tail!);
+              s.tailPending = false;
+            }
+          }
+          for (;;) {
+            const { bytesRead } = await s.fh.read(buf, 0, buf.length, s.offset);
+            if (bytesRead === 0) break;
+            got = true;
+            s.offset += bytesRead;
+            s.partial += s.decoder.write(buf.subarray(0, bytesRead));
+            let nl: number;
+            while ((nl = s.partial.indexOf('\n')) >= 0) {
+              yield { container: s.container, stream: s.stream, line: s.partial.slice(0, nl) };
+              s.partial = s.partial.slice(nl + 1);
+            }
+            while (s.partial.length > MAX_LINE) {
+              yield { container: s.container, stream: s.stream, line: s.partial.slice(0, MAX_LINE) };
+              s.partial = s.partial.slice(MAX_LINE);
+            }
+            if (signal?.aborted) return;
+          }
+        }
+        if (!opts.follow || (finishedBefore && !got)) break;
+        if (!got) await sleep(Math.min(this.pollMs, 250), signal);
+      }
+      for (const s of sources) {
+        s.partial += s.decoder.end();
+        if (s.partial.length > 0) yield { container: s.container, stream: s.stream, line: s.partial };
+        s.partial = '';
+      }
+    } finally {
+      for (const s of sources) await s.fh?.close().catch(() => undefined);
+    }
+  }
+}
+
+function exitReason(container: string, code: number): string {
+  if (code > 128 && code < 160) return `container '${container}' exited with code ${code} (signal ${code - 128})`;
+  return `container '${container}' exited with code ${code}`;
+}
+
+/** Byte offset where the last `lines` lines of a file start. */
+async function tailOffset(fh: FileHandle, lines: number): Promise<number> {
+  const size = (await fh.stat()).size;
+  if (lines === 0) return size;
+  if (size === 0) return 0;
+  const buf = Buffer.alloc(READ_CHUNK);
+  let end = size;
+  // A final '\n' ends the last line; it does not start a new one.
+  const last = Buffer.alloc(1);
+  await fh.read(last, 0, 1, size - 1);
+  if (last[0] === 0x0a) end = size - 1;
+  let seen = 0;
+  while (end > 0) {
+    const start = Math.max(0, end - buf.length);
+    const { bytesRead } = await fh.read(buf, 0, end - start, start);
+    for (let i = bytesRead - 1; i >= 0; i--) {
+      if (buf[i] === 0x0a) {
+        seen++;
+        if (seen === lines) return start + i + 1;
+      }
+    }
+    end = start;
+  }
+  return 0;
+}

@@ -1,0 +1,85 @@
+// Session frames (see src/manager/dispatch-protocol.ts): one binary WebSocket message is byte 0
+// = SESSION_PROTOCOL_VERSION, then one MessagePack-encoded object (plain maps, no msgpackr
+// records). Everything the worker decodes from a manager is validated here before the agent
+// looks at it; a frame that fails is a protocol error that ends the session.
+import { Packr } from 'msgpackr';
+import { z } from 'zod';
+import {
+  MAX_SESSION_FRAME,
+  SESSION_PROTOCOL_VERSION,
+  type ManagerToWorker,
+  type WorkerToManager,
+} from '../manager/dispatch-protocol.js';
+import { FlotillaError } from '../manager/errors.js';
+
+const packr = new Packr({ useRecords: false, int64AsType: 'number' });
+
+/** Encode one session frame. Throws `too_large` beyond MAX_SESSION_FRAME. */
+export function encodeSessionFrame(msg: WorkerToManager | ManagerToWorker | Record<string, unknown>): Buffer {
+  const body = packr.pack(msg);
+  const frame = Buffer.allocUnsafe(1 + body.length);
+  frame[0] = SESSION_PROTOCOL_VERSION;
+  body.copy(frame, 1);
+  if (frame.length > MAX_SESSION_FRAME) {
+    throw new FlotillaError('too_large', `Cannot send a '${String((msg as { t?: unknown }).t)}' frame of ${frame.length} bytes as frames must be at most ${MAX_SESSION_FRAME} bytes`);
+  }
+  return frame;
+}
+
+/** Decode one session frame into an object (not validated as a message yet). */
+export function decodeSessionFrame(data: Uint8Array): Record<string, unknown> {
+  if (data.length > MAX_SESSION_FRAME) throw new FlotillaError('too_large', `frame of ${data.length} bytes exceeds ${MAX_SESSION_FRAME} bytes`);
+  if (data.length < 2) throw new FlotillaError('bad_request', `frame of ${data.length} bytes is too short`);
+  if (data[0] !== SESSION_PROTOCOL_VERSION) {
+    throw new FlotillaError('bad_request', `frame has protocol version ${data[0]}, expected ${SESSION_PROTOCOL_VERSION}`);
+  }
+  let value: unknown;
+  try {
+    value = packr.unpack(data.subarray(1));
+  } catch (e) {
+    throw new FlotillaError('bad_request', `frame is not valid MessagePack: ${(e as Error).message}`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value) || value instanceof Uint8Array) {
+    throw new FlotillaError('bad_request', 'frame payload is not an object');
+  }
+  return value as Record<string, unknown>;
+}
+
+// ---- manager → worker validation
+
+const addr = z.string().min(1).max(1024);
+const managersList = z.array(addr).max(64);
+
+/** An assigned task as the worker accepts it; `spec` is re-validated per task by the agent. */
+const AssignedTaskSchema = z.looseObject({
+  taskId: z.string().min(1).max(128),
+  spec: z.unknown(),
+  desired: z.enum(['running', 'shutdown']),
+  attempt: z.number().int().min(1),
+});
+
+const ManagerToWorkerSchema = z.discriminatedUnion('t', [
+  z.looseObject({ t: z.literal('redirect'), leader: addr.nullable(), managers: managersList }),
+  z.looseObject({
+    t: z.literal('welcome'),
+    sessionId: z.string().min(1).max(256),
+    heartbeatMs: z.number().int().min(1).max(3_600_000),
+    managers: managersList,
+    term: z.number().int().min(0),
+  }),
+  z.looseObject({ t: z.literal('reject'), reason: z.string().max(4096) }),
+  z.looseObject({ t: z.literal('assignments'), tasks: z.array(AssignedTaskSchema).max(100_000) }),
+  z.looseObject({ t: z.literal('managers'), managers: managersList }),
+]);
+
+export type AssignedTaskIn = z.infer<typeof AssignedTaskSchema>;
+export type ManagerMessage = z.infer<typeof ManagerToWorkerSchema>;
+
+/** Validate a decoded frame as a manager → worker message; throws `bad_request` naming the problem. */
+export function parseManagerMessage(obj: Record<string, unknown>): ManagerMessage {
+  const r = ManagerToWorkerSchema.safeParse(obj);
+  if (r.success) return r.data;
+  const iss = r.error.issues[0];
+  const where = iss === undefined || iss.path.length === 0 ? 'the message' : `'${iss.path.join('.')}'`;
+  throw new FlotillaError('bad_request', `invalid '${String(obj.t)}' message: ${where} ${iss?.message ?? 'is invalid'}`);
+}

@@ -1,0 +1,223 @@
+// `flotilla worker …`: validate the flags, build the drivers, run a WorkerAgent until SIGINT or
+// SIGTERM (which stop the worker, never its tasks: a restarted worker adopts them).
+//
+//   flotilla worker --id w1 --managers 127.0.0.1:7001,127.0.0.1:7002 --token-file F
+//       --driver process [--labels k=v,k2=v2] [--cpu 2000 --memory 4g]
+//       [--state-dir DIR] [--listen 127.0.0.1:0] [--advertise host:port]
+//       [--stop-grace 10000] [--log-level info]
+//
+// Every bad flag is a FlotillaError('bad_request') with a precise message (the CLI's
+// `action()` prints it and exits with 2).
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FlotillaError } from '../manager/errors.js';
+import { consoleLogger, type Logger, type LogLevel } from '../manager/log.js';
+import { parseCpu, parseSize } from '../manager/spec.js';
+import { WorkerAgent } from './agent.js';
+import type { Driver, DriverName } from './driver.js';
+import { ProcessDriver } from './drivers/process.js';
+
+export interface WorkerFlags {
+  id?: string;
+  /** host:port,host:port (or FLOTILLA_MANAGERS). */
+  managers?: string;
+  /** File holding the join token (or FLOTILLA_JOIN_TOKEN). */
+  tokenFile?: string;
+  /** Driver names: repeated flags or comma-separated. Default process. */
+  driver?: string | string[];
+  /** k=v,k2=v2 */
+  labels?: string;
+  /** Millicores ("2000", "2000m") or cores ("2", "0.5"). Default: this machine's. */
+  cpu?: string;
+  /** Bytes or a size ("4g", "512Mi"). Default: this machine's. */
+  memory?: string;
+  /** Default $FLOTILLA_DIR/workers/<id> ($FLOTILLA_DIR defaults to .flotilla). */
+  stateDir?: string;
+  /** host:port for the worker's HTTP server (logs); port 0 picks one. Default 127.0.0.1:0. */
+  listen?: string;
+  advertise?: string;
+  /** ms between SIGTERM and SIGKILL when a task is stopped. Default 10000. */
+  stopGrace?: string;
+  logLevel?: string;
+}
+
+export interface RunWorkerOptions {
+  log?: Logger;
+  /** Install SIGINT/SIGTERM handlers that close the worker and exit (default true). */
+  handleSignals?: boolean;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Driver factories built into this worker; the docker driver registers here when it exists. */
+export const DRIVER_FACTORIES: Partial<Record<DriverName, (ctx: { stateDir: string; log: Logger }) => Driver>> = {
+  process: ({ stateDir, log }) => new ProcessDriver({ dir: join(stateDir, 'process'), log }),
+};
+
+const ADDR_RE = /^([A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$/;
+const LABEL_KEY_RE = /^[A-Za-z0-9]([A-Za-z0-9._\/-]*[A-Za-z0-9])?$/;
+
+function bad(message: string): never {
+  throw new FlotillaError('bad_request', message);
+}
+
+function parseAddress(flag: string, v: string, allowPortZero: boolean): string {
+  const m = ADDR_RE.exec(v.trim());
+  const port = m === null ? NaN : Number(m[2]);
+  if (m === null || port > 65535 || (port === 0 && !allowPortZero)) {
+    bad(`Cannot start worker as '${flag}' must be host:port${allowPortZero ? ' (port 0 picks one)' : ''}, e.g. 127.0.0.1:7001 (got '${v}')`);
+  }
+  return v.trim();
+}
+
+export interface WorkerConfig {
+  id: string;
+  managers: string[];
+  token: string;
+  drivers: DriverName[];
+  labels: Record<string, string>;
+  resources: { cpu?: number; memory?: number };
+  stateDir: string;
+  listen: string;
+  advertise?: string;
+  stopGraceMs: number;
+  logLevel: LogLevel;
+}
+
+/** Validate the flags into a config (pure apart from reading the token file). */
+export function parseWorkerFlags(flags: WorkerFlags, env: NodeJS.ProcessEnv = process.env): WorkerConfig {
+  if (flags.id === undefined || flags.id === '') bad("Cannot start worker as '--id' is required (e.g. --id w1)");
+  const id = flags.id;
+  if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(id)) {
+    bad(`Cannot start worker as '--id' must be 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit (got '${id}')`);
+  }
+
+  const managersRaw = flags.managers ?? env.FLOTILLA_MANAGERS;
+  if (managersRaw === undefined || managersRaw.trim() === '') {
+    bad("Cannot start worker as '--managers' is required (host:port,… of one or more managers, or FLOTILLA_MANAGERS)");
+  }
+  const managers = [
+    ...new Set(
+      managersRaw
+        .split(',')
+        .map((s) => s.trim().replace(/^(https?|wss?):\/\//, '').replace(/\/+$/, ''))
+        .filter((s) => s !== '')
+        .map((s) => parseAddress('--managers', s, false)),
+    ),
+  ];
+  if (managers.length === 0) bad("Cannot start worker as '--managers' lists no manager");
+
+  let token: string | undefined;
+  if (flags.tokenFile !== undefined) {
+    try {
+      token = readFileSync(flags.tokenFile, 'utf8').trim();
+    } catch (e) {
+      bad(`Cannot start worker as '--token-file' ${flags.tokenFile} cannot be read: ${(e as Error).message}`);
+    }
+    if (token === '') bad(`Cannot start worker as '--token-file' ${flags.tokenFile} is empty`);
+  } else {
+    token = env.FLOTILLA_JOIN_TOKEN?.trim();
+    if (token === undefined || token === '') bad("Cannot start worker as no join token was given: pass '--token-file FILE' (or set FLOTILLA_JOIN_TOKEN)");
+  }
+
+  const driverList = (Array.isArray(flags.driver) ? flags.driver : [flags.driver ?? 'process'])
+    .flatMap((d) => d.split(','))
+    .map((d) => d.trim())
+    .filter((d) => d !== '');
+  if (driverList.length === 0) bad("Cannot start worker as '--driver' names no driver (use 'process' or 'docker')");
+  const drivers: DriverName[] = [];
+  for (const d of driverList) {
+    if (d !== 'process' && d !== 'docker') bad(`Cannot start worker as '--driver' must be 'process' or 'docker' (got '${d}')`);
+    if (DRIVER_FACTORIES[d] === undefined) {
+      bad(`Cannot start worker as driver '${d}' is not built into this worker (available: ${Object.keys(DRIVER_FACTORIES).join(', ')})`);
+    }
+    if (!drivers.includes(d)) drivers.push(d);
+  }
+
+  const labels: Record<string, string> = {};
+  if (flags.labels !== undefined) {
+    for (const part of flags.labels.split(',').map((s) => s.trim()).filter((s) => s !== '')) {
+      const eq = part.indexOf('=');
+      if (eq <= 0) bad(`Cannot start worker as '--labels' must be key=value pairs separated by commas (got '${part}')`);
+      const k = part.slice(0, eq).trim();
+      const v = part.slice(eq + 1).trim();
+      if (k.length > 253 || !LABEL_KEY_RE.test(k)) {
+        bad(`Cannot start worker as label key '${k}' must be letters, digits, '.', '_', '/' or '-', starting and ending with a letter or digit`);
+      }
+      if (v.length > 256) bad(`Cannot start worker as the value of label '${k}' must be at most 256 characters`);
+      if (Object.prototype.hasOwnProperty.call(labels, k)) bad(`Cannot start worker as '--labels' sets '${k}' twice`);
+      labels[k] = v;
+    }
+  }
+
+  const resources: { cpu?: number; memory?: number } = {};
+  if (flags.cpu !== undefined) {
+    const cpu = parseCpu(flags.cpu);
+    if (cpu <= 0) bad(`Cannot start worker as '--cpu' must be more than 0 (got '${flags.cpu}')`);
+    resources.cpu = cpu;
+  }
+  if (flags.memory !== undefined) {
+    const memory = parseSize(flags.memory);
+    if (memory <= 0) bad(`Cannot start worker as '--memory' must be more than 0 (got '${flags.memory}')`);
+    resources.memory = memory;
+  }
+
+  const listen = parseAddress('--listen', flags.listen ?? '127.0.0.1:0', true);
+  const advertise = flags.advertise !== undefined ? parseAddress('--advertise', flags.advertise, false) : undefined;
+
+  let stopGraceMs = 10_000;
+  if (flags.stopGrace !== undefined) {
+    stopGraceMs = Number(flags.stopGrace);
+    if (!Number.isInteger(stopGraceMs) || stopGraceMs < 0 || stopGraceMs > 3_600_000) {
+      bad(`Cannot start worker as '--stop-grace' must be whole milliseconds from 0 to 3600000 (got '${flags.stopGrace}')`);
+    }
+  }
+  const logLevel = (flags.logLevel ?? 'info') as LogLevel;
+  if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) bad(`Cannot start worker as '--log-level' must be debug, info, warn or error (got '${flags.logLevel}')`);
+
+  const stateDir = flags.stateDir ?? join(env.FLOTILLA_DIR ?? '.flotilla', 'workers', id);
+  if (stateDir.trim() === '') bad("Cannot start worker as '--state-dir' must not be empty");
+
+  const cfg: WorkerConfig = { id, managers, token: token!, drivers, labels, resources, stateDir, listen, stopGraceMs, logLevel };
+  if (advertise !== undefined) cfg.advertise = advertise;
+  return cfg;
+}
+
+/**
+ * Run a worker: validate the flags, start the agent, and (unless told not to) stop it on
+ * SIGINT/SIGTERM. Resolves with the running agent.
+ */
+export async function runWorker(flags: WorkerFlags, opts: RunWorkerOptions = {}): Promise<WorkerAgent> {
+  const cfg = parseWorkerFlags(flags, opts.env ?? process.env);
+  const log = opts.log ?? consoleLogger(cfg.id, cfg.logLevel);
+  const drivers = cfg.drivers.map((name) => DRIVER_FACTORIES[name]!({ stateDir: cfg.stateDir, log }));
+  const agent = new WorkerAgent({
+    id: cfg.id,
+    managers: cfg.managers,
+    token: cfg.token,
+    labels: cfg.labels,
+    resources: cfg.resources,
+    drivers,
+    stateDir: cfg.stateDir,
+    listen: cfg.listen,
+    advertise: cfg.advertise,
+    stopGraceMs: cfg.stopGraceMs,
+    log,
+  });
+  await agent.start();
+  log.info(`worker ${cfg.id} listening on ${agent.httpAddress}; managers ${cfg.managers.join(',')}; drivers ${cfg.drivers.join(',')}`);
+  if (opts.handleSignals !== false) {
+    let stopping = false;
+    const stop = (sig: string): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info(`${sig}: stopping the worker (tasks keep running)`);
+      agent.close().then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  }
+  return agent;
+}

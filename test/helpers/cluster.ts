@@ -1,0 +1,178 @@
+// Real multi-process clusters for integration tests: managers and workers are separate OS
+// processes (the built CLI), with real LevelDB directories and loopback sockets.
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync, createWriteStream } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import net from 'node:net';
+import { FlotillaClient } from '../../src/client/client.js';
+
+export const ROOT = join(import.meta.dirname, '..', '..');
+export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
+export const SECRET = 'test-cluster-secret-0123456789abcdef';
+
+export async function freePorts(n: number): Promise<number[]> {
+  const servers: net.Server[] = [];
+  const ports: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const s = net.createServer();
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+    ports.push((s.address() as net.AddressInfo).port);
+    servers.push(s);
+  }
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
+export interface ProcInfo {
+  id: string;
+  addr: string;
+  proc: ChildProcess | null;
+  args: string[];
+  logFile: string;
+}
+
+export class TestCluster {
+  readonly dir: string;
+  readonly managers = new Map<string, ProcInfo>();
+  readonly workers = new Map<string, ProcInfo>();
+  readonly secretFile: string;
+  readonly tokenFile: string;
+
+  constructor(prefix = 'flotilla-it-') {
+    this.dir = mkdtempSync(join(tmpdir(), prefix));
+    this.secretFile = join(this.dir, 'secret');
+    writeFileSync(this.secretFile, SECRET, { mode: 0o600 });
+    this.tokenFile = join(this.dir, 'worker-token');
+  }
+
+  static async managers(n: number, extra: string[] = []): Promise<TestCluster> {
+    const c = new TestCluster();
+    const ports = await freePorts(n);
+    const members = ports.map((p, i) => `m${i + 1}=127.0.0.1:${p}`).join(',');
+    for (let i = 0; i < n; i++) c.startManager(`m${i + 1}`, `127.0.0.1:${ports[i]}`, ['--bootstrap', members, ...extra]);
+    await c.waitForLeader();
+    return c;
+  }
+
+  startManager(id: string, addr: string, extra: string[] = []): ProcInfo {
+    const args = [CLI, 'manager', '--id', id, '--listen', addr, '--data', join(this.dir, id), '--secret-file', this.secretFile, ...extra];
+    const info: ProcInfo = { id, addr, proc: null, args, logFile: join(this.dir, `${id}.log`) };
+    this.managers.set(id, info);
+    this.spawn(info);
+    return info;
+  }
+
+  private spawn(info: ProcInfo): void {
+    const out = createWriteStream(info.logFile, { flags: 'a' });
+    const p = spawn(process.execPath, info.args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FLOTILLA_LOG_LEVEL: process.env.FLOTILLA_LOG_LEVEL ?? 'info' } });
+    p.stdout!.pipe(out);
+    p.stderr!.pipe(out);
+    info.proc = p;
+  }
+
+  restart(id: string): void {
+    const info = this.managers.get(id) ?? this.workers.get(id)!;
+    if (info.proc && info.proc.exitCode === null && info.proc.signalCode === null) throw new Error(`${id} is still running`);
+    this.spawn(info);
+  }
+
+  kill(id: string, signal: NodeJS.Signals = 'SIGKILL'): void {
+    const info = this.managers.get(id) ?? this.workers.get(id)!;
+    info.proc?.kill(signal);
+  }
+
+  async killAndWait(id: string): Promise<void> {
+    const info = this.managers.get(id) ?? this.workers.get(id)!;
+    const p = info.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const done = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await done;
+  }
+
+  addrs(ids?: string[]): string[] {
+    return [...this.managers.values()].filter((m) => !ids || ids.includes(m.id)).map((m) => m.addr);
+  }
+
+  client(ids?: string[], timeoutMs = 15_000): FlotillaClient {
+    return new FlotillaClient(this.addrs(ids), { timeoutMs });
+  }
+
+  async status(id: string): Promise<Record<string, any> | null> {
+    const info = this.managers.get(id)!;
+    try {
+      return await new FlotillaClient([info.addr], { timeoutMs: 1000, attemptTimeoutMs: 1000 }).get('/v1/status', { pinned: true, timeoutMs: 1000 });
+    } catch {
+      return null;
+    }
+  }
+
+  /** Waits until the live managers agree on one leader; returns its id. */
+  async waitForLeader(timeoutMs = 20_000, exclude: string[] = []): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const ids = [...this.managers.keys()].filter((id) => !exclude.includes(id));
+      const sts = await Promise.all(ids.map((id) => this.status(id)));
+      const leaders = sts.filter((s) => s && s.role === 'leader');
+      if (leaders.length === 1) {
+        const l = leaders[0]!;
+        const agree = sts.filter((s) => s && s.leader === l.id && s.term === l.term).length;
+        if (agree > ids.length / 2) return l.id as string;
+      }
+      await sleep(50);
+    }
+    throw new Error(`no leader within ${timeoutMs} ms; logs in ${this.dir}`);
+  }
+
+  async stop(): Promise<void> {
+    const all = [...this.workers.values(), ...this.managers.values()];
+    await Promise.all(
+      all.map(async (i) => {
+        const p = i.proc;
+        if (!p || p.exitCode !== null || p.signalCode !== null) return;
+        const done = new Promise((r) => p.once('exit', r));
+        try {
+          p.kill('SIGCONT');
+        } catch {}
+        p.kill('SIGKILL');
+        await done;
+      }),
+    );
+    if (!process.env.KEEP_TEST_DIRS) rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  mkdir(name: string): string {
+    const d = join(this.dir, name);
+    mkdirSync(d, { recursive: true });
+    return d;
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function eventually<T>(fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, timeoutMs = 15_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v as T;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(50);
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+}
+
+/** Runs the built CLI without blocking this process; resolves with its exit status and output. */
+export function runCli(args: string[], opts: { env?: Record<string, string>; timeoutMs?: number; input?: string } = {}): Promise<{ status: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = execFile(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: opts.timeoutMs ?? 90_000, env: { ...process.env, ...opts.env } }, (err, stdout, stderr) => {
+      const status = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
+      resolve({ status, stdout, stderr });
+    });
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
+  });
+}

@@ -1,0 +1,354 @@
+// The process driver with real processes: pods, logs, stop (TERM then KILL), exit codes, pod
+// failure, adoption by a new driver on the same state dir, and no shell injection.
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseTaskSpec, type TaskSpec } from '../src/manager/spec.js';
+import type { DriverTaskStatus, LogLine } from '../src/worker/driver.js';
+import { ProcessDriver, readProcStat, taskDirName } from '../src/worker/drivers/process.js';
+
+const dirs: string[] = [];
+const drivers: ProcessDriver[] = [];
+const groups = new Set<number>();
+
+function tmp(): string {
+  const d = mkdtempSync(join(tmpdir(), 'flotilla-proc-'));
+  dirs.push(d);
+  return d;
+}
+
+function driver(dir: string, opts: { podFailureGraceMs?: number } = {}): ProcessDriver {
+  const d = new ProcessDriver({ dir, pollMs: 50, ...opts });
+  drivers.push(d);
+  return d;
+}
+
+function spec(containers: { command: string[]; args?: string[]; env?: Record<string, string>; name?: string; workdir?: string }[], name = 'pod'): TaskSpec {
+  return parseTaskSpec({ name, driver: 'process', containers });
+}
+
+const sh = (script: string) => ({ command: ['/bin/sh', '-c', script] });
+
+/** Remember every process group a driver reports, so afterEach can kill what is left. */
+async function track(d: ProcessDriver): Promise<DriverTaskStatus[]> {
+  const all = await d.list();
+  for (const s of all) for (const c of s.containers ?? []) if (c.pid !== undefined) groups.add(c.pid);
+  return all;
+}
+
+function alive(pid: number): boolean {
+  const st = readProcStat(pid);
+  return st !== null && st.state !== 'Z';
+}
+
+async function waitFor<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 15_000): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+async function stateOf(d: ProcessDriver, id: string): Promise<DriverTaskStatus> {
+  const s = await d.inspect(id);
+  if (s === null) throw new Error(`no task ${id}`);
+  return s;
+}
+
+async function collect(it: AsyncIterable<LogLine>): Promise<LogLine[]> {
+  const out: LogLine[] = [];
+  for await (const l of it) out.push(l);
+  return out;
+}
+
+/** Wrapper processes (by command line) running for a task dir + container. */
+function wrappersFor(base: string): number[] {
+  const out: number[] = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const argv = readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0');
+      if (argv.includes('flotilla-wrap') && argv.includes(base) && alive(Number(e))) out.push(Number(e));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+afterEach(async () => {
+  for (const d of drivers.splice(0)) {
+    await track(d).catch(() => undefined);
+    await d.close();
+  }
+  for (const g of groups) {
+    try {
+      process.kill(-g, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  groups.clear();
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+describe('process driver', () => {
+  it('runs a pod of two containers, logs their output and stops it', async () => {
+    const d = driver(tmp());
+    const events: DriverTaskStatus[] = [];
+    await d.start('t1', spec([sh('echo hi from c0; echo oops >&2; sleep 30'), sh('echo hi from c1; sleep 30')]), (s) => events.push(s));
+    const [st] = await track(d);
+    expect(st!.state).toBe('running');
+    expect(st!.containers!.map((c) => c.name)).toEqual(['c0', 'c1']);
+    const pids = st!.containers!.map((c) => c.pid!);
+    expect(pids.every(alive)).toBe(true);
+    expect(st!.pid).toBe(pids[0]);
+    // own process groups, not the test's
+    for (const p of pids) expect(readProcStat(p)!.pgrp).toBe(p);
+
+    const lines = await waitFor(async () => {
+      const l = await collect(d.logs('t1'));
+      return l.length >= 3 ? l : null;
+    }, 'log lines');
+    expect(lines).toContainEqual({ container: 'c0', stream: 'stdout', line: 'hi from c0' });
+    expect(lines).toContainEqual({ container: 'c0', stream: 'stderr', line: 'oops' });
+    expect(lines).toContainEqual({ container: 'c1', stream: 'stdout', line: 'hi from c1' });
+    expect(await collect(d.logs('t1', { container: 'c1' }))).toEqual([{ container: 'c1', stream: 'stdout', line: 'hi from c1' }]);
+    await expect(collect(d.logs('t1', { container: 'nope' }))).rejects.toThrow(/no container 'nope'/);
+    await expect(collect(d.logs('nope'))).rejects.toThrow(/not on this worker/);
+
+    await d.stop('t1', 5000);
+    const done = await stateOf(d, 't1');
+    expect(done.state).toBe('stopped');
+    expect(pids.some(alive)).toBe(false);
+    // Every change is an event (detail changes too); the states go forward only.
+    expect(events.map((e) => e.state).filter((s, i, a) => s !== a[i - 1])).toEqual(['starting', 'running', 'stopped']);
+    expect(events.some((e) => e.state === 'running' && e.reason === 'stopping')).toBe(true);
+
+    await d.remove('t1');
+    expect(await d.inspect('t1')).toBeNull();
+    expect(await d.list()).toEqual([]);
+    expect(existsSync(join(d.dir, 'tasks', 't1'))).toBe(false);
+  });
+
+  it('stop sends SIGTERM to the group, then SIGKILL after the grace period', async () => {
+    const d = driver(tmp());
+    // c0 ignores TERM (keeps looping), c1 dies of it.
+    await d.start('t-term', spec([sh("trap 'echo got TERM' TERM; echo ready; while :; do sleep 0.05; done"), sh('sleep 30')]));
+    const [st] = await track(d);
+    const [p0, p1] = st!.containers!.map((c) => c.pid!);
+    await waitFor(async () => (await collect(d.logs('t-term'))).some((l) => l.line === 'ready'), 'ready');
+
+    const grace = 1500;
+    const t0 = Date.now();
+    const stopping = d.stop('t-term', grace);
+    await waitFor(async () => (await collect(d.logs('t-term', { container: 'c0' }))).some((l) => l.line === 'got TERM'), 'TERM to reach c0');
+    expect(alive(p0!)).toBe(true); // survived SIGTERM
+    await stopping;
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(grace - 50); // SIGKILL is never sent before the grace ends
+    const done = await stateOf(d, 't-term');
+    expect(done.state).toBe('stopped');
+    expect(done.containers!.find((c) => c.name === 'c0')!.exitCode).toBe(137);
+    expect(done.containers!.find((c) => c.name === 'c1')!.exitCode).toBe(143); // 128 + SIGTERM
+    expect(alive(p0!) || alive(p1!)).toBe(false);
+  });
+
+  it('reports exit codes: exit 3 fails the task with exitCode 3; all zero succeeds', async () => {
+    const d = driver(tmp());
+    await d.start('bad', spec([sh('echo bye; exit 3')]));
+    await d.start('good', spec([sh('exit 0'), sh('sleep 0.2; exit 0')]));
+    await track(d);
+    const bad = await waitFor(async () => {
+      const s = await stateOf(d, 'bad');
+      return s.state === 'failed' ? s : null;
+    }, 'bad to fail');
+    expect(bad.exitCode).toBe(3);
+    expect(bad.reason).toMatch(/container 'c0' exited with code 3/);
+    expect(bad.finishedAt).toBeTypeOf('number');
+    const good = await waitFor(async () => {
+      const s = await stateOf(d, 'good');
+      return s.state === 'succeeded' ? s : null;
+    }, 'good to succeed');
+    expect(good.exitCode).toBe(0);
+    // Logs of a finished task are still there; follow ends by itself once the task is over.
+    expect((await collect(d.logs('bad', { follow: true }))).map((l) => l.line)).toEqual(['bye']);
+    // Starting a finished task again is a conflict until it is removed.
+    await expect(d.start('bad', spec([sh('echo bye; exit 3')]))).rejects.toThrow(/remove it first/);
+    await d.remove('bad');
+    await d.start('bad', spec([sh('echo bye; exit 3')]));
+    await track(d);
+    await waitFor(async () => (await stateOf(d, 'bad')).state === 'failed', 'bad to fail again');
+  });
+
+  it('fails the pod when one container fails and stops the others', async () => {
+    const d = driver(tmp(), { podFailureGraceMs: 2000 });
+    const events: DriverTaskStatus[] = [];
+    d.watch((s) => events.push(s));
+    await d.start('pod', spec([sh('sleep 30'), sh('sleep 0.3; exit 4')]));
+    const [st] = await track(d);
+    const p0 = st!.containers![0]!.pid!;
+    const done = await waitFor(async () => {
+      const s = await stateOf(d, 'pod');
+      return s.state === 'failed' ? s : null;
+    }, 'pod to fail');
+    expect(done.exitCode).toBe(4);
+    expect(done.reason).toMatch(/'c1' exited with code 4/);
+    expect(done.containers!.map((c) => c.exitCode)).toEqual([143, 4]);
+    expect(alive(p0)).toBe(false);
+    expect(events.at(-1)!.state).toBe('failed');
+    expect(events.filter((e) => e.state === 'failed')).toHaveLength(1);
+  });
+
+  it('follows logs as they are written and honours tail', async () => {
+    const d = driver(tmp());
+    await d.start('logs', spec([sh('for i in 1 2 3 4 5; do echo line $i; sleep 0.1; done; printf partial')]));
+    await track(d);
+    const lines = (await collect(d.logs('logs', { follow: true }))).map((l) => l.line);
+    expect(lines).toEqual(['line 1', 'line 2', 'line 3', 'line 4', 'line 5', 'partial']);
+    expect((await collect(d.logs('logs', { tail: 2 }))).map((l) => l.line)).toEqual(['line 5', 'partial']);
+    expect((await collect(d.logs('logs', { tail: 0 }))).map((l) => l.line)).toEqual([]);
+    expect((await collect(d.logs('logs', { tail: 100 }))).length).toBe(6);
+
+    // An aborted follow ends quietly.
+    await d.start('long', spec([sh('echo one; sleep 30')]));
+    await track(d);
+    const ac = new AbortController();
+    const got: string[] = [];
+    const reading = (async () => {
+      for await (const l of d.logs('long', { follow: true, signal: ac.signal })) got.push(l.line);
+    })();
+    await waitFor(() => got.length === 1, 'first followed line');
+    ac.abort();
+    await reading;
+    expect(got).toEqual(['one']);
+  });
+
+  it('adopts running tasks after the driver is dropped, without duplicates', async () => {
+    const dir = tmp();
+    const a = driver(dir);
+    await a.start('keep', spec([sh('echo started; sleep 30'), sh('sleep 30')]));
+    const [before] = await track(a);
+    const pids = before!.containers!.map((c) => c.pid!);
+    await a.close(); // the worker "dies": nothing is stopped
+
+    const b = driver(dir);
+    const [after] = await track(b);
+    expect(after!.taskId).toBe('keep');
+    expect(after!.state).toBe('running');
+    expect(after!.pid).toBe(before!.pid);
+    expect(after!.containers!.map((c) => c.pid)).toEqual(pids);
+    expect(pids.every(alive)).toBe(true);
+
+    // Starting it again (same spec) is a no-op: same pids, one wrapper per container.
+    await b.start('keep', spec([sh('echo started; sleep 30'), sh('sleep 30')]));
+    expect((await stateOf(b, 'keep')).containers!.map((c) => c.pid)).toEqual(pids);
+    expect(wrappersFor(join(b.dir, 'tasks', 'keep', 'c0'))).toEqual([pids[0]]);
+    expect(wrappersFor(join(b.dir, 'tasks', 'keep', 'c1'))).toEqual([pids[1]]);
+    // A different spec under the same id is refused.
+    await expect(b.start('keep', spec([sh('sleep 1')]))).rejects.toThrow(/different spec/);
+    // Logs written before the "restart" are still readable.
+    expect((await collect(b.logs('keep'))).map((l) => l.line)).toContain('started');
+
+    // The adopting driver can stop it.
+    await b.stop('keep', 2000);
+    expect((await stateOf(b, 'keep')).state).toBe('stopped');
+    expect(pids.some(alive)).toBe(false);
+  });
+
+  it('reports the real exit code of a task that exited while no driver watched', async () => {
+    const dir = tmp();
+    const a = driver(dir);
+    await a.start('gone', spec([sh('sleep 0.3; exit 7')]));
+    await a.start('fine', spec([sh('sleep 0.3')]));
+    await track(a);
+    await a.close();
+    const taskDir = join(dir, 'tasks', taskDirName('gone'));
+    await waitFor(() => existsSync(join(taskDir, 'c0.exit')) && existsSync(join(dir, 'tasks', 'fine', 'c0.exit')), 'exit files');
+
+    const b = driver(dir);
+    const events: DriverTaskStatus[] = [];
+    b.watch((s) => events.push(s));
+    const gone = await stateOf(b, 'gone');
+    expect(gone.state).toBe('failed');
+    expect(gone.exitCode).toBe(7);
+    expect((await stateOf(b, 'fine')).state).toBe('succeeded');
+    expect(events.map((e) => `${e.taskId}:${e.state}`).sort()).toEqual(['fine:succeeded', 'gone:failed']);
+  });
+
+  it('does not mistake a recycled pid for the task', async () => {
+    const dir = tmp();
+    const a = driver(dir);
+    await a.start('rec', spec([sh('sleep 30')]));
+    const [st] = await track(a);
+    await a.close();
+    const pid = st!.pid!;
+    process.kill(-pid, 'SIGKILL'); // the whole group dies: no exit file
+    await waitFor(() => !alive(pid), 'group to die');
+    // Pretend the pid was recycled: point the record at a live process that is not ours.
+    const file = join(dir, 'tasks', 'rec', 'task.json');
+    const rec = JSON.parse(readFileSync(file, 'utf8'));
+    rec.containers[0].pid = process.pid;
+    rec.containers[0].procStart = readProcStat(process.pid)!.start;
+    writeFileSync(file, JSON.stringify(rec));
+
+    const b = driver(dir);
+    const s = await stateOf(b, 'rec');
+    expect(s.state).toBe('failed');
+    expect(s.exitCode).toBeUndefined();
+    expect(s.reason).toMatch(/killed/);
+    await b.remove('rec'); // must not signal the test process' group
+    expect(alive(process.pid)).toBe(true);
+  });
+
+  it('passes args and env literally (no shell injection)', async () => {
+    const dir = tmp();
+    const marker = join(dir, 'pwned');
+    const tricky = [`a b`, `"quoted"`, `'single'`, `$(touch ${marker})`, `\`touch ${marker}\``, `; touch ${marker}`, `$HOME`, `\\n`, ''];
+    const d = driver(dir);
+    await d.start(
+      'inj',
+      spec([
+        { name: 'args', command: ['printf', '[%s]\\n'], args: tricky },
+        { name: 'env', command: ['/usr/bin/env'], env: { TRICKY: tricky.join('|'), PATH: '/usr/bin:/bin' } },
+      ]),
+    );
+    await track(d);
+    await waitFor(async () => (await stateOf(d, 'inj')).state === 'succeeded', 'inj to succeed');
+    const argLines = (await collect(d.logs('inj', { container: 'args' }))).map((l) => l.line);
+    expect(argLines).toEqual(tricky.map((t) => `[${t}]`));
+    const env = (await collect(d.logs('inj', { container: 'env' }))).map((l) => l.line);
+    expect(env).toContain(`TRICKY=${tricky.join('|')}`);
+    expect(env).toContain('FLOTILLA_TASK_ID=inj');
+    expect(env).toContain('FLOTILLA_CONTAINER=env');
+    expect(env.some((l) => l.startsWith('PATH=/usr/bin:/bin'))).toBe(true);
+    expect(existsSync(marker)).toBe(false);
+
+    // A task id that is not a safe file name still works.
+    await d.start('../../evil id $(x)', spec([sh('exit 0')]));
+    await track(d);
+    await waitFor(async () => (await stateOf(d, '../../evil id $(x)')).state === 'succeeded', 'odd id');
+    expect(readdirSync(join(dir, 'tasks')).every((n) => !n.includes('/') && !n.startsWith('.'))).toBe(true);
+  });
+
+  it('fails (does not throw) when the executable or workdir is missing', async () => {
+    const d = driver(tmp());
+    await d.start('noexe', spec([sh('sleep 30'), { command: ['no-such-program-xyz'] }]));
+    const s = await stateOf(d, 'noexe');
+    expect(s.state).toBe('failed');
+    expect(s.reason).toMatch(/container 'c1'.*'no-such-program-xyz' was not found/);
+    expect(s.containers!.every((c) => c.pid === undefined)).toBe(true); // nothing was launched
+
+    await d.start('nodir', spec([{ command: ['/bin/true'], workdir: '/definitely/not/here' }]));
+    expect((await stateOf(d, 'nodir')).reason).toMatch(/workdir '\/definitely\/not\/here' is not a directory/);
+
+    // A relative workdir is relative to the task's scratch dir; the default is that dir.
+    await d.start('pwd', spec([{ command: ['/bin/sh', '-c', 'mkdir -p sub && pwd'] }]));
+    await waitFor(async () => (await stateOf(d, 'pwd')).state === 'succeeded', 'pwd');
+    expect((await collect(d.logs('pwd'))).map((l) => l.line)).toEqual([join(d.dir, 'tasks', 'pwd', 'work')]);
+
+    await expect(d.start('docker', parseTaskSpec({ name: 'x', containers: [{ image: 'busybox' }] }))).rejects.toThrow(/must be 'process'/);
+  });
+});
