@@ -15,7 +15,7 @@ import {
   type Report,
 } from '../src/raft/sim/checkers.js';
 import { Prng, derive } from '../src/raft/sim/prng.js';
-import { runSeed, type RunResult } from '../src/raft/sim/run.js';
+import { runSeed, seedParams, type RunResult } from '../src/raft/sim/run.js';
 import type { SimBug } from '../src/raft/sim/network.js';
 
 /** A Report that records what fired. */
@@ -41,7 +41,6 @@ function hunt(bug: SimBug, n: number): RunResult[] {
 
 describe('sim: 2,000 seeds, no violation', () => {
   const CHUNK = 250;
-  const sizes = new Set<number>();
   for (let c = 0; c < 8; c++) {
     const from = c * CHUNK + 1;
     const to = from + CHUNK - 1;
@@ -49,15 +48,23 @@ describe('sim: 2,000 seeds, no violation', () => {
       const bad: string[] = [];
       for (let seed = from; seed <= to; seed++) {
         const r = runSeed({ seed });
-        sizes.add(r.nodes);
         if (r.violations.length > 0) bad.push(fmt(r));
         else expect(r.healTicks, `seed ${seed} converged`).toBeGreaterThanOrEqual(0);
       }
       expect(bad).toEqual([]);
     });
   }
-  it('covers clusters of 3, 5 and 7 nodes', () => {
-    expect([...sizes].sort()).toEqual([3, 5, 7]);
+  it('the seeds cover clusters of 3, 5 and 7 nodes and every scenario family', () => {
+    const sizes = new Map<number, number>();
+    const families = new Map<string, number>();
+    for (let seed = 1; seed <= 2000; seed++) {
+      const p = seedParams(seed);
+      sizes.set(p.n, (sizes.get(p.n) ?? 0) + 1);
+      families.set(p.family, (families.get(p.family) ?? 0) + 1);
+    }
+    expect([...sizes.keys()].sort()).toEqual([3, 5, 7]);
+    for (const n of [3, 5, 7]) expect(sizes.get(n)!).toBeGreaterThan(100);
+    expect([...families.keys()].sort()).toEqual(['figure8', 'no-sync', 'random']);
   });
 });
 

@@ -405,7 +405,7 @@ export class Orchestrator {
         const reasons = plan.unplaced.filter((u) => this.m.state.getTask(u.taskId)?.reason !== u.reason);
         const cmds: SingleCommand[] = [];
         if (plan.placements.length > 0) cmds.push({ type: 'task.assign', placements: plan.placements, term: 0, at: Date.now() });
-        if (reasons.length > 0) cmds.push({ type: 'task.pending', items: reasons.map((u) => ({ taskId: u.taskId, reason: u.reason })), term: 0, at: Date.now() } as unknown as SingleCommand);
+        if (reasons.length > 0) cmds.push({ type: 'task.pending', items: reasons.map((u) => ({ taskId: u.taskId, reason: u.reason })), term: 0, at: Date.now() });
         if (cmds.length === 0) continue;
         await this.decide((term) => cmds.map((c) => ({ ...c, term }) as SingleCommand));
       } while (this.scheduleAgain);
@@ -442,7 +442,16 @@ export class Orchestrator {
   private restartLoop(): void {
     if (this.leaderTerm === null) return;
     const now = Date.now();
+    // Work lost with its node is rescheduled at once, whatever the restart policy: the task
+    // did not fail, its node did (this does not count as a restart).
+    for (const t of this.m.state.listTasks({ state: 'lost', desired: 'running' })) {
+      const key = `restart:${t.id}:${t.attempt}`;
+      if (this.inflight.has(key)) continue;
+      this.inflight.add(key);
+      void this.decide((term) => [{ type: 'task.restart', taskId: t.id, term, at: Date.now(), force: true, reason: `rescheduled: ${t.reason}` }]).finally(() => this.inflight.delete(key));
+    }
     for (const t of this.m.state.tasksAwaitingRestart()) {
+      if (t.state === 'lost') continue;
       if (t.nextRestartAt === undefined || t.nextRestartAt > now) continue;
       const key = `restart:${t.id}:${t.attempt}`;
       if (this.inflight.has(key)) continue;
@@ -472,7 +481,7 @@ export class Orchestrator {
       }
     }
     if (moves.length === 0) return;
-    void this.decide((term) => moves.map((t) => ({ type: 'task.restart', taskId: t.id, term, at: Date.now(), force: true, reason: `node ${t.node} is draining` }) as SingleCommand));
+    void this.decide((term) => moves.map((t): SingleCommand => ({ type: 'task.restart', taskId: t.id, term, at: Date.now(), force: true, reason: `moved: node ${t.node} is draining` })));
   }
 
   nodes(): NodeInfo[] {

@@ -194,6 +194,8 @@ export class RaftCore {
   /** ReadIndex requests that arrived before the leader committed an entry in its term. */
   private deferredReads: { context: string; from: NodeId }[] = [];
   private needBroadcast = false;
+  /** Removed nodes still being told about their removal (index of the removal entry). */
+  private departing = new Map<NodeId, { index: number; ticks: number }>();
   private commitBroadcast = false;
 
   private msgs: Message[] = [];
@@ -323,7 +325,8 @@ export class RaftCore {
     }
     if (m.term > this.term) {
       if (m.type === 'vote' || m.type === 'preVote') {
-        const inLease = this.checkQuorum && this.leader !== null && this.electionElapsed < this.electionTimeout;
+        // Heard from a leader within the election timeout: deny (pre-)votes (dissertation §4.2.3, §9.6).
+        const inLease = (this.checkQuorum || this.preVote) && this.leader !== null && this.electionElapsed < this.electionTimeout;
         if (!m.transfer && inLease) return; // a leader is known and alive: a disruptive candidate is ignored
       }
       if (m.type === 'preVote') {
@@ -381,6 +384,7 @@ export class RaftCore {
     }
     this.needBroadcast = false;
     this.commitBroadcast = false;
+    this.departing.clear();
     const hs = this.hardState();
     const entries = this.log.unstableEntries();
     const snapshot = this.log.unstableSnapshot ?? undefined;
@@ -486,6 +490,7 @@ export class RaftCore {
     this.deferredReads = [];
     this.needBroadcast = false;
     this.commitBroadcast = false;
+    this.departing.clear();
   }
 
   private becomePreCandidate(): void {
@@ -548,6 +553,10 @@ export class RaftCore {
   private tickHeartbeat(): void {
     this.heartbeatElapsed++;
     this.electionElapsed++;
+    for (const [id, d] of this.departing) {
+      // Give up on a removed node that does not answer (it may be gone for good).
+      if (++d.ticks > 10 * this.electionTimeout) this.forgetDeparting(id, false);
+    }
     if (this.electionElapsed >= this.electionTimeout) {
       this.electionElapsed = 0;
       if (this.checkQuorum) {
@@ -745,6 +754,8 @@ export class RaftCore {
           while (this.sendAppend(m.from, false)) {
             /* loop */
           }
+          const dep = this.departing.get(m.from);
+          if (dep && pr.match >= dep.index && this.log.committed >= dep.index) this.forgetDeparting(m.from, true);
           if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) {
             this.send({ type: 'timeoutNow', to: m.from, term: this.term, index: 0, logTerm: 0 });
           }
@@ -980,6 +991,15 @@ export class RaftCore {
     }
   }
 
+  private forgetDeparting(id: NodeId, tellCommit: boolean): void {
+    const pr = this.prs.get(id);
+    if (tellCommit && pr) {
+      this.send({ type: 'heartbeat', to: id, term: this.term, index: 0, logTerm: 0, commit: Math.min(pr.match, this.log.committed) });
+    }
+    this.departing.delete(id);
+    if (!this.voters.has(id) && !this.learners.has(id)) this.prs.delete(id);
+  }
+
   private abortLeaderTransfer(): void {
     this.leadTransferee = null;
   }
@@ -1014,17 +1034,10 @@ export class RaftCore {
     this.confHistory.push({ index, conf: this.conf() });
     if (this.role !== 'leader') return;
     if (cc.type === 'removeNode') {
-      const gone = this.prs.get(cc.node);
-      if (gone && cc.node !== this.id) {
-        // Tell the removed node that its removal committed (sending what it lacks up to the
-        // commit index), so it applies it and stays quiet instead of campaigning.
-        const ents = this.log.slice(gone.match + 1, this.log.committed + 1, this.maxSizePerMsg);
-        const prevTerm = this.log.term(gone.match);
-        if (ents && prevTerm !== undefined) {
-          this.send({ type: 'app', to: cc.node, term: this.term, index: gone.match, logTerm: prevTerm, entries: ents, commit: this.log.committed });
-        }
-      }
-      this.prs.delete(cc.node);
+      // Keep replicating to the removed node (outside every quorum) until it has the entry
+      // that removes it, so it applies its removal and stays quiet instead of campaigning.
+      if (cc.node !== this.id && this.prs.has(cc.node)) this.departing.set(cc.node, { index, ticks: 0 });
+      else this.prs.delete(cc.node);
       if (this.leadTransferee === cc.node) this.abortLeaderTransfer();
       if (cc.node === this.id) {
         // A removed leader steps down; it is no longer promotable, so it never campaigns.

@@ -16,11 +16,11 @@
 //  * The worker never restarts anything: it reports exits; a finished task stays reported
 //    until the manager drops it from the set or asks to shut it down, then it is removed.
 //  * Status changes are batched: at most one `status` frame per `statusBatchMs` (50 ms).
-//
-// Protocol extension (tolerated, not required): an assigned task may carry `attempt`. When it
-// does, a finished local task with a lower attempt is removed and the new attempt started,
-// and reports for that task carry `attempt` (the state machine ignores reports of other
-// attempts). Without it, a finished task is never started again under the same id.
+//  * Attempts: the manager restarts a task in place (same id, attempt + 1). An assignment
+//    with a higher attempt than the local run replaces it (stop if still running, remove,
+//    start the new attempt); a lower one is stale and ignored; the same one is left alone,
+//    whether it runs or has finished. Every report carries the attempt it is about (drivers
+//    keep it with the task, so it survives a worker restart).
 //
 // The agent also serves a small HTTP API on `listen` (see `handleHttp`):
 //   GET /healthz                          → 200 {"ok":true,…} (no auth)
@@ -85,7 +85,7 @@ export interface WorkerAgentOptions {
 export interface AgentTaskView extends DriverTaskStatus {
   driver: string | null;
   desired?: 'running' | 'shutdown';
-  attempt?: number;
+  attempt: number;
 }
 
 export interface AgentStatus {
@@ -105,10 +105,10 @@ export interface AgentStatus {
 
 interface AgentTask {
   taskId: string;
+  attempt: number;
   driver: Driver | null;
   status: DriverTaskStatus;
   desired?: 'running' | 'shutdown';
-  attempt?: number;
 }
 
 interface Session {
@@ -257,9 +257,8 @@ export class WorkerAgent {
       addr: this.addr,
       sessions: this.sessions,
       tasks: [...this.tasks.values()].map((t) => {
-        const v: AgentTaskView = { ...t.status, driver: t.driver?.name ?? null };
+        const v: AgentTaskView = { ...t.status, attempt: t.attempt, driver: t.driver?.name ?? null };
         if (t.desired !== undefined) v.desired = t.desired;
-        if (t.attempt !== undefined) v.attempt = t.attempt;
         return v;
       }),
     };
@@ -310,7 +309,7 @@ export class WorkerAgent {
     if (this.closed) return;
     let t = this.tasks.get(s.taskId);
     if (t === undefined) {
-      t = { taskId: s.taskId, driver: d, status: s };
+      t = { taskId: s.taskId, attempt: s.attempt ?? 1, driver: d, status: s };
       this.tasks.set(s.taskId, t);
     } else {
       if (t.driver !== null && t.driver !== d) {
@@ -319,17 +318,17 @@ export class WorkerAgent {
       }
       t.driver = d;
       t.status = s;
+      if (s.attempt !== undefined) t.attempt = s.attempt;
     }
     this.queueReport(this.reportOf(t));
   }
 
   private reportOf(t: AgentTask): TaskStatusReport {
     const s = t.status;
-    const r: TaskStatusReport = { taskId: t.taskId, state: s.state, at: Date.now() };
+    const r: TaskStatusReport = { taskId: t.taskId, attempt: t.attempt, state: s.state, at: Date.now() };
     if (s.reason !== undefined) r.reason = s.reason.slice(0, 4096);
     if (s.exitCode !== undefined) r.exitCode = s.exitCode;
     if (s.detail !== undefined) r.detail = s.detail.slice(0, 4096);
-    if (t.attempt !== undefined) (r as TaskStatusReport & { attempt?: number }).attempt = t.attempt;
     return r;
   }
 
@@ -347,10 +346,9 @@ export class WorkerAgent {
   }
 
   /** Record a task this worker cannot run (bad spec, missing driver) as failed. */
-  private failLocally(taskId: string, reason: string, attempt?: number): void {
+  private failLocally(taskId: string, attempt: number, reason: string): void {
     const now = Date.now();
-    const t: AgentTask = { taskId, driver: null, status: { taskId, state: 'failed', reason, finishedAt: now }, desired: 'running' };
-    if (attempt !== undefined) t.attempt = attempt;
+    const t: AgentTask = { taskId, attempt, driver: null, status: { taskId, attempt, state: 'failed', reason, finishedAt: now }, desired: 'running' };
     this.tasks.set(taskId, t);
     this.log.warn('cannot run task', { taskId, reason });
     this.queueReport(this.reportOf(t));
@@ -371,58 +369,52 @@ export class WorkerAgent {
   private async applyOne(s: Session, a: AssignedTaskIn): Promise<void> {
     const t = this.tasks.get(a.taskId);
     if (a.desired === 'shutdown') {
-      if (t === undefined) {
-        // Nothing runs here under that id: say so once per session, so the manager can settle it.
-        if (!s.reportedGone.has(a.taskId)) {
-          s.reportedGone.add(a.taskId);
-          const r: TaskStatusReport = { taskId: a.taskId, state: 'stopped', reason: 'not running on this worker', at: Date.now() };
-          if (a.attempt !== undefined) (r as TaskStatusReport & { attempt?: number }).attempt = a.attempt;
-          this.queueReport(r);
-        }
-        return;
+      if (t !== undefined) {
+        t.desired = 'shutdown';
+        await this.dropTask(a.taskId, 'desired shutdown');
       }
-      t.desired = 'shutdown';
-      await this.dropTask(a.taskId, 'desired shutdown');
+      // Nothing of that attempt runs here (any more): say so once per session, so the manager
+      // can settle a task it placed here that this worker never ran (or already forgot).
+      if ((t === undefined || t.attempt !== a.attempt) && !s.reportedGone.has(`${a.taskId}#${a.attempt}`)) {
+        s.reportedGone.add(`${a.taskId}#${a.attempt}`);
+        this.queueReport({ taskId: a.taskId, attempt: a.attempt, state: 'stopped', reason: 'not running on this worker', at: Date.now() });
+      }
       return;
     }
 
     if (t !== undefined) {
-      t.desired = 'running';
-      const newAttempt = a.attempt !== undefined && t.attempt !== undefined && a.attempt > t.attempt;
-      if (!newAttempt) {
-        if (t.attempt === undefined && a.attempt !== undefined) t.attempt = a.attempt; // adopted before the manager told us
+      if (a.attempt === t.attempt) {
+        t.desired = 'running';
         return; // running, starting, or finished (stays reported until the manager drops it)
       }
-      if (!isFinished(t.status.state)) {
-        this.log.warn('a new attempt was assigned while the old one runs; stopping the old one', { taskId: a.taskId, attempt: a.attempt });
-        await t.driver?.stop(a.taskId, this.stopGraceMs);
+      if (a.attempt < t.attempt) {
+        this.log.warn('ignoring a stale assignment', { taskId: a.taskId, assigned: a.attempt, local: t.attempt });
+        return;
       }
-      await t.driver?.remove(a.taskId);
-      this.tasks.delete(a.taskId);
+      await this.dropTask(a.taskId, `attempt ${a.attempt} replaces attempt ${t.attempt}`);
     }
 
     let spec: TaskSpec;
     try {
       spec = parseTaskSpec(a.spec, { allowHostMounts: true, action: `run task '${a.taskId}'` });
     } catch (e) {
-      this.failLocally(a.taskId, `invalid spec: ${errMessage(e)}`, a.attempt);
+      this.failLocally(a.taskId, a.attempt, `invalid spec: ${errMessage(e)}`);
       return;
     }
     const driver = this.drivers.get(spec.driver);
     if (driver === undefined) {
-      this.failLocally(a.taskId, `driver '${spec.driver}' is not available on worker ${this.id} (it has ${[...this.drivers.keys()].join(', ')})`, a.attempt);
+      this.failLocally(a.taskId, a.attempt, `driver '${spec.driver}' is not available on worker ${this.id} (it has ${[...this.drivers.keys()].join(', ')})`);
       return;
     }
-    // Entry first, so the driver's first events (and reports) already carry desired/attempt.
-    const entry: AgentTask = { taskId: a.taskId, driver, status: { taskId: a.taskId, state: 'starting' }, desired: 'running' };
-    if (a.attempt !== undefined) entry.attempt = a.attempt;
+    // The entry first, so the driver's first events (and reports) carry desired and attempt.
+    const entry: AgentTask = { taskId: a.taskId, attempt: a.attempt, driver, status: { taskId: a.taskId, attempt: a.attempt, state: 'starting' }, desired: 'running' };
     this.tasks.set(a.taskId, entry);
-    this.log.info('starting task', { taskId: a.taskId, name: spec.name, driver: driver.name, attempt: a.attempt ?? null });
+    this.log.info('starting task', { taskId: a.taskId, attempt: a.attempt, name: spec.name, driver: driver.name });
     try {
-      await driver.start(a.taskId, spec);
+      await driver.start(a.taskId, spec, undefined, { attempt: a.attempt });
     } catch (e) {
-      this.tasks.delete(a.taskId);
-      this.failLocally(a.taskId, `failed to start: ${errMessage(e)}`, a.attempt);
+      if (this.tasks.get(a.taskId) === entry) this.tasks.delete(a.taskId);
+      this.failLocally(a.taskId, a.attempt, `failed to start: ${errMessage(e)}`);
       return;
     }
     const st = await driver.inspect(a.taskId);
