@@ -3,6 +3,8 @@
 import { Command, Option } from 'commander';
 import { registerManagerCommands } from './manager-cmd.js';
 import { registerClusterCommands } from './cluster-cmd.js';
+import { registerWorkerCommand } from './worker-cmd.js';
+import { registerUp } from './up.js';
 
 const program = new Command();
 program
@@ -20,5 +22,7 @@ program.addOption(new Option('--managers <list>', 'manager addresses host:port,â
 
 registerManagerCommands(program);
 registerClusterCommands(program);
+registerWorkerCommand(program);
+registerUp(program);
 
 await program.parseAsync(process.argv);

@@ -98,7 +98,7 @@ function pickParams(seed: number): Params {
   const maxSizePerMsg = family === 'figure8' ? 1 : r.pick([undefined, 1, 200, 4096]);
   // One entry per message and one message in flight cannot catch a fresh learner up within the
   // heal budget: that combination is a throughput limit, not a liveness bug.
-  const maxInflightMsgs = r.pick(maxSizePerMsg === 1 ? [undefined, 2, 4, 64] : [undefined, 1, 4, 64]);
+  const maxInflightMsgs = r.pick(maxSizePerMsg === 1 ? [undefined, 4, 16, 64] : [undefined, 1, 4, 64]);
   return {
     family,
     n,

@@ -1,0 +1,35 @@
+// `flotilla worker …`: run a worker that follows the leader and runs the tasks assigned to it.
+import type { Command } from 'commander';
+import { runWorker, type WorkerFlags } from '../worker/main.js';
+import { action } from './util.js';
+
+export function registerWorkerCommand(program: Command): void {
+  program
+    .command('worker')
+    .description('run a worker: it registers with the leader and runs the tasks assigned to it')
+    .option('--id <id>', "this worker's id (e.g. w1)")
+    .option('--managers <list>', 'manager addresses host:port,… (or FLOTILLA_MANAGERS)')
+    .option('--token-file <file>', 'file holding the worker join token (or FLOTILLA_JOIN_TOKEN)')
+    .option('--driver <drivers>', 'docker and/or process, comma-separated', 'process')
+    .option('--labels <k=v,…>', 'node labels used by task constraints')
+    .option('--cpu <cpu>', "CPU offered, millicores or cores (default: this machine's)")
+    .option('--memory <size>', "memory offered, e.g. 4g (default: this machine's)")
+    .option('--state-dir <dir>', 'where the worker keeps task state and logs')
+    .option('--listen <host:port>', 'address of the worker log server (port 0 picks one)', '127.0.0.1:0')
+    .option('--advertise <host:port>', 'address managers use to reach the log server')
+    .option('--stop-grace <ms>', 'ms between SIGTERM and SIGKILL when a task is stopped', '10000')
+    .option('--log-level <level>', 'debug | info | warn | error', 'info')
+    .addHelpText(
+      'after',
+      `
+Example:
+  flotilla worker --id w1 --managers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 \\
+      --token-file .flotilla/worker-token --driver process --labels zone=a`,
+    )
+    .action(
+      action(async (flags: WorkerFlags, cmd: Command) => {
+        const managers = flags.managers ?? (cmd.parent?.opts().managers as string | undefined);
+        await runWorker({ ...flags, managers });
+      }),
+    );
+}
