@@ -126,7 +126,6 @@ describe('process driver', () => {
     expect(pids.some(alive)).toBe(false);
     // Every change is an event (detail changes too); the states go forward only.
     expect(events.map((e) => e.state).filter((s, i, a) => s !== a[i - 1])).toEqual(['starting', 'running', 'stopped']);
-    expect(events.some((e) => e.state === 'running' && e.reason === 'stopping')).toBe(true);
 
     await d.remove('t1');
     expect(await d.inspect('t1')).toBeNull();
@@ -137,10 +136,12 @@ describe('process driver', () => {
   it('stop sends SIGTERM to the group, then SIGKILL after the grace period', async () => {
     const d = driver(tmp());
     // c0 ignores TERM (keeps looping), c1 dies of it.
-    await d.start('t-term', spec([sh("trap 'echo got TERM' TERM; echo ready; while :; do sleep 0.05; done"), sh('sleep 30')]));
+    await d.start('t-term', spec([sh("trap 'echo got TERM' TERM; echo ready; while :; do sleep 0.05; done"), sh('echo ready; sleep 30')]));
     const [st] = await track(d);
     const [p0, p1] = st!.containers!.map((c) => c.pid!);
-    await waitFor(async () => (await collect(d.logs('t-term'))).some((l) => l.line === 'ready'), 'ready');
+    // (A TERM that lands while a wrapper is still forking its program is lost: SIGKILL after
+    // the grace period covers that. Wait until both programs run.)
+    await waitFor(async () => (await collect(d.logs('t-term'))).filter((l) => l.line === 'ready').length === 2, 'ready');
 
     const grace = 1500;
     const t0 = Date.now();

@@ -16,6 +16,11 @@ interface ManagerFlags {
   election: string;
   snapshotEvery: string;
   logLevel: string;
+  nodeGrace: string;
+  failoverGrace: string;
+  workerHeartbeat: string;
+  strategy: string;
+  allowPrivileged?: boolean;
 }
 
 export function registerManagerCommands(program: Command): void {
@@ -33,6 +38,11 @@ export function registerManagerCommands(program: Command): void {
     .option('--election <ms>', 'election timeout base; the randomized timeout is in [ms, 2×ms)', '300')
     .option('--snapshot-every <n>', 'take a snapshot every n applied entries', '10000')
     .option('--log-level <level>', 'debug | info | warn | error', 'info')
+    .option('--worker-heartbeat <ms>', 'heartbeat period the leader asks workers for', '1000')
+    .option('--node-grace <ms>', 'a worker silent this long is declared down and its tasks rescheduled', '5000')
+    .option('--failover-grace <ms>', 'after a leader change, how long workers have to reconnect before they are declared down', '10000')
+    .option('--strategy <name>', 'placement strategy: spread | binpack', 'spread')
+    .option('--allow-privileged', 'accept privileged task specs and host mounts')
     .addHelpText(
       'after',
       `
@@ -60,7 +70,26 @@ Examples:
         const secret = readSecret(flags.secretFile);
         const log = consoleLogger(id, flags.logLevel as 'info');
         const tickMs = Math.max(1, Math.min(10, Math.floor(heartbeatMs / 5)));
-        const m = await Manager.start({ id, listen, advertise, dataDir: flags.data, secret, bootstrap, heartbeatMs, electionMs, tickMs, snapshotEvery, log });
+        const workerHeartbeatMs = parseIntFlag('--worker-heartbeat', flags.workerHeartbeat, 50, 60_000);
+        const nodeGraceMs = parseIntFlag('--node-grace', flags.nodeGrace, 100, 3_600_000);
+        const failoverGraceMs = parseIntFlag('--failover-grace', flags.failoverGrace, 100, 3_600_000);
+        if (nodeGraceMs < 2 * workerHeartbeatMs) throw new UsageError('--node-grace must be at least 2 × --worker-heartbeat');
+        if (flags.strategy !== 'spread' && flags.strategy !== 'binpack') throw new UsageError(`--strategy must be spread or binpack, got '${flags.strategy}'`);
+        const m = await Manager.start({
+          id,
+          listen,
+          advertise,
+          dataDir: flags.data,
+          secret,
+          bootstrap,
+          heartbeatMs,
+          electionMs,
+          tickMs,
+          snapshotEvery,
+          log,
+          allowPrivileged: flags.allowPrivileged === true,
+          orchestrator: { heartbeatMs: workerHeartbeatMs, nodeGraceMs, failoverGraceMs, strategy: flags.strategy },
+        });
         let stopping = false;
         const stop = async (sig: string) => {
           if (stopping) return;

@@ -66,6 +66,8 @@ export function decodeSessionFrame(buf: Buffer): unknown {
 export class Orchestrator {
   private readonly wss: WebSocketServer;
   private sessions = new Map<string, Session>();
+  /** When this leader last heard from each node (survives the node's session ending). */
+  private lastSeen = new Map<string, number>();
   private leaderTerm: number | null = null;
   private leaderSince = 0;
   private timers: NodeJS.Timeout[] = [];
@@ -170,6 +172,7 @@ export class Orchestrator {
     this.timers = [];
     this.reports = [];
     this.lastUnplaced.clear();
+    this.lastSeen.clear();
     // Workers must follow the new leader: end every session (they reconnect and are redirected).
     for (const s of this.sessions.values()) s.ws.close(4001, 'leadership changed');
     this.sessions.clear();
@@ -213,7 +216,11 @@ export class Orchestrator {
     ws.on('error', () => {});
     ws.on('close', () => {
       clearTimeout(registerTimeout);
-      if (session && this.sessions.get(session.nodeId) === session) this.sessions.delete(session.nodeId);
+      if (session && this.sessions.get(session.nodeId) === session) {
+        this.sessions.delete(session.nodeId);
+        // The grace period runs from the last sign of life, not from the disconnect.
+        this.lastSeen.set(session.nodeId, session.lastHeartbeat);
+      }
     });
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       let msg: WorkerToManager;
@@ -422,10 +429,11 @@ export class Orchestrator {
     for (const n of this.m.state.listNodes()) {
       if (n.status === 'down') continue;
       const s = this.sessions.get(n.id);
-      const last = s ? s.lastHeartbeat : this.leaderSince;
-      const grace = n.status === 'unknown' ? Math.max(this.nodeGraceMs, this.failoverGraceMs - (s ? 0 : 0)) : this.nodeGraceMs;
-      // A node unknown since this leader started gets the failover grace from leaderSince.
-      const since = n.status === 'unknown' && !s ? this.leaderSince : last;
+      // A node this leader has not heard from yet is measured from when it took over, with the
+      // (longer) failover grace: a leader change alone never takes healthy work down.
+      const heard = s?.lastHeartbeat ?? this.lastSeen.get(n.id);
+      const since = heard ?? this.leaderSince;
+      const grace = heard === undefined ? Math.max(this.nodeGraceMs, this.failoverGraceMs) : this.nodeGraceMs;
       if (now - since <= grace) continue;
       const key = `down:${n.id}`;
       if (this.inflight.has(key)) continue;

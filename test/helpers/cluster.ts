@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
 import { FlotillaClient } from '../../src/client/client.js';
+import { workerToken } from '../../src/manager/orchestrator.js';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -89,6 +90,19 @@ export class TestCluster {
     const done = new Promise((r) => p.once('exit', r));
     p.kill('SIGKILL');
     await done;
+  }
+
+  /** Starts a worker process (process driver) following every manager. */
+  startWorker(id: string, extra: string[] = []): ProcInfo {
+    writeFileSync(this.tokenFile, workerToken(SECRET));
+    const args = [
+      CLI, 'worker', '--id', id, '--managers', this.addrs().join(','), '--token-file', this.tokenFile,
+      '--driver', 'process', '--state-dir', join(this.dir, id), '--listen', '127.0.0.1:0', '--stop-grace', '2000', ...extra,
+    ];
+    const info: ProcInfo = { id, addr: '', proc: null, args, logFile: join(this.dir, `${id}.log`) };
+    this.workers.set(id, info);
+    this.spawn(info);
+    return info;
   }
 
   addrs(ids?: string[]): string[] {
