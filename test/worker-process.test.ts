@@ -71,7 +71,8 @@ function wrappersFor(base: string): number[] {
     if (!/^\d+$/.test(e)) continue;
     try {
       const argv = readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0');
-      if (argv.includes('flotilla-wrap') && argv.includes(base) && alive(Number(e))) out.push(Number(e));
+      // The wrapper leads its group; a child it forked has not exec'd yet shares its argv.
+      if (argv.includes('flotilla-wrap') && argv.includes(base) && alive(Number(e)) && readProcStat(Number(e))?.pgrp === Number(e)) out.push(Number(e));
     } catch {
       // gone
     }

@@ -5,6 +5,7 @@ import { registerManagerCommands } from './manager-cmd.js';
 import { registerClusterCommands } from './cluster-cmd.js';
 import { registerWorkerCommand } from './worker-cmd.js';
 import { registerUp } from './up.js';
+import { registerWorkloadCommands } from './workload-cmd.js';
 
 const program = new Command();
 program
@@ -24,5 +25,6 @@ registerManagerCommands(program);
 registerClusterCommands(program);
 registerWorkerCommand(program);
 registerUp(program);
+registerWorkloadCommands(program);
 
 await program.parseAsync(process.argv);

@@ -86,11 +86,13 @@ export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOpti
   });
 
   r.on('GET', '/v1/nodes', async (ctx) => {
-    await m.readable(ctx);
-    return {
-      nodes: m.state.listNodes().map((n) => ({ ...n, usage: m.state.nodeUsage(n.id) })),
+    const view = () => ({
+      nodes: m.state.listNodes().map((n) => ({ ...n, usage: m.state.nodeUsage(n.id), heartbeatAgeMs: orch?.heartbeatAge(n.id) ?? null })),
       index: m.node.appliedIndex(),
-    };
+    });
+    // Heartbeats live in the leader's memory (they are not replicated): ask the leader.
+    if (ctx.query.get('stale') === 'true') return view();
+    return m.onLeader(ctx, async () => view());
   });
 
   r.on('PATCH', '/v1/nodes/:id', async (ctx) => {
@@ -212,6 +214,9 @@ function findTask(m: Manager, idOrName: string): Task {
   if (t) return t;
   const byName = m.state.listTasks({ name: idOrName });
   if (byName.length === 1) return byName[0]!;
+  // A name reused over time: the one task that is still wanted wins.
+  const live = byName.filter((x) => x.desired === 'running');
+  if (live.length === 1) return live[0]!;
   if (byName.length > 1) throw new FlotillaError('conflict', `'${idOrName}' names ${byName.length} tasks; use a task id (${byName.map((x) => x.id).slice(0, 3).join(', ')}…)`);
   throw new FlotillaError('not_found', `task '${idOrName}' not found`);
 }

@@ -14,6 +14,7 @@ import type { Logger } from './log.js';
 import { consoleLogger } from './log.js';
 import { Orchestrator, workerToken, type OrchestratorOptions } from './orchestrator.js';
 import { registerApi } from './api.js';
+import { registerWeb } from './web.js';
 
 export interface ManagerOptions {
   id: NodeId;
@@ -134,6 +135,7 @@ export class Manager {
     m.routes();
     m.orchestrator = new Orchestrator(m, opts.secret, log, opts.orchestrator);
     registerApi(m, m.orchestrator, { workerToken: workerToken(opts.secret), allowPrivileged: opts.allowPrivileged });
+    registerWeb(m);
     const [host, port] = splitAddr(opts.listen);
     m.server.on('upgrade', (req, socket, head) => {
       const path = new URL(req.url ?? '/', 'http://x').pathname;

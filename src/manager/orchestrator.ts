@@ -135,6 +135,13 @@ export class Orchestrator {
     return this.sessions.size;
   }
 
+  /** ms since this leader last heard from the node (null when not leading or never heard). */
+  heartbeatAge(nodeId: string): number | null {
+    if (this.leaderTerm === null) return null;
+    const t = this.sessions.get(nodeId)?.lastHeartbeat ?? this.lastSeen.get(nodeId);
+    return t === undefined ? null : Date.now() - t;
+  }
+
   unplacedReason(taskId: string): string | undefined {
     return this.lastUnplaced.get(taskId);
   }

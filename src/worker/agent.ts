@@ -122,8 +122,8 @@ interface Session {
   lastHeard: number;
   timers: NodeJS.Timeout[];
   ended: boolean;
-  /** Unknown tasks already reported stopped in this session (desired shutdown). */
-  reportedGone: Set<string>;
+  /** `assignments` messages received in this session. */
+  assignments: number;
   end: (why: string, outcome?: Partial<SessionOutcome>) => void;
 }
 
@@ -149,6 +149,11 @@ export class WorkerAgent {
   private readonly tasks = new Map<string, AgentTask>();
   private readonly queues = new Map<string, Promise<void>>();
   private readonly pending = new Map<string, TaskStatusReport>();
+  /** The last complete assignment set received (null until the first one). */
+  private desired: Map<string, AssignedTaskIn> | null = null;
+  private readonly reconcileQueued = new Set<string>();
+  /** `taskId#attempt` of unknown tasks reported stopped in the current session. */
+  private reportedGone = new Set<string>();
   private readonly seeds: string[];
   private managers: string[];
   private cursor = 0;
@@ -354,20 +359,34 @@ export class WorkerAgent {
     this.queueReport(this.reportOf(t));
   }
 
+  /**
+   * A complete assignment set arrived: reconcile every task it names, every task this worker
+   * has, and every task with an operation in flight (a start still queued must not survive a
+   * set that no longer names it). One reconcile per task is queued at a time; it reads the
+   * latest set when it runs, so bursts of assignments coalesce.
+   */
   private applyAssignments(s: Session, assigned: AssignedTaskIn[]): void {
-    const wanted = new Set<string>();
-    for (const a of assigned) {
-      if (wanted.has(a.taskId)) continue; // first one wins
-      wanted.add(a.taskId);
-      void this.enqueue(a.taskId, () => this.applyOne(s, a));
-    }
-    for (const id of this.tasks.keys()) {
-      if (!wanted.has(id)) void this.enqueue(id, () => this.dropTask(id, 'not assigned to this worker'));
+    const set = new Map<string, AssignedTaskIn>();
+    for (const a of assigned) if (!set.has(a.taskId)) set.set(a.taskId, a); // first one wins
+    this.desired = set;
+    s.assignments++;
+    for (const id of new Set([...set.keys(), ...this.tasks.keys(), ...this.queues.keys()])) {
+      if (this.reconcileQueued.has(id)) continue;
+      this.reconcileQueued.add(id);
+      void this.enqueue(id, () => {
+        this.reconcileQueued.delete(id);
+        return this.reconcile(id);
+      });
     }
   }
 
-  private async applyOne(s: Session, a: AssignedTaskIn): Promise<void> {
-    const t = this.tasks.get(a.taskId);
+  private async reconcile(taskId: string): Promise<void> {
+    const a = this.desired?.get(taskId);
+    const t = this.tasks.get(taskId);
+    if (a === undefined) {
+      if (t !== undefined) await this.dropTask(taskId, 'not assigned to this worker');
+      return;
+    }
     if (a.desired === 'shutdown') {
       if (t !== undefined) {
         t.desired = 'shutdown';
@@ -375,8 +394,9 @@ export class WorkerAgent {
       }
       // Nothing of that attempt runs here (any more): say so once per session, so the manager
       // can settle a task it placed here that this worker never ran (or already forgot).
-      if ((t === undefined || t.attempt !== a.attempt) && !s.reportedGone.has(`${a.taskId}#${a.attempt}`)) {
-        s.reportedGone.add(`${a.taskId}#${a.attempt}`);
+      const key = `${a.taskId}#${a.attempt}`;
+      if ((t === undefined || t.attempt !== a.attempt) && !this.reportedGone.has(key)) {
+        this.reportedGone.add(key);
         this.queueReport({ taskId: a.taskId, attempt: a.attempt, state: 'stopped', reason: 'not running on this worker', at: Date.now() });
       }
       return;
@@ -551,7 +571,7 @@ export class WorkerAgent {
         lastHeard: Date.now(),
         timers: [],
         ended: false,
-        reportedGone: new Set(),
+        assignments: 0,
         end: () => undefined,
       };
       s.end = (why, outcome = {}) => {
@@ -648,6 +668,7 @@ export class WorkerAgent {
         this.setManagers(msg.managers);
         for (const t of s.timers) clearTimeout(t); // the welcome timeout
         s.timers = [];
+        this.reportedGone = new Set();
         this.log.info('session established', { manager: s.target, session: msg.sessionId, heartbeatMs: msg.heartbeatMs, term: msg.term });
         this.heartbeat(s);
         this.flush();

@@ -28,9 +28,11 @@ export interface NetFaults {
   maxDelay: number;
   /** Probability that a dropped message to a partitioned peer is reported 'unreachable' to its sender. */
   unreachable: number;
+  /** Links deliver in order (a TCP-like transport); otherwise every message may overtake others. */
+  fifo: boolean;
 }
 
-export const PERFECT_NET: NetFaults = { drop: 0, dup: 0, spike: 0, maxDelay: 1, unreachable: 0 };
+export const PERFECT_NET: NetFaults = { drop: 0, dup: 0, spike: 0, maxDelay: 1, unreachable: 0, fifo: true };
 
 export interface ClusterConfig {
   seed: number;
@@ -131,6 +133,8 @@ export class SimCluster {
   readonly rng: Prng;
   /** Directed link blocks: blocked[from * MAX_NODES + to]. */
   readonly blocked = new Uint8Array(MAX_NODES * MAX_NODES);
+  /** FIFO links: the last delivery tick scheduled per link. */
+  private readonly linkAt = new Float64Array(MAX_NODES * MAX_NODES);
   net: NetFaults = { ...PERFECT_NET };
   /** Per-seed probability that processing a Ready pauses the node (slow disk) during faults. */
   stallChance = 0;
@@ -293,9 +297,21 @@ export class SimCluster {
         this.onDropped(from, m);
         continue;
       }
-      this.enqueue(m, this.delay());
-      if (net.dup > 0 && m.type !== 'snap' && this.rng.chance(net.dup)) this.enqueue(m, this.delay());
+      this.enqueue(m, this.linkDelay(from, m));
+      if (net.dup > 0 && m.type !== 'snap' && this.rng.chance(net.dup)) this.enqueue(m, this.linkDelay(from, m));
     }
+  }
+
+  /** A delay that keeps the link in order when the network is FIFO. */
+  private linkDelay(from: SimNode, m: Message): number {
+    const d = this.delay();
+    if (!this.net.fifo) return d;
+    const to = this.nodes.get(m.to);
+    if (!to) return d;
+    const k = from.idx * MAX_NODES + to.idx;
+    const at = Math.min(Math.max(this.tick + d, this.linkAt[k]!), this.tick + RING - 1);
+    this.linkAt[k] = at;
+    return at - this.tick;
   }
 
   private delay(): number {
@@ -319,7 +335,8 @@ export class SimCluster {
     const due = this.ring[slot]!;
     if (due.length === 0) return;
     this.ring[slot] = [];
-    if (due.length > 1) this.rng.shuffle(due);
+    // Without FIFO links, messages due in the same tick arrive in any order.
+    if (due.length > 1 && !this.net.fifo) this.rng.shuffle(due);
     for (const m of due) {
       const to = this.nodes.get(m.to);
       if (!to || !to.core) {

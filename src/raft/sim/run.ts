@@ -114,6 +114,7 @@ function pickParams(seed: number): Params {
           spike: r.pick([0, 0.005, 0.02]),
           maxDelay,
           unreachable: r.pick([0, 0.5]),
+          fifo: r.chance(0.6),
         },
     stall: scripted ? 0 : r.pick([0, 0.005, 0.02]),
     midReadyCrash: scripted ? 0 : r.pick([0, 0, 0.0005, 0.002]),
@@ -201,7 +202,7 @@ class Run {
     s.event(
       'config',
       `seed ${this.seed} bug=${this.bug} family=${p.family} nodes=${p.n} hb=${p.heartbeatTick} el=${p.electionTick} ` +
-        `fault=${p.faultTicks} delay<=${p.net.maxDelay} drop=${p.net.drop} dup=${p.net.dup} spike=${p.net.spike} ` +
+        `fault=${p.faultTicks} delay<=${p.net.maxDelay} fifo=${p.net.fifo} drop=${p.net.drop} dup=${p.net.dup} spike=${p.net.spike} ` +
         `stall=${p.stall} midCrash=${p.midReadyCrash} voteCrash=${p.voteCrash} compact=${p.compactEvery} maxSize=${p.maxSizePerMsg ?? '-'} ` +
         `inflight=${p.maxInflightMsgs ?? '-'} writes=${p.writeRate}/${p.maxOutstanding} reads=${p.readRate} transfer=${p.transferRate} ` +
         `conf=${p.confRate} crash=${p.crashRate} partition=${p.partitionRate} fullRestart=${p.fullRestartAtHeal}`,

@@ -648,7 +648,7 @@ export class ProcessDriver implements Driver {
 
   /** Re-read the task's processes and files, advance its state, emit on change. */
   private refresh(t: LiveTask): void {
-    if (t.removed) return;
+    if (t.removed || this.closed) return; // a closed driver leaves the task to its successor
     const rec = t.rec;
     if (rec.final !== undefined) {
       this.emitIfChanged(t);

@@ -1,0 +1,447 @@
+// Everyday verbs: run, apply, ps, inspect, logs, stop, nodes, node, events.
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import type { Command } from 'commander';
+import { parseAllDocuments, stringify as toYaml } from 'yaml';
+import WebSocket from 'ws';
+import { splitAddr, type FlotillaClient } from '../client/client.js';
+import { action, ago, clientFor, table, UsageError } from './util.js';
+
+interface TaskView {
+  id: string;
+  name: string;
+  state: string;
+  desired: string;
+  node: string | null;
+  reason: string;
+  detail: string;
+  restarts: number;
+  attempt: number;
+  createdAt: number;
+  updatedAt: number;
+  exitCode?: number;
+  pendingReason?: string;
+  spec: { driver: string; containers: { name: string; image?: string; command: string[] }[]; resources: { cpu: number; memory: number } };
+  history: { state: string; reason: string; at: number; node: string | null; attempt: number }[];
+}
+
+interface NodeView {
+  id: string;
+  addr?: string;
+  status: string;
+  statusReason: string;
+  availability: string;
+  labels: Record<string, string>;
+  drivers: string[];
+  resources: { cpu: number; memory: number };
+  usage: { cpu: number; memory: number; tasks: number };
+  lastHeartbeat: number;
+  heartbeatAgeMs: number | null;
+}
+
+type Format = 'table' | 'wide' | 'json' | 'yaml';
+function format(o: string | undefined, allowed: Format[] = ['table', 'wide', 'json', 'yaml']): Format {
+  const f = (o ?? 'table') as Format;
+  if (!allowed.includes(f)) throw new UsageError(`-o must be one of ${allowed.join(', ')}, got '${o}'`);
+  return f;
+}
+
+function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, v];
+}
+
+function client(cmd: Command): FlotillaClient {
+  return clientFor(cmd.optsWithGlobals().managers);
+}
+
+const STATE_ORDER = ['running', 'starting', 'assigned', 'pending', 'failed', 'lost', 'succeeded', 'stopped'];
+
+function bytes(n: number): string {
+  if (n >= 1024 ** 3) return `${+(n / 1024 ** 3).toFixed(1)}Gi`;
+  if (n >= 1024 ** 2) return `${Math.round(n / 1024 ** 2)}Mi`;
+  if (n >= 1024) return `${Math.round(n / 1024)}Ki`;
+  return `${n}`;
+}
+
+export function registerWorkloadCommands(program: Command): void {
+  program
+    .command('run <image> [command...]')
+    .description('run a one-container task: an image (docker driver), or a command path (process driver)')
+    .option('--name <name>', 'task name (default: derived from the image)')
+    .option('--cpu <cpu>', 'CPU, millicores or cores (e.g. 500m, 0.5)')
+    .option('--memory <size>', 'memory (e.g. 256m, 1g)')
+    .option('-e, --env <k=v>', 'environment variable (repeatable)', collect)
+    .option('-p, --port <spec>', 'publish a port: [host:]container[/udp] (repeatable)', collect)
+    .option('--restart <policy>', 'always | on-failure | never')
+    .option('--max-restarts <n>', 'restart limit (0 = unlimited)')
+    .option('--constraint <expr>', 'node constraint, e.g. zone==a (repeatable)', collect)
+    .option('--driver <driver>', 'docker | process')
+    .option('-d, --detach', 'return once submitted (default: wait until the task runs or fails)')
+    .option('-o, --output <format>', 'table | json | yaml', 'table')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  flotilla run --name web -p 8080:8080 flotilla/busybox:test -- httpd -f -p 8080
+  flotilla run --name hello -- /bin/sh -c 'echo hi; sleep 60'     # a path: the process driver
+Options go before IMAGE; everything after -- is the command.`,
+    )
+    .action(
+      action(async (image: string, command: string[], o: Record<string, any>, cmd: Command) => {
+        const fmt = format(o.output, ['table', 'json', 'yaml']);
+        const driver = o.driver as string | undefined;
+        // A path instead of an image means a local process (the process driver).
+        const isProcess = driver === 'process' || (driver === undefined && /^\.{0,2}\//.test(image));
+        if (isProcess) command = [image, ...command];
+        const env: Record<string, string> = {};
+        for (const kv of (o.env as string[] | undefined) ?? []) {
+          const i = kv.indexOf('=');
+          if (i <= 0) throw new UsageError(`--env expects KEY=VALUE, got '${kv}'`);
+          env[kv.slice(0, i)] = kv.slice(i + 1);
+        }
+        const derived = (isProcess ? (command[0] ?? 'task').split('/').pop()! : image.split('/').pop()!.split(':')[0]!).toLowerCase().replace(/[^a-z0-9-]/g, '-').replace(/^-+|-+$/g, '').slice(0, 50);
+        const name = (o.name as string | undefined) ?? (derived || 'task');
+        const container: Record<string, unknown> = { command, env, ports: o.port ?? [] };
+        if (!isProcess) container.image = image;
+        const spec: Record<string, unknown> = { name, containers: [container], driver: isProcess ? 'process' : (driver ?? 'docker') };
+        if (o.cpu || o.memory) spec.resources = { ...(o.cpu ? { cpu: o.cpu } : {}), ...(o.memory ? { memory: o.memory } : {}) };
+        if (o.restart || o.maxRestarts) {
+          const max = o.maxRestarts === undefined ? undefined : Number(o.maxRestarts);
+          if (max !== undefined && (!Number.isInteger(max) || max < 0)) throw new UsageError(`--max-restarts must be a non-negative integer, got '${o.maxRestarts}'`);
+          spec.restart = { ...(o.restart ? { policy: o.restart } : {}), ...(max !== undefined ? { maxAttempts: max } : {}) };
+        }
+        if (o.constraint) spec.constraints = o.constraint;
+        const c = client(cmd);
+        let t = await c.post<TaskView>('/v1/tasks', spec);
+        if (!o.detach) t = await waitSettled(c, t.id);
+        printTasks([t], fmt === 'table' ? 'table' : fmt);
+        if (['failed', 'lost'].includes(t.state)) process.exitCode = 1;
+      }),
+    );
+
+  program
+    .command('apply')
+    .description('create tasks from a YAML or JSON file (one or many specs)')
+    .requiredOption('-f, --file <file>', "spec file ('-' for stdin)")
+    .option('-o, --output <format>', 'table | json | yaml', 'table')
+    .addHelpText('after', '\nExample:\n  flotilla apply -f web.yaml\n\nweb.yaml:\n  name: web\n  driver: docker\n  containers:\n    - image: flotilla/busybox:test\n      command: [httpd, -f, -p, "8080"]\n      ports: ["8080:8080"]')
+    .action(
+      action(async (o: { file: string; output?: string }, cmd: Command) => {
+        const fmt = format(o.output, ['table', 'json', 'yaml']);
+        let text: string;
+        try {
+          text = readFileSync(o.file === '-' ? 0 : o.file, 'utf8');
+        } catch (e) {
+          throw new UsageError(`cannot read ${o.file}: ${(e as Error).message}`);
+        }
+        const specs: unknown[] = [];
+        for (const doc of parseAllDocuments(text)) {
+          if (doc.errors.length > 0) throw new UsageError(`${o.file}: ${doc.errors[0]!.message}`);
+          const v = doc.toJS();
+          if (v === null || v === undefined) continue;
+          if (Array.isArray(v)) specs.push(...v);
+          else if (typeof v === 'object' && Array.isArray((v as { tasks?: unknown }).tasks)) specs.push(...(v as { tasks: unknown[] }).tasks);
+          else specs.push(v);
+        }
+        if (specs.length === 0) throw new UsageError(`${o.file} holds no task spec`);
+        const r = await client(cmd).post<{ tasks: TaskView[] }>('/v1/tasks', specs);
+        printTasks(r.tasks, fmt);
+      }),
+    );
+
+  program
+    .command('ps')
+    .description('list tasks')
+    .option('-a, --all', 'include stopped tasks')
+    .option('--state <states>', 'only these states, comma-separated')
+    .option('--node <id>', 'only tasks on this node')
+    .option('-o, --output <format>', 'table | wide | json | yaml', 'table')
+    .option('-w, --watch', 'keep watching (redraw on every change)')
+    .addHelpText('after', '\nExamples:\n  flotilla ps\n  flotilla ps --state failed,lost -o wide\n  flotilla ps -o json | jq ".[].id"')
+    .action(
+      action(async (o: { all?: boolean; state?: string; node?: string; output?: string; watch?: boolean }, cmd: Command) => {
+        const fmt = format(o.output);
+        const c = client(cmd);
+        const qs = new URLSearchParams();
+        if (o.all) qs.set('all', 'true');
+        if (o.state) qs.set('state', o.state);
+        if (o.node) qs.set('node', o.node);
+        const list = async () => (await c.get<{ tasks: TaskView[] }>(`/v1/tasks?${qs}`)).tasks;
+        if (!o.watch) {
+          printTasks(await list(), fmt);
+          return;
+        }
+        await watchLoop(c, async () => {
+          const ts = await list();
+          process.stdout.write('\x1b[2J\x1b[H');
+          printTasks(ts, fmt === 'json' || fmt === 'yaml' ? 'table' : fmt);
+        });
+      }),
+    );
+
+  program
+    .command('inspect <task>')
+    .description('show a task: spec, state, history with reasons')
+    .option('-o, --output <format>', 'table | json | yaml', 'table')
+    .addHelpText('after', '\nExample:\n  flotilla inspect web-1a2b3c4d')
+    .action(
+      action(async (id: string, o: { output?: string }, cmd: Command) => {
+        const fmt = format(o.output, ['table', 'json', 'yaml']);
+        const t = await client(cmd).get<TaskView>(`/v1/tasks/${encodeURIComponent(id)}`);
+        if (fmt === 'json') return void process.stdout.write(JSON.stringify(t, null, 2) + '\n');
+        if (fmt === 'yaml') return void process.stdout.write(toYaml(t));
+        const lines = [
+          `ID:        ${t.id}`,
+          `Name:      ${t.name}`,
+          `State:     ${t.state}${t.exitCode !== undefined ? ` (exit ${t.exitCode})` : ''} — ${t.reason}${t.detail ? ` (${t.detail})` : ''}`,
+          `Desired:   ${t.desired}`,
+          `Node:      ${t.node ?? '-'}`,
+          `Attempt:   ${t.attempt} (restarts ${t.restarts})`,
+          `Driver:    ${t.spec.driver}`,
+          `Resources: cpu ${t.spec.resources.cpu}m, memory ${bytes(t.spec.resources.memory)}`,
+          ...(t.pendingReason && t.state === 'pending' ? [`Pending:   ${t.pendingReason}`] : []),
+          'Containers:',
+          ...t.spec.containers.map((c) => `  ${c.name}: ${c.image ? c.image + ' ' : ''}${c.command.join(' ')}`),
+          'History:',
+        ];
+        process.stdout.write(lines.join('\n') + '\n');
+        process.stdout.write(
+          table(
+            t.history.map((h) => [new Date(h.at).toISOString().replace('T', ' ').slice(0, 19), h.state, String(h.attempt), h.node ?? '-', h.reason]),
+            ['  TIME', 'STATE', 'ATTEMPT', 'NODE', 'REASON'],
+          ),
+        );
+      }),
+    );
+
+  program
+    .command('logs <task>')
+    .description("print a task's output (every container, or one)")
+    .option('-f, --follow', 'keep streaming')
+    .option('-c, --container <name>', 'only this container')
+    .option('--tail <n>', 'only the last n lines')
+    .addHelpText('after', '\nExamples:\n  flotilla logs web\n  flotilla logs -f web -c c0')
+    .action(
+      action(async (id: string, o: { follow?: boolean; container?: string; tail?: string }, cmd: Command) => {
+        if (o.tail !== undefined && !/^\d+$/.test(o.tail)) throw new UsageError(`--tail must be a number, got '${o.tail}'`);
+        const c = client(cmd);
+        const t = await c.get<TaskView>(`/v1/tasks/${encodeURIComponent(id)}?stale=true`);
+        const qs = new URLSearchParams();
+        if (o.follow) qs.set('follow', '1');
+        if (o.container) qs.set('container', o.container);
+        if (o.tail) qs.set('tail', o.tail);
+        await streamLogs(c.current(), `/v1/tasks/${encodeURIComponent(t.id)}/logs?${qs}`);
+      }),
+    );
+
+  program
+    .command('stop <tasks...>')
+    .description('stop tasks (SIGTERM, then SIGKILL after the grace period)')
+    .addHelpText('after', '\nExample:\n  flotilla stop web-1a2b3c4d worker-9f8e7d6c')
+    .action(
+      action(async (ids: string[], _o: unknown, cmd: Command) => {
+        const c = client(cmd);
+        let failed = 0;
+        for (const id of ids) {
+          try {
+            const t = await c.delete<TaskView>(`/v1/tasks/${encodeURIComponent(id)}`);
+            process.stdout.write(`${t.id} stopping\n`);
+          } catch (e) {
+            failed++;
+            process.stderr.write(`error: ${id}: ${(e as Error).message}\n`);
+          }
+        }
+        if (failed > 0) process.exitCode = 1;
+      }),
+    );
+
+  program
+    .command('nodes')
+    .description('list worker nodes')
+    .option('-o, --output <format>', 'table | wide | json | yaml', 'table')
+    .addHelpText('after', '\nExample:\n  flotilla nodes -o wide')
+    .action(
+      action(async (o: { output?: string }, cmd: Command) => {
+        const fmt = format(o.output);
+        const { nodes } = await client(cmd).get<{ nodes: NodeView[] }>('/v1/nodes');
+        if (fmt === 'json') return void process.stdout.write(JSON.stringify(nodes, null, 2) + '\n');
+        if (fmt === 'yaml') return void process.stdout.write(toYaml(nodes));
+        const now = Date.now();
+        const rows = nodes.map((n) => {
+          const base = [
+            n.id,
+            n.status + (n.statusReason && n.status !== 'ready' ? ` (${n.statusReason})` : ''),
+            n.availability,
+            String(n.usage.tasks),
+            `${n.usage.cpu}/${n.resources.cpu}m`,
+            `${bytes(n.usage.memory)}/${bytes(n.resources.memory)}`,
+            ago(n.heartbeatAgeMs),
+          ];
+          if (fmt === 'wide') base.push(n.drivers.join(','), Object.entries(n.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-', n.addr ?? '-');
+          return base;
+        });
+        const header = ['ID', 'STATUS', 'AVAILABILITY', 'TASKS', 'CPU', 'MEMORY', 'HEARTBEAT'];
+        if (fmt === 'wide') header.push('DRIVERS', 'LABELS', 'ADDRESS');
+        process.stdout.write(table(rows, header));
+      }),
+    );
+
+  const node = program.command('node').description('change a node\'s availability');
+  for (const [verb, availability, what] of [
+    ['drain', 'drain', 'move its tasks to other nodes and place nothing new there'],
+    ['pause', 'pause', 'place nothing new there; running tasks stay'],
+    ['activate', 'active', 'accept tasks again'],
+  ] as const) {
+    node
+      .command(`${verb} <node>`)
+      .description(what)
+      .addHelpText('after', `\nExample:\n  flotilla node ${verb} w1`)
+      .action(
+        action(async (id: string, _o: unknown, cmd: Command) => {
+          const n = await client(cmd).patch<NodeView>(`/v1/nodes/${encodeURIComponent(id)}`, { availability });
+          process.stdout.write(`${n.id} is now ${n.availability}\n`);
+        }),
+      );
+  }
+
+  program
+    .command('events')
+    .description('stream cluster events (elections, tasks, nodes, config store)')
+    .option('--since <seq>', 'start after this event number (default: only new events)')
+    .option('-o, --output <format>', 'table | json', 'table')
+    .addHelpText('after', '\nExamples:\n  flotilla events\n  flotilla events --since 0 -o json')
+    .action(
+      action(async (o: { since?: string; output?: string }, cmd: Command) => {
+        const fmt = format(o.output, ['table', 'json']);
+        if (o.since !== undefined && !/^\d+$/.test(o.since)) throw new UsageError(`--since must be an event number, got '${o.since}'`);
+        const c = client(cmd);
+        let since = o.since === undefined ? -1 : Number(o.since);
+        for (;;) {
+          const addr = c.current();
+          await new Promise<void>((resolve) => {
+            const ws = new WebSocket(`ws://${addr}/v1/events?since=${Math.max(0, since)}`);
+            ws.on('message', (d) => {
+              const f = JSON.parse(String(d)) as { kind?: string; seq?: number; lastSeq?: number; type?: string; at?: number } & Record<string, any>;
+              if (f.kind === 'hello') {
+                if (since < 0) since = f.lastSeq!;
+                return;
+              }
+              if (f.kind === 'reset') {
+                since = f.lastSeq!;
+                return;
+              }
+              if (f.seq! <= since) return;
+              since = f.seq!;
+              if (fmt === 'json') process.stdout.write(JSON.stringify(f) + '\n');
+              else process.stdout.write(describeEvent(f) + '\n');
+            });
+            ws.on('close', () => resolve());
+            ws.on('error', () => resolve());
+          });
+          // The manager went away: try the others.
+          await c.get('/v1/status').catch(() => {});
+          await new Promise((r) => setTimeout(r, 300));
+        }
+      }),
+    );
+}
+
+function describeEvent(e: Record<string, any>): string {
+  const t = new Date(e.at ?? Date.now()).toISOString().slice(11, 23);
+  switch (e.type) {
+    case 'cluster.leader':
+      return `${t} #${e.seq} leader      ${e.leader} elected (term ${e.term})`;
+    case 'task.created':
+      return `${t} #${e.seq} task        ${e.task.id} created`;
+    case 'task.updated':
+      if (e.change === 'detail') return `${t} #${e.seq} task        ${e.task.id} ${e.task.state}: ${e.task.detail || e.task.reason}`;
+      return `${t} #${e.seq} task        ${e.task.id} ${e.prevState} → ${e.task.state}${e.task.node ? ` on ${e.task.node}` : ''}: ${e.task.reason}`;
+    case 'task.removed':
+      return `${t} #${e.seq} task        ${e.task.id} removed`;
+    case 'node.registered':
+      return `${t} #${e.seq} node        ${e.node.id} registered`;
+    case 'node.updated':
+      return `${t} #${e.seq} node        ${e.node.id} ${e.change}: ${e.node.status}/${e.node.availability}${e.node.statusReason ? ` (${e.node.statusReason})` : ''}`;
+    case 'kv.put':
+      return `${t} #${e.seq} kv          ${e.key} = @${e.version}`;
+    case 'kv.deleted':
+      return `${t} #${e.seq} kv          ${e.key} deleted`;
+    default:
+      return `${t} #${e.seq} ${e.type}`;
+  }
+}
+
+function printTasks(ts: TaskView[], fmt: Format): void {
+  if (fmt === 'json') return void process.stdout.write(JSON.stringify(ts, null, 2) + '\n');
+  if (fmt === 'yaml') return void process.stdout.write(toYaml(ts));
+  const now = Date.now();
+  const sorted = [...ts].sort((a, b) => STATE_ORDER.indexOf(a.state) - STATE_ORDER.indexOf(b.state) || a.name.localeCompare(b.name));
+  const rows = sorted.map((t) => {
+    const why = t.state === 'pending' ? (t.pendingReason ?? t.reason) : t.reason;
+    const base = [t.id, t.name, t.state + (t.desired === 'shutdown' && !['stopped', 'succeeded', 'failed', 'lost'].includes(t.state) ? ' (stopping)' : ''), t.node ?? '-', String(t.restarts), ago(now - t.createdAt)];
+    if (fmt === 'wide') base.push(t.spec.driver, t.spec.containers.map((c) => c.image ?? c.command[0] ?? '').join(','), why);
+    else base.push(why.length > 50 ? why.slice(0, 47) + '...' : why);
+    return base;
+  });
+  const header = ['ID', 'NAME', 'STATE', 'NODE', 'RESTARTS', 'AGE'];
+  if (fmt === 'wide') header.push('DRIVER', 'IMAGE/COMMAND');
+  header.push('REASON');
+  process.stdout.write(table(rows, header));
+}
+
+async function waitSettled(c: FlotillaClient, id: string): Promise<TaskView> {
+  const deadline = Date.now() + 60_000;
+  let t = await c.get<TaskView>(`/v1/tasks/${id}`);
+  let said = '';
+  while (Date.now() < deadline && !['running', 'succeeded', 'failed', 'lost', 'stopped'].includes(t.state)) {
+    const note = t.state === 'pending' ? (t.pendingReason ?? t.reason) : `${t.state}${t.detail ? ` (${t.detail})` : ''}`;
+    if (note !== said && process.stderr.isTTY) process.stderr.write(`… ${note}\n`);
+    said = note;
+    await new Promise((r) => setTimeout(r, 200));
+    t = await c.get<TaskView>(`/v1/tasks/${id}`);
+  }
+  return t;
+}
+
+async function watchLoop(c: FlotillaClient, draw: () => Promise<void>): Promise<void> {
+  await draw();
+  let dirty = false;
+  const connect = () => {
+    const ws = new WebSocket(`ws://${c.current()}/v1/events`);
+    ws.on('message', () => (dirty = true));
+    ws.on('close', () => setTimeout(connect, 500));
+    ws.on('error', () => {});
+  };
+  connect();
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 500));
+    if (dirty) {
+      dirty = false;
+      await draw().catch((e) => process.stderr.write(`error: ${(e as Error).message}\n`));
+    }
+  }
+}
+
+function streamLogs(addr: string, path: string): Promise<void> {
+  const [host, port] = splitAddr(addr);
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host, port, path }, (res) => {
+      if ((res.statusCode ?? 500) >= 400) {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () => {
+          try {
+            reject(new Error((JSON.parse(body) as { error: { message: string } }).error.message));
+          } catch {
+            reject(new Error(`HTTP ${res.statusCode}: ${body}`));
+          }
+        });
+        return;
+      }
+      res.pipe(process.stdout, { end: false });
+      res.on('end', () => resolve());
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+  });
+}
