@@ -854,8 +854,12 @@ describe('§6 cluster membership changes', () => {
     expect(n.core('c').conf().voters).not.toContain('c');
   });
 
-  it('a removed node that missed its removal cannot disrupt the cluster', () => {
-    const n = net(['a', 'b', 'c']);
+  // Plain Raft cannot stop a removed server that never heard of its removal from bumping terms
+  // (dissertation §4.2.3); the cure is the leader lease on votes, which flotilla enables with
+  // PreVote and CheckQuorum (its defaults). A configuration check on votes is not a cure: a voter
+  // must grant votes to candidates outside its own, possibly stale, configuration (§4.1).
+  it('a removed node that missed its removal cannot disrupt the cluster (PreVote + CheckQuorum, the defaults)', () => {
+    const n = net(['a', 'b', 'c'], { preVote: true, checkQuorum: true });
     const a = n.elect('a');
     n.settle();
     n.isolate('c');
@@ -863,8 +867,7 @@ describe('§6 cluster membership changes', () => {
     n.settle();
     n.tick(2, ['a', 'b']);
     expect(a.status().commit).toBeGreaterThanOrEqual(r.index);
-    n.tick(10 * ET, ['c']); // c campaigns alone: its term climbs
-    expect(n.core('c').status().term).toBeGreaterThan(a.status().term);
+    n.tick(10 * ET, ['c']); // c pre-campaigns alone: its term does not climb
     const term = a.status().term;
     n.heal();
     n.tick(20 * ET);

@@ -318,11 +318,6 @@ export class RaftCore {
       if (this.role === 'leader') this.stepLeader(m);
       return;
     }
-    if ((m.type === 'vote' || m.type === 'preVote') && this.voters.size > 0 && !this.voters.has(m.from)) {
-      // A node outside the configuration (e.g. removed while cut off) cannot disrupt it.
-      this.send({ type: m.type === 'vote' ? 'voteResp' : 'preVoteResp', to: m.from, term: this.term, reject: true, index: 0, logTerm: 0 });
-      return;
-    }
     if (m.term > this.term) {
       if (m.type === 'vote' || m.type === 'preVote') {
         // Heard from a leader within the election timeout: deny (pre-)votes (dissertation §4.2.3, §9.6).
