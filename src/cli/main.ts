@@ -5,6 +5,7 @@ import { registerManagerCommands } from './manager-cmd.js';
 import { registerClusterCommands } from './cluster-cmd.js';
 import { registerWorkerCommand } from './worker-cmd.js';
 import { registerUp } from './up.js';
+import { registerBoard } from './board.js';
 import { registerWorkloadCommands } from './workload-cmd.js';
 
 const program = new Command();
@@ -25,6 +26,7 @@ registerManagerCommands(program);
 registerClusterCommands(program);
 registerWorkerCommand(program);
 registerUp(program);
+registerBoard(program);
 registerWorkloadCommands(program);
 
 await program.parseAsync(process.argv);

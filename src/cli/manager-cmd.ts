@@ -1,7 +1,5 @@
 // `flotilla manager …`: run a manager replica, and change the set of managers at runtime.
 import type { Command } from 'commander';
-import { Manager } from '../manager/manager.js';
-import { consoleLogger } from '../manager/log.js';
 import { action, checkId, clientFor, parseAddr, parseIntFlag, parseMembers, readSecret, UsageError } from './util.js';
 
 interface ManagerFlags {
@@ -68,6 +66,9 @@ Examples:
         const snapshotEvery = parseIntFlag('--snapshot-every', flags.snapshotEvery, 10, 10_000_000);
         if (!['debug', 'info', 'warn', 'error'].includes(flags.logLevel)) throw new UsageError('--log-level must be debug, info, warn or error');
         const secret = readSecret(flags.secretFile);
+        // Loaded on demand: `flotilla --help` and client verbs start fast.
+        const { Manager } = await import('../manager/manager.js');
+        const { consoleLogger } = await import('../manager/log.js');
         const log = consoleLogger(id, flags.logLevel as 'info');
         const tickMs = Math.max(1, Math.min(10, Math.floor(heartbeatMs / 5)));
         const workerHeartbeatMs = parseIntFlag('--worker-heartbeat', flags.workerHeartbeat, 50, 60_000);

@@ -7,7 +7,6 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { FlotillaClient } from '../client/client.js';
-import { workerToken } from '../manager/orchestrator.js';
 import { action, parseIntFlag, UsageError } from './util.js';
 
 interface UpFlags {
@@ -62,6 +61,7 @@ async function up(flags: UpFlags): Promise<void> {
   if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
   chmodSync(secretFile, 0o600);
   const secret = readFileSync(secretFile, 'utf8').trim();
+  const { workerToken } = await import('../manager/orchestrator.js');
   const tokenFile = join(dir, 'worker-token');
   writeFileSync(tokenFile, workerToken(secret) + '\n', { mode: 0o600 });
 

@@ -1,6 +1,6 @@
 // `flotilla worker …`: run a worker that follows the leader and runs the tasks assigned to it.
 import type { Command } from 'commander';
-import { runWorker, type WorkerFlags } from '../worker/main.js';
+import type { WorkerFlags } from '../worker/main.js';
 import { action } from './util.js';
 
 export function registerWorkerCommand(program: Command): void {
@@ -29,6 +29,7 @@ Example:
     .action(
       action(async (flags: WorkerFlags, cmd: Command) => {
         const managers = flags.managers ?? (cmd.parent?.opts().managers as string | undefined);
+        const { runWorker } = await import('../worker/main.js');
         await runWorker({ ...flags, managers });
       }),
     );
