@@ -50,10 +50,15 @@
 //       strictly increase, and all reads and cas see exactly what the model saw.
 // So the model decides (R3) exactly: every verdict of the search is exact for the spec above.
 //
-// Two sound reductions are applied before the search (both proven where they are made):
+// Sound pre-checks and reductions run before the search (each proven where it is made):
+//   - cheap necessary conditions with precise messages: a read of a value never written, or
+//     read before any write of it was invoked; two writes with one version; two ok cas expecting
+//     the same version (lost update); versions going backwards in real time (stale reads);
 //   - an `unknown` write/cas whose value no ok read returned is dropped ("unobserved");
 //   - an `unknown` write/cas (or ok one without reported version) whose value is written by no
-//     other op and which an ok read returned with version v gets its version pinned to v.
+//     other op and which an ok read returned with version v gets its version pinned to v;
+//   - a read without reported version of a value with a single writer of known version gets
+//     that version (it can only have seen that writer's state).
 //
 // =============================================================================================
 // The search (Wing & Gong, with Lowe's memoisation, as in Porcupine)
@@ -68,9 +73,17 @@
 // the work by the number of distinct configurations (Lowe's improvement); bitsets are hashed
 // incrementally (Zobrist) so a step costs O(1) unless a new configuration is stored (O(n/32)).
 //
+// Version order: versions seen/produced never decrease along an accepted sequence, so an op with
+// a known version v is only tried once every ok op with a known version < v is linearized. This
+// makes acknowledged writes (which report their version) fall into place in version order.
+//
+// Unobservable values: reads are the only ops that look at the value, so a state value that no
+// unlinearized read returns is replaced by a placeholder; configurations that differ only in such
+// values share a cache entry (concurrent blind writes no longer multiply the states).
+//
 // Partial-order reduction for reads: a read that the model accepts WITHOUT changing the state
-// ("pure"), tried at a configuration C, is linearized greedily: if C·read has no completion,
-// neither has C (any completion of C that linearizes the read later can move it to the front:
+// ("pure") is looked for first after every step, and linearized greedily: if C·read has no
+// completion, neither has C (any completion of C that linearizes the read later can move it to the front:
 // the state it sees is unchanged by moving — it is pure here and changes nothing — and real time
 // allows it because the read is already invoked and no unlinearized op returned before this
 // point). So when such a read is backtracked, or its configuration is already in the cache (=
@@ -81,12 +94,15 @@
 // concurrency, plus observed unknown ops not yet linearized). Because reported versions order
 // the writes, reads are pinned to one write and are greedy, S stays close to n for real
 // histories; the worst case (NP-complete problem) is bounded by `maxStates` / `timeoutSteps`,
-// giving `ok: 'unknown'`.
+// giving `ok: 'unknown'`. Memory: O(S · n/32) words for the memoised bitsets.
 
 import { describeOp, type KvVersioned, type Op } from './types.js';
 
 export interface LinearizabilityOptions {
-  /** Max distinct configurations memoised, per key (default 200,000). */
+  /**
+   * Max distinct configurations memoised, per key. Default 200,000, lowered for very long keys
+   * so that the memoised bitsets stay under ~256 MB (each takes n/8 bytes).
+   */
   maxStates?: number;
   /** Max search steps (model steps + backtracks), per key (default 20,000,000). */
   timeoutSteps?: number;
@@ -95,6 +111,7 @@ export interface LinearizabilityOptions {
 }
 
 export type LinearizabilityResult =
+  /** `checked`: ops that constrained the check (ok ops, and unknown write/cas not dropped). */
   | { ok: true; checked: number }
   | { ok: false; key: string; reason: string; minimalWindow: Op[]; witness?: string }
   | { ok: 'unknown'; reason: 'search limit reached'; key?: string };
@@ -103,6 +120,8 @@ export const DEFAULT_MAX_STATES = 200_000;
 export const DEFAULT_TIMEOUT_STEPS = 20_000_000;
 
 const READ = 0;
+/** Search-state value standing for "a value no remaining read returns". */
+const UNSEEN = -1;
 const WRITE = 1;
 const CAS = 2;
 
@@ -132,7 +151,7 @@ type KeyVerdict =
 // Entry point
 
 export function checkLinearizable(history: readonly Op[], opts: LinearizabilityOptions = {}): LinearizabilityResult {
-  const maxStates = opts.maxStates ?? DEFAULT_MAX_STATES;
+  const maxStates = opts.maxStates;
   const timeoutSteps = opts.timeoutSteps ?? DEFAULT_TIMEOUT_STEPS;
   const byKey = new Map<string, Op[]>();
   for (const op of history) {
@@ -180,7 +199,7 @@ function validate(op: Op): void {
 // ---------------------------------------------------------------------------------------------
 // One key
 
-function checkKey(ops: readonly Op[], initial: KvVersioned | null, maxStates: number, timeoutSteps: number): KeyVerdict {
+function checkKey(ops: readonly Op[], initial: KvVersioned | null, maxStatesOpt: number | undefined, timeoutSteps: number): KeyVerdict {
   // Interned values: 0 = absent.
   const vids = new Map<string, number>();
   const names: (string | null)[] = [null];
@@ -193,6 +212,7 @@ function checkKey(ops: readonly Op[], initial: KvVersioned | null, maxStates: nu
     }
     return id;
   };
+  if (initial !== null && !(initial.version >= 1)) throw new TypeError(`checkLinearizable: initial version of a present key must be >= 1`);
   const initVid = initial === null ? 0 : intern(initial.value);
   const initVer = initial === null ? 0 : initial.version;
 
@@ -259,10 +279,22 @@ function checkKey(ops: readonly Op[], initial: KvVersioned | null, maxStates: nu
     if (w.ver < 0 && pin !== undefined && writers.get(w.vid) === 1 && w.vid !== initVid) all.push({ ...w, ver: pin });
     else all.push(w);
   }
-  for (const r of reads) all.push(r);
+  // Reduction 3: infer read versions. A read of x without a reported version, x being written by
+  // exactly one op W whose version is known (reported or pinned) and not the initial value, sees
+  // W's state, so it sees W's version; a read of the initial value, which no op writes, sees the
+  // initial version (0 for absent). Requiring a version the read must have seen anyway removes no
+  // valid linearization; it lets the version-order pruning of the search apply to the read.
+  const verOfValue = new Map<number, number>();
+  for (const w of all) if (w.ver >= 0 && writers.get(w.vid) === 1 && w.vid !== initVid) verOfValue.set(w.vid, w.ver);
+  if (!writers.has(initVid)) verOfValue.set(initVid, initVer);
+  for (const r of reads) {
+    const v = r.ver < 0 ? verOfValue.get(r.vid) : undefined;
+    all.push(v === undefined ? r : { ...r, ver: v });
+  }
   all.sort((a, b) => a.invoke - b.invoke);
 
-  const s = search(all, initVid, initVer, maxStates, timeoutSteps);
+  const maxStates = maxStatesOpt ?? Math.min(DEFAULT_MAX_STATES, Math.max(10_000, Math.floor(2 ** 31 / Math.max(1, all.length))));
+  const s = search(all, names.length, initVid, initVer, maxStates, timeoutSteps);
   if (s.result === 'ok') return { ok: true, checked: all.length };
   if (s.result === 'limit') return { ok: 'unknown' };
   return explainSearchFailure(all, s.deepest, names, initVid);
@@ -421,7 +453,7 @@ interface CacheEntry {
   ver: number;
 }
 
-function search(ops: readonly Prepared[], initVid: number, initVer: number, maxStates: number, timeoutSteps: number): SearchResult {
+function search(ops: readonly Prepared[], nValues: number, initVid: number, initVer: number, maxStates: number, timeoutSteps: number): SearchResult {
   const n = ops.length;
   let requiredLeft = 0;
   for (const p of ops) if (p.required) requiredLeft++;
@@ -434,8 +466,14 @@ function search(ops: readonly Prepared[], initVid: number, initVer: number, maxS
   const verOf = new Float64Array(n);
   const expectOf = new Float64Array(n);
   const required = new Uint8Array(n);
+  // Unlinearized reads per returned value. A state value that no unlinearized read returns can
+  // never be observed again from this configuration (reads are the only ops that look at the
+  // value), so it is replaced by UNSEEN: configurations differing only in such values are
+  // equivalent and share one cache entry. This is what keeps blind concurrent writes cheap.
+  const readsLeft = new Int32Array(nValues);
   for (let i = 0; i < n; i++) {
     const p = ops[i]!;
+    if (p.kind === READ) readsLeft[p.vid]++;
     kind[i] = p.kind;
     vidOf[i] = p.vid;
     verOf[i] = p.ver;
@@ -511,8 +549,25 @@ function search(ops: readonly Prepared[], initVid: number, initVer: number, maxS
     return true;
   };
 
+  // Version order. In every sequence the model accepts, the versions seen or produced never
+  // decrease (they strictly increase at writes). So an op with a known version v can only be
+  // linearized once every ok op with a known version < v is: an ok op of version u < v placed
+  // after it would have to see or produce u below the current version. `byVer` lists the ok
+  // ops with known versions in version order; `vp` is the first one not linearized yet.
+  const byVer: number[] = [];
+  for (let i = 0; i < n; i++) if (required[i] && verOf[i]! >= 0) byVer.push(i);
+  byVer.sort((a, b) => verOf[a]! - verOf[b]!);
+  const byVerPos = new Int32Array(n).fill(-1);
+  byVer.forEach((i, pos) => (byVerPos[i] = pos));
+  const byVerVer = Float64Array.from(byVer, (i) => verOf[i]!);
+  const nByVer = byVer.length;
+  let vp = 0;
+  const isLinearized = (i: number): boolean => (bits[i >>> 5]! & (1 << (i & 31))) !== 0;
+  /** Lowest known version among ok ops not linearized yet (+∞ if none). */
+  const minPendingVer = (): number => (vp < nByVer ? byVerVer[vp]! : Infinity);
+
   // Current state and the stack of linearized ops (with the state before each).
-  let sVid = initVid;
+  let sVid = readsLeft[initVid]! > 0 ? initVid : UNSEEN;
   let sExact = 1;
   let sVer = initVer;
   let sWriter = -1;
@@ -528,6 +583,7 @@ function search(ops: readonly Prepared[], initVid: number, initVer: number, maxS
   let deepest: Deepest | undefined;
   let steps = 0;
   let cursor = next[HEAD]!;
+  let restart = true;
 
   /** Undo linearized ops until one that is not a greedy read; false if none is left. */
   const backtrack = (): boolean => {
@@ -545,6 +601,9 @@ function search(ops: readonly Prepared[], initVid: number, initVer: number, maxS
       sVer = fVer[depth]!;
       sWriter = fWriter[depth]!;
       if (required[i]) requiredLeft++;
+      if (kind[i] === READ) readsLeft[vidOf[i]!]++;
+      const pos = byVerPos[i]!;
+      if (pos >= 0 && pos < vp) vp = pos;
       if (!fPure[depth]) {
         cursor = next[c]!;
         return true;
@@ -554,6 +613,22 @@ function search(ops: readonly Prepared[], initVid: number, initVer: number, maxS
 
   for (;;) {
     if (++steps > timeoutSteps) return { result: 'limit' };
+    if (restart) {
+      // Reads first: a pending read that fits the current state without changing it is taken
+      // greedily (see the partial-order reduction above), before any write is tried.
+      restart = false;
+      const minVer = minPendingVer();
+      for (let e = next[HEAD]!; e !== TAIL && (e & 1) === 0; e = next[e]!) {
+        const i = e >> 1;
+        if (kind[i] !== READ || vidOf[i] !== sVid) continue;
+        const rv = verOf[i]!;
+        if (rv > minVer) continue;
+        if (sVid === 0 || rv < 0 || (sExact && rv === sVer)) {
+          cursor = e;
+          break;
+        }
+      }
+    }
     if (cursor === TAIL || (cursor & 1) === 1) {
       // A return reached before its op was linearized (or the end: cannot happen while ok ops
       // are left, as their returns precede the end). Record the deepest point for diagnostics.
@@ -607,11 +682,16 @@ function search(ops: readonly Prepared[], initVid: number, initVer: number, maxS
         }
       }
     }
+    if (legal && verOf[i]! > minPendingVer()) legal = false;
     if (!legal) {
       cursor = next[cursor]!;
       continue;
     }
+    // Pure = the read leaves the (semantic) state unchanged; replacing an unobservable value by
+    // UNSEEN is only a change of representation.
     const pure = k === READ && nExact === sExact && nVer === sVer;
+    if (k === READ) readsLeft[nVid]--;
+    if (readsLeft[nVid]! === 0) nVid = UNSEEN;
     bits[i >>> 5]! |= 1 << (i & 31);
     h1 ^= z1[i]!;
     h2 ^= z2[i]!;
@@ -628,14 +708,17 @@ function search(ops: readonly Prepared[], initVid: number, initVer: number, maxS
       sExact = nExact;
       sVer = nVer;
       lift(cursor);
+      if (byVerPos[i] === vp) while (vp < nByVer && isLinearized(byVer[vp]!)) vp++;
       if (required[i] && --requiredLeft === 0) return { result: 'ok' };
       if (cached > maxStates) return { result: 'limit' };
       cursor = next[HEAD]!;
+      restart = true;
       continue;
     }
     bits[i >>> 5]! &= ~(1 << (i & 31));
     h1 ^= z1[i]!;
     h2 ^= z2[i]!;
+    if (k === READ) readsLeft[vidOf[i]!]++;
     if (pure) {
       // Greedy read whose configuration is already known to fail: so does this one.
       if (!backtrack()) return { result: 'fail', deepest };
@@ -651,7 +734,8 @@ function search(ops: readonly Prepared[], initVid: number, initVer: number, maxS
 function explainSearchFailure(ops: readonly Prepared[], d: Deepest | undefined, names: (string | null)[], initVid: number): KeyVerdict {
   if (d === undefined) return fail('no linearization exists', ops.slice(0, 10));
   const show = (vid: number): string => (vid === 0 ? 'absent' : JSON.stringify(names[vid]));
-  const stateText = `${show(d.vid)}${d.vid === 0 ? '' : d.exact ? ` v${d.ver}` : ` v>=${d.ver}`}${d.writer >= 0 ? ` (written by #${ops[d.writer]!.op.id})` : d.vid === initVid && d.vid !== 0 ? ' (initial)' : ''}`;
+  const vid = d.vid === UNSEEN ? (d.writer >= 0 ? ops[d.writer]!.vid : initVid) : d.vid;
+  const stateText = `${show(vid)}${vid === 0 ? '' : d.exact ? ` v${d.ver}` : ` v>=${d.ver}`}${d.writer >= 0 ? ` (written by #${ops[d.writer]!.op.id})` : vid !== 0 ? ' (initial)' : ''}`;
   const stuck = ops[d.stuck]!;
   let why: string;
   if (stuck.kind === READ) {

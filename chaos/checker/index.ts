@@ -1,0 +1,22 @@
+// History checkers for the chaos harness. All modules here are pure (no IO, no clocks).
+export { describeOp, type KvVersioned, type Op } from './types.js';
+export {
+  checkLinearizable,
+  DEFAULT_MAX_STATES,
+  DEFAULT_TIMEOUT_STEPS,
+  type LinearizabilityOptions,
+  type LinearizabilityResult,
+} from './linearizability.js';
+export { checkNoLostWrites, type LostWrite, type LostWritesResult } from './lost-writes.js';
+export {
+  checkTasks,
+  RUNNING_OR_TERMINAL,
+  type ProcessInterval,
+  type TaskCheckOptions,
+  type TaskEvents,
+  type TaskObservation,
+  type TaskSubmission,
+  type TasksResult,
+  type TaskViolation,
+} from './tasks.js';
+export { renderReport, reportJson, reportText, type CheckResults, type ReportJson, type Verdict } from './report.js';

@@ -1,0 +1,112 @@
+// Rendering checker results: a human summary (text) and a JSON-serialisable object. PURE.
+
+import type { LinearizabilityResult } from './linearizability.js';
+import type { LostWritesResult } from './lost-writes.js';
+import type { TasksResult, TaskViolation } from './tasks.js';
+import { describeOp, type KvVersioned, type Op } from './types.js';
+
+export type Verdict = 'pass' | 'fail' | 'unknown';
+
+export interface CheckResults {
+  linearizability?: LinearizabilityResult;
+  lostWrites?: LostWritesResult;
+  tasks?: TasksResult;
+}
+
+export interface ReportJson {
+  verdict: Verdict;
+  linearizability?:
+    | { verdict: 'pass'; checked: number }
+    | { verdict: 'fail'; key: string; reason: string; window: Op[]; windowText: string[]; witness?: string }
+    | { verdict: 'unknown'; reason: string; key?: string };
+  lostWrites?: {
+    verdict: Verdict;
+    checked: number;
+    lost: { key: string; opId: Op['id']; reason: string; final: KvVersioned | null }[];
+    unexplained: { key: string; final: KvVersioned; reason: string }[];
+    unchecked: string[];
+  };
+  tasks?: { verdict: Verdict; tasks: number; violations: TaskViolation[] };
+}
+
+function linVerdict(r: LinearizabilityResult): Verdict {
+  return r.ok === true ? 'pass' : r.ok === false ? 'fail' : 'unknown';
+}
+
+function combine(vs: Verdict[]): Verdict {
+  if (vs.includes('fail')) return 'fail';
+  if (vs.includes('unknown')) return 'unknown';
+  return 'pass';
+}
+
+export function reportJson(r: CheckResults): ReportJson {
+  const verdicts: Verdict[] = [];
+  const out: ReportJson = { verdict: 'pass' };
+  if (r.linearizability !== undefined) {
+    const l = r.linearizability;
+    verdicts.push(linVerdict(l));
+    if (l.ok === true) out.linearizability = { verdict: 'pass', checked: l.checked };
+    else if (l.ok === false) {
+      out.linearizability = { verdict: 'fail', key: l.key, reason: l.reason, window: l.minimalWindow, windowText: l.minimalWindow.map(describeOp) };
+      if (l.witness !== undefined) out.linearizability.witness = l.witness;
+    } else {
+      out.linearizability = { verdict: 'unknown', reason: l.reason };
+      if (l.key !== undefined) out.linearizability.key = l.key;
+    }
+  }
+  if (r.lostWrites !== undefined) {
+    const w = r.lostWrites;
+    const v: Verdict = w.ok ? 'pass' : 'fail';
+    verdicts.push(v);
+    out.lostWrites = {
+      verdict: v,
+      checked: w.checked,
+      lost: w.lost.map((x) => ({ key: x.key, opId: x.op.id, reason: x.reason, final: x.final })),
+      unexplained: w.unexplained,
+      unchecked: w.unchecked,
+    };
+  }
+  if (r.tasks !== undefined) {
+    const v: Verdict = r.tasks.ok ? 'pass' : 'fail';
+    verdicts.push(v);
+    out.tasks = { verdict: v, tasks: r.tasks.tasks, violations: r.tasks.violations };
+  }
+  out.verdict = combine(verdicts);
+  return out;
+}
+
+const LIST_LIMIT = 20;
+
+export function reportText(r: CheckResults): string {
+  const j = reportJson(r);
+  const lines: string[] = [`chaos check: ${j.verdict.toUpperCase()}`];
+  const l = j.linearizability;
+  if (l !== undefined) {
+    if (l.verdict === 'pass') lines.push(`  linearizability: pass (${l.checked} ops checked)`);
+    else if (l.verdict === 'unknown') lines.push(`  linearizability: UNKNOWN — ${l.reason}${l.key === undefined ? '' : ` (key ${JSON.stringify(l.key)})`}`);
+    else {
+      lines.push(`  linearizability: FAIL on key ${JSON.stringify(l.key)}`, `    ${l.reason}`, '    ops:');
+      for (const t of l.windowText) lines.push(`      ${t}`);
+      if (l.witness !== undefined) for (const t of l.witness.split('\n')) lines.push(`    ${t}`);
+    }
+  }
+  const w = j.lostWrites;
+  if (w !== undefined) {
+    lines.push(`  lost writes: ${w.verdict === 'pass' ? 'pass' : 'FAIL'} (${w.checked} acknowledged writes checked, ${w.lost.length} lost)`);
+    for (const x of w.lost.slice(0, LIST_LIMIT)) lines.push(`    lost ${x.reason}`);
+    if (w.lost.length > LIST_LIMIT) lines.push(`    … and ${w.lost.length - LIST_LIMIT} more`);
+    for (const x of w.unexplained) lines.push(`    key ${JSON.stringify(x.key)}: ${x.reason}`);
+    if (w.unchecked.length > 0) lines.push(`    not checked (no final value): ${w.unchecked.map((k) => JSON.stringify(k)).join(', ')}`);
+  }
+  const t = j.tasks;
+  if (t !== undefined) {
+    lines.push(`  tasks: ${t.verdict === 'pass' ? 'pass' : 'FAIL'} (${t.tasks} tasks, ${t.violations.length} violations)`);
+    for (const v of t.violations.slice(0, LIST_LIMIT)) lines.push(`    ${v.kind}: ${v.message}`);
+    if (t.violations.length > LIST_LIMIT) lines.push(`    … and ${t.violations.length - LIST_LIMIT} more`);
+  }
+  return lines.join('\n');
+}
+
+export function renderReport(r: CheckResults): { text: string; json: ReportJson } {
+  return { text: reportText(r), json: reportJson(r) };
+}

@@ -1,0 +1,682 @@
+// History checkers of the chaos harness: linearizability of the kv store (read / write / cas
+// with versions, unknown outcomes), lost writes, task invariants, and the report.
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { checkLinearizable } from '../chaos/checker/linearizability.js';
+import { checkNoLostWrites } from '../chaos/checker/lost-writes.js';
+import { renderReport } from '../chaos/checker/report.js';
+import { checkTasks, type ProcessInterval } from '../chaos/checker/tasks.js';
+import type { KvVersioned, Op } from '../chaos/checker/types.js';
+
+// ---------------------------------------------------------------------------------------------
+// Tiny DSL for hand-written histories. `at` = [invoke, complete]; complete null = never.
+
+let nextId = 1;
+type Outcome = Op['outcome'];
+function W(client: number, key: string, value: string, at: [number, number | null], version: number | null = null, outcome: Outcome = 'ok'): Op {
+  const op: Op = { id: nextId++, client, key, type: 'write', value, invoke: at[0], complete: at[1], outcome };
+  if (outcome === 'ok') op.result = { value, version };
+  return op;
+}
+function C(client: number, key: string, expectVersion: number, value: string, at: [number, number | null], version: number | null = null, outcome: Outcome = 'ok'): Op {
+  const op: Op = { id: nextId++, client, key, type: 'cas', value, expectVersion, invoke: at[0], complete: at[1], outcome };
+  if (outcome === 'ok') op.result = { value, version };
+  return op;
+}
+function R(client: number, key: string, value: string | null, at: [number, number | null], version: number | null = null, outcome: Outcome = 'ok'): Op {
+  const op: Op = { id: nextId++, client, key, type: 'read', invoke: at[0], complete: at[1], outcome };
+  if (outcome === 'ok') op.result = { value, version };
+  return op;
+}
+const U = (client: number, key: string, value: string, invoke: number): Op => W(client, key, value, [invoke, null], null, 'unknown');
+
+function verdict(h: Op[], opts?: Parameters<typeof checkLinearizable>[1]): true | false | 'unknown' {
+  return checkLinearizable(h, opts).ok;
+}
+
+/** A copy without any version information (results keep their values). */
+function stripVersions(h: Op[]): Op[] {
+  return h.map((o) => ({ ...o, result: o.result === undefined ? undefined : { value: o.result.value, version: null } }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Known-good and known-bad histories
+
+describe('checkLinearizable: hand-written histories', () => {
+  it('a sequential history is linearizable', () => {
+    const h = [
+      R(1, 'x', null, [0, 1]),
+      W(1, 'x', 'a', [2, 3], 4),
+      R(2, 'x', 'a', [4, 5], 4),
+      W(2, 'x', 'b', [6, 7], 9),
+      R(1, 'x', 'b', [8, 9], 9),
+      C(1, 'x', 9, 'c', [10, 11], 12),
+      R(3, 'x', 'c', [12, 13], 12),
+      C(3, 'x', 9, 'd', [14, 15], null, 'fail'), // conflict: did not happen
+      R(2, 'x', 'c', [16, 17], 12),
+      R(3, 'x', 'zzz', [18, 19], 1, 'unknown'), // reads that failed or timed out observed nothing
+      R(3, 'x', 'zzz', [20, 21], 1, 'fail'),
+    ];
+    expect(checkLinearizable(h)).toEqual({ ok: true, checked: 8 });
+    expect(verdict(stripVersions(h))).toBe(true);
+  });
+
+  it('a read overlapping a write may see either the old or the new value', () => {
+    const base = () => [W(1, 'x', 'a', [0, 1], 1), W(1, 'x', 'b', [2, 10], 2)];
+    expect(verdict([...base(), R(2, 'x', 'a', [3, 5], 1)])).toBe(true);
+    expect(verdict([...base(), R(2, 'x', 'b', [3, 5], 2)])).toBe(true);
+    // …and two overlapping reads may see new then old only if both overlap the write
+    expect(verdict([...base(), R(2, 'x', 'b', [3, 5], 2), R(3, 'x', 'a', [4, 6], 1)])).toBe(true);
+    // the write took effect at a point: a read starting after it completed sees it
+    expect(verdict([...base(), R(2, 'x', 'b', [3, 5], 2), R(2, 'x', 'b', [11, 12], 2)])).toBe(true);
+  });
+
+  it('a stale read after a completed write is not linearizable', () => {
+    const h = [W(1, 'x', 'a', [0, 1], 1), W(1, 'x', 'b', [2, 3], 2), R(2, 'x', 'a', [4, 5], 1)];
+    const r = checkLinearizable(h);
+    expect(r.ok).toBe(false);
+    if (r.ok !== false) return;
+    expect(r.key).toBe('x');
+    expect(r.reason).toMatch(/stale read/);
+    expect(r.minimalWindow.map((o) => o.id)).toEqual([h[0]!.id, h[1]!.id, h[2]!.id]);
+    // Without versions the search itself must find it.
+    const s = checkLinearizable(stripVersions(h));
+    expect(s.ok).toBe(false);
+    if (s.ok === false) expect(s.minimalWindow.map((o) => o.id)).toContain(h[2]!.id);
+    // A read of absent after a completed write is stale too.
+    expect(verdict([W(1, 'x', 'a', [0, 1], 1), R(2, 'x', null, [2, 3])])).toBe(false);
+    expect(verdict([W(1, 'x', 'a', [0, 1]), R(2, 'x', null, [2, 3])])).toBe(false);
+  });
+
+  it('a read of a value never written is not linearizable', () => {
+    const h = [W(1, 'x', 'a', [0, 1], 1), R(2, 'x', 'zzz', [2, 3], 5)];
+    const r = checkLinearizable(h);
+    expect(r).toMatchObject({ ok: false, key: 'x' });
+    if (r.ok === false) {
+      expect(r.reason).toMatch(/never written/);
+      expect(r.minimalWindow.map((o) => o.id)).toEqual([h[1]!.id]);
+    }
+    // a failed write did not happen: reading its value is a violation as well
+    expect(verdict([W(1, 'x', 'a', [0, 1], null, 'fail'), R(2, 'x', 'a', [2, 3])])).toBe(false);
+  });
+
+  it('a lost update (two cas on the same version both succeed) is not linearizable', () => {
+    const h = [W(1, 'x', 'a', [0, 1], 1), C(1, 'x', 1, 'b', [2, 5], 2), C(2, 'x', 1, 'c', [2, 6], 3)];
+    const r = checkLinearizable(h);
+    expect(r.ok).toBe(false);
+    if (r.ok === false) {
+      expect(r.reason).toMatch(/lost update/);
+      expect(r.minimalWindow).toHaveLength(3);
+    }
+    expect(verdict(stripVersions(h))).toBe(false);
+    // sequential cas on successive versions is fine, a conflicting one that failed too
+    expect(verdict([W(1, 'x', 'a', [0, 1], 1), C(1, 'x', 1, 'b', [2, 5], 2), C(2, 'x', 2, 'c', [2, 6], 3), C(3, 'x', 1, 'd', [2, 6], null, 'fail')])).toBe(true);
+    // create-if-absent twice
+    expect(verdict([C(1, 'x', 0, 'a', [0, 3], 1), C(2, 'x', 0, 'b', [1, 4], 2)])).toBe(false);
+    expect(verdict([C(1, 'x', 0, 'a', [0, 3], 1), C(2, 'x', 0, 'b', [1, 4], null, 'fail')])).toBe(true);
+  });
+
+  it('cas needs the expected version to be current', () => {
+    // cas expecting v1 after v2 was written and acknowledged
+    expect(verdict([W(1, 'x', 'a', [0, 1], 1), W(1, 'x', 'b', [2, 3], 2), C(2, 'x', 1, 'c', [4, 5], 3)])).toBe(false);
+    // the version a cas expects may come from an unknown write, pinned by a later read
+    expect(verdict([W(1, 'x', 'a', [0, 1], 1), U(2, 'x', 'b', 2), C(1, 'x', 7, 'c', [10, 11], 8), R(3, 'x', 'b', [3, 4], 7)])).toBe(true);
+    // …or from an unknown write whose version nobody read (cas binds it)
+    expect(verdict([W(1, 'x', 'a', [0, 1], 1), U(2, 'x', 'b', 2), C(1, 'x', 7, 'c', [10, 11], 8)])).toBe(true);
+    // an unknown write may also land after the cas…
+    expect(verdict([W(1, 'x', 'a', [0, 1], 5), U(2, 'x', 'b', 2), C(1, 'x', 5, 'c', [10, 11], 8), R(3, 'x', 'b', [12, 13])])).toBe(true);
+    // …but not when it was read before the cas began: then the cas's expected version is gone
+    expect(verdict([W(1, 'x', 'a', [0, 1], 5), U(2, 'x', 'b', 2), R(3, 'x', 'b', [3, 4]), C(1, 'x', 5, 'c', [10, 11], 8)])).toBe(false);
+  });
+
+  it('an unknown write that took effect (observed later) is fine', () => {
+    expect(verdict([W(1, 'x', 'a', [0, 1], 1), U(1, 'x', 'b', 2), R(2, 'x', 'b', [10, 11], 5), R(3, 'x', 'b', [12, 13], 5)])).toBe(true);
+    // observed, then overwritten
+    expect(verdict([W(1, 'x', 'a', [0, 1], 1), U(1, 'x', 'b', 2), R(2, 'x', 'b', [10, 11], 5), W(3, 'x', 'c', [12, 13], 6), R(2, 'x', 'c', [14, 15], 6)])).toBe(true);
+    // it may take effect long after the client gave up, even after other writes
+    expect(verdict([W(1, 'x', 'a', [0, 1], 1), U(1, 'x', 'b', 2), W(2, 'x', 'c', [10, 11], 3), R(2, 'x', 'b', [20, 21], 9)])).toBe(true);
+    // without versions as well
+    expect(verdict(stripVersions([W(1, 'x', 'a', [0, 1], 1), U(1, 'x', 'b', 2), W(2, 'x', 'c', [10, 11], 3), R(2, 'x', 'b', [20, 21], 9)]))).toBe(true);
+  });
+
+  it('an unknown write never observed is fine', () => {
+    expect(verdict([W(1, 'x', 'a', [0, 1], 1), U(1, 'x', 'b', 2), R(2, 'x', 'a', [10, 11], 1), W(2, 'x', 'c', [12, 13], 3), R(1, 'x', 'c', [14, 15], 3)])).toBe(true);
+    // an unknown cas never observed, with many unknown ops around
+    const h: Op[] = [W(1, 'x', 'a', [0, 1], 1)];
+    for (let i = 0; i < 40; i++) h.push(U(2 + i, 'x', `u${i}`, 2 + i));
+    h.push(C(1, 'x', 1, 'b', [50, 51], 60), R(1, 'x', 'b', [52, 53], 60));
+    expect(verdict(h)).toBe(true);
+  });
+
+  it('an unknown write observed before its invoke is not linearizable', () => {
+    const h = [W(1, 'x', 'a', [0, 1], 1), R(2, 'x', 'b', [2, 3], 5), U(1, 'x', 'b', 5)];
+    const r = checkLinearizable(h);
+    expect(r.ok).toBe(false);
+    if (r.ok === false) expect(r.reason).toMatch(/before it was written/);
+    expect(verdict(stripVersions(h))).toBe(false);
+  });
+
+  it('an unknown write cannot take effect twice, nor its version disagree', () => {
+    // observed, overwritten, observed again: a single write happens once
+    expect(verdict([W(1, 'x', 'a', [0, 1], 1), U(1, 'x', 'b', 2), R(2, 'x', 'b', [3, 4]), W(2, 'x', 'c', [5, 6], 8), R(3, 'x', 'b', [7, 9])])).toBe(false);
+    // two reads report different versions for the same single write
+    expect(verdict([W(1, 'x', 'a', [0, 1], 1), U(1, 'x', 'b', 2), R(2, 'x', 'b', [3, 4], 5), R(3, 'x', 'b', [5, 6], 6)])).toBe(false);
+  });
+
+  it('a read older than a preceding non-overlapping read is not linearizable', () => {
+    // the write of b is still in flight: reading b then a is only possible if the reads overlap
+    const mk = (c1: number, c2: number, gap: boolean) => [
+      W(1, 'x', 'a', [0, 1], 1),
+      W(1, 'x', 'b', [2, 20], 2),
+      R(c1, 'x', 'b', [3, 5], 2),
+      R(c2, 'x', 'a', gap ? [6, 7] : [4, 7], 1),
+    ];
+    expect(verdict(mk(2, 2, true))).toBe(false); // same client
+    expect(verdict(mk(2, 3, true))).toBe(false); // across clients
+    expect(verdict(mk(2, 3, false))).toBe(true); // overlapping reads: either order
+    expect(verdict(stripVersions(mk(2, 3, true)))).toBe(false);
+    expect(verdict(stripVersions(mk(2, 3, false)))).toBe(true);
+    const r = checkLinearizable(mk(2, 3, true));
+    if (r.ok === false) expect(r.reason).toMatch(/stale read/);
+  });
+
+  it('keys are independent', () => {
+    // Merged into one register this would be a stale read; per key it is fine.
+    const h = [W(1, 'x', 'a', [0, 1], 1), W(2, 'y', 'b', [2, 3], 2), R(3, 'x', 'a', [4, 5], 1), R(3, 'y', 'b', [4, 5], 2)];
+    expect(checkLinearizable(h)).toEqual({ ok: true, checked: 4 });
+    // A violation on y is reported on y, whatever x does.
+    const bad = [...h, W(1, 'y', 'c', [6, 7], 3), R(2, 'y', 'b', [8, 9], 2), R(3, 'x', 'a', [8, 9], 1)];
+    expect(checkLinearizable(bad)).toMatchObject({ ok: false, key: 'y' });
+  });
+
+  it('honours the initial contents', () => {
+    const initial = new Map<string, KvVersioned | null>([['x', { value: 'init', version: 3 }]]);
+    expect(verdict([R(1, 'x', 'init', [0, 1], 3), C(1, 'x', 3, 'a', [2, 3], 4)], { initial })).toBe(true);
+    expect(verdict([R(1, 'x', 'init', [0, 1], 3)])).toBe(false);
+    expect(verdict([R(1, 'x', null, [0, 1])], { initial })).toBe(false);
+  });
+
+  it('explains a violation found by the search with a small window and a witness', () => {
+    // Versions-free, so only the search can see it: b overwrote a (in real time), c overwrote b,
+    // then a reader sees b again.
+    const h: Op[] = [];
+    for (let i = 0; i < 10; i++) h.push(W(1, 'x', `v${i}`, [i * 10, i * 10 + 5]), R(2, 'x', `v${i}`, [i * 10 + 6, i * 10 + 8]));
+    h.push(R(3, 'x', 'v5', [200, 201]));
+    const r = checkLinearizable(h);
+    expect(r.ok).toBe(false);
+    if (r.ok !== false) return;
+    expect(r.minimalWindow.length).toBeLessThanOrEqual(12);
+    expect(r.minimalWindow.map((o) => o.id)).toContain(h[h.length - 1]!.id);
+    expect(r.witness).toMatch(/longest linearizable prefix/);
+    expect(r.reason).toMatch(/"v9"/);
+  });
+
+  it('returns unknown when the search limit is reached', () => {
+    const h: Op[] = [];
+    for (let i = 0; i < 12; i++) h.push(W(i, 'x', `w${i}`, [0, 100]));
+    h.push(R(99, 'x', 'w3', [101, 102]));
+    expect(checkLinearizable(h, { maxStates: 3 })).toMatchObject({ ok: 'unknown', reason: 'search limit reached' });
+    expect(checkLinearizable(h, { timeoutSteps: 5 })).toMatchObject({ ok: 'unknown' });
+    expect(verdict(h)).toBe(true);
+  });
+
+  it('rejects malformed ops', () => {
+    expect(() => checkLinearizable([{ id: 1, client: 1, key: 'x', type: 'read', invoke: 0, complete: 1, outcome: 'ok' }])).toThrow(/malformed/);
+    expect(() => checkLinearizable([{ id: 1, client: 1, key: 'x', type: 'cas', value: 'a', invoke: 0, complete: 1, outcome: 'ok' }])).toThrow(/expectVersion/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Generated histories from a real sequential register
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface GenOpts {
+  seed: number;
+  ops: number;
+  keys: number;
+  clients: number;
+  latency?: number;
+  readRate?: number;
+  casRate?: number;
+  unknownRate?: number;
+  failRate?: number;
+}
+
+/**
+ * Concurrent clients against one true register per key. Each op takes effect at a random point
+ * inside its interval (unknown ops: maybe never, maybe long after the client gave up). Versions
+ * are a shared, gappy "Raft index". Written values are unique.
+ */
+function generate(o: GenOpts): Op[] {
+  const rnd = mulberry32(o.seed);
+  const int = (a: number, b: number): number => a + Math.floor(rnd() * (b - a + 1));
+  const latency = o.latency ?? 10;
+  const readRate = o.readRate ?? 0.5;
+  const casRate = o.casRate ?? 0.2;
+  const unknownRate = o.unknownRate ?? 0.05;
+  const failRate = o.failRate ?? 0.02;
+  const free = Array.from({ length: o.clients }, () => int(0, latency));
+  const ops: Op[] = [];
+  const events: { t: number; kind: 0 | 1; op: Op }[] = []; // 0 = effect, 1 = invoke (of a cas)
+  for (let id = 0; id < o.ops; id++) {
+    let c = 0;
+    for (let i = 1; i < free.length; i++) if (free[i]! < free[c]!) c = i;
+    const invoke = free[c]!;
+    const key = `k${int(0, o.keys - 1)}`;
+    const roll = rnd();
+    const type: Op['type'] = roll < readRate ? 'read' : roll < readRate + casRate ? 'cas' : 'write';
+    const unknown = rnd() < unknownRate;
+    const failed = !unknown && type !== 'read' && rnd() < failRate;
+    const lp = invoke + int(0, latency);
+    const complete = lp + int(0, latency);
+    const op: Op = { id, client: c, key, type, invoke, complete: unknown ? null : complete, outcome: unknown ? 'unknown' : failed ? 'fail' : 'ok' };
+    if (type !== 'read') op.value = `${key}:${id}`;
+    ops.push(op);
+    if (type === 'cas') events.push({ t: invoke, kind: 1, op });
+    if (!failed && (!unknown || (type !== 'read' && rnd() < 0.5))) events.push({ t: unknown ? invoke + int(0, 4 * latency) : lp, kind: 0, op });
+    free[c] = unknown ? invoke + 2 * latency : complete + int(1, 3);
+  }
+  events.sort((a, b) => a.t - b.t || a.kind - b.kind);
+  const reg = new Map<string, { value: string; version: number }>();
+  const seen = new Map<string, number>(); // client+key → last version the client saw
+  let index = 0;
+  for (const e of events) {
+    const op = e.op;
+    const cur = reg.get(op.key);
+    const ck = `${op.client}/${op.key}`;
+    if (e.kind === 1) {
+      op.expectVersion = rnd() < 0.6 ? (cur?.version ?? 0) : (seen.get(ck) ?? 0);
+      continue;
+    }
+    if (op.type === 'read') {
+      op.result = cur === undefined ? { value: null, version: null } : { value: cur.value, version: cur.version };
+      if (cur !== undefined) seen.set(ck, cur.version);
+      continue;
+    }
+    if (op.type === 'cas' && (cur?.version ?? 0) !== op.expectVersion) {
+      if (op.outcome === 'ok') op.outcome = 'fail'; // 409
+      continue;
+    }
+    index += int(1, 3);
+    reg.set(op.key, { value: op.value!, version: index });
+    if (op.outcome === 'ok') {
+      op.result = { value: op.value!, version: index };
+      seen.set(ck, index);
+    }
+  }
+  for (const op of ops) if (op.type === 'cas' && op.expectVersion === undefined) op.expectVersion = 0;
+  return ops;
+}
+
+function finalStateOf(h: Op[]): Map<string, KvVersioned | null> {
+  // The last effect in version order is the final value; unknown effects are not recorded in the
+  // history, so recompute from the generator's acknowledged writes and observed reads: the write
+  // with the highest version among ok ops (tests only use histories without unknown ops here).
+  const m = new Map<string, KvVersioned | null>();
+  for (const op of h) {
+    if (op.type === 'read' || op.outcome !== 'ok') {
+      if (!m.has(op.key)) m.set(op.key, null);
+      continue;
+    }
+    const cur = m.get(op.key);
+    if (cur === undefined || cur === null || cur.version < op.result!.version!) m.set(op.key, { value: op.value!, version: op.result!.version! });
+  }
+  return m;
+}
+
+/**
+ * Make one ok read return a value that is certainly stale: the value of an ok write Wold when an
+ * ok write Wnew with a higher version completed before the read was invoked. Wnew follows Wold
+ * in every linearization (versions increase), the read follows Wnew (real time), and Wold's value
+ * is written once: no linearization lets the read see it. With `realTime`, Wold also completed
+ * before Wnew was invoked, so the violation stands even with all versions stripped.
+ */
+function mutateStale(h: Op[], seed: number, realTime = false): { history: Op[]; read: Op } | undefined {
+  const rnd = mulberry32(seed);
+  const reads = h.filter((o) => o.type === 'read' && o.outcome === 'ok');
+  const writes = h.filter((o) => o.type !== 'read' && o.outcome === 'ok');
+  for (let tries = 0; tries < 200 && reads.length > 0; tries++) {
+    const r = reads[Math.floor(rnd() * reads.length)]!;
+    const newer = writes.filter((w) => w.key === r.key && w.complete! < r.invoke);
+    if (newer.length === 0) continue;
+    const wNew = newer[Math.floor(rnd() * newer.length)]!;
+    const older = writes.filter((w) => w.key === r.key && w.result!.version! < wNew.result!.version! && (!realTime || w.complete! < wNew.invoke));
+    if (older.length === 0) continue;
+    const wOld = older[Math.floor(rnd() * older.length)]!;
+    const read: Op = { ...r, result: { value: wOld.value!, version: wOld.result!.version } };
+    return { history: h.map((o) => (o === r ? read : o)), read };
+  }
+  return undefined;
+}
+
+describe('checkLinearizable: generated histories', () => {
+  it('histories of a real register are always linearizable (with and without versions)', () => {
+    for (let seed = 1; seed <= 150; seed++) {
+      const h = generate({ seed, ops: 40 + (seed % 5) * 30, keys: 1 + (seed % 3), clients: 2 + (seed % 7), unknownRate: (seed % 4) * 0.05 });
+      const r = checkLinearizable(h);
+      if (r.ok !== true) throw new Error(`seed ${seed}: ${JSON.stringify(r, null, 1)}`);
+      const s = checkLinearizable(stripVersions(h));
+      if (s.ok !== true) throw new Error(`seed ${seed} (no versions): ${JSON.stringify(s, null, 1)}`);
+    }
+  });
+
+  it('a stale read planted in a generated history is always detected', () => {
+    let planted = 0;
+    for (let seed = 1; seed <= 150; seed++) {
+      const h = generate({ seed, ops: 60 + (seed % 4) * 40, keys: 1 + (seed % 2), clients: 2 + (seed % 6), unknownRate: (seed % 3) * 0.05 });
+      const m = mutateStale(h, seed);
+      if (m !== undefined) {
+        planted++;
+        const r = checkLinearizable(m.history);
+        if (r.ok !== false) throw new Error(`seed ${seed}: stale read #${m.read.id} not detected`);
+        expect(r.minimalWindow.map((o) => o.id)).toContain(m.read.id);
+        // only the read's version gone: the search must still find it
+        const noReadVersions = m.history.map((o) => (o.type === 'read' && o.result !== undefined ? { ...o, result: { ...o.result, version: null } } : o));
+        expect(verdict(noReadVersions), `seed ${seed}`).toBe(false);
+      }
+      const mt = mutateStale(h, seed + 1000, true);
+      if (mt !== undefined) {
+        planted++;
+        expect(verdict(stripVersions(mt.history)), `seed ${seed} (real time, no versions)`).toBe(false);
+      }
+    }
+    expect(planted).toBeGreaterThan(200);
+  });
+
+  it('agrees with a brute-force checker on small random histories', () => {
+    const rnd = mulberry32(42);
+    const int = (a: number, b: number): number => a + Math.floor(rnd() * (b - a + 1));
+    const pick = <T>(xs: readonly T[]): T => xs[int(0, xs.length - 1)]!;
+    let good = 0;
+    let bad = 0;
+    for (let n = 0; n < 3000; n++) {
+      let h: Op[];
+      if (n % 2 === 0) {
+        // a valid history, then (sometimes) one random field changed
+        h = generate({ seed: 10_000 + n, ops: int(2, 7), keys: 1, clients: int(1, 4), unknownRate: 0.25, latency: 4 });
+        if (rnd() < 0.6 && h.length > 0) {
+          const i = int(0, h.length - 1);
+          const o = { ...h[i]! };
+          const f = int(0, 3);
+          if (f === 0 && o.result !== undefined) o.result = { value: o.type === 'read' ? pick(['k0:0', 'k0:1', 'k0:2', null]) : o.result.value, version: o.result.version };
+          else if (f === 1 && o.result !== undefined) o.result = { value: o.result.value, version: pick([null, 1, 2, 3, 4, 5]) };
+          else if (f === 2) o.invoke = Math.max(0, o.invoke + int(-8, 8));
+          else if (o.type === 'cas') o.expectVersion = int(0, 5);
+          if (o.complete !== null && o.complete < o.invoke) o.complete = o.invoke;
+          h[i] = o;
+        }
+      } else {
+        // fully random
+        h = [];
+        const k = int(1, 6);
+        for (let i = 0; i < k; i++) {
+          const invoke = int(0, 10);
+          const outcome = pick<Outcome>(['ok', 'ok', 'ok', 'unknown', 'fail']);
+          const at: [number, number | null] = [invoke, outcome === 'unknown' ? null : invoke + int(0, 5)];
+          const type = pick(['read', 'write', 'cas'] as const);
+          const v = pick(['a', 'b', 'c']);
+          const ver = pick([null, 1, 2, 3, 4]);
+          if (type === 'read') h.push(R(i, 'x', pick(['a', 'b', 'c', null]), at, ver, outcome));
+          else if (type === 'write') h.push(W(i, 'x', v, at, ver, outcome));
+          else h.push(C(i, 'x', int(0, 3), v, at, ver, outcome));
+        }
+      }
+      const expected = bruteForce(h);
+      const got = checkLinearizable(h).ok;
+      if (got !== expected) throw new Error(`disagreement (checker ${got}, brute force ${expected}) on ${JSON.stringify(h)}`);
+      if (expected) good++;
+      else bad++;
+    }
+    expect(good).toBeGreaterThan(300);
+    expect(bad).toBeGreaterThan(300);
+  });
+});
+
+/**
+ * Exhaustive reference: tries every order and subset of unknown writes, with concrete integer
+ * versions for writes that report none (all values up to a bound). Exponential; tiny inputs only.
+ */
+function bruteForce(history: Op[]): boolean {
+  const keys = new Set(history.map((o) => o.key));
+  for (const key of keys) {
+    const ops = history.filter((o) => o.key === key && o.outcome !== 'fail' && !(o.type === 'read' && o.outcome !== 'ok'));
+    const end = (o: Op): number => (o.outcome === 'unknown' || o.complete === null ? Infinity : o.complete);
+    let bound = ops.length + 2;
+    for (const o of ops) bound = Math.max(bound, (o.result?.version ?? 0) + ops.length + 2, (o.expectVersion ?? 0) + ops.length + 2);
+    const placed = ops.map(() => false);
+    let requiredLeft = ops.filter((o) => o.outcome === 'ok').length;
+    const dfs = (value: string | null, ver: number): boolean => {
+      if (requiredLeft === 0) return true;
+      for (let i = 0; i < ops.length; i++) {
+        if (placed[i]) continue;
+        const o = ops[i]!;
+        if (ops.some((p, j) => j !== i && !placed[j] && end(p) < o.invoke)) continue;
+        const nexts: [string | null, number][] = [];
+        if (o.type === 'read') {
+          if (o.result!.value !== value) continue;
+          if (value !== null && o.result!.version !== null && o.result!.version !== ver) continue;
+          nexts.push([value, ver]);
+        } else {
+          if (o.type === 'cas' && o.expectVersion !== ver) continue;
+          const rv = o.outcome === 'ok' ? (o.result?.version ?? null) : null;
+          if (rv !== null) {
+            if (rv > ver) nexts.push([o.value!, rv]);
+          } else for (let v = ver + 1; v <= bound; v++) nexts.push([o.value!, v]);
+        }
+        placed[i] = true;
+        if (o.outcome === 'ok') requiredLeft--;
+        for (const [nv, nver] of nexts) {
+          if (dfs(nv, nver)) {
+            placed[i] = false;
+            if (o.outcome === 'ok') requiredLeft++;
+            return true;
+          }
+        }
+        placed[i] = false;
+        if (o.outcome === 'ok') requiredLeft++;
+      }
+      return false;
+    };
+    if (!dfs(null, 0)) return false;
+  }
+  return true;
+}
+
+describe('checkLinearizable: performance', () => {
+  it('2,000 ops over 4 keys with 10 clients check in well under 2 s', () => {
+    const h = generate({ seed: 7, ops: 2000, keys: 4, clients: 10, unknownRate: 0.05 });
+    const t0 = performance.now();
+    const r = checkLinearizable(h);
+    const ms = performance.now() - t0;
+    console.log(`linearizability: 2,000 ops / 4 keys / 10 clients: ${ms.toFixed(1)} ms`);
+    expect(r).toEqual({ ok: true, checked: expect.any(Number) });
+    expect(ms).toBeLessThan(2000);
+    const m = mutateStale(h, 7)!;
+    const t1 = performance.now();
+    expect(checkLinearizable(m.history).ok).toBe(false);
+    console.log(`  with a planted stale read: ${(performance.now() - t1).toFixed(1)} ms`);
+  });
+
+  it('3,000 ops on one key with 16 clients and unknown outcomes', () => {
+    const h = generate({ seed: 11, ops: 3000, keys: 1, clients: 16, unknownRate: 0.1, latency: 20 });
+    for (const [label, hist] of [
+      ['versions', h],
+      ['no read versions', h.map((o) => (o.type === 'read' && o.result !== undefined ? { ...o, result: { ...o.result, version: null } } : o))],
+    ] as const) {
+      const t0 = performance.now();
+      const r = checkLinearizable(hist);
+      const ms = performance.now() - t0;
+      console.log(`linearizability: 3,000 ops / 1 key / 16 clients (${label}): ${ms.toFixed(1)} ms`);
+      expect(r.ok).toBe(true);
+      expect(ms).toBeLessThan(label === 'versions' ? 2000 : 5000);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Lost writes
+
+describe('checkNoLostWrites', () => {
+  it('accepts visible and overwritten writes', () => {
+    const h = generate({ seed: 3, ops: 300, keys: 3, clients: 5, unknownRate: 0 });
+    const r = checkNoLostWrites(h, finalStateOf(h));
+    expect(r.ok).toBe(true);
+    expect(r.lost).toEqual([]);
+    expect(r.checked).toBeGreaterThan(50);
+  });
+
+  it('reports an acknowledged write whose version is newer than the final one', () => {
+    const h = [W(1, 'x', 'a', [0, 1], 3), W(2, 'x', 'b', [2, 3], 5), W(1, 'y', 'c', [0, 1], 4)];
+    const r = checkNoLostWrites(
+      h,
+      new Map([
+        ['x', { value: 'a', version: 3 }],
+        ['y', null],
+      ]),
+    );
+    expect(r.ok).toBe(false);
+    expect(r.lost.map((l) => l.op.id).sort()).toEqual([h[1]!.id, h[2]!.id].sort());
+    expect(r.lost.find((l) => l.op.id === h[1]!.id)!.reason).toMatch(/older than the acknowledged v5/);
+    expect(r.lost.find((l) => l.op.id === h[2]!.id)!.reason).toMatch(/absent/);
+  });
+
+  it('judges writes without versions by real-time order', () => {
+    const h = [W(1, 'x', 'a', [0, 1]), W(2, 'x', 'b', [2, 3]), U(3, 'x', 'c', 0)];
+    // b completed after a was invoked, so a final a is a lost b
+    expect(checkNoLostWrites(h, new Map([['x', { value: 'a', version: 9 }]])).lost.map((l) => l.op.id)).toEqual([h[1]!.id]);
+    // c (unknown, may land any time after 0) can overwrite both
+    expect(checkNoLostWrites(h, new Map([['x', { value: 'c', version: 9 }]])).ok).toBe(true);
+    expect(checkNoLostWrites(h, new Map([['x', { value: 'b', version: 9 }]])).ok).toBe(true);
+  });
+
+  it('reports a final value nobody wrote, same-version corruption, and unread keys', () => {
+    const h = [W(1, 'x', 'a', [0, 1], 3), W(1, 'z', 'q', [0, 1], 4)];
+    const r = checkNoLostWrites(h, new Map([['x', { value: 'zzz', version: 3 }]]));
+    expect(r.ok).toBe(false);
+    expect(r.lost).toHaveLength(1);
+    expect(r.unexplained.map((u) => u.key)).toEqual(['x']);
+    expect(r.unchecked).toEqual(['z']);
+    // the final value was written, but at another version than the key ends with
+    const v = checkNoLostWrites(h, new Map([['x', { value: 'a', version: 7 }]]));
+    expect(v.lost).toEqual([]);
+    expect(v.unexplained.map((u) => u.reason)).toEqual(['final value "a" has v7, but it was written at v3 (#' + h[0]!.id + ')']);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Tasks
+
+describe('checkTasks', () => {
+  const proc = (taskId: string, attempt: number, node: string, from: number, to: number | null, pid = 100): ProcessInterval => ({ taskId, attempt, node, pid, from, to });
+
+  it('accepts a clean run', () => {
+    const r = checkTasks({
+      submissions: [
+        { taskId: 't1', at: 0, acknowledged: true },
+        { taskId: 't2', at: 0, acknowledged: true },
+        { taskId: 't3', at: 0, acknowledged: false },
+      ],
+      observations: [
+        { taskId: 't1', node: 'n1', state: 'running', attempt: 1, at: 5 },
+        { taskId: 't1', node: 'n1', state: 'lost', attempt: 1, at: 20, reason: 'node n1 is down (no heartbeat)' },
+        { taskId: 't1', node: 'n2', state: 'running', attempt: 2, at: 30 },
+        { taskId: 't2', node: 'n2', state: 'succeeded', attempt: 1, at: 9 },
+      ],
+      processes: [proc('t1', 1, 'n1', 3, 18), proc('t1', 2, 'n2', 18, null), proc('t1', 2, 'n2', 40, 50, 101)],
+    });
+    expect(r).toEqual({ ok: true, tasks: 3, violations: [] });
+  });
+
+  it('reports a task running twice at once', () => {
+    const r = checkTasks({ observations: [], processes: [proc('t1', 1, 'n1', 0, 20), proc('t1', 2, 'n2', 10, null), proc('t2', 1, 'n1', 0, 5), proc('t2', 1, 'n2', 3, 4)] });
+    expect(r.ok).toBe(false);
+    expect(r.violations.map((v) => [v.kind, v.taskId])).toEqual([
+      ['double-run', 't1'],
+      ['double-run', 't2'],
+    ]);
+    const v = r.violations[0]!;
+    if (v.kind === 'double-run') expect(v.overlap).toEqual({ from: 10, to: 20 });
+  });
+
+  it('reports acknowledged submissions that never started, optionally within a deadline', () => {
+    const events = {
+      submissions: [
+        { taskId: 't1', at: 0, acknowledged: true },
+        { taskId: 't2', at: 0, acknowledged: true },
+      ],
+      observations: [
+        { taskId: 't1', node: null, state: 'pending', attempt: 0, at: 5 },
+        { taskId: 't2', node: 'n1', state: 'running', attempt: 1, at: 50 },
+      ],
+    };
+    expect(checkTasks(events).violations.map((v) => [v.kind, v.taskId])).toEqual([['never-started', 't1']]);
+    expect(checkTasks(events, { settleWithin: 30 }).violations.map((v) => v.taskId)).toEqual(['t1', 't2']);
+  });
+
+  it('reports lost without a reason and vanished tasks', () => {
+    const r = checkTasks({
+      submissions: [
+        { taskId: 't1', at: 0, acknowledged: true },
+        { taskId: 't2', at: 0, acknowledged: true, removedAt: 40 },
+      ],
+      observations: [
+        { taskId: 't1', node: 'n1', state: 'lost', attempt: 1, at: 10, reason: ' ' },
+        { taskId: 't1', node: 'n1', state: 'lost', attempt: 1, at: 11 },
+        { taskId: 't1', node: null, state: 'absent', attempt: 0, at: 30 },
+        { taskId: 't2', node: 'n1', state: 'succeeded', attempt: 1, at: 10 },
+        { taskId: 't2', node: null, state: 'absent', attempt: 0, at: 50 },
+      ],
+    });
+    expect(r.violations.map((v) => [v.kind, v.taskId])).toEqual([
+      ['lost-without-reason', 't1'],
+      ['vanished', 't1'],
+    ]);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Report and purity
+
+describe('report', () => {
+  it('renders a summary and JSON', () => {
+    const h = [W(1, 'x', 'a', [0, 1], 1), W(1, 'x', 'b', [2, 3], 2), R(2, 'x', 'a', [4, 5], 1)];
+    const { text, json } = renderReport({
+      linearizability: checkLinearizable(h),
+      lostWrites: checkNoLostWrites(h, new Map([['x', { value: 'b', version: 2 }]])),
+      tasks: checkTasks({ observations: [{ taskId: 't', node: 'n', state: 'lost', attempt: 1, at: 1 }] }),
+    });
+    expect(json.verdict).toBe('fail');
+    expect(json.linearizability).toMatchObject({ verdict: 'fail', key: 'x' });
+    expect(json.lostWrites).toMatchObject({ verdict: 'pass', checked: 2 });
+    expect(json.tasks?.violations).toHaveLength(1);
+    expect(JSON.parse(JSON.stringify(json))).toEqual(json);
+    expect(text).toMatch(/^chaos check: FAIL/);
+    expect(text).toMatch(/linearizability: FAIL on key "x"/);
+    expect(text).toMatch(/#\d+ c2 read x → "a" v1 \[4\.\.5\]/);
+    expect(text).toMatch(/lost-without-reason/);
+    expect(renderReport({ linearizability: { ok: true, checked: 3 } }).text).toBe('chaos check: PASS\n  linearizability: pass (3 ops checked)');
+    expect(renderReport({ linearizability: { ok: 'unknown', reason: 'search limit reached' } }).json.verdict).toBe('unknown');
+  });
+});
+
+describe('checker modules are pure', () => {
+  const dir = join(import.meta.dirname, '..', 'chaos', 'checker');
+  it.each(readdirSync(dir).filter((f) => f.endsWith('.ts')))('%s imports only siblings and reads no clock', (f) => {
+    const src = readFileSync(join(dir, f), 'utf8');
+    for (const m of src.matchAll(/from\s+['"]([^'"]+)['"]/g)) expect(m[1]).toMatch(/^\.\//);
+    const code = src.replace(/\/\/.*$/gm, '').replace(/\/\*[\s\S]*?\*\//g, '');
+    for (const banned of ['Date.now', 'new Date(', 'Math.random', 'setTimeout', 'setInterval', 'performance.now', 'require(', 'import(']) expect(code).not.toContain(banned);
+    expect(code).not.toMatch(/\bprocess\./);
+  });
+});
