@@ -9,8 +9,9 @@
 // Everything that turns API data into screen lines is a pure function exported from here
 // (normalize*, describeEvent, fitColumns, render*), so odd data can be tested without a
 // terminal; the Board class only wires blessed, timers and sockets together.
-import blessed from 'blessed';
-import WebSocket from 'ws';
+// blessed and ws are loaded only when the board runs (every other CLI command stays fast).
+import type { Widgets } from 'blessed';
+import type WebSocket from 'ws';
 import type { Command } from 'commander';
 import { FlotillaClient } from '../client/client.js';
 import { FlotillaError } from '../manager/errors.js';
@@ -421,7 +422,6 @@ export function nodeColumns(g: Glyphs = UNICODE_GLYPHS): Column<NodeRow>[] {
     { title: 'TASKS', min: 5, max: 5, prio: 2, right: true, text: (n) => (n.tasks === null ? '-' : String(n.tasks)) },
     { title: 'CPU', min: 7, max: 24, prio: 3, flex: true, text: (n, w) => usageCell(n.cpuUsed, n.cpuCap, fmtCpu, w, g) },
     { title: 'MEM', min: 7, max: 24, prio: 3, flex: true, text: (n, w) => usageCell(n.memUsed, n.memCap, fmtMem, w, g) },
-    { title: 'HEARTBEAT', min: 9, max: 9, prio: 6, right: true, text: (n) => (n.lastHeartbeat === null ? '-' : ago(Date.now() - n.lastHeartbeat)) },
   ];
 }
 
@@ -575,18 +575,23 @@ export interface BoardOptions {
   intervalMs: number;
 }
 
+interface Libs {
+  blessed: typeof import('blessed');
+  WebSocket: typeof WebSocket;
+}
+
 const EVENT_LIMIT = 200;
 
 class Board {
   private readonly client: FlotillaClient;
-  private screen!: blessed.Widgets.Screen;
-  private header!: blessed.Widgets.BoxElement;
-  private mgrBox!: blessed.Widgets.BoxElement;
-  private nodeBox!: blessed.Widgets.BoxElement;
-  private taskBox!: blessed.Widgets.BoxElement;
-  private eventBox!: blessed.Widgets.BoxElement;
-  private footer!: blessed.Widgets.BoxElement;
-  private helpBox!: blessed.Widgets.BoxElement;
+  private screen!: Widgets.Screen;
+  private header!: Widgets.BoxElement;
+  private mgrBox!: Widgets.BoxElement;
+  private nodeBox!: Widgets.BoxElement;
+  private taskBox!: Widgets.BoxElement;
+  private eventBox!: Widgets.BoxElement;
+  private footer!: Widgets.BoxElement;
+  private helpBox!: Widgets.BoxElement;
   private g: Glyphs = UNICODE_GLYPHS;
 
   // data
@@ -607,7 +612,6 @@ class Board {
   private focus: Focus = 'tasks';
   private mode: Mode = 'normal';
   private filter = '';
-  private filterBefore = '';
   private taskSel = 0;
   private taskSelId: string | null = null;
   private taskTop = 0;
@@ -635,7 +639,10 @@ class Board {
   private closed = false;
   private done!: () => void;
 
-  constructor(private readonly opts: BoardOptions) {
+  constructor(
+    private readonly opts: BoardOptions,
+    private readonly libs: Libs,
+  ) {
     this.client = new FlotillaClient(opts.managers, {
       timeoutMs: Math.max(2500, Math.min(10_000, opts.intervalMs * 3)),
       attemptTimeoutMs: 1500,
@@ -660,14 +667,15 @@ class Board {
   // ---- UI setup
 
   private setup(): void {
+    const { blessed } = this.libs;
     this.screen = blessed.screen({ smartCSR: true, warnings: false, title: 'flotilla board', fullUnicode: false, autoPadding: false });
     const tput = (this.screen as unknown as { program?: { tput?: { unicode?: boolean } } }).program?.tput;
     this.g = tput?.unicode === false ? ASCII_GLYPHS : UNICODE_GLYPHS;
     // On a UTF-8 terminal, draw borders and bars as UTF-8 rather than through the alternate
     // character set: tmux (and capture-pane) do not map every ACS glyph, e.g. the block.
     if (tput?.unicode) (tput as { brokenACS?: boolean }).brokenACS = true;
-    const box = (o: blessed.Widgets.BoxOptions) =>
-      blessed.box({ parent: this.screen, tags: true, wrap: false, ...o } as blessed.Widgets.BoxOptions);
+    const box = (o: Widgets.BoxOptions) =>
+      blessed.box({ parent: this.screen, tags: true, wrap: false, ...o } as Widgets.BoxOptions);
     const bordered = (label: string) => box({ border: { type: 'line' }, label, style: { border: { fg: 'gray' }, label: { bold: true } } });
     this.header = box({ top: 0, left: 0, height: 2 });
     this.mgrBox = bordered(' managers ');
@@ -786,7 +794,7 @@ class Board {
     this.wsOpen = false;
     let ws: WebSocket;
     try {
-      ws = new WebSocket(`ws://${addr}/v1/events?since=${this.lastSeq}`, { handshakeTimeout: 2000, maxPayload: 4 * 1024 * 1024 });
+      ws = new this.libs.WebSocket(`ws://${addr}/v1/events?since=${this.lastSeq}`, { handshakeTimeout: 2000, maxPayload: 4 * 1024 * 1024 });
     } catch (e) {
       this.addEvent({ at: Date.now(), text: `events: cannot connect to ${addr}: ${errMsg(e)}`, color: 'red-fg' });
       this.wsNext++;
@@ -927,7 +935,6 @@ class Board {
         return;
       case '/':
         this.mode = 'filter';
-        this.filterBefore = this.filter;
         this.focus = 'tasks';
         return;
       case 'j':
@@ -1084,7 +1091,7 @@ class Board {
     const eventsH = Math.max(Math.min(rest, 4), Math.floor(rest * 0.38));
     const tasksH = Math.max(0, rest - eventsH);
     const mgrW = W >= 120 ? Math.min(72, Math.floor(W * 0.45)) : Math.min(38, Math.floor(W / 2));
-    const place = (el: blessed.Widgets.BoxElement, top: number, left: number, width: number, height: number) => {
+    const place = (el: Widgets.BoxElement, top: number, left: number, width: number, height: number) => {
       if (width < 3 || height < 3) {
         el.hide();
         return false;
@@ -1124,7 +1131,7 @@ class Board {
     this.header.setContent(`${h1}\n${h2}`);
 
     const staleTag = (at: number, err: string | null) => (stale(at, err) ? ` {yellow-fg}stale ${ago(now - at)}{/yellow-fg} ` : '');
-    const focusStyle = (el: blessed.Widgets.BoxElement, on: boolean) => {
+    const focusStyle = (el: Widgets.BoxElement, on: boolean) => {
       const st = el.style as { border?: { fg?: string } };
       if (st.border) st.border.fg = on ? 'cyan' : 'gray';
     };
@@ -1216,7 +1223,9 @@ function errMsg(e: unknown): string {
 
 /** Runs the board until the user quits. */
 export async function runBoard(opts: BoardOptions): Promise<void> {
-  const board = new Board(opts);
+  const blessed = (await import('blessed')).default;
+  const { default: WS } = await import('ws');
+  const board = new Board(opts, { blessed, WebSocket: WS });
   const onSignal = () => board.quit();
   const onCrash = (e: unknown) => {
     // Restore the terminal before reporting anything.
