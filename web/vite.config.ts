@@ -12,6 +12,8 @@ export default defineConfig({
     outDir: 'dist',
     emptyOutDir: true,
     target: 'es2022',
+    // The solid transform is most of a build; rolldown's "slow plugin" note is noise here.
+    rolldownOptions: { checks: { bundlerTimings: false } },
     // The page has no lazy imports (one script, one stylesheet): when the manager that served
     // it dies, the page keeps working from another manager and never needs more code from it.
   },

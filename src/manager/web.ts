@@ -15,6 +15,7 @@ import { dirname, extname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Manager } from './manager.js';
 import { taskView } from './api.js';
+import { send } from './http.js';
 import { FlotillaError } from './errors.js';
 import { parseTaskSpec } from './spec.js';
 import { isTerminal, type ClusterEvent, type Task } from './state.js';
@@ -102,29 +103,35 @@ export function allowedOrigin(m: Manager, origin: string): boolean {
 function registerCors(m: Manager): void {
   const router = m.router;
   const handle = router.handle.bind(router);
-  // Decorate every API answer (JSON, streams, errors) for the cluster's own page origins.
+  // Decorate every API answer (JSON, streams, errors) for the cluster's own page origins, and
+  // answer their preflights. Wrapping the router (rather than adding an OPTIONS /v1/* route)
+  // keeps unknown /v1 paths a plain 404.
   router.handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<boolean> => {
+    if (!(req.url ?? '').startsWith('/v1/')) return handle(req, res);
     const origin = req.headers.origin;
-    if (typeof origin === 'string' && (req.url ?? '').startsWith('/v1/') && allowedOrigin(m, origin)) {
+    const allowed = typeof origin === 'string' && allowedOrigin(m, origin);
+    if (req.method === 'OPTIONS') {
+      if (!allowed) {
+        const err = new FlotillaError('forbidden', `Cannot allow cross-origin requests from '${String(origin ?? '')}' as it is not one of this cluster's managers`);
+        send(res, err.httpStatus, err.toJSON());
+        return true;
+      }
+      res.writeHead(204, {
+        'access-control-allow-origin': origin,
+        'access-control-allow-methods': 'GET, POST, PUT, PATCH, DELETE',
+        'access-control-allow-headers': 'content-type, x-request-id',
+        'access-control-max-age': '600',
+        vary: 'origin',
+      });
+      res.end();
+      return true;
+    }
+    if (allowed) {
       res.setHeader('access-control-allow-origin', origin);
       res.setHeader('vary', 'origin');
     }
     return handle(req, res);
   };
-  router.on('OPTIONS', '/v1/*', (ctx) => {
-    const origin = ctx.req.headers.origin;
-    if (typeof origin !== 'string' || !allowedOrigin(m, origin)) {
-      throw new FlotillaError('forbidden', `Cannot allow cross-origin requests from '${String(origin ?? '')}' as it is not one of this cluster's managers`);
-    }
-    ctx.res.writeHead(204, {
-      'access-control-allow-origin': origin,
-      'access-control-allow-methods': 'GET, POST, PUT, PATCH, DELETE',
-      'access-control-allow-headers': 'content-type, x-request-id',
-      'access-control-max-age': '600',
-      vary: 'origin',
-    });
-    ctx.res.end();
-  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -237,7 +244,9 @@ function sendFile(req: http.IncomingMessage, res: http.ServerResponse, file: str
   };
   if (type.startsWith('text/html')) {
     headers['x-frame-options'] = 'DENY';
-    headers['content-security-policy'] = "frame-ancestors 'none'";
+    // The page talks to any of the cluster's managers (failover), hence the wide connect-src.
+    headers['content-security-policy'] =
+      "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' http: https: ws: wss:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
     headers['referrer-policy'] = 'no-referrer';
   }
   res.writeHead(200, headers);

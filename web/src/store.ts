@@ -23,6 +23,7 @@ export interface Banner {
   id: number;
   kind: 'reconnecting' | 'reconnected' | 'leader' | 'error';
   text: string;
+  link?: { href: string; label: string };
 }
 
 export interface StoreState {
@@ -79,12 +80,12 @@ export function onEvent(fn: (e: ClusterEvent) => void): () => void {
 let bannerSeq = 0;
 const bannerTimers = new Map<number, ReturnType<typeof setTimeout>>();
 
-export function showBanner(kind: Banner['kind'], text: string, ttlMs = 0): number {
+export function showBanner(kind: Banner['kind'], text: string, ttlMs = 0, link?: Banner['link']): number {
   const id = ++bannerSeq;
   // One banner per kind: a newer one replaces the older.
   const same = store.banners.filter((b) => b.kind === kind || (kind === 'reconnected' && b.kind === 'reconnecting') || (kind === 'reconnecting' && b.kind === 'reconnected'));
   for (const b of same) dismissBanner(b.id);
-  setStore('banners', (bs) => [...bs, { id, kind, text }]);
+  setStore('banners', (bs) => [...bs, link ? { id, kind, text, link } : { id, kind, text }]);
   if (ttlMs > 0) bannerTimers.set(id, setTimeout(() => dismissBanner(id), ttlMs));
   return id;
 }
@@ -124,7 +125,8 @@ export function noteConnection(text: string): void {
  */
 export function observeLeader(id: string | null, term: number, source: TimelineEntry['source'], at: number | null, quiet = false): void {
   if (!id) return;
-  const cur = store.leader;
+  // A plain copy: the store proxy would show the new values after setStore.
+  const cur = store.leader ? { id: store.leader.id, term: store.leader.term } : null;
   if (cur && term < cur.term) return;
   if (cur && cur.id === id && cur.term === term) return;
   setStore('leader', { id, term });
@@ -137,7 +139,11 @@ export function observeLeader(id: string | null, term: number, source: TimelineE
     text: cur && cur.id === id ? `${id} re-elected (term ${term})` : `${id} became leader (term ${term})`,
   });
   if (!quiet && cur && cur.id !== id) showBanner('leader', `Leader changed to ${id} (term ${term}; was ${cur.id})`, 20_000);
+  if (cur && cur.id !== id) for (const f of leaderHooks) f();
 }
+
+/** Called when the leader changes (the connection refreshes the managers row at once). */
+export const leaderHooks = new Set<() => void>();
 
 // ------------------------------------------------------------------------------------------
 // Applying data
@@ -153,19 +159,22 @@ export function upsertTask(t: Task): void {
 export function upsertNode(n: NodeInfo): void {
   const cur = store.nodes[n.id];
   if (cur && cur.version > n.version) return;
-  setStore('nodes', n.id, (prev) => ({ ...(prev ?? {}), ...n, usage: n.usage ?? prev?.usage }));
+  setStore('nodes', n.id, (prev) => ({ ...(prev ?? {}), ...n, usage: n.usage ?? prev?.usage, heartbeatSeenAt: prev?.heartbeatSeenAt }));
 }
 
 /** Usage and heartbeats are not carried by events: the page refreshes them from /v1/nodes. */
 export function refreshNodes(nodes: NodeInfo[]): void {
+  const at = Date.now();
   setStore(
     produce((s) => {
       for (const n of nodes) {
+        const seen = typeof n.heartbeatAgeMs === 'number' ? at - n.heartbeatAgeMs : undefined;
         const cur = s.nodes[n.id];
         if (cur && cur.version > n.version) {
           cur.usage = n.usage;
           cur.lastHeartbeat = Math.max(cur.lastHeartbeat, n.lastHeartbeat);
-        } else s.nodes[n.id] = n;
+          cur.heartbeatSeenAt = seen;
+        } else s.nodes[n.id] = { ...n, heartbeatSeenAt: seen };
       }
     }),
   );
@@ -192,7 +201,7 @@ export function applySnapshot(snap: Snapshot): void {
       for (const n of snap.nodes) {
         const cur = s.nodes[n.id];
         if (cur && cur.version > n.version) cur.usage = n.usage;
-        else s.nodes[n.id] = n;
+        else s.nodes[n.id] = { ...n, heartbeatSeenAt: cur?.heartbeatSeenAt };
       }
       s.truncated = snap.truncated;
       s.loaded = true;
@@ -207,9 +216,16 @@ export function applySnapshot(snap: Snapshot): void {
 export function applyEvent(e: ClusterEvent): void {
   switch (e.type) {
     case 'task.created':
-    case 'task.updated':
-      upsertTask(e.task);
+    case 'task.updated': {
+      // Optional fields an event leaves out are cleared, not kept from an older copy.
+      const t: Task = { exitCode: undefined, nextRestartAt: undefined, ...e.task };
+      if (e.at !== null) {
+        t.updatedAt = e.at;
+        if (e.type === 'task.created') t.createdAt = e.at;
+      }
+      upsertTask(t);
       break;
+    }
     case 'task.removed':
       tombstones.set(e.task.id, e.index);
       setStore(

@@ -90,6 +90,10 @@ export interface NodeInfo {
   registeredAt: number;
   version: number;
   usage?: NodeUsage;
+  /** From /v1/nodes (the leader's memory; heartbeats are not replicated). */
+  heartbeatAgeMs?: number | null;
+  /** Page clock time of the last heartbeat, derived from heartbeatAgeMs when polled. */
+  heartbeatSeenAt?: number;
 }
 
 export type ClusterEvent = { seq: number; index: number; at: number | null } & (
@@ -124,6 +128,8 @@ export interface ManagerRow {
 
 export interface ClusterInfo {
   leader: string | null;
+  /** Set when there is no leader: why, and what still works. */
+  message?: string;
   term: number;
   managers: ManagerRow[];
 }
