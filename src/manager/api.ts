@@ -12,6 +12,7 @@ import { Reply } from './http.js';
 import { parseNodeAvailability, parseTaskSpec } from './spec.js';
 import { TASK_STATES, type ClusterEvent, type Task, type TaskState } from './state.js';
 import { splitAddr } from '../client/client.js';
+import { allowedOrigin } from './web.js';
 
 export interface ApiOptions {
   /** Allow task specs with host mounts or privileged containers. */
@@ -155,6 +156,12 @@ export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOpti
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
   m.upgrades.set('/v1/events', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    // Browsers send an Origin: only the cluster's own pages may read the stream from a browser.
+    const origin = req.headers.origin;
+    if (typeof origin === 'string' && !allowedOrigin(m, origin)) {
+      socket.end('HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\n\r\norigin not allowed\n');
+      return;
+    }
     let since: number;
     try {
       since = parseSince(new URL(req.url ?? '/', 'http://x').searchParams.get('since'));
