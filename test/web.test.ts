@@ -172,6 +172,22 @@ describe('web routes', () => {
     expect(res.headers.get('access-control-allow-origin')).toBeNull();
     const pre = await fetch(`http://${addr}/v1/tasks`, { method: 'OPTIONS', headers: { origin: evil, 'access-control-request-method': 'POST' } });
     expect(pre.status).toBe(403);
+    // The event stream: a foreign page cannot open it; the cluster's own page (and non-browser
+    // clients, which send no Origin) can.
+    const { default: WebSocket } = await import('ws');
+    const open = (headers: Record<string, string>) =>
+      new Promise<string>((resolve) => {
+        const ws = new WebSocket(`ws://${addr}/v1/events`, { headers });
+        ws.on('message', (d) => {
+          resolve(JSON.parse(String(d)).kind);
+          ws.close();
+        });
+        ws.on('unexpected-response', (_req, res) => resolve(`http ${res.statusCode}`));
+        ws.on('error', () => resolve('error'));
+      });
+    expect(await open({ origin: evil })).toBe('http 403');
+    expect(await open({ origin: `http://${addr}` })).toBe('hello');
+    expect(await open({})).toBe('hello');
   });
 
   it('validates a spec like POST /v1/tasks does, and serves a consistent snapshot', async () => {
