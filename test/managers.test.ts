@@ -199,7 +199,8 @@ describe('managers (real processes)', () => {
     const { spawn } = await import('node:child_process');
     const p = spawn(process.execPath, [CLI, 'manager', '--id', 'mx', '--listen', `127.0.0.1:${pw}`, '--data', join(cluster.dir, 'mx'), '--bootstrap', members, '--secret-file', wrongSecret], { stdio: 'ignore' });
     try {
-      await sleep(2500);
+      // Wait for its attempts to be refused (process start-up alone can take ~2 s on a busy host).
+      await eventually(() => [...cluster!.managers.values()].some((m) => /peer auth failed/.test(readFileSync(m.logFile, 'utf8'))), 20_000, 'refused peer');
       const s = await new FlotillaClient([`127.0.0.1:${pw}`]).get<{ leader: string | null }>('/v1/status', { pinned: true, timeoutMs: 2000 });
       expect(s.leader).toBeNull();
     } finally {

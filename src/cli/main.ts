@@ -7,6 +7,8 @@ import { registerWorkerCommand } from './worker-cmd.js';
 import { registerUp } from './up.js';
 import { registerBoard } from './board.js';
 import { registerWorkloadCommands } from './workload-cmd.js';
+import { registerOpsCommands } from './ops-cmd.js';
+import { registerChaosCommands } from './chaos-cmd.js';
 
 const program = new Command();
 program
@@ -28,5 +30,7 @@ registerWorkerCommand(program);
 registerUp(program);
 registerBoard(program);
 registerWorkloadCommands(program);
+registerOpsCommands(program);
+registerChaosCommands(program);
 
 await program.parseAsync(process.argv);

@@ -27,8 +27,19 @@ export class Reply {
   ) {}
 }
 
+/** One routed request, told to `Router.observe` once it is answered (metrics, access logs). */
+export interface RequestRecord {
+  method: string;
+  /** The route's pattern (e.g. /v1/kv/*), so labels stay few. */
+  route: string;
+  status: number;
+  ms: number;
+  requestId: string;
+}
+
 interface Route {
   method: string;
+  pattern: string;
   parts: string[];
   handler: Handler;
 }
@@ -37,10 +48,12 @@ let requestSeq = 0;
 
 export class Router {
   private routes: Route[] = [];
+  /** Called once per routed request after it was answered; must be cheap and must not throw. */
+  observe: ((r: RequestRecord) => void) | null = null;
   constructor(private readonly maxBodyBytes = 1024 * 1024) {}
 
   on(method: string, pattern: string, handler: Handler): this {
-    this.routes.push({ method, parts: pattern.split('/').filter(Boolean), handler });
+    this.routes.push({ method, pattern, parts: pattern.split('/').filter(Boolean), handler });
     return this;
   }
 
@@ -63,6 +76,7 @@ export class Router {
     }
     if (!pathMatched) return false;
     const requestId = String(req.headers['x-request-id'] ?? `r${Date.now().toString(36)}${(++requestSeq).toString(36)}`);
+    const t0 = this.observe ? performance.now() : 0;
     try {
       if (!route) throw new FlotillaError('bad_request', `Cannot ${req.method} ${url.pathname}: method not allowed`, { httpStatus: 405 });
       let bodyP: Promise<Buffer> | null = null;
@@ -93,6 +107,13 @@ export class Router {
       const err = toFlotillaError(e);
       if (!res.headersSent) send(res, err.httpStatus, err.toJSON(), { 'x-request-id': requestId });
       else res.destroy();
+    }
+    if (this.observe) {
+      try {
+        this.observe({ method: req.method ?? '', route: route?.pattern ?? 'method_not_allowed', status: res.statusCode, ms: performance.now() - t0, requestId });
+      } catch {
+        // metrics must never break a request
+      }
     }
     return true;
   }

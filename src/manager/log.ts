@@ -5,6 +5,8 @@ export interface Logger {
   info(msg: string, fields?: Record<string, unknown>): void;
   warn(msg: string, fields?: Record<string, unknown>): void;
   error(msg: string, fields?: Record<string, unknown>): void;
+  /** Fields added to every line from now on, read when the line is written (e.g. the Raft term). */
+  setContext?(fields: () => Record<string, unknown>): void;
 }
 
 const LEVELS = { debug: 10, info: 20, warn: 30, error: 40 } as const;
@@ -13,13 +15,21 @@ export type LogLevel = keyof typeof LEVELS;
 export function consoleLogger(node: string, level: LogLevel = (process.env.FLOTILLA_LOG_LEVEL as LogLevel) ?? 'info'): Logger {
   const min = LEVELS[level] ?? LEVELS.info;
   const pretty = process.env.FLOTILLA_LOG_FORMAT === 'pretty';
+  let context: (() => Record<string, unknown>) | null = null;
   const write = (lvl: LogLevel, msg: string, fields?: Record<string, unknown>) => {
     if (LEVELS[lvl] < min) return;
+    let ctx: Record<string, unknown> | undefined;
+    try {
+      ctx = context?.();
+    } catch {
+      ctx = undefined;
+    }
     if (pretty) {
       const extra = fields && Object.keys(fields).length > 0 ? ' ' + JSON.stringify(fields) : '';
-      process.stderr.write(`${new Date().toISOString().slice(11, 23)} ${node} ${lvl.padEnd(5)} ${msg}${extra}\n`);
+      const term = typeof ctx?.term === 'number' ? ` t${ctx.term}` : '';
+      process.stderr.write(`${new Date().toISOString().slice(11, 23)} ${node}${term} ${lvl.padEnd(5)} ${msg}${extra}\n`);
     } else {
-      process.stderr.write(JSON.stringify({ t: new Date().toISOString(), level: lvl, node, msg, ...fields }) + '\n');
+      process.stderr.write(JSON.stringify({ t: new Date().toISOString(), level: lvl, node, ...ctx, msg, ...fields }) + '\n');
     }
   };
   return {
@@ -27,6 +37,9 @@ export function consoleLogger(node: string, level: LogLevel = (process.env.FLOTI
     info: (m, f) => write('info', m, f),
     warn: (m, f) => write('warn', m, f),
     error: (m, f) => write('error', m, f),
+    setContext: (fn) => {
+      context = fn;
+    },
   };
 }
 

@@ -15,6 +15,7 @@ import { consoleLogger } from './log.js';
 import { Orchestrator, workerToken, type OrchestratorOptions } from './orchestrator.js';
 import { registerApi } from './api.js';
 import { registerWeb } from './web.js';
+import { createOps, registerOps, type Ops } from './ops.js';
 
 export interface ManagerOptions {
   id: NodeId;
@@ -35,6 +36,8 @@ export interface ManagerOptions {
   orchestrator?: OrchestratorOptions;
   /** Allow privileged task specs and host mounts. */
   allowPrivileged?: boolean;
+  /** Reach these peers at these addresses instead of their advertised ones (NAT, chaos proxies). */
+  peerRoutes?: Record<string, string>;
 }
 
 const FORWARDED = 'x-flotilla-forwarded';
@@ -48,6 +51,8 @@ export class Manager {
   readonly router = new Router();
   private transport!: PeerTransport;
   orchestrator!: Orchestrator;
+  /** Metrics, backups, cluster identity (ops.ts). */
+  ops: Ops | null = null;
   private readonly log: Logger;
   private readonly leaderWaitMs: number;
   private readonly started = Date.now();
@@ -74,7 +79,8 @@ export class Manager {
 
   static async start(opts: ManagerOptions): Promise<Manager> {
     const log = opts.log ?? consoleLogger(opts.id);
-    const storage = await RaftStorage.open(opts.dataDir, { nodeId: opts.id });
+    const ops = await createOps(opts.id, log);
+    const storage = await RaftStorage.open(opts.dataDir, { nodeId: opts.id, onWrite: ops.metrics.onWrite });
     let persisted;
     try {
       persisted = await storage.load();
@@ -91,7 +97,8 @@ export class Manager {
     const tickMs = opts.tickMs ?? 10;
     const heartbeatMs = opts.heartbeatMs ?? 50;
     const electionMs = opts.electionMs ?? 300;
-    const holder: { m?: Manager } = {};
+    // The node restores a persisted snapshot in its constructor, before the Manager exists.
+    const holder: { m?: Manager; initial?: Uint8Array } = {};
     const node = new RaftNode({
       id: opts.id,
       storage,
@@ -104,12 +111,16 @@ export class Manager {
       stateMachine: {
         apply: (data, at) => holder.m!.state.applyEntry(data, at),
         snapshot: () => holder.m!.state.snapshot(),
-        restore: (data) => holder.m!.state.restore(data),
+        restore: (data) => (holder.m ? holder.m.state.restore(data) : void (holder.initial = data)),
       },
       log: (level, msg, fields) => log[level](msg, fields),
+      onPersist: ops.metrics.onPersist,
     });
     const m = new Manager(opts, storage, node, log);
     holder.m = m;
+    if (holder.initial) m.state.restore(holder.initial);
+    m.ops = ops;
+    log.setContext?.(() => ({ term: node.status().term }));
     // Addresses told by authenticated peers: a manager that joins with an empty log answers the
     // leader before it has replicated the membership.
     const learned = new Map<NodeId, string>();
@@ -120,9 +131,10 @@ export class Manager {
       onMessage: (msg) => node.receive(msg),
       onUnreachable: (peer) => node.reportUnreachable(peer),
       onSnapshotStatus: (peer, ok) => node.reportSnapshot(peer, ok),
-      resolveAddr: (id) => node.members.get(id) ?? learned.get(id),
+      resolveAddr: (id) => m.peerAddr(id) ?? learned.get(id),
       onPeerAddr: (id, addr) => learned.set(id, addr),
       log: (level, msg, fields) => log[level](msg, fields),
+      ...ops.raftHooks(storage, node, persisted),
     });
     node.setTransport(m.transport);
     node.on('leader', (leader: NodeId | null, term: number) => {
@@ -136,6 +148,7 @@ export class Manager {
     m.orchestrator = new Orchestrator(m, opts.secret, log, opts.orchestrator);
     registerApi(m, m.orchestrator, { workerToken: workerToken(opts.secret), allowPrivileged: opts.allowPrivileged });
     registerWeb(m);
+    registerOps(m, ops, log);
     const [host, port] = splitAddr(opts.listen);
     m.server.on('upgrade', (req, socket, head) => {
       const path = new URL(req.url ?? '/', 'http://x').pathname;
@@ -193,9 +206,17 @@ export class Manager {
     for (;;) {
       const l = this.node.leader();
       if (l) return l;
-      if (Date.now() >= deadline) throw this.noLeaderError();
+      if (Date.now() >= deadline || this.quorumLost()) throw this.noLeaderError();
       await sleep(20);
     }
+  }
+
+  /** Leaderless for a while with too few voters reachable to elect one: waiting will not help. */
+  private quorumLost(): boolean {
+    if (this.node.leader() || this.node.msSinceLeaderChange() < 2 * (this.opts.electionMs ?? 300)) return false;
+    const voters = this.node.status().conf.voters;
+    const now = Date.now();
+    return voters.filter((v) => v === this.id || now - (this.node.lastContact.get(v) ?? 0) < 2000).length <= voters.length / 2;
   }
 
   noLeaderError(): FlotillaError {
@@ -215,8 +236,10 @@ export class Manager {
     const signal = AbortSignal.timeout(timeoutMs);
     let res: unknown;
     try {
+      this.ops?.metrics.proposals.inc();
       res = await this.node.propose(encodeCommand(cmd), signal);
     } catch (e) {
+      this.ops?.metrics.proposalFailures.inc();
       throw raftToFlotilla(e);
     }
     const r = res as { ok: boolean; value?: unknown; error?: { code: string; message: string } };
@@ -283,7 +306,7 @@ export class Manager {
       if (ctx.req.headers[FORWARDED] !== undefined) {
         throw new FlotillaError('not_leader', `not the leader; the leader is ${leader}`, { leader: this.node.members.get(leader) ?? leader, httpStatus: 503 });
       }
-      const addr = this.node.members.get(leader);
+      const addr = this.peerAddr(leader);
       if (!addr) throw this.noLeaderError();
       try {
         return await this.forward(ctx, addr);
@@ -296,6 +319,11 @@ export class Manager {
         throw fe;
       }
     }
+  }
+
+  /** Where this manager dials a peer: its --peer-route if any, else its advertised address. */
+  peerAddr(id: NodeId): string | undefined {
+    return this.opts.peerRoutes?.[id] ?? this.node.members.get(id);
   }
 
   private async forward(ctx: RequestContext, addr: string): Promise<Reply> {
@@ -419,6 +447,8 @@ export class Manager {
       members: Object.fromEntries(this.node.members),
       uptimeMs: Date.now() - this.started,
       progress: st.progress,
+      clusterId: this.ops?.clusterId() ?? null,
+      ...(st.leader ? {} : { message: this.noLeaderError().message }),
     };
   }
 
@@ -439,8 +469,10 @@ export class Manager {
     );
     const leaderStatus = results.find((r) => r.status && r.status.role === 'leader' && r.status.term >= me.term)?.status ?? null;
     const leaderCommit = leaderStatus?.commitIndex ?? me.commitIndex;
+    const leader = leaderStatus?.id ?? me.leader;
     return {
-      leader: leaderStatus?.id ?? me.leader,
+      leader,
+      ...(leader ? {} : { message: this.noLeaderError().message }),
       term: Math.max(...results.map((r) => r.status?.term ?? 0)),
       managers: results.map(({ id, addr, status }) => ({
         id,

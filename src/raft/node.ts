@@ -149,7 +149,8 @@ export class RaftNode extends EventEmitter {
   /** A message from a peer. */
   receive(m: Message): void {
     if (this.stopped) return;
-    this.lastContact.set(m.from, Date.now());
+    // Local reports about a peer (unreachable, snapshot status) are not signs of life.
+    if (m.type !== 'unreachable' && m.type !== 'snapStatus') this.lastContact.set(m.from, Date.now());
     try {
       this.core.step(m);
     } catch (e) {
@@ -366,7 +367,7 @@ export class RaftNode extends EventEmitter {
       }
     }
     this.log('info', 'snapshot restored from the leader', { index: s.meta.index, term: s.meta.term, bytes: s.data.length });
-    this.emit('snapshot-restored', s.meta.index);
+    this.emit('snapshot-restored', s.meta.index, s.data.length);
   }
 
   private restoreSnapshot(s: Snapshot): void {
@@ -407,6 +408,7 @@ export class RaftNode extends EventEmitter {
     this.lastSnapshotIndex = snap.meta.index;
     await this.storage.saveSnapshot(snap);
     this.log('info', 'snapshot taken', { index: snap.meta.index, bytes: data.length });
+    this.emit('snapshot-taken', snap.meta.index, data.length);
     return snap;
   }
 }

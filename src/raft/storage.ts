@@ -61,6 +61,11 @@ export interface RaftStorageOptions {
   nodeId: string;
   /** Recorded in the meta record; a store recorded with another cluster id is refused. */
   clusterId?: string;
+  /**
+   * Open an existing store whatever node it belongs to (offline tools such as `manager recover`;
+   * read the id from `meta`). An absent or empty directory is refused instead of created.
+   */
+  anyNode?: boolean;
   /** Called after every synced batch: its duration, payload bytes, entries written and merged save calls. */
   onWrite?: (ms: number, bytes: number, entries: number, saves: number) => void;
 }
@@ -151,9 +156,10 @@ export class RaftStorage {
    * store of this node; otherwise a StorageError is thrown and the directory is left untouched.
    */
   static async open(dir: string, opts: RaftStorageOptions): Promise<RaftStorage> {
-    if (!opts.nodeId) throw new StorageError('invalid', dir, 'RaftStorage.open: nodeId is required');
+    if (!opts.nodeId && !opts.anyNode) throw new StorageError('invalid', dir, 'RaftStorage.open: nodeId is required');
     const abs = path.resolve(dir);
     let state: 'absent' | 'empty' | 'existing' | 'created' = await inspectDir(abs);
+    if (opts.anyNode && state !== 'existing') throw new StorageError('foreign', abs, `${abs} holds no raft data (${state === 'absent' ? 'no such directory' : 'empty directory'})`);
     if (state === 'absent') state = await createFresh(abs, opts);
 
     const key = await fsp.realpath(abs).catch(() => abs);
@@ -193,6 +199,21 @@ export class RaftStorage {
 
   get meta(): StorageMeta {
     return { ...this.storedMeta };
+  }
+
+  /**
+   * Records a new cluster id in the meta record (a node adopting its cluster's id when it joins,
+   * or `manager recover` starting a new cluster epoch). Ordered with the saves around it.
+   */
+  setClusterId(clusterId: string | null): Promise<void> {
+    try {
+      this.assertUsable();
+      this.storedMeta = { ...this.storedMeta, clusterId };
+      this.group().put(KEY_META, packr.pack(this.storedMeta));
+      return this.enqueue(this.group());
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /** Index of the last log entry (or of the snapshot when the log is empty), including pending saves. */
@@ -518,7 +539,7 @@ async function readMeta(db: DB, p: string): Promise<StorageMeta> {
 }
 
 function checkIdentity(meta: StorageMeta, p: string, opts: RaftStorageOptions): void {
-  if (meta.nodeId !== opts.nodeId) {
+  if (meta.nodeId !== opts.nodeId && !opts.anyNode) {
     throw new StorageError('wrong_node', p, `${p} holds the raft data of node '${meta.nodeId}', not of node '${opts.nodeId}'; refusing to use it`);
   }
   if (opts.clusterId && meta.clusterId !== null && meta.clusterId !== opts.clusterId) {

@@ -10,6 +10,9 @@
 //   server -> client  welcome {mac: HMAC(secret, "server", ids, Ns, Nc)}
 // Both nonces are fresh random values per connection, so neither proof can be replayed on another
 // connection, and the role label keeps one side's proof from being reflected as the other's.
+// Each end also claims its cluster id (an HTTP header on the upgrade request / response) and
+// binds it into its proof: a peer of another cluster (e.g. an old member of a cluster rebuilt
+// with `flotilla manager recover`) is refused, and both ends learn it (onForeignCluster).
 // Nothing but the handshake is accepted before it completes. The handshake authenticates the
 // ends; it does not encrypt or sign later frames (use a private network or a TLS terminator).
 //
@@ -70,6 +73,18 @@ export interface PeerTransportOptions {
   snapshotAckTimeoutMs?: number;
   /** Outbound connections are pinged this often; one without a pong by the next ping is dropped. Default 5 s. */
   pingIntervalMs?: number;
+  /**
+   * The cluster this node belongs to (null or '': none recorded). Claimed in the handshake and
+   * bound into this end's proof; peers that prove another cluster id are refused.
+   */
+  clusterId?: () => string | null;
+  /**
+   * A node without a cluster id (a fresh store waiting to join) may adopt the id an
+   * authenticated peer proves. Return true if adopted (the connection then proceeds).
+   */
+  adoptClusterId?: (id: string) => boolean;
+  /** An authenticated peer (it knows the secret) proved it belongs to another cluster. */
+  onForeignCluster?: (peer: NodeId, clusterId: string | null) => void;
   /** If given, the transport registers itself for upgrades on `path` of this server. */
   server?: Server;
   /** URL path of the Raft endpoint. Default '/raft'. */
@@ -139,16 +154,20 @@ export function registerUpgradeRoute(server: Server, path: string, handler: Upgr
 
 /**
  * The proof one end of a connection gives: HMAC-SHA256 with the cluster secret over a label,
- * the role, both node ids and both nonces (each length-prefixed, so fields cannot run together).
+ * the role, both node ids, both nonces and (if any) the cluster id this end claims (each
+ * length-prefixed, so fields cannot run together).
  */
 export function authMac(
   secret: string,
   role: 'client' | 'server',
   ids: { client: string; server: string; clientAddr?: string },
   nonces: { client: Uint8Array; server: Uint8Array },
+  clusterId?: string | null,
 ): Buffer {
   const h = createHmac('sha256', secret);
-  for (const part of ['flotilla-raft-auth-v1', role, ids.client, ids.server, ids.clientAddr ?? '', nonces.server, nonces.client]) {
+  const parts: (string | Uint8Array)[] = ['flotilla-raft-auth-v1', role, ids.client, ids.server, ids.clientAddr ?? '', nonces.server, nonces.client];
+  if (clusterId) parts.push('cluster', clusterId);
+  for (const part of parts) {
     const b = typeof part === 'string' ? Buffer.from(part, 'utf8') : part;
     const len = Buffer.allocUnsafe(4);
     len.writeUInt32BE(b.length);
@@ -191,6 +210,9 @@ interface Settings {
   /** Pause sending while this many bytes are buffered on a socket. */
   highWater: number;
 }
+
+/** Header carrying the cluster id an end claims (proved by its handshake MAC). */
+const CLUSTER_HEADER = 'x-flotilla-cluster';
 
 export class PeerTransport {
   readonly id: NodeId;
@@ -236,6 +258,10 @@ export class PeerTransport {
       highWater: Math.max(1024 * 1024, 2 * chunkBytes),
     };
     this.wss = new WebSocketServer({ noServer: true, maxPayload: maxFrameBytes, perMessageDeflate: false, clientTracking: false });
+    this.wss.on('headers', (headers: string[]) => {
+      const c = this.clusterId;
+      if (c) headers.push(`${CLUSTER_HEADER}: ${c}`);
+    });
     if (opts.server) this.unregister = registerUpgradeRoute(opts.server, this.s.path, this.handleUpgrade);
   }
 
@@ -258,7 +284,8 @@ export class PeerTransport {
         ws.terminate();
         return;
       }
-      const conn = new InboundConn(this, this.s, ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`);
+      const claimed = req.headers[CLUSTER_HEADER];
+      const conn = new InboundConn(this, this.s, ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`, typeof claimed === 'string' ? claimed : '');
       this.inbound.add(conn);
       ws.once('close', () => this.inbound.delete(conn));
     });
@@ -328,6 +355,29 @@ export class PeerTransport {
 
   /** @internal */ get secret(): string {
     return this.opts.secret;
+  }
+
+  /** @internal This node's cluster id ('' if none). */
+  get clusterId(): string {
+    return this.opts.clusterId?.() ?? '';
+  }
+
+  /** @internal */ adoptCluster(id: string): boolean {
+    if (this.clusterId || !id || !this.opts.adoptClusterId) return false;
+    try {
+      return this.opts.adoptClusterId(id);
+    } catch {
+      return false;
+    }
+  }
+
+  /** @internal */ foreignCluster(peer: NodeId, clusterId: string): void {
+    if (this.closed) return;
+    try {
+      this.opts.onForeignCluster?.(peer, clusterId || null);
+    } catch (err) {
+      this.log('error', 'raft transport: onForeignCluster threw', { error: (err as Error).message });
+    }
   }
 
   /** @internal */ log(level: LogLevel, msg: string, fields?: Record<string, unknown>): void {
@@ -491,7 +541,7 @@ class OutboundPeer {
         perMessageDeflate: false,
         maxPayload: this.s.maxFrameBytes,
         handshakeTimeout: this.s.handshakeTimeoutMs,
-        headers: { 'x-flotilla-node': this.t.id },
+        headers: { 'x-flotilla-node': this.t.id, ...(this.t.clusterId ? { [CLUSTER_HEADER]: this.t.clusterId } : {}) },
       });
     } catch (err) {
       this.t.log('warn', 'raft transport: cannot dial peer', { peer: this.peer, url, error: (err as Error).message });
@@ -502,6 +552,12 @@ class OutboundPeer {
     this.ws = ws;
     this.authed = false;
     const clientNonce = randomBytes(NONCE_BYTES);
+    const ownCluster = this.t.clusterId;
+    let serverCluster = '';
+    ws.once('upgrade', (res) => {
+      const c = res.headers[CLUSTER_HEADER];
+      serverCluster = typeof c === 'string' ? c : '';
+    });
     let serverNonce: Uint8Array | null = null;
     this.handshakeTimer = setTimeout(() => {
       this.t.log('warn', 'raft transport: handshake with peer timed out', { peer: this.peer, url });
@@ -532,20 +588,30 @@ class OutboundPeer {
         }
         serverNonce = frame.nonce;
         const ids = { client: this.t.id, server: this.peer, clientAddr: this.t.advertise };
-        const mac = authMac(this.t.secret, 'client', ids, { client: clientNonce, server: serverNonce });
+        const mac = authMac(this.t.secret, 'client', ids, { client: clientNonce, server: serverNonce }, ownCluster);
         this.write(ws, { k: 'auth', from: this.t.id, to: this.peer, nonce: clientNonce, mac, ...(this.t.advertise ? { addr: this.t.advertise } : {}) });
         return;
       }
       if (!this.authed) {
         if (frame.k !== 'welcome') return this.protocolError(ws, `expected a welcome, got ${frame.k}`);
         const ids = { client: this.t.id, server: this.peer, clientAddr: this.t.advertise };
-        const expected = authMac(this.t.secret, 'server', ids, { client: clientNonce, server: serverNonce });
+        const expected = authMac(this.t.secret, 'server', ids, { client: clientNonce, server: serverNonce }, serverCluster);
         if (!macEquals(frame.mac, expected)) {
           this.t.counters.authFailures++;
           this.t.log('warn', `peer auth failed from ${url}: peer ${this.peer} could not prove it knows the cluster secret`, {
             peer: this.peer,
           });
           ws.close(CLOSE_POLICY, 'authentication failed');
+          return;
+        }
+        if (serverCluster !== ownCluster) {
+          this.t.counters.authFailures++;
+          this.t.log('error', `raft transport: peer ${this.peer} belongs to another cluster (${serverCluster || 'none'}; this node: ${ownCluster || 'none'}); refused`, {
+            peer: this.peer,
+            url,
+          });
+          ws.close(CLOSE_POLICY, 'different cluster');
+          this.t.foreignCluster(this.peer, serverCluster);
           return;
         }
         clearTimeout(this.handshakeTimer);
@@ -793,6 +859,8 @@ class InboundConn {
     private readonly s: Settings,
     private readonly ws: WebSocket,
     private readonly addr: string,
+    /** The cluster id the peer claimed in its upgrade request ('' if none). */
+    private readonly claimedCluster: string = '',
   ) {
     this.handshakeTimer = setTimeout(() => {
       this.t.counters.authFailures++;
@@ -905,14 +973,26 @@ class InboundConn {
     }
     const ids = { client: frame.from, server: this.t.id, clientAddr: frame.addr };
     const nonces = { client: frame.nonce, server: this.nonce };
-    if (!macEquals(frame.mac, authMac(this.t.secret, 'client', ids, nonces))) {
+    if (!macEquals(frame.mac, authMac(this.t.secret, 'client', ids, nonces, this.claimedCluster))) {
       this.t.counters.authFailures++;
       this.reject(CLOSE_POLICY, `peer auth failed from ${this.addr}: bad proof of the cluster secret`, { from: frame.from });
       return;
     }
     clearTimeout(this.handshakeTimer);
+    const own = this.t.clusterId;
+    if (this.claimedCluster !== own && !this.t.adoptCluster(this.claimedCluster)) {
+      // Prove our own cluster id (so the peer learns it reliably), then refuse.
+      this.t.counters.authFailures++;
+      this.send({ k: 'welcome', mac: authMac(this.t.secret, 'server', ids, nonces, own) });
+      this.t.log('warn', `raft transport: refused peer ${frame.from} from another cluster (${this.claimedCluster || 'none'}; this node: ${own || 'none'})`, {
+        addr: this.addr,
+      });
+      this.ws.close(CLOSE_POLICY, 'different cluster');
+      this.t.foreignCluster(frame.from, this.claimedCluster);
+      return;
+    }
     this.peer = frame.from;
-    this.send({ k: 'welcome', mac: authMac(this.t.secret, 'server', ids, nonces) });
+    this.send({ k: 'welcome', mac: authMac(this.t.secret, 'server', ids, nonces, this.t.clusterId) });
     this.t.log('debug', 'raft transport: peer connected', { peer: this.peer, addr: this.addr, advertise: frame.addr });
     if (typeof frame.addr === 'string') this.t.peerAddr(frame.from, frame.addr);
     this.t.replaceInbound(this);
