@@ -4,6 +4,8 @@ import { action, ago, clientFor, table, UsageError } from './util.js';
 
 interface ClusterView {
   leader: string | null;
+  /** Set when there is no leader: what is wrong and what to do. */
+  message?: string;
   term: number;
   managers: {
     id: string;
@@ -54,6 +56,10 @@ export function registerClusterCommands(program: Command): void {
           m.healthy ? 'yes' : 'NO',
         ]);
         process.stdout.write(table(rows, ['ID', 'ADDRESS', 'ROLE', 'TERM', 'COMMIT', 'APPLIED', 'LAG', 'CONTACT', 'HEALTHY']));
+        if (v.message) {
+          process.stdout.write(`\n${v.message}\n`);
+          process.exitCode = 1;
+        }
       }),
     );
 

@@ -65,6 +65,10 @@ export class FlotillaClient {
     const requestId = o.headers?.['x-request-id'] ?? randomUUID();
     let lastErr: FlotillaError | null = null;
     let waitedNotice = false;
+    // Managers that said the cluster has lost quorum (or did not answer): when that is all of
+    // them, waiting longer helps nobody — fail now with the managers' explanation.
+    const quorumLost = new Set<string>();
+    let quorumErr: FlotillaError | null = null;
     const started = Date.now();
     for (let attempt = 0; ; attempt++) {
       const idx = o.pinned ? 0 : (this.preferred + attempt) % this.managers.length;
@@ -80,11 +84,17 @@ export class FlotillaClient {
         // Retry elsewhere only when the cluster is between leaders or this manager cannot serve.
         if (!(err.code === 'not_leader' || err.code === 'unavailable')) throw err;
         lastErr = err;
+        if (err.message.startsWith('no leader:')) {
+          quorumLost.add(addr);
+          quorumErr = err;
+        }
       } catch (e) {
         const err = e instanceof FlotillaError ? e : toFlotillaError(e);
         if (e instanceof FlotillaError && !(e.code === 'not_leader' || e.code === 'unavailable' || e.code === 'timeout')) throw e;
         lastErr = err.code === 'internal' ? new FlotillaError('unavailable', `${addr}: ${err.message}`) : err;
+        if (lastErr.code === 'unavailable' && !lastErr.message.startsWith('no leader')) quorumLost.add(addr);
       }
+      if (quorumErr && !o.pinned && quorumLost.size >= this.managers.length) throw quorumErr;
       if (o.signal?.aborted) throw new FlotillaError('unavailable', 'aborted');
       if (Date.now() >= deadline) break;
       if (!waitedNotice && Date.now() - started > 1000) {
