@@ -84,6 +84,8 @@ export class SimNode {
   /** Proposals made on this incarnation, by index. */
   proposals = new Map<number, Proposal>();
   downSince = 0;
+  /** The last persisted write changed the vote (term before it): what bug no-sync forgets. */
+  unsyncedVote: { prevTerm: number } | null = null;
   restartAt = 0;
 
   constructor(
@@ -246,9 +248,13 @@ export class SimCluster {
     // Restarted by the fault schedule (which may set another time).
     n.restartAt = this.tick + this.rng.pick([1, 3, 10, 30]);
     if (this.cfg.bug === 'no-sync') {
-      // The vote was never really synced: the node forgets it.
-      n.disk.hardState = { ...n.disk.hardState, vote: null };
+      // Vote writes were never synced: the node forgets its vote, and if that write was its last
+      // one, the term it carried too.
+      const hs = n.disk.hardState;
+      const term = n.unsyncedVote ? n.unsyncedVote.prevTerm : hs.term;
+      n.disk.hardState = { term, vote: null, commit: hs.commit };
     }
+    n.unsyncedVote = null;
     this.event('crash', `${n.id} ${why}`);
   }
 
@@ -499,7 +505,18 @@ export class SimCluster {
 
   private persist(n: SimNode, rd: Ready): void {
     const d = n.disk;
-    if (rd.hardState) d.hardState = { term: rd.hardState.term, vote: rd.hardState.vote, commit: rd.hardState.commit };
+    if (rd.hardState) {
+      const prev = d.hardState;
+      d.hardState = { term: rd.hardState.term, vote: rd.hardState.vote, commit: rd.hardState.commit };
+      // Bookkeeping for the no-sync bug: a write that only changed the vote (and term).
+      if (rd.hardState.vote !== prev.vote && rd.hardState.vote !== null && rd.entries.length === 0 && !rd.snapshot) {
+        n.unsyncedVote = { prevTerm: prev.term };
+      } else if (rd.entries.length > 0 || rd.snapshot) {
+        n.unsyncedVote = null;
+      }
+    } else if (rd.entries.length > 0 || rd.snapshot) {
+      n.unsyncedVote = null;
+    }
     if (rd.snapshot) {
       const s = rd.snapshot;
       const keep = n.diskTermAt(s.meta.index) === s.meta.term;

@@ -126,7 +126,7 @@ function pickParams(seed: number): Params {
     maxOutstanding: r.pick([4, 16, 48]),
     readRate: scripted ? 0 : r.pick([0, 0.1, 0.3, 1]),
     transferRate: scripted ? 0 : r.pick([0, 0.003, 0.01, 0.02]),
-    confRate: scripted ? 0 : r.pick([0, 0.02, 0.06]),
+    confRate: scripted ? 0 : r.pick([0, 0.03, 0.1, 0.2]),
     crashRate: scripted ? 0 : r.pick([0, 0.005, 0.01, 0.03]),
     partitionRate: scripted ? 0 : r.pick([0, 0.01, 0.03, 0.06]),
     fullRestartAtHeal: r.chance(0.3),
@@ -493,6 +493,8 @@ class Run {
     s.midReadyCrash = 0;
     s.voteCrash = 0;
     s.hooks.filter = undefined;
+    s.hooks.onLeader = undefined;
+    if (this.script) this.script.done = true;
     s.unstallAll();
     if (this.p.fullRestartAtHeal) {
       for (const n of s.list) s.crash(n, 'full-cluster restart');
@@ -640,6 +642,7 @@ class Figure8Script implements Script {
   }
 
   private onLeader(n: SimNode, term: number): void {
+    if (this.done) return;
     if (this.phase === 1 && this.rest.includes(n) && term > this.t1) {
       // (b) S5 won: cut it off before its append (with its entry at k) reaches anyone.
       this.s5 = n;
@@ -766,6 +769,7 @@ class NoSyncScript implements Script {
 
   private onLeader(n: SimNode, term: number): void {
     const s = this.run.sim;
+    if (this.done) return;
     if (this.phase === 1 && this.others.includes(n)) {
       const b = this.others.find((x) => x !== n)!;
       this.voter = b;
