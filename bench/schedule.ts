@@ -1,0 +1,183 @@
+// `schedule`: three managers, ≥ 1,000 simulated worker sessions in one process
+// (bench/sim-workers.ts) that acknowledge assignments at once, then 10,000 tasks (process
+// driver spec) submitted in batches of 1,000. Measured from the first submission: when each
+// task's placement is committed (task → assigned) and when its `running` report is committed,
+// both observed on a follower's event stream (/v1/events), so the leader does not pay for it.
+import { createInterface } from 'node:readline';
+import { performance } from 'node:perf_hooks';
+import { join } from 'node:path';
+import WebSocket from 'ws';
+import { workerToken } from '../src/manager/orchestrator.js';
+import { newAgent, request, requestOk } from './lib/load.js';
+import { BENCH_SECRET, FlotillaCluster, member } from './lib/systems.js';
+import { QUICK, ROOT, envNum, log, round, rssOf, sleep, waitFor } from './lib/util.js';
+import { Proc } from './lib/procs.js';
+import { cpuSeconds } from './raft.js';
+import type { BenchOutput } from './types.js';
+
+
+export async function benchSchedule(): Promise<BenchOutput> {
+  const workers = envNum('BENCH_WORKERS', QUICK ? 200 : 1000);
+  const tasks = envNum('BENCH_TASKS', QUICK ? 2000 : 10_000);
+  const batch = 1000;
+  const cluster = new FlotillaCluster();
+  let sim: Proc | null = null;
+  let events: WebSocket | null = null;
+  try {
+    log(`schedule: 3 managers, ${workers} simulated workers, ${tasks} tasks in batches of ${batch}`);
+    await cluster.start();
+    const leaderId = await cluster.leader();
+    const leader = member(cluster, leaderId);
+    const follower = cluster.members.find((m) => m.id !== leaderId)!;
+
+    // ---- workers
+    const simLog = join(cluster.dir, 'sim-workers.log');
+    sim = new Proc('sim-workers', process.execPath, [join(ROOT, 'dist', 'bench', 'sim-workers.js'), JSON.stringify({ leader: leader.addr, count: workers, token: workerToken(BENCH_SECRET), maxSeconds: 900 })], simLog);
+    sim.start();
+    let ready: Record<string, number> | null = null;
+    let lastStats: Record<string, number> | null = null;
+    createInterface({ input: sim.child!.stdout! }).on('line', (line) => {
+      try {
+        const o = JSON.parse(line);
+        if (o.ev === 'ready') ready = o;
+        if (o.ev === 'stats') lastStats = o;
+      } catch {
+        /* not ours */
+      }
+    });
+    const regStart = performance.now();
+    await waitFor('simulated workers to register', () => ready, 180_000, 100);
+    const regMs = performance.now() - regStart;
+    const registered = ready!.registered!;
+    log(`schedule: ${registered}/${workers} sessions welcomed in ${Math.round(regMs)} ms`);
+    if (registered < workers) throw new Error(`only ${registered} of ${workers} simulated workers registered (see ${simLog})`);
+    const agent = newAgent(4);
+    await waitFor(
+      'every simulated node to be ready',
+      async () => {
+        const r = await requestOk(agent, leader.addr, 'GET', '/v1/nodes?stale=true', null);
+        const nodes = (JSON.parse(r.body.toString('utf8')) as { nodes: { status: string }[] }).nodes;
+        return nodes.filter((n) => n.status === 'ready').length >= workers;
+      },
+      60_000,
+      250,
+    );
+
+    // ---- observe commits on a follower
+    const createdAt = new Map<string, number>();
+    const assignedAt = new Map<string, number>();
+    const runningAt = new Map<string, number>();
+    events = new WebSocket(`ws://${follower.addr}/v1/events`, { perMessageDeflate: false });
+    events.on('error', () => {});
+    events.on('message', (data: Buffer) => {
+      const e = JSON.parse(data.toString('utf8')) as { type?: string; task?: { id: string; name: string; state: string } };
+      if (!e.task) return;
+      const now = performance.now();
+      if (e.type === 'task.created' && /^b\d+-t\d+$/.test(e.task.name)) createdAt.set(e.task.id, now);
+      if (e.type !== 'task.updated') return;
+      const s = e.task.state;
+      if ((s === 'assigned' || s === 'starting' || s === 'running') && !assignedAt.has(e.task.id)) assignedAt.set(e.task.id, now);
+      if (s === 'running' && !runningAt.has(e.task.id)) runningAt.set(e.task.id, now);
+    });
+    await new Promise<void>((resolve, reject) => {
+      events!.once('open', () => resolve());
+      events!.once('error', reject);
+    });
+    await sleep(200);
+
+    // ---- submit
+    const termAtStart = (await cluster.status(leaderId))?.term as number | undefined;
+    const cpu0 = cpuSeconds(leader.proc.pid);
+    const t0 = performance.now();
+    const ids: string[] = [];
+    let submitTo = leader.addr;
+    const batchMs: number[] = [];
+    const batchErrors: string[] = [];
+    for (let b = 0; b * batch < tasks; b++) {
+      const n = Math.min(batch, tasks - b * batch);
+      const specs = Array.from({ length: n }, (_, i) => ({ name: `b${b}-t${i}`, driver: 'process', containers: [{ command: ['sleep', '600'] }] }));
+      const bs = performance.now();
+      const body = JSON.stringify(specs);
+      for (let attempt = 0; ; attempt++) {
+        // Sent to the manager that leads now; a refusal for not leading (nothing written) is
+        // retried at the new leader, any other failure is not (the batch may still commit,
+        // and then shows up on the event stream).
+        const target = attempt === 0 ? submitTo : member(cluster, await cluster.leader(20_000)).addr;
+        submitTo = target;
+        const r = await request(agent, target, 'POST', '/v1/tasks', body, { 'content-type': 'application/json' }, 60_000).catch((e: Error) => ({ status: 0, body: Buffer.from(e.message) }));
+        if (r.status === 201) {
+          for (const t of (JSON.parse(r.body.toString('utf8')) as { tasks: { id: string }[] }).tasks) ids.push(t.id);
+          break;
+        }
+        const text = r.body.toString('utf8').slice(0, 300);
+        if (r.status === 503 && text.includes('"not_leader"') && attempt < 3) {
+          batchErrors.push(`batch ${b}: refused by ${target} (not the leader); retried`);
+          continue;
+        }
+        batchErrors.push(`batch ${b}: HTTP ${r.status}: ${text}`);
+        log(`schedule: batch ${b} failed after ${Math.round(performance.now() - bs)} ms: HTTP ${r.status} ${text.slice(0, 200)}`);
+        break;
+      }
+      batchMs.push(round(performance.now() - bs, 1));
+    }
+    const submittedMs = performance.now() - t0;
+    log(`schedule: ${ids.length} tasks accepted in ${Math.round(submittedMs)} ms (batches: ${batchMs.map(Math.round).join(', ')} ms)`);
+    // The tasks to follow: every task the stream saw created (a failed batch may have committed).
+    await sleep(batchErrors.length > 0 ? 5000 : 500);
+    const accepted = ids.length;
+    const idSet = new Set(ids);
+    for (const id of createdAt.keys()) if (!idSet.has(id)) ids.push(id);
+    const limitMs = QUICK ? 60_000 : 120_000;
+    await waitFor('every task to be running', () => ids.every((id) => runningAt.has(id)), limitMs, 100).catch((e) => log(`schedule: ${(e as Error).message}`));
+    const cpuUsed = cpuSeconds(leader.proc.pid) - cpu0;
+    const leaderAtEnd = await cluster.leader(10_000).catch(() => null);
+    const termAtEnd = leaderAtEnd ? ((await cluster.status(leaderAtEnd))?.term as number | undefined) : undefined;
+    const rel = (m: Map<string, number>) => ids.map((id) => m.get(id)).filter((x): x is number => x !== undefined).map((x) => x - t0).sort((a, b) => a - b);
+    const assigned = rel(assignedAt);
+    const running = rel(runningAt);
+    const at = (xs: number[], q: number) => (xs.length ? xs[Math.min(xs.length - 1, Math.ceil(q * xs.length) - 1)]! : NaN);
+    const lastAssigned = assigned.length ? assigned[assigned.length - 1]! : NaN;
+    const lastRunning = running.length ? running[running.length - 1]! : NaN;
+    const steady = (xs: number[]) => (xs.length >= 10 ? (0.8 * xs.length) / ((at(xs, 0.9) - at(xs, 0.1)) / 1000) : NaN);
+    const rssLeader = rssOf(leader.proc.pid);
+    const results = {
+      workersRegistered: registered,
+      registrationMs: round(regMs, 0),
+      tasksAccepted: accepted,
+      tasksSubmitted: ids.length,
+      submitMs: round(submittedMs, 0),
+      batchMs,
+      batchErrors,
+      tasksAssigned: assigned.length,
+      tasksRunning: running.length,
+      firstAssignedMs: round(assigned[0] ?? NaN, 0),
+      allAssignedMs: round(lastAssigned, 0),
+      allRunningMs: round(lastRunning, 0),
+      placementsPerSecond: round(assigned.length / (lastAssigned / 1000), 0),
+      placementsPerSecondSteady: round(steady(assigned), 0),
+      runningPerSecond: round(running.length / (lastRunning / 1000), 0),
+      assignedQuantilesMs: { p10: round(at(assigned, 0.1), 0), p50: round(at(assigned, 0.5), 0), p90: round(at(assigned, 0.9), 0) },
+      runningQuantilesMs: { p10: round(at(running, 0.1), 0), p50: round(at(running, 0.5), 0), p90: round(at(running, 0.9), 0) },
+      leaderCpuSeconds: round(cpuUsed, 1),
+      leaderAtStart: leaderId,
+      leaderAtEnd,
+      termAtStart,
+      termAtEnd,
+      leaderRssBytes: rssLeader,
+      simWorkers: lastStats,
+      reference: { system: 'Nomad C1M (2015)', placementsPerSecond: 3750, note: 'published figure (1,000,000 containers on 5,000 hosts), not measured here' },
+    };
+    if (termAtEnd !== termAtStart) log(`schedule: leadership changed during the run (term ${termAtStart} → ${termAtEnd}, leader ${leaderId} → ${leaderAtEnd})`);
+    log(`schedule: ${assigned.length}/${ids.length} assigned, ${running.length}/${ids.length} running; all assigned at ${results.allAssignedMs} ms (${results.placementsPerSecond}/s), all running at ${results.allRunningMs} ms; leader RSS ${Math.round((rssLeader ?? 0) / 2 ** 20)} MiB`);
+    agent.destroy();
+    return {
+      parameters: { managers: 3, workers, tasks, batch, spec: { driver: 'process', containers: [{ command: ['sleep', '600'] }], resources: 'defaults (100m CPU, 64 MiB)' }, workerResources: { cpu: 8000, memory: '16 GiB' }, strategy: 'spread (default)', observedOn: 'a follower\'s /v1/events stream' },
+      peers: {},
+      results,
+    };
+  } finally {
+    events?.terminate();
+    await sim?.stop('SIGTERM', 3000);
+    await cluster.stop();
+  }
+}
