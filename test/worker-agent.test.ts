@@ -1,7 +1,7 @@
 // The worker agent against fake managers (ws servers on loopback speaking the session
 // protocol with msgpackr frames), running real processes with the process driver.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -146,7 +146,7 @@ function spec(script: string | string[], name = 'pod'): TaskSpec {
   return parseTaskSpec({ name, driver: 'process', containers: scripts.map((s) => ({ command: ['/bin/sh', '-c', s] })) });
 }
 
-async function newAgent(managers: string[], extra: { stateDir?: string } = {}): Promise<WorkerAgent> {
+async function newAgent(managers: string[], extra: { stateDir?: string; retainFinished?: number } = {}): Promise<WorkerAgent> {
   const stateDir = extra.stateDir ?? tmp();
   const agent = new WorkerAgent({
     id: 'w1',
@@ -161,6 +161,7 @@ async function newAgent(managers: string[], extra: { stateDir?: string } = {}): 
     backoffMinMs: 20,
     backoffMaxMs: 200,
     welcomeTimeoutMs: 2000,
+    retainFinished: extra.retainFinished,
   });
   agents.push(agent);
   await agent.start();
@@ -283,7 +284,8 @@ describe('worker agent', () => {
     ac.abort();
     await reader.cancel().catch(() => undefined);
 
-    // Desired shutdown stops the task, reports it stopped, and forgets it.
+    // Desired shutdown stops the task, reports it stopped, and retires it (no longer reported,
+    // logs still readable).
     fm.assign(conn, [
       { taskId: 't-run', spec: spec('echo hello; echo warn >&2; sleep 30'), desired: 'shutdown' },
       { taskId: 't-fail', spec: spec('exit 3') },
@@ -291,16 +293,63 @@ describe('worker agent', () => {
     ]);
     await fm.waitFor(() => lastReport(fm, 't-run')?.state === 'stopped', 't-run stopped');
     await waitFor(() => !alive(pid), 't-run process to end');
-    await waitFor(() => agent.status().tasks.every((t) => t.taskId !== 't-run'), 't-run forgotten');
+    await waitFor(() => agent.status().tasks.every((t) => t.taskId !== 't-run'), 't-run retired');
+    expect(agent.status().retired).toMatchObject([{ taskId: 't-run', state: 'stopped' }]);
+    expect((await get(addr, '/v1/tasks/t-run/logs?container=c0&stream=stdout', auth)).body).toBe('hello\n');
     // Finished tasks stay (and are not restarted) while they are in the set...
     expect(agent.status().tasks.map((t) => [t.taskId, t.state]).sort()).toEqual([
       ['t-fail', 'failed'],
       ['t-ok', 'succeeded'],
     ]);
     expect(fm.reports('t-fail').filter((r) => r.state === 'running' || r.state === 'starting').length).toBeLessThanOrEqual(2);
-    // ...and are removed once the manager drops them.
+    // ...and are retired once the manager drops them.
     fm.assign(conn, []);
-    await waitFor(() => agent.status().tasks.length === 0, 'finished tasks removed');
+    await waitFor(() => agent.status().tasks.length === 0, 'finished tasks retired');
+    expect(agent.status().retired.map((t) => t.taskId).sort()).toEqual(['t-fail', 't-ok', 't-run']);
+    // A new session registers only the tasks it has, not the retired ones.
+    const before = fm.of('register').length;
+    conn.terminate();
+    const again = await fm.nextRegister(before);
+    expect(again.msg.tasks).toEqual([]);
+  });
+
+  it('keeps the logs of a limited number of retired tasks, across restarts', async () => {
+    const fm = await FakeManager.start();
+    const stateDir = tmp();
+    let agent = await newAgent([fm.addr], { stateDir, retainFinished: 2 });
+    let conn = (await fm.nextRegister(0)).conn;
+    for (const id of ['r1', 'r2', 'r3']) {
+      fm.assign(conn, [{ taskId: id, spec: spec(`echo ${id}`) }]);
+      await fm.waitFor(() => lastReport(fm, id)?.state === 'succeeded', `${id} succeeded`);
+      fm.assign(conn, []);
+      await waitFor(() => agent.status().retired.some((t) => t.taskId === id), `${id} retired`);
+    }
+    await waitFor(() => agent.status().retired.length === 2, 'oldest pruned');
+    expect(agent.status().retired.map((t) => t.taskId).sort()).toEqual(['r2', 'r3']);
+    const procDir = join(stateDir, 'process', 'tasks');
+    await waitFor(() => !existsSync(join(procDir, 'r1')), 'r1 files removed');
+    expect(existsSync(join(procDir, 'r3', 'c0.out.log'))).toBe(true);
+
+    // A restarted worker still knows they are retired: not re-registered, logs still there.
+    await agent.close();
+    agents.splice(agents.indexOf(agent), 1);
+    const n = fm.of('register').length;
+    agent = await newAgent([fm.addr], { stateDir, retainFinished: 2 });
+    const reg = await fm.nextRegister(n);
+    expect(reg.msg.tasks).toEqual([]);
+    expect(agent.status().retired.map((t) => t.taskId).sort()).toEqual(['r2', 'r3']);
+    const log = await get(agent.httpAddress!, '/v1/tasks/r3/logs', { authorization: `Bearer ${TOKEN}` });
+    expect(log.body).toBe('c0 | r3\n');
+
+    // The same id assigned again (a new attempt) replaces the retired run.
+    conn = reg.conn;
+    fm.assign(conn, [{ taskId: 'r3', spec: spec('echo second; sleep 30'), attempt: 2 }]);
+    await fm.waitFor(() => fm.reports('r3').find((r) => r.state === 'running' && r.attempt === 2), 'r3 attempt 2 running');
+    pidOf(agent, 'r3');
+    expect(agent.status().retired.map((t) => t.taskId)).toEqual(['r2']);
+    // A shutdown for a retired attempt re-reports its final state.
+    fm.assign(conn, [{ taskId: 'r2', spec: spec('echo r2'), desired: 'shutdown' }, { taskId: 'r3', spec: spec('echo second; sleep 30'), attempt: 2 }]);
+    await fm.waitFor(() => fm.reports('r2').filter((r) => r.state === 'succeeded').length >= 2, 'r2 re-reported');
   });
 
   it('follows a redirect to the leader and learns the managers', async () => {
@@ -450,6 +499,14 @@ describe('worker agent', () => {
     fm.assign(conn, [{ taskId: 'ghost', spec: s, attempt: 4, desired: 'shutdown' }, { taskId: 'other', spec: spec('sleep 30') }]);
     const ghost = await fm.waitFor(() => lastReport(fm, 'ghost'), 'ghost report');
     expect(ghost).toMatchObject({ state: 'stopped', attempt: 4 });
+
+    // Back-to-back sets: a start still queued when the next set drops the task never survives.
+    fm.assign(conn, [{ taskId: 'blink', spec: spec('sleep 30') }, { taskId: 'other', spec: spec('sleep 30') }]);
+    fm.assign(conn, [{ taskId: 'other', spec: spec('sleep 30') }]);
+    await sleep(300);
+    await waitFor(() => !agent.status().tasks.some((t) => t.taskId === 'blink'), 'blink not kept');
+    const blink = agent.status().retired.find((t) => t.taskId === 'blink');
+    for (const c of blink?.containers ?? []) if (c.pid !== undefined) expect(alive(c.pid)).toBe(false);
   });
 
   it('refuses a second worker on the same state dir', async () => {
@@ -457,6 +514,11 @@ describe('worker agent', () => {
     const dir = tmp();
     await newAgent([fm.addr], { stateDir: dir });
     await expect(newAgent([fm.addr], { stateDir: dir })).rejects.toThrow(/in use/);
+    // A lock naming a live pid that is not its writer (pid reused) is stale.
+    const other = tmp();
+    writeFileSync(join(other, 'worker.lock'), JSON.stringify({ pid: process.pid, start: 'not-the-start-time', boot: 'x' }));
+    const a2 = await newAgent([fm.addr], { stateDir: other });
+    expect(a2.status().id).toBe('w1');
   });
 
   it('tasks survive a SIGKILL of a real worker process and are adopted by the next one', async () => {
@@ -543,6 +605,11 @@ describe('runWorker flags', () => {
     expect(err).toBeInstanceOf(FlotillaError);
     expect((err as FlotillaError).code).toBe('bad_request');
     expect((err as FlotillaError).message).toMatch(msg);
+  });
+
+  it('takes several drivers', () => {
+    expect(parse({ id: 'w1', managers: '127.0.0.1:7001', driver: 'process,docker' }).drivers).toEqual(['process', 'docker']);
+    expect(parse({ id: 'w1', managers: '127.0.0.1:7001', driver: ['docker', 'process', 'docker'] }).drivers).toEqual(['docker', 'process']);
   });
 
   it('needs a token', () => {

@@ -305,6 +305,68 @@ describe('process driver', () => {
     expect(alive(process.pid)).toBe(true);
   });
 
+  it('adopts a container whose pid only the wrapper recorded; fails one that never started', async () => {
+    const dir = tmp();
+    const a = driver(dir);
+    await a.start('mid', spec([sh('sleep 30'), sh('sleep 30')]));
+    const [st] = await track(a);
+    await a.close();
+    // The worker "died" after launching c0 but before recording anything, and before c1.
+    const file = join(dir, 'tasks', 'mid', 'task.json');
+    const rec = JSON.parse(readFileSync(file, 'utf8'));
+    delete rec.containers[0].pid;
+    delete rec.containers[0].procStart;
+    delete rec.containers[1].pid;
+    delete rec.containers[1].procStart;
+    writeFileSync(file, JSON.stringify(rec));
+    rmSync(join(dir, 'tasks', 'mid', 'c1.pid'));
+    const p1 = st!.containers![1]!.pid!;
+    process.kill(-p1, 'SIGKILL'); // (c1 "never ran")
+
+    const b = driver(dir);
+    const s = await waitFor(async () => {
+      const x = await stateOf(b, 'mid');
+      return x.state === 'failed' ? x : null;
+    }, 'mid to fail');
+    expect(s.reason).toMatch(/'c1' was never started/);
+    // c0 was found through its pid file, and stopped as the pod failed.
+    expect(s.containers![0]!.pid).toBe(st!.containers![0]!.pid);
+    expect(s.containers![0]!.exitCode).toBe(143);
+  });
+
+  it('a stop that arrives while the pod is starting launches nothing more', async () => {
+    const d = driver(tmp());
+    const starting = d.start('early', spec([sh('sleep 30'), sh('sleep 30'), sh('sleep 30')]));
+    const stopping = d.stop('early', 1000);
+    await Promise.all([starting, stopping]);
+    const s = await stateOf(d, 'early');
+    await track(d);
+    expect(s.state).toBe('stopped');
+    for (const c of s.containers!) if (c.pid !== undefined) expect(alive(c.pid)).toBe(false);
+    expect(s.containers!.filter((c) => c.pid === undefined).length).toBeGreaterThan(0);
+  });
+
+  it('a SIGTERM sent while a wrapper is still starting its program is not lost', async () => {
+    const d = driver(tmp());
+    const ids = Array.from({ length: 12 }, (_, i) => `race-${i}`);
+    // Start and stop at once, staggered by a few ms, so some TERMs land in the fork/exec window.
+    await Promise.all(
+      ids.map(async (id, i) => {
+        await d.start(id, spec([sh('sleep 30'), { command: ['/bin/sleep', '30'] }]));
+        await new Promise((r) => setTimeout(r, i % 4));
+        await d.stop(id, 20_000);
+      }),
+    );
+    await track(d);
+    for (const id of ids) {
+      const s = await stateOf(d, id);
+      expect(s.state).toBe('stopped');
+      // 143: the program got the TERM; undefined: the wrapper died of it before running the
+      // program. Never 137 (the TERM was lost and the grace period ran out).
+      for (const c of s.containers!) expect([143, undefined], `${id}/${c.name}`).toContain(c.exitCode);
+    }
+  }, 30_000);
+
   it('passes args and env literally (no shell injection)', async () => {
     const dir = tmp();
     const marker = join(dir, 'pwned');

@@ -15,7 +15,7 @@ import type WebSocket from 'ws';
 import type { Command } from 'commander';
 import { FlotillaClient } from '../client/client.js';
 import { FlotillaError } from '../manager/errors.js';
-import { action, ago, managersFrom, parseIntFlag, UsageError } from './util.js';
+import { action, ago, managersFrom, parseIntFlag, tokenFrom, UsageError } from './util.js';
 
 // =============================================================================================
 // Normalized data (everything the API sends is treated as untrusted shape)
@@ -573,6 +573,8 @@ interface KeyInfo {
 export interface BoardOptions {
   managers: string[];
   intervalMs: number;
+  /** API token (flt_…), if the cluster requires one. */
+  token?: string;
 }
 
 interface Libs {
@@ -646,6 +648,7 @@ class Board {
     this.client = new FlotillaClient(opts.managers, {
       timeoutMs: Math.max(2500, Math.min(10_000, opts.intervalMs * 3)),
       attemptTimeoutMs: 1500,
+      token: opts.token,
       onWait: () => {
         this.waitingSince = Date.now();
         this.scheduleRender();
@@ -794,7 +797,7 @@ class Board {
     this.wsOpen = false;
     let ws: WebSocket;
     try {
-      ws = new this.libs.WebSocket(`ws://${addr}/v1/events?since=${this.lastSeq}`, { handshakeTimeout: 2000, maxPayload: 4 * 1024 * 1024 });
+      ws = new this.libs.WebSocket(`ws://${addr}/v1/events?since=${this.lastSeq}`, { handshakeTimeout: 2000, maxPayload: 4 * 1024 * 1024, headers: this.client.authHeaders() });
     } catch (e) {
       this.addEvent({ at: Date.now(), text: `events: cannot connect to ${addr}: ${errMsg(e)}`, color: 'red-fg' });
       this.wsNext++;
@@ -1272,7 +1275,7 @@ export function registerBoard(program: Command): void {
         if (!process.stdout.isTTY || !process.stdin.isTTY) {
           throw new UsageError('flotilla board needs an interactive terminal (stdin and stdout must be a TTY); use `flotilla cluster status` in scripts');
         }
-        await runBoard({ managers, intervalMs });
+        await runBoard({ managers, intervalMs, token: tokenFrom() });
       }),
     );
 }

@@ -9,6 +9,8 @@ import { registerBoard } from './board.js';
 import { registerWorkloadCommands } from './workload-cmd.js';
 import { registerOpsCommands } from './ops-cmd.js';
 import { registerChaosCommands } from './chaos-cmd.js';
+import { registerTokenCommands } from './token-cmd.js';
+import { setTokenFile } from './util.js';
 
 const program = new Command();
 program
@@ -23,6 +25,12 @@ program
     process.exit(err.exitCode === 0 ? 0 : 2);
   });
 program.addOption(new Option('--managers <list>', 'manager addresses host:port,… (or FLOTILLA_MANAGERS)'));
+program.addOption(new Option('--token-file <file>', 'API token file (or FLOTILLA_TOKEN; default .flotilla/admin-token when present)'));
+program.hook('preAction', (_this, actionCmd) => {
+  const tf = (actionCmd.optsWithGlobals() as { tokenFile?: string }).tokenFile;
+  // `flotilla worker --token-file` is the worker's join token, not an API token.
+  if (actionCmd.name() !== 'worker') setTokenFile(tf);
+});
 
 registerManagerCommands(program);
 registerClusterCommands(program);
@@ -32,5 +40,6 @@ registerBoard(program);
 registerWorkloadCommands(program);
 registerOpsCommands(program);
 registerChaosCommands(program);
+registerTokenCommands(program);
 
 await program.parseAsync(process.argv);

@@ -19,6 +19,7 @@ interface ManagerFlags {
   workerHeartbeat: string;
   strategy: string;
   allowPrivileged?: boolean;
+  peerRoute?: string;
 }
 
 export function registerManagerCommands(program: Command): void {
@@ -41,6 +42,7 @@ export function registerManagerCommands(program: Command): void {
     .option('--failover-grace <ms>', 'after a leader change, how long workers have to reconnect before they are declared down', '10000')
     .option('--strategy <name>', 'placement strategy: spread | binpack', 'spread')
     .option('--allow-privileged', 'accept privileged task specs and host mounts')
+    .option('--peer-route <routes>', 'reach these peers at these addresses instead of their advertised ones: m2=host:port,… (NAT, proxies)')
     .addHelpText(
       'after',
       `
@@ -59,6 +61,7 @@ Examples:
         const listen = parseAddr('--listen', flags.listen);
         const advertise = flags.advertise ? parseAddr('--advertise', flags.advertise) : undefined;
         const bootstrap = flags.bootstrap ? parseMembers('--bootstrap', flags.bootstrap) : undefined;
+        const peerRoutes = flags.peerRoute ? parseMembers('--peer-route', flags.peerRoute) : undefined;
         if (bootstrap && flags.join) throw new UsageError('--bootstrap and --join cannot be used together');
         const heartbeatMs = parseIntFlag('--heartbeat', flags.heartbeat, 5, 10_000);
         const electionMs = parseIntFlag('--election', flags.election, 20, 60_000);
@@ -89,6 +92,7 @@ Examples:
           snapshotEvery,
           log,
           allowPrivileged: flags.allowPrivileged === true,
+          peerRoutes,
           orchestrator: { heartbeatMs: workerHeartbeatMs, nodeGraceMs, failoverGraceMs, strategy: flags.strategy },
         });
         let stopping = false;

@@ -63,7 +63,11 @@ async function up(flags: UpFlags): Promise<void> {
   const secret = readFileSync(secretFile, 'utf8').trim();
   const { workerToken } = await import('../manager/orchestrator.js');
   const tokenFile = join(dir, 'worker-token');
-  writeFileSync(tokenFile, workerToken(secret) + '\n', { mode: 0o600 });
+  // Kept when present: `flotilla token rotate worker --out <dir>/worker-token` replaces it.
+  if (!existsSync(tokenFile)) writeFileSync(tokenFile, workerToken(secret) + '\n', { mode: 0o600 });
+  chmodSync(tokenFile, 0o600);
+  const adminTokenFile = join(dir, 'admin-token');
+  if (existsSync(adminTokenFile)) chmodSync(adminTokenFile, 0o600);
 
   const cfgFile = join(dir, 'cluster.json');
   let previous: ClusterFile | null = null;
@@ -127,15 +131,27 @@ async function up(flags: UpFlags): Promise<void> {
   process.on('SIGINT', () => void stopAll('Ctrl-C'));
   process.on('SIGTERM', () => void stopAll('SIGTERM'));
 
-  const client = new FlotillaClient(addrs, { timeoutMs: 30_000 });
+  const statusClient = new FlotillaClient(addrs, { timeoutMs: 30_000 });
   const leader = await waitFor(async () => {
-    const st = await client.get<{ leader: string | null }>('/v1/status').catch(() => null);
+    const st = await statusClient.get<{ leader: string | null }>('/v1/status').catch(() => null);
     return st?.leader ?? null;
   }, 30_000);
   if (!leader) {
     await stopAll('no leader was elected within 30 s');
     return;
   }
+  // First start: create an admin API token (this turns API authentication on) for the CLI here.
+  if (!existsSync(adminTokenFile)) {
+    try {
+      const r = await statusClient.post<{ id: string; token: string }>('/v1/tokens', { role: 'admin' });
+      writeFileSync(adminTokenFile, r.token + '\n', { mode: 0o600 });
+      process.stdout.write(`admin API token ${r.id} written to ${adminTokenFile} (mode 0600)\n`);
+    } catch (e) {
+      process.stderr.write(`note: no admin API token was created (${(e as Error).message}); pass one with --token-file or FLOTILLA_TOKEN\n`);
+    }
+  }
+  const adminToken = existsSync(adminTokenFile) ? readFileSync(adminTokenFile, 'utf8').trim() : undefined;
+  const client = new FlotillaClient(addrs, { timeoutMs: 30_000, token: adminToken });
 
   const workerIds = Array.from({ length: nw }, (_, i) => `w${i + 1}`);
   workerIds.forEach((id, i) =>
@@ -157,7 +173,8 @@ async function up(flags: UpFlags): Promise<void> {
 flotilla is up: ${nm} managers (leader ${leader ?? '?'}), ${nw} workers, driver ${driver}
   web page:   http://${addrs[0]}/
   CLI:        from this directory just run \`npx flotilla ps\`; elsewhere
-              export FLOTILLA_MANAGERS=${addrs.join(',')}
+              export FLOTILLA_MANAGERS=${addrs.join(',')} FLOTILLA_TOKEN_FILE=${adminTokenFile}
+  web login:  the page asks for a token: paste the one in ${adminTokenFile}
   try:        npx flotilla run --name hello ${driver === 'docker' ? 'flotilla/busybox:test ' : ''}-- /bin/sh -c 'echo hello; sleep 600'
   data:       ${dir}   (Ctrl-C stops everything; \`flotilla up\` again restarts this cluster)
 

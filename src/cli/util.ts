@@ -70,9 +70,40 @@ export function managersFrom(flag: string | undefined): string[] {
   throw new UsageError('no cluster given: pass --managers host:port,… or set FLOTILLA_MANAGERS (or run `flotilla up` here)');
 }
 
+/**
+ * The API token the CLI sends: --token-file FILE, else FLOTILLA_TOKEN, else FLOTILLA_TOKEN_FILE,
+ * else the admin token `flotilla up` wrote (<FLOTILLA_DIR or .flotilla>/admin-token), if any.
+ */
+export function tokenFrom(file?: string): string | undefined {
+  const read = (f: string, what: string): string => {
+    let t: string;
+    try {
+      t = readFileSync(f, 'utf8').trim();
+    } catch (e) {
+      throw new UsageError(`cannot read the token file ${f} (${what}): ${(e as Error).message}`);
+    }
+    if (!t) throw new UsageError(`the token file ${f} (${what}) is empty`);
+    return t;
+  };
+  file ??= globalTokenFile;
+  if (file) return read(file, '--token-file');
+  if (process.env.FLOTILLA_TOKEN) return process.env.FLOTILLA_TOKEN.trim();
+  if (process.env.FLOTILLA_TOKEN_FILE) return read(process.env.FLOTILLA_TOKEN_FILE, 'FLOTILLA_TOKEN_FILE');
+  const dflt = join(process.env.FLOTILLA_DIR ?? '.flotilla', 'admin-token');
+  if (existsSync(dflt)) return read(dflt, 'written by flotilla up');
+  return undefined;
+}
+
+let globalTokenFile: string | undefined;
+/** Set from the global --token-file flag (main.ts). */
+export function setTokenFile(file: string | undefined): void {
+  globalTokenFile = file;
+}
+
 export function clientFor(flag: string | undefined, opts: { timeoutMs?: number } = {}): FlotillaClient {
   return new FlotillaClient(managersFrom(flag), {
     timeoutMs: opts.timeoutMs,
+    token: tokenFrom(),
     onWait: (reason) => {
       if (process.stderr.isTTY) process.stderr.write(`… waiting for the cluster (${reason})\n`);
     },

@@ -29,8 +29,10 @@ Example:
     .action(
       action(async (flags: WorkerFlags, cmd: Command) => {
         const managers = flags.managers ?? (cmd.parent?.opts().managers as string | undefined);
+        // The global --token-file (API token) shadows ours when given after `worker`: it is the join token here.
+        const tokenFile = flags.tokenFile ?? (cmd.parent?.opts().tokenFile as string | undefined);
         const { runWorker } = await import('../worker/main.js');
-        await runWorker({ ...flags, managers });
+        await runWorker({ ...flags, managers, tokenFile });
       }),
     );
 }

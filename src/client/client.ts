@@ -13,6 +13,8 @@ export interface ClientOptions {
   attemptTimeoutMs?: number;
   /** Called when a call has been waiting longer than ~1 s (e.g. to show a spinner). */
   onWait?: (reason: string) => void;
+  /** API token (flt_…), sent as `authorization: Bearer <token>` on every call. */
+  token?: string;
 }
 
 export interface CallOptions {
@@ -53,6 +55,11 @@ export class FlotillaClient {
   }
   delete<T = unknown>(path: string, o: CallOptions = {}): Promise<T> {
     return this.call<T>('DELETE', path, o);
+  }
+
+  /** Headers that authenticate a raw request (event stream, logs) like the client's own calls. */
+  authHeaders(): Record<string, string> {
+    return this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {};
   }
 
   /** The manager that answered last. */
@@ -117,7 +124,7 @@ export class FlotillaClient {
   ): Promise<{ status: number; body: unknown }> {
     const [host, port] = splitAddr(addr);
     let payload: Buffer | undefined;
-    const headers: Record<string, string | number> = { 'x-request-id': requestId, ...(o.headers ?? {}) };
+    const headers: Record<string, string | number> = { 'x-request-id': requestId, ...this.authHeaders(), ...(o.headers ?? {}) };
     if (o.raw !== undefined) {
       payload = Buffer.isBuffer(o.raw) ? o.raw : Buffer.from(o.raw);
       headers['content-type'] ??= 'application/octet-stream';

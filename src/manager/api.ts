@@ -19,6 +19,8 @@ export interface ApiOptions {
   allowPrivileged?: boolean;
   /** Join token, used to fetch logs from workers. */
   workerToken: string;
+  /** The credential a node accepts on its log API (auth.ts nodeCredential); else the join token. */
+  nodeAuth?: (nodeId: string) => string;
 }
 
 export function taskView(m: Manager, orch: Orchestrator | null, t: Task) {
@@ -124,7 +126,7 @@ export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOpti
     const [host, port] = splitAddr(node.addr);
     await new Promise<void>((resolve, reject) => {
       const up = http.get(
-        { host, port, path: `/v1/tasks/${encodeURIComponent(t.id)}/logs?${qs}`, headers: { authorization: `Bearer ${opts.workerToken}` }, timeout: 5000 },
+        { host, port, path: `/v1/tasks/${encodeURIComponent(t.id)}/logs?${qs}`, headers: { authorization: `Bearer ${opts.nodeAuth?.(node.id) ?? opts.workerToken}` }, timeout: 5000 },
         (res) => {
           up.setTimeout(0);
           ctx.res.writeHead(res.statusCode ?? 502, { 'content-type': String(res.headers['content-type'] ?? 'text/plain; charset=utf-8') });

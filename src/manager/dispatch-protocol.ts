@@ -35,6 +35,8 @@ export interface RegisterMsg {
   t: 'register';
   nodeId: string;
   token: string;
+  /** The node credential from an earlier `welcome`: accepted instead of the join token (which may have been rotated since). */
+  credential?: string;
   /** host:port of the worker's own small HTTP server (task logs). */
   addr: string;
   labels: Record<string, string>;
@@ -68,6 +70,8 @@ export interface WelcomeMsg {
   heartbeatMs: number;
   managers: string[];
   term: number;
+  /** This node's credential: keep it (mode 0600) and send it in every later `register`. */
+  credential?: string;
 }
 /** Registration refused (bad token, bad fields): the worker logs `reason` and retries later. */
 export interface RejectMsg {

@@ -50,6 +50,8 @@ export class Router {
   private routes: Route[] = [];
   /** Called once per routed request after it was answered; must be cheap and must not throw. */
   observe: ((r: RequestRecord) => void) | null = null;
+  /** Called before every matched handler with the route's pattern; throw to refuse (authentication, auth.ts). */
+  guard: ((ctx: RequestContext, route: string) => void | Promise<void>) | null = null;
   constructor(private readonly maxBodyBytes = 1024 * 1024) {}
 
   on(method: string, pattern: string, handler: Handler): this {
@@ -99,6 +101,7 @@ export class Router {
           }
         },
       };
+      if (this.guard) await this.guard(ctx, route.pattern);
       const out = await route.handler(ctx);
       if (res.headersSent || res.writableEnded) return true;
       if (out instanceof Reply) send(res, out.status, out.body, out.headers);

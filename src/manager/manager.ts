@@ -16,6 +16,7 @@ import { Orchestrator, workerToken, type OrchestratorOptions } from './orchestra
 import { registerApi } from './api.js';
 import { registerWeb } from './web.js';
 import { createOps, registerOps, type Ops } from './ops.js';
+import { registerAuth, nodeCredential, nodeEpoch, RESERVED_KV_PREFIX } from './auth.js';
 
 export interface ManagerOptions {
   id: NodeId;
@@ -146,9 +147,14 @@ export class Manager {
     });
     m.routes();
     m.orchestrator = new Orchestrator(m, opts.secret, log, opts.orchestrator);
-    registerApi(m, m.orchestrator, { workerToken: workerToken(opts.secret), allowPrivileged: opts.allowPrivileged });
+    registerApi(m, m.orchestrator, {
+      workerToken: workerToken(opts.secret),
+      nodeAuth: (node) => nodeCredential(opts.secret, node, nodeEpoch(m.state)),
+      allowPrivileged: opts.allowPrivileged,
+    });
     registerWeb(m);
     registerOps(m, ops, log);
+    registerAuth(m, log);
     const [host, port] = splitAddr(opts.listen);
     m.server.on('upgrade', (req, socket, head) => {
       const path = new URL(req.url ?? '/', 'http://x').pathname;
@@ -233,11 +239,10 @@ export class Manager {
 
   /** Proposes a command on the leader and returns its result value (throws its error). */
   async propose(cmd: Command, timeoutMs = 10_000): Promise<unknown> {
-    const signal = AbortSignal.timeout(timeoutMs);
     let res: unknown;
     try {
       this.ops?.metrics.proposals.inc();
-      res = await this.node.propose(encodeCommand(cmd), signal);
+      res = await this.node.propose(encodeCommand(cmd), timeoutMs);
     } catch (e) {
       this.ops?.metrics.proposalFailures.inc();
       throw raftToFlotilla(e);
@@ -252,12 +257,13 @@ export class Manager {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
-        await this.node.readBarrier(AbortSignal.timeout(Math.max(1, Math.min(2000, deadline - Date.now()))));
+        await this.node.readBarrier(Math.max(1, Math.min(2000, deadline - Date.now())));
         return;
       } catch (e) {
         if (Date.now() >= deadline) throw e instanceof RaftError && e.code === 'not_leader' ? this.noLeaderError() : raftToFlotilla(e);
         if (e instanceof RaftError && e.code === 'not_leader' && !this.node.leader()) {
-          await this.waitForLeader(Math.max(1, deadline - Date.now())).catch(() => {});
+          // waitForLeader fails at once while the quorum is lost: pause, or this loop spins the CPU.
+          await this.waitForLeader(Math.max(1, deadline - Date.now())).catch(() => sleep(20));
         } else await sleep(20);
       }
     }
@@ -288,6 +294,8 @@ export class Manager {
   async onLeader(ctx: RequestContext, fn: () => Promise<unknown>): Promise<unknown> {
     const deadline = Date.now() + this.leaderWaitMs;
     for (;;) {
+      // The client gave up: stop retrying on its behalf.
+      if (ctx.req.socket.destroyed) throw new FlotillaError('unavailable', 'the client went away');
       if (this.node.isLeader()) {
         try {
           return await fn();
@@ -407,7 +415,7 @@ export class Manager {
     r.on('GET', '/v1/kv', async (ctx) => {
       await this.readable(ctx);
       const prefix = ctx.query.get('prefix') ?? '';
-      return { items: this.state.kvList(prefix).map(kvJson), index: this.node.appliedIndex() };
+      return { items: this.state.kvList(prefix).filter((e) => !e.key.startsWith(RESERVED_KV_PREFIX)).map(kvJson), index: this.node.appliedIndex() };
     });
 
     // ---- cluster
@@ -539,7 +547,7 @@ export class Manager {
     const deadline = Date.now() + 10_000;
     for (;;) {
       try {
-        await this.node.proposeConfChange(cc, AbortSignal.timeout(10_000));
+        await this.node.proposeConfChange(cc, 10_000);
         return;
       } catch (e) {
         if (e instanceof RaftError && e.code === 'conf_change_pending' && Date.now() < deadline) {
@@ -560,7 +568,7 @@ export class Manager {
       if (!pr || pr.match < st.commit) continue;
       try {
         this.log.info(`promoting ${id}: caught up at ${pr.match}`);
-        await this.node.proposeConfChange({ type: 'addVoter', node: id, context: this.node.members.get(id) }, AbortSignal.timeout(5000));
+        await this.node.proposeConfChange({ type: 'addVoter', node: id, context: this.node.members.get(id) }, 5000);
       } catch (e) {
         this.log.debug('promotion deferred', { id, err: String(e) });
       }
@@ -572,6 +580,7 @@ export class Manager {
 function checkKey(key: string): string {
   if (key.length === 0 || key.length > 512) throw new FlotillaError('bad_request', 'Cannot use the key as it must be 1–512 characters');
   if (/[\u0000-\u001f]/.test(key)) throw new FlotillaError('bad_request', 'Cannot use the key as it contains control characters');
+  if (key.startsWith(RESERVED_KV_PREFIX)) throw new FlotillaError('bad_request', `Cannot use the key as the prefix '${RESERVED_KV_PREFIX}' is reserved for flotilla itself`);
   return key;
 }
 

@@ -4,7 +4,7 @@
 // a deposed leader's late decisions are rejected by the state machine (fencing).
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
-import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import { pack, unpack } from 'msgpackr';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Manager } from './manager.js';
@@ -21,6 +21,7 @@ import {
   type WorkerToManager,
 } from './dispatch-protocol.js';
 import type { Logger } from './log.js';
+import { checkJoin, nodeCredential, nodeEpoch } from './auth.js';
 
 export interface OrchestratorOptions {
   /** Heartbeat period the leader asks workers for (ms). */
@@ -90,7 +91,7 @@ export class Orchestrator {
 
   constructor(
     private readonly m: Manager,
-    secret: string,
+    private readonly secret: string,
     private readonly log: Logger,
     opts: OrchestratorOptions = {},
   ) {
@@ -259,10 +260,8 @@ export class Orchestrator {
   }
 
   private checkRegistration(msg: RegisterMsg): string | null {
-    if (typeof msg.token !== 'string') return 'missing join token';
-    const a = Buffer.from(msg.token);
-    const b = Buffer.from(this.token);
-    if (a.length !== b.length || !timingSafeEqual(a, b)) return 'invalid join token';
+    const denied = checkJoin(this.m.state, this.secret, this.token, msg);
+    if (denied) return denied;
     if (typeof msg.nodeId !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/.test(msg.nodeId)) return 'invalid node id';
     if (!msg.resources || !Number.isFinite(msg.resources.cpu) || !Number.isFinite(msg.resources.memory)) return 'invalid resources';
     if (!Array.isArray(msg.drivers) || msg.drivers.some((d) => typeof d !== 'string')) return 'invalid drivers';
@@ -309,7 +308,8 @@ export class Orchestrator {
     if (this.sessions.get(msg.nodeId) !== s) return null;
     // Jitter the heartbeat period per session so a fleet does not beat in lockstep.
     const hb = Math.round(this.heartbeatMs * (0.9 + Math.random() * 0.2));
-    this.send(ws, { t: 'welcome', sessionId: s.id, heartbeatMs: hb, managers: this.managerAddrs(), term: this.leaderTerm ?? 0 });
+    const credential = nodeCredential(this.secret, msg.nodeId, nodeEpoch(this.m.state));
+    this.send(ws, { t: 'welcome', sessionId: s.id, heartbeatMs: hb, managers: this.managerAddrs(), term: this.leaderTerm ?? 0, credential });
     this.log.info(`worker ${msg.nodeId} registered`, { tasks: msg.tasks.length, remote });
     this.dirtyNodes.add(msg.nodeId);
     this.kickScheduler();

@@ -119,7 +119,7 @@ function registerCors(m: Manager): void {
       res.writeHead(204, {
         'access-control-allow-origin': origin,
         'access-control-allow-methods': 'GET, POST, PUT, PATCH, DELETE',
-        'access-control-allow-headers': 'content-type, x-request-id',
+        'access-control-allow-headers': 'content-type, x-request-id, authorization',
         'access-control-max-age': '600',
         vary: 'origin',
       });

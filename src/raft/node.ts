@@ -188,18 +188,18 @@ export class RaftNode extends EventEmitter {
   }
 
   /** Proposes data; resolves with the state machine's result once applied on this node. */
-  propose(data: Uint8Array, signal?: AbortSignal): Promise<unknown> {
+  propose(data: Uint8Array, timeoutMs = 10_000): Promise<unknown> {
     this.checkUsable();
     const { index, term } = this.core.propose(data);
     this.kick();
-    return this.track(index, term, signal);
+    return this.track(index, term, timeoutMs);
   }
 
-  proposeConfChange(cc: ConfChange, signal?: AbortSignal): Promise<unknown> {
+  proposeConfChange(cc: ConfChange, timeoutMs = 10_000): Promise<unknown> {
     this.checkUsable();
     const { index, term } = this.core.proposeConfChange(cc);
     this.kick();
-    return this.track(index, term, signal);
+    return this.track(index, term, timeoutMs);
   }
 
   transferLeader(to: NodeId): void {
@@ -212,21 +212,28 @@ export class RaftNode extends EventEmitter {
    * A linearizable read barrier: resolves with an index once this node has applied everything
    * committed before the call (ReadIndex, confirmed by a quorum of heartbeats).
    */
-  readBarrier(signal?: AbortSignal): Promise<number> {
+  readBarrier(timeoutMs = 5_000): Promise<number> {
     this.checkUsable();
     const ctx = `${this.id}:${++this.readSeq}`;
     this.core.readIndex(ctx);
     this.kick();
     return new Promise<number>((resolve, reject) => {
-      const entry: PendingRead = { index: null, resolve, reject };
-      this.reads.set(ctx, entry);
-      signal?.addEventListener(
-        'abort',
-        () => {
-          if (this.reads.delete(ctx)) reject(new RaftError('proposal_dropped', 'read timed out: no quorum confirmed the leader'));
+      // One plain timer per read, cleared as soon as it is answered (cheap on the hot path).
+      const timer = setTimeout(() => {
+        if (this.reads.delete(ctx)) reject(new RaftError('proposal_dropped', 'read timed out: no quorum confirmed the leader'));
+      }, timeoutMs);
+      const entry: PendingRead = {
+        index: null,
+        resolve: (i) => {
+          clearTimeout(timer);
+          resolve(i);
         },
-        { once: true },
-      );
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      this.reads.set(ctx, entry);
     });
   }
 
@@ -235,20 +242,26 @@ export class RaftNode extends EventEmitter {
     if (this.stopped) throw new RaftError('proposal_dropped', 'the manager is shutting down');
   }
 
-  private track(index: number, term: number, signal?: AbortSignal): Promise<unknown> {
+  private track(index: number, term: number, timeoutMs: number): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      this.proposals.set(index, { term, resolve, reject });
-      signal?.addEventListener(
-        'abort',
-        () => {
-          const p = this.proposals.get(index);
-          if (p && p.term === term) {
-            this.proposals.delete(index);
-            reject(new RaftError('proposal_dropped', 'timed out waiting for the write to commit; it may still commit'));
-          }
+      const timer = setTimeout(() => {
+        const p = this.proposals.get(index);
+        if (p && p.term === term) {
+          this.proposals.delete(index);
+          reject(new RaftError('proposal_dropped', 'timed out waiting for the write to commit; it may still commit'));
+        }
+      }, timeoutMs);
+      this.proposals.set(index, {
+        term,
+        resolve: (v) => {
+          clearTimeout(timer);
+          resolve(v);
         },
-        { once: true },
-      );
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
     });
   }
 

@@ -10,11 +10,17 @@
 //    welcome in time, no pong to our WebSocket pings for a while (a frozen manager). The
 //    agent then reconnects with capped exponential backoff plus jitter (100 ms → 5 s),
 //    cycling through the managers it knows (the last list a manager sent, then the seeds).
-//  * Tasks never stop because no manager answers. Only an `assignments` message can stop a
-//    task, and only for the session it arrived on: the set is complete, so a task that is
-//    not in it (or is desired `shutdown`) is stopped, then forgotten.
+//  * Tasks never stop because no manager answers, nor because a session ended. Only an
+//    `assignments` message can stop a task: the set is complete, so a task that is not in
+//    it (or is desired `shutdown`) is stopped (SIGTERM, SIGKILL after `stopGraceMs`). A new
+//    session stops nothing until its first `assignments` arrives. Operations on one task
+//    run one at a time; each reconcile reads the latest set, so bursts coalesce.
 //  * The worker never restarts anything: it reports exits; a finished task stays reported
-//    until the manager drops it from the set or asks to shut it down, then it is removed.
+//    until the manager drops it from the set or asks to shut it down. Then it is *retired*:
+//    no longer reported, but its logs stay readable until `retainFinished` newer tasks were
+//    retired or `retainFinishedMs` passed (the list survives a worker restart in
+//    `<stateDir>/retired.json`); then the driver removes it. A new attempt of a retired
+//    task replaces it at once.
 //  * Status changes are batched: at most one `status` frame per `statusBatchMs` (50 ms).
 //  * Attempts: the manager restarts a task in place (same id, attempt + 1). An assignment
 //    with a higher attempt than the local run replaces it (stop if still running, remove,
@@ -31,7 +37,7 @@
 //       finishes or the client goes away.
 
 import { timingSafeEqual, createHash } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -80,6 +86,10 @@ export interface WorkerAgentOptions {
   statusBatchMs?: number;
   /** How long a manager may take to answer `register`. Default 10 s. */
   welcomeTimeoutMs?: number;
+  /** Finished tasks whose logs are kept after the manager dropped them. Default 50. */
+  retainFinished?: number;
+  /** How long those logs are kept. Default 1 hour. */
+  retainFinishedMs?: number;
 }
 
 export interface AgentTaskView extends DriverTaskStatus {
@@ -100,7 +110,10 @@ export interface AgentStatus {
   /** host:port of the HTTP server (what `register` advertises). */
   addr: string | null;
   sessions: number;
+  /** Tasks the worker has and reports. */
   tasks: AgentTaskView[];
+  /** Finished tasks no longer reported, kept for their logs. */
+  retired: AgentTaskView[];
 }
 
 interface AgentTask {
@@ -109,6 +122,10 @@ interface AgentTask {
   driver: Driver | null;
   status: DriverTaskStatus;
   desired?: 'running' | 'shutdown';
+}
+
+interface RetiredTask extends AgentTask {
+  retiredAt: number;
 }
 
 interface Session {
@@ -152,6 +169,12 @@ export class WorkerAgent {
   /** The last complete assignment set received (null until the first one). */
   private desired: Map<string, AssignedTaskIn> | null = null;
   private readonly reconcileQueued = new Set<string>();
+  private readonly retired = new Map<string, RetiredTask>();
+  /** The retired list read at start, until the drivers' tasks are sorted out. */
+  private retiredOnDisk = new Map<string, number>();
+  private readonly retainFinished: number;
+  private readonly retainFinishedMs: number;
+  private pruneTimer: NodeJS.Timeout | null = null;
   /** `taskId#attempt` of unknown tasks reported stopped in the current session. */
   private reportedGone = new Set<string>();
   private readonly seeds: string[];
@@ -176,6 +199,8 @@ export class WorkerAgent {
   private started = false;
   private closed = false;
   private lockPath: string | null = null;
+  /** Node credential from the leader's `welcome` (kept in <stateDir>/credential, mode 0600). */
+  private credential: string | null = null;
 
   constructor(opts: WorkerAgentOptions) {
     if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(opts.id)) {
@@ -202,6 +227,8 @@ export class WorkerAgent {
     this.backoffMaxMs = Math.max(this.backoffMinMs, opts.backoffMaxMs ?? 5000);
     this.statusBatchMs = opts.statusBatchMs ?? 50;
     this.welcomeTimeoutMs = opts.welcomeTimeoutMs ?? 10_000;
+    this.retainFinished = Math.max(0, opts.retainFinished ?? 50);
+    this.retainFinishedMs = Math.max(0, opts.retainFinishedMs ?? 3_600_000);
     this.tokenDigest = createHash('sha256').update(opts.token).digest();
   }
 
@@ -214,10 +241,17 @@ export class WorkerAgent {
     this.started = true;
     this.lock();
     try {
+      this.retiredOnDisk = this.loadRetired();
+      this.credential = this.loadCredential();
       for (const d of this.drivers.values()) this.unwatch.push(d.watch((s) => this.onDriverEvent(d, s)));
       for (const d of this.drivers.values()) {
         for (const s of await d.list()) this.onDriverEvent(d, s);
       }
+      this.retiredOnDisk.clear();
+      this.saveRetired();
+      this.pruneTimer = setInterval(() => this.prune(), Math.min(60_000, Math.max(1000, this.retainFinishedMs / 4)));
+      this.pruneTimer.unref();
+      this.prune();
       await this.listen();
     } catch (e) {
       await this.close();
@@ -235,6 +269,8 @@ export class WorkerAgent {
     this.session?.end('worker closing');
     if (this.flushTimer !== null) clearTimeout(this.flushTimer);
     this.flushTimer = null;
+    if (this.pruneTimer !== null) clearInterval(this.pruneTimer);
+    this.pruneTimer = null;
     for (const u of this.unwatch.splice(0)) u();
     if (this.server !== null) {
       const server = this.server;
@@ -261,12 +297,63 @@ export class WorkerAgent {
       managers: [...this.managers],
       addr: this.addr,
       sessions: this.sessions,
-      tasks: [...this.tasks.values()].map((t) => {
-        const v: AgentTaskView = { ...t.status, attempt: t.attempt, driver: t.driver?.name ?? null };
-        if (t.desired !== undefined) v.desired = t.desired;
-        return v;
-      }),
+      tasks: [...this.tasks.values()].map(view),
+      retired: [...this.retired.values()].map(view),
     };
+  }
+
+  private loadRetired(): Map<string, number> {
+    try {
+      const raw = JSON.parse(readFileSync(join(resolve(this.opts.stateDir), 'retired.json'), 'utf8')) as unknown;
+      const out = new Map<string, number>();
+      if (raw !== null && typeof raw === 'object') {
+        for (const [k, v] of Object.entries(raw)) if (typeof v === 'number') out.set(k, v);
+      }
+      return out;
+    } catch {
+      return new Map();
+    }
+  }
+
+  private saveRetired(): void {
+    const path = join(resolve(this.opts.stateDir), 'retired.json');
+    try {
+      const obj = Object.create(null) as Record<string, number>;
+      for (const r of this.retired.values()) obj[r.taskId] = r.retiredAt;
+      writeFileSync(`${path}.tmp`, JSON.stringify(obj));
+      renameSync(`${path}.tmp`, path);
+    } catch (e) {
+      this.log.warn('cannot save the retired task list', { error: errMessage(e) });
+    }
+  }
+
+  /** Move a finished task out of the reported set; its logs stay for a while. */
+  private retire(t: AgentTask): void {
+    if (this.tasks.get(t.taskId) === t) this.tasks.delete(t.taskId);
+    this.retired.set(t.taskId, { ...t, retiredAt: Date.now() });
+    this.saveRetired();
+    this.prune();
+  }
+
+  /** Remove retired tasks beyond the count or age limits. */
+  private prune(): void {
+    if (this.closed) return;
+    const now = Date.now();
+    const list = [...this.retired.values()].sort((a, b) => a.retiredAt - b.retiredAt);
+    const excess = list.length - this.retainFinished;
+    list.forEach((r, i) => {
+      if (i < excess || now - r.retiredAt >= this.retainFinishedMs) void this.enqueue(r.taskId, () => this.purge(r.taskId));
+    });
+  }
+
+  /** Remove a retired task for good (driver state and logs). */
+  private async purge(taskId: string): Promise<void> {
+    const r = this.retired.get(taskId);
+    if (r === undefined) return;
+    await r.driver?.remove(taskId);
+    if (this.retired.get(taskId) === r) this.retired.delete(taskId);
+    this.saveRetired();
+    this.log.debug('removed retired task', { taskId });
   }
 
   /** The address the HTTP server listens on (after start). */
@@ -274,24 +361,36 @@ export class WorkerAgent {
     return this.addr;
   }
 
+  /**
+   * One worker per state dir: `worker.lock` names the holder by pid, /proc start time and boot
+   * id, so a lock left by a killed worker (or from before a reboot) is recognised as stale even
+   * when its pid was reused.
+   */
   private lock(): void {
     const dir = resolve(this.opts.stateDir);
     mkdirSync(dir, { recursive: true });
     const path = join(dir, 'worker.lock');
     if (lockedDirs.has(dir)) throw new FlotillaError('conflict', `Cannot start worker as its state dir ${dir} is in use by another worker in this process`);
-    for (let i = 0; i < 2; i++) {
+    const me = { pid: process.pid, start: readProcStat(process.pid)?.start ?? '', boot: bootId() };
+    for (let i = 0; i < 3; i++) {
       try {
         const fd = openSync(path, 'wx');
-        writeSync(fd, `${process.pid}\n`);
+        writeSync(fd, JSON.stringify(me) + '\n');
         closeSync(fd);
         lockedDirs.add(dir);
         this.lockPath = path;
         return;
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-        const pid = Number(readFileSync(path, 'utf8').trim());
-        const st = Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid ? readProcStat(pid) : null;
-        if (st !== null && st.state !== 'Z') {
+        let holder: { pid?: unknown; start?: unknown; boot?: unknown } = {};
+        try {
+          holder = JSON.parse(readFileSync(path, 'utf8')) as typeof holder;
+        } catch {
+          // unreadable or half-written: stale
+        }
+        const pid = typeof holder.pid === 'number' ? holder.pid : -1;
+        const st = pid > 0 && holder.boot === me.boot ? readProcStat(pid) : null;
+        if (st !== null && st.state !== 'Z' && st.start === holder.start) {
           throw new FlotillaError('conflict', `Cannot start worker as its state dir ${dir} is in use by process ${pid} (${path})`);
         }
         rmSync(path, { force: true }); // stale: that worker is gone
@@ -312,6 +411,17 @@ export class WorkerAgent {
 
   private onDriverEvent(d: Driver, s: DriverTaskStatus): void {
     if (this.closed) return;
+    const r = this.retired.get(s.taskId);
+    if (r !== undefined) {
+      r.status = s;
+      r.driver = d;
+      return;
+    }
+    const retiredAt = this.retiredOnDisk.get(s.taskId);
+    if (retiredAt !== undefined && isFinished(s.state) && !this.tasks.has(s.taskId)) {
+      this.retired.set(s.taskId, { taskId: s.taskId, attempt: s.attempt ?? 1, driver: d, status: s, retiredAt });
+      return;
+    }
     let t = this.tasks.get(s.taskId);
     if (t === undefined) {
       t = { taskId: s.taskId, attempt: s.attempt ?? 1, driver: d, status: s };
@@ -391,14 +501,19 @@ export class WorkerAgent {
       if (t !== undefined) {
         t.desired = 'shutdown';
         await this.dropTask(a.taskId, 'desired shutdown');
+        if (t.attempt === a.attempt) return; // its final state was reported
       }
-      // Nothing of that attempt runs here (any more): say so once per session, so the manager
-      // can settle a task it placed here that this worker never ran (or already forgot).
+      // That attempt does not run here (any more): say so once per session, so the manager
+      // can settle a task this worker never ran, or whose final report it missed.
       const key = `${a.taskId}#${a.attempt}`;
-      if ((t === undefined || t.attempt !== a.attempt) && !this.reportedGone.has(key)) {
-        this.reportedGone.add(key);
-        this.queueReport({ taskId: a.taskId, attempt: a.attempt, state: 'stopped', reason: 'not running on this worker', at: Date.now() });
-      }
+      if (this.reportedGone.has(key)) return;
+      this.reportedGone.add(key);
+      const r = this.retired.get(a.taskId);
+      this.queueReport(
+        r !== undefined && r.attempt === a.attempt
+          ? this.reportOf(r)
+          : { taskId: a.taskId, attempt: a.attempt, state: 'stopped', reason: 'not running on this worker', at: Date.now() },
+      );
       return;
     }
 
@@ -412,6 +527,14 @@ export class WorkerAgent {
         return;
       }
       await this.dropTask(a.taskId, `attempt ${a.attempt} replaces attempt ${t.attempt}`);
+    }
+    const old = this.retired.get(a.taskId);
+    if (old !== undefined) {
+      if (old.attempt > a.attempt) {
+        this.log.warn('ignoring a stale assignment', { taskId: a.taskId, assigned: a.attempt, retired: old.attempt });
+        return;
+      }
+      await this.purge(a.taskId); // same id again: the new run replaces the old one's files
     }
 
     let spec: TaskSpec;
@@ -444,7 +567,7 @@ export class WorkerAgent {
     }
   }
 
-  /** Stop (if running) and forget a task. */
+  /** Stop (if running) and retire a task. */
   private async dropTask(taskId: string, why: string): Promise<void> {
     const t = this.tasks.get(taskId);
     if (t === undefined) return;
@@ -458,9 +581,8 @@ export class WorkerAgent {
       }
     }
     if (this.closed) return;
-    this.log.info('removing task', { taskId, why, state: t.status.state });
-    await t.driver?.remove(taskId);
-    if (this.tasks.get(taskId) === t) this.tasks.delete(taskId);
+    this.log.info('retiring task', { taskId, why, state: t.status.state });
+    this.retire(t);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -608,6 +730,7 @@ export class WorkerAgent {
           t: 'register',
           nodeId: this.id,
           token: this.opts.token,
+          ...(this.credential !== null ? { credential: this.credential } : {}),
           addr: this.addr ?? '',
           labels: { ...(this.opts.labels ?? {}) },
           resources: { ...this.resources },
@@ -669,6 +792,7 @@ export class WorkerAgent {
         for (const t of s.timers) clearTimeout(t); // the welcome timeout
         s.timers = [];
         this.reportedGone = new Set();
+        if (typeof msg.credential === 'string' && msg.credential.length > 0 && msg.credential.length <= 256) this.saveCredential(msg.credential);
         this.log.info('session established', { manager: s.target, session: msg.sessionId, heartbeatMs: msg.heartbeatMs, term: msg.term });
         this.heartbeat(s);
         this.flush();
@@ -758,7 +882,30 @@ export class WorkerAgent {
     const m = /^Bearer\s+(.+)$/i.exec(h.trim());
     if (m === null) return false;
     const got = createHash('sha256').update(m[1]!).digest();
-    return timingSafeEqual(got, this.tokenDigest);
+    if (timingSafeEqual(got, this.tokenDigest)) return true;
+    // Managers present this node's credential (the join token may have been rotated since).
+    return this.credential !== null && timingSafeEqual(got, createHash('sha256').update(this.credential).digest());
+  }
+
+  private loadCredential(): string | null {
+    try {
+      const c = readFileSync(join(resolve(this.opts.stateDir), 'credential'), 'utf8').trim();
+      return c.length > 0 ? c : null;
+    } catch {
+      return null;
+    }
+  }
+
+  private saveCredential(c: string): void {
+    if (c === this.credential) return;
+    this.credential = c;
+    const path = join(resolve(this.opts.stateDir), 'credential');
+    try {
+      writeFileSync(`${path}.tmp`, c + '\n', { mode: 0o600 });
+      renameSync(`${path}.tmp`, path);
+    } catch (e) {
+      this.log.warn('cannot save the node credential; it is kept in memory only', { error: errMessage(e) });
+    }
   }
 
   private async handleHttp(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -809,7 +956,7 @@ export class WorkerAgent {
       return sendError(res, new FlotillaError('bad_request', `Cannot read task logs as 'format' must be 'text' or 'ndjson' (got '${format}')`));
     }
     const container = q.get('container') ?? undefined;
-    const t = this.tasks.get(taskId);
+    const t = this.tasks.get(taskId) ?? this.retired.get(taskId);
     if (t === undefined || t.driver === null) {
       return sendError(res, new FlotillaError('not_found', `Cannot read the logs of task '${taskId}' as it has none on worker ${this.id}`));
     }
@@ -855,6 +1002,12 @@ export class WorkerAgent {
   }
 }
 
+function view(t: AgentTask): AgentTaskView {
+  const v: AgentTaskView = { ...t.status, attempt: t.attempt, driver: t.driver?.name ?? null };
+  if (t.desired !== undefined) v.desired = t.desired;
+  return v;
+}
+
 function methodNotAllowed(): FlotillaError {
   return new FlotillaError('bad_request', 'Cannot serve this request as only GET is allowed here', { httpStatus: 405 });
 }
@@ -867,6 +1020,14 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown): void
 
 function sendError(res: http.ServerResponse, e: FlotillaError): void {
   sendJson(res, e.httpStatus, e.toJSON());
+}
+
+function bootId(): string {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return '';
+  }
 }
 
 function firstExternalAddress(): string | undefined {

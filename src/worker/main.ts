@@ -48,9 +48,22 @@ export interface RunWorkerOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-/** Driver factories built into this worker; the docker driver registers here when it exists. */
-export const DRIVER_FACTORIES: Partial<Record<DriverName, (ctx: { stateDir: string; log: Logger }) => Driver>> = {
+export interface DriverContext {
+  nodeId: string;
+  stateDir: string;
+  log: Logger;
+}
+
+/**
+ * Driver factories built into this worker. The docker driver is loaded on demand, so a
+ * process-only worker never loads dockerode (nor needs an engine).
+ */
+export const DRIVER_FACTORIES: Partial<Record<DriverName, (ctx: DriverContext) => Driver | Promise<Driver>>> = {
   process: ({ stateDir, log }) => new ProcessDriver({ dir: join(stateDir, 'process'), log }),
+  docker: async ({ nodeId, log }) => {
+    const { DockerDriver } = await import('./drivers/docker.js');
+    return new DockerDriver({ nodeId, log });
+  },
 };
 
 const ADDR_RE = /^([A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$/;
@@ -189,7 +202,8 @@ export function parseWorkerFlags(flags: WorkerFlags, env: NodeJS.ProcessEnv = pr
 export async function runWorker(flags: WorkerFlags, opts: RunWorkerOptions = {}): Promise<WorkerAgent> {
   const cfg = parseWorkerFlags(flags, opts.env ?? process.env);
   const log = opts.log ?? consoleLogger(cfg.id, cfg.logLevel);
-  const drivers = cfg.drivers.map((name) => DRIVER_FACTORIES[name]!({ stateDir: cfg.stateDir, log }));
+  const drivers: Driver[] = [];
+  for (const name of cfg.drivers) drivers.push(await DRIVER_FACTORIES[name]!({ nodeId: cfg.id, stateDir: cfg.stateDir, log }));
   const agent = new WorkerAgent({
     id: cfg.id,
     managers: cfg.managers,

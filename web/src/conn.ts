@@ -53,6 +53,69 @@ let pollFailures = 0;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+// ------------------------------------------------------------------------------------------
+// API token: when the cluster requires one (401), a small login box asks for it; it is kept in
+// sessionStorage (this tab only) and sent as `authorization: Bearer …` (`?token=` on the
+// event WebSocket, where browsers cannot set headers).
+
+const TOKEN_KEY = 'flotilla-token';
+
+export function authToken(): string | null {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+}
+
+/** Headers that authenticate a fetch to the API (empty without a token). */
+export function authHeaders(): Record<string, string> {
+  const t = authToken();
+  return t ? { authorization: `Bearer ${t}` } : {};
+}
+
+let loginShown = false;
+
+/** Shows the login box (once); submitting stores the token and reloads the page. */
+export function showLogin(message: string): void {
+  if (loginShown || typeof document === 'undefined') return;
+  loginShown = true;
+  const box = document.createElement('form');
+  box.id = 'login';
+  box.setAttribute('style', 'position:fixed;inset:0;display:flex;align-items:center;justify-content:center;background:rgba(0,0,0,.55);z-index:1000');
+  const inner = document.createElement('div');
+  inner.setAttribute('style', 'background:#fff;color:#111;padding:1.2em 1.5em;border-radius:8px;max-width:28em;font:14px system-ui,sans-serif');
+  const h = document.createElement('h3');
+  h.textContent = 'This cluster needs an API token';
+  const p = document.createElement('p');
+  p.textContent = message;
+  p.setAttribute('style', 'font-size:12px;color:#555');
+  const input = document.createElement('input');
+  input.type = 'password';
+  input.name = 'token';
+  input.placeholder = 'flt_…';
+  input.autocomplete = 'off';
+  input.setAttribute('style', 'width:100%;box-sizing:border-box;margin:.5em 0;padding:.4em');
+  const btn = document.createElement('button');
+  btn.type = 'submit';
+  btn.textContent = 'Sign in';
+  inner.append(h, p, input, btn);
+  box.append(inner);
+  box.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const v = input.value.trim();
+    if (!v) return;
+    try {
+      sessionStorage.setItem(TOKEN_KEY, v);
+    } catch {
+      /* storage disabled: nothing to keep it in */
+    }
+    location.reload();
+  });
+  document.body.append(box);
+  input.focus();
+}
+
 /** fetch + JSON against the manager the page follows; throws ApiError with the server's error. */
 export async function api<T>(path: string, init: RequestInit & { timeoutMs?: number } = {}): Promise<T> {
   return apiAt<T>(current.base, path, init);
@@ -62,7 +125,7 @@ async function apiAt<T>(prefix: string, path: string, init: RequestInit & { time
   const { timeoutMs = 10_000, ...rest } = init;
   let res: Response;
   try {
-    res = await fetch(prefix + path, { ...rest, signal: rest.signal ?? AbortSignal.timeout(timeoutMs) });
+    res = await fetch(prefix + path, { ...rest, headers: { ...authHeaders(), ...((rest.headers as Record<string, string> | undefined) ?? {}) }, signal: rest.signal ?? AbortSignal.timeout(timeoutMs) });
   } catch (e) {
     const name = (e as Error).name;
     if (name === 'AbortError') throw e;
@@ -80,6 +143,16 @@ async function apiAt<T>(prefix: string, path: string, init: RequestInit & { time
   }
   if (!res.ok) {
     const err = (body as { error?: ErrorInfo } | undefined)?.error;
+    if (res.status === 401) {
+      if (authToken()) {
+        try {
+          sessionStorage.removeItem(TOKEN_KEY);
+        } catch {
+          /* ignore */
+        }
+      }
+      showLogin(err?.message ?? 'The API answered 401 Unauthorized.');
+    }
     throw new ApiError(res.status, err ?? { code: `http_${res.status}`, message: text || res.statusText });
   }
   return body as T;
@@ -117,7 +190,8 @@ function openStream(c: Candidate, since: number | null, myGen: number): Promise<
     // With no position yet, ask for one past any event: the manager answers `reset` with its
     // last seq, and the snapshot taken right after is the starting state.
     const s = since ?? Number.MAX_SAFE_INTEGER;
-    const sock = new WebSocket(`${wsUrl(c.base)}/v1/events?since=${s}`);
+    const tok = authToken();
+    const sock = new WebSocket(`${wsUrl(c.base)}/v1/events?since=${s}${tok ? `&token=${encodeURIComponent(tok)}` : ''}`);
     let hello = false;
     const timer = setTimeout(() => {
       if (!hello) {

@@ -14,7 +14,9 @@
 //   caught signal is reset to the default in the program it runs), so a SIGTERM to the
 //   process group reaches the program and the wrapper survives to record its status. A
 //   SIGKILL of the group (after the grace period) kills the wrapper too: the status is then
-//   137 ("killed").
+//   137 ("killed"). A SIGTERM that lands while the wrapper is still forking its program is
+//   caught by the shell and lost to the program: the driver notices (the wrapper has no
+//   child yet, or a child that has not exec'd) and sends it again once the program runs.
 //
 //   The wrapper runs detached, in a session and process group of its own (pgid = its pid),
 //   stdin from /dev/null, stdout/stderr appended to `<container>.out.log` /
@@ -123,6 +125,11 @@ interface ContainerRecord {
   /** Field 22 of /proc/<pid>/stat (clock ticks since boot): tells a recycled pid apart. */
   procStart?: string;
   startedAt?: number;
+  /**
+   * A SIGTERM was sent while the wrapper had not exec'd the program yet: the shell catches it
+   * (its trap) and the program, exec'd later, never sees it. Sent again once the program runs.
+   */
+  termPending?: boolean;
   /** Set once the container is over (or could not be launched). */
   exit?: { code?: number; at: number; reason: string };
 }
@@ -215,6 +222,23 @@ function readCmdline(pid: number): string[] | null {
     return raw.split('\0');
   } catch {
     return null;
+  }
+}
+
+/** Child pids of a process (from /proc/<pid>/task/<pid>/children, or a scan of /proc). */
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    const out: number[] = [];
+    let entries: string[] = [];
+    try {
+      entries = readdirSync('/proc');
+    } catch {
+      return out;
+    }
+    for (const e of entries) if (/^\d+$/.test(e) && readProcStat(Number(e))?.ppid === pid) out.push(Number(e));
+    return out;
   }
 }
 
@@ -342,7 +366,9 @@ export class ProcessDriver implements Driver {
         } catch {
           // never launched
         }
+        if (c.pid === undefined) c.exit = { at: Date.now(), reason: `container '${c.name}' was never started (the worker stopped while starting the task)` };
       }
+      if (rec.final === undefined) rec.startedAt ??= rec.createdAt;
       const t: LiveTask = { rec, dir, listeners: new Set(), lastKey: '', waiters: [], removed: false };
       this.tasks.set(rec.taskId, t);
       this.log.info('process driver: adopted task', { taskId: rec.taskId, final: rec.final?.state ?? null });
@@ -466,6 +492,10 @@ export class ProcessDriver implements Driver {
 
     rec.startedAt = Date.now();
     for (let i = 0; i < spec.containers.length; i++) {
+      // spawn() blocks the event loop while the kernel forks and execs (tens of ms on a busy
+      // machine): yield between containers so heartbeats and other tasks are not starved.
+      await new Promise<void>((res) => setImmediate(res));
+      if (t.removed || this.closed || rec.stop !== undefined || rec.failure !== undefined) break; // stopped while starting
       const c = rec.containers[i]!;
       const plan = plans[i]!;
       const base = join(dir, c.name);
@@ -502,12 +532,13 @@ export class ProcessDriver implements Driver {
       c.procStart = readProcStat(child.pid)?.start;
       this.persist(t);
     }
-    // Containers after a launch failure never ran.
-    let failedAt = -1;
-    rec.containers.forEach((c, i) => {
-      if (failedAt < 0 && c.pid === undefined) failedAt = i;
-      if (failedAt >= 0 && c.pid === undefined && c.exit === undefined) c.exit = { at: Date.now(), reason: 'not started' };
-    });
+    if (t.removed) return;
+    // Containers after a launch failure (or a stop during the start) never ran.
+    for (const c of rec.containers) {
+      if (c.pid === undefined && c.exit === undefined) c.exit = { at: Date.now(), reason: `container '${c.name}' was not started` };
+    }
+    if (this.closed) return; // the successor adopts it
+    this.persist(t);
     this.log.info('process driver: started task', { taskId, attempt, pids: rec.containers.map((c) => c.pid ?? null) });
     this.refresh(t);
     this.ensureTimer();
@@ -526,6 +557,7 @@ export class ProcessDriver implements Driver {
       this.persist(t);
       this.log.info('process driver: stopping task', { taskId, graceMs });
       this.signalAll(t, 'SIGTERM');
+      this.persist(t);
     } else if (killAt < t.rec.stop.killAt) {
       t.rec.stop.killAt = killAt;
       this.persist(t);
@@ -628,7 +660,25 @@ export class ProcessDriver implements Driver {
       if (c.pid === undefined) continue;
       if (c.exit !== undefined && signal !== 'SIGKILL') continue;
       this.signalGroup(t, c, signal);
+      if (signal === 'SIGTERM' && c.exit === undefined && !this.programRuns(c)) c.termPending = true;
     }
+  }
+
+  /**
+   * Whether the wrapper's program has been exec'd (so it received a SIGTERM sent now). False
+   * while the wrapper has not forked yet, or its child is still the shell (same command line)
+   * between fork and exec: a signal then is caught by the shell's trap and lost to the program.
+   */
+  private programRuns(c: ContainerRecord): boolean {
+    if (c.pid === undefined) return false;
+    const own = readCmdline(c.pid)?.join('\0');
+    if (own === undefined) return true; // the wrapper is gone: nothing to resend to
+    const kids = childrenOf(c.pid);
+    if (kids.length === 0) return false;
+    return kids.every((k) => {
+      const argv = readCmdline(k);
+      return argv !== null && argv.join('\0') !== own;
+    });
   }
 
   private signalGroup(t: LiveTask, c: ContainerRecord, signal: NodeJS.Signals): void {
@@ -657,6 +707,16 @@ export class ProcessDriver implements Driver {
     }
     const now = Date.now();
     let changed = false;
+    for (const c of rec.containers) {
+      if (c.termPending !== true) continue;
+      if (c.exit !== undefined || rec.killedAt !== undefined) {
+        delete c.termPending;
+      } else if (this.programRuns(c)) {
+        delete c.termPending;
+        this.log.debug('process driver: program started after the SIGTERM; sending it again', { taskId: rec.taskId, container: c.name });
+        this.signalGroup(t, c, 'SIGTERM');
+      }
+    }
     for (const c of rec.containers) {
       if (c.exit !== undefined || c.pid === undefined) continue;
       const exitFile = join(t.dir, `${c.name}.exit`);

@@ -1,5 +1,5 @@
 import { createEffect, createMemo, createSignal, For, on, onCleanup, Show, type JSX } from 'solid-js';
-import { ApiError, api, base, write } from '../conn';
+import { ApiError, api, authHeaders, base, write } from '../conn';
 import { fmtAgo, fmtBytes, fmtCpu, fmtDateTime, fmtTime, joinCommand } from '../format';
 import { now, store, upsertTask } from '../store';
 import { Empty, Labels, StateBadge } from '../ui';
@@ -27,7 +27,7 @@ function LogTail(props: { taskId: string; node: string | null; active: boolean }
         for (let attempt = 0; !ctl.signal.aborted; attempt++) {
           setNote(following ? 'following…' : '');
           try {
-            const res = await fetch(`${prefix}/v1/tasks/${encodeURIComponent(id)}/logs?tail=200${following ? '&follow=1' : ''}`, { signal: ctl.signal });
+            const res = await fetch(`${prefix}/v1/tasks/${encodeURIComponent(id)}/logs?tail=200${following ? '&follow=1' : ''}`, { signal: ctl.signal, headers: authHeaders() });
             if (!res.ok) {
               const j = (await res.json().catch(() => null)) as { error?: { message?: string } } | null;
               throw new Error(j?.error?.message ?? `HTTP ${res.status}`);

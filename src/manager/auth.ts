@@ -1,0 +1,232 @@
+// API authentication and the worker join token.
+//
+// - API bearer tokens: `flt_` + 32 random bytes (base64url), with a role: `admin` (everything) or
+//   `viewer` (read-only: GETs, the event stream, task logs). Only the SHA-256 of a token is
+//   stored, replicated through Raft as a reserved kv record (`__flotilla/api-tokens/<id>`, which
+//   the public kv API refuses). Enforcement is on as soon as the cluster holds one token, so a
+//   cluster without tokens keeps its open API (and anyone may create the first token).
+//   `GET /v1/status` stays open (liveness, and managers ask each other for it).
+// - The worker join token: the derived `workerToken(secret)` until rotated, then the hash of a
+//   random one (`__flotilla/worker-join`). A registered worker gets a node credential
+//   (HMAC(secret, 'node:<id>:<epoch>')) and re-registers with it, so rotating the join token
+//   does not lock out joined workers. The same credential authorizes managers on the worker's
+//   log API.
+// Peer links (/raft) and worker sessions (/v1/worker) authenticate on their own.
+import type http from 'node:http';
+import type { Duplex } from 'node:stream';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Manager } from './manager.js';
+import type { ClusterState, KvEntry } from './state.js';
+import { FlotillaError } from './errors.js';
+import { Reply, type RequestContext } from './http.js';
+import type { Logger } from './log.js';
+
+export const RESERVED_KV_PREFIX = '__flotilla/';
+const TOKENS_PREFIX = `${RESERVED_KV_PREFIX}api-tokens/`;
+const JOIN_KEY = `${RESERVED_KV_PREFIX}worker-join`;
+
+export type Role = 'admin' | 'viewer';
+export const ROLES: readonly Role[] = ['admin', 'viewer'];
+
+export interface ApiTokenRecord {
+  id: string;
+  role: Role;
+  /** hex SHA-256 of the token. */
+  hash: string;
+  createdAt: number;
+}
+
+export interface JoinRecord {
+  /** hex SHA-256 of the current worker join token. */
+  hash: string;
+  rotatedAt: number;
+  /** Node credentials are bound to this epoch; bumping it revokes every joined worker. */
+  epoch: number;
+}
+
+const HOW_TO = 'pass a token: flotilla --token-file FILE … or FLOTILLA_TOKEN=… (HTTP: authorization: Bearer <token>)';
+
+/** Routes that never need a token (liveness). */
+const OPEN = new Set(['GET /v1/status']);
+/** Reads only an admin may do. */
+const ADMIN_READS = new Set(['GET /v1/tokens', 'GET /v1/snapshot']);
+
+export function sha256hex(s: string): string {
+  return createHash('sha256').update(s).digest('hex');
+}
+
+export function newApiToken(): string {
+  return 'flt_' + randomBytes(32).toString('base64url');
+}
+
+export function newJoinToken(): string {
+  return 'flt-w-' + randomBytes(32).toString('base64url');
+}
+
+/** The credential a registered worker re-registers with (and that opens its log API to managers). */
+export function nodeCredential(secret: string, nodeId: string, epoch: number): string {
+  return 'flt-n-' + createHmac('sha256', secret).update(`node:${nodeId}:${epoch}`).digest('base64url');
+}
+
+function parse<T>(e: KvEntry | undefined): T | undefined {
+  if (!e) return undefined;
+  try {
+    return JSON.parse(typeof e.value === 'string' ? e.value : Buffer.from(e.value).toString('utf8')) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+export function apiTokens(state: ClusterState): ApiTokenRecord[] {
+  return state
+    .kvList(TOKENS_PREFIX)
+    .map((e) => parse<ApiTokenRecord>(e))
+    .filter((r): r is ApiTokenRecord => r !== undefined && typeof r.hash === 'string' && ROLES.includes(r.role));
+}
+
+export function joinRecord(state: ClusterState): JoinRecord | undefined {
+  return parse<JoinRecord>(state.kvGet(JOIN_KEY));
+}
+
+export function nodeEpoch(state: ClusterState): number {
+  return joinRecord(state)?.epoch ?? 1;
+}
+
+function sameHex(a: string, b: string): boolean {
+  const x = Buffer.from(a, 'hex');
+  const y = Buffer.from(b, 'hex');
+  return x.length === y.length && x.length > 0 && timingSafeEqual(x, y);
+}
+
+function sameString(a: string, b: string): boolean {
+  const x = createHash('sha256').update(a).digest();
+  const y = createHash('sha256').update(b).digest();
+  return timingSafeEqual(x, y);
+}
+
+/**
+ * Whether a registration may proceed: a valid node credential for that node id, or the current
+ * join token (`derived` = workerToken(secret) until the token is rotated). Returns the refusal.
+ */
+export function checkJoin(state: ClusterState, secret: string, derived: string, msg: { nodeId?: unknown; token?: unknown; credential?: unknown }): string | null {
+  if (typeof msg.credential === 'string' && typeof msg.nodeId === 'string') {
+    if (sameString(msg.credential, nodeCredential(secret, msg.nodeId, nodeEpoch(state)))) return null;
+  }
+  if (typeof msg.token !== 'string') return typeof msg.credential === 'string' ? 'invalid node credential' : 'missing join token';
+  const rec = joinRecord(state);
+  const ok = rec ? sameHex(sha256hex(msg.token), rec.hash) : sameString(msg.token, derived);
+  if (ok) return null;
+  return typeof msg.credential === 'string' ? 'invalid node credential and join token' : 'invalid join token';
+}
+
+/** The token a request presents: `authorization: Bearer …`, or `?token=` (WebSocket only). */
+function presented(req: http.IncomingMessage, allowQuery: boolean): string | null {
+  const h = req.headers.authorization;
+  if (typeof h === 'string') {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
+    return m ? m[1]! : null;
+  }
+  if (allowQuery) return new URL(req.url ?? '/', 'http://x').searchParams.get('token');
+  return null;
+}
+
+/** Authenticates a request against the replicated tokens; null = allowed (no tokens: open API). */
+export function authenticate(state: ClusterState, req: http.IncomingMessage, opts: { write: boolean; adminOnly?: boolean; allowQuery?: boolean; what: string }): FlotillaError | null {
+  const tokens = apiTokens(state);
+  if (tokens.length === 0) return null;
+  const tok = presented(req, opts.allowQuery ?? false);
+  if (tok === null) return new FlotillaError('unauthorized', `Cannot ${opts.what} as the request carries no API token; ${HOW_TO}`);
+  const h = sha256hex(tok);
+  const rec = tokens.find((r) => sameHex(h, r.hash));
+  if (!rec) return new FlotillaError('unauthorized', `Cannot ${opts.what} as the API token is not valid (unknown or revoked); ${HOW_TO}`);
+  if ((opts.write || opts.adminOnly) && rec.role !== 'admin') {
+    return new FlotillaError('forbidden', `Cannot ${opts.what} as token ${rec.id} has the '${rec.role}' role, which may only read; use an admin token`);
+  }
+  return null;
+}
+
+export function registerAuth(m: Manager, log: Logger): void {
+  const r = m.router;
+  const prevGuard = r.guard;
+  r.guard = async (ctx: RequestContext, route: string) => {
+    await prevGuard?.(ctx, route);
+    const key = `${ctx.method} ${route}`;
+    if (OPEN.has(key)) return;
+    const read = ctx.method === 'GET' || ctx.method === 'HEAD';
+    const err = authenticate(m.state, ctx.req, { write: !read, adminOnly: ADMIN_READS.has(key), what: `${ctx.method} ${ctx.path}` });
+    if (err) {
+      if (err.code === 'unauthorized') ctx.res.setHeader('www-authenticate', 'Bearer realm="flotilla"');
+      throw err;
+    }
+  };
+
+  // The event stream over WebSocket: browsers cannot set headers there, so ?token= works too.
+  const events = m.upgrades.get('/v1/events');
+  if (events) {
+    m.upgrades.set('/v1/events', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      const err = authenticate(m.state, req, { write: false, allowQuery: true, what: 'stream events' });
+      if (err) {
+        const body = JSON.stringify(err.toJSON());
+        socket.end(`HTTP/1.1 ${err.httpStatus} ${err.httpStatus === 401 ? 'Unauthorized' : 'Forbidden'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+        return;
+      }
+      events(req, socket, head);
+    });
+  }
+
+  r.on('GET', '/v1/tokens', async (ctx) => {
+    await m.readable(ctx);
+    return { tokens: apiTokens(m.state).map(({ id, role, createdAt }) => ({ id, role, createdAt })).sort((a, b) => a.createdAt - b.createdAt) };
+  });
+
+  r.on('POST', '/v1/tokens', async (ctx) => {
+    const body = (await ctx.json()) as { role?: unknown };
+    if (typeof body !== 'object' || body === null || !ROLES.includes(body.role as Role)) {
+      throw new FlotillaError('bad_request', `Cannot create a token as 'role' must be one of ${ROLES.join(', ')}`);
+    }
+    const role = body.role as Role;
+    return m.onLeader(ctx, async () => {
+      const token = newApiToken();
+      const rec: ApiTokenRecord = { id: 'tok-' + randomBytes(5).toString('hex'), role, hash: sha256hex(token), createdAt: Date.now() };
+      await m.propose({ type: 'kv.put', key: TOKENS_PREFIX + rec.id, value: JSON.stringify(rec), cas: 0 });
+      log.info('api token created', { id: rec.id, role });
+      return new Reply(201, { id: rec.id, role, createdAt: rec.createdAt, token });
+    });
+  });
+
+  r.on('DELETE', '/v1/tokens/:id', async (ctx) => {
+    const id = ctx.params.id!;
+    return m.onLeader(ctx, async () => {
+      const e = m.state.kvGet(TOKENS_PREFIX + id);
+      if (!e) throw new FlotillaError('not_found', `token '${id}' not found (see flotilla token ls)`);
+      const all = apiTokens(m.state);
+      if (all.find((t) => t.id === id)?.role === 'admin' && all.filter((t) => t.role === 'admin').length === 1) {
+        throw new FlotillaError('conflict', `Cannot revoke ${id} as it is the last admin token (nobody could manage the cluster); create another admin token first`);
+      }
+      await m.propose({ type: 'kv.del', key: TOKENS_PREFIX + id, cas: e.version });
+      log.info('api token revoked', { id });
+      return { id, revoked: true };
+    });
+  });
+
+  r.on('POST', '/v1/tokens/worker/rotate', async (ctx) => {
+    const raw = await ctx.body();
+    let revokeNodes = false;
+    if (raw.length > 0) {
+      const body = (await ctx.json()) as { revokeNodes?: unknown };
+      if (typeof body !== 'object' || body === null) throw new FlotillaError('bad_request', 'Cannot rotate the join token as the body must be a JSON object');
+      if (body.revokeNodes !== undefined && typeof body.revokeNodes !== 'boolean') throw new FlotillaError('bad_request', "Cannot rotate the join token as 'revokeNodes' must be a boolean");
+      revokeNodes = body.revokeNodes === true;
+    }
+    return m.onLeader(ctx, async () => {
+      const cur = m.state.kvGet(JOIN_KEY);
+      const prev = parse<JoinRecord>(cur);
+      const token = newJoinToken();
+      const epoch = (prev?.epoch ?? 1) + (revokeNodes ? 1 : 0);
+      const rec: JoinRecord = { hash: sha256hex(token), rotatedAt: Date.now(), epoch };
+      await m.propose({ type: 'kv.put', key: JOIN_KEY, value: JSON.stringify(rec), cas: cur?.version ?? 0 });
+      log.info('worker join token rotated', { epoch, revokedNodes: revokeNodes });
+      return { token, epoch, revokedNodes: revokeNodes };
+    });
+  });
+}
