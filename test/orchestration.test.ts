@@ -101,7 +101,7 @@ describe('orchestration (real managers and workers)', () => {
     expect(created.tasks).toHaveLength(50);
     const running = await eventually(async () => {
       const ts = (await tasks()).filter((t) => t.name.startsWith('spread-'));
-      return ts.length === 50 && ts.every((t) => t.state === 'running') ? ts : null;
+      return ts.length === 50 && ts.every((t) => t.state === 'running' && pidsOf(t.id).length === 1) ? ts : null;
     }, 30_000, '50 tasks running');
     console.log(`50 tasks submitted → all running in ${Date.now() - t0} ms`);
     const perNode = new Map<string, number>();
@@ -139,9 +139,10 @@ describe('orchestration (real managers and workers)', () => {
   it('SIGKILL of the leader: running tasks keep their processes, no node goes down, nothing is rescheduled', async () => {
     const created = await client.post<{ tasks: TaskView[] }>('/v1/tasks', Array.from({ length: 6 }, (_, i) => sleeper(`steady-${i}`)));
     const ids = created.tasks.map((t) => t.id);
+    // `running` means started; wait until each process has also recorded its pid.
     const before = await eventually(async () => {
       const ts = (await tasks()).filter((t) => ids.includes(t.id));
-      return ts.every((t) => t.state === 'running') ? ts : null;
+      return ts.every((t) => t.state === 'running' && pidsOf(t.id).length === 1) ? ts : null;
     }, 20_000, 'steady tasks running');
     const pidsBefore = new Map(ids.map((id) => [id, pidsOf(id)]));
     const leader = await cluster.waitForLeader();
@@ -174,7 +175,7 @@ describe('orchestration (real managers and workers)', () => {
     const ids = created.tasks.map((t) => t.id);
     const placed = await eventually(async () => {
       const ts = (await tasks()).filter((t) => ids.includes(t.id));
-      return ts.every((t) => t.state === 'running') ? ts : null;
+      return ts.every((t) => t.state === 'running' && pidsOf(t.id).length === 1) ? ts : null;
     }, 20_000, 'tasks running');
     const victim = 'w2';
     const onVictim = placed.filter((t) => t.node === victim).map((t) => t.id);
