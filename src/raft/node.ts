@@ -90,6 +90,10 @@ export class RaftNode extends EventEmitter {
   private lastLeaderChange = Date.now();
   private onPersist: RaftNodeOptions['onPersist'];
   private deferredHard: Ready['hardState'] | null = null;
+  /** Committed snapshots and entries waiting to be applied, in log order. */
+  private applyQueue: (Entry | Snapshot)[] = [];
+  private applyHead = 0;
+  private draining = false;
 
   constructor(opts: RaftNodeOptions) {
     super();
@@ -143,7 +147,7 @@ export class RaftNode extends EventEmitter {
     for (const r of this.reads.values()) r.reject(err);
     this.reads.clear();
     // Wait for an in-flight persist to finish so storage can close cleanly.
-    for (let i = 0; i < 200 && this.loopRunning; i++) await new Promise((r) => setTimeout(r, 5));
+    for (let i = 0; i < 200 && (this.loopRunning || this.draining); i++) await new Promise((r) => setTimeout(r, 5));
   }
 
   /** A message from a peer. */
@@ -295,8 +299,10 @@ export class RaftNode extends EventEmitter {
         }
         if (this.stopped) break;
         this.transport?.send(rd.messages);
-        if (rd.snapshot) this.applySnapshot(rd.snapshot);
-        for (const e of rd.committedEntries) this.applyEntry(e);
+        // Apply in order, but off this loop: a large batch of entries must not hold back
+        // heartbeats and replication (a stalled leader would lose its leadership).
+        if (rd.snapshot) this.applyQueue.push(rd.snapshot);
+        for (const e of rd.committedEntries) this.applyQueue.push(e);
         for (const rs of rd.readStates) {
           const r = this.reads.get(rs.context);
           if (!r) continue;
@@ -304,8 +310,7 @@ export class RaftNode extends EventEmitter {
           this.waitForApplied(rs.index, r.resolve);
         }
         this.core.advance(rd);
-        this.releaseReads();
-        await this.maybeSnapshot();
+        void this.drainApply();
       }
     } catch (e) {
       // A failed synced write leaves this replica unable to keep Raft's promises: stop it.
@@ -337,6 +342,39 @@ export class RaftNode extends EventEmitter {
         }
       }
     }
+  }
+
+  /** Applies queued snapshots and entries in order, yielding every few ms so timers and I/O run. */
+  private async drainApply(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      let t0 = performance.now();
+      while (this.applyHead < this.applyQueue.length && !this.stopped) {
+        const item = this.applyQueue[this.applyHead]!;
+        this.applyQueue[this.applyHead++] = undefined as unknown as Entry;
+        if ('meta' in item) this.applySnapshot(item);
+        else this.applyEntry(item);
+        if (performance.now() - t0 > 5) {
+          this.releaseReads();
+          await new Promise<void>((r) => setImmediate(r));
+          t0 = performance.now();
+        }
+      }
+      if (this.applyHead >= this.applyQueue.length) {
+        this.applyQueue = [];
+        this.applyHead = 0;
+      }
+      this.releaseReads();
+      if (!this.stopped) await this.maybeSnapshot();
+    } catch (e) {
+      this.fatal = e as Error;
+      this.log('error', 'applying committed entries failed; this manager stops replicating', { err: String(e) });
+      this.emit('fatal', e);
+    } finally {
+      this.draining = false;
+    }
+    if (this.applyHead < this.applyQueue.length && !this.stopped && !this.fatal) void this.drainApply();
   }
 
   private applyEntry(e: Entry): void {
