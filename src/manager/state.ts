@@ -628,6 +628,21 @@ function validateCommand(cmd: unknown, allowBatch: boolean): { cmd: Command } | 
 // =============================================================================================
 // Helpers
 
+/**
+ * Task specs re-validated on apply, memoised by their JSON text: a batch of replicas of one
+ * spec is validated once. Pure (same input, same output); a miss only costs a parse.
+ */
+const specCache = new Map<string, TaskSpec>();
+function parseSpecCached(input: unknown): TaskSpec {
+  const key = JSON.stringify(input);
+  const hit = specCache.get(key);
+  if (hit !== undefined) return hit;
+  const spec = parseTaskSpec(input, { allowHostMounts: true });
+  if (specCache.size >= 256) specCache.delete(specCache.keys().next().value!);
+  specCache.set(key, spec);
+  return spec;
+}
+
 function fail(code: ErrorCode, message: string): ApplyResult<never> {
   return { ok: false, error: errorInfo(code, message) };
 }
@@ -1073,7 +1088,7 @@ export class ClusterState {
     }
     let spec: TaskSpec;
     try {
-      spec = parseTaskSpec(cmd.spec, { allowHostMounts: true });
+      spec = parseSpecCached(cmd.spec);
     } catch (err) {
       return { ok: false, error: FlotillaError.is(err) ? err.toInfo() : errorInfo('bad_request', String(err)) };
     }
