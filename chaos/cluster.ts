@@ -1,0 +1,403 @@
+// The cluster under test: managers and workers as separate OS processes (the built CLI), with
+// every link through a harness-controlled proxy (chaos/proxy.ts).
+//
+// Links (one proxy per directed link, labelled from>to):
+//   mA>mB     manager A dialing manager B (Raft + write forwarding): A gets `--peer-route mB=<proxy>`
+//   ext>mB    the address mB advertises (its "front"): what other managers tell workers in
+//             redirects/welcomes, so worker sessions stay behind a proxy after a redirect
+//   wN>mB     worker N's seed address of mB (`--managers`)
+//   <client>>mB  workload client links (c1…cK, tasks)
+// The harness itself (status monitor, convergence checks, task observations) talks to the
+// managers' real addresses, outside the fault model.
+//
+// Processes are started, stopped, paused and killed by PID only. Task processes of the process
+// driver run detached (they survive a worker); they are found in the workers' state dirs and
+// killed by process group at the end.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import net from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { workerToken } from '../src/manager/orchestrator.js';
+import { readProcStat } from '../src/worker/drivers/process.js';
+import { request } from './http.js';
+import { ChaosNet } from './proxy.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** The built CLI (this file is dist/chaos/cluster.js). */
+export const CLI = join(here, '..', 'src', 'cli', 'main.js');
+
+export type ProcStatus = 'running' | 'paused' | 'killed' | 'stopped';
+
+export interface NodeProc {
+  id: string;
+  kind: 'manager' | 'worker';
+  args: string[];
+  logFile: string;
+  proc: ChildProcess | null;
+  pid: number | null;
+  status: ProcStatus;
+  starts: number;
+  exited: Promise<void>;
+  /** The harness stopped it (an exit otherwise is reported as unexpected). */
+  expectExit: boolean;
+}
+
+export interface ChaosClusterOptions {
+  /** Data dirs, state dirs, secret, token. */
+  dir: string;
+  /** One log file per process. */
+  logDir: string;
+  managers: number;
+  workers: number;
+  /** Workload link labels (e.g. c1…c8, tasks): each gets a proxy to every manager. */
+  clients: string[];
+  /** Extra manager flags. */
+  managerArgs?: string[];
+  workerArgs?: string[];
+}
+
+export interface ManagerStatus {
+  id: string;
+  role: string;
+  leader: string | null;
+  term: number;
+  commitIndex: number;
+  appliedIndex: number;
+}
+
+export interface TaskProcess {
+  taskId: string;
+  attempt: number;
+  node: string;
+  pid: number;
+  procStart: string | undefined;
+  alive: boolean;
+}
+
+const SECRET = 'chaos-harness-secret-0123456789abcdef';
+
+/**
+ * Free ports for the managers, picked BELOW the kernel's ephemeral range: a port the kernel hands
+ * out for `listen(0)` or an outgoing connection elsewhere on the host can then never take a
+ * manager's port while the manager is down (killed by the nemesis, about to restart on it).
+ */
+async function freePorts(n: number): Promise<number[]> {
+  let lo = 32768;
+  try {
+    lo = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || lo;
+  } catch {
+    /* not Linux: assume the usual range */
+  }
+  const top = Math.max(2048, Math.min(lo, 65536)) - 1;
+  const bottom = Math.max(1024, top - 12_000);
+  const ports: number[] = [];
+  for (let tries = 0; ports.length < n && tries < 1000; tries++) {
+    const port = bottom + Math.floor(Math.random() * (top - bottom));
+    if (ports.includes(port)) continue;
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+    });
+    if (ok) ports.push(port);
+  }
+  if (ports.length < n) throw new Error('cannot find free ports for the managers');
+  return ports;
+}
+
+export class ChaosCluster {
+  readonly net = new ChaosNet();
+  readonly managerIds: string[];
+  readonly workerIds: string[];
+  readonly nodes = new Map<string, NodeProc>();
+  readonly realAddr = new Map<string, string>();
+  readonly secretFile: string;
+  readonly tokenFile: string;
+  /** Called when a process exits without the harness asking (a crash). */
+  onUnexpectedExit?: (id: string, code: number | null, signal: NodeJS.Signals | null) => void;
+  /** Task process groups seen (pid → /proc start time), killed at the end. */
+  private readonly taskGroups = new Map<number, string | undefined>();
+
+  private constructor(readonly opts: ChaosClusterOptions) {
+    this.managerIds = Array.from({ length: opts.managers }, (_, i) => `m${i + 1}`);
+    this.workerIds = Array.from({ length: opts.workers }, (_, i) => `w${i + 1}`);
+    mkdirSync(opts.dir, { recursive: true });
+    mkdirSync(opts.logDir, { recursive: true });
+    this.secretFile = join(opts.dir, 'secret');
+    writeFileSync(this.secretFile, SECRET, { mode: 0o600 });
+    this.tokenFile = join(opts.dir, 'worker-token');
+    writeFileSync(this.tokenFile, workerToken(SECRET), { mode: 0o600 });
+  }
+
+  /** Allocates ports, starts every proxy and prepares (does not start) the processes. */
+  static async create(opts: ChaosClusterOptions, random?: () => number): Promise<ChaosCluster> {
+    const c = new ChaosCluster(opts);
+    const ports = await freePorts(opts.managers);
+    c.managerIds.forEach((m, i) => c.realAddr.set(m, `127.0.0.1:${ports[i]}`));
+    const real = (m: string): string => c.realAddr.get(m)!;
+    for (const b of c.managerIds) {
+      await c.net.add('ext', b, real(b), random);
+      for (const a of c.managerIds) if (a !== b) await c.net.add(a, b, real(b), random);
+      for (const w of c.workerIds) await c.net.add(w, b, real(b), random);
+      for (const k of opts.clients) await c.net.add(k, b, real(b), random);
+    }
+    const bootstrap = c.managerIds.map((m) => `${m}=${c.net.get('ext', m).addr}`).join(',');
+    for (const m of c.managerIds) {
+      const routes = c.managerIds.filter((p) => p !== m).map((p) => `${p}=${c.net.get(m, p).addr}`).join(',');
+      const args = [
+        CLI, 'manager', '--id', m, '--listen', real(m), '--advertise', c.net.get('ext', m).addr, '--data', join(opts.dir, m),
+        '--bootstrap', bootstrap, '--peer-route', routes, '--secret-file', c.secretFile, ...(opts.managerArgs ?? []),
+      ];
+      c.nodes.set(m, c.mkNode(m, 'manager', args));
+    }
+    for (const w of c.workerIds) {
+      const seeds = c.managerIds.map((m) => c.net.get(w, m).addr).join(',');
+      const args = [
+        CLI, 'worker', '--id', w, '--managers', seeds, '--token-file', c.tokenFile, '--driver', 'process',
+        '--state-dir', c.stateDir(w), '--listen', '127.0.0.1:0', '--stop-grace', '2000', ...(opts.workerArgs ?? []),
+      ];
+      c.nodes.set(w, c.mkNode(w, 'worker', args));
+    }
+    return c;
+  }
+
+  private mkNode(id: string, kind: 'manager' | 'worker', args: string[]): NodeProc {
+    return { id, kind, args, logFile: join(this.opts.logDir, `${id}.log`), proc: null, pid: null, status: 'stopped', starts: 0, exited: Promise.resolve(), expectExit: false };
+  }
+
+  stateDir(worker: string): string {
+    return join(this.opts.dir, worker);
+  }
+
+  /** The proxy address a workload client uses to reach a manager. */
+  clientAddr(client: string, manager: string): string {
+    return this.net.get(client, manager).addr;
+  }
+
+  node(id: string): NodeProc {
+    const n = this.nodes.get(id);
+    if (n === undefined) throw new Error(`no node ${id}`);
+    return n;
+  }
+
+  isUp(id: string): boolean {
+    return this.node(id).status === 'running';
+  }
+
+  start(id: string): void {
+    const n = this.node(id);
+    if (n.status === 'running' || n.status === 'paused') throw new Error(`${id} is already running`);
+    const fd = openSync(n.logFile, 'a');
+    writeSync(fd, `\n=== chaos: starting ${id} (start ${n.starts + 1}) at ${new Date().toISOString()}\n`);
+    const level = process.env.FLOTILLA_CHAOS_LOG_LEVEL; // e.g. debug, to investigate a failure
+    const args = level ? [...n.args, '--log-level', level] : n.args;
+    const p = spawn(process.execPath, args, {
+      stdio: ['ignore', fd, fd],
+      env: { ...process.env, FLOTILLA_MANAGERS: '', FLOTILLA_LOG_LEVEL: process.env.FLOTILLA_LOG_LEVEL ?? 'info' },
+    });
+    closeSync(fd);
+    n.proc = p;
+    n.pid = p.pid ?? null;
+    n.status = 'running';
+    n.expectExit = false;
+    n.starts++;
+    n.exited = new Promise<void>((resolve) => {
+      p.once('exit', (code, signal) => {
+        if (n.proc === p) {
+          n.status = n.status === 'stopped' ? 'stopped' : 'killed';
+          if (!n.expectExit) this.onUnexpectedExit?.(id, code, signal);
+        }
+        resolve();
+      });
+      p.once('error', () => resolve());
+    });
+  }
+
+  startAll(): void {
+    for (const id of [...this.managerIds, ...this.workerIds]) this.start(id);
+  }
+
+  /** SIGKILL (by PID) and wait for the exit. */
+  async kill(id: string, final = false): Promise<void> {
+    const n = this.node(id);
+    const p = n.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) {
+      n.status = final ? 'stopped' : n.status === 'running' || n.status === 'paused' ? 'killed' : n.status;
+      return;
+    }
+    n.status = final ? 'stopped' : 'killed';
+    n.expectExit = true;
+    try {
+      p.kill('SIGKILL');
+    } catch {
+      /* already gone */
+    }
+    await Promise.race([n.exited, sleep(5000)]);
+  }
+
+  pause(id: string): void {
+    const n = this.node(id);
+    if (n.status !== 'running' || !n.proc) return;
+    n.proc.kill('SIGSTOP');
+    n.status = 'paused';
+  }
+
+  resume(id: string): void {
+    const n = this.node(id);
+    if (n.status !== 'paused' || !n.proc) return;
+    n.proc.kill('SIGCONT');
+    n.status = 'running';
+  }
+
+  /** Kill -9 and start again at once (crash-recovery). */
+  async crashRestart(id: string): Promise<void> {
+    await this.kill(id);
+    this.start(id);
+  }
+
+  /** SIGKILL every process (SIGCONT first for paused ones) and every task process group. */
+  async stopAll(): Promise<void> {
+    this.scanTaskProcesses();
+    await Promise.all([...this.nodes.keys()].map((id) => this.kill(id, true)));
+    this.killTaskGroups();
+    await this.net.closeAll();
+  }
+
+  /** Synchronous last resort (process exit / signal): kills by PID whatever is still running. */
+  killAllSync(): void {
+    for (const n of this.nodes.values()) {
+      const p = n.proc;
+      if (!p || p.exitCode !== null || p.signalCode !== null) continue;
+      n.expectExit = true;
+      try {
+        p.kill('SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    try {
+      this.scanTaskProcesses();
+    } catch {
+      /* best effort */
+    }
+    this.killTaskGroups();
+  }
+
+  // ---------------------------------------------------------------------------------- status
+
+  async status(id: string, timeoutMs = 500): Promise<ManagerStatus | null> {
+    try {
+      const r = await request(this.realAddr.get(id)!, '/v1/status', { timeoutMs });
+      return r.status === 200 ? (r.body as ManagerStatus) : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * The leader every running manager agrees on (same leader and term, and every running
+   * manager has applied what the leader committed when it was asked), or null.
+   */
+  async converged(): Promise<string | null> {
+    const ids = this.managerIds.filter((m) => this.isUp(m));
+    const sts = await Promise.all(ids.map((m) => this.status(m, 1000)));
+    // A status from another process on the port (not ours) does not count.
+    if (sts.some((s, i) => s === null || s.id !== ids[i])) return null;
+    const leader = sts.find((s) => s!.role === 'leader');
+    if (!leader) return null;
+    if (!sts.every((s) => s!.leader === leader.id && s!.term === leader.term)) return null;
+    if (!sts.every((s) => s!.appliedIndex >= leader.commitIndex)) return null;
+    return leader.id;
+  }
+
+  /** Worker ids the leader sees as ready. */
+  async readyWorkers(leader: string): Promise<string[]> {
+    try {
+      const r = await request(this.realAddr.get(leader)!, '/v1/nodes', { timeoutMs: 2000 });
+      if (r.status !== 200) return [];
+      return ((r.body as { nodes: { id: string; status: string }[] }).nodes ?? []).filter((n) => n.status === 'ready').map((n) => n.id);
+    } catch {
+      return [];
+    }
+  }
+
+  /** Waits for one agreed leader and every worker ready; returns the leader. */
+  async waitReady(timeoutMs: number): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const leader = await this.converged();
+      if (leader !== null) {
+        const ready = await this.readyWorkers(leader);
+        if (this.workerIds.every((w) => ready.includes(w))) return leader;
+      }
+      await sleep(100);
+    }
+    throw new Error(`the cluster did not become ready within ${timeoutMs} ms (logs in ${this.opts.logDir})`);
+  }
+
+  // --------------------------------------------------------------------------- task processes
+
+  /** Reads every worker's process-driver records and checks which wrappers are alive. */
+  scanTaskProcesses(): TaskProcess[] {
+    const out: TaskProcess[] = [];
+    for (const w of this.workerIds) {
+      const dir = join(this.stateDir(w), 'process', 'tasks');
+      if (!existsSync(dir)) continue;
+      let entries: string[];
+      try {
+        entries = readdirSync(dir);
+      } catch {
+        continue;
+      }
+      for (const e of entries) {
+        let rec: { taskId: string; attempt: number; containers: { pid?: number; procStart?: string }[] };
+        try {
+          rec = JSON.parse(readFileSync(join(dir, e, 'task.json'), 'utf8'));
+        } catch {
+          continue; // being written or removed
+        }
+        for (const c of rec.containers ?? []) {
+          if (c.pid === undefined) continue;
+          const st = readProcStat(c.pid);
+          const alive = st !== null && st.state !== 'Z' && st.state !== 'X' && (c.procStart === undefined || st.start === c.procStart);
+          if (alive) this.taskGroups.set(c.pid, c.procStart);
+          out.push({ taskId: rec.taskId, attempt: rec.attempt, node: w, pid: c.pid, procStart: c.procStart, alive });
+        }
+      }
+    }
+    return out;
+  }
+
+  private killTaskGroups(): void {
+    for (const [pid, start] of this.taskGroups) {
+      const st = readProcStat(pid);
+      if (st === null || (start !== undefined && st.start !== start)) {
+        this.taskGroups.delete(pid);
+        continue;
+      }
+      try {
+        process.kill(-pid, 'SIGKILL'); // the wrapper leads its own process group
+      } catch {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+      this.taskGroups.delete(pid);
+    }
+  }
+}
+
+export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });

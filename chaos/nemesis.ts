@@ -1,0 +1,366 @@
+// The nemesis: a schedule of faults derived from the seed alone, and its execution.
+//
+// Schedule (planSchedule, pure): a step every `interval`, alternating "start a fault" (odd
+// steps) and "heal everything" (even steps), until `duration`. Each fault step draws its kind
+// among the enabled ones and its parameters from a PRNG seeded with the run's seed, so the same
+// seed and options give the same schedule. Targets are named either concretely (indexes drawn
+// from a per-step PRNG over the sorted node ids) or as "the leader", resolved when the step runs
+// (the leader is whatever the cluster elected; everything else stays reproducible).
+//
+// Faults:
+//   kill       SIGKILL a random minority of managers, or the leader; restarted at the next heal
+//   pause      SIGSTOP a random minority, or the leader; SIGCONT at the next heal
+//   partition  halves (random minority | majority), isolate-leader, bridge (a node in two
+//              overlapping majorities, the others split), one-way-leader (the leader cannot
+//              send to anyone, everyone can send to it); with --allow-quorum-loss also split-all
+//              (no side has a majority). Manager↔manager links only: workers and clients keep
+//              reaching every manager (clients of a minority manager see timeouts, not lies)
+//   restart    crash-restart (SIGKILL + start) of the leader, a random manager or a worker
+//   drop       reset the open connections of a random 20–60 % of all links
+//   latency    20–150 ms (+ up to 100 ms jitter) on every link of one manager, or on a random
+//              30 % of all links; removed at the next heal
+// Budget: at most one fault at a time, and kill/pause/partition never take down or cut off more
+// than a minority of managers unless --allow-quorum-loss.
+import { Rng } from './prng.js';
+import type { ChaosCluster } from './cluster.js';
+import { sleep } from './cluster.js';
+
+export const FAULT_KINDS = ['kill', 'pause', 'partition', 'restart', 'drop', 'latency'] as const;
+export type FaultKind = (typeof FAULT_KINDS)[number];
+
+export type PartitionShape = 'halves' | 'isolate-leader' | 'bridge' | 'one-way-leader' | 'split-all';
+
+export type PlannedAction =
+  | { kind: 'kill' | 'pause'; target: 'leader' | 'random'; count: number }
+  | { kind: 'partition'; shape: PartitionShape }
+  | { kind: 'restart'; target: 'leader' | 'manager' | 'worker' }
+  | { kind: 'drop'; fraction: number }
+  | { kind: 'latency'; ms: number; jitterMs: number; scope: 'node' | 'links' }
+  | { kind: 'heal' };
+
+export interface PlannedStep {
+  step: number;
+  /** ms after the start of the run. */
+  at: number;
+  action: PlannedAction;
+}
+
+export interface ScheduleOptions {
+  seed: number;
+  faults: readonly FaultKind[];
+  intervalMs: number;
+  durationMs: number;
+  managers: number;
+  workers: number;
+  allowQuorumLoss: boolean;
+}
+
+export function maxMinority(n: number): number {
+  return Math.floor((n - 1) / 2);
+}
+
+/** The fault schedule: a pure function of the options (seed included). */
+export function planSchedule(o: ScheduleOptions): PlannedStep[] {
+  const rng = Rng.derive(o.seed, 'schedule');
+  const steps: PlannedStep[] = [];
+  if (o.faults.length === 0) return steps;
+  for (let k = 1; k * o.intervalMs < o.durationMs; k++) {
+    const at = k * o.intervalMs;
+    if (k % 2 === 0) {
+      steps.push({ step: k, at, action: { kind: 'heal' } });
+      continue;
+    }
+    const kind = rng.pick(o.faults);
+    let action: PlannedAction;
+    switch (kind) {
+      case 'kill':
+      case 'pause': {
+        if (o.allowQuorumLoss && rng.chance(0.3)) action = { kind, target: 'random', count: rng.between(Math.floor(o.managers / 2) + 1, o.managers) };
+        else if (rng.chance(0.5)) action = { kind, target: 'leader', count: 1 };
+        else action = { kind, target: 'random', count: rng.between(1, Math.max(1, maxMinority(o.managers))) };
+        break;
+      }
+      case 'partition': {
+        const shapes: PartitionShape[] = ['halves', 'isolate-leader', 'bridge', 'one-way-leader'];
+        if (o.allowQuorumLoss) shapes.push('split-all');
+        action = { kind, shape: rng.pick(shapes) };
+        break;
+      }
+      case 'restart':
+        action = { kind, target: rng.pick(o.workers > 0 ? (['leader', 'manager', 'worker'] as const) : (['leader', 'manager'] as const)) };
+        break;
+      case 'drop':
+        action = { kind, fraction: 0.2 + 0.4 * rng.next() };
+        break;
+      case 'latency':
+        action = { kind, ms: rng.between(20, 150), jitterMs: rng.between(0, 100), scope: rng.chance(0.5) ? 'node' : 'links' };
+        break;
+    }
+    steps.push({ step: k, at, action });
+  }
+  return steps;
+}
+
+export function describeAction(a: PlannedAction): string {
+  switch (a.kind) {
+    case 'kill':
+    case 'pause':
+      return `${a.kind} ${a.target === 'leader' ? 'the leader' : `${a.count} random manager${a.count === 1 ? '' : 's'}`}`;
+    case 'partition':
+      return `partition ${a.shape}`;
+    case 'restart':
+      return `crash-restart ${a.target === 'leader' ? 'the leader' : `a ${a.target}`}`;
+    case 'drop':
+      return `drop connections on ${Math.round(a.fraction * 100)}% of links`;
+    case 'latency':
+      return `latency ${a.ms}±${a.jitterMs} ms on ${a.scope === 'node' ? "one manager's links" : '30% of links'}`;
+    case 'heal':
+      return 'heal';
+  }
+}
+
+/** One line of nemesis.log / one entry of history.nemesis. */
+export interface NemesisEvent {
+  /** ms since the start of the run (harness clock). */
+  at: number;
+  step: number | null;
+  kind: PlannedAction['kind'] | 'heal-all' | 'crash';
+  /** 'start' of a fault that lasts until the next heal, 'instant' fault, 'heal'. */
+  phase: 'start' | 'instant' | 'heal' | 'info';
+  targets: string[];
+  detail: string;
+}
+
+export interface NemesisContext {
+  cluster: ChaosCluster;
+  seed: number;
+  clock: () => number;
+  /** The current leader (asked fresh), or null if none is known. */
+  leader: () => Promise<string | null>;
+  log: (e: NemesisEvent) => void;
+}
+
+export class Nemesis {
+  private readonly killed = new Set<string>();
+  private readonly paused = new Set<string>();
+  /** Managers cut off from a majority by the current partition. */
+  private cutOff: string[] = [];
+  /** Fault actions executed (heals not counted). */
+  actions = 0;
+
+  constructor(
+    private readonly ctx: NemesisContext,
+    readonly schedule: readonly PlannedStep[],
+  ) {}
+
+  /** Managers on the minority side of the current partition (for --inject-stale-reads). */
+  minority(): string[] {
+    return [...this.cutOff];
+  }
+
+  /** Runs the schedule until its end or the signal. */
+  async run(signal: AbortSignal): Promise<void> {
+    for (const s of this.schedule) {
+      const wait = s.at - this.ctx.clock();
+      if (wait > 0) await sleep(wait, signal);
+      if (signal.aborted) return;
+      try {
+        await this.execute(s);
+      } catch (e) {
+        this.emit(s.step, 'heal', 'info', [], `step failed: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  private emit(step: number | null, kind: NemesisEvent['kind'], phase: NemesisEvent['phase'], targets: string[], detail: string): void {
+    this.ctx.log({ at: this.ctx.clock(), step, kind, phase, targets, detail });
+  }
+
+  private upManagers(): string[] {
+    return this.ctx.cluster.managerIds.filter((m) => this.ctx.cluster.isUp(m));
+  }
+
+  /** The leader if known and up, else a random up manager (said so in the detail). */
+  private async resolveLeader(rng: Rng): Promise<{ id: string; note: string } | null> {
+    const l = await this.ctx.leader();
+    if (l !== null) return { id: l, note: '(leader)' };
+    const up = this.upManagers();
+    if (up.length === 0) return null;
+    return { id: rng.pick(up), note: '(leader unknown: random manager)' };
+  }
+
+  async execute(s: PlannedStep): Promise<void> {
+    const a = s.action;
+    const c = this.ctx.cluster;
+    const rng = Rng.derive(this.ctx.seed, `step-${s.step}`);
+    const managers = c.managerIds;
+    switch (a.kind) {
+      case 'heal':
+        await this.healAll(s.step);
+        return;
+      case 'kill':
+      case 'pause': {
+        let targets: string[];
+        let note = '';
+        if (a.target === 'leader') {
+          const l = await this.resolveLeader(rng);
+          if (l === null) return;
+          targets = [l.id];
+          note = ` ${l.note}`;
+        } else targets = rng.shuffle(managers).slice(0, a.count);
+        targets = targets.filter((t) => c.isUp(t));
+        if (targets.length === 0) return;
+        this.actions++;
+        for (const t of targets) {
+          if (a.kind === 'kill') {
+            await c.kill(t);
+            this.killed.add(t);
+          } else {
+            c.pause(t);
+            this.paused.add(t);
+          }
+        }
+        this.emit(s.step, a.kind, 'start', targets, `${a.kind === 'kill' ? 'SIGKILL' : 'SIGSTOP'} ${targets.join(',')}${note}`);
+        return;
+      }
+      case 'partition': {
+        const r = await this.partition(a.shape, rng);
+        if (r === null) return;
+        this.actions++;
+        this.emit(s.step, 'partition', 'start', r.targets, r.detail);
+        return;
+      }
+      case 'restart': {
+        let id: string;
+        let note = '';
+        if (a.target === 'leader') {
+          const l = await this.resolveLeader(rng);
+          if (l === null) return;
+          id = l.id;
+          note = ` ${l.note}`;
+        } else if (a.target === 'worker') id = rng.pick(c.workerIds);
+        else id = rng.pick(managers);
+        if (!c.isUp(id)) return;
+        this.actions++;
+        await c.crashRestart(id);
+        this.emit(s.step, 'restart', 'instant', [id], `SIGKILL + start ${id}${note}`);
+        return;
+      }
+      case 'drop': {
+        const links = rng.shuffle([...c.net.links.values()]).slice(0, Math.max(1, Math.round(a.fraction * c.net.links.size)));
+        let n = 0;
+        for (const l of links) n += l.drop();
+        this.actions++;
+        this.emit(s.step, 'drop', 'instant', [], `reset ${n} connections on ${links.length} links`);
+        return;
+      }
+      case 'latency': {
+        let links;
+        let what: string;
+        if (a.scope === 'node') {
+          const m = rng.pick(managers);
+          links = c.net.select((l) => l.from === m || l.to === m);
+          what = `every link of ${m}`;
+        } else {
+          links = rng.shuffle([...c.net.links.values()]).slice(0, Math.max(1, Math.round(0.3 * c.net.links.size)));
+          what = `${links.length} links`;
+        }
+        for (const l of links) l.latency(a.ms, a.jitterMs);
+        this.actions++;
+        this.emit(s.step, 'latency', 'start', [], `${a.ms}±${a.jitterMs} ms on ${what}`);
+        return;
+      }
+    }
+  }
+
+  /** Cuts manager↔manager links for a shape; returns the targets and a description. */
+  private async partition(shape: PartitionShape, rng: Rng): Promise<{ targets: string[]; detail: string } | null> {
+    const c = this.ctx.cluster;
+    const ms = c.managerIds;
+    const cutPair = (a: string, b: string): void => {
+      c.net.get(a, b).cut();
+      c.net.get(b, a).cut();
+    };
+    const split = (groups: string[][]): void => {
+      for (let i = 0; i < groups.length; i++)
+        for (let j = i + 1; j < groups.length; j++) for (const a of groups[i]!) for (const b of groups[j]!) cutPair(a, b);
+    };
+    const fmt = (groups: string[][]): string => groups.map((g) => `{${g.join(',')}}`).join(' | ');
+    switch (shape) {
+      case 'halves': {
+        const sh = rng.shuffle(ms);
+        const minority = sh.slice(0, maxMinority(ms.length));
+        const majority = sh.slice(maxMinority(ms.length));
+        split([minority, majority]);
+        this.cutOff = minority;
+        return { targets: minority, detail: `halves ${fmt([minority, majority])}` };
+      }
+      case 'isolate-leader': {
+        const l = await this.resolveLeader(rng);
+        if (l === null) return null;
+        const rest = ms.filter((m) => m !== l.id);
+        split([[l.id], rest]);
+        this.cutOff = [l.id];
+        return { targets: [l.id], detail: `isolate ${l.id} ${l.note}: ${fmt([[l.id], rest])}` };
+      }
+      case 'bridge': {
+        // {a…, bridge} and {bridge, …b}: the bridge is in both majorities.
+        const sh = rng.shuffle(ms);
+        const half = Math.floor(ms.length / 2);
+        const left = sh.slice(0, half);
+        const bridge = sh[half]!;
+        const right = sh.slice(half + 1);
+        for (const a of left) for (const b of right) cutPair(a, b);
+        this.cutOff = [];
+        return { targets: [bridge], detail: `bridge ${bridge}: ${fmt([[...left, bridge], [bridge, ...right]])}` };
+      }
+      case 'one-way-leader': {
+        const l = await this.resolveLeader(rng);
+        if (l === null) return null;
+        for (const m of ms) {
+          if (m === l.id) continue;
+          c.net.get(l.id, m).block('up'); // nothing l sends on its connections to m arrives
+          c.net.get(m, l.id).block('down'); // nor what l answers on m's connections
+        }
+        this.cutOff = [l.id];
+        return { targets: [l.id], detail: `one-way: ${l.id} ${l.note} cannot send to anyone, everyone can send to it` };
+      }
+      case 'split-all': {
+        const sh = rng.shuffle(ms);
+        const size = Math.max(1, Math.floor(ms.length / 2));
+        const groups: string[][] = [];
+        for (let i = 0; i < sh.length; i += size) groups.push(sh.slice(i, i + size));
+        split(groups);
+        this.cutOff = [...ms];
+        return { targets: [...ms], detail: `split-all (no majority anywhere) ${fmt(groups)}` };
+      }
+    }
+  }
+
+  /** Restarts killed managers, resumes paused ones, heals every link. */
+  async healAll(step: number | null, final = false): Promise<void> {
+    const c = this.ctx.cluster;
+    const parts: string[] = [];
+    const targets: string[] = [];
+    // Anything that died (killed by us, or crashed) comes back.
+    const dead = [...c.nodes.values()].filter((n) => n.status === 'killed').map((n) => n.id);
+    for (const id of dead) {
+      c.start(id);
+      targets.push(id);
+    }
+    if (dead.length > 0) parts.push(`restart ${dead.join(',')}`);
+    this.killed.clear();
+    const paused = [...c.nodes.values()].filter((n) => n.status === 'paused').map((n) => n.id);
+    for (const id of paused) {
+      c.resume(id);
+      targets.push(id);
+    }
+    if (paused.length > 0) parts.push(`SIGCONT ${paused.join(',')}`);
+    this.paused.clear();
+    const faulty = c.net.faulty().length;
+    c.net.healAll();
+    if (faulty > 0) parts.push(`heal ${faulty} links`);
+    this.cutOff = [];
+    if (parts.length > 0 || final) this.emit(step, final ? 'heal-all' : 'heal', 'heal', targets, parts.length > 0 ? parts.join('; ') : 'nothing to heal');
+  }
+}

@@ -1,0 +1,345 @@
+// `flotilla chaos run`: one bounded chaos run against a real multi-process cluster.
+//
+//   setup     proxies + managers + workers (chaos/cluster.ts); wait for a leader and the workers
+//   run       for --duration: kv workload, task workload, leader monitor, nemesis (seeded)
+//   heal      stop the workload (in-flight ops finish within the op timeout), heal every fault
+//   quiet     until the cluster converged (one leader, everyone applied its commit index), then
+//             final linearizable reads of every key and the task settle; all within
+//             --convergence
+//   check     stop every process (by PID), run the checkers, write history.json, nemesis.log,
+//             report.json, report.txt (+ one log per process in logs/)
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { randomBytes } from 'node:crypto';
+import {
+  checkLinearizable,
+  checkNoLostWrites,
+  checkTasks,
+  renderReport,
+  type CheckResults,
+  type KvVersioned,
+  type Op,
+  type ReportJson,
+  type Verdict,
+} from './checker/index.js';
+import { ChaosCluster, sleep } from './cluster.js';
+import { LeaderMonitor, type LeaderObservation } from './monitor.js';
+import { describeAction, Nemesis, planSchedule, type FaultKind, type NemesisEvent, type PlannedStep } from './nemesis.js';
+import { clientLabel, KvWorkload, TASK_LINK, TaskWorkload } from './workload.js';
+
+export interface ChaosRunOptions {
+  managers: number;
+  workers: number;
+  durationMs: number;
+  faults: FaultKind[];
+  intervalMs: number;
+  seed: number;
+  out: string;
+  allowQuorumLoss: boolean;
+  clients: number;
+  keys: number;
+  opTimeoutMs: number;
+  /** Bound on heal → converged → final reads → tasks settled. */
+  convergenceMs: number;
+  /** Test-only: stale reads from cut-off managers (the checker must then fail). */
+  injectStaleReads: boolean;
+  /** The command that replays this run (printed on failure, stored in the report). */
+  replay: string;
+  /** Progress lines (stderr in the CLI). */
+  progress?: (line: string) => void;
+  /** Aborts the run early (Ctrl-C): the cluster is still stopped and what was recorded written. */
+  signal?: AbortSignal;
+}
+
+export interface ChaosStats {
+  durationMs: number;
+  ops: {
+    total: number;
+    ok: number;
+    fail: number;
+    unknown: number;
+    byType: Record<Op['type'], { ok: number; fail: number; unknown: number }>;
+    final: number;
+  };
+  nemesis: { actions: number; byKind: Record<string, number>; heals: number; crashes: number };
+  leaders: { changes: number; terms: number; observed: LeaderObservation[] };
+  tasks: { submitted: number; acknowledged: number; stops: number; observations: number; processes: number };
+  staleReadsInjected: number;
+}
+
+export interface ChaosReport {
+  verdict: Verdict;
+  seed: number;
+  replay: string;
+  out: string;
+  options: Omit<ChaosRunOptions, 'progress' | 'signal' | 'replay' | 'out'>;
+  stats: ChaosStats;
+  recovery: { converged: boolean; leader: string | null; afterMs: number | null; finalReads: number; keys: number; tasksSettled: boolean };
+  interrupted: boolean;
+  checks: ReportJson;
+  schedule: PlannedStep[];
+}
+
+export interface ChaosRunResult {
+  report: ChaosReport;
+  text: string;
+  exitCode: number;
+}
+
+const r3 = (x: number): number => Math.round(x * 1000) / 1000;
+
+export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
+  const say = o.progress ?? (() => undefined);
+  mkdirSync(o.out, { recursive: true });
+  const logDir = join(o.out, 'logs');
+  const runId = randomBytes(4).toString('hex');
+  const clients = Array.from({ length: o.clients }, (_, i) => clientLabel(i + 1));
+  const cluster = await ChaosCluster.create({ dir: join(o.out, 'cluster'), logDir, managers: o.managers, workers: o.workers, clients: [...clients, TASK_LINK] });
+  const lastResort = (): void => cluster.killAllSync();
+  process.on('exit', lastResort);
+
+  let t0 = performance.now();
+  const clock = (): number => r3(performance.now() - t0);
+  const nemesisEvents: NemesisEvent[] = [];
+  const nemesisLog: string[] = [];
+  const logEvent = (e: NemesisEvent): void => {
+    nemesisEvents.push(e);
+    const line = `+${(e.at / 1000).toFixed(3)}s ${e.step === null ? '-' : `step ${e.step}`} ${e.kind} ${e.phase}${e.targets.length > 0 ? ` [${e.targets.join(',')}]` : ''}: ${e.detail}`;
+    nemesisLog.push(line);
+    say(`nemesis ${line}`);
+  };
+  cluster.onUnexpectedExit = (id, code, signal) => logEvent({ at: clock(), step: null, kind: 'crash', phase: 'info', targets: [id], detail: `${id} exited on its own (code ${code}, signal ${signal})` });
+
+  const schedule = planSchedule({
+    seed: o.seed,
+    faults: o.faults,
+    intervalMs: o.intervalMs,
+    durationMs: o.durationMs,
+    managers: o.managers,
+    workers: o.workers,
+    allowQuorumLoss: o.allowQuorumLoss,
+  });
+  const monitor = new LeaderMonitor(cluster, clock);
+  const kv = new KvWorkload(cluster, clock, { clients: o.clients, keys: Array.from({ length: o.keys }, (_, i) => `k${i}`), opTimeoutMs: o.opTimeoutMs, seed: o.seed, runId, injectStaleReads: o.injectStaleReads }, () =>
+    nemesis.minority(),
+  );
+  const tasks = new TaskWorkload(cluster, clock, { seed: o.seed, opTimeoutMs: o.opTimeoutMs, tickMs: 1500, maxTasks: Math.min(6, 2 * o.workers) });
+  const nemesis: Nemesis = new Nemesis({ cluster, seed: o.seed, clock, leader: () => monitor.freshLeader(), log: logEvent }, schedule);
+
+  const outer = new AbortController();
+  // Watchdog: setup + run + in-flight ops + convergence + slack; whatever happens, it ends.
+  const watchdog = setTimeout(() => {
+    say('watchdog: the run took too long; stopping it');
+    outer.abort();
+  }, 60_000 + o.durationMs + o.opTimeoutMs + o.convergenceMs + 30_000);
+  watchdog.unref();
+  const onAbort = (): void => outer.abort();
+  o.signal?.addEventListener('abort', onAbort, { once: true });
+  let interrupted = false;
+  const recovery: ChaosReport['recovery'] = { converged: false, leader: null, afterMs: null, finalReads: 0, keys: o.keys, tasksSettled: o.workers === 0 };
+  let final = new Map<string, KvVersioned | null>();
+  const background = new AbortController();
+  const bg: Promise<void>[] = [];
+  let linkStats: Record<string, unknown>[] = [];
+
+  try {
+    say(`starting ${o.managers} managers and ${o.workers} workers behind ${cluster.net.links.size} proxies in ${join(o.out, 'cluster')}`);
+    cluster.startAll();
+    const leader = await cluster.waitReady(30_000);
+    say(`cluster ready (leader ${leader}); running ${o.durationMs / 1000}s, faults ${o.faults.join(',') || 'none'}, seed ${o.seed}`);
+
+    t0 = performance.now();
+    // Event-loop lag of the harness (it carries every link): reported if it gets large.
+    let lagMax = 0;
+    let lastTick = performance.now();
+    const lagTimer = setInterval(() => {
+      const now = performance.now();
+      const lag = now - lastTick - 100;
+      lastTick = now;
+      if (lag > lagMax) lagMax = lag;
+      if (lag > 500) say(`harness event loop stalled ${lag.toFixed(0)} ms at +${(clock() / 1000).toFixed(1)}s`);
+    }, 100);
+    background.signal.addEventListener('abort', () => clearInterval(lagTimer), { once: true });
+    bg.push(monitor.run(background.signal), tasks.observe(background.signal));
+    const work = new AbortController();
+    const stopWork = (): void => work.abort();
+    outer.signal.addEventListener('abort', stopWork, { once: true });
+    const running = [kv.run(work.signal), tasks.run(work.signal), nemesis.run(work.signal)];
+    await sleep(o.durationMs, outer.signal);
+    work.abort();
+    await Promise.all(running);
+    interrupted = outer.signal.aborted;
+    say(`workload stopped at +${(clock() / 1000).toFixed(1)}s: ${kv.ops.length} kv ops; healing`);
+
+    await nemesis.healAll(null, true);
+    const healedAt = clock();
+    const deadline = Date.now() + (interrupted ? 0 : o.convergenceMs);
+    while (Date.now() < deadline && !outer.signal.aborted) {
+      const l = await cluster.converged();
+      if (l !== null) {
+        const ready = o.workers === 0 ? [] : await cluster.readyWorkers(l);
+        if (cluster.workerIds.every((w) => ready.includes(w))) {
+          recovery.converged = true;
+          recovery.leader = l;
+          recovery.afterMs = r3(clock() - healedAt);
+          break;
+        }
+      }
+      await sleep(200, outer.signal);
+    }
+    if (!interrupted) say(recovery.converged ? `converged ${recovery.afterMs?.toFixed(0)} ms after healing (leader ${recovery.leader})` : 'the cluster did NOT converge after healing');
+
+    if (!outer.signal.aborted) {
+      const upManagers = (): string[] => {
+        const up = cluster.managerIds.filter((m) => cluster.isUp(m));
+        return recovery.leader !== null ? [recovery.leader, ...up.filter((m) => m !== recovery.leader)] : up;
+      };
+      // Final reads get a little time even if convergence used the whole budget.
+      final = await kv.finalReads(Math.max(deadline, Date.now() + 2000), upManagers);
+      recovery.finalReads = final.size;
+      while (Date.now() < deadline && tasks.unsettled().length > 0 && !outer.signal.aborted) await sleep(250, outer.signal);
+      await tasks.sampleTasks();
+      recovery.tasksSettled = tasks.unsettled().length === 0;
+    }
+    tasks.sampleProcesses();
+  } finally {
+    clearTimeout(watchdog);
+    background.abort();
+    await Promise.all(bg).catch(() => undefined);
+    linkStats = [...cluster.net.links.values()].map((l) => ({ link: l.name, addr: l.addr, open: l.connections, ...l.stats }));
+    await cluster.stopAll();
+    process.off('exit', lastResort);
+    o.signal?.removeEventListener('abort', onAbort);
+  }
+  interrupted ||= outer.signal.aborted;
+
+  // ------------------------------------------------------------------------------ check
+  say('checking the history');
+  const results: CheckResults = {
+    linearizability: checkLinearizable(kv.ops),
+    lostWrites: checkNoLostWrites(kv.ops, final),
+  };
+  if (o.workers > 0) results.tasks = checkTasks({ submissions: tasks.submissions, observations: tasks.observations, processes: tasks.processes });
+  const rendered = renderReport(results);
+
+  const stats = computeStats(kv.ops, nemesisEvents, monitor.observed, tasks, clock(), kv.staleReads);
+  let verdict: Verdict = rendered.json.verdict;
+  const notes: string[] = [];
+  if (!recovery.converged && !interrupted) {
+    verdict = 'fail';
+    notes.push(`liveness: FAIL — the cluster did not converge within ${o.convergenceMs / 1000}s after every fault was healed`);
+  }
+  if (interrupted) {
+    notes.push('interrupted: the run was stopped early; the history is partial (a violation in it is still one)');
+    if (verdict === 'pass') verdict = 'unknown';
+  }
+  const { progress: _p, signal: _s, replay: _r, out: _o, ...options } = o;
+  const report: ChaosReport = {
+    verdict,
+    seed: o.seed,
+    replay: o.replay,
+    out: o.out,
+    options,
+    stats,
+    recovery,
+    interrupted,
+    checks: rendered.json,
+    schedule,
+  };
+  const text = renderText(report, rendered.text, notes);
+
+  writeFileSync(
+    join(o.out, 'history.json'),
+    JSON.stringify({
+      version: 1,
+      seed: o.seed,
+      replay: o.replay,
+      options,
+      clock: 'ms since the workload started (performance.now)',
+      ops: kv.ops,
+      final: Object.fromEntries(final),
+      nemesis: nemesisEvents,
+      leaders: monitor.observed,
+      tasks: { submissions: tasks.submissions, observations: tasks.observations, processes: tasks.processes, events: tasks.events },
+    }),
+  );
+  writeFileSync(join(o.out, 'links.json'), JSON.stringify(linkStats, null, 1) + '\n');
+  writeFileSync(join(o.out, 'nemesis.log'), nemesisLog.join('\n') + (nemesisLog.length > 0 ? '\n' : ''));
+  writeFileSync(join(o.out, 'report.json'), JSON.stringify(report, null, 2) + '\n');
+  writeFileSync(join(o.out, 'report.txt'), text + '\n');
+  return { report, text, exitCode: verdict === 'pass' ? 0 : 1 };
+}
+
+function computeStats(ops: Op[], events: NemesisEvent[], leaders: LeaderObservation[], tasks: TaskWorkload, durationMs: number, stale: number): ChaosStats {
+  const z = () => ({ ok: 0, fail: 0, unknown: 0 });
+  const byType: ChaosStats['ops']['byType'] = { read: z(), write: z(), cas: z() };
+  let ok = 0;
+  let fail = 0;
+  let unknown = 0;
+  let finalOps = 0;
+  for (const op of ops) {
+    if (op.client === 'final') {
+      finalOps++;
+      continue;
+    }
+    byType[op.type][op.outcome]++;
+    if (op.outcome === 'ok') ok++;
+    else if (op.outcome === 'fail') fail++;
+    else unknown++;
+  }
+  const byKind: Record<string, number> = {};
+  let actions = 0;
+  let heals = 0;
+  let crashes = 0;
+  for (const e of events) {
+    if (e.phase === 'start' || e.phase === 'instant') {
+      actions++;
+      byKind[e.kind] = (byKind[e.kind] ?? 0) + 1;
+    } else if (e.phase === 'heal') heals++;
+    else if (e.kind === 'crash') crashes++;
+  }
+  return {
+    durationMs,
+    ops: { total: ops.length - finalOps, ok, fail, unknown, byType, final: finalOps },
+    nemesis: { actions, byKind, heals, crashes },
+    leaders: { changes: Math.max(0, leaders.length - 1), terms: new Set(leaders.map((l) => l.term)).size, observed: leaders },
+    tasks: {
+      submitted: tasks.events.filter((e) => e.kind === 'submit').length,
+      acknowledged: tasks.submissions.filter((s) => s.acknowledged).length,
+      stops: tasks.events.filter((e) => e.kind === 'stop' && e.outcome === 'ok').length,
+      observations: tasks.observations.length,
+      processes: tasks.processes.length,
+    },
+    staleReadsInjected: stale,
+  };
+}
+
+function renderText(r: ChaosReport, checks: string, notes: string[]): string {
+  const s = r.stats;
+  const pct = (n: number): string => (s.ops.total === 0 ? '0%' : `${((100 * n) / s.ops.total).toFixed(1)}%`);
+  const t = (x: { ok: number; fail: number; unknown: number }): string => `${x.ok}/${x.fail}/${x.unknown}`;
+  const kinds = Object.entries(s.nemesis.byKind)
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ');
+  const lines = [
+    `flotilla chaos run — ${r.verdict.toUpperCase()}`,
+    `  seed ${r.seed}; ${r.options.managers} managers, ${r.options.workers} workers, ${r.options.durationMs / 1000}s, faults ${r.options.faults.join(',') || 'none'} every ${r.options.intervalMs / 1000}s${r.options.allowQuorumLoss ? ', quorum loss allowed' : ''}${r.options.injectStaleReads ? ', INJECTED STALE READS (test)' : ''}`,
+    `  ops: ${s.ops.total} (ok ${s.ops.ok} ${pct(s.ops.ok)}, fail ${s.ops.fail} ${pct(s.ops.fail)}, unknown ${s.ops.unknown} ${pct(s.ops.unknown)}) + ${s.ops.final} final reads`,
+    `       ok/fail/unknown: read ${t(s.ops.byType.read)}, write ${t(s.ops.byType.write)}, cas ${t(s.ops.byType.cas)}`,
+    `  nemesis: ${s.nemesis.actions} faults (${kinds || 'none'}), ${s.nemesis.heals} heals${s.nemesis.crashes > 0 ? `, ${s.nemesis.crashes} unexpected exits` : ''}`,
+    `  leaders: ${s.leaders.changes} changes (${s.leaders.observed.map((l) => `${l.leader}@t${l.term}`).join(' → ') || 'none seen'})`,
+    ...(r.options.workers > 0 ? [`  tasks: ${s.tasks.acknowledged}/${s.tasks.submitted} submissions acknowledged, ${s.tasks.stops} stopped, ${s.tasks.processes} process runs seen`] : []),
+    `  recovery: ${r.interrupted ? 'skipped (interrupted)' : r.recovery.converged ? `converged ${r.recovery.afterMs?.toFixed(0)} ms after healing, leader ${r.recovery.leader}` : 'did NOT converge'}; final reads ${r.recovery.finalReads}/${r.recovery.keys}${r.options.workers > 0 ? `; tasks ${r.recovery.tasksSettled ? 'settled' : 'NOT all running'}` : ''}`,
+    ...(s.staleReadsInjected > 0 ? [`  injected stale reads: ${s.staleReadsInjected}`] : []),
+    ...notes.map((n) => `  ${n}`),
+    '',
+    checks,
+    '',
+    `output: ${r.out}`,
+    `replay: ${r.replay}`,
+  ];
+  return lines.join('\n');
+}
+
+export { describeAction };

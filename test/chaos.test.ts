@@ -1,0 +1,253 @@
+// The chaos harness: the fault-injecting proxy on a loopback echo server, the seeded schedule,
+// a short real run that must pass, and a sabotaged run that the checkers must catch.
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LinkProxy } from '../chaos/proxy.js';
+import { maxMinority, planSchedule, type ScheduleOptions } from '../chaos/nemesis.js';
+import { runCli } from './helpers/cluster.js';
+
+// ------------------------------------------------------------------------------------ proxy
+
+let echo: net.Server;
+let echoAddr = '';
+/** Bytes the echo server received (to tell "not delivered" from "not echoed"). */
+let received = '';
+
+beforeAll(async () => {
+  echo = net.createServer((s) => {
+    s.on('data', (d) => {
+      received += d.toString();
+      s.write(d);
+    });
+    s.on('error', () => undefined);
+  });
+  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', () => r()));
+  echoAddr = `127.0.0.1:${(echo.address() as net.AddressInfo).port}`;
+});
+afterAll(async () => {
+  echo.closeAllConnections?.();
+  await new Promise((r) => echo.close(r));
+});
+
+interface Client {
+  sock: net.Socket;
+  data: string;
+  closed: boolean;
+}
+
+function connect(addr: string): Promise<Client> {
+  const [host, port] = addr.split(':');
+  return new Promise((resolve, reject) => {
+    const c: Client = { sock: net.connect(Number(port), host), data: '', closed: false };
+    c.sock.on('data', (d) => (c.data += d.toString()));
+    c.sock.on('close', () => (c.closed = true));
+    c.sock.on('error', () => undefined);
+    c.sock.once('connect', () => resolve(c));
+    c.sock.once('error', reject);
+  });
+}
+
+async function until(cond: () => boolean, ms = 2000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (cond()) return true;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return cond();
+}
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('chaos proxy', () => {
+  it('forwards, cuts (refuses and resets) and heals', async () => {
+    const p = await LinkProxy.start({ target: echoAddr, from: 'a', to: 'b' });
+    try {
+      const c1 = await connect(p.addr);
+      c1.sock.write('hello');
+      expect(await until(() => c1.data === 'hello')).toBe(true);
+
+      p.cut();
+      expect(await until(() => c1.closed)).toBe(true); // the open connection is reset
+      const c2 = await connect(p.addr).catch(() => null); // accepted by the kernel, then reset
+      if (c2) {
+        c2.sock.write('nope');
+        expect(await until(() => c2.closed)).toBe(true);
+        expect(c2.data).toBe('');
+      }
+      expect(p.stats.refused).toBeGreaterThanOrEqual(c2 ? 1 : 0);
+
+      p.heal();
+      const c3 = await connect(p.addr);
+      c3.sock.write('again');
+      expect(await until(() => c3.data === 'again')).toBe(true);
+      c3.sock.destroy();
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('blocks one direction, holding the bytes until healed', async () => {
+    const p = await LinkProxy.start({ target: echoAddr });
+    try {
+      // up blocked: nothing reaches the server.
+      const c = await connect(p.addr);
+      received = '';
+      p.block('up');
+      c.sock.write('ping-up');
+      await pause(300);
+      expect(received).toBe('');
+      expect(c.data).toBe('');
+      p.heal();
+      expect(await until(() => c.data === 'ping-up')).toBe(true);
+
+      // down blocked: the server gets it, its answer is held.
+      received = '';
+      p.block('down');
+      c.sock.write('ping-down');
+      expect(await until(() => received === 'ping-down')).toBe(true);
+      await pause(300);
+      expect(c.data).toBe('ping-up');
+      p.heal();
+      expect(await until(() => c.data === 'ping-upping-down')).toBe(true);
+      expect(c.closed).toBe(false);
+      c.sock.destroy();
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('adds latency (order kept) and drops connections', async () => {
+    const p = await LinkProxy.start({ target: echoAddr });
+    try {
+      const c = await connect(p.addr);
+      p.latency(150, 50);
+      const t0 = Date.now();
+      c.sock.write('x');
+      c.sock.write('y');
+      expect(await until(() => c.data === 'xy', 3000)).toBe(true);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(290); // 150+ each way
+      p.heal();
+
+      expect(p.drop()).toBe(1);
+      expect(await until(() => c.closed)).toBe(true);
+      const c2 = await connect(p.addr); // new connections are fine
+      c2.sock.write('z');
+      expect(await until(() => c2.data === 'z')).toBe(true);
+      c2.sock.destroy();
+    } finally {
+      await p.close();
+    }
+  });
+});
+
+// --------------------------------------------------------------------------------- schedule
+
+describe('nemesis schedule', () => {
+  const base: ScheduleOptions = { seed: 7, faults: ['kill', 'pause', 'partition'], intervalMs: 2000, durationMs: 60_000, managers: 5, workers: 2, allowQuorumLoss: false };
+
+  it('is a function of the seed', () => {
+    expect(planSchedule(base)).toEqual(planSchedule({ ...base }));
+    expect(planSchedule({ ...base, seed: 8 })).not.toEqual(planSchedule(base));
+    const s = planSchedule(base);
+    expect(s.length).toBe(29);
+    expect(s.filter((x) => x.action.kind === 'heal').length).toBe(14); // fault, heal, fault, …
+  });
+
+  it('never takes down more than a minority unless quorum loss is allowed', () => {
+    for (let seed = 0; seed < 50; seed++) {
+      for (const st of planSchedule({ ...base, seed, faults: ['kill', 'pause', 'partition'] })) {
+        const a = st.action;
+        if (a.kind === 'kill' || a.kind === 'pause') expect(a.count).toBeLessThanOrEqual(maxMinority(5));
+        if (a.kind === 'partition') expect(a.shape).not.toBe('split-all');
+      }
+    }
+    const lossy = Array.from({ length: 50 }, (_, seed) => planSchedule({ ...base, seed, allowQuorumLoss: true })).flat();
+    expect(lossy.some((st) => (st.action.kind === 'kill' || st.action.kind === 'pause') && st.action.count > maxMinority(5))).toBe(true);
+  });
+});
+
+// ------------------------------------------------------------------------------- real runs
+
+interface Report {
+  verdict: string;
+  seed: number;
+  replay: string;
+  stats: {
+    ops: { total: number; ok: number; fail: number; unknown: number };
+    nemesis: { actions: number; byKind: Record<string, number> };
+    leaders: { changes: number };
+    tasks: { acknowledged: number };
+    staleReadsInjected: number;
+  };
+  recovery: { converged: boolean; finalReads: number };
+  checks: { verdict: string; linearizability?: { verdict: string; key?: string; windowText?: string[] } };
+}
+
+describe('chaos run (real processes)', () => {
+  const dirs: string[] = [];
+  afterAll(() => {
+    if (!process.env.KEEP_TEST_DIRS) for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  it('rejects bad flags with exit status 2', async () => {
+    const r = await runCli(['chaos', 'run', '--managers', '4']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('--managers must be 3 or 5');
+    const f = await runCli(['chaos', 'run', '--faults', 'kill,meteor']);
+    expect(f.status).toBe(2);
+    expect(f.stderr).toContain("unknown fault 'meteor'");
+  });
+
+  it('a short run under kill, pause and partition passes and really injected faults', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'flotilla-chaos-'));
+    dirs.push(out);
+    const args = ['chaos', 'run', '--duration', '20s', '--managers', '3', '--workers', '2', '--faults', 'kill,pause,partition', '--interval', '2s', '--seed', '7', '--out', out];
+    const r = await runCli(args, { timeoutMs: 170_000 });
+    const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report;
+    if (r.status !== 0) console.error(r.stdout, r.stderr.slice(-4000));
+    expect(r.status).toBe(0);
+    expect(report.verdict).toBe('pass');
+    expect(report.checks.verdict).toBe('pass');
+    expect(r.stdout).toContain('chaos check: PASS');
+    expect(report.seed).toBe(7);
+    expect(report.replay).toContain('--seed 7');
+    // Faults happened and were felt.
+    expect(report.stats.nemesis.actions).toBeGreaterThanOrEqual(3);
+    expect(report.stats.leaders.changes).toBeGreaterThanOrEqual(1);
+    expect(report.stats.ops.ok).toBeGreaterThan(50);
+    expect(report.stats.ops.unknown + report.stats.ops.fail).toBeGreaterThan(0);
+    expect(report.stats.tasks.acknowledged).toBeGreaterThan(0);
+    expect(report.recovery).toMatchObject({ converged: true, finalReads: 5 });
+    // The artefacts.
+    for (const f of ['history.json', 'nemesis.log', 'report.txt', 'logs/m1.log', 'logs/w1.log']) expect(existsSync(join(out, f))).toBe(true);
+    const nemesisLog = readFileSync(join(out, 'nemesis.log'), 'utf8');
+    expect(nemesisLog).toMatch(/SIGKILL|SIGSTOP|partition/);
+    const history = JSON.parse(readFileSync(join(out, 'history.json'), 'utf8')) as { ops: unknown[]; nemesis: unknown[] };
+    expect(history.ops.length).toBe(report.stats.ops.total + 5);
+    expect(history.nemesis.length).toBeGreaterThanOrEqual(3);
+  }, 180_000);
+
+  it('catches a broken system: stale reads from a cut-off manager fail linearizability', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'flotilla-chaos-'));
+    dirs.push(out);
+    const t0 = Date.now();
+    const r = await runCli(
+      ['chaos', 'run', '--duration', '10s', '--managers', '3', '--workers', '0', '--faults', 'partition', '--interval', '2s', '--seed', '4', '--inject-stale-reads', '--out', out],
+      { timeoutMs: 60_000 },
+    );
+    expect(Date.now() - t0).toBeLessThan(60_000);
+    const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report;
+    if (r.status !== 1) console.error(r.stdout, r.stderr.slice(-4000));
+    expect(r.status).toBe(1);
+    expect(report.verdict).toBe('fail');
+    expect(report.stats.staleReadsInjected).toBeGreaterThan(0);
+    expect(report.checks.linearizability?.verdict).toBe('fail');
+    expect(report.checks.linearizability?.windowText?.length).toBeGreaterThan(0);
+    expect(r.stdout).toContain('linearizability: FAIL');
+    expect(r.stderr).toContain('--seed 4');
+    expect(r.stderr).toContain('--inject-stale-reads');
+  }, 60_000);
+});
