@@ -48,6 +48,8 @@ interface Session {
   lastHeartbeat: number;
   lastAssignments: string;
   heartbeatPending: boolean;
+  /** Registration committed and welcome sent: only then does the worker get assignments. */
+  welcomed: boolean;
 }
 
 export function encodeSessionFrame(msg: ManagerToWorker | WorkerToManager): Buffer {
@@ -70,6 +72,8 @@ export class Orchestrator {
   /** When this leader last heard from each node (survives the node's session ending). */
   private lastSeen = new Map<string, number>();
   private leaderTerm: number | null = null;
+  /** This leader has applied its own first entry: its state includes everything committed before. */
+  private caughtUp = false;
   private leaderSince = 0;
   private timers: NodeJS.Timeout[] = [];
   private reports: TaskReport[] = [];
@@ -155,12 +159,11 @@ export class Orchestrator {
     this.leaderTerm = term;
     this.leaderSince = Date.now();
     this.log.info('leader services started', { term });
-    const at = Date.now();
-    // Announce the election and give every node a grace period to reconnect (never kill healthy work).
-    void this.decide(() => [
-      { type: 'cluster.leader', leader: this.m.id, term, at },
-      { type: 'nodes.markUnknown', term, at },
-    ]);
+    this.caughtUp = false;
+    // Announce the election and give every node a grace period to reconnect (never kill healthy
+    // work). Until this entry is applied here, this leader's state may lag what its predecessor
+    // committed: no decision (placement, node down, assignment set) is made from it before.
+    void this.announce(term);
     this.timers.push(setInterval(() => this.monitorNodes(), 250));
     this.timers.push(setInterval(() => void this.flushReports(), this.reportBatchMs));
     this.timers.push(setInterval(() => this.pushAssignments(), 50));
@@ -172,10 +175,30 @@ export class Orchestrator {
     this.kickDrain();
   }
 
+  private async announce(term: number): Promise<void> {
+    for (let attempt = 0; this.leaderTerm === term; attempt++) {
+      const at = Date.now();
+      const r = await this.decide(() => [
+        { type: 'cluster.leader', leader: this.m.id, term, at },
+        { type: 'nodes.markUnknown', term, at },
+      ]);
+      if (r !== undefined && this.leaderTerm === term) {
+        this.caughtUp = true;
+        this.leaderSince = Date.now();
+        this.allDirty = true;
+        this.kickScheduler();
+        this.kickDrain();
+        return;
+      }
+      await new Promise((res) => setTimeout(res, Math.min(1000, 50 * (attempt + 1))));
+    }
+  }
+
   private stopLeading(): void {
     if (this.leaderTerm === null) return;
     this.log.info('leader services stopped', { term: this.leaderTerm });
     this.leaderTerm = null;
+    this.caughtUp = false;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     this.reports = [];
@@ -285,7 +308,7 @@ export class Orchestrator {
     }
     const old = this.sessions.get(msg.nodeId);
     if (old) old.ws.close(4008, 'replaced by a new session');
-    const s: Session = { id: randomUUID(), nodeId: msg.nodeId, ws, lastHeartbeat: Date.now(), lastAssignments: '', heartbeatPending: false };
+    const s: Session = { id: randomUUID(), nodeId: msg.nodeId, ws, lastHeartbeat: Date.now(), lastAssignments: '', heartbeatPending: false, welcomed: false };
     this.sessions.set(msg.nodeId, s);
     const at = Date.now();
     const reports = this.toReports(msg.nodeId, msg.tasks);
@@ -309,6 +332,7 @@ export class Orchestrator {
     // Jitter the heartbeat period per session so a fleet does not beat in lockstep.
     const hb = Math.round(this.heartbeatMs * (0.9 + Math.random() * 0.2));
     const credential = nodeCredential(this.secret, msg.nodeId, nodeEpoch(this.m.state));
+    s.welcomed = true;
     this.send(ws, { t: 'welcome', sessionId: s.id, heartbeatMs: hb, managers: this.managerAddrs(), term: this.leaderTerm ?? 0, credential });
     this.log.info(`worker ${msg.nodeId} registered`, { tasks: msg.tasks.length, remote });
     this.dirtyNodes.add(msg.nodeId);
@@ -369,13 +393,13 @@ export class Orchestrator {
 
   /** The full set of tasks a node should run, pushed when it changes. */
   private pushAssignments(): void {
-    if (this.leaderTerm === null) return;
+    if (this.leaderTerm === null || !this.caughtUp) return;
     const nodes = this.allDirty ? [...this.sessions.keys()] : [...this.dirtyNodes];
     this.allDirty = false;
     this.dirtyNodes.clear();
     for (const nodeId of nodes) {
       const s = this.sessions.get(nodeId);
-      if (!s) continue;
+      if (!s || !s.welcomed) continue;
       const tasks: AssignedTask[] = [];
       for (const t of this.m.state.tasksOnNode(nodeId)) {
         if (t.state === 'assigned' || t.state === 'starting' || t.state === 'running') {
@@ -393,7 +417,7 @@ export class Orchestrator {
   // ------------------------------------------------------------------ scheduler
 
   kickScheduler(): void {
-    if (this.leaderTerm === null) return;
+    if (this.leaderTerm === null || !this.caughtUp) return;
     if (this.scheduling) {
       this.scheduleAgain = true;
       return;
@@ -431,7 +455,7 @@ export class Orchestrator {
   // ------------------------------------------------------------------ node monitor
 
   private monitorNodes(): void {
-    if (this.leaderTerm === null) return;
+    if (this.leaderTerm === null || !this.caughtUp) return;
     const now = Date.now();
     for (const n of this.m.state.listNodes()) {
       if (n.status === 'down') continue;
@@ -455,7 +479,7 @@ export class Orchestrator {
   // ------------------------------------------------------------------ restarts and drain
 
   private restartLoop(): void {
-    if (this.leaderTerm === null) return;
+    if (this.leaderTerm === null || !this.caughtUp) return;
     const now = Date.now();
     // Work lost with its node is rescheduled at once, whatever the restart policy: the task
     // did not fail, its node did (this does not count as a restart).
@@ -487,7 +511,7 @@ export class Orchestrator {
 
   /** Tasks on draining nodes are moved: re-queued (forced restart) so the scheduler places them elsewhere. */
   private drain(): void {
-    if (this.leaderTerm === null) return;
+    if (this.leaderTerm === null || !this.caughtUp) return;
     const moves: Task[] = [];
     for (const n of this.m.state.listNodes()) {
       if (n.availability !== 'drain') continue;

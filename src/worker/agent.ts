@@ -148,6 +148,8 @@ interface SessionOutcome {
   welcomed: boolean;
   redirectTo: string | null;
   rejected: boolean;
+  /** A live manager said no leader is known yet: the cluster is electing one. */
+  electing?: boolean;
   why: string;
 }
 
@@ -649,18 +651,25 @@ export class WorkerAgent {
       if (out.welcomed) {
         failures = 0;
         redirects = 0;
-      } else {
+      } else if (!out.electing) {
         failures++;
       }
       let delay: number;
-      if (out.redirectTo !== null) {
+      if (out.electing) {
+        // A manager answered but the cluster is electing a leader: ask again soon, without
+        // growing the backoff — after a leader change the worker must be back within the
+        // new leader's failover grace period.
+        delay = this.backoff(0);
+      } else if (out.redirectTo !== null) {
         next = out.redirectTo;
         redirects++;
         delay = redirects <= 2 ? 0 : this.backoff(failures); // ping-pong between managers backs off
       } else if (out.welcomed) {
         delay = this.backoff(0);
       } else {
-        delay = this.backoff(out.rejected ? Math.max(failures, 5) : failures);
+        // A dead manager: try the next one soon; back off per full round over all managers.
+        const rounds = Math.floor(failures / Math.max(1, this.managers.length));
+        delay = this.backoff(out.rejected ? Math.max(failures, 5) : rounds);
       }
       this.log.debug('session ended', { manager: target, why: out.why, retryInMs: Math.round(delay), next });
       if (delay > 0) await sleep(delay, this.abort.signal);
@@ -713,7 +722,7 @@ export class WorkerAgent {
         if (this.session === s) this.session = null;
         const level = s.welcomed || outcome.redirectTo !== undefined ? 'info' : 'debug';
         this.log[level]('session ended', { manager: target, session: s.sessionId, why });
-        resolveOutcome({ welcomed: s.welcomed, redirectTo: outcome.redirectTo ?? null, rejected: outcome.rejected ?? false, why });
+        resolveOutcome({ welcomed: s.welcomed, redirectTo: outcome.redirectTo ?? null, rejected: outcome.rejected ?? false, electing: outcome.electing, why });
       };
       this.session = s;
       if (this.closed) {
@@ -775,7 +784,7 @@ export class WorkerAgent {
         this.setManagers(msg.managers);
         const leader = msg.leader !== null && msg.leader !== s.target ? msg.leader : null;
         this.log.info('redirected', { from: s.target, leader: msg.leader });
-        s.end(`redirected to ${msg.leader ?? 'no known leader'}`, { redirectTo: leader });
+        s.end(`redirected to ${msg.leader ?? 'no known leader'}`, { redirectTo: leader, electing: msg.leader === null });
         return;
       }
       case 'reject':
