@@ -126,14 +126,18 @@ describe('orchestration (real managers and workers)', () => {
     await eventually(async () => (await client.get<TaskView>(`/v1/tasks/${t.id}`)).restarts >= 1, 20_000, 'first restart');
     const leader = await cluster.waitForLeader();
     await cluster.killAndWait(leader);
-    await cluster.waitForLeader(20_000, [leader]);
-    const done = await eventually(async () => {
-      const v = await client.get<TaskView>(`/v1/tasks/${t.id}`);
-      return v.state === 'failed' && v.restarts === 2 && v.attempt === 3 ? v : null;
-    }, 30_000, 'restart limit reached');
-    expect(done.history.filter((h) => h.state === 'failed').length).toBeGreaterThanOrEqual(3);
-    cluster.restart(leader);
-    await cluster.waitForLeader();
+    try {
+      await cluster.waitForLeader(20_000, [leader]);
+      const done = await eventually(async () => {
+        const v = await client.get<TaskView>(`/v1/tasks/${t.id}`);
+        return v.state === 'failed' && v.restarts === 2 && v.attempt === 3 ? v : null;
+      }, 30_000, 'restart limit reached');
+      expect(done.history.filter((h) => h.state === 'failed').length).toBeGreaterThanOrEqual(3);
+    } finally {
+      // Bring the manager back whatever happened, so later tests keep a quorum.
+      cluster.restart(leader);
+      await cluster.waitForLeader();
+    }
   });
 
   it('SIGKILL of the leader: running tasks keep their processes, no node goes down, nothing is rescheduled', async () => {

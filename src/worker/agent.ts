@@ -733,7 +733,9 @@ export class WorkerAgent {
       s.timers.push(setTimeout(() => s.end(`no answer to register within ${this.welcomeTimeoutMs} ms`), this.welcomeTimeoutMs));
       ws.on('open', () => {
         s.lastHeard = Date.now();
-        const tasks = [...this.tasks.values()].map((t) => this.reportOf(t));
+        // Retired tasks too: their final state may not have been committed before the last
+        // session ended (a leader change), and the manager ignores what it already knows.
+        const tasks = [...this.tasks.values(), ...[...this.retired.values()].filter((r) => !this.tasks.has(r.taskId))].map((t) => this.reportOf(t));
         for (const r of tasks) this.pending.delete(r.taskId); // register carries them
         const reg: RegisterMsg = {
           t: 'register',
