@@ -461,7 +461,7 @@ describe.skipIf(!availability.ok && !inCI)('DockerDriver with a real engine', ()
     it('a pull longer than pullTimeoutMs fails the task', async () => {
       const d = driver({ pullTimeoutMs: 1500 });
       await d.start('slowpull', spec('slowpull', [{ image: reg!.hangingImage, command: ['true'] }]));
-      const st = await waitState(d, 'slowpull', ['failed', 'running', 'succeeded'], 15_000);
+      const st = await waitState(d, 'slowpull', ['failed', 'running', 'succeeded'], 40_000);
       expect(st.state).toBe('failed');
       expect(st.reason).toBe(`image ${reg!.hangingImage} not found locally and pull failed: timed out after 1500 ms`);
       await d.remove('slowpull');
@@ -479,7 +479,7 @@ describe.skipIf(!availability.ok && !inCI)('DockerDriver with a real engine', ()
 
     // A config the engine refuses (a relative workdir): nothing of the pod is started.
     await d.start('badcfg', spec('badcfg', [sh('exec sleep 3600', { name: 'first' }), sh('true', { name: 'second', workdir: 'relative/dir' })]));
-    const bad = await waitState(d, 'badcfg', ['failed', 'running']);
+    const bad = await waitState(d, 'badcfg', ['failed'], 30_000);
     expect(bad.state).toBe('failed');
     expect(bad.reason).toMatch(/^cannot create container 'second': .*absolute path/);
     expect(bad.containers?.map((c) => c.state)).toEqual(['failed', 'failed']);

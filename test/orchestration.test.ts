@@ -28,7 +28,7 @@ let cluster: TestCluster;
 let client: FlotillaClient;
 let pidDir: string;
 
-const GRACE = ['--node-grace', '1500', '--worker-heartbeat', '300', '--failover-grace', '4000'];
+const GRACE = ['--node-grace', '1500', '--worker-heartbeat', '300', '--failover-grace', '8000'];
 
 /** A task whose process records its pid in pidDir as <taskId>.<pid>, then sleeps. */
 function sleeper(name: string, extra: Record<string, unknown> = {}) {
@@ -152,8 +152,8 @@ describe('orchestration (real managers and workers)', () => {
     const leader = await cluster.waitForLeader();
     await cluster.killAndWait(leader);
     const newLeader = await cluster.waitForLeader(20_000, [leader]);
-    // Well past the node grace period: workers re-register with the new leader in time.
-    await sleep(5000);
+    // Past the failover grace period: workers re-register with the new leader in time.
+    await sleep(9000);
     const after = (await tasks()).filter((t) => ids.includes(t.id));
     for (const t of after) {
       const b = before.find((x) => x.id === t.id)!;
