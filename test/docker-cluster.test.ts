@@ -42,7 +42,7 @@ describe.skipIf(!docker.ok)('docker driver in a cluster (3 managers, 2 workers)'
   const task = async (id: string) => client.get<TaskView>(`/v1/tasks/${id}`);
 
   beforeAll(async () => {
-    cluster = await TestCluster.managers(3, ['--node-grace', '2000', '--worker-heartbeat', '300', '--failover-grace', '5000']);
+    cluster = await TestCluster.managers(3, ['--node-grace', '2000', '--worker-heartbeat', '300', '--failover-grace', '10000']);
     client = cluster.client(undefined, 30_000);
     for (const w of ['w1', 'w2']) {
       const info = cluster.startWorker(w);
@@ -95,7 +95,7 @@ describe.skipIf(!docker.ok)('docker driver in a cluster (3 managers, 2 workers)'
     const leader = await cluster.waitForLeader();
     await cluster.killAndWait(leader);
     await cluster.waitForLeader(20_000, [leader]);
-    await sleep(6000); // past the failover grace
+    await sleep(11_000); // past the failover grace (the production default, 10 s)
     const after = containers(`io.flotilla.task=${t.id}`).filter((c) => c.state === 'running');
     expect(after.map((c) => c.id).sort()).toEqual(before.map((c) => c.id).sort());
     const v = await task(t.id);

@@ -651,7 +651,8 @@ export class WorkerAgent {
       if (out.welcomed) {
         failures = 0;
         redirects = 0;
-      } else if (!out.electing) {
+      } else if (!out.electing && out.redirectTo === null) {
+        // Only a manager that could not be reached counts: a redirect means the cluster answered.
         failures++;
       }
       let delay: number;
@@ -663,7 +664,8 @@ export class WorkerAgent {
       } else if (out.redirectTo !== null) {
         next = out.redirectTo;
         redirects++;
-        delay = redirects <= 2 ? 0 : this.backoff(failures); // ping-pong between managers backs off
+        // Ping-pong between managers (e.g. to a leader that just died) backs off per round.
+        delay = redirects <= 2 ? 0 : this.backoff(Math.floor(Math.max(failures, redirects - 2) / Math.max(1, this.managers.length)));
       } else if (out.welcomed) {
         delay = this.backoff(0);
       } else {
