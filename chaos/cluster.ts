@@ -147,7 +147,7 @@ export class ChaosCluster {
       const routes = c.managerIds.filter((p) => p !== m).map((p) => `${p}=${c.net.get(m, p).addr}`).join(',');
       const args = [
         CLI, 'manager', '--id', m, '--listen', real(m), '--advertise', c.net.get('ext', m).addr, '--data', join(opts.dir, m),
-        '--bootstrap', bootstrap, '--peer-route', routes, '--secret-file', c.secretFile, ...(opts.managerArgs ?? []),
+        '--bootstrap', bootstrap, '--peer-route', routes, '--secret-file', c.secretFile, '--insecure', ...(opts.managerArgs ?? []),
       ];
       c.nodes.set(m, c.mkNode(m, 'manager', args));
     }

@@ -197,7 +197,7 @@ describe('managers (real processes)', () => {
     writeFileSync(wrongSecret, 'another-cluster-secret-0123456789');
     const members = [...cluster.managers.values()].map((m) => `${m.id}=${m.addr}`).join(',') + `,mx=127.0.0.1:${pw}`;
     const { spawn } = await import('node:child_process');
-    const p = spawn(process.execPath, [CLI, 'manager', '--id', 'mx', '--listen', `127.0.0.1:${pw}`, '--data', join(cluster.dir, 'mx'), '--bootstrap', members, '--secret-file', wrongSecret], { stdio: 'ignore' });
+    const p = spawn(process.execPath, [CLI, 'manager', '--id', 'mx', '--listen', `127.0.0.1:${pw}`, '--data', join(cluster.dir, 'mx'), '--bootstrap', members, '--secret-file', wrongSecret, '--insecure'], { stdio: 'ignore' });
     try {
       // Wait for its attempts to be refused (process start-up alone can take ~2 s on a busy host).
       await eventually(() => [...cluster!.managers.values()].some((m) => /peer auth failed/.test(readFileSync(m.logFile, 'utf8'))), 20_000, 'refused peer');

@@ -69,7 +69,7 @@ export class FlotillaCluster implements KvSystem {
       const addr = `127.0.0.1:${ports[i]}`;
       const args = [
         ...(this.opts.nodeFlags ?? (process.env.BENCH_NODE_FLAGS ? process.env.BENCH_NODE_FLAGS.split(' ') : [])),
-        CLI, 'manager', '--id', id, '--listen', addr, '--data', join(this.dir, id), '--secret-file', this.secretFile,
+        CLI, 'manager', '--id', id, '--listen', addr, '--data', join(this.dir, id), '--secret-file', this.secretFile, '--insecure',
         '--bootstrap', bootstrap, '--log-level', process.env.BENCH_LOG_LEVEL ?? 'warn',
         ...(this.opts.heartbeatMs ? ['--heartbeat', String(this.opts.heartbeatMs)] : []),
         ...(this.opts.electionMs ? ['--election', String(this.opts.electionMs)] : []),

@@ -10,7 +10,8 @@ import { registerWorkloadCommands } from './workload-cmd.js';
 import { registerOpsCommands } from './ops-cmd.js';
 import { registerChaosCommands } from './chaos-cmd.js';
 import { registerTokenCommands } from './token-cmd.js';
-import { setTokenFile } from './util.js';
+import { setCaFile, setTokenFile } from './util.js';
+import { registerInit } from './init-cmd.js';
 
 const program = new Command();
 program
@@ -26,8 +27,10 @@ program
   });
 program.addOption(new Option('--managers <list>', 'manager addresses host:port,… (or FLOTILLA_MANAGERS)'));
 program.addOption(new Option('--token-file <file>', 'API token file (or FLOTILLA_TOKEN; default .flotilla/admin-token when present)'));
+program.addOption(new Option('--ca-file <file>', 'cluster CA certificate to trust; turns on HTTPS (or FLOTILLA_CA; default: the one `flotilla up` recorded)'));
 program.hook('preAction', (_this, actionCmd) => {
   const tf = (actionCmd.optsWithGlobals() as { tokenFile?: string }).tokenFile;
+  setCaFile((actionCmd.optsWithGlobals() as { caFile?: string }).caFile);
   // `flotilla worker --token-file` is the worker's join token, not an API token.
   if (actionCmd.name() !== 'worker') setTokenFile(tf);
 });
@@ -41,5 +44,6 @@ registerWorkloadCommands(program);
 registerOpsCommands(program);
 registerChaosCommands(program);
 registerTokenCommands(program);
+registerInit(program);
 
 await program.parseAsync(process.argv);

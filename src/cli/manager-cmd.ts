@@ -1,6 +1,22 @@
 // `flotilla manager …`: run a manager replica, and change the set of managers at runtime.
 import type { Command } from 'commander';
+import { readFileSync } from 'node:fs';
 import { action, checkId, clientFor, parseAddr, parseIntFlag, parseMembers, readSecret, UsageError } from './util.js';
+
+function readTokenFile(flag: string, file: string): string {
+  let t: string;
+  try {
+    t = readFileSync(file, 'utf8').trim();
+  } catch (e) {
+    throw new UsageError(`cannot read ${flag} ${file}: ${(e as Error).message}`);
+  }
+  if (!t) throw new UsageError(`${flag} ${file} is empty`);
+  return t;
+}
+
+function splitHost(addr: string): string {
+  return addr.slice(0, addr.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+}
 
 interface ManagerFlags {
   id?: string;
@@ -20,6 +36,11 @@ interface ManagerFlags {
   strategy: string;
   allowPrivileged?: boolean;
   peerRoute?: string;
+  ca?: string;
+  joinToken?: string;
+  joinTokenFile?: string;
+  seed?: string;
+  insecure?: boolean;
 }
 
 export function registerManagerCommands(program: Command): void {
@@ -32,7 +53,12 @@ export function registerManagerCommands(program: Command): void {
     .option('--data <dir>', 'data directory (created if missing)')
     .option('--bootstrap <members>', 'initial managers of a new cluster: m1=host:port,m2=host:port,… (ignored once data exists)')
     .option('--join', 'start empty and wait to be added with `flotilla manager add` (no --bootstrap)')
-    .option('--secret-file <file>', 'file holding the cluster secret (or FLOTILLA_SECRET)')
+    .option('--secret-file <file>', 'file holding the cluster secret (or FLOTILLA_SECRET; default: the secret beside --ca, or the one received with --join-token)')
+    .option('--ca <dir>', 'directory of the cluster CA made by `flotilla init` (first start: this manager issues its own certificate)')
+    .option('--join-token <token>', 'manager join token (`flotilla token show manager`): get a certificate, the CA and the secret from --seed')
+    .option('--join-token-file <file>', 'file holding the manager join token')
+    .option('--seed <addrs>', 'managers of the cluster to join with --join-token: host:port,…')
+    .option('--insecure', 'no TLS: plain HTTP API and unencrypted peer and worker links (local development only)')
     .option('--heartbeat <ms>', 'heartbeat interval', '50')
     .option('--election <ms>', 'election timeout base; the randomized timeout is in [ms, 2×ms)', '300')
     .option('--snapshot-every <n>', 'take a snapshot every n applied entries', '10000')
@@ -50,6 +76,13 @@ Examples:
   flotilla manager --id m1 --listen 127.0.0.1:7001 --data ./data/m1 \\
       --bootstrap m1=127.0.0.1:7001,m2=127.0.0.1:7002,m3=127.0.0.1:7003 --secret-file secret
   flotilla manager --id m4 --listen 127.0.0.1:7004 --data ./data/m4 --join --secret-file secret
+
+  # TLS (the default): a CA from \`flotilla init --dir ./cluster\`, then
+  flotilla manager --id m1 --listen 127.0.0.1:7001 --data ./data/m1 --ca ./cluster \\
+      --bootstrap m1=127.0.0.1:7001,m2=127.0.0.1:7002,m3=127.0.0.1:7003
+  # a manager joining later, with the manager join token (flotilla token show manager):
+  flotilla manager --id m4 --listen 127.0.0.1:7004 --data ./data/m4 --join \\
+      --join-token FLT1-… --seed 127.0.0.1:7001
   flotilla manager add m4=127.0.0.1:7004`,
     )
     .action(
@@ -68,7 +101,28 @@ Examples:
         if (electionMs < 3 * heartbeatMs) throw new UsageError('--election must be at least 3 × --heartbeat');
         const snapshotEvery = parseIntFlag('--snapshot-every', flags.snapshotEvery, 10, 10_000_000);
         if (!['debug', 'info', 'warn', 'error'].includes(flags.logLevel)) throw new UsageError('--log-level must be debug, info, warn or error');
-        const secret = readSecret(flags.secretFile);
+        if (flags.insecure && (flags.ca || flags.joinToken || flags.joinTokenFile)) throw new UsageError('--insecure cannot be combined with --ca or --join-token');
+        let joinToken = flags.joinToken;
+        if (flags.joinTokenFile) joinToken = readTokenFile('--join-token-file', flags.joinTokenFile);
+        const seeds = flags.seed ? flags.seed.split(',').map((a) => parseAddr('--seed', a.trim())) : undefined;
+        let tlsSetup: Awaited<ReturnType<typeof import('../tls/setup.js').managerTls>> = null;
+        if (!flags.insecure) {
+          const { managerTls, TlsSetupError } = await import('../tls/setup.js');
+          try {
+            tlsSetup = await managerTls({ id, dataDir: flags.data, caDir: flags.ca, joinToken, seeds, hosts: [splitHost(advertise ?? listen)] });
+          } catch (e) {
+            if (e instanceof TlsSetupError) throw new Error(e.message);
+            throw e;
+          }
+          if (!tlsSetup) {
+            throw new UsageError(
+              'TLS is on by default and this manager has no certificate yet: pass --ca DIR (a CA made by `flotilla init --dir DIR`), or --join-token TOKEN --seed HOST:PORT to join a cluster, or --insecure for local development without TLS',
+            );
+          }
+        } else {
+          process.stderr.write('WARNING: --insecure: the API is plain HTTP and peer and worker links are not encrypted; use it only for local development\n');
+        }
+        const secret = flags.secretFile || process.env.FLOTILLA_SECRET || !tlsSetup?.secret ? readSecret(flags.secretFile) : tlsSetup.secret;
         // Loaded on demand: `flotilla --help` and client verbs start fast.
         const { Manager } = await import('../manager/manager.js');
         const { consoleLogger } = await import('../manager/log.js');
@@ -93,6 +147,8 @@ Examples:
           log,
           allowPrivileged: flags.allowPrivileged === true,
           peerRoutes,
+          tls: tlsSetup?.tls,
+          caKey: tlsSetup?.caKey,
           orchestrator: { heartbeatMs: workerHeartbeatMs, nodeGraceMs, failoverGraceMs, strategy: flags.strategy },
         });
         let stopping = false;

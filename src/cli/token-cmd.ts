@@ -1,4 +1,4 @@
-// `flotilla token …`: API tokens (create / ls / revoke) and the worker join token (rotate).
+// `flotilla token …`: API tokens (create / ls / revoke) and the join tokens (show / rotate).
 import { writeFileSync, renameSync } from 'node:fs';
 import type { Command } from 'commander';
 import { action, ago, clientFor, table, UsageError } from './util.js';
@@ -19,7 +19,7 @@ function writeSecretFile(path: string, content: string): void {
 export function registerTokenCommands(program: Command): void {
   const token = program
     .command('token')
-    .description('API tokens (admin | viewer) and the worker join token')
+    .description('API tokens (admin | viewer) and the worker/manager join tokens')
     .addHelpText(
       'after',
       `
@@ -88,22 +88,42 @@ Examples:
 
   token
     .command('rotate <which>')
-    .description("replace the worker join token ('worker'); joined workers keep their node credentials")
+    .description("replace the 'worker' or 'manager' join token; nodes that already joined keep working")
     .option('--out <file>', 'write the new join token to this file (mode 0600) instead of printing it')
-    .option('--revoke-nodes', 'also invalidate every node credential (every worker must join again with the new token)')
+    .option('--revoke-nodes', "worker only: also invalidate every node credential (every worker must join again with the new token)")
+    .addHelpText('after', '\nExamples:\n  flotilla token rotate worker --out .flotilla/worker-token\n  flotilla token rotate manager')
     .action(
       action(async (which: string, flags: { out?: string; revokeNodes?: boolean }, cmd: Command) => {
-        if (which !== 'worker') throw new UsageError(`can only rotate 'worker' (the worker join token), got '${which}'`);
+        if (which !== 'worker' && which !== 'manager') throw new UsageError(`can rotate 'worker' or 'manager' (the join tokens), got '${which}'`);
+        if (which === 'manager' && flags.revokeNodes) throw new UsageError('--revoke-nodes applies to the worker join token only');
         const c = clientFor(cmd.optsWithGlobals().managers);
-        const r = await c.post<{ token: string; epoch: number }>('/v1/tokens/worker/rotate', { revokeNodes: flags.revokeNodes === true });
-        const note = flags.revokeNodes ? 'every node credential is revoked' : 'joined workers keep working with their node credentials';
+        const r =
+          which === 'worker'
+            ? await c.post<{ token: string; epoch: number }>('/v1/tokens/worker/rotate', { revokeNodes: flags.revokeNodes === true })
+            : await c.post<{ token: string }>('/v1/tokens/manager/rotate');
+        const note = flags.revokeNodes ? 'every node credential is revoked' : `joined ${which}s keep working`;
         if (flags.out) {
           writeSecretFile(flags.out, r.token);
-          process.stdout.write(`worker join token rotated (${note}); written to ${flags.out}\n`);
+          process.stdout.write(`${which} join token rotated (${note}); written to ${flags.out}\n`);
         } else {
-          process.stderr.write(`worker join token rotated (${note}); the old one no longer admits new workers:\n`);
+          process.stderr.write(`${which} join token rotated (${note}); the old one no longer admits new ${which}s:\n`);
           process.stdout.write(r.token + '\n');
         }
+      }),
+    );
+
+  token
+    .command('show <which>')
+    .description("print the current 'worker' or 'manager' join token (with the cluster CA fingerprint)")
+    .addHelpText('after', '\nA rotated token is printed only once, by `flotilla token rotate`.\n\nExample:\n  flotilla token show worker')
+    .action(
+      action(async (which: string, _flags: unknown, cmd: Command) => {
+        if (which !== 'worker' && which !== 'manager') throw new UsageError(`can show 'worker' or 'manager', got '${which}'`);
+        const c = clientFor(cmd.optsWithGlobals().managers);
+        const r = await c.get<{ worker: string | null; manager: string | null }>('/v1/tokens/join');
+        const t = r[which];
+        if (t === null) throw new Error(`the ${which} join token was rotated, so it is not stored (only its hash is): use the one \`flotilla token rotate ${which}\` printed, or rotate again`);
+        process.stdout.write(t + '\n');
       }),
     );
 }

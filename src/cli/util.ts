@@ -100,10 +100,42 @@ export function setTokenFile(file: string | undefined): void {
   globalTokenFile = file;
 }
 
+let globalCaFile: string | undefined;
+/** Set from the global --ca-file flag (main.ts). */
+export function setCaFile(file: string | undefined): void {
+  globalCaFile = file;
+}
+
+/**
+ * The cluster CA the CLI trusts (PEM), which also switches it to HTTPS: --ca-file, else
+ * FLOTILLA_CA (a file), else the CA `flotilla up`/`init` recorded in <FLOTILLA_DIR>/cluster.json
+ * when the managers come from there. Undefined: plain HTTP (a cluster started with --insecure).
+ */
+export function caFrom(managersFlag?: string): string | undefined {
+  const read = (f: string, what: string): string => {
+    try {
+      return readFileSync(f, 'utf8');
+    } catch (e) {
+      throw new UsageError(`cannot read the CA certificate ${f} (${what}): ${(e as Error).message}`);
+    }
+  };
+  if (globalCaFile) return read(globalCaFile, '--ca-file');
+  if (process.env.FLOTILLA_CA) return read(process.env.FLOTILLA_CA, 'FLOTILLA_CA');
+  if ((managersFlag ?? process.env.FLOTILLA_MANAGERS) !== undefined) return undefined;
+  const dir = process.env.FLOTILLA_DIR ?? '.flotilla';
+  const cfg = join(dir, 'cluster.json');
+  if (existsSync(cfg)) {
+    const c = JSON.parse(readFileSync(cfg, 'utf8')) as { ca?: string | null };
+    if (c.ca) return read(c.ca.startsWith('/') ? c.ca : join(dir, c.ca), `recorded in ${cfg}`);
+  }
+  return undefined;
+}
+
 export function clientFor(flag: string | undefined, opts: { timeoutMs?: number } = {}): FlotillaClient {
   return new FlotillaClient(managersFrom(flag), {
     timeoutMs: opts.timeoutMs,
     token: tokenFrom(),
+    ca: caFrom(flag),
     onWait: (reason) => {
       if (process.stderr.isTTY) process.stderr.write(`… waiting for the cluster (${reason})\n`);
     },

@@ -230,7 +230,7 @@ Options go before IMAGE; everything after -- is the command.`,
         if (o.follow) qs.set('follow', '1');
         if (o.container) qs.set('container', o.container);
         if (o.tail) qs.set('tail', o.tail);
-        await streamLogs(c.current(), `/v1/tasks/${encodeURIComponent(t.id)}/logs?${qs}`, c.authHeaders());
+        await streamLogs(c, c.current(), `/v1/tasks/${encodeURIComponent(t.id)}/logs?${qs}`, c.authHeaders());
       }),
     );
 
@@ -319,7 +319,7 @@ Options go before IMAGE; everything after -- is the command.`,
         for (;;) {
           const addr = c.current();
           await new Promise<void>((resolve) => {
-            const ws = new WebSocket(`ws://${addr}/v1/events?since=${Math.max(0, since)}`, { headers: c.authHeaders() });
+            const ws = new WebSocket(c.url(addr, `/v1/events?since=${Math.max(0, since)}`, true), c.wsOptions());
             ws.on('message', (d) => {
               const f = JSON.parse(String(d)) as { kind?: string; seq?: number; lastSeq?: number; type?: string; at?: number } & Record<string, any>;
               if (f.kind === 'hello') {
@@ -407,7 +407,7 @@ async function watchLoop(c: FlotillaClient, draw: () => Promise<void>): Promise<
   await draw();
   let dirty = false;
   const connect = () => {
-    const ws = new WebSocket(`ws://${c.current()}/v1/events`, { headers: c.authHeaders() });
+    const ws = new WebSocket(c.url(c.current(), '/v1/events', true), c.wsOptions());
     ws.on('message', () => (dirty = true));
     ws.on('close', () => setTimeout(connect, 500));
     ws.on('error', () => {});
@@ -422,10 +422,12 @@ async function watchLoop(c: FlotillaClient, draw: () => Promise<void>): Promise<
   }
 }
 
-function streamLogs(addr: string, path: string, headers: Record<string, string> = {}): Promise<void> {
+function streamLogs(c: FlotillaClient, addr: string, path: string, headers: Record<string, string> = {}): Promise<void> {
   const [host, port] = splitAddr(addr);
   return new Promise((resolve, reject) => {
-    const req = http.get({ host, port, path, headers }, (res) => {
+    const req = c.link.requestOnce({ host, port, path, headers }, c.link.tlsOptions().checkServerIdentity ?? (() => undefined));
+    req.end();
+    req.on('response', (res) => {
       if ((res.statusCode ?? 500) >= 400) {
         let body = '';
         res.on('data', (d) => (body += d));

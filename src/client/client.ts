@@ -5,6 +5,7 @@
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { FlotillaError, toFlotillaError, type ErrorInfo } from '../manager/errors.js';
+import { Link } from '../tls/link.js';
 
 export interface ClientOptions {
   /** Overall deadline for one call, retries included (ms). */
@@ -15,6 +16,8 @@ export interface ClientOptions {
   onWait?: (reason: string) => void;
   /** API token (flt_…), sent as `authorization: Bearer <token>` on every call. */
   token?: string;
+  /** The cluster CA certificate (PEM): speak HTTPS and accept only managers certified by it. */
+  ca?: string;
 }
 
 export interface CallOptions {
@@ -29,9 +32,35 @@ export interface CallOptions {
 
 const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 512 });
 
+const TLS_TRUST_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_SIGNATURE_FAILURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'CERT_HAS_EXPIRED',
+]);
+
+/** A connection error, with what to do when it is about TLS. Returns null for ordinary ones. */
+export function tlsHint(e: Error & { code?: string }, addr: string, secure: boolean): FlotillaError | null {
+  if (secure && e.code && TLS_TRUST_CODES.has(e.code)) {
+    return new FlotillaError('unauthorized', `the manager at ${addr} presents a certificate not issued by the cluster CA given (${e.code}): check --ca-file / FLOTILLA_CA`);
+  }
+  if (secure && (e.code === 'EPROTO' || /wrong version number|packet length too long/i.test(e.message))) {
+    return new FlotillaError('unavailable', `the manager at ${addr} does not speak TLS (a cluster started with --insecure?): drop --ca-file / FLOTILLA_CA`);
+  }
+  if (!secure && (e.code === 'ECONNRESET' || /socket hang up/.test(e.message))) {
+    return new FlotillaError('unavailable', `${addr}: ${e.message} (if the cluster uses TLS, pass its CA: --ca-file FILE or FLOTILLA_CA)`);
+  }
+  return null;
+}
+
 export class FlotillaClient {
   private preferred = 0;
   readonly managers: string[];
+  /** HTTP or HTTPS (with the cluster CA) to the managers. */
+  readonly link: Link;
 
   constructor(
     managers: string[],
@@ -39,6 +68,17 @@ export class FlotillaClient {
   ) {
     if (managers.length === 0) throw new FlotillaError('bad_request', 'Cannot create a client as no manager address was given');
     this.managers = managers.map((m) => m.replace(/^https?:\/\//, '').replace(/\/$/, ''));
+    this.link = new Link(opts.ca ? { ca: opts.ca } : undefined);
+  }
+
+  /** URL of a manager's endpoint (ws: true for a WebSocket). */
+  url(addr: string, path: string, ws = false): string {
+    return this.link.url(addr, path, ws);
+  }
+
+  /** Options for a WebSocket or a raw request to a manager: TLS trust and authentication. */
+  wsOptions(): Record<string, unknown> {
+    return { ...this.link.tlsOptions(), headers: this.authHeaders() };
   }
 
   get<T = unknown>(path: string, o: CallOptions = {}): Promise<T> {
@@ -97,6 +137,7 @@ export class FlotillaClient {
         }
       } catch (e) {
         const err = e instanceof FlotillaError ? e : toFlotillaError(e);
+        if (e instanceof FlotillaError && e.code === 'unauthorized' && /certificate/.test(e.message)) throw e;
         if (e instanceof FlotillaError && !(e.code === 'not_leader' || e.code === 'unavailable' || e.code === 'timeout')) throw e;
         lastErr = err.code === 'internal' ? new FlotillaError('unavailable', `${addr}: ${err.message}`) : err;
         if (lastErr.code === 'unavailable' && !lastErr.message.startsWith('no leader')) quorumLost.add(addr);
@@ -134,7 +175,9 @@ export class FlotillaClient {
     }
     if (payload) headers['content-length'] = payload.length;
     return new Promise((resolve, reject) => {
-      const req = http.request({ host, port, method, path, headers, agent: keepAlive, timeout: timeoutMs }, (res) => {
+      const opts = { host, port, method, path, headers, timeout: timeoutMs };
+      const req = this.link.secure ? this.link.request(opts) : http.request({ ...opts, agent: keepAlive });
+      req.on('response', (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('error', reject);
@@ -153,7 +196,7 @@ export class FlotillaClient {
         });
       });
       req.on('timeout', () => req.destroy(new FlotillaError('timeout', `${addr} did not answer within ${timeoutMs} ms`)));
-      req.on('error', (e) => reject(e instanceof FlotillaError ? e : new FlotillaError('unavailable', `${addr}: ${(e as Error).message}`)));
+      req.on('error', (e) => reject(e instanceof FlotillaError ? e : (tlsHint(e, addr, this.link.secure) ?? new FlotillaError('unavailable', `${addr}: ${(e as Error).message}`))));
       if (o.signal) o.signal.addEventListener('abort', () => req.destroy(new FlotillaError('unavailable', 'aborted')), { once: true });
       req.end(payload);
     });

@@ -1,6 +1,7 @@
 // The workload API on every manager: tasks, nodes, the event stream and task logs.
 // Writes go to the leader (forwarded by Manager.onLeader); reads are linearizable unless
 // ?stale=true.
+import { expectWorker } from '../tls/pki.js';
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
@@ -125,8 +126,9 @@ export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOpti
     }
     const [host, port] = splitAddr(node.addr);
     await new Promise<void>((resolve, reject) => {
-      const up = http.get(
+      const up = m.link.requestOnce(
         { host, port, path: `/v1/tasks/${encodeURIComponent(t.id)}/logs?${qs}`, headers: { authorization: `Bearer ${opts.nodeAuth?.(node.id) ?? opts.workerToken}` }, timeout: 5000 },
+        expectWorker(node.id),
         (res) => {
           up.setTimeout(0);
           ctx.res.writeHead(res.statusCode ?? 502, { 'content-type': String(res.headers['content-type'] ?? 'text/plain; charset=utf-8') });
@@ -139,6 +141,7 @@ export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOpti
           });
         },
       );
+      up.end();
       up.on('timeout', () => up.destroy(new FlotillaError('unavailable', `worker ${t.node} (${node.addr}) did not answer`)));
       up.on('error', (e) => reject(e instanceof FlotillaError ? e : new FlotillaError('unavailable', `worker ${t.node} (${node.addr}) is unreachable: ${e.message}`)));
     });

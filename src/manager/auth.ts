@@ -20,6 +20,7 @@ import type { ClusterState, KvEntry } from './state.js';
 import { FlotillaError } from './errors.js';
 import { Reply, type RequestContext } from './http.js';
 import type { Logger } from './log.js';
+import { caFingerprint, formatJoinToken, parseJoinToken } from '../tls/pki.js';
 
 export const RESERVED_KV_PREFIX = '__flotilla/';
 const TOKENS_PREFIX = `${RESERVED_KV_PREFIX}api-tokens/`;
@@ -47,9 +48,9 @@ export interface JoinRecord {
 const HOW_TO = 'pass a token: flotilla --token-file FILE … or FLOTILLA_TOKEN=… (HTTP: authorization: Bearer <token>)';
 
 /** Routes that never need a token (liveness). */
-const OPEN = new Set(['GET /v1/status']);
+const OPEN = new Set(['GET /v1/status', 'GET /v1/ca', 'POST /v1/join']);
 /** Reads only an admin may do. */
-const ADMIN_READS = new Set(['GET /v1/tokens', 'GET /v1/snapshot']);
+const ADMIN_READS = new Set(['GET /v1/tokens', 'GET /v1/snapshot', 'GET /v1/tokens/join']);
 
 export function sha256hex(s: string): string {
   return createHash('sha256').update(s).digest('hex');
@@ -92,6 +93,14 @@ export function nodeEpoch(state: ClusterState): number {
   return joinRecord(state)?.epoch ?? 1;
 }
 
+export function sameHexDigest(a: string, b: string): boolean {
+  return sameHex(a, b);
+}
+
+export function sameSecret(a: string, b: string): boolean {
+  return sameString(a, b);
+}
+
 function sameHex(a: string, b: string): boolean {
   const x = Buffer.from(a, 'hex');
   const y = Buffer.from(b, 'hex');
@@ -113,8 +122,10 @@ export function checkJoin(state: ClusterState, secret: string, derived: string, 
     if (sameString(msg.credential, nodeCredential(secret, msg.nodeId, nodeEpoch(state)))) return null;
   }
   if (typeof msg.token !== 'string') return typeof msg.credential === 'string' ? 'invalid node credential' : 'missing join token';
+  // A token as printed (FLT1-<CA fingerprint>-<secret part>) or its secret part alone.
+  const token = parseJoinToken(msg.token).secret;
   const rec = joinRecord(state);
-  const ok = rec ? sameHex(sha256hex(msg.token), rec.hash) : sameString(msg.token, derived);
+  const ok = rec ? sameHex(sha256hex(token), rec.hash) : sameString(token, derived);
   if (ok) return null;
   return typeof msg.credential === 'string' ? 'invalid node credential and join token' : 'invalid join token';
 }
@@ -226,7 +237,8 @@ export function registerAuth(m: Manager, log: Logger): void {
       const rec: JoinRecord = { hash: sha256hex(token), rotatedAt: Date.now(), epoch };
       await m.propose({ type: 'kv.put', key: JOIN_KEY, value: JSON.stringify(rec), cas: cur?.version ?? 0 });
       log.info('worker join token rotated', { epoch, revokedNodes: revokeNodes });
-      return { token, epoch, revokedNodes: revokeNodes };
+      const shown = m.link.tls ? formatJoinToken(caFingerprint(m.link.tls.ca), token) : token;
+      return { token: shown, epoch, revokedNodes: revokeNodes };
     });
   });
 }

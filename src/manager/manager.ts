@@ -2,6 +2,9 @@
 // state + the HTTP API, all on one port. Followers forward writes to the leader; reads are
 // linearizable through ReadIndex unless ?stale=true.
 import http from 'node:http';
+import https from 'node:https';
+import { Link } from '../tls/link.js';
+import type { NodeTls } from '../tls/pki.js';
 import { RaftNode } from '../raft/node.js';
 import { RaftStorage } from '../raft/storage.js';
 import { PeerTransport } from '../raft/transport.js';
@@ -14,6 +17,7 @@ import type { Logger } from './log.js';
 import { consoleLogger } from './log.js';
 import { Orchestrator, workerToken, type OrchestratorOptions } from './orchestrator.js';
 import { registerApi } from './api.js';
+import { registerJoin } from './join.js';
 import { registerWeb } from './web.js';
 import { createOps, registerOps, type Ops } from './ops.js';
 import { registerAuth, nodeCredential, nodeEpoch, RESERVED_KV_PREFIX } from './auth.js';
@@ -39,6 +43,13 @@ export interface ManagerOptions {
   allowPrivileged?: boolean;
   /** Reach these peers at these addresses instead of their advertised ones (NAT, chaos proxies). */
   peerRoutes?: Record<string, string>;
+  /**
+   * Mutual TLS with the cluster CA: the API is HTTPS, peers and workers must present a node
+   * certificate from the CA. Without it the manager speaks plain HTTP (insecure mode).
+   */
+  tls?: NodeTls;
+  /** The cluster CA's key: lets this manager sign certificates for joining nodes. */
+  caKey?: string;
 }
 
 const FORWARDED = 'x-flotilla-forwarded';
@@ -50,6 +61,8 @@ export class Manager {
   readonly node: RaftNode;
   readonly server: http.Server;
   readonly router = new Router();
+  /** Requests to other managers (and workers), over TLS when the cluster has it. */
+  readonly link: Link;
   private transport!: PeerTransport;
   orchestrator!: Orchestrator;
   /** Metrics, backups, cluster identity (ops.ts). */
@@ -74,7 +87,13 @@ export class Manager {
     this.node = node;
     this.log = log;
     this.leaderWaitMs = opts.leaderWaitMs ?? 5000;
-    this.server = http.createServer((req, res) => void this.onRequest(req, res));
+    this.link = new Link(opts.tls);
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => void this.onRequest(req, res);
+    // With TLS a client certificate is asked for but optional at this layer: the API
+    // authenticates with bearer tokens, while /raft and the worker sessions require one.
+    this.server = opts.tls
+      ? (https.createServer({ key: opts.tls.key, cert: opts.tls.cert + opts.tls.ca, ca: opts.tls.ca, requestCert: true, rejectUnauthorized: false }, handler) as unknown as http.Server)
+      : http.createServer(handler);
     this.server.keepAliveTimeout = 30_000;
   }
 
@@ -135,6 +154,10 @@ export class Manager {
       resolveAddr: (id) => m.peerAddr(id) ?? learned.get(id),
       onPeerAddr: (id, addr) => learned.set(id, addr),
       log: (level, msg, fields) => log[level](msg, fields),
+      tls: opts.tls,
+      // A removed manager is refused even with a valid certificate; a store that has not
+      // joined yet (no members) accepts the leader that adds it.
+      acceptPeer: (id) => node.members.size === 0 || node.members.has(id),
       ...ops.raftHooks(storage, node, persisted),
     });
     node.setTransport(m.transport);
@@ -155,6 +178,7 @@ export class Manager {
     registerWeb(m);
     registerOps(m, ops, log);
     registerAuth(m, log);
+    registerJoin(m, { secret: opts.secret, caKey: opts.caKey }, log);
     const [host, port] = splitAddr(opts.listen);
     m.server.on('upgrade', (req, socket, head) => {
       const path = new URL(req.url ?? '/', 'http://x').pathname;
@@ -341,7 +365,7 @@ export class Manager {
     if (ctx.req.headers['content-type']) headers['content-type'] = String(ctx.req.headers['content-type']);
     if (ctx.req.headers.authorization) headers.authorization = String(ctx.req.headers.authorization);
     return new Promise((resolve, reject) => {
-      const req = http.request(
+      const req = this.link.request(
         { host, port, method: ctx.method, path: ctx.req.url, headers: { ...headers, 'content-length': String(body.length) }, timeout: this.leaderWaitMs + 10_000 },
         (res) => {
           const chunks: Buffer[] = [];
@@ -468,7 +492,7 @@ export class Manager {
       members.map(async ([id, addr]) => {
         if (id === this.id) return { id, addr, status: me as ReturnType<Manager['localStatus']> | null };
         try {
-          const s = await getJson(addr, '/v1/status', 1000);
+          const s = await getJson(addr, '/v1/status', 1000, this.link);
           return { id, addr, status: s as ReturnType<Manager['localStatus']> };
         } catch {
           return { id, addr, status: null };
@@ -607,10 +631,12 @@ export function raftToFlotilla(e: unknown): FlotillaError {
   return toFlotillaError(e);
 }
 
-export function getJson(addr: string, path: string, timeoutMs: number): Promise<unknown> {
+export function getJson(addr: string, path: string, timeoutMs: number, link?: Link): Promise<unknown> {
   const [host, port] = splitAddr(addr);
   return new Promise((resolve, reject) => {
-    const req = http.get({ host, port, path, timeout: timeoutMs }, (res) => {
+    const opts = { host, port, path, timeout: timeoutMs };
+    const req = (link ? link.request(opts) : http.request(opts)).end();
+    req.on('response', (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {

@@ -4,6 +4,8 @@
 // a deposed leader's late decisions are rejected by the state machine (fencing).
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import { identityOf } from '../tls/pki.js';
 import { createHmac, randomUUID } from 'node:crypto';
 import { pack, unpack } from 'msgpackr';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -230,7 +232,21 @@ export class Orchestrator {
   // ------------------------------------------------------------------ sessions
 
   private onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.onSession(ws, req.socket.remoteAddress ?? '?'));
+    const remote = req.socket.remoteAddress ?? '?';
+    let certId: string | null = null;
+    if (this.m.link.secure) {
+      // Mutual TLS: no session without a worker certificate from the cluster CA.
+      const tls = req.socket as TLSSocket;
+      const who = typeof tls.getPeerCertificate === 'function' && tls.authorized ? identityOf(tls.getPeerCertificate()) : null;
+      if (!who || who.role !== 'worker') {
+        const why = typeof tls.getPeerCertificate !== 'function' ? 'not over TLS' : !tls.authorized ? `no valid certificate (${String(tls.authorizationError ?? 'none presented')})` : 'its certificate does not name a worker';
+        this.log.warn(`worker session refused: ${why}`, { remote });
+        socket.end('HTTP/1.1 403 Forbidden\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+        return;
+      }
+      certId = who.id;
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.onSession(ws, remote, certId));
   }
 
   private send(ws: WebSocket, msg: ManagerToWorker): void {
@@ -241,7 +257,7 @@ export class Orchestrator {
     return [...this.m.node.members.values()];
   }
 
-  private onSession(ws: WebSocket, remote: string): void {
+  private onSession(ws: WebSocket, remote: string, certId: string | null = null): void {
     let session: Session | null = null;
     const registerTimeout = setTimeout(() => ws.close(4002, 'no registration'), 5000);
     ws.on('error', () => {});
@@ -268,6 +284,12 @@ export class Orchestrator {
         clearTimeout(registerTimeout);
         if (session) {
           ws.close(4004, 'already registered');
+          return;
+        }
+        if (certId !== null && msg.nodeId !== certId) {
+          this.log.warn('worker registration refused: node id does not match its certificate', { remote, node: String(msg.nodeId), certificate: certId });
+          this.send(ws, { t: 'reject', reason: `node id ${String(msg.nodeId)} does not match its certificate (${certId})` });
+          ws.close(4006, 'certificate mismatch');
           return;
         }
         void this.register(ws, msg, remote).then((s) => (session = s));

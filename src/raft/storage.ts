@@ -648,7 +648,8 @@ async function inspectDir(abs: string): Promise<'absent' | 'empty' | 'existing'>
   try {
     const st = await fsp.stat(abs);
     if (!st.isDirectory()) throw new StorageError('foreign', abs, `${abs} exists and is not a directory; refusing to use it as raft storage`);
-    names = await fsp.readdir(abs);
+    // `tls/` holds the node's certificate beside the store (it may be issued before the first start).
+    names = (await fsp.readdir(abs)).filter((n) => n !== 'tls');
   } catch (err) {
     if (err instanceof StorageError) throw err;
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';

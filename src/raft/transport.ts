@@ -24,6 +24,8 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual, type Hash } from 'node:crypto';
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import { expectServer, identityOf, type NodeTls } from '../tls/pki.js';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import {
   DEFAULT_MAX_FRAME_BYTES,
@@ -89,6 +91,14 @@ export interface PeerTransportOptions {
   server?: Server;
   /** URL path of the Raft endpoint. Default '/raft'. */
   path?: string;
+  /**
+   * Mutual TLS: dial peers over wss:// with this node's certificate and accept only peers whose
+   * certificate (from the same CA) names a manager, and the peer dialed. The HMAC handshake
+   * still runs inside (the cluster secret and cluster id stay bound to every link).
+   */
+  tls?: NodeTls;
+  /** Whether a peer that proved its identity may connect (e.g. it is still a member). Default: all. */
+  acceptPeer?: (peer: NodeId) => boolean;
 }
 
 export interface TransportStats {
@@ -279,13 +289,28 @@ export class PeerTransport {
       socket.destroy();
       return;
     }
+    const addr = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
+    let certId: NodeId | null = null;
+    if (this.opts.tls) {
+      // Refused before the upgrade: no frame of any kind from a peer without a manager certificate of this cluster's CA.
+      const tls = req.socket as TLSSocket;
+      const who = typeof tls.getPeerCertificate === 'function' && tls.authorized ? identityOf(tls.getPeerCertificate()) : null;
+      if (!who || who.role !== 'manager') {
+        this.counters.authFailures++;
+        const why = typeof tls.getPeerCertificate !== 'function' ? 'not over TLS' : !tls.authorized ? `no valid certificate (${String(tls.authorizationError ?? 'none presented')})` : 'its certificate does not name a manager';
+        this.log('warn', `peer auth failed from ${addr}: ${why}`, { addr });
+        socket.end('HTTP/1.1 403 Forbidden\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+        return;
+      }
+      certId = who.id;
+    }
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       if (this.closed) {
         ws.terminate();
         return;
       }
       const claimed = req.headers[CLUSTER_HEADER];
-      const conn = new InboundConn(this, this.s, ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`, typeof claimed === 'string' ? claimed : '');
+      const conn = new InboundConn(this, this.s, ws, addr, typeof claimed === 'string' ? claimed : '', certId);
       this.inbound.add(conn);
       ws.once('close', () => this.inbound.delete(conn));
     });
@@ -351,6 +376,14 @@ export class PeerTransport {
 
   /** @internal */ get advertise(): string | undefined {
     return this.opts.advertise;
+  }
+
+  /** @internal */ get tls(): NodeTls | undefined {
+    return this.opts.tls;
+  }
+
+  /** @internal */ accepts(peer: NodeId): boolean {
+    return this.opts.acceptPeer?.(peer) ?? true;
   }
 
   /** @internal */ get secret(): string {
@@ -534,10 +567,12 @@ class OutboundPeer {
       this.scheduleRetry();
       return;
     }
-    const url = addr.includes('://') ? addr : `ws://${addr}${this.s.path}`;
+    const tls = this.t.tls;
+    const url = addr.includes('://') ? addr : `${tls ? 'wss' : 'ws'}://${addr}${this.s.path}`;
     let ws: WebSocket;
     try {
       ws = new WebSocket(url, {
+        ...(tls ? { ca: tls.ca, cert: tls.cert, key: tls.key, checkServerIdentity: expectServer(this.peer) } : {}),
         perMessageDeflate: false,
         maxPayload: this.s.maxFrameBytes,
         handshakeTimeout: this.s.handshakeTimeoutMs,
@@ -865,6 +900,8 @@ class InboundConn {
     private readonly addr: string,
     /** The cluster id the peer claimed in its upgrade request ('' if none). */
     private readonly claimedCluster: string = '',
+    /** The node id its TLS certificate names (null without TLS). */
+    private readonly certId: NodeId | null = null,
   ) {
     this.handshakeTimer = setTimeout(() => {
       this.t.counters.authFailures++;
@@ -973,6 +1010,16 @@ class InboundConn {
     if (frame.to !== this.t.id) {
       this.t.counters.authFailures++;
       this.reject(CLOSE_POLICY, `peer auth failed from ${this.addr}: it expected node ${frame.to}, this is ${this.t.id}`, { from: frame.from });
+      return;
+    }
+    if (this.certId !== null && frame.from !== this.certId) {
+      this.t.counters.authFailures++;
+      this.reject(CLOSE_POLICY, `peer auth failed from ${this.addr}: it claims to be ${frame.from} but its certificate names ${this.certId}`, { from: frame.from });
+      return;
+    }
+    if (!this.t.accepts(frame.from)) {
+      this.t.counters.authFailures++;
+      this.reject(CLOSE_POLICY, `peer auth failed from ${this.addr}: ${frame.from} is not a member of this cluster`, { from: frame.from });
       return;
     }
     const ids = { client: frame.from, server: this.t.id, clientAddr: frame.addr };

@@ -39,6 +39,9 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
+import type { TLSSocket } from 'node:tls';
+import { expectServer, identityOf, type NodeTls } from '../tls/pki.js';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
@@ -62,6 +65,8 @@ export const WORKER_VERSION = '0.1.0';
 export interface WorkerAgentOptions {
   /** Node id (e.g. w1). */
   id: string;
+  /** Mutual TLS with the cluster CA (wss:// sessions, HTTPS log API); plain without it. */
+  tls?: NodeTls;
   /** Seed manager addresses (host:port). */
   managers: string[];
   /** Join token: sent in `register` (and as a Bearer header on the upgrade); guards the log API. */
@@ -683,7 +688,9 @@ export class WorkerAgent {
       const n = ++this.sessions;
       let ws: WebSocket;
       try {
-        ws = new WebSocket(`ws://${target}${SESSION_PATH}`, {
+        const tls = this.opts.tls;
+        ws = new WebSocket(`${tls ? 'wss' : 'ws'}://${target}${SESSION_PATH}`, {
+          ...(tls ? { ca: tls.ca, cert: tls.cert, key: tls.key, checkServerIdentity: expectServer() } : {}),
           maxPayload: MAX_SESSION_FRAME,
           handshakeTimeout: Math.min(this.welcomeTimeoutMs, 5000),
           perMessageDeflate: false,
@@ -866,13 +873,18 @@ export class WorkerAgent {
     const m = /^(.*):(\d{1,5})$/.exec(listen);
     if (m === null || Number(m[2]) > 65535) throw new FlotillaError('bad_request', `Cannot start worker as 'listen' must be host:port (got '${listen}')`);
     const host = m[1]!.replace(/^\[(.*)\]$/, '$1');
-    const server = http.createServer((req, res) => {
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
       this.handleHttp(req, res).catch((e) => {
         this.log.error('http handler failed', { url: req.url, error: errMessage(e) });
         if (!res.headersSent) sendError(res, toFlotillaError(e));
         else res.destroy();
       });
-    });
+    };
+    const tls = this.opts.tls;
+    // With TLS, log requests must come from a manager's certificate (checked per request).
+    const server = tls
+      ? (https.createServer({ key: tls.key, cert: tls.cert + tls.ca, ca: tls.ca, requestCert: true, rejectUnauthorized: false }, handler) as unknown as http.Server)
+      : http.createServer(handler);
     this.server = server;
     await new Promise<void>((res, rej) => {
       server.once('error', rej);
@@ -931,6 +943,11 @@ export class WorkerAgent {
     const m = /^\/v1\/tasks\/([^/]+)\/logs$/.exec(url.pathname);
     if (m === null) return sendError(res, new FlotillaError('not_found', `Cannot ${req.method} ${url.pathname} as there is no such route on this worker`));
     if (req.method !== 'GET') return sendError(res, methodNotAllowed());
+    if (this.opts.tls) {
+      const sock = req.socket as TLSSocket;
+      const who = sock.authorized ? identityOf(sock.getPeerCertificate()) : null;
+      if (!who || who.role !== 'manager') return sendError(res, new FlotillaError('forbidden', 'Cannot read task logs as the request does not come with a manager certificate of this cluster'));
+    }
     if (!this.authorized(req)) {
       res.setHeader('www-authenticate', 'Bearer');
       return sendError(res, new FlotillaError('unauthorized', "Cannot read task logs as the request has no valid 'authorization: Bearer <join token>' header"));

@@ -8,6 +8,8 @@
 //
 // Every bad flag is a FlotillaError('bad_request') with a precise message (the CLI's
 // `action()` prints it and exits with 2).
+import { workerTls } from '../tls/setup.js';
+import type { NodeTls } from '../tls/pki.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FlotillaError } from '../manager/errors.js';
@@ -204,8 +206,17 @@ export async function runWorker(flags: WorkerFlags, opts: RunWorkerOptions = {})
   const log = opts.log ?? consoleLogger(cfg.id, cfg.logLevel);
   const drivers: Driver[] = [];
   for (const name of cfg.drivers) drivers.push(await DRIVER_FACTORIES[name]!({ nodeId: cfg.id, stateDir: cfg.stateDir, log }));
+  let tls: NodeTls | null = null;
+  try {
+    tls = await workerTls({ id: cfg.id, stateDir: cfg.stateDir, token: cfg.token, managers: cfg.managers, hosts: cfg.advertise ? [cfg.advertise.slice(0, cfg.advertise.lastIndexOf(':'))] : [] });
+  } catch (e) {
+    throw new FlotillaError('bad_request', `Cannot start worker as it cannot get its TLS certificate: ${(e as Error).message}`);
+  }
+  if (tls) log.info('mutual TLS with the cluster CA', { certificate: `${cfg.stateDir}/tls/node.crt` });
+  else log.warn('no TLS: the join token carries no CA fingerprint, so this worker speaks plain ws:// to managers started with --insecure');
   const agent = new WorkerAgent({
     id: cfg.id,
+    ...(tls ? { tls } : {}),
     managers: cfg.managers,
     token: cfg.token,
     labels: cfg.labels,

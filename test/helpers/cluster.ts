@@ -1,7 +1,7 @@
 // Real multi-process clusters for integration tests: managers and workers are separate OS
 // processes (the built CLI), with real LevelDB directories and loopback sockets.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync, createWriteStream } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, rmSync, createWriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
@@ -39,6 +39,9 @@ export class TestCluster {
   readonly workers = new Map<string, ProcInfo>();
   readonly secretFile: string;
   readonly tokenFile: string;
+  /** With TLS: the directory `flotilla init` filled (CA, secret, join tokens) and the CA PEM. */
+  caDir: string | null = null;
+  caPem: string | undefined;
 
   constructor(prefix = 'flotilla-it-') {
     this.dir = mkdtempSync(join(tmpdir(), prefix));
@@ -47,8 +50,24 @@ export class TestCluster {
     this.tokenFile = join(this.dir, 'worker-token');
   }
 
-  static async managers(n: number, extra: string[] = []): Promise<TestCluster> {
+  /** Turns mutual TLS on for the managers and workers started from now on (a CA as `flotilla init` makes it). */
+  async enableTls(): Promise<void> {
+    const { initCluster } = await import('../../src/cli/init-cmd.js');
+    this.caDir = join(this.dir, 'cluster');
+    mkdirSync(this.caDir, { recursive: true });
+    writeFileSync(join(this.caDir, 'secret'), SECRET, { mode: 0o600 });
+    const r = await initCluster(this.caDir);
+    this.caPem = readFileSync(r.caCert, 'utf8');
+  }
+
+  /** Environment for runCli against this cluster (its CA when TLS is on). */
+  cliEnv(): Record<string, string> {
+    return this.caDir ? { FLOTILLA_CA: join(this.caDir, 'ca.crt') } : {};
+  }
+
+  static async managers(n: number, extra: string[] = [], opts: { tls?: boolean } = {}): Promise<TestCluster> {
     const c = new TestCluster();
+    if (opts.tls) await c.enableTls();
     const ports = await freePorts(n);
     const members = ports.map((p, i) => `m${i + 1}=127.0.0.1:${p}`).join(',');
     for (let i = 0; i < n; i++) c.startManager(`m${i + 1}`, `127.0.0.1:${ports[i]}`, ['--bootstrap', members, ...extra]);
@@ -57,7 +76,8 @@ export class TestCluster {
   }
 
   startManager(id: string, addr: string, extra: string[] = []): ProcInfo {
-    const args = [CLI, 'manager', '--id', id, '--listen', addr, '--data', join(this.dir, id), '--secret-file', this.secretFile, ...extra];
+    const mode = extra.some((a) => a === '--insecure' || a === '--ca' || a === '--join-token' || a === '--join-token-file') ? [] : this.caDir ? ['--ca', this.caDir] : ['--insecure'];
+    const args = [CLI, 'manager', '--id', id, '--listen', addr, '--data', join(this.dir, id), '--secret-file', this.secretFile, ...mode, ...extra];
     const info: ProcInfo = { id, addr, proc: null, args, logFile: join(this.dir, `${id}.log`) };
     this.managers.set(id, info);
     this.spawn(info);
@@ -94,7 +114,7 @@ export class TestCluster {
 
   /** Starts a worker process (process driver) following every manager. */
   startWorker(id: string, extra: string[] = []): ProcInfo {
-    writeFileSync(this.tokenFile, workerToken(SECRET));
+    writeFileSync(this.tokenFile, this.caDir ? readFileSync(join(this.caDir, 'worker-token'), 'utf8') : workerToken(SECRET));
     const args = [
       CLI, 'worker', '--id', id, '--managers', this.addrs().join(','), '--token-file', this.tokenFile,
       '--driver', 'process', '--state-dir', join(this.dir, id), '--listen', '127.0.0.1:0', '--stop-grace', '2000', ...extra,
@@ -110,13 +130,13 @@ export class TestCluster {
   }
 
   client(ids?: string[], timeoutMs = 15_000): FlotillaClient {
-    return new FlotillaClient(this.addrs(ids), { timeoutMs });
+    return new FlotillaClient(this.addrs(ids), { timeoutMs, ca: this.caPem });
   }
 
   async status(id: string): Promise<Record<string, any> | null> {
     const info = this.managers.get(id)!;
     try {
-      return await new FlotillaClient([info.addr], { timeoutMs: 1000, attemptTimeoutMs: 1000 }).get('/v1/status', { pinned: true, timeoutMs: 1000 });
+      return await new FlotillaClient([info.addr], { timeoutMs: 1000, attemptTimeoutMs: 1000, ca: this.caPem }).get('/v1/status', { pinned: true, timeoutMs: 1000 });
     } catch {
       return null;
     }
