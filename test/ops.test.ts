@@ -2,11 +2,12 @@
 // loss (clear errors, stale reads, `manager recover`, fencing of the old members), corrupt
 // backups, /metrics and structured logs. Plus the cluster-id handshake of the transport.
 import { afterEach, describe, expect, it } from 'vitest';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { TestCluster, eventually, freePorts, runCli, sleep, type ProcInfo } from './helpers/cluster.js';
+import { ExpositionError, parseExposition, sampleValue, type Family, type MetricType } from './helpers/prom.js';
 import { FlotillaClient } from '../src/client/client.js';
 import { backupState, decodeBackup } from '../src/manager/ops.js';
 import { PeerTransport } from '../src/raft/transport.js';
@@ -14,10 +15,40 @@ import type { Message } from '../src/raft/types.js';
 
 let cluster: TestCluster | null = null;
 afterEach(async () => {
+  if (cluster) killTaskProcesses(cluster.dir);
   await cluster?.stop();
   cluster = null;
 });
 
+/** Kills the process groups of pods that workers left running (pods outlive their worker on purpose). */
+function killTaskProcesses(dir: string): void {
+  for (const w of readdirSync(dir)) {
+    const tasks = join(dir, w, 'process', 'tasks');
+    if (!existsSync(tasks)) continue;
+    for (const t of readdirSync(tasks)) {
+      for (const f of readdirSync(join(tasks, t)).filter((x) => x.endsWith('.pid'))) {
+        if (existsSync(join(tasks, t, f.replace(/\.pid$/, '.exit')))) continue;
+        const pid = Number(readFileSync(join(tasks, t, f), 'utf8').trim());
+        if (!Number.isInteger(pid) || pid <= 1) continue;
+        try {
+          process.kill(-pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }
+    }
+  }
+}
+
+/** GET /metrics of one manager, parsed strictly (a malformed exposition fails the test). */
+async function scrape(addr: string): Promise<Map<string, Family>> {
+  const res = await fetch(`http://${addr}/metrics`);
+  expect(res.status).toBe(200);
+  expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+  return parseExposition(await res.text());
+}
+
+const ROLES = ['follower', 'preCandidate', 'candidate', 'leader'];
 const TASK = (name: string) => ({ name, driver: 'process', containers: [{ command: ['/bin/sleep', '600'] }] });
 
 /** Writes keys until stopped; records every acknowledged write. */
@@ -166,12 +197,20 @@ describe('operations (real processes)', () => {
     expect(r.stderr).toMatch(/stop the manager/);
 
     await cluster.killAndWait(survivor);
+    // Recovery time: from starting `manager recover` until the one-manager cluster accepts a
+    // write, and until the new three-manager cluster is healthy.
+    const tRecover = Date.now();
     r = await runCli(['manager', 'recover', '--data', dataDir]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/manager m1 at .* is now the only member of cluster e1-[0-9a-f]+/);
     cluster.restart(survivor);
-    await eventually(async () => (await cluster!.status(survivor))?.role === 'leader', 20_000, 'recovered manager leading');
+    await eventually(async () => {
+      const res = await fetch(`http://${s.addr}/v1/kv/after-recover`, { method: 'PUT', body: 'ok', signal: AbortSignal.timeout(2000) });
+      return res.status === 200;
+    }, 30_000, 'first write to the recovered manager');
+    const firstWriteMs = Date.now() - tRecover;
     const rs = (await cluster.status(survivor))!;
+    expect(rs.role).toBe('leader');
     expect(rs.voters).toEqual(['m1']);
     const clusterId = rs.clusterId as string;
     expect(clusterId).toMatch(/^e1-/);
@@ -179,17 +218,40 @@ describe('operations (real processes)', () => {
     const items = (await mc.get<{ items: { key: string; value: string }[] }>('/v1/kv?prefix=q', { pinned: true })).items;
     expect(items).toHaveLength(25);
     expect((await mc.get<{ tasks: { id: string }[] }>('/v1/tasks', { pinned: true })).tasks.map((t) => t.id).sort()).toEqual(taskIds);
-    await mc.put('/v1/kv/after-recover', 'ok', { pinned: true });
 
-    // A fresh manager joins the new cluster.
-    const [p4] = await freePorts(1);
-    cluster.startManager('m4', `127.0.0.1:${p4}`, ['--join']);
-    r = await runCli(['--managers', s.addr, 'manager', 'add', `m4=127.0.0.1:${p4}`]);
-    expect(r.stdout + r.stderr).toContain('m4 added (voter)');
-    const view = await mc.get<{ leader: string; managers: { id: string; voter: boolean; role: string }[] }>('/v1/cluster', { pinned: true });
-    expect(view.leader).toBe('m1');
-    expect(view.managers.filter((m) => m.voter).map((m) => m.id).sort()).toEqual(['m1', 'm4']);
-    await eventually(async () => (await cluster!.status('m4'))?.clusterId === clusterId, 10_000, 'm4 adopted the cluster id');
+    // Two fresh managers join the new cluster, one change at a time.
+    const [p4, p5] = await freePorts(2);
+    for (const [id, port] of [['m4', p4], ['m5', p5]] as const) {
+      cluster.startManager(id, `127.0.0.1:${port}`, ['--join']);
+      r = await runCli(['--managers', s.addr, 'manager', 'add', `${id}=127.0.0.1:${port}`]);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toContain(`${id} added (voter)`);
+    }
+    type ClusterView = { leader: string | null; managers: { id: string; voter: boolean; role: string; healthy: boolean; lag: number | null }[] };
+    const view = await eventually(async () => {
+      const v = await mc.get<ClusterView>('/v1/cluster', { pinned: true });
+      const ok = v.leader === 'm1' && v.managers.length === 3 && v.managers.every((m) => m.voter && m.healthy && m.lag === 0);
+      return ok ? v : null;
+    }, 30_000, 'three healthy managers');
+    const healthyMs = Date.now() - tRecover;
+    expect(view.managers.map((m) => m.id).sort()).toEqual(['m1', 'm4', 'm5']);
+    expect(view.managers.map((m) => m.role).sort()).toEqual(['follower', 'follower', 'leader']);
+    console.log(`RECOVERY: recover→first write ${firstWriteMs} ms; →3 managers healthy ${healthyMs} ms`);
+    for (const id of ['m4', 'm5']) {
+      await eventually(async () => (await cluster!.status(id))?.clusterId === clusterId, 10_000, `${id} adopted the cluster id`);
+    }
+
+    // Every committed write is on every member, read from each one's own state.
+    const expected = new Map<string, string>([...Array.from({ length: 25 }, (_, i) => [`q${i}`, `v${i}`] as [string, string]), ['after-recover', 'ok']]);
+    const commitNow = (await cluster.status(survivor))!.commitIndex as number;
+    for (const id of ['m1', 'm4', 'm5']) {
+      await eventually(async () => ((await cluster!.status(id))?.appliedIndex ?? 0) >= commitNow, 10_000, `${id} applied ${commitNow}`);
+      const own = new FlotillaClient([cluster.managers.get(id)!.addr], { timeoutMs: 10_000 });
+      const kv = (await own.get<{ items: { key: string; value: string }[] }>('/v1/kv?prefix=&stale=true', { pinned: true })).items;
+      expect(new Map(kv.map((i) => [i.key, i.value])), id).toEqual(expected);
+      const ts = (await own.get<{ tasks: { id: string }[] }>('/v1/tasks?stale=true', { pinned: true })).tasks;
+      expect(ts.map((t) => t.id).sort(), id).toEqual(taskIds);
+    }
     const before = (await cluster.status(survivor))!;
 
     // The old managers restarted with their old data are refused and stop.
@@ -205,13 +267,16 @@ describe('operations (real processes)', () => {
     const after = (await cluster.status(survivor))!;
     expect(after.role).toBe('leader');
     expect(after.term).toBe(before.term);
-    expect(after.voters).toEqual(['m1', 'm4']);
-    const m4 = (await cluster.status('m4'))!;
-    expect(m4.leader).toBe('m1');
-    expect(m4.term).toBe(before.term);
+    expect([...(after.voters as string[])].sort()).toEqual(['m1', 'm4', 'm5']);
     await mc.put('/v1/kv/after-fence', 'ok', { pinned: true });
-    const m4c = new FlotillaClient([cluster.managers.get('m4')!.addr], { timeoutMs: 10_000 });
-    expect((await m4c.get<{ value: string }>('/v1/kv/q3', { pinned: true })).value).toBe('v3');
+    for (const id of ['m4', 'm5']) {
+      const st = (await cluster.status(id))!;
+      expect(st.leader, id).toBe('m1');
+      expect(st.term, id).toBe(before.term);
+      // A linearizable read through a new member sees the write made after the fencing.
+      const own = new FlotillaClient([cluster.managers.get(id)!.addr], { timeoutMs: 10_000 });
+      expect((await own.get<{ value: string }>('/v1/kv/after-fence', { pinned: true })).value, id).toBe('ok');
+    }
   }, 120_000);
 
   it('a corrupt, truncated or foreign backup file is refused with a clear error and nothing is written', async () => {
@@ -298,6 +363,185 @@ describe('operations (real processes)', () => {
     expect(lines.some((l) => l.node === leader && typeof l.term === 'number' && (l.term as number) >= 1)).toBe(true);
     expect(lines.some((l) => l.msg === 'request' && typeof l.rid === 'string' && l.route === '/v1/kv/*')).toBe(true);
   }, 120_000);
+
+  it('/metrics parses as Prometheus text on every manager with every listed family; term and leader changes move when the leader is killed', async () => {
+    cluster = await TestCluster.managers(3, ['--worker-heartbeat', '250', '--node-grace', '2000']);
+    const c = cluster.client();
+    for (let i = 0; i < 10; i++) await c.put(`/v1/kv/k${i}`, `v${i}`);
+    const created = await c.post<{ tasks: { id: string }[] }>('/v1/tasks', [TASK('s1'), TASK('s2')]);
+    cluster.startWorker('w1');
+    await eventually(async () => {
+      const ts = (await c.get<{ tasks: { id: string; state: string }[] }>('/v1/tasks')).tasks;
+      return ts.length === 2 && ts.every((t) => t.state === 'running');
+    }, 30_000, 'tasks running on w1');
+    const leader = await cluster.waitForLeader();
+    const ids = [...cluster.managers.keys()];
+
+    const expected: [string, MetricType][] = [
+      ['flotilla_raft_term', 'gauge'],
+      ['flotilla_raft_role', 'gauge'],
+      ['flotilla_raft_has_leader', 'gauge'],
+      ['flotilla_raft_commit_index', 'gauge'],
+      ['flotilla_raft_applied_index', 'gauge'],
+      ['flotilla_raft_last_index', 'gauge'],
+      ['flotilla_raft_snapshot_index', 'gauge'],
+      ['flotilla_raft_voters', 'gauge'],
+      ['flotilla_raft_leader_changes_total', 'counter'],
+      ['flotilla_raft_proposals_total', 'counter'],
+      ['flotilla_raft_proposals_failed_total', 'counter'],
+      ['flotilla_raft_append_seconds', 'histogram'],
+      ['flotilla_raft_appended_entries_total', 'counter'],
+      ['flotilla_raft_fsync_seconds', 'histogram'],
+      ['flotilla_raft_storage_written_bytes_total', 'counter'],
+      ['flotilla_raft_snapshot_bytes', 'gauge'],
+      ['flotilla_raft_snapshots_total', 'counter'],
+      ['flotilla_raft_peer_lag_entries', 'gauge'],
+      ['flotilla_raft_peer_last_contact_seconds', 'gauge'],
+      ['flotilla_raft_foreign_cluster_refusals_total', 'counter'],
+      ['flotilla_cluster_info', 'gauge'],
+      ['flotilla_scheduler_pending_tasks', 'gauge'],
+      ['flotilla_scheduler_placements_total', 'counter'],
+      ['flotilla_scheduler_latency_seconds', 'histogram'],
+      ['flotilla_tasks', 'gauge'],
+      ['flotilla_dispatcher_sessions', 'gauge'],
+      ['flotilla_dispatcher_heartbeats_missed_total', 'counter'],
+      ['flotilla_nodes', 'gauge'],
+      ['flotilla_api_requests_total', 'counter'],
+      ['flotilla_api_request_seconds', 'histogram'],
+      ['process_cpu_user_seconds_total', 'counter'],
+      ['nodejs_eventloop_lag_p99_seconds', 'gauge'],
+    ];
+    const before = new Map<string, Map<string, Family>>();
+    for (const id of ids) {
+      const fams = await scrape(cluster.managers.get(id)!.addr);
+      before.set(id, fams);
+      for (const [name, type] of expected) expect(fams.get(name)?.type, `${id}: ${name}`).toBe(type);
+      const v = (name: string, labels: Record<string, string> = {}) => sampleValue(fams, name, labels);
+      expect(v('flotilla_raft_term'), id).toBeGreaterThanOrEqual(1);
+      expect(v('flotilla_raft_role', { role: id === leader ? 'leader' : 'follower' }), id).toBe(1);
+      expect(ROLES.map((role) => v('flotilla_raft_role', { role })).reduce((a, b) => a! + b!, 0), id).toBe(1);
+      expect(v('flotilla_raft_has_leader'), id).toBe(1);
+      expect(v('flotilla_raft_voters'), id).toBe(3);
+      expect(v('flotilla_raft_commit_index'), id).toBeGreaterThanOrEqual(12);
+      expect(v('flotilla_raft_applied_index'), id).toBeGreaterThanOrEqual(12);
+      expect(v('flotilla_raft_leader_changes_total'), id).toBeGreaterThanOrEqual(1);
+      // Latency histograms: buckets up to +Inf (the parser checks they are cumulative and match _count).
+      for (const h of ['flotilla_raft_append_seconds', 'flotilla_raft_fsync_seconds']) {
+        expect(v(`${h}_count`), `${id}: ${h}`).toBeGreaterThan(0);
+        expect(v(`${h}_bucket`, { le: '+Inf' }), `${id}: ${h}`).toBe(v(`${h}_count`));
+        expect(v(`${h}_bucket`, { le: '0.01' }), `${id}: ${h}`).toBeDefined();
+        expect(v(`${h}_sum`), `${id}: ${h}`).toBeGreaterThan(0);
+      }
+      expect(v('flotilla_raft_appended_entries_total'), id).toBeGreaterThanOrEqual(12);
+      expect(v('flotilla_scheduler_pending_tasks'), id).toBe(0);
+      expect(v('flotilla_tasks', { state: 'running' }), id).toBe(2);
+      expect(v('flotilla_nodes', { status: 'ready' }), id).toBe(1);
+      expect(v('flotilla_cluster_info', { manager: id, epoch: '0' }), id).toBe(1);
+    }
+    const lf = before.get(leader)!;
+    const lv = (name: string, labels: Record<string, string> = {}) => sampleValue(lf, name, labels);
+    for (const p of ids.filter((x) => x !== leader)) {
+      expect(lv('flotilla_raft_peer_lag_entries', { peer: p }), p).toBeGreaterThanOrEqual(0);
+      expect(lv('flotilla_raft_peer_last_contact_seconds', { peer: p }), p).toBeGreaterThanOrEqual(0);
+    }
+    expect(lv('flotilla_raft_proposals_total')).toBeGreaterThanOrEqual(12);
+    expect(lv('flotilla_scheduler_placements_total')).toBe(2);
+    expect(lv('flotilla_scheduler_latency_seconds_count')).toBe(2);
+    expect(lv('flotilla_dispatcher_sessions')).toBe(1);
+    expect(lv('flotilla_api_requests_total', { method: 'POST', route: '/v1/tasks', status: '201' })).toBe(1);
+    expect(lv('flotilla_api_request_seconds_count', { method: 'POST', route: '/v1/tasks' })).toBe(1);
+    // Followers report no peer lag (only the leader knows it).
+    for (const f of ids.filter((x) => x !== leader)) expect(before.get(f)!.get('flotilla_raft_peer_lag_entries')!.samples, f).toHaveLength(0);
+
+    // A worker whose heartbeats stop is declared down, and counted.
+    const missed0 = lv('flotilla_dispatcher_heartbeats_missed_total')!;
+    for (const t of created.tasks) await c.delete(`/v1/tasks/${t.id}`);
+    await eventually(async () => {
+      const ts = (await c.get<{ tasks: { state: string }[] }>('/v1/tasks?all=true')).tasks;
+      return ts.every((t) => t.state === 'stopped');
+    }, 20_000, 'tasks stopped');
+    await cluster.killAndWait('w1');
+    const down = await eventually(async () => {
+      const fams = await scrape(cluster!.managers.get(leader)!.addr);
+      return sampleValue(fams, 'flotilla_nodes', { status: 'down' }) === 1 ? fams : null;
+    }, 20_000, 'w1 declared down');
+    expect(sampleValue(down, 'flotilla_dispatcher_heartbeats_missed_total')).toBeGreaterThan(missed0);
+    expect(sampleValue(down, 'flotilla_dispatcher_sessions')).toBe(0);
+
+    // SIGKILL the leader: on the survivors the term and the leader-change counter go up.
+    const pre = new Map<string, Map<string, Family>>();
+    for (const id of ids.filter((x) => x !== leader)) pre.set(id, await scrape(cluster.managers.get(id)!.addr));
+    await cluster.killAndWait(leader);
+    const next = await cluster.waitForLeader(20_000, [leader]);
+    expect(next).not.toBe(leader);
+    await c.put('/v1/kv/after-failover', 'ok');
+    for (const [id, b] of pre) {
+      const a = await scrape(cluster.managers.get(id)!.addr);
+      const va = (name: string, labels: Record<string, string> = {}) => sampleValue(a, name, labels);
+      const vb = (name: string) => sampleValue(b, name)!;
+      expect(va('flotilla_raft_term'), id).toBeGreaterThan(vb('flotilla_raft_term'));
+      expect(va('flotilla_raft_leader_changes_total'), id).toBeGreaterThan(vb('flotilla_raft_leader_changes_total'));
+      expect(va('flotilla_raft_commit_index'), id).toBeGreaterThan(vb('flotilla_raft_commit_index'));
+      expect(va('flotilla_raft_has_leader'), id).toBe(1);
+      expect(va('flotilla_raft_role', { role: id === next ? 'leader' : 'follower' }), id).toBe(1);
+      if (id === next) {
+        expect(va('flotilla_raft_proposals_total'), id).toBeGreaterThan(vb('flotilla_raft_proposals_total'));
+        const other = [...pre.keys()].find((x) => x !== id)!;
+        expect(va('flotilla_raft_peer_lag_entries', { peer: other }), id).toBeGreaterThanOrEqual(0);
+      }
+    }
+  }, 120_000);
+});
+
+describe('Prometheus text parser (test helper)', () => {
+  const ok = [
+    '# HELP a_total A counter with a \\\\ and a \\n in its help.',
+    '# TYPE a_total counter',
+    'a_total 3',
+    '# TYPE g gauge',
+    'g{x="q\\"uote\\\\ \\n",y="2",} -1.5e3 1700000000000',
+    'g{x="other"} NaN',
+    '# TYPE h histogram',
+    'h_bucket{le="0.1"} 1',
+    'h_bucket{le="+Inf"} 2',
+    'h_sum 0.3',
+    'h_count 2',
+    '# a plain comment',
+    '',
+  ].join('\n');
+
+  it('accepts a valid exposition and reads its values', () => {
+    const f = parseExposition(ok);
+    expect(f.get('a_total')).toMatchObject({ type: 'counter', help: 'A counter with a \\ and a \n in its help.' });
+    expect(sampleValue(f, 'g', { x: 'q"uote\\ \n' })).toBe(-1500);
+    expect(sampleValue(f, 'g', { x: 'other' })).toBeNaN();
+    expect(sampleValue(f, 'h_bucket', { le: '+Inf' })).toBe(2);
+  });
+
+  it.each([
+    ['a sample without # TYPE', 'x 1\n'],
+    ['a bad metric name', '# TYPE 1x gauge\n1x 1\n'],
+    ['a non-numeric value', '# TYPE x gauge\nx one\n'],
+    ['a missing value', '# TYPE x gauge\nx\n'],
+    ['an unquoted label value', '# TYPE x gauge\nx{a=b} 1\n'],
+    ['a bad label escape', '# TYPE x gauge\nx{a="\\t"} 1\n'],
+    ['a reserved label name', '# TYPE x gauge\nx{__a="1"} 1\n'],
+    ['a repeated label', '# TYPE x gauge\nx{a="1",a="2"} 1\n'],
+    ['an unterminated label set', '# TYPE x gauge\nx{a="1" 1\n'],
+    ['an unknown type', '# TYPE x thing\nx 1\n'],
+    ['a second # TYPE', '# TYPE x gauge\n# TYPE x gauge\nx 1\n'],
+    ['a negative counter', '# TYPE x_total counter\nx_total -1\n'],
+    ['a duplicate series', '# TYPE x gauge\nx{a="1"} 1\nx{a="1"} 2\n'],
+    ['a split family', '# TYPE x gauge\n# TYPE y gauge\nx 1\ny 1\nx{a="1"} 1\n'],
+    ['a histogram without +Inf', '# TYPE h histogram\nh_bucket{le="1"} 1\nh_sum 1\nh_count 1\n'],
+    ['non-cumulative buckets', '# TYPE h histogram\nh_bucket{le="1"} 2\nh_bucket{le="+Inf"} 1\nh_sum 1\nh_count 1\n'],
+    ['+Inf bucket != _count', '# TYPE h histogram\nh_bucket{le="+Inf"} 2\nh_sum 1\nh_count 1\n'],
+    ['a histogram without _sum', '# TYPE h histogram\nh_bucket{le="+Inf"} 1\nh_count 1\n'],
+    ['a bad timestamp', '# TYPE x gauge\nx 1 soon\n'],
+    ['no final newline', '# TYPE x gauge\nx 1'],
+  ])('rejects %s', (_what, text) => {
+    expect(() => parseExposition(text)).toThrow(ExpositionError);
+  });
 });
 
 describe('cluster id in the transport handshake', () => {

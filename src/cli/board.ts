@@ -6,6 +6,12 @@
 // reconnects to the next manager and resumes from the last event seen (seqs are replicated,
 // so they mean the same on every manager).
 //
+// `enter` opens a details pane over the panels: for a task, GET /v1/tasks/:id (spec, state,
+// history), the events the stream delivered for it, and the tail of GET /v1/tasks/:id/logs, all
+// re-read while the pane is open; for a manager or a node, the fields of its last listing.
+// `K` and `R` act on the node processes of a `flotilla up` cluster through the processes.json
+// that `up` keeps (see up.ts): K sends SIGKILL to a verified pid, R asks `up` to restart it.
+//
 // Everything that turns API data into screen lines is a pure function exported from here
 // (normalize*, describeEvent, fitColumns, render*), so odd data can be tested without a
 // terminal; the Board class only wires blessed, timers and sockets together.
@@ -13,9 +19,11 @@
 import type { Widgets } from 'blessed';
 import type WebSocket from 'ws';
 import type { Command } from 'commander';
-import { FlotillaClient } from '../client/client.js';
+import { FlotillaClient, splitAddr } from '../client/client.js';
 import { FlotillaError } from '../manager/errors.js';
-import { action, ago, managersFrom, parseIntFlag, tokenFrom, UsageError } from './util.js';
+import { stringify as toYaml } from 'yaml';
+import { action, ago, managersFrom, parseIntFlag, tokenFrom, upDir, UsageError } from './util.js';
+import { pidRunsNode, readProcesses, type ProcessesFile, type ProcessRecord } from './up.js';
 
 // =============================================================================================
 // Normalized data (everything the API sends is treated as untrusted shape)
@@ -474,6 +482,217 @@ export function renderEvents(events: EventLine[], width: number, height: number,
 }
 
 // =============================================================================================
+// The details pane (enter on a task, a manager or a node)
+
+export interface DetailLine {
+  text: string;
+  /** A blessed color name, or '' for the default. */
+  color: string;
+}
+
+export interface DetailSection {
+  title: string;
+  /** Shown after the title, as is. */
+  note?: string;
+  lines: DetailLine[];
+  /** Wide screens: 'right' sections share the right column, each showing its newest lines. */
+  side: 'left' | 'right';
+}
+
+/** A fetched value shown in the pane: not yet loaded, loaded, or failed. */
+export interface Loaded<T> {
+  value: T | null;
+  error: string | null;
+  at: number;
+}
+
+const line = (text: string, color = ''): DetailLine => ({ text: sanitize(text), color });
+const textLines = (text: string, color = ''): DetailLine[] => text.replace(/\n$/, '').split('\n').map((l) => line(l.replace(/\t/g, '  '), color));
+
+function loadingLines<T>(l: Loaded<T> | null, what: string): DetailLine[] | null {
+  if (!l || (l.value === null && l.error === null)) return [line(`loading ${what}...`, 'gray-fg')];
+  if (l.value === null) return [line(`cannot read ${what}: ${l.error}`, 'red-fg')];
+  return null;
+}
+
+/** YAML of any value, as display lines (untrusted data: the YAML text is sanitized per line). */
+function yamlLines(v: unknown): DetailLine[] {
+  let text: string;
+  try {
+    text = toYaml(v, { lineWidth: 0 });
+  } catch {
+    try {
+      text = JSON.stringify(v, null, 2);
+    } catch {
+      text = String(v);
+    }
+  }
+  return textLines(text);
+}
+
+/**
+ * The sections of a task's details: its state, node and attempt, its spec (YAML), its state
+ * history, the events the board saw for it, and the tail of its logs.
+ */
+export function taskDetailSections(task: Loaded<unknown> | null, events: EventLine[], logs: Loaded<string> | null, now = Date.now()): DetailSection[] {
+  const out: DetailSection[] = [];
+  const t = obj(task?.value);
+  const waiting = loadingLines(task, 'the task');
+  if (waiting) out.push({ title: 'task', lines: waiting, side: 'left' });
+  else {
+    const state = str(t.state, '?');
+    const rows: [string, string, string?][] = [
+      ['id', str(t.id, '?')],
+      ['name', str(t.name, '?')],
+      ['state', `${state}${str(t.desired) ? ` (desired ${str(t.desired)})` : ''}${num(t.exitCode) !== null ? `, exit code ${num(t.exitCode)}` : ''}`, stateColor(state)],
+      ['node', str(t.node) || '-'],
+      ['attempt', `${str(t.attempt, '?')} (restarts ${str(t.restarts, '0')})`],
+      ['reason', str(t.pendingReason) || str(t.reason) || '-'],
+    ];
+    if (str(t.detail)) rows.push(['detail', str(t.detail)]);
+    const created = num(t.createdAt);
+    const updated = num(t.updatedAt);
+    if (created !== null) rows.push(['created', `${clock(created)} (${ago(Math.max(0, now - created))} ago)`]);
+    if (updated !== null) rows.push(['updated', `${clock(updated)} (${ago(Math.max(0, now - updated))} ago)`]);
+    out.push({ title: 'task', lines: rows.map(([k, v, c]) => line(`${k.padEnd(9)}${v}`, c ?? '')), side: 'left' });
+    out.push({ title: 'spec', lines: t.spec === undefined ? [line('(none)', 'gray-fg')] : yamlLines(t.spec), side: 'left' });
+    const hist = arr(t.history).map((x) => {
+      const h = obj(x);
+      const at = num(h.at);
+      const hs = str(h.state, '?');
+      return line(`${at === null ? '--:--:--' : clock(at)} ${hs.padEnd(9)} #${str(h.attempt, '?')} ${(str(h.node) || '-').padEnd(6)} ${str(h.reason)}`, stateColor(hs));
+    });
+    out.push({ title: 'history', lines: hist.length ? hist : [line('(none)', 'gray-fg')], side: 'left' });
+  }
+  out.push({
+    title: 'events',
+    lines: events.length ? events.map((e) => line(`${clock(e.at)} ${e.text}`, e.color)) : [line('(no events for this task in the stream yet)', 'gray-fg')],
+    side: 'right',
+  });
+  const lw = loadingLines(logs, 'the logs');
+  const logText = logs?.value ?? '';
+  out.push({
+    title: 'logs',
+    note: logs?.at ? `(tail, read ${clock(logs.at)})` : undefined,
+    lines: lw ?? (logText.trim() ? textLines(logText) : [line('(no output yet)', 'gray-fg')]),
+    side: 'right',
+  });
+  return out;
+}
+
+/** The sections of a manager's or a node's details: its fields, its process, its tasks. */
+export function nodeDetailSections(kind: 'manager' | 'node', raw: unknown, proc: DetailLine[] | null, tasks: TaskRow[], now = Date.now()): DetailSection[] {
+  const out: DetailSection[] = [{ title: kind === 'manager' ? 'manager' : 'node', lines: raw === undefined ? [line('(not in the last listing)', 'gray-fg')] : textLines(safeJson(raw)), side: 'left' }];
+  if (proc) out.push({ title: 'process (flotilla up)', lines: proc, side: 'right' });
+  if (kind === 'node') {
+    const lines = tasks.map((t) => line(`${fit(t.name, 20)} ${fit(t.id, 28)} ${fit(t.state, 9)} ${t.createdAt === null ? '-' : ago(Math.max(0, now - t.createdAt))}`, stateColor(t.state)));
+    out.push({ title: `tasks on this node (${tasks.length})`, lines: lines.length ? lines : [line('(none)', 'gray-fg')], side: 'right' });
+  }
+  return out;
+}
+
+function safeJson(v: unknown): string {
+  try {
+    return JSON.stringify(v, null, 2) ?? String(v);
+  } catch {
+    return String(v);
+  }
+}
+
+/**
+ * Wraps a line to `w` columns, at a space when there is one in the second half of the row;
+ * continuations are indented two more than the line itself (at most half the width).
+ */
+function wrap(l: DetailLine, w: number): DetailLine[] {
+  if (w <= 0) return [];
+  if (l.text.length <= w) return [l];
+  const indent = ' '.repeat(Math.min(Math.floor(w / 2), (/^ */.exec(l.text)?.[0].length ?? 0) + 2));
+  const out: DetailLine[] = [];
+  let rest = l.text;
+  let first = true;
+  while (rest.length > 0) {
+    const room = first ? w : w - indent.length;
+    let piece = rest.slice(0, room);
+    if (rest.length > room) {
+      const sp = piece.lastIndexOf(' ');
+      if (sp >= Math.floor(room / 2)) piece = piece.slice(0, sp + 1);
+    }
+    out.push({ text: (first ? '' : indent) + piece, color: l.color });
+    rest = rest.slice(piece.length).replace(/^ +/, '');
+    first = false;
+  }
+  return out;
+}
+
+function tagLine(l: DetailLine, w: number, g: Glyphs): string {
+  const t = esc(fit(l.text, w, false, g));
+  return l.color && /^[a-z-]+$/.test(l.color) ? `{${l.color}}${t}{/${l.color}}` : t;
+}
+
+function sectionTitle(s: DetailSection): string {
+  return sanitize(s.title.toUpperCase() + (s.note ? ` ${s.note}` : ''));
+}
+
+function sectionLines(secs: DetailSection[], w: number): DetailLine[] {
+  const out: DetailLine[] = [];
+  for (const s of secs) {
+    if (out.length) out.push({ text: '', color: '' });
+    out.push({ text: sectionTitle(s), color: 'cyan-fg' });
+    for (const l of s.lines) out.push(...wrap({ text: '  ' + l.text, color: l.color }, w));
+  }
+  return out;
+}
+
+/**
+ * The details pane's inner lines, each exactly `width` columns, at most `height` of them.
+ * Wide (>= 110 columns): 'left' sections scroll by `scroll` in the left column; 'right'
+ * sections share the right column, each showing its newest lines. Narrow: one column, every
+ * section in order, scrolled by `scroll`. Returns the lines and the largest useful scroll.
+ */
+export function renderDetails(secs: DetailSection[], width: number, height: number, scroll: number, g: Glyphs = UNICODE_GLYPHS): { lines: string[]; maxScroll: number } {
+  if (width <= 0 || height <= 0) return { lines: [], maxScroll: 0 };
+  const left = secs.filter((s) => s.side === 'left');
+  const right = secs.filter((s) => s.side === 'right');
+  if (width < 110 || right.length === 0 || left.length === 0) {
+    const all = sectionLines(secs, width);
+    const maxScroll = Math.max(0, all.length - height);
+    const top = Math.max(0, Math.min(scroll, maxScroll));
+    return { lines: all.slice(top, top + height).map((l) => tagLine(l, width, g)), maxScroll };
+  }
+  const lw = Math.floor((width - 3) / 2);
+  const rw = width - 3 - lw;
+  const ll = sectionLines(left, lw);
+  const maxScroll = Math.max(0, ll.length - height);
+  const top = Math.max(0, Math.min(scroll, maxScroll));
+  const lcol = ll.slice(top, top + height);
+  // Right column: every section gets its title and a share of the rows; the last one (the
+  // logs) takes what the others leave. Each shows its newest lines.
+  const rcol: DetailLine[] = [];
+  let rowsLeft = height;
+  right.forEach((s, i) => {
+    const body = s.lines.flatMap((l) => wrap({ text: '  ' + l.text, color: l.color }, rw));
+    const sep = rcol.length ? 1 : 0;
+    const lastOne = i === right.length - 1;
+    const share = lastOne ? rowsLeft - sep - 1 : Math.min(body.length, Math.max(2, Math.floor(height * (0.45 / (right.length - 1))) - sep - 1));
+    if (rowsLeft - sep - 1 < 1) return;
+    if (sep) rcol.push({ text: '', color: '' });
+    const shown = Math.max(0, Math.min(share, rowsLeft - sep - 1));
+    const cut = body.length > shown;
+    rcol.push({ text: sectionTitle(s) + (cut ? ` (last ${shown} of ${body.length} lines)` : ''), color: 'cyan-fg' });
+    rcol.push(...body.slice(body.length - shown));
+    rowsLeft = height - rcol.length;
+  });
+  const lines: string[] = [];
+  const bar = g === ASCII_GLYPHS ? '|' : '│';
+  for (let i = 0; i < height; i++) {
+    const a = lcol[i] ?? { text: '', color: '' };
+    const b = rcol[i] ?? { text: '', color: '' };
+    lines.push(`${tagLine(a, lw, g)} {gray-fg}${bar}{/gray-fg} ${tagLine(b, rw, g)}`);
+  }
+  return { lines, maxScroll };
+}
+
+// =============================================================================================
 // The header
 
 export interface HeaderInput {
@@ -545,14 +764,19 @@ export const HELP_TEXT = [
   'flotilla board keys',
   '',
   '  q, Ctrl-C      quit',
-  '  tab, S-tab     move focus: tasks, nodes, events',
+  '  tab, S-tab     focus: tasks, managers, nodes, events',
   '  up/down, k/j   move the selection (or scroll events)',
   '  PgUp/PgDn      page; g/G or Home/End: first/last',
+  '  enter          details of the selected task, manager or',
+  '                 node (esc, enter or q closes them)',
   '  /              filter tasks by text (enter keeps it,',
   '                 esc clears it)',
   '  s              stop the selected task (confirm with y)',
   '  d              drain the selected node (confirm with y)',
   '  p / a          pause / activate the selected node',
+  '  K              kill the selected manager or node process',
+  '                 (SIGKILL; clusters of `flotilla up` only)',
+  '  R              restart it (through `flotilla up`)',
   '  r              refresh now',
   '  ?              this help (any key closes it)',
 ];
@@ -560,14 +784,20 @@ export const HELP_TEXT = [
 // =============================================================================================
 // The board
 
-type Focus = 'tasks' | 'nodes' | 'events';
-const FOCUS_ORDER: Focus[] = ['tasks', 'nodes', 'events'];
-type Mode = 'normal' | 'filter' | 'confirm' | 'help';
+type Focus = 'tasks' | 'managers' | 'nodes' | 'events';
+const FOCUS_ORDER: Focus[] = ['tasks', 'managers', 'nodes', 'events'];
+type Mode = 'normal' | 'filter' | 'confirm' | 'help' | 'details';
+
+/** What the details pane shows. */
+type Details =
+  | { kind: 'task'; id: string; task: Loaded<unknown> | null; logs: Loaded<string> | null; scroll: number; maxScroll: number; busy: boolean; fetchedAt: number }
+  | { kind: 'manager' | 'node'; id: string; scroll: number; maxScroll: number };
 
 interface KeyInfo {
   name?: string;
   full?: string;
   ctrl?: boolean;
+  shift?: boolean;
 }
 
 export interface BoardOptions {
@@ -575,6 +805,8 @@ export interface BoardOptions {
   intervalMs: number;
   /** API token (flt_…), if the cluster requires one. */
   token?: string;
+  /** Where `flotilla up` keeps the cluster (for K and R: <dir>/processes.json). */
+  upDir?: string;
 }
 
 interface Libs {
@@ -583,6 +815,8 @@ interface Libs {
 }
 
 const EVENT_LIMIT = 200;
+const TASK_EVENT_LIMIT = 100;
+const LOG_TAIL = 200;
 
 class Board {
   private readonly client: FlotillaClient;
@@ -594,10 +828,16 @@ class Board {
   private eventBox!: Widgets.BoxElement;
   private footer!: Widgets.BoxElement;
   private helpBox!: Widgets.BoxElement;
+  private detailBox!: Widgets.BoxElement;
   private g: Glyphs = UNICODE_GLYPHS;
 
   // data
   private cluster: ClusterInfo | null = null;
+  /** The last answers as sent (for the details pane), by id. */
+  private rawManagers = new Map<string, unknown>();
+  private rawNodes = new Map<string, unknown>();
+  /** What the event stream said about each task (newest last), for the details pane. */
+  private taskEvents = new Map<string, EventLine[]>();
   private clusterAt = 0;
   private clusterErr: string | null = null;
   private nodes: NodeRow[] = [];
@@ -620,7 +860,11 @@ class Board {
   private nodeSel = 0;
   private nodeSelId: string | null = null;
   private nodeTop = 0;
+  private mgrSel = 0;
+  private mgrSelId: string | null = null;
+  private mgrTop = 0;
   private eventScroll = 0;
+  private details: Details | null = null;
   private confirm: { prompt: string; run: () => Promise<string> } | null = null;
   private message: { text: string; color: string; at: number } | null = null;
   private lastTaskRows = 6;
@@ -696,6 +940,7 @@ class Board {
       hidden: true,
       style: { border: { fg: 'cyan' }, bg: 'black' },
     });
+    this.detailBox = box({ border: { type: 'line' }, label: ' details ', hidden: true, style: { border: { fg: 'cyan' }, label: { bold: true } } });
     this.screen.on('keypress', (ch: string | undefined, key: KeyInfo | undefined) => {
       try {
         this.onKey(ch, key ?? {});
@@ -719,6 +964,7 @@ class Board {
     void this.fetchCluster();
     void this.fetchNodes();
     void this.fetchTasks();
+    if (this.details?.kind === 'task') void this.fetchTaskDetails();
   }
 
   private refreshAfterEvent(): void {
@@ -735,6 +981,7 @@ class Board {
     try {
       const raw = await this.client.get('/v1/cluster');
       this.cluster = normalizeCluster(raw);
+      this.rawManagers = new Map(arr(obj(raw).managers).map((m) => [str(obj(m).id, '?'), m] as const));
       this.clusterAt = Date.now();
       this.clusterErr = null;
       this.waitingSince = 0;
@@ -752,6 +999,7 @@ class Board {
     try {
       const raw = await this.client.get('/v1/nodes');
       this.nodes = normalizeNodes(raw);
+      this.rawNodes = new Map(arr(obj(raw).nodes).map((n) => [str(obj(n).id, '?'), n] as const));
       this.nodesAt = Date.now();
       this.nodesErr = null;
     } catch (e) {
@@ -871,8 +1119,24 @@ class Board {
       this.lastSeq = seq;
     }
     const line = describeEvent(f);
-    if (line) this.addEvent(line);
+    if (line) {
+      this.addEvent(line);
+      const tid = typeof f.type === 'string' && f.type.startsWith('task.') ? str(obj(f.task).id) : '';
+      if (tid) this.noteTaskEvent(tid, line);
+    }
     this.refreshAfterEvent();
+  }
+
+  private noteTaskEvent(id: string, e: EventLine): void {
+    let list = this.taskEvents.get(id);
+    if (!list) {
+      if (this.taskEvents.size >= MAX_ROWS) this.taskEvents.delete(this.taskEvents.keys().next().value!);
+      list = [];
+      this.taskEvents.set(id, list);
+    }
+    list.push(e);
+    if (list.length > TASK_EVENT_LIMIT) list.splice(0, list.length - TASK_EVENT_LIMIT);
+    if (this.details?.kind === 'task' && this.details.id === id) this.scheduleRender();
   }
 
   private addEvent(e: EventLine): void {
@@ -889,12 +1153,16 @@ class Board {
   }
 
   private onKey(ch: string | undefined, key: KeyInfo): void {
-    const name = key.name ?? '';
+    // blessed reports shift-tab as name 'tab' with shift set.
+    const name = key.name === 'tab' && (key.shift || key.full === 'S-tab') ? 'S-tab' : (key.name ?? '');
     if (key.full === 'C-c' || (key.ctrl && name === 'c')) return this.quit();
     if (name === 'return') return; // blessed follows it with 'enter'
     switch (this.mode) {
       case 'help':
         this.mode = 'normal';
+        break;
+      case 'details':
+        this.detailsKey(ch, name);
         break;
       case 'filter':
         if (name === 'enter' || name === 'linefeed') this.mode = 'normal';
@@ -960,8 +1228,15 @@ class Board {
         return this.nodeAction('pause');
       case 'a':
         return this.nodeAction('active');
+      case 'K':
+        return this.askKill();
+      case 'R':
+        return this.askRestart();
     }
     switch (name) {
+      case 'enter':
+      case 'linefeed':
+        return this.openDetails();
       case 'tab':
         this.focus = FOCUS_ORDER[(FOCUS_ORDER.indexOf(this.focus) + 1) % FOCUS_ORDER.length]!;
         return;
@@ -997,6 +1272,10 @@ class Board {
     } else if (this.focus === 'nodes') {
       this.nodeSel = Math.max(0, Math.min(this.nodes.length - 1, this.nodeSel + delta));
       this.nodeSelId = this.nodes[this.nodeSel]?.id ?? null;
+    } else if (this.focus === 'managers') {
+      const ms = this.cluster?.managers ?? [];
+      this.mgrSel = Math.max(0, Math.min(ms.length - 1, this.mgrSel + delta));
+      this.mgrSelId = ms[this.mgrSel]?.id ?? null;
     } else {
       // Events: up scrolls back in time.
       this.eventScroll = Math.max(0, Math.min(this.events.length - 1, this.eventScroll - delta));
@@ -1030,6 +1309,191 @@ class Board {
       return;
     }
     this.flash(`setting node ${n.id} to ${availability}…`, 'yellow-fg');
+    run().then(
+      (m) => {
+        this.flash(m, 'green-fg');
+        this.refresh();
+      },
+      (e) => this.flash(`error: ${errMsg(e)}`, 'red-fg'),
+    );
+  }
+
+  // ---- details pane
+
+  private openDetails(): void {
+    if (this.focus === 'tasks') {
+      const t = this.visibleTasks()[this.taskSel];
+      if (!t) return this.flash('no task selected', 'yellow-fg');
+      this.details = { kind: 'task', id: t.id, task: null, logs: null, scroll: 0, maxScroll: 0, busy: false, fetchedAt: 0 };
+      void this.fetchTaskDetails();
+    } else if (this.focus === 'managers') {
+      const m = this.cluster?.managers[this.mgrSel];
+      if (!m) return this.flash('no manager selected', 'yellow-fg');
+      this.details = { kind: 'manager', id: m.id, scroll: 0, maxScroll: 0 };
+    } else if (this.focus === 'nodes') {
+      const n = this.nodes[this.nodeSel];
+      if (!n) return this.flash('no node selected', 'yellow-fg');
+      this.details = { kind: 'node', id: n.id, scroll: 0, maxScroll: 0 };
+    } else return this.flash('enter shows details of a task, a manager or a node (tab to their panel)', 'yellow-fg');
+    this.mode = 'details';
+  }
+
+  private detailsKey(ch: string | undefined, name: string): void {
+    const d = this.details;
+    if (!d || ch === 'q' || name === 'escape' || name === 'enter' || name === 'linefeed') {
+      this.details = null;
+      this.mode = 'normal';
+      return;
+    }
+    const page = Math.max(1, (Number(this.screen.height) || 24) - 8);
+    let delta = 0;
+    if (name === 'up' || ch === 'k') delta = -1;
+    else if (name === 'down' || ch === 'j') delta = 1;
+    else if (name === 'pageup') delta = -page;
+    else if (name === 'pagedown' || ch === ' ') delta = page;
+    else if (name === 'home' || ch === 'g') delta = -1e9;
+    else if (name === 'end' || ch === 'G') delta = 1e9;
+    else if (ch === 'r' && d.kind === 'task') {
+      void this.fetchTaskDetails(true);
+      return this.flash('refreshing the details');
+    }
+    d.scroll = Math.max(0, Math.min(d.maxScroll, d.scroll + delta));
+  }
+
+  /** Reads the task (spec, state, history) and the tail of its logs for the open details pane. */
+  private async fetchTaskDetails(now = false): Promise<void> {
+    const d = this.details;
+    if (!d || d.kind !== 'task' || d.busy) return;
+    // The pane follows the task live, but at most once a second.
+    if (!now && Date.now() - d.fetchedAt < 1000) return;
+    d.busy = true;
+    const id = encodeURIComponent(d.id);
+    try {
+      await Promise.all([
+        this.client.get(`/v1/tasks/${id}?stale=true`, { timeoutMs: 5000 }).then(
+          (v) => (d.task = { value: v, error: null, at: Date.now() }),
+          (e) => (d.task = { value: d.task?.value ?? null, error: errMsg(e), at: Date.now() }),
+        ),
+        this.client.get<unknown>(`/v1/tasks/${id}/logs?tail=${LOG_TAIL}`, { timeoutMs: 5000 }).then(
+          (v) => (d.logs = { value: typeof v === 'string' ? v : Buffer.isBuffer(v) ? v.toString('utf8') : safeJson(v), error: null, at: Date.now() }),
+          (e) => (d.logs = { value: null, error: errMsg(e), at: Date.now() }),
+        ),
+      ]);
+    } finally {
+      d.busy = false;
+      d.fetchedAt = Date.now();
+      this.scheduleRender();
+    }
+  }
+
+  private detailSections(now: number): { label: string; sections: DetailSection[] } {
+    const d = this.details!;
+    if (d.kind === 'task') {
+      const name = str(obj(d.task?.value).name);
+      return { label: ` task ${d.id}${name ? ` (${name})` : ''} `, sections: taskDetailSections(d.task, this.taskEvents.get(d.id) ?? [], d.logs, now) };
+    }
+    const raw = d.kind === 'manager' ? this.rawManagers.get(d.id) : this.rawNodes.get(d.id);
+    const tasks = d.kind === 'node' ? this.tasks.filter((t) => t.node === d.id) : [];
+    return { label: ` ${d.kind} ${d.id} `, sections: nodeDetailSections(d.kind, raw, this.processLines(d.id), tasks, now) };
+  }
+
+  /** What processes.json says about a node's process, when this cluster was started by `flotilla up`. */
+  private processLines(id: string): DetailLine[] | null {
+    const p = this.upProcesses();
+    if ('error' in p) return [line('K/R are only available for clusters started by `flotilla up`', 'gray-fg'), line(`(${p.error})`, 'gray-fg')];
+    const rec = p.file.processes.find((r) => r.node === id);
+    if (!rec) return [line(`not started by the flotilla up in ${p.file.dir}`, 'gray-fg')];
+    const ok = rec.pid !== null && pidRunsNode(rec.pid, rec);
+    const exit = rec.exit ? `exited (${rec.exit.signal ?? rec.exit.code}) at ${clock(rec.exit.at)}` : 'not running';
+    return [
+      line(`pid      ${rec.pid ?? '-'} ${rec.pid === null ? `(${exit})` : ok ? '(running)' : '(gone: that pid no longer runs this node)'}`, ok ? 'green-fg' : 'red-fg'),
+      line(`started  ${clock(rec.startedAt)}${rec.starts > 1 ? ` (start ${rec.starts})` : ''}`),
+      line(`command  ${rec.argv.join(' ')}`),
+      line(`env      ${Object.entries(rec.env).map(([k, v]) => `${k}=${v}`).join(' ') || '-'} (on top of flotilla up's own)`),
+      line(`up       pid ${p.file.up.pid}, control ${p.file.up.control}`),
+    ];
+  }
+
+  // ---- K and R: kill and restart a node of a `flotilla up` cluster
+
+  /** The processes file of the `flotilla up` that runs this board's cluster, or why there is none. */
+  private upProcesses(): { file: ProcessesFile } | { error: string } {
+    const dir = this.opts.upDir ?? upDir();
+    let file: ProcessesFile | null;
+    try {
+      file = readProcesses(dir);
+    } catch (e) {
+      return { error: errMsg(e) };
+    }
+    if (!file) return { error: `no ${dir}/processes.json: run the board where flotilla up runs, or set FLOTILLA_DIR` };
+    const mine = new Set(this.client.managers);
+    if (!file.managers.some((a) => mine.has(a))) return { error: `the flotilla up in ${dir} runs another cluster (${file.managers.join(',')})` };
+    return { file };
+  }
+
+  /** The manager or node selected in the focused panel. */
+  private selectedNodeId(): string | null {
+    if (this.focus === 'managers') return this.cluster?.managers[this.mgrSel]?.id ?? null;
+    if (this.focus === 'nodes') return this.nodes[this.nodeSel]?.id ?? null;
+    return null;
+  }
+
+  private upRecord(verb: 'K' | 'R'): { file: ProcessesFile; rec: ProcessRecord } | null {
+    const what = verb === 'K' ? 'K (kill)' : 'R (restart)';
+    const id = this.selectedNodeId();
+    if (!id) {
+      this.flash(`${what}: select a manager or a node first (tab to the managers or nodes panel)`, 'yellow-fg');
+      return null;
+    }
+    const p = this.upProcesses();
+    if ('error' in p) {
+      this.flash(`${what} is only available for clusters started by \`flotilla up\` (${p.error})`, 'yellow-fg');
+      return null;
+    }
+    const rec = p.file.processes.find((r) => r.node === id);
+    if (!rec) {
+      this.flash(`${id} was not started by the flotilla up in ${p.file.dir}`, 'yellow-fg');
+      return null;
+    }
+    return { file: p.file, rec };
+  }
+
+  private askKill(): void {
+    const r = this.upRecord('K');
+    if (!r) return;
+    const { rec } = r;
+    if (rec.pid === null) return this.flash(`${rec.node} is not running${rec.exit ? ` (exited ${rec.exit.signal ?? rec.exit.code})` : ''}; R starts it again`, 'yellow-fg');
+    if (!pidRunsNode(rec.pid, rec)) return this.flash(`not killing pid ${rec.pid}: it no longer runs ${rec.node}`, 'red-fg');
+    const pid = rec.pid;
+    this.mode = 'confirm';
+    this.confirm = {
+      prompt: `Kill ${rec.kind} ${rec.node} (SIGKILL to pid ${pid})? [y/N]`,
+      run: async () => {
+        // Checked again: the process may have changed while the question was on screen.
+        if (!pidRunsNode(pid, rec)) throw new Error(`not killing pid ${pid}: it no longer runs ${rec.node}`);
+        process.kill(pid, 'SIGKILL');
+        this.addEvent({ at: Date.now(), text: `board: killed ${rec.node} (SIGKILL to pid ${pid})`, color: 'red-fg' });
+        return `killed ${rec.node} (SIGKILL to pid ${pid})`;
+      },
+    };
+  }
+
+  private askRestart(): void {
+    const r = this.upRecord('R');
+    if (!r) return;
+    const { file, rec } = r;
+    const run = async () => {
+      const res = await controlPost(file.up.control, file.up.token, '/v1/restart', { node: rec.node });
+      const pid = num(obj(res).pid);
+      this.addEvent({ at: Date.now(), text: `board: restarted ${rec.node} through flotilla up (pid ${pid ?? '?'})`, color: 'cyan-fg' });
+      return `restarted ${rec.node} (pid ${pid ?? '?'})`;
+    };
+    if (rec.pid !== null && pidRunsNode(rec.pid, rec)) {
+      this.mode = 'confirm';
+      this.confirm = { prompt: `Restart ${rec.kind} ${rec.node} (stop pid ${rec.pid}, then start it again)? [y/N]`, run };
+      return;
+    }
+    this.flash(`restarting ${rec.node}…`, 'yellow-fg');
     run().then(
       (m) => {
         this.flash(m, 'green-fg');
@@ -1084,6 +1548,13 @@ class Board {
     }
     this.nodeSel = Math.max(0, Math.min(this.nodes.length - 1, this.nodeSel));
     this.nodeSelId = this.nodes[this.nodeSel]?.id ?? null;
+    const mgrs = this.cluster?.managers ?? [];
+    if (this.mgrSelId) {
+      const i = mgrs.findIndex((m) => m.id === this.mgrSelId);
+      if (i >= 0) this.mgrSel = i;
+    }
+    this.mgrSel = Math.max(0, Math.min(mgrs.length - 1, this.mgrSel));
+    this.mgrSelId = mgrs[this.mgrSel]?.id ?? null;
 
     // Layout: header (2), managers | nodes, tasks, events, footer (1).
     const avail = Math.max(0, H - 3);
@@ -1143,9 +1614,11 @@ class Board {
     if (place(this.mgrBox, 2, 0, mgrW, topH)) {
       const rows = this.cluster?.managers ?? [];
       const leader = hasLeader(this.cluster) ? (this.cluster?.leader ?? null) : null;
-      const { lines } = renderList(managerColumns(leader, g), rows, mgrW - 2, topH - 2, -1, 0, false, g);
+      const r = renderList(managerColumns(leader, g), rows, mgrW - 2, topH - 2, rows.length && this.focus === 'managers' ? this.mgrSel : -1, this.mgrTop, this.focus === 'managers', g);
+      this.mgrTop = r.top;
       this.mgrBox.setLabel(` managers ${staleTag(this.clusterAt, this.clusterErr)}`);
-      this.mgrBox.setContent(lines.join('\n'));
+      this.mgrBox.setContent(r.lines.join('\n'));
+      focusStyle(this.mgrBox, this.focus === 'managers');
     }
     // Nodes.
     if (place(this.nodeBox, 2, mgrW, W - mgrW, topH)) {
@@ -1176,16 +1649,47 @@ class Board {
 
     // Footer: prompt, confirmation, message or key hints.
     let foot: string;
-    if (this.mode === 'filter') foot = `{bold}/{/bold}${esc(sanitize(this.filter))}_  {gray-fg}enter: keep  esc: clear{/gray-fg}`;
+    if (this.mode === 'details' && !(this.message && now - this.message.at < 6000)) {
+      const d = this.details;
+      const more = d && d.maxScroll > 0 ? `  j/k/PgUp/PgDn scroll (${d.scroll}/${d.maxScroll})` : '';
+      const live = d?.kind === 'task' ? '  r re-read  (follows the task live)' : '';
+      foot = `{gray-fg}${esc(fit(`esc/enter/q close${more}${live}`, W, false, g))}{/gray-fg}`;
+    } else if (this.mode === 'filter') foot = `{bold}/{/bold}${esc(sanitize(this.filter))}_  {gray-fg}enter: keep  esc: clear{/gray-fg}`;
     else if (this.mode === 'confirm' && this.confirm) foot = `{black-fg}{yellow-bg}${esc(fit(` ${sanitize(this.confirm.prompt)} `, Math.min(W, this.confirm.prompt.length + 2), false, g))}{/yellow-bg}{/black-fg}`;
     else if (this.message && now - this.message.at < 6000) {
       const t = esc(fit(sanitize(this.message.text), W, false, g));
       foot = this.message.color ? `{${this.message.color}}${t}{/${this.message.color}}` : t;
     } else {
-      const hints = W >= 100 ? 'q quit  tab focus  j/k move  / filter  s stop task  d/p/a drain/pause/activate node  r refresh  ? help' : 'q quit  tab focus  j/k move  / filter  s stop  d/p/a node  ? help';
+      const hints =
+        W >= 140
+          ? 'q quit  tab focus  j/k move  enter details  / filter  s stop task  d/p/a drain/pause/activate node  K/R kill/restart node  r refresh  ? help'
+          : W >= 100
+            ? 'q quit  tab focus  j/k move  enter details  / filter  s stop  d/p/a node  K/R kill/restart  ? help'
+            : 'q quit  tab focus  enter details  / filter  s stop  K/R kill/restart  ? help';
       foot = `{gray-fg}${esc(fit(hints, W, false, g))}{/gray-fg}`;
     }
     this.footer.setContent(foot);
+
+    // Details pane, over the panels.
+    if (this.mode === 'details' && this.details) {
+      const d = this.details;
+      const dh = Math.max(0, H - 3);
+      if (W >= 10 && dh >= 3) {
+        const { label, sections } = this.detailSections(now);
+        this.detailBox.top = 2;
+        this.detailBox.left = 0;
+        this.detailBox.width = W;
+        this.detailBox.height = dh;
+        const r = renderDetails(sections, W - 2, dh - 2, d.scroll, g);
+        d.maxScroll = r.maxScroll;
+        d.scroll = Math.min(d.scroll, r.maxScroll);
+        const lt = sanitize(label);
+        this.detailBox.setLabel(esc(lt.length > W - 4 ? fit(lt, Math.max(0, W - 4), false, g) : lt));
+        this.detailBox.setContent(r.lines.join('\n'));
+        this.detailBox.show();
+        this.detailBox.setFront();
+      } else this.detailBox.hide();
+    } else this.detailBox.hide();
 
     // Help overlay.
     if (this.mode === 'help') {
@@ -1224,6 +1728,34 @@ function errMsg(e: unknown): string {
   return String(e);
 }
 
+/** POSTs JSON to the control endpoint of `flotilla up` (127.0.0.1:port) and returns its answer. */
+async function controlPost(addr: string, token: string, path: string, body: unknown): Promise<unknown> {
+  const http = await import('node:http');
+  const [host, port] = splitAddr(addr);
+  const payload = Buffer.from(JSON.stringify(body));
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host, port, path, method: 'POST', timeout: 20_000, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': payload.length } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => {
+          let v: unknown = text;
+          try {
+            v = JSON.parse(text);
+          } catch {}
+          if ((res.statusCode ?? 500) >= 400) reject(new Error(str(obj(v).error) || `flotilla up answered HTTP ${res.statusCode}`));
+          else resolve(v);
+        });
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`flotilla up (control ${addr}) did not answer within 20 s`)));
+    req.on('error', (e) => reject(/ECONNREFUSED/.test(e.message) ? new Error(`flotilla up does not answer on ${addr}: is it still running? (R needs it; K works without)`) : e));
+    req.end(payload);
+  });
+}
+
 /** Runs the board until the user quits. */
 export async function runBoard(opts: BoardOptions): Promise<void> {
   const blessed = (await import('blessed')).default;
@@ -1260,7 +1792,10 @@ export function registerBoard(program: Command): void {
         '',
         'Keys:',
         '  q / Ctrl-C quit   tab switch focus   up/down or j/k move   / filter tasks',
+        '  enter details of the selected task (spec, events, logs tail), manager or node',
         '  s stop the selected task (confirm with y)   d/p/a drain/pause/activate the selected node',
+        '  K kill the selected manager or node process (SIGKILL), R restart it: clusters of',
+        '    `flotilla up` only (it records its processes in <dir>/processes.json)',
         '  ? help',
         '',
         'Examples:',
@@ -1275,7 +1810,7 @@ export function registerBoard(program: Command): void {
         if (!process.stdout.isTTY || !process.stdin.isTTY) {
           throw new UsageError('flotilla board needs an interactive terminal (stdin and stdout must be a TTY); use `flotilla cluster status` in scripts');
         }
-        await runBoard({ managers, intervalMs, token: tokenFrom() });
+        await runBoard({ managers, intervalMs, token: tokenFrom(), upDir: upDir() });
       }),
     );
 }

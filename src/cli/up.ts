@@ -1,8 +1,17 @@
 // `flotilla up`: a whole local cluster as separate processes (managers and workers), with its
 // data, secret and join token under one directory. Ctrl-C stops everything it started.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+//
+// While it runs, `up` keeps <dir>/processes.json up to date: every node process it started
+// (pid, argv, the environment it sets on top of its own, start/exit), and the address and
+// token of its control endpoint, a small HTTP server on 127.0.0.1 through which
+// `flotilla board` asks it to restart a node (POST /v1/restart {"node":"m2"}). The restarted
+// process is again a child of `up`: its log joins the stream and Ctrl-C stops it with the
+// rest. The board kills a node (K) itself, with SIGKILL to the recorded pid after checking
+// that the pid still runs that node (see `pidRunsNode`). The file is removed on a clean stop.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync, renameSync, rmSync } from 'node:fs';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import http from 'node:http';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
@@ -24,6 +33,86 @@ export interface ClusterFile {
   driver: string;
   port: number;
   web: string;
+}
+
+/** One node process started by `flotilla up`, as recorded in <dir>/processes.json. */
+export interface ProcessRecord {
+  /** The node id: m1…, w1… */
+  node: string;
+  kind: 'manager' | 'worker';
+  /** The running process, or null once it exited. */
+  pid: number | null;
+  /** The full command line: [node binary, CLI script, ...arguments]. */
+  argv: string[];
+  /** Variables set on top of the environment of `up` itself. */
+  env: Record<string, string>;
+  cwd: string;
+  startedAt: number;
+  /** How many times it was started (1 = never restarted). */
+  starts: number;
+  exit?: { code: number | null; signal: string | null; at: number };
+}
+
+export interface ProcessesFile {
+  version: 1;
+  /** The data directory (absolute). */
+  dir: string;
+  /** The `flotilla up` process and its control endpoint (127.0.0.1:port, bearer token). */
+  up: { pid: number; control: string; token: string };
+  /** Manager addresses, to match the file to the cluster a board watches. */
+  managers: string[];
+  processes: ProcessRecord[];
+}
+
+export const PROCESSES_FILE = 'processes.json';
+
+/** Reads <dir>/processes.json; null when there is none (no `flotilla up` runs there). */
+export function readProcesses(dir: string): ProcessesFile | null {
+  const f = join(dir, PROCESSES_FILE);
+  let raw: string;
+  try {
+    raw = readFileSync(f, 'utf8');
+  } catch {
+    return null;
+  }
+  const v = JSON.parse(raw) as ProcessesFile;
+  if (v?.version !== 1 || !Array.isArray(v.processes) || !Array.isArray(v.managers) || typeof v.up?.control !== 'string') {
+    throw new Error(`${f} is not a processes file written by flotilla up`);
+  }
+  return v;
+}
+
+/** The command line of a live process, or null when it is gone (or cannot be read). */
+export function processCmdline(pid: number): string[] | null {
+  if (!Number.isInteger(pid) || pid <= 1) return null;
+  try {
+    const raw = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return raw.split('\0').filter((a, i, all) => a !== '' || i < all.length - 1);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' && existsSync('/proc/self/cmdline')) return null;
+  }
+  // No /proc (macOS, BSD): ask ps, which joins the arguments with spaces.
+  try {
+    const out = execFileSync('ps', ['-o', 'command=', '-p', String(pid)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return out ? out.split(' ') : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * True when `pid` still runs the node process that was recorded: its command line holds the
+ * recorded arguments (from the CLI script on, in order), and they name that node's id. A pid
+ * that was reused by anything else, or a node started differently, is refused.
+ */
+export function pidRunsNode(pid: number, rec: Pick<ProcessRecord, 'argv' | 'node'>): boolean {
+  const cmd = processCmdline(pid);
+  if (!cmd || cmd.length === 0) return false;
+  const want = rec.argv.slice(1); // the node binary may show under another name
+  const joined = cmd.join(' ');
+  if (!joined.includes(want.join(' '))) return false;
+  const i = want.indexOf('--id');
+  return i >= 0 && want[i + 1] === rec.node;
 }
 
 const CLI = fileURLToPath(new URL('./main.js', import.meta.url));
@@ -69,6 +158,17 @@ async function up(flags: UpFlags): Promise<void> {
   const adminTokenFile = join(dir, 'admin-token');
   if (existsSync(adminTokenFile)) chmodSync(adminTokenFile, 0o600);
 
+  // One `flotilla up` per directory: a second one would find the first one's managers on the
+  // same ports, and overwrite (then remove) its processes.json.
+  let running: ProcessesFile | null = null;
+  try {
+    running = readProcesses(dir);
+  } catch {}
+  const runningCmd = running && running.up.pid !== process.pid ? processCmdline(running.up.pid) : null;
+  if (running && runningCmd?.includes('up') && runningCmd.some((a) => /(^|\/)(main\.js|flotilla)$/.test(a))) {
+    throw new Error(`flotilla up already runs the cluster in ${dir} (pid ${running.up.pid}); stop it first (Ctrl-C in its terminal)`);
+  }
+
   const cfgFile = join(dir, 'cluster.json');
   let previous: ClusterFile | null = null;
   if (existsSync(cfgFile)) previous = JSON.parse(readFileSync(cfgFile, 'utf8')) as ClusterFile;
@@ -84,12 +184,34 @@ async function up(flags: UpFlags): Promise<void> {
     process.stderr.write(`driver: ${driver} (${driver === 'docker' ? 'the Docker engine answers' : 'no Docker engine answered; pass --driver docker to insist'})\n`);
   }
 
-  const children: { name: string; proc: ChildProcess }[] = [];
+  // The current process of every node (a restart replaces the entry).
+  const children = new Map<string, { proc: ChildProcess; args: string[]; color: number; rec: ProcessRecord }>();
   let stopping = false;
+  const control = { addr: '', token: randomBytes(24).toString('hex') };
+  const procFile = join(dir, PROCESSES_FILE);
+  const saveProcesses = () => {
+    if (!control.addr) return;
+    const f: ProcessesFile = {
+      version: 1,
+      dir,
+      up: { pid: process.pid, control: control.addr, token: control.token },
+      managers: addrs,
+      processes: [...children.values()].map((c) => c.rec),
+    };
+    try {
+      const tmp = `${procFile}.${process.pid}.tmp`;
+      writeFileSync(tmp, JSON.stringify(f, null, 2) + '\n', { mode: 0o600 });
+      renameSync(tmp, procFile);
+    } catch (e) {
+      process.stderr.write(`note: cannot write ${procFile}: ${(e as Error).message}\n`);
+    }
+  };
+  const PROC_ENV = { FLOTILLA_LOG_FORMAT: 'pretty' };
   const startProc = (name: string, args: string[], color: number) => {
-    const p = spawn(process.execPath, [CLI, ...args], {
+    const argv = [process.execPath, CLI, ...args];
+    const p = spawn(argv[0]!, argv.slice(1), {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, FLOTILLA_LOG_FORMAT: 'pretty' },
+      env: { ...process.env, ...PROC_ENV },
     });
     const prefix = `\x1b[${color}m${name.padEnd(3)}\x1b[0m │ `;
     const pipe = (s: NodeJS.ReadableStream) => {
@@ -105,12 +227,92 @@ async function up(flags: UpFlags): Promise<void> {
     };
     pipe(p.stdout!);
     pipe(p.stderr!);
+    const prev = children.get(name);
+    const rec: ProcessRecord = {
+      node: name,
+      kind: args[0] === 'manager' ? 'manager' : 'worker',
+      pid: p.pid ?? null,
+      argv,
+      env: PROC_ENV,
+      cwd: process.cwd(),
+      startedAt: Date.now(),
+      starts: (prev?.rec.starts ?? 0) + 1,
+    };
     p.on('exit', (code, sig) => {
       if (!stopping) process.stdout.write(`${prefix}exited (${sig ?? code})\n`);
+      rec.pid = null;
+      rec.exit = { code, signal: sig, at: Date.now() };
+      if (!stopping) saveProcesses();
     });
-    children.push({ name, proc: p });
+    p.on('error', (e) => process.stdout.write(`${prefix}cannot start: ${e.message}\n`));
+    children.set(name, { proc: p, args, color, rec });
+    saveProcesses();
     return p;
   };
+  const alive = (p: ChildProcess) => p.exitCode === null && p.signalCode === null;
+
+  // Restart a node (on request from `flotilla board`): stop it if it runs, start it again.
+  const restarting = new Set<string>();
+  const restartNode = async (name: string): Promise<{ status: number; body: Record<string, unknown> }> => {
+    const c = children.get(name);
+    if (!c) return { status: 404, body: { error: `no node '${name}' was started by this flotilla up (nodes: ${[...children.keys()].join(', ')})` } };
+    if (stopping) return { status: 409, body: { error: 'flotilla up is stopping' } };
+    if (restarting.has(name)) return { status: 409, body: { error: `${name} is already restarting` } };
+    restarting.add(name);
+    try {
+      const prefix = `\x1b[${c.color}m${name.padEnd(3)}\x1b[0m │ `;
+      process.stdout.write(`${prefix}restart requested${alive(c.proc) ? ` (stopping pid ${c.proc.pid})` : ''}\n`);
+      if (alive(c.proc)) {
+        const exited = new Promise((r) => c.proc.once('exit', r));
+        c.proc.kill('SIGTERM');
+        const t = setTimeout(() => c.proc.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(t);
+      }
+      // Ctrl-C while the old process was stopping: start nothing new.
+      if (stopping) return { status: 409, body: { error: 'flotilla up is stopping' } };
+      const p = startProc(name, c.args, c.color);
+      process.stdout.write(`${prefix}started again (pid ${p.pid})\n`);
+      return { status: 200, body: { node: name, pid: p.pid ?? null } };
+    } finally {
+      restarting.delete(name);
+    }
+  };
+  const server = http.createServer((req, res) => {
+    const reply = (status: number, body: unknown) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body) + '\n');
+    };
+    const auth = String(req.headers.authorization ?? '');
+    const want = Buffer.from(`Bearer ${control.token}`);
+    const got = Buffer.from(auth);
+    if (got.length !== want.length || !timingSafeEqual(got, want)) return reply(401, { error: 'bad or missing control token (see processes.json)' });
+    if (req.method !== 'POST' || req.url !== '/v1/restart') return reply(404, { error: 'POST /v1/restart {"node": "<id>"} is the only route' });
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => {
+      if (body.length < 4096) body += d;
+    });
+    req.on('end', () => {
+      let node: unknown;
+      try {
+        node = (JSON.parse(body) as { node?: unknown }).node;
+      } catch {
+        return reply(400, { error: 'the body must be JSON: {"node": "<id>"}' });
+      }
+      if (typeof node !== 'string') return reply(400, { error: 'the body must be JSON: {"node": "<id>"}' });
+      restartNode(node).then(
+        (r) => reply(r.status, r.body),
+        (e) => reply(500, { error: (e as Error).message }),
+      );
+    });
+  });
+  await new Promise<void>((ok, fail) => {
+    server.once('error', fail);
+    server.listen(0, '127.0.0.1', () => ok());
+  });
+  server.unref();
+  control.addr = `127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`;
 
   const bootstrap = ids.map((id, i) => `${id}=${addrs[i]}`).join(',');
   ids.forEach((id, i) =>
@@ -120,11 +322,15 @@ async function up(flags: UpFlags): Promise<void> {
   const stopAll = async (why: string) => {
     if (stopping) return;
     stopping = true;
-    process.stdout.write(`\n${why}: stopping ${children.length} processes…\n`);
-    for (const c of children) if (c.proc.exitCode === null) c.proc.kill('SIGTERM');
+    server.close();
+    const procs = () => [...children.values()].map((c) => c.proc);
+    process.stdout.write(`\n${why}: stopping ${procs().filter(alive).length} processes…\n`);
+    for (const p of procs()) if (alive(p)) p.kill('SIGTERM');
     const deadline = Date.now() + 5000;
-    while (children.some((c) => c.proc.exitCode === null && c.proc.signalCode === null) && Date.now() < deadline) await sleep(50);
-    for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL');
+    while (procs().some(alive) && Date.now() < deadline) await sleep(50);
+    for (const p of procs()) if (alive(p)) p.kill('SIGKILL');
+    while (procs().some(alive) && Date.now() < deadline + 2000) await sleep(20);
+    rmSync(procFile, { force: true });
     process.stdout.write('stopped.\n');
     process.exit(0);
   };

@@ -58,11 +58,16 @@ export function readSecret(file: string | undefined): string {
   return secret;
 }
 
+/** The directory of the local cluster `flotilla up` keeps (FLOTILLA_DIR, else .flotilla). */
+export function upDir(): string {
+  return process.env.FLOTILLA_DIR ?? '.flotilla';
+}
+
 /** Where the CLI finds the cluster: --managers, FLOTILLA_MANAGERS, else what `flotilla up` wrote. */
 export function managersFrom(flag: string | undefined): string[] {
   const v = flag ?? process.env.FLOTILLA_MANAGERS;
   if (v) return v.split(',').map((s) => parseAddr('--managers', s.trim().replace(/^https?:\/\//, '')));
-  const cfg = join(process.env.FLOTILLA_DIR ?? '.flotilla', 'cluster.json');
+  const cfg = join(upDir(), 'cluster.json');
   if (existsSync(cfg)) {
     const c = JSON.parse(readFileSync(cfg, 'utf8')) as { managers: string[] };
     return c.managers;
@@ -89,7 +94,7 @@ export function tokenFrom(file?: string): string | undefined {
   if (file) return read(file, '--token-file');
   if (process.env.FLOTILLA_TOKEN) return process.env.FLOTILLA_TOKEN.trim();
   if (process.env.FLOTILLA_TOKEN_FILE) return read(process.env.FLOTILLA_TOKEN_FILE, 'FLOTILLA_TOKEN_FILE');
-  const dflt = join(process.env.FLOTILLA_DIR ?? '.flotilla', 'admin-token');
+  const dflt = join(upDir(), 'admin-token');
   if (existsSync(dflt)) return read(dflt, 'written by flotilla up');
   return undefined;
 }

@@ -49,6 +49,13 @@ export class ManagerMetrics {
     registers: [this.registry],
   });
 
+  // ---- dispatcher (hook)
+  readonly heartbeatsMissed = new Counter({
+    name: 'flotilla_dispatcher_heartbeats_missed_total',
+    help: 'Worker nodes this manager, as leader, declared down because no heartbeat arrived within the node grace (--node-grace).',
+    registers: [this.registry],
+  });
+
   // ---- API (hook)
   readonly requests = new Counter({ name: 'flotilla_api_requests_total', help: 'API requests by method, route pattern and status.', labelNames: ['method', 'route', 'status'] as const, registers: [this.registry] });
   readonly requestSeconds = new Histogram({

@@ -127,6 +127,11 @@ export function registerOps(m: Manager, ops: Ops, log: Logger): void {
     metrics.snapshots.inc({ kind: 'restored' });
   });
   m.state.onEvent((ev) => {
+    // The leader's node monitor is what declares a node down, after its heartbeats stopped.
+    if (ev.type === 'node.updated' && ev.change === 'status' && ev.node.status === 'down' && ev.prevStatus !== 'down' && m.isLeader()) {
+      metrics.heartbeatsMissed.inc();
+      return;
+    }
     if (ev.type !== 'task.updated' || ev.change !== 'state' || ev.prevState !== 'pending' || ev.task.state !== 'assigned') return;
     if (!m.isLeader()) return;
     metrics.placements.inc();

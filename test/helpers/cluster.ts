@@ -210,3 +210,23 @@ export function runCli(args: string[], opts: { env?: Record<string, string>; tim
     if (opts.input !== undefined) child.stdin?.end(opts.input);
   });
 }
+
+/** A first port p such that p…p+n-1 are all free on 127.0.0.1 (for `flotilla up --port p`). */
+export async function consecutiveFreePorts(n: number): Promise<number> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * 40_000);
+    const servers: net.Server[] = [];
+    let ok = true;
+    for (let i = 0; i < n && ok; i++) {
+      const s = net.createServer();
+      ok = await new Promise<boolean>((r) => {
+        s.once('error', () => r(false));
+        s.listen(base + i, '127.0.0.1', () => r(true));
+      });
+      if (ok) servers.push(s);
+    }
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+    if (ok) return base;
+  }
+  throw new Error(`no ${n} consecutive free ports found`);
+}
