@@ -22,7 +22,7 @@ import type { Command } from 'commander';
 import { FlotillaClient, splitAddr } from '../client/client.js';
 import { FlotillaError } from '../manager/errors.js';
 import { stringify as toYaml } from 'yaml';
-import { action, ago, managersFrom, parseIntFlag, tokenFrom, upDir, UsageError } from './util.js';
+import { action, ago, managersFrom, parseIntFlag, tokenFrom, upDir, UsageError, caFrom } from './util.js';
 import { pidRunsNode, readProcesses, type ProcessesFile, type ProcessRecord } from './up.js';
 
 // =============================================================================================
@@ -805,6 +805,8 @@ export interface BoardOptions {
   intervalMs: number;
   /** API token (flt_…), if the cluster requires one. */
   token?: string;
+  /** The cluster CA (PEM) when the cluster uses TLS. */
+  ca?: string;
   /** Where `flotilla up` keeps the cluster (for K and R: <dir>/processes.json). */
   upDir?: string;
 }
@@ -893,6 +895,7 @@ class Board {
       timeoutMs: Math.max(2500, Math.min(10_000, opts.intervalMs * 3)),
       attemptTimeoutMs: 1500,
       token: opts.token,
+      ca: opts.ca,
       onWait: () => {
         this.waitingSince = Date.now();
         this.scheduleRender();
@@ -1045,7 +1048,7 @@ class Board {
     this.wsOpen = false;
     let ws: WebSocket;
     try {
-      ws = new this.libs.WebSocket(`ws://${addr}/v1/events?since=${this.lastSeq}`, { handshakeTimeout: 2000, maxPayload: 4 * 1024 * 1024, headers: this.client.authHeaders() });
+      ws = new this.libs.WebSocket(this.client.url(addr, `/v1/events?since=${this.lastSeq}`, true), { handshakeTimeout: 2000, maxPayload: 4 * 1024 * 1024, ...this.client.wsOptions() });
     } catch (e) {
       this.addEvent({ at: Date.now(), text: `events: cannot connect to ${addr}: ${errMsg(e)}`, color: 'red-fg' });
       this.wsNext++;
@@ -1810,7 +1813,7 @@ export function registerBoard(program: Command): void {
         if (!process.stdout.isTTY || !process.stdin.isTTY) {
           throw new UsageError('flotilla board needs an interactive terminal (stdin and stdout must be a TTY); use `flotilla cluster status` in scripts');
         }
-        await runBoard({ managers, intervalMs, token: tokenFrom(), upDir: upDir() });
+        await runBoard({ managers, intervalMs, token: tokenFrom(), ca: caFrom(cmd.optsWithGlobals().managers), upDir: upDir() });
       }),
     );
 }

@@ -25,6 +25,7 @@ interface UpFlags {
   dir: string;
   port: string;
   host: string;
+  insecure?: boolean;
 }
 
 export interface ClusterFile {
@@ -33,6 +34,8 @@ export interface ClusterFile {
   driver: string;
   port: number;
   web: string;
+  /** The cluster CA certificate the CLI trusts (relative to the directory); null without TLS. */
+  ca?: string | null;
 }
 
 /** One node process started by `flotilla up`, as recorded in <dir>/processes.json. */
@@ -128,15 +131,26 @@ export function registerUp(program: Command): void {
     .option('--dir <dir>', 'where data, secret and token live', '.flotilla')
     .option('--port <port>', 'first manager port; managers use consecutive ports', '7001')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--insecure', 'no TLS (plain HTTP API, unencrypted links); the default is mutual TLS with a CA made under --dir')
     .addHelpText(
       'after',
       `
 Examples:
-  flotilla up                         # 3 managers + 2 workers, web page on http://127.0.0.1:7001
+  flotilla up                         # 3 managers + 2 workers, web page on https://127.0.0.1:7001
   flotilla up --managers 5 --workers 3 --driver process --port 8001
 A second 'flotilla up' with the same --dir restarts the same cluster with its state.`,
     )
-    .action(action(async (flags: UpFlags) => up(flags)));
+    .action(
+      action(async (flags: UpFlags, cmd: Command) => {
+        // The program's global --managers (a list of addresses) takes the flag first: a count there is up's.
+        const g = (cmd.parent?.opts() as { managers?: string } | undefined)?.managers;
+        if (g !== undefined) {
+          if (!/^\d+$/.test(g)) throw new UsageError(`--managers of \`flotilla up\` is a number of managers (1–9), got '${g}'`);
+          flags.managers = g;
+        }
+        return up(flags);
+      }),
+    );
 }
 
 async function up(flags: UpFlags): Promise<void> {
@@ -155,6 +169,23 @@ async function up(flags: UpFlags): Promise<void> {
   // Kept when present: `flotilla token rotate worker --out <dir>/worker-token` replaces it.
   if (!existsSync(tokenFile)) writeFileSync(tokenFile, workerToken(secret) + '\n', { mode: 0o600 });
   chmodSync(tokenFile, 0o600);
+  // TLS (the default): the cluster CA beside the secret; managers issue their own certificates
+  // from it, workers exchange the join token (which must then carry the CA fingerprint) for theirs.
+  let caPem: string | undefined;
+  let securityArgs = ['--insecure'];
+  if (!flags.insecure) {
+    const { initCluster } = await import('./init-cmd.js');
+    const { caFingerprint, formatJoinToken, parseJoinToken, writeSecretFile } = await import('../tls/pki.js');
+    const r = await initCluster(dir);
+    caPem = readFileSync(r.caCert, 'utf8');
+    const fp = caFingerprint(caPem);
+    const cur = parseJoinToken(readFileSync(tokenFile, 'utf8'));
+    if (cur.caFingerprint !== fp) writeSecretFile(tokenFile, formatJoinToken(fp, cur.secret) + '\n');
+    securityArgs = ['--ca', dir];
+  } else {
+    process.stderr.write('WARNING: --insecure: plain HTTP API and unencrypted links; for local development only\n');
+  }
+  const scheme = caPem ? 'https' : 'http';
   const adminTokenFile = join(dir, 'admin-token');
   if (existsSync(adminTokenFile)) chmodSync(adminTokenFile, 0o600);
 
@@ -316,7 +347,7 @@ async function up(flags: UpFlags): Promise<void> {
 
   const bootstrap = ids.map((id, i) => `${id}=${addrs[i]}`).join(',');
   ids.forEach((id, i) =>
-    startProc(id, ['manager', '--id', id, '--listen', addrs[i]!, '--data', join(dir, id), '--bootstrap', bootstrap, '--secret-file', secretFile], COLORS[i % COLORS.length]!),
+    startProc(id, ['manager', '--id', id, '--listen', addrs[i]!, '--data', join(dir, id), '--bootstrap', bootstrap, '--secret-file', secretFile, ...securityArgs], COLORS[i % COLORS.length]!),
   );
 
   const stopAll = async (why: string) => {
@@ -337,7 +368,7 @@ async function up(flags: UpFlags): Promise<void> {
   process.on('SIGINT', () => void stopAll('Ctrl-C'));
   process.on('SIGTERM', () => void stopAll('SIGTERM'));
 
-  const statusClient = new FlotillaClient(addrs, { timeoutMs: 30_000 });
+  const statusClient = new FlotillaClient(addrs, { timeoutMs: 30_000, ca: caPem });
   const leader = await waitFor(async () => {
     const st = await statusClient.get<{ leader: string | null }>('/v1/status').catch(() => null);
     return st?.leader ?? null;
@@ -357,7 +388,7 @@ async function up(flags: UpFlags): Promise<void> {
     }
   }
   const adminToken = existsSync(adminTokenFile) ? readFileSync(adminTokenFile, 'utf8').trim() : undefined;
-  const client = new FlotillaClient(addrs, { timeoutMs: 30_000, token: adminToken });
+  const client = new FlotillaClient(addrs, { timeoutMs: 30_000, token: adminToken, ca: caPem });
 
   const workerIds = Array.from({ length: nw }, (_, i) => `w${i + 1}`);
   workerIds.forEach((id, i) =>
@@ -372,14 +403,14 @@ async function up(flags: UpFlags): Promise<void> {
     return r && workerIds.every((w) => r.nodes.some((n) => n.id === w && n.status === 'ready'));
   }, 30_000);
 
-  const info: ClusterFile = { managers: addrs, workers: workerIds, driver, port, web: `http://${addrs[0]}/` };
+  const info: ClusterFile = { managers: addrs, workers: workerIds, driver, port, web: `${scheme}://${addrs[0]}/`, ca: caPem ? 'ca.crt' : null };
   writeFileSync(cfgFile, JSON.stringify(info, null, 2) + '\n');
   process.stdout.write(
     `
 flotilla is up: ${nm} managers (leader ${leader ?? '?'}), ${nw} workers, driver ${driver}
-  web page:   http://${addrs[0]}/
+  web page:   ${scheme}://${addrs[0]}/${caPem ? `\n              (certificate from the cluster's own CA: trust ${join(dir, 'ca.crt')} in the browser, or accept its warning)` : ''}
   CLI:        from this directory just run \`npx flotilla ps\`; elsewhere
-              export FLOTILLA_MANAGERS=${addrs.join(',')} FLOTILLA_TOKEN_FILE=${adminTokenFile}
+              export FLOTILLA_MANAGERS=${addrs.join(',')} FLOTILLA_TOKEN_FILE=${adminTokenFile}${caPem ? ` FLOTILLA_CA=${join(dir, 'ca.crt')}` : ''}
   web login:  the page asks for a token: paste the one in ${adminTokenFile}
   try:        npx flotilla run --name hello ${driver === 'docker' ? 'flotilla/busybox:test ' : ''}-- /bin/sh -c 'echo hello; sleep 600'
   data:       ${dir}   (Ctrl-C stops everything; \`flotilla up\` again restarts this cluster)
