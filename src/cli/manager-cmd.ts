@@ -20,6 +20,7 @@ interface ManagerFlags {
   strategy: string;
   allowPrivileged?: boolean;
   peerRoute?: string;
+  raftTrace?: string;
 }
 
 export function registerManagerCommands(program: Command): void {
@@ -43,6 +44,7 @@ export function registerManagerCommands(program: Command): void {
     .option('--strategy <name>', 'placement strategy: spread | binpack', 'spread')
     .option('--allow-privileged', 'accept privileged task specs and host mounts')
     .option('--peer-route <routes>', 'reach these peers at these addresses instead of their advertised ones: m2=host:port,… (NAT, proxies)')
+    .option('--raft-trace <file>', 'append a trace of this node\'s Raft progress (leaders, commit index, entry terms) as JSON lines; off by default')
     .addHelpText(
       'after',
       `
@@ -93,6 +95,7 @@ Examples:
           log,
           allowPrivileged: flags.allowPrivileged === true,
           peerRoutes,
+          raftTrace: flags.raftTrace,
           orchestrator: { heartbeatMs: workerHeartbeatMs, nodeGraceMs, failoverGraceMs, strategy: flags.strategy },
         });
         let stopping = false;
