@@ -52,6 +52,8 @@ export interface ChaosClusterOptions {
   workers: number;
   /** Workload link labels (e.g. c1…c8, tasks): each gets a proxy to every manager. */
   clients: string[];
+  /** Each manager appends its Raft trace (`--raft-trace`) to `<traceDir>/<id>.jsonl`. */
+  traceDir?: string;
   /** Extra manager flags. */
   managerArgs?: string[];
   workerArgs?: string[];
@@ -147,7 +149,8 @@ export class ChaosCluster {
       const routes = c.managerIds.filter((p) => p !== m).map((p) => `${p}=${c.net.get(m, p).addr}`).join(',');
       const args = [
         CLI, 'manager', '--id', m, '--listen', real(m), '--advertise', c.net.get('ext', m).addr, '--data', join(opts.dir, m),
-        '--bootstrap', bootstrap, '--peer-route', routes, '--secret-file', c.secretFile, '--insecure', ...(opts.managerArgs ?? []),
+        '--bootstrap', bootstrap, '--peer-route', routes, '--secret-file', c.secretFile, '--insecure',
+        ...(opts.traceDir !== undefined ? ['--raft-trace', c.traceFile(m)!] : []), ...(opts.managerArgs ?? []),
       ];
       c.nodes.set(m, c.mkNode(m, 'manager', args));
     }
@@ -164,6 +167,11 @@ export class ChaosCluster {
 
   private mkNode(id: string, kind: 'manager' | 'worker', args: string[]): NodeProc {
     return { id, kind, args, logFile: join(this.opts.logDir, `${id}.log`), proc: null, pid: null, status: 'stopped', starts: 0, exited: Promise.resolve(), expectExit: false };
+  }
+
+  /** A manager's Raft trace file (null when tracing is off). */
+  traceFile(manager: string): string | null {
+    return this.opts.traceDir === undefined ? null : join(this.opts.traceDir, `${manager}.jsonl`);
   }
 
   stateDir(worker: string): string {

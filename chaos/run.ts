@@ -6,20 +6,24 @@
 //   quiet     until the cluster converged (one leader, everyone applied its commit index), then
 //             final linearizable reads of every key and the task settle; all within
 //             --convergence
-//   check     stop every process (by PID), run the checkers, write history.json, nemesis.log,
-//             report.json, report.txt (+ one log per process in logs/)
-import { mkdirSync, writeFileSync } from 'node:fs';
+//   check     stop every process (by PID), run the checkers (the kv/task history, and the
+//             managers' Raft traces in raft/), write history.json, nemesis.log, report.json,
+//             report.txt, timeline.html (+ one log per process in logs/)
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
 import {
   checkLinearizable,
   checkNoLostWrites,
+  checkRaft,
   checkTasks,
+  parseRaftTrace,
   renderReport,
   type CheckResults,
   type KvVersioned,
   type Op,
+  type RaftTrace,
   type ReportJson,
   type Verdict,
 } from './checker/index.js';
@@ -27,6 +31,7 @@ import { ChaosCluster, sleep } from './cluster.js';
 import { LeaderMonitor, type LeaderObservation } from './monitor.js';
 import { describeAction, Nemesis, planSchedule, type FaultKind, type NemesisEvent, type PlannedStep } from './nemesis.js';
 import { clientLabel, KvWorkload, TASK_LINK, TaskWorkload } from './workload.js';
+import { leaderSegmentsFromMonitor, leaderSegmentsFromTraces, renderTimeline, unavailableWindows, type Interval } from './timeline.js';
 
 export interface ChaosRunOptions {
   managers: number;
@@ -65,6 +70,11 @@ export interface ChaosStats {
   nemesis: { actions: number; byKind: Record<string, number>; heals: number; crashes: number };
   leaders: { changes: number; terms: number; observed: LeaderObservation[] };
   tasks: { submitted: number; acknowledged: number; stops: number; observations: number; processes: number };
+  /**
+   * Unavailability during the workload: windows in which no kv operation completed ok (any
+   * client, any manager). `windows` lists those of at least 1 s (at most 100).
+   */
+  availability: { longestMs: number; longest: Interval | null; windowsOver1s: number; windows: Interval[] };
   staleReadsInjected: number;
 }
 
@@ -95,11 +105,21 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
   const logDir = join(o.out, 'logs');
   const runId = randomBytes(4).toString('hex');
   const clients = Array.from({ length: o.clients }, (_, i) => clientLabel(i + 1));
-  const cluster = await ChaosCluster.create({ dir: join(o.out, 'cluster'), logDir, managers: o.managers, workers: o.workers, clients: [...clients, TASK_LINK] });
+  const cluster = await ChaosCluster.create({
+    dir: join(o.out, 'cluster'),
+    logDir,
+    traceDir: join(o.out, 'raft'),
+    managers: o.managers,
+    workers: o.workers,
+    clients: [...clients, TASK_LINK],
+  });
   const lastResort = (): void => cluster.killAllSync();
   process.on('exit', lastResort);
 
   let t0 = performance.now();
+  /** Wall-clock ms at the run clock's zero (the Raft traces are in wall-clock time). */
+  let wall0 = Date.now();
+  let healAt: number | null = null;
   const clock = (): number => r3(performance.now() - t0);
   const nemesisEvents: NemesisEvent[] = [];
   const nemesisLog: string[] = [];
@@ -150,6 +170,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     say(`cluster ready (leader ${leader}); running ${o.durationMs / 1000}s, faults ${o.faults.join(',') || 'none'}, seed ${o.seed}`);
 
     t0 = performance.now();
+    wall0 = Date.now();
     // Event-loop lag of the harness (it carries every link): reported if it gets large.
     let lagMax = 0;
     let lastTick = performance.now();
@@ -172,6 +193,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     interrupted = outer.signal.aborted;
     say(`workload stopped at +${(clock() / 1000).toFixed(1)}s: ${kv.ops.length} kv ops; healing`);
 
+    healAt = clock();
     await nemesis.healAll(null, true);
     const healedAt = clock();
     const deadline = Date.now() + (interrupted ? 0 : o.convergenceMs);
@@ -221,9 +243,16 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     lostWrites: checkNoLostWrites(kv.ops, final),
   };
   if (o.workers > 0) results.tasks = checkTasks({ submissions: tasks.submissions, observations: tasks.observations, processes: tasks.processes });
+  const traces: RaftTrace[] = cluster.managerIds.map((m) => {
+    const f = cluster.traceFile(m)!;
+    return parseRaftTrace(m, existsSync(f) ? readFileSync(f, 'utf8') : '');
+  });
+  results.raft = checkRaft(traces, { expectedNodes: cluster.managerIds, epochMs: wall0 });
   const rendered = renderReport(results);
 
-  const stats = computeStats(kv.ops, nemesisEvents, monitor.observed, tasks, clock(), kv.staleReads);
+  const endMs = clock();
+  const workloadEnd = Math.min(o.durationMs, healAt ?? endMs);
+  const stats = computeStats(kv.ops, nemesisEvents, monitor.observed, tasks, endMs, kv.staleReads, workloadEnd);
   let verdict: Verdict = rendered.json.verdict;
   const notes: string[] = [];
   if (!recovery.converged && !interrupted) {
@@ -257,6 +286,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
       replay: o.replay,
       options,
       clock: 'ms since the workload started (performance.now)',
+      epochMs: wall0,
       ops: kv.ops,
       final: Object.fromEntries(final),
       nemesis: nemesisEvents,
@@ -268,10 +298,30 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
   writeFileSync(join(o.out, 'nemesis.log'), nemesisLog.join('\n') + (nemesisLog.length > 0 ? '\n' : ''));
   writeFileSync(join(o.out, 'report.json'), JSON.stringify(report, null, 2) + '\n');
   writeFileSync(join(o.out, 'report.txt'), text + '\n');
+  try {
+    const fromTraces = leaderSegmentsFromTraces(traces, wall0, nemesisEvents, endMs);
+    writeFileSync(
+      join(o.out, 'timeline.html'),
+      renderTimeline({
+        title: `flotilla chaos run — ${verdict.toUpperCase()} (seed ${o.seed})`,
+        subtitle: text.split('\n').slice(1, 10),
+        endMs,
+        healAt,
+        managers: cluster.managerIds,
+        ops: kv.ops.filter((op) => op.client !== 'final'),
+        nemesis: nemesisEvents,
+        leaders: fromTraces.length > 0 ? fromTraces : leaderSegmentsFromMonitor(monitor.observed, endMs),
+        unavailable: stats.availability.windows,
+        opTimeoutMs: o.opTimeoutMs,
+      }),
+    );
+  } catch (e) {
+    say(`timeline.html could not be written: ${(e as Error).stack ?? String(e)}`);
+  }
   return { report, text, exitCode: verdict === 'pass' ? 0 : 1 };
 }
 
-function computeStats(ops: Op[], events: NemesisEvent[], leaders: LeaderObservation[], tasks: TaskWorkload, durationMs: number, stale: number): ChaosStats {
+function computeStats(ops: Op[], events: NemesisEvent[], leaders: LeaderObservation[], tasks: TaskWorkload, durationMs: number, stale: number, workloadEnd: number): ChaosStats {
   const z = () => ({ ok: 0, fail: 0, unknown: 0 });
   const byType: ChaosStats['ops']['byType'] = { read: z(), write: z(), cas: z() };
   let ok = 0;
@@ -311,8 +361,17 @@ function computeStats(ops: Op[], events: NemesisEvent[], leaders: LeaderObservat
       observations: tasks.observations.length,
       processes: tasks.processes.length,
     },
+    availability: availability(ops, workloadEnd),
     staleReadsInjected: stale,
   };
+}
+
+function availability(ops: Op[], workloadEnd: number): ChaosStats['availability'] {
+  const { windows, longest } = unavailableWindows(
+    ops.filter((op) => op.client !== 'final'),
+    workloadEnd,
+  );
+  return { longestMs: longest === null ? 0 : r3(longest.to - longest.from), longest, windowsOver1s: windows.length, windows: windows.slice(0, 100) };
 }
 
 function renderText(r: ChaosReport, checks: string, notes: string[]): string {
@@ -329,6 +388,7 @@ function renderText(r: ChaosReport, checks: string, notes: string[]): string {
     `       ok/fail/unknown: read ${t(s.ops.byType.read)}, write ${t(s.ops.byType.write)}, cas ${t(s.ops.byType.cas)}`,
     `  nemesis: ${s.nemesis.actions} faults (${kinds || 'none'}), ${s.nemesis.heals} heals${s.nemesis.crashes > 0 ? `, ${s.nemesis.crashes} unexpected exits` : ''}`,
     `  leaders: ${s.leaders.changes} changes (${s.leaders.observed.map((l) => `${l.leader}@t${l.term}`).join(' → ') || 'none seen'})`,
+    `  availability: longest window without a successful op ${(s.availability.longestMs / 1000).toFixed(2)}s${s.availability.longest === null ? '' : ` (+${(s.availability.longest.from / 1000).toFixed(1)}s … +${(s.availability.longest.to / 1000).toFixed(1)}s)`}; ${s.availability.windowsOver1s} windows ≥ 1s`,
     ...(r.options.workers > 0 ? [`  tasks: ${s.tasks.acknowledged}/${s.tasks.submitted} submissions acknowledged, ${s.tasks.stops} stopped, ${s.tasks.processes} process runs seen`] : []),
     `  recovery: ${r.interrupted ? 'skipped (interrupted)' : r.recovery.converged ? `converged ${r.recovery.afterMs?.toFixed(0)} ms after healing, leader ${r.recovery.leader}` : 'did NOT converge'}; final reads ${r.recovery.finalReads}/${r.recovery.keys}${r.options.workers > 0 ? `; tasks ${r.recovery.tasksSettled ? 'settled' : 'NOT all running'}` : ''}`,
     ...(s.staleReadsInjected > 0 ? [`  injected stale reads: ${s.staleReadsInjected}`] : []),

@@ -567,7 +567,7 @@ describe.skipIf(!HAS_TMUX)('K and R on a cluster started by flotilla up (tmux)',
     up.stderr!.on('data', (d) => (upOut += d));
     await eventually(() => upOut.includes('flotilla is up'), 60_000, 'flotilla up to start the cluster');
     const token = readFileSync(join(upDir, 'admin-token'), 'utf8').trim();
-    client = new FlotillaClient([0, 1, 2].map((i) => `127.0.0.1:${port + i}`), { timeoutMs: 20_000, token });
+    client = new FlotillaClient([0, 1, 2].map((i) => `127.0.0.1:${port + i}`), { timeoutMs: 20_000, token, ca: readFileSync(join(upDir, 'ca.crt'), 'utf8') });
     expect(procs().processes.map((p) => `${p.node}:${p.kind}`)).toEqual(['m1:manager', 'm2:manager', 'm3:manager', 'w1:worker']);
     for (const p of procs().processes) expect(pidRunsNode(p.pid!, p), `${p.node} pid ${p.pid}`).toBe(true);
 

@@ -1,12 +1,16 @@
 // History checkers of the chaos harness: linearizability of the kv store (read / write / cas
-// with versions, unknown outcomes), lost writes, task invariants, and the report.
-import { readFileSync, readdirSync } from 'node:fs';
+// with versions, unknown outcomes), lost writes, task invariants, Raft invariants from the
+// managers' traces, and the report.
+import { appendFileSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { checkLinearizable } from '../chaos/checker/linearizability.js';
 import { checkNoLostWrites } from '../chaos/checker/lost-writes.js';
 import { renderReport } from '../chaos/checker/report.js';
 import { checkTasks, type ProcessInterval } from '../chaos/checker/tasks.js';
+import { checkRaft, checkRaftTraces, parseRaftTrace, type RaftRecord } from '../chaos/checker/raft.js';
+import { RaftTraceFile } from '../src/raft/trace.js';
 import type { KvVersioned, Op } from '../chaos/checker/types.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -646,6 +650,202 @@ describe('checkTasks', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
+// Raft invariants from the managers' traces
+
+/** Trace text: each life is a pid and its records (t is filled in). */
+type Rec = Exclude<RaftRecord, { k: 'start' }> extends infer R ? (R extends { t: number } ? Omit<R, 't'> : never) : never;
+function trace(node: string, ...lives: [pid: number, ...records: Rec[]][]): string {
+  let t = 1000;
+  const lines: string[] = [];
+  for (const [pid, ...records] of lives) {
+    lines.push(JSON.stringify({ k: 'start', node, pid, t: t++ }));
+    for (const r of records) lines.push(JSON.stringify({ ...r, t: t++ }));
+  }
+  return lines.join('\n') + '\n';
+}
+const leader = (term: number): Rec => ({ k: 'leader', term });
+const commit = (c: number, term: number): Rec => ({ k: 'commit', commit: c, term });
+const ents = (from: number, to: number, term: number): Rec => ({ k: 'entries', from, to, term });
+const snap = (index: number, term: number): Rec => ({ k: 'snapshot', index, term, from: 'leader' });
+
+/** A healthy 3-node history: m1 leads term 2, m2 term 3 (after m1 restarts), m3 catches up by snapshot. */
+function goodTraces(): Record<string, string> {
+  return {
+    m1: trace(
+      'm1',
+      [100, commit(3, 1), ents(1, 3, 1), leader(2), commit(10, 2), ents(4, 10, 2)],
+      // restarted: the commit index is not durable (lower at start), entries are re-applied
+      [101, commit(6, 3), ents(1, 3, 1), ents(4, 6, 2), commit(14, 3), ents(7, 10, 2), ents(11, 14, 3)],
+    ),
+    m2: trace('m2', [200, commit(3, 1), ents(1, 3, 1), commit(10, 2), ents(4, 10, 2), leader(3), commit(14, 3), ents(11, 14, 3), { k: 'stepdown', term: 4 }]),
+    m3: trace('m3', [300, commit(3, 1), ents(1, 3, 1), snap(12, 3), commit(14, 3), ents(13, 14, 3)]),
+  };
+}
+
+describe('checkRaft', () => {
+  it('accepts a healthy history and summarises it', () => {
+    const r = checkRaftTraces(goodTraces(), { expectedNodes: ['m1', 'm2', 'm3'] });
+    expect(r.violations).toEqual([]);
+    expect(r.ok).toBe(true);
+    expect(r.leaders).toEqual([
+      { term: 2, nodes: ['m1'] },
+      { term: 3, nodes: ['m2'] },
+    ]);
+    expect(r.committed).toMatchObject({ indexes: 14, maxIndex: 14 });
+    expect(r.committed.crossChecked).toBe(14); // every index is given by two records or more
+    expect(r.nodes.map((n) => [n.node, n.lives, n.records, n.maxCommit])).toEqual([
+      ['m1', 2, 13, 14],
+      ['m2', 1, 9, 14],
+      ['m3', 1, 6, 14],
+    ]);
+  });
+
+  it('catches two leaders in one term (any nodes, any lives)', () => {
+    const t = goodTraces();
+    t.m3 = trace('m3', [300, commit(3, 1), ents(1, 3, 1)], [301, leader(3)]);
+    const r = checkRaftTraces(t);
+    expect(r.ok).toBe(false);
+    expect(r.violations).toHaveLength(1);
+    const v = r.violations[0]!;
+    expect(v).toMatchObject({ kind: 'two-leaders', term: 3 });
+    if (v.kind !== 'two-leaders') return;
+    expect(v.leaders.map((l) => [l.node, l.life, l.pid]).sort()).toEqual([
+      ['m2', 1, 200],
+      ['m3', 2, 301],
+    ]);
+    expect(v.message).toMatch(/^term 3 has 2 leaders: (m2 \(life 1, pid 200\)|m3 \(life 2, pid 301\)) at \d+, (m2|m3) \(life \d, pid \d+\) at \d+$/);
+    expect(r.leaders.find((l) => l.term === 3)!.nodes.sort()).toEqual(['m2', 'm3']);
+  });
+
+  it('catches a commit index going backwards within one process life, not across lives', () => {
+    const t = goodTraces();
+    t.m2 = trace('m2', [200, commit(3, 1), ents(1, 3, 1), commit(10, 2), commit(8, 2), commit(12, 3)]);
+    const r = checkRaftTraces(t, { epochMs: 0 });
+    expect(r.ok).toBe(false);
+    expect(r.violations).toEqual([
+      expect.objectContaining({ kind: 'commit-decreased', node: 'm2', life: 1, pid: 200, from: 10, to: 8 }),
+    ]);
+    expect(r.violations[0]!.message).toMatch(/m2 \(life 1, pid 200\): commit index went back from 10 to 8 at \+1\.\d{3}s/);
+    // The same values in two lives of m1 (10, then 6 after a restart) were accepted above.
+    expect(checkRaftTraces(goodTraces()).ok).toBe(true);
+  });
+
+  it('catches conflicting terms at the same committed index', () => {
+    const t = goodTraces();
+    // m3 applied 11..14 with term 4 where the others have term 3.
+    t.m3 = trace('m3', [300, commit(3, 1), ents(1, 3, 1), ents(4, 10, 2), ents(11, 14, 4)]);
+    const r = checkRaftTraces(t);
+    expect(r.ok).toBe(false);
+    const mism = r.violations.filter((v) => v.kind === 'log-mismatch');
+    expect(mism.length).toBeGreaterThan(0);
+    const v = mism[0]!;
+    if (v.kind !== 'log-mismatch') return;
+    expect([v.from, v.to]).toEqual([11, 14]);
+    expect([v.a.term, v.b.term].sort()).toEqual([3, 4]);
+    expect(v.message).toMatch(/committed indexes 11\.\.14 disagree: term 3 on m\d .*, but term 4 on m3/);
+    // A snapshot's (index, term) counts as a committed entry too, and a node disagreeing with
+    // itself across lives is caught the same way.
+    const s = checkRaftTraces({ m1: trace('m1', [1, ents(1, 5, 1)], [2, snap(5, 2)]) });
+    expect(s.violations).toEqual([expect.objectContaining({ kind: 'log-mismatch', from: 5, to: 5 })]);
+    expect(s.violations[0]!.message).toMatch(/index 5 disagree: term 1 on m1 \(life 1, pid 1\) \(applied 1\.\.5\), but term 2 on m1 \(life 2, pid 2\) \(snapshot at 5\)/);
+  });
+
+  it('compares ranges that overlap in any way (sweep over unsorted, nested, gapped ranges)', () => {
+    const base = { m1: trace('m1', [1, ents(1, 4, 1), ents(5, 9, 2), ents(20, 30, 3)]) };
+    expect(checkRaftTraces({ ...base, m2: trace('m2', [2, ents(3, 7, 1)]) }).violations.map((v) => v.kind === 'log-mismatch' && [v.from, v.to])).toEqual([[5, 7]]);
+    expect(checkRaftTraces({ ...base, m2: trace('m2', [2, ents(2, 25, 2)]) }).violations.map((v) => v.kind === 'log-mismatch' && [v.from, v.to])).toEqual([
+      [2, 4],
+      [20, 25],
+    ]);
+    // indexes 10..19 are in no record of m1: nothing to compare there
+    const gap = checkRaftTraces({ ...base, m2: trace('m2', [2, ents(10, 19, 7), ents(30, 31, 3)]) });
+    expect(gap.ok).toBe(true);
+    expect(gap.committed).toMatchObject({ indexes: 31, crossChecked: 1, maxIndex: 31 });
+  });
+
+  it('tolerates a partial last line (SIGKILL during a write), at the end of a life or of the file', () => {
+    const full = trace('m1', [1, commit(3, 1), ents(1, 3, 1), leader(2)]);
+    const cut = full + '{"k":"commit","commit":1';
+    const r1 = parseRaftTrace('m1', cut);
+    expect(r1).toMatchObject({ records: 4, partialLines: 1, malformed: [] });
+    expect(r1.lives[0]!.truncated).toBe(true);
+    // cut, then the next life on its own line
+    const next = trace('m1', [2, commit(3, 2)]);
+    const r2 = parseRaftTrace('m1', cut + '\n' + next);
+    expect(r2.lives.map((l) => [l.life, l.pid, l.records.length, l.truncated])).toEqual([
+      [1, 1, 4, true],
+      [2, 2, 2, false],
+    ]);
+    expect(r2.partialLines).toBe(1);
+    // cut, and the next life glued to the same line
+    const r3 = parseRaftTrace('m1', cut + next);
+    expect(r3.lives.map((l) => l.records.length)).toEqual([4, 2]);
+    expect(r3.partialLines).toBe(1);
+    expect(checkRaft([r1]).ok).toBe(true);
+    expect(checkRaft([r3]).ok).toBe(true);
+    // A line that does not parse in the middle of a life is malformed (reported, skipped).
+    const bad = parseRaftTrace('m1', trace('m1', [1, commit(3, 1)]) + 'garbage\n' + JSON.stringify({ k: 'leader', term: 2, t: 5 }) + '\n');
+    expect(bad.malformed).toEqual([{ line: 3, text: 'garbage' }]);
+    expect(bad.records).toBe(3);
+  });
+
+  it('is unknown without any record or without an expected node', () => {
+    expect(checkRaftTraces({ m1: '', m2: '' })).toMatchObject({ ok: 'unknown', reason: 'no Raft trace records' });
+    const t = goodTraces();
+    expect(checkRaftTraces({ m1: t.m1!, m2: t.m2! }, { expectedNodes: ['m1', 'm2', 'm3'] })).toMatchObject({ ok: 'unknown', reason: 'no Raft trace from m3' });
+    // …but a violation is a violation
+    expect(checkRaftTraces({ m1: trace('m1', [1, leader(2)]), m2: trace('m2', [2, leader(2)]) }, { expectedNodes: ['m1', 'm2', 'm3'] }).ok).toBe(false);
+  });
+
+  it('caps the violations listed', () => {
+    const many = Array.from({ length: 30 }, (_, i) => leader(i + 1));
+    const r = checkRaftTraces({ a: trace('a', [1, ...many]), b: trace('b', [2, ...many]) }, { maxViolations: 10 });
+    expect(r.violations).toHaveLength(10);
+    expect(r.moreViolations).toBe(20);
+  });
+
+  it('reads what the manager\'s trace writer wrote (coalesced, decreases kept, cut lines)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flotilla-trace-'));
+    try {
+      const file = join(dir, 'sub', 'm1.jsonl');
+      const w = RaftTraceFile.open(file, 'm1');
+      w.commit(3, 1);
+      for (let i = 1; i <= 3; i++) w.applied(i, 1);
+      w.leader(2);
+      for (let c = 4; c <= 50; c++) w.commit(c, 2); // coalesced into one record
+      for (let i = 4; i <= 50; i++) w.applied(i, 2);
+      w.commit(40, 2); // a decrease: 50 and 40 are both written
+      w.commit(60, 2);
+      w.snapshot(55, 2, 'leader');
+      w.stepDown(3);
+      w.flush();
+      appendFileSync(file, '{"k":"entries","from":61,"to'); // killed mid-write
+      const w2 = RaftTraceFile.open(file, 'm1'); // the next life starts on a fresh line
+      w2.commit(10, 3);
+      w2.applied(1, 1);
+      w2.close();
+
+      const text = readFileSync(file, 'utf8');
+      const tr = parseRaftTrace('m1', text);
+      expect(tr.partialLines).toBe(1);
+      expect(tr.malformed).toEqual([]);
+      expect(tr.lives).toHaveLength(2);
+      const kinds = tr.lives[0]!.records.map((r) => (r.k === 'commit' ? `c${r.commit}` : r.k === 'entries' ? `e${r.from}-${r.to}@${r.term}` : r.k === 'leader' ? `L${r.term}` : r.k));
+      // In write order: a range is written when it ends (other term, gap, snapshot, flush); the
+      // commit index when it decreases or at the flush.
+      expect(kinds).toEqual(['start', 'L2', 'e1-3@1', 'c50', 'c40', 'e4-50@2', 'snapshot', 'stepdown', 'c60']);
+      expect(tr.lives[0]).toMatchObject({ pid: process.pid, truncated: true, clean: false });
+      expect(tr.lives[1]).toMatchObject({ truncated: false, clean: true });
+      const r = checkRaft([tr]);
+      expect(r.violations.map((v) => v.kind)).toEqual(['commit-decreased']);
+      expect(r.leaders).toEqual([{ term: 2, nodes: ['m1'] }]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
 // Report and purity
 
 describe('report', () => {
@@ -667,6 +867,20 @@ describe('report', () => {
     expect(text).toMatch(/lost-without-reason/);
     expect(renderReport({ linearizability: { ok: true, checked: 3 } }).text).toBe('chaos check: PASS\n  linearizability: pass (3 ops checked)');
     expect(renderReport({ linearizability: { ok: 'unknown', reason: 'search limit reached' } }).json.verdict).toBe('unknown');
+  });
+
+  it('renders the raft section: leaders per term, records per node, violations', () => {
+    const good = renderReport({ linearizability: { ok: true, checked: 3 }, raft: checkRaftTraces(goodTraces()) });
+    expect(good.json.verdict).toBe('pass');
+    expect(good.json.raft).toMatchObject({ verdict: 'pass', leaders: [{ term: 2, nodes: ['m1'] }, { term: 3, nodes: ['m2'] }], violations: [] });
+    expect(good.json.raft?.nodes.map((n) => n.records)).toEqual([13, 9, 6]);
+    expect(good.text).toContain('  raft: pass (3 nodes, 4 process lives, 28 records; 2 terms with a leader; terms of 14 committed indexes, 14 cross-checked; 0 violations)');
+    const t = goodTraces();
+    t.m3 = trace('m3', [300, leader(2)]);
+    const bad = renderReport({ raft: checkRaftTraces(t) });
+    expect(bad.json.verdict).toBe('fail');
+    expect(bad.text).toMatch(/raft: FAIL .*; 1 violations\)\n    two-leaders: term 2 has 2 leaders: .*m1 \(life 1, pid 100\)/);
+    expect(renderReport({ raft: checkRaftTraces({}) }).text).toContain('raft: UNKNOWN — no Raft trace records');
   });
 });
 

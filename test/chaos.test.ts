@@ -1,12 +1,15 @@
 // The chaos harness: the fault-injecting proxy on a loopback echo server, the seeded schedule,
-// a short real run that must pass, and a sabotaged run that the checkers must catch.
+// the timeline page, a real run that must pass (Raft traces checked too), and a sabotaged run
+// that the checkers must catch.
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LinkProxy } from '../chaos/proxy.js';
-import { maxMinority, planSchedule, type ScheduleOptions } from '../chaos/nemesis.js';
+import { maxMinority, planSchedule, type NemesisEvent, type ScheduleOptions } from '../chaos/nemesis.js';
+import { leaderSegmentsFromTraces, renderTimeline, unavailableWindows, type TimelineOp } from '../chaos/timeline.js';
+import { parseRaftTrace } from '../chaos/checker/raft.js';
 import { runCli } from './helpers/cluster.js';
 
 // ------------------------------------------------------------------------------------ proxy
@@ -169,6 +172,85 @@ describe('nemesis schedule', () => {
   });
 });
 
+// --------------------------------------------------------------------------------- timeline
+
+/** Elements of the page with this class (opening tags only). */
+const countClass = (html: string, cls: string): number => html.split(`class="${cls}"`).length - 1;
+
+describe('timeline.html', () => {
+  const ev = (at: number, kind: NemesisEvent['kind'], phase: NemesisEvent['phase'], targets: string[], step: number | null = null): NemesisEvent => ({ at, step, kind, phase, targets, detail: `${kind} ${targets.join(',')}` });
+  const nemesis: NemesisEvent[] = [
+    ev(1000, 'kill', 'start', ['m1'], 1),
+    ev(2000, 'heal', 'heal', ['m1'], 2),
+    ev(3000, 'drop', 'instant', [], 3),
+    ev(5000, 'partition', 'start', ['m3'], 5),
+    ev(6000, 'heal', 'heal', [], 6),
+    ev(6500, 'crash', 'info', ['m2']),
+    ev(7000, 'heal', 'heal', ['m2'], 8),
+  ];
+  // Wall clock 1_000_000 is the run's zero. m1 leads term 2 from setup until it is killed; m2
+  // leads term 3 until it steps down; m3 leads term 4 to the end.
+  const epoch = 1_000_000;
+  const line = (o: object): string => JSON.stringify(o) + '\n';
+  const traces = [
+    parseRaftTrace('m1', line({ k: 'start', node: 'm1', pid: 1, t: epoch - 3000 }) + line({ k: 'leader', term: 2, t: epoch - 2000 }) + line({ k: 'commit', commit: 9, term: 2, t: epoch + 900 }) + line({ k: 'start', node: 'm1', pid: 4, t: epoch + 2100 })),
+    parseRaftTrace('m2', line({ k: 'start', node: 'm2', pid: 2, t: epoch - 3000 }) + line({ k: 'leader', term: 3, t: epoch + 1400 }) + line({ k: 'stepdown', term: 4, t: epoch + 5300 })),
+    parseRaftTrace('m3', line({ k: 'start', node: 'm3', pid: 3, t: epoch - 3000 }) + line({ k: 'leader', term: 4, t: epoch + 5200 })),
+  ];
+  const ops: TimelineOp[] = [
+    { invoke: 0, complete: 5, outcome: 'ok', type: 'read' },
+    { invoke: 10, complete: 900, outcome: 'ok', type: 'write' },
+    { invoke: 1000, complete: 6000, outcome: 'unknown', type: 'write' },
+    { invoke: 2500, complete: 2600, outcome: 'fail', type: 'cas' },
+    { invoke: 2600, complete: 2650, outcome: 'ok', type: 'read' },
+    { invoke: 7000, complete: 7010, outcome: 'ok', type: 'read' },
+  ];
+
+  it('derives leader segments from the traces and unavailability from the ops', () => {
+    const segs = leaderSegmentsFromTraces(traces, epoch, nemesis, 9000);
+    expect(segs.map((s) => [s.node, s.term, s.from, s.to])).toEqual([
+      ['m1', 2, -2000, 1000], // ended by the kill (not by its next life's start)
+      ['m2', 3, 1400, 5300], // ended by its stepdown
+      ['m3', 4, 5200, 9000], // to the end of the run
+    ]);
+    const u = unavailableWindows(ops, 8000);
+    expect(u.longest).toEqual({ from: 2650, to: 7010 });
+    expect(u.windows).toEqual([
+      { from: 900, to: 2650 },
+      { from: 2650, to: 7010 },
+    ]);
+  });
+
+  it('is one self-contained page: one element per fault, leader segments with terms, latency dots', () => {
+    const html = renderTimeline({
+      title: 'flotilla chaos run — PASS (seed 1)',
+      subtitle: ['a <test>'],
+      endMs: 9000,
+      healAt: 8000,
+      managers: ['m1', 'm2', 'm3'],
+      ops,
+      nemesis,
+      leaders: leaderSegmentsFromTraces(traces, epoch, nemesis, 9000),
+      unavailable: unavailableWindows(ops, 8000).windows,
+      opTimeoutMs: 5000,
+    });
+    expect(html).toMatch(/^<!doctype html>/);
+    expect(html).toContain('a &lt;test&gt;');
+    for (const external of ['<script', 'src=', 'href=', '<link', 'url(', '@import']) expect(html).not.toContain(external);
+    expect(countClass(html, 'fault')).toBe(4); // kill, drop, partition, crash
+    expect(html).toContain('data-kind="kill" data-step="1"');
+    expect(html).toContain('data-kind="crash"');
+    expect(countClass(html, 'leader-seg')).toBe(3);
+    for (const t of [2, 3, 4]) expect(html).toContain(`data-term="${t}"`);
+    expect(html).toContain('>t3</text>');
+    expect(countClass(html, 'down down-killed')).toBe(1);
+    expect(countClass(html, 'down down-crashed')).toBe(1);
+    expect(countClass(html, 'unavailable')).toBe(2);
+    for (const o of ['ok', 'fail', 'unknown']) expect(countClass(html, `ops ops-${o}`)).toBe(1);
+    expect(html).toContain('ok (4)');
+  });
+});
+
 // ------------------------------------------------------------------------------- real runs
 
 interface Report {
@@ -177,13 +259,24 @@ interface Report {
   replay: string;
   stats: {
     ops: { total: number; ok: number; fail: number; unknown: number };
-    nemesis: { actions: number; byKind: Record<string, number> };
+    nemesis: { actions: number; crashes: number; byKind: Record<string, number> };
     leaders: { changes: number };
     tasks: { acknowledged: number };
     staleReadsInjected: number;
+    availability: { longestMs: number };
   };
   recovery: { converged: boolean; finalReads: number };
-  checks: { verdict: string; linearizability?: { verdict: string; key?: string; windowText?: string[] } };
+  checks: {
+    verdict: string;
+    linearizability?: { verdict: string; key?: string; windowText?: string[] };
+    raft?: {
+      verdict: string;
+      nodes: { node: string; lives: number; records: number; leaderTerms: number[] }[];
+      leaders: { term: number; nodes: string[] }[];
+      committed: { indexes: number; crossChecked: number };
+      violations: unknown[];
+    };
+  };
 }
 
 describe('chaos run (real processes)', () => {
@@ -222,12 +315,31 @@ describe('chaos run (real processes)', () => {
     expect(report.stats.tasks.acknowledged).toBeGreaterThan(0);
     expect(report.recovery).toMatchObject({ converged: true, finalReads: 5 });
     // The artefacts.
-    for (const f of ['history.json', 'nemesis.log', 'report.txt', 'logs/m1.log', 'logs/w1.log']) expect(existsSync(join(out, f))).toBe(true);
+    for (const f of ['history.json', 'nemesis.log', 'report.txt', 'timeline.html', 'logs/m1.log', 'logs/w1.log', 'raft/m1.jsonl']) expect(existsSync(join(out, f))).toBe(true);
     const nemesisLog = readFileSync(join(out, 'nemesis.log'), 'utf8');
     expect(nemesisLog).toMatch(/SIGKILL|SIGSTOP|partition/);
     const history = JSON.parse(readFileSync(join(out, 'history.json'), 'utf8')) as { ops: unknown[]; nemesis: unknown[] };
     expect(history.ops.length).toBe(report.stats.ops.total + 5);
     expect(history.nemesis.length).toBeGreaterThanOrEqual(3);
+    expect(report.stats.availability.longestMs).toBeGreaterThan(0);
+    // The Raft invariants were checked on every manager's trace, and held.
+    const raft = report.checks.raft!;
+    expect(raft.verdict).toBe('pass');
+    expect(raft.violations).toEqual([]);
+    expect(raft.nodes.map((n) => n.node)).toEqual(['m1', 'm2', 'm3']);
+    for (const n of raft.nodes) expect(n.records).toBeGreaterThan(10);
+    expect(raft.nodes.reduce((k, n) => k + n.lives, 0)).toBeGreaterThan(3); // kills restarted some
+    expect(raft.leaders.length).toBeGreaterThanOrEqual(2);
+    for (const l of raft.leaders) expect(l.nodes).toHaveLength(1);
+    expect(raft.committed.crossChecked).toBeGreaterThan(100);
+    expect(r.stdout).toMatch(/raft: pass \(3 nodes, .*; 0 violations\)/);
+    // The timeline: one element per fault (and unexpected exit), one segment per leadership.
+    const html = readFileSync(join(out, 'timeline.html'), 'utf8');
+    expect(countClass(html, 'fault')).toBe(report.stats.nemesis.actions + report.stats.nemesis.crashes);
+    expect(countClass(html, 'leader-seg')).toBe(raft.nodes.reduce((k, n) => k + n.leaderTerms.length, 0));
+    for (const l of raft.leaders) expect(html).toContain(`data-term="${l.term}"`);
+    expect(html).toMatch(/class="ops ops-ok" stroke="[^"]+" d="M\d+ \d+h0/);
+    for (const external of ['<script', 'src=', 'href=', '<link']) expect(html).not.toContain(external);
   }, 300_000);
 
   it('catches a broken system: stale reads from a cut-off manager fail linearizability', async () => {
@@ -246,6 +358,7 @@ describe('chaos run (real processes)', () => {
     expect(report.stats.staleReadsInjected).toBeGreaterThan(0);
     expect(report.checks.linearizability?.verdict).toBe('fail');
     expect(report.checks.linearizability?.windowText?.length).toBeGreaterThan(0);
+    expect(report.checks.raft?.verdict).toBe('pass'); // stale reads break linearizability, not Raft
     expect(r.stdout).toContain('linearizability: FAIL');
     expect(r.stderr).toContain('--seed 4');
     expect(r.stderr).toContain('--inject-stale-reads');

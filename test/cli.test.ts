@@ -140,7 +140,12 @@ describe('flotilla up', () => {
     try {
       await eventually(() => first.out().includes('flotilla is up'), 45_000, 'flotilla up');
       expect(first.out()).toMatch(/3 managers \(leader m\d\), 2 workers, driver process/);
-      expect(first.out()).toContain(`http://127.0.0.1:${port! + 10}/`);
+      // TLS by default: the web page is HTTPS, the CA sits beside the data, plain HTTP is refused.
+      expect(first.out()).toContain(`https://127.0.0.1:${port! + 10}/`);
+      expect(existsSync(join(dir, '.flotilla', 'ca.crt'))).toBe(true);
+      expect(readFileSync(join(dir, '.flotilla', 'worker-token'), 'utf8')).toMatch(/^FLT1-[0-9a-f]{64}-/);
+      const plain = await runCli(['--managers', `127.0.0.1:${port! + 10}`, 'cluster', 'status'], { timeoutMs: 30_000 });
+      expect(plain.status).toBe(1);
       expect(existsSync(join(dir, '.flotilla', 'cluster.json'))).toBe(true);
       expect((readFileSync(join(dir, '.flotilla', 'secret')).length)).toBeGreaterThan(16);
       // The CLI finds the cluster from the directory `up` wrote.

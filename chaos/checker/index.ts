@@ -19,4 +19,16 @@ export {
   type TasksResult,
   type TaskViolation,
 } from './tasks.js';
+export {
+  checkRaft,
+  checkRaftTraces,
+  parseRaftTrace,
+  type RaftCheckOptions,
+  type RaftCheckResult,
+  type RaftEntrySource,
+  type RaftLife,
+  type RaftRecord,
+  type RaftTrace,
+  type RaftViolation,
+} from './raft.js';
 export { renderReport, reportJson, reportText, type CheckResults, type ReportJson, type Verdict } from './report.js';

@@ -2,6 +2,7 @@
 
 import type { LinearizabilityResult } from './linearizability.js';
 import type { LostWritesResult } from './lost-writes.js';
+import type { RaftCheckResult, RaftNodeSummary, RaftViolation } from './raft.js';
 import type { TasksResult, TaskViolation } from './tasks.js';
 import { describeOp, type KvVersioned, type Op } from './types.js';
 
@@ -11,6 +12,7 @@ export interface CheckResults {
   linearizability?: LinearizabilityResult;
   lostWrites?: LostWritesResult;
   tasks?: TasksResult;
+  raft?: RaftCheckResult;
 }
 
 export interface ReportJson {
@@ -27,6 +29,17 @@ export interface ReportJson {
     unchecked: string[];
   };
   tasks?: { verdict: Verdict; tasks: number; violations: TaskViolation[] };
+  raft?: {
+    verdict: Verdict;
+    reason?: string;
+    /** Records read per node (and process lives, cut lines, highest commit/applied index). */
+    nodes: RaftNodeSummary[];
+    /** Leaders per term. */
+    leaders: { term: number; nodes: string[] }[];
+    committed: RaftCheckResult['committed'];
+    violations: RaftViolation[];
+    moreViolations: number;
+  };
 }
 
 function linVerdict(r: LinearizabilityResult): Verdict {
@@ -71,6 +84,13 @@ export function reportJson(r: CheckResults): ReportJson {
     verdicts.push(v);
     out.tasks = { verdict: v, tasks: r.tasks.tasks, violations: r.tasks.violations };
   }
+  if (r.raft !== undefined) {
+    const x = r.raft;
+    const v: Verdict = x.ok === true ? 'pass' : x.ok === false ? 'fail' : 'unknown';
+    verdicts.push(v);
+    out.raft = { verdict: v, nodes: x.nodes, leaders: x.leaders, committed: x.committed, violations: x.violations, moreViolations: x.moreViolations };
+    if (x.reason !== undefined) out.raft.reason = x.reason;
+  }
   out.verdict = combine(verdicts);
   return out;
 }
@@ -103,6 +123,20 @@ export function reportText(r: CheckResults): string {
     lines.push(`  tasks: ${t.verdict === 'pass' ? 'pass' : 'FAIL'} (${t.tasks} tasks, ${t.violations.length} violations)`);
     for (const v of t.violations.slice(0, LIST_LIMIT)) lines.push(`    ${v.kind}: ${v.message}`);
     if (t.violations.length > LIST_LIMIT) lines.push(`    … and ${t.violations.length - LIST_LIMIT} more`);
+  }
+  const ra = j.raft;
+  if (ra !== undefined) {
+    const records = ra.nodes.reduce((n, x) => n + x.records, 0);
+    const lives = ra.nodes.reduce((n, x) => n + x.lives, 0);
+    const cut = ra.nodes.reduce((n, x) => n + x.partialLines, 0);
+    const bad = ra.nodes.reduce((n, x) => n + x.malformedLines, 0);
+    const what = `${ra.nodes.length} nodes, ${lives} process lives, ${records} records${cut > 0 ? `, ${cut} cut lines skipped` : ''}${bad > 0 ? `, ${bad} MALFORMED lines skipped` : ''}`;
+    const n = ra.violations.length + ra.moreViolations;
+    const head = ra.verdict === 'pass' ? 'pass' : ra.verdict === 'fail' ? 'FAIL' : `UNKNOWN — ${ra.reason ?? '?'}`;
+    lines.push(`  raft: ${head} (${what}; ${ra.leaders.length} terms with a leader; terms of ${ra.committed.indexes} committed indexes, ${ra.committed.crossChecked} cross-checked; ${n} violations)`);
+    for (const v of ra.violations.slice(0, LIST_LIMIT)) lines.push(`    ${v.kind}: ${v.message}`);
+    const rest = ra.violations.length - Math.min(LIST_LIMIT, ra.violations.length) + ra.moreViolations;
+    if (rest > 0) lines.push(`    … and ${rest} more`);
   }
   return lines.join('\n');
 }

@@ -41,6 +41,7 @@ interface ManagerFlags {
   joinTokenFile?: string;
   seed?: string;
   insecure?: boolean;
+  raftTrace?: string;
 }
 
 export function registerManagerCommands(program: Command): void {
@@ -69,6 +70,7 @@ export function registerManagerCommands(program: Command): void {
     .option('--strategy <name>', 'placement strategy: spread | binpack', 'spread')
     .option('--allow-privileged', 'accept privileged task specs and host mounts')
     .option('--peer-route <routes>', 'reach these peers at these addresses instead of their advertised ones: m2=host:port,… (NAT, proxies)')
+    .option('--raft-trace <file>', 'append a trace of this node\'s Raft progress (leaders, commit index, entry terms) as JSON lines; off by default')
     .addHelpText(
       'after',
       `
@@ -149,6 +151,7 @@ Examples:
           peerRoutes,
           tls: tlsSetup?.tls,
           caKey: tlsSetup?.caKey,
+          raftTrace: flags.raftTrace,
           orchestrator: { heartbeatMs: workerHeartbeatMs, nodeGraceMs, failoverGraceMs, strategy: flags.strategy },
         });
         let stopping = false;

@@ -126,7 +126,7 @@ export function caFrom(managersFlag?: string): string | undefined {
   };
   if (globalCaFile) return read(globalCaFile, '--ca-file');
   if (process.env.FLOTILLA_CA) return read(process.env.FLOTILLA_CA, 'FLOTILLA_CA');
-  if ((managersFlag ?? process.env.FLOTILLA_MANAGERS) !== undefined) return undefined;
+  if (managersFlag || process.env.FLOTILLA_MANAGERS) return undefined;
   const dir = process.env.FLOTILLA_DIR ?? '.flotilla';
   const cfg = join(dir, 'cluster.json');
   if (existsSync(cfg)) {

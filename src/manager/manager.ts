@@ -7,6 +7,7 @@ import { Link } from '../tls/link.js';
 import type { NodeTls } from '../tls/pki.js';
 import { RaftNode } from '../raft/node.js';
 import { RaftStorage } from '../raft/storage.js';
+import { RaftTraceFile } from '../raft/trace.js';
 import { PeerTransport } from '../raft/transport.js';
 import { RaftError, type ConfChange, type NodeId } from '../raft/types.js';
 import { ClusterState, encodeCommand, type Command } from './state.js';
@@ -50,6 +51,8 @@ export interface ManagerOptions {
   tls?: NodeTls;
   /** The cluster CA's key: lets this manager sign certificates for joining nodes. */
   caKey?: string;
+  /** Append a Raft trace (JSON lines, src/raft/trace.ts) to this file. Off by default. */
+  raftTrace?: string;
 }
 
 const FORWARDED = 'x-flotilla-forwarded';
@@ -72,6 +75,7 @@ export class Manager {
   private readonly started = Date.now();
   private promoteTimer: NodeJS.Timeout | null = null;
   private closed = false;
+  private trace: RaftTraceFile | null = null;
   /** Extra route/upgrade handlers added by other modules (dispatcher, events, web). */
   readonly upgrades = new Map<string, (req: http.IncomingMessage, socket: import('node:stream').Duplex, head: Buffer) => void>();
   private staticHandler: ((req: http.IncomingMessage, res: http.ServerResponse) => boolean) | null = null;
@@ -119,6 +123,7 @@ export class Manager {
     const electionMs = opts.electionMs ?? 300;
     // The node restores a persisted snapshot in its constructor, before the Manager exists.
     const holder: { m?: Manager; initial?: Uint8Array } = {};
+    const trace = opts.raftTrace ? RaftTraceFile.open(opts.raftTrace, opts.id) : undefined;
     const node = new RaftNode({
       id: opts.id,
       storage,
@@ -135,8 +140,10 @@ export class Manager {
       },
       log: (level, msg, fields) => log[level](msg, fields),
       onPersist: ops.metrics.onPersist,
+      trace,
     });
     const m = new Manager(opts, storage, node, log);
+    m.trace = trace ?? null;
     holder.m = m;
     if (holder.initial) m.state.restore(holder.initial);
     m.ops = ops;
@@ -207,6 +214,7 @@ export class Manager {
     if (this.promoteTimer) clearInterval(this.promoteTimer);
     this.orchestrator?.close();
     await this.node.stop();
+    this.trace?.close();
     await this.transport.close();
     this.server.closeAllConnections?.();
     await new Promise<void>((r) => this.server.close(() => r()));

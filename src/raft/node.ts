@@ -22,6 +22,23 @@ export interface NodeTransport {
   send(msgs: Message[]): void;
 }
 
+/**
+ * Observer of Raft progress (the manager's `--raft-trace`, src/raft/trace.ts). Called
+ * synchronously from the Ready loop and the apply path: implementations must be cheap.
+ */
+export interface RaftTrace {
+  /** This node became leader of `term`. */
+  leader(term: number): void;
+  /** This node stopped being leader; `term` is its current term. */
+  stepDown(term: number): void;
+  /** The commit index changed (also reported once at start, from the persisted state). */
+  commit(commit: number, term: number): void;
+  /** A committed entry was applied. */
+  applied(index: number, term: number): void;
+  /** A snapshot was restored from disk at start or installed from the leader. */
+  snapshot(index: number, term: number, from: 'disk' | 'leader'): void;
+}
+
 export interface RaftNodeOptions {
   id: NodeId;
   storage: NodeStorage;
@@ -38,6 +55,8 @@ export interface RaftNodeOptions {
   log?: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
   /** Called with the duration of each synced write (ms). */
   onPersist?: (ms: number, entries: number) => void;
+  /** Optional progress trace (leaders, commit index, terms of applied entries, snapshots). */
+  trace?: RaftTrace;
 }
 
 interface PendingProposal {
@@ -94,6 +113,11 @@ export class RaftNode extends EventEmitter {
   private applyQueue: (Entry | Snapshot)[] = [];
   private applyHead = 0;
   private draining = false;
+  private readonly trace: RaftTrace | undefined;
+  /** Trace only: the current term as of the last Ready, and the term this node last led. */
+  private traceTerm = 0;
+  private traceLeaderTerm = 0;
+  private traceLeading = false;
 
   constructor(opts: RaftNodeOptions) {
     super();
@@ -106,8 +130,12 @@ export class RaftNode extends EventEmitter {
     this.electionTicks = opts.electionTicks ?? 30;
     this.snapshotEvery = opts.snapshotEvery ?? 10_000;
     this.onPersist = opts.onPersist;
+    this.trace = opts.trace;
     const persisted = opts.persisted;
-    if (persisted?.snapshot) this.restoreSnapshot(persisted.snapshot);
+    if (persisted?.snapshot) {
+      this.restoreSnapshot(persisted.snapshot);
+      if (persisted.snapshot.meta.index > 0) this.trace?.snapshot(persisted.snapshot.meta.index, persisted.snapshot.meta.term, 'disk');
+    }
     const bootstrapIds = opts.bootstrap ? Object.keys(opts.bootstrap) : [];
     this.core = new RaftCore({
       id: opts.id,
@@ -122,6 +150,11 @@ export class RaftNode extends EventEmitter {
     });
     this.applied = this.core.status().applied;
     this.lastSnapshotIndex = this.core.status().snapshotIndex;
+    if (this.trace) {
+      const st = this.core.status();
+      this.traceTerm = st.term;
+      this.trace.commit(st.commit, st.term);
+    }
   }
 
   setTransport(t: NodeTransport): void {
@@ -285,6 +318,7 @@ export class RaftNode extends EventEmitter {
       while (!this.stopped && this.core.hasReady()) {
         const rd = this.core.ready();
         if (rd.softState) this.onSoftState(rd.softState);
+        if (this.trace) this.traceReady(this.trace, rd);
         this.transport?.send(rd.earlyMessages);
         if (rd.mustSync) {
           const t0 = performance.now();
@@ -321,6 +355,24 @@ export class RaftNode extends EventEmitter {
       this.loopRunning = false;
     }
     if (!this.stopped && !this.fatal && this.core.hasReady()) this.kick();
+  }
+
+  /**
+   * Trace: the commit index from the hard state; leadership from the role after this Ready (a
+   * leader's term is the current term of the Ready that shows it leading, so a node that led
+   * again in a later term without a visible role change is still recorded).
+   */
+  private traceReady(trace: RaftTrace, rd: Ready): void {
+    if (rd.hardState) {
+      this.traceTerm = rd.hardState.term;
+      trace.commit(rd.hardState.commit, rd.hardState.term);
+    }
+    const leading = this.soft.role === 'leader';
+    if (leading && this.traceLeaderTerm !== this.traceTerm) {
+      this.traceLeaderTerm = this.traceTerm;
+      trace.leader(this.traceTerm);
+    } else if (!leading && this.traceLeading) trace.stepDown(this.traceTerm);
+    this.traceLeading = leading;
   }
 
   private onSoftState(s: SoftState): void {
@@ -398,6 +450,7 @@ export class RaftNode extends EventEmitter {
       }
     }
     this.applied = e.index;
+    this.trace?.applied(e.index, e.term);
     const p = this.proposals.get(e.index);
     if (p) {
       this.proposals.delete(e.index);
@@ -409,6 +462,7 @@ export class RaftNode extends EventEmitter {
 
   private applySnapshot(s: Snapshot): void {
     this.restoreSnapshot(s);
+    this.trace?.snapshot(s.meta.index, s.meta.term, 'leader');
     this.applied = s.meta.index;
     this.lastSnapshotIndex = s.meta.index;
     for (const [index, p] of this.proposals) {
