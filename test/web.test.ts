@@ -452,3 +452,35 @@ describe.skipIf(!chrome.available)('web page', () => {
     expect(unexpected).toEqual([]);
   });
 });
+
+describe.runIf(chrome.available)('web page over HTTPS (a cluster with TLS)', () => {
+  let cluster: TestCluster;
+  let browser: Browser;
+  beforeAll(async () => {
+    ensureWebBuilt();
+    cluster = await TestCluster.managers(3, [], { tls: true });
+    browser = await launchChromium();
+  }, 120_000);
+  afterAll(async () => {
+    await browser?.close().catch(() => {});
+    await cluster?.stop();
+  });
+
+  it('serves the page over HTTPS and streams the cluster live over wss (the cluster CA is not the browser’s: its warning is accepted here)', async () => {
+    const problems: ConsoleProblem[] = [];
+    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    const page = await context.newPage();
+    collectConsoleErrors(page, problems);
+    const res = await page.goto(`https://${cluster.addrs()[0]}/`);
+    expect(res?.status()).toBe(200);
+    expect((await res?.securityDetails())?.protocol).toMatch(/TLS/);
+    await page.waitForSelector('[data-testid="conn"][data-status="live"]', { timeout: 20_000 });
+    await expect.poll(() => page.locator('[data-testid="manager-card"]').count(), { timeout: 15_000 }).toBe(3);
+    await expect.poll(() => page.locator('.manager.is-leader').count(), { timeout: 15_000 }).toBe(1);
+    expect(problems).toEqual([]);
+    // Plain HTTP on the same port gets nothing.
+    const plain = await fetch(`http://${cluster.addrs()[0]}/`, { signal: AbortSignal.timeout(5000) }).then((r) => r.status, (e: Error) => e.message);
+    expect(typeof plain).toBe('string');
+    await context.close();
+  }, 60_000);
+});
