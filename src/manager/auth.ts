@@ -156,6 +156,16 @@ export function authenticate(state: ClusterState, req: http.IncomingMessage, opt
   return null;
 }
 
+/** A request body that must be a JSON object with only `fields`; throws bad_request naming the problem. */
+function objectBody(body: unknown, fields: readonly string[], action: string): Record<string, unknown> {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new FlotillaError('bad_request', `Cannot ${action} as the body must be a JSON object`);
+  const extra = Object.keys(body).find((k) => !fields.includes(k));
+  if (extra !== undefined) {
+    throw new FlotillaError('bad_request', `Cannot ${action} as '${extra}' is not a known field (only ${fields.map((f) => `'${f}'`).join(', ')})`);
+  }
+  return body as Record<string, unknown>;
+}
+
 export function registerAuth(m: Manager, log: Logger): void {
   const r = m.router;
   const prevGuard = r.guard;
@@ -191,8 +201,8 @@ export function registerAuth(m: Manager, log: Logger): void {
   });
 
   r.on('POST', '/v1/tokens', async (ctx) => {
-    const body = (await ctx.json()) as { role?: unknown };
-    if (typeof body !== 'object' || body === null || !ROLES.includes(body.role as Role)) {
+    const body = objectBody(await ctx.json(), ['role'], 'create a token');
+    if (!ROLES.includes(body.role as Role)) {
       throw new FlotillaError('bad_request', `Cannot create a token as 'role' must be one of ${ROLES.join(', ')}`);
     }
     const role = body.role as Role;
@@ -224,8 +234,7 @@ export function registerAuth(m: Manager, log: Logger): void {
     const raw = await ctx.body();
     let revokeNodes = false;
     if (raw.length > 0) {
-      const body = (await ctx.json()) as { revokeNodes?: unknown };
-      if (typeof body !== 'object' || body === null) throw new FlotillaError('bad_request', 'Cannot rotate the join token as the body must be a JSON object');
+      const body = objectBody(await ctx.json(), ['revokeNodes'], 'rotate the join token');
       if (body.revokeNodes !== undefined && typeof body.revokeNodes !== 'boolean') throw new FlotillaError('bad_request', "Cannot rotate the join token as 'revokeNodes' must be a boolean");
       revokeNodes = body.revokeNodes === true;
     }

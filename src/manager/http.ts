@@ -108,7 +108,9 @@ export class Router {
       else send(res, 200, out ?? { ok: true });
     } catch (e) {
       const err = toFlotillaError(e);
-      if (!res.headersSent) send(res, err.httpStatus, err.toJSON(), { 'x-request-id': requestId });
+      // An oversized body is left unread: close the connection once the 413 is out.
+      const close: Record<string, string> = err.code === 'too_large' ? { connection: 'close' } : {};
+      if (!res.headersSent) send(res, err.httpStatus, err.toJSON(), { 'x-request-id': requestId, ...close });
       else res.destroy();
     }
     if (this.observe) {
@@ -170,13 +172,15 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       reject(new FlotillaError('too_large', `Cannot accept the request as the body is ${declared} bytes; the limit is ${limit} bytes`));
       return;
     }
-    const chunks: Buffer[] = [];
+    let chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > limit) {
+        // Keep nothing more, but let the 413 reach the client (destroying the request here
+        // would reset the connection before any answer); the rest of the body is discarded.
+        chunks = [];
         reject(new FlotillaError('too_large', `Cannot accept the request as the body exceeds ${limit} bytes`));
-        req.destroy();
         return;
       }
       chunks.push(c);

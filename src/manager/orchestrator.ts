@@ -10,7 +10,7 @@ import { createHmac, randomUUID } from 'node:crypto';
 import { pack, unpack } from 'msgpackr';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Manager } from './manager.js';
-import type { Command, NodeInfo, SingleCommand, Task, TaskReport } from './state.js';
+import type { ApplyResult, Command, NodeInfo, SingleCommand, Task, TaskReport } from './state.js';
 import { schedule } from './scheduler.js';
 import {
   MAX_SESSION_FRAME,
@@ -342,12 +342,24 @@ export class Orchestrator {
       },
     ];
     if (reports.length > 0) cmds.push({ type: 'task.report', reports });
+    let results: unknown;
     try {
-      await this.m.propose({ type: 'batch', commands: cmds });
+      results = await this.m.propose({ type: 'batch', commands: cmds });
     } catch (e) {
       this.log.warn('worker registration not committed; session closed', { node: msg.nodeId, err: (e as Error).message });
       ws.close(4009, 'registration failed');
       this.sessions.delete(msg.nodeId);
+      return null;
+    }
+    // The batch commits even when its node.register is refused (bad labels, resources, …):
+    // then there is no node to welcome.
+    const registered = Array.isArray(results) ? (results[0] as ApplyResult | undefined) : undefined;
+    if (!registered?.ok) {
+      const reason = `invalid registration: ${registered?.error.message.slice(0, 1000) ?? 'not applied'}`;
+      this.log.warn(`worker registration refused: ${reason}`, { remote, node: msg.nodeId });
+      if (this.sessions.get(msg.nodeId) === s) this.sessions.delete(msg.nodeId);
+      this.send(ws, { t: 'reject', reason });
+      ws.close(4006, 'invalid registration');
       return null;
     }
     if (this.sessions.get(msg.nodeId) !== s) return null;

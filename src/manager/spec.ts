@@ -349,6 +349,18 @@ const nonEmpty = (max: number) =>
     .min(1, { error: 'must be a non-empty string' })
     .max(max);
 
+/**
+ * A zod record, refusing an own `__proto__` key (JSON.parse makes one): zod's record skips that
+ * key without a word, so `{"env": {"__proto__": "x"}}` would otherwise lose it silently.
+ */
+const noProtoKey = <T extends z.ZodType>(record: T) =>
+  z.preprocess((v, ctx) => {
+    if (typeof v === 'object' && v !== null && Object.hasOwn(v, '__proto__')) {
+      ctx.addIssue({ code: 'custom', path: ['__proto__'], message: 'is not allowed as a key', input: v });
+    }
+    return v;
+  }, record);
+
 const stringList = (maxItems: number, maxLen: number) => z.array(z.string().max(maxLen)).max(maxItems);
 
 const portNumber = z
@@ -393,12 +405,12 @@ const ContainerSchema = z.strictObject({
     .optional(),
   command: stringList(256, 16_384).default([]),
   args: stringList(256, 16_384).default([]),
-  env: z
-    .record(
+  env: noProtoKey(
+    z.record(
       z.string().regex(ENV_KEY_RE, { error: 'must match /^[A-Za-z_][A-Za-z0-9_]*$/' }),
       z.string({ error: 'must be a string' }).max(65_536),
-    )
-    .default({}),
+    ),
+  ).default({}),
   ports: z.array(PortSchema).max(64).default([]),
   workdir: nonEmpty(4096).optional(),
 });
@@ -493,12 +505,12 @@ const TaskSpecSchema = z.strictObject(
     constraints: z.array(constraintSchema).max(64).default([]),
     restart: RestartSchema,
     driver: z.enum(['docker', 'process']).default('docker'),
-    labels: z
-      .record(
+    labels: noProtoKey(
+      z.record(
         z.string().max(253).regex(LABEL_KEY_RE, { error: "must be letters, digits, '.', '_', '/' or '-', starting and ending with a letter or digit" }),
         z.string({ error: 'must be a string' }).max(256),
-      )
-      .default({}),
+      ),
+    ).default({}),
     privileged: z.boolean().default(false),
     mounts: z.array(MountSchema).max(32).default([]),
   },

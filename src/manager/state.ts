@@ -813,9 +813,24 @@ function reviveBytes(v: unknown): Uint8Array | string | unknown {
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder('utf-8', { fatal: true });
 
-/** Encode a command for a log entry (canonical JSON, UTF-8). */
+/**
+ * Largest encoded command. A log entry reaches followers inside one 4 MiB transport frame: a
+ * bigger entry could never be replicated, and every write after it would wait behind it. (A
+ * value within the kv limits can still encode to several times its size: JSON escapes each
+ * control character as six bytes.)
+ */
+export const MAX_COMMAND_BYTES = 3 * 1024 * 1024;
+
+/** Encode a command for a log entry (canonical JSON, UTF-8). Throws `too_large` past MAX_COMMAND_BYTES. */
 export function encodeCommand(cmd: Command): Uint8Array {
-  return textEncoder.encode(canonicalJson(cmd));
+  const data = textEncoder.encode(canonicalJson(cmd));
+  if (data.length > MAX_COMMAND_BYTES) {
+    throw new FlotillaError(
+      'too_large',
+      `Cannot write ${cmd.type} as it encodes to ${formatBytes(data.length)}, more than the ${formatBytes(MAX_COMMAND_BYTES)} one log entry may hold`,
+    );
+  }
+  return data;
 }
 
 /**

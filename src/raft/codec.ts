@@ -65,6 +65,12 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return proto === Object.prototype || proto === null;
 }
 
+/** An untrusted value for an error message: strings quoted and cut short, anything else by kind (JSON.stringify throws on a BigInt or deep nesting). */
+function quote(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 64 ? `${v.slice(0, 64)}…` : v);
+  return v === undefined ? 'undefined' : describeValue(v);
+}
+
 function describeValue(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'an array';
@@ -158,7 +164,7 @@ function validateSnapshot(x: unknown): Snapshot {
 export function validateMessage(x: unknown): Message {
   if (!isPlainObject(x)) throw invalid(`expected an object, got ${describeValue(x)}`);
   const type = x['type'];
-  if (typeof type !== 'string' || !WIRE_TYPES.has(type as MessageType)) throw invalid(`unknown type ${JSON.stringify(type)}`);
+  if (typeof type !== 'string' || !WIRE_TYPES.has(type as MessageType)) throw invalid(`unknown type ${quote(type)}`);
   const msg: Message = {
     type: type as MessageType,
     from: nodeId(x, 'from'),
@@ -283,7 +289,7 @@ export function parseFrame(o: Record<string, unknown>): Frame {
       return error === undefined ? { k: 'snapAck', id: countOf(o, 'id'), ok } : { k: 'snapAck', id: countOf(o, 'id'), ok, error };
     }
     default:
-      throw frameInvalid(`unknown kind ${JSON.stringify(o['k'])}`);
+      throw frameInvalid(`unknown kind ${quote(o['k'])}`);
   }
 }
 
