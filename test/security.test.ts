@@ -270,6 +270,16 @@ describe('hostile input on /v1/worker', () => {
     expect(await frameClose(Buffer.concat([v, Buffer.from([0xdd, 0x00, 0x0f, 0xff, 0xff]), Buffer.alloc(1_000_000, 0x80)]))).toBeGreaterThanOrEqual(1000);
     // 10 MiB: past the 4 MiB frame limit (1009 message too big).
     expect(await frameClose(Buffer.concat([v, Buffer.alloc(10 * 1024 * 1024, 0xc0)]))).toBe(1009);
+    // 2 MiB of empty maps before registering: refused unread (decoding it would cost ~128 MiB and a stalled loop).
+    expect(await frameClose(Buffer.concat([v, Buffer.from([0xdd, 0x00, 0x20, 0x00, 0x00]), Buffer.alloc(2 * 1024 * 1024, 0x80)]))).toBe(4003);
+    // The same before the Raft handshake: anything above 4 KiB is refused unread.
+    const raft = await new Promise<number>((resolve) => {
+      const ws = new WebSocket(`ws://${leaderAddr}/raft`, { maxPayload: 64 * 1024 * 1024 });
+      ws.on('open', () => ws.send(Buffer.concat([v, Buffer.from([0xdd, 0x00, 0x01, 0x00, 0x00]), Buffer.alloc(64 * 1024, 0x80)]), { binary: true }));
+      ws.on('close', (code) => resolve(code));
+      ws.on('error', () => {});
+    });
+    expect(raft).toBe(1008);
 
     for (const addr of cluster.addrs()) expect((await call(addr, 'GET', '/v1/status')).status).toBe(200);
     expect((await call(leaderAddr, 'GET', '/v1/tasks', { token: adminToken })).status).toBe(200);

@@ -111,6 +111,7 @@ export class FlotillaClient {
     const deadline = Date.now() + (o.timeoutMs ?? this.opts.timeoutMs ?? 15_000);
     const requestId = o.headers?.['x-request-id'] ?? randomUUID();
     let lastErr: FlotillaError | null = null;
+    let tlsErr: FlotillaError | null = null;
     let waitedNotice = false;
     // Managers that said the cluster has lost quorum (or did not answer): when that is all of
     // them, waiting longer helps nobody — fail now with the managers' explanation.
@@ -137,6 +138,7 @@ export class FlotillaClient {
         }
       } catch (e) {
         const err = e instanceof FlotillaError ? e : toFlotillaError(e);
+        if (err.message.includes('TLS')) tlsErr = err;
         if (e instanceof FlotillaError && e.code === 'unauthorized' && /certificate/.test(e.message)) throw e;
         if (e instanceof FlotillaError && !(e.code === 'not_leader' || e.code === 'unavailable' || e.code === 'timeout')) throw e;
         lastErr = err.code === 'internal' ? new FlotillaError('unavailable', `${addr}: ${err.message}`) : err;
@@ -152,7 +154,8 @@ export class FlotillaClient {
       // After a full round over every manager, back off a little.
       if ((attempt + 1) % this.managers.length === 0) await sleep(Math.min(500, 50 * (attempt + 1)));
     }
-    throw lastErr ?? new FlotillaError('unavailable', 'no manager answered');
+    // A TLS mismatch seen on any attempt says more than the timeout that ended the last one.
+    throw tlsErr ?? lastErr ?? new FlotillaError('unavailable', 'no manager answered');
   }
 
   private once(

@@ -38,6 +38,9 @@ export interface OrchestratorOptions {
   reportBatchMs?: number;
 }
 
+/** Largest frame accepted before a session has registered (a registration with ~3,000 tasks). */
+const MAX_REGISTER_FRAME = 1024 * 1024;
+
 /** The worker join token is derived from the cluster secret (never the secret itself). */
 export function workerToken(secret: string): string {
   return 'flt-w-' + createHmac('sha256', secret).update('flotilla worker join token v1').digest('hex').slice(0, 40);
@@ -271,6 +274,12 @@ export class Orchestrator {
     });
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       let msg: WorkerToManager;
+      if (!session && data.length > MAX_REGISTER_FRAME) {
+        // Refused unread: decoding a crafted frame costs CPU and memory in proportion to its size.
+        this.log.warn('oversized frame before registration; session closed', { remote, bytes: data.length });
+        ws.close(4003, 'registration frame too large');
+        return;
+      }
       try {
         if (!isBinary) throw new Error('text frame');
         msg = decodeSessionFrame(data) as WorkerToManager;

@@ -221,6 +221,9 @@ interface Settings {
   highWater: number;
 }
 
+/** Largest frame accepted before the handshake completes (the auth frame is far smaller). */
+const MAX_HANDSHAKE_FRAME = 4096;
+
 /** Header carrying the cluster id an end claims (proved by its handshake MAC). */
 const CLUSTER_HEADER = 'x-flotilla-cluster';
 
@@ -961,6 +964,13 @@ class InboundConn {
       this.ws.close(CLOSE_UNSUPPORTED, 'binary frames only');
       return;
     }
+    if (!this.peer && buf.length > MAX_HANDSHAKE_FRAME) {
+      // The auth frame is a few hundred bytes: a large frame before authentication is refused
+      // unread (decoding a crafted 4 MiB msgpack frame could cost a second of CPU and much memory).
+      this.t.counters.authFailures++;
+      this.reject(CLOSE_POLICY, `peer auth failed from ${this.addr}: a ${buf.length}-byte frame before authentication`, {});
+      return;
+    }
     let frame: Frame;
     try {
       frame = parseFrame(decodeFrame(buf, this.s.maxFrameBytes));
@@ -1017,11 +1027,6 @@ class InboundConn {
       this.reject(CLOSE_POLICY, `peer auth failed from ${this.addr}: it claims to be ${frame.from} but its certificate names ${this.certId}`, { from: frame.from });
       return;
     }
-    if (!this.t.accepts(frame.from)) {
-      this.t.counters.authFailures++;
-      this.reject(CLOSE_POLICY, `peer auth failed from ${this.addr}: ${frame.from} is not a member of this cluster`, { from: frame.from });
-      return;
-    }
     const ids = { client: frame.from, server: this.t.id, clientAddr: frame.addr };
     const nonces = { client: frame.nonce, server: this.nonce };
     if (!macEquals(frame.mac, authMac(this.t.secret, 'client', ids, nonces, this.claimedCluster))) {
@@ -1040,6 +1045,13 @@ class InboundConn {
       });
       this.ws.close(CLOSE_POLICY, 'different cluster');
       this.t.foreignCluster(frame.from, this.claimedCluster);
+      return;
+    }
+    // After the cluster-id exchange, so a member of an older lineage (before `manager recover`)
+    // still learns that its data is obsolete.
+    if (!this.t.accepts(frame.from)) {
+      this.t.counters.authFailures++;
+      this.reject(CLOSE_POLICY, `peer auth failed from ${this.addr}: ${frame.from} is not a member of this cluster`, { from: frame.from });
       return;
     }
     this.peer = frame.from;

@@ -9,15 +9,25 @@
 //   not to an address (proxies, NAT and address changes keep working).
 // - Join tokens carry the CA's SHA-256 fingerprint (`FLT1-<fingerprint>-<secret part>`), so a
 //   joining node can check it talks to the right cluster before it trusts anything it is sent.
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
+import type * as X509 from '@peculiar/x509';
 import { X509Certificate, createHash, createPublicKey, randomBytes, webcrypto } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { PeerCertificate } from 'node:tls';
 
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+// The X.509 library is loaded on first use: most processes (workers, the CLI, a manager that
+// signs nothing) only check certificates, which node:crypto and node:tls do on their own.
+let x509lib: typeof X509 | null = null;
+async function x509(): Promise<typeof X509> {
+  if (!x509lib) {
+    await import('reflect-metadata');
+    const lib = await import('@peculiar/x509');
+    lib.cryptoProvider.set(webcrypto as unknown as Parameters<typeof lib.cryptoProvider.set>[0]);
+    x509lib = lib;
+  }
+  return x509lib;
+}
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
 
@@ -85,9 +95,10 @@ function serial(): string {
 
 /** A new cluster CA. */
 export async function createCa(name = 'flotilla cluster CA'): Promise<CaPem> {
+  const lib = await x509();
   const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as unknown as CryptoKeyPair;
   const now = Date.now();
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+  const cert = await lib.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial(),
     name: `CN=${name.replace(/[,=+<>#;"\\]/g, ' ')}, O=flotilla`,
     notBefore: new Date(now - 5 * 60_000),
@@ -95,9 +106,9 @@ export async function createCa(name = 'flotilla cluster CA'): Promise<CaPem> {
     keys,
     signingAlgorithm: ALG,
     extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      new lib.BasicConstraintsExtension(true, 0, true),
+      new lib.KeyUsagesExtension(lib.KeyUsageFlags.keyCertSign | lib.KeyUsageFlags.cRLSign, true),
+      await lib.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
   return { cert: cert.toString('pem') + '\n', key: b64pem('PRIVATE KEY', await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)) };
@@ -115,16 +126,17 @@ export function validNodeId(id: string): boolean {
 export async function issueNodeCert(ca: CaPem, o: { id: string; role: NodeRole; publicKey: string; hosts?: string[]; days?: number }): Promise<string> {
   if (!validNodeId(o.id)) throw new Error(`invalid node id '${o.id}' (letters, digits, '.', '_', '-'; at most 63)`);
   if (!ROLES.includes(o.role)) throw new Error(`invalid role '${String(o.role)}'`);
-  const caCert = new x509.X509Certificate(ca.cert);
+  const lib = await x509();
+  const caCert = new lib.X509Certificate(ca.cert);
   const pub = await importPublic(o.publicKey);
-  const names: x509.JsonGeneralName[] = [{ type: 'dns', value: 'localhost' }, { type: 'ip', value: '127.0.0.1' }];
+  const names: X509.JsonGeneralName[] = [{ type: 'dns', value: 'localhost' }, { type: 'ip', value: '127.0.0.1' }];
   for (const h of o.hosts ?? []) {
     if (!h) continue;
-    const n: x509.JsonGeneralName = isIP(h) ? { type: 'ip', value: h } : { type: 'dns', value: h };
+    const n: X509.JsonGeneralName = isIP(h) ? { type: 'ip', value: h } : { type: 'dns', value: h };
     if (!names.some((x) => x.type === n.type && x.value === n.value)) names.push(n);
   }
   const now = Date.now();
-  const cert = await x509.X509CertificateGenerator.create({
+  const cert = await lib.X509CertificateGenerator.create({
     serialNumber: serial(),
     subject: `CN=${o.id}, OU=${o.role}, O=flotilla`,
     issuer: caCert.subject,
@@ -134,11 +146,11 @@ export async function issueNodeCert(ca: CaPem, o: { id: string; role: NodeRole; 
     signingKey: await importPrivate(ca.key),
     signingAlgorithm: ALG,
     extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
-      new x509.SubjectAlternativeNameExtension(names),
-      await x509.AuthorityKeyIdentifierExtension.create(caCert),
+      new lib.BasicConstraintsExtension(false, undefined, true),
+      new lib.KeyUsagesExtension(lib.KeyUsageFlags.digitalSignature | lib.KeyUsageFlags.keyAgreement, true),
+      new lib.ExtendedKeyUsageExtension([lib.ExtendedKeyUsage.serverAuth, lib.ExtendedKeyUsage.clientAuth]),
+      new lib.SubjectAlternativeNameExtension(names),
+      await lib.AuthorityKeyIdentifierExtension.create(caCert),
     ],
   });
   return cert.toString('pem') + '\n';
