@@ -673,3 +673,17 @@ describe.skipIf(!HAS_TMUX)('K and R on a cluster started by flotilla up (tmux)',
     expect(existsSync(join(upDir, 'processes.json'))).toBe(false);
   });
 });
+
+describe.skipIf(!HAS_TMUX)('flotilla board and its terminal', () => {
+  it('exits when its terminal goes away (tmux server killed) instead of spinning on a dead tty', async () => {
+    const sock = `flotilla-hup-${process.pid}`;
+    const tm = (...args: string[]) => execFileSync('tmux', ['-L', sock, ...args], { encoding: 'utf8' });
+    tm('new-session', '-d', '-x', '100', '-y', '30', `exec "${process.execPath}" "${CLI}" --managers 127.0.0.1:1 board --interval 300`);
+    const pid = Number(tm('list-panes', '-F', '#{pane_pid}').trim());
+    expect(pid).toBeGreaterThan(1);
+    await eventually(() => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('board'), 10_000, 'the board running');
+    await sleep(1000);
+    tm('kill-server');
+    await eventually(() => !existsSync(`/proc/${pid}`) || /^\d+ \([^)]*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')), 10_000, 'the board to exit after its terminal closed');
+  }, 30_000);
+});

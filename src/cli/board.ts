@@ -1765,19 +1765,28 @@ export async function runBoard(opts: BoardOptions): Promise<void> {
   const { default: WS } = await import('ws');
   const board = new Board(opts, { blessed, WebSocket: WS });
   const onSignal = () => board.quit();
+  // The terminal went away (tmux killed, ssh dropped): nothing can be drawn or read any more,
+  // so leave now instead of spinning on a dead tty.
+  const onHangUp = () => {
+    board.quit(129);
+    setTimeout(() => process.exit(129), 200).unref();
+  };
+  process.stdin.once('end', onHangUp);
+  process.stdin.once('error', onHangUp);
+  process.stdout.once('error', onHangUp);
   const onCrash = (e: unknown) => {
     // Restore the terminal before reporting anything.
     board.quit(1);
     process.stderr.write(`flotilla board: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
   };
   process.on('SIGTERM', onSignal);
-  process.on('SIGHUP', onSignal);
+  process.on('SIGHUP', onHangUp);
   process.on('uncaughtException', onCrash);
   try {
     await board.run();
   } finally {
     process.off('SIGTERM', onSignal);
-    process.off('SIGHUP', onSignal);
+    process.off('SIGHUP', onHangUp);
     process.off('uncaughtException', onCrash);
   }
   // Keep-alive sockets or a half-closed stdin must not keep the CLI alive after quitting.
