@@ -266,13 +266,16 @@ describe('a cluster with TLS (real processes)', () => {
     const fresh = rot.stdout.trim();
     expect(parseJoinToken(fresh).caFingerprint).toBe(caFingerprint(c.caPem!));
     // The old token: refused, nothing written.
-    const old = await runCli(['manager', '--id', 'm5', '--listen', `127.0.0.1:${p5}`, '--data', join(c.dir, 'm5'), '--join', '--join-token', token, '--seed', c.addrs()[0]!], { timeoutMs: 30_000 });
+    const oldFile = join(c.dir, 'old-manager-token');
+    writeFileSync(oldFile, token, { mode: 0o600 });
+    const old = await runCli(['manager', '--id', 'm5', '--listen', `127.0.0.1:${p5}`, '--data', join(c.dir, 'm5'), '--join', '--join-token-file', oldFile, '--seed', c.addrs()[0]!], { timeoutMs: 30_000 });
     expect(old.status).toBe(1);
     expect(old.stderr).toMatch(/refused the join: .*manager join token is not valid/);
     expect(existsSync(join(c.dir, 'm5', 'tls', 'node.crt'))).toBe(false);
     // The new one: m4 gets its certificate, the CA and the secret, and is added.
-    const args = ['manager', '--id', 'm4', '--listen', `127.0.0.1:${p4}`, '--data', join(c.dir, 'm4'), '--join', '--join-token', fresh, '--seed', c.addrs()[1]!];
-    const p = spawn(process.execPath, [CLI, ...args], { stdio: 'ignore' });
+    // The new token through the environment (secrets never on the command line).
+    const args = ['manager', '--id', 'm4', '--listen', `127.0.0.1:${p4}`, '--data', join(c.dir, 'm4'), '--join', '--seed', c.addrs()[1]!];
+    const p = spawn(process.execPath, [CLI, ...args], { stdio: 'ignore', env: { ...process.env, FLOTILLA_JOIN_TOKEN: fresh } });
     try {
       await eventually(() => existsSync(join(c.dir, 'm4', 'tls', 'node.crt')), 20_000, 'm4 certificate');
       expect(statSync(join(c.dir, 'm4', 'tls', 'ca.key')).mode & 0o777).toBe(0o600);

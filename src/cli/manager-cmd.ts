@@ -37,7 +37,6 @@ interface ManagerFlags {
   allowPrivileged?: boolean;
   peerRoute?: string;
   ca?: string;
-  joinToken?: string;
   joinTokenFile?: string;
   seed?: string;
   insecure?: boolean;
@@ -56,8 +55,7 @@ export function registerManagerCommands(program: Command): void {
     .option('--join', 'start empty and wait to be added with `flotilla manager add` (no --bootstrap)')
     .option('--secret-file <file>', 'file holding the cluster secret (or FLOTILLA_SECRET; default: the secret beside --ca, or the one received with --join-token)')
     .option('--ca <dir>', 'directory of the cluster CA made by `flotilla init` (first start: this manager issues its own certificate)')
-    .option('--join-token <token>', 'manager join token (`flotilla token show manager`): get a certificate, the CA and the secret from --seed')
-    .option('--join-token-file <file>', 'file holding the manager join token')
+    .option('--join-token-file <file>', 'file holding the manager join token (`flotilla token show manager`; or FLOTILLA_JOIN_TOKEN): get a certificate, the CA and the secret from --seed')
     .option('--seed <addrs>', 'managers of the cluster to join with --join-token: host:port,…')
     .option('--insecure', 'no TLS: plain HTTP API and unencrypted peer and worker links (local development only)')
     .option('--heartbeat <ms>', 'heartbeat interval', '50')
@@ -84,7 +82,7 @@ Examples:
       --bootstrap m1=127.0.0.1:7001,m2=127.0.0.1:7002,m3=127.0.0.1:7003
   # a manager joining later, with the manager join token (flotilla token show manager):
   flotilla manager --id m4 --listen 127.0.0.1:7004 --data ./data/m4 --join \\
-      --join-token FLT1-… --seed 127.0.0.1:7001
+      --join-token-file manager-token --seed 127.0.0.1:7001
   flotilla manager add m4=127.0.0.1:7004`,
     )
     .action(
@@ -103,8 +101,9 @@ Examples:
         if (electionMs < 3 * heartbeatMs) throw new UsageError('--election must be at least 3 × --heartbeat');
         const snapshotEvery = parseIntFlag('--snapshot-every', flags.snapshotEvery, 10, 10_000_000);
         if (!['debug', 'info', 'warn', 'error'].includes(flags.logLevel)) throw new UsageError('--log-level must be debug, info, warn or error');
-        if (flags.insecure && (flags.ca || flags.joinToken || flags.joinTokenFile)) throw new UsageError('--insecure cannot be combined with --ca or --join-token');
-        let joinToken = flags.joinToken;
+        if (flags.insecure && (flags.ca || flags.joinTokenFile)) throw new UsageError('--insecure cannot be combined with --ca or --join-token-file');
+        // Secrets come from files or the environment, never the command line (visible in ps).
+        let joinToken = process.env.FLOTILLA_JOIN_TOKEN?.trim() || undefined;
         if (flags.joinTokenFile) joinToken = readTokenFile('--join-token-file', flags.joinTokenFile);
         const seeds = flags.seed ? flags.seed.split(',').map((a) => parseAddr('--seed', a.trim())) : undefined;
         let tlsSetup: Awaited<ReturnType<typeof import('../tls/setup.js').managerTls>> = null;
@@ -118,7 +117,7 @@ Examples:
           }
           if (!tlsSetup) {
             throw new UsageError(
-              'TLS is on by default and this manager has no certificate yet: pass --ca DIR (a CA made by `flotilla init --dir DIR`), or --join-token TOKEN --seed HOST:PORT to join a cluster, or --insecure for local development without TLS',
+              'TLS is on by default and this manager has no certificate yet: pass --ca DIR (a CA made by `flotilla init --dir DIR`), or --join-token-file FILE --seed HOST:PORT to join a cluster, or --insecure for local development without TLS',
             );
           }
         } else {

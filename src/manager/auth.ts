@@ -78,7 +78,18 @@ function parse<T>(e: KvEntry | undefined): T | undefined {
   }
 }
 
+/** Tokens by state, recomputed only when an entry was applied since (every request checks them). */
+const tokenCache = new WeakMap<ClusterState, { applied: number; tokens: ApiTokenRecord[] }>();
+
 export function apiTokens(state: ClusterState): ApiTokenRecord[] {
+  const c = tokenCache.get(state);
+  if (c && c.applied === state.appliedIndex) return c.tokens;
+  const tokens = readApiTokens(state);
+  tokenCache.set(state, { applied: state.appliedIndex, tokens });
+  return tokens;
+}
+
+function readApiTokens(state: ClusterState): ApiTokenRecord[] {
   return state
     .kvList(TOKENS_PREFIX)
     .map((e) => parse<ApiTokenRecord>(e))

@@ -125,6 +125,7 @@ export class Orchestrator {
       if (ev.type === 'task.created' || ev.type === 'task.updated' || ev.type === 'task.removed') {
         if (ev.task.node) this.dirtyNodes.add(ev.task.node);
         else this.allDirty = true;
+        this.pushSoon();
       }
       if (ev.type === 'task.updated' && ev.change === 'restart') this.allDirty = true;
       if (ev.type === 'node.updated' && ev.change === 'availability') this.kickDrain();
@@ -416,6 +417,33 @@ export class Orchestrator {
   private onStatus(s: Session, reports: TaskStatusReport[]): void {
     s.lastHeartbeat = Date.now();
     this.reports.push(...this.toReports(s.nodeId, reports));
+    this.flushSoon();
+  }
+
+  private flushQueued = false;
+  private pushQueued = false;
+
+  /**
+   * Reports go out as soon as no batch is in flight (group commit: what arrives meanwhile
+   * rides with the next one); the interval timer only retries batches that failed.
+   */
+  private flushSoon(): void {
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    setImmediate(() => {
+      this.flushQueued = false;
+      void this.flushReports();
+    });
+  }
+
+  /** Assignment changes go out on the next turn of the event loop (coalesced), not on the next tick of the timer. */
+  private pushSoon(): void {
+    if (this.pushQueued) return;
+    this.pushQueued = true;
+    setImmediate(() => {
+      this.pushQueued = false;
+      this.pushAssignments();
+    });
   }
 
   private async flushReports(): Promise<void> {
@@ -423,8 +451,10 @@ export class Orchestrator {
     this.reportsFlushing = true;
     const batch = this.reports;
     this.reports = [];
+    let ok = false;
     try {
       await this.m.propose({ type: 'task.report', reports: batch });
+      ok = true;
     } catch (e) {
       // Not committed: keep them for the next batch (reports are idempotent).
       if (this.leaderTerm !== null) this.reports = batch.concat(this.reports);
@@ -432,6 +462,8 @@ export class Orchestrator {
     } finally {
       this.reportsFlushing = false;
     }
+    // After a failure the interval timer retries (no tight loop while there is no quorum).
+    if (ok && this.reports.length > 0 && this.leaderTerm !== null) this.flushSoon();
   }
 
   /** The full set of tasks a node should run, pushed when it changes. */

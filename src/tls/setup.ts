@@ -140,7 +140,7 @@ export async function managerTls(o: { id: string; dataDir: string; caDir?: strin
     return { tls, caKey: ca.key, secret: readSecretAt(join(o.caDir, 'secret')), source: `issued by the CA in ${o.caDir}` };
   }
   if (o.joinToken) {
-    if (!o.seeds || o.seeds.length === 0) throw new TlsSetupError('--join-token needs --seed HOST:PORT (a manager of the cluster to join)');
+    if (!o.seeds || o.seeds.length === 0) throw new TlsSetupError('a manager join token needs --seed HOST:PORT (a manager of the cluster to join)');
     const r = await joinCluster({ role: 'manager', id: o.id, token: o.joinToken, managers: o.seeds, hosts: o.hosts });
     if (!r.caKey || !r.secret) throw new TlsSetupError('the join answer lacks the CA key or the cluster secret');
     writeNodeTls(dir, r.tls);

@@ -76,7 +76,7 @@ export class TestCluster {
   }
 
   startManager(id: string, addr: string, extra: string[] = []): ProcInfo {
-    const mode = extra.some((a) => a === '--insecure' || a === '--ca' || a === '--join-token' || a === '--join-token-file') ? [] : this.caDir ? ['--ca', this.caDir] : ['--insecure'];
+    const mode = extra.some((a) => a === '--insecure' || a === '--ca' || a === '--join-token-file') ? [] : this.caDir ? ['--ca', this.caDir] : ['--insecure'];
     const args = [CLI, 'manager', '--id', id, '--listen', addr, '--data', join(this.dir, id), '--secret-file', this.secretFile, ...mode, ...extra];
     const info: ProcInfo = { id, addr, proc: null, args, logFile: join(this.dir, `${id}.log`) };
     this.managers.set(id, info);
