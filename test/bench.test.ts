@@ -1,0 +1,79 @@
+// Smoke runs of the benchmarks (BENCH_QUICK=1, tiny sizes): they keep working, each against its
+// named peer, and write their raw results (to a temporary directory, never BENCHMARKS.md).
+// The numbers are not asserted: speed targets live in `npm run bench`, not in tests.
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ROOT } from './helpers/cluster.js';
+import { dockerAvailable } from './helpers/docker.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'flotilla-bench-smoke-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+function bench(name: string, env: Record<string, string>, timeoutMs = 240_000): Promise<{ code: number; out: string; result: any }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [join(ROOT, 'dist', 'bench', 'run.js'), name],
+      { cwd: ROOT, timeout: timeoutMs, maxBuffer: 32 * 1024 * 1024, env: { ...process.env, BENCH_QUICK: '1', TMPDIR: tmp, ...env } },
+      (err, stdout, stderr) => {
+        const file = join(tmp, 'flotilla-bench-quick', `${name}.json`);
+        const result = existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : null;
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr, result });
+      },
+    );
+  });
+}
+
+describe('benchmarks (smoke)', () => {
+  it('schedule: simulated workers get every task placed and running', async () => {
+    const r = await bench('schedule', { BENCH_WORKERS: '20', BENCH_TASKS: '200' });
+    expect(r.code, r.out.slice(-3000)).toBe(0);
+    expect(r.result.quick).toBe(true);
+    expect(r.result.results.tasksAssigned).toBe(200);
+    expect(r.result.results.tasksRunning).toBe(200);
+    expect(r.result.results.placementsPerSecond).toBeGreaterThan(0);
+  }, 300_000);
+
+  it('raft: flotilla and etcd side by side, same load', async () => {
+    const r = await bench('raft', { BENCH_SECONDS: '1', BENCH_CLIENTS: '1,4' });
+    expect(r.code, r.out.slice(-3000)).toBe(0);
+    const points = r.result.results.points as { system: string; op: string; result: { ops: number; errors: number } }[];
+    for (const sys of ['flotilla', 'etcd']) {
+      for (const op of ['write', 'read']) {
+        const p = points.filter((x) => x.system === sys && x.op === op);
+        expect(p.length, `${sys} ${op}`).toBeGreaterThan(0);
+        expect(p.every((x) => x.result.ops > 0 && x.result.errors === 0), `${sys} ${op}`).toBe(true);
+      }
+    }
+  }, 300_000);
+
+  it('failover: a leader SIGKILL under load, flotilla and etcd', async () => {
+    const r = await bench('failover', { BENCH_TRIALS: '1' });
+    expect(r.code, r.out.slice(-3000)).toBe(0);
+    const configs = r.result.results.configs as { label: string; trials: { windowMs: number }[] }[];
+    expect(configs.length).toBe(3);
+    for (const c of configs) {
+      expect(c.trials.length, c.label).toBe(1);
+      expect(c.trials[0]!.windowMs, c.label).toBeGreaterThan(0);
+    }
+  }, 300_000);
+
+  it('start: flotilla, docker run and swarm start the same container', async () => {
+    const d = await dockerAvailable();
+    if (!d.ok) {
+      // Locally the docker part may be skipped; under CI a missing engine is a failure.
+      if (process.env.CI === 'true') expect.fail(`docker is needed for the start benchmark: ${d.reason}`);
+      console.log(`start benchmark smoke skipped: ${d.reason}`);
+      return;
+    }
+    const r = await bench('start', { BENCH_START_TRIALS: '2' });
+    expect(r.code, r.out.slice(-3000)).toBe(0);
+    const res = r.result.results;
+    expect(res.dockerRun.n).toBe(2);
+    expect(res.swarm.n).toBe(2);
+    expect(res.flotilla.containerUp.n).toBe(2);
+  }, 300_000);
+});
