@@ -60,6 +60,37 @@ const ODD: unknown[] = [
   },
 ];
 
+/** Drives one tmux pane on a private server (-L sock): send keys, read the screen, wait for text. */
+function tmuxPane(sock: string, session: string, o: { timeoutMs: number; unset?: string[]; context?: () => string }) {
+  const env = (): NodeJS.ProcessEnv => {
+    const e: NodeJS.ProcessEnv = { ...process.env, LANG: 'C.UTF-8' };
+    for (const k of ['TMUX', ...(o.unset ?? [])]) delete e[k];
+    return e;
+  };
+  const tmux = (...args: string[]): string => execFileSync('tmux', ['-L', sock, ...args], { encoding: 'utf8', env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const screen = (): string => {
+    try {
+      return tmux('capture-pane', '-p', '-t', session);
+    } catch {
+      return '';
+    }
+  };
+  const keys = (...k: string[]) => tmux('send-keys', '-t', session, ...k);
+  const type = (text: string) => tmux('send-keys', '-t', session, '-l', text);
+  async function waitScreen(pred: (s: string) => boolean, what: string, timeoutMs = o.timeoutMs): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    let s = '';
+    while (Date.now() < deadline) {
+      s = screen();
+      if (pred(s)) return s;
+      await sleep(100);
+    }
+    const extra = o.context ? `\n${o.context()}` : '';
+    throw new Error(`timed out after ${timeoutMs} ms waiting for the board to show ${what}; the screen was:\n${s}${extra}`);
+  }
+  return { env, tmux, screen, keys, type, waitScreen };
+}
+
 describe('board rendering (no terminal)', () => {
   it('normalizes odd data without throwing, and shows only printable single-width text', () => {
     for (const raw of ODD) {
@@ -255,31 +286,7 @@ describe.skipIf(!HAS_TMUX)('flotilla board in tmux', () => {
   let web: { id: string };
   let db: { id: string };
 
-  const env = (): NodeJS.ProcessEnv => {
-    const e: NodeJS.ProcessEnv = { ...process.env, LANG: 'C.UTF-8' };
-    delete e.TMUX;
-    return e;
-  };
-  const tmux = (...args: string[]): string => execFileSync('tmux', ['-L', SOCK, ...args], { encoding: 'utf8', env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
-  const screen = (): string => {
-    try {
-      return tmux('capture-pane', '-p', '-t', SESSION);
-    } catch {
-      return '';
-    }
-  };
-  const keys = (...k: string[]) => tmux('send-keys', '-t', SESSION, ...k);
-  const type = (text: string) => tmux('send-keys', '-t', SESSION, '-l', text);
-  async function waitScreen(pred: (s: string) => boolean, what: string, timeoutMs = 10_000): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    let s = '';
-    while (Date.now() < deadline) {
-      s = screen();
-      if (pred(s)) return s;
-      await sleep(100);
-    }
-    throw new Error(`timed out after ${timeoutMs} ms waiting for the board to show ${what}; the screen was:\n${s}`);
-  }
+  const { env, tmux, screen, keys, type, waitScreen } = tmuxPane(SOCK, SESSION, { timeoutMs: 10_000 });
   /** A row of the tasks table: name, id and state in adjacent columns. */
   const taskRow = (name: string, id: string, state: string) => new RegExp(`${name}\\s+${id}\\s+${state}\\s`);
 
@@ -499,31 +506,7 @@ describe.skipIf(!HAS_TMUX)('K and R on a cluster started by flotilla up (tmux)',
   /** Every pid `flotilla up` recorded for a node, over the whole test. */
   const seen = new Map<number, { argv: string[]; node: string }>();
 
-  const env = (): NodeJS.ProcessEnv => {
-    const e: NodeJS.ProcessEnv = { ...process.env, LANG: 'C.UTF-8' };
-    delete e.TMUX;
-    delete e.FLOTILLA_MANAGERS;
-    return e;
-  };
-  const tmux = (...args: string[]): string => execFileSync('tmux', ['-L', SOCK, ...args], { encoding: 'utf8', env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
-  const screen = (): string => {
-    try {
-      return tmux('capture-pane', '-p', '-t', SESSION);
-    } catch {
-      return '';
-    }
-  };
-  const keys = (...k: string[]) => tmux('send-keys', '-t', SESSION, ...k);
-  async function waitScreen(pred: (s: string) => boolean, what: string, timeoutMs = 15_000): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    let s = '';
-    while (Date.now() < deadline) {
-      s = screen();
-      if (pred(s)) return s;
-      await sleep(100);
-    }
-    throw new Error(`timed out after ${timeoutMs} ms waiting for the board to show ${what}; the screen was:\n${s}\nflotilla up said:\n${upOut.slice(-3000)}`);
-  }
+  const { env, tmux, screen, keys, waitScreen } = tmuxPane(SOCK, SESSION, { timeoutMs: 15_000, unset: ['FLOTILLA_MANAGERS'], context: () => `flotilla up said:\n${upOut.slice(-3000)}` });
   const procs = (): ProcessesFile => {
     const f = readProcesses(upDir);
     if (!f) throw new Error(`no processes.json in ${upDir}`);

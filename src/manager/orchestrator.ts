@@ -420,31 +420,14 @@ export class Orchestrator {
     this.flushSoon();
   }
 
-  private flushQueued = false;
-  private pushQueued = false;
-
   /**
    * Reports go out as soon as no batch is in flight (group commit: what arrives meanwhile
    * rides with the next one); the interval timer only retries batches that failed.
    */
-  private flushSoon(): void {
-    if (this.flushQueued) return;
-    this.flushQueued = true;
-    setImmediate(() => {
-      this.flushQueued = false;
-      void this.flushReports();
-    });
-  }
+  private readonly flushSoon = nextTurn(() => void this.flushReports());
 
   /** Assignment changes go out on the next turn of the event loop (coalesced), not on the next tick of the timer. */
-  private pushSoon(): void {
-    if (this.pushQueued) return;
-    this.pushQueued = true;
-    setImmediate(() => {
-      this.pushQueued = false;
-      this.pushAssignments();
-    });
-  }
+  private readonly pushSoon = nextTurn(() => this.pushAssignments());
 
   private async flushReports(): Promise<void> {
     if (this.reportsFlushing || this.reports.length === 0 || this.leaderTerm === null) return;
@@ -601,4 +584,17 @@ export class Orchestrator {
   nodes(): NodeInfo[] {
     return this.m.state.listNodes();
   }
+}
+
+/** A trigger that runs `fn` once on the next event-loop turn, however often it is pulled before then. */
+function nextTurn(fn: () => void): () => void {
+  let queued = false;
+  return () => {
+    if (queued) return;
+    queued = true;
+    setImmediate(() => {
+      queued = false;
+      fn();
+    });
+  };
 }
