@@ -64,14 +64,19 @@ export interface Summary {
   mean: number;
 }
 
-/** Percentiles (nearest rank) of the first `n` values of `xs` (sorted in place). */
+/**
+ * Summary of the first `n` values of `xs` (sorted in place): the median is the middle value, or
+ * the mean of the two middle values for an even count; p90 and p99 are nearest-rank.
+ */
 export function summarize(xs: ArrayLike<number> & { sort?: unknown }, n = xs.length): Summary {
   if (n === 0) return { n: 0, min: NaN, p50: NaN, p90: NaN, p99: NaN, max: NaN, mean: NaN };
   const a = xs instanceof Float64Array ? xs.subarray(0, n).sort() : Float64Array.from(Array.prototype.slice.call(xs, 0, n) as number[]).sort();
   let sum = 0;
   for (let i = 0; i < n; i++) sum += a[i]!;
   const q = (p: number) => a[Math.min(n - 1, Math.max(0, Math.ceil(p * n) - 1))]!;
-  return { n, min: a[0]!, p50: q(0.5), p90: q(0.9), p99: q(0.99), max: a[n - 1]!, mean: sum / n };
+  const mid = n >> 1;
+  const p50 = n % 2 === 1 ? a[mid]! : (a[mid - 1]! + a[mid]!) / 2;
+  return { n, min: a[0]!, p50, p90: q(0.9), p99: q(0.99), max: a[n - 1]!, mean: sum / n };
 }
 
 export function median(xs: number[]): number {
