@@ -19,6 +19,17 @@ describe.runIf(chrome.mustFail)('web page (CI)', () => {
   });
 });
 
+/**
+ * Collects into `into` what the page's Content-Security-Policy refuses (an inline style
+ * attribute, say) on every page of `context`, across navigations.
+ */
+async function recordCspViolations(context: BrowserContext, into: string[]): Promise<void> {
+  await context.exposeFunction('__flotillaCspViolation', (what: string) => void into.push(what));
+  await context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => void (window as any).__flotillaCspViolation(`${e.violatedDirective}: ${e.sample || e.blockedURI} (${location.pathname})`));
+  });
+}
+
 /** Builds web/dist when it is missing or older than its sources. */
 function ensureWebBuilt(): void {
   const web = join(ROOT, 'web');
@@ -217,6 +228,7 @@ describe.skipIf(!chrome.available)('web page', () => {
   let killedAddr = '';
   let submittedId = '';
   const problems: ConsoleProblem[] = [];
+  const cspViolations: string[] = [];
 
   const url = (path: string) => `http://${served}${path}`;
   /** FLOTILLA_WEB_SHOTS=1: extra screenshots (/tmp/flotilla-web-<name>.png) to look at. */
@@ -246,6 +258,7 @@ describe.skipIf(!chrome.available)('web page', () => {
     );
     browser = await launchChromium();
     context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    await recordCspViolations(context, cspViolations);
     page = await context.newPage();
     page.setDefaultTimeout(20_000);
     collectConsoleErrors(page, problems);
@@ -343,6 +356,17 @@ describe.skipIf(!chrome.available)('web page', () => {
     await navTo('/nodes');
     const card = page.locator('[data-testid="node-card"][data-node="w1"]');
     await card.waitFor();
+    // The usage bars are sized through the CSSOM (which the CSP allows, unlike style
+    // attributes): each fill is as wide as its meter says, and the task's reservation shows.
+    const bars = () =>
+      page.evaluate(() =>
+        [...document.querySelectorAll('.bar[role="meter"]')].map((b) => ({
+          now: Number(b.getAttribute('aria-valuenow')),
+          drawn: ((b.querySelector('.bar-fill') as HTMLElement).getBoundingClientRect().width / b.getBoundingClientRect().width) * 100,
+        })),
+      );
+    await expect.poll(async () => (await bars()).filter((b) => b.now > 0).length, { timeout: 10_000 }).toBeGreaterThan(0);
+    await expect.poll(async () => (await bars()).every((b) => Math.abs(b.drawn - b.now) <= 1), { timeout: 5000 }).toBe(true);
     await card.locator('[data-action="drain"]').click();
     await eventually(
       async () => (await getJson<{ nodes: { id: string; availability: string }[] }>(served, '/v1/nodes')).nodes.find((n) => n.id === 'w1')?.availability === 'drain',
@@ -451,6 +475,10 @@ describe.skipIf(!chrome.available)('web page', () => {
     if (problems.length > unexpected.length) console.log('browser notes about the killed manager (allowed):', problems.filter((p) => !unexpected.includes(p)));
     expect(unexpected).toEqual([]);
   });
+
+  it('10. nothing the page did was refused by its Content-Security-Policy', async () => {
+    expect(cspViolations).toEqual([]);
+  });
 });
 
 describe.runIf(chrome.available)('web page over HTTPS (a cluster with TLS)', () => {
@@ -496,6 +524,7 @@ describe.skipIf(!chrome.available)('web page behind API tokens', () => {
   let served = '';
   const admin: { id: string; token: string }[] = [];
   const problems: ConsoleProblem[] = [];
+  const cspViolations: string[] = [];
   const url = (path: string) => `http://${served}${path}`;
   const authed = async <T = any>(method: string, path: string, token: string, body?: unknown): Promise<T> => {
     const res = await fetch(url(path), {
@@ -541,6 +570,7 @@ describe.skipIf(!chrome.available)('web page behind API tokens', () => {
     expect(l.panelWidth).toBeGreaterThan(300);
     expect(l.panelWidth).toBeLessThanOrEqual(440);
     expect(await page.getAttribute('[data-testid="conn"]', 'data-status')).toBe('login');
+    expect(cspViolations).toEqual([]);
   };
   const signIn = async (token: string) => {
     await page.fill('#login-token', token);
@@ -558,11 +588,7 @@ describe.skipIf(!chrome.available)('web page behind API tokens', () => {
     admin.push(await authed('POST', '/v1/tokens', admin[0]!.token, { role: 'admin' }));
     browser = await launchChromium();
     context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    // Any inline style (or script) the page's Content-Security-Policy refuses is recorded.
-    await context.addInitScript(() => {
-      const seen: string[] = ((window as any).__cspViolations = []);
-      document.addEventListener('securitypolicyviolation', (e) => seen.push(`${e.violatedDirective}: ${e.sample || e.blockedURI}`));
-    });
+    await recordCspViolations(context, cspViolations);
     page = await context.newPage();
     page.setDefaultTimeout(20_000);
     collectConsoleErrors(page, problems);
@@ -659,7 +685,7 @@ describe.skipIf(!chrome.available)('web page behind API tokens', () => {
   });
 
   it('no inline style refused by the Content-Security-Policy, and no console errors but the 401s', async () => {
-    expect(await page.evaluate(() => (window as any).__cspViolations)).toEqual([]);
+    expect(cspViolations).toEqual([]);
     // Allowed: the browser's own notes on refused requests (fetch 401s, the event stream's
     // refused handshake) and on the polls the reconnect test blocked.
     const unexpected = problems.filter(
