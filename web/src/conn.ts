@@ -54,13 +54,18 @@ let pollFailures = 0;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ------------------------------------------------------------------------------------------
-// API token: when the cluster requires one (401), a small login box asks for it; it is kept in
-// sessionStorage (this tab only) and sent as `authorization: Bearer …` (`?token=` on the
-// event WebSocket, where browsers cannot set headers).
+// API token. A cluster that holds API tokens answers 401 to a request without a valid one. Any
+// 401 — a fetch, the probe that follows a refused event stream (browsers do not expose why a
+// WebSocket handshake failed), a log stream — stops the page from following the cluster and
+// opens the login box (App.tsx, LoginBox) on whatever view is showing. The token typed there is
+// checked against the manager before it is kept; a wrong one is said so and asked again. Once
+// accepted it is kept in sessionStorage (this tab only), sent as `authorization: Bearer …`
+// (`?token=` on the event WebSocket, where browsers cannot set headers), and the page connects
+// again in place — no reload — resuming the event stream from the last seq it applied.
 
 const TOKEN_KEY = 'flotilla-token';
 
-export function authToken(): string | null {
+function storedToken(): string | null {
   try {
     return sessionStorage.getItem(TOKEN_KEY);
   } catch {
@@ -68,52 +73,92 @@ export function authToken(): string | null {
   }
 }
 
+const [token, setTokenSignal] = createSignal<string | null>(storedToken());
+/** The token in use (reactive: the log view reopens its stream when it changes). */
+export { token };
+
+function keepToken(t: string | null): void {
+  setTokenSignal(t);
+  try {
+    if (t) sessionStorage.setItem(TOKEN_KEY, t);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    /* storage disabled: the token lives as long as the page */
+  }
+}
+
+export function authToken(): string | null {
+  return token();
+}
+
 /** Headers that authenticate a fetch to the API (empty without a token). */
-export function authHeaders(): Record<string, string> {
-  const t = authToken();
+export function authHeaders(t: string | null = token()): Record<string, string> {
   return t ? { authorization: `Bearer ${t}` } : {};
 }
 
-let loginShown = false;
+export interface LoginRequest {
+  /** missing: no token yet; rejected: the tab's token was refused when (re)connecting;
+   *  expired: the token stopped working while the page was live (revoked). */
+  reason: 'missing' | 'rejected' | 'expired';
+  /** What the manager said. */
+  detail: string;
+}
 
-/** Shows the login box (once); submitting stores the token and reloads the page. */
-export function showLogin(message: string): void {
-  if (loginShown || typeof document === 'undefined') return;
-  loginShown = true;
-  const box = document.createElement('form');
-  box.id = 'login';
-  box.setAttribute('style', 'position:fixed;inset:0;display:flex;align-items:center;justify-content:center;background:rgba(0,0,0,.55);z-index:1000');
-  const inner = document.createElement('div');
-  inner.setAttribute('style', 'background:#fff;color:#111;padding:1.2em 1.5em;border-radius:8px;max-width:28em;font:14px system-ui,sans-serif');
-  const h = document.createElement('h3');
-  h.textContent = 'This cluster needs an API token';
-  const p = document.createElement('p');
-  p.textContent = message;
-  p.setAttribute('style', 'font-size:12px;color:#555');
-  const input = document.createElement('input');
-  input.type = 'password';
-  input.name = 'token';
-  input.placeholder = 'flt_…';
-  input.autocomplete = 'off';
-  input.setAttribute('style', 'width:100%;box-sizing:border-box;margin:.5em 0;padding:.4em');
-  const btn = document.createElement('button');
-  btn.type = 'submit';
-  btn.textContent = 'Sign in';
-  inner.append(h, p, input, btn);
-  box.append(inner);
-  box.addEventListener('submit', (e) => {
-    e.preventDefault();
-    const v = input.value.trim();
-    if (!v) return;
-    try {
-      sessionStorage.setItem(TOKEN_KEY, v);
-    } catch {
-      /* storage disabled: nothing to keep it in */
-    }
-    location.reload();
-  });
-  document.body.append(box);
-  input.focus();
+const [login, setLogin] = createSignal<LoginRequest | null>(null);
+/** Non-null while the page waits for a token (the login box is showing). */
+export { login };
+
+/**
+ * The cluster answered 401 to a request made with token `sent`: forget that token, stop
+ * following the cluster, and ask for one. An answer to an older token than the one now in use
+ * (a request in flight while the user signed in) changes nothing.
+ */
+export function unauthorized(sent: string | null, detail: string): void {
+  if (sent !== token() || login()) return;
+  const reason: LoginRequest['reason'] = sent === null ? 'missing' : store.conn.status === 'live' ? 'expired' : 'rejected';
+  if (sent !== null) keepToken(null);
+  ++gen;
+  const sock = ws;
+  ws = null;
+  if (sock) {
+    sock.onclose = null;
+    sock.close();
+  }
+  dismissKind('reconnecting');
+  setStore('conn', { status: 'login', detail: 'waiting for an API token' });
+  setLogin({ reason, detail });
+}
+
+/**
+ * Checks `t` against the manager the page follows and, when it is accepted, keeps it and
+ * connects again (no reload). Resolves to the reason it was not accepted, or null.
+ */
+export async function signIn(t: string): Promise<string | null> {
+  let res: Response;
+  try {
+    res = await fetch(`${current.base}/v1/nodes?stale=true`, { headers: authHeaders(t), signal: AbortSignal.timeout(8000) });
+  } catch {
+    return 'The manager could not be reached to check the token; try again.';
+  }
+  if (res.status === 401) return 'That token was not accepted: it is unknown or has been revoked. Check it and try again.';
+  // Anything else (200, or 403 for a token whose role cannot read this) means the token is known.
+  keepToken(t);
+  setLogin(null);
+  connect();
+  return null;
+}
+
+/**
+ * After a stream failed to open on `c`: whether it was refused for want of a valid token. The
+ * probe's 401 opens the login box (apiAt), which also ends the caller's connection attempt.
+ */
+async function authRefused(c: Candidate): Promise<boolean> {
+  try {
+    await apiAt(c.base, '/v1/nodes?stale=true', { timeoutMs: 3000 });
+    return false;
+  } catch (e) {
+    return e instanceof ApiError && e.status === 401;
+  }
 }
 
 /** fetch + JSON against the manager the page follows; throws ApiError with the server's error. */
@@ -123,9 +168,10 @@ export async function api<T>(path: string, init: RequestInit & { timeoutMs?: num
 
 async function apiAt<T>(prefix: string, path: string, init: RequestInit & { timeoutMs?: number } = {}): Promise<T> {
   const { timeoutMs = 10_000, ...rest } = init;
+  const sent = token();
   let res: Response;
   try {
-    res = await fetch(prefix + path, { ...rest, headers: { ...authHeaders(), ...((rest.headers as Record<string, string> | undefined) ?? {}) }, signal: rest.signal ?? AbortSignal.timeout(timeoutMs) });
+    res = await fetch(prefix + path, { ...rest, headers: { ...authHeaders(sent), ...((rest.headers as Record<string, string> | undefined) ?? {}) }, signal: rest.signal ?? AbortSignal.timeout(timeoutMs) });
   } catch (e) {
     const name = (e as Error).name;
     if (name === 'AbortError') throw e;
@@ -143,16 +189,7 @@ async function apiAt<T>(prefix: string, path: string, init: RequestInit & { time
   }
   if (!res.ok) {
     const err = (body as { error?: ErrorInfo } | undefined)?.error;
-    if (res.status === 401) {
-      if (authToken()) {
-        try {
-          sessionStorage.removeItem(TOKEN_KEY);
-        } catch {
-          /* ignore */
-        }
-      }
-      showLogin(err?.message ?? 'The API answered 401 Unauthorized.');
-    }
+    if (res.status === 401) unauthorized(sent, err?.message ?? 'The API answered 401 Unauthorized.');
     throw new ApiError(res.status, err ?? { code: `http_${res.status}`, message: text || res.statusText });
   }
   return body as T;
@@ -335,16 +372,22 @@ async function reconnect(failed: Candidate, myGen: number): Promise<void> {
     for (const c of candidates(failed)) {
       if (myGen !== gen) return;
       setStore('conn', 'detail', `trying ${c.id ?? 'the page origin'}${c.addr ? ` at ${c.addr}` : ''}`);
+      let st: LocalStatus;
       try {
-        // A cheap probe first: it also refreshes the member list from a live manager.
-        const st = await apiAt<LocalStatus>(c.base, '/v1/status', { timeoutMs: 1500 });
-        if (myGen !== gen) return;
-        if (st.members && Object.keys(st.members).length > 0) setStore('members', { ...st.members });
+        // A cheap probe first (open to all): it also refreshes the member list from a live manager.
+        st = await apiAt<LocalStatus>(c.base, '/v1/status', { timeoutMs: 1500 });
+      } catch {
+        continue;
+      }
+      if (myGen !== gen) return;
+      if (st.members && Object.keys(st.members).length > 0) setStore('members', { ...st.members });
+      try {
         await openStream({ ...c, id: st.id, addr: c.addr ?? st.addr }, lastSeq, myGen);
         noteConnection(`stream resumed on ${st.id} from seq ${lastSeq}`);
         return;
       } catch {
-        /* next candidate */
+        // Up, but the stream was refused: for want of a valid token (the login box takes over)?
+        if (myGen !== gen || (await authRefused(c)) || myGen !== gen) return;
       }
     }
     await sleep(Math.min(5000, 500 * 2 ** round));
@@ -396,18 +439,21 @@ function scheduleNodes(): void {
   }, 400);
 }
 
-let started = false;
-export function start(): void {
-  if (started) return;
-  started = true;
+/**
+ * Opens the stream on the manager the page follows (first: the one that served it), from the
+ * last seq applied if the page has data, else from a fresh snapshot.
+ */
+function connect(): void {
   const myGen = ++gen;
-  setStore('conn', { status: 'connecting', detail: 'connecting to the manager that served this page' });
+  const since = store.loaded ? lastSeq : null;
+  setStore('conn', { status: 'connecting', detail: `connecting to ${current.id ?? 'the manager that served this page'}` });
   void (async () => {
     for (let round = 0; myGen === gen; round++) {
       try {
-        await openStream(current, null, myGen);
+        await openStream(current, since, myGen);
         return;
       } catch {
+        if (myGen !== gen || (await authRefused(current)) || myGen !== gen) return;
         if (Object.keys(store.members).length > 0) {
           drop('could not open the event stream');
           return;
@@ -416,6 +462,13 @@ export function start(): void {
       }
     }
   })();
+}
+
+let started = false;
+export function start(): void {
+  if (started) return;
+  started = true;
+  connect();
   leaderHooks.add(() => void pollCluster());
   setInterval(() => void pollCluster(), 2000);
   setInterval(() => void pollNodes(), 3000);

@@ -6,7 +6,8 @@ import { createSignal } from 'solid-js';
 import { createStore, produce } from 'solid-js/store';
 import type { ClusterEvent, ClusterInfo, NodeInfo, Snapshot, Task } from './types';
 
-export type ConnStatus = 'connecting' | 'live' | 'reconnecting';
+/** login: the cluster refused the page's token (or it has none); the login box is showing. */
+export type ConnStatus = 'connecting' | 'live' | 'reconnecting' | 'login';
 
 export interface TimelineEntry {
   key: string;

@@ -1,5 +1,5 @@
 import { createEffect, createMemo, createSignal, For, on, onCleanup, Show, type JSX } from 'solid-js';
-import { ApiError, api, authHeaders, base, write } from '../conn';
+import { ApiError, api, authHeaders, base, token, unauthorized, write } from '../conn';
 import { fmtAgo, fmtBytes, fmtCpu, fmtDateTime, fmtTime, joinCommand } from '../format';
 import { now, store, upsertTask } from '../store';
 import { Empty, Labels, StateBadge } from '../ui';
@@ -14,7 +14,7 @@ function LogTail(props: { taskId: string; node: string | null; active: boolean }
   let pre: HTMLPreElement | undefined;
 
   createEffect(
-    on([() => props.taskId, () => props.node, () => props.active, follow, base], ([id, node, active, fol, prefix]) => {
+    on([() => props.taskId, () => props.node, () => props.active, follow, base, token], ([id, node, active, fol, prefix, tok]) => {
       if (!node) {
         setLines([]);
         setNote('No logs yet: the task has not started on a node.');
@@ -27,9 +27,15 @@ function LogTail(props: { taskId: string; node: string | null; active: boolean }
         for (let attempt = 0; !ctl.signal.aborted; attempt++) {
           setNote(following ? 'following…' : '');
           try {
-            const res = await fetch(`${prefix}/v1/tasks/${encodeURIComponent(id)}/logs?tail=200${following ? '&follow=1' : ''}`, { signal: ctl.signal, headers: authHeaders() });
+            const res = await fetch(`${prefix}/v1/tasks/${encodeURIComponent(id)}/logs?tail=200${following ? '&follow=1' : ''}`, { signal: ctl.signal, headers: authHeaders(tok) });
             if (!res.ok) {
               const j = (await res.json().catch(() => null)) as { error?: { message?: string } } | null;
+              // A refused token: the login box asks for another (this effect reruns with it).
+              if (res.status === 401) {
+                unauthorized(tok, j?.error?.message ?? 'HTTP 401');
+                setNote('logs need an API token');
+                return;
+              }
               throw new Error(j?.error?.message ?? `HTTP ${res.status}`);
             }
             setLines([]);
