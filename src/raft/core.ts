@@ -475,6 +475,24 @@ export class RaftCore {
     return [...this.prs].map(([id, pr]) => [id, pr.match]);
   }
 
+  /**
+   * For checkers: the voters that the log itself defines up to `index` (the snapshot's
+   * configuration plus every configuration entry after it, up to `index`), independent of what
+   * the core applied; and the configuration entries in (after, index].
+   */
+  logVoters(after: number, index: number): { voters: NodeId[]; changes: { index: number; term: number; votersBefore: NodeId[] }[] } {
+    const voters = new Set(this.log.snapshot ? this.log.snapshot.meta.conf.voters : this.baseConf.voters);
+    const changes: { index: number; term: number; votersBefore: NodeId[] }[] = [];
+    for (const e of this.log.slice(this.log.firstIndex(), index + 1) ?? []) {
+      if (e.type !== EntryType.ConfChange) continue;
+      const cc = decodeConfChange(e.data);
+      if (e.index > after) changes.push({ index: e.index, term: e.term, votersBefore: [...voters] });
+      if (cc.type === 'addVoter') voters.add(cc.node);
+      else if (cc.type === 'removeNode') voters.delete(cc.node);
+    }
+    return { voters: [...voters], changes };
+  }
+
   /** Term of the entry at index (undefined if compacted or missing): for checkers and drivers. */
   termAt(index: number): number | undefined {
     return this.log.term(index);

@@ -88,9 +88,8 @@ export class SimNode {
    * keeps stepping messages and ticks meanwhile; it takes no new Ready until the write is done.
    */
   stalled: { rd: Ready; until: number } | null = null;
-  /** Commit index last checked against the disks, and the voters then (commit-quorum check). */
+  /** Commit index last checked against the disks (commit-quorum check). */
   commitChecked = 0;
-  votersChecked: NodeId[] = [];
   /** Reads answered by the core, waiting for applied >= index. */
   readWait: { ctx: string; index: number }[] = [];
   /** Reads this incarnation started (ctx), to forget them on a crash. */
@@ -139,6 +138,8 @@ export interface ClusterHooks {
   onLost?(writeId: string, node: SimNode): void;
   /** Extra, scenario-specific message filter: return true to drop. */
   filter?(m: Message): boolean;
+  /** Extra, scenario-specific delay for a message being sent (ticks; 0 = none). */
+  delay?(m: Message): number;
 }
 
 export class SimCluster {
@@ -235,7 +236,6 @@ export class SimCluster {
     n.role = 'follower';
     n.stalled = null;
     n.commitChecked = d.hardState.commit;
-    n.votersChecked = n.core?.conf().voters ?? [];
     n.readWait = [];
     n.readsOpen = new Set();
     n.proposals = new Map();
@@ -324,7 +324,7 @@ export class SimCluster {
 
   /** A delay that keeps the link in order when the network is FIFO. */
   private linkDelay(from: SimNode, m: Message): number {
-    const d = this.delay();
+    const d = this.delay() + (this.hooks.delay?.(m) ?? 0);
     if (!this.net.fifo) return d;
     const to = this.nodes.get(m.to);
     if (!to) return d;
@@ -391,28 +391,36 @@ export class SimCluster {
   }
 
   /**
-   * Commit quorum, checked the moment a leader's commit index moves: a quorum of voters (of
-   * its configuration before or after this step) has the entry on disk. Followers only copy a
-   * leader's commit index, so their commits are covered by the leader's check.
+   * Commit quorum, checked the moment a leader's commit index moves from `old` to `c`: the new
+   * commit index, and every configuration entry it commits, is on the disks of a majority of
+   * voters, either of the configuration the leader committed with (its log's, up to `old`) or
+   * of the one just before that entry. Configurations come from the leader's log, not from
+   * what its core applied. Followers only copy a leader's commit index (covered here).
    */
   checkCommit(n: SimNode): void {
     const core = n.core;
     if (!core) return;
     const c = core.commitIndex();
-    if (c <= n.commitChecked) return;
-    const before = n.votersChecked;
-    const after = core.conf().voters;
+    const old = n.commitChecked;
+    if (c <= old) return;
     n.commitChecked = c;
-    n.votersChecked = after;
     if (core.status().role !== 'leader') return;
     const term = core.termAt(c);
     if (term === undefined) return;
-    const holds = (id: NodeId): boolean => {
+    const { voters, changes } = core.logVoters(old, c);
+    const atOld = changes.length > 0 ? changes[0]!.votersBefore : voters;
+    const last = changes[changes.length - 1];
+    const beforeC = last && last.index === c ? last.votersBefore : voters;
+    const holds = (i: number, t: number) => (id: NodeId): boolean => {
       const x = this.nodes.get(id);
       if (!x) return false;
-      return x.diskSnapIndex() >= c || x.diskTermAt(c) === term;
+      return x.diskSnapIndex() >= i || x.diskTermAt(i) === t;
     };
-    checkCommitQuorum(this.checkers.report, n.id, c, term, [before, after], holds);
+    const report = this.checkers.report;
+    if (!checkCommitQuorum(report, n.id, c, term, [atOld, beforeC], holds(c, term))) return;
+    for (const ch of changes) {
+      if (!checkCommitQuorum(report, n.id, ch.index, ch.term, [atOld, ch.votersBefore], holds(ch.index, ch.term))) return;
+    }
   }
 
   /** Leader match: what a leader records as a follower's match is really on that follower's disk. */

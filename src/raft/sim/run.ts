@@ -6,7 +6,7 @@ import { checkDurability, convergence, type AckedWrite, type Property, type Viol
 import { PERFECT_NET, SimCluster, type NetFaults, type SimBug, type SimNode } from './network.js';
 import { derive, type Prng } from './prng.js';
 
-export type Family = 'random' | 'figure8' | 'no-sync' | 'ongaro';
+export type Family = 'random' | 'figure8' | 'no-sync' | 'ongaro' | 'deposed-read';
 
 export interface RunOptions {
   seed: number;
@@ -82,7 +82,7 @@ export interface Params {
   initialLearner: boolean;
 }
 
-const FAMILY_SHARE = { figure8: 0.1, noSync: 0.1, ongaro: 0.1 };
+const FAMILY_SHARE = { figure8: 0.1, noSync: 0.1, ongaro: 0.1, deposedRead: 0.1 };
 
 /** The parameters a seed picks (pure; exported for tests and tools). */
 export function seedParams(seed: number): Readonly<Params> {
@@ -94,9 +94,17 @@ function pickParams(seed: number): Params {
   const f = r.next();
   const F = FAMILY_SHARE;
   const family: Family =
-    f < F.figure8 ? 'figure8' : f < F.figure8 + F.noSync ? 'no-sync' : f < F.figure8 + F.noSync + F.ongaro ? 'ongaro' : 'random';
+    f < F.figure8
+      ? 'figure8'
+      : f < F.figure8 + F.noSync
+        ? 'no-sync'
+        : f < F.figure8 + F.noSync + F.ongaro
+          ? 'ongaro'
+          : f < F.figure8 + F.noSync + F.ongaro + F.deposedRead
+            ? 'deposed-read'
+            : 'random';
   const scripted = family !== 'random';
-  const n = family === 'figure8' ? 5 : family === 'no-sync' ? 3 : family === 'ongaro' ? 3 : r.pick([3, 3, 5, 5, 7]);
+  const n = family === 'figure8' ? 5 : family === 'no-sync' ? 3 : family === 'ongaro' || family === 'deposed-read' ? 3 : r.pick([3, 3, 5, 5, 7]);
   const maxDelay = r.pick([1, 1, 2, 3]);
   // Figure 8 needs the leader to ship one entry per message.
   const maxSizePerMsg = family === 'figure8' ? 1 : r.pick([undefined, 1, 200, 4096]);
@@ -135,7 +143,7 @@ function pickParams(seed: number): Params {
     crashRate: scripted ? 0 : r.pick([0, 0.005, 0.01, 0.03]),
     partitionRate: scripted ? 0 : r.pick([0, 0.01, 0.03, 0.06]),
     fullRestartAtHeal: r.chance(0.3),
-    initialLearner: family === 'ongaro' || (!scripted && r.chance(0.3)),
+    initialLearner: family === 'ongaro' || family === 'deposed-read' || (!scripted && r.chance(0.3)),
   };
   // Delay spikes up to 6 election timeouts: a response can arrive after a whole term went by.
   p.net.spikeMax = scripted ? 25 : r.pick([25, 45, 60]);
@@ -222,6 +230,7 @@ class Run {
     if (p.family === 'figure8') this.script = new Figure8Script(this);
     else if (p.family === 'no-sync') this.script = new NoSyncScript(this);
     else if (p.family === 'ongaro') this.script = new OngaroScript(this);
+    else if (p.family === 'deposed-read') this.script = new DeposedReadScript(this);
   }
 
   get tick(): number {
@@ -338,7 +347,7 @@ class Run {
     if (this.pending.length > 0) this.pending = this.pending.filter((w) => !w.acked);
   }
 
-  private read(n: SimNode): void {
+  read(n: SimNode): void {
     const ctx = `r:${this.nextRead}`;
     if (this.sim.readIndex(n, ctx)) {
       this.nextRead++;
@@ -522,6 +531,7 @@ class Run {
     s.voteCrash = 0;
     s.hooks.filter = undefined;
     s.hooks.onLeader = undefined;
+    s.hooks.delay = undefined;
     if (this.script) this.script.done = true;
     s.unstallAll();
     if (this.p.fullRestartAtHeal) {
@@ -1021,6 +1031,111 @@ class OngaroScript implements Script {
       case 5:
         if (this.C.role === 'leader' || s.tick > this.deadline) this.done = true;
         return;
+    }
+  }
+}
+
+/**
+ * Reads at a deposed leader that does not know it yet (3 voters and a learner D):
+ *  (a) leader L serves a read; the voters' heartbeat responses of the next few ticks are held
+ *      up in the network, spread over up to ~5 election timeouts (longer than 2× the timeout);
+ *  (b) {L, D} | {B, C}: B or C is elected and acknowledges a client write. The late responses
+ *      keep L's CheckQuorum satisfied, so L still believes it leads;
+ *  (c) clients keep reading at L. Only a heartbeat round started for a read may confirm it, and
+ *      only voters count: L can confirm nothing, and a stale read is a violation.
+ */
+class DeposedReadScript implements Script {
+  done = false;
+  private phase = 0;
+  private readonly start: number;
+  private deadline = 0;
+  private L!: SimNode;
+  private D!: SimNode;
+  private group: NodeId[] = [];
+  private holdUntil = 0;
+  private written = '';
+  private readonly late = new WeakSet<Message>();
+
+  constructor(private readonly run: Run) {
+    this.start = run.rng.range(30, 150);
+  }
+
+  onTick(): void {
+    const run = this.run;
+    const s = run.sim;
+    const r = run.rng;
+    if (s.tick > this.start + 600) {
+      this.done = true;
+      return;
+    }
+    switch (this.phase) {
+      case 0: {
+        if (s.tick < this.start) return;
+        const l = quietLeader(run);
+        if (!l || !l.core) return;
+        const conf = l.core.conf();
+        if (conf.voters.length !== 3 || conf.learners.length !== 1) {
+          this.done = true;
+          return;
+        }
+        this.L = l;
+        this.D = s.nodes.get(conf.learners[0]!)!;
+        this.group = [l.id, this.D.id];
+        const L = l.id;
+        this.holdUntil = s.tick + r.range(3, 6);
+        let k = 0;
+        // (a) Hold up the voters' responses to L for a few ticks, spread out.
+        s.hooks.delay = (m: Message): number => {
+          if (s.tick > this.holdUntil || m.to !== L || m.type !== 'heartbeatResp' || m.from === this.D.id) return 0;
+          this.late.add(m);
+          k++;
+          return 6 + ((k * 7) % 45);
+        };
+        run.read(l);
+        s.event('script', `deposed-read (a): ${l.id} leads; responses to it held up until tick ${this.holdUntil}`);
+        this.phase = 1;
+        return;
+      }
+      case 1: {
+        if (s.tick < this.holdUntil) return;
+        s.hooks.delay = undefined;
+        // (b) the partition: late messages already in the network still arrive.
+        const g = this.group;
+        s.hooks.filter = (m: Message) => g.includes(m.from) !== g.includes(m.to) && !this.late.has(m);
+        s.event('script', `deposed-read (b): {${g.join(',')}} | rest`);
+        this.phase = 2;
+        this.deadline = s.tick + 150;
+        return;
+      }
+      case 2: {
+        if (s.tick > this.deadline) {
+          this.done = true;
+          return;
+        }
+        const others = s.list.filter((x) => !this.group.includes(x.id) && x.core && x.role === 'leader');
+        const n = others[0];
+        if (this.written === '' && n) {
+          const id = `w:${run.nextWrite++}`;
+          const w = { id, acked: null, inflight: 0, lastAttempt: s.tick, lastNode: n.id, lastTerm: n.leaderTerm };
+          const res = s.propose(n, id);
+          if (!res) return;
+          w.inflight++;
+          run.writes.set(id, w);
+          run.pending.push(w);
+          this.written = id;
+          s.drive(n);
+          s.event('script', `deposed-read (b): ${n.id} leads the majority; ${id} at (${res.index}, t${res.term})`);
+          return;
+        }
+        if (this.written === '' || !run.writes.get(this.written)?.acked) return;
+        // (c) L still believes it leads: read there.
+        if (this.L.core && this.L.role === 'leader') run.read(this.L);
+        else {
+          s.event('script', `deposed-read (c): ${this.L.id} stepped down`);
+          this.done = true;
+        }
+        return;
+      }
     }
   }
 }
