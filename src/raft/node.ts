@@ -168,6 +168,8 @@ export class RaftNode extends EventEmitter {
   start(): void {
     this.timer = setInterval(() => {
       this.core.tick();
+      // The leader gives up on a silent removed member on a tick (no Ready may follow).
+      if (this.removed.size > 0) this.forgetRemovedPeers();
       this.kick();
     }, this.tickMs);
     this.timer.unref?.();
