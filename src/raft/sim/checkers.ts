@@ -15,6 +15,7 @@ export type Property =
   | 'durability'
   | 'commit-quorum'
   | 'leader-match'
+  | 'append-commit'
   | 'liveness'
   | 'exception';
 

@@ -386,7 +386,16 @@ export class SimCluster {
 
   private stepInto(n: SimNode, m: Message): void {
     const core = n.core!;
+    const before = m.type === 'app' ? core.commitIndex() : 0;
     this.guard(n, () => core.step(m));
+    if (m.type === 'app' && n.core) {
+      // Figure 2, AppendEntries rule 5: commit at most to the last entry this append vouched for.
+      const after = core.commitIndex();
+      const lastNew = m.index + (m.entries?.length ?? 0);
+      if (after > before && after > lastNew) {
+        this.checkers.report('append-commit', `${n.id} moved its commit ${before} -> ${after} on an append from ${m.from} whose last entry is ${lastNew}`);
+      }
+    }
     this.checkCommit(n);
   }
 
