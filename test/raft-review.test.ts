@@ -141,3 +141,29 @@ describe('RaftNode: removed members are forgotten by the transport', () => {
     }
   });
 });
+
+describe('PeerTransport: a removed peer is not recreated', () => {
+  it('after removePeer, messages to that id are dropped instead of opening a new connection', async () => {
+    const { PeerTransport } = await import('../src/raft/transport.js');
+    const unreachable: string[] = [];
+    // Nothing listens at this address: the peer exists (and retries) but never connects.
+    const t = new PeerTransport({
+      id: 'a',
+      secret: 'test secret',
+      onMessage: () => {},
+      resolveAddr: () => '127.0.0.1:1',
+      onUnreachable: (p) => unreachable.push(p),
+    });
+    try {
+      const hb = (to: string): Message => ({ type: 'heartbeat', from: 'a', to, term: 1, index: 0, logTerm: 0 });
+      t.send([hb('b'), hb('c')]);
+      expect(Object.keys(t.stats().peers).sort()).toEqual(['b', 'c']);
+      t.removePeer('b');
+      expect(Object.keys(t.stats().peers)).toEqual(['c']);
+      t.send([hb('b'), hb('c')]);
+      expect(Object.keys(t.stats().peers)).toEqual(['c']);
+    } finally {
+      await t.close();
+    }
+  });
+});
