@@ -115,7 +115,7 @@ export class RaftLog {
    * The follower side of AppendEntries. Returns the last new index on success, or null when the
    * entry at prevIndex does not match.
    */
-  maybeAppend(prevIndex: number, prevTerm: number, commit: number, ents: Entry[]): number | null {
+  maybeAppend(prevIndex: number, prevTerm: number, commit: number, ents: Entry[], bugCommitPastNew = false): number | null {
     if (!this.matchTerm(prevIndex, prevTerm)) return null;
     const lastNew = prevIndex + ents.length;
     const ci = this.findConflict(ents);
@@ -123,7 +123,8 @@ export class RaftLog {
       if (ci <= this.committed) throw new Error(`raft log: conflict at ${ci} <= committed ${this.committed}`);
       this.append(ents.slice(ci - prevIndex - 1));
     }
-    this.commitTo(Math.min(commit, lastNew));
+    // Only up to the last new entry: anything after it may be a stale tail from an older term.
+    this.commitTo(Math.min(commit, bugCommitPastNew ? this.lastIndex() : lastNew));
     return lastNew;
   }
 

@@ -379,7 +379,6 @@ export class RaftCore {
     }
     this.needBroadcast = false;
     this.commitBroadcast = false;
-    this.departing.clear();
     const hs = this.hardState();
     const entries = this.log.unstableEntries();
     const snapshot = this.log.unstableSnapshot ?? undefined;
@@ -465,6 +464,35 @@ export class RaftCore {
     return { voters: [...this.voters].sort(), learners: [...this.learners].sort() };
   }
 
+  /** The commit index (cheap, for checkers and drivers). */
+  commitIndex(): number {
+    return this.log.committed;
+  }
+
+  /** The leader's recorded match index per member (empty unless leader): for checkers. */
+  matches(): [NodeId, number][] {
+    if (this.role !== 'leader') return [];
+    return [...this.prs].map(([id, pr]) => [id, pr.match]);
+  }
+
+  /**
+   * For checkers: the voters that the log itself defines up to `index` (the snapshot's
+   * configuration plus every configuration entry after it, up to `index`), independent of what
+   * the core applied; and the configuration entries in (after, index].
+   */
+  logVoters(after: number, index: number): { voters: NodeId[]; changes: { index: number; term: number; votersBefore: NodeId[] }[] } {
+    const voters = new Set(this.log.snapshot ? this.log.snapshot.meta.conf.voters : this.baseConf.voters);
+    const changes: { index: number; term: number; votersBefore: NodeId[] }[] = [];
+    for (const e of this.log.slice(this.log.firstIndex(), index + 1) ?? []) {
+      if (e.type !== EntryType.ConfChange) continue;
+      const cc = decodeConfChange(e.data);
+      if (e.index > after) changes.push({ index: e.index, term: e.term, votersBefore: [...voters] });
+      if (cc.type === 'addVoter') voters.add(cc.node);
+      else if (cc.type === 'removeNode') voters.delete(cc.node);
+    }
+    return { voters: [...voters], changes };
+  }
+
   /** Term of the entry at index (undefined if compacted or missing): for checkers and drivers. */
   termAt(index: number): number | undefined {
     return this.log.term(index);
@@ -521,7 +549,8 @@ export class RaftCore {
     // A no-op entry of this term: it commits everything before it, and until it commits the
     // leader proposes no configuration change (the single-server change fix) and serves no read.
     this.appendEntries([{ term: this.term, index: last + 1, type: EntryType.Normal, data: new Uint8Array(0) }]);
-    this.pendingConfIndex = this.log.lastIndex();
+    if (this.bug === 'self-count-before-sync') this.prs.get(this.id)?.maybeUpdate(last + 1);
+    this.pendingConfIndex = this.bug === 'conf-before-noop' ? 0 : this.log.lastIndex();
     this.needBroadcast = true;
   }
 
@@ -749,12 +778,12 @@ export class RaftCore {
           while (this.sendAppend(m.from, false)) {
             /* loop */
           }
-          const dep = this.departing.get(m.from);
-          if (dep && pr.match >= dep.index && this.log.committed >= dep.index) this.forgetDeparting(m.from, true);
           if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) {
             this.send({ type: 'timeoutNow', to: m.from, term: this.term, index: 0, logTerm: 0 });
           }
         }
+        // A removed node that has its removal (and knows it is committed) is dropped.
+        this.maybeForgetDeparting(m.from);
         return;
       }
       case 'heartbeatResp': {
@@ -764,7 +793,10 @@ export class RaftCore {
         // the next append goes out; a gap makes the follower reject and the leader probes back.
         if (pr.state === 'replicate' && pr.isPaused(this.maxInflightMsgs, this.maxInflightBytes)) pr.freeFirst();
         if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, true);
-        if (m.context) this.ackRead(m.context, m.from);
+        // (bug read-any-ack: any response confirms the newest pending read, whatever it answers.)
+        const ctx = this.bug === 'read-any-ack' ? this.pendingReads[this.pendingReads.length - 1]?.context : m.context;
+        if (ctx) this.ackRead(ctx, m.from);
+        this.maybeForgetDeparting(m.from);
         return;
       }
       case 'snapStatus': {
@@ -793,6 +825,7 @@ export class RaftCore {
     if (!this.prs.has(this.id)) throw new RaftError('not_leader', 'this node was removed from the cluster', null);
     const index = this.log.lastIndex() + 1;
     this.appendEntries([{ term: this.term, index, type, data }]);
+    if (this.bug === 'self-count-before-sync') this.prs.get(this.id)!.maybeUpdate(index);
     this.needBroadcast = true;
     return { index, term: this.term };
   }
@@ -827,6 +860,9 @@ export class RaftCore {
     for (const e of ents) {
       if (e.type === EntryType.ConfChange) this.applyConfChange(decodeConfChange(e.data), e.index);
     }
+    if (this.role === 'leader' && this.departing.size > 0) {
+      for (const id of [...this.departing.keys()]) this.maybeForgetDeparting(id);
+    }
     if (this.role === 'leader' && this.deferredReads.length > 0 && this.log.term(this.log.committed) === this.term) {
       const reads = this.deferredReads;
       this.deferredReads = [];
@@ -840,8 +876,14 @@ export class RaftCore {
       return;
     }
     const oldCommit = this.log.committed;
-    const last = this.log.maybeAppend(m.index, m.logTerm, m.commit ?? 0, m.entries ?? []);
+    const last = this.log.maybeAppend(m.index, m.logTerm, m.commit ?? 0, m.entries ?? [], this.bug === 'commit-past-new');
     if (last !== null) {
+      if (this.bug === 'conf-at-append') {
+        // The bug: configuration takes effect on append, and a truncated entry is never undone.
+        for (const e of m.entries ?? []) {
+          if (e.type === EntryType.ConfChange && e.index > oldCommit) this.applyConfChange(decodeConfChange(e.data), e.index);
+        }
+      }
       if (this.log.committed > oldCommit) this.onCommitted(oldCommit);
       this.send({ type: 'appResp', to: m.from, term: this.term, index: last, logTerm: 0 });
       return;
@@ -866,9 +908,10 @@ export class RaftCore {
       return;
     }
     if (this.log.matchTerm(s.meta.index, s.meta.term)) {
-      // We already have the entry: just fast-forward the commit.
+      // We already have the entry: just fast-forward the commit. Acknowledge the snapshot's
+      // index only: entries after it may be a stale tail of an older term.
       this.commitTo(s.meta.index);
-      this.send({ type: 'appResp', to: m.from, term: this.term, index: this.log.lastIndex(), logTerm: 0 });
+      this.send({ type: 'appResp', to: m.from, term: this.term, index: s.meta.index, logTerm: 0 });
       return;
     }
     this.log.restore(s);
@@ -955,9 +998,11 @@ export class RaftCore {
     const at = this.pendingReads.findIndex((r) => r.context === context);
     if (at < 0) return;
     const r = this.pendingReads[at]!;
-    if (this.voters.has(from)) r.acks.add(from);
+    // Only voters confirm leadership (bug learner-read-quorum: learners count too).
+    const counts = (id: NodeId): boolean => this.voters.has(id) || (this.bug === 'learner-read-quorum' && this.learners.has(id));
+    if (counts(from)) r.acks.add(from);
     let n = 0;
-    for (const id of r.acks) if (this.voters.has(id)) n++;
+    for (const id of r.acks) if (counts(id)) n++;
     if (n < this.quorum()) return;
     // A quorum confirmed leadership after this read (and all earlier ones) was registered.
     const done = this.pendingReads.splice(0, at + 1);
@@ -984,6 +1029,13 @@ export class RaftCore {
     } else {
       this.sendAppend(to, true);
     }
+  }
+
+  /** Drops a removed node once it holds its removal entry and that entry is committed. */
+  private maybeForgetDeparting(id: NodeId): void {
+    const dep = this.departing.get(id);
+    const pr = this.prs.get(id);
+    if (dep && pr && pr.match >= dep.index && this.log.committed >= dep.index) this.forgetDeparting(id, true);
   }
 
   private forgetDeparting(id: NodeId, tellCommit: boolean): void {

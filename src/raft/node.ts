@@ -20,6 +20,8 @@ export interface NodeStorage {
 
 export interface NodeTransport {
   send(msgs: Message[]): void;
+  /** Forgets a peer removed from the cluster (closes its connection, drops its queue). */
+  removePeer?(id: NodeId): void;
 }
 
 /**
@@ -104,6 +106,8 @@ export class RaftNode extends EventEmitter {
   readonly members = new Map<NodeId, string>();
   /** Ids removed from the cluster: never reused (replicated, kept in snapshots). */
   readonly removed = new Set<NodeId>();
+  /** Removed ids already handed to transport.removePeer. */
+  private readonly forgotten = new Set<NodeId>();
   /** ms timestamp of the last message from each peer. */
   readonly lastContact = new Map<NodeId, number>();
   private lastLeaderChange = Date.now();
@@ -164,6 +168,8 @@ export class RaftNode extends EventEmitter {
   start(): void {
     this.timer = setInterval(() => {
       this.core.tick();
+      // The leader gives up on a silent removed member on a tick (no Ready may follow).
+      if (this.removed.size > 0) this.forgetRemovedPeers();
       this.kick();
     }, this.tickMs);
     this.timer.unref?.();
@@ -280,6 +286,13 @@ export class RaftNode extends EventEmitter {
   }
 
   private track(index: number, term: number, timeoutMs: number): Promise<unknown> {
+    // A proposal already waiting at this index lost its entry (this node lost leadership, its
+    // tail was replaced, and it leads again): settle it now, or it would hang until its timer.
+    const displaced = this.proposals.get(index);
+    if (displaced) {
+      this.proposals.delete(index);
+      displaced.reject(new RaftError('proposal_dropped', 'the write was lost in a leader change; retry'));
+    }
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         const p = this.proposals.get(index);
@@ -344,6 +357,7 @@ export class RaftNode extends EventEmitter {
           this.waitForApplied(rs.index, r.resolve);
         }
         this.core.advance(rd);
+        if (this.removed.size > 0) this.forgetRemovedPeers();
         void this.drainApply();
       }
     } catch (e) {
@@ -373,6 +387,24 @@ export class RaftNode extends EventEmitter {
       trace.leader(this.traceTerm);
     } else if (!leading && this.traceLeading) trace.stepDown(this.traceTerm);
     this.traceLeading = leading;
+  }
+
+  /**
+   * Closes the transport's connection to removed members once the core no longer talks to
+   * them (the leader keeps a removed node until it has its removal, or gives up on it).
+   */
+  private forgetRemovedPeers(): void {
+    const rp = this.transport?.removePeer;
+    if (!rp) return;
+    let st: Status | null = null;
+    for (const id of this.removed) {
+      if (this.forgotten.has(id) || id === this.id) continue;
+      st ??= this.core.status();
+      if (st.role === 'leader' && st.progress[id]) continue;
+      this.forgotten.add(id);
+      rp.call(this.transport, id);
+      this.log('info', 'removed member forgotten by the transport', { peer: id });
+    }
   }
 
   private onSoftState(s: SoftState): void {

@@ -233,6 +233,8 @@ export class PeerTransport {
   private readonly s: Settings;
   private readonly wss: WebSocketServer;
   private readonly peers = new Map<NodeId, OutboundPeer>();
+  /** Peers removed from the cluster: never recreated by send() (removed ids are not reused). */
+  private readonly removedPeers = new Set<NodeId>();
   private readonly inbound = new Set<InboundConn>();
   private readonly unregister: (() => void) | undefined;
   private closed = false;
@@ -332,6 +334,7 @@ export class PeerTransport {
       }
       let peer = this.peers.get(m.to);
       if (!peer) {
+        if (this.removedPeers.has(m.to)) continue; // a removed member: ids are never reused
         peer = new OutboundPeer(this, this.s, m.to);
         this.peers.set(m.to, peer);
       }
@@ -341,6 +344,7 @@ export class PeerTransport {
 
   /** Forgets a peer (e.g. removed from the cluster): closes its connection and drops its queue. */
   removePeer(id: NodeId): void {
+    this.removedPeers.add(id);
     const peer = this.peers.get(id);
     if (!peer) return;
     this.peers.delete(id);

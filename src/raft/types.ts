@@ -159,9 +159,42 @@ export interface RaftConfig {
   persisted?: PersistedState;
   /** Index already applied by the state machine (restart); default: the snapshot index. */
   applied?: number;
-  /** Deliberately broken variants, used only to prove the simulator's checkers can fail. */
-  bug?: 'figure8' | 'none';
+  /**
+   * TEST ONLY. Deliberately broken variants, used only by the simulator (src/raft/sim) to prove
+   * its checkers can fail. Never set by RaftNode (production builds its config without it).
+   */
+  bug?: CoreBug;
 }
+
+/**
+ * Deliberately broken core variants (test only, see RaftConfig.bug):
+ *  figure8: commits old-term entries by counting replicas;
+ *  read-any-ack: any heartbeat response confirms the pending reads, whatever its context;
+ *  learner-read-quorum: learners' heartbeat responses count toward a read's quorum;
+ *  commit-past-new: a follower commits up to its own last index, not the last new entry;
+ *  conf-at-append: followers apply a configuration change when appended, never rolled back;
+ *  self-count-before-sync: the leader counts itself toward a quorum before its own write;
+ *  conf-before-noop: a new leader may propose a configuration change before its no-op commits.
+ */
+export type CoreBug =
+  | 'none'
+  | 'figure8'
+  | 'read-any-ack'
+  | 'learner-read-quorum'
+  | 'commit-past-new'
+  | 'conf-at-append'
+  | 'self-count-before-sync'
+  | 'conf-before-noop';
+
+export const CORE_BUGS: readonly CoreBug[] = [
+  'figure8',
+  'read-any-ack',
+  'learner-read-quorum',
+  'commit-past-new',
+  'conf-at-append',
+  'self-count-before-sync',
+  'conf-before-noop',
+];
 
 export class RaftError extends Error {
   constructor(

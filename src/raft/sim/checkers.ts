@@ -13,6 +13,9 @@ export type Property =
   | 'state-machine-safety'
   | 'linearizable-reads'
   | 'durability'
+  | 'commit-quorum'
+  | 'leader-match'
+  | 'append-commit'
   | 'liveness'
   | 'exception';
 
@@ -273,6 +276,34 @@ export function checkDurability(
       return;
     }
   }
+}
+
+// ------------------------------------------------------------------ commit quorum
+
+/**
+ * When a leader's commit index moves to `index`, a quorum of voters has (index, term) on
+ * stable storage. `voterSets`: the leader's configuration before and after the step that moved
+ * it (one of them counted; with one change at a time their quorums overlap); `holds(id)`:
+ * whether that node's disk has the entry (or a snapshot covering it).
+ */
+export function checkCommitQuorum(
+  report: Report,
+  leader: NodeId,
+  index: number,
+  term: number,
+  voterSets: readonly (readonly NodeId[])[],
+  holds: (id: NodeId) => boolean,
+): boolean {
+  let best = '';
+  for (const voters of voterSets) {
+    if (voters.length === 0) continue;
+    const have = voters.filter(holds);
+    if (have.length >= Math.floor(voters.length / 2) + 1) return true;
+    best ||= `${have.length} of {${voters.join(',')}}${have.length ? ` (${have.join(',')})` : ''}`;
+  }
+  if (best === '') return true;
+  report('commit-quorum', `${leader} committed (${index}, term ${term}) with only ${best} having it on disk`);
+  return false;
 }
 
 // ------------------------------------------------------------------ liveness

@@ -1,12 +1,13 @@
-// npm run sim -- --seeds N [--bug figure8|no-sync] [--from S]
+// npm run sim -- --seeds N [--bug BUG] [--from S]   (BUG: see SIM_BUGS in network.ts)
 // npm run sim -- --seed S [--bug ...] [--quiet]        replay one seed with a readable trace
 import { describe, runSeed, type RunResult } from './run.js';
-import type { SimBug } from './network.js';
+import { SIM_BUGS, type SimBug } from './network.js';
 
 function usage(msg?: string): never {
   if (msg) console.error(`sim: ${msg}`);
-  console.error('usage: npm run sim -- --seeds N [--from S] [--bug none|figure8|no-sync|stale-read]');
-  console.error('       npm run sim -- --seed S [--bug none|figure8|no-sync|stale-read] [--quiet]');
+  console.error('usage: npm run sim -- --seeds N [--from S] [--bug BUG]');
+  console.error('       npm run sim -- --seed S [--bug BUG] [--quiet]');
+  console.error(`BUG: none|${SIM_BUGS.join('|')}`);
   process.exit(2);
 }
 
@@ -37,8 +38,8 @@ function parse(argv: string[]): { seeds?: number; seed?: number; from: number; b
         break;
       case '--bug': {
         const b = val();
-        if (b !== 'none' && b !== 'figure8' && b !== 'no-sync' && b !== 'stale-read') usage(`unknown bug ${b}`);
-        bug = b;
+        if (b !== 'none' && !(SIM_BUGS as readonly string[]).includes(b ?? '')) usage(`unknown bug ${b}`);
+        bug = b as SimBug;
         break;
       }
       case '--quiet':

@@ -2,16 +2,23 @@
 // Ready loop, over a lossy, delaying, duplicating, partitionable network. Pure and
 // deterministic: everything random comes from the seeded Prng.
 import { RaftCore } from '../core.js';
-import { RaftError, type ConfState, type Entry, type HardState, type Message, type NodeId, type Ready, type Snapshot } from '../types.js';
-import { Checkers, chainHash, entryKey } from './checkers.js';
+import { CORE_BUGS, RaftError, type ConfState, type CoreBug, type Entry, type HardState, type Message, type NodeId, type Ready, type Snapshot } from '../types.js';
+import { Checkers, chainHash, checkCommitQuorum, entryKey } from './checkers.js';
 import { derive, hashNum, hashString, type Prng } from './prng.js';
 
 /**
- * figure8: the core commits old-term entries by counting replicas (RaftConfig.bug);
- * no-sync: a crash forgets the persisted vote; stale-read: reads are served from the local
- * state machine without ReadIndex (simulator-side).
+ * Core bugs (RaftConfig.bug, see CoreBug: figure8, read-any-ack, learner-read-quorum,
+ * commit-past-new, conf-at-append, self-count-before-sync, conf-before-noop), plus two on the
+ * simulator's side: no-sync: a crash forgets the persisted vote; stale-read: reads are served
+ * from the local state machine without ReadIndex.
  */
-export type SimBug = 'none' | 'figure8' | 'no-sync' | 'stale-read';
+export type SimBug = CoreBug | 'no-sync' | 'stale-read';
+
+export const SIM_BUGS: readonly SimBug[] = [...CORE_BUGS, 'no-sync', 'stale-read'];
+
+function coreBug(b: SimBug): CoreBug {
+  return (CORE_BUGS as readonly string[]).includes(b) ? (b as CoreBug) : 'none';
+}
 
 export interface Disk {
   hardState: HardState;
@@ -25,6 +32,8 @@ export interface NetFaults {
   dup: number;
   /** Probability of a long delay (heavy reordering). */
   spike: number;
+  /** Longest spike, in ticks (beyond twice the election timeout: a reply can outlive a term). */
+  spikeMax: number;
   maxDelay: number;
   /** Probability that a dropped message to a partitioned peer is reported 'unreachable' to its sender. */
   unreachable: number;
@@ -32,7 +41,7 @@ export interface NetFaults {
   fifo: boolean;
 }
 
-export const PERFECT_NET: NetFaults = { drop: 0, dup: 0, spike: 0, maxDelay: 1, unreachable: 0, fifo: true };
+export const PERFECT_NET: NetFaults = { drop: 0, dup: 0, spike: 0, spikeMax: 25, maxDelay: 1, unreachable: 0, fifo: true };
 
 export interface ClusterConfig {
   seed: number;
@@ -74,9 +83,13 @@ export class SimNode {
   sm: StateMachine = { applied: 0, hash: 0, writes: 0 };
   lastCommitSeen = 0;
   lastCompact = 0;
-  /** A Ready handed out but not yet persisted: the node is paused in a slow fsync. */
+  /**
+   * A Ready handed out but not yet persisted: the node is in a slow fsync. Like RaftNode, it
+   * keeps stepping messages and ticks meanwhile; it takes no new Ready until the write is done.
+   */
   stalled: { rd: Ready; until: number } | null = null;
-  inbox: Message[] = [];
+  /** Commit index last checked against the disks (commit-quorum check). */
+  commitChecked = 0;
   /** Reads answered by the core, waiting for applied >= index. */
   readWait: { ctx: string; index: number }[] = [];
   /** Reads this incarnation started (ctx), to forget them on a crash. */
@@ -125,6 +138,8 @@ export interface ClusterHooks {
   onLost?(writeId: string, node: SimNode): void;
   /** Extra, scenario-specific message filter: return true to drop. */
   filter?(m: Message): boolean;
+  /** Extra, scenario-specific delay for a message being sent (ticks; 0 = none). */
+  delay?(m: Message): number;
 }
 
 export class SimCluster {
@@ -215,12 +230,12 @@ export class SimCluster {
         bootstrap: n.bootstrap,
         persisted: { hardState: { ...d.hardState }, snapshot: d.snapshot, entries: d.entries.slice() },
         applied: snapIndex,
-        bug: this.cfg.bug === 'figure8' ? 'figure8' : 'none',
+        bug: coreBug(this.cfg.bug),
       });
     });
     n.role = 'follower';
     n.stalled = null;
-    n.inbox = [];
+    n.commitChecked = d.hardState.commit;
     n.readWait = [];
     n.readsOpen = new Set();
     n.proposals = new Map();
@@ -236,7 +251,6 @@ export class SimCluster {
     this.stats.crashes++;
     n.core = null;
     n.stalled = null;
-    n.inbox = [];
     n.readWait = [];
     for (const ctx of n.readsOpen) this.checkers.reads.onReadLost(ctx);
     n.readsOpen.clear();
@@ -310,7 +324,7 @@ export class SimCluster {
 
   /** A delay that keeps the link in order when the network is FIFO. */
   private linkDelay(from: SimNode, m: Message): number {
-    const d = this.delay();
+    const d = this.delay() + (this.hooks.delay?.(m) ?? 0);
     if (!this.net.fifo) return d;
     const to = this.nodes.get(m.to);
     if (!to) return d;
@@ -323,7 +337,7 @@ export class SimCluster {
   private delay(): number {
     const net = this.net;
     let d = net.maxDelay <= 1 ? 1 : this.rng.range(1, net.maxDelay);
-    if (net.spike > 0 && this.rng.chance(net.spike)) d += this.rng.range(3, 25);
+    if (net.spike > 0 && this.rng.chance(net.spike)) d += this.rng.range(3, net.spikeMax);
     return d;
   }
 
@@ -362,11 +376,7 @@ export class SimCluster {
           continue;
         }
       }
-      if (to.stalled) {
-        to.inbox.push(m);
-      } else {
-        this.stepInto(to, m);
-      }
+      this.stepInto(to, m);
       if (m.type === 'snap') {
         this.stats.snapshotsSent++;
         this.enqueue(local('snapStatus', m.to, m.from, false), 1);
@@ -376,7 +386,75 @@ export class SimCluster {
 
   private stepInto(n: SimNode, m: Message): void {
     const core = n.core!;
+    const before = m.type === 'app' ? core.commitIndex() : 0;
     this.guard(n, () => core.step(m));
+    if (m.type === 'app' && n.core) {
+      // Figure 2, AppendEntries rule 5: commit at most to the last entry this append vouched for.
+      const after = core.commitIndex();
+      const lastNew = m.index + (m.entries?.length ?? 0);
+      if (after > before && after > lastNew) {
+        this.checkers.report('append-commit', `${n.id} moved its commit ${before} -> ${after} on an append from ${m.from} whose last entry is ${lastNew}`);
+      }
+    }
+    this.checkCommit(n);
+  }
+
+  /**
+   * Commit quorum, checked the moment a leader's commit index moves from `old` to `c`: the new
+   * commit index, and every configuration entry it commits, is on the disks of a majority of
+   * voters, either of the configuration the leader committed with (its log's, up to `old`) or
+   * of the one just before that entry. Configurations come from the leader's log, not from
+   * what its core applied. Followers only copy a leader's commit index (covered here).
+   */
+  checkCommit(n: SimNode): void {
+    const core = n.core;
+    if (!core) return;
+    const c = core.commitIndex();
+    const old = n.commitChecked;
+    if (c <= old) return;
+    n.commitChecked = c;
+    if (core.status().role !== 'leader') return;
+    const term = core.termAt(c);
+    if (term === undefined) return;
+    const { voters, changes } = core.logVoters(old, c);
+    const atOld = changes.length > 0 ? changes[0]!.votersBefore : voters;
+    const last = changes[changes.length - 1];
+    const beforeC = last && last.index === c ? last.votersBefore : voters;
+    const holds = (i: number, t: number) => (id: NodeId): boolean => {
+      const x = this.nodes.get(id);
+      if (!x) return false;
+      return x.diskSnapIndex() >= i || x.diskTermAt(i) === t;
+    };
+    const report = this.checkers.report;
+    if (!checkCommitQuorum(report, n.id, c, term, [atOld, beforeC], holds(c, term))) return;
+    for (const ch of changes) {
+      if (!checkCommitQuorum(report, n.id, ch.index, ch.term, [atOld, ch.votersBefore], holds(ch.index, ch.term))) return;
+    }
+  }
+
+  /** Leader match: what a leader records as a follower's match is really on that follower's disk. */
+  private checkMatches(): void {
+    for (const l of this.list) {
+      const core = l.core;
+      if (!core || l.role !== 'leader') continue;
+      const term = l.disk.hardState.term;
+      for (const [id, match] of core.matches()) {
+        if (id === l.id || match === 0) continue;
+        const f = this.nodes.get(id);
+        // A follower in a later term may have been rewritten by a newer leader.
+        if (!f || f.disk.hardState.term !== term || f.diskSnapIndex() >= match) continue;
+        const want = core.termAt(match);
+        if (want === undefined) continue;
+        const have = f.diskTermAt(match);
+        if (have !== want) {
+          this.checkers.report(
+            'leader-match',
+            `${l.id} (leader, term ${term}) records match ${match} for ${id}, which holds ${have === undefined ? 'nothing' : `term ${have}`} there (leader: term ${want})`,
+          );
+          return;
+        }
+      }
+    }
   }
 
   // ---------------------------------------------------------------- the tick
@@ -386,9 +464,10 @@ export class SimCluster {
     this.tick++;
     this.checkers.tick = this.tick;
     for (const n of this.list) {
-      if (n.core && !n.stalled) {
+      if (n.core) {
         const core = n.core;
         this.guard(n, () => core.tick());
+        this.checkCommit(n);
       }
     }
     this.driveAll();
@@ -397,6 +476,7 @@ export class SimCluster {
     for (const n of this.list) {
       if (n.stalled && n.stalled.until <= this.tick) this.unstall(n);
     }
+    this.checkMatches();
     let h = this.hash;
     for (const n of this.list) {
       h = hashNum(hashNum(h, n.disk.hardState.term), n.core ? n.sm.applied : -1);
@@ -414,12 +494,6 @@ export class SimCluster {
     n.stalled = null;
     this.finishReady(n, s.rd);
     if (!n.core) return;
-    const inbox = n.inbox;
-    n.inbox = [];
-    for (const m of inbox) {
-      if (!n.core) return;
-      this.stepInto(n, m);
-    }
     this.drive(n);
   }
 
@@ -500,6 +574,7 @@ export class SimCluster {
     if (n.readWait.length > 0) this.serveWaitingReads(n);
     this.guard(n, () => core.advance(rd));
     if (!n.core) return;
+    this.checkCommit(n);
     this.maybeCompact(n);
   }
 
@@ -642,7 +717,7 @@ export class SimCluster {
   /** Proposes a write on `n`; returns the (index, term) or null if the core refused. */
   propose(n: SimNode, writeId: string): { index: number; term: number } | null {
     const core = n.core;
-    if (!core || n.stalled) return null;
+    if (!core) return null;
     const res = this.call(n, () => core.propose(textEnc.encode(writeId)));
     if (res === undefined) return null;
     n.proposals.set(res.index, { writeId, term: res.term });
@@ -652,7 +727,7 @@ export class SimCluster {
 
   readIndex(n: SimNode, ctx: string): boolean {
     const core = n.core;
-    if (!core || n.stalled) return false;
+    if (!core) return false;
     if (this.cfg.bug === 'stale-read') {
       // The bug: answer from the local state, no ReadIndex round.
       this.checkers.reads.onReadStart(ctx, n.id, this.tick);

@@ -6,7 +6,7 @@ import { checkDurability, convergence, type AckedWrite, type Property, type Viol
 import { PERFECT_NET, SimCluster, type NetFaults, type SimBug, type SimNode } from './network.js';
 import { derive, type Prng } from './prng.js';
 
-export type Family = 'random' | 'figure8' | 'no-sync';
+export type Family = 'random' | 'figure8' | 'no-sync' | 'ongaro' | 'deposed-read';
 
 export interface RunOptions {
   seed: number;
@@ -78,9 +78,11 @@ export interface Params {
   crashRate: number;
   partitionRate: number;
   fullRestartAtHeal: boolean;
+  /** Start with one learner besides the voters. */
+  initialLearner: boolean;
 }
 
-const FAMILY_SHARE = { figure8: 0.1, noSync: 0.1 };
+const FAMILY_SHARE = { figure8: 0.1, noSync: 0.1, ongaro: 0.1, deposedRead: 0.1 };
 
 /** The parameters a seed picks (pure; exported for tests and tools). */
 export function seedParams(seed: number): Readonly<Params> {
@@ -90,16 +92,26 @@ export function seedParams(seed: number): Readonly<Params> {
 function pickParams(seed: number): Params {
   const r = derive(seed, 'params');
   const f = r.next();
-  const family: Family = f < FAMILY_SHARE.figure8 ? 'figure8' : f < FAMILY_SHARE.figure8 + FAMILY_SHARE.noSync ? 'no-sync' : 'random';
+  const F = FAMILY_SHARE;
+  const family: Family =
+    f < F.figure8
+      ? 'figure8'
+      : f < F.figure8 + F.noSync
+        ? 'no-sync'
+        : f < F.figure8 + F.noSync + F.ongaro
+          ? 'ongaro'
+          : f < F.figure8 + F.noSync + F.ongaro + F.deposedRead
+            ? 'deposed-read'
+            : 'random';
   const scripted = family !== 'random';
-  const n = family === 'figure8' ? 5 : family === 'no-sync' ? 3 : r.pick([3, 3, 5, 5, 7]);
+  const n = family === 'figure8' ? 5 : family === 'no-sync' ? 3 : family === 'ongaro' || family === 'deposed-read' ? 3 : r.pick([3, 3, 5, 5, 7]);
   const maxDelay = r.pick([1, 1, 2, 3]);
   // Figure 8 needs the leader to ship one entry per message.
   const maxSizePerMsg = family === 'figure8' ? 1 : r.pick([undefined, 1, 200, 4096]);
   // One entry per message and one message in flight cannot catch a fresh learner up within the
   // heal budget: that combination is a throughput limit, not a liveness bug.
   const maxInflightMsgs = r.pick(maxSizePerMsg === 1 ? [undefined, 4, 16, 64] : [undefined, 1, 4, 64]);
-  return {
+  const p: Params = {
     family,
     n,
     heartbeatTick: scripted ? 1 : r.pick([1, 1, 2]),
@@ -112,6 +124,7 @@ function pickParams(seed: number): Params {
           drop: r.pick([0, 0.01, 0.03, 0.08]),
           dup: r.pick([0, 0.01, 0.05]),
           spike: r.pick([0, 0.005, 0.02]),
+          spikeMax: 25,
           maxDelay,
           unreachable: r.pick([0, 0.5]),
           fifo: r.chance(0.6),
@@ -130,7 +143,11 @@ function pickParams(seed: number): Params {
     crashRate: scripted ? 0 : r.pick([0, 0.005, 0.01, 0.03]),
     partitionRate: scripted ? 0 : r.pick([0, 0.01, 0.03, 0.06]),
     fullRestartAtHeal: r.chance(0.3),
+    initialLearner: family === 'ongaro' || family === 'deposed-read' || (!scripted && r.chance(0.3)),
   };
+  // Delay spikes up to 6 election timeouts: a response can arrive after a whole term went by.
+  p.net.spikeMax = scripted ? 25 : r.pick([25, 45, 60]);
+  return p;
 }
 
 /** How many events this tick for a rate (events per tick, may exceed 1). */
@@ -187,8 +204,9 @@ class Run {
       trace: opts.trace,
     });
     const ids = Array.from({ length: this.p.n }, (_, i) => `n${i + 1}`);
-    this.nextNodeId = this.p.n + 1;
-    this.initial = { voters: ids, learners: [] };
+    const learners = this.p.initialLearner ? [`n${this.p.n + 1}`] : [];
+    this.nextNodeId = this.p.n + 1 + learners.length;
+    this.initial = { voters: ids, learners };
     this.faultEnd = this.p.faultTicks;
     const s = this.sim;
     s.hooks = {
@@ -205,11 +223,14 @@ class Run {
         `fault=${p.faultTicks} delay<=${p.net.maxDelay} fifo=${p.net.fifo} drop=${p.net.drop} dup=${p.net.dup} spike=${p.net.spike} ` +
         `stall=${p.stall} midCrash=${p.midReadyCrash} voteCrash=${p.voteCrash} compact=${p.compactEvery} maxSize=${p.maxSizePerMsg ?? '-'} ` +
         `inflight=${p.maxInflightMsgs ?? '-'} writes=${p.writeRate}/${p.maxOutstanding} reads=${p.readRate} transfer=${p.transferRate} ` +
-        `conf=${p.confRate} crash=${p.crashRate} partition=${p.partitionRate} fullRestart=${p.fullRestartAtHeal}`,
+        `conf=${p.confRate} crash=${p.crashRate} partition=${p.partitionRate} fullRestart=${p.fullRestartAtHeal} ` +
+        `spikeMax=${p.net.spikeMax} learner=${p.initialLearner}`,
     );
-    for (const id of ids) s.addNode(id, this.initial);
+    for (const id of [...ids, ...learners]) s.addNode(id, this.initial);
     if (p.family === 'figure8') this.script = new Figure8Script(this);
     else if (p.family === 'no-sync') this.script = new NoSyncScript(this);
+    else if (p.family === 'ongaro') this.script = new OngaroScript(this);
+    else if (p.family === 'deposed-read') this.script = new DeposedReadScript(this);
   }
 
   get tick(): number {
@@ -326,7 +347,7 @@ class Run {
     if (this.pending.length > 0) this.pending = this.pending.filter((w) => !w.acked);
   }
 
-  private read(n: SimNode): void {
+  read(n: SimNode): void {
     const ctx = `r:${this.nextRead}`;
     if (this.sim.readIndex(n, ctx)) {
       this.nextRead++;
@@ -365,6 +386,12 @@ class Run {
     }
     const d = this.deposed;
     if (d && d.core && d.role === 'leader' && r.chance(0.5)) this.read(d);
+    // Every node that believes it leads gets reads too (a deposed leader may not know yet).
+    if (p.readRate > 0) {
+      for (const n of this.sim.list) {
+        if (n.core && n.role === 'leader' && r.chance(Math.min(0.5, p.readRate))) this.read(n);
+      }
+    }
     if (r.chance(p.transferRate)) {
       const l = this.leader();
       if (l && l.core) {
@@ -391,7 +418,8 @@ class Run {
     if (conf.learners.length > 0) {
       cc = { type: 'addVoter', node: r.pick(conf.learners) };
     } else if (conf.voters.length > 3 && r.chance(0.6)) {
-      const victims = conf.voters.filter((v) => v !== l.id);
+      // Sometimes the leader removes itself (it steps down once the change commits).
+      const victims = r.chance(0.2) ? conf.voters : conf.voters.filter((v) => v !== l.id);
       cc = { type: 'removeNode', node: r.pick(victims) };
     } else {
       const back = this.removed.filter((id) => !conf.voters.includes(id) && !conf.learners.includes(id));
@@ -449,7 +477,8 @@ class Run {
     const r = this.rng;
     const all = s.list;
     const l = this.leader();
-    const kind = r.pick(['split', 'split', 'isolate-leader', 'asym', 'asym-leader'] as const);
+    const kind = r.pick(['split', 'split', 'isolate-leader', 'asym', 'asym-leader', 'leader-learner'] as const);
+    const learners = l?.core?.conf().learners.map((id) => s.nodes.get(id)!).filter((x) => x.core) ?? [];
     this.partitionUntil = s.tick + r.pick([10, 30, 60, 120]);
     const names = (xs: SimNode[]): string => xs.map((x) => x.id).join(',');
     if (kind === 'split' || (kind === 'isolate-leader' && !l)) {
@@ -458,6 +487,14 @@ class Run {
         for (const y of all) if (a.includes(x) !== a.includes(y)) s.setBlocked(x, y, true);
       }
       s.event('partition', `split {${names(a)}} | rest until ${this.partitionUntil}`);
+    } else if (kind === 'leader-learner' && l && learners.length > 0) {
+      // The leader cut off together with a learner: the learner's answers must not confirm reads.
+      const a = [l, r.pick(learners)];
+      for (const x of all) {
+        for (const y of all) if (a.includes(x) !== a.includes(y)) s.setBlocked(x, y, true);
+      }
+      this.deposed = l;
+      s.event('partition', `leader ${l.id} with learner ${a[1]!.id} | rest until ${this.partitionUntil}`);
     } else if (kind === 'isolate-leader') {
       s.isolate(l!);
       // Clients keep reading from the deposed leader while it still believes it leads.
@@ -494,6 +531,7 @@ class Run {
     s.voteCrash = 0;
     s.hooks.filter = undefined;
     s.hooks.onLeader = undefined;
+    s.hooks.delay = undefined;
     if (this.script) this.script.done = true;
     s.unstallAll();
     if (this.p.fullRestartAtHeal) {
@@ -814,6 +852,290 @@ class NoSyncScript implements Script {
         if (this.voter && !this.voter.core && s.tick >= this.restartAt) s.restart(this.voter);
         if (s.tick > this.deadline) this.done = true;
         return;
+    }
+  }
+}
+
+/**
+ * Ongaro's single-server membership bug (raft-dev, 2015), for a core that applies a
+ * configuration change once committed. Voters {L, B, C} and a caught-up learner D:
+ *  (a) leader L appends X = "D becomes a voter" at k, which reaches B only (B's acks are lost);
+ *  (b) L is cut off; B wins the next term with C's vote. A core without the no-op rule lets B
+ *      propose Y = "remove C" at once, so X and Y commit together with {B, C} (the old
+ *      configuration) and C never hears that anything past k-1 committed;
+ *  (c) B and C are cut apart; B commits a client write W with D, a majority of {L, B, D};
+ *  (d) B and D are cut off, L and C reconnect: C, still in {L, B, C}, wins with L's vote and
+ *      overwrites W — two majorities that do not overlap.
+ * With the rule, B proposes Y only after its no-op (hence X) commits and C knows it; C then
+ * needs 3 of {L, B, C, D} and cannot win in (d).
+ */
+class OngaroScript implements Script {
+  done = false;
+  private phase = 0;
+  private readonly start: number;
+  private deadline = 0;
+  private L!: SimNode;
+  private B!: SimNode;
+  private C!: SimNode;
+  private D!: SimNode;
+  private k = 0;
+  private t1 = 0;
+  private y = 0;
+  private w = 0;
+  /** Y went in before the no-op committed (a core with bug conf-before-noop). */
+  private early = false;
+
+  constructor(private readonly run: Run) {
+    this.start = run.rng.range(30, 150);
+    run.sim.hooks.onLeader = (n, term) => this.onLeader(n, term);
+  }
+
+  private proposeY(): boolean {
+    const s = this.run.sim;
+    const core = this.B.core;
+    if (!core) return false;
+    const res = s.call(this.B, () => core.proposeConfChange({ type: 'removeNode', node: this.C.id }));
+    if (!res) return false;
+    this.y = res.index;
+    this.run.confChanges++;
+    s.event('script', `ongaro (b): ${this.B.id} proposes removeNode ${this.C.id} at (${res.index}, t${res.term}), commit ${core.commitIndex()}`);
+    const C = this.C.id;
+    const B = this.B.id;
+    const k = this.k;
+    const y = this.y;
+    // C must not learn that X (or Y) committed: drop what would tell it. Early: C's acks below
+    // Y are lost too, so X, the no-op and Y commit together.
+    s.hooks.filter = (m: Message) =>
+      (m.to === C && (m.type === 'app' || m.type === 'heartbeat') && (m.commit ?? 0) >= (this.early ? k : y)) ||
+      (this.early && m.from === C && m.to === B && m.type === 'appResp' && !m.reject && m.index < y);
+    s.drive(this.B);
+    return true;
+  }
+
+  private onLeader(n: SimNode, term: number): void {
+    if (this.done || this.phase !== 2 || n !== this.B) return;
+    this.run.sim.event('script', `ongaro (b): ${n.id} leads term ${term}`);
+    this.phase = 3;
+    this.deadline = this.run.sim.tick + 150;
+    // Right away, before its no-op can commit: only a core without the no-op rule accepts.
+    if (this.proposeY()) this.early = true;
+  }
+
+  onTick(): void {
+    const run = this.run;
+    const s = run.sim;
+    const r = run.rng;
+    if (s.tick > this.start + 900) {
+      this.done = true;
+      return;
+    }
+    switch (this.phase) {
+      case 0: {
+        if (s.tick < this.start) return;
+        const l = quietLeader(run);
+        if (!l || !l.core) return;
+        const conf = l.core.conf();
+        if (conf.voters.length !== 3 || conf.learners.length !== 1) {
+          this.done = true;
+          return;
+        }
+        this.L = l;
+        const others = r.shuffle(conf.voters.filter((v) => v !== l.id));
+        this.B = s.nodes.get(others[0]!)!;
+        this.C = s.nodes.get(others[1]!)!;
+        this.D = s.nodes.get(conf.learners[0]!)!;
+        s.setBlocked(l, this.C, true);
+        s.setBlocked(l, this.D, true);
+        s.setBlocked(this.B, l, true);
+        const core = l.core;
+        const res = s.call(l, () => core.proposeConfChange({ type: 'addVoter', node: this.D.id }));
+        if (!res) {
+          s.healNetwork();
+          return;
+        }
+        run.confChanges++;
+        this.k = res.index;
+        this.t1 = res.term;
+        s.drive(l);
+        s.event('script', `ongaro (a): ${l.id} proposes addVoter ${this.D.id} at (${this.k}, t${this.t1}); only ${this.B.id} gets it`);
+        this.phase = 1;
+        this.deadline = s.tick + 100;
+        return;
+      }
+      case 1:
+        if (this.B.diskTermAt(this.k) === this.t1) {
+          s.healNetwork();
+          s.isolate(this.L);
+          s.event('script', `ongaro (b): ${this.L.id} cut off`);
+          this.phase = 2;
+          this.deadline = s.tick + 200;
+        } else if (s.tick > this.deadline) this.done = true;
+        return;
+      case 2:
+        if (s.tick > this.deadline) this.done = true;
+        return;
+      case 3: {
+        const b = this.B.core;
+        if (!b || this.B.role !== 'leader') {
+          if (s.tick > this.deadline) this.done = true;
+          return;
+        }
+        if (this.y === 0) {
+          // With the no-op rule: once the no-op (and X) committed and C knows it.
+          if ((this.C.core?.commitIndex() ?? 0) >= this.k) this.proposeY();
+          if (s.tick > this.deadline) this.done = true;
+          return;
+        }
+        if (b.commitIndex() < this.y) {
+          if (s.tick > this.deadline) this.done = true;
+          return;
+        }
+        // (c) B and C apart; a client write on B.
+        s.setBlocked(this.B, this.C, true);
+        s.setBlocked(this.C, this.B, true);
+        s.setBlocked(this.D, this.C, true);
+        s.setBlocked(this.C, this.D, true);
+        const id = `w:${run.nextWrite++}`;
+        const w = { id, acked: null, inflight: 0, lastAttempt: s.tick, lastNode: this.B.id, lastTerm: this.B.leaderTerm };
+        const res = s.propose(this.B, id);
+        if (!res) {
+          this.done = true;
+          return;
+        }
+        w.inflight++;
+        run.writes.set(id, w);
+        run.pending.push(w);
+        this.w = res.index;
+        s.drive(this.B);
+        s.event('script', `ongaro (c): ${this.B.id} and ${this.C.id} apart; ${id} at (${res.index}, t${res.term}) on ${this.B.id}`);
+        this.phase = 4;
+        this.deadline = s.tick + 100;
+        return;
+      }
+      case 4: {
+        const b = this.B.core;
+        if (!b || b.commitIndex() < this.w) {
+          if (s.tick > this.deadline) this.done = true;
+          return;
+        }
+        // (d) L and C together, B and D cut off.
+        s.hooks.filter = undefined;
+        s.healNetwork();
+        s.isolate(this.B);
+        s.isolate(this.D);
+        s.event('script', `ongaro (d): ${this.B.id} ${this.D.id} cut off (W committed at ${this.w}); ${this.L.id} and ${this.C.id} together`);
+        this.phase = 5;
+        this.deadline = s.tick + 200;
+        return;
+      }
+      case 5:
+        if (this.C.role === 'leader' || s.tick > this.deadline) this.done = true;
+        return;
+    }
+  }
+}
+
+/**
+ * Reads at a deposed leader that does not know it yet (3 voters and a learner D):
+ *  (a) leader L serves a read; the voters' heartbeat responses of the next few ticks are held
+ *      up in the network, spread over up to ~5 election timeouts (longer than 2× the timeout);
+ *  (b) {L, D} | {B, C}: B or C is elected and acknowledges a client write. The late responses
+ *      keep L's CheckQuorum satisfied, so L still believes it leads;
+ *  (c) clients keep reading at L. Only a heartbeat round started for a read may confirm it, and
+ *      only voters count: L can confirm nothing, and a stale read is a violation.
+ */
+class DeposedReadScript implements Script {
+  done = false;
+  private phase = 0;
+  private readonly start: number;
+  private deadline = 0;
+  private L!: SimNode;
+  private D!: SimNode;
+  private group: NodeId[] = [];
+  private holdUntil = 0;
+  private written = '';
+  private readonly late = new WeakSet<Message>();
+
+  constructor(private readonly run: Run) {
+    this.start = run.rng.range(30, 150);
+  }
+
+  onTick(): void {
+    const run = this.run;
+    const s = run.sim;
+    const r = run.rng;
+    if (s.tick > this.start + 600) {
+      this.done = true;
+      return;
+    }
+    switch (this.phase) {
+      case 0: {
+        if (s.tick < this.start) return;
+        const l = quietLeader(run);
+        if (!l || !l.core) return;
+        const conf = l.core.conf();
+        if (conf.voters.length !== 3 || conf.learners.length !== 1) {
+          this.done = true;
+          return;
+        }
+        this.L = l;
+        this.D = s.nodes.get(conf.learners[0]!)!;
+        this.group = [l.id, this.D.id];
+        const L = l.id;
+        this.holdUntil = s.tick + r.range(3, 6);
+        let k = 0;
+        // (a) Hold up the voters' responses to L for a few ticks, spread out.
+        s.hooks.delay = (m: Message): number => {
+          if (s.tick > this.holdUntil || m.to !== L || m.type !== 'heartbeatResp' || m.from === this.D.id) return 0;
+          this.late.add(m);
+          k++;
+          return 6 + ((k * 7) % 45);
+        };
+        run.read(l);
+        s.event('script', `deposed-read (a): ${l.id} leads; responses to it held up until tick ${this.holdUntil}`);
+        this.phase = 1;
+        return;
+      }
+      case 1: {
+        if (s.tick < this.holdUntil) return;
+        s.hooks.delay = undefined;
+        // (b) the partition: late messages already in the network still arrive.
+        const g = this.group;
+        s.hooks.filter = (m: Message) => g.includes(m.from) !== g.includes(m.to) && !this.late.has(m);
+        s.event('script', `deposed-read (b): {${g.join(',')}} | rest`);
+        this.phase = 2;
+        this.deadline = s.tick + 150;
+        return;
+      }
+      case 2: {
+        if (s.tick > this.deadline) {
+          this.done = true;
+          return;
+        }
+        const others = s.list.filter((x) => !this.group.includes(x.id) && x.core && x.role === 'leader');
+        const n = others[0];
+        if (this.written === '' && n) {
+          const id = `w:${run.nextWrite++}`;
+          const w = { id, acked: null, inflight: 0, lastAttempt: s.tick, lastNode: n.id, lastTerm: n.leaderTerm };
+          const res = s.propose(n, id);
+          if (!res) return;
+          w.inflight++;
+          run.writes.set(id, w);
+          run.pending.push(w);
+          this.written = id;
+          s.drive(n);
+          s.event('script', `deposed-read (b): ${n.id} leads the majority; ${id} at (${res.index}, t${res.term})`);
+          return;
+        }
+        if (this.written === '' || !run.writes.get(this.written)?.acked) return;
+        // (c) L still believes it leads: read there.
+        if (this.L.core && this.L.role === 'leader') run.read(this.L);
+        else {
+          s.event('script', `deposed-read (c): ${this.L.id} stepped down`);
+          this.done = true;
+        }
+        return;
+      }
     }
   }
 }
