@@ -118,6 +118,12 @@ export interface Driver {
   watch(listener: DriverEventListener): () => void;
   /** Stop the driver's own timers and watchers. Never stops tasks. */
   close(): Promise<void>;
+  /**
+   * Drivers whose tasks live in a store other clusters share (a Docker engine) are scoped to
+   * a cluster id: they touch nothing before this is called, then only that cluster's tasks.
+   * Rejects with `conflict` when another live worker of the cluster holds the same node id.
+   */
+  setCluster?(clusterId: string): Promise<void>;
 }
 
 /** Whether a state is final (nothing of the task runs any more). */

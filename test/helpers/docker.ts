@@ -41,9 +41,12 @@ export async function containersWith(docker: Docker, ...labels: string[]): Promi
   return docker.listContainers({ all: true, filters: { label: labels } });
 }
 
-/** Force-remove every container of a node (by the io.flotilla.node label); returns how many. */
-export async function removeNodeContainers(docker: Docker, nodeId: string): Promise<number> {
-  const cs = await containersWith(docker, `${LABELS.node}=${nodeId}`);
+/**
+ * Force-remove every container of one cluster (by the io.flotilla.cluster label), or of one
+ * node of it; returns how many. Never touches another cluster's containers.
+ */
+export async function removeClusterContainers(docker: Docker, clusterId: string, nodeId?: string): Promise<number> {
+  const cs = await containersWith(docker, `${LABELS.cluster}=${clusterId}`, ...(nodeId !== undefined ? [`${LABELS.node}=${nodeId}`] : []));
   await Promise.all(cs.map((c) => docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined)));
   return cs.length;
 }
