@@ -2,7 +2,12 @@
 // see, adopt, stop or remove the first one's containers (issue 17 part 2). And a second live
 // worker of one cluster claiming a node id already in use on the engine is refused.
 import { afterAll, describe, expect, it } from 'vitest';
-import { eventually, sleep } from './helpers/cluster.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { SECRET, TestCluster, eventually, sleep } from './helpers/cluster.js';
+import { workerClusterId, workerToken } from '../src/manager/orchestrator.js';
+import { WorkerAgent } from '../src/worker/agent.js';
+import type { Driver, DriverTaskStatus, LogLine } from '../src/worker/driver.js';
 import { DockerTestCluster, containersWith, dockerAvailable, dockerClient, removeClusterContainers } from './helpers/docker.js';
 import { LABELS } from '../src/worker/drivers/docker.js';
 import type { FlotillaClient } from '../src/client/client.js';
@@ -110,9 +115,90 @@ describe.skipIf(!docker.ok)('two clusters with the same worker ids on one Docker
       });
     });
     expect(code).not.toBe(0);
-    const { readFileSync } = await import('node:fs');
     expect(readFileSync(dup.logFile, 'utf8')).toMatch(/another worker of cluster \S+ with the same node id .* is running there/);
     // …and it touched nothing.
     expect((await podContainers(aTasks)).map((c) => c.id)).toEqual(before.map((c) => c.id));
   }, 300_000);
+});
+
+// The worker agent's side, with a stub scoped driver (no engine needed): nothing is listed
+// before the manager's welcome names the cluster; a changed cluster id forgets the old
+// cluster's tasks without stopping them.
+describe('worker agent: cluster scope of its drivers', () => {
+  class ScopedStub implements Driver {
+    readonly name = 'docker' as const;
+    cluster: string | null = null;
+    readonly calls: string[] = [];
+    /** Tasks per cluster id. */
+    constructor(private readonly byCluster: Record<string, DriverTaskStatus[]>) {}
+    async setCluster(id: string): Promise<void> {
+      this.calls.push(`setCluster ${id}`);
+      this.cluster = id;
+    }
+    async list(): Promise<DriverTaskStatus[]> {
+      if (this.cluster === null) throw new Error('listed before the cluster id was known');
+      this.calls.push(`list ${this.cluster}`);
+      return this.byCluster[this.cluster] ?? [];
+    }
+    async start(): Promise<void> {
+      this.calls.push('start');
+    }
+    async stop(taskId: string): Promise<void> {
+      this.calls.push(`stop ${taskId}`);
+    }
+    async inspect(): Promise<DriverTaskStatus | null> {
+      return null;
+    }
+    async remove(taskId: string): Promise<void> {
+      this.calls.push(`remove ${taskId}`);
+    }
+    logs(): AsyncIterable<LogLine> {
+      return (async function* () {})();
+    }
+    watch(): () => void {
+      return () => undefined;
+    }
+    async close(): Promise<void> {}
+  }
+
+  it('scopes the driver to the welcome\'s cluster id, keeps it, and leaves another cluster\'s tasks alone', async () => {
+    const cluster = await TestCluster.managers(1);
+    const stateDir = cluster.mkdir('agent-w7');
+    const expected = workerClusterId(null, SECRET); // a bootstrapped cluster without an id
+    const agents: WorkerAgent[] = [];
+    const agent = (d: Driver) => {
+      const a = new WorkerAgent({ id: 'w7', managers: cluster.addrs(), token: workerToken(SECRET), drivers: [d], stateDir, backoffMinMs: 20, backoffMaxMs: 200 });
+      agents.push(a);
+      return a;
+    };
+    try {
+      const d1 = new ScopedStub({ [expected]: [{ taskId: 'mine', attempt: 1, state: 'running' }] });
+      const a1 = agent(d1);
+      await a1.start();
+      expect(d1.calls).toEqual([]); // nothing before the welcome
+      await eventually(() => d1.calls.includes(`list ${expected}`), 20_000, 'the cluster task listed after the welcome');
+      expect(d1.calls.slice(0, 2)).toEqual([`setCluster ${expected}`, `list ${expected}`]);
+      expect(a1.status().clusterId).toBe(expected);
+      expect(readFileSync(join(stateDir, 'cluster-id'), 'utf8').trim()).toBe(expected);
+      await a1.close();
+
+      // The state dir now says another cluster (e.g. it was used there before): that cluster's
+      // tasks are listed at start, then forgotten — not stopped — once the welcome says otherwise.
+      writeFileSync(join(stateDir, 'cluster-id'), 'e1-0123456789abcdef\n');
+      const d2 = new ScopedStub({ 'e1-0123456789abcdef': [{ taskId: 'theirs', attempt: 1, state: 'running' }], [expected]: [{ taskId: 'mine', attempt: 1, state: 'running' }] });
+      const a2 = agent(d2);
+      await a2.start();
+      expect(d2.calls).toEqual(['setCluster e1-0123456789abcdef', 'list e1-0123456789abcdef']);
+      expect(a2.status().tasks.map((t) => t.taskId)).toEqual(['theirs']);
+      await eventually(() => a2.status().clusterId === expected && d2.calls.includes(`list ${expected}`), 20_000, 'rescoped');
+      await sleep(1500); // assignments (an empty set) arrive meanwhile
+      expect(a2.status().tasks.map((t) => t.taskId)).not.toContain('theirs');
+      expect(a2.status().retired.map((t) => t.taskId)).not.toContain('theirs');
+      // 'mine' is this cluster's and not assigned: stopped. 'theirs' is never touched.
+      expect(d2.calls.filter((c) => c.startsWith('stop') || c.startsWith('remove'))).toEqual(['stop mine']);
+    } finally {
+      for (const a of agents) await a.close();
+      await cluster.stop();
+    }
+  }, 60_000);
 });
