@@ -21,7 +21,8 @@
 //   The wrapper runs detached, in a session and process group of its own (pgid = its pid),
 //   stdin from /dev/null, stdout/stderr appended to `<container>.out.log` /
 //   `<container>.err.log` (files, never pipes to the worker), so the pod survives a SIGKILL
-//   of the worker and its exit status is known even if it exited while no worker watched.
+//   of the worker (for the keeper's window, below) and its exit status is known even if it
+//   exited while no worker watched.
 //
 // Environment: PATH (a standard one), HOME (the worker's), HOSTNAME, FLOTILLA_TASK_ID,
 // FLOTILLA_TASK_NAME, FLOTILLA_CONTAINER, then the spec's `env` over them. Nothing else of
@@ -41,6 +42,10 @@
 // A restarted driver reads every task.json back (adoption): a container whose wrapper still
 // runs — same pid, same /proc start time, same command line — is running; one whose wrapper
 // is gone is exited with the status in its `.exit` file (at that file's mtime).
+//
+// Tasks die with their worker, after a window: every driver instance starts a keeper (see
+// KEEPER_SCRIPT) that stops the tasks once the worker has been gone for `orphanGraceMs`
+// without a successor driver taking over; a pod it stopped is adopted as `stopped`.
 //
 // Pod semantics: the pod runs while any container runs. The first container that exits
 // non-zero (or is killed) fails the pod: the others get SIGTERM, SIGKILL after
