@@ -102,7 +102,7 @@ describe('DockerDriver helpers (no engine needed)', () => {
 describe.skipIf(!availability.ok && !inCI)('Docker engine', () => {
   it('is reachable, with the image flotilla/busybox:test (run scripts/docker-setup.sh otherwise)', async () => {
     expect(availability.ok, availability.reason).toBe(true);
-    const d = await DockerDriver.probe({ nodeId: NODE, socketPath: SOCKET_PATH });
+    const d = await DockerDriver.probe({ nodeId: NODE, clusterId: CLUSTER, exclusive: false, socketPath: SOCKET_PATH });
     drivers.push(d);
     expect(await d.list()).toEqual([]);
   });
