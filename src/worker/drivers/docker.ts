@@ -319,6 +319,8 @@ interface Ctr {
 interface Task {
   taskId: string;
   attempt: number;
+  /** The cluster id the task belongs to (the driver's scope when it was created or adopted). */
+  cluster: string;
   podName: string;
   specHash: string;
   createdAt: number;
@@ -555,6 +557,7 @@ export class DockerDriver implements Driver {
     const t: Task = {
       taskId,
       attempt,
+      cluster: this.clusterId ?? '',
       podName: any.Labels[LABELS.pod] ?? '',
       specHash: any.Labels[LABELS.specHash] ?? '',
       createdAt: (any.Created ?? 0) * 1000,
@@ -811,6 +814,7 @@ export class DockerDriver implements Driver {
     const t: Task = {
       taskId,
       attempt,
+      cluster: this.clusterId ?? '',
       podName: spec.name,
       specHash: hash,
       createdAt: Date.now(),
@@ -1050,7 +1054,7 @@ export class DockerDriver implements Driver {
       [LABELS.pod]: t.podName,
       [LABELS.container]: container,
       [LABELS.node]: this.nodeId,
-      [LABELS.cluster]: this.clusterId ?? '',
+      [LABELS.cluster]: t.cluster,
       [LABELS.version]: FLOTILLA_VERSION,
       [LABELS.role]: role,
       [LABELS.specHash]: t.specHash,
@@ -1118,7 +1122,7 @@ export class DockerDriver implements Driver {
         try {
           const other = await this.docker.getContainer(c.dockerName).inspect();
           const l = other.Config.Labels ?? {};
-          if (l[LABELS.task] === t.taskId && l[LABELS.attempt] === String(t.attempt) && l[LABELS.node] === this.nodeId && l[LABELS.cluster] === this.clusterId) {
+          if (l[LABELS.task] === t.taskId && l[LABELS.attempt] === String(t.attempt) && l[LABELS.node] === this.nodeId && l[LABELS.cluster] === t.cluster) {
             c.id = other.Id;
             c.status = other.State.Status;
             return other.Id;
