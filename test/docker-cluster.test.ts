@@ -1,8 +1,8 @@
 // Pods on real Docker through a real cluster: 3 managers + 2 workers with the docker driver.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { TestCluster, eventually, sleep } from './helpers/cluster.js';
-import { dockerAvailable } from './helpers/docker.js';
+import { eventually, sleep } from './helpers/cluster.js';
+import { DockerTestCluster, dockerAvailable, dockerClient, removeClusterContainers } from './helpers/docker.js';
 import type { FlotillaClient } from '../src/client/client.js';
 
 const docker = await dockerAvailable();
@@ -37,20 +37,15 @@ describe('docker engine for the cluster tests', () => {
 });
 
 describe.skipIf(!docker.ok)('docker driver in a cluster (3 managers, 2 workers)', () => {
-  let cluster: TestCluster;
+  let cluster: DockerTestCluster;
   let client: FlotillaClient;
   const task = async (id: string) => client.get<TaskView>(`/v1/tasks/${id}`);
 
   beforeAll(async () => {
-    cluster = await TestCluster.managers(3, ['--node-grace', '2000', '--worker-heartbeat', '300', '--failover-grace', '10000']);
+    // Its own secret, so its own cluster id: it sees only its own containers.
+    cluster = await DockerTestCluster.start(3, ['--node-grace', '2000', '--worker-heartbeat', '300', '--failover-grace', '10000']);
     client = cluster.client(undefined, 30_000);
-    for (const w of ['w1', 'w2']) {
-      const info = cluster.startWorker(w);
-      info.args.splice(info.args.indexOf('--driver') + 1, 1, 'docker');
-      info.proc!.kill('SIGKILL');
-      await new Promise((r) => info.proc!.once('exit', r));
-      cluster.restart(w);
-    }
+    for (const w of ['w1', 'w2']) cluster.startWorker(w);
     await eventually(
       async () => (await client.get<{ nodes: { status: string; drivers: string[] }[] }>('/v1/nodes')).nodes.filter((n) => n.status === 'ready' && n.drivers.includes('docker')).length === 2,
       30_000,
@@ -59,12 +54,10 @@ describe.skipIf(!docker.ok)('docker driver in a cluster (3 managers, 2 workers)'
   }, 90_000);
 
   afterAll(async () => {
+    const ids = new Set(['w1', 'w2'].map((w) => cluster?.workerClusterId(w)).filter((id): id is string => typeof id === 'string'));
     await cluster?.stop();
-    // Remove whatever these workers left behind.
-    for (const w of ['w1', 'w2']) {
-      const ids = containers(`io.flotilla.node=${w}`).map((c) => c.id);
-      if (ids.length > 0) execFileSync('docker', ['rm', '-f', ...ids], { stdio: 'ignore' });
-    }
+    // Remove whatever this cluster left behind (and nothing of any other cluster).
+    for (const id of ids) await removeClusterContainers(dockerClient(), id);
   });
 
   it('a pod of two containers shares localhost; the leader SIGKILL leaves containers untouched', async () => {

@@ -5,6 +5,7 @@
 //
 // Without an engine these tests are skipped with a warning, except under CI=true where they
 // fail (CI must run scripts/docker-setup.sh first).
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,18 +13,21 @@ import { FlotillaError } from '../src/manager/errors.js';
 import { parseTaskSpec, type TaskSpec } from '../src/manager/spec.js';
 import type { DriverTaskStatus, LogLine } from '../src/worker/driver.js';
 import { DockerDriver, LABELS, PullProgress, normalizeImage, type DockerDriverOptions } from '../src/worker/drivers/docker.js';
-import { SOCKET_PATH, TEST_IMAGE, containersWith, dockerAvailable, dockerClient, freePort, removeNodeContainers, startFakeRegistry, type FakeRegistry } from './helpers/docker.js';
+import { SOCKET_PATH, TEST_IMAGE, containersWith, dockerAvailable, dockerClient, freePort, removeClusterContainers, startFakeRegistry, type FakeRegistry } from './helpers/docker.js';
 
 const availability = await dockerAvailable();
 const inCI = process.env.CI === 'true';
 if (!availability.ok && !inCI) console.warn(`docker driver tests skipped: ${availability.reason}`);
 
 const NODE = `t${process.pid}-${Date.now().toString(36)}`;
+/** This file's own cluster: the driver touches only containers labelled with it. */
+const CLUSTER = `test-${process.pid}-${Date.now().toString(36)}`;
 const VERSION = (JSON.parse(readFileSync(join(import.meta.dirname, '..', 'package.json'), 'utf8')) as { version: string }).version;
 const drivers: DockerDriver[] = [];
 
 function driver(opts: Partial<DockerDriverOptions> = {}): DockerDriver {
-  const d = new DockerDriver({ nodeId: NODE, socketPath: SOCKET_PATH, reconcileMs: 500, podFailureGraceMs: 1000, ...opts });
+  // Several instances with this node id run side by side on purpose (no node lock).
+  const d = new DockerDriver({ nodeId: NODE, clusterId: CLUSTER, exclusive: false, socketPath: SOCKET_PATH, reconcileMs: 500, podFailureGraceMs: 1000, ...opts });
   drivers.push(d);
   return d;
 }
@@ -98,7 +102,7 @@ describe('DockerDriver helpers (no engine needed)', () => {
 describe.skipIf(!availability.ok && !inCI)('Docker engine', () => {
   it('is reachable, with the image flotilla/busybox:test (run scripts/docker-setup.sh otherwise)', async () => {
     expect(availability.ok, availability.reason).toBe(true);
-    const d = await DockerDriver.probe({ nodeId: NODE, socketPath: SOCKET_PATH });
+    const d = await DockerDriver.probe({ nodeId: NODE, clusterId: CLUSTER, exclusive: false, socketPath: SOCKET_PATH });
     drivers.push(d);
     expect(await d.list()).toEqual([]);
   });
@@ -113,7 +117,7 @@ describe.skipIf(!availability.ok && !inCI)('DockerDriver with a real engine', ()
 
   afterAll(async () => {
     for (const d of drivers) await d.close();
-    if (availability.ok) await removeNodeContainers(docker, NODE);
+    if (availability.ok) await removeClusterContainers(docker, CLUSTER);
   });
 
   it('runs a 2-container pod: shared localhost, a published port, labels and limits', async () => {
@@ -175,6 +179,7 @@ describe.skipIf(!availability.ok && !inCI)('DockerDriver with a real engine', ()
         [LABELS.pod]: 'web',
         [LABELS.container]: name,
         [LABELS.node]: NODE,
+        [LABELS.cluster]: CLUSTER,
         [LABELS.version]: VERSION,
         [LABELS.role]: 'app',
       });
@@ -190,6 +195,84 @@ describe.skipIf(!availability.ok && !inCI)('DockerDriver with a real engine', ()
     await d.remove('pod-net');
     expect(await containersWith(docker, `${LABELS.node}=${NODE}`, `${LABELS.task}=pod-net`)).toEqual([]);
     expect(await d.inspect('pod-net')).toBeNull();
+  });
+
+  it('cluster scope: nothing before the cluster id is known; another cluster with the same node id never sees, stops or removes our pods', async () => {
+    const unscoped = driver({ clusterId: undefined });
+    await expect(unscoped.list()).rejects.toMatchObject({ code: 'unavailable', message: expect.stringMatching(/cluster id/) });
+    await expect(unscoped.start('x', spec('x', [sh('true')]))).rejects.toMatchObject({ code: 'unavailable' });
+    expect(() => new DockerDriver({ nodeId: NODE, clusterId: 'bad id!' })).toThrow(/cluster id/);
+
+    const mine = driver();
+    await mine.start('scoped', spec('scoped', [sh('exec sleep 3600')]));
+    await waitState(mine, 'scoped', ['running']);
+    const ours = await containersWith(docker, `${LABELS.cluster}=${CLUSTER}`, `${LABELS.task}=scoped`);
+    expect(ours).toHaveLength(2);
+
+    // Same node id and task id, other cluster: lists nothing of ours, its remove() leaves ours.
+    const otherCluster = `${CLUSTER}-other`;
+    const other = driver({ clusterId: otherCluster });
+    expect((await other.list()).map((t) => t.taskId)).not.toContain('scoped');
+    await other.start('scoped', spec('scoped', [sh('exec sleep 3600')]));
+    await waitState(other, 'scoped', ['running']);
+    await other.remove('scoped');
+    const after = await containersWith(docker, `${LABELS.task}=scoped`);
+    expect(after.map((c) => c.Id).sort()).toEqual(ours.map((c) => c.Id).sort());
+    expect(after.every((c) => c.State === 'running')).toBe(true);
+
+    // A driver moved to another cluster forgets ours without touching them.
+    unscoped.watch(() => undefined);
+    await unscoped.setCluster(CLUSTER);
+    expect((await unscoped.list()).map((t) => t.taskId)).toContain('scoped');
+    await unscoped.setCluster(otherCluster);
+    expect((await unscoped.list()).map((t) => t.taskId)).not.toContain('scoped');
+    expect((await containersWith(docker, `${LABELS.task}=scoped`)).filter((c) => c.State === 'running')).toHaveLength(2);
+    await removeClusterContainers(docker, otherCluster);
+    await mine.remove('scoped');
+  });
+
+  it('node lock: a second live driver with the same cluster and node id is refused; the lock of a SIGKILLed holder is not', async () => {
+    const cluster = `${CLUSTER}-lock`;
+    const first = driver({ clusterId: cluster, exclusive: true });
+    expect(await first.list()).toEqual([]);
+    const locks = await containersWith(docker, `${LABELS.cluster}=${cluster}`, `${LABELS.role}=lock`);
+    expect(locks).toHaveLength(1);
+    const second = driver({ clusterId: cluster, exclusive: true, lockWaitMs: 1500 });
+    const err = (await second.list().catch((e: unknown) => e)) as FlotillaError;
+    expect(err).toMatchObject({ code: 'conflict' });
+    expect(err.message).toMatch(/same node id/);
+    expect(err.message).toContain(`pid ${process.pid}`);
+    // Another node id of that cluster is fine.
+    const w2 = driver({ clusterId: cluster, nodeId: `${NODE}-b`, exclusive: true });
+    expect(await w2.list()).toEqual([]);
+    await w2.close();
+    // Released on close: the second one gets it now.
+    await first.close();
+    expect(await second.list()).toEqual([]);
+    await second.close();
+
+    // A holder killed with SIGKILL: its lock goes away with its connection.
+    const script = `
+      import { DockerDriver } from ${JSON.stringify(join(import.meta.dirname, '..', 'dist', 'src', 'worker', 'drivers', 'docker.js'))};
+      const d = new DockerDriver({ nodeId: ${JSON.stringify(NODE)}, clusterId: ${JSON.stringify(cluster)}, socketPath: ${JSON.stringify(SOCKET_PATH)} });
+      await d.list();
+      console.log('locked');
+      setInterval(() => {}, 1000);
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await waitFor(() => new Promise<boolean>((res) => child.stdout!.once('data', (b: Buffer) => res(b.toString().includes('locked')))), 'the child to take the lock');
+      const busy = driver({ clusterId: cluster, exclusive: true, lockWaitMs: 1000 });
+      await expect(busy.list()).rejects.toMatchObject({ code: 'conflict' });
+      child.kill('SIGKILL');
+      const next = driver({ clusterId: cluster, exclusive: true, lockWaitMs: 10_000 });
+      expect(await next.list()).toEqual([]);
+      await next.close();
+    } finally {
+      child.kill('SIGKILL');
+    }
+    // Released on close (the engine may still be removing the last one for a moment).
+    await waitFor(async () => (await containersWith(docker, `${LABELS.cluster}=${cluster}`)).length === 0, 'no lock container left', 10_000);
   });
 
   it('a new driver instance (a restarted worker) adopts the running pod and never starts a duplicate', async () => {

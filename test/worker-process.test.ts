@@ -1,12 +1,14 @@
 // The process driver with real processes: pods, logs, stop (TERM then KILL), exit codes, pod
 // failure, adoption by a new driver on the same state dir, and no shell injection.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseTaskSpec, type TaskSpec } from '../src/manager/spec.js';
 import type { DriverTaskStatus, LogLine } from '../src/worker/driver.js';
-import { ProcessDriver, readProcStat, taskDirName } from '../src/worker/drivers/process.js';
+import { DEFAULT_ORPHAN_GRACE_MS, ProcessDriver, readProcStat, taskDirName } from '../src/worker/drivers/process.js';
+import { CLI, TestCluster, consecutiveFreePorts, eventually, runCli } from './helpers/cluster.js';
 
 const dirs: string[] = [];
 const drivers: ProcessDriver[] = [];
@@ -415,4 +417,132 @@ describe('process driver', () => {
 
     await expect(d.start('docker', parseTaskSpec({ name: 'x', containers: [{ image: 'busybox' }] }))).rejects.toThrow(/must be 'process'/);
   });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Tasks die with their worker (issue 18 part 5): the keeper stops them once the worker has been
+// gone for orphanGraceMs without a successor; `flotilla up`'s Ctrl-C stops them at once.
+
+const DIST_PROCESS = join(import.meta.dirname, '..', 'dist', 'src', 'worker', 'drivers', 'process.js');
+
+/** A worker stand-in: another node process whose driver starts one task; resolves with its pids. */
+async function workerProcess(dir: string, taskId: string, orphanGraceMs: number): Promise<{ child: ChildProcess; pids: number[] }> {
+  const script = `
+    import { ProcessDriver } from ${JSON.stringify(DIST_PROCESS)};
+    import { parseTaskSpec } from ${JSON.stringify(join(import.meta.dirname, '..', 'dist', 'src', 'manager', 'spec.js'))};
+    const d = new ProcessDriver({ dir: ${JSON.stringify(dir)}, pollMs: 50, podFailureGraceMs: 1000, orphanGraceMs: ${orphanGraceMs} });
+    await d.start(${JSON.stringify(taskId)}, parseTaskSpec({ name: 'p', driver: 'process', containers: [
+      { command: ['/bin/sh', '-c', 'sleep 300'] },
+      { command: ['/bin/sh', '-c', 'trap "" TERM; while :; do sleep 0.2; done'] },
+    ] }));
+    const s = await d.inspect(${JSON.stringify(taskId)});
+    console.log(JSON.stringify(s.containers.map((c) => c.pid)));
+    setInterval(() => {}, 1000);
+  `;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  const line = await waitFor(() => (out.includes('\n') ? out.split('\n')[0] : null), 'the worker stand-in to start its task');
+  const pids = JSON.parse(line) as number[];
+  for (const p of pids) groups.add(p);
+  return { child, pids };
+}
+
+async function sigkill(child: ChildProcess): Promise<void> {
+  const done = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await done;
+}
+
+/** Every process (pid) whose process group is one of `pgids`. */
+function groupMembers(pgids: number[]): number[] {
+  const out: number[] = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const st = readProcStat(Number(e));
+    if (st !== null && st.state !== 'Z' && pgids.includes(st.pgrp)) out.push(Number(e));
+  }
+  return out;
+}
+
+describe('tasks die with their worker', () => {
+  it('a SIGKILLed worker: its task processes are stopped once orphanGraceMs passed (TERM, then KILL); a later driver reports the task stopped', async () => {
+    const dir = tmp();
+    const { child, pids } = await workerProcess(dir, 'orphan', 1500);
+    const killedAt = Date.now();
+    await sigkill(child);
+    expect(pids.every(alive)).toBe(true); // not at once: a restarting worker gets the window
+    await waitFor(() => groupMembers(pids).length === 0, 'every process of the task to be gone', 20_000);
+    console.log(`task processes gone ${Date.now() - killedAt} ms after the worker's SIGKILL (orphanGraceMs 1500, kill grace 1000)`);
+    const b = driver(dir);
+    const s = await stateOf(b, 'orphan');
+    expect(s.state).toBe('stopped');
+    expect(s.reason).toMatch(/worker was gone for more than 2 s/);
+  });
+
+  it('a successor driver within the window takes the tasks over: nothing is stopped', async () => {
+    const dir = tmp();
+    const { child, pids } = await workerProcess(dir, 'kept', 1500);
+    await sigkill(child);
+    const b = driver(dir);
+    expect((await stateOf(b, 'kept')).state).toBe('running');
+    await new Promise((r) => setTimeout(r, 4000)); // past the old keeper's grace + kill grace
+    expect(pids.every(alive)).toBe(true);
+    expect((await stateOf(b, 'kept')).state).toBe('running');
+    await b.stop('kept', 500);
+    expect(groupMembers(pids)).toEqual([]);
+  });
+
+  it('a real worker killed with SIGKILL: its task processes are gone within the default window', async () => {
+    const cluster = await TestCluster.managers(1, ['--node-grace', '2000', '--worker-heartbeat', '300']);
+    try {
+      const client = cluster.client(undefined, 30_000);
+      cluster.startWorker('w1');
+      await eventually(async () => (await client.get<{ nodes: { status: string }[] }>('/v1/nodes')).nodes.some((n) => n.status === 'ready'), 30_000, 'worker ready');
+      const created = await client.post<{ tasks: { id: string }[] }>('/v1/tasks', [0, 1, 2].map((i) => ({ name: `s${i}`, driver: 'process', containers: [{ command: ['/bin/sleep', '600'] }] })));
+      const pidFiles = created.tasks.map((t) => join(cluster.dir, 'w1', 'process', 'tasks', taskDirName(t.id), 'c0.pid'));
+      const pids = await eventually(() => (pidFiles.every((f) => existsSync(f)) ? pidFiles.map((f) => Number(readFileSync(f, 'utf8').trim())) : null), 30_000, 'task pids');
+      for (const p of pids) groups.add(p);
+      expect(pids.every(alive)).toBe(true);
+      const t0 = Date.now();
+      await cluster.killAndWait('w1');
+      await waitFor(() => groupMembers(pids).length === 0, 'the dead worker\'s task processes to be gone', DEFAULT_ORPHAN_GRACE_MS + 20_000);
+      console.log(`SIGKILLed worker: its ${pids.length} task processes gone after ${Date.now() - t0} ms (default orphan grace ${DEFAULT_ORPHAN_GRACE_MS} ms)`);
+    } finally {
+      await cluster.stop();
+    }
+  }, 90_000);
+
+  it('Ctrl-C on `flotilla up --driver process` leaves no task process alive, and says so', async () => {
+    const upDir = mkdtempSync(join(tmpdir(), 'flotilla-upk-'));
+    dirs.push(upDir);
+    const port = await consecutiveFreePorts(2);
+    const up = spawn(process.execPath, [CLI, 'up', '--driver', 'process', '--managers', '1', '--workers', '2', '--insecure', '--port', String(port), '--dir', upDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    up.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    up.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => up.once('exit', (code) => r(code)));
+    try {
+      await eventually(() => out.includes('flotilla is up'), 60_000, 'flotilla up');
+      const env = { FLOTILLA_DIR: upDir, FLOTILLA_MANAGERS: '' };
+      for (let i = 0; i < 4; i++) {
+        const r = await runCli(['run', '-d', '--name', `s${i}`, '--', '/bin/sh', '-c', 'sleep 600'], { env });
+        expect(r.status, r.stderr).toBe(0);
+      }
+      const pidFiles = (): string[] =>
+        ['w1', 'w2'].flatMap((w) => {
+          const t = join(upDir, w, 'process', 'tasks');
+          return existsSync(t) ? readdirSync(t).map((d) => join(t, d, 'c0.pid')).filter((f) => existsSync(f)) : [];
+        });
+      const pids = await eventually(() => (pidFiles().length === 4 ? pidFiles().map((f) => Number(readFileSync(f, 'utf8').trim())) : null), 30_000, '4 task processes');
+      for (const p of pids) groups.add(p);
+      expect(pids.every(alive)).toBe(true);
+      up.kill('SIGINT');
+      expect(await exited).toBe(0);
+      expect(groupMembers(pids)).toEqual([]);
+      expect(out).toMatch(/stopped 4 task processes \(pids [\d ]+\)/);
+    } finally {
+      if (up.exitCode === null && up.signalCode === null) up.kill('SIGKILL');
+    }
+  }, 120_000);
 });

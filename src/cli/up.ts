@@ -361,6 +361,17 @@ async function up(flags: UpFlags): Promise<void> {
     while (procs().some(alive) && Date.now() < deadline) await sleep(50);
     for (const p of procs()) if (alive(p)) p.kill('SIGKILL');
     while (procs().some(alive) && Date.now() < deadline + 2000) await sleep(20);
+    // The workers are gone; their task processes (process driver) would outlive them until
+    // their keepers' grace ran out: stop them now.
+    try {
+      const { stopTasksInDir } = await import('../worker/drivers/process.js');
+      const workers = [...children.values()].filter((c) => c.rec.kind === 'worker').map((c) => c.rec.node);
+      const stopped = await Promise.all(workers.map((w) => stopTasksInDir(join(dir, w, 'process'), 3000, 'stopped: flotilla up was stopped')));
+      const groups = stopped.flatMap((s) => s.groups);
+      if (groups.length > 0) process.stdout.write(`stopped ${groups.length} task process${groups.length === 1 ? '' : 'es'} (pids ${groups.join(' ')})\n`);
+    } catch (e) {
+      process.stderr.write(`note: cannot stop the task processes: ${(e as Error).message}\n`);
+    }
     rmSync(procFile, { force: true });
     process.stdout.write('stopped.\n');
     process.exit(0);

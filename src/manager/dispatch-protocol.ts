@@ -72,6 +72,11 @@ export interface WelcomeMsg {
   term: number;
   /** This node's credential: keep it (mode 0600) and send it in every later `register`. */
   credential?: string;
+  /**
+   * The cluster's id (see `workerClusterId`): the worker scopes what it finds on shared
+   * stores (a Docker engine) to it. Absent from older managers.
+   */
+  clusterId?: string;
 }
 /** Registration refused (bad token, bad fields): the worker logs `reason` and retries later. */
 export interface RejectMsg {

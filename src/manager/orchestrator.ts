@@ -38,6 +38,15 @@ export interface OrchestratorOptions {
   reportBatchMs?: number;
 }
 
+/**
+ * The cluster id a worker scopes its containers with: the cluster's own id, or for a cluster
+ * that has none (made before ids existed) one derived from its secret — stable, and different
+ * for clusters with different secrets (`flotilla up`/`init` make a random one per cluster).
+ */
+export function workerClusterId(clusterId: string | null, secret: string): string {
+  return clusterId ?? 's-' + createHmac('sha256', secret).update('flotilla cluster scope v1').digest('hex').slice(0, 24);
+}
+
 /** Largest frame accepted before a session has registered (a registration with ~3,000 tasks). */
 const MAX_REGISTER_FRAME = 1024 * 1024;
 
@@ -377,7 +386,8 @@ export class Orchestrator {
     const hb = Math.round(this.heartbeatMs * (0.9 + Math.random() * 0.2));
     const credential = nodeCredential(this.secret, msg.nodeId, nodeEpoch(this.m.state));
     s.welcomed = true;
-    this.send(ws, { t: 'welcome', sessionId: s.id, heartbeatMs: hb, managers: this.managerAddrs(), term: this.leaderTerm ?? 0, credential });
+    const clusterId = workerClusterId(this.m.ops?.clusterId() ?? null, this.secret);
+    this.send(ws, { t: 'welcome', sessionId: s.id, heartbeatMs: hb, managers: this.managerAddrs(), term: this.leaderTerm ?? 0, credential, clusterId });
     this.log.info(`worker ${msg.nodeId} registered`, { tasks: msg.tasks.length, remote });
     this.dirtyNodes.add(msg.nodeId);
     this.kickScheduler();

@@ -95,6 +95,11 @@ export interface WorkerAgentOptions {
   retainFinished?: number;
   /** How long those logs are kept. Default 1 hour. */
   retainFinishedMs?: number;
+  /**
+   * Called when the worker cannot go on (e.g. another live worker of its cluster holds its
+   * node id on the Docker engine); the agent closes itself. The CLI exits with the message.
+   */
+  onFatal?: (e: FlotillaError) => void;
 }
 
 export interface AgentTaskView extends DriverTaskStatus {
@@ -119,6 +124,8 @@ export interface AgentStatus {
   tasks: AgentTaskView[];
   /** Finished tasks no longer reported, kept for their logs. */
   retired: AgentTaskView[];
+  /** The cluster id the last welcome named (null before the first one). */
+  clusterId: string | null;
 }
 
 interface AgentTask {
@@ -208,6 +215,15 @@ export class WorkerAgent {
   private lockPath: string | null = null;
   /** Node credential from the leader's `welcome` (kept in <stateDir>/credential, mode 0600). */
   private credential: string | null = null;
+  /**
+   * The cluster id from the last `welcome` (kept in <stateDir>/cluster-id): scoped drivers
+   * (docker) touch nothing until it is known. See `rescope`.
+   */
+  private clusterId: string | null = null;
+  /** Settles when the scoped drivers follow `clusterId`; task operations wait for it. */
+  private scopeReady: Promise<void> = Promise.resolve();
+  /** Why the worker gave up, if it did (see `onFatal`). */
+  fatalError: FlotillaError | null = null;
 
   constructor(opts: WorkerAgentOptions) {
     if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(opts.id)) {
@@ -250,8 +266,15 @@ export class WorkerAgent {
     try {
       this.retiredOnDisk = this.loadRetired();
       this.credential = this.loadCredential();
+      this.clusterId = this.loadClusterId();
       for (const d of this.drivers.values()) this.unwatch.push(d.watch((s) => this.onDriverEvent(d, s)));
       for (const d of this.drivers.values()) {
+        if (d.setCluster !== undefined) {
+          // A scoped driver waits for the cluster id: the one kept from an earlier session
+          // (then a second live worker with this node id makes start() fail), else the welcome.
+          if (this.clusterId === null) continue;
+          await d.setCluster(this.clusterId);
+        }
         for (const s of await d.list()) this.onDriverEvent(d, s);
       }
       this.retiredOnDisk.clear();
@@ -306,6 +329,7 @@ export class WorkerAgent {
       sessions: this.sessions,
       tasks: [...this.tasks.values()].map(view),
       retired: [...this.retired.values()].map(view),
+      clusterId: this.clusterId,
     };
   }
 
@@ -498,6 +522,8 @@ export class WorkerAgent {
   }
 
   private async reconcile(taskId: string): Promise<void> {
+    await this.scopeReady;
+    if (this.closed) return;
     const a = this.desired?.get(taskId);
     const t = this.tasks.get(taskId);
     if (a === undefined) {
@@ -813,6 +839,11 @@ export class WorkerAgent {
         s.timers = [];
         this.reportedGone = new Set();
         if (typeof msg.credential === 'string' && msg.credential.length > 0 && msg.credential.length <= 256) this.saveCredential(msg.credential);
+        const cid = typeof msg.clusterId === 'string' ? msg.clusterId : this.fallbackClusterId();
+        if (cid !== this.clusterId) {
+          const prev = this.scopeReady;
+          this.scopeReady = prev.then(() => this.rescope(cid));
+        }
         this.log.info('session established', { manager: s.target, session: msg.sessionId, heartbeatMs: msg.heartbeatMs, term: msg.term });
         this.heartbeat(s);
         this.flush();
@@ -910,6 +941,94 @@ export class WorkerAgent {
     if (timingSafeEqual(got, this.tokenDigest)) return true;
     // Managers present this node's credential (the join token may have been rotated since).
     return this.credential !== null && timingSafeEqual(got, createHash('sha256').update(this.credential).digest());
+  }
+
+  /**
+   * A manager of an older version sends no cluster id: use one derived from what this worker
+   * already holds of the cluster — the CA certificate with TLS, else the join token.
+   */
+  private fallbackClusterId(): string {
+    const tls = this.opts.tls;
+    const basis = tls ? `ca:${tls.ca}` : `token:${this.opts.token}`;
+    return (tls ? 'c-' : 't-') + createHash('sha256').update(basis).digest('hex').slice(0, 24);
+  }
+
+  /**
+   * Follow a new cluster id: keep it, scope the drivers to it (a driver that served another
+   * cluster forgets that cluster's tasks here without stopping them), list what they have of
+   * this cluster, and reconcile those tasks with the assignments already received.
+   */
+  private async rescope(cid: string): Promise<void> {
+    if (this.closed || cid === this.clusterId) return;
+    const old = this.clusterId;
+    this.clusterId = cid;
+    this.saveClusterId(cid);
+    if (old !== null) this.log.warn('the cluster id changed: tasks of the old cluster are left alone', { from: old, to: cid });
+    else this.log.info('cluster id known', { clusterId: cid });
+    const found = new Set<string>();
+    for (const d of this.drivers.values()) {
+      if (d.setCluster === undefined) continue;
+      if (old !== null) {
+        for (const [id, t] of this.tasks) {
+          if (t.driver !== d) continue;
+          this.tasks.delete(id);
+          this.pending.delete(id);
+        }
+        for (const [id, r] of this.retired) if (r.driver === d) this.retired.delete(id);
+      }
+      try {
+        await d.setCluster(cid);
+        for (const s of await d.list()) {
+          if (!this.tasks.has(s.taskId) && !this.retired.has(s.taskId)) found.add(s.taskId);
+          this.onDriverEvent(d, s);
+        }
+      } catch (e) {
+        const err = toFlotillaError(e);
+        if (err.code === 'conflict') {
+          this.fail(err);
+          return;
+        }
+        this.log.error('cannot scope a driver to the cluster; its tasks are not reported', { driver: d.name, error: err.message });
+      }
+    }
+    if (this.desired !== null) {
+      for (const id of found) {
+        if (this.reconcileQueued.has(id)) continue;
+        this.reconcileQueued.add(id);
+        void this.enqueue(id, () => {
+          this.reconcileQueued.delete(id);
+          return this.reconcile(id);
+        });
+      }
+    }
+  }
+
+  /** Give up: log, tell the owner, close. Tasks are left as they are. */
+  private fail(e: FlotillaError): void {
+    if (this.fatalError !== null || this.closed) return;
+    this.fatalError = e;
+    this.log.error(e.message);
+    this.opts.onFatal?.(e);
+    void this.close();
+  }
+
+  private loadClusterId(): string | null {
+    try {
+      const c = readFileSync(join(resolve(this.opts.stateDir), 'cluster-id'), 'utf8').trim();
+      return /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(c) ? c : null;
+    } catch {
+      return null;
+    }
+  }
+
+  private saveClusterId(c: string): void {
+    const path = join(resolve(this.opts.stateDir), 'cluster-id');
+    try {
+      writeFileSync(`${path}.tmp`, c + '\n');
+      renameSync(`${path}.tmp`, path);
+    } catch (e) {
+      this.log.warn('cannot save the cluster id', { error: errMessage(e) });
+    }
   }
 
   private loadCredential(): string | null {

@@ -6,8 +6,12 @@
 // output (`logs()`) and forget them (`remove()`).
 //
 // Rules every driver follows:
-//  * Tasks outlive the worker: `close()` stops the driver's own timers and watchers only;
-//    nothing a driver started is stopped because the worker stops or dies.
+//  * Tasks outlive the worker for a while: `close()` stops the driver's own timers and
+//    watchers only; nothing a driver started is stopped because the worker stops or dies, so
+//    a restarted worker adopts it. The process driver bounds this: its keeper stops the tasks
+//    once the worker has been gone for `orphanGraceMs` without a successor (see
+//    docs/architecture.md, "Tasks die with their agent"). Docker containers stay until a
+//    worker of their cluster and node id comes back.
 //  * The driver never restarts a task on its own: it reports exits, the manager decides.
 //  * `start()` of a task that is already starting/running is a no-op (never a duplicate); of a
 //    task that has finished it is a `conflict` (`remove()` it first).
@@ -118,6 +122,12 @@ export interface Driver {
   watch(listener: DriverEventListener): () => void;
   /** Stop the driver's own timers and watchers. Never stops tasks. */
   close(): Promise<void>;
+  /**
+   * Drivers whose tasks live in a store other clusters share (a Docker engine) are scoped to
+   * a cluster id: they touch nothing before this is called, then only that cluster's tasks.
+   * Rejects with `conflict` when another live worker of the cluster holds the same node id.
+   */
+  setCluster?(clusterId: string): Promise<void>;
 }
 
 /** Whether a state is final (nothing of the task runs any more). */

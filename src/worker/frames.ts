@@ -66,6 +66,7 @@ const ManagerToWorkerSchema = z.discriminatedUnion('t', [
     heartbeatMs: z.number().int().min(1).max(3_600_000),
     managers: managersList,
     term: z.number().int().min(0),
+    clusterId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/).optional(),
   }),
   z.looseObject({ t: z.literal('reject'), reason: z.string().max(4096) }),
   z.looseObject({ t: z.literal('assignments'), tasks: z.array(AssignedTaskSchema).max(100_000) }),

@@ -227,6 +227,10 @@ export async function runWorker(flags: WorkerFlags, opts: RunWorkerOptions = {})
     advertise: cfg.advertise,
     stopGraceMs: cfg.stopGraceMs,
     log,
+    onFatal: (e) => {
+      process.stderr.write(`flotilla worker ${cfg.id}: ${e.message}\n`);
+      if (opts.handleSignals !== false) setTimeout(() => process.exit(1), 1000);
+    },
   });
   await agent.start();
   log.info(`worker ${cfg.id} listening on ${agent.httpAddress}; managers ${cfg.managers.join(',')}; drivers ${cfg.drivers.join(',')}`);

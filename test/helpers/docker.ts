@@ -41,9 +41,12 @@ export async function containersWith(docker: Docker, ...labels: string[]): Promi
   return docker.listContainers({ all: true, filters: { label: labels } });
 }
 
-/** Force-remove every container of a node (by the io.flotilla.node label); returns how many. */
-export async function removeNodeContainers(docker: Docker, nodeId: string): Promise<number> {
-  const cs = await containersWith(docker, `${LABELS.node}=${nodeId}`);
+/**
+ * Force-remove every container of one cluster (by the io.flotilla.cluster label), or of one
+ * node of it; returns how many. Never touches another cluster's containers.
+ */
+export async function removeClusterContainers(docker: Docker, clusterId: string, nodeId?: string): Promise<number> {
+  const cs = await containersWith(docker, `${LABELS.cluster}=${clusterId}`, ...(nodeId !== undefined ? [`${LABELS.node}=${nodeId}`] : []));
   await Promise.all(cs.map((c) => docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined)));
   return cs.length;
 }
@@ -184,4 +187,55 @@ export async function startFakeRegistry(opts: { chunkBytes?: number; chunkDelayM
         server.close(() => res());
       }),
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real clusters with docker workers, each with its own secret: a cluster without a cluster id
+// scopes its containers by a hash of its secret, so clusters of the test suite must not share
+// one (test/helpers/cluster.ts uses a fixed secret).
+
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { TestCluster, freePorts, CLI, type ProcInfo } from './cluster.js';
+import { workerToken } from '../../src/manager/orchestrator.js';
+
+export class DockerTestCluster extends TestCluster {
+  readonly secret = randomBytes(24).toString('hex');
+
+  constructor() {
+    super('flotilla-dk-');
+    writeFileSync(this.secretFile, this.secret, { mode: 0o600 });
+  }
+
+  static async start(managers: number, extra: string[] = []): Promise<DockerTestCluster> {
+    const c = new DockerTestCluster();
+    const ports = await freePorts(managers);
+    const members = ports.map((p, i) => `m${i + 1}=127.0.0.1:${p}`).join(',');
+    for (let i = 0; i < managers; i++) c.startManager(`m${i + 1}`, `127.0.0.1:${ports[i]}`, ['--bootstrap', members, ...extra]);
+    await c.waitForLeader();
+    return c;
+  }
+
+  /** A worker with the docker driver (the cluster's own join token); `nodeId` defaults to `id`. */
+  override startWorker(id: string, extra: string[] = [], nodeId = id): ProcInfo {
+    writeFileSync(this.tokenFile, workerToken(this.secret));
+    const args = [
+      CLI, 'worker', '--id', nodeId, '--managers', this.addrs().join(','), '--token-file', this.tokenFile,
+      '--driver', 'docker', '--state-dir', join(this.dir, id), '--listen', '127.0.0.1:0', '--stop-grace', '2000', ...extra,
+    ];
+    const info: ProcInfo = { id, addr: '', proc: null, args, logFile: join(this.dir, `${id}.log`) };
+    this.workers.set(id, info);
+    (this as unknown as { spawn(i: ProcInfo): void }).spawn(info);
+    return info;
+  }
+
+  /** The cluster id a worker learned from its welcome (kept in its state dir), or null. */
+  workerClusterId(id: string): string | null {
+    try {
+      return readFileSync(join(this.dir, id, 'cluster-id'), 'utf8').trim() || null;
+    } catch {
+      return null;
+    }
+  }
 }

@@ -15,18 +15,32 @@
 //   without a `host` are exposed (ExposedPorts) but not published. The infra's hostname is
 //   the pod name (the app containers share it).
 //
+// Cluster scope
+//   One engine may serve several clusters (two `flotilla up` on one machine, the test suite
+//   next to `npm start`), whose workers may share node ids (w1, w2). So the driver is scoped
+//   to (cluster id, node id): it does nothing at all until it knows its cluster id (option
+//   `clusterId`, or `setCluster()` once the manager's welcome named it), and then sees,
+//   adopts, stops and removes only containers labelled with both. Before loading it takes
+//   the engine-wide lock of (cluster, node) — see `acquireLock()` — so two live workers of
+//   one cluster claiming the same node id on one engine cannot both run: the second fails
+//   with a `conflict` naming the holder. A new cluster id (the worker now serves another
+//   cluster) forgets the old cluster's tasks without touching their containers.
+//
 // Containers, names and labels
-//   Docker names: `flotilla.<node>.<task>.<attempt>.<container>` and `….<attempt>._infra`
-//   (node/task ids made name-safe, with a short hash when they had to be changed). A name
-//   is unique in the engine, so a racing second driver can never create a duplicate. Every
-//   container carries labels (the engine is this driver's only state store):
+//   Docker names: `flotilla.<cluster>.<node>.<task>.<attempt>.<container>` and
+//   `….<attempt>._infra` (cluster: 10 hex digits of the id's sha256; node/task ids made
+//   name-safe, with a short hash when they had to be changed). A name is unique in the
+//   engine, so a racing second driver can never create a duplicate. Every container carries
+//   labels (the engine is this driver's only state store):
 //     io.flotilla.task, io.flotilla.attempt, io.flotilla.pod (spec name),
 //     io.flotilla.container (spec name; `infra` for the infra), io.flotilla.node,
-//     io.flotilla.version (package version), io.flotilla.role (infra | app),
-//     io.flotilla.index (app: position in the spec), io.flotilla.spec-hash,
+//     io.flotilla.cluster (the cluster id), io.flotilla.version (package version),
+//     io.flotilla.role (infra | app | lock), io.flotilla.index (app: position in the spec),
+//     io.flotilla.spec-hash,
 //     io.flotilla.containers (infra: JSON array of the app container names, in spec order).
-//   `list()` (and every first call) finds the node's containers by `io.flotilla.node` and
-//   adopts them: nothing is created again, `start()` of an adopted task with the same attempt
+//   `list()` (and every first call) finds the node's containers by `io.flotilla.cluster` and
+//   `io.flotilla.node` and adopts them (containers of older versions, without the cluster
+//   label, are left alone): nothing is created again, `start()` of an adopted task with the same attempt
 //   and spec is a no-op. A `stop()` is recorded by renaming the infra container to
 //   `<name>.stop-<atMs>-<killAtMs>`, so a restarted worker still reports the pod `stopped`
 //   (and not `failed` because of the SIGTERM exit codes), and finishes the stop in time.
@@ -71,7 +85,8 @@
 import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
+import { hostname } from 'node:os';
+import { PassThrough, Readable, type Duplex } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { fileURLToPath } from 'node:url';
 import Docker from 'dockerode';
@@ -93,6 +108,19 @@ import { specHash, stableStringify } from './process.js';
 export interface DockerDriverOptions {
   /** This worker's node id: labels every container, and scopes `list()`. */
   nodeId: string;
+  /**
+   * The cluster this worker belongs to: labels every container and scopes everything the
+   * driver does. Without it the driver touches nothing until `setCluster()` is called.
+   */
+  clusterId?: string;
+  /**
+   * Hold the engine-wide lock of (cluster, node) while in use (default true): a second driver
+   * with the same cluster and node id on the same engine is refused. Tests that run several
+   * instances side by side on purpose turn it off.
+   */
+  exclusive?: boolean;
+  /** How long a lock held by another worker is waited for before giving up (ms). Default 5000. */
+  lockWaitMs?: number;
   /** The engine's socket. Default: DOCKER_HOST when it is unix://…, else /var/run/docker.sock. */
   socketPath?: string;
   log?: Logger;
@@ -128,9 +156,12 @@ export const LABELS = {
   index: 'io.flotilla.index',
   specHash: 'io.flotilla.spec-hash',
   containers: 'io.flotilla.containers',
+  cluster: 'io.flotilla.cluster',
+  lockHolder: 'io.flotilla.lock-holder',
 } as const;
 
 const INFRA_NAME = 'infra';
+const CLUSTER_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const CONTAINER_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const STOP_MARK_RE = /\.stop-(\d+)-(\d+)$/;
 /** Longest partial line kept in memory by `logs()`; longer lines are split. */
@@ -288,6 +319,8 @@ interface Ctr {
 interface Task {
   taskId: string;
   attempt: number;
+  /** The cluster id the task belongs to (the driver's scope when it was created or adopted). */
+  cluster: string;
   podName: string;
   specHash: string;
   createdAt: number;
@@ -338,10 +371,19 @@ export class DockerDriver implements Driver {
   private readonly watchers = new Set<DriverEventListener>();
   private loaded: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
-  private readonly eventsAbort = new AbortController();
+  private eventsAbort = new AbortController();
   private eventsLoop: Promise<void> | null = null;
   private closed = false;
   private hostCpus = 0;
+  private clusterId: string | null = null;
+  /** Short hash of the cluster id, part of every container name. */
+  private clusterName = '';
+  private readonly exclusive: boolean;
+  private readonly lockWaitMs: number;
+  /** The lock container of (cluster, node) and the attach stream that keeps it alive. */
+  private lock: { id: string; name: string; stream: Duplex } | null = null;
+  /** Bumped by every scope change: work of an older scope must not touch the new one. */
+  private scopeGen = 0;
 
   constructor(opts: DockerDriverOptions) {
     if (typeof opts.nodeId !== 'string' || opts.nodeId === '') throw new FlotillaError('bad_request', "Cannot create the docker driver as 'nodeId' must be a non-empty string");
@@ -355,6 +397,58 @@ export class DockerDriver implements Driver {
     this.podFailureGraceMs = opts.podFailureGraceMs ?? 5000;
     this.reconcileMs = opts.reconcileMs ?? 2000;
     this.nodeName = nameSafe(opts.nodeId, 24);
+    this.exclusive = opts.exclusive ?? true;
+    this.lockWaitMs = opts.lockWaitMs ?? 5000;
+    if (opts.clusterId !== undefined) this.setScope(opts.clusterId);
+  }
+
+  /** The cluster this driver is scoped to (null: not known yet, the driver touches nothing). */
+  get cluster(): string | null {
+    return this.clusterId;
+  }
+
+  private setScope(clusterId: string): void {
+    if (!CLUSTER_ID_RE.test(clusterId)) {
+      throw new FlotillaError('bad_request', `Cannot scope the docker driver as the cluster id must be 1-128 letters, digits, '.', '_' or '-' (got '${clusterId}')`);
+    }
+    this.clusterId = clusterId;
+    this.clusterName = createHash('sha256').update(clusterId).digest('hex').slice(0, 10);
+  }
+
+  /**
+   * Scope the driver to a cluster (the id the manager sent in its welcome). From then on it
+   * lists, adopts, stops and removes only containers labelled with that cluster (and this
+   * node), after taking the engine-wide lock of (cluster, node). A different id than before
+   * (the worker now serves another cluster): the old cluster's tasks are forgotten — never
+   * stopped or removed — its lock released, and the new cluster's containers loaded. Rejects
+   * with `conflict` when another live worker holds the lock.
+   */
+  async setCluster(clusterId: string): Promise<void> {
+    if (this.closed) throw new FlotillaError('unavailable', 'Cannot use the docker driver as it is closed');
+    if (clusterId === this.clusterId) {
+      await this.ready();
+      return;
+    }
+    const old = this.clusterId;
+    this.setScope(clusterId);
+    if (old !== null) {
+      this.log.warn('docker driver: the cluster id changed; leaving the old cluster\'s containers alone', { from: old, to: clusterId });
+      this.scopeGen++;
+      for (const t of this.tasks.values()) {
+        t.removed = true;
+        t.abort.abort();
+        t.listeners.clear();
+        this.wake(t);
+      }
+      this.tasks.clear();
+      this.loaded = null;
+      this.eventsAbort.abort();
+      this.eventsAbort = new AbortController();
+      await this.eventsLoop?.catch(() => undefined);
+      this.eventsLoop = null;
+      await this.releaseLock();
+    }
+    await this.ready();
   }
 
   /**
@@ -386,8 +480,12 @@ export class DockerDriver implements Driver {
   /** Loads (adopts) this node's containers once, starts the event stream and the reconcile timer. */
   private ready(): Promise<void> {
     if (this.closed) return Promise.reject(new FlotillaError('unavailable', 'Cannot use the docker driver as it is closed'));
+    if (this.clusterId === null) {
+      return Promise.reject(new FlotillaError('unavailable', 'Cannot use the docker driver before the worker knows its cluster id (it comes with the first welcome of a manager)'));
+    }
     this.loaded ??= this.load().catch((e) => {
       this.loaded = null; // try again on the next call
+      if (e instanceof FlotillaError) throw e;
       throw new FlotillaError('unavailable', `Docker engine not reachable at ${this.socketPath}: ${errMessage(e)}`, { cause: e });
     });
     return this.loaded;
@@ -396,8 +494,11 @@ export class DockerDriver implements Driver {
   private async load(): Promise<void> {
     const info = (await this.docker.info()) as { NCPU?: number };
     this.hostCpus = typeof info.NCPU === 'number' ? info.NCPU : 0;
+    const gen = this.scopeGen;
+    if (this.exclusive) await this.acquireLock();
+    if (gen !== this.scopeGen) throw new FlotillaError('unavailable', 'Cannot load the docker driver as its cluster changed meanwhile');
     this.eventsLoop ??= this.watchEvents();
-    const list = await this.docker.listContainers({ all: true, filters: { label: [`${LABELS.node}=${this.nodeId}`] } });
+    const list = await this.docker.listContainers({ all: true, filters: { label: this.scopeLabels() } });
     const byTask = new Map<string, Docker.ContainerInfo[]>();
     for (const c of list) {
       const id = c.Labels[LABELS.task];
@@ -407,6 +508,7 @@ export class DockerDriver implements Driver {
       byTask.set(id, arr);
     }
     const adopted: Task[] = [];
+    if (gen !== this.scopeGen) throw new FlotillaError('unavailable', 'Cannot load the docker driver as its cluster changed meanwhile');
     for (const [taskId, all] of byTask) {
       if (this.tasks.has(taskId)) continue;
       const attempts = [...new Set(all.map((c) => Number(c.Labels[LABELS.attempt])))].filter(Number.isSafeInteger).sort((a, b) => b - a);
@@ -455,6 +557,7 @@ export class DockerDriver implements Driver {
     const t: Task = {
       taskId,
       attempt,
+      cluster: this.clusterId ?? '',
       podName: any.Labels[LABELS.pod] ?? '',
       specHash: any.Labels[LABELS.specHash] ?? '',
       createdAt: (any.Created ?? 0) * 1000,
@@ -493,10 +596,10 @@ export class DockerDriver implements Driver {
   /** Follows the engine's container events for this node; reconnects until closed. */
   private async watchEvents(): Promise<void> {
     const signal = this.eventsAbort.signal;
-    while (!this.closed) {
+    while (!this.closed && !signal.aborted) {
       try {
         const stream = (await this.docker.getEvents({
-          filters: { type: ['container'], label: [`${LABELS.node}=${this.nodeId}`] },
+          filters: { type: ['container'], label: this.scopeLabels() },
           abortSignal: signal,
         } as Docker.GetEventsOptions)) as Readable;
         (stream as unknown as { socket?: { unref?: () => void } }).socket?.unref?.();
@@ -520,7 +623,126 @@ export class DockerDriver implements Driver {
         if (this.closed) break;
         this.log.debug('docker driver: event stream failed', { error: errMessage(e) });
       }
-      if (!this.closed) await sleep(1000, signal);
+      if (!this.closed && !signal.aborted) await sleep(1000, signal);
+    }
+  }
+
+  /** The labels every container of this driver's scope carries (cluster and node). */
+  private scopeLabels(): string[] {
+    return [`${LABELS.cluster}=${this.clusterId ?? ''}`, `${LABELS.node}=${this.nodeId}`];
+  }
+
+  // ---- the (cluster, node) lock
+
+  /**
+   * Take the engine-wide lock of (cluster, node): a container named
+   * `flotilla.lock.<cluster hash>.<node>` that runs `cat` on a stdin attached by this
+   * driver. The engine keeps one container per name, so at most one driver holds it; when the
+   * holder's process ends (even by SIGKILL) its connection closes, the container's stdin ends,
+   * `cat` exits and the container removes itself (AutoRemove). A lock container that is not
+   * running is stale and removed; one that keeps running for `lockWaitMs` belongs to a live
+   * worker: `conflict`.
+   */
+  private async acquireLock(): Promise<void> {
+    if (this.lock !== null) return;
+    const name = `flotilla.lock.${this.clusterName}.${this.nodeName}`;
+    const holder = `${hostname()} pid ${process.pid}`;
+    const deadline = Date.now() + this.lockWaitMs;
+    let pulled = false;
+    for (let round = 0; round < 1000; round++) {
+      let id: string;
+      try {
+        const c = await this.docker.createContainer({
+          name,
+          Image: this.infraImage,
+          Entrypoint: ['/bin/sh', '-c', 'cat >/dev/null'],
+          Cmd: [],
+          OpenStdin: true,
+          StdinOnce: true,
+          AttachStdin: true,
+          AttachStdout: false,
+          AttachStderr: false,
+          Tty: false,
+          Labels: {
+            [LABELS.cluster]: this.clusterId ?? '',
+            [LABELS.node]: this.nodeId,
+            [LABELS.role]: 'lock',
+            [LABELS.version]: FLOTILLA_VERSION,
+            [LABELS.lockHolder]: holder,
+          },
+          HostConfig: { NetworkMode: 'none', AutoRemove: true, RestartPolicy: { Name: 'no' } },
+        });
+        id = c.id;
+      } catch (e) {
+        const code = statusCode(e);
+        if (code === 404 && !pulled && /image/i.test(errMessage(e))) {
+          pulled = true;
+          await this.pullPlain(this.infraImage);
+          continue;
+        }
+        if (code !== 409) throw new FlotillaError('unavailable', `Cannot take the docker lock of node '${this.nodeId}': ${errMessage(e)}`, { cause: e });
+        let info: Docker.ContainerInspectInfo | null = null;
+        try {
+          info = await this.docker.getContainer(name).inspect();
+        } catch (e2) {
+          if (statusCode(e2) !== 404) throw new FlotillaError('unavailable', `Cannot inspect the docker lock ${name}: ${errMessage(e2)}`, { cause: e2 });
+        }
+        if (info === null || info.State.Status === 'removing') {
+          await sleep(100);
+          continue;
+        }
+        if (!info.State.Running) {
+          // Stale: its holder never started it, or it exited without being removed.
+          await this.docker.getContainer(info.Id).remove({ force: true }).catch(() => undefined);
+          continue;
+        }
+        if (Date.now() >= deadline) {
+          const by = info.Config.Labels?.[LABELS.lockHolder] ?? 'another worker';
+          throw new FlotillaError(
+            'conflict',
+            `Cannot start worker '${this.nodeId}' on the Docker engine at ${this.socketPath}: another worker of cluster ${this.clusterId} with the same node id (${by}) is running there (it holds the lock container ${name}). Stop it, or give this worker another --id`,
+          );
+        }
+        await sleep(250); // a holder that just died releases it within moments
+        continue;
+      }
+      const container = this.docker.getContainer(id);
+      try {
+        const stream = (await container.attach({ stream: true, stdin: true, stdout: false, stderr: false, hijack: true })) as unknown as Duplex;
+        stream.on('error', () => undefined);
+        (stream as unknown as { socket?: { unref?: () => void } }).socket?.unref?.();
+        (stream as unknown as { unref?: () => void }).unref?.();
+        await container.start();
+        this.lock = { id, name, stream };
+        this.log.debug('docker driver: took the node lock', { lock: name });
+        return;
+      } catch (e) {
+        await container.remove({ force: true }).catch(() => undefined);
+        if (statusCode(e) === 404) continue; // removed by another starter as stale: try again
+        throw new FlotillaError('unavailable', `Cannot take the docker lock of node '${this.nodeId}': ${errMessage(e)}`, { cause: e });
+      }
+    }
+    throw new FlotillaError('unavailable', `Cannot take the docker lock ${name}`);
+  }
+
+  private async releaseLock(): Promise<void> {
+    const l = this.lock;
+    if (l === null) return;
+    this.lock = null;
+    l.stream.destroy();
+    await this.docker
+      .getContainer(l.id)
+      .remove({ force: true })
+      .catch(() => undefined);
+  }
+
+  /** Pull an image (no progress), for the lock container. */
+  private async pullPlain(image: string): Promise<void> {
+    try {
+      const stream = (await this.docker.pull(image, { abortSignal: AbortSignal.timeout(this.pullTimeoutMs) })) as Readable;
+      await new Promise<void>((res) => this.docker.modem.followProgress(stream, () => res()));
+    } catch (e) {
+      this.log.warn('docker driver: cannot pull the infra image', { image, error: errMessage(e) });
     }
   }
 
@@ -550,6 +772,7 @@ export class DockerDriver implements Driver {
       this.wake(t);
     }
     await this.eventsLoop?.catch(() => undefined);
+    await this.releaseLock();
   }
 
   watch(listener: DriverEventListener): () => void {
@@ -591,6 +814,7 @@ export class DockerDriver implements Driver {
     const t: Task = {
       taskId,
       attempt,
+      cluster: this.clusterId ?? '',
       podName: spec.name,
       specHash: hash,
       createdAt: Date.now(),
@@ -664,7 +888,7 @@ export class DockerDriver implements Driver {
     const known = t === undefined ? [] : [...t.apps, t.infra].map((c) => c.id).filter((id): id is string => id !== undefined);
     let listed: Docker.ContainerInfo[] = [];
     try {
-      listed = await this.docker.listContainers({ all: true, filters: { label: [`${LABELS.node}=${this.nodeId}`, `${LABELS.task}=${taskId}`] } });
+      listed = await this.docker.listContainers({ all: true, filters: { label: [...this.scopeLabels(), `${LABELS.task}=${taskId}`] } });
     } catch (e) {
       this.log.warn('docker driver: cannot list the containers of a task to remove', { taskId, error: errMessage(e) });
     }
@@ -698,7 +922,7 @@ export class DockerDriver implements Driver {
   // ---- launching
 
   private baseName(taskId: string, attempt: number): string {
-    return `flotilla.${this.nodeName}.${nameSafe(taskId)}.${attempt}`;
+    return `flotilla.${this.clusterName}.${this.nodeName}.${nameSafe(taskId)}.${attempt}`;
   }
 
   private checkSpec(taskId: string, spec: TaskSpec): void {
@@ -830,6 +1054,7 @@ export class DockerDriver implements Driver {
       [LABELS.pod]: t.podName,
       [LABELS.container]: container,
       [LABELS.node]: this.nodeId,
+      [LABELS.cluster]: t.cluster,
       [LABELS.version]: FLOTILLA_VERSION,
       [LABELS.role]: role,
       [LABELS.specHash]: t.specHash,
@@ -897,7 +1122,7 @@ export class DockerDriver implements Driver {
         try {
           const other = await this.docker.getContainer(c.dockerName).inspect();
           const l = other.Config.Labels ?? {};
-          if (l[LABELS.task] === t.taskId && l[LABELS.attempt] === String(t.attempt) && l[LABELS.node] === this.nodeId) {
+          if (l[LABELS.task] === t.taskId && l[LABELS.attempt] === String(t.attempt) && l[LABELS.node] === this.nodeId && l[LABELS.cluster] === t.cluster) {
             c.id = other.Id;
             c.status = other.State.Status;
             return other.Id;

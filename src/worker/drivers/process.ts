@@ -21,7 +21,8 @@
 //   The wrapper runs detached, in a session and process group of its own (pgid = its pid),
 //   stdin from /dev/null, stdout/stderr appended to `<container>.out.log` /
 //   `<container>.err.log` (files, never pipes to the worker), so the pod survives a SIGKILL
-//   of the worker and its exit status is known even if it exited while no worker watched.
+//   of the worker (for the keeper's window, below) and its exit status is known even if it
+//   exited while no worker watched.
 //
 // Environment: PATH (a standard one), HOME (the worker's), HOSTNAME, FLOTILLA_TASK_ID,
 // FLOTILLA_TASK_NAME, FLOTILLA_CONTAINER, then the spec's `env` over them. Nothing else of
@@ -41,6 +42,10 @@
 // A restarted driver reads every task.json back (adoption): a container whose wrapper still
 // runs — same pid, same /proc start time, same command line — is running; one whose wrapper
 // is gone is exited with the status in its `.exit` file (at that file's mtime).
+//
+// Tasks die with their worker, after a window: every driver instance starts a keeper (see
+// KEEPER_SCRIPT) that stops the tasks once the worker has been gone for `orphanGraceMs`
+// without a successor driver taking over; a pod it stopped is adopted as `stopped`.
 //
 // Pod semantics: the pod runs while any container runs. The first container that exits
 // non-zero (or is killed) fails the pod: the others get SIGTERM, SIGKILL after
@@ -94,7 +99,48 @@ export interface ProcessDriverOptions {
   /** The shell that runs the wrapper. Default /bin/sh. */
   shell?: string;
   log?: Logger;
+  /**
+   * How long the tasks outlive their worker (ms): once the worker has been gone this long
+   * without a successor taking over, the keeper stops them (SIGTERM, SIGKILL after
+   * `podFailureGraceMs`). Default 10000 (FLOTILLA_ORPHAN_GRACE_MS overrides the default);
+   * `null`: no keeper, tasks outlive the worker for good.
+   */
+  orphanGraceMs?: number | null;
 }
+
+/** Default of `orphanGraceMs`. */
+export const DEFAULT_ORPHAN_GRACE_MS = 10_000;
+
+/**
+ * The keeper: one small detached shell per driver instance. $1 = the driver's directory,
+ * $2 = seconds the tasks outlive the worker, $3 = seconds between SIGTERM and SIGKILL, $4 =
+ * the reason recorded. Its stdin is a pipe from the worker, so `cat` returns when the worker
+ * closes the driver or its process ends (SIGKILL included: the kernel closes the pipe). A
+ * successor driver kills the keeper (its process group) during the wait; otherwise it stops
+ * every container whose wrapper still runs — identified by its pid file and a command line
+ * naming that very file's base path — and marks the task `orphan-stop` (read at adoption:
+ * the pod ends `stopped` with that reason).
+ */
+export const KEEPER_SCRIPT = [
+  'd=$1; g=$2; k=$3; r=$4',
+  'cat >/dev/null',
+  'sleep "$g"',
+  'each() {',
+  '  for f in "$d"/tasks/*/*.pid; do',
+  '    [ -f "$f" ] || continue',
+  '    b=${f%.pid}',
+  '    p=$(cat "$f" 2>/dev/null) || continue',
+  '    case $p in ""|*[!0-9]*) continue ;; esac',
+  '    tr "\\000" "\\n" < "/proc/$p/cmdline" 2>/dev/null | grep -qxF -- "$b" || continue',
+  '    if [ "$1" = TERM ] && [ ! -f "${f%/*}/orphan-stop" ]; then echo "$r" > "${f%/*}/orphan-stop"; fi',
+  '    kill -s "$1" -- "-$p" 2>/dev/null',
+  '  done',
+  '}',
+  'each TERM',
+  'sleep "$k"',
+  'each KILL',
+].join('\n');
+const KEEPER_ARGV0 = 'flotilla-keeper';
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -143,8 +189,8 @@ interface TaskRecord {
   createdAt: number;
   startedAt?: number;
   containers: ContainerRecord[];
-  /** stop() was asked: the pod ends `stopped`. */
-  stop?: { at: number; killAt: number };
+  /** stop() was asked (or the keeper stopped the pod): the pod ends `stopped`. */
+  stop?: { at: number; killAt: number; reason?: string };
   /** The first container failure: the pod ends `failed`. */
   failure?: { container: string; exitCode?: number; reason: string; at: number; killAt: number };
   /** SIGKILL was sent to every group (after a grace period). */
@@ -268,6 +314,75 @@ function killGroup(pgid: number, signal: NodeJS.Signals): boolean {
   }
 }
 
+/** Kill the keeper recorded in `<dir>/keeper.json` (its process group), if it still runs. */
+function killKeeper(dir: string): void {
+  try {
+    const k = JSON.parse(readFileSync(join(dir, 'keeper.json'), 'utf8')) as { pid?: unknown; start?: unknown };
+    const pid = typeof k.pid === 'number' ? k.pid : -1;
+    const st = pid > 1 ? readProcStat(pid) : null;
+    const argv = st !== null && st.start === k.start ? readCmdline(pid) : null;
+    if (argv !== null && argv.includes(KEEPER_ARGV0) && argv.includes(dir)) killGroup(pid, 'SIGKILL');
+  } catch {
+    // no keeper
+  }
+}
+
+/**
+ * Stop every task process a process driver directory holds, now (for `flotilla up` stopping
+ * its cluster after its workers have exited): the keeper is killed, each container whose
+ * wrapper still runs gets SIGTERM on its process group, SIGKILL after `graceMs`; the task is
+ * marked so a later worker reports it `stopped` with `reason`. Returns the process group ids
+ * signalled and those that needed SIGKILL.
+ */
+export async function stopTasksInDir(dir: string, graceMs: number, reason: string): Promise<{ groups: number[]; killed: number[] }> {
+  const root = resolve(dir);
+  killKeeper(root);
+  const found: { pid: number; argvBase: string }[] = [];
+  let names: string[] = [];
+  try {
+    names = readdirSync(join(root, 'tasks'));
+  } catch {
+    return { groups: [], killed: [] };
+  }
+  const ours = (pid: number, base: string): boolean => {
+    const st = readProcStat(pid);
+    if (st === null || st.state === 'Z' || st.state === 'X') return false;
+    const argv = readCmdline(pid);
+    return argv !== null && argv.includes(WRAPPER_ARGV0) && argv.includes(base);
+  };
+  for (const name of names) {
+    const tdir = join(root, 'tasks', name);
+    let files: string[] = [];
+    try {
+      files = readdirSync(tdir).filter((f) => f.endsWith('.pid'));
+    } catch {
+      continue;
+    }
+    let marked = false;
+    for (const f of files) {
+      const base = join(tdir, f.slice(0, -'.pid'.length));
+      const pid = Number(readFileSync(join(tdir, f), 'utf8').trim());
+      if (!Number.isSafeInteger(pid) || pid <= 1 || !ours(pid, base)) continue;
+      if (!marked && !existsSync(join(tdir, 'orphan-stop'))) writeFileSync(join(tdir, 'orphan-stop'), reason + '\n');
+      marked = true;
+      killGroup(pid, 'SIGTERM');
+      found.push({ pid, argvBase: base });
+    }
+  }
+  const deadline = Date.now() + Math.max(0, graceMs);
+  while (found.some((g) => ours(g.pid, g.argvBase)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  const killed: number[] = [];
+  for (const g of found) {
+    // Whatever is left in the group (the wrapper, or daemons its program forked) — unless
+    // that pid now runs something else (then the group is not ours any more).
+    const st = readProcStat(g.pid);
+    const stillOurs = ours(g.pid, g.argvBase);
+    if (st !== null && st.state !== 'Z' && !stillOurs) continue;
+    if (killGroup(g.pid, 'SIGKILL') && stillOurs) killed.push(g.pid);
+  }
+  return { groups: found.map((g) => g.pid), killed };
+}
+
 function errMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
@@ -324,6 +439,9 @@ export class ProcessDriver implements Driver {
   private loaded: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
+  private readonly orphanGraceMs: number | null;
+  /** This instance's keeper and the pipe whose end tells it the worker is gone. */
+  private keeper: ChildProcess | null = null;
 
   constructor(opts: ProcessDriverOptions) {
     this.dir = resolve(opts.dir);
@@ -332,6 +450,35 @@ export class ProcessDriver implements Driver {
     this.podFailureGraceMs = opts.podFailureGraceMs ?? 5000;
     this.shell = opts.shell ?? '/bin/sh';
     this.log = opts.log ?? silentLogger;
+    const envGrace = Number(process.env.FLOTILLA_ORPHAN_GRACE_MS);
+    this.orphanGraceMs = opts.orphanGraceMs !== undefined ? opts.orphanGraceMs : Number.isFinite(envGrace) && envGrace >= 0 ? envGrace : DEFAULT_ORPHAN_GRACE_MS;
+  }
+
+  /**
+   * Take over from the keeper of an earlier instance (it was waiting for a successor: kill
+   * it) and start this instance's own. See KEEPER_SCRIPT.
+   */
+  private startKeeper(): void {
+    killKeeper(this.dir);
+    if (this.orphanGraceMs === null) return;
+    try {
+      const graceS = Math.max(0, Math.ceil(this.orphanGraceMs / 1000));
+      const killS = Math.max(1, Math.ceil(this.podFailureGraceMs / 1000));
+      const child = spawn(this.shell, ['-c', KEEPER_SCRIPT, KEEPER_ARGV0, this.dir, String(graceS), String(killS), `stopped: its worker was gone for more than ${graceS} s`], {
+        cwd: '/',
+        detached: true,
+        stdio: ['pipe', 'ignore', 'ignore'],
+      });
+      child.on('error', (e) => this.log.warn('process driver: keeper error', { error: errMessage(e) }));
+      child.stdin!.on('error', () => undefined);
+      child.unref();
+      (child.stdin as unknown as { unref?: () => void }).unref?.();
+      if (child.pid === undefined) throw new Error(`could not run ${this.shell}`);
+      writeJsonAtomic(join(this.dir, 'keeper.json'), { pid: child.pid, start: readProcStat(child.pid)?.start ?? '' });
+      this.keeper = child;
+    } catch (e) {
+      this.log.warn('process driver: cannot start the keeper; tasks will outlive the worker', { error: errMessage(e) });
+    }
   }
 
   // ---- lifecycle
@@ -345,6 +492,7 @@ export class ProcessDriver implements Driver {
 
   private adopt(): void {
     mkdirSync(this.tasksDir, { recursive: true });
+    this.startKeeper();
     for (const name of readdirSync(this.tasksDir)) {
       const dir = join(this.tasksDir, name);
       let rec: TaskRecord;
@@ -356,6 +504,16 @@ export class ProcessDriver implements Driver {
         continue;
       }
       if (this.tasks.has(rec.taskId)) continue;
+      // Stopped by a keeper (or `flotilla up` stopping) while no worker watched.
+      if (rec.final === undefined && rec.stop === undefined) {
+        try {
+          const reason = readFileSync(join(dir, 'orphan-stop'), 'utf8').trim() || 'stopped: its worker was gone';
+          const at = Math.round(statSync(join(dir, 'orphan-stop')).mtimeMs);
+          rec.stop = { at, killAt: at + this.podFailureGraceMs, reason };
+        } catch {
+          // not stopped
+        }
+      }
       // The worker may have died between launching a wrapper and recording its pid: the
       // wrapper's own pid file tells.
       for (const c of rec.containers) {
@@ -398,6 +556,9 @@ export class ProcessDriver implements Driver {
     this.closed = true;
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
+    // The keeper's wait starts now: a successor within orphanGraceMs takes the tasks over.
+    this.keeper?.stdin?.destroy();
+    this.keeper = null;
     this.watchers.clear();
     for (const t of this.tasks.values()) {
       t.listeners.clear();
@@ -768,7 +929,7 @@ export class ProcessDriver implements Driver {
         rec.final = { state: 'failed', reason: rec.failure.reason, finishedAt };
         if (rec.failure.exitCode !== undefined) rec.final.exitCode = rec.failure.exitCode;
       } else if (rec.stop !== undefined) {
-        rec.final = { state: 'stopped', reason: 'stopped on request', finishedAt };
+        rec.final = { state: 'stopped', reason: rec.stop.reason ?? 'stopped on request', finishedAt };
       } else {
         rec.final = { state: 'succeeded', exitCode: 0, reason: 'all containers exited with code 0', finishedAt };
       }
