@@ -1772,8 +1772,8 @@ export class ClusterState {
    * at once. Snapshots written before the line layout (one JSON line) are parsed in one go.
    */
   async restoreAsync(bytes: Uint8Array, sliceMs = 8): Promise<void> {
-    const data = await parseSnapshot(bytes, sliceMs);
-    this.install(data);
+    const { data, kvBytes } = await parseSnapshot(bytes, sliceMs);
+    this.install(data, kvBytes);
     this.tellReset();
   }
 
@@ -1797,18 +1797,19 @@ export class ClusterState {
     this.install(data);
   }
 
-  private install(data: SnapshotData): void {
+  /** `kvBytes`: the kv size when the parser already added it up (else computed here). */
+  private install(data: SnapshotData, kvBytes?: number): void {
     if (!isPlainObject(data) || data.format !== 'flotilla-state' || data.v !== 1) {
       throw new FlotillaError('bad_request', 'Cannot restore state as the snapshot is not a flotilla state (format v1)');
     }
     const nodes = new Map<string, NodeInfo>();
     for (const n of data.nodes) nodes.set(n.id, n);
     const kv = new Map<string, KvEntry>();
-    let kvBytes = 0;
+    let sum = 0;
     for (const e of data.kv) {
       const value = reviveBytes(e.value) as Uint8Array | string;
       kv.set(e.key, { ...e, value });
-      kvBytes += kvEntryBytes(e.key, valueBytes(value));
+      if (kvBytes === undefined) sum += kvEntryBytes(e.key, valueBytes(value));
     }
     // Checked before anything changes, so a corrupt snapshot leaves the state as it was.
     const tasks = new Map<string, Task>();
@@ -1820,7 +1821,7 @@ export class ClusterState {
     }
     this.nodes = nodes;
     this.kv = kv;
-    this.kvBytes = kvBytes;
+    this.kvBytes = kvBytes ?? sum;
     this.tasks = tasks;
     this.pending = new Map();
     this.usageByNode = new Map();
@@ -1958,12 +1959,12 @@ function badSnapshot(cause?: unknown): FlotillaError {
 }
 
 /** Parses snapshot bytes line by line, yielding to the event loop about every `sliceMs`. */
-async function parseSnapshot(bytes: Uint8Array, sliceMs: number): Promise<SnapshotData> {
+async function parseSnapshot(bytes: Uint8Array, sliceMs: number): Promise<{ data: SnapshotData; kvBytes?: number }> {
   const firstBreak = bytes.indexOf(0x0a);
   if (firstBreak < 0) {
     // One line: a snapshot written before the line layout, or an empty state.
     try {
-      return JSON.parse(textDecoder.decode(bytes)) as SnapshotData;
+      return { data: JSON.parse(textDecoder.decode(bytes)) as SnapshotData };
     } catch (err) {
       throw badSnapshot(err);
     }
@@ -1972,6 +1973,7 @@ async function parseSnapshot(bytes: Uint8Array, sliceMs: number): Promise<Snapsh
   let section: unknown[] | null = null;
   let sectionName = '';
   let done = false;
+  let kvBytes = 0;
   let t0 = performance.now();
   let n = 0;
   try {
@@ -1983,7 +1985,10 @@ async function parseSnapshot(bytes: Uint8Array, sliceMs: number): Promise<Snapsh
       if (done) throw new Error('text after the end of the document');
       if (section !== null && line[0] !== ']') {
         const item = JSON.parse(line.endsWith(',') ? line.slice(0, -1) : line) as unknown;
-        if (sectionName === 'kv' && isPlainObject(item)) item.value = reviveBytes(item.value);
+        if (sectionName === 'kv' && isPlainObject(item)) {
+          item.value = reviveBytes(item.value);
+          if (typeof item.key === 'string' && (typeof item.value === 'string' || item.value instanceof Uint8Array)) kvBytes += kvEntryBytes(item.key, valueBytes(item.value));
+        }
         section.push(item);
       } else {
         // "{…,"name":[" opens the document, "],…,"name":[" closes one array and opens the next,
@@ -2017,7 +2022,7 @@ async function parseSnapshot(bytes: Uint8Array, sliceMs: number): Promise<Snapsh
     throw badSnapshot(err);
   }
   if (!done) throw badSnapshot(new Error('the document is incomplete'));
-  return doc as unknown as SnapshotData;
+  return { data: doc as unknown as SnapshotData, kvBytes };
 }
 
 function byId(a: { id: string }, b: { id: string }): number {

@@ -561,7 +561,7 @@ export class RaftNode extends EventEmitter {
       const parts = await app;
       // A snapshot from the leader may have replaced the state meanwhile: this one is stale.
       if (this.stopped || index <= this.core.status().snapshotIndex) return null;
-      const data = encodeNodeSnapshot(members, removed, parts);
+      const data = await encodeNodeSnapshot(members, removed, parts);
       const snap = this.core.compact(index, data);
       this.lastSnapshotIndex = snap.meta.index;
       await this.storage.saveSnapshot(snap);
@@ -586,7 +586,7 @@ const headerPackr = new Packr({ useRecords: false });
  * application's parts, written straight into one buffer (one copy of the parts, no re-encoding).
  * Any MessagePack decoder reads it like `pack({ members, removed, app })`.
  */
-function encodeNodeSnapshot(members: Record<NodeId, string>, removed: NodeId[], parts: Uint8Array[]): Uint8Array {
+async function encodeNodeSnapshot(members: Record<NodeId, string>, removed: NodeId[], parts: Uint8Array[]): Promise<Uint8Array> {
   const head = [
     Uint8Array.of(0x83),
     headerPackr.pack('members'),
@@ -600,11 +600,19 @@ function encodeNodeSnapshot(members: Record<NodeId, string>, removed: NodeId[], 
   bin[0] = 0xc6;
   new DataView(bin.buffer).setUint32(1, appLength);
   head.push(bin);
+  // Copied a few MiB at a time: filling a fresh 100 MB buffer at once (page faults and copy)
+  // would block the event loop for hundreds of ms.
   const out = Buffer.allocUnsafe(head.reduce((n, p) => n + p.length, 0) + appLength);
   let at = 0;
+  let sinceYield = 0;
   for (const p of [...head, ...parts]) {
     out.set(p, at);
     at += p.length;
+    sinceYield += p.length;
+    if (sinceYield >= 4 * 1024 * 1024) {
+      sinceYield = 0;
+      await new Promise<void>((r) => setImmediate(r));
+    }
   }
   return out;
 }
