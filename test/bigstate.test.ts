@@ -7,6 +7,11 @@ import { ClusterState, canonicalJson, encodeCommand, type Command } from '../src
 import { FlotillaClient } from '../src/client/client.js';
 import { FlotillaError } from '../src/manager/errors.js';
 import { TestCluster, eventually, runCli } from './helpers/cluster.js';
+import { RaftStorage, SNAP_CHUNK_BYTES } from '../src/raft/storage.js';
+import { Level } from 'level';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 const concat = (parts: Uint8Array[]) => Buffer.concat(parts.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength)));
@@ -122,6 +127,51 @@ describe('snapshots of a large state', () => {
       expect(text(b.snapshot())).toBe(before);
     }
   });
+});
+
+describe('large snapshots in Raft storage (LevelDB)', () => {
+  it('are stored as chunks, read back whole after a reopen, and older chunks are deleted', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flotilla-bigsnap-'));
+    const conf = { voters: ['m1'], learners: [] };
+    const big = (seed: number, n: number) => Buffer.from(Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff));
+    try {
+      let st = await RaftStorage.open(dir, { nodeId: 'm1' });
+      const entries = Array.from({ length: 10 }, (_, i) => ({ index: i + 1, term: 1, type: 0 as const, data: new Uint8Array([i]) }));
+      await st.save({ hardState: { term: 1, vote: 'm1', commit: 10 }, entries });
+      const a = big(1, 3 * SNAP_CHUNK_BYTES + 123);
+      await st.saveSnapshot({ meta: { index: 6, term: 1, conf }, data: a });
+      await st.close();
+      st = await RaftStorage.open(dir, { nodeId: 'm1' });
+      let p = await st.load();
+      expect(p.snapshot!.meta.index).toBe(6);
+      expect(Buffer.compare(Buffer.from(p.snapshot!.data), a)).toBe(0);
+      expect(p.entries.map((e) => e.index)).toEqual([7, 8, 9, 10]);
+      // A snapshot from the leader (replaces the log), larger, then entries after it.
+      const b = big(2, 2 * SNAP_CHUNK_BYTES + 7);
+      await st.save({ hardState: { term: 2, vote: null, commit: 20 }, snapshot: { meta: { index: 20, term: 2, conf }, data: b }, entries: [] });
+      await st.save({ entries: [{ index: 21, term: 2, type: 0, data: new Uint8Array([21]) }] });
+      await st.close();
+      st = await RaftStorage.open(dir, { nodeId: 'm1' });
+      p = await st.load();
+      expect(p.snapshot!.meta.index).toBe(20);
+      expect(Buffer.compare(Buffer.from(p.snapshot!.data), b)).toBe(0);
+      expect(p.entries.map((e) => e.index)).toEqual([21]);
+      // A small snapshot is one value again; no chunk is left behind.
+      await st.saveSnapshot({ meta: { index: 21, term: 2, conf }, data: new Uint8Array([1, 2, 3]) });
+      await st.close();
+      const db = new Level<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+      await db.open();
+      const chunks = await db.keys({ gte: Buffer.from('D'), lt: Buffer.from('E') }).all();
+      await db.close();
+      expect(chunks).toHaveLength(0);
+      st = await RaftStorage.open(dir, { nodeId: 'm1' });
+      p = await st.load();
+      expect([...p.snapshot!.data]).toEqual([1, 2, 3]);
+      await st.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
 
 describe('state-size quota (deterministic in apply)', () => {
