@@ -7,7 +7,7 @@ import { ClusterState, canonicalJson, encodeCommand, type Command } from '../src
 import { FlotillaClient } from '../src/client/client.js';
 import { FlotillaError } from '../src/manager/errors.js';
 import { TestCluster, eventually, runCli } from './helpers/cluster.js';
-import { RaftStorage, SNAP_CHUNK_BYTES } from '../src/raft/storage.js';
+import { RaftStorage } from '../src/raft/storage.js';
 import { Level } from 'level';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -133,21 +133,32 @@ describe('large snapshots in Raft storage (LevelDB)', () => {
   it('are stored as chunks, read back whole after a reopen, and older chunks are deleted', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'flotilla-bigsnap-'));
     const conf = { voters: ['m1'], learners: [] };
+    const MiB = 1024 * 1024;
+    const chunkKeys = async () => {
+      const db = new Level<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+      await db.open();
+      const keys = await db.keys({ gte: Buffer.from('D'), lt: Buffer.from('E') }).all();
+      const whole = await db.get(Buffer.from('d'));
+      await db.close();
+      return { chunks: keys.length, whole: whole === undefined ? null : whole.length };
+    };
     const big = (seed: number, n: number) => Buffer.from(Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff));
     try {
       let st = await RaftStorage.open(dir, { nodeId: 'm1' });
       const entries = Array.from({ length: 10 }, (_, i) => ({ index: i + 1, term: 1, type: 0 as const, data: new Uint8Array([i]) }));
       await st.save({ hardState: { term: 1, vote: 'm1', commit: 10 }, entries });
-      const a = big(1, 3 * SNAP_CHUNK_BYTES + 123);
+      const a = big(1, 3 * MiB + 123);
       await st.saveSnapshot({ meta: { index: 6, term: 1, conf }, data: a });
       await st.close();
+      // Four 1 MiB chunks, no single value holding it all.
+      expect(await chunkKeys()).toEqual({ chunks: 4, whole: null });
       st = await RaftStorage.open(dir, { nodeId: 'm1' });
       let p = await st.load();
       expect(p.snapshot!.meta.index).toBe(6);
       expect(Buffer.compare(Buffer.from(p.snapshot!.data), a)).toBe(0);
       expect(p.entries.map((e) => e.index)).toEqual([7, 8, 9, 10]);
       // A snapshot from the leader (replaces the log), larger, then entries after it.
-      const b = big(2, 2 * SNAP_CHUNK_BYTES + 7);
+      const b = big(2, 2 * MiB + 7);
       await st.save({ hardState: { term: 2, vote: null, commit: 20 }, snapshot: { meta: { index: 20, term: 2, conf }, data: b }, entries: [] });
       await st.save({ entries: [{ index: 21, term: 2, type: 0, data: new Uint8Array([21]) }] });
       await st.close();
@@ -159,11 +170,7 @@ describe('large snapshots in Raft storage (LevelDB)', () => {
       // A small snapshot is one value again; no chunk is left behind.
       await st.saveSnapshot({ meta: { index: 21, term: 2, conf }, data: new Uint8Array([1, 2, 3]) });
       await st.close();
-      const db = new Level<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
-      await db.open();
-      const chunks = await db.keys({ gte: Buffer.from('D'), lt: Buffer.from('E') }).all();
-      await db.close();
-      expect(chunks).toHaveLength(0);
+      expect(await chunkKeys()).toEqual({ chunks: 0, whole: 3 });
       st = await RaftStorage.open(dir, { nodeId: 'm1' });
       p = await st.load();
       expect([...p.snapshot!.data]).toEqual([1, 2, 3]);
