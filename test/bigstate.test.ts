@@ -148,7 +148,10 @@ describe('large snapshots in Raft storage (LevelDB)', () => {
       const entries = Array.from({ length: 10 }, (_, i) => ({ index: i + 1, term: 1, type: 0 as const, data: new Uint8Array([i]) }));
       await st.save({ hardState: { term: 1, vote: 'm1', commit: 10 }, entries });
       const a = big(1, 3 * MiB + 123);
-      await st.saveSnapshot({ meta: { index: 6, term: 1, conf }, data: a });
+      const saving = st.saveSnapshot({ meta: { index: 6, term: 1, conf }, data: a });
+      // Entries keep being persisted while the snapshot's chunks are written.
+      await st.save({ hardState: { term: 1, vote: 'm1', commit: 12 }, entries: [11, 12].map((index) => ({ index, term: 1, type: 0 as const, data: new Uint8Array([index]) })) });
+      await saving;
       await st.close();
       // Four 1 MiB chunks, no single value holding it all.
       expect(await chunkKeys()).toEqual({ chunks: 4, whole: null });
@@ -156,7 +159,7 @@ describe('large snapshots in Raft storage (LevelDB)', () => {
       let p = await st.load();
       expect(p.snapshot!.meta.index).toBe(6);
       expect(Buffer.compare(Buffer.from(p.snapshot!.data), a)).toBe(0);
-      expect(p.entries.map((e) => e.index)).toEqual([7, 8, 9, 10]);
+      expect(p.entries.map((e) => e.index)).toEqual([7, 8, 9, 10, 11, 12]);
       // A snapshot from the leader (replaces the log), larger, then entries after it.
       const b = big(2, 2 * MiB + 7);
       await st.save({ hardState: { term: 2, vote: null, commit: 20 }, snapshot: { meta: { index: 20, term: 2, conf }, data: b }, entries: [] });

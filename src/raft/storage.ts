@@ -159,6 +159,12 @@ export class RaftStorage {
 
   private pending: PendingGroup | null = null;
   private writing: Promise<void> | null = null;
+  /** Large application snapshots whose chunks are being written outside the write queue. */
+  private readonly chunkWrites = new Set<Promise<void>>();
+  /** Bumped by every accepted snapshot: a chunked one finishing late yields to a newer one. */
+  private snapGen = 0;
+  /** First entry a chunked snapshot still has to delete on disk (null: none pending). */
+  private pendingDeleteFrom: number | null = null;
   private readonly counters: StorageStats = { batches: 0, saves: 0, entriesWritten: 0, bytesWritten: 0 };
 
   private constructor(
@@ -293,8 +299,10 @@ export class RaftStorage {
         if (s.meta.index < snapIndex) {
           throw new StorageError('invalid', this.path, `save: snapshot at ${s.meta.index} is older than the stored snapshot at ${snapIndex}`);
         }
-        for (let i = snapIndex + 1; i <= last; i++) group.del(entryKey(i));
+        // Also the entries a chunked snapshot still in flight has not deleted yet.
+        for (let i = Math.min(snapIndex + 1, this.pendingDeleteFrom ?? Infinity); i <= last; i++) group.del(entryKey(i));
         group.putSnapshot(s);
+        this.snapGen++;
         snapIndex = s.meta.index;
         snapTerm = s.meta.term;
         last = snapIndex;
@@ -358,12 +366,16 @@ export class RaftStorage {
       if (idx < this.snapIndex) {
         throw new StorageError('invalid', this.path, `saveSnapshot: snapshot at ${idx} is older than the stored snapshot at ${this.snapIndex}`);
       }
-      const group = this.group(); // nothing below can fail
-      for (let i = this.snapIndex + 1; i <= Math.min(idx, this.last); i++) group.del(entryKey(i));
-      group.putSnapshot(snap);
+      const from = Math.min(this.snapIndex + 1, this.pendingDeleteFrom ?? Infinity);
+      const to = Math.min(idx, this.last);
       this.snapIndex = idx;
       this.snapTerm = snap.meta.term;
       if (this.last < idx) this.last = idx;
+      if (snap.data.length > SNAP_CHUNK_BYTES) return this.saveChunkedSnapshot(snap, from, to);
+      this.snapGen++;
+      const group = this.group(); // nothing below can fail
+      for (let i = from; i <= to; i++) group.del(entryKey(i));
+      group.putSnapshot(snap);
       return this.enqueue(group);
     } catch (err) {
       return Promise.reject(err);
@@ -413,7 +425,7 @@ export class RaftStorage {
           // A large snapshot's data first, a chunk per synced write (the batch below, which
           // records the snapshot, makes it reachable); then the chunks of older snapshots go.
           const chunked = group.chunkedSnapshot;
-          if (chunked) {
+          if (chunked && !chunked.written) {
             const d = chunked.data;
             for (let at = 0, n = 0; at < d.length; at += SNAP_CHUNK_BYTES, n++) {
               const part = d.subarray(at, Math.min(at + SNAP_CHUNK_BYTES, d.length));
@@ -456,7 +468,47 @@ export class RaftStorage {
   }
 
   private async idle(): Promise<void> {
-    while (this.writing) await this.writing;
+    while (this.writing || this.chunkWrites.size > 0) {
+      if (this.writing) await this.writing;
+      for (const w of [...this.chunkWrites]) await w.catch(() => {});
+    }
+  }
+
+  /**
+   * A large application snapshot: its chunks are written (synced, one by one) beside the write
+   * queue, so log entries keep being persisted meanwhile; then one queued batch deletes the
+   * entries it covers and records it. Safe to reorder: later saves only touch entries after
+   * `idx` (checked against the snapshot index, updated now), and a newer snapshot accepted in
+   * the meantime wins (this one then only deletes its entries; its chunks are cleared later).
+   */
+  private saveChunkedSnapshot(snap: Snapshot, from: number, to: number): Promise<void> {
+    const gen = ++this.snapGen;
+    this.pendingDeleteFrom = Math.min(from, this.pendingDeleteFrom ?? Infinity);
+    const task = (async () => {
+      const d = snap.data;
+      for (let at = 0, n = 0; at < d.length; at += SNAP_CHUNK_BYTES, n++) {
+        this.assertUsable();
+        const part = d.subarray(at, Math.min(at + SNAP_CHUNK_BYTES, d.length));
+        try {
+          await this.db.put(snapChunkKey(snap.meta.index, n), Buffer.from(part.buffer, part.byteOffset, part.byteLength), { sync: true });
+        } catch (err) {
+          this.failure ??= err instanceof Error ? err : new Error(String(err));
+          throw new StorageError('io', this.path, `raft storage ${this.path}: synced write failed: ${this.failure.message}`, { cause: err });
+        }
+      }
+      this.assertUsable();
+      const group = this.group();
+      for (let i = from; i <= to; i++) group.del(entryKey(i));
+      if (gen === this.snapGen) group.putSnapshot(snap, true);
+      if (this.chunkWrites.size <= 1) this.pendingDeleteFrom = null; // the last one in flight
+      await this.enqueue(group);
+    })();
+    this.chunkWrites.add(task);
+    void task.then(
+      () => this.chunkWrites.delete(task),
+      () => this.chunkWrites.delete(task),
+    );
+    return task;
   }
 }
 
@@ -470,7 +522,7 @@ class PendingGroup {
   /** Index of the snapshot this group records, if any (the latest one when merged). */
   snapshotIndex: number | null = null;
   /** That snapshot's data when it is written as chunks. */
-  chunkedSnapshot: { index: number; data: Uint8Array } | null = null;
+  chunkedSnapshot: { index: number; data: Uint8Array; written: boolean } | null = null;
 
   put(key: Buffer, value: Buffer): void {
     this.byKey.set(key.toString('latin1'), { type: 'put', key, value });
@@ -486,13 +538,14 @@ class PendingGroup {
     this.entries++;
   }
 
-  putSnapshot(s: Snapshot): void {
+  /** `chunksWritten`: the data's chunks are already on disk (see saveChunkedSnapshot). */
+  putSnapshot(s: Snapshot, chunksWritten = false): void {
     this.put(KEY_SNAP_META, packr.pack(snapshotMetaRecord(s.meta)));
     this.snapshotIndex = s.meta.index;
     if (s.data.length > SNAP_CHUNK_BYTES) {
       // Written as chunks before this group's batch (see drain); 'd' must not shadow them.
       this.del(KEY_SNAP_DATA);
-      this.chunkedSnapshot = { index: s.meta.index, data: s.data };
+      this.chunkedSnapshot = { index: s.meta.index, data: s.data, written: chunksWritten };
       this.bytes += s.data.length;
     } else {
       this.put(KEY_SNAP_DATA, Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength));
