@@ -46,8 +46,9 @@ async function expectAllReadable(cl: TestCluster, ids: string[], acked: Map<stri
   for (const id of ids) {
     const c = new FlotillaClient([cl.managers.get(id)!.addr], { timeoutMs: 10_000 });
     // Linearizable list through this manager (ReadIndex via the leader), then a local stale list.
-    const lin = await c.get<{ items: { key: string; value: string }[] }>('/v1/kv?prefix=', { pinned: true });
-    const got = new Map(lin.items.map((i) => [i.key, i.value]));
+    // GET /v1/kv answers in pages: follow them all.
+    const lin = await c.getAll<{ key: string; value: string }>('/v1/kv?prefix=', 'items', { pinned: true });
+    const got = new Map(lin.map((i) => [i.key, i.value]));
     for (const [k, v] of acked) expect(got.get(k), `${k} via ${id}`).toBe(v);
   }
 }
@@ -74,8 +75,8 @@ describe('managers (real processes)', () => {
       return a && b && a.appliedIndex >= b.commitIndex && a.leader === newLeader;
     }, 20_000, 'restarted manager catching up');
     // The restarted manager serves every acknowledged write from its own state.
-    const stale = await new FlotillaClient([cluster.managers.get(leader)!.addr]).get<{ items: { key: string; value: string }[] }>('/v1/kv?prefix=&stale=true', { pinned: true });
-    const got = new Map(stale.items.map((i) => [i.key, i.value]));
+    const stale = await new FlotillaClient([cluster.managers.get(leader)!.addr]).getAll<{ key: string; value: string }>('/v1/kv?prefix=&stale=true', 'items', { pinned: true });
+    const got = new Map(stale.map((i) => [i.key, i.value]));
     for (const [k, v] of w.acked) expect(got.get(k)).toBe(v);
     console.log(`failover: ${w.acked.size} acked writes, writes flowing again within ${firstOkAfter} ms of SIGKILL`);
   });

@@ -107,7 +107,8 @@ export function registerClusterCommands(program: Command): void {
       action(async (prefix: string | undefined, o: { output?: string }, cmd: Command) => {
         const fmt = output(o.output);
         const c = clientFor(cmd.optsWithGlobals().managers);
-        const r = await c.get<{ items: { key: string; value: string; version: number }[] }>(`/v1/kv?prefix=${encodeURIComponent(prefix ?? '')}`);
+        // Large stores answer in pages: follow them all.
+        const r = { items: await c.getAll<{ key: string; value: string; version: number }>(`/v1/kv?prefix=${encodeURIComponent(prefix ?? '')}`, 'items') };
         if (fmt === 'json') process.stdout.write(JSON.stringify(r.items, null, 2) + '\n');
         else process.stdout.write(table(r.items.map((i) => [i.key, String(i.version), i.value.length > 60 ? i.value.slice(0, 57) + '...' : i.value]), ['KEY', 'VERSION', 'VALUE']));
       }),

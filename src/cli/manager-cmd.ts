@@ -29,6 +29,7 @@ interface ManagerFlags {
   heartbeat: string;
   election: string;
   snapshotEvery: string;
+  quotaBytes: string;
   logLevel: string;
   nodeGrace: string;
   failoverGrace: string;
@@ -61,6 +62,7 @@ export function registerManagerCommands(program: Command): void {
     .option('--heartbeat <ms>', 'heartbeat interval', '50')
     .option('--election <ms>', 'election timeout base; the randomized timeout is in [ms, 2×ms)', '300')
     .option('--snapshot-every <n>', 'take a snapshot every n applied entries', '10000')
+    .option('--quota-bytes <n>', 'quota on the replicated state (kv data and tasks); writes past it fail with quota_exceeded (HTTP 507); 0 = no quota', String(256 * 1024 * 1024))
     .option('--log-level <level>', 'debug | info | warn | error', 'info')
     .option('--worker-heartbeat <ms>', 'heartbeat period the leader asks workers for', '1000')
     .option('--node-grace <ms>', 'a worker silent this long is declared down and its tasks rescheduled', '5000')
@@ -100,6 +102,7 @@ Examples:
         const electionMs = parseIntFlag('--election', flags.election, 20, 60_000);
         if (electionMs < 3 * heartbeatMs) throw new UsageError('--election must be at least 3 × --heartbeat');
         const snapshotEvery = parseIntFlag('--snapshot-every', flags.snapshotEvery, 10, 10_000_000);
+        const quotaBytes = parseIntFlag('--quota-bytes', flags.quotaBytes, 0, 64 * 1024 * 1024 * 1024);
         if (!['debug', 'info', 'warn', 'error'].includes(flags.logLevel)) throw new UsageError('--log-level must be debug, info, warn or error');
         if (flags.insecure && (flags.ca || flags.joinTokenFile)) throw new UsageError('--insecure cannot be combined with --ca or --join-token-file');
         // Secrets come from files or the environment, never the command line (visible in ps).
@@ -145,6 +148,7 @@ Examples:
           electionMs,
           tickMs,
           snapshotEvery,
+          quotaBytes,
           log,
           allowPrivileged: flags.allowPrivileged === true,
           peerRoutes,

@@ -166,7 +166,7 @@ Options go before IMAGE; everything after -- is the command.`,
         if (o.all) qs.set('all', 'true');
         if (o.state) qs.set('state', o.state);
         if (o.node) qs.set('node', o.node);
-        const list = async () => (await c.get<{ tasks: TaskView[] }>(`/v1/tasks?${qs}`)).tasks;
+        const list = () => c.getAll<TaskView>(`/v1/tasks?${qs}`, 'tasks', { limit: 1000 });
         if (!o.watch) {
           printTasks(await list(), fmt);
           return;

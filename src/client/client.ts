@@ -97,6 +97,26 @@ export class FlotillaClient {
     return this.call<T>('DELETE', path, o);
   }
 
+  /**
+   * Every item of a paged list endpoint (GET /v1/kv, GET /v1/tasks): follows the `continue`
+   * tokens page by page. `field` names the array in each page (`items`, `tasks`).
+   */
+  async getAll<T>(path: string, field: string, o: CallOptions & { limit?: number; maxPages?: number } = {}): Promise<T[]> {
+    const out: T[] = [];
+    let token: string | undefined;
+    const sep = path.includes('?') ? '&' : '?';
+    for (let pages = 0; pages < (o.maxPages ?? 100_000); pages++) {
+      const q = [o.limit !== undefined ? `limit=${o.limit}` : '', token ? `continue=${encodeURIComponent(token)}` : ''].filter(Boolean).join('&');
+      const r = await this.get<Record<string, unknown> & { continue?: string }>(q ? `${path}${sep}${q}` : path, o);
+      const items = r[field];
+      if (!Array.isArray(items)) throw new FlotillaError('internal', `${path}: the answer has no '${field}' list`);
+      out.push(...(items as T[]));
+      if (typeof r.continue !== 'string' || r.continue === '') return out;
+      token = r.continue;
+    }
+    throw new FlotillaError('internal', `${path}: more than ${o.maxPages ?? 100_000} pages`);
+  }
+
   /** Headers that authenticate a raw request (event stream, logs) like the client's own calls. */
   authHeaders(): Record<string, string> {
     return this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {};

@@ -10,6 +10,7 @@ import type { Manager } from './manager.js';
 import type { Orchestrator } from './orchestrator.js';
 import { FlotillaError } from './errors.js';
 import { Reply } from './http.js';
+import { page, parsePage } from './paging.js';
 import { parseNodeAvailability, parseTaskSpec } from './spec.js';
 import { TASK_STATES, type ClusterEvent, type Task, type TaskState } from './state.js';
 import { splitAddr } from '../client/client.js';
@@ -71,6 +72,11 @@ export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOpti
     const all = ctx.query.get('all') === 'true';
     let tasks = m.state.listTasks({ state: states, node });
     if (!all && !states) tasks = tasks.filter((t) => t.desired === 'running' || !['stopped'].includes(t.state));
+    // Paged when asked (`limit` or `continue`, tasks in id order); the whole list otherwise.
+    if (ctx.query.has('limit') || ctx.query.has('continue')) {
+      const p = page(tasks, parsePage(ctx.query, 'tasks'), (t) => t.id);
+      return { tasks: p.items.map((t) => taskView(m, orch, t)), index: m.node.appliedIndex(), ...(p.continue ? { continue: p.continue } : {}) };
+    }
     return { tasks: tasks.map((t) => taskView(m, orch, t)), index: m.node.appliedIndex() };
   });
 

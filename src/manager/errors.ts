@@ -24,6 +24,11 @@ export const ERROR_CODES = {
   internal: 500,
   unavailable: 503,
   timeout: 504,
+  /**
+   * The write would grow the replicated state past the managers' quota (--quota-bytes). 507
+   * Insufficient Storage: not retried by clients; deleting data makes room again.
+   */
+  quota_exceeded: 507,
 } as const satisfies Record<string, number>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

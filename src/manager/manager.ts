@@ -21,6 +21,8 @@ import { registerApi } from './api.js';
 import { registerJoin } from './join.js';
 import { registerWeb } from './web.js';
 import { createOps, registerOps, type Ops } from './ops.js';
+import { applyQuota, DEFAULT_QUOTA_BYTES } from './quota.js';
+import { page, parsePage } from './paging.js';
 import { registerAuth, nodeCredential, nodeEpoch, RESERVED_KV_PREFIX } from './auth.js';
 
 export interface ManagerOptions {
@@ -35,6 +37,8 @@ export interface ManagerOptions {
   heartbeatMs?: number;
   electionMs?: number;
   snapshotEvery?: number;
+  /** Quota on the replicated state's size in bytes (quota.ts; default 256 MiB, 0 = none). */
+  quotaBytes?: number;
   /** How long a write waits for a leader before failing (ms). */
   leaderWaitMs?: number;
   log?: Logger;
@@ -137,6 +141,9 @@ export class Manager {
         apply: (data, at) => holder.m!.state.applyEntry(data, at),
         snapshot: () => holder.m!.state.snapshot(),
         restore: (data) => (holder.m ? holder.m.state.restore(data) : void (holder.initial = data)),
+        // Large states: encoded and parsed in slices that yield to the event loop.
+        snapshotAsync: () => holder.m!.state.snapshotAsync(),
+        restoreAsync: (data) => holder.m!.state.restoreAsync(data),
       },
       log: (level, msg, fields) => log[level](msg, fields),
       onPersist: ops.metrics.onPersist,
@@ -145,7 +152,8 @@ export class Manager {
     const m = new Manager(opts, storage, node, log);
     m.trace = trace ?? null;
     holder.m = m;
-    if (holder.initial) m.state.restore(holder.initial);
+    // The persisted snapshot is parsed in slices too (nothing runs the node before this ends).
+    if (holder.initial) await m.state.restoreAsync(holder.initial);
     m.ops = ops;
     log.setContext?.(() => ({ term: node.status().term }));
     // Addresses told by authenticated peers: a manager that joins with an empty log answers the
@@ -271,10 +279,12 @@ export class Manager {
 
   /** Proposes a command on the leader and returns its result value (throws its error). */
   async propose(cmd: Command, timeoutMs = 10_000): Promise<unknown> {
+    // A write that would grow the state past the quota is refused here, before it is proposed.
+    const data = encodeCommand(applyQuota(cmd, this.opts.quotaBytes ?? DEFAULT_QUOTA_BYTES, this.state));
     let res: unknown;
     try {
       this.ops?.metrics.proposals.inc();
-      res = await this.node.propose(encodeCommand(cmd), timeoutMs);
+      res = await this.node.propose(data, timeoutMs);
     } catch (e) {
       this.ops?.metrics.proposalFailures.inc();
       throw raftToFlotilla(e);
@@ -447,7 +457,10 @@ export class Manager {
     r.on('GET', '/v1/kv', async (ctx) => {
       await this.readable(ctx);
       const prefix = ctx.query.get('prefix') ?? '';
-      return { items: this.state.kvList(prefix).filter((e) => !e.key.startsWith(RESERVED_KV_PREFIX)).map(kvJson), index: this.node.appliedIndex() };
+      const req = parsePage(ctx.query, 'keys');
+      const all = this.state.kvList(prefix).filter((e) => !e.key.startsWith(RESERVED_KV_PREFIX));
+      const p = page(all, req, (e) => e.key, (e) => e.key.length + (typeof e.value === 'string' ? e.value.length : e.value.byteLength));
+      return { items: p.items.map(kvJson), index: this.node.appliedIndex(), ...(p.continue ? { continue: p.continue } : {}) };
     });
 
     // ---- cluster

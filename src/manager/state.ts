@@ -167,6 +167,10 @@ export const DEFAULT_EVENT_CAPACITY = 10_000;
 export const REQUEST_MEMORY = 1_000;
 export const MAX_KEY_LENGTH = 1024;
 export const MAX_VALUE_BYTES = 1024 * 1024;
+/** What one kv entry costs in `stateBytes` beyond its key and value (versions, map slot). */
+export const KV_ENTRY_OVERHEAD = 64;
+/** What one task costs in `stateBytes`: a spec plus its bounded history, estimated. */
+export const TASK_BYTES_ESTIMATE = 4096;
 
 // =============================================================================================
 // Commands
@@ -180,6 +184,11 @@ export interface KvPutCommand {
   /** Client request id: a retried put with the same id returns the first result. */
   requestId?: string;
   at?: number;
+  /**
+   * The state-size quota the proposing manager enforces (its --quota-bytes). Carried in the
+   * entry so every replica applies the same limit (see `stateBytes`).
+   */
+  quota?: number;
 }
 export interface KvDelCommand {
   type: 'kv.del';
@@ -195,6 +204,8 @@ export interface TaskCreateCommand {
   /** Re-validated on apply (host mounts are allowed here: that policy belongs to the edge). */
   spec: TaskSpec;
   at: number;
+  /** The state-size quota of the proposing manager (see KvPutCommand.quota). */
+  quota?: number;
 }
 export interface TaskStopCommand {
   type: 'task.stop';
@@ -506,6 +517,7 @@ const singleCommandSchemas = [
     cas: count.optional(),
     requestId: z.string().min(1).max(128).optional(),
     at: count.optional(),
+    quota: count.optional(),
   }),
   z.strictObject({
     type: z.literal('kv.del'),
@@ -514,7 +526,7 @@ const singleCommandSchemas = [
     requestId: z.string().min(1).max(128).optional(),
     at: count.optional(),
   }),
-  z.strictObject({ type: z.literal('task.create'), id: idString, spec: z.custom<TaskSpec>(() => true), at: count }),
+  z.strictObject({ type: z.literal('task.create'), id: idString, spec: z.custom<TaskSpec>(() => true), at: count, quota: count.optional() }),
   z.strictObject({ type: z.literal('task.stop'), id: idString, at: count, reason: z.string().max(1024).optional() }),
   z.strictObject({ type: z.literal('task.remove'), id: idString, at: count }),
   z.strictObject({
@@ -725,6 +737,14 @@ export function planRestart(task: Task, state: TaskState, at: number): { nextRes
   return { nextRestartAt: at + delay, note: `restarting in ${delay} ms (restart ${task.restarts + 1}${of})` };
 }
 
+function valueBytes(v: Uint8Array | string): number {
+  return typeof v === 'string' ? utf8Length(v) : v.byteLength;
+}
+
+function kvEntryBytes(key: string, valueSize: number): number {
+  return utf8Length(key) + valueSize + KV_ENTRY_OVERHEAD;
+}
+
 function utf8Length(s: string): number {
   let n = 0;
   for (let i = 0; i < s.length; i++) {
@@ -747,6 +767,8 @@ const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
 const B64_INDEX = new Map<string, number>([...B64].map((c, i) => [c, i]));
 
 export function toBase64(data: Uint8Array): string {
+  // Node's encoder writes the same standard, padded alphabet; the loop below is the fallback.
+  if (typeof Buffer !== 'undefined') return Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('base64');
   let out = '';
   let i = 0;
   for (; i + 2 < data.length; i += 3) {
@@ -765,6 +787,8 @@ export function toBase64(data: Uint8Array): string {
 }
 
 export function fromBase64(text: string): Uint8Array {
+  // Canonical (padded, alphabet-only) text decodes natively; anything else takes the checking loop.
+  if (typeof Buffer !== 'undefined' && text.length % 4 === 0 && /^[A-Za-z0-9+/]*={0,2}$/.test(text)) return new Uint8Array(Buffer.from(text, 'base64'));
   const clean = text.replace(/=+$/, '');
   const out = new Uint8Array(Math.floor((clean.length * 3) / 4));
   let bits = 0;
@@ -893,6 +917,8 @@ export class ClusterState {
   /** Per node: the non-terminal tasks placed on it and what they reserve. */
   private usageByNode = new Map<string, UsageAcc>();
   private kv = new Map<string, KvEntry>();
+  /** Sum of `kvEntryBytes` over `kv`, kept on every write (for the state-size quota). */
+  private kvBytes = 0;
   private requests = new Map<string, RequestRecord>();
   private leaderInfo: LeaderInfo | null = null;
   private applied = 0;
@@ -1049,6 +1075,10 @@ export class ClusterState {
     const cur = this.kv.get(cmd.key);
     const conflict = this.casConflict('put', cmd.key, cur, cmd.cas);
     if (conflict !== undefined) return conflict;
+    const growth = kvEntryBytes(cmd.key, size) - (cur === undefined ? 0 : kvEntryBytes(cur.key, valueBytes(cur.value)));
+    const overQuota = this.quotaRefusal(`put '${cmd.key}'`, growth, cmd.quota);
+    if (overQuota !== undefined) return overQuota;
+    this.kvBytes += growth;
     const index = this.cur.index;
     const value = typeof cmd.value === 'string' ? cmd.value : new Uint8Array(cmd.value); // own copy
     const entry: KvEntry = { key: cmd.key, value, version: index, createVersion: cur?.createVersion ?? index };
@@ -1069,6 +1099,7 @@ export class ClusterState {
     if (conflict !== undefined) return conflict;
     if (cur === undefined) return { ok: true, value: { deleted: false, key: cmd.key } };
     this.kv.delete(cmd.key);
+    this.kvBytes -= kvEntryBytes(cur.key, valueBytes(cur.value));
     this.emit({ type: 'kv.deleted', key: cmd.key, version: this.cur.index });
     const result: ApplyResult<KvDelResult> = { ok: true, value: { deleted: true, key: cmd.key, version: cur.version } };
     this.remember(cmd.requestId, result);
@@ -1082,6 +1113,40 @@ export class ClusterState {
     const why =
       cur === undefined ? 'it does not exist' : cas === 0 ? `it already exists (version ${version})` : `its version is ${version}, not ${cas}`;
     return fail('conflict', `Cannot ${verb} '${key}' as ${why}`);
+  }
+
+  /**
+   * Estimated size of the replicated state (kv keys and values plus a per-entry overhead, and
+   * a fixed estimate per task): what the state-size quota (`--quota-bytes`) limits. Every
+   * replica computes the same number from the same entries.
+   */
+  stateBytes(): number {
+    return this.kvBytes + this.tasks.size * TASK_BYTES_ESTIMATE;
+  }
+
+  /**
+   * The `quota_exceeded` error `cmd` would get if applied now (undefined when it fits): lets the
+   * leader refuse it before proposing. Apply checks again, with the same rule.
+   */
+  quotaCheck(cmd: KvPutCommand | TaskCreateCommand): ErrorInfo | undefined {
+    let r: ApplyResult<never> | undefined;
+    if (cmd.type === 'kv.put') {
+      const cur = this.kv.get(cmd.key);
+      const growth = kvEntryBytes(cmd.key, valueBytes(cmd.value)) - (cur === undefined ? 0 : kvEntryBytes(cur.key, valueBytes(cur.value)));
+      r = this.quotaRefusal(`put '${cmd.key}'`, growth, cmd.quota);
+    } else if (!this.tasks.has(cmd.id)) r = this.quotaRefusal(`create task '${cmd.id}'`, TASK_BYTES_ESTIMATE, cmd.quota);
+    return r !== undefined && !r.ok ? r.error : undefined;
+  }
+
+  /** A `quota_exceeded` failure when a write growing the state by `growth` would pass `quota`. */
+  private quotaRefusal(what: string, growth: number, quota: number | undefined): ApplyResult<never> | undefined {
+    if (quota === undefined || growth <= 0) return undefined;
+    const now = this.stateBytes();
+    if (now + growth <= quota) return undefined;
+    return fail(
+      'quota_exceeded',
+      `Cannot ${what} as the replicated state would grow to ${formatBytes(now + growth)}, past the ${formatBytes(quota)} quota (--quota-bytes); delete keys or tasks to make room`,
+    );
   }
 
   /** Remember a successful kv result under its request id (bounded, FIFO). */
@@ -1101,6 +1166,8 @@ export class ClusterState {
     if (this.tasks.has(cmd.id)) {
       return fail('conflict', `Cannot create task '${cmd.id}' as a task with that id already exists`);
     }
+    const overQuota = this.quotaRefusal(`create task '${cmd.id}'`, TASK_BYTES_ESTIMATE, cmd.quota);
+    if (overQuota !== undefined) return overQuota;
     let spec: TaskSpec;
     try {
       spec = parseSpecCached(cmd.spec);
@@ -1649,21 +1716,41 @@ export class ClusterState {
   // -------------------------------------------------------------------------------------------
   // Snapshots
 
-  /** Canonical bytes of the whole replicated state (events ring excluded; its seq included). */
+  /**
+   * Canonical bytes of the whole replicated state (events ring excluded; its seq included).
+   * Synchronous: for small states, tests and offline tools. A manager uses `snapshotAsync`.
+   */
   snapshot(): Uint8Array {
-    const data: SnapshotData = {
-      format: 'flotilla-state',
-      v: 1,
+    const w = new SnapshotWriter(this.captureImage());
+    while (!w.step(Infinity));
+    return w.bytes();
+  }
+
+  /**
+   * The same bytes as `snapshot()`, of the state as it is at the call (captured synchronously:
+   * arrays of the immutable entry objects), encoded in slices of about `sliceMs` that yield to
+   * the event loop, so the state may keep changing meanwhile. Returns the bytes in parts.
+   */
+  async snapshotAsync(sliceMs = 8): Promise<Uint8Array[]> {
+    const w = new SnapshotWriter(this.captureImage());
+    while (!w.step(sliceMs)) await yieldToLoop();
+    return w.parts;
+  }
+
+  /** The state at this instant, as arrays of entries the state never mutates (copy on write). */
+  private captureImage(): SnapshotImage {
+    return {
       appliedIndex: this.applied,
       eventSeq: this.eventSeq,
+      format: 'flotilla-state',
+      kv: [...this.kv.values()],
       leader: this.leaderInfo,
-      nodes: this.listNodes(),
-      tasks: [...this.tasks.values()].sort(byId),
+      nodes: [...this.nodes.values()],
       pending: [...this.pending.keys()],
-      kv: this.kvList(''),
       requests: [...this.requests.entries()],
+      tasks: [...this.tasks.values()],
+      v: 1,
     };
-    return textEncoder.encode(canonicalJson(data));
   }
 
   /** A new state from snapshot bytes. Throws `bad_request` on a corrupt snapshot. */
@@ -1676,6 +1763,21 @@ export class ClusterState {
   /** Replace this state with a snapshot's (listeners stay; `onReset` listeners are told). */
   restore(data: Uint8Array): void {
     this.load(data);
+    this.tellReset();
+  }
+
+  /**
+   * `restore`, parsing the snapshot in slices of about `sliceMs` that yield to the event loop.
+   * The state stays as it was until the whole snapshot is parsed and checked, then is replaced
+   * at once. Snapshots written before the line layout (one JSON line) are parsed in one go.
+   */
+  async restoreAsync(bytes: Uint8Array, sliceMs = 8): Promise<void> {
+    const { data, kvBytes } = await parseSnapshot(bytes, sliceMs);
+    this.install(data, kvBytes);
+    this.tellReset();
+  }
+
+  private tellReset(): void {
     for (const cb of this.resetListeners) {
       try {
         cb();
@@ -1692,28 +1794,41 @@ export class ClusterState {
     } catch (err) {
       throw new FlotillaError('bad_request', 'Cannot restore state as the snapshot is not UTF-8 JSON', { cause: err });
     }
+    this.install(data);
+  }
+
+  /** `kvBytes`: the kv size when the parser already added it up (else computed here). */
+  private install(data: SnapshotData, kvBytes?: number): void {
     if (!isPlainObject(data) || data.format !== 'flotilla-state' || data.v !== 1) {
       throw new FlotillaError('bad_request', 'Cannot restore state as the snapshot is not a flotilla state (format v1)');
     }
     const nodes = new Map<string, NodeInfo>();
     for (const n of data.nodes) nodes.set(n.id, n);
     const kv = new Map<string, KvEntry>();
-    for (const e of data.kv) kv.set(e.key, { ...e, value: reviveBytes(e.value) as Uint8Array | string });
-    this.nodes = nodes;
-    this.kv = kv;
-    this.tasks = new Map();
-    this.pending = new Map();
-    this.usageByNode = new Map();
-    for (const t of data.tasks) {
-      this.tasks.set(t.id, t);
-      if (t.node !== null && !isTerminal(t.state)) this.reserve(t);
+    let sum = 0;
+    for (const e of data.kv) {
+      const value = reviveBytes(e.value) as Uint8Array | string;
+      kv.set(e.key, { ...e, value });
+      if (kvBytes === undefined) sum += kvEntryBytes(e.key, valueBytes(value));
     }
+    // Checked before anything changes, so a corrupt snapshot leaves the state as it was.
+    const tasks = new Map<string, Task>();
+    for (const t of data.tasks) tasks.set(t.id, t);
     for (const id of data.pending) {
-      if (this.tasks.get(id)?.state !== 'pending') {
+      if (tasks.get(id)?.state !== 'pending') {
         throw new FlotillaError('bad_request', `Cannot restore state as pending task '${id}' is not pending`);
       }
-      this.pending.set(id, true);
     }
+    this.nodes = nodes;
+    this.kv = kv;
+    this.kvBytes = kvBytes ?? sum;
+    this.tasks = tasks;
+    this.pending = new Map();
+    this.usageByNode = new Map();
+    for (const t of this.tasks.values()) {
+      if (t.node !== null && !isTerminal(t.state)) this.reserve(t);
+    }
+    for (const id of data.pending) this.pending.set(id, true);
     for (const t of this.tasks.values()) {
       if (t.state === 'pending' && !this.pending.has(t.id)) this.pending.set(t.id, true);
     }
@@ -1725,6 +1840,189 @@ export class ClusterState {
     this.ringStart = 0;
     this.outbox = [];
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshot layout: one canonical JSON document (sorted keys), with every element of its
+// arrays on a line of its own ("kv":[\n{…},\n{…}\n]). JSON.parse reads it whole; the line
+// breaks let a restore parse it element by element (JSON text never holds a raw line break
+// inside a value, so every '\n' byte is a separator).
+
+/** The captured state: scalars, and arrays of entries (sorted when written). */
+interface SnapshotImage {
+  appliedIndex: number;
+  eventSeq: number;
+  format: 'flotilla-state';
+  kv: KvEntry[];
+  leader: LeaderInfo | null;
+  nodes: NodeInfo[];
+  pending: string[];
+  requests: [string, RequestRecord][];
+  tasks: Task[];
+  v: 1;
+}
+
+const PART_BYTES = 1024 * 1024;
+
+const yieldToLoop = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+/** Encodes a SnapshotImage step by step into byte parts of about PART_BYTES. */
+class SnapshotWriter {
+  readonly parts: Uint8Array[] = [];
+  private pending: string[] = [];
+  private pendingLength = 0;
+  private readonly keys: (keyof SnapshotImage)[];
+  private key = 0;
+  /** Index of the next element of the current array key; -1 before its opening bracket. */
+  private item = -1;
+  private sorted = false;
+  private started = false;
+
+  constructor(private readonly img: SnapshotImage) {
+    this.keys = (Object.keys(img) as (keyof SnapshotImage)[]).sort();
+  }
+
+  /** Encodes for about `budgetMs`; true when the document is complete. */
+  step(budgetMs: number): boolean {
+    const t0 = performance.now();
+    let n = 0;
+    if (!this.started) {
+      this.started = true;
+      this.push('{');
+    }
+    while (this.key < this.keys.length) {
+      const name = this.keys[this.key]!;
+      const value = this.img[name];
+      if (!Array.isArray(value)) {
+        this.push(`${this.key > 0 ? ',' : ''}${JSON.stringify(name)}:${canonicalJson(value)}`);
+        this.key++;
+        continue;
+      }
+      if (this.item === -1) {
+        if (!this.sorted) {
+          sortSection(name, value);
+          this.sorted = true;
+        }
+        this.push(`${this.key > 0 ? ',' : ''}${JSON.stringify(name)}:[`);
+        this.item = 0;
+      }
+      while (this.item < value.length) {
+        this.push(`\n${canonicalJson(value[this.item])}${this.item < value.length - 1 ? ',' : ''}`);
+        this.item++;
+        if (++n % 16 === 0 && performance.now() - t0 > budgetMs) return false;
+      }
+      this.push(value.length > 0 ? '\n]' : ']');
+      this.key++;
+      this.item = -1;
+      this.sorted = false;
+      if (performance.now() - t0 > budgetMs) return false;
+    }
+    this.push('}');
+    this.flush();
+    return true;
+  }
+
+  /** The whole document in one buffer (for the synchronous `snapshot()`). */
+  bytes(): Uint8Array {
+    if (this.parts.length === 1) return this.parts[0]!;
+    const out = new Uint8Array(this.parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of this.parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
+  }
+
+  private push(text: string): void {
+    this.pending.push(text);
+    this.pendingLength += text.length;
+    if (this.pendingLength >= PART_BYTES) this.flush();
+  }
+
+  private flush(): void {
+    if (this.pending.length === 0) return;
+    this.parts.push(textEncoder.encode(this.pending.join('')));
+    this.pending = [];
+    this.pendingLength = 0;
+  }
+}
+
+function sortSection(name: keyof SnapshotImage, items: unknown[]): void {
+  if (name === 'kv') (items as KvEntry[]).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  else if (name === 'nodes' || name === 'tasks') (items as { id: string }[]).sort(byId);
+  // pending (queue order) and requests (oldest first) keep their order.
+}
+
+function badSnapshot(cause?: unknown): FlotillaError {
+  return new FlotillaError('bad_request', 'Cannot restore state as the snapshot is not UTF-8 JSON', { cause });
+}
+
+/** Parses snapshot bytes line by line, yielding to the event loop about every `sliceMs`. */
+async function parseSnapshot(bytes: Uint8Array, sliceMs: number): Promise<{ data: SnapshotData; kvBytes?: number }> {
+  const firstBreak = bytes.indexOf(0x0a);
+  if (firstBreak < 0) {
+    // One line: a snapshot written before the line layout, or an empty state.
+    try {
+      return { data: JSON.parse(textDecoder.decode(bytes)) as SnapshotData };
+    } catch (err) {
+      throw badSnapshot(err);
+    }
+  }
+  const doc: Record<string, unknown> = {};
+  let section: unknown[] | null = null;
+  let sectionName = '';
+  let done = false;
+  let kvBytes = 0;
+  let t0 = performance.now();
+  let n = 0;
+  try {
+    for (let start = 0; start < bytes.length; ) {
+      let end = bytes.indexOf(0x0a, start);
+      if (end < 0) end = bytes.length;
+      const line = textDecoder.decode(bytes.subarray(start, end));
+      start = end + 1;
+      if (done) throw new Error('text after the end of the document');
+      if (section !== null && line[0] !== ']') {
+        const item = JSON.parse(line.endsWith(',') ? line.slice(0, -1) : line) as unknown;
+        if (sectionName === 'kv' && isPlainObject(item)) {
+          item.value = reviveBytes(item.value);
+          if (typeof item.key === 'string' && (typeof item.value === 'string' || item.value instanceof Uint8Array)) kvBytes += kvEntryBytes(item.key, valueBytes(item.value));
+        }
+        section.push(item);
+      } else {
+        // "{…,"name":[" opens the document, "],…,"name":[" closes one array and opens the next,
+        // "],…}" ends it.
+        let text: string;
+        if (section === null) {
+          if (line[0] !== '{' || Object.keys(doc).length > 0) throw new Error('unexpected line');
+          text = line;
+        } else {
+          text = line.startsWith('],') ? `{${line.slice(2)}` : line === ']}' ? '{}' : '';
+          if (text === '') throw new Error('unexpected line');
+        }
+        const opens = text.endsWith('[');
+        const part = JSON.parse(opens ? `${text}]}` : text) as Record<string, unknown>;
+        Object.assign(doc, part);
+        if (opens) {
+          sectionName = Object.keys(part).at(-1)!;
+          section = [];
+          doc[sectionName] = section;
+        } else {
+          section = null;
+          done = true;
+        }
+      }
+      if (++n % 16 === 0 && performance.now() - t0 > sliceMs) {
+        await yieldToLoop();
+        t0 = performance.now();
+      }
+    }
+  } catch (err) {
+    throw badSnapshot(err);
+  }
+  if (!done) throw badSnapshot(new Error('the document is incomplete'));
+  return { data: doc as unknown as SnapshotData, kvBytes };
 }
 
 function byId(a: { id: string }, b: { id: string }): number {

@@ -4,13 +4,24 @@
 import { EventEmitter } from 'node:events';
 import { RaftCore, decodeConfChange, encodeConfChange, type Status } from './core.js';
 import { EntryType, RaftError, type ConfChange, type Entry, type Message, type NodeId, type PersistedState, type Ready, type Snapshot, type SoftState } from './types.js';
-import { pack, unpack } from 'msgpackr';
+import { Packr, unpack } from 'msgpackr';
 
 /** The application replicated by Raft. apply() must be deterministic. */
 export interface StateMachine {
   apply(data: Uint8Array, at: { index: number; term: number }): unknown;
   snapshot(): Uint8Array;
   restore(data: Uint8Array): void;
+  /**
+   * Optional incremental `snapshot()`: must capture the state synchronously, at the call (the
+   * node calls it right after applying the snapshot's last entry), then may encode while
+   * entries keep being applied, yielding to the event loop. Resolves with the bytes in parts.
+   */
+  snapshotAsync?(): Promise<Uint8Array[]>;
+  /**
+   * Optional incremental `restore()`: may yield to the event loop (no entry is applied until it
+   * resolves) but must switch to the snapshot's state at once, at the end.
+   */
+  restoreAsync?(data: Uint8Array): Promise<void>;
 }
 
 export interface NodeStorage {
@@ -117,6 +128,8 @@ export class RaftNode extends EventEmitter {
   private applyQueue: (Entry | Snapshot)[] = [];
   private applyHead = 0;
   private draining = false;
+  /** The snapshot being encoded and saved, if any (one at a time). */
+  private snapshotting: Promise<Snapshot | null> | null = null;
   private readonly trace: RaftTrace | undefined;
   /** Trace only: the current term as of the last Ready, and the term this node last led. */
   private traceTerm = 0;
@@ -186,7 +199,7 @@ export class RaftNode extends EventEmitter {
     for (const r of this.reads.values()) r.reject(err);
     this.reads.clear();
     // Wait for an in-flight persist to finish so storage can close cleanly.
-    for (let i = 0; i < 200 && (this.loopRunning || this.draining); i++) await new Promise((r) => setTimeout(r, 5));
+    for (let i = 0; i < 200 && (this.loopRunning || this.draining || this.snapshotting); i++) await new Promise((r) => setTimeout(r, 5));
   }
 
   /** A message from a peer. */
@@ -437,8 +450,12 @@ export class RaftNode extends EventEmitter {
       while (this.applyHead < this.applyQueue.length && !this.stopped) {
         const item = this.applyQueue[this.applyHead]!;
         this.applyQueue[this.applyHead++] = undefined as unknown as Entry;
-        if ('meta' in item) this.applySnapshot(item);
-        else this.applyEntry(item);
+        if ('meta' in item) {
+          await this.applySnapshot(item);
+          t0 = performance.now();
+          continue;
+        }
+        this.applyEntry(item);
         if (performance.now() - t0 > 5) {
           this.releaseReads();
           await new Promise<void>((r) => setImmediate(r));
@@ -450,7 +467,7 @@ export class RaftNode extends EventEmitter {
         this.applyHead = 0;
       }
       this.releaseReads();
-      if (!this.stopped) await this.maybeSnapshot();
+      if (!this.stopped) this.maybeSnapshot();
     } catch (e) {
       this.fatal = e as Error;
       this.log('error', 'applying committed entries failed; this manager stops replicating', { err: String(e) });
@@ -492,8 +509,8 @@ export class RaftNode extends EventEmitter {
     // Proposals at lower indexes that were never applied (covered by a snapshot) are dropped.
   }
 
-  private applySnapshot(s: Snapshot): void {
-    this.restoreSnapshot(s);
+  private async applySnapshot(s: Snapshot): Promise<void> {
+    await this.restoreSnapshotAsync(s);
     this.trace?.snapshot(s.meta.index, s.meta.term, 'leader');
     this.applied = s.meta.index;
     this.lastSnapshotIndex = s.meta.index;
@@ -510,11 +527,24 @@ export class RaftNode extends EventEmitter {
   private restoreSnapshot(s: Snapshot): void {
     if (s.data.length === 0) return;
     const ns = unpack(s.data) as NodeSnapshot;
+    this.sm.restore(ns.app);
+    this.restoreMembers(ns);
+  }
+
+  /** As restoreSnapshot, through the state machine's incremental restore when it has one. */
+  private async restoreSnapshotAsync(s: Snapshot): Promise<void> {
+    if (s.data.length === 0) return;
+    const ns = unpack(s.data) as NodeSnapshot; // `app` is a view of `s.data`, not a copy
+    if (this.sm.restoreAsync) await this.sm.restoreAsync(ns.app);
+    else this.sm.restore(ns.app);
+    this.restoreMembers(ns);
+  }
+
+  private restoreMembers(ns: NodeSnapshot): void {
     this.members.clear();
     for (const [id, addr] of Object.entries(ns.members)) this.members.set(id, addr);
     this.removed.clear();
     for (const id of ns.removed ?? []) this.removed.add(id);
-    this.sm.restore(ns.app);
   }
 
   private waitForApplied(index: number, resolve: (i: number) => void): void {
@@ -532,22 +562,91 @@ export class RaftNode extends EventEmitter {
     this.waitingReads = still;
   }
 
-  private async maybeSnapshot(): Promise<void> {
-    if (this.applied - this.lastSnapshotIndex < this.snapshotEvery) return;
-    await this.snapshotNow();
+  /** Starts a snapshot in the background when enough entries were applied since the last one. */
+  private maybeSnapshot(): void {
+    if (this.snapshotting || this.applied - this.lastSnapshotIndex < this.snapshotEvery) return;
+    void this.snapshotNow().catch(() => {}); // failures are handled (fatal) inside
   }
 
-  /** Takes a snapshot at the applied index and compacts the log. */
-  async snapshotNow(): Promise<Snapshot | null> {
-    if (this.applied <= this.core.status().snapshotIndex) return null;
-    const data = pack({ members: Object.fromEntries(this.members), removed: [...this.removed], app: this.sm.snapshot() } satisfies NodeSnapshot);
-    const snap = this.core.compact(this.applied, data);
-    this.lastSnapshotIndex = snap.meta.index;
-    await this.storage.saveSnapshot(snap);
-    this.log('info', 'snapshot taken', { index: snap.meta.index, bytes: data.length });
-    this.emit('snapshot-taken', snap.meta.index, data.length);
-    return snap;
+  /**
+   * Takes a snapshot at the applied index and compacts the log. The state is captured at once;
+   * encoding it (when the state machine has `snapshotAsync`) and saving it yield to the event
+   * loop while entries keep being applied. A call while one is running joins it.
+   */
+  snapshotNow(): Promise<Snapshot | null> {
+    if (this.snapshotting) return this.snapshotting;
+    if (this.applied <= this.core.status().snapshotIndex) return Promise.resolve(null);
+    const p = this.takeSnapshot().finally(() => {
+      if (this.snapshotting === p) this.snapshotting = null;
+    });
+    this.snapshotting = p;
+    return p;
   }
+
+  private async takeSnapshot(): Promise<Snapshot | null> {
+    // Captured synchronously, together: the index, the membership and the application state.
+    const index = this.applied;
+    const members = Object.fromEntries(this.members);
+    const removed = [...this.removed];
+    const app = this.sm.snapshotAsync ? this.sm.snapshotAsync() : Promise.resolve([this.sm.snapshot()]);
+    try {
+      const parts = await app;
+      // A snapshot from the leader may have replaced the state meanwhile: this one is stale.
+      if (this.stopped || index <= this.core.status().snapshotIndex) return null;
+      const data = await encodeNodeSnapshot(members, removed, parts);
+      const snap = this.core.compact(index, data);
+      this.lastSnapshotIndex = snap.meta.index;
+      await this.storage.saveSnapshot(snap);
+      this.log('info', 'snapshot taken', { index: snap.meta.index, bytes: data.length });
+      this.emit('snapshot-taken', snap.meta.index, data.length);
+      return snap;
+    } catch (e) {
+      if (!this.fatal && !this.stopped) {
+        this.fatal = e as Error;
+        this.log('error', 'taking a snapshot failed; this manager stops replicating', { err: String(e) });
+        this.emit('fatal', e);
+      }
+      throw e;
+    }
+  }
+}
+
+const headerPackr = new Packr({ useRecords: false });
+
+/**
+ * The node snapshot as MessagePack: a map {members, removed, app} whose `app` is a bin 32 of the
+ * application's parts, written straight into one buffer (one copy of the parts, no re-encoding).
+ * Any MessagePack decoder reads it like `pack({ members, removed, app })`.
+ */
+async function encodeNodeSnapshot(members: Record<NodeId, string>, removed: NodeId[], parts: Uint8Array[]): Promise<Uint8Array> {
+  const head = [
+    Uint8Array.of(0x83),
+    headerPackr.pack('members'),
+    headerPackr.pack(members),
+    headerPackr.pack('removed'),
+    headerPackr.pack(removed),
+    headerPackr.pack('app'),
+  ];
+  const appLength = parts.reduce((n, p) => n + p.length, 0);
+  const bin = new Uint8Array(5);
+  bin[0] = 0xc6;
+  new DataView(bin.buffer).setUint32(1, appLength);
+  head.push(bin);
+  // Copied a few MiB at a time: filling a fresh 100 MB buffer at once (page faults and copy)
+  // would block the event loop for hundreds of ms.
+  const out = Buffer.allocUnsafe(head.reduce((n, p) => n + p.length, 0) + appLength);
+  let at = 0;
+  let sinceYield = 0;
+  for (const p of [...head, ...parts]) {
+    out.set(p, at);
+    at += p.length;
+    sinceYield += p.length;
+    if (sinceYield >= 4 * 1024 * 1024) {
+      sinceYield = 0;
+      await new Promise<void>((r) => setImmediate(r));
+    }
+  }
+  return out;
 }
 
 export { encodeConfChange };

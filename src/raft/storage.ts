@@ -4,7 +4,8 @@
 //   'm'              meta record {format, version, nodeId, clusterId} (msgpack), written at creation
 //   'h'              hard state {term, vote, commit} (msgpack)
 //   's'              snapshot metadata {index, term, conf} (msgpack)
-//   'd'              snapshot data (raw bytes)
+//   'd'              snapshot data (raw bytes), for snapshots up to SNAP_CHUNK_BYTES
+//   'D' + u64be(i) + u32be(n)  chunk n of the data of the snapshot at index i (larger snapshots)
 //   'e' + u64be(i)   log entry i: [term, type, data] (msgpack)
 // Indexes are fixed-width big-endian, so LevelDB's key order is the log order and the entries
 // live in the key range ['e', 'f').
@@ -93,6 +94,13 @@ const KEY_META = Buffer.from('m');
 const KEY_HARD = Buffer.from('h');
 const KEY_SNAP_META = Buffer.from('s');
 const KEY_SNAP_DATA = Buffer.from('d');
+const SNAP_CHUNK_PREFIX = 0x44; // 'D'
+const SNAP_CHUNK_RANGE = { gte: Buffer.from([SNAP_CHUNK_PREFIX]), lt: Buffer.from([SNAP_CHUNK_PREFIX + 1]) };
+/**
+ * Snapshot data larger than this is written as chunks, one synced write each, before the batch
+ * that records the snapshot: one LevelDB write of 100 MB copies it on the event loop at once.
+ */
+export const SNAP_CHUNK_BYTES = 1024 * 1024;
 const ENTRY_PREFIX = 0x65; // 'e'
 const ENTRY_RANGE = { gte: Buffer.from([ENTRY_PREFIX]), lt: Buffer.from([ENTRY_PREFIX + 1]) };
 
@@ -104,6 +112,25 @@ function entryKey(index: number): Buffer {
   k[0] = ENTRY_PREFIX;
   k.writeBigUInt64BE(BigInt(index), 1);
   return k;
+}
+
+function snapChunkPrefix(index: number): Buffer {
+  const k = Buffer.allocUnsafe(9);
+  k[0] = SNAP_CHUNK_PREFIX;
+  k.writeBigUInt64BE(BigInt(index), 1);
+  return k;
+}
+
+function snapChunkKey(index: number, n: number): Buffer {
+  const k = Buffer.allocUnsafe(13);
+  snapChunkPrefix(index).copy(k);
+  k.writeUInt32BE(n, 9);
+  return k;
+}
+
+/** The key range holding the chunks of the snapshot at `index`. */
+function snapChunkRange(index: number): { gte: Buffer; lt: Buffer } {
+  return { gte: snapChunkKey(index, 0), lt: snapChunkPrefix(index + 1) };
 }
 
 function entryIndexOf(key: Buffer): number {
@@ -132,6 +159,12 @@ export class RaftStorage {
 
   private pending: PendingGroup | null = null;
   private writing: Promise<void> | null = null;
+  /** Large application snapshots whose chunks are being written outside the write queue. */
+  private readonly chunkWrites = new Set<Promise<void>>();
+  /** Bumped by every accepted snapshot: a chunked one finishing late yields to a newer one. */
+  private snapGen = 0;
+  /** First entry a chunked snapshot still has to delete on disk (null: none pending). */
+  private pendingDeleteFrom: number | null = null;
   private readonly counters: StorageStats = { batches: 0, saves: 0, entriesWritten: 0, bytesWritten: 0 };
 
   private constructor(
@@ -266,8 +299,10 @@ export class RaftStorage {
         if (s.meta.index < snapIndex) {
           throw new StorageError('invalid', this.path, `save: snapshot at ${s.meta.index} is older than the stored snapshot at ${snapIndex}`);
         }
-        for (let i = snapIndex + 1; i <= last; i++) group.del(entryKey(i));
+        // Also the entries a chunked snapshot still in flight has not deleted yet.
+        for (let i = Math.min(snapIndex + 1, this.pendingDeleteFrom ?? Infinity); i <= last; i++) group.del(entryKey(i));
         group.putSnapshot(s);
+        this.snapGen++;
         snapIndex = s.meta.index;
         snapTerm = s.meta.term;
         last = snapIndex;
@@ -331,12 +366,16 @@ export class RaftStorage {
       if (idx < this.snapIndex) {
         throw new StorageError('invalid', this.path, `saveSnapshot: snapshot at ${idx} is older than the stored snapshot at ${this.snapIndex}`);
       }
-      const group = this.group(); // nothing below can fail
-      for (let i = this.snapIndex + 1; i <= Math.min(idx, this.last); i++) group.del(entryKey(i));
-      group.putSnapshot(snap);
+      const from = Math.min(this.snapIndex + 1, this.pendingDeleteFrom ?? Infinity);
+      const to = Math.min(idx, this.last);
       this.snapIndex = idx;
       this.snapTerm = snap.meta.term;
       if (this.last < idx) this.last = idx;
+      if (snap.data.length > SNAP_CHUNK_BYTES) return this.saveChunkedSnapshot(snap, from, to);
+      this.snapGen++;
+      const group = this.group(); // nothing below can fail
+      for (let i = from; i <= to; i++) group.del(entryKey(i));
+      group.putSnapshot(snap);
       return this.enqueue(group);
     } catch (err) {
       return Promise.reject(err);
@@ -383,7 +422,24 @@ export class RaftStorage {
         const ops = group.ops();
         const started = performance.now();
         try {
+          // A large snapshot's data first, a chunk per synced write (the batch below, which
+          // records the snapshot, makes it reachable); then the chunks of older snapshots go.
+          const chunked = group.chunkedSnapshot;
+          if (chunked && !chunked.written) {
+            const d = chunked.data;
+            for (let at = 0, n = 0; at < d.length; at += SNAP_CHUNK_BYTES, n++) {
+              const part = d.subarray(at, Math.min(at + SNAP_CHUNK_BYTES, d.length));
+              await this.db.put(snapChunkKey(chunked.index, n), Buffer.from(part.buffer, part.byteOffset, part.byteLength), { sync: true });
+            }
+          }
           await this.db.batch(ops, { sync: true });
+          if (group.snapshotIndex !== null) {
+            const keep = chunked ? snapChunkRange(chunked.index) : null;
+            if (keep) {
+              await this.db.clear({ gte: SNAP_CHUNK_RANGE.gte, lt: keep.gte });
+              await this.db.clear({ gte: keep.lt, lt: SNAP_CHUNK_RANGE.lt });
+            } else await this.db.clear(SNAP_CHUNK_RANGE);
+          }
         } catch (err) {
           this.failure = err instanceof Error ? err : new Error(String(err));
           const e = new StorageError('io', this.path, `raft storage ${this.path}: synced write failed: ${this.failure.message}`, {
@@ -412,7 +468,47 @@ export class RaftStorage {
   }
 
   private async idle(): Promise<void> {
-    while (this.writing) await this.writing;
+    while (this.writing || this.chunkWrites.size > 0) {
+      if (this.writing) await this.writing;
+      for (const w of [...this.chunkWrites]) await w.catch(() => {});
+    }
+  }
+
+  /**
+   * A large application snapshot: its chunks are written (synced, one by one) beside the write
+   * queue, so log entries keep being persisted meanwhile; then one queued batch deletes the
+   * entries it covers and records it. Safe to reorder: later saves only touch entries after
+   * `idx` (checked against the snapshot index, updated now), and a newer snapshot accepted in
+   * the meantime wins (this one then only deletes its entries; its chunks are cleared later).
+   */
+  private saveChunkedSnapshot(snap: Snapshot, from: number, to: number): Promise<void> {
+    const gen = ++this.snapGen;
+    this.pendingDeleteFrom = Math.min(from, this.pendingDeleteFrom ?? Infinity);
+    const task = (async () => {
+      const d = snap.data;
+      for (let at = 0, n = 0; at < d.length; at += SNAP_CHUNK_BYTES, n++) {
+        this.assertUsable();
+        const part = d.subarray(at, Math.min(at + SNAP_CHUNK_BYTES, d.length));
+        try {
+          await this.db.put(snapChunkKey(snap.meta.index, n), Buffer.from(part.buffer, part.byteOffset, part.byteLength), { sync: true });
+        } catch (err) {
+          this.failure ??= err instanceof Error ? err : new Error(String(err));
+          throw new StorageError('io', this.path, `raft storage ${this.path}: synced write failed: ${this.failure.message}`, { cause: err });
+        }
+      }
+      this.assertUsable();
+      const group = this.group();
+      for (let i = from; i <= to; i++) group.del(entryKey(i));
+      if (gen === this.snapGen) group.putSnapshot(snap, true);
+      if (this.chunkWrites.size <= 1) this.pendingDeleteFrom = null; // the last one in flight
+      await this.enqueue(group);
+    })();
+    this.chunkWrites.add(task);
+    void task.then(
+      () => this.chunkWrites.delete(task),
+      () => this.chunkWrites.delete(task),
+    );
+    return task;
   }
 }
 
@@ -423,6 +519,10 @@ class PendingGroup {
   saves = 0;
   entries = 0;
   bytes = 0;
+  /** Index of the snapshot this group records, if any (the latest one when merged). */
+  snapshotIndex: number | null = null;
+  /** That snapshot's data when it is written as chunks. */
+  chunkedSnapshot: { index: number; data: Uint8Array; written: boolean } | null = null;
 
   put(key: Buffer, value: Buffer): void {
     this.byKey.set(key.toString('latin1'), { type: 'put', key, value });
@@ -438,14 +538,28 @@ class PendingGroup {
     this.entries++;
   }
 
-  putSnapshot(s: Snapshot): void {
+  /** `chunksWritten`: the data's chunks are already on disk (see saveChunkedSnapshot). */
+  putSnapshot(s: Snapshot, chunksWritten = false): void {
     this.put(KEY_SNAP_META, packr.pack(snapshotMetaRecord(s.meta)));
-    this.put(KEY_SNAP_DATA, Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength));
+    this.snapshotIndex = s.meta.index;
+    if (s.data.length > SNAP_CHUNK_BYTES) {
+      // Written as chunks before this group's batch (see drain); 'd' must not shadow them.
+      this.del(KEY_SNAP_DATA);
+      this.chunkedSnapshot = { index: s.meta.index, data: s.data, written: chunksWritten };
+      this.bytes += s.data.length;
+    } else {
+      this.put(KEY_SNAP_DATA, Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength));
+      this.chunkedSnapshot = null;
+    }
   }
 
   /** Appends the operations of `other` (a later call) to this group. */
   absorb(other: PendingGroup): this {
     for (const [k, op] of other.byKey) this.byKey.set(k, op);
+    if (other.snapshotIndex !== null) {
+      this.snapshotIndex = other.snapshotIndex;
+      this.chunkedSnapshot = other.chunkedSnapshot;
+    }
     this.entries += other.entries;
     this.bytes += other.bytes;
     return this;
@@ -575,6 +689,32 @@ async function readBounds(db: DB, p: string): Promise<Bounds> {
   return { snapIndex, snapTerm: sm?.term ?? 0, last: Math.max(last, snapIndex), hsTerm };
 }
 
+/**
+ * The data of the snapshot at `index`: the 'd' value, or its chunks in order, copied into one
+ * buffer chunk by chunk (each read is asynchronous, so the event loop runs in between).
+ */
+async function readSnapshotData(db: DB, index: number): Promise<Uint8Array | undefined> {
+  const whole = await db.get(KEY_SNAP_DATA);
+  if (whole !== undefined) return whole;
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const [key, value] of db.iterator(snapChunkRange(index))) {
+    if (key.length !== 13 || key.readUInt32BE(9) !== n) return undefined; // a chunk is missing
+    chunks.push(value);
+    n++;
+  }
+  if (chunks.length === 0) return undefined;
+  const out = Buffer.allocUnsafe(chunks.reduce((t, c) => t + c.length, 0));
+  let at = 0;
+  for (let i = 0; i < chunks.length; i++) {
+    chunks[i]!.copy(out, at);
+    at += chunks[i]!.length;
+    chunks[i] = undefined as unknown as Buffer;
+    if (i % 8 === 7) await new Promise<void>((r) => setImmediate(r));
+  }
+  return out;
+}
+
 /** Reads the whole persisted state and checks the log invariants. */
 async function readState(db: DB, p: string, opts: { snapshotData: boolean }): Promise<PersistedState & { meta: StorageMeta }> {
   const meta = await readMeta(db, p);
@@ -595,8 +735,9 @@ async function readState(db: DB, p: string, opts: { snapshotData: boolean }): Pr
     const sm = decodeSnapshotMeta(smRaw, p);
     // The verification pass only checks that the (possibly large) data exists.
     const data = opts.snapshotData
-      ? await db.get(KEY_SNAP_DATA)
-      : (await db.keys({ gte: KEY_SNAP_DATA, lte: KEY_SNAP_DATA, limit: 1 }).all()).length > 0
+      ? await readSnapshotData(db, sm.index)
+      : (await db.keys({ gte: KEY_SNAP_DATA, lte: KEY_SNAP_DATA, limit: 1 }).all()).length > 0 ||
+          (await db.keys({ ...snapChunkRange(sm.index), limit: 1 }).all()).length > 0
         ? new Uint8Array(0)
         : undefined;
     if (data === undefined) throw corrupt(p, `snapshot ${sm.index} has no data`);
