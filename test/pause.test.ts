@@ -1,0 +1,126 @@
+// A paused manager (SIGSTOP) must never take healthy work down: not the paused leader itself
+// when it resumes (its own stall is nobody's silence), and not the new leader (workers find it
+// well within its failover grace). Real manager and worker processes, process driver.
+import { afterEach, describe, expect, it } from 'vitest';
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { TestCluster, eventually, sleep } from './helpers/cluster.js';
+import type { FlotillaClient } from '../src/client/client.js';
+
+interface TaskView {
+  id: string;
+  state: string;
+  node: string | null;
+  attempt: number;
+  history: { state: string; reason: string }[];
+}
+interface NodeView {
+  id: string;
+  status: string;
+}
+
+let cluster: TestCluster | null = null;
+let pidDir = '';
+afterEach(async () => {
+  if (!cluster) return;
+  for (const f of readdirSync(pidDir)) {
+    const pid = Number(f.split('.').pop());
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {}
+    }
+  }
+  await cluster.stop();
+  cluster = null;
+});
+
+const sleeper = (name: string) => ({
+  name,
+  driver: 'process',
+  containers: [{ command: ['/bin/sh', '-c', `touch "${pidDir}/$FLOTILLA_TASK_ID.$$"; exec sleep 600`] }],
+  resources: { cpu: 10, memory: '8m' },
+});
+
+async function setup(managers: number, workers: string[], flags: string[], taskCount: number): Promise<{ c: TestCluster; client: FlotillaClient; before: TaskView[] }> {
+  const c = await TestCluster.managers(managers, flags);
+  cluster = c;
+  pidDir = join(c.dir, 'pids');
+  mkdirSync(pidDir);
+  const client = c.client(undefined, 20_000);
+  for (const w of workers) c.startWorker(w, ['--cpu', '4000', '--memory', '4g']);
+  await eventually(async () => (await client.get<{ nodes: NodeView[] }>('/v1/nodes')).nodes.filter((n) => n.status === 'ready').length === workers.length, 30_000, 'workers ready');
+  await client.post('/v1/tasks', Array.from({ length: taskCount }, (_, i) => sleeper(`p-${i}`)));
+  const before = await eventually(async () => {
+    const ts = (await client.get<{ tasks: TaskView[] }>('/v1/tasks')).tasks;
+    return ts.length === taskCount && ts.every((t) => t.state === 'running') ? ts : null;
+  }, 30_000, 'tasks running');
+  return { c, client, before };
+}
+
+async function expectNothingLost(c: TestCluster, client: FlotillaClient, before: TaskView[]): Promise<void> {
+  const nodes = (await client.get<{ nodes: NodeView[] }>('/v1/nodes')).nodes;
+  expect(nodes.map((n) => `${n.id}:${n.status}`).sort()).toEqual(nodes.map((n) => `${n.id}:ready`).sort());
+  const after = (await client.get<{ tasks: TaskView[] }>('/v1/tasks')).tasks;
+  expect(after).toHaveLength(before.length);
+  for (const t of after) {
+    const b = before.find((x) => x.id === t.id)!;
+    expect(`${t.id} ${t.state} attempt ${t.attempt} on ${t.node}`).toBe(`${t.id} running attempt ${b.attempt} on ${b.node}`);
+    expect(t.history.filter((h) => h.state === 'lost')).toEqual([]);
+  }
+  for (const m of c.managers.values()) expect(readFileSync(m.logFile, 'utf8')).not.toMatch(/node \S+ is down/);
+}
+
+describe('pauses (real processes)', () => {
+  it('a single manager stopped for 6 s (4× the node grace) declares no worker down when it resumes', async () => {
+    const { c, client, before } = await setup(1, ['w1'], ['--node-grace', '1500', '--worker-heartbeat', '300'], 4);
+    const m = c.managers.get('m1')!.proc!;
+    m.kill('SIGSTOP');
+    await sleep(6000);
+    m.kill('SIGCONT');
+    // The worker comes back; give the monitor many rounds past the grace.
+    await sleep(4000);
+    await expectNothingLost(c, client, before);
+    // The stall was seen and credited, not blamed on the worker.
+    expect(readFileSync(c.managers.get('m1')!.logFile, 'utf8')).toMatch(/could not run; node graces extended/);
+  }, 120_000);
+
+  it('the leader stopped for 20 s under load: workers reach the new leader within its failover grace; every task keeps its attempt', async () => {
+    // Failover grace 6 s with 500 ms worker heartbeats: a worker needs ~3 s to notice the
+    // silence, so it has about 3 s to find the new leader — no room for a handshake timeout
+    // on the frozen manager. The leader is put on m2: the manager every worker would try
+    // first after losing it, by list order.
+    const { c, client, before } = await setup(3, ['w1', 'w2', 'w3'], ['--worker-heartbeat', '500', '--failover-grace', '6000'], 12);
+    await client.post('/v1/managers/m2/transfer-leader', {});
+    expect(await c.waitForLeader()).toBe('m2');
+    await sleep(1500); // workers followed the leader change
+    const others = c.client(['m1', 'm3'], 20_000);
+    let stop = false;
+    let writes = 0;
+    const load = (async () => {
+      for (let i = 0; !stop; i++) {
+        try {
+          await others.put(`/v1/kv/load-${i % 50}`, `v${i}`, { timeoutMs: 5000 });
+          writes++;
+        } catch {
+          await sleep(50);
+        }
+      }
+    })();
+    const leader = c.managers.get('m2')!.proc!;
+    leader.kill('SIGSTOP');
+    await sleep(20_000);
+    leader.kill('SIGCONT');
+    await eventually(async () => {
+      const s = await c.status('m2');
+      return s && s.role === 'follower';
+    }, 20_000, 'old leader following');
+    await sleep(3000);
+    stop = true;
+    await load;
+    expect(writes).toBeGreaterThan(0);
+    await expectNothingLost(c, client, before);
+  }, 180_000);
+});
