@@ -44,12 +44,16 @@ const sleeper = (name: string) => ({
   resources: { cpu: 10, memory: '8m' },
 });
 
-async function setup(managers: number, workers: string[], flags: string[], taskCount: number): Promise<{ c: TestCluster; client: FlotillaClient; before: TaskView[] }> {
+async function setup(managers: number, workers: string[], flags: string[], taskCount: number, leader?: string): Promise<{ c: TestCluster; client: FlotillaClient; before: TaskView[] }> {
   const c = await TestCluster.managers(managers, flags);
   cluster = c;
   pidDir = join(c.dir, 'pids');
   mkdirSync(pidDir);
   const client = c.client(undefined, 20_000);
+  if (leader !== undefined) {
+    await client.post(`/v1/managers/${leader}/transfer-leader`, {});
+    expect(await c.waitForLeader()).toBe(leader);
+  }
   for (const w of workers) c.startWorker(w, ['--cpu', '4000', '--memory', '4g']);
   await eventually(async () => (await client.get<{ nodes: NodeView[] }>('/v1/nodes')).nodes.filter((n) => n.status === 'ready').length === workers.length, 30_000, 'workers ready');
   await client.post('/v1/tasks', Array.from({ length: taskCount }, (_, i) => sleeper(`p-${i}`)));
@@ -90,12 +94,10 @@ describe('pauses (real processes)', () => {
   it('the leader stopped for 20 s under load: workers reach the new leader within its failover grace; every task keeps its attempt', async () => {
     // Failover grace 6 s with 500 ms worker heartbeats: a worker needs ~3 s to notice the
     // silence, so it has about 3 s to find the new leader — no room for a handshake timeout
-    // on the frozen manager. The leader is put on m2: the manager every worker would try
-    // first after losing it, by list order.
-    const { c, client, before } = await setup(3, ['w1', 'w2', 'w3'], ['--worker-heartbeat', '500', '--failover-grace', '6000'], 12);
-    await client.post('/v1/managers/m2/transfer-leader', {});
+    // on the frozen manager. The leader is m2 when the workers start: each tries m1 first, is
+    // redirected to m2, and after losing m2 would go down its list — to m2 again.
+    const { c, client, before } = await setup(3, ['w1', 'w2', 'w3'], ['--worker-heartbeat', '500', '--failover-grace', '6000'], 12, 'm2');
     expect(await c.waitForLeader()).toBe('m2');
-    await sleep(1500); // workers followed the leader change
     const others = c.client(['m1', 'm3'], 20_000);
     let stop = false;
     let writes = 0;
