@@ -126,3 +126,44 @@ describe('pauses (real processes)', () => {
     await expectNothingLost(c, client, before);
   }, 180_000);
 });
+
+describe('chaos: long-pause and clock-step nemeses, the healthy-worker checker', () => {
+  it('plans long pauses past the failover grace and bounded, seeded clock steps', async () => {
+    const { planSchedule } = await import('../chaos/nemesis.js');
+    const base = { seed: 11, faults: ['long-pause', 'clock-step'] as const, intervalMs: 2000, durationMs: 120_000, managers: 3, workers: 2, allowQuorumLoss: false, failoverGraceMs: 8000 };
+    const a = planSchedule({ ...base, faults: [...base.faults] });
+    expect(planSchedule({ ...base, faults: [...base.faults] })).toEqual(a);
+    const faults = a.filter((s) => s.action.kind !== 'heal').map((s) => s.action);
+    expect(new Set(faults.map((f) => f.kind))).toEqual(new Set(['long-pause', 'clock-step']));
+    for (const f of faults) {
+      if (f.kind === 'long-pause') expect(f.ms).toBeGreaterThanOrEqual(10_000), expect(f.ms).toBeLessThanOrEqual(14_000);
+      if (f.kind === 'clock-step') expect(Math.abs(f.offsetMs)).toBeGreaterThanOrEqual(60_000), expect(Math.abs(f.offsetMs)).toBeLessThanOrEqual(3_600_000);
+    }
+    const steps = faults.filter((f) => f.kind === 'clock-step').map((f) => (f as { offsetMs: number }).offsetMs);
+    expect(steps.some((x) => x > 0) && steps.some((x) => x < 0)).toBe(true);
+  });
+
+  it('the checker fails a down declaration of a worker no fault touched, excuses a restarted one, reads text and JSON logs', async () => {
+    const { checkNoHealthyWorkerDown, parseDownDeclarations, reportText } = await import('../chaos/checker/index.js');
+    const json = [
+      JSON.stringify({ t: '2026-01-01T00:00:00.000Z', level: 'warn', node: 'm1', term: 3, msg: 'node w1 is down: no heartbeat for 3600 s' }),
+      '{"t":"2026-01-01T00:00:01.000Z","level":"warn","node":"m1","msg":"node w2 is do', // cut by SIGKILL
+      JSON.stringify({ level: 'info', node: 'm1', msg: 'worker w2 registered' }),
+    ].join('\n');
+    const pretty = '00:00:02.000 m2 t4 warn  node w2 is down: no heartbeat for 6 s\n';
+    const decl = [...parseDownDeclarations('m1', json), ...parseDownDeclarations('m2', pretty)];
+    expect(decl.map((d) => [d.manager, d.node, d.reason])).toEqual([
+      ['m1', 'w1', 'no heartbeat for 3600 s'],
+      ['m2', 'w2', 'no heartbeat for 6 s'],
+    ]);
+    const bad = checkNoHealthyWorkerDown({ workers: ['w1', 'w2'], harmed: ['w2'], declarations: decl });
+    expect(bad.ok).toBe(false);
+    expect(bad.violations.map((d) => d.node)).toEqual(['w1']);
+    expect(bad.excused).toBe(1);
+    expect(reportText({ workers: bad })).toContain('healthy workers: FAIL (2 workers, 1 declared down without a fault');
+    expect(reportText({ workers: bad })).toContain('m1 declared w1 down: no heartbeat for 3600 s');
+    const good = checkNoHealthyWorkerDown({ workers: ['w1', 'w2'], harmed: ['w1', 'w2'], declarations: decl });
+    expect(good.ok).toBe(true);
+    expect(checkNoHealthyWorkerDown({ workers: ['w1'], harmed: [], declarations: [] }).ok).toBe(true);
+  });
+});
