@@ -2,9 +2,10 @@
 // when it resumes (its own stall is nobody's silence), and not the new leader (workers find it
 // well within its failover grace). Real manager and worker processes, process driver.
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TestCluster, eventually, sleep } from './helpers/cluster.js';
+import { TestCluster, eventually, runCli, sleep } from './helpers/cluster.js';
 import type { FlotillaClient } from '../src/client/client.js';
 
 interface TaskView {
@@ -166,4 +167,30 @@ describe('chaos: long-pause and clock-step nemeses, the healthy-worker checker',
     expect(good.ok).toBe(true);
     expect(checkNoHealthyWorkerDown({ workers: ['w1'], harmed: [], declarations: [] }).ok).toBe(true);
   });
+});
+
+describe('chaos run with clock steps and long leader pauses (real processes)', () => {
+  it('passes every checker, "no healthy worker declared down" included, with both faults injected', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'flotilla-chaos-time-'));
+    try {
+      // Seed 2: a -60 min step on a follower, a 13.3 s pause of the leader, a +57 min step of
+      // the (new) leader's clock, then a 15.7 s pause of that leader.
+      const args = ['chaos', 'run', '--duration', '40s', '--managers', '3', '--workers', '2', '--faults', 'clock-step,long-pause', '--interval', '3s', '--seed', '2', '--out', out];
+      const r = await runCli(args, { timeoutMs: 240_000 });
+      if (r.status !== 0) console.error(r.stdout, r.stderr.slice(-4000));
+      const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as {
+        verdict: string;
+        checks: { workers?: { verdict: string; workers: number; violations: unknown[] } };
+      };
+      const nemesis = readFileSync(join(out, 'nemesis.log'), 'utf8');
+      expect(nemesis).toMatch(/long-pause start \[m\d\]: SIGSTOP m\d \(leader\) for 1\d\.\d s/);
+      expect(nemesis).toMatch(/clock-step start \[m\d\]: wall clock of m\d \(leader\) \+\d+ min/);
+      expect(report.checks.workers).toMatchObject({ verdict: 'pass', workers: 2, violations: [] });
+      expect(report.verdict).toBe('pass');
+      expect(r.status).toBe(0);
+      expect(r.stdout).toContain('healthy workers: pass (2 workers, 0 declared down without a fault)');
+    } finally {
+      if (!process.env.KEEP_TEST_DIRS) rmSync(out, { recursive: true, force: true });
+    }
+  }, 260_000);
 });
