@@ -9,7 +9,8 @@
 //  * ANY error ends the session: socket error/close, a malformed or unexpected frame, no
 //    welcome in time, no pong to our WebSocket pings for a while (a frozen manager).
 //  * Finding the leader is a race, not a queue: the agent opens a session attempt to one
-//    manager, then another every `huntStaggerMs` (300 ms) while none has welcomed it, and at
+//    manager, then another every `huntStaggerMs` (300 ms) while none has answered the
+//    connection (a connected manager is waited for: it redirects or welcomes), and at
 //    once to any leader a `redirect` names; the first `welcome` wins and ends the others. A
 //    frozen manager (SIGSTOP: its kernel accepts the connection, nobody answers) thus costs
 //    one stagger step, not a handshake timeout, and the worker reaches a new leader well
@@ -711,8 +712,12 @@ export class WorkerAgent {
       let rejected = false;
       let why = 'no manager to try';
       let lastTarget: string | null = null;
+      // A manager whose connection opened answers at once (followers redirect) or after a
+      // commit (the leader welcomes): wait for it rather than register twice with the same
+      // leader under two addresses. Only attempts that did not even open (a frozen or dead
+      // manager) make the hunt widen.
       const stagger = setInterval(() => {
-        if (winner === null) startNext();
+        if (winner === null && ![...live].some((a) => !a.ended && a.ws.readyState === WebSocket.OPEN)) startNext();
       }, this.huntStaggerMs);
       const finish = (out: SessionOutcome & { target: string | null }): void => {
         if (finished) return;
