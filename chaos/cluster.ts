@@ -22,6 +22,7 @@ import { workerToken } from '../src/manager/orchestrator.js';
 import { readProcStat } from '../src/worker/drivers/process.js';
 import { request } from './http.js';
 import { ChaosNet } from './proxy.js';
+import { clockShiftPreload, writeClockShift } from './clock-shift.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The built CLI (this file is dist/chaos/cluster.js). */
@@ -57,6 +58,8 @@ export interface ChaosClusterOptions {
   /** Extra manager flags. */
   managerArgs?: string[];
   workerArgs?: string[];
+  /** Start managers with the wall-clock shift preload (the clock-step nemesis). */
+  clockShift?: boolean;
 }
 
 export interface ManagerStatus {
@@ -118,6 +121,8 @@ export class ChaosCluster {
   readonly tokenFile: string;
   /** Called when a process exits without the harness asking (a crash). */
   onUnexpectedExit?: (id: string, code: number | null, signal: NodeJS.Signals | null) => void;
+  /** Managers whose wall clock is stepped now (offset ms). */
+  private readonly clockOffsets = new Map<string, number>();
   /** Task process groups seen (pid → /proc start time), killed at the end. */
   private readonly taskGroups = new Map<number, string | undefined>();
 
@@ -200,10 +205,15 @@ export class ChaosCluster {
     writeSync(fd, `\n=== chaos: starting ${id} (start ${n.starts + 1}) at ${new Date().toISOString()}\n`);
     const level = process.env.FLOTILLA_CHAOS_LOG_LEVEL; // e.g. debug, to investigate a failure
     const args = level ? [...n.args, '--log-level', level] : n.args;
-    const p = spawn(process.execPath, args, {
-      stdio: ['ignore', fd, fd],
-      env: { ...process.env, FLOTILLA_MANAGERS: '', FLOTILLA_LOG_LEVEL: process.env.FLOTILLA_LOG_LEVEL ?? 'info' },
-    });
+    const env: NodeJS.ProcessEnv = { ...process.env, FLOTILLA_MANAGERS: '', FLOTILLA_LOG_LEVEL: process.env.FLOTILLA_LOG_LEVEL ?? 'info' };
+    const clock = this.clockFile(id);
+    if (clock !== null) {
+      // The offset survives restarts, as a machine's clock would.
+      if (!existsSync(clock)) writeClockShift(clock, 0);
+      env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --import ${clockShiftPreload()}`.trim();
+      env.FLOTILLA_CLOCK_SHIFT_FILE = clock;
+    }
+    const p = spawn(process.execPath, args, { stdio: ['ignore', fd, fd], env });
     closeSync(fd);
     n.proc = p;
     n.pid = p.pid ?? null;
@@ -242,6 +252,30 @@ export class ChaosCluster {
       /* already gone */
     }
     await Promise.race([n.exited, sleep(5000)]);
+  }
+
+  /** The wall-clock offset file of a manager (null when clock shifting is off or for workers). */
+  clockFile(id: string): string | null {
+    return this.opts.clockShift && this.node(id).kind === 'manager' ? join(this.opts.dir, `${id}.clock-offset`) : null;
+  }
+
+  /** Steps a manager's wall clock by `deltaMs` (on top of any current step); false if not possible. */
+  stepClock(id: string, deltaMs: number): boolean {
+    const f = this.clockFile(id);
+    if (f === null) return false;
+    const next = (this.clockOffsets.get(id) ?? 0) + deltaMs;
+    writeClockShift(f, next);
+    if (next === 0) this.clockOffsets.delete(id);
+    else this.clockOffsets.set(id, next);
+    return true;
+  }
+
+  /** Puts every stepped wall clock back; returns the managers concerned. */
+  resetClocks(): string[] {
+    const ids = [...this.clockOffsets.keys()];
+    for (const id of ids) writeClockShift(this.clockFile(id)!, 0);
+    this.clockOffsets.clear();
+    return ids;
   }
 
   pause(id: string): void {

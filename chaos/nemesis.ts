@@ -19,13 +19,18 @@
 //   drop       reset the open connections of a random 20–60 % of all links
 //   latency    20–150 ms (+ up to 100 ms jitter) on every link of one manager, or on a random
 //              30 % of all links; removed at the next heal
+//   clock-step step the WALL clock of the leader or a random manager by ±1 min…1 h (only
+//              Date.now/new Date move, via the chaos/clock-shift.ts preload; the monotonic
+//              clock does not); stepped back at the next heal
+//   long-pause SIGSTOP the leader for longer than the failover grace (grace + 2…6 s), then
+//              SIGCONT; the nemesis waits it out (the next steps run late)
 // Budget: at most one fault at a time, and kill/pause/partition never take down or cut off more
 // than a minority of managers unless --allow-quorum-loss.
 import { Rng } from './prng.js';
 import type { ChaosCluster } from './cluster.js';
 import { sleep } from './cluster.js';
 
-export const FAULT_KINDS = ['kill', 'pause', 'partition', 'restart', 'drop', 'latency'] as const;
+export const FAULT_KINDS = ['kill', 'pause', 'partition', 'restart', 'drop', 'latency', 'clock-step', 'long-pause'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 export type PartitionShape = 'halves' | 'isolate-leader' | 'bridge' | 'one-way-leader' | 'split-all';
@@ -36,6 +41,8 @@ export type PlannedAction =
   | { kind: 'restart'; target: 'leader' | 'manager' | 'worker' }
   | { kind: 'drop'; fraction: number }
   | { kind: 'latency'; ms: number; jitterMs: number; scope: 'node' | 'links' }
+  | { kind: 'clock-step'; target: 'leader' | 'random'; offsetMs: number }
+  | { kind: 'long-pause'; ms: number }
   | { kind: 'heal' };
 
 export interface PlannedStep {
@@ -53,6 +60,8 @@ export interface ScheduleOptions {
   managers: number;
   workers: number;
   allowQuorumLoss: boolean;
+  /** The managers' failover grace (long-pause outlasts it). Default 10 s. */
+  failoverGraceMs?: number;
 }
 
 export function maxMinority(n: number): number {
@@ -95,6 +104,14 @@ export function planSchedule(o: ScheduleOptions): PlannedStep[] {
       case 'latency':
         action = { kind, ms: rng.between(20, 150), jitterMs: rng.between(0, 100), scope: rng.chance(0.5) ? 'node' : 'links' };
         break;
+      case 'clock-step': {
+        const minutes = rng.between(1, 60);
+        action = { kind, target: rng.chance(0.5) ? 'leader' : 'random', offsetMs: (rng.chance(0.5) ? 1 : -1) * minutes * 60_000 };
+        break;
+      }
+      case 'long-pause':
+        action = { kind, ms: (o.failoverGraceMs ?? 10_000) + rng.between(2000, 6000) };
+        break;
     }
     steps.push({ step: k, at, action });
   }
@@ -114,6 +131,10 @@ export function describeAction(a: PlannedAction): string {
       return `drop connections on ${Math.round(a.fraction * 100)}% of links`;
     case 'latency':
       return `latency ${a.ms}±${a.jitterMs} ms on ${a.scope === 'node' ? "one manager's links" : '30% of links'}`;
+    case 'clock-step':
+      return `step the wall clock of ${a.target === 'leader' ? 'the leader' : 'a random manager'} by ${a.offsetMs > 0 ? '+' : '-'}${Math.abs(a.offsetMs) / 60_000} min`;
+    case 'long-pause':
+      return `SIGSTOP the leader for ${(a.ms / 1000).toFixed(1)} s (past the failover grace)`;
     case 'heal':
       return 'heal';
   }
@@ -165,7 +186,7 @@ export class Nemesis {
       if (wait > 0) await sleep(wait, signal);
       if (signal.aborted) return;
       try {
-        await this.execute(s);
+        await this.execute(s, signal);
       } catch (e) {
         this.emit(s.step, 'heal', 'info', [], `step failed: ${(e as Error).message}`);
       }
@@ -189,7 +210,7 @@ export class Nemesis {
     return { id: rng.pick(up), note: '(leader unknown: random manager)' };
   }
 
-  async execute(s: PlannedStep): Promise<void> {
+  async execute(s: PlannedStep, signal?: AbortSignal): Promise<void> {
     const a = s.action;
     const c = this.ctx.cluster;
     const rng = Rng.derive(this.ctx.seed, `step-${s.step}`);
@@ -268,6 +289,31 @@ export class Nemesis {
         for (const l of links) l.latency(a.ms, a.jitterMs);
         this.actions++;
         this.emit(s.step, 'latency', 'start', [], `${a.ms}±${a.jitterMs} ms on ${what}`);
+        return;
+      }
+      case 'clock-step': {
+        let id: string;
+        let note = '';
+        if (a.target === 'leader') {
+          const l = await this.resolveLeader(rng);
+          if (l === null) return;
+          id = l.id;
+          note = ` ${l.note}`;
+        } else id = rng.pick(managers);
+        if (!c.stepClock(id, a.offsetMs)) return;
+        this.actions++;
+        this.emit(s.step, 'clock-step', 'start', [id], `wall clock of ${id}${note} ${a.offsetMs > 0 ? '+' : '-'}${Math.abs(a.offsetMs) / 60_000} min`);
+        return;
+      }
+      case 'long-pause': {
+        const l = await this.resolveLeader(rng);
+        if (l === null || !c.isUp(l.id)) return;
+        this.actions++;
+        c.pause(l.id);
+        this.emit(s.step, 'long-pause', 'start', [l.id], `SIGSTOP ${l.id} ${l.note} for ${(a.ms / 1000).toFixed(1)} s`);
+        await sleep(a.ms, signal);
+        c.resume(l.id);
+        this.emit(s.step, 'long-pause', 'heal', [l.id], `SIGCONT ${l.id}${signal?.aborted ? ' (run ending)' : ''}`);
         return;
       }
     }
@@ -357,6 +403,8 @@ export class Nemesis {
     }
     if (paused.length > 0) parts.push(`SIGCONT ${paused.join(',')}`);
     this.paused.clear();
+    const stepped = c.resetClocks();
+    if (stepped.length > 0) parts.push(`wall clock back on ${stepped.join(',')}`);
     const faulty = c.net.faulty().length;
     c.net.healAll();
     if (faulty > 0) parts.push(`heal ${faulty} links`);

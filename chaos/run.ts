@@ -28,6 +28,7 @@ import {
   type Verdict,
 } from './checker/index.js';
 import { ChaosCluster, sleep } from './cluster.js';
+import { checkNoHealthyWorkerDown, parseDownDeclarations, type DownDeclaration } from './checker/workers.js';
 import { LeaderMonitor, type LeaderObservation } from './monitor.js';
 import { describeAction, Nemesis, planSchedule, type FaultKind, type NemesisEvent, type PlannedStep } from './nemesis.js';
 import { clientLabel, KvWorkload, TASK_LINK, TaskWorkload } from './workload.js';
@@ -112,6 +113,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     managers: o.managers,
     workers: o.workers,
     clients: [...clients, TASK_LINK],
+    clockShift: o.faults.includes('clock-step'),
   });
   const lastResort = (): void => cluster.killAllSync();
   process.on('exit', lastResort);
@@ -248,6 +250,15 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     return parseRaftTrace(m, existsSync(f) ? readFileSync(f, 'utf8') : '');
   });
   results.raft = checkRaft(traces, { expectedNodes: cluster.managerIds, epochMs: wall0 });
+  if (o.workers > 0) {
+    const declarations: DownDeclaration[] = [];
+    for (const m of cluster.managerIds) {
+      const f = cluster.node(m).logFile;
+      if (existsSync(f)) declarations.push(...parseDownDeclarations(m, readFileSync(f, 'utf8')));
+    }
+    const harmed = nemesisEvents.filter((e) => e.kind === 'restart' || e.kind === 'crash').flatMap((e) => e.targets).filter((id) => cluster.workerIds.includes(id));
+    results.workers = checkNoHealthyWorkerDown({ workers: cluster.workerIds, harmed, declarations });
+  }
   const rendered = renderReport(results);
 
   const endMs = clock();

@@ -32,3 +32,4 @@ export {
   type RaftViolation,
 } from './raft.js';
 export { renderReport, reportJson, reportText, type CheckResults, type ReportJson, type Verdict } from './report.js';
+export { checkNoHealthyWorkerDown, parseDownDeclarations, type DownDeclaration, type WorkersCheckInput, type WorkersResult } from './workers.js';

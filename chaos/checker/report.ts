@@ -4,6 +4,7 @@ import type { LinearizabilityResult } from './linearizability.js';
 import type { LostWritesResult } from './lost-writes.js';
 import type { RaftCheckResult, RaftNodeSummary, RaftViolation } from './raft.js';
 import type { TasksResult, TaskViolation } from './tasks.js';
+import type { DownDeclaration, WorkersResult } from './workers.js';
 import { describeOp, type KvVersioned, type Op } from './types.js';
 
 export type Verdict = 'pass' | 'fail' | 'unknown';
@@ -13,6 +14,7 @@ export interface CheckResults {
   lostWrites?: LostWritesResult;
   tasks?: TasksResult;
   raft?: RaftCheckResult;
+  workers?: WorkersResult;
 }
 
 export interface ReportJson {
@@ -29,6 +31,8 @@ export interface ReportJson {
     unchecked: string[];
   };
   tasks?: { verdict: Verdict; tasks: number; violations: TaskViolation[] };
+  /** No healthy worker declared down (chaos/checker/workers.ts). */
+  workers?: { verdict: Verdict; workers: number; excused: number; violations: DownDeclaration[] };
   raft?: {
     verdict: Verdict;
     reason?: string;
@@ -91,6 +95,11 @@ export function reportJson(r: CheckResults): ReportJson {
     out.raft = { verdict: v, nodes: x.nodes, leaders: x.leaders, committed: x.committed, violations: x.violations, moreViolations: x.moreViolations };
     if (x.reason !== undefined) out.raft.reason = x.reason;
   }
+  if (r.workers !== undefined) {
+    const v: Verdict = r.workers.ok ? 'pass' : 'fail';
+    verdicts.push(v);
+    out.workers = { verdict: v, workers: r.workers.workers, excused: r.workers.excused, violations: r.workers.violations };
+  }
   out.verdict = combine(verdicts);
   return out;
 }
@@ -123,6 +132,12 @@ export function reportText(r: CheckResults): string {
     lines.push(`  tasks: ${t.verdict === 'pass' ? 'pass' : 'FAIL'} (${t.tasks} tasks, ${t.violations.length} violations)`);
     for (const v of t.violations.slice(0, LIST_LIMIT)) lines.push(`    ${v.kind}: ${v.message}`);
     if (t.violations.length > LIST_LIMIT) lines.push(`    … and ${t.violations.length - LIST_LIMIT} more`);
+  }
+  const wk = j.workers;
+  if (wk !== undefined) {
+    lines.push(`  healthy workers: ${wk.verdict === 'pass' ? 'pass' : 'FAIL'} (${wk.workers} workers, ${wk.violations.length} declared down without a fault${wk.excused > 0 ? `, ${wk.excused} down declarations of crashed/restarted workers` : ''})`);
+    for (const d of wk.violations.slice(0, LIST_LIMIT)) lines.push(`    ${d.manager} declared ${d.node} down: ${d.reason}`);
+    if (wk.violations.length > LIST_LIMIT) lines.push(`    … and ${wk.violations.length - LIST_LIMIT} more`);
   }
   const ra = j.raft;
   if (ra !== undefined) {

@@ -46,7 +46,7 @@ export function registerChaosCommands(program: Command): void {
     .option('--workers <n>', 'workers (process driver); 0 skips the task workload', '2')
     .option('--driver <driver>', 'task driver of the workers (only process)', 'process')
     .option('--duration <time>', 'how long the nemesis and the workload run', '120s')
-    .option('--faults <list>', 'kill,pause,partition,restart,drop,latency (or "none")', 'kill,pause,partition,restart,drop,latency')
+    .option('--faults <list>', 'kill,pause,partition,restart,drop,latency (also clock-step,long-pause; or "none")', 'kill,pause,partition,restart,drop,latency')
     .option('--interval <time>', 'time between nemesis steps (a fault, then a heal, …)', '3s')
     .option('--seed <seed>', 'PRNG seed of the nemesis schedule and the workload (default: random, printed)')
     .option('--out <dir>', 'output directory (default ./chaos-out/<timestamp>)')

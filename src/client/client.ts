@@ -6,6 +6,7 @@ import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { FlotillaError, toFlotillaError, type ErrorInfo } from '../manager/errors.js';
 import { Link } from '../tls/link.js';
+import { monoNow } from '../clock.js';
 
 export interface ClientOptions {
   /** Overall deadline for one call, retries included (ms). */
@@ -128,7 +129,7 @@ export class FlotillaClient {
   }
 
   async call<T>(method: string, path: string, o: CallOptions = {}): Promise<T> {
-    const deadline = Date.now() + (o.timeoutMs ?? this.opts.timeoutMs ?? 15_000);
+    const deadline = monoNow() + (o.timeoutMs ?? this.opts.timeoutMs ?? 15_000);
     const requestId = o.headers?.['x-request-id'] ?? randomUUID();
     let lastErr: FlotillaError | null = null;
     let tlsErr: FlotillaError | null = null;
@@ -137,12 +138,12 @@ export class FlotillaClient {
     // them, waiting longer helps nobody — fail now with the managers' explanation.
     const quorumLost = new Set<string>();
     let quorumErr: FlotillaError | null = null;
-    const started = Date.now();
+    const started = monoNow();
     for (let attempt = 0; ; attempt++) {
       const idx = o.pinned ? 0 : (this.preferred + attempt) % this.managers.length;
       const addr = this.managers[idx]!;
       try {
-        const r = await this.once(addr, method, path, o, requestId, Math.min(this.opts.attemptTimeoutMs ?? 5_000, Math.max(1, deadline - Date.now())));
+        const r = await this.once(addr, method, path, o, requestId, Math.min(this.opts.attemptTimeoutMs ?? 5_000, Math.max(1, deadline - monoNow())));
         if (r.status < 400) {
           this.preferred = idx;
           return r.body as T;
@@ -166,8 +167,8 @@ export class FlotillaClient {
       }
       if (quorumErr && !o.pinned && quorumLost.size >= this.managers.length) throw quorumErr;
       if (o.signal?.aborted) throw new FlotillaError('unavailable', 'aborted');
-      if (Date.now() >= deadline) break;
-      if (!waitedNotice && Date.now() - started > 1000) {
+      if (monoNow() >= deadline) break;
+      if (!waitedNotice && monoNow() - started > 1000) {
         waitedNotice = true;
         this.opts.onWait?.(lastErr?.message ?? 'waiting for the cluster');
       }

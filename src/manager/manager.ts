@@ -24,6 +24,7 @@ import { createOps, registerOps, type Ops } from './ops.js';
 import { applyQuota, DEFAULT_QUOTA_BYTES } from './quota.js';
 import { page, parsePage } from './paging.js';
 import { registerAuth, nodeCredential, nodeEpoch, RESERVED_KV_PREFIX } from './auth.js';
+import { monoNow } from '../clock.js';
 
 export interface ManagerOptions {
   id: NodeId;
@@ -76,7 +77,7 @@ export class Manager {
   ops: Ops | null = null;
   private readonly log: Logger;
   private readonly leaderWaitMs: number;
-  private readonly started = Date.now();
+  private readonly started = monoNow();
   private promoteTimer: NodeJS.Timeout | null = null;
   private closed = false;
   private trace: RaftTraceFile | null = null;
@@ -248,11 +249,11 @@ export class Manager {
 
   /** Resolves once a leader is known (or rejects after the wait). */
   async waitForLeader(ms = this.leaderWaitMs): Promise<NodeId> {
-    const deadline = Date.now() + ms;
+    const deadline = monoNow() + ms;
     for (;;) {
       const l = this.node.leader();
       if (l) return l;
-      if (Date.now() >= deadline || this.quorumLost()) throw this.noLeaderError();
+      if (monoNow() >= deadline || this.quorumLost()) throw this.noLeaderError();
       await sleep(20);
     }
   }
@@ -261,15 +262,15 @@ export class Manager {
   private quorumLost(): boolean {
     if (this.node.leader() || this.node.msSinceLeaderChange() < 2 * (this.opts.electionMs ?? 300)) return false;
     const voters = this.node.status().conf.voters;
-    const now = Date.now();
-    return voters.filter((v) => v === this.id || now - (this.node.lastContact.get(v) ?? 0) < 2000).length <= voters.length / 2;
+    const now = monoNow();
+    return voters.filter((v) => v === this.id || now - (this.node.lastContact.get(v) ?? -Infinity) < 2000).length <= voters.length / 2;
   }
 
   noLeaderError(): FlotillaError {
     const st = this.node.status();
     const voters = st.conf.voters;
-    const now = Date.now();
-    const reachable = voters.filter((v) => v === this.id || now - (this.node.lastContact.get(v) ?? 0) < 2000).length;
+    const now = monoNow();
+    const reachable = voters.filter((v) => v === this.id || now - (this.node.lastContact.get(v) ?? -Infinity) < 2000).length;
     return new FlotillaError(
       'unavailable',
       `no leader: ${reachable} of ${voters.length} managers reachable; writes fail until a quorum (${Math.floor(voters.length / 2) + 1}) is back. Stale reads work with ?stale=true; see docs/operations.md`,
@@ -296,16 +297,16 @@ export class Manager {
 
   /** A linearizable read barrier (ReadIndex), retried across a leader change until the deadline. */
   async linearizable(timeoutMs = 5000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = monoNow() + timeoutMs;
     for (;;) {
       try {
-        await this.node.readBarrier(Math.max(1, Math.min(2000, deadline - Date.now())));
+        await this.node.readBarrier(Math.max(1, Math.min(2000, deadline - monoNow())));
         return;
       } catch (e) {
-        if (Date.now() >= deadline) throw e instanceof RaftError && e.code === 'not_leader' ? this.noLeaderError() : raftToFlotilla(e);
+        if (monoNow() >= deadline) throw e instanceof RaftError && e.code === 'not_leader' ? this.noLeaderError() : raftToFlotilla(e);
         if (e instanceof RaftError && e.code === 'not_leader' && !this.node.leader()) {
           // waitForLeader fails at once while the quorum is lost: pause, or this loop spins the CPU.
-          await this.waitForLeader(Math.max(1, deadline - Date.now())).catch(() => sleep(20));
+          await this.waitForLeader(Math.max(1, deadline - monoNow())).catch(() => sleep(20));
         } else await sleep(20);
       }
     }
@@ -334,7 +335,7 @@ export class Manager {
    * leader (waiting for an election if there is none).
    */
   async onLeader(ctx: RequestContext, fn: () => Promise<unknown>): Promise<unknown> {
-    const deadline = Date.now() + this.leaderWaitMs;
+    const deadline = monoNow() + this.leaderWaitMs;
     for (;;) {
       // The client gave up: stop retrying on its behalf.
       if (ctx.req.socket.destroyed) throw new FlotillaError('unavailable', 'the client went away');
@@ -344,14 +345,14 @@ export class Manager {
         } catch (e) {
           const fe = toFlotillaError(e);
           // Lost leadership mid-write: if time remains, forward to the new leader.
-          if ((fe.code === 'not_leader' || fe.code === 'unavailable') && !this.node.isLeader() && Date.now() < deadline && ctx.req.headers[FORWARDED] === undefined) {
+          if ((fe.code === 'not_leader' || fe.code === 'unavailable') && !this.node.isLeader() && monoNow() < deadline && ctx.req.headers[FORWARDED] === undefined) {
             await sleep(20);
             continue;
           }
           throw fe;
         }
       }
-      const leader = await this.waitForLeader(Math.max(1, deadline - Date.now()));
+      const leader = await this.waitForLeader(Math.max(1, deadline - monoNow()));
       if (leader === this.id) continue;
       if (ctx.req.headers[FORWARDED] !== undefined) {
         throw new FlotillaError('not_leader', `not the leader; the leader is ${leader}`, { leader: this.node.members.get(leader) ?? leader, httpStatus: 503 });
@@ -362,7 +363,7 @@ export class Manager {
         return await this.forward(ctx, addr);
       } catch (e) {
         const fe = toFlotillaError(e);
-        if (Date.now() < deadline && (fe.code === 'unavailable' || fe.code === 'not_leader')) {
+        if (monoNow() < deadline && (fe.code === 'unavailable' || fe.code === 'not_leader')) {
           await sleep(50);
           continue;
         }
@@ -498,7 +499,7 @@ export class Manager {
       voters: st.conf.voters,
       learners: st.conf.learners,
       members: Object.fromEntries(this.node.members),
-      uptimeMs: Date.now() - this.started,
+      uptimeMs: monoNow() - this.started,
       progress: st.progress,
       clusterId: this.ops?.clusterId() ?? null,
       ...(st.leader ? {} : { message: this.noLeaderError().message }),
@@ -508,7 +509,7 @@ export class Manager {
   async clusterStatus() {
     const me = this.localStatus();
     const members = [...this.node.members.entries()];
-    const now = Date.now();
+    const now = monoNow();
     const results = await Promise.all(
       members.map(async ([id, addr]) => {
         if (id === this.id) return { id, addr, status: me as ReturnType<Manager['localStatus']> | null };
@@ -548,8 +549,8 @@ export class Manager {
     if (this.node.removed.has(id)) throw new FlotillaError('conflict', `manager id ${id} was removed before and cannot be reused; pick a new id`);
     await this.confChange({ type: 'addLearner', node: id, context: addr });
     // Promoted to voter by promoteLearners() once caught up; wait for it (bounded).
-    const deadline = Date.now() + 30_000;
-    while (Date.now() < deadline) {
+    const deadline = monoNow() + 30_000;
+    while (monoNow() < deadline) {
       if (this.node.status().conf.voters.includes(id)) return { id, addr, role: 'voter' };
       if (!this.node.isLeader()) break;
       await sleep(50);
@@ -579,8 +580,8 @@ export class Manager {
     } catch (e) {
       throw raftToFlotilla(e);
     }
-    const deadline = Date.now() + 3000;
-    while (Date.now() < deadline) {
+    const deadline = monoNow() + 3000;
+    while (monoNow() < deadline) {
       const l = this.node.leader();
       if (l === id) return { leader: id };
       await sleep(20);
@@ -589,13 +590,13 @@ export class Manager {
   }
 
   private async confChange(cc: ConfChange): Promise<void> {
-    const deadline = Date.now() + 10_000;
+    const deadline = monoNow() + 10_000;
     for (;;) {
       try {
         await this.node.proposeConfChange(cc, 10_000);
         return;
       } catch (e) {
-        if (e instanceof RaftError && e.code === 'conf_change_pending' && Date.now() < deadline) {
+        if (e instanceof RaftError && e.code === 'conf_change_pending' && monoNow() < deadline) {
           await sleep(50);
           continue;
         }

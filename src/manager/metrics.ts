@@ -8,6 +8,7 @@ import type { RequestRecord } from './http.js';
 import type { NodeStatus, TaskState } from './state.js';
 import { TASK_STATES } from './state.js';
 import { clusterEpoch } from './ops.js';
+import { monoNow } from '../clock.js';
 
 /** Disk latencies: etcd's guidance is a WAL fsync p99 under 10 ms. */
 const DISK_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
@@ -140,7 +141,7 @@ export class ManagerMetrics {
       registers: reg,
       collect() {
         this.reset();
-        const now = Date.now();
+        const now = monoNow();
         for (const [peer, t] of m.node.lastContact) if (m.node.members.has(peer)) this.set({ peer }, (now - t) / 1000);
       },
     });

@@ -24,6 +24,8 @@ import {
 } from './dispatch-protocol.js';
 import type { Logger } from './log.js';
 import { checkJoin, nodeCredential, nodeEpoch } from './auth.js';
+import { restartBackoff } from './state.js';
+import { monoNow, wallNow, StallDetector } from '../clock.js';
 
 export interface OrchestratorOptions {
   /** Heartbeat period the leader asks workers for (ms). */
@@ -46,6 +48,8 @@ export interface OrchestratorOptions {
 export function workerClusterId(clusterId: string | null, secret: string): string {
   return clusterId ?? 's-' + createHmac('sha256', secret).update('flotilla cluster scope v1').digest('hex').slice(0, 24);
 }
+/** Period of the node monitor (and of the stall check it carries). */
+const MONITOR_MS = 250;
 
 /** Largest frame accepted before a session has registered (a registration with ~3,000 tasks). */
 const MAX_REGISTER_FRAME = 1024 * 1024;
@@ -59,6 +63,7 @@ interface Session {
   id: string;
   nodeId: string;
   ws: WebSocket;
+  /** Monotonic ms of the last frame from the worker. */
   lastHeartbeat: number;
   lastAssignments: string;
   heartbeatPending: boolean;
@@ -83,8 +88,12 @@ export function decodeSessionFrame(buf: Buffer): unknown {
 export class Orchestrator {
   private readonly wss: WebSocketServer;
   private sessions = new Map<string, Session>();
-  /** When this leader last heard from each node (survives the node's session ending). */
+  /** When this leader last heard from each node (monotonic ms; survives the node's session ending). */
   private lastSeen = new Map<string, number>();
+  /** Notices when this process could not run (event-loop block, SIGSTOP): that time is not a worker's silence. */
+  private readonly stalls = new StallDetector(MONITOR_MS);
+  /** Monotonic due time of each restart waiting out its backoff, by `taskId:attempt:nextRestartAt`. */
+  private restartDue = new Map<string, number>();
   private leaderTerm: number | null = null;
   /** This leader has applied its own first entry: its state includes everything committed before. */
   private caughtUp = false;
@@ -159,7 +168,7 @@ export class Orchestrator {
   heartbeatAge(nodeId: string): number | null {
     if (this.leaderTerm === null) return null;
     const t = this.sessions.get(nodeId)?.lastHeartbeat ?? this.lastSeen.get(nodeId);
-    return t === undefined ? null : Date.now() - t;
+    return t === undefined ? null : monoNow() - t;
   }
 
   unplacedReason(taskId: string): string | undefined {
@@ -172,14 +181,15 @@ export class Orchestrator {
     if (this.leaderTerm === term) return;
     this.stopLeading();
     this.leaderTerm = term;
-    this.leaderSince = Date.now();
+    this.leaderSince = monoNow();
+    this.stalls.reset();
     this.log.info('leader services started', { term });
     this.caughtUp = false;
     // Announce the election and give every node a grace period to reconnect (never kill healthy
     // work). Until this entry is applied here, this leader's state may lag what its predecessor
     // committed: no decision (placement, node down, assignment set) is made from it before.
     void this.announce(term);
-    this.timers.push(setInterval(() => this.monitorNodes(), 250));
+    this.timers.push(setInterval(() => this.monitorNodes(), MONITOR_MS));
     this.timers.push(setInterval(() => void this.flushReports(), this.reportBatchMs));
     this.timers.push(setInterval(() => this.pushAssignments(), 50));
     this.timers.push(setInterval(() => this.restartLoop(), 200));
@@ -192,14 +202,15 @@ export class Orchestrator {
 
   private async announce(term: number): Promise<void> {
     for (let attempt = 0; this.leaderTerm === term; attempt++) {
-      const at = Date.now();
+      const at = wallNow();
       const r = await this.decide(() => [
         { type: 'cluster.leader', leader: this.m.id, term, at },
         { type: 'nodes.markUnknown', term, at },
       ]);
       if (r !== undefined && this.leaderTerm === term) {
         this.caughtUp = true;
-        this.leaderSince = Date.now();
+        // The failover grace starts now: from here on this leader can serve sessions.
+        this.leaderSince = monoNow();
         this.allDirty = true;
         this.kickScheduler();
         this.kickDrain();
@@ -219,6 +230,7 @@ export class Orchestrator {
     this.reports = [];
     this.lastUnplaced.clear();
     this.lastSeen.clear();
+    this.restartDue.clear();
     // Workers must follow the new leader: end every session (they reconnect and are redirected).
     for (const s of this.sessions.values()) s.ws.close(4001, 'leadership changed');
     this.sessions.clear();
@@ -349,9 +361,9 @@ export class Orchestrator {
     }
     const old = this.sessions.get(msg.nodeId);
     if (old) old.ws.close(4008, 'replaced by a new session');
-    const s: Session = { id: randomUUID(), nodeId: msg.nodeId, ws, lastHeartbeat: Date.now(), lastAssignments: '', heartbeatPending: false, welcomed: false };
+    const s: Session = { id: randomUUID(), nodeId: msg.nodeId, ws, lastHeartbeat: monoNow(), lastAssignments: '', heartbeatPending: false, welcomed: false };
     this.sessions.set(msg.nodeId, s);
-    const at = Date.now();
+    const at = wallNow();
     const reports = this.toReports(msg.nodeId, msg.tasks);
     const cmds: SingleCommand[] = [
       {
@@ -405,7 +417,7 @@ export class Orchestrator {
         reason: typeof t.reason === 'string' ? t.reason.slice(0, 1000) : undefined,
         exitCode: Number.isInteger(t.exitCode) ? t.exitCode : undefined,
         detail: typeof t.detail === 'string' ? t.detail.slice(0, 200) : undefined,
-        at: Number.isFinite(t.at) ? t.at : Date.now(),
+        at: Number.isFinite(t.at) ? t.at : wallNow(),
         attempt: Number.isInteger(t.attempt) ? t.attempt : undefined,
       });
     }
@@ -413,19 +425,19 @@ export class Orchestrator {
   }
 
   private onHeartbeat(s: Session): void {
-    s.lastHeartbeat = Date.now();
+    s.lastHeartbeat = monoNow();
     const node = this.m.state.getNode(s.nodeId);
     if (node && node.status !== 'ready' && !s.heartbeatPending) {
       s.heartbeatPending = true;
       void this.m
-        .propose({ type: 'node.heartbeat', id: s.nodeId, at: Date.now() })
+        .propose({ type: 'node.heartbeat', id: s.nodeId, at: wallNow() })
         .catch(() => {})
         .finally(() => (s.heartbeatPending = false));
     }
   }
 
   private onStatus(s: Session, reports: TaskStatusReport[]): void {
-    s.lastHeartbeat = Date.now();
+    s.lastHeartbeat = monoNow();
     this.reports.push(...this.toReports(s.nodeId, reports));
     this.flushSoon();
   }
@@ -510,8 +522,8 @@ export class Orchestrator {
         this.lastUnplaced = new Map(plan.unplaced.map((u) => [u.taskId, u.reason]));
         const reasons = plan.unplaced.filter((u) => this.m.state.getTask(u.taskId)?.reason !== u.reason);
         const cmds: SingleCommand[] = [];
-        if (plan.placements.length > 0) cmds.push({ type: 'task.assign', placements: plan.placements, term: 0, at: Date.now() });
-        if (reasons.length > 0) cmds.push({ type: 'task.pending', items: reasons.map((u) => ({ taskId: u.taskId, reason: u.reason })), term: 0, at: Date.now() });
+        if (plan.placements.length > 0) cmds.push({ type: 'task.assign', placements: plan.placements, term: 0, at: wallNow() });
+        if (reasons.length > 0) cmds.push({ type: 'task.pending', items: reasons.map((u) => ({ taskId: u.taskId, reason: u.reason })), term: 0, at: wallNow() });
         if (cmds.length === 0) continue;
         await this.decide((term) => cmds.map((c) => ({ ...c, term }) as SingleCommand));
       } while (this.scheduleAgain);
@@ -523,8 +535,13 @@ export class Orchestrator {
   // ------------------------------------------------------------------ node monitor
 
   private monitorNodes(): void {
+    // Time this process could not run is nobody's silence: every node's clock (and the
+    // failover grace) is moved forward by it, so a grace counts only time in which this leader
+    // could have heard the node.
+    const stalled = this.stalls.check();
+    if (stalled > 0) this.creditStall(stalled);
     if (this.leaderTerm === null || !this.caughtUp) return;
-    const now = Date.now();
+    const now = monoNow();
     for (const n of this.m.state.listNodes()) {
       if (n.status === 'down') continue;
       const s = this.sessions.get(n.id);
@@ -539,32 +556,63 @@ export class Orchestrator {
       this.inflight.add(key);
       const reason = `no heartbeat for ${Math.round((now - since) / 1000)} s`;
       this.log.warn(`node ${n.id} is down: ${reason}`);
-      void this.decide((term) => [{ type: 'node.down', id: n.id, reason, term, at: Date.now() }]).finally(() => this.inflight.delete(key));
+      void this.decide((term) => [{ type: 'node.down', id: n.id, reason, term, at: wallNow() }]).finally(() => this.inflight.delete(key));
       s?.ws.close(4010, 'declared down');
     }
   }
 
+  private creditStall(ms: number): void {
+    const now = monoNow();
+    this.log.warn('this manager could not run; node graces extended by the stall', { stalledMs: Math.round(ms) });
+    for (const s of this.sessions.values()) s.lastHeartbeat = Math.min(now, s.lastHeartbeat + ms);
+    for (const [id, t] of this.lastSeen) this.lastSeen.set(id, Math.min(now, t + ms));
+    this.leaderSince = Math.min(now, this.leaderSince + ms);
+    for (const [k, t] of this.restartDue) this.restartDue.set(k, t + ms);
+  }
+
   // ------------------------------------------------------------------ restarts and drain
+
+  /**
+   * When a restart's backoff ends, on this leader's monotonic clock. The replicated
+   * `nextRestartAt` is a wall-clock timestamp from the command that ended the attempt; the
+   * remaining wait is read from it once (bounded by the policy's backoff, so a stepped wall
+   * clock can shorten or lengthen no wait beyond it) and then counted monotonically.
+   */
+  private restartDueAt(t: Task, now: number): number {
+    const key = `${t.id}:${t.attempt}:${t.nextRestartAt}`;
+    let due = this.restartDue.get(key);
+    if (due === undefined) {
+      const backoff = restartBackoff(t.spec.restart, t.restarts);
+      const remaining = Math.min(backoff, Math.max(0, t.nextRestartAt! - wallNow()));
+      due = now + remaining;
+      this.restartDue.set(key, due);
+    }
+    return due;
+  }
 
   private restartLoop(): void {
     if (this.leaderTerm === null || !this.caughtUp) return;
-    const now = Date.now();
+    const now = monoNow();
     // Work lost with its node is rescheduled at once, whatever the restart policy: the task
     // did not fail, its node did (this does not count as a restart).
     for (const t of this.m.state.listTasks({ state: 'lost', desired: 'running' })) {
       const key = `restart:${t.id}:${t.attempt}`;
       if (this.inflight.has(key)) continue;
       this.inflight.add(key);
-      void this.decide((term) => [{ type: 'task.restart', taskId: t.id, term, at: Date.now(), force: true, reason: `rescheduled: ${t.reason}` }]).finally(() => this.inflight.delete(key));
+      void this.decide((term) => [{ type: 'task.restart', taskId: t.id, term, at: wallNow(), force: true, reason: `rescheduled: ${t.reason}` }]).finally(() => this.inflight.delete(key));
     }
+    const waiting = new Set<string>();
     for (const t of this.m.state.tasksAwaitingRestart()) {
       if (t.state === 'lost') continue;
-      if (t.nextRestartAt === undefined || t.nextRestartAt > now) continue;
+      if (t.nextRestartAt === undefined) continue;
+      waiting.add(`${t.id}:${t.attempt}:${t.nextRestartAt}`);
+      if (this.restartDueAt(t, now) > now) continue;
       const key = `restart:${t.id}:${t.attempt}`;
       if (this.inflight.has(key)) continue;
       this.inflight.add(key);
-      void this.decide((term) => [{ type: 'task.restart', taskId: t.id, term, at: Date.now() }]).finally(() => this.inflight.delete(key));
+      void this.decide((term) => [{ type: 'task.restart', taskId: t.id, term, at: wallNow() }]).finally(() => this.inflight.delete(key));
     }
+    for (const k of this.restartDue.keys()) if (!waiting.has(k)) this.restartDue.delete(k);
   }
 
   private drainScheduled = false;
@@ -588,7 +636,7 @@ export class Orchestrator {
       }
     }
     if (moves.length === 0) return;
-    void this.decide((term) => moves.map((t): SingleCommand => ({ type: 'task.restart', taskId: t.id, term, at: Date.now(), force: true, reason: `moved: node ${t.node} is draining` })));
+    void this.decide((term) => moves.map((t): SingleCommand => ({ type: 'task.restart', taskId: t.id, term, at: wallNow(), force: true, reason: `moved: node ${t.node} is draining` })));
   }
 
   nodes(): NodeInfo[] {

@@ -5,6 +5,7 @@ import { EventEmitter } from 'node:events';
 import { RaftCore, decodeConfChange, encodeConfChange, type Status } from './core.js';
 import { EntryType, RaftError, type ConfChange, type Entry, type Message, type NodeId, type PersistedState, type Ready, type Snapshot, type SoftState } from './types.js';
 import { Packr, unpack } from 'msgpackr';
+import { monoNow } from '../clock.js';
 
 /** The application replicated by Raft. apply() must be deterministic. */
 export interface StateMachine {
@@ -119,9 +120,9 @@ export class RaftNode extends EventEmitter {
   readonly removed = new Set<NodeId>();
   /** Removed ids already handed to transport.removePeer. */
   private readonly forgotten = new Set<NodeId>();
-  /** ms timestamp of the last message from each peer. */
+  /** Monotonic ms (src/clock.ts) of the last message from each peer. */
   readonly lastContact = new Map<NodeId, number>();
-  private lastLeaderChange = Date.now();
+  private lastLeaderChange = monoNow();
   private onPersist: RaftNodeOptions['onPersist'];
   private deferredHard: Ready['hardState'] | null = null;
   /** Committed snapshots and entries waiting to be applied, in log order. */
@@ -206,7 +207,7 @@ export class RaftNode extends EventEmitter {
   receive(m: Message): void {
     if (this.stopped) return;
     // Local reports about a peer (unreachable, snapshot status) are not signs of life.
-    if (m.type !== 'unreachable' && m.type !== 'snapStatus') this.lastContact.set(m.from, Date.now());
+    if (m.type !== 'unreachable' && m.type !== 'snapStatus') this.lastContact.set(m.from, monoNow());
     try {
       this.core.step(m);
     } catch (e) {
@@ -240,7 +241,7 @@ export class RaftNode extends EventEmitter {
   }
 
   msSinceLeaderChange(): number {
-    return Date.now() - this.lastLeaderChange;
+    return monoNow() - this.lastLeaderChange;
   }
 
   /** Proposes data; resolves with the state machine's result once applied on this node. */
@@ -424,7 +425,7 @@ export class RaftNode extends EventEmitter {
     const prev = this.soft;
     this.soft = s;
     if (prev.leader !== s.leader) {
-      this.lastLeaderChange = Date.now();
+      this.lastLeaderChange = monoNow();
       this.emit('leader', s.leader, this.core.status().term);
     }
     if (prev.role !== s.role) this.emit('role', s.role, this.core.status().term);

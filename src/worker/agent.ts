@@ -7,9 +7,16 @@
 //    (or the next manager when the leader is unknown); `welcome` → heartbeat every
 //    `heartbeatMs` and report status; `reject` → log and retry later.
 //  * ANY error ends the session: socket error/close, a malformed or unexpected frame, no
-//    welcome in time, no pong to our WebSocket pings for a while (a frozen manager). The
-//    agent then reconnects with capped exponential backoff plus jitter (100 ms → 5 s),
-//    cycling through the managers it knows (the last list a manager sent, then the seeds).
+//    welcome in time, no pong to our WebSocket pings for a while (a frozen manager).
+//  * Finding the leader is a race, not a queue: the agent opens a session attempt to one
+//    manager, then another every `huntStaggerMs` (300 ms) while none has answered the
+//    connection (a connected manager is waited for: it redirects or welcomes), and at
+//    once to any leader a `redirect` names; the first `welcome` wins and ends the others. A
+//    frozen manager (SIGSTOP: its kernel accepts the connection, nobody answers) thus costs
+//    one stagger step, not a handshake timeout, and the worker reaches a new leader well
+//    within the leader's failover grace. Only when every manager failed does the agent back
+//    off (capped exponential with jitter, 100 ms → 5 s) before the next round; after losing
+//    a welcomed session it hunts again at once. All timing is on the monotonic clock.
 //  * Tasks never stop because no manager answers, nor because a session ended. Only an
 //    `assignments` message can stop a task: the set is complete, so a task that is not in
 //    it (or is desired `shutdown`) is stopped (SIGTERM, SIGKILL after `stopGraceMs`). A new
@@ -59,6 +66,7 @@ import { parseTaskSpec, type TaskSpec } from '../manager/spec.js';
 import { isFinished, type Driver, type DriverTaskStatus, type LogLine } from './driver.js';
 import { readProcStat } from './drivers/process.js';
 import { decodeSessionFrame, encodeSessionFrame, parseManagerMessage, type AssignedTaskIn, type ManagerMessage } from './frames.js';
+import { monoNow } from '../clock.js';
 
 export const WORKER_VERSION = '0.1.0';
 
@@ -91,6 +99,8 @@ export interface WorkerAgentOptions {
   statusBatchMs?: number;
   /** How long a manager may take to answer `register`. Default 10 s. */
   welcomeTimeoutMs?: number;
+  /** While looking for the leader, another manager is tried this often (ms) until one welcomes. Default 300. */
+  huntStaggerMs?: number;
   /** Finished tasks whose logs are kept after the manager dropped them. Default 50. */
   retainFinished?: number;
   /** How long those logs are kept. Default 1 hour. */
@@ -148,12 +158,22 @@ interface Session {
   sessionId: string | null;
   term: number | null;
   heartbeatMs: number;
+  /** Monotonic ms of the last frame or pong from the manager. */
   lastHeard: number;
   timers: NodeJS.Timeout[];
   ended: boolean;
   /** `assignments` messages received in this session. */
   assignments: number;
+  /** Set by a hunt: asked before a welcome is accepted. */
+  onWelcome?: (s: Session) => boolean;
   end: (why: string, outcome?: Partial<SessionOutcome>) => void;
+}
+
+interface SessionHooks {
+  /** The attempt exists (so the hunt can end it). */
+  onStart?: (s: Session) => void;
+  /** A manager welcomed this attempt: false refuses it (another attempt already won). */
+  onWelcome?: (s: Session) => boolean;
 }
 
 interface SessionOutcome {
@@ -204,6 +224,9 @@ export class WorkerAgent {
   private server: http.Server | null = null;
   private addr: string | null = null;
   private session: Session | null = null;
+  /** Session attempts in flight (one welcomed at most), ended on close. */
+  private readonly attempts = new Set<Session>();
+  private readonly huntStaggerMs: number;
   private sessions = 0;
   private flushTimer: NodeJS.Timeout | null = null;
   private lastFlush = 0;
@@ -250,6 +273,7 @@ export class WorkerAgent {
     this.backoffMaxMs = Math.max(this.backoffMinMs, opts.backoffMaxMs ?? 5000);
     this.statusBatchMs = opts.statusBatchMs ?? 50;
     this.welcomeTimeoutMs = opts.welcomeTimeoutMs ?? 10_000;
+    this.huntStaggerMs = Math.max(10, opts.huntStaggerMs ?? 300);
     this.retainFinished = Math.max(0, opts.retainFinished ?? 50);
     this.retainFinishedMs = Math.max(0, opts.retainFinishedMs ?? 3_600_000);
     this.tokenDigest = createHash('sha256').update(opts.token).digest();
@@ -297,6 +321,7 @@ export class WorkerAgent {
     this.closed = true;
     this.abort.abort();
     this.session?.end('worker closing');
+    for (const a of [...this.attempts]) a.end('worker closing');
     if (this.flushTimer !== null) clearTimeout(this.flushTimer);
     this.flushTimer = null;
     if (this.pruneTimer !== null) clearInterval(this.pruneTimer);
@@ -624,7 +649,7 @@ export class WorkerAgent {
   private queueReport(r: TaskStatusReport): void {
     this.pending.set(r.taskId, r);
     if (this.flushTimer !== null || this.closed) return;
-    const wait = Math.max(0, this.lastFlush + this.statusBatchMs - Date.now());
+    const wait = Math.max(0, this.lastFlush + this.statusBatchMs - monoNow());
     this.flushTimer = setTimeout(() => {
       this.flushTimer = null;
       this.flush();
@@ -636,7 +661,7 @@ export class WorkerAgent {
     if (s === null || !s.welcomed || s.ended || this.pending.size === 0) return; // kept until welcomed
     const reports = [...this.pending.values()];
     this.pending.clear();
-    this.lastFlush = Date.now();
+    this.lastFlush = monoNow();
     // Keep frames far below the bound: a few hundred reports per frame.
     for (let i = 0; i < reports.length; i += 500) {
       if (!this.send(s, { t: 'status', reports: reports.slice(i, i + 500) })) return;
@@ -645,13 +670,6 @@ export class WorkerAgent {
 
   // ---------------------------------------------------------------------------------------------
   // Sessions
-
-  private nextManager(): string {
-    const list = this.candidates();
-    const m = list[this.cursor % list.length]!;
-    this.cursor = (this.cursor + 1) % list.length;
-    return m;
-  }
 
   /** The managers the cluster told us about, then the seeds. */
   private candidates(): string[] {
@@ -672,44 +690,111 @@ export class WorkerAgent {
 
   private async loop(): Promise<void> {
     let failures = 0;
-    let redirects = 0;
-    let next: string | null = null;
+    let electing = 0;
+    let last: string | null = null;
     while (!this.closed) {
-      const target = next ?? this.nextManager();
-      next = null;
-      const out = await this.runSession(target);
+      const out = await this.hunt(last);
       if (this.closed) break;
-      if (out.welcomed) {
-        failures = 0;
-        redirects = 0;
-      } else if (!out.electing && out.redirectTo === null) {
-        // Only a manager that could not be reached counts: a redirect means the cluster answered.
-        failures++;
-      }
+      last = out.target;
       let delay: number;
-      if (out.electing) {
+      if (out.welcomed) {
+        // Lost a working session (often: the leader died or froze): look again at once.
+        failures = 0;
+        electing = 0;
+        delay = this.backoff(0);
+      } else if (out.electing) {
         // A manager answered but the cluster is electing a leader: ask again soon, without
-        // growing the backoff — after a leader change the worker must be back within the
-        // new leader's failover grace period.
-        delay = this.backoff(0);
-      } else if (out.redirectTo !== null) {
-        next = out.redirectTo;
-        redirects++;
-        // Ping-pong between managers (e.g. to a leader that just died) backs off per round.
-        delay = redirects <= 2 ? 0 : this.backoff(Math.floor(Math.max(failures, redirects - 2) / Math.max(1, this.managers.length)));
-      } else if (out.welcomed) {
-        delay = this.backoff(0);
+        // growing the backoff much — the worker must be back within the new leader's failover
+        // grace (100 ms rounds for the first second or so, then at most 800 ms).
+        delay = this.backoff(Math.min(3, Math.floor(electing++ / 10)));
       } else {
-        // A dead manager: try the next one soon; back off per full round over all managers.
-        const rounds = Math.floor(failures / Math.max(1, this.managers.length));
-        delay = this.backoff(out.rejected ? Math.max(failures, 5) : rounds);
+        // No manager could be reached (or all refused us): back off per full round.
+        failures++;
+        delay = this.backoff(out.rejected ? Math.max(failures, 5) : failures - 1);
       }
-      this.log.debug('session ended', { manager: target, why: out.why, retryInMs: Math.round(delay), next });
+      this.log.debug('no session', { why: out.why, retryInMs: Math.round(delay) });
       if (delay > 0) await sleep(delay, this.abort.signal);
     }
   }
 
-  private runSession(target: string): Promise<SessionOutcome> {
+  /**
+   * One round of looking for the leader: session attempts race (see the header). Resolves when
+   * the welcomed session ends, or when every attempt of the round ended without a welcome.
+   */
+  private hunt(avoid: string | null): Promise<SessionOutcome & { target: string | null }> {
+    return new Promise((done) => {
+      const list = this.candidates();
+      const first = this.cursor % list.length;
+      this.cursor = (this.cursor + 1) % list.length;
+      let order = [...list.slice(first), ...list.slice(0, first)];
+      // The manager of the session just lost goes last: it may be the one that froze.
+      if (avoid !== null && order.length > 1 && order.includes(avoid)) order = [...order.filter((m) => m !== avoid), avoid];
+      const tried = new Set<string>();
+      const live = new Set<Session>();
+      let running = 0;
+      let winner: Session | null = null;
+      let finished = false;
+      let electing = false;
+      let rejected = false;
+      let why = 'no manager to try';
+      let lastTarget: string | null = null;
+      // A manager whose connection opened answers at once (followers redirect) or after a
+      // commit (the leader welcomes): wait for it rather than register twice with the same
+      // leader under two addresses. Only attempts that did not even open (a frozen or dead
+      // manager) make the hunt widen.
+      const stagger = setInterval(() => {
+        if (winner === null && ![...live].some((a) => !a.ended && a.ws.readyState === WebSocket.OPEN)) startNext();
+      }, this.huntStaggerMs);
+      const finish = (out: SessionOutcome & { target: string | null }): void => {
+        if (finished) return;
+        finished = true;
+        clearInterval(stagger);
+        for (const a of live) if (a !== winner) a.end('no longer needed');
+        done(out);
+      };
+      const startNext = (): void => {
+        const t = order.find((m) => !tried.has(m));
+        if (t !== undefined) start(t);
+      };
+      const start = (target: string): void => {
+        if (finished || this.closed || tried.has(target)) return;
+        tried.add(target);
+        running++;
+        let mine: Session | null = null;
+        void this.runSession(target, {
+          onStart: (s) => {
+            mine = s;
+            live.add(s);
+          },
+          onWelcome: (s) => {
+            if (winner !== null && winner !== s) return false;
+            winner = s;
+            clearInterval(stagger);
+            for (const a of live) if (a !== s) a.end('another manager welcomed this worker');
+            return true;
+          },
+        }).then((out) => {
+          running--;
+          if (mine !== null) live.delete(mine);
+          lastTarget = target;
+          if (out.welcomed && winner === mine) return finish({ ...out, target });
+          if (finished) return;
+          why = out.why;
+          if (out.rejected) rejected = true;
+          if (out.electing || out.redirectTo !== null) electing = true;
+          if (winner === null) {
+            if (out.redirectTo !== null && !tried.has(out.redirectTo)) start(out.redirectTo);
+            else startNext();
+          }
+          if (running === 0 && winner === null) finish({ welcomed: false, redirectTo: null, rejected: rejected && !electing, electing, why, target: lastTarget });
+        });
+      };
+      if (order.length === 0 || this.closed) return finish({ welcomed: false, redirectTo: null, rejected: false, why, target: null });
+      start(order[0]!);
+    });
+  }
+
+  private runSession(target: string, hooks: SessionHooks = {}): Promise<SessionOutcome> {
     return new Promise((resolveOutcome) => {
       const n = ++this.sessions;
       let ws: WebSocket;
@@ -718,7 +803,9 @@ export class WorkerAgent {
         ws = new WebSocket(`${tls ? 'wss' : 'ws'}://${target}${SESSION_PATH}`, {
           ...(tls ? { ca: tls.ca, cert: tls.cert, key: tls.key, checkServerIdentity: expectServer() } : {}),
           maxPayload: MAX_SESSION_FRAME,
-          handshakeTimeout: Math.min(this.welcomeTimeoutMs, 5000),
+          // Short: a live manager answers the upgrade at once; a frozen one must not hold the
+          // attempt (other attempts race it anyway).
+          handshakeTimeout: Math.min(this.welcomeTimeoutMs, 2000),
           perMessageDeflate: false,
           headers: { authorization: `Bearer ${this.opts.token}` },
         });
@@ -734,7 +821,7 @@ export class WorkerAgent {
         sessionId: null,
         term: null,
         heartbeatMs: 0,
-        lastHeard: Date.now(),
+        lastHeard: monoNow(),
         timers: [],
         ended: false,
         assignments: 0,
@@ -755,11 +842,15 @@ export class WorkerAgent {
           ws.terminate();
         }
         if (this.session === s) this.session = null;
+        this.attempts.delete(s);
         const level = s.welcomed || outcome.redirectTo !== undefined ? 'info' : 'debug';
         this.log[level]('session ended', { manager: target, session: s.sessionId, why });
         resolveOutcome({ welcomed: s.welcomed, redirectTo: outcome.redirectTo ?? null, rejected: outcome.rejected ?? false, electing: outcome.electing, why });
       };
-      this.session = s;
+      if (this.session === null || this.session.ended) this.session = s;
+      this.attempts.add(s);
+      hooks.onStart?.(s);
+      s.onWelcome = hooks.onWelcome;
       if (this.closed) {
         s.end('worker closing');
         return;
@@ -767,7 +858,7 @@ export class WorkerAgent {
 
       s.timers.push(setTimeout(() => s.end(`no answer to register within ${this.welcomeTimeoutMs} ms`), this.welcomeTimeoutMs));
       ws.on('open', () => {
-        s.lastHeard = Date.now();
+        s.lastHeard = monoNow();
         // Retired tasks too: their final state may not have been committed before the last
         // session ended (a leader change), and the manager ignores what it already knows.
         const tasks = [...this.tasks.values(), ...[...this.retired.values()].filter((r) => !this.tasks.has(r.taskId))].map((t) => this.reportOf(t));
@@ -789,7 +880,7 @@ export class WorkerAgent {
       });
       ws.on('message', (data, isBinary) => {
         if (s.ended) return;
-        s.lastHeard = Date.now();
+        s.lastHeard = monoNow();
         let msg: ManagerMessage;
         try {
           if (!isBinary) throw new FlotillaError('bad_request', 'text frame (session frames are binary)');
@@ -808,7 +899,7 @@ export class WorkerAgent {
         }
       });
       ws.on('pong', () => {
-        s.lastHeard = Date.now();
+        s.lastHeard = monoNow();
       });
       ws.on('close', (code, reason) => s.end(`connection closed (${code}${reason.length > 0 ? ` ${reason.toString()}` : ''})`));
       ws.on('error', (e) => s.end(`connection error: ${errMessage(e)}`));
@@ -830,7 +921,12 @@ export class WorkerAgent {
         return;
       case 'welcome': {
         if (s.welcomed) throw new Error('a second welcome in one session');
+        if (s.onWelcome !== undefined && !s.onWelcome(s)) {
+          s.end('another manager welcomed this worker first');
+          return;
+        }
         s.welcomed = true;
+        this.session = s;
         s.sessionId = msg.sessionId;
         s.term = msg.term;
         s.heartbeatMs = Math.max(10, msg.heartbeatMs);
@@ -864,7 +960,7 @@ export class WorkerAgent {
     const deadAfter = Math.max(4 * s.heartbeatMs, 3000);
     const tick = (): void => {
       if (s.ended) return;
-      if (Date.now() - s.lastHeard > deadAfter) {
+      if (monoNow() - s.lastHeard > deadAfter) {
         s.end(`manager silent for ${deadAfter} ms`);
         return;
       }

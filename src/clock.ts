@@ -1,0 +1,91 @@
+// Time sources. Every duration flotilla measures (heartbeat ages, grace periods, timeouts,
+// backoffs, deadlines) is taken on the MONOTONIC clock: it never steps when an operator or NTP
+// sets the wall clock, and it keeps counting while the process is stopped (SIGSTOP) or its
+// event loop is blocked, so such stalls are visible as a gap. The WALL clock (Date.now) is used
+// only for what people read (logs, displayed times) and for timestamps written into replicated
+// commands (`at` fields), never to decide that time has passed.
+//
+// Both are read through one replaceable clock so tests (and a whole-system simulator) can
+// drive them; production code calls `monoNow()` / `wallNow()`.
+
+export interface Clock {
+  /** Monotonic milliseconds (arbitrary origin; only differences mean anything). */
+  mono(): number;
+  /** Wall-clock milliseconds since the epoch (display and command timestamps only). */
+  wall(): number;
+}
+
+export const systemClock: Clock = {
+  mono: () => performance.now(),
+  wall: () => Date.now(),
+};
+
+let current: Clock = systemClock;
+
+/** Monotonic ms: the only clock to measure durations with. */
+export function monoNow(): number {
+  return current.mono();
+}
+
+/** Wall-clock ms: for display and for `at` timestamps written into commands. */
+export function wallNow(): number {
+  return current.wall();
+}
+
+/** Replaces the process clock (tests, simulator); returns a function that restores the previous one. */
+export function setClock(c: Clock): () => void {
+  const prev = current;
+  current = c;
+  return () => {
+    current = prev;
+  };
+}
+
+/** A clock that moves only when told to (tests). */
+export class ManualClock implements Clock {
+  constructor(
+    private monoMs = 0,
+    private wallMs = 1_700_000_000_000,
+  ) {}
+  mono(): number {
+    return this.monoMs;
+  }
+  wall(): number {
+    return this.wallMs;
+  }
+  /** Real time passes: both clocks move. */
+  advance(ms: number): void {
+    this.monoMs += ms;
+    this.wallMs += ms;
+  }
+  /** Someone sets the wall clock: only it moves. */
+  stepWall(ms: number): void {
+    this.wallMs += ms;
+  }
+}
+
+/**
+ * Detects stalls of this process: a check that should run every `periodMs` and finds a larger
+ * gap on the monotonic clock means the process could not run for the difference (blocked event
+ * loop, SIGSTOP, VM pause). `check()` returns the stalled ms since the previous check (0 when
+ * on time), counting only the part beyond `periodMs + slackMs`.
+ */
+export class StallDetector {
+  private last: number;
+  constructor(
+    private readonly periodMs: number,
+    private readonly slackMs = 500,
+    private readonly clock: () => number = monoNow,
+  ) {
+    this.last = clock();
+  }
+  check(): number {
+    const now = this.clock();
+    const gap = now - this.last;
+    this.last = now;
+    return gap > this.periodMs + this.slackMs ? gap - this.periodMs : 0;
+  }
+  reset(): void {
+    this.last = this.clock();
+  }
+}
