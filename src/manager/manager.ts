@@ -22,6 +22,10 @@ import { registerJoin } from './join.js';
 import { registerWeb } from './web.js';
 import { createOps, registerOps, type Ops } from './ops.js';
 import { registerAuth, nodeCredential, nodeEpoch, RESERVED_KV_PREFIX } from './auth.js';
+import { bootstrapClusterId, incarnations, IncarnationGuard, probeBootstrap } from './incarnation.js';
+import { unpack } from 'msgpackr';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
 
 export interface ManagerOptions {
   id: NodeId;
@@ -76,6 +80,10 @@ export class Manager {
   private promoteTimer: NodeJS.Timeout | null = null;
   private closed = false;
   private trace: RaftTraceFile | null = null;
+  /** Compares the peers' storage ids with the recorded ones (incarnation.ts). */
+  private guard: IncarnationGuard | null = null;
+  /** 'probing': a fresh store asking its bootstrap peers whether it is a wiped member (not in Raft yet). */
+  private phase: 'probing' | 'running' = 'running';
   /** Extra route/upgrade handlers added by other modules (dispatcher, events, web). */
   readonly upgrades = new Map<string, (req: http.IncomingMessage, socket: import('node:stream').Duplex, head: Buffer) => void>();
   private staticHandler: ((req: http.IncomingMessage, res: http.ServerResponse) => boolean) | null = null;
@@ -104,7 +112,7 @@ export class Manager {
   static async start(opts: ManagerOptions): Promise<Manager> {
     const log = opts.log ?? consoleLogger(opts.id);
     const ops = await createOps(opts.id, log);
-    const storage = await RaftStorage.open(opts.dataDir, { nodeId: opts.id, onWrite: ops.metrics.onWrite });
+    const storage = await RaftStorage.open(opts.dataDir, { nodeId: opts.id, onWrite: ops.metrics.onWrite, check: checkPersisted });
     let persisted;
     try {
       persisted = await storage.load();
@@ -118,6 +126,8 @@ export class Manager {
       await storage.close();
       throw new FlotillaError('bad_request', `--bootstrap does not name this manager (${opts.id})`);
     }
+    // Every cluster has an id from its bootstrap on: all bootstrapping managers derive the same one.
+    if (fresh && opts.bootstrap && storage.meta.clusterId === null) await storage.setClusterId(bootstrapClusterId(opts.secret, opts.bootstrap));
     const tickMs = opts.tickMs ?? 10;
     const heartbeatMs = opts.heartbeatMs ?? 50;
     const electionMs = opts.electionMs ?? 300;
@@ -155,7 +165,10 @@ export class Manager {
       id: opts.id,
       secret: opts.secret,
       advertise: m.addr,
-      onMessage: (msg) => node.receive(msg),
+      // Nothing reaches Raft while a fresh store still checks that it is not a wiped member.
+      onMessage: (msg) => {
+        if (m.phase !== 'probing') node.receive(msg);
+      },
       onUnreachable: (peer) => node.reportUnreachable(peer),
       onSnapshotStatus: (peer, ok) => node.reportSnapshot(peer, ok),
       resolveAddr: (id) => m.peerAddr(id) ?? learned.get(id),
@@ -163,8 +176,9 @@ export class Manager {
       log: (level, msg, fields) => log[level](msg, fields),
       tls: opts.tls,
       // A removed manager is refused even with a valid certificate; a store that has not
-      // joined yet (no members) accepts the leader that adds it.
-      acceptPeer: (id) => node.members.size === 0 || node.members.has(id),
+      // joined yet (no members) accepts the leader that adds it. A member that came back with a
+      // wiped data directory is refused too (incarnation.ts).
+      acceptPeer: (id) => m.phase !== 'probing' && (node.members.size === 0 || (node.members.has(id) && !m.guard?.wiped.has(id))),
       ...ops.raftHooks(storage, node, persisted),
     });
     node.setTransport(m.transport);
@@ -201,7 +215,27 @@ export class Manager {
         resolve();
       });
     });
+    if (fresh && opts.bootstrap) {
+      // An empty store cannot tell a new cluster's first start from a wiped member's: ask the peers.
+      m.phase = 'probing';
+      try {
+        await probeBootstrap(m, {
+          peers: opts.bootstrap,
+          dataDir: storage.path,
+          storageId: storage.meta.storageId,
+          clusterId: storage.meta.clusterId,
+          log,
+          isClosed: () => m.closed,
+        });
+      } catch (e) {
+        await m.abandonFreshStore();
+        throw e;
+      }
+      m.phase = 'running';
+    }
     node.start();
+    m.guard = new IncarnationGuard(m, { storageId: () => storage.meta.storageId, clusterId: () => storage.meta.clusterId, dataDir: storage.path, log });
+    m.guard.start();
     m.promoteTimer = setInterval(() => void m.promoteLearners(), 100);
     m.promoteTimer.unref();
     log.info('manager started', { listen: opts.listen, data: opts.dataDir, members: Object.fromEntries(node.members) });
@@ -211,6 +245,7 @@ export class Manager {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.guard?.stop();
     if (this.promoteTimer) clearInterval(this.promoteTimer);
     this.orchestrator?.close();
     await this.node.stop();
@@ -219,6 +254,26 @@ export class Manager {
     this.server.closeAllConnections?.();
     await new Promise<void>((r) => this.server.close(() => r()));
     await this.storage.close();
+  }
+
+  /** A refused start on a store this start created: stop, and take the new store away again. */
+  private async abandonFreshStore(): Promise<void> {
+    this.closed = true;
+    this.trace?.close();
+    await this.transport.close();
+    this.server.closeAllConnections?.();
+    await new Promise<void>((r) => this.server.close(() => r()));
+    await this.storage.close();
+    const dir = this.storage.path;
+    if (this.storage.foundAs === 'absent') await fsp.rm(dir, { recursive: true, force: true }).catch(() => {});
+    else if (this.storage.foundAs === 'empty') {
+      for (const n of await fsp.readdir(dir).catch(() => [] as string[])) if (n !== 'tls') await fsp.rm(path.join(dir, n), { recursive: true, force: true }).catch(() => {});
+    }
+  }
+
+  /** A manager's /v1/status (over TLS when the cluster has it). */
+  statusOf(addr: string, timeoutMs: number): Promise<unknown> {
+    return getJson(addr, '/v1/status', timeoutMs, this.link);
   }
 
   setStatic(h: (req: http.IncomingMessage, res: http.ServerResponse) => boolean): void {
@@ -488,6 +543,10 @@ export class Manager {
       uptimeMs: Date.now() - this.started,
       progress: st.progress,
       clusterId: this.ops?.clusterId() ?? null,
+      storageId: this.storage.meta.storageId,
+      /** Storage ids of the managers of this cluster, as recorded in the replicated state. */
+      incarnations: incarnations(this.state, this.ops?.clusterId() ?? null),
+      ...(this.phase === 'probing' ? { phase: 'probing' } : {}),
       ...(st.leader ? {} : { message: this.noLeaderError().message }),
     };
   }
@@ -525,7 +584,8 @@ export class Manager {
         lastIndex: status?.lastIndex ?? null,
         lag: status ? Math.max(0, leaderCommit - status.appliedIndex) : null,
         lastContactMs: id === this.id ? 0 : this.node.lastContact.has(id) ? now - this.node.lastContact.get(id)! : null,
-        healthy: status !== null && status.leader !== null,
+        healthy: status !== null && status.leader !== null && !this.guard?.wiped.has(id),
+        ...(this.guard?.wiped.has(id) ? { wiped: true } : {}),
       })),
     };
   }
@@ -606,6 +666,23 @@ export class Manager {
       }
       return; // one change at a time
     }
+  }
+}
+
+/** Validation of a store's content run on its scratch copy before the directory is opened. */
+function checkPersisted(st: import('../raft/types.js').PersistedState): void {
+  if (!st.snapshot || st.snapshot.data.length === 0) return;
+  let ns: { app?: unknown };
+  try {
+    ns = unpack(st.snapshot.data) as { app?: unknown };
+  } catch (e) {
+    throw new Error(`snapshot ${st.snapshot.meta.index} cannot be decoded: ${(e as Error).message}`);
+  }
+  if (!ns || !(ns.app instanceof Uint8Array)) throw new Error(`snapshot ${st.snapshot.meta.index} holds no state`);
+  try {
+    ClusterState.restore(ns.app);
+  } catch (e) {
+    throw new Error(`snapshot ${st.snapshot.meta.index} holds a state that cannot be loaded: ${(e as Error).message}`);
   }
 }
 
