@@ -57,7 +57,24 @@ export interface ManagerOptions {
   caKey?: string;
   /** Append a Raft trace (JSON lines, src/raft/trace.ts) to this file. Off by default. */
   raftTrace?: string;
+  /** Bounds on the API port's connections (defaults: CONNECTION_LIMITS). */
+  connections?: Partial<ConnectionLimits>;
 }
+
+export interface ConnectionLimits {
+  /**
+   * A new connection must complete its TLS handshake and send a request's headers within this
+   * (ms); a whole request body must arrive within max(this, 60 s). Idle keep-alive connections
+   * close after 30 s (or this, if shorter). Upgraded connections (WebSockets) are not affected.
+   */
+  idleTimeoutMs: number;
+  /** Open connections (of any kind) from one IP address; more are closed at once. */
+  maxPerIp: number;
+  /** Open connections in total; more are closed at once. */
+  maxTotal: number;
+}
+
+export const CONNECTION_LIMITS: ConnectionLimits = { idleTimeoutMs: 10_000, maxPerIp: 512, maxTotal: 4096 };
 
 const FORWARDED = 'x-flotilla-forwarded';
 
@@ -101,12 +118,24 @@ export class Manager {
     this.leaderWaitMs = opts.leaderWaitMs ?? 5000;
     this.link = new Link(opts.tls);
     const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => void this.onRequest(req, res);
+    const limits = { ...CONNECTION_LIMITS, ...opts.connections };
+    const idle = limits.idleTimeoutMs;
+    const httpOpts: http.ServerOptions = {
+      headersTimeout: idle,
+      requestTimeout: Math.max(idle, 60_000),
+      keepAliveTimeout: Math.min(30_000, idle),
+      // How often the timeouts above are checked (Node's default, 30 s, lets idle sockets linger).
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(idle / 4))),
+    };
     // With TLS a client certificate is asked for but optional at this layer: the API
     // authenticates with bearer tokens, while /raft and the worker sessions require one.
     this.server = opts.tls
-      ? (https.createServer({ key: opts.tls.key, cert: opts.tls.cert + opts.tls.ca, ca: opts.tls.ca, requestCert: true, rejectUnauthorized: false }, handler) as unknown as http.Server)
-      : http.createServer(handler);
-    this.server.keepAliveTimeout = 30_000;
+      ? (https.createServer(
+          { ...httpOpts, key: opts.tls.key, cert: opts.tls.cert + opts.tls.ca, ca: opts.tls.ca, requestCert: true, rejectUnauthorized: false, handshakeTimeout: idle },
+          handler,
+        ) as unknown as http.Server)
+      : http.createServer(httpOpts, handler);
+    limitConnections(this.server, limits, log);
   }
 
   static async start(opts: ManagerOptions): Promise<Manager> {
@@ -667,6 +696,48 @@ export class Manager {
       return; // one change at a time
     }
   }
+}
+
+/**
+ * Caps the open connections on the API port, per client IP and in total: a connection over a cap
+ * is closed as soon as it is accepted (before TLS or HTTP), so idle or slow clients cannot hold
+ * every socket. Counted from 'connection' to 'close', upgraded connections included.
+ */
+function limitConnections(server: http.Server, limits: ConnectionLimits, log: Logger): void {
+  const perIp = new Map<string, number>();
+  let total = 0;
+  let lastWarn = 0;
+  server.on('connection', (socket: import('node:net').Socket) => {
+    const ip = socket.remoteAddress ?? '?';
+    const n = perIp.get(ip) ?? 0;
+    if (n >= limits.maxPerIp || total >= limits.maxTotal) {
+      if (Date.now() - lastWarn > 10_000) {
+        lastWarn = Date.now();
+        log.warn(
+          n >= limits.maxPerIp
+            ? `refusing connections from ${ip}: it has ${n} open (--max-connections-per-ip ${limits.maxPerIp})`
+            : `refusing connections: ${total} open (--max-connections ${limits.maxTotal})`,
+          { ip },
+        );
+      }
+      socket.destroy();
+      return;
+    }
+    perIp.set(ip, n + 1);
+    total++;
+    // A connection that sends nothing at all: Node's header timeout only starts with the first byte.
+    const silent = setTimeout(() => {
+      if (socket.bytesRead === 0) socket.destroy();
+    }, limits.idleTimeoutMs);
+    silent.unref();
+    socket.once('close', () => {
+      clearTimeout(silent);
+      total--;
+      const left = (perIp.get(ip) ?? 1) - 1;
+      if (left <= 0) perIp.delete(ip);
+      else perIp.set(ip, left);
+    });
+  });
 }
 
 /** Validation of a store's content run on its scratch copy before the directory is opened. */
