@@ -29,7 +29,9 @@ async function seeded(): Promise<{ c: TestCluster; leader: string; token: string
   const open = c.client();
   const tok = await open.post<{ token: string }>('/v1/tokens', { role: 'admin' });
   const client = new FlotillaClient(c.addrs(), { timeoutMs: 15_000, token: tok.token });
-  for (let i = 0; i < 20; i++) await client.put(`/v1/kv/k${i}`, `v${i}`);
+  // A follower checks the token against its own state, which may not hold it for a moment.
+  await eventually(async () => (await client.put('/v1/kv/k0', 'v0'), true), 10_000, 'the new token accepted');
+  for (let i = 1; i < 20; i++) await client.put(`/v1/kv/k${i}`, `v${i}`);
   // Every manager knows the three storage ids (the leader records them once they acknowledged entries).
   await eventually(async () => {
     const sts = await Promise.all([...c.managers.keys()].map((id) => c.status(id)));
@@ -127,5 +129,28 @@ describe('wiped manager data directory', () => {
     expect((await withTok.get<{ value: string }>('/v1/kv/k7?stale=true', { pinned: true })).value).toBe('v7');
     const s = await c.status(leader);
     expect(Object.keys(s!.incarnations).sort()).toEqual([...c.managers.keys()].sort());
+  });
+
+  it('a wiped follower restarted with --join under its old id is refused by the cluster and stops', async () => {
+    const { c, leader, client } = await seeded();
+    const victim = [...c.managers.keys()].find((id) => id !== leader)!;
+    await c.killAndWait(victim);
+    renameSync(join(c.dir, victim), join(c.dir, `${victim}.moved`));
+    const args = [...c.managers.get(victim)!.args];
+    const at = args.indexOf('--bootstrap');
+    args.splice(at, 2, '--join');
+    const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stderr!.on('data', (d: Buffer) => (out += d.toString('utf8')));
+    p.stdout!.on('data', (d: Buffer) => (out += d.toString('utf8')));
+    const code = await exitOf(p, 30_000);
+    if (code === 'timeout') p.kill('SIGKILL');
+    expect(code, out).toBe(1);
+    expect(out).toMatch(/data was wiped or replaced/);
+    // The cluster kept its data and a leader throughout.
+    expect((await client.get<{ value: string }>('/v1/kv/k3')).value).toBe('v3');
+    const cl = await client.get<{ leader: string; managers: { id: string; healthy: boolean }[] }>('/v1/cluster');
+    expect(cl.leader).toBeTruthy();
+    expect(cl.managers.find((m) => m.id === victim)!.healthy).toBe(false);
   });
 });

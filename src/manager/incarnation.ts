@@ -141,7 +141,15 @@ export class IncarnationGuard {
 
   constructor(
     private readonly m: Manager,
-    private readonly o: { storageId: () => string; clusterId: () => string | null; dataDir: string; log: Logger; intervalMs?: number },
+    private readonly o: {
+      storageId: () => string;
+      clusterId: () => string | null;
+      dataDir: string;
+      log: Logger;
+      /** Peers also known only from the transport (a manager that joined and has no membership yet). */
+      learned?: () => Map<NodeId, string>;
+      intervalMs?: number;
+    },
   ) {}
 
   start(): void {
@@ -182,10 +190,13 @@ export class IncarnationGuard {
     const mine = this.o.storageId();
     let recs = incarnations(this.m.state, cid);
     if (recs[me] !== undefined && recs[me] !== mine) return this.fatal(me, recs[me]!);
-    const peers = [...this.m.node.members.keys()].filter((id) => id !== me);
+    const known = new Map(this.o.learned?.() ?? []);
+    for (const id of this.m.node.members.keys()) known.set(id, this.m.peerAddr(id) ?? known.get(id) ?? '');
+    known.delete(me);
+    const peers = [...known.keys()];
     const sts = await Promise.all(
       peers.map((id) => {
-        const addr = this.m.peerAddr(id);
+        const addr = known.get(id);
         return addr ? this.m.statusOf(addr, 1000).then((s) => s as PeerStatus, () => null) : Promise.resolve(null);
       }),
     );

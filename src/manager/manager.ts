@@ -263,7 +263,7 @@ export class Manager {
       m.phase = 'running';
     }
     node.start();
-    m.guard = new IncarnationGuard(m, { storageId: () => storage.meta.storageId, clusterId: () => storage.meta.clusterId, dataDir: storage.path, log });
+    m.guard = new IncarnationGuard(m, { storageId: () => storage.meta.storageId, clusterId: () => storage.meta.clusterId, dataDir: storage.path, log, learned: () => learned });
     m.guard.start();
     m.promoteTimer = setInterval(() => void m.promoteLearners(), 100);
     m.promoteTimer.unref();
