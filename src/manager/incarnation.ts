@@ -42,14 +42,19 @@ export function bootstrapClusterId(secret: string, members: Record<NodeId, strin
   return 'e0-' + createHmac('sha256', secret).update('flotilla-cluster-id\n' + text).digest('hex').slice(0, 32);
 }
 
-/** Storage ids recorded for managers of cluster `clusterId` (records of another cluster id are ignored). */
-export function incarnations(state: ClusterState, clusterId: string | null): Record<NodeId, string> {
+/**
+ * Storage ids recorded for managers `ids` of cluster `clusterId` (records of another cluster id
+ * are ignored). Point lookups: /v1/status calls this on every request.
+ */
+export function incarnations(state: ClusterState, clusterId: string | null, ids: Iterable<NodeId>): Record<NodeId, string> {
   const out: Record<NodeId, string> = {};
   if (!clusterId) return out;
-  for (const e of state.kvList(INCARNATION_PREFIX)) {
+  for (const id of ids) {
+    const e = state.kvGet(INCARNATION_PREFIX + id);
+    if (!e) continue;
     try {
       const r = JSON.parse(typeof e.value === 'string' ? e.value : Buffer.from(e.value).toString('utf8')) as IncarnationRecord;
-      if (r && typeof r.storageId === 'string' && r.clusterId === clusterId) out[e.key.slice(INCARNATION_PREFIX.length)] = r.storageId;
+      if (r && typeof r.storageId === 'string' && r.clusterId === clusterId) out[id] = r.storageId;
     } catch {
       /* not a record */
     }
@@ -188,7 +193,8 @@ export class IncarnationGuard {
     if (!cid) return;
     const me = this.m.id;
     const mine = this.o.storageId();
-    let recs = incarnations(this.m.state, cid);
+    const ids = () => new Set([me, ...this.m.node.members.keys(), ...(this.o.learned?.().keys() ?? [])]);
+    let recs = incarnations(this.m.state, cid, ids());
     if (recs[me] !== undefined && recs[me] !== mine) return this.fatal(me, recs[me]!);
     const known = new Map(this.o.learned?.() ?? []);
     for (const id of this.m.node.members.keys()) known.set(id, this.m.peerAddr(id) ?? known.get(id) ?? '');
@@ -201,7 +207,7 @@ export class IncarnationGuard {
       }),
     );
     if (this.stopped) return;
-    recs = incarnations(this.m.state, cid);
+    recs = incarnations(this.m.state, cid, ids());
     for (let i = 0; i < peers.length; i++) {
       const id = peers[i]!;
       const st = sts[i];
@@ -226,6 +232,7 @@ export class IncarnationGuard {
     // The leader records the storage ids: its own, then of each manager that acknowledged entries.
     const status = this.m.node.status();
     const candidates = [me, ...status.conf.voters, ...status.conf.learners];
+    recs = incarnations(this.m.state, cid, candidates);
     for (const id of candidates) {
       if (recs[id] !== undefined) continue;
       const sid = id === me ? mine : this.seen.get(id);

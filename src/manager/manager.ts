@@ -574,7 +574,7 @@ export class Manager {
       clusterId: this.ops?.clusterId() ?? null,
       storageId: this.storage.meta.storageId,
       /** Storage ids of the managers of this cluster, as recorded in the replicated state. */
-      incarnations: incarnations(this.state, this.ops?.clusterId() ?? null),
+      incarnations: incarnations(this.state, this.ops?.clusterId() ?? null, this.node.members.keys()),
       ...(this.phase === 'probing' ? { phase: 'probing' } : {}),
       ...(st.leader ? {} : { message: this.noLeaderError().message }),
     };
