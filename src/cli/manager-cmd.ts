@@ -54,7 +54,7 @@ export function registerManagerCommands(program: Command): void {
     .option('--listen <host:port>', 'address for the API, the web page and peer traffic')
     .option('--advertise <host:port>', 'address others use to reach this manager (default: --listen)')
     .option('--data <dir>', 'data directory (created if missing)')
-    .option('--bootstrap <members>', 'initial managers of a new cluster: m1=host:port,m2=host:port,… (ignored once data exists)')
+    .option('--bootstrap <members>', 'initial managers of a new cluster: m1=host:port,m2=host:port,… (ignored once data exists; with an empty data directory the manager first waits for the others to answer, and refuses to start if it was a member whose data was wiped)')
     .option('--join', 'start empty and wait to be added with `flotilla manager add` (no --bootstrap)')
     .option('--secret-file <file>', 'file holding the cluster secret (or FLOTILLA_SECRET; default: the secret beside --ca, or the one received with --join-token)')
     .option('--ca <dir>', 'directory of the cluster CA made by `flotilla init` (first start: this manager issues its own certificate)')
