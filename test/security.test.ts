@@ -310,3 +310,92 @@ describe('secrets', () => {
     }
   });
 });
+
+describe('the open API without tokens', () => {
+  it('is open only while no token was ever created: a state without tokens after the first one demands a token', async () => {
+    const { ClusterState, encodeCommand } = await import('../src/manager/state.js');
+    const { authenticate } = await import('../src/manager/auth.js');
+    const req = { headers: {}, url: '/v1/kv/pwned' } as unknown as http.IncomingMessage;
+    const st = new ClusterState();
+    expect(authenticate(st, req, { write: true, what: 'PUT /v1/kv/pwned' })).toBeNull();
+    // What the first token creation replicates before the token itself; the token is gone again.
+    st.applyEntry(encodeCommand({ type: 'kv.put', key: '__flotilla/auth-enforced', value: '{"at":1}', cas: 0 } as never), { index: 1, term: 1, at: Date.now() } as never);
+    const err = authenticate(st, req, { write: true, what: 'PUT /v1/kv/pwned' });
+    expect(err?.code).toBe('unauthorized');
+  });
+
+  it('the first token creation sets the never-cleared flag (real cluster)', async () => {
+    // The shared cluster has tokens by now (API tokens suite; made here when run alone).
+    let tok = adminToken;
+    if (!tok) tok = (await call(leaderAddr, 'POST', '/v1/tokens', { body: { role: 'admin' } })).body.token as string;
+    const r = await call(leaderAddr, 'GET', '/v1/snapshot', { token: tok });
+    expect(r.status).toBe(200);
+    expect(r.text.includes('__flotilla/auth-enforced') || Buffer.from(r.text, 'latin1').includes('auth-enforced')).toBe(true);
+  });
+});
+
+describe('API connection limits', () => {
+  let idle: TestCluster | null = null;
+  let capped: TestCluster | null = null;
+  afterAll(async () => {
+    await Promise.all([idle?.stop(), capped?.stop()]);
+  });
+
+  function dial(addr: string, localAddress?: string): Promise<import('node:net').Socket> {
+    return import('node:net').then(
+      (net) =>
+        new Promise((resolve, reject) => {
+          const [host, port] = splitAddr(addr);
+          const s = net.connect({ host, port, localAddress }, () => resolve(s));
+          s.on('error', () => {});
+          s.once('error', reject);
+        }),
+    );
+  }
+  const closed = (s: import('node:net').Socket) => s.destroyed || s.readableEnded || s.closed;
+
+  it('closes connections that stay idle, and refuses connections over the per-IP and total caps', async () => {
+    [idle, capped] = await Promise.all([
+      TestCluster.managers(1, ['--http-idle-timeout', '1000']),
+      TestCluster.managers(1, ['--max-connections-per-ip', '8', '--max-connections', '12']),
+    ]);
+    // 1. Idle: sockets that send nothing, or only part of a request, are closed.
+    const ia = idle.addrs()[0]!;
+    const silent = await Promise.all(Array.from({ length: 5 }, () => dial(ia)));
+    const partial = await dial(ia);
+    partial.write('GET /v1/status HTTP/1.1\r\nhost: x\r\n');
+    // Read whatever the manager answers (a 408 to the partial request), so its close is seen.
+    for (const s of [...silent, partial]) s.on('end', () => s.destroy()).resume();
+    await eventually(() => [...silent, partial].every(closed), 10_000, 'idle sockets closed by the manager').catch((e) => {
+      throw new Error(`${(e as Error).message}: ${JSON.stringify([...silent, partial].map((s) => [s.destroyed, s.readableEnded, s.closed, s.bytesRead]))}`);
+    });
+
+    // 2. Caps: 8 from 127.0.0.2 are kept, the 9th is closed at once.
+    const ca = capped.addrs()[0]!;
+    const mine: import('node:net').Socket[] = [];
+    try {
+      for (let i = 0; i < 8; i++) mine.push(await dial(ca, '127.0.0.2'));
+      const ninth = await dial(ca, '127.0.0.2').catch(() => null);
+      if (ninth) {
+        mine.push(ninth);
+        await eventually(() => closed(ninth), 5000, 'the 9th connection from one IP refused');
+      }
+      await sleep(300);
+      expect(mine.slice(0, 8).every((s) => !closed(s))).toBe(true);
+      // Total: from 127.0.0.3 the cap of 12 is reached before its own per-IP cap of 8.
+      let refusedAt = -1;
+      for (let i = 0; i < 8 && refusedAt < 0; i++) {
+        const s = await dial(ca, '127.0.0.3').catch(() => null);
+        if (s) mine.push(s);
+        await sleep(150);
+        if (!s || closed(s)) refusedAt = i;
+      }
+      expect(refusedAt).toBeGreaterThanOrEqual(0);
+      expect(refusedAt).toBeLessThanOrEqual(4);
+    } finally {
+      for (const s of mine) s.destroy();
+    }
+    // Once they are gone, the manager answers again.
+    await eventually(async () => (await capped!.status('m1'))?.role === 'leader', 10_000, 'status answered after the caps freed');
+  });
+});

@@ -96,7 +96,7 @@ describe('RaftStorage', () => {
     expect(empty.hardState).toEqual({ term: 0, vote: null, commit: 0 });
     expect(empty.snapshot).toBeNull();
     expect(empty.entries).toEqual([]);
-    expect(empty.meta).toEqual({ format: 'flotilla-raft', version: 1, nodeId: 'n1', clusterId: 'c1' });
+    expect(empty.meta).toEqual({ format: 'flotilla-raft', version: 1, nodeId: 'n1', clusterId: 'c1', storageId: expect.stringMatching(/^[0-9a-f]{16}$/) });
 
     const binary = new Uint8Array([0, 255, 1, 254, 7]);
     await s.save({
@@ -456,5 +456,115 @@ for (let k = 0; k < 4; k++) writer();
     }
     expect(st.hardState.commit).toBeLessThanOrEqual(st.entries.length);
     await s.close();
+  });
+});
+
+describe('RaftStorage refusals say what happened and change nothing', () => {
+  it('a full file system: "no space left on device", not "corrupt", and the directory unchanged', async () => {
+    const mnt = await fsp.mkdtemp(path.join(os.tmpdir(), 'flotilla-full-'));
+    const { spawnSync } = await import('node:child_process');
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt], { encoding: 'utf8' });
+    if (mounted.status !== 0) {
+      await fsp.rmdir(mnt).catch(() => {});
+      if (process.env.CI === 'true') throw new Error(`cannot mount a tmpfs to fill (needs root): ${mounted.stderr}`);
+      console.warn(`skipped: cannot mount a tmpfs (${mounted.stderr.trim()})`);
+      return;
+    }
+    try {
+      const dir = path.join(mnt, 'raft');
+      const s = await RaftStorage.open(dir, { nodeId: 'n1' });
+      for (let i = 1; i <= 20; i++) await s.save({ hardState: { term: 1, vote: 'n1', commit: i - 1 }, entries: [ent(i, 1, 'y'.repeat(2000))] });
+      await s.close();
+      // Reopened once: the entries move into a table file, which the verification hard-links
+      // (it needs no space), so with a few free pages the copy succeeds and LevelDB's own open fails.
+      await (await RaftStorage.open(dir, { nodeId: 'n1' })).close();
+      // Fill the file system to the last byte.
+      const filler = path.join(mnt, 'filler');
+      const fh = await fsp.open(filler, 'w');
+      const chunk = Buffer.alloc(4096, 1);
+      try {
+        for (let i = 0; i < 1024; i++) await fh.write(chunk);
+      } catch (e) {
+        expect((e as NodeJS.ErrnoException).code).toBe('ENOSPC');
+      }
+      await fh.close();
+      const full = (await fsp.stat(filler)).size;
+      let refused = 0;
+      // 0..5 free pages: the copy fails, or LevelDB's open on the copy does; both are "no space".
+      for (let pages = 0; pages <= 5; pages++) {
+        await fsp.truncate(filler, Math.max(0, full - pages * 4096));
+        const before = await hashTree(dir);
+        const err = await RaftStorage.open(dir, { nodeId: 'n1' }).then(
+          async (st) => {
+            await st.close();
+            return null;
+          },
+          (e: unknown) => e as StorageError,
+        );
+        if (err === null) continue; // enough room after all
+        refused++;
+        expect(err).toBeInstanceOf(StorageError);
+        expect(err.message, `${pages} free pages`).toMatch(/no space left on device/);
+        expect(err.message, `${pages} free pages`).not.toMatch(/corrupt/);
+        expect(err.message).toContain(dir);
+        expect(await hashTree(dir)).toEqual(before);
+        expect((await fsp.readdir(mnt)).sort()).toEqual(['filler', 'raft']); // no scratch left behind
+      }
+      expect(refused).toBeGreaterThanOrEqual(2);
+    } finally {
+      spawnSync('umount', [mnt]);
+      await fsp.rmdir(mnt).catch(() => {});
+    }
+  });
+
+  it('a store the caller rejects (an undecodable snapshot) is refused with every byte as it was', async () => {
+    const dir = await freshDir();
+    const s = await RaftStorage.open(dir, { nodeId: 'n1' });
+    for (let i = 1; i <= 30; i++) await s.save({ hardState: { term: 1, vote: 'n1', commit: i - 1 }, entries: [ent(i, 1, 'z'.repeat(300))] });
+    await s.save({ snapshot: { meta: { index: 31, term: 1, conf: { voters: ['n1'], learners: [] } }, data: new Uint8Array([0xc1, 0xc1, 0xc1]) }, entries: [] });
+    await s.close();
+    expect((await fsp.readdir(dir)).some((n) => n.endsWith('.log'))).toBe(true);
+    const before = await hashTree(dir);
+    const err = await RaftStorage.open(dir, {
+      nodeId: 'n1',
+      check: (st) => {
+        if (st.snapshot && st.snapshot.data[0] === 0xc1) throw new Error('snapshot 31 cannot be decoded');
+      },
+    }).then(
+      async (st) => {
+        await st.close();
+        throw new Error('open unexpectedly succeeded');
+      },
+      (e: unknown) => e as StorageError,
+    );
+    expect(err.code).toBe('corrupt');
+    expect(err.message).toMatch(/snapshot 31 cannot be decoded.*nothing was changed/);
+    expect(await hashTree(dir)).toEqual(before);
+  });
+
+  it('a manager refused on a store with an undecodable snapshot leaves the directory byte-for-byte as it was', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const dir = await freshDir();
+    const s = await RaftStorage.open(dir, { nodeId: 'm1' });
+    for (let i = 1; i <= 30; i++) await s.save({ hardState: { term: 1, vote: 'm1', commit: i - 1 }, entries: [ent(i, 1, 'z'.repeat(300))] });
+    // Node-level snapshot data that is valid MessagePack but holds an undecodable state.
+    await s.save({ snapshot: { meta: { index: 31, term: 1, conf: { voters: ['m1'], learners: [] } }, data: pack({ members: { m1: '127.0.0.1:1' }, app: new Uint8Array([1, 2, 3]) }) }, entries: [] });
+    await s.close();
+    const before = await hashTree(dir);
+    const secret = path.join(path.dirname(dir), 'secret');
+    await fsp.writeFile(secret, 'storage-test-secret-0123456789abcdef');
+    const cli = path.join(repo, 'dist', 'src', 'cli', 'main.js');
+    const net = await import('node:net');
+    const port = await new Promise<number>((resolve) => {
+      const srv = net.createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as { port: number }).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    const out = spawnSync(process.execPath, [cli, 'manager', '--id', 'm1', '--listen', `127.0.0.1:${port}`, '--data', dir, '--secret-file', secret, '--insecure'], { encoding: 'utf8', timeout: 30_000 });
+    expect(out.status, out.stderr).toBe(1);
+    expect(out.stderr).toContain(dir);
+    expect(out.stderr).toMatch(/snapshot 31 holds a state that cannot be loaded/);
+    expect(await hashTree(dir)).toEqual(before);
   });
 });

@@ -42,6 +42,9 @@ interface ManagerFlags {
   seed?: string;
   insecure?: boolean;
   raftTrace?: string;
+  httpIdleTimeout: string;
+  maxConnections: string;
+  maxConnectionsPerIp: string;
 }
 
 export function registerManagerCommands(program: Command): void {
@@ -52,7 +55,7 @@ export function registerManagerCommands(program: Command): void {
     .option('--listen <host:port>', 'address for the API, the web page and peer traffic')
     .option('--advertise <host:port>', 'address others use to reach this manager (default: --listen)')
     .option('--data <dir>', 'data directory (created if missing)')
-    .option('--bootstrap <members>', 'initial managers of a new cluster: m1=host:port,m2=host:port,… (ignored once data exists)')
+    .option('--bootstrap <members>', 'initial managers of a new cluster: m1=host:port,m2=host:port,… (ignored once data exists; with an empty data directory the manager first waits for the others to answer, and refuses to start if it was a member whose data was wiped)')
     .option('--join', 'start empty and wait to be added with `flotilla manager add` (no --bootstrap)')
     .option('--secret-file <file>', 'file holding the cluster secret (or FLOTILLA_SECRET; default: the secret beside --ca, or the one received with --join-token)')
     .option('--ca <dir>', 'directory of the cluster CA made by `flotilla init` (first start: this manager issues its own certificate)')
@@ -70,6 +73,9 @@ export function registerManagerCommands(program: Command): void {
     .option('--strategy <name>', 'placement strategy: spread | binpack', 'spread')
     .option('--allow-privileged', 'accept privileged task specs and host mounts')
     .option('--peer-route <routes>', 'reach these peers at these addresses instead of their advertised ones: m2=host:port,… (NAT, proxies)')
+    .option('--http-idle-timeout <ms>', 'a new API connection must send its request headers (and finish TLS) within this; idle keep-alive connections close after min(30 s, this)', '10000')
+    .option('--max-connections <n>', 'open API/peer/worker connections in total; more are closed at once', '4096')
+    .option('--max-connections-per-ip <n>', 'open connections from one IP address; more are closed at once', '512')
     .option('--raft-trace <file>', 'append a trace of this node\'s Raft progress (leaders, commit index, entry terms) as JSON lines; off by default')
     .addHelpText(
       'after',
@@ -137,7 +143,13 @@ Examples:
         const failoverGraceMs = parseIntFlag('--failover-grace', flags.failoverGrace, 100, 3_600_000);
         if (nodeGraceMs < 2 * workerHeartbeatMs) throw new UsageError('--node-grace must be at least 2 × --worker-heartbeat');
         if (flags.strategy !== 'spread' && flags.strategy !== 'binpack') throw new UsageError(`--strategy must be spread or binpack, got '${flags.strategy}'`);
+        const connections = {
+          idleTimeoutMs: parseIntFlag('--http-idle-timeout', flags.httpIdleTimeout, 100, 3_600_000),
+          maxTotal: parseIntFlag('--max-connections', flags.maxConnections, 1, 1_000_000),
+          maxPerIp: parseIntFlag('--max-connections-per-ip', flags.maxConnectionsPerIp, 1, 1_000_000),
+        };
         const m = await Manager.start({
+          connections,
           id,
           listen,
           advertise,

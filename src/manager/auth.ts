@@ -4,7 +4,10 @@
 //   `viewer` (read-only: GETs, the event stream, task logs). Only the SHA-256 of a token is
 //   stored, replicated through Raft as a reserved kv record (`__flotilla/api-tokens/<id>`, which
 //   the public kv API refuses). Enforcement is on as soon as the cluster holds one token, so a
-//   cluster without tokens keeps its open API (and anyone may create the first token).
+//   cluster without tokens keeps its open API (and anyone may create the first token) — but only
+//   while no token was ever created: the first creation also sets a replicated flag
+//   (`__flotilla/auth-enforced`) that is never cleared, so a state without tokens after that
+//   demands a token anyway.
 //   `GET /v1/status` stays open (liveness, and managers ask each other for it).
 // - The worker join token: the derived `workerToken(secret)` until rotated, then the hash of a
 //   random one (`__flotilla/worker-join`). A registered worker gets a node credential
@@ -25,6 +28,13 @@ import { caFingerprint, formatJoinToken, parseJoinToken } from '../tls/pki.js';
 export const RESERVED_KV_PREFIX = '__flotilla/';
 const TOKENS_PREFIX = `${RESERVED_KV_PREFIX}api-tokens/`;
 const JOIN_KEY = `${RESERVED_KV_PREFIX}worker-join`;
+/** Set by the first token creation and never cleared: from then on the API always demands a token. */
+const ENFORCED_KEY = `${RESERVED_KV_PREFIX}auth-enforced`;
+
+/** Whether a token was ever created in this cluster. */
+export function authEverEnforced(state: ClusterState): boolean {
+  return state.kvGet(ENFORCED_KEY) !== undefined;
+}
 
 export type Role = 'admin' | 'viewer';
 export const ROLES: readonly Role[] = ['admin', 'viewer'];
@@ -155,7 +165,7 @@ function presented(req: http.IncomingMessage, allowQuery: boolean): string | nul
 /** Authenticates a request against the replicated tokens; null = allowed (no tokens: open API). */
 export function authenticate(state: ClusterState, req: http.IncomingMessage, opts: { write: boolean; adminOnly?: boolean; allowQuery?: boolean; what: string }): FlotillaError | null {
   const tokens = apiTokens(state);
-  if (tokens.length === 0) return null;
+  if (tokens.length === 0 && !authEverEnforced(state)) return null;
   const tok = presented(req, opts.allowQuery ?? false);
   if (tok === null) return new FlotillaError('unauthorized', `Cannot ${opts.what} as the request carries no API token; ${HOW_TO}`);
   const h = sha256hex(tok);
@@ -220,6 +230,13 @@ export function registerAuth(m: Manager, log: Logger): void {
     return m.onLeader(ctx, async () => {
       const token = newApiToken();
       const rec: ApiTokenRecord = { id: 'tok-' + randomBytes(5).toString('hex'), role, hash: sha256hex(token), createdAt: Date.now() };
+      if (!authEverEnforced(m.state)) {
+        try {
+          await m.propose({ type: 'kv.put', key: ENFORCED_KEY, value: JSON.stringify({ at: rec.createdAt, by: rec.id }), cas: 0 });
+        } catch (e) {
+          if (!(e instanceof FlotillaError && e.code === 'conflict')) throw e; // set meanwhile by another creation
+        }
+      }
       await m.propose({ type: 'kv.put', key: TOKENS_PREFIX + rec.id, value: JSON.stringify(rec), cas: 0 });
       log.info('api token created', { id: rec.id, role });
       return new Reply(201, { id: rec.id, role, createdAt: rec.createdAt, token });

@@ -25,6 +25,10 @@ import { applyQuota, DEFAULT_QUOTA_BYTES } from './quota.js';
 import { page, parsePage } from './paging.js';
 import { registerAuth, nodeCredential, nodeEpoch, RESERVED_KV_PREFIX } from './auth.js';
 import { monoNow } from '../clock.js';
+import { bootstrapClusterId, incarnations, IncarnationGuard, probeBootstrap } from './incarnation.js';
+import { unpack } from 'msgpackr';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
 
 export interface ManagerOptions {
   id: NodeId;
@@ -58,7 +62,24 @@ export interface ManagerOptions {
   caKey?: string;
   /** Append a Raft trace (JSON lines, src/raft/trace.ts) to this file. Off by default. */
   raftTrace?: string;
+  /** Bounds on the API port's connections (defaults: CONNECTION_LIMITS). */
+  connections?: Partial<ConnectionLimits>;
 }
+
+export interface ConnectionLimits {
+  /**
+   * A new connection must complete its TLS handshake and send a request's headers within this
+   * (ms); a whole request body must arrive within max(this, 60 s). Idle keep-alive connections
+   * close after 30 s (or this, if shorter). Upgraded connections (WebSockets) are not affected.
+   */
+  idleTimeoutMs: number;
+  /** Open connections (of any kind) from one IP address; more are closed at once. */
+  maxPerIp: number;
+  /** Open connections in total; more are closed at once. */
+  maxTotal: number;
+}
+
+export const CONNECTION_LIMITS: ConnectionLimits = { idleTimeoutMs: 10_000, maxPerIp: 512, maxTotal: 4096 };
 
 const FORWARDED = 'x-flotilla-forwarded';
 
@@ -81,6 +102,10 @@ export class Manager {
   private promoteTimer: NodeJS.Timeout | null = null;
   private closed = false;
   private trace: RaftTraceFile | null = null;
+  /** Compares the peers' storage ids with the recorded ones (incarnation.ts). */
+  private guard: IncarnationGuard | null = null;
+  /** 'probing': a fresh store asking its bootstrap peers whether it is a wiped member (not in Raft yet). */
+  private phase: 'probing' | 'running' = 'running';
   /** Extra route/upgrade handlers added by other modules (dispatcher, events, web). */
   readonly upgrades = new Map<string, (req: http.IncomingMessage, socket: import('node:stream').Duplex, head: Buffer) => void>();
   private staticHandler: ((req: http.IncomingMessage, res: http.ServerResponse) => boolean) | null = null;
@@ -98,18 +123,30 @@ export class Manager {
     this.leaderWaitMs = opts.leaderWaitMs ?? 5000;
     this.link = new Link(opts.tls);
     const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => void this.onRequest(req, res);
+    const limits = { ...CONNECTION_LIMITS, ...opts.connections };
+    const idle = limits.idleTimeoutMs;
+    const httpOpts: http.ServerOptions = {
+      headersTimeout: idle,
+      requestTimeout: Math.max(idle, 60_000),
+      keepAliveTimeout: Math.min(30_000, idle),
+      // How often the timeouts above are checked (Node's default, 30 s, lets idle sockets linger).
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(idle / 4))),
+    };
     // With TLS a client certificate is asked for but optional at this layer: the API
     // authenticates with bearer tokens, while /raft and the worker sessions require one.
     this.server = opts.tls
-      ? (https.createServer({ key: opts.tls.key, cert: opts.tls.cert + opts.tls.ca, ca: opts.tls.ca, requestCert: true, rejectUnauthorized: false }, handler) as unknown as http.Server)
-      : http.createServer(handler);
-    this.server.keepAliveTimeout = 30_000;
+      ? (https.createServer(
+          { ...httpOpts, key: opts.tls.key, cert: opts.tls.cert + opts.tls.ca, ca: opts.tls.ca, requestCert: true, rejectUnauthorized: false, handshakeTimeout: idle },
+          handler,
+        ) as unknown as http.Server)
+      : http.createServer(httpOpts, handler);
+    limitConnections(this.server, limits, log);
   }
 
   static async start(opts: ManagerOptions): Promise<Manager> {
     const log = opts.log ?? consoleLogger(opts.id);
     const ops = await createOps(opts.id, log);
-    const storage = await RaftStorage.open(opts.dataDir, { nodeId: opts.id, onWrite: ops.metrics.onWrite });
+    const storage = await RaftStorage.open(opts.dataDir, { nodeId: opts.id, onWrite: ops.metrics.onWrite, check: checkPersisted });
     let persisted;
     try {
       persisted = await storage.load();
@@ -123,6 +160,8 @@ export class Manager {
       await storage.close();
       throw new FlotillaError('bad_request', `--bootstrap does not name this manager (${opts.id})`);
     }
+    // Every cluster has an id from its bootstrap on: all bootstrapping managers derive the same one.
+    if (fresh && opts.bootstrap && storage.meta.clusterId === null) await storage.setClusterId(bootstrapClusterId(opts.secret, opts.bootstrap));
     const tickMs = opts.tickMs ?? 10;
     const heartbeatMs = opts.heartbeatMs ?? 50;
     const electionMs = opts.electionMs ?? 300;
@@ -164,7 +203,10 @@ export class Manager {
       id: opts.id,
       secret: opts.secret,
       advertise: m.addr,
-      onMessage: (msg) => node.receive(msg),
+      // Nothing reaches Raft while a fresh store still checks that it is not a wiped member.
+      onMessage: (msg) => {
+        if (m.phase !== 'probing') node.receive(msg);
+      },
       onUnreachable: (peer) => node.reportUnreachable(peer),
       onSnapshotStatus: (peer, ok) => node.reportSnapshot(peer, ok),
       resolveAddr: (id) => m.peerAddr(id) ?? learned.get(id),
@@ -172,8 +214,9 @@ export class Manager {
       log: (level, msg, fields) => log[level](msg, fields),
       tls: opts.tls,
       // A removed manager is refused even with a valid certificate; a store that has not
-      // joined yet (no members) accepts the leader that adds it.
-      acceptPeer: (id) => node.members.size === 0 || node.members.has(id),
+      // joined yet (no members) accepts the leader that adds it. A member that came back with a
+      // wiped data directory is refused too (incarnation.ts).
+      acceptPeer: (id) => m.phase !== 'probing' && (node.members.size === 0 || (node.members.has(id) && !m.guard?.wiped.has(id))),
       ...ops.raftHooks(storage, node, persisted),
     });
     node.setTransport(m.transport);
@@ -210,7 +253,27 @@ export class Manager {
         resolve();
       });
     });
+    if (fresh && opts.bootstrap) {
+      // An empty store cannot tell a new cluster's first start from a wiped member's: ask the peers.
+      m.phase = 'probing';
+      try {
+        await probeBootstrap(m, {
+          peers: opts.bootstrap,
+          dataDir: storage.path,
+          storageId: storage.meta.storageId,
+          clusterId: storage.meta.clusterId,
+          log,
+          isClosed: () => m.closed,
+        });
+      } catch (e) {
+        await m.abandonFreshStore();
+        throw e;
+      }
+      m.phase = 'running';
+    }
     node.start();
+    m.guard = new IncarnationGuard(m, { storageId: () => storage.meta.storageId, clusterId: () => storage.meta.clusterId, dataDir: storage.path, log, learned: () => learned });
+    m.guard.start();
     m.promoteTimer = setInterval(() => void m.promoteLearners(), 100);
     m.promoteTimer.unref();
     log.info('manager started', { listen: opts.listen, data: opts.dataDir, members: Object.fromEntries(node.members) });
@@ -220,6 +283,7 @@ export class Manager {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.guard?.stop();
     if (this.promoteTimer) clearInterval(this.promoteTimer);
     this.orchestrator?.close();
     await this.node.stop();
@@ -228,6 +292,26 @@ export class Manager {
     this.server.closeAllConnections?.();
     await new Promise<void>((r) => this.server.close(() => r()));
     await this.storage.close();
+  }
+
+  /** A refused start on a store this start created: stop, and take the new store away again. */
+  private async abandonFreshStore(): Promise<void> {
+    this.closed = true;
+    this.trace?.close();
+    await this.transport.close();
+    this.server.closeAllConnections?.();
+    await new Promise<void>((r) => this.server.close(() => r()));
+    await this.storage.close();
+    const dir = this.storage.path;
+    if (this.storage.foundAs === 'absent') await fsp.rm(dir, { recursive: true, force: true }).catch(() => {});
+    else if (this.storage.foundAs === 'empty') {
+      for (const n of await fsp.readdir(dir).catch(() => [] as string[])) if (n !== 'tls') await fsp.rm(path.join(dir, n), { recursive: true, force: true }).catch(() => {});
+    }
+  }
+
+  /** A manager's /v1/status (over TLS when the cluster has it). */
+  statusOf(addr: string, timeoutMs: number): Promise<unknown> {
+    return getJson(addr, '/v1/status', timeoutMs, this.link);
   }
 
   setStatic(h: (req: http.IncomingMessage, res: http.ServerResponse) => boolean): void {
@@ -502,6 +586,10 @@ export class Manager {
       uptimeMs: monoNow() - this.started,
       progress: st.progress,
       clusterId: this.ops?.clusterId() ?? null,
+      storageId: this.storage.meta.storageId,
+      /** Storage ids of the managers of this cluster, as recorded in the replicated state. */
+      incarnations: incarnations(this.state, this.ops?.clusterId() ?? null, this.node.members.keys()),
+      ...(this.phase === 'probing' ? { phase: 'probing' } : {}),
       ...(st.leader ? {} : { message: this.noLeaderError().message }),
     };
   }
@@ -539,7 +627,8 @@ export class Manager {
         lastIndex: status?.lastIndex ?? null,
         lag: status ? Math.max(0, leaderCommit - status.appliedIndex) : null,
         lastContactMs: id === this.id ? 0 : this.node.lastContact.has(id) ? now - this.node.lastContact.get(id)! : null,
-        healthy: status !== null && status.leader !== null,
+        healthy: status !== null && status.leader !== null && !this.guard?.wiped.has(id),
+        ...(this.guard?.wiped.has(id) ? { wiped: true } : {}),
       })),
     };
   }
@@ -620,6 +709,65 @@ export class Manager {
       }
       return; // one change at a time
     }
+  }
+}
+
+/**
+ * Caps the open connections on the API port, per client IP and in total: a connection over a cap
+ * is closed as soon as it is accepted (before TLS or HTTP), so idle or slow clients cannot hold
+ * every socket. Counted from 'connection' to 'close', upgraded connections included.
+ */
+function limitConnections(server: http.Server, limits: ConnectionLimits, log: Logger): void {
+  const perIp = new Map<string, number>();
+  let total = 0;
+  let lastWarn = 0;
+  server.on('connection', (socket: import('node:net').Socket) => {
+    const ip = socket.remoteAddress ?? '?';
+    const n = perIp.get(ip) ?? 0;
+    if (n >= limits.maxPerIp || total >= limits.maxTotal) {
+      if (monoNow() - lastWarn > 10_000) {
+        lastWarn = monoNow();
+        log.warn(
+          n >= limits.maxPerIp
+            ? `refusing connections from ${ip}: it has ${n} open (--max-connections-per-ip ${limits.maxPerIp})`
+            : `refusing connections: ${total} open (--max-connections ${limits.maxTotal})`,
+          { ip },
+        );
+      }
+      socket.destroy();
+      return;
+    }
+    perIp.set(ip, n + 1);
+    total++;
+    // A connection that sends nothing at all: Node's header timeout only starts with the first byte.
+    const silent = setTimeout(() => {
+      if (socket.bytesRead === 0) socket.destroy();
+    }, limits.idleTimeoutMs);
+    silent.unref();
+    socket.once('close', () => {
+      clearTimeout(silent);
+      total--;
+      const left = (perIp.get(ip) ?? 1) - 1;
+      if (left <= 0) perIp.delete(ip);
+      else perIp.set(ip, left);
+    });
+  });
+}
+
+/** Validation of a store's content run on its scratch copy before the directory is opened. */
+function checkPersisted(st: import('../raft/types.js').PersistedState): void {
+  if (!st.snapshot || st.snapshot.data.length === 0) return;
+  let ns: { app?: unknown };
+  try {
+    ns = unpack(st.snapshot.data) as { app?: unknown };
+  } catch (e) {
+    throw new Error(`snapshot ${st.snapshot.meta.index} cannot be decoded: ${(e as Error).message}`);
+  }
+  if (!ns || !(ns.app instanceof Uint8Array)) throw new Error(`snapshot ${st.snapshot.meta.index} holds no state`);
+  try {
+    ClusterState.restore(ns.app);
+  } catch (e) {
+    throw new Error(`snapshot ${st.snapshot.meta.index} holds a state that cannot be loaded: ${(e as Error).message}`);
   }
 }
 

@@ -1,7 +1,7 @@
 // Durable Raft storage of one manager node, on LevelDB (classic-level, through `level`).
 //
 // Key layout (keys and values are bytes):
-//   'm'              meta record {format, version, nodeId, clusterId} (msgpack), written at creation
+//   'm'              meta record {format, version, nodeId, clusterId, storageId} (msgpack), written at creation
 //   'h'              hard state {term, vote, commit} (msgpack)
 //   's'              snapshot metadata {index, term, conf} (msgpack)
 //   'd'              snapshot data (raw bytes), for snapshots up to SNAP_CHUNK_BYTES
@@ -18,6 +18,7 @@
 //
 // Opening an existing directory never modifies it until it is known to be a healthy flotilla
 // store of this node: the checks run against a scratch copy (see `verifyExisting`).
+import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import os from 'node:os';
@@ -34,6 +35,17 @@ export interface StorageMeta {
   version: number;
   nodeId: string;
   clusterId: string | null;
+  /**
+   * Random id made when this store was created (its incarnation): a manager whose data directory
+   * was wiped comes back with another one, which its cluster recognizes (src/manager/incarnation.ts).
+   * Stores made before it existed get one on their first open.
+   */
+  storageId: string;
+}
+
+/** A new random storage id (16 hex digits). */
+export function newStorageId(): string {
+  return randomBytes(8).toString('hex');
 }
 
 export type StorageErrorCode =
@@ -67,6 +79,12 @@ export interface RaftStorageOptions {
    * read the id from `meta`). An absent or empty directory is refused instead of created.
    */
   anyNode?: boolean;
+  /**
+   * Extra validation of an existing store's whole persisted state (e.g. that its snapshot
+   * decodes), run on the scratch copy before the real directory is opened: a store it rejects
+   * (by throwing) is refused with the directory left byte-for-byte as it was.
+   */
+  check?: (state: PersistedState) => void;
   /** Called after every synced batch: its duration, payload bytes, entries written and merged save calls. */
   onWrite?: (ms: number, bytes: number, entries: number, saves: number) => void;
 }
@@ -166,6 +184,8 @@ export class RaftStorage {
   /** First entry a chunked snapshot still has to delete on disk (null: none pending). */
   private pendingDeleteFrom: number | null = null;
   private readonly counters: StorageStats = { batches: 0, saves: 0, entriesWritten: 0, bytesWritten: 0 };
+  /** How the directory was found: 'absent' or 'empty' when this open created the store. */
+  readonly foundAs: 'absent' | 'empty' | 'existing';
 
   private constructor(
     readonly path: string,
@@ -173,8 +193,10 @@ export class RaftStorage {
     db: DB,
     private storedMeta: StorageMeta,
     bounds: Bounds,
+    foundAs: 'absent' | 'empty' | 'existing',
     private readonly onWrite?: RaftStorageOptions['onWrite'],
   ) {
+    this.foundAs = foundAs;
     this.db = db;
     this.snapIndex = bounds.snapIndex;
     this.snapTerm = bounds.snapTerm;
@@ -192,6 +214,7 @@ export class RaftStorage {
     if (!opts.nodeId && !opts.anyNode) throw new StorageError('invalid', dir, 'RaftStorage.open: nodeId is required');
     const abs = path.resolve(dir);
     let state: 'absent' | 'empty' | 'existing' | 'created' = await inspectDir(abs);
+    const foundAs = state as 'absent' | 'empty' | 'existing';
     if (opts.anyNode && state !== 'existing') throw new StorageError('foreign', abs, `${abs} holds no raft data (${state === 'absent' ? 'no such directory' : 'empty directory'})`);
     if (state === 'absent') state = await createFresh(abs, opts);
 
@@ -213,13 +236,20 @@ export class RaftStorage {
       try {
         const meta = await readMeta(db, abs);
         checkIdentity(meta, abs, opts);
+        let rewrite = false;
         if (opts.clusterId && meta.clusterId === null) {
           // The cluster id is often only known after the node's store was created (join).
           meta.clusterId = opts.clusterId;
-          await db.put(KEY_META, packr.pack(meta), { sync: true });
+          rewrite = true;
         }
+        if (!meta.storageId) {
+          // A store made before storage ids existed: it gets one now (it is still the same store).
+          meta.storageId = newStorageId();
+          rewrite = true;
+        }
+        if (rewrite) await db.put(KEY_META, packr.pack(meta), { sync: true });
         const bounds = await readBounds(db, abs);
-        return new RaftStorage(abs, key, db, meta, bounds, opts.onWrite);
+        return new RaftStorage(abs, key, db, meta, bounds, foundAs === 'existing' ? 'existing' : foundAs, opts.onWrite);
       } catch (err) {
         await db.close().catch(() => {});
         throw err;
@@ -649,7 +679,8 @@ async function readMeta(db: DB, p: string): Promise<StorageMeta> {
   if (typeof meta.nodeId !== 'string' || !(meta.clusterId === null || typeof meta.clusterId === 'string' || meta.clusterId === undefined)) {
     throw corrupt(p, 'malformed meta record');
   }
-  return { format: STORAGE_FORMAT, version: STORAGE_VERSION, nodeId: meta.nodeId, clusterId: meta.clusterId ?? null };
+  if (!(meta.storageId === undefined || typeof meta.storageId === 'string')) throw corrupt(p, 'malformed meta record');
+  return { format: STORAGE_FORMAT, version: STORAGE_VERSION, nodeId: meta.nodeId, clusterId: meta.clusterId ?? null, storageId: meta.storageId ?? '' };
 }
 
 function checkIdentity(meta: StorageMeta, p: string, opts: RaftStorageOptions): void {
@@ -811,7 +842,7 @@ async function inspectDir(abs: string): Promise<'absent' | 'empty' | 'existing'>
 }
 
 async function writeInitialMeta(db: DB, opts: RaftStorageOptions): Promise<void> {
-  const meta: StorageMeta = { format: STORAGE_FORMAT, version: STORAGE_VERSION, nodeId: opts.nodeId, clusterId: opts.clusterId ?? null };
+  const meta: StorageMeta = { format: STORAGE_FORMAT, version: STORAGE_VERSION, nodeId: opts.nodeId, clusterId: opts.clusterId ?? null, storageId: newStorageId() };
   await db.put(KEY_META, packr.pack(meta), { sync: true });
 }
 
@@ -898,6 +929,7 @@ function openError(abs: string, err: unknown, scratch?: string): StorageError {
   const code = levelCode(err);
   let msg = levelMessage(err);
   if (scratch) msg = msg.split(scratch).join(abs);
+  if (isNoSpace(err) || /no space left on device/i.test(msg)) return noSpace(abs, err);
   if (code === 'LEVEL_LOCKED' || /\block\b.*(already held|temporarily unavailable)/i.test(msg)) {
     return new StorageError('locked', abs, `another flotilla process is using ${abs} (LevelDB lock is held)`, { cause: err });
   }
@@ -905,6 +937,22 @@ function openError(abs: string, err: unknown, scratch?: string): StorageError {
     return new StorageError('corrupt', abs, `corrupt LevelDB in ${abs}: ${msg}; refusing to open it (it was not repaired)`, { cause: err });
   }
   return new StorageError('corrupt', abs, `cannot open LevelDB in ${abs}: ${msg} (the directory looks corrupt; nothing was changed)`, { cause: err });
+}
+
+function isNoSpace(err: unknown): boolean {
+  const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+  return e?.code === 'ENOSPC' || e?.cause?.code === 'ENOSPC' || /no space left on device|ENOSPC/i.test(`${e?.message ?? ''} ${e?.cause?.message ?? ''}`);
+}
+
+/** The refusal of a store that could not be opened because its file system is full. */
+function noSpace(abs: string, err: unknown): StorageError {
+  return new StorageError(
+    'io',
+    abs,
+    `no space left on device: the file system holding ${abs} is full, so the manager cannot start (opening the store needs room for its ` +
+      `files and a scratch copy to verify it). Free some space and start again; the data in ${abs} was not changed`,
+    { cause: err },
+  );
 }
 
 /**
@@ -954,7 +1002,8 @@ async function verifyExisting(abs: string, opts: RaftStorageOptions): Promise<vo
         if (/\.(ldb|sst)$/.test(name)) await fsp.link(from, to).catch(() => fsp.copyFile(from, to));
         else await fsp.copyFile(from, to);
       } catch (err) {
-        throw new StorageError('io', abs, `cannot read ${from}: ${(err as Error).message}`, { cause: err });
+        if (isNoSpace(err)) throw noSpace(abs, err);
+        throw new StorageError('io', abs, `cannot copy ${from} to verify it: ${(err as Error).message}`, { cause: err });
       }
     }
     await fsp.rm(path.join(scratch, 'LOG'), { force: true });
@@ -976,7 +1025,15 @@ async function verifyExisting(abs: string, opts: RaftStorageOptions): Promise<vo
       // 3. Identity, then the raft log itself.
       const meta = await readMeta(db, abs);
       checkIdentity(meta, abs, opts);
-      await readState(db, abs, { snapshotData: false });
+      const st = await readState(db, abs, { snapshotData: opts.check !== undefined });
+      // 4. The caller's checks of the content (the snapshot decodes, …).
+      if (opts.check) {
+        try {
+          opts.check(st);
+        } catch (err) {
+          throw new StorageError('corrupt', abs, `corrupt raft data in ${abs}: ${(err as Error).message}; refusing to open it (nothing was changed)`, { cause: err });
+        }
+      }
     } catch (err) {
       if (err instanceof StorageError) throw err;
       throw new StorageError('corrupt', abs, `corrupt LevelDB in ${abs}: ${levelMessage(err).split(scratch).join(abs)}`, { cause: err });
@@ -996,6 +1053,7 @@ async function makeScratch(abs: string): Promise<string> {
     try {
       return await fsp.mkdtemp(path.join(os.tmpdir(), 'flotilla-verify-'));
     } catch (err) {
+      if (isNoSpace(err)) throw noSpace(abs, err);
       throw new StorageError('io', abs, `cannot create a scratch directory to verify ${abs}: ${(err as Error).message}`, { cause: err });
     }
   }
