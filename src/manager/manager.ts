@@ -21,7 +21,7 @@ import { registerApi } from './api.js';
 import { registerJoin } from './join.js';
 import { registerWeb } from './web.js';
 import { createOps, registerOps, type Ops } from './ops.js';
-import { registerAuth, nodeCredential, nodeEpoch, RESERVED_KV_PREFIX } from './auth.js';
+import { callerScope, registerAuth, nodeCredential, nodeEpoch, RESERVED_KV_PREFIX } from './auth.js';
 
 export interface ManagerOptions {
   id: NodeId;
@@ -427,7 +427,7 @@ export class Manager {
       }
       const value = (await ctx.body()).toString('utf8');
       return this.onLeader(ctx, () =>
-        this.propose({ type: 'kv.put', key, value, cas, requestId: ctx.req.headers['x-request-id'] ? ctx.requestId : undefined } as Command),
+        this.propose({ type: 'kv.put', key, value, cas, requestId: ctx.requestId, scope: callerScope(this.state, ctx.req) } as Command),
       );
     });
     r.on('DELETE', '/v1/kv/*', async (ctx) => {
@@ -435,7 +435,7 @@ export class Manager {
       const casRaw = ctx.query.get('cas');
       const cas = casRaw === null ? undefined : Number(casRaw);
       if (cas !== undefined && (!Number.isInteger(cas) || cas < 0)) throw new FlotillaError('bad_request', `Cannot delete '${key}' as 'cas' must be a non-negative integer version`);
-      return this.onLeader(ctx, () => this.propose({ type: 'kv.del', key, cas, requestId: ctx.req.headers['x-request-id'] ? ctx.requestId : undefined } as Command));
+      return this.onLeader(ctx, () => this.propose({ type: 'kv.del', key, cas, requestId: ctx.requestId, scope: callerScope(this.state, ctx.req) } as Command));
     });
     r.on('GET', '/v1/kv/*', async (ctx) => {
       const key = checkKey(ctx.params['*']!);
