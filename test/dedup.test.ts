@@ -6,6 +6,7 @@ import http from 'node:http';
 import { ClusterState, type ApplyResult, type Command } from '../src/manager/state.js';
 import { Router } from '../src/manager/http.js';
 import { TestCluster } from './helpers/cluster.js';
+import { checkLinearizable, checkNoLostWrites, renderReport, type Op } from '../chaos/checker/index.js';
 
 function apply(state: ClusterState, cmd: Command, index: number): ApplyResult {
   return state.apply(cmd, { index, term: 1 });
@@ -170,5 +171,30 @@ describe('plain HTTP writes through followers (3 --insecure managers)', () => {
     expect(b.status).toBe(404);
     const a = await plain(portOf(leader), 'GET', '/v1/kv/reuse/a');
     expect(JSON.parse(a.body).value).toBe('one');
+  });
+});
+
+describe('chaos checkers and plain clients', () => {
+  const w = (id: number, client: number | string, key: string, value: string, version: number, invoke: number, plain = false): Op => ({
+    id, client, key, type: 'write', value, invoke, complete: invoke + 1, outcome: 'ok', result: { value, version }, ...(plain ? { plain: true } : {}),
+  });
+
+  it('count the acknowledged writes of plain clients, and report one of them lost', () => {
+    const h: Op[] = [w(1, 1, 'a', 'c1-1', 3, 0), w(2, 'p1', 'b', 'p1-1', 4, 0, true), w(3, 'p2', 'c', 'p2-1', 5, 0, true)];
+    const final = new Map([
+      ['a', { value: 'c1-1', version: 3 }],
+      ['b', { value: 'p1-1', version: 4 }],
+      ['c', null], // acknowledged, then missing: what the merged forwarded writes looked like
+    ]);
+    const lost = checkNoLostWrites(h, final);
+    expect(lost.checked).toBe(3);
+    expect(lost.plainWrites).toBe(2);
+    expect(lost.lost.map((l) => l.op.id)).toEqual([3]);
+    expect(lost.lost[0]!.reason).toMatch(/^#3 p2 write c="p2-1"/);
+    const lin = checkLinearizable(h.slice(0, 2));
+    expect(lin).toEqual({ ok: true, checked: 2, plainWrites: 1 });
+    const text = renderReport({ linearizability: lin, lostWrites: lost }).text;
+    expect(text).toContain('1 acknowledged writes of plain clients among them');
+    expect(text).toContain('3 acknowledged writes checked (2 of plain clients, no x-request-id), 1 lost');
   });
 });
