@@ -99,7 +99,15 @@ export class Manager {
       ? (https.createServer({ key: opts.tls.key, cert: opts.tls.cert + opts.tls.ca, ca: opts.tls.ca, requestCert: true, rejectUnauthorized: false }, handler) as unknown as http.Server)
       : http.createServer(handler);
     this.server.keepAliveTimeout = 30_000;
+    // Every socket, upgraded ones (event streams, worker sessions) included: closing the server
+    // ends them all, or `server.close` would wait for a WebSocket that a board keeps open.
+    this.server.on('connection', (s: import('node:net').Socket) => {
+      this.sockets.add(s);
+      s.once('close', () => this.sockets.delete(s));
+    });
   }
+
+  private readonly sockets = new Set<import('node:net').Socket>();
 
   static async start(opts: ManagerOptions): Promise<Manager> {
     const log = opts.log ?? consoleLogger(opts.id);
@@ -216,8 +224,10 @@ export class Manager {
     await this.node.stop();
     this.trace?.close();
     await this.transport.close();
+    const closed = new Promise<void>((r) => this.server.close(() => r()));
     this.server.closeAllConnections?.();
-    await new Promise<void>((r) => this.server.close(() => r()));
+    for (const s of this.sockets) s.destroy();
+    await closed;
     await this.storage.close();
   }
 
