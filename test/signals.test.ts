@@ -11,8 +11,11 @@ import { CLI, consecutiveFreePorts, eventually, freePorts, sleep, TestCluster } 
 
 const dirs: string[] = [];
 const procs: ChildProcess[] = [];
+/** Node pids `flotilla up` started (killed at the end if a failing test left them running). */
+const upPids: number[] = [];
 afterAll(() => {
   for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  for (const pid of upPids) if (alivePid(pid)) process.kill(pid, 'SIGKILL');
   if (!process.env.KEEP_TEST_DIRS) for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
@@ -99,28 +102,51 @@ describe('node processes stop on SIGINT/SIGTERM', () => {
 });
 
 describe('flotilla up', () => {
-  it('under `| tee`, after tee died: Ctrl-C still stops every node it started', async () => {
-    const dir = tempDir();
+  async function startUp(dir: string, workers: number): Promise<{ up: ChildProcess; port: number; pids: number[]; data: string }> {
     const port = await consecutiveFreePorts(3);
     const data = join(dir, 'up');
-    const up = spawn(process.execPath, [CLI, 'up', '--insecure', '--driver', 'process', '--workers', '1', '--port', String(port), '--dir', data], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const up = spawn(process.execPath, [CLI, 'up', '--insecure', '--driver', 'process', '--workers', String(workers), '--port', String(port), '--dir', data], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     procs.push(up);
     let out = '';
     up.stdout!.on('data', (d) => (out += d));
     up.stderr!.on('data', () => undefined);
     await eventually(() => out.includes('flotilla is up'), 60_000, 'flotilla up');
     const pids = (JSON.parse(readFileSync(join(data, 'processes.json'), 'utf8')) as { processes: { node: string; pid: number }[] }).processes.map((p) => p.pid);
-    expect(pids).toHaveLength(4);
+    upPids.push(...pids);
+    expect(pids).toHaveLength(3 + workers);
     for (const pid of pids) expect(alivePid(pid)).toBe(true);
-    // tee dies (Ctrl-C reaches it first): up's stdout is a closed pipe, then up gets SIGINT.
+    return { up, port, pids, data };
+  }
+
+  it('Ctrl-C on `flotilla up | tee` with a board watching m1: every process exits', async () => {
+    const { up, port, pids, data } = await startUp(tempDir(), 1);
+    // A board (or the web page) streams m1's events over a WebSocket.
+    const token = readFileSync(join(data, 'admin-token'), 'utf8').trim();
+    const ws = net.connect(port, '127.0.0.1');
+    let answer = '';
+    ws.on('data', (d) => (answer += d.toString('latin1')));
+    ws.on('error', () => undefined);
+    ws.write(`GET /v1/events?since=0&token=${token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+    await eventually(() => answer.startsWith('HTTP/1.1 101'), 10_000, 'the WebSocket upgrade');
+    // Ctrl-C: tee dies (up's stdout is a closed pipe), and up and every node get SIGINT.
     up.stdout!.destroy();
     const exit = exitWithin(up);
     up.kill('SIGINT');
-    const r = await exit(20_000);
-    expect(r).not.toBe('running');
-    // No node outlives it (each also stops by itself once up's pipe to its stdin is gone).
-    const left = await eventually(() => pids.every((pid) => !alivePid(pid)) || null, 15_000, 'every node to exit').catch(() => pids.filter(alivePid));
-    expect(left).toBe(true);
+    for (const pid of pids) process.kill(pid, 'SIGINT');
+    expect(await exit(20_000)).not.toBe('running');
+    const gone = await eventually(() => pids.every((pid) => !alivePid(pid)) || null, 15_000, 'every node to exit').catch(() => pids.filter(alivePid));
+    expect(gone).toBe(true);
+    ws.destroy();
+  }, 120_000);
+
+  it('no node outlives `flotilla up`, even when up itself is killed (SIGKILL)', async () => {
+    const { up, pids } = await startUp(tempDir(), 1);
+    const exit = exitWithin(up);
+    up.kill('SIGKILL');
+    expect(await exit(10_000)).toEqual({ code: null, signal: 'SIGKILL' });
+    // Each node sees its stdin (a pipe from up) end, and stops.
+    const gone = await eventually(() => pids.every((pid) => !alivePid(pid)) || null, 20_000, 'every node to exit').catch(() => pids.filter(alivePid));
+    expect(gone).toBe(true);
   }, 120_000);
 
   it('reports what really started: a manager that cannot open its data directory is named, with the reason', async () => {
