@@ -198,3 +198,33 @@ describe('chaos checkers and plain clients', () => {
     expect(text).toContain('3 acknowledged writes checked (2 of plain clients, no x-request-id), 1 lost');
   });
 });
+
+describe('request ids are scoped to the API token (3 managers with tokens)', () => {
+  let c: TestCluster;
+  afterAll(async () => {
+    await c?.stop();
+  });
+
+  it('two tokens may use the same x-request-id for different writes; one token reusing it gets 409, also through a follower', async () => {
+    c = await TestCluster.managers(3);
+    const leader = await c.waitForLeader();
+    const follower = [...c.managers.keys()].find((m) => m !== leader)!;
+    const portOf = (id: string): number => Number(c.managers.get(id)!.addr.split(':')[1]);
+    // The first token is created on an open cluster; it then authorizes the second.
+    const t1 = JSON.parse((await plain(portOf(leader), 'POST', '/v1/tokens', JSON.stringify({ role: 'admin' }), { 'content-type': 'application/json' })).body) as { id: string; token: string };
+    const created = await plain(portOf(leader), 'POST', '/v1/tokens', JSON.stringify({ role: 'admin' }), { 'content-type': 'application/json', authorization: `Bearer ${t1.token}` });
+    expect(created.status).toBe(201);
+    const t2 = JSON.parse(created.body) as { id: string; token: string };
+    const as = (t: { token: string }) => ({ authorization: `Bearer ${t.token}`, 'x-request-id': 'shared-id' });
+    const a = await plain(portOf(follower), 'PUT', '/v1/kv/scoped/a', 'from-t1', as(t1));
+    expect(a.status).toBe(200);
+    const b = await plain(portOf(follower), 'PUT', '/v1/kv/scoped/b', 'from-t2', as(t2));
+    expect(b.status).toBe(200);
+    const reuse = await plain(portOf(follower), 'PUT', '/v1/kv/scoped/c', 'from-t1', as(t1));
+    expect(reuse.status).toBe(409);
+    for (const [key, want] of [['a', 'from-t1'], ['b', 'from-t2']] as const) {
+      const r = await plain(portOf(leader), 'GET', `/v1/kv/scoped/${key}`, undefined, { authorization: `Bearer ${t1.token}` });
+      expect(JSON.parse(r.body).value).toBe(want);
+    }
+  });
+});
