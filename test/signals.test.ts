@@ -101,6 +101,17 @@ describe('node processes stop on SIGINT/SIGTERM', () => {
   });
 });
 
+describe('node processes: one Ctrl-C is often two signals', () => {
+  it("a manager that gets the terminal's SIGINT and its parent's SIGTERM together still stops cleanly", async () => {
+    const m = await soloManager(tempDir());
+    const exit = exitWithin(m.p);
+    m.p.kill('SIGINT');
+    m.p.kill('SIGTERM');
+    expect(await exit(15_000)).toEqual({ code: 0, signal: null });
+    expect(m.out()).toMatch(/SIGINT: stopping/);
+  });
+});
+
 describe('flotilla up', () => {
   async function startUp(dir: string, workers: number): Promise<{ up: ChildProcess; port: number; pids: number[]; data: string }> {
     const port = await consecutiveFreePorts(3);

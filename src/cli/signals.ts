@@ -4,14 +4,18 @@
 //   reader goes away (`flotilla events | head -1`), the command ends at once, quietly, status 0,
 //   like any Unix filter; an error writing stderr is ignored.
 // - Node processes (managers, workers; `nodeShutdown`): the first SIGINT, SIGTERM or SIGHUP
-//   starts a clean stop, bounded in time (past it the process exits anyway, status 1); a second
-//   signal exits at once. Output that cannot be written (a closed pipe) never crashes the
+//   starts a clean stop, bounded in time (past it the process exits anyway, status 1); another
+//   signal a second or more later exits at once (one Ctrl-C often brings two: the terminal's
+//   SIGINT and the parent's SIGTERM, or npm's forwarded copy). Output that cannot be written (a closed pipe) never crashes the
 //   process or delays its stop: it is dropped, and the process stops as if told to (nobody
 //   reads it any more: an orphan of a `flotilla up` that died must not keep its data locked).
 //   With FLOTILLA_STOP_ON_STDIN_EOF=1 (set by `flotilla up`), the end of stdin stops it too: its
 //   parent is gone.
 
 import { fstatSync } from 'node:fs';
+
+/** A signal this long after the first one is a second request (exit at once), not an echo. */
+export const REPEAT_MS = 1000;
 
 const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 };
 
@@ -50,6 +54,7 @@ export function nodeShutdown(o: NodeShutdownOptions): (why: string) => void {
   const graceMs = o.graceMs ?? 8000;
   let outputGone = false;
   let stopping = false;
+  let stoppingSince = 0;
   const say = (msg: string): void => {
     if (outputGone) return;
     try {
@@ -61,6 +66,7 @@ export function nodeShutdown(o: NodeShutdownOptions): (why: string) => void {
   const stop = (why: string): void => {
     if (stopping) return;
     stopping = true;
+    stoppingSince = Date.now();
     say(`${why}: stopping`);
     const timer = setTimeout(() => {
       say(`${why}: the stop did not finish within ${graceMs} ms; exiting anyway`);
@@ -79,7 +85,10 @@ export function nodeShutdown(o: NodeShutdownOptions): (why: string) => void {
     );
   };
   const onSignal = (sig: NodeJS.Signals): void => {
-    if (stopping) process.exit(128 + (SIGNAL_NUMBERS[sig] ?? 15)); // asked again: at once
+    if (stopping) {
+      if (Date.now() - stoppingSince >= REPEAT_MS) process.exit(128 + (SIGNAL_NUMBERS[sig] ?? 15)); // asked again: at once
+      return;
+    }
     stop(sig);
   };
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {

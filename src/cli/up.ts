@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { FlotillaClient } from '../client/client.js';
 import { action, parseIntFlag, UsageError } from './util.js';
+import { REPEAT_MS } from './signals.js';
 
 interface UpFlags {
   managers: string;
@@ -379,13 +380,16 @@ async function up(flags: UpFlags): Promise<void> {
     startProc(id, ['manager', '--id', id, '--listen', addrs[i]!, '--data', join(dir, id), '--bootstrap', bootstrap, '--secret-file', secretFile, ...securityArgs], COLORS[i % COLORS.length]!),
   );
 
+  let stoppingSince = 0;
   const stopAll = async (why: string, exitCode = 0) => {
     if (stopping) {
-      // Asked again (a second Ctrl-C): kill what still runs and go.
+      // Asked again a while later (a second Ctrl-C, not npm's echo of the first): kill what still runs and go.
+      if (Date.now() - stoppingSince < REPEAT_MS) return;
       for (const c of children.values()) if (alive(c.proc)) c.proc.kill('SIGKILL');
-      process.exit(exitCode === 0 ? 130 : exitCode);
+      process.exit(130);
     }
     stopping = true;
+    stoppingSince = Date.now();
     server.close();
     const procs = () => [...children.values()].map((c) => c.proc);
     out(`\n${why}: stopping ${procs().filter(alive).length} processes…\n`);
