@@ -233,13 +233,19 @@ describe('CLI commands whose reader went away end quietly, status 0', () => {
     const task = await cl.post<{ id: string }>('/v1/tasks', { name: 'chatty', driver: 'process', containers: [{ command: ['/bin/sh', '-c', 'for i in $(seq 1 200); do echo line $i; done; sleep 600'] }] });
     await eventually(async () => ((await cl.get<{ state: string }>(`/v1/tasks/${task.id}`)).state === 'running' ? true : null), 30_000, 'task running');
     const managers = c.addrs().join(',');
-    for (const args of [
-      ['--managers', managers, 'cluster', 'status'],
-      ['--managers', managers, 'events', '--since', '0'],
-      ['--managers', managers, 'logs', task.id],
-    ]) {
-      const r = await intoClosedPipe(args);
-      expect({ args: args.slice(2), status: r.status, stderr: r.stderr }).toEqual({ args: args.slice(2), status: 0, stderr: '' });
+    try {
+      for (const args of [
+        ['--managers', managers, 'cluster', 'status'],
+        ['--managers', managers, 'events', '--since', '0'],
+        ['--managers', managers, 'logs', task.id],
+      ]) {
+        const r = await intoClosedPipe(args);
+        expect({ args: args.slice(2), status: r.status, stderr: r.stderr }).toEqual({ args: args.slice(2), status: 0, stderr: '' });
+      }
+    } finally {
+      // The task's processes outlive the worker: stop it while the worker runs.
+      await cl.delete(`/v1/tasks/${task.id}`).catch(() => undefined);
+      await eventually(async () => (['stopped', 'failed', 'succeeded'].includes((await cl.get<{ state: string }>(`/v1/tasks/${task.id}`)).state) ? true : null), 30_000, 'the task to stop').catch(() => undefined);
     }
   }, 150_000);
 });
