@@ -31,7 +31,7 @@ import { ChaosCluster, sleep } from './cluster.js';
 import { checkNoHealthyWorkerDown, parseDownDeclarations, type DownDeclaration } from './checker/workers.js';
 import { LeaderMonitor, type LeaderObservation } from './monitor.js';
 import { describeAction, Nemesis, planSchedule, type FaultKind, type NemesisEvent, type PlannedStep } from './nemesis.js';
-import { clientLabel, KvWorkload, TASK_LINK, TaskWorkload } from './workload.js';
+import { clientLabel, KvWorkload, plainClientLabel, TASK_LINK, TaskWorkload } from './workload.js';
 import { leaderSegmentsFromMonitor, leaderSegmentsFromTraces, renderTimeline, unavailableWindows, type Interval } from './timeline.js';
 
 export interface ChaosRunOptions {
@@ -44,6 +44,8 @@ export interface ChaosRunOptions {
   out: string;
   allowQuorumLoss: boolean;
   clients: number;
+  /** kv clients that send no x-request-id, to followers and the leader alike (plain HTTP users). */
+  plainClients: number;
   keys: number;
   opTimeoutMs: number;
   /** Bound on heal → converged → final reads → tasks settled. */
@@ -66,6 +68,8 @@ export interface ChaosStats {
     fail: number;
     unknown: number;
     byType: Record<Op['type'], { ok: number; fail: number; unknown: number }>;
+    /** Ops of the plain clients (no x-request-id), included in the counts above. */
+    plain: { ok: number; fail: number; unknown: number };
     final: number;
   };
   nemesis: { actions: number; byKind: Record<string, number>; heals: number; crashes: number };
@@ -105,7 +109,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
   mkdirSync(o.out, { recursive: true });
   const logDir = join(o.out, 'logs');
   const runId = randomBytes(4).toString('hex');
-  const clients = Array.from({ length: o.clients }, (_, i) => clientLabel(i + 1));
+  const clients = [...Array.from({ length: o.clients }, (_, i) => clientLabel(i + 1)), ...Array.from({ length: o.plainClients }, (_, i) => plainClientLabel(i + 1))];
   const cluster = await ChaosCluster.create({
     dir: join(o.out, 'cluster'),
     logDir,
@@ -143,7 +147,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     allowQuorumLoss: o.allowQuorumLoss,
   });
   const monitor = new LeaderMonitor(cluster, clock);
-  const kv = new KvWorkload(cluster, clock, { clients: o.clients, keys: Array.from({ length: o.keys }, (_, i) => `k${i}`), opTimeoutMs: o.opTimeoutMs, seed: o.seed, runId, injectStaleReads: o.injectStaleReads }, () =>
+  const kv = new KvWorkload(cluster, clock, { clients: o.clients, plainClients: o.plainClients, keys: Array.from({ length: o.keys }, (_, i) => `k${i}`), opTimeoutMs: o.opTimeoutMs, seed: o.seed, runId, injectStaleReads: o.injectStaleReads }, () =>
     nemesis.minority(),
   );
   const tasks = new TaskWorkload(cluster, clock, { seed: o.seed, opTimeoutMs: o.opTimeoutMs, tickMs: 1500, maxTasks: Math.min(6, 2 * o.workers) });
@@ -335,6 +339,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
 function computeStats(ops: Op[], events: NemesisEvent[], leaders: LeaderObservation[], tasks: TaskWorkload, durationMs: number, stale: number, workloadEnd: number): ChaosStats {
   const z = () => ({ ok: 0, fail: 0, unknown: 0 });
   const byType: ChaosStats['ops']['byType'] = { read: z(), write: z(), cas: z() };
+  const plain = z();
   let ok = 0;
   let fail = 0;
   let unknown = 0;
@@ -345,6 +350,7 @@ function computeStats(ops: Op[], events: NemesisEvent[], leaders: LeaderObservat
       continue;
     }
     byType[op.type][op.outcome]++;
+    if (op.plain === true) plain[op.outcome]++;
     if (op.outcome === 'ok') ok++;
     else if (op.outcome === 'fail') fail++;
     else unknown++;
@@ -362,7 +368,7 @@ function computeStats(ops: Op[], events: NemesisEvent[], leaders: LeaderObservat
   }
   return {
     durationMs,
-    ops: { total: ops.length - finalOps, ok, fail, unknown, byType, final: finalOps },
+    ops: { total: ops.length - finalOps, ok, fail, unknown, byType, plain, final: finalOps },
     nemesis: { actions, byKind, heals, crashes },
     leaders: { changes: Math.max(0, leaders.length - 1), terms: new Set(leaders.map((l) => l.term)).size, observed: leaders },
     tasks: {
@@ -396,7 +402,7 @@ function renderText(r: ChaosReport, checks: string, notes: string[]): string {
     `flotilla chaos run — ${r.verdict.toUpperCase()}`,
     `  seed ${r.seed}; ${r.options.managers} managers, ${r.options.workers} workers, ${r.options.durationMs / 1000}s, faults ${r.options.faults.join(',') || 'none'} every ${r.options.intervalMs / 1000}s${r.options.allowQuorumLoss ? ', quorum loss allowed' : ''}${r.options.injectStaleReads ? ', INJECTED STALE READS (test)' : ''}`,
     `  ops: ${s.ops.total} (ok ${s.ops.ok} ${pct(s.ops.ok)}, fail ${s.ops.fail} ${pct(s.ops.fail)}, unknown ${s.ops.unknown} ${pct(s.ops.unknown)}) + ${s.ops.final} final reads`,
-    `       ok/fail/unknown: read ${t(s.ops.byType.read)}, write ${t(s.ops.byType.write)}, cas ${t(s.ops.byType.cas)}`,
+    `       ok/fail/unknown: read ${t(s.ops.byType.read)}, write ${t(s.ops.byType.write)}, cas ${t(s.ops.byType.cas)}${r.options.plainClients > 0 ? `; plain clients (${r.options.plainClients}, no x-request-id) ${t(s.ops.plain)}` : ''}`,
     `  nemesis: ${s.nemesis.actions} faults (${kinds || 'none'}), ${s.nemesis.heals} heals${s.nemesis.crashes > 0 ? `, ${s.nemesis.crashes} unexpected exits` : ''}`,
     `  leaders: ${s.leaders.changes} changes (${s.leaders.observed.map((l) => `${l.leader}@t${l.term}`).join(' → ') || 'none seen'})`,
     `  availability: longest window without a successful op ${(s.availability.longestMs / 1000).toFixed(2)}s${s.availability.longest === null ? '' : ` (+${(s.availability.longest.from / 1000).toFixed(1)}s … +${(s.availability.longest.to / 1000).toFixed(1)}s)`}; ${s.availability.windowsOver1s} windows ≥ 1s`,

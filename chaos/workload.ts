@@ -10,6 +10,11 @@
 // fresh x-request-id, so the manager's own internal retries (forwarding across a leader change)
 // stay idempotent.
 //
+// Plain clients (`plainClients`, labelled p1, p2, …) behave like curl or any HTTP library: the
+// same mix of reads, writes and cas to random managers (followers and the leader alike), but
+// with no x-request-id, so de-duplication rests on the ids the managers invent. Their ops are
+// recorded with `plain: true`, and the checkers count their acknowledged writes.
+//
 // Tasks: every tick, submit a process-driver task (`sleep 600`, restart always) through a random
 // manager, or stop one; acknowledged submissions are recorded. Observations of the task list
 // (linearizable GET /v1/tasks?all=true on the real addresses) and of the task processes on the
@@ -24,6 +29,8 @@ import { Rng } from './prng.js';
 
 export interface KvWorkloadOptions {
   clients: number;
+  /** Clients that send no x-request-id (plain HTTP users); default 0. */
+  plainClients?: number;
   keys: string[];
   opTimeoutMs: number;
   seed: number;
@@ -42,8 +49,13 @@ function describeHttp(r: HttpResult): string {
   return `HTTP ${r.status}${code ? ` ${code}` : ''}${msg ? `: ${msg.slice(0, 160)}` : ''}`;
 }
 
-export function clientLabel(i: number): string {
-  return `c${i}`;
+export function clientLabel(i: number | string): string {
+  return typeof i === 'number' ? `c${i}` : i;
+}
+
+/** The label (proxy link and Op.client) of the i-th plain client. */
+export function plainClientLabel(i: number): string {
+  return `p${i}`;
 }
 
 export class KvWorkload {
@@ -60,11 +72,15 @@ export class KvWorkload {
   ) {}
 
   async run(signal: AbortSignal): Promise<void> {
-    await Promise.all(Array.from({ length: this.o.clients }, (_, i) => this.client(i + 1, signal)));
+    await Promise.all([
+      ...Array.from({ length: this.o.clients }, (_, i) => this.client(i + 1, signal)),
+      ...Array.from({ length: this.o.plainClients ?? 0 }, (_, i) => this.client(plainClientLabel(i + 1), signal)),
+    ]);
   }
 
-  private async client(n: number, signal: AbortSignal): Promise<void> {
-    const rng = Rng.derive(this.o.seed, `client-${n}`);
+  /** One client: `n` a number (x-request-id on every write) or a plain client's label. */
+  private async client(n: number | string, signal: AbortSignal): Promise<void> {
+    const rng = Rng.derive(this.o.seed, typeof n === 'number' ? `client-${n}` : `plain-${n}`);
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     const known = new Map<string, number>();
     let seq = 0;
@@ -87,7 +103,7 @@ export class KvWorkload {
           const op = await this.read(n, agent, manager, key, stale);
           if (op.outcome === 'ok' && op.result?.version !== null && op.result?.version !== undefined) known.set(key, op.result.version);
         } else {
-          const value = `c${n}-${++seq}`;
+          const value = `${clientLabel(n)}-${++seq}`;
           const cas = r >= 0.75 ? (known.get(key) ?? 0) : undefined;
           const op = await this.write(n, agent, manager, key, value, cas);
           if (op.outcome === 'ok' && op.result?.version != null) known.set(key, op.result.version);
@@ -106,8 +122,8 @@ export class KvWorkload {
   }
 
   private async read(client: number | string, agent: http.Agent | undefined, manager: string, key: string, stale: boolean, addr?: string): Promise<RecordedOp> {
-    const op = this.begin(client, key, 'read', stale ? { manager, stale } : { manager });
-    const to = addr ?? this.cluster.clientAddr(clientLabel(client as number), manager);
+    const op = this.begin(client, key, 'read', { manager, ...(stale ? { stale } : {}), ...(typeof client === 'string' && client !== 'final' ? { plain: true } : {}) });
+    const to = addr ?? this.cluster.clientAddr(clientLabel(client), manager);
     try {
       const res = await request(to, `/v1/kv/${encodeURIComponent(key)}${stale ? '?stale=true' : ''}`, { timeoutMs: this.o.opTimeoutMs, agent });
       op.complete = this.clock();
@@ -131,13 +147,19 @@ export class KvWorkload {
     return op;
   }
 
-  private async write(client: number, agent: http.Agent, manager: string, key: string, value: string, cas: number | undefined): Promise<RecordedOp> {
-    const op = this.begin(client, key, cas === undefined ? 'write' : 'cas', cas === undefined ? { value, manager } : { value, expectVersion: cas, manager });
+  private async write(client: number | string, agent: http.Agent, manager: string, key: string, value: string, cas: number | undefined): Promise<RecordedOp> {
+    const plain = typeof client === 'string';
+    const op = this.begin(client, key, cas === undefined ? 'write' : 'cas', {
+      value,
+      manager,
+      ...(cas === undefined ? {} : { expectVersion: cas }),
+      ...(plain ? { plain: true } : {}),
+    });
     try {
       const res = await request(
         this.cluster.clientAddr(clientLabel(client), manager),
         `/v1/kv/${encodeURIComponent(key)}${cas === undefined ? '' : `?cas=${cas}`}`,
-        { method: 'PUT', body: value, timeoutMs: this.o.opTimeoutMs, agent, headers: { 'x-request-id': `${this.o.runId}-${op.id}` } },
+        { method: 'PUT', body: value, timeoutMs: this.o.opTimeoutMs, agent, headers: plain ? {} : { 'x-request-id': `${this.o.runId}-${op.id}` } },
       );
       op.complete = this.clock();
       if (res.status >= 200 && res.status < 300) {

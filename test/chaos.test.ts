@@ -258,7 +258,7 @@ interface Report {
   seed: number;
   replay: string;
   stats: {
-    ops: { total: number; ok: number; fail: number; unknown: number };
+    ops: { total: number; ok: number; fail: number; unknown: number; plain: { ok: number } };
     nemesis: { actions: number; crashes: number; byKind: Record<string, number> };
     leaders: { changes: number };
     tasks: { acknowledged: number };
@@ -311,6 +311,7 @@ describe('chaos run (real processes)', () => {
     expect(report.stats.nemesis.actions).toBeGreaterThanOrEqual(3);
     expect(report.stats.leaders.changes).toBeGreaterThanOrEqual(1);
     expect(report.stats.ops.ok).toBeGreaterThan(50);
+    expect(report.stats.ops.plain.ok).toBeGreaterThan(0); // plain clients (no x-request-id) ran by default
     expect(report.stats.ops.unknown + report.stats.ops.fail).toBeGreaterThan(0);
     expect(report.stats.tasks.acknowledged).toBeGreaterThan(0);
     expect(report.recovery).toMatchObject({ converged: true, finalReads: 5 });

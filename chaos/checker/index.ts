@@ -1,5 +1,5 @@
 // History checkers for the chaos harness. All modules here are pure (no IO, no clocks).
-export { describeOp, type KvVersioned, type Op } from './types.js';
+export { describeOp, plainAcknowledgedWrites, type KvVersioned, type Op } from './types.js';
 export {
   checkLinearizable,
   DEFAULT_MAX_STATES,

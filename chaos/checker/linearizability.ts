@@ -96,7 +96,7 @@
 // histories; the worst case (NP-complete problem) is bounded by `maxStates` / `timeoutSteps`,
 // giving `ok: 'unknown'`. Memory: O(S · n/32) words for the memoised bitsets.
 
-import { describeOp, type KvVersioned, type Op } from './types.js';
+import { describeOp, plainAcknowledgedWrites, type KvVersioned, type Op } from './types.js';
 
 export interface LinearizabilityOptions {
   /**
@@ -111,8 +111,11 @@ export interface LinearizabilityOptions {
 }
 
 export type LinearizabilityResult =
-  /** `checked`: ops that constrained the check (ok ops, and unknown write/cas not dropped). */
-  | { ok: true; checked: number }
+  /**
+   * `checked`: ops that constrained the check (ok ops, and unknown write/cas not dropped);
+   * `plainWrites`: of those, acknowledged writes/cas of plain clients (present when any).
+   */
+  | { ok: true; checked: number; plainWrites?: number }
   | { ok: false; key: string; reason: string; minimalWindow: Op[]; witness?: string }
   | { ok: 'unknown'; reason: 'search limit reached'; key?: string };
 
@@ -173,7 +176,8 @@ export function checkLinearizable(history: readonly Op[], opts: LinearizabilityO
     } else limited ??= key;
   }
   if (limited !== undefined) return { ok: 'unknown', reason: 'search limit reached', key: limited };
-  return { ok: true, checked };
+  const plainWrites = plainAcknowledgedWrites(history);
+  return plainWrites > 0 ? { ok: true, checked, plainWrites } : { ok: true, checked };
 }
 
 function validate(op: Op): void {

@@ -33,6 +33,8 @@ export interface LostWritesResult {
   ok: boolean;
   /** Acknowledged writes/cas that were checked. */
   checked: number;
+  /** Of those, writes/cas of plain clients (no x-request-id); present when any. */
+  plainWrites?: number;
   lost: LostWrite[];
   /** Keys whose final value no operation wrote. */
   unexplained: { key: string; final: KvVersioned; reason: string }[];
@@ -77,6 +79,7 @@ export function checkNoLostWrites(
     for (const w of writes) {
       if (w.outcome !== 'ok') continue;
       result.checked++;
+      if (w.plain === true) result.plainWrites = (result.plainWrites ?? 0) + 1;
       const lost = (reason: string): void => {
         result.lost.push({ key, op: w, reason: `${describeOp(w)}: ${reason}`, final });
       };

@@ -20,12 +20,13 @@ export interface CheckResults {
 export interface ReportJson {
   verdict: Verdict;
   linearizability?:
-    | { verdict: 'pass'; checked: number }
+    | { verdict: 'pass'; checked: number; plainWrites?: number }
     | { verdict: 'fail'; key: string; reason: string; window: Op[]; windowText: string[]; witness?: string }
     | { verdict: 'unknown'; reason: string; key?: string };
   lostWrites?: {
     verdict: Verdict;
     checked: number;
+    plainWrites?: number;
     lost: { key: string; opId: Op['id']; reason: string; final: KvVersioned | null }[];
     unexplained: { key: string; final: KvVersioned; reason: string }[];
     unchecked: string[];
@@ -62,7 +63,7 @@ export function reportJson(r: CheckResults): ReportJson {
   if (r.linearizability !== undefined) {
     const l = r.linearizability;
     verdicts.push(linVerdict(l));
-    if (l.ok === true) out.linearizability = { verdict: 'pass', checked: l.checked };
+    if (l.ok === true) out.linearizability = { verdict: 'pass', checked: l.checked, ...(l.plainWrites === undefined ? {} : { plainWrites: l.plainWrites }) };
     else if (l.ok === false) {
       out.linearizability = { verdict: 'fail', key: l.key, reason: l.reason, window: l.minimalWindow, windowText: l.minimalWindow.map(describeOp) };
       if (l.witness !== undefined) out.linearizability.witness = l.witness;
@@ -78,6 +79,7 @@ export function reportJson(r: CheckResults): ReportJson {
     out.lostWrites = {
       verdict: v,
       checked: w.checked,
+      ...(w.plainWrites === undefined ? {} : { plainWrites: w.plainWrites }),
       lost: w.lost.map((x) => ({ key: x.key, opId: x.op.id, reason: x.reason, final: x.final })),
       unexplained: w.unexplained,
       unchecked: w.unchecked,
@@ -111,7 +113,7 @@ export function reportText(r: CheckResults): string {
   const lines: string[] = [`chaos check: ${j.verdict.toUpperCase()}`];
   const l = j.linearizability;
   if (l !== undefined) {
-    if (l.verdict === 'pass') lines.push(`  linearizability: pass (${l.checked} ops checked)`);
+    if (l.verdict === 'pass') lines.push(`  linearizability: pass (${l.checked} ops checked${l.plainWrites === undefined ? '' : `, ${l.plainWrites} acknowledged writes of plain clients among them`})`);
     else if (l.verdict === 'unknown') lines.push(`  linearizability: UNKNOWN — ${l.reason}${l.key === undefined ? '' : ` (key ${JSON.stringify(l.key)})`}`);
     else {
       lines.push(`  linearizability: FAIL on key ${JSON.stringify(l.key)}`, `    ${l.reason}`, '    ops:');
@@ -121,7 +123,8 @@ export function reportText(r: CheckResults): string {
   }
   const w = j.lostWrites;
   if (w !== undefined) {
-    lines.push(`  lost writes: ${w.verdict === 'pass' ? 'pass' : 'FAIL'} (${w.checked} acknowledged writes checked, ${w.lost.length} lost)`);
+    const plain = w.plainWrites === undefined ? '' : ` (${w.plainWrites} of plain clients, no x-request-id)`;
+    lines.push(`  lost writes: ${w.verdict === 'pass' ? 'pass' : 'FAIL'} (${w.checked} acknowledged writes checked${plain}, ${w.lost.length} lost)`);
     for (const x of w.lost.slice(0, LIST_LIMIT)) lines.push(`    lost ${x.reason}`);
     if (w.lost.length > LIST_LIMIT) lines.push(`    … and ${w.lost.length - LIST_LIMIT} more`);
     for (const x of w.unexplained) lines.push(`    key ${JSON.stringify(x.key)}: ${x.reason}`);

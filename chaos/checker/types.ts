@@ -39,6 +39,15 @@ export interface Op {
    * write/cas: `version` is the key's new version (value may be omitted or echo the value).
    */
   result?: { value: string | null; version: number | null };
+  /** Sent by a plain HTTP client: no x-request-id (the managers invented the request id). */
+  plain?: boolean;
+}
+
+/** Acknowledged (ok) writes and cas of plain clients in a history. */
+export function plainAcknowledgedWrites(history: readonly Op[]): number {
+  let n = 0;
+  for (const op of history) if (op.plain === true && op.type !== 'read' && op.outcome === 'ok') n++;
+  return n;
 }
 
 /** Short human description of an operation, e.g. `#12 c3 cas x=b expect v7 → ok v9 [10..14]`. */
@@ -56,5 +65,5 @@ export function describeOp(op: Op): string {
     what = `${op.type} ${op.key}=${q(op.value)}${op.type === 'cas' ? ` expect v${op.expectVersion ?? '?'}` : ''}`;
     what += op.outcome === 'ok' ? ` → ok${op.result?.version === null || op.result?.version === undefined ? '' : ` v${op.result.version}`}` : ` → ${op.outcome}`;
   }
-  return `#${op.id} c${op.client} ${what} ${when}`;
+  return `#${op.id} ${typeof op.client === 'number' ? `c${op.client}` : op.client} ${what} ${when}`;
 }

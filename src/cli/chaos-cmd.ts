@@ -15,6 +15,7 @@ interface ChaosFlags {
   out?: string;
   allowQuorumLoss?: boolean;
   clients: string;
+  plainClients: string;
   keys: string;
   opTimeout: string;
   convergence: string;
@@ -51,7 +52,8 @@ export function registerChaosCommands(program: Command): void {
     .option('--seed <seed>', 'PRNG seed of the nemesis schedule and the workload (default: random, printed)')
     .option('--out <dir>', 'output directory (default ./chaos-out/<timestamp>)')
     .option('--allow-quorum-loss', 'let faults take down or cut off a majority (unavailability is expected, wrong answers are not)')
-    .option('--clients <n>', 'concurrent kv clients', '8')
+    .option('--clients <n>', 'concurrent kv clients (an x-request-id on every write)', '8')
+    .option('--plain-clients <n>', 'more kv clients that send no x-request-id, like curl (0 for none)', '2')
     .option('--keys <n>', 'kv keys the clients share', '5')
     .option('--op-timeout <time>', 'per-operation timeout (after it, the outcome is unknown)', '5s')
     .option('--convergence <time>', 'after healing: bound on convergence, final reads and task settling', '30s')
@@ -83,6 +85,7 @@ Examples:
         const opTimeoutMs = parseDuration('--op-timeout', f.opTimeout, 100, 600_000);
         const convergenceMs = parseDuration('--convergence', f.convergence, 1000, 3_600_000);
         const clients = parseIntFlag('--clients', f.clients, 1, 64);
+        const plainClients = parseIntFlag('--plain-clients', f.plainClients, 0, 64);
         const keys = parseIntFlag('--keys', f.keys, 1, 100);
         const { FAULT_KINDS } = await import('../../chaos/nemesis.js');
         const faults = f.faults.trim() === 'none' || f.faults.trim() === '' ? [] : [...new Set(f.faults.split(',').map((s) => s.trim()).filter(Boolean))];
@@ -106,6 +109,7 @@ Examples:
           `--interval ${fmtDuration(intervalMs)}`,
           `--seed ${seed}`,
           ...(clients !== 8 ? [`--clients ${clients}`] : []),
+          ...(plainClients !== 2 ? [`--plain-clients ${plainClients}`] : []),
           ...(keys !== 5 ? [`--keys ${keys}`] : []),
           ...(opTimeoutMs !== 5000 ? [`--op-timeout ${fmtDuration(opTimeoutMs)}`] : []),
           ...(f.allowQuorumLoss ? ['--allow-quorum-loss'] : []),
@@ -137,6 +141,7 @@ Examples:
           out,
           allowQuorumLoss: f.allowQuorumLoss === true,
           clients,
+          plainClients,
           keys,
           opTimeoutMs,
           convergenceMs,

@@ -169,16 +169,9 @@ Examples:
           raftTrace: flags.raftTrace,
           orchestrator: { heartbeatMs: workerHeartbeatMs, nodeGraceMs, failoverGraceMs, strategy: flags.strategy },
         });
-        let stopping = false;
-        const stop = async (sig: string) => {
-          if (stopping) return;
-          stopping = true;
-          log.info(`${sig}: stopping`);
-          await m.close();
-          process.exit(0);
-        };
-        process.on('SIGINT', () => void stop('SIGINT'));
-        process.on('SIGTERM', () => void stop('SIGTERM'));
+        // SIGINT/SIGTERM/SIGHUP (or output/parent gone): a bounded clean stop; twice: at once.
+        const { nodeShutdown } = await import('./signals.js');
+        nodeShutdown({ close: () => m.close(), say: (msg) => log.info(msg) });
         m.node.on('fatal', () => process.exit(1));
       }),
     );

@@ -8,6 +8,13 @@
 // process is again a child of `up`: its log joins the stream and Ctrl-C stops it with the
 // rest. The board kills a node (K) itself, with SIGKILL to the recorded pid after checking
 // that the pid still runs that node (see `pidRunsNode`). The file is removed on a clean stop.
+//
+// Stopping: Ctrl-C, SIGTERM, SIGHUP, or its own output going away (`flotilla up | tee` after
+// tee died) stops every node (SIGTERM, then SIGKILL after 5 s). The nodes also watch their
+// stdin, a pipe from `up` (FLOTILLA_STOP_ON_STDIN_EOF): if `up` dies without stopping them, they
+// stop on their own rather than live on holding their data directories.
+// Starting: the summary counts the nodes that really run (a manager that exited, e.g. because
+// another process holds its data directory, is named with the reason it gave).
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync, renameSync, rmSync } from 'node:fs';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
@@ -17,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { FlotillaClient } from '../client/client.js';
 import { action, parseIntFlag, UsageError } from './util.js';
+import { REPEAT_MS } from './signals.js';
 
 interface UpFlags {
   managers: string;
@@ -216,8 +224,19 @@ async function up(flags: UpFlags): Promise<void> {
   }
 
   // The current process of every node (a restart replaces the entry).
-  const children = new Map<string, { proc: ChildProcess; args: string[]; color: number; rec: ProcessRecord }>();
+  const children = new Map<string, { proc: ChildProcess; args: string[]; color: number; rec: ProcessRecord; lastLine: string }>();
   let stopping = false;
+  // Our own output may go away (`flotilla up | tee log` after tee died): then write nothing more
+  // and stop the cluster (below), instead of dying of EPIPE and leaving the nodes behind.
+  let outputGone = false;
+  const out = (s: string): void => {
+    if (outputGone) return;
+    try {
+      process.stdout.write(s);
+    } catch {
+      outputGone = true;
+    }
+  };
   const control = { addr: '', token: randomBytes(24).toString('hex') };
   const procFile = join(dir, PROCESSES_FILE);
   const saveProcesses = () => {
@@ -237,13 +256,15 @@ async function up(flags: UpFlags): Promise<void> {
       process.stderr.write(`note: cannot write ${procFile}: ${(e as Error).message}\n`);
     }
   };
-  const PROC_ENV = { FLOTILLA_LOG_FORMAT: 'pretty' };
+  const PROC_ENV = { FLOTILLA_LOG_FORMAT: 'pretty', FLOTILLA_STOP_ON_STDIN_EOF: '1' };
   const startProc = (name: string, args: string[], color: number) => {
     const argv = [process.execPath, CLI, ...args];
+    // stdin: a pipe nobody writes to; it ends when this process does (the node then stops).
     const p = spawn(argv[0]!, argv.slice(1), {
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, ...PROC_ENV },
     });
+    p.stdin!.on('error', () => undefined);
     const prefix = `\x1b[${color}m${name.padEnd(3)}\x1b[0m │ `;
     const pipe = (s: NodeJS.ReadableStream) => {
       let buf = '';
@@ -251,7 +272,12 @@ async function up(flags: UpFlags): Promise<void> {
         buf += d.toString('utf8');
         let i;
         while ((i = buf.indexOf('\n')) >= 0) {
-          process.stdout.write(prefix + stripNode(buf.slice(0, i), name) + '\n');
+          const line = stripNode(buf.slice(0, i), name);
+          if (line.trim() !== '') {
+            const c = children.get(name);
+            if (c?.proc === p) c.lastLine = line;
+          }
+          out(prefix + line + '\n');
           buf = buf.slice(i + 1);
         }
       });
@@ -270,13 +296,17 @@ async function up(flags: UpFlags): Promise<void> {
       starts: (prev?.rec.starts ?? 0) + 1,
     };
     p.on('exit', (code, sig) => {
-      if (!stopping) process.stdout.write(`${prefix}exited (${sig ?? code})\n`);
+      if (!stopping) out(`${prefix}exited (${sig ?? code})\n`);
       rec.pid = null;
       rec.exit = { code, signal: sig, at: Date.now() };
       if (!stopping) saveProcesses();
     });
-    p.on('error', (e) => process.stdout.write(`${prefix}cannot start: ${e.message}\n`));
-    children.set(name, { proc: p, args, color, rec });
+    p.on('error', (e) => {
+      const c = children.get(name);
+      if (c?.proc === p) c.lastLine = `cannot start: ${e.message}`;
+      out(`${prefix}cannot start: ${e.message}\n`);
+    });
+    children.set(name, { proc: p, args, color, rec, lastLine: '' });
     saveProcesses();
     return p;
   };
@@ -292,7 +322,7 @@ async function up(flags: UpFlags): Promise<void> {
     restarting.add(name);
     try {
       const prefix = `\x1b[${c.color}m${name.padEnd(3)}\x1b[0m │ `;
-      process.stdout.write(`${prefix}restart requested${alive(c.proc) ? ` (stopping pid ${c.proc.pid})` : ''}\n`);
+      out(`${prefix}restart requested${alive(c.proc) ? ` (stopping pid ${c.proc.pid})` : ''}\n`);
       if (alive(c.proc)) {
         const exited = new Promise((r) => c.proc.once('exit', r));
         c.proc.kill('SIGTERM');
@@ -303,7 +333,7 @@ async function up(flags: UpFlags): Promise<void> {
       // Ctrl-C while the old process was stopping: start nothing new.
       if (stopping) return { status: 409, body: { error: 'flotilla up is stopping' } };
       const p = startProc(name, c.args, c.color);
-      process.stdout.write(`${prefix}started again (pid ${p.pid})\n`);
+      out(`${prefix}started again (pid ${p.pid})\n`);
       return { status: 200, body: { node: name, pid: p.pid ?? null } };
     } finally {
       restarting.delete(name);
@@ -350,12 +380,19 @@ async function up(flags: UpFlags): Promise<void> {
     startProc(id, ['manager', '--id', id, '--listen', addrs[i]!, '--data', join(dir, id), '--bootstrap', bootstrap, '--secret-file', secretFile, ...securityArgs], COLORS[i % COLORS.length]!),
   );
 
-  const stopAll = async (why: string) => {
-    if (stopping) return;
+  let stoppingSince = 0;
+  const stopAll = async (why: string, exitCode = 0) => {
+    if (stopping) {
+      // Asked again a while later (a second Ctrl-C, not npm's echo of the first): kill what still runs and go.
+      if (Date.now() - stoppingSince < REPEAT_MS) return;
+      for (const c of children.values()) if (alive(c.proc)) c.proc.kill('SIGKILL');
+      process.exit(130);
+    }
     stopping = true;
+    stoppingSince = Date.now();
     server.close();
     const procs = () => [...children.values()].map((c) => c.proc);
-    process.stdout.write(`\n${why}: stopping ${procs().filter(alive).length} processes…\n`);
+    out(`\n${why}: stopping ${procs().filter(alive).length} processes…\n`);
     for (const p of procs()) if (alive(p)) p.kill('SIGTERM');
     const deadline = Date.now() + 5000;
     while (procs().some(alive) && Date.now() < deadline) await sleep(50);
@@ -373,19 +410,52 @@ async function up(flags: UpFlags): Promise<void> {
       process.stderr.write(`note: cannot stop the task processes: ${(e as Error).message}\n`);
     }
     rmSync(procFile, { force: true });
-    process.stdout.write('stopped.\n');
-    process.exit(0);
+    const left = procs().filter(alive).map((p) => p.pid);
+    out(left.length > 0 ? `could not stop pids ${left.join(', ')}\n` : 'stopped.\n');
+    process.exit(left.length > 0 ? 1 : exitCode);
   };
   process.on('SIGINT', () => void stopAll('Ctrl-C'));
   process.on('SIGTERM', () => void stopAll('SIGTERM'));
+  process.on('SIGHUP', () => void stopAll('SIGHUP'));
+  process.stdout.removeAllListeners('error');
+  process.stdout.on('error', () => {
+    outputGone = true;
+    if (!stopping) void stopAll('output closed');
+  });
+  process.stderr.on('error', () => undefined);
 
   const statusClient = new FlotillaClient(addrs, { timeoutMs: 30_000, ca: caPem });
   const leader = await waitFor(async () => {
     const st = await statusClient.get<{ leader: string | null }>('/v1/status').catch(() => null);
     return st?.leader ?? null;
   }, 30_000);
+  // What really started: a manager counts once it answered as itself while its process runs.
+  const managerState = async (): Promise<{ up: string[]; failed: string[] }> => {
+    const answered = new Set<string>();
+    const settle = Date.now() + 10_000;
+    for (;;) {
+      for (const [i, id] of ids.entries()) {
+        const c = children.get(id)!;
+        if (answered.has(id) || !alive(c.proc)) continue;
+        const st = await new FlotillaClient([addrs[i]!], { timeoutMs: 1000, attemptTimeoutMs: 1000, ca: caPem })
+          .get<{ id?: string }>('/v1/status', { pinned: true, timeoutMs: 1000 })
+          .catch(() => null);
+        if (st?.id === id) answered.add(id);
+      }
+      if (Date.now() >= settle || ids.every((id) => answered.has(id) || !alive(children.get(id)!.proc))) break;
+      await sleep(200);
+    }
+    const up = ids.filter((id) => answered.has(id) && alive(children.get(id)!.proc));
+    return { up, failed: ids.filter((id) => !up.includes(id)).map((id) => describeFailure(id)) };
+  };
+  const describeFailure = (id: string): string => {
+    const c = children.get(id)!;
+    const how = alive(c.proc) ? 'does not answer' : `exited (${c.proc.signalCode ?? c.proc.exitCode})`;
+    return `${id} ${how}${c.lastLine ? `: ${c.lastLine.replace(/^\d\d:\d\d:\d\d\.\d{3}( t\d+)? (error|warn|info) *\s*/, '').trim()}` : ''}`;
+  };
   if (!leader) {
-    await stopAll('no leader was elected within 30 s');
+    const { failed } = await managerState();
+    await stopAll(`no leader was elected within 30 s${failed.length > 0 ? ` (${failed.join('; ')})` : ''}`, 1);
     return;
   }
   // First start: create an admin API token (this turns API authentication on) for the CLI here.
@@ -393,7 +463,7 @@ async function up(flags: UpFlags): Promise<void> {
     try {
       const r = await statusClient.post<{ id: string; token: string }>('/v1/tokens', { role: 'admin' });
       writeFileSync(adminTokenFile, r.token + '\n', { mode: 0o600 });
-      process.stdout.write(`admin API token ${r.id} written to ${adminTokenFile} (mode 0600)\n`);
+      out(`admin API token ${r.id} written to ${adminTokenFile} (mode 0600)\n`);
     } catch (e) {
       process.stderr.write(`note: no admin API token was created (${(e as Error).message}); pass one with --token-file or FLOTILLA_TOKEN\n`);
     }
@@ -416,9 +486,19 @@ async function up(flags: UpFlags): Promise<void> {
 
   const info: ClusterFile = { managers: addrs, workers: workerIds, driver, port, web: `${scheme}://${addrs[0]}/`, ca: caPem ? 'ca.crt' : null };
   writeFileSync(cfgFile, JSON.stringify(info, null, 2) + '\n');
-  process.stdout.write(
+  const mgrs = await managerState();
+  const readyWorkers = await client
+    .get<{ nodes: { id: string; status: string }[] }>('/v1/nodes')
+    .then((r) => workerIds.filter((w) => r.nodes.some((n) => n.id === w && n.status === 'ready') && alive(children.get(w)!.proc)))
+    .catch(() => [] as string[]);
+  const failedWorkers = workerIds.filter((w) => !readyWorkers.includes(w)).map((w) => describeFailure(w).replace('does not answer', 'is not ready'));
+  const failed = [...mgrs.failed, ...failedWorkers];
+  const count = (n: number, of: number, what: string): string => (n === of ? `${of} ${what}` : `${n} of ${of} ${what}`);
+  out(
     `
-flotilla is up: ${nm} managers (leader ${leader ?? '?'}), ${nw} workers, driver ${driver}
+flotilla is up: ${count(mgrs.up.length, nm, 'managers')} (leader ${leader ?? '?'}), ${count(readyWorkers.length, nw, 'workers')}, driver ${driver}${
+      failed.length > 0 ? `\n  FAILED:     ${failed.join('\n              ')}` : ''
+    }
   web page:   ${scheme}://${addrs[0]}/${caPem ? `\n              (certificate from the cluster's own CA: trust ${join(dir, 'ca.crt')} in the browser, or accept its warning)` : ''}
   CLI:        from this directory just run \`npx flotilla ps\`; elsewhere
               export FLOTILLA_MANAGERS=${addrs.join(',')} FLOTILLA_TOKEN_FILE=${adminTokenFile}${caPem ? ` FLOTILLA_CA=${join(dir, 'ca.crt')}` : ''}

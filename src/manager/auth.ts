@@ -279,3 +279,21 @@ export function registerAuth(m: Manager, log: Logger): void {
     });
   });
 }
+
+/** Scope of the de-duplication of unauthenticated callers (a cluster without API tokens). */
+export const ANONYMOUS_SCOPE = 'anonymous';
+
+/**
+ * Who sent a request, as the scope of its request id (kv writes de-duplicate per scope): the id
+ * of the API token it presents, or 'anonymous' when the cluster has no tokens (the guard has
+ * refused a request without a valid token otherwise). A forwarded write carries its client's
+ * authorization header, so the leader derives the same scope as the manager it reached.
+ */
+export function callerScope(state: ClusterState, req: http.IncomingMessage): string {
+  const tokens = apiTokens(state);
+  if (tokens.length === 0) return ANONYMOUS_SCOPE;
+  const tok = presented(req, false);
+  if (tok === null) return ANONYMOUS_SCOPE;
+  const h = sha256hex(tok);
+  return tokens.find((r) => sameHex(h, r.hash))?.id ?? ANONYMOUS_SCOPE;
+}

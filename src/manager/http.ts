@@ -1,6 +1,7 @@
 // A small HTTP router for the manager API: path patterns with :params, a bounded body reader,
 // and one place where every failure becomes a FlotillaError response.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { randomBytes } from 'node:crypto';
 import { FlotillaError, toFlotillaError } from './errors.js';
 
 export interface RequestContext {
@@ -10,6 +11,11 @@ export interface RequestContext {
   path: string;
   params: Record<string, string>;
   query: URLSearchParams;
+  /**
+   * The client's x-request-id, or 128 random bits (hex) invented here when it sent none. Either
+   * way it names this one request across managers (it goes along when a follower forwards a
+   * write) and de-duplicates retries of a kv write (state.ts, scoped to the caller).
+   */
   requestId: string;
   /** Reads the body (bounded); rejects with too_large past the limit. */
   body(): Promise<Buffer>;
@@ -44,7 +50,17 @@ interface Route {
   handler: Handler;
 }
 
-let requestSeq = 0;
+/** Longest x-request-id accepted (the state machine's limit for a kv write's request id). */
+export const MAX_REQUEST_ID = 128;
+
+/**
+ * A request id for a request that came without one: 128 random bits, so no two managers (or
+ * restarts of one) ever invent the same id; a per-process counter did, and the leader then
+ * took two followers' different writes for retries of one.
+ */
+export function newRequestId(): string {
+  return randomBytes(16).toString('hex');
+}
 
 export class Router {
   private routes: Route[] = [];
@@ -77,10 +93,16 @@ export class Router {
       }
     }
     if (!pathMatched) return false;
-    const requestId = String(req.headers['x-request-id'] ?? `r${Date.now().toString(36)}${(++requestSeq).toString(36)}`);
+    const raw = req.headers['x-request-id'];
+    const given = raw === undefined ? undefined : String(raw);
+    const badId = given !== undefined && (given.length === 0 || given.length > MAX_REQUEST_ID || !/^[\x21-\x7e]+$/.test(given));
+    const requestId = given !== undefined && !badId ? given : newRequestId();
     const t0 = this.observe ? performance.now() : 0;
     try {
       if (!route) throw new FlotillaError('bad_request', `Cannot ${req.method} ${url.pathname}: method not allowed`, { httpStatus: 405 });
+      if (badId) {
+        throw new FlotillaError('bad_request', `Cannot accept x-request-id as it must be 1 to ${MAX_REQUEST_ID} printable ASCII characters without spaces; send a fresh id per request, or none`);
+      }
       let bodyP: Promise<Buffer> | null = null;
       const ctx: RequestContext = {
         req,

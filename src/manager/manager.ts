@@ -23,7 +23,7 @@ import { registerWeb } from './web.js';
 import { createOps, registerOps, type Ops } from './ops.js';
 import { applyQuota, DEFAULT_QUOTA_BYTES } from './quota.js';
 import { page, parsePage } from './paging.js';
-import { registerAuth, nodeCredential, nodeEpoch, RESERVED_KV_PREFIX } from './auth.js';
+import { callerScope, registerAuth, nodeCredential, nodeEpoch, RESERVED_KV_PREFIX } from './auth.js';
 import { monoNow } from '../clock.js';
 import { bootstrapClusterId, incarnations, IncarnationGuard, probeBootstrap } from './incarnation.js';
 import { unpack } from 'msgpackr';
@@ -141,7 +141,15 @@ export class Manager {
         ) as unknown as http.Server)
       : http.createServer(httpOpts, handler);
     limitConnections(this.server, limits, log);
+    // Every socket, upgraded ones (event streams, worker sessions) included: closing the server
+    // ends them all, or `server.close` would wait for a WebSocket that a board keeps open.
+    this.server.on('connection', (s: import('node:net').Socket) => {
+      this.sockets.add(s);
+      s.once('close', () => this.sockets.delete(s));
+    });
   }
+
+  private readonly sockets = new Set<import('node:net').Socket>();
 
   static async start(opts: ManagerOptions): Promise<Manager> {
     const log = opts.log ?? consoleLogger(opts.id);
@@ -289,8 +297,10 @@ export class Manager {
     await this.node.stop();
     this.trace?.close();
     await this.transport.close();
+    const closed = new Promise<void>((r) => this.server.close(() => r()));
     this.server.closeAllConnections?.();
-    await new Promise<void>((r) => this.server.close(() => r()));
+    for (const s of this.sockets) s.destroy();
+    await closed;
     await this.storage.close();
   }
 
@@ -522,7 +532,7 @@ export class Manager {
       }
       const value = (await ctx.body()).toString('utf8');
       return this.onLeader(ctx, () =>
-        this.propose({ type: 'kv.put', key, value, cas, requestId: ctx.req.headers['x-request-id'] ? ctx.requestId : undefined } as Command),
+        this.propose({ type: 'kv.put', key, value, cas, requestId: ctx.requestId, scope: callerScope(this.state, ctx.req) } as Command),
       );
     });
     r.on('DELETE', '/v1/kv/*', async (ctx) => {
@@ -530,7 +540,7 @@ export class Manager {
       const casRaw = ctx.query.get('cas');
       const cas = casRaw === null ? undefined : Number(casRaw);
       if (cas !== undefined && (!Number.isInteger(cas) || cas < 0)) throw new FlotillaError('bad_request', `Cannot delete '${key}' as 'cas' must be a non-negative integer version`);
-      return this.onLeader(ctx, () => this.propose({ type: 'kv.del', key, cas, requestId: ctx.req.headers['x-request-id'] ? ctx.requestId : undefined } as Command));
+      return this.onLeader(ctx, () => this.propose({ type: 'kv.del', key, cas, requestId: ctx.requestId, scope: callerScope(this.state, ctx.req) } as Command));
     });
     r.on('GET', '/v1/kv/*', async (ctx) => {
       const key = checkKey(ctx.params['*']!);

@@ -181,8 +181,14 @@ export interface KvPutCommand {
   value: Uint8Array | string;
   /** Expected current version; 0 = the key must not exist. */
   cas?: number;
-  /** Client request id: a retried put with the same id returns the first result. */
+  /**
+   * Request id: a retried put with the same id (and scope) returns the first result; the same
+   * id with a different command is refused (conflict). The client's x-request-id, or 128 random
+   * bits the manager that received a request without one invented.
+   */
   requestId?: string;
+  /** Who sent the request (API token id, or 'anonymous'); request ids are per scope. */
+  scope?: string;
   at?: number;
   /**
    * The state-size quota the proposing manager enforces (its --quota-bytes). Carried in the
@@ -196,6 +202,7 @@ export interface KvDelCommand {
   /** Expected current version (0 = must not exist, which deletes nothing). */
   cas?: number;
   requestId?: string;
+  scope?: string;
   at?: number;
 }
 export interface TaskCreateCommand {
@@ -516,6 +523,7 @@ const singleCommandSchemas = [
     value: z.union([z.string(), bytes], { error: 'must be a string or bytes' }),
     cas: count.optional(),
     requestId: z.string().min(1).max(128).optional(),
+    scope: idString.optional(),
     at: count.optional(),
     quota: count.optional(),
   }),
@@ -524,6 +532,7 @@ const singleCommandSchemas = [
     key: z.string().min(1).max(MAX_KEY_LENGTH),
     cas: count.optional(),
     requestId: z.string().min(1).max(128).optional(),
+    scope: idString.optional(),
     at: count.optional(),
   }),
   z.strictObject({ type: z.literal('task.create'), id: idString, spec: z.custom<TaskSpec>(() => true), at: count, quota: count.optional() }),
@@ -890,6 +899,8 @@ interface UsageAcc {
 interface RequestRecord {
   index: number;
   result: ApplyResult;
+  /** commandDigest of the command that produced `result` (absent in records of older versions). */
+  digest?: string;
 }
 
 interface SnapshotData {
@@ -903,7 +914,7 @@ interface SnapshotData {
   /** Pending task ids in queue order. */
   pending: string[];
   kv: KvEntry[];
-  /** Remembered kv request ids, oldest first. */
+  /** Remembered kv request ids (`<scope> <id>`), oldest first. */
   requests: [string, RequestRecord][];
 }
 
@@ -1064,10 +1075,8 @@ export class ClusterState {
   // KV
 
   private kvPut(cmd: KvPutCommand): ApplyResult<KvWriteResult> {
-    if (cmd.requestId !== undefined) {
-      const seen = this.requests.get(cmd.requestId);
-      if (seen !== undefined) return seen.result as ApplyResult<KvWriteResult>;
-    }
+    const seen = this.seenRequest(cmd);
+    if (seen !== undefined) return seen as ApplyResult<KvWriteResult>;
     const size = typeof cmd.value === 'string' ? utf8Length(cmd.value) : cmd.value.byteLength;
     if (size > MAX_VALUE_BYTES) {
       return fail('too_large', `Cannot put '${cmd.key}' as its value is ${formatBytes(size)}, more than the ${formatBytes(MAX_VALUE_BYTES)} limit`);
@@ -1085,15 +1094,13 @@ export class ClusterState {
     this.kv.set(cmd.key, entry);
     this.emit({ type: 'kv.put', key: cmd.key, version: index });
     const result: ApplyResult<KvWriteResult> = { ok: true, value: { key: cmd.key, version: index, createVersion: entry.createVersion } };
-    this.remember(cmd.requestId, result);
+    this.remember(cmd, result);
     return result;
   }
 
   private kvDel(cmd: KvDelCommand): ApplyResult<KvDelResult> {
-    if (cmd.requestId !== undefined) {
-      const seen = this.requests.get(cmd.requestId);
-      if (seen !== undefined) return seen.result as ApplyResult<KvDelResult>;
-    }
+    const seen = this.seenRequest(cmd);
+    if (seen !== undefined) return seen as ApplyResult<KvDelResult>;
     const cur = this.kv.get(cmd.key);
     const conflict = this.casConflict('delete', cmd.key, cur, cmd.cas);
     if (conflict !== undefined) return conflict;
@@ -1102,7 +1109,7 @@ export class ClusterState {
     this.kvBytes -= kvEntryBytes(cur.key, valueBytes(cur.value));
     this.emit({ type: 'kv.deleted', key: cmd.key, version: this.cur.index });
     const result: ApplyResult<KvDelResult> = { ok: true, value: { deleted: true, key: cmd.key, version: cur.version } };
-    this.remember(cmd.requestId, result);
+    this.remember(cmd, result);
     return result;
   }
 
@@ -1149,10 +1156,29 @@ export class ClusterState {
     );
   }
 
-  /** Remember a successful kv result under its request id (bounded, FIFO). */
-  private remember(requestId: string | undefined, result: ApplyResult): void {
-    if (requestId === undefined) return;
-    this.requests.set(requestId, { index: this.cur.index, result });
+  /**
+   * The answer for a write whose request id was seen before (same scope): the first result if
+   * it is the same command (a retry), a conflict if the id was used for a different one;
+   * undefined = a new request.
+   */
+  private seenRequest(cmd: KvPutCommand | KvDelCommand): ApplyResult | undefined {
+    if (cmd.requestId === undefined) return undefined;
+    const seen = this.requests.get(requestKey(cmd.scope, cmd.requestId));
+    if (seen === undefined) return undefined;
+    if (seen.digest === undefined || seen.digest === commandDigest(cmd)) return seen.result;
+    const verb = cmd.type === 'kv.put' ? 'put' : 'delete';
+    const first = seen.result.ok ? (seen.result.value as { key?: unknown }).key : undefined;
+    const was = typeof first === 'string' ? ` (a write of '${first}' at index ${seen.index})` : ` (at index ${seen.index})`;
+    return fail(
+      'conflict',
+      `Cannot ${verb} '${cmd.key}' as request id '${cmd.requestId}' was already used for a different write${was}; send a new x-request-id for every new write (reuse one only to retry the same write)`,
+    );
+  }
+
+  /** Remember a successful kv result under its (scoped) request id (bounded, FIFO). */
+  private remember(cmd: KvPutCommand | KvDelCommand, result: ApplyResult): void {
+    if (cmd.requestId === undefined) return;
+    this.requests.set(requestKey(cmd.scope, cmd.requestId), { index: this.cur.index, result, digest: commandDigest(cmd) });
     while (this.requests.size > REQUEST_MEMORY) {
       const oldest = this.requests.keys().next().value as string;
       this.requests.delete(oldest);
@@ -2023,6 +2049,50 @@ async function parseSnapshot(bytes: Uint8Array, sliceMs: number): Promise<{ data
   }
   if (!done) throw badSnapshot(new Error('the document is incomplete'));
   return { data: doc as unknown as SnapshotData, kvBytes };
+}
+
+/** The de-duplication key: scopes are ids (no spaces), so the first space ends the scope. */
+function requestKey(scope: string | undefined, requestId: string): string {
+  return `${scope ?? ''} ${requestId}`;
+}
+
+/**
+ * A 64-bit fingerprint of what a kv write does (type, key, cas, value; not its time stamp), to
+ * tell a retry from a different write that reuses a request id. Deterministic and pure (two
+ * multiply-xor lanes over the UTF-16 code units or bytes, then a final avalanche of each lane
+ * into the other); not a cryptographic hash: a caller can only confuse its own request ids.
+ */
+function commandDigest(cmd: KvPutCommand | KvDelCommand): string {
+  let a = 0x9e3779b9;
+  let b = 0x7f4a7c15;
+  const mix = (c: number): void => {
+    a = Math.imul(a ^ c, 0x85ebca6b);
+    b = Math.imul(b ^ c, 0xc2b2ae35);
+    a = (a << 13) | (a >>> 19);
+    b = (b << 17) | (b >>> 15);
+  };
+  const text = (s: string): void => {
+    for (let i = 0; i < s.length; i++) mix(s.charCodeAt(i));
+    mix(0x10000); // not a code unit: ends the field unambiguously
+  };
+  text(cmd.type);
+  text(cmd.key);
+  text(cmd.cas === undefined ? '-' : String(cmd.cas));
+  if (cmd.type === 'kv.put') {
+    if (typeof cmd.value === 'string') {
+      mix(0x10001);
+      text(cmd.value);
+    } else {
+      mix(0x10002);
+      for (const x of cmd.value) mix(x);
+      mix(0x10000);
+    }
+  }
+  let x = Math.imul(a ^ (a >>> 16), 0x85ebca6b) ^ Math.imul(b ^ (b >>> 13), 0xc2b2ae35);
+  let y = Math.imul(b ^ (b >>> 16), 0x85ebca6b) ^ Math.imul(x ^ (x >>> 13), 0xc2b2ae35);
+  x ^= y >>> 15;
+  y ^= x >>> 16;
+  return (x >>> 0).toString(16).padStart(8, '0') + (y >>> 0).toString(16).padStart(8, '0');
 }
 
 function byId(a: { id: string }, b: { id: string }): number {

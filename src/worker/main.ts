@@ -235,18 +235,9 @@ export async function runWorker(flags: WorkerFlags, opts: RunWorkerOptions = {})
   await agent.start();
   log.info(`worker ${cfg.id} listening on ${agent.httpAddress}; managers ${cfg.managers.join(',')}; drivers ${cfg.drivers.join(',')}`);
   if (opts.handleSignals !== false) {
-    let stopping = false;
-    const stop = (sig: string): void => {
-      if (stopping) return;
-      stopping = true;
-      log.info(`${sig}: stopping the worker (tasks keep running)`);
-      agent.close().then(
-        () => process.exit(0),
-        () => process.exit(1),
-      );
-    };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
+    // SIGINT/SIGTERM/SIGHUP (or output/parent gone): a bounded clean stop; twice: at once.
+    const { nodeShutdown } = await import('../cli/signals.js');
+    nodeShutdown({ close: () => agent.close(), say: (msg) => log.info(`${msg} the worker (tasks keep running)`) });
   }
   return agent;
 }
