@@ -470,32 +470,39 @@ export class GrowWorkload {
     return r;
   }
 
-  /** Final reads (linearizable, real addresses) of every key a burst wrote, as digests. */
+  /**
+   * Final reads of every key a burst wrote, as digests: the paged kv list (`GET /v1/kv?prefix=big-`,
+   * each page a linearizable read; nothing writes after healing), so a few requests instead of
+   * one per key. A key written but not listed is absent (null). Empty map if the deadline passes.
+   */
   async finalReads(deadline: number, managers: () => string[]): Promise<Map<string, KvVersioned | null>> {
-    const out = new Map<string, KvVersioned | null>();
-    const keys = [...new Set(this.ops.filter((o) => o.outcome !== 'fail').map((o) => o.key))].sort();
-    for (const key of keys) {
-      let attempt = 0;
-      while (Date.now() < deadline) {
-        const ms = managers();
-        const m = ms[attempt++ % Math.max(1, ms.length)] ?? this.cluster.managerIds[0]!;
-        try {
-          const res = await request(this.cluster.realAddr.get(m)!, `/v1/kv/${key}`, { timeoutMs: 5000, headers: this.cluster.authHeaders() });
-          if (res.status === 200) {
-            const body = res.body as { value: string; version: number };
-            out.set(key, { value: valueDigest(body.value), version: body.version });
-            break;
-          }
-          if (res.status === 404 && errorCode(res) === 'not_found') {
-            out.set(key, null);
-            break;
-          }
-        } catch {
-          /* try the next manager */
+    const written = [...new Set(this.ops.filter((o) => o.outcome !== 'fail').map((o) => o.key))].sort();
+    const seen = new Map<string, KvVersioned>();
+    let cont: string | undefined;
+    let attempt = 0;
+    let complete = false;
+    while (Date.now() < deadline && !complete) {
+      const ms = managers();
+      const m = ms[attempt % Math.max(1, ms.length)] ?? this.cluster.managerIds[0]!;
+      try {
+        const q = `/v1/kv?prefix=big-&limit=500${cont === undefined ? '' : `&continue=${encodeURIComponent(cont)}`}`;
+        const res = await request(this.cluster.realAddr.get(m)!, q, { timeoutMs: 15_000, headers: this.cluster.authHeaders() });
+        if (res.status === 200) {
+          const body = res.body as { items: { key: string; value: string; version: number }[]; continue?: string };
+          for (const it of body.items) seen.set(it.key, { value: valueDigest(it.value), version: it.version });
+          cont = body.continue;
+          if (cont === undefined) complete = true;
+          continue;
         }
-        await sleep(200);
+      } catch {
+        /* the next manager */
       }
+      attempt++;
+      await sleep(200);
     }
+    const out = new Map<string, KvVersioned | null>();
+    if (!complete) return out;
+    for (const k of written) out.set(k, seen.get(k) ?? null);
     return out;
   }
 }

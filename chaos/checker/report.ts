@@ -112,7 +112,8 @@ export function reportJson(r: CheckResults): ReportJson {
   }
   if (r.largeValues !== undefined) {
     const g = r.largeValues;
-    const v: Verdict = g.ok ? 'pass' : 'fail';
+    // Large values not read back after healing leave the check inconclusive.
+    const v: Verdict = !g.ok ? 'fail' : g.unchecked.length > 0 ? 'unknown' : 'pass';
     verdicts.push(v);
     out.largeValues = {
       verdict: v,
@@ -175,7 +176,7 @@ export function reportText(r: CheckResults): string {
   }
   const g = j.largeValues;
   if (g !== undefined) {
-    lines.push(`  large values: ${g.verdict === 'pass' ? 'pass' : 'FAIL'} (${g.checked} acknowledged large writes checked by length+digest, ${g.lost.length} lost; ${g.refusedQuota} refused by the quota)`);
+    lines.push(`  large values: ${g.verdict === 'pass' ? 'pass' : g.verdict === 'fail' ? 'FAIL' : 'UNKNOWN'} (${g.checked} acknowledged large writes checked by length+digest, ${g.lost.length} lost; ${g.refusedQuota} refused by the quota)`);
     for (const x of g.lost.slice(0, LIST_LIMIT)) lines.push(`    lost ${x.reason}`);
     for (const x of g.unexplained.slice(0, LIST_LIMIT)) lines.push(`    key ${JSON.stringify(x.key)}: ${x.reason}`);
     if (g.unchecked > 0) lines.push(`    not checked (no final value): ${g.unchecked} keys`);
