@@ -335,7 +335,11 @@ export class ChaosCluster {
       env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --import ${clockShiftPreload()}`.trim();
       env.FLOTILLA_CLOCK_SHIFT_FILE = clock;
     }
-    const p = spawn(process.execPath, args, { stdio: ['ignore', fd, fd], env });
+    // Its own session and process group: a SIGSTOPped child in the harness's group would get
+    // SIGHUP + SIGCONT from the kernel when that group becomes orphaned (the shell that started
+    // the harness exits), ending a pause early and killing the manager (its SIGHUP handler stops it).
+    // Children are stopped by PID anyway.
+    const p = spawn(process.execPath, args, { stdio: ['ignore', fd, fd], env, detached: true });
     closeSync(fd);
     n.proc = p;
     n.pid = p.pid ?? null;

@@ -9,6 +9,7 @@
 //   check     stop every process (by PID), run the checkers (the kv/task history, and the
 //             managers' Raft traces in raft/), write history.json, nemesis.log, report.json,
 //             report.txt, timeline.html (+ one log per process in logs/)
+import { setMaxListeners } from 'node:events';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from './http.js';
 import { join } from 'node:path';
@@ -214,6 +215,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     background.signal.addEventListener('abort', () => clearInterval(lagTimer), { once: true });
     bg.push(monitor.run(background.signal), tasks.observe(background.signal));
     const work = new AbortController();
+    setMaxListeners(200, work.signal); // every client, the task loop, the nemesis and its bursts wait on it
     const stopWork = (): void => work.abort();
     outer.signal.addEventListener('abort', stopWork, { once: true });
     const running = [kv.run(work.signal), tasks.run(work.signal), nemesis.run(work.signal)];
