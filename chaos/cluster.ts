@@ -13,8 +13,9 @@
 // Processes are started, stopped, paused and killed by PID only. Task processes of the process
 // driver run detached (they survive a worker); they are found in the workers' state dirs and
 // killed by process group at the end.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { open as openAsync } from 'node:fs/promises';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,6 +43,10 @@ export interface NodeProc {
   exited: Promise<void>;
   /** The harness stopped it (an exit otherwise is reported as unexpected). */
   expectExit: boolean;
+  /** How the last process life ended. */
+  lastExit: { code: number | null; signal: NodeJS.Signals | null } | null;
+  /** Killed for good (the kill-worker fault): never restarted, not awaited as ready. */
+  gone: boolean;
 }
 
 export interface ChaosClusterOptions {
@@ -60,6 +65,11 @@ export interface ChaosClusterOptions {
   workerArgs?: string[];
   /** Start managers with the wall-clock shift preload (the clock-step nemesis). */
   clockShift?: boolean;
+  /**
+   * Give each manager's data directory its own tmpfs of this many MiB (the disk-full nemesis;
+   * needs root): mounted at `<dir>/<id>-fs` by mountDisks(), unmounted by unmountDisks().
+   */
+  diskMiB?: number;
 }
 
 export interface ManagerStatus {
@@ -125,6 +135,10 @@ export class ChaosCluster {
   private readonly clockOffsets = new Map<string, number>();
   /** Task process groups seen (pid → /proc start time), killed at the end. */
   private readonly taskGroups = new Map<number, string | undefined>();
+  /** tmpfs mount points of the managers (disk-full). */
+  private readonly mounts = new Set<string>();
+  /** The admin API token the harness created at setup (every harness request carries it). */
+  apiToken: string | null = null;
 
   private constructor(readonly opts: ChaosClusterOptions) {
     this.managerIds = Array.from({ length: opts.managers }, (_, i) => `m${i + 1}`);
@@ -153,7 +167,7 @@ export class ChaosCluster {
     for (const m of c.managerIds) {
       const routes = c.managerIds.filter((p) => p !== m).map((p) => `${p}=${c.net.get(m, p).addr}`).join(',');
       const args = [
-        CLI, 'manager', '--id', m, '--listen', real(m), '--advertise', c.net.get('ext', m).addr, '--data', join(opts.dir, m),
+        CLI, 'manager', '--id', m, '--listen', real(m), '--advertise', c.net.get('ext', m).addr, '--data', c.dataDir(m),
         '--bootstrap', bootstrap, '--peer-route', routes, '--secret-file', c.secretFile, '--insecure',
         ...(opts.traceDir !== undefined ? ['--raft-trace', c.traceFile(m)!] : []), ...(opts.managerArgs ?? []),
       ];
@@ -171,7 +185,115 @@ export class ChaosCluster {
   }
 
   private mkNode(id: string, kind: 'manager' | 'worker', args: string[]): NodeProc {
-    return { id, kind, args, logFile: join(this.opts.logDir, `${id}.log`), proc: null, pid: null, status: 'stopped', starts: 0, exited: Promise.resolve(), expectExit: false };
+    return { id, kind, args, logFile: join(this.opts.logDir, `${id}.log`), proc: null, pid: null, status: 'stopped', starts: 0, exited: Promise.resolve(), expectExit: false, lastExit: null, gone: false };
+  }
+
+  /** Headers of every harness API request (the admin token, once created). */
+  authHeaders(): Record<string, string> {
+    return this.apiToken === null ? {} : { authorization: `Bearer ${this.apiToken}` };
+  }
+
+  // ------------------------------------------------------------------------ data directories
+
+  /** A manager's data directory (inside its tmpfs when the disks are mounted). */
+  dataDir(m: string): string {
+    return this.opts.diskMiB !== undefined ? join(this.diskDir(m), 'data') : join(this.opts.dir, m);
+  }
+
+  /** The tmpfs mount point of a manager (disk-full). */
+  diskDir(m: string): string {
+    return join(this.opts.dir, `${m}-fs`);
+  }
+
+  /** Mounts one tmpfs per manager (root only); throws with a clear message otherwise. */
+  mountDisks(): void {
+    if (this.opts.diskMiB === undefined) return;
+    for (const m of this.managerIds) {
+      const d = this.diskDir(m);
+      mkdirSync(d, { recursive: true });
+      const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${this.opts.diskMiB}m,mode=0700`, 'tmpfs', d], { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`disk-full: cannot mount a ${this.opts.diskMiB} MiB tmpfs on ${d} (needs root): ${(r.stderr || r.error?.message || '').trim()}`);
+      this.mounts.add(d);
+    }
+  }
+
+  /** Unmounts every tmpfs the harness mounted (synchronous: also called from exit hooks). */
+  unmountDisks(): string[] {
+    const failed: string[] = [];
+    for (const d of [...this.mounts]) {
+      let r = spawnSync('umount', [d], { encoding: 'utf8' });
+      if (r.status !== 0) r = spawnSync('umount', ['-l', d], { encoding: 'utf8' }); // a process still exiting
+      if (r.status === 0) this.mounts.delete(d);
+      else failed.push(d);
+    }
+    return failed;
+  }
+
+  private fillerFile(m: string): string {
+    return join(this.diskDir(m), 'filler');
+  }
+
+  /** Fills a manager's tmpfs until ENOSPC (the file stays); returns the bytes written. */
+  async fillDisk(m: string): Promise<number> {
+    if (this.opts.diskMiB === undefined) throw new Error('disk-full needs the per-manager tmpfs');
+    const chunk = Buffer.alloc(1 << 20, 0x5a);
+    const fh = await openAsync(this.fillerFile(m), 'a');
+    let bytes = 0;
+    try {
+      for (let i = 0; i < 4 * this.opts.diskMiB + 16; i++) {
+        try {
+          const { bytesWritten } = await fh.write(chunk);
+          bytes += bytesWritten;
+          if (bytesWritten < chunk.length) break;
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'ENOSPC') break;
+          throw e;
+        }
+      }
+      // The last partial page: fill byte-wise chunks until even a small write fails.
+      for (const size of [65536, 4096, 512]) {
+        const b = chunk.subarray(0, size);
+        for (let i = 0; i < 64; i++) {
+          try {
+            const { bytesWritten } = await fh.write(b);
+            bytes += bytesWritten;
+            if (bytesWritten < size) break;
+          } catch {
+            break;
+          }
+        }
+      }
+    } finally {
+      await fh.close();
+    }
+    return bytes;
+  }
+
+  /** Removes a manager's filler file; true if there was one. */
+  unfillDisk(m: string): boolean {
+    const f = this.fillerFile(m);
+    if (!existsSync(f)) return false;
+    rmSync(f, { force: true });
+    return true;
+  }
+
+  private wipedAside(m: string): string {
+    return `${this.dataDir(m)}.wiped-aside`;
+  }
+
+  /** Moves a (stopped) manager's data directory aside, as if the disk had been wiped. */
+  wipeData(m: string): void {
+    if (this.node(m).status === 'running' || this.node(m).status === 'paused') throw new Error(`${m} is running`);
+    rmSync(this.wipedAside(m), { recursive: true, force: true });
+    renameSync(this.dataDir(m), this.wipedAside(m));
+  }
+
+  /** Puts the original data directory back (whatever the wiped start left is removed). */
+  restoreData(m: string): boolean {
+    if (!existsSync(this.wipedAside(m))) return false;
+    rmSync(this.dataDir(m), { recursive: true, force: true });
+    renameSync(this.wipedAside(m), this.dataDir(m));
+    return true;
   }
 
   /** A manager's Raft trace file (null when tracing is off). */
@@ -213,7 +335,11 @@ export class ChaosCluster {
       env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --import ${clockShiftPreload()}`.trim();
       env.FLOTILLA_CLOCK_SHIFT_FILE = clock;
     }
-    const p = spawn(process.execPath, args, { stdio: ['ignore', fd, fd], env });
+    // Its own session and process group: a SIGSTOPped child in the harness's group would get
+    // SIGHUP + SIGCONT from the kernel when that group becomes orphaned (the shell that started
+    // the harness exits), ending a pause early and killing the manager (its SIGHUP handler stops it).
+    // Children are stopped by PID anyway.
+    const p = spawn(process.execPath, args, { stdio: ['ignore', fd, fd], env, detached: true });
     closeSync(fd);
     n.proc = p;
     n.pid = p.pid ?? null;
@@ -223,6 +349,7 @@ export class ChaosCluster {
     n.exited = new Promise<void>((resolve) => {
       p.once('exit', (code, signal) => {
         if (n.proc === p) {
+          n.lastExit = { code, signal };
           n.status = n.status === 'stopped' ? 'stopped' : 'killed';
           if (!n.expectExit) this.onUnexpectedExit?.(id, code, signal);
         }
@@ -304,6 +431,7 @@ export class ChaosCluster {
     await Promise.all([...this.nodes.keys()].map((id) => this.kill(id, true)));
     this.killTaskGroups();
     await this.net.closeAll();
+    this.unmountDisks();
   }
 
   /** Synchronous last resort (process exit / signal): kills by PID whatever is still running. */
@@ -324,6 +452,7 @@ export class ChaosCluster {
       /* best effort */
     }
     this.killTaskGroups();
+    this.unmountDisks();
   }
 
   // ---------------------------------------------------------------------------------- status
@@ -356,12 +485,17 @@ export class ChaosCluster {
   /** Worker ids the leader sees as ready. */
   async readyWorkers(leader: string): Promise<string[]> {
     try {
-      const r = await request(this.realAddr.get(leader)!, '/v1/nodes', { timeoutMs: 2000 });
+      const r = await request(this.realAddr.get(leader)!, '/v1/nodes', { timeoutMs: 2000, headers: this.authHeaders() });
       if (r.status !== 200) return [];
       return ((r.body as { nodes: { id: string; status: string }[] }).nodes ?? []).filter((n) => n.status === 'ready').map((n) => n.id);
     } catch {
       return [];
     }
+  }
+
+  /** Workers not killed for good. */
+  liveWorkers(): string[] {
+    return this.workerIds.filter((w) => !this.node(w).gone);
   }
 
   /** Waits for one agreed leader and every worker ready; returns the leader. */
@@ -371,7 +505,7 @@ export class ChaosCluster {
       const leader = await this.converged();
       if (leader !== null) {
         const ready = await this.readyWorkers(leader);
-        if (this.workerIds.every((w) => ready.includes(w))) return leader;
+        if (this.liveWorkers().every((w) => ready.includes(w))) return leader;
       }
       await sleep(100);
     }

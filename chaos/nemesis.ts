@@ -24,13 +24,38 @@
 //              clock does not); stepped back at the next heal
 //   long-pause SIGSTOP the leader for longer than the failover grace (grace + 2…6 s), then
 //              SIGCONT; the nemesis waits it out (the next steps run late)
+//   wipe       SIGKILL a follower, move its data directory aside and start it again with the
+//              same command line: it must refuse (exit 1, the wiped-member message) within
+//              WIPE_BOUND_MS, watched by the nemesis (checker/wipes.ts); at the next heal the
+//              original directory comes back and the manager is started
+//   disk-full  fill the leader's or a random manager's own tmpfs (its data dir; root only)
+//              with a filler file until ENOSPC; the next heal removes it (and restarts the
+//              manager if it stopped)
+//   grow       a bounded burst of large values (GrowWorkload: ≤ `bytes` in `valueBytes` values
+//              over a fixed key set, ≤ GROW_BURST_MS) through the API, in the background;
+//              quota refusals (507) are expected
+//   kill-worker SIGKILL a worker for good: never restarted (not even by the final heal); at
+//              most one per run, and only with two workers or more
 // Budget: at most one fault at a time, and kill/pause/partition never take down or cut off more
 // than a minority of managers unless --allow-quorum-loss.
 import { Rng } from './prng.js';
+import { readFileSync } from 'node:fs';
 import type { ChaosCluster } from './cluster.js';
 import { sleep } from './cluster.js';
+import { WIPED_REFUSAL, type WipeRecord, type WipeStatus } from './checker/wipes.js';
 
-export const FAULT_KINDS = ['kill', 'pause', 'partition', 'restart', 'drop', 'latency', 'clock-step', 'long-pause'] as const;
+export const FAULT_KINDS = ['kill', 'pause', 'partition', 'restart', 'drop', 'latency', 'clock-step', 'long-pause', 'wipe', 'disk-full', 'grow', 'kill-worker'] as const;
+/** The default `--faults`. */
+export const DEFAULT_FAULTS: readonly FaultKind[] = ['kill', 'pause', 'partition', 'restart', 'drop', 'latency'];
+
+/** How long a wiped manager may run before the wipe counts as not refused. */
+export const WIPE_BOUND_MS = 30_000;
+/** Bound on one grow burst. */
+export const GROW_BURST_MS = 8000;
+/** Size of the grow nemesis' values and key set, and its bytes per burst (bounds the state). */
+export const GROW_VALUE_BYTES = 30 * 1024;
+export const GROW_KEYS = 2500;
+export const GROW_MAX_BURST_BYTES = 24 * 1024 * 1024;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 export type PartitionShape = 'halves' | 'isolate-leader' | 'bridge' | 'one-way-leader' | 'split-all';
@@ -43,6 +68,10 @@ export type PlannedAction =
   | { kind: 'latency'; ms: number; jitterMs: number; scope: 'node' | 'links' }
   | { kind: 'clock-step'; target: 'leader' | 'random'; offsetMs: number }
   | { kind: 'long-pause'; ms: number }
+  | { kind: 'wipe' }
+  | { kind: 'disk-full'; target: 'leader' | 'random' }
+  | { kind: 'grow'; bytes: number; valueBytes: number }
+  | { kind: 'kill-worker' }
   | { kind: 'heal' };
 
 export interface PlannedStep {
@@ -72,14 +101,16 @@ export function maxMinority(n: number): number {
 export function planSchedule(o: ScheduleOptions): PlannedStep[] {
   const rng = Rng.derive(o.seed, 'schedule');
   const steps: PlannedStep[] = [];
-  if (o.faults.length === 0) return steps;
+  // kill-worker needs a worker that stays: never all of them.
+  const faults = o.faults.filter((k) => k !== 'kill-worker' || o.workers >= 2);
+  if (faults.length === 0) return steps;
   for (let k = 1; k * o.intervalMs < o.durationMs; k++) {
     const at = k * o.intervalMs;
     if (k % 2 === 0) {
       steps.push({ step: k, at, action: { kind: 'heal' } });
       continue;
     }
-    const kind = rng.pick(o.faults);
+    const kind = rng.pick(faults);
     let action: PlannedAction;
     switch (kind) {
       case 'kill':
@@ -112,6 +143,16 @@ export function planSchedule(o: ScheduleOptions): PlannedStep[] {
       case 'long-pause':
         action = { kind, ms: (o.failoverGraceMs ?? 10_000) + rng.between(2000, 6000) };
         break;
+      case 'wipe':
+      case 'kill-worker':
+        action = { kind };
+        break;
+      case 'disk-full':
+        action = { kind, target: rng.chance(0.5) ? 'leader' : 'random' };
+        break;
+      case 'grow':
+        action = { kind, bytes: rng.between(GROW_MAX_BURST_BYTES / 2, GROW_MAX_BURST_BYTES), valueBytes: GROW_VALUE_BYTES };
+        break;
     }
     steps.push({ step: k, at, action });
   }
@@ -135,9 +176,31 @@ export function describeAction(a: PlannedAction): string {
       return `step the wall clock of ${a.target === 'leader' ? 'the leader' : 'a random manager'} by ${a.offsetMs > 0 ? '+' : '-'}${Math.abs(a.offsetMs) / 60_000} min`;
     case 'long-pause':
       return `SIGSTOP the leader for ${(a.ms / 1000).toFixed(1)} s (past the failover grace)`;
+    case 'wipe':
+      return "wipe a follower's data directory and start it again";
+    case 'disk-full':
+      return `fill the disk of ${a.target === 'leader' ? 'the leader' : 'a random manager'}`;
+    case 'grow':
+      return `grow the state: up to ${(a.bytes / 1048576).toFixed(1)} MiB of ${a.valueBytes / 1024} KiB values`;
+    case 'kill-worker':
+      return 'SIGKILL a worker for good';
     case 'heal':
       return 'heal';
   }
+}
+
+/** Outcome of one grow burst. */
+export interface GrowBurst {
+  ok: number;
+  refusedQuota: number;
+  failed: number;
+  unknown: number;
+  bytes: number;
+}
+
+/** What the grow nemesis drives (workload.ts GrowWorkload). */
+export interface GrowDriver {
+  burst(o: { step: number; bytes: number; valueBytes: number; maxMs: number }, signal?: AbortSignal): Promise<GrowBurst>;
 }
 
 /** One line of nemesis.log / one entry of history.nemesis. */
@@ -159,6 +222,10 @@ export interface NemesisContext {
   /** The current leader (asked fresh), or null if none is known. */
   leader: () => Promise<string | null>;
   log: (e: NemesisEvent) => void;
+  /** The grow fault's writer (absent: grow steps do nothing). */
+  grow?: GrowDriver;
+  /** Bound on a wiped manager's life (default WIPE_BOUND_MS). */
+  wipeBoundMs?: number;
 }
 
 export class Nemesis {
@@ -168,6 +235,16 @@ export class Nemesis {
   private cutOff: string[] = [];
   /** Fault actions executed (heals not counted). */
   actions = 0;
+  /** Managers whose data directory is aside (restored at the next heal). */
+  private readonly wiped = new Set<string>();
+  /** Managers whose tmpfs is full (emptied at the next heal). */
+  private readonly filled = new Set<string>();
+  /** Background grow bursts. */
+  private readonly pending: Promise<void>[] = [];
+  /** What every wipe did (checker/wipes.ts). */
+  readonly wipes: WipeRecord[] = [];
+  /** Workers killed for good, and when (harness clock, right after the SIGKILL took effect). */
+  readonly deadWorkers: { node: string; at: number }[] = [];
 
   constructor(
     private readonly ctx: NemesisContext,
@@ -191,6 +268,12 @@ export class Nemesis {
         this.emit(s.step, 'heal', 'info', [], `step failed: ${(e as Error).message}`);
       }
     }
+    await this.settle();
+  }
+
+  /** Waits for the background work of the faults (grow bursts; each is bounded). */
+  async settle(): Promise<void> {
+    await Promise.all(this.pending);
   }
 
   private emit(step: number | null, kind: NemesisEvent['kind'], phase: NemesisEvent['phase'], targets: string[], detail: string): void {
@@ -316,7 +399,108 @@ export class Nemesis {
         this.emit(s.step, 'long-pause', 'heal', [l.id], `SIGCONT ${l.id}${signal?.aborted ? ' (run ending)' : ''}`);
         return;
       }
+      case 'wipe':
+        await this.wipe(s.step, rng, signal);
+        return;
+      case 'disk-full': {
+        let id: string;
+        let note = '';
+        if (a.target === 'leader') {
+          const l = await this.resolveLeader(rng);
+          if (l === null) return;
+          id = l.id;
+          note = ` ${l.note}`;
+        } else id = rng.pick(managers);
+        if (!c.isUp(id) || this.filled.has(id)) return;
+        this.actions++;
+        this.filled.add(id);
+        const bytes = await c.fillDisk(id);
+        this.emit(s.step, 'disk-full', 'start', [id], `filled the tmpfs of ${id}${note} with ${(bytes / 1048576).toFixed(1)} MiB until ENOSPC`);
+        return;
+      }
+      case 'grow': {
+        const g = this.ctx.grow;
+        if (g === undefined) return;
+        this.actions++;
+        this.emit(s.step, 'grow', 'instant', [], `burst of up to ${(a.bytes / 1048576).toFixed(1)} MiB in ${a.valueBytes / 1024} KiB values (at most ${GROW_BURST_MS / 1000} s)`);
+        this.pending.push(
+          g.burst({ step: s.step, bytes: a.bytes, valueBytes: a.valueBytes, maxMs: GROW_BURST_MS }, signal).then(
+            (r) => this.emit(s.step, 'grow', 'info', [], `burst done: ${r.ok} written (${(r.bytes / 1048576).toFixed(1)} MiB), ${r.refusedQuota} refused by the quota, ${r.failed} failed, ${r.unknown} unknown`),
+            (e) => this.emit(s.step, 'grow', 'info', [], `burst failed: ${(e as Error).message}`),
+          ),
+        );
+        return;
+      }
+      case 'kill-worker': {
+        if (this.deadWorkers.length > 0) {
+          this.emit(s.step, 'kill-worker', 'info', [], `skipped: ${this.deadWorkers[0]!.node} is already dead for good (one per run)`);
+          return;
+        }
+        const live = c.workerIds.filter((w) => c.isUp(w));
+        if (live.length < 2) return;
+        const id = rng.pick(live);
+        this.actions++;
+        c.node(id).gone = true;
+        await c.kill(id);
+        this.deadWorkers.push({ node: id, at: this.ctx.clock() });
+        this.emit(s.step, 'kill-worker', 'start', [id], `SIGKILL ${id} for good (never restarted)`);
+        return;
+      }
     }
+  }
+
+  /** The wipe fault: a follower restarted on an empty data directory must refuse to start. */
+  private async wipe(step: number, rng: Rng, signal?: AbortSignal): Promise<void> {
+    const c = this.ctx.cluster;
+    const l = await this.ctx.leader();
+    if (l === null) return; // a follower must be known to be one
+    const followers = c.managerIds.filter((m) => m !== l && c.isUp(m) && !this.wiped.has(m));
+    if (followers.length === 0) return;
+    const id = rng.pick(followers);
+    this.actions++;
+    await c.kill(id);
+    c.wipeData(id);
+    this.wiped.add(id);
+    const n = c.node(id);
+    c.start(id);
+    n.expectExit = true; // its exit is the expected outcome, not a crash
+    const starts = n.starts;
+    const at = this.ctx.clock();
+    this.emit(step, 'wipe', 'start', [id], `SIGKILL ${id} (follower of ${l}), data directory moved aside, started again with its command line`);
+    let exited = false;
+    void n.exited.then(() => (exited = true));
+    const statuses: WipeStatus[] = [];
+    const bound = this.ctx.wipeBoundMs ?? WIPE_BOUND_MS;
+    while (!exited && this.ctx.clock() - at <= bound && !signal?.aborted) {
+      const st = await c.status(id, 300);
+      if (st !== null && st.id === id && !exited) statuses.push({ at: this.ctx.clock(), role: st.role, term: st.term, appliedIndex: st.appliedIndex });
+      await Promise.race([sleep(250, signal), n.exited]);
+    }
+    const aliveMs = Math.round(this.ctx.clock() - at);
+    let rec: WipeRecord;
+    if (!exited || n.starts !== starts) {
+      const aborted = signal?.aborted === true;
+      await c.kill(id);
+      rec = { manager: id, step, at, outcome: aborted ? 'aborted' : 'stayed-up', exitCode: null, aliveMs, statuses };
+    } else {
+      const code = n.lastExit?.code ?? null;
+      const message = refusalLine(n.logFile, id, starts);
+      rec = { manager: id, step, at, outcome: code === 1 && message !== undefined ? 'refused' : 'exited', exitCode: code, aliveMs, statuses, ...(message === undefined ? {} : { message }) };
+    }
+    this.wipes.push(rec);
+    this.emit(
+      step,
+      'wipe',
+      'info',
+      [id],
+      rec.outcome === 'refused'
+        ? `${id} refused to start after ${aliveMs} ms (exit 1, wiped-member message)`
+        : rec.outcome === 'exited'
+          ? `${id} exited after ${aliveMs} ms with status ${rec.exitCode} WITHOUT the wiped-member refusal`
+          : rec.outcome === 'stayed-up'
+            ? `${id} was STILL RUNNING ${aliveMs} ms after its start on an empty data directory: SIGKILLed`
+            : `${id} watched ${aliveMs} ms, then the run ended`,
+    );
   }
 
   /** Cuts manager↔manager links for a shape; returns the targets and a description. */
@@ -388,8 +572,15 @@ export class Nemesis {
     const c = this.ctx.cluster;
     const parts: string[] = [];
     const targets: string[] = [];
-    // Anything that died (killed by us, or crashed) comes back.
-    const dead = [...c.nodes.values()].filter((n) => n.status === 'killed').map((n) => n.id);
+    // Wiped managers get their data directory back, full disks their space, before restarts.
+    const restored = [...this.wiped].filter((m) => c.restoreData(m));
+    this.wiped.clear();
+    if (restored.length > 0) parts.push(`data directory back on ${restored.join(',')}`);
+    const emptied = [...this.filled].filter((m) => c.unfillDisk(m));
+    this.filled.clear();
+    if (emptied.length > 0) parts.push(`filler removed on ${emptied.join(',')}`);
+    // Anything that died (killed by us, or crashed) comes back; workers killed for good do not.
+    const dead = [...c.nodes.values()].filter((n) => n.status === 'killed' && !n.gone).map((n) => n.id);
     for (const id of dead) {
       c.start(id);
       targets.push(id);
@@ -411,4 +602,20 @@ export class Nemesis {
     this.cutOff = [];
     if (parts.length > 0 || final) this.emit(step, final ? 'heal-all' : 'heal', 'heal', targets, parts.length > 0 ? parts.join('; ') : 'nothing to heal');
   }
+}
+
+/** The wiped-member refusal in a manager's log, from its `starts`-th start on (shortened). */
+function refusalLine(logFile: string, id: string, starts: number): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(logFile, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const marker = `=== chaos: starting ${id} (start ${starts})`;
+  const i = text.lastIndexOf(marker);
+  const life = i < 0 ? text : text.slice(i);
+  if (!WIPED_REFUSAL.test(life)) return undefined;
+  const line = life.split('\n').find((x) => x.includes('its data was wiped or replaced')) ?? '';
+  return line.trim().slice(0, 240);
 }

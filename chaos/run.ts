@@ -9,7 +9,9 @@
 //   check     stop every process (by PID), run the checkers (the kv/task history, and the
 //             managers' Raft traces in raft/), write history.json, nemesis.log, report.json,
 //             report.txt, timeline.html (+ one log per process in logs/)
+import { setMaxListeners } from 'node:events';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { request } from './http.js';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
@@ -18,7 +20,10 @@ import {
   checkNoLostWrites,
   checkRaft,
   checkTasks,
+  checkAuthAfterHeal,
+  checkWipes,
   parseRaftTrace,
+  type AuthProbe,
   renderReport,
   type CheckResults,
   type KvVersioned,
@@ -30,8 +35,18 @@ import {
 import { ChaosCluster, sleep } from './cluster.js';
 import { checkNoHealthyWorkerDown, parseDownDeclarations, type DownDeclaration } from './checker/workers.js';
 import { LeaderMonitor, type LeaderObservation } from './monitor.js';
-import { describeAction, Nemesis, planSchedule, type FaultKind, type NemesisEvent, type PlannedStep } from './nemesis.js';
-import { clientLabel, KvWorkload, plainClientLabel, TASK_LINK, TaskWorkload } from './workload.js';
+import { describeAction, GROW_KEYS, Nemesis, planSchedule, WIPE_BOUND_MS, type FaultKind, type NemesisEvent, type PlannedStep } from './nemesis.js';
+import { clientLabel, GROW_LINK, GrowWorkload, KvWorkload, plainClientLabel, TASK_LINK, TaskWorkload } from './workload.js';
+
+/** The managers' quota when the grow fault runs: below what the grow key set can hold. */
+export const GROW_QUOTA_BYTES = 64 * 1024 * 1024;
+/**
+ * How long after a worker's SIGKILL its task processes may still overlap a successor attempt:
+ * the process driver's orphan window (FLOTILLA_ORPHAN_GRACE_MS, 10 s) + its kill grace after the
+ * SIGTERM (podFailureGraceMs, 5 s) + 3 s for the keeper's scheduling on a loaded host. The
+ * manager reschedules after the node grace (5 s), so the overlap itself is shorter.
+ */
+export const ORPHAN_BOUND_MS = 10_000 + 5000 + 3000;
 import { leaderSegmentsFromMonitor, leaderSegmentsFromTraces, renderTimeline, unavailableWindows, type Interval } from './timeline.js';
 
 export interface ChaosRunOptions {
@@ -110,14 +125,17 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
   const logDir = join(o.out, 'logs');
   const runId = randomBytes(4).toString('hex');
   const clients = [...Array.from({ length: o.clients }, (_, i) => clientLabel(i + 1)), ...Array.from({ length: o.plainClients }, (_, i) => plainClientLabel(i + 1))];
+  const growing = o.faults.includes('grow');
   const cluster = await ChaosCluster.create({
     dir: join(o.out, 'cluster'),
     logDir,
     traceDir: join(o.out, 'raft'),
     managers: o.managers,
     workers: o.workers,
-    clients: [...clients, TASK_LINK],
+    clients: [...clients, TASK_LINK, ...(growing ? [GROW_LINK] : [])],
     clockShift: o.faults.includes('clock-step'),
+    ...(o.faults.includes('disk-full') ? { diskMiB: growing ? 512 : 256 } : {}),
+    ...(growing ? { managerArgs: ['--quota-bytes', String(GROW_QUOTA_BYTES)] } : {}),
   });
   const lastResort = (): void => cluster.killAllSync();
   process.on('exit', lastResort);
@@ -151,7 +169,10 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     nemesis.minority(),
   );
   const tasks = new TaskWorkload(cluster, clock, { seed: o.seed, opTimeoutMs: o.opTimeoutMs, tickMs: 1500, maxTasks: Math.min(6, 2 * o.workers) });
-  const nemesis: Nemesis = new Nemesis({ cluster, seed: o.seed, clock, leader: () => monitor.freshLeader(), log: logEvent }, schedule);
+  const grow = growing ? new GrowWorkload(cluster, clock, { seed: o.seed, runId, opTimeoutMs: o.opTimeoutMs, keys: GROW_KEYS }) : null;
+  const nemesis: Nemesis = new Nemesis({ cluster, seed: o.seed, clock, leader: () => monitor.freshLeader(), log: logEvent, ...(grow !== null ? { grow } : {}) }, schedule);
+  let growFinal = new Map<string, KvVersioned | null>();
+  const authProbes: AuthProbe[] = [];
 
   const outer = new AbortController();
   // Watchdog: setup + run + in-flight ops + convergence + slack; whatever happens, it ends.
@@ -171,9 +192,13 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
 
   try {
     say(`starting ${o.managers} managers and ${o.workers} workers behind ${cluster.net.links.size} proxies in ${join(o.out, 'cluster')}`);
+    cluster.mountDisks();
     cluster.startAll();
-    const leader = await cluster.waitReady(30_000);
-    say(`cluster ready (leader ${leader}); running ${o.durationMs / 1000}s, faults ${o.faults.join(',') || 'none'}, seed ${o.seed}`);
+    let leader = await cluster.waitReady(30_000);
+    // An admin token: from now on the cluster "had tokens" and every harness request carries it.
+    cluster.apiToken = await createAdminToken(cluster, leader, join(o.out, 'cluster', 'admin-token'));
+    leader = await cluster.waitReady(30_000); // every manager applied it
+    say(`cluster ready (leader ${leader}, admin token created); running ${o.durationMs / 1000}s, faults ${o.faults.join(',') || 'none'}, seed ${o.seed}`);
 
     t0 = performance.now();
     wall0 = Date.now();
@@ -190,12 +215,14 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     background.signal.addEventListener('abort', () => clearInterval(lagTimer), { once: true });
     bg.push(monitor.run(background.signal), tasks.observe(background.signal));
     const work = new AbortController();
+    setMaxListeners(200, work.signal); // every client, the task loop, the nemesis and its bursts wait on it
     const stopWork = (): void => work.abort();
     outer.signal.addEventListener('abort', stopWork, { once: true });
     const running = [kv.run(work.signal), tasks.run(work.signal), nemesis.run(work.signal)];
     await sleep(o.durationMs, outer.signal);
     work.abort();
     await Promise.all(running);
+    await nemesis.settle();
     interrupted = outer.signal.aborted;
     say(`workload stopped at +${(clock() / 1000).toFixed(1)}s: ${kv.ops.length} kv ops; healing`);
 
@@ -207,7 +234,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
       const l = await cluster.converged();
       if (l !== null) {
         const ready = o.workers === 0 ? [] : await cluster.readyWorkers(l);
-        if (cluster.workerIds.every((w) => ready.includes(w))) {
+        if (cluster.liveWorkers().every((w) => ready.includes(w))) {
           recovery.converged = true;
           recovery.leader = l;
           recovery.afterMs = r3(clock() - healedAt);
@@ -226,6 +253,9 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
       // Final reads get a little time even if convergence used the whole budget.
       final = await kv.finalReads(Math.max(deadline, Date.now() + 2000), upManagers);
       recovery.finalReads = final.size;
+      if (grow !== null) growFinal = await grow.finalReads(Math.max(deadline, Date.now() + 10_000), upManagers);
+      // The cluster had tokens: after healing every manager must still refuse an anonymous write.
+      for (const m of cluster.managerIds) authProbes.push(await anonymousPut(cluster, m));
       while (Date.now() < deadline && tasks.unsettled().length > 0 && !outer.signal.aborted) await sleep(250, outer.signal);
       await tasks.sampleTasks();
       recovery.tasksSettled = tasks.unsettled().length === 0;
@@ -248,7 +278,18 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     linearizability: checkLinearizable(kv.ops),
     lostWrites: checkNoLostWrites(kv.ops, final),
   };
-  if (o.workers > 0) results.tasks = checkTasks({ submissions: tasks.submissions, observations: tasks.observations, processes: tasks.processes });
+  if (o.workers > 0)
+    results.tasks = checkTasks(
+      { submissions: tasks.submissions, observations: tasks.observations, processes: tasks.processes },
+      nemesis.deadWorkers.length > 0 ? { deadAgents: nemesis.deadWorkers, orphanBoundMs: ORPHAN_BOUND_MS } : {},
+    );
+  if (grow !== null) results.largeValues = { ...checkNoLostWrites(grow.ops, growFinal), refusedQuota: grow.refusedQuota };
+  if (o.faults.includes('wipe')) {
+    // The leader monitor naming a wiped manager leader during its wiped life counts too.
+    const records = nemesis.wipes.map((w) => ({ ...w, seenLeaderByMonitor: monitor.observed.some((l) => l.leader === w.manager && l.at >= w.at && l.at <= w.at + w.aliveMs) }));
+    results.wipes = { ...checkWipes(records, WIPE_BOUND_MS), records };
+  }
+  if (!interrupted && recovery.converged) results.auth = checkAuthAfterHeal(authProbes, cluster.managerIds);
   const traces: RaftTrace[] = cluster.managerIds.map((m) => {
     const f = cluster.traceFile(m)!;
     return parseRaftTrace(m, existsSync(f) ? readFileSync(f, 'utf8') : '');
@@ -260,7 +301,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
       const f = cluster.node(m).logFile;
       if (existsSync(f)) declarations.push(...parseDownDeclarations(m, readFileSync(f, 'utf8')));
     }
-    const harmed = nemesisEvents.filter((e) => e.kind === 'restart' || e.kind === 'crash').flatMap((e) => e.targets).filter((id) => cluster.workerIds.includes(id));
+    const harmed = nemesisEvents.filter((e) => e.kind === 'restart' || e.kind === 'crash' || e.kind === 'kill-worker').flatMap((e) => e.targets).filter((id) => cluster.workerIds.includes(id));
     results.workers = checkNoHealthyWorkerDown({ workers: cluster.workerIds, harmed, declarations });
   }
   const rendered = renderReport(results);
@@ -307,6 +348,10 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
       nemesis: nemesisEvents,
       leaders: monitor.observed,
       tasks: { submissions: tasks.submissions, observations: tasks.observations, processes: tasks.processes, events: tasks.events },
+      ...(grow !== null ? { grow: { ops: grow.ops, final: Object.fromEntries(growFinal) } } : {}),
+      wipes: nemesis.wipes,
+      deadWorkers: nemesis.deadWorkers,
+      authProbes,
     }),
   );
   writeFileSync(join(o.out, 'links.json'), JSON.stringify(linkStats, null, 1) + '\n');
@@ -334,6 +379,42 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     say(`timeline.html could not be written: ${(e as Error).stack ?? String(e)}`);
   }
   return { report, text, exitCode: verdict === 'pass' ? 0 : 1 };
+}
+
+/** Creates the run's admin API token on the leader (the cluster has none yet: open API). */
+async function createAdminToken(cluster: ChaosCluster, leader: string, file: string): Promise<string> {
+  let last = '';
+  for (let i = 0; i < 10; i++) {
+    try {
+      const r = await request(cluster.realAddr.get(leader)!, '/v1/tokens', { method: 'POST', json: { role: 'admin' }, timeoutMs: 5000 });
+      const token = (r.body as { token?: unknown }).token;
+      if (r.status === 201 && typeof token === 'string') {
+        writeFileSync(file, token + '\n', { mode: 0o600 });
+        return token;
+      }
+      last = `HTTP ${r.status}`;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    await sleep(500);
+  }
+  throw new Error(`cannot create the admin token on ${leader}: ${last}`);
+}
+
+/** An anonymous PUT to a manager's real address (3 tries on network errors). */
+async function anonymousPut(cluster: ChaosCluster, m: string): Promise<AuthProbe> {
+  let detail = '';
+  for (let i = 0; i < 3; i++) {
+    try {
+      const r = await request(cluster.realAddr.get(m)!, '/v1/kv/chaos-anonymous-probe', { method: 'PUT', body: 'anonymous', timeoutMs: 3000 });
+      const code = (r.body as { error?: { code?: string } } | null)?.error?.code;
+      return { manager: m, status: r.status, ...(code ? { detail: code } : {}) };
+    } catch (e) {
+      detail = (e as Error).message;
+    }
+    await sleep(300);
+  }
+  return { manager: m, status: null, detail };
 }
 
 function computeStats(ops: Op[], events: NemesisEvent[], leaders: LeaderObservation[], tasks: TaskWorkload, durationMs: number, stale: number, workloadEnd: number): ChaosStats {

@@ -55,7 +55,7 @@ export interface TimelineInput {
   opTimeoutMs: number;
 }
 
-const FAULT_ORDER = ['kill', 'pause', 'long-pause', 'partition', 'restart', 'drop', 'latency', 'clock-step', 'crash'];
+const FAULT_ORDER = ['kill', 'pause', 'long-pause', 'partition', 'restart', 'drop', 'latency', 'clock-step', 'wipe', 'disk-full', 'grow', 'kill-worker', 'crash'];
 const FAULT_COLOR: Record<string, string> = {
   kill: '#c0392b',
   pause: '#8e44ad',
@@ -65,6 +65,10 @@ const FAULT_COLOR: Record<string, string> = {
   latency: '#b7950b',
   'long-pause': '#5b2c6f',
   'clock-step': '#117a65',
+  wipe: '#641e16',
+  'disk-full': '#6e2c00',
+  grow: '#1a5276',
+  'kill-worker': '#4d5656',
   crash: '#000000',
 };
 const TERM_COLORS = ['#1e8449', '#2e86c1', '#ca6f1e', '#7d3c98', '#17a589', '#b03a2e', '#5d6d7e', '#a04000'];
@@ -95,7 +99,7 @@ export function downIntervals(events: NemesisEvent[], endMs: number): DownInterv
   const sorted = [...events].sort((a, b) => a.at - b.at);
   for (let i = 0; i < sorted.length; i++) {
     const e = sorted[i]!;
-    const why = e.kind === 'kill' && e.phase === 'start' ? 'killed' : (e.kind === 'pause' || e.kind === 'long-pause') && e.phase === 'start' ? 'paused' : e.kind === 'crash' ? 'crashed' : null;
+    const why = (e.kind === 'kill' || e.kind === 'wipe') && e.phase === 'start' ? 'killed' : (e.kind === 'pause' || e.kind === 'long-pause') && e.phase === 'start' ? 'paused' : e.kind === 'crash' ? 'crashed' : null;
     if (why === null) continue;
     for (const node of e.targets) {
       const heal = sorted.slice(i + 1).find((x) => x.phase === 'heal' && x.targets.includes(node));
@@ -114,7 +118,7 @@ export function leaderSegmentsFromTraces(traces: RaftTrace[], epochMs: number, e
   const out: LeaderSegment[] = [];
   for (const tr of traces) {
     const deaths = events
-      .filter((e) => e.targets.includes(tr.node) && ((e.kind === 'kill' && e.phase === 'start') || e.kind === 'restart' || e.kind === 'crash'))
+      .filter((e) => e.targets.includes(tr.node) && (((e.kind === 'kill' || e.kind === 'wipe') && e.phase === 'start') || e.kind === 'restart' || e.kind === 'crash'))
       .map((e) => e.at)
       .sort((a, b) => a - b);
     tr.lives.forEach((life, li) => {

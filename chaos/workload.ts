@@ -20,6 +20,7 @@
 // (linearizable GET /v1/tasks?all=true on the real addresses) and of the task processes on the
 // workers (their process-driver records + /proc) are sampled for checkTasks.
 import http from 'node:http';
+import { createHash } from 'node:crypto';
 import type { Op, KvVersioned } from './checker/index.js';
 import type { ProcessInterval, TaskObservation, TaskSubmission } from './checker/index.js';
 import type { ChaosCluster } from './cluster.js';
@@ -125,7 +126,7 @@ export class KvWorkload {
     const op = this.begin(client, key, 'read', { manager, ...(stale ? { stale } : {}), ...(typeof client === 'string' && client !== 'final' ? { plain: true } : {}) });
     const to = addr ?? this.cluster.clientAddr(clientLabel(client), manager);
     try {
-      const res = await request(to, `/v1/kv/${encodeURIComponent(key)}${stale ? '?stale=true' : ''}`, { timeoutMs: this.o.opTimeoutMs, agent });
+      const res = await request(to, `/v1/kv/${encodeURIComponent(key)}${stale ? '?stale=true' : ''}`, { timeoutMs: this.o.opTimeoutMs, agent, headers: this.cluster.authHeaders() });
       op.complete = this.clock();
       if (res.status === 200) {
         const b = res.body as { value: string; version: number };
@@ -159,7 +160,7 @@ export class KvWorkload {
       const res = await request(
         this.cluster.clientAddr(clientLabel(client), manager),
         `/v1/kv/${encodeURIComponent(key)}${cas === undefined ? '' : `?cas=${cas}`}`,
-        { method: 'PUT', body: value, timeoutMs: this.o.opTimeoutMs, agent, headers: plain ? {} : { 'x-request-id': `${this.o.runId}-${op.id}` } },
+        { method: 'PUT', body: value, timeoutMs: this.o.opTimeoutMs, agent, headers: { ...this.cluster.authHeaders(), ...(plain ? {} : { 'x-request-id': `${this.o.runId}-${op.id}` }) } },
       );
       op.complete = this.clock();
       if (res.status >= 200 && res.status < 300) {
@@ -167,7 +168,7 @@ export class KvWorkload {
         const v = (res.body as { version?: unknown }).version;
         op.result = { value, version: typeof v === 'number' ? v : null };
       } else {
-        op.outcome = res.status === 409 || res.status === 400 || res.status === 413 ? 'fail' : 'unknown';
+        op.outcome = definitelyRefused(res) ? 'fail' : 'unknown';
         op.error = describeHttp(res);
       }
     } catch (e) {
@@ -200,6 +201,14 @@ export class KvWorkload {
     }
     return out;
   }
+}
+
+/**
+ * A write the state machine certainly did not perform: 409/400/413, and 507 quota_exceeded (the
+ * leader refuses before proposing, or every replica refuses the same entry at apply).
+ */
+function definitelyRefused(r: HttpResult): boolean {
+  return r.status === 409 || r.status === 400 || r.status === 413 || (r.status === 507 && errorCode(r) === 'quota_exceeded');
 }
 
 function errorCode(r: HttpResult): string | undefined {
@@ -270,7 +279,7 @@ export class TaskWorkload {
     const spec = { name, driver: 'process', containers: [{ command: ['/bin/sh', '-c', 'sleep 600'] }], restart: { policy: 'always' } };
     const at0 = this.clock();
     try {
-      const res = await request(this.cluster.clientAddr(TASK_LINK, manager), '/v1/tasks', { method: 'POST', json: spec, timeoutMs: this.o.opTimeoutMs, agent });
+      const res = await request(this.cluster.clientAddr(TASK_LINK, manager), '/v1/tasks', { method: 'POST', json: spec, timeoutMs: this.o.opTimeoutMs, agent, headers: this.cluster.authHeaders() });
       const at = this.clock();
       if (res.status === 201 || res.status === 200) {
         const id = (res.body as { id: string }).id;
@@ -287,7 +296,7 @@ export class TaskWorkload {
 
   private async stop(id: string, manager: string, agent: http.Agent): Promise<void> {
     try {
-      const res = await request(this.cluster.clientAddr(TASK_LINK, manager), `/v1/tasks/${encodeURIComponent(id)}`, { method: 'DELETE', timeoutMs: this.o.opTimeoutMs, agent });
+      const res = await request(this.cluster.clientAddr(TASK_LINK, manager), `/v1/tasks/${encodeURIComponent(id)}`, { method: 'DELETE', timeoutMs: this.o.opTimeoutMs, agent, headers: this.cluster.authHeaders() });
       const ok = res.status >= 200 && res.status < 300;
       if (ok) {
         this.live.delete(id);
@@ -317,7 +326,7 @@ export class TaskWorkload {
       const invoke = this.clock();
       let res: HttpResult;
       try {
-        res = await request(this.cluster.realAddr.get(m)!, '/v1/tasks?all=true', { timeoutMs: 2000 });
+        res = await request(this.cluster.realAddr.get(m)!, '/v1/tasks?all=true', { timeoutMs: 2000, headers: this.cluster.authHeaders() });
       } catch {
         continue;
       }
@@ -364,5 +373,136 @@ export class TaskWorkload {
   unsettled(): string[] {
     const running = new Set(this.observations.filter((o) => o.state === 'running').map((o) => o.taskId));
     return this.submissions.filter((s) => s.acknowledged && !this.stopped.has(s.taskId) && !running.has(s.taskId)).map((s) => s.taskId);
+  }
+}
+
+// ------------------------------------------------------------------------------------- grow
+
+export const GROW_LINK = 'grow';
+
+/** What the history records of a large value: its length and a digest (never the value). */
+export function valueDigest(v: string): string {
+  return `${Buffer.byteLength(v)}:${createHash('sha256').update(v).digest('hex').slice(0, 20)}`;
+}
+
+export interface GrowWorkloadOptions {
+  seed: number;
+  runId: string;
+  opTimeoutMs: number;
+  /** The fixed key set (`big-0` …): bounds the state the bursts can build. */
+  keys: number;
+  /** Concurrent writers of a burst. */
+  concurrency?: number;
+}
+
+/**
+ * The grow nemesis' writer: bursts of large values through the API (its own proxy links),
+ * recorded as Ops whose `value` is the digest of the value (lost-write check by length+digest).
+ * 507 quota_exceeded is an expected refusal (outcome fail, counted).
+ */
+export class GrowWorkload {
+  readonly ops: RecordedOp[] = [];
+  refusedQuota = 0;
+  private nextId = 1;
+
+  constructor(
+    private readonly cluster: ChaosCluster,
+    private readonly clock: () => number,
+    private readonly o: GrowWorkloadOptions,
+  ) {}
+
+  async burst(b: { step: number; bytes: number; valueBytes: number; maxMs: number }, signal?: AbortSignal): Promise<{ ok: number; refusedQuota: number; failed: number; unknown: number; bytes: number }> {
+    const rng = Rng.derive(this.o.seed, `grow-${b.step}`);
+    const end = this.clock() + b.maxMs;
+    const r = { ok: 0, refusedQuota: 0, failed: 0, unknown: 0, bytes: 0 };
+    let sent = 0;
+    let n = 0;
+    const writer = async (): Promise<void> => {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      try {
+        while (sent + b.valueBytes <= b.bytes && this.clock() < end && !signal?.aborted) {
+          sent += b.valueBytes;
+          const key = `big-${rng.between(0, this.o.keys - 1)}`;
+          const head = `g${b.step}-${++n}-${this.o.runId}:`;
+          const value = head + 'x'.repeat(Math.max(0, b.valueBytes - head.length));
+          const manager = rng.pick(this.cluster.managerIds);
+          const op: RecordedOp = { id: `g${this.nextId++}`, client: GROW_LINK, key, type: 'write', value: valueDigest(value), invoke: this.clock(), complete: null, outcome: 'unknown', manager };
+          this.ops.push(op);
+          try {
+            const res = await request(this.cluster.clientAddr(GROW_LINK, manager), `/v1/kv/${key}`, {
+              method: 'PUT',
+              body: value,
+              timeoutMs: this.o.opTimeoutMs,
+              agent,
+              headers: { ...this.cluster.authHeaders(), 'x-request-id': `${this.o.runId}-${op.id}` },
+            });
+            op.complete = this.clock();
+            if (res.status >= 200 && res.status < 300) {
+              const v = (res.body as { version?: unknown }).version;
+              op.outcome = 'ok';
+              op.result = { value: op.value!, version: typeof v === 'number' ? v : null };
+              r.ok++;
+              r.bytes += value.length;
+            } else if (definitelyRefused(res)) {
+              op.outcome = 'fail';
+              op.error = describeHttp(res);
+              if (res.status === 507) {
+                r.refusedQuota++;
+                this.refusedQuota++;
+              } else r.failed++;
+            } else {
+              op.error = describeHttp(res);
+              r.unknown++;
+            }
+          } catch (e) {
+            op.complete = this.clock();
+            op.error = (e as Error).message;
+            r.unknown++;
+            if (!(e instanceof HttpFailure)) throw e;
+            await sleep(100, signal); // a manager down: do not spin
+          }
+        }
+      } finally {
+        agent.destroy();
+      }
+    };
+    await Promise.all(Array.from({ length: this.o.concurrency ?? 3 }, () => writer()));
+    return r;
+  }
+
+  /**
+   * Final reads of every key a burst wrote, as digests: the paged kv list (`GET /v1/kv?prefix=big-`,
+   * each page a linearizable read; nothing writes after healing), so a few requests instead of
+   * one per key. A key written but not listed is absent (null). Empty map if the deadline passes.
+   */
+  async finalReads(deadline: number, managers: () => string[]): Promise<Map<string, KvVersioned | null>> {
+    const written = [...new Set(this.ops.filter((o) => o.outcome !== 'fail').map((o) => o.key))].sort();
+    const seen = new Map<string, KvVersioned>();
+    let cont: string | undefined;
+    let attempt = 0;
+    let complete = false;
+    while (Date.now() < deadline && !complete) {
+      const ms = managers();
+      const m = ms[attempt % Math.max(1, ms.length)] ?? this.cluster.managerIds[0]!;
+      try {
+        const q = `/v1/kv?prefix=big-&limit=500${cont === undefined ? '' : `&continue=${encodeURIComponent(cont)}`}`;
+        const res = await request(this.cluster.realAddr.get(m)!, q, { timeoutMs: 15_000, headers: this.cluster.authHeaders() });
+        if (res.status === 200) {
+          const body = res.body as { items: { key: string; value: string; version: number }[]; continue?: string };
+          for (const it of body.items) seen.set(it.key, { value: valueDigest(it.value), version: it.version });
+          cont = body.continue;
+          if (cont === undefined) complete = true;
+          continue;
+        }
+      } catch {
+        /* the next manager */
+      }
+      attempt++;
+      await sleep(200);
+    }
+    const out = new Map<string, KvVersioned | null>();
+    if (!complete) return out;
+    for (const k of written) out.set(k, seen.get(k) ?? null);
+    return out;
   }
 }

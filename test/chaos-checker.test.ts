@@ -12,6 +12,10 @@ import { checkTasks, type ProcessInterval } from '../chaos/checker/tasks.js';
 import { checkRaft, checkRaftTraces, parseRaftTrace, type RaftRecord } from '../chaos/checker/raft.js';
 import { RaftTraceFile } from '../src/raft/trace.js';
 import type { KvVersioned, Op } from '../chaos/checker/types.js';
+import { checkAuthAfterHeal, checkWipes, WIPED_REFUSAL, type WipeRecord } from '../chaos/checker/wipes.js';
+import { describeAction, FAULT_KINDS, GROW_KEYS, GROW_MAX_BURST_BYTES, GROW_VALUE_BYTES, planSchedule, type ScheduleOptions } from '../chaos/nemesis.js';
+import { valueDigest } from '../chaos/workload.js';
+import { wipedMessage } from '../src/manager/incarnation.js';
 
 // ---------------------------------------------------------------------------------------------
 // Tiny DSL for hand-written histories. `at` = [invoke, complete]; complete null = never.
@@ -892,5 +896,161 @@ describe('checker modules are pure', () => {
     const code = src.replace(/\/\/.*$/gm, '').replace(/\/\*[\s\S]*?\*\//g, '');
     for (const banned of ['Date.now', 'new Date(', 'Math.random', 'setTimeout', 'setInterval', 'performance.now', 'require(', 'import(']) expect(code).not.toContain(banned);
     expect(code).not.toMatch(/\bprocess\./);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Issue 18 faults: the schedule of wipe/disk-full/grow/kill-worker, and their checkers.
+
+describe('schedule of the issue-18 faults', () => {
+  const all = [...FAULT_KINDS];
+  const base: ScheduleOptions = { seed: 11, faults: all, intervalMs: 3000, durationMs: 600_000, managers: 3, workers: 2, allowQuorumLoss: false };
+
+  it('is a function of the seed and draws every kind, each bounded', () => {
+    const a = planSchedule(base);
+    expect(planSchedule(base)).toEqual(a);
+    expect(planSchedule({ ...base, seed: 12 })).not.toEqual(a);
+    const kinds = new Set(a.map((s) => s.action.kind));
+    for (const k of all) expect(kinds.has(k)).toBe(true);
+    for (const s of a) {
+      if (s.action.kind === 'grow') {
+        expect(s.action.bytes).toBeLessThanOrEqual(GROW_MAX_BURST_BYTES);
+        expect(s.action.valueBytes).toBe(GROW_VALUE_BYTES);
+      }
+      // a fault on odd steps, a heal on even ones: at most one fault at a time
+      expect(s.action.kind === 'heal').toBe(s.step % 2 === 0);
+    }
+    // the grow key set bounds the state the bursts can build, whatever the number of bursts
+    expect(GROW_KEYS * GROW_VALUE_BYTES).toBeLessThan(100 * 1024 * 1024);
+  });
+
+  it('never plans kill-worker with fewer than two workers', () => {
+    for (const workers of [0, 1]) {
+      const steps = planSchedule({ ...base, workers, faults: ['kill-worker', 'grow'] });
+      expect(steps.some((s) => s.action.kind === 'kill-worker')).toBe(false);
+      expect(steps.some((s) => s.action.kind === 'grow')).toBe(true);
+    }
+    expect(planSchedule({ ...base, workers: 1, faults: ['kill-worker'] })).toEqual([]);
+  });
+
+  it('describes the new actions', () => {
+    expect(describeAction({ kind: 'wipe' })).toMatch(/wipe a follower/);
+    expect(describeAction({ kind: 'disk-full', target: 'leader' })).toBe('fill the disk of the leader');
+    expect(describeAction({ kind: 'grow', bytes: 20 * 1048576, valueBytes: 30 * 1024 })).toBe('grow the state: up to 20.0 MiB of 30 KiB values');
+    expect(describeAction({ kind: 'kill-worker' })).toBe('SIGKILL a worker for good');
+  });
+});
+
+describe('checkWipes', () => {
+  const refused: WipeRecord = {
+    manager: 'm2',
+    step: 5,
+    at: 1000,
+    outcome: 'refused',
+    exitCode: 1,
+    aliveMs: 1800,
+    message: 'error: manager m2 was a member … its data was wiped or replaced … Refusing to start.',
+    statuses: [],
+  };
+
+  it('accepts a refusal, and does not judge a wipe cut short by the end of the run', () => {
+    const r = checkWipes([refused, { ...refused, step: 9, outcome: 'aborted', exitCode: null, aliveMs: 400, message: undefined }], 30_000);
+    expect(r).toEqual({ ok: true, wipes: 1, refused: 1, violations: [] });
+  });
+
+  it('fails a wiped manager that stayed up, led, applied entries or exited for another reason', () => {
+    const bad: WipeRecord[] = [
+      { ...refused, step: 1, outcome: 'stayed-up', exitCode: null, aliveMs: 30_400, message: undefined },
+      { ...refused, step: 3, statuses: [{ at: 1500, role: 'leader', term: 9, appliedIndex: 0 }] },
+      { ...refused, step: 7, seenLeaderByMonitor: true },
+      { ...refused, step: 11, statuses: [{ at: 1500, role: 'follower', term: 4, appliedIndex: 12 }] },
+      { ...refused, step: 13, outcome: 'exited', exitCode: 0, message: undefined },
+      { ...refused, step: 15, exitCode: 1, message: undefined },
+    ];
+    const r = checkWipes(bad, 30_000);
+    expect(r.ok).toBe(false);
+    expect(r.violations.map((v) => [v.kind, v.step])).toEqual([
+      ['stayed-up', 1],
+      ['led', 3],
+      ['led', 7],
+      ['joined', 11],
+      ['wrong-exit', 13],
+      ['wrong-exit', 15],
+    ]);
+    expect(r.violations[0]!.message).toMatch(/still running 30400 ms after its start \(bound 30000 ms\)/);
+    // a status with nothing applied (it answered before refusing) is no violation
+    expect(checkWipes([{ ...refused, statuses: [{ at: 1200, role: 'follower', term: 0, appliedIndex: 0 }] }], 30_000).ok).toBe(true);
+  });
+
+  it('recognises the refusal the manager prints', () => {
+    const msg = wipedMessage({ id: 'm2', dataDir: '/d/m2', clusterId: 'e0-ab', storageId: 'new', recorded: 'old', by: 'm1', addr: '127.0.0.1:7002' });
+    expect(WIPED_REFUSAL.test(`error: ${msg}`)).toBe(true);
+    expect(WIPED_REFUSAL.test('error: EADDRINUSE')).toBe(false);
+  });
+});
+
+describe('checkAuthAfterHeal', () => {
+  it('passes when every manager refuses an anonymous write with 401', () => {
+    expect(checkAuthAfterHeal([{ manager: 'm1', status: 401 }, { manager: 'm2', status: 401 }], ['m1', 'm2']).ok).toBe(true);
+  });
+
+  it('fails when a manager accepts (or answers anything but 401), is unknown when one is silent', () => {
+    const bad = checkAuthAfterHeal([{ manager: 'm1', status: 401 }, { manager: 'm2', status: 200 }, { manager: 'm3', status: 403 }], ['m1', 'm2', 'm3']);
+    expect(bad.ok).toBe(false);
+    expect(bad.violations).toHaveLength(2);
+    expect(bad.violations[0]).toMatch(/m2 answered an anonymous PUT with HTTP 200, not 401/);
+    expect(checkAuthAfterHeal([{ manager: 'm1', status: 401 }, { manager: 'm2', status: null }], ['m1', 'm2', 'm3']).ok).toBe('unknown');
+    expect(renderReport({ auth: bad }).json.verdict).toBe('fail');
+    expect(renderReport({ auth: bad }).text).toMatch(/tokens after healing: FAIL \(anonymous PUT: m1 401, m2 200, m3 403\)/);
+  });
+});
+
+describe('checkTasks: orphans of a worker killed for good', () => {
+  const proc = (taskId: string, attempt: number, node: string, from: number, to: number | null, pid = 100): ProcessInterval => ({ taskId, attempt, node, pid, from, to });
+  const dead = { deadAgents: [{ node: 'w1', at: 10_000 }], orphanBoundMs: 18_000 };
+
+  it('excuses an overlap with the dead worker\'s orphan that ends within the bound', () => {
+    // w1 dies at 10 s; the task is rescheduled on w2 at 16 s; the orphan dies at 20.5 s
+    const r = checkTasks({ observations: [], processes: [proc('t1', 1, 'w1', 0, 20_500), proc('t1', 2, 'w2', 16_000, null)] }, dead);
+    expect(r).toMatchObject({ ok: true, violations: [], orphanOverlaps: 1 });
+  });
+
+  it('fails an orphan that outlives the bound, and any overlap on live agents', () => {
+    const late = checkTasks({ observations: [], processes: [proc('t1', 1, 'w1', 0, 29_000), proc('t1', 2, 'w2', 16_000, null)] }, dead);
+    expect(late.ok).toBe(false);
+    expect(late.violations.map((v) => v.kind)).toEqual(['orphan-outlived']);
+    expect(late.violations[0]!.message).toMatch(/overlapped until 29000, more than 18000 after the dead agent was killed at 10000/);
+    // never stopped at all
+    expect(checkTasks({ observations: [], processes: [proc('t1', 1, 'w1', 0, null), proc('t1', 2, 'w2', 16_000, null)] }, dead).violations.map((v) => v.kind)).toEqual(['orphan-outlived']);
+    // two live workers (w2, w3) running it at once: a double run, dead worker or not
+    const live = checkTasks({ observations: [], processes: [proc('t2', 1, 'w2', 0, 5000), proc('t2', 2, 'w3', 4000, null)] }, dead);
+    expect(live.violations.map((v) => v.kind)).toEqual(['double-run']);
+    // an overlap that began before the worker was killed is not an orphan's
+    const before = checkTasks({ observations: [], processes: [proc('t3', 1, 'w1', 0, 12_000), proc('t3', 2, 'w2', 9000, null)] }, dead);
+    expect(before.violations.map((v) => v.kind)).toEqual(['double-run']);
+    expect(renderReport({ tasks: late }).text).toMatch(/orphan-outlived: task t1 ran twice past the orphan bound/);
+  });
+});
+
+describe('large values (grow) in the lost-write check', () => {
+  it('judges acknowledged large writes by length and digest', () => {
+    const big = (c: string): string => c + 'x'.repeat(30 * 1024 - c.length);
+    const a = valueDigest(big('g1-1:'));
+    const b = valueDigest(big('g1-2:'));
+    expect(a).toMatch(/^30720:[0-9a-f]{20}$/);
+    expect(a).not.toBe(b);
+    const w = (id: string, value: string, at: [number, number], version: number): Op => ({ id, client: 'grow', key: 'big-3', type: 'write', value, invoke: at[0], complete: at[1], outcome: 'ok', result: { value, version } });
+    const ops = [w('g1', a, [0, 1], 5), w('g2', b, [2, 3], 6)];
+    expect(checkNoLostWrites(ops, new Map([['big-3', { value: b, version: 6 }]])).ok).toBe(true);
+    // the key went back to the first value: the second acknowledged write is lost
+    const lost = checkNoLostWrites(ops, new Map([['big-3', { value: a, version: 5 }]]));
+    expect(lost.ok).toBe(false);
+    expect(lost.lost.map((l) => l.op.id)).toEqual(['g2']);
+    // same version, other content (a truncated value has another length and digest)
+    const cut = valueDigest(big('g1-2:').slice(0, 4096));
+    expect(checkNoLostWrites(ops, new Map([['big-3', { value: cut, version: 6 }]])).ok).toBe(false);
+    const r = renderReport({ largeValues: { ...lost, refusedQuota: 7 } });
+    expect(r.json.largeValues).toMatchObject({ verdict: 'fail', refusedQuota: 7 });
+    expect(r.text).toMatch(/large values: FAIL \(2 acknowledged large writes checked by length\+digest, 1 lost; 7 refused by the quota\)/);
   });
 });

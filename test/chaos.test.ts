@@ -343,6 +343,33 @@ describe('chaos run (real processes)', () => {
     for (const external of ['<script', 'src=', 'href=', '<link']) expect(html).not.toContain(external);
   }, 300_000);
 
+  it('a 30 s run under wipe, kill-worker, grow and disk-full passes: wiped managers refuse, tokens still demanded', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'flotilla-chaos-'));
+    dirs.push(out);
+    // disk-full mounts a tmpfs per manager: root only (the CLI refuses it otherwise).
+    const faults = process.getuid?.() === 0 ? 'wipe,kill-worker,grow,disk-full' : 'wipe,kill-worker,grow';
+    const r = await runCli(['chaos', 'run', '--duration', '30s', '--managers', '3', '--workers', '2', '--faults', faults, '--interval', '3s', '--seed', '78', '--out', out], { timeoutMs: 150_000 });
+    const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report & { checks: Record<string, { verdict: string; [k: string]: unknown }> };
+    if (r.status !== 0) console.error(r.stdout, r.stderr.slice(-4000));
+    expect(r.status).toBe(0);
+    expect(report.verdict).toBe('pass');
+    const nemesisLog = readFileSync(join(out, 'nemesis.log'), 'utf8');
+    // seed 78: wipe, kill-worker, grow, disk-full, grow
+    expect(nemesisLog).toMatch(/wipe info \[m\d\]: m\d refused to start after \d+ ms \(exit 1, wiped-member message\)/);
+    expect(nemesisLog).toMatch(/kill-worker start \[w\d\]: SIGKILL w\d for good/);
+    expect(nemesisLog).toMatch(/grow info: burst done: [1-9]\d* written/);
+    expect(report.checks.wipes).toMatchObject({ verdict: 'pass', wipes: 1, refused: 1 });
+    expect(report.checks.auth).toMatchObject({ verdict: 'pass' });
+    expect((report.checks.auth!.probes as { status: number }[]).map((p) => p.status)).toEqual([401, 401, 401]);
+    expect(report.checks.largeValues!.verdict).toBe('pass');
+    expect(report.checks.largeValues!.checked as number).toBeGreaterThan(0);
+    expect(report.checks.tasks!.verdict).toBe('pass');
+    if (faults.includes('disk-full')) expect(nemesisLog).toMatch(/disk-full start \[m\d\]: filled the tmpfs of m\d/);
+    expect(report.recovery).toMatchObject({ converged: true, finalReads: 5 });
+    // Every tmpfs was unmounted.
+    expect(readFileSync('/proc/mounts', 'utf8')).not.toContain(out);
+  }, 160_000);
+
   it('catches a broken system: stale reads from a cut-off manager fail linearizability', async () => {
     const out = mkdtempSync(join(tmpdir(), 'flotilla-chaos-'));
     dirs.push(out);

@@ -33,3 +33,4 @@ export {
 } from './raft.js';
 export { renderReport, reportJson, reportText, type CheckResults, type ReportJson, type Verdict } from './report.js';
 export { checkNoHealthyWorkerDown, parseDownDeclarations, type DownDeclaration, type WorkersCheckInput, type WorkersResult } from './workers.js';
+export { checkAuthAfterHeal, checkWipes, WIPED_REFUSAL, type AuthProbe, type AuthResult, type WipeRecord, type WipeStatus, type WipesResult, type WipeViolation } from './wipes.js';

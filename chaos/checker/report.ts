@@ -5,6 +5,7 @@ import type { LostWritesResult } from './lost-writes.js';
 import type { RaftCheckResult, RaftNodeSummary, RaftViolation } from './raft.js';
 import type { TasksResult, TaskViolation } from './tasks.js';
 import type { DownDeclaration, WorkersResult } from './workers.js';
+import type { AuthProbe, AuthResult, WipeRecord, WipesResult, WipeViolation } from './wipes.js';
 import { describeOp, type KvVersioned, type Op } from './types.js';
 
 export type Verdict = 'pass' | 'fail' | 'unknown';
@@ -15,6 +16,10 @@ export interface CheckResults {
   tasks?: TasksResult;
   raft?: RaftCheckResult;
   workers?: WorkersResult;
+  /** Acknowledged large values (the grow nemesis), judged like lostWrites on digests. */
+  largeValues?: LostWritesResult & { refusedQuota?: number };
+  wipes?: WipesResult & { records?: WipeRecord[] };
+  auth?: AuthResult;
 }
 
 export interface ReportJson {
@@ -31,7 +36,10 @@ export interface ReportJson {
     unexplained: { key: string; final: KvVersioned; reason: string }[];
     unchecked: string[];
   };
-  tasks?: { verdict: Verdict; tasks: number; violations: TaskViolation[] };
+  tasks?: { verdict: Verdict; tasks: number; violations: TaskViolation[]; orphanOverlaps?: number };
+  largeValues?: { verdict: Verdict; checked: number; refusedQuota: number; lost: { key: string; opId: Op['id']; reason: string }[]; unexplained: { key: string; reason: string }[]; unchecked: number };
+  wipes?: { verdict: Verdict; wipes: number; refused: number; violations: WipeViolation[]; records: WipeRecord[] };
+  auth?: { verdict: Verdict; probes: AuthProbe[]; violations: string[] };
   /** No healthy worker declared down (chaos/checker/workers.ts). */
   workers?: { verdict: Verdict; workers: number; excused: number; violations: DownDeclaration[] };
   raft?: {
@@ -88,7 +96,7 @@ export function reportJson(r: CheckResults): ReportJson {
   if (r.tasks !== undefined) {
     const v: Verdict = r.tasks.ok ? 'pass' : 'fail';
     verdicts.push(v);
-    out.tasks = { verdict: v, tasks: r.tasks.tasks, violations: r.tasks.violations };
+    out.tasks = { verdict: v, tasks: r.tasks.tasks, violations: r.tasks.violations, ...(r.tasks.orphanOverlaps === undefined ? {} : { orphanOverlaps: r.tasks.orphanOverlaps }) };
   }
   if (r.raft !== undefined) {
     const x = r.raft;
@@ -101,6 +109,30 @@ export function reportJson(r: CheckResults): ReportJson {
     const v: Verdict = r.workers.ok ? 'pass' : 'fail';
     verdicts.push(v);
     out.workers = { verdict: v, workers: r.workers.workers, excused: r.workers.excused, violations: r.workers.violations };
+  }
+  if (r.largeValues !== undefined) {
+    const g = r.largeValues;
+    // Large values not read back after healing leave the check inconclusive.
+    const v: Verdict = !g.ok ? 'fail' : g.unchecked.length > 0 ? 'unknown' : 'pass';
+    verdicts.push(v);
+    out.largeValues = {
+      verdict: v,
+      checked: g.checked,
+      refusedQuota: g.refusedQuota ?? 0,
+      lost: g.lost.map((x) => ({ key: x.key, opId: x.op.id, reason: x.reason })),
+      unexplained: g.unexplained.map((x) => ({ key: x.key, reason: x.reason })),
+      unchecked: g.unchecked.length,
+    };
+  }
+  if (r.wipes !== undefined) {
+    const v: Verdict = r.wipes.ok ? 'pass' : 'fail';
+    verdicts.push(v);
+    out.wipes = { verdict: v, wipes: r.wipes.wipes, refused: r.wipes.refused, violations: r.wipes.violations, records: r.wipes.records ?? [] };
+  }
+  if (r.auth !== undefined) {
+    const v: Verdict = r.auth.ok === true ? 'pass' : r.auth.ok === false ? 'fail' : 'unknown';
+    verdicts.push(v);
+    out.auth = { verdict: v, probes: r.auth.probes, violations: r.auth.violations };
   }
   out.verdict = combine(verdicts);
   return out;
@@ -132,7 +164,7 @@ export function reportText(r: CheckResults): string {
   }
   const t = j.tasks;
   if (t !== undefined) {
-    lines.push(`  tasks: ${t.verdict === 'pass' ? 'pass' : 'FAIL'} (${t.tasks} tasks, ${t.violations.length} violations)`);
+    lines.push(`  tasks: ${t.verdict === 'pass' ? 'pass' : 'FAIL'} (${t.tasks} tasks, ${t.violations.length} violations${t.orphanOverlaps === undefined ? '' : `; ${t.orphanOverlaps} overlaps with a dead worker's orphans, within the bound`})`);
     for (const v of t.violations.slice(0, LIST_LIMIT)) lines.push(`    ${v.kind}: ${v.message}`);
     if (t.violations.length > LIST_LIMIT) lines.push(`    … and ${t.violations.length - LIST_LIMIT} more`);
   }
@@ -141,6 +173,24 @@ export function reportText(r: CheckResults): string {
     lines.push(`  healthy workers: ${wk.verdict === 'pass' ? 'pass' : 'FAIL'} (${wk.workers} workers, ${wk.violations.length} declared down without a fault${wk.excused > 0 ? `, ${wk.excused} down declarations of crashed/restarted workers` : ''})`);
     for (const d of wk.violations.slice(0, LIST_LIMIT)) lines.push(`    ${d.manager} declared ${d.node} down: ${d.reason}`);
     if (wk.violations.length > LIST_LIMIT) lines.push(`    … and ${wk.violations.length - LIST_LIMIT} more`);
+  }
+  const g = j.largeValues;
+  if (g !== undefined) {
+    lines.push(`  large values: ${g.verdict === 'pass' ? 'pass' : g.verdict === 'fail' ? 'FAIL' : 'UNKNOWN'} (${g.checked} acknowledged large writes checked by length+digest, ${g.lost.length} lost; ${g.refusedQuota} refused by the quota)`);
+    for (const x of g.lost.slice(0, LIST_LIMIT)) lines.push(`    lost ${x.reason}`);
+    for (const x of g.unexplained.slice(0, LIST_LIMIT)) lines.push(`    key ${JSON.stringify(x.key)}: ${x.reason}`);
+    if (g.unchecked > 0) lines.push(`    not checked (no final value): ${g.unchecked} keys`);
+  }
+  const wp = j.wipes;
+  if (wp !== undefined) {
+    lines.push(`  wiped managers: ${wp.verdict === 'pass' ? 'pass' : 'FAIL'} (${wp.wipes} wipes, ${wp.refused} refused to start, ${wp.violations.length} violations)`);
+    for (const v of wp.violations.slice(0, LIST_LIMIT)) lines.push(`    ${v.kind}: ${v.message}`);
+  }
+  const au = j.auth;
+  if (au !== undefined) {
+    const head = au.verdict === 'pass' ? 'pass' : au.verdict === 'fail' ? 'FAIL' : 'UNKNOWN (a manager did not answer)';
+    lines.push(`  tokens after healing: ${head} (anonymous PUT: ${au.probes.map((p) => `${p.manager} ${p.status ?? 'no answer'}`).join(', ')})`);
+    for (const v of au.violations) lines.push(`    ${v}`);
   }
   const ra = j.raft;
   if (ra !== undefined) {

@@ -16,6 +16,14 @@
 //                        a.from < b.to and b.from < a.to; touching ends do not count) and differ
 //                        in node or attempt. (Same node, same attempt, different pid is not
 //                        reported: a restart within an attempt may be seen as two pids.)
+//                        Exception, the orphans of a dead agent (`deadAgents`: a worker the
+//                        nemesis SIGKILLed for good at time k): its processes keep running until
+//                        its orphan window ends, while the manager reschedules the task elsewhere
+//                        after the node grace. An overlap in which one side runs on such a node
+//                        (the overlap starting at or after k) is excused as long as it ends by
+//                        k + `orphanBoundMs`; past that it is reported as `orphan-outlived`. So:
+//                        no task runs twice on LIVE agents at all, and a dead agent's copy is
+//                        gone within the bound (see chaos/README.md for the bound's terms).
 //   never-started        an acknowledged submission for which no observation in state 'running'
 //                        or a terminal state ('succeeded', 'failed', 'lost', 'stopped') and no
 //                        process interval exists — at any time, or when `settleWithin` is given,
@@ -66,16 +74,22 @@ export interface TaskEvents {
 export interface TaskCheckOptions {
   /** Acknowledged tasks must reach running/terminal within this many time units. */
   settleWithin?: number;
+  /** Workers killed for good (never restarted) and when. */
+  deadAgents?: readonly { node: string; at: number }[];
+  /** How long after its agent's death a task process may still overlap a successor. */
+  orphanBoundMs?: number;
 }
 
 export type TaskViolation =
-  | { kind: 'double-run'; taskId: string; message: string; a: ProcessInterval; b: ProcessInterval; overlap: { from: number; to: number | null } }
+  | { kind: 'double-run' | 'orphan-outlived'; taskId: string; message: string; a: ProcessInterval; b: ProcessInterval; overlap: { from: number; to: number | null } }
   | { kind: 'never-started'; taskId: string; message: string; submission: TaskSubmission }
   | { kind: 'lost-without-reason'; taskId: string; message: string; observation: TaskObservation }
   | { kind: 'vanished'; taskId: string; message: string; observation: TaskObservation };
 
 export interface TasksResult {
   ok: boolean;
+  /** Overlaps excused as the orphans of a dead agent within the bound (when any). */
+  orphanOverlaps?: number;
   /** Distinct task ids seen in any input. */
   tasks: number;
   violations: TaskViolation[];
@@ -92,6 +106,10 @@ export function checkTasks(events: TaskEvents, opts: TaskCheckOptions = {}): Tas
   for (const p of processes) ids.add(p.taskId);
 
   // double-run
+  const deadAt = new Map<string, number>();
+  for (const d of opts.deadAgents ?? []) deadAt.set(d.node, Math.min(d.at, deadAt.get(d.node) ?? Infinity));
+  const orphanBound = opts.orphanBoundMs ?? 0;
+  let orphanOverlaps = 0;
   const procByTask = group(processes, (p) => p.taskId);
   for (const [taskId, list] of procByTask) {
     const sorted = [...list].sort((a, b) => a.from - b.from);
@@ -105,6 +123,25 @@ export function checkTasks(events: TaskEvents, opts: TaskCheckOptions = {}): Tas
         if (!(a.from < bTo)) continue;
         if (a.node === b.node && a.attempt === b.attempt) continue;
         const to = Math.min(aTo, bTo);
+        const from = Math.max(a.from, b.from);
+        // The orphan of a dead agent: excused while it ends within the bound after the death.
+        const dead = [a, b].map((p) => deadAt.get(p.node)).filter((k): k is number => k !== undefined && k <= from);
+        if (dead.length > 0) {
+          const k = Math.min(...dead);
+          if (to <= k + orphanBound) {
+            orphanOverlaps++;
+            continue;
+          }
+          violations.push({
+            kind: 'orphan-outlived',
+            taskId,
+            a,
+            b,
+            overlap: { from, to: to === Infinity ? null : to },
+            message: `task ${taskId} ran twice past the orphan bound: attempt ${a.attempt} on ${a.node} (pid ${a.pid}) and attempt ${b.attempt} on ${b.node} (pid ${b.pid}) overlapped until ${to === Infinity ? 'the end' : to}, more than ${orphanBound} after the dead agent was killed at ${k}`,
+          });
+          continue;
+        }
         violations.push({
           kind: 'double-run',
           taskId,
@@ -169,7 +206,7 @@ export function checkTasks(events: TaskEvents, opts: TaskCheckOptions = {}): Tas
     }
   }
 
-  return { ok: violations.length === 0, tasks: ids.size, violations };
+  return { ok: violations.length === 0, tasks: ids.size, violations, ...(deadAt.size > 0 ? { orphanOverlaps } : {}) };
 }
 
 function group<T>(items: readonly T[], key: (t: T) => string): Map<string, T[]> {

@@ -47,7 +47,11 @@ export function registerChaosCommands(program: Command): void {
     .option('--workers <n>', 'workers (process driver); 0 skips the task workload', '2')
     .option('--driver <driver>', 'task driver of the workers (only process)', 'process')
     .option('--duration <time>', 'how long the nemesis and the workload run', '120s')
-    .option('--faults <list>', 'kill,pause,partition,restart,drop,latency (also clock-step,long-pause; or "none")', 'kill,pause,partition,restart,drop,latency')
+    .option(
+      '--faults <list>',
+      'kill,pause,partition,restart,drop,latency (also clock-step,long-pause,wipe,disk-full,grow,kill-worker; "all" for every fault, or "none")',
+      'kill,pause,partition,restart,drop,latency',
+    )
     .option('--interval <time>', 'time between nemesis steps (a fault, then a heal, …)', '3s')
     .option('--seed <seed>', 'PRNG seed of the nemesis schedule and the workload (default: random, printed)')
     .option('--out <dir>', 'output directory (default ./chaos-out/<timestamp>)')
@@ -68,7 +72,8 @@ printed; the same seed gives the same nemesis schedule.
 Examples:
   flotilla chaos run --duration 60s --seed 42
   flotilla chaos run --managers 5 --workers 3 --faults partition,kill --interval 2s
-  flotilla chaos run --faults kill,pause --allow-quorum-loss --out ./chaos-out/ql`,
+  flotilla chaos run --faults kill,pause --allow-quorum-loss --out ./chaos-out/ql
+  flotilla chaos run --faults all --duration 600s      # every fault (disk-full needs root)`,
     )
     .action(
       action(async (f: ChaosFlags, cmd: Command) => {
@@ -88,10 +93,15 @@ Examples:
         const plainClients = parseIntFlag('--plain-clients', f.plainClients, 0, 64);
         const keys = parseIntFlag('--keys', f.keys, 1, 100);
         const { FAULT_KINDS } = await import('../../chaos/nemesis.js');
-        const faults = f.faults.trim() === 'none' || f.faults.trim() === '' ? [] : [...new Set(f.faults.split(',').map((s) => s.trim()).filter(Boolean))];
+        const list = f.faults.trim();
+        const faults = list === 'none' || list === '' ? [] : list === 'all' ? FAULT_KINDS.filter((k) => (k !== 'disk-full' || process.getuid?.() === 0) && (k !== 'kill-worker' || workers >= 2)) : [...new Set(list.split(',').map((s) => s.trim()).filter(Boolean))];
         for (const k of faults) {
-          if (!(FAULT_KINDS as readonly string[]).includes(k)) throw new UsageError(`--faults: unknown fault '${k}' (known: ${FAULT_KINDS.join(', ')})`);
+          if (!(FAULT_KINDS as readonly string[]).includes(k)) throw new UsageError(`--faults: unknown fault '${k}' (known: ${FAULT_KINDS.join(', ')}, or all)`);
         }
+        if (faults.includes('disk-full') && process.getuid?.() !== 0) {
+          throw new UsageError('--faults disk-full is unavailable: it mounts a small tmpfs under each manager\'s data directory, which needs root (run as root, or leave disk-full out)');
+        }
+        if (faults.includes('kill-worker') && workers < 2) throw new UsageError('--faults kill-worker needs --workers 2 or more (it never kills the last worker)');
         const { parseSeed } = await import('../../chaos/prng.js');
         let seed: number;
         if (f.seed !== undefined) {
