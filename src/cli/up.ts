@@ -461,7 +461,13 @@ async function up(flags: UpFlags): Promise<void> {
   // First start: create an admin API token (this turns API authentication on) for the CLI here.
   if (!existsSync(adminTokenFile)) {
     try {
-      const r = await statusClient.post<{ id: string; token: string }>('/v1/tokens', { role: 'admin' });
+      // With TLS the API is never open: the admin client certificate `flotilla init` wrote
+      // beside the CA proves the right to create the first token.
+      const { readAdminCert } = await import('../tls/pki.js');
+      const adminCert = caPem ? readAdminCert(dir) : null;
+      if (caPem && !adminCert) throw new Error(`no admin client certificate in ${dir} (admin.crt, admin.key)`);
+      const creator = new FlotillaClient(addrs, { timeoutMs: 30_000, ca: caPem, ...(adminCert ?? {}) });
+      const r = await creator.post<{ id: string; token: string }>('/v1/tokens', { role: 'admin' });
       writeFileSync(adminTokenFile, r.token + '\n', { mode: 0o600 });
       out(`admin API token ${r.id} written to ${adminTokenFile} (mode 0600)\n`);
     } catch (e) {
