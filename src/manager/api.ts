@@ -177,8 +177,9 @@ export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOpti
     const since = parseSince(ctx.query.get('since'));
     const res = ctx.res;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-    const stop = streamEvents(m, since, (frame) => res.write(`id: ${frame.seq ?? ''}\ndata: ${JSON.stringify(frame)}\n\n`));
-    const ka = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+    // (Not after the end: a stream closed on revocation may still be handed that very event.)
+    const stop = streamEvents(m, since, (frame) => void (res.writableEnded || res.write(`id: ${frame.seq ?? ''}\ndata: ${JSON.stringify(frame)}\n\n`)));
+    const ka = setInterval(() => void (res.writableEnded || res.write(': keep-alive\n\n')), 15_000);
     await new Promise<void>((resolve) => {
       // Ends when the token the stream was opened with is revoked: a last `closed` event says why.
       const unwatch = watchStream(m, ctx.req, (reason) => {
