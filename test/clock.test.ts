@@ -206,7 +206,13 @@ describe('a stepped wall clock on a worker (real processes)', () => {
     await client.delete(`/v1/tasks/${sid}`);
     await eventually(async () => (await logs(sid)).includes('got TERM'), 20_000, 'SIGTERM reached the program');
     writeClockShift(file, -3_600_000);
-    const stopped = await eventually(async () => (await tasks()).find((t) => t.id === sid && t.state === 'stopped'), 30_000, 'the stop ends after its grace (6 s), not an hour later');
+    const one = () => client.get<TaskView>(`/v1/tasks/${sid}`);
+    const stopped = await eventually(async () => {
+      const t = await one();
+      return t.state === 'stopped' ? t : null;
+    }, 30_000, 'the stop ends after its grace (6 s), not an hour later').catch(async (e: Error) => {
+      throw new Error(`${e.message}; the task: ${JSON.stringify(await one())}`);
+    });
     expect(stopped.state).toBe('stopped');
   }, 150_000);
 });
