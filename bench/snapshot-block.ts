@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClusterState, encodeCommand } from '../src/manager/state.js';
+import { eventLoopSlicer } from '../src/clock.js';
 import { RaftStorage } from '../src/raft/storage.js';
 import { envNum } from './lib/util.js';
 
@@ -57,9 +58,9 @@ async function main(): Promise<void> {
   console.log(JSON.stringify({ keys: n, mb: MB, stateBytes: s.stateBytes() }));
   const sync = await measure('snapshot() synchronous (before)', () => s.snapshot());
   await measure('restore() synchronous (before)', () => new ClusterState().restore(sync));
-  const parts = await measure('snapshotAsync() sliced', () => s.snapshotAsync());
+  const parts = await measure('snapshotAsync(eventLoopSlicer) sliced', () => s.snapshotAsync(eventLoopSlicer));
   const joined = await measure('Buffer.concat of the parts (one copy at once, as pack() did before)', () => Buffer.concat(parts));
-  await measure('restoreAsync() sliced', () => new ClusterState().restoreAsync(joined));
+  await measure('restoreAsync() sliced', () => new ClusterState().restoreAsync(joined, eventLoopSlicer));
   const dir = mkdtempSync(join(tmpdir(), 'flotilla-snapblock-'));
   try {
     const st = await RaftStorage.open(dir, { nodeId: 'm1' });

@@ -117,3 +117,12 @@ export class StallDetector {
     this.last = this.clock();
   }
 }
+
+/**
+ * Gives the event loop a turn between slices of long work on the replicated state (snapshot
+ * encoding and parsing: `ClusterState.snapshotAsync`/`restoreAsync`), timed on the monotonic clock.
+ */
+export const eventLoopSlicer = {
+  now: (): number => monoNow(),
+  turn: (): Promise<void> => new Promise<void>((r) => setImmediate(r)),
+};

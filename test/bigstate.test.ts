@@ -8,6 +8,7 @@ import { FlotillaClient } from '../src/client/client.js';
 import { FlotillaError } from '../src/manager/errors.js';
 import { TestCluster, eventually, runCli } from './helpers/cluster.js';
 import { RaftStorage } from '../src/raft/storage.js';
+import { eventLoopSlicer } from '../src/clock.js';
 import { Level } from 'level';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -51,7 +52,7 @@ describe('snapshots of a large state', () => {
   it('snapshotAsync writes the same bytes as snapshot(), in parts, yielding to the event loop', async () => {
     const s = bigState(400, 32 * 1024); // ~13 MB
     const sync = s.snapshot();
-    const { value: parts, turns } = await turnsDuring(() => s.snapshotAsync(2));
+    const { value: parts, turns } = await turnsDuring(() => s.snapshotAsync(eventLoopSlicer, 2));
     expect(parts.length).toBeGreaterThan(1);
     expect(Buffer.compare(concat(parts), Buffer.from(sync))).toBe(0);
     // Other callbacks ran between the slices (the old snapshot was one synchronous call).
@@ -66,7 +67,7 @@ describe('snapshots of a large state', () => {
     const s = bigState(300, 16 * 1024);
     const expected = text(s.snapshot());
     const at = s.appliedIndex;
-    const pending = s.snapshotAsync(1);
+    const pending = s.snapshotAsync(eventLoopSlicer, 1);
     // Keep changing the state while the snapshot is encoded: overwrite, delete, add keys.
     let index = at;
     for (let i = 0; i < 50; i++) {
@@ -89,7 +90,7 @@ describe('snapshots of a large state', () => {
     target.onReset(() => resets++);
     let sawPartial = false;
     const { turns } = await turnsDuring(async () => {
-      const p = target.restoreAsync(snap, 1);
+      const p = target.restoreAsync(snap, eventLoopSlicer, 1);
       // Between slices the old state is still whole.
       for (let i = 0; i < 5; i++) {
         await new Promise((r) => setImmediate(r));
@@ -111,7 +112,7 @@ describe('snapshots of a large state', () => {
     const oneLine = new TextEncoder().encode(canonicalJson(JSON.parse(text(s.snapshot()))));
     expect(oneLine.includes(0x0a)).toBe(false);
     const a = new ClusterState();
-    await a.restoreAsync(oneLine);
+    await a.restoreAsync(oneLine, eventLoopSlicer);
     expect(text(a.snapshot())).toBe(text(s.snapshot()));
 
     const good = s.snapshot();
@@ -122,7 +123,7 @@ describe('snapshots of a large state', () => {
     const garbled = Buffer.from(good);
     garbled[garbled.indexOf(0x0a) + 1] = 0x7d; // '}' where an element starts
     for (const bad of [cut, garbled, new TextEncoder().encode('{"format":"other","v":1}')]) {
-      const err = await b.restoreAsync(bad).then(() => null, (e: unknown) => e);
+      const err = await b.restoreAsync(bad, eventLoopSlicer).then(() => null, (e: unknown) => e);
       expect(FlotillaError.is(err) && err.code).toBe('bad_request');
       expect(text(b.snapshot())).toBe(before);
     }

@@ -3,11 +3,11 @@
 // preload (chaos/clock-shift.ts) that shifts only Date.now / new Date by an offset the test
 // rewrites while they run.
 import { afterAll, describe, expect, it } from 'vitest';
-import { mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ManualClock, StallDetector, monoNow, setClock, wallNow } from '../src/clock.js';
 import { clockShiftPreload, writeClockShift } from '../chaos/clock-shift.js';
-import { TestCluster, eventually, freePorts, sleep } from './helpers/cluster.js';
+import { TestCluster, eventually, freePorts, sleep, killTaskProcesses } from './helpers/cluster.js';
 import type { FlotillaClient } from '../src/client/client.js';
 
 describe('clock module', () => {
@@ -58,16 +58,7 @@ let cluster: TestCluster | null = null;
 let pidDir = '';
 afterAll(async () => {
   if (!cluster) return;
-  for (const f of readdirSync(pidDir)) {
-    const pid = Number(f.split('.').pop());
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {}
-    }
-  }
+  killTaskProcesses(pidDir);
   await cluster.stop();
 });
 

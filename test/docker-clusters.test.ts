@@ -164,7 +164,13 @@ describe('worker agent: cluster scope of its drivers', () => {
   it('scopes the driver to the welcome\'s cluster id, keeps it, and leaves another cluster\'s tasks alone', async () => {
     const cluster = await TestCluster.managers(1);
     const stateDir = cluster.mkdir('agent-w7');
-    const expected = workerClusterId(null, SECRET); // a bootstrapped cluster without an id
+    // Every bootstrapped cluster has an id now (made at bootstrap); the worker scopes with it.
+    const leader = await cluster.waitForLeader();
+    const st = await cluster.status(leader);
+    const own = (st as unknown as { clusterId: string | null }).clusterId;
+    expect(own).toMatch(/^e0-/);
+    const expected = workerClusterId(own, SECRET);
+    expect(expected).toBe(own);
     const agents: WorkerAgent[] = [];
     const agent = (d: Driver) => {
       const a = new WorkerAgent({ id: 'w7', managers: cluster.addrs(), token: workerToken(SECRET), drivers: [d], stateDir, backoffMinMs: 20, backoffMaxMs: 200 });

@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { TestCluster, eventually, sleep } from './helpers/cluster.js';
+import { TestCluster, eventually, sleep, killTaskProcesses } from './helpers/cluster.js';
 import type { FlotillaClient } from '../src/client/client.js';
 
 interface TaskView {
@@ -81,16 +81,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   // Kill task processes the workers left behind (they outlive workers on purpose).
-  for (const f of readdirSync(pidDir)) {
-    const pid = Number(f.split('.').pop());
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {}
-    }
-  }
+  killTaskProcesses(pidDir);
   await cluster.stop();
 });
 

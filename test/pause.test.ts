@@ -2,10 +2,10 @@
 // when it resumes (its own stall is nobody's silence), and not the new leader (workers find it
 // well within its failover grace). Real manager and worker processes, process driver.
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TestCluster, eventually, runCli, sleep } from './helpers/cluster.js';
+import { TestCluster, eventually, runCli, sleep, killTaskProcesses } from './helpers/cluster.js';
 import type { FlotillaClient } from '../src/client/client.js';
 
 interface TaskView {
@@ -24,16 +24,7 @@ let cluster: TestCluster | null = null;
 let pidDir = '';
 afterEach(async () => {
   if (!cluster) return;
-  for (const f of readdirSync(pidDir)) {
-    const pid = Number(f.split('.').pop());
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {}
-    }
-  }
+  killTaskProcesses(pidDir);
   await cluster.stop();
   cluster = null;
 });

@@ -165,37 +165,50 @@ describe('flotilla up', () => {
     const port = await consecutiveFreePorts(3);
     const data = join(dir, 'up');
     mkdirSync(data, { recursive: true });
+    const upArgs = [CLI, 'up', '--insecure', '--driver', 'process', '--workers', '0', '--port', String(port), '--dir', data];
+    const runUp = () => {
+      const p = spawn(process.execPath, upArgs, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+      procs.push(p);
+      const o = { text: '' };
+      p.stdout!.on('data', (d) => (o.text += d));
+      p.stderr!.on('data', (d) => (o.text += d));
+      return { p, o };
+    };
+    // The cluster's first start (a new cluster waits for every bootstrap manager once).
+    const first = runUp();
+    await eventually(() => first.o.text.includes('flotilla is up'), 90_000, 'the first start');
+    expect(first.o.text).toMatch(/flotilla is up: 3 managers \(leader m[123]\)/);
+    const firstExit = exitWithin(first.p);
+    first.p.kill('SIGINT');
+    expect(await firstExit(30_000)).not.toBe('running');
+
     // Another process holds m1's data directory (an earlier manager that outlived its up).
-    const [holderPort] = await freePorts(1);
-    writeFileSync(join(dir, 'holder-secret'), 'holder-secret-0123456789abcdef0123', { mode: 0o600 });
-    const holder = spawn(process.execPath, [CLI, 'manager', '--id', 'm1', '--listen', `127.0.0.1:${holderPort}`, '--data', join(data, 'm1'), '--bootstrap', `m1=127.0.0.1:${holderPort}`, '--secret-file', join(dir, 'holder-secret'), '--insecure'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const holder = spawn(
+      process.execPath,
+      ['--input-type=module', '-e', `import { Level } from 'level'; const db = new Level(${JSON.stringify(join(data, 'm1'))}); await db.open(); console.log('holding'); setInterval(() => {}, 1000);`],
+      { cwd: join(import.meta.dirname, '..'), stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     procs.push(holder);
     let holderOut = '';
+    holder.stdout!.on('data', (d) => (holderOut += d));
     holder.stderr!.on('data', (d) => (holderOut += d));
-    holder.stdout!.on('data', () => undefined);
-    await eventually(() => holderOut.includes('manager started'), 30_000, 'the holder manager');
+    await eventually(() => holderOut.includes('holding'), 30_000, 'the holder of m1\'s LevelDB');
 
-    const up = spawn(process.execPath, [CLI, 'up', '--insecure', '--driver', 'process', '--workers', '0', '--port', String(port), '--dir', data], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    procs.push(up);
-    let out = '';
-    up.stdout!.on('data', (d) => (out += d));
-    up.stderr!.on('data', (d) => (out += d));
+    const second = runUp();
     try {
-      await eventually(() => out.includes('flotilla is up') || out.includes('no leader was elected'), 90_000, 'flotilla up to report');
-      await eventually(() => /FAILED:/.test(out) || out.includes('stopped.'), 5_000, 'the whole report').catch(() => undefined);
-      expect(out).toMatch(/flotilla is up: 2 of 3 managers \(leader m[23]\)/);
-      expect(out).toMatch(/FAILED: +m1 exited \(1\): .*LevelDB lock is held/);
+      await eventually(() => second.o.text.includes('flotilla is up') || second.o.text.includes('no leader was elected'), 90_000, 'flotilla up to report');
+      await eventually(() => /FAILED:/.test(second.o.text) || second.o.text.includes('stopped.'), 5_000, 'the whole report').catch(() => undefined);
+      expect(second.o.text).toMatch(/flotilla is up: 2 of 3 managers \(leader m[23]\)/);
+      expect(second.o.text).toMatch(/FAILED: +m1 exited \(1\): .*LevelDB lock is held/);
     } finally {
-      const exit = exitWithin(up);
-      up.kill('SIGINT');
+      const exit = exitWithin(second.p);
+      second.p.kill('SIGINT');
       expect(await exit(20_000)).not.toBe('running');
       const hExit = exitWithin(holder);
       holder.kill('SIGTERM');
       expect(await hExit(15_000)).not.toBe('running');
     }
-  }, 150_000);
+  }, 240_000);
 });
 
 describe('CLI commands whose reader went away end quietly, status 0', () => {

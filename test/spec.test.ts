@@ -50,7 +50,8 @@ describe('FlotillaError', () => {
     // not_leader: 421 when the leader is known (or unsaid), 503 during an election.
     expect(new FlotillaError('not_leader', 'x', { leader: 'm2' }).httpStatus).toBe(421);
     expect(new FlotillaError('not_leader', 'x', { leader: null }).httpStatus).toBe(503);
-    expect(Object.keys(ERROR_CODES)).toHaveLength(10);
+    expect(new FlotillaError('quota_exceeded', 'x').httpStatus).toBe(507);
+    expect(Object.keys(ERROR_CODES)).toHaveLength(11);
   });
 
   it('serialises as { error: { code, message, details } }', () => {

@@ -130,8 +130,15 @@ export class Router {
       else send(res, 200, out ?? { ok: true });
     } catch (e) {
       const err = toFlotillaError(e);
-      // An oversized body is left unread: close the connection once the 413 is out.
-      const close: Record<string, string> = err.code === 'too_large' ? { connection: 'close' } : {};
+      // An oversized body is read and thrown away (up to a bound) so that the 413 reaches the
+      // client: closing while its body is still arriving resets the connection, and the client
+      // sees EPIPE/ECONNRESET instead of the answer. Past the bound the connection is closed.
+      let close: Record<string, string> = {};
+      if (err.code === 'too_large') {
+        const declared = Number(req.headers['content-length'] ?? NaN);
+        if (declared > MAX_DRAIN_BYTES) close = { connection: 'close' };
+        else drainBody(req);
+      }
       if (!res.headersSent) send(res, err.httpStatus, err.toJSON(), { 'x-request-id': requestId, ...close });
       else res.destroy();
     }
@@ -184,6 +191,19 @@ export function send(res: ServerResponse, status: number, body: unknown, headers
   const s = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s), ...headers });
   res.end(s);
+}
+
+/** How much of an oversized request body is read and discarded so that its 413 gets through. */
+const MAX_DRAIN_BYTES = 16 * 1024 * 1024;
+
+/** Discards the rest of a request body; a body past MAX_DRAIN_BYTES closes the connection. */
+function drainBody(req: IncomingMessage): void {
+  let drained = 0;
+  req.on('data', (c: Buffer) => {
+    drained += c.length;
+    if (drained > MAX_DRAIN_BYTES) req.socket.destroy();
+  });
+  req.resume();
 }
 
 export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {

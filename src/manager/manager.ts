@@ -24,7 +24,7 @@ import { createOps, registerOps, type Ops } from './ops.js';
 import { applyQuota, DEFAULT_QUOTA_BYTES } from './quota.js';
 import { page, parsePage } from './paging.js';
 import { callerScope, FORWARDED_ADMIN_CERT, hasAdminCert, registerAuth, nodeCredential, nodeEpoch, RESERVED_KV_PREFIX } from './auth.js';
-import { monoNow } from '../clock.js';
+import { eventLoopSlicer, monoNow } from '../clock.js';
 import { bootstrapClusterId, incarnations, IncarnationGuard, probeBootstrap } from './incarnation.js';
 import { unpack } from 'msgpackr';
 import { promises as fsp } from 'node:fs';
@@ -190,8 +190,8 @@ export class Manager {
         snapshot: () => holder.m!.state.snapshot(),
         restore: (data) => (holder.m ? holder.m.state.restore(data) : void (holder.initial = data)),
         // Large states: encoded and parsed in slices that yield to the event loop.
-        snapshotAsync: () => holder.m!.state.snapshotAsync(),
-        restoreAsync: (data) => holder.m!.state.restoreAsync(data),
+        snapshotAsync: () => holder.m!.state.snapshotAsync(eventLoopSlicer),
+        restoreAsync: (data) => holder.m!.state.restoreAsync(data, eventLoopSlicer),
       },
       log: (level, msg, fields) => log[level](msg, fields),
       onPersist: ops.metrics.onPersist,
@@ -201,7 +201,7 @@ export class Manager {
     m.trace = trace ?? null;
     holder.m = m;
     // The persisted snapshot is parsed in slices too (nothing runs the node before this ends).
-    if (holder.initial) await m.state.restoreAsync(holder.initial);
+    if (holder.initial) await m.state.restoreAsync(holder.initial, eventLoopSlicer);
     m.ops = ops;
     log.setContext?.(() => ({ term: node.status().term }));
     // Addresses told by authenticated peers: a manager that joins with an empty log answers the

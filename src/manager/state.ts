@@ -1747,7 +1747,7 @@ export class ClusterState {
    * Synchronous: for small states, tests and offline tools. A manager uses `snapshotAsync`.
    */
   snapshot(): Uint8Array {
-    const w = new SnapshotWriter(this.captureImage());
+    const w = new SnapshotWriter(this.captureImage(), WHOLE);
     while (!w.step(Infinity));
     return w.bytes();
   }
@@ -1757,9 +1757,9 @@ export class ClusterState {
    * arrays of the immutable entry objects), encoded in slices of about `sliceMs` that yield to
    * the event loop, so the state may keep changing meanwhile. Returns the bytes in parts.
    */
-  async snapshotAsync(sliceMs = 8): Promise<Uint8Array[]> {
-    const w = new SnapshotWriter(this.captureImage());
-    while (!w.step(sliceMs)) await yieldToLoop();
+  async snapshotAsync(slicer: Slicer = WHOLE, sliceMs = 8): Promise<Uint8Array[]> {
+    const w = new SnapshotWriter(this.captureImage(), slicer);
+    while (!w.step(sliceMs)) await slicer.turn();
     return w.parts;
   }
 
@@ -1797,8 +1797,8 @@ export class ClusterState {
    * The state stays as it was until the whole snapshot is parsed and checked, then is replaced
    * at once. Snapshots written before the line layout (one JSON line) are parsed in one go.
    */
-  async restoreAsync(bytes: Uint8Array, sliceMs = 8): Promise<void> {
-    const { data, kvBytes } = await parseSnapshot(bytes, sliceMs);
+  async restoreAsync(bytes: Uint8Array, slicer: Slicer = WHOLE, sliceMs = 8): Promise<void> {
+    const { data, kvBytes } = await parseSnapshot(bytes, slicer, sliceMs);
     this.install(data, kvBytes);
     this.tellReset();
   }
@@ -1890,7 +1890,20 @@ interface SnapshotImage {
 
 const PART_BYTES = 1024 * 1024;
 
-const yieldToLoop = (): Promise<void> => new Promise((r) => setImmediate(r));
+/**
+ * How long work on the state (encoding or parsing a snapshot) gives the event loop a turn. The
+ * state reads no clock and owns no loop (it stays pure): the manager passes one built on the
+ * monotonic clock and setImmediate (src/clock.ts `eventLoopSlicer`).
+ */
+export interface Slicer {
+  /** Monotonic milliseconds. */
+  now(): number;
+  /** Resolves after other work had a turn. */
+  turn(): Promise<void>;
+}
+
+/** No slicing: the work runs in one go (tests, offline tools, small states). */
+const WHOLE: Slicer = { now: () => 0, turn: () => Promise.resolve() };
 
 /** Encodes a SnapshotImage step by step into byte parts of about PART_BYTES. */
 class SnapshotWriter {
@@ -1904,13 +1917,16 @@ class SnapshotWriter {
   private sorted = false;
   private started = false;
 
-  constructor(private readonly img: SnapshotImage) {
+  constructor(
+    private readonly img: SnapshotImage,
+    private readonly slicer: Slicer,
+  ) {
     this.keys = (Object.keys(img) as (keyof SnapshotImage)[]).sort();
   }
 
   /** Encodes for about `budgetMs`; true when the document is complete. */
   step(budgetMs: number): boolean {
-    const t0 = performance.now();
+    const t0 = this.slicer.now();
     let n = 0;
     if (!this.started) {
       this.started = true;
@@ -1935,13 +1951,13 @@ class SnapshotWriter {
       while (this.item < value.length) {
         this.push(`\n${canonicalJson(value[this.item])}${this.item < value.length - 1 ? ',' : ''}`);
         this.item++;
-        if (++n % 16 === 0 && performance.now() - t0 > budgetMs) return false;
+        if (++n % 16 === 0 && this.slicer.now() - t0 > budgetMs) return false;
       }
       this.push(value.length > 0 ? '\n]' : ']');
       this.key++;
       this.item = -1;
       this.sorted = false;
-      if (performance.now() - t0 > budgetMs) return false;
+      if (this.slicer.now() - t0 > budgetMs) return false;
     }
     this.push('}');
     this.flush();
@@ -1985,7 +2001,7 @@ function badSnapshot(cause?: unknown): FlotillaError {
 }
 
 /** Parses snapshot bytes line by line, yielding to the event loop about every `sliceMs`. */
-async function parseSnapshot(bytes: Uint8Array, sliceMs: number): Promise<{ data: SnapshotData; kvBytes?: number }> {
+async function parseSnapshot(bytes: Uint8Array, slicer: Slicer, sliceMs: number): Promise<{ data: SnapshotData; kvBytes?: number }> {
   const firstBreak = bytes.indexOf(0x0a);
   if (firstBreak < 0) {
     // One line: a snapshot written before the line layout, or an empty state.
@@ -2000,7 +2016,7 @@ async function parseSnapshot(bytes: Uint8Array, sliceMs: number): Promise<{ data
   let sectionName = '';
   let done = false;
   let kvBytes = 0;
-  let t0 = performance.now();
+  let t0 = slicer.now();
   let n = 0;
   try {
     for (let start = 0; start < bytes.length; ) {
@@ -2039,9 +2055,9 @@ async function parseSnapshot(bytes: Uint8Array, sliceMs: number): Promise<{ data
           done = true;
         }
       }
-      if (++n % 16 === 0 && performance.now() - t0 > sliceMs) {
-        await yieldToLoop();
-        t0 = performance.now();
+      if (++n % 16 === 0 && slicer.now() - t0 > sliceMs) {
+        await slicer.turn();
+        t0 = slicer.now();
       }
     }
   } catch (err) {

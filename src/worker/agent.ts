@@ -195,6 +195,9 @@ function errMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
+/** Task starts in flight at once on one worker (see `startTurn`). */
+const START_CONCURRENCY = 4;
+
 export class WorkerAgent {
   readonly id: string;
   private readonly opts: WorkerAgentOptions;
@@ -618,7 +621,7 @@ export class WorkerAgent {
     this.tasks.set(a.taskId, entry);
     this.log.info('starting task', { taskId: a.taskId, attempt: a.attempt, name: spec.name, driver: driver.name });
     try {
-      await driver.start(a.taskId, spec, undefined, { attempt: a.attempt });
+      await this.startTurn(() => driver.start(a.taskId, spec, undefined, { attempt: a.attempt }));
     } catch (e) {
       if (this.tasks.get(a.taskId) === entry) this.tasks.delete(a.taskId);
       this.failLocally(a.taskId, a.attempt, `failed to start: ${errMessage(e)}`);
@@ -630,6 +633,26 @@ export class WorkerAgent {
       this.queueReport(this.reportOf(entry));
     }
   }
+
+  /**
+   * Starts take turns: at most START_CONCURRENCY at once, each after a full turn of the event
+   * loop. A burst of assignments (a worker given 20 tasks at once) otherwise runs every start's
+   * synchronous part (spawns, files) back to back, and on a loaded machine the heartbeat timer
+   * waits behind them long enough for the leader to declare a healthy worker down.
+   */
+  private async startTurn<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.startsInFlight >= START_CONCURRENCY) await new Promise<void>((r) => this.startWaiters.push(r));
+    this.startsInFlight++;
+    try {
+      await new Promise<void>((r) => setTimeout(r, 0)); // timers (heartbeats) run first
+      return await fn();
+    } finally {
+      this.startsInFlight--;
+      this.startWaiters.shift()?.();
+    }
+  }
+  private startsInFlight = 0;
+  private readonly startWaiters: (() => void)[] = [];
 
   /** Stop (if running) and retire a task. */
   private async dropTask(taskId: string, why: string): Promise<void> {

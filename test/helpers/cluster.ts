@@ -1,7 +1,7 @@
 // Real multi-process clusters for integration tests: managers and workers are separate OS
 // processes (the built CLI), with real LevelDB directories and loopback sockets.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, rmSync, createWriteStream } from 'node:fs';
+import { mkdtempSync, mkdirSync, readdirSync, readFileSync, writeFileSync, rmSync, createWriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
@@ -236,4 +236,21 @@ export async function consecutiveFreePorts(n: number): Promise<number> {
     if (ok) return base;
   }
   throw new Error(`no ${n} consecutive free ports found`);
+}
+
+/**
+ * SIGKILLs the task processes recorded in `pidDir` (files named `<task>.<pid>`), by process
+ * group first: task processes of the process driver outlive their worker for a bounded window.
+ */
+export function killTaskProcesses(pidDir: string): void {
+  for (const f of readdirSync(pidDir)) {
+    const pid = Number(f.split('.').pop());
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {}
+    }
+  }
 }
