@@ -5,8 +5,12 @@
 // only for what people read (logs, displayed times) and for timestamps written into replicated
 // commands (`at` fields), never to decide that time has passed.
 //
+// Deadlines persisted for a successor process use `bootMonoNow()` (see there).
+//
 // Both are read through one replaceable clock so tests (and a whole-system simulator) can
 // drive them; production code calls `monoNow()` / `wallNow()`.
+
+import { readFileSync } from 'node:fs';
 
 export interface Clock {
   /** Monotonic milliseconds (arbitrary origin; only differences mean anything). */
@@ -30,6 +34,30 @@ export function monoNow(): number {
 /** Wall-clock ms: for display and for `at` timestamps written into commands. */
 export function wallNow(): number {
   return current.wall();
+}
+
+/**
+ * Monotonic ms that mean the same in every process of this boot: the system's CLOCK_MONOTONIC
+ * (Node's hrtime; on Linux it counts from boot and is shared by all processes), unlike
+ * `monoNow()`, whose origin is this process's start. For deadlines written to disk that a
+ * successor process must honour (the process driver's SIGTERM→SIGKILL deadline): store them
+ * with `bootId()`; a record from another boot (or without one) has no comparable deadline.
+ */
+export function bootMonoNow(): number {
+  return Number(process.hrtime.bigint() / 1000n) / 1000;
+}
+
+let bootIdCache: string | undefined;
+/** The kernel's id of this boot (Linux), or 'unknown' elsewhere. */
+export function bootId(): string {
+  if (bootIdCache === undefined) {
+    try {
+      bootIdCache = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || 'unknown';
+    } catch {
+      bootIdCache = 'unknown';
+    }
+  }
+  return bootIdCache;
 }
 
 /** Replaces the process clock (tests, simulator); returns a function that restores the previous one. */

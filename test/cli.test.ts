@@ -1,6 +1,6 @@
 // The flotilla CLI as a user runs it: real processes, real cluster, exit codes and output.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, writeFileSync, rmSync, existsSync, readFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync, existsSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -143,6 +143,9 @@ describe('flotilla up', () => {
       // TLS by default: the web page is HTTPS, the CA sits beside the data, plain HTTP is refused.
       expect(first.out()).toContain(`https://127.0.0.1:${port! + 10}/`);
       expect(existsSync(join(dir, '.flotilla', 'ca.crt'))).toBe(true);
+      // The API of a TLS cluster is never open: up made its admin token with the admin client certificate.
+      expect(statSync(join(dir, '.flotilla', 'admin.key')).mode & 0o777).toBe(0o600);
+      expect(first.out()).toMatch(/admin API token tok-[0-9a-f]+ written to /);
       expect(readFileSync(join(dir, '.flotilla', 'worker-token'), 'utf8')).toMatch(/^FLT1-[0-9a-f]{64}-/);
       const plain = await runCli(['--managers', `127.0.0.1:${port! + 10}`, 'cluster', 'status'], { timeoutMs: 30_000 });
       expect(plain.status).toBe(1);

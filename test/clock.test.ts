@@ -144,3 +144,66 @@ describe('a stepped wall clock on the leader (real processes)', () => {
     }
   }, 120_000);
 });
+
+describe('a stepped wall clock on a worker (real processes)', () => {
+  let wc: TestCluster | null = null;
+  afterAll(async () => {
+    await wc?.stop();
+  });
+
+  it('+1 h then -1 h: the worker keeps its tasks; a stop then ends after its grace, not an hour later', async () => {
+    const c = new TestCluster('flotilla-wclock-');
+    wc = c;
+    const [port] = await freePorts(1);
+    c.startManager('m1', `127.0.0.1:${port}`, ['--bootstrap', `m1=127.0.0.1:${port}`, '--node-grace', '1500', '--worker-heartbeat', '300']);
+    await c.waitForLeader();
+    const file = join(c.dir, 'w1.clock');
+    writeClockShift(file, 0);
+    const saved = { opts: process.env.NODE_OPTIONS, file: process.env.FLOTILLA_CLOCK_SHIFT_FILE };
+    try {
+      process.env.NODE_OPTIONS = `${saved.opts ?? ''} --import ${clockShiftPreload()}`.trim();
+      process.env.FLOTILLA_CLOCK_SHIFT_FILE = file;
+      c.startWorker('w1', ['--stop-grace', '6000']);
+    } finally {
+      if (saved.opts === undefined) delete process.env.NODE_OPTIONS;
+      else process.env.NODE_OPTIONS = saved.opts;
+      if (saved.file === undefined) delete process.env.FLOTILLA_CLOCK_SHIFT_FILE;
+      else process.env.FLOTILLA_CLOCK_SHIFT_FILE = saved.file;
+    }
+    const client = c.client(undefined, 20_000);
+    await eventually(async () => (await client.get<{ nodes: NodeView[] }>('/v1/nodes')).nodes.some((n) => n.id === 'w1' && n.status === 'ready'), 20_000, 'w1 ready');
+    const stubborn = { name: 'stubborn', driver: 'process', containers: [{ command: ['/bin/sh', '-c', "trap 'echo got TERM' TERM; echo ready; while :; do sleep 0.1; done"] }], resources: { cpu: 10, memory: '8m' } };
+    const plain = { name: 'plain', driver: 'process', containers: [{ command: ['/bin/sh', '-c', 'exec sleep 600'] }], resources: { cpu: 10, memory: '8m' } };
+    await client.post('/v1/tasks', [stubborn, plain]);
+    const tasks = async () => (await client.get<{ tasks: TaskView[] }>('/v1/tasks')).tasks;
+    const before = await eventually(async () => {
+      const ts = await tasks();
+      return ts.length === 2 && ts.every((t) => t.state === 'running') ? ts : null;
+    }, 30_000, 'both tasks running');
+    const logs = (id: string) => client.get<string | Buffer>(`/v1/tasks/${id}/logs`).then((v) => String(v)).catch(() => '');
+    const sid = before.find((t) => t.id.startsWith('stubborn'))!.id;
+    await eventually(async () => (await logs(sid)).includes('ready'), 20_000, 'stubborn ready');
+
+    for (const offset of [3_600_000, -3_600_000, 0]) {
+      writeClockShift(file, offset);
+      await sleep(2500); // several heartbeats and driver polls
+      const ts = await tasks();
+      for (const t of ts) expect(`${t.id} ${t.state} ${t.attempt}`, `offset ${offset}`).toBe(`${t.id} running ${before.find((b) => b.id === t.id)!.attempt}`);
+      const ns = (await client.get<{ nodes: NodeView[] }>('/v1/nodes')).nodes;
+      expect(ns.find((n) => n.id === 'w1')?.status, `offset ${offset}`).toBe('ready');
+    }
+
+    // A stop: once the program got its SIGTERM (the kill deadline is set), the clock goes back an hour.
+    await client.delete(`/v1/tasks/${sid}`);
+    await eventually(async () => (await logs(sid)).includes('got TERM'), 20_000, 'SIGTERM reached the program');
+    writeClockShift(file, -3_600_000);
+    const one = () => client.get<TaskView>(`/v1/tasks/${sid}`);
+    const stopped = await eventually(async () => {
+      const t = await one();
+      return t.state === 'stopped' ? t : null;
+    }, 30_000, 'the stop ends after its grace (6 s), not an hour later').catch(async (e: Error) => {
+      throw new Error(`${e.message}; the task: ${JSON.stringify(await one())}`);
+    });
+    expect(stopped.state).toBe('stopped');
+  }, 150_000);
+});

@@ -173,6 +173,62 @@ describe('API tokens', () => {
     expect((await call(followerAddr, 'PUT', '/v1/kv/via-follower', { token: viewerToken, body: 'v2' })).status).toBe(403);
   });
 
+  it('open event streams (WebSocket, on a follower too, and SSE) end when the token they were opened with is revoked', async () => {
+    const made = await call(leaderAddr, 'POST', '/v1/tokens', { token: adminToken, body: { role: 'viewer' } });
+    expect(made.status, made.text).toBe(201);
+    const { id, token } = made.body as { id: string; token: string };
+    type Closed = { code: number; reason: string; frames: number };
+    const openWs = (addr: string, path: string, headers: Record<string, string> = {}) =>
+      new Promise<{ ws: WebSocket; closed: Promise<Closed> }>((resolve, reject) => {
+        const ws = new WebSocket(`ws://${addr}${path}`, { headers });
+        let frames = 0;
+        const closed = new Promise<Closed>((done) => ws.on('close', (code, reason) => done({ code, reason: String(reason), frames })));
+        ws.on('message', () => {
+          frames++;
+          if (frames === 1) resolve({ ws, closed });
+        });
+        ws.on('unexpected-response', (_q, res) => reject(new Error(`HTTP ${res.statusCode}`)));
+        ws.on('error', reject);
+      });
+    const onFollower = await openWs(followerAddr, '/v1/events', { authorization: `Bearer ${token}` });
+    const onLeader = await openWs(leaderAddr, `/v1/events?token=${encodeURIComponent(token)}`);
+    const adminStream = await openWs(followerAddr, '/v1/events', { authorization: `Bearer ${adminToken}` });
+    // SSE on a follower.
+    const [host, port] = splitAddr(followerAddr);
+    let sse = '';
+    const sseEnded = new Promise<string>((resolve, reject) => {
+      const req = http.request({ host, port, path: '/v1/events', headers: { authorization: `Bearer ${token}` } }, (res) => {
+        res.on('data', (d: Buffer) => (sse += d.toString('utf8')));
+        res.on('end', () => resolve(sse));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    await eventually(() => sse.includes('"hello"'), 10_000, 'the SSE stream started');
+    const timeout = <T>(p: Promise<T>, what: string) =>
+      Promise.race([p, sleep(15_000).then(() => { throw new Error(`${what} still open 15 s after the revocation`); })]);
+
+    const del = await call(leaderAddr, 'DELETE', `/v1/tokens/${id}`, { token: adminToken });
+    expect(del.status, del.text).toBe(200);
+    for (const [what, s] of [['follower ws', onFollower], ['leader ws', onLeader]] as const) {
+      const c = await timeout(s.closed, what);
+      expect(c.code, what).toBe(4401);
+      expect(c.reason, what).toMatch(new RegExp(`unauthorized: API token ${id} was revoked`));
+    }
+    const text = await timeout(sseEnded, 'SSE');
+    expect(text).toMatch(/event: closed\ndata: \{"error":\{"code":"unauthorized","message":"event stream closed: API token tok-[0-9a-f]+ was revoked/);
+    // A stream of another token keeps flowing: it sees a write made after the revocation.
+    let seen = false;
+    adminStream.ws.on('message', (d: Buffer) => {
+      if (String(d).includes('after-revoke')) seen = true;
+    });
+    expect((await call(leaderAddr, 'PUT', '/v1/kv/after-revoke', { token: adminToken, body: 'v' })).status).toBe(200);
+    await eventually(() => seen, 10_000, 'the admin stream still flows');
+    expect(adminStream.ws.readyState).toBe(WebSocket.OPEN);
+    adminStream.ws.close();
+  }, 60_000);
+
   it('revoke', async () => {
     const r = await cli(['token', 'revoke', viewerId], { FLOTILLA_TOKEN: adminToken });
     expect(r.status, r.stderr).toBe(0);

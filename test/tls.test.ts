@@ -17,6 +17,7 @@ import {
   certInfo,
   createCa,
   formatJoinToken,
+  issueAdminCert,
   identityOf,
   issueNodeTls,
   parseJoinToken,
@@ -197,10 +198,51 @@ describe('a cluster with TLS (real processes)', () => {
   let c: TestCluster;
   beforeAll(async () => {
     c = await TestCluster.managers(3, [], { tls: true });
+    readCaPem = c.caPem!;
   }, 60_000);
   afterAll(async () => {
     await c?.stop();
   });
+
+  it('the API of a TLS cluster is never open: without a credential only status answers, even with no token; the admin client certificate (and only it) creates the first token', async () => {
+    const caDir = c.caDir!;
+    expect(statSync(join(caDir, 'admin.key')).mode & 0o777).toBe(0o600);
+    expect(statSync(join(caDir, 'admin.crt')).mode & 0o777).toBe(0o600);
+    const admin = c.adminCert()!;
+    const ca: CaPem = { cert: c.caPem!, key: readFileSync(join(caDir, 'ca.key'), 'utf8') };
+    expect(certInfo(admin.cert, ca.cert).signedByCa).toBe(true);
+    const [a0] = c.addrs();
+    // An empty state (no token was ever created): refused all the same.
+    expect((await api(a0!, 'GET', '/v1/status')).status).toBe(200);
+    for (const path of ['/v1/nodes', '/v1/kv/k1', '/v1/tokens']) expect((await api(a0!, 'GET', path)).status, path).toBe(401);
+    const noCred = await api(a0!, 'POST', '/v1/tokens', { body: { role: 'admin' } });
+    expect(noCred.status).toBe(401);
+    expect(noCred.body).toMatch(/admin client certificate/);
+    // Certificates that are not the admin one, or not from this CA, are no credential.
+    const worker = await issueNodeTls(ca, { id: 'wq', role: 'worker' });
+    expect((await api(a0!, 'POST', '/v1/tokens', { body: { role: 'admin' }, client: worker })).status).toBe(401);
+    expect((await api(a0!, 'POST', '/v1/tokens', { body: { role: 'admin' }, client: worker, headers: { 'x-flotilla-admin-cert': 'm1' } })).status).toBe(401);
+    const otherCa = await createCa();
+    const forged = await issueAdminCert(otherCa);
+    expect((await api(a0!, 'POST', '/v1/tokens', { body: { role: 'admin' }, client: forged })).status).toBe(401);
+    expect((await api(a0!, 'GET', '/v1/tokens')).status).toBe(401);
+    // The admin certificate: on every manager (followers forward the write to the leader).
+    const ids: string[] = [];
+    for (const addr of c.addrs()) {
+      const r = await api(addr, 'POST', '/v1/tokens', { body: { role: 'viewer' }, client: admin });
+      expect(r.status, r.body).toBe(201);
+      ids.push((JSON.parse(r.body) as { id: string }).id);
+    }
+    const listed = JSON.parse((await api(a0!, 'GET', '/v1/tokens', { client: admin })).body) as { tokens: { id: string }[] };
+    expect(listed.tokens.map((t) => t.id).sort()).toEqual([...ids].sort());
+    // The CLI finds the admin certificate beside the CA it was given.
+    const cli = await runCli(['--managers', c.addrs().join(','), 'token', 'create', '--role', 'viewer'], { env: c.cliEnv() });
+    expect(cli.status, cli.stderr).toBe(0);
+    const viewer = cli.stdout.trim();
+    // A token, when presented, decides: a viewer token may not write even beside the admin certificate.
+    expect((await api(a0!, 'PUT', '/v1/kv/k0', { raw: 'x', client: admin, token: viewer })).status).toBe(403);
+    expect((await api(a0!, 'GET', '/v1/nodes', { token: viewer })).status).toBe(200);
+  }, 90_000);
 
   it('serves the API over HTTPS only; the CLI with the CA works, without it or with another CA it says what to do', async () => {
     const ok = await runCli(['--managers', c.addrs().join(','), 'kv', 'put', 'k1', 'v1'], { env: c.cliEnv() });
@@ -282,7 +324,7 @@ describe('a cluster with TLS (real processes)', () => {
       expect(statSync(join(c.dir, 'm4', 'tls', 'secret')).mode & 0o777).toBe(0o600);
       const add = await runCli(['--managers', c.addrs().join(','), 'manager', 'add', `m4=127.0.0.1:${p4}`], { env: c.cliEnv(), timeoutMs: 60_000 });
       expect(add.status, add.stderr).toBe(0);
-      const m4 = new FlotillaClient([`127.0.0.1:${p4}`], { ca: c.caPem, timeoutMs: 20_000 });
+      const m4 = new FlotillaClient([`127.0.0.1:${p4}`], { ca: c.caPem, ...c.adminCert(), timeoutMs: 20_000 });
       await eventually(async () => (await m4.get<{ value: string }>('/v1/kv/k1?stale=true').catch(() => null)) !== null, 30_000, 'm4 has the data');
       // Joined managers keep working after rotation: the cluster still has a leader with m4 in it.
       const st = await c.client().get<{ managers: { id: string; healthy: boolean }[] }>('/v1/cluster');
@@ -310,6 +352,34 @@ describe('a cluster with TLS (real processes)', () => {
     });
   }
 });
+
+/** One HTTPS request to a manager, with a client certificate and/or a bearer token if given. */
+function api(
+  addr: string,
+  method: string,
+  path: string,
+  o: { body?: unknown; raw?: string; client?: { cert: string; key: string }; token?: string; headers?: Record<string, string> } = {},
+): Promise<{ status: number; body: string }> {
+  const [host, port] = addr.split(':');
+  const payload = o.raw ?? (o.body === undefined ? '' : JSON.stringify(o.body));
+  const headers: Record<string, string> = { ...o.headers, 'content-length': String(Buffer.byteLength(payload)) };
+  if (o.body !== undefined) headers['content-type'] = 'application/json';
+  if (o.token) headers.authorization = `Bearer ${o.token}`;
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      { host, port: Number(port), method, path, headers, agent: false, ca: readCaPem, ...(o.client ? { cert: o.client.cert, key: o.client.key } : {}), checkServerIdentity: () => undefined, timeout: 20_000 },
+      (res) => {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+let readCaPem = '';
 
 /** A worker session opened by hand: what the manager answers to a registration. */
 function rawSession(addr: string, tls: NodeTls | null, nodeId: string, token: string): Promise<string> {

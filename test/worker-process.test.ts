@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { parseTaskSpec, type TaskSpec } from '../src/manager/spec.js';
 import type { DriverTaskStatus, LogLine } from '../src/worker/driver.js';
 import { DEFAULT_ORPHAN_GRACE_MS, ProcessDriver, readProcStat, taskDirName } from '../src/worker/drivers/process.js';
@@ -159,6 +159,63 @@ describe('process driver', () => {
     expect(done.containers!.find((c) => c.name === 'c1')!.exitCode).toBe(143); // 128 + SIGTERM
     expect(alive(p0!) || alive(p1!)).toBe(false);
   });
+
+  it('a stepped wall clock neither hastens nor delays the SIGKILL after a stop (+1 h, then -1 h)', async () => {
+    const d = driver(tmp());
+    await d.start('t-step', spec([sh("trap 'echo got TERM' TERM; echo ready; while :; do sleep 0.05; done")]));
+    const [st] = await track(d);
+    const pid = st!.containers![0]!.pid!;
+    await waitFor(async () => (await collect(d.logs('t-step'))).some((l) => l.line === 'ready'), 'ready');
+    const realNow = Date.now.bind(Date);
+    let offset = 0;
+    const spy = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + offset);
+    try {
+      const stopping = d.stop('t-step', 4000);
+      await waitFor(async () => (await collect(d.logs('t-step'))).some((l) => l.line === 'got TERM'), 'TERM to reach the program');
+      // Someone sets the clock an hour ahead: the grace is not over.
+      offset = 3_600_000;
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(alive(pid), 'killed at once after a forward step').toBe(true);
+      expect((await stateOf(d, 't-step')).state).not.toBe('stopped');
+      // And an hour back: the grace still ends (not an hour later).
+      offset = -3_600_000;
+      const ended = await Promise.race([stopping.then(() => 'stopped'), new Promise((r) => setTimeout(() => r('still running 20 s later'), 20_000))]);
+      expect(ended).toBe('stopped');
+      const done = await stateOf(d, 't-step');
+      expect(done.state).toBe('stopped');
+      expect(done.containers![0]!.exitCode).toBe(137);
+    } finally {
+      spy.mockRestore();
+    }
+  }, 40_000);
+
+  it('an adopting driver honours the kill deadline its predecessor recorded, whatever the wall clock says', async () => {
+    const dir = tmp();
+    const a = driver(dir);
+    await a.start('t-adopt', spec([sh("trap 'echo got TERM' TERM; echo ready; while :; do sleep 0.05; done")]));
+    const [st] = await track(a);
+    const pid = st!.containers![0]!.pid!;
+    await waitFor(async () => (await collect(a.logs('t-adopt'))).some((l) => l.line === 'ready'), 'ready');
+    void a.stop('t-adopt', 4000).catch(() => undefined);
+    await waitFor(async () => (await collect(a.logs('t-adopt'))).some((l) => l.line === 'got TERM'), 'TERM to reach the program');
+    await a.close(); // the worker restarts mid-grace
+    const realNow = Date.now.bind(Date);
+    const spy = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + 3_600_000); // and its clock was set an hour ahead
+    try {
+      const b = driver(dir);
+      await track(b);
+      await new Promise((r) => setTimeout(r, 800));
+      expect(alive(pid), 'killed at adoption: the deadline was read as past').toBe(true);
+      const done = await waitFor(async () => {
+        const s = await stateOf(b, 't-adopt');
+        return s.state === 'stopped' ? s : null;
+      }, 'the adopted stop to end', 20_000);
+      expect(done.containers![0]!.exitCode).toBe(137);
+      expect(alive(pid)).toBe(false);
+    } finally {
+      spy.mockRestore();
+    }
+  }, 40_000);
 
   it('reports exit codes: exit 3 fails the task with exitCode 3; all zero succeeds', async () => {
     const d = driver(tmp());

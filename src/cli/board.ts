@@ -23,6 +23,7 @@ import { FlotillaClient, splitAddr } from '../client/client.js';
 import { FlotillaError } from '../manager/errors.js';
 import { stringify as toYaml } from 'yaml';
 import { action, ago, managersFrom, parseIntFlag, tokenFrom, upDir, UsageError, caFrom } from './util.js';
+import { monoNow } from '../clock.js';
 import { pidRunsNode, readProcesses, type ProcessesFile, type ProcessRecord } from './up.js';
 
 // =============================================================================================
@@ -698,6 +699,7 @@ export function renderDetails(secs: DetailSection[], width: number, height: numb
 export interface HeaderInput {
   now: number;
   cluster: ClusterInfo | null;
+  /** When this board last read the cluster, on its monotonic clock (0: never). */
   clusterAt: number;
   /** The manager the HTTP client talks to (address). */
   via: string;
@@ -897,7 +899,7 @@ class Board {
       token: opts.token,
       ca: opts.ca,
       onWait: () => {
-        this.waitingSince = Date.now();
+        this.waitingSince = monoNow();
         this.scheduleRender();
       },
     });
@@ -956,7 +958,7 @@ class Board {
   }
 
   private flash(text: string, color = ''): void {
-    this.message = { text, color, at: Date.now() };
+    this.message = { text, color, at: monoNow() };
     this.scheduleRender();
   }
 
@@ -985,7 +987,7 @@ class Board {
       const raw = await this.client.get('/v1/cluster');
       this.cluster = normalizeCluster(raw);
       this.rawManagers = new Map(arr(obj(raw).managers).map((m) => [str(obj(m).id, '?'), m] as const));
-      this.clusterAt = Date.now();
+      this.clusterAt = monoNow();
       this.clusterErr = null;
       this.waitingSince = 0;
     } catch (e) {
@@ -1003,7 +1005,7 @@ class Board {
       const raw = await this.client.get('/v1/nodes');
       this.nodes = normalizeNodes(raw);
       this.rawNodes = new Map(arr(obj(raw).nodes).map((n) => [str(obj(n).id, '?'), n] as const));
-      this.nodesAt = Date.now();
+      this.nodesAt = monoNow();
       this.nodesErr = null;
     } catch (e) {
       this.nodesErr = errMsg(e);
@@ -1019,7 +1021,7 @@ class Board {
     try {
       const raw = await this.client.get('/v1/tasks');
       this.tasks = normalizeTasks(raw);
-      this.tasksAt = Date.now();
+      this.tasksAt = monoNow();
       this.tasksErr = null;
     } catch (e) {
       this.tasksErr = errMsg(e);
@@ -1032,7 +1034,7 @@ class Board {
   private tick(): void {
     if (this.closed) return;
     // A silent event stream (a paused manager) is dropped after 40 s; the server pings every 15 s.
-    if (this.ws && this.wsOpen && Date.now() - this.lastFrameAt > 40_000) this.ws.terminate();
+    if (this.ws && this.wsOpen && monoNow() - this.lastFrameAt > 40_000) this.ws.terminate();
     this.scheduleRender();
   }
 
@@ -1058,15 +1060,15 @@ class Board {
     this.ws = ws;
     ws.on('open', () => {
       this.wsOpen = true;
-      this.lastFrameAt = Date.now();
+      this.lastFrameAt = monoNow();
       this.wsNext = 0;
       this.scheduleRender();
     });
     ws.on('ping', () => {
-      this.lastFrameAt = Date.now();
+      this.lastFrameAt = monoNow();
     });
     ws.on('message', (data: WebSocket.RawData) => {
-      this.lastFrameAt = Date.now();
+      this.lastFrameAt = monoNow();
       let frame: unknown;
       try {
         frame = JSON.parse(data.toString());
@@ -1327,7 +1329,7 @@ class Board {
     if (this.focus === 'tasks') {
       const t = this.visibleTasks()[this.taskSel];
       if (!t) return this.flash('no task selected', 'yellow-fg');
-      this.details = { kind: 'task', id: t.id, task: null, logs: null, scroll: 0, maxScroll: 0, busy: false, fetchedAt: 0 };
+      this.details = { kind: 'task', id: t.id, task: null, logs: null, scroll: 0, maxScroll: 0, busy: false, fetchedAt: -Infinity };
       void this.fetchTaskDetails();
     } else if (this.focus === 'managers') {
       const m = this.cluster?.managers[this.mgrSel];
@@ -1368,7 +1370,7 @@ class Board {
     const d = this.details;
     if (!d || d.kind !== 'task' || d.busy) return;
     // The pane follows the task live, but at most once a second.
-    if (!now && Date.now() - d.fetchedAt < 1000) return;
+    if (!now && monoNow() - d.fetchedAt < 1000) return;
     d.busy = true;
     const id = encodeURIComponent(d.id);
     try {
@@ -1384,7 +1386,7 @@ class Board {
       ]);
     } finally {
       d.busy = false;
-      d.fetchedAt = Date.now();
+      d.fetchedAt = monoNow();
       this.scheduleRender();
     }
   }
@@ -1534,7 +1536,8 @@ class Board {
   private draw(): void {
     const W = Math.max(1, Number(this.screen.width) || 80);
     const H = Math.max(1, Number(this.screen.height) || 24);
-    const now = Date.now();
+    const now = Date.now(); // wall: the clock shown, ages of the cluster's timestamps
+    const mono = monoNow(); // how old this board's own reads and messages are
     const g = this.g;
 
     // Keep selections on the same task/node across refreshes.
@@ -1589,9 +1592,10 @@ class Board {
 
     // Staleness: data that failed to refresh or is older than a few intervals.
     const staleLimit = Math.max(3000, this.opts.intervalMs * 3);
-    const stale = (at: number, err: string | null) => at > 0 && (err !== null || now - at > staleLimit);
+    const stale = (at: number, err: string | null) => at > 0 && (err !== null || mono - at > staleLimit);
     const oldest = [this.clusterAt, this.nodesAt, this.tasksAt].filter((a, i) => a > 0 && stale(a, [this.clusterErr, this.nodesErr, this.tasksErr][i]!));
-    const staleSince = oldest.length > 0 ? Math.min(...oldest) : null;
+    // The header wants a wall time: now, less how long ago (monotonic) the oldest stale read was.
+    const staleSince = oldest.length > 0 ? now - (mono - Math.min(...oldest)) : null;
     const waiting = this.waitingSince > 0 && (this.inflight.cluster || this.inflight.nodes || this.inflight.tasks);
     const reconnecting = this.clusterErr !== null || !this.wsOpen || waiting;
     let problem: string | null = null;
@@ -1607,7 +1611,7 @@ class Board {
     );
     this.header.setContent(`${h1}\n${h2}`);
 
-    const staleTag = (at: number, err: string | null) => (stale(at, err) ? ` {yellow-fg}stale ${ago(now - at)}{/yellow-fg} ` : '');
+    const staleTag = (at: number, err: string | null) => (stale(at, err) ? ` {yellow-fg}stale ${ago(mono - at)}{/yellow-fg} ` : '');
     const focusStyle = (el: Widgets.BoxElement, on: boolean) => {
       const st = el.style as { border?: { fg?: string } };
       if (st.border) st.border.fg = on ? 'cyan' : 'gray';
@@ -1652,14 +1656,14 @@ class Board {
 
     // Footer: prompt, confirmation, message or key hints.
     let foot: string;
-    if (this.mode === 'details' && !(this.message && now - this.message.at < 6000)) {
+    if (this.mode === 'details' && !(this.message && mono - this.message.at < 6000)) {
       const d = this.details;
       const more = d && d.maxScroll > 0 ? `  j/k/PgUp/PgDn scroll (${d.scroll}/${d.maxScroll})` : '';
       const live = d?.kind === 'task' ? '  r re-read  (follows the task live)' : '';
       foot = `{gray-fg}${esc(fit(`esc/enter/q close${more}${live}`, W, false, g))}{/gray-fg}`;
     } else if (this.mode === 'filter') foot = `{bold}/{/bold}${esc(sanitize(this.filter))}_  {gray-fg}enter: keep  esc: clear{/gray-fg}`;
     else if (this.mode === 'confirm' && this.confirm) foot = `{black-fg}{yellow-bg}${esc(fit(` ${sanitize(this.confirm.prompt)} `, Math.min(W, this.confirm.prompt.length + 2), false, g))}{/yellow-bg}{/black-fg}`;
-    else if (this.message && now - this.message.at < 6000) {
+    else if (this.message && mono - this.message.at < 6000) {
       const t = esc(fit(sanitize(this.message.text), W, false, g));
       foot = this.message.color ? `{${this.message.color}}${t}{/${this.message.color}}` : t;
     } else {

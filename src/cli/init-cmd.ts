@@ -12,12 +12,14 @@ export interface InitResult {
   fingerprint: string;
   workerTokenFile: string;
   managerTokenFile: string;
+  /** The admin client certificate (admin.crt; its key admin.key), both mode 0600. */
+  adminCertFile: string;
   created: boolean;
 }
 
 /** Creates what is missing under `dir` (never overwrites): secret, CA, join token files. */
 export async function initCluster(dir: string): Promise<InitResult> {
-  const { createCa, readCa, writeCa, caFingerprint, formatJoinToken, writeSecretFile } = await import('../tls/pki.js');
+  const { createCa, readCa, writeCa, caFingerprint, formatJoinToken, writeSecretFile, readAdminCert, issueAdminCert, writeAdminCert } = await import('../tls/pki.js');
   const { workerToken } = await import('../manager/orchestrator.js');
   const { managerToken } = await import('../manager/join.js');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -36,12 +38,19 @@ export async function initCluster(dir: string): Promise<InitResult> {
     created = true;
   }
   const fp = caFingerprint(ca.cert);
+  // The admin client certificate: on a TLS cluster the API is never open, and this is what
+  // creates the first API token (see docs/operations.md, security).
+  const adminCertFile = join(dir, 'admin.crt');
+  if (!readAdminCert(dir)) {
+    writeAdminCert(dir, await issueAdminCert(ca));
+    created = true;
+  }
   const workerTokenFile = join(dir, 'worker-token');
   const managerTokenFile = join(dir, 'manager-token');
   // Kept when present: `flotilla token rotate … --out` replaces them.
   if (!existsSync(workerTokenFile)) writeSecretFile(workerTokenFile, formatJoinToken(fp, workerToken(secret)) + '\n');
   if (!existsSync(managerTokenFile)) writeSecretFile(managerTokenFile, formatJoinToken(fp, managerToken(secret)) + '\n');
-  return { dir, secretFile, caCert: join(dir, 'ca.crt'), fingerprint: fp, workerTokenFile, managerTokenFile, created };
+  return { dir, secretFile, caCert: join(dir, 'ca.crt'), fingerprint: fp, workerTokenFile, managerTokenFile, adminCertFile, created };
 }
 
 export function registerInit(program: Command): void {
@@ -68,7 +77,9 @@ Examples:
             `  CA certificate   ${r.caCert}  (sha256 ${r.fingerprint})\n` +
             `  CA key, secret   ${join(r.dir, 'ca.key')}, ${r.secretFile}  (mode 0600: copy to managers only)\n` +
             `  join tokens      ${r.workerTokenFile}, ${r.managerTokenFile}  (mode 0600)\n` +
-            `next: start managers with --ca ${r.dir}; workers join with --token-file ${r.workerTokenFile}\n`,
+            `  admin client     ${r.adminCertFile}, ${join(r.dir, 'admin.key')}  (mode 0600: creates the first API token)\n` +
+            `next: start managers with --ca ${r.dir}; workers join with --token-file ${r.workerTokenFile};\n` +
+            `      then FLOTILLA_CA=${r.caCert} flotilla token create --role admin --out admin-token (uses the admin certificate beside the CA)\n`,
         );
       }),
     );

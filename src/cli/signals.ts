@@ -13,6 +13,7 @@
 //   parent is gone.
 
 import { fstatSync } from 'node:fs';
+import { monoNow } from '../clock.js';
 
 /** A signal this long after the first one is a second request (exit at once), not an echo. */
 export const REPEAT_MS = 1000;
@@ -66,7 +67,7 @@ export function nodeShutdown(o: NodeShutdownOptions): (why: string) => void {
   const stop = (why: string): void => {
     if (stopping) return;
     stopping = true;
-    stoppingSince = Date.now();
+    stoppingSince = monoNow();
     say(`${why}: stopping`);
     const timer = setTimeout(() => {
       say(`${why}: the stop did not finish within ${graceMs} ms; exiting anyway`);
@@ -86,7 +87,7 @@ export function nodeShutdown(o: NodeShutdownOptions): (why: string) => void {
   };
   const onSignal = (sig: NodeJS.Signals): void => {
     if (stopping) {
-      if (Date.now() - stoppingSince >= REPEAT_MS) process.exit(128 + (SIGNAL_NUMBERS[sig] ?? 15)); // asked again: at once
+      if (monoNow() - stoppingSince >= REPEAT_MS) process.exit(128 + (SIGNAL_NUMBERS[sig] ?? 15)); // asked again: at once
       return;
     }
     stop(sig);

@@ -23,11 +23,16 @@ export function registerTokenCommands(program: Command): void {
     .addHelpText(
       'after',
       `
-The API is open while the cluster has no API token; the first token turns authentication on.
-Pass a token with --token-file FILE or FLOTILLA_TOKEN (the CLI also reads .flotilla/admin-token,
-written by \`flotilla up\`). Only a hash of each token is stored: a token is printed once.
+With TLS (the default) the API is never open: the first admin token is created with the
+cluster's admin client certificate (admin.crt/admin.key, written by \`flotilla init\` beside the
+CA), which the CLI uses when it has no token and can read it beside the CA it was given
+(--ca-file, FLOTILLA_CA, or the cluster \`flotilla up\` runs). A cluster started with
+--insecure is open until its first token is created. Pass a token with --token-file FILE or
+FLOTILLA_TOKEN (the CLI also reads .flotilla/admin-token, written by \`flotilla up\`). Only a
+hash of each token is stored: a token is printed once.
 
 Examples:
+  FLOTILLA_CA=./cluster/ca.crt flotilla token create --role admin --out admin-token
   flotilla token create --role viewer --out viewer-token
   flotilla token ls
   flotilla token revoke tok-3f9a0c12de
@@ -67,7 +72,7 @@ Examples:
           return;
         }
         if (r.tokens.length === 0) {
-          process.stdout.write('no API tokens: the API is open (create one with `flotilla token create --role admin`)\n');
+          process.stdout.write('no API tokens (create one with `flotilla token create --role admin`)\n');
           return;
         }
         const now = Date.now();

@@ -23,6 +23,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { FlotillaClient } from '../client/client.js';
+import { monoNow } from '../clock.js';
 import { action, parseIntFlag, UsageError } from './util.js';
 import { REPEAT_MS } from './signals.js';
 
@@ -384,20 +385,20 @@ async function up(flags: UpFlags): Promise<void> {
   const stopAll = async (why: string, exitCode = 0) => {
     if (stopping) {
       // Asked again a while later (a second Ctrl-C, not npm's echo of the first): kill what still runs and go.
-      if (Date.now() - stoppingSince < REPEAT_MS) return;
+      if (monoNow() - stoppingSince < REPEAT_MS) return;
       for (const c of children.values()) if (alive(c.proc)) c.proc.kill('SIGKILL');
       process.exit(130);
     }
     stopping = true;
-    stoppingSince = Date.now();
+    stoppingSince = monoNow();
     server.close();
     const procs = () => [...children.values()].map((c) => c.proc);
     out(`\n${why}: stopping ${procs().filter(alive).length} processes…\n`);
     for (const p of procs()) if (alive(p)) p.kill('SIGTERM');
-    const deadline = Date.now() + 5000;
-    while (procs().some(alive) && Date.now() < deadline) await sleep(50);
+    const deadline = monoNow() + 5000;
+    while (procs().some(alive) && monoNow() < deadline) await sleep(50);
     for (const p of procs()) if (alive(p)) p.kill('SIGKILL');
-    while (procs().some(alive) && Date.now() < deadline + 2000) await sleep(20);
+    while (procs().some(alive) && monoNow() < deadline + 2000) await sleep(20);
     // The workers are gone; their task processes (process driver) would outlive them until
     // their keepers' grace ran out: stop them now.
     try {
@@ -432,7 +433,7 @@ async function up(flags: UpFlags): Promise<void> {
   // What really started: a manager counts once it answered as itself while its process runs.
   const managerState = async (): Promise<{ up: string[]; failed: string[] }> => {
     const answered = new Set<string>();
-    const settle = Date.now() + 10_000;
+    const settle = monoNow() + 10_000;
     for (;;) {
       for (const [i, id] of ids.entries()) {
         const c = children.get(id)!;
@@ -442,7 +443,7 @@ async function up(flags: UpFlags): Promise<void> {
           .catch(() => null);
         if (st?.id === id) answered.add(id);
       }
-      if (Date.now() >= settle || ids.every((id) => answered.has(id) || !alive(children.get(id)!.proc))) break;
+      if (monoNow() >= settle || ids.every((id) => answered.has(id) || !alive(children.get(id)!.proc))) break;
       await sleep(200);
     }
     const up = ids.filter((id) => answered.has(id) && alive(children.get(id)!.proc));
@@ -461,7 +462,13 @@ async function up(flags: UpFlags): Promise<void> {
   // First start: create an admin API token (this turns API authentication on) for the CLI here.
   if (!existsSync(adminTokenFile)) {
     try {
-      const r = await statusClient.post<{ id: string; token: string }>('/v1/tokens', { role: 'admin' });
+      // With TLS the API is never open: the admin client certificate `flotilla init` wrote
+      // beside the CA proves the right to create the first token.
+      const { readAdminCert } = await import('../tls/pki.js');
+      const adminCert = caPem ? readAdminCert(dir) : null;
+      if (caPem && !adminCert) throw new Error(`no admin client certificate in ${dir} (admin.crt, admin.key)`);
+      const creator = new FlotillaClient(addrs, { timeoutMs: 30_000, ca: caPem, ...(adminCert ?? {}) });
+      const r = await creator.post<{ id: string; token: string }>('/v1/tokens', { role: 'admin' });
       writeFileSync(adminTokenFile, r.token + '\n', { mode: 0o600 });
       out(`admin API token ${r.id} written to ${adminTokenFile} (mode 0600)\n`);
     } catch (e) {
@@ -532,8 +539,8 @@ async function dockerAnswers(): Promise<boolean> {
 }
 
 async function waitFor<T>(fn: () => Promise<T | null | false | undefined>, ms: number): Promise<T | null> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
+  const deadline = monoNow() + ms;
+  while (monoNow() < deadline) {
     const v = await fn();
     if (v) return v;
     await sleep(100);

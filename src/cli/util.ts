@@ -1,6 +1,6 @@
 // Helpers shared by CLI commands: flag parsing with clear usage errors, exit codes, output.
 import { readFileSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { FlotillaClient } from '../client/client.js';
 import { FlotillaError } from '../manager/errors.js';
 
@@ -117,30 +117,58 @@ export function setCaFile(file: string | undefined): void {
  * when the managers come from there. Undefined: plain HTTP (a cluster started with --insecure).
  */
 export function caFrom(managersFlag?: string): string | undefined {
-  const read = (f: string, what: string): string => {
-    try {
-      return readFileSync(f, 'utf8');
-    } catch (e) {
-      throw new UsageError(`cannot read the CA certificate ${f} (${what}): ${(e as Error).message}`);
-    }
-  };
-  if (globalCaFile) return read(globalCaFile, '--ca-file');
-  if (process.env.FLOTILLA_CA) return read(process.env.FLOTILLA_CA, 'FLOTILLA_CA');
+  const f = caFileFrom(managersFlag);
+  return f ? readCaFile(f.path, f.what) : undefined;
+}
+
+function readCaFile(f: string, what: string): string {
+  try {
+    return readFileSync(f, 'utf8');
+  } catch (e) {
+    throw new UsageError(`cannot read the CA certificate ${f} (${what}): ${(e as Error).message}`);
+  }
+}
+
+/** Where caFrom reads the CA from (and what named it), or undefined: plain HTTP. */
+function caFileFrom(managersFlag?: string): { path: string; what: string } | undefined {
+  if (globalCaFile) return { path: globalCaFile, what: '--ca-file' };
+  if (process.env.FLOTILLA_CA) return { path: process.env.FLOTILLA_CA, what: 'FLOTILLA_CA' };
   if (managersFlag || process.env.FLOTILLA_MANAGERS) return undefined;
   const dir = process.env.FLOTILLA_DIR ?? '.flotilla';
   const cfg = join(dir, 'cluster.json');
   if (existsSync(cfg)) {
     const c = JSON.parse(readFileSync(cfg, 'utf8')) as { ca?: string | null };
-    if (c.ca) return read(c.ca.startsWith('/') ? c.ca : join(dir, c.ca), `recorded in ${cfg}`);
+    if (c.ca) return { path: c.ca.startsWith('/') ? c.ca : join(dir, c.ca), what: `recorded in ${cfg}` };
   }
   return undefined;
 }
 
+/**
+ * The cluster's admin client certificate (admin.crt + admin.key, written by `flotilla init` and
+ * `flotilla up` beside the CA certificate), when the CA comes from a directory that holds it and
+ * this user may read it. On a TLS cluster it is an admin credential: it creates the first token.
+ */
+export function adminCertFrom(managersFlag?: string): { cert: string; key: string } | undefined {
+  const f = caFileFrom(managersFlag);
+  if (!f) return undefined;
+  const dir = dirname(f.path);
+  try {
+    return { cert: readFileSync(join(dir, 'admin.crt'), 'utf8'), key: readFileSync(join(dir, 'admin.key'), 'utf8') };
+  } catch {
+    return undefined;
+  }
+}
+
 export function clientFor(flag: string | undefined, opts: { timeoutMs?: number } = {}): FlotillaClient {
+  const token = tokenFrom();
+  // Without a token: the admin client certificate beside the CA, if this user can read it
+  // (how the first token of a TLS cluster is created; a token, when given, decides instead).
+  const admin = token === undefined ? adminCertFrom(flag) : undefined;
   return new FlotillaClient(managersFrom(flag), {
     timeoutMs: opts.timeoutMs,
-    token: tokenFrom(),
+    token,
     ca: caFrom(flag),
+    ...(admin ?? {}),
     onWait: (reason) => {
       if (process.stderr.isTTY) process.stderr.write(`… waiting for the cluster (${reason})\n`);
     },

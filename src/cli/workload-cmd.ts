@@ -6,6 +6,7 @@ import { parseAllDocuments, stringify as toYaml } from 'yaml';
 import WebSocket from 'ws';
 import { splitAddr, type FlotillaClient } from '../client/client.js';
 import { action, ago, clientFor, table, UsageError } from './util.js';
+import { monoNow } from '../clock.js';
 
 interface TaskView {
   id: string;
@@ -266,7 +267,6 @@ Options go before IMAGE; everything after -- is the command.`,
         const { nodes } = await client(cmd).get<{ nodes: NodeView[] }>('/v1/nodes');
         if (fmt === 'json') return void process.stdout.write(JSON.stringify(nodes, null, 2) + '\n');
         if (fmt === 'yaml') return void process.stdout.write(toYaml(nodes));
-        const now = Date.now();
         const rows = nodes.map((n) => {
           const base = [
             n.id,
@@ -374,7 +374,7 @@ function describeEvent(e: Record<string, any>): string {
 function printTasks(ts: TaskView[], fmt: Format): void {
   if (fmt === 'json') return void process.stdout.write(JSON.stringify(ts, null, 2) + '\n');
   if (fmt === 'yaml') return void process.stdout.write(toYaml(ts));
-  const now = Date.now();
+  const now = Date.now(); // wall: the age of a wall-clock timestamp the cluster recorded
   const sorted = [...ts].sort((a, b) => STATE_ORDER.indexOf(a.state) - STATE_ORDER.indexOf(b.state) || a.name.localeCompare(b.name));
   const rows = sorted.map((t) => {
     const why = t.state === 'pending' ? (t.pendingReason ?? t.reason) : t.reason;
@@ -390,10 +390,10 @@ function printTasks(ts: TaskView[], fmt: Format): void {
 }
 
 async function waitSettled(c: FlotillaClient, id: string): Promise<TaskView> {
-  const deadline = Date.now() + 60_000;
+  const deadline = monoNow() + 60_000;
   let t = await c.get<TaskView>(`/v1/tasks/${id}`);
   let said = '';
-  while (Date.now() < deadline && !['running', 'succeeded', 'failed', 'lost', 'stopped'].includes(t.state)) {
+  while (monoNow() < deadline && !['running', 'succeeded', 'failed', 'lost', 'stopped'].includes(t.state)) {
     const note = t.state === 'pending' ? (t.pendingReason ?? t.reason) : `${t.state}${t.detail ? ` (${t.detail})` : ''}`;
     if (note !== said && process.stderr.isTTY) process.stderr.write(`… ${note}\n`);
     said = note;

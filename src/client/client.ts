@@ -19,6 +19,9 @@ export interface ClientOptions {
   token?: string;
   /** The cluster CA certificate (PEM): speak HTTPS and accept only managers certified by it. */
   ca?: string;
+  /** A client certificate and key (PEM) for mutual TLS: the cluster's admin certificate. */
+  cert?: string;
+  key?: string;
 }
 
 export interface CallOptions {
@@ -69,7 +72,7 @@ export class FlotillaClient {
   ) {
     if (managers.length === 0) throw new FlotillaError('bad_request', 'Cannot create a client as no manager address was given');
     this.managers = managers.map((m) => m.replace(/^https?:\/\//, '').replace(/\/$/, ''));
-    this.link = new Link(opts.ca ? { ca: opts.ca } : undefined);
+    this.link = new Link(opts.ca ? { ca: opts.ca, ...(opts.cert && opts.key ? { cert: opts.cert, key: opts.key } : {}) } : undefined);
   }
 
   /** URL of a manager's endpoint (ws: true for a WebSocket). */

@@ -15,6 +15,10 @@ import { parseNodeAvailability, parseTaskSpec } from './spec.js';
 import { TASK_STATES, type ClusterEvent, type Task, type TaskState } from './state.js';
 import { splitAddr } from '../client/client.js';
 import { allowedOrigin } from './web.js';
+import { watchStream } from './auth.js';
+
+/** WebSocket close code of a stream whose credential was revoked (application range 4000-4999; 4401 as HTTP 401). */
+export const WS_CLOSE_UNAUTHORIZED = 4401;
 
 export interface ApiOptions {
   /** Allow task specs with host mounts or privileged containers. */
@@ -138,10 +142,25 @@ export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOpti
         (res) => {
           up.setTimeout(0);
           ctx.res.writeHead(res.statusCode ?? 502, { 'content-type': String(res.headers['content-type'] ?? 'text/plain; charset=utf-8') });
-          res.pipe(ctx.res);
-          res.on('end', resolve);
-          res.on('error', reject);
+          res.pipe(ctx.res, { end: false });
+          // A followed log ends when the token it was opened with is revoked: the last line says why.
+          const unwatch = watchStream(m, ctx.req, (reason) => {
+            res.unpipe(ctx.res);
+            up.destroy();
+            ctx.res.end(`\n[flotilla: log stream closed: ${reason}]\n`);
+            resolve();
+          });
+          res.on('end', () => {
+            unwatch();
+            ctx.res.end();
+            resolve();
+          });
+          res.on('error', (e) => {
+            unwatch();
+            reject(e);
+          });
           ctx.res.on('close', () => {
+            unwatch();
             up.destroy();
             resolve();
           });
@@ -158,9 +177,20 @@ export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOpti
     const since = parseSince(ctx.query.get('since'));
     const res = ctx.res;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-    const stop = streamEvents(m, since, (frame) => res.write(`id: ${frame.seq ?? ''}\ndata: ${JSON.stringify(frame)}\n\n`));
-    const ka = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
-    await new Promise<void>((resolve) => ctx.req.on('close', () => resolve()));
+    // (Not after the end: a stream closed on revocation may still be handed that very event.)
+    const stop = streamEvents(m, since, (frame) => void (res.writableEnded || res.write(`id: ${frame.seq ?? ''}\ndata: ${JSON.stringify(frame)}\n\n`)));
+    const ka = setInterval(() => void (res.writableEnded || res.write(': keep-alive\n\n')), 15_000);
+    await new Promise<void>((resolve) => {
+      // Ends when the token the stream was opened with is revoked: a last `closed` event says why.
+      const unwatch = watchStream(m, ctx.req, (reason) => {
+        res.end(`event: closed\ndata: ${JSON.stringify(new FlotillaError('unauthorized', `event stream closed: ${reason}`).toJSON())}\n\n`);
+        resolve();
+      });
+      ctx.req.on('close', () => {
+        unwatch();
+        resolve();
+      });
+    });
     clearInterval(ka);
     stop();
   });
@@ -185,8 +215,16 @@ export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOpti
         if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(frame));
       });
       const ping = setInterval(() => ws.ping(), 15_000);
+      // Closed (code 4401, the reason as text) when the token it was opened with is revoked.
+      const unwatch = watchStream(
+        m,
+        req,
+        (reason) => ws.close(WS_CLOSE_UNAUTHORIZED, `unauthorized: ${reason}`.slice(0, 120)),
+        true,
+      );
       ws.on('close', () => {
         clearInterval(ping);
+        unwatch();
         stop();
       });
       ws.on('error', () => {});

@@ -3,12 +3,20 @@
 // - API bearer tokens: `flt_` + 32 random bytes (base64url), with a role: `admin` (everything) or
 //   `viewer` (read-only: GETs, the event stream, task logs). Only the SHA-256 of a token is
 //   stored, replicated through Raft as a reserved kv record (`__flotilla/api-tokens/<id>`, which
-//   the public kv API refuses). Enforcement is on as soon as the cluster holds one token, so a
-//   cluster without tokens keeps its open API (and anyone may create the first token) — but only
-//   while no token was ever created: the first creation also sets a replicated flag
-//   (`__flotilla/auth-enforced`) that is never cleared, so a state without tokens after that
-//   demands a token anyway.
+//   the public kv API refuses).
+// - An empty state never opens the API of a TLS cluster: there the first admin token is created
+//   with the cluster's admin client certificate (CN=admin, OU=admin, signed by the cluster CA;
+//   `flotilla init` writes admin.crt/admin.key beside the CA), which the API takes as an admin
+//   credential on any route. A follower that forwards such a request to the leader says so in a
+//   header the leader believes only over a link authenticated by a manager certificate.
+// - A cluster started with `--insecure` (no CA, so no certificate to prove anything with) keeps
+//   its API open while it has no token — but only while no token was ever created: the first
+//   creation also sets a replicated flag (`__flotilla/auth-enforced`) that is never cleared, so
+//   a state without tokens after that demands a token anyway.
 //   `GET /v1/status` stays open (liveness, and managers ask each other for it).
+// - Streams (the event stream over SSE or WebSocket, followed task logs) are bound to the
+//   credential that opened them: when that token is revoked (or an open API starts to demand
+//   tokens), every such stream on every manager is closed as the revocation is applied.
 // - The worker join token: the derived `workerToken(secret)` until rotated, then the hash of a
 //   random one (`__flotilla/worker-join`). A registered worker gets a node credential
 //   (HMAC(secret, 'node:<id>:<epoch>')) and re-registers with it, so rotating the join token
@@ -17,13 +25,14 @@
 // Peer links (/raft) and worker sessions (/v1/worker) authenticate on their own.
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Manager } from './manager.js';
 import type { ClusterState, KvEntry } from './state.js';
 import { FlotillaError } from './errors.js';
 import { Reply, type RequestContext } from './http.js';
 import type { Logger } from './log.js';
-import { caFingerprint, formatJoinToken, parseJoinToken } from '../tls/pki.js';
+import { caFingerprint, formatJoinToken, identityOf, isAdminCert, parseJoinToken } from '../tls/pki.js';
 
 export const RESERVED_KV_PREFIX = '__flotilla/';
 const TOKENS_PREFIX = `${RESERVED_KV_PREFIX}api-tokens/`;
@@ -162,19 +171,119 @@ function presented(req: http.IncomingMessage, allowQuery: boolean): string | nul
   return null;
 }
 
-/** Authenticates a request against the replicated tokens; null = allowed (no tokens: open API). */
-export function authenticate(state: ClusterState, req: http.IncomingMessage, opts: { write: boolean; adminOnly?: boolean; allowQuery?: boolean; what: string }): FlotillaError | null {
-  const tokens = apiTokens(state);
-  if (tokens.length === 0 && !authEverEnforced(state)) return null;
+/** What authorised a request: an API token (by id), the admin client certificate, or an open API. */
+export type Credential = { kind: 'token'; id: string; role: Role } | { kind: 'cert' } | { kind: 'open' };
+
+/** Header a follower adds when it forwards a request it authorised by the admin client certificate. */
+export const FORWARDED_ADMIN_CERT = 'x-flotilla-admin-cert';
+
+function peerCert(req: http.IncomingMessage): ReturnType<TLSSocket['getPeerCertificate']> | null {
+  const sock = req.socket as Partial<TLSSocket>;
+  if (typeof sock.getPeerCertificate !== 'function' || sock.authorized !== true) return null;
+  return sock.getPeerCertificate();
+}
+
+/** Whether the request itself carries the cluster's admin client certificate (verified against the CA). */
+export function hasAdminCert(req: http.IncomingMessage): boolean {
+  return isAdminCert(peerCert(req));
+}
+
+/** The admin certificate, directly or vouched for by a manager that forwarded the request. */
+function adminByCert(req: http.IncomingMessage): boolean {
+  const cert = peerCert(req);
+  if (!cert) return false;
+  if (isAdminCert(cert)) return true;
+  return req.headers[FORWARDED_ADMIN_CERT] !== undefined && identityOf(cert)?.role === 'manager';
+}
+
+/** Whether the API is open: never with TLS; without, only while no token was ever created. */
+function apiOpen(state: ClusterState, tls: boolean): boolean {
+  return !tls && apiTokens(state).length === 0 && !authEverEnforced(state);
+}
+
+/**
+ * Who a request is: the credential it proves, or the refusal. A bearer token, when presented,
+ * decides (a caller may narrow itself to a viewer token even where the admin certificate is at
+ * hand); without one, the admin client certificate (TLS clusters only).
+ */
+export function credentialOf(state: ClusterState, req: http.IncomingMessage, opts: { tls: boolean; allowQuery?: boolean; what: string }): Credential | FlotillaError {
+  if (apiOpen(state, opts.tls)) return { kind: 'open' };
   const tok = presented(req, opts.allowQuery ?? false);
-  if (tok === null) return new FlotillaError('unauthorized', `Cannot ${opts.what} as the request carries no API token; ${HOW_TO}`);
+  if (tok === null) {
+    if (opts.tls && adminByCert(req)) return { kind: 'cert' };
+    const how = opts.tls ? `${HOW_TO}; or use the cluster's admin client certificate (admin.crt/admin.key from flotilla init)` : HOW_TO;
+    return new FlotillaError('unauthorized', `Cannot ${opts.what} as the request carries no API token; ${how}`);
+  }
   const h = sha256hex(tok);
-  const rec = tokens.find((r) => sameHex(h, r.hash));
+  const rec = apiTokens(state).find((r) => sameHex(h, r.hash));
   if (!rec) return new FlotillaError('unauthorized', `Cannot ${opts.what} as the API token is not valid (unknown or revoked); ${HOW_TO}`);
-  if ((opts.write || opts.adminOnly) && rec.role !== 'admin') {
-    return new FlotillaError('forbidden', `Cannot ${opts.what} as token ${rec.id} has the '${rec.role}' role, which may only read; use an admin token`);
+  return { kind: 'token', id: rec.id, role: rec.role };
+}
+
+/** Authenticates a request; null = allowed. */
+export function authenticate(state: ClusterState, req: http.IncomingMessage, opts: { tls: boolean; write: boolean; adminOnly?: boolean; allowQuery?: boolean; what: string }): FlotillaError | null {
+  const cred = credentialOf(state, req, opts);
+  if (cred instanceof FlotillaError) return cred;
+  if (cred.kind === 'token' && (opts.write || opts.adminOnly) && cred.role !== 'admin') {
+    return new FlotillaError('forbidden', `Cannot ${opts.what} as token ${cred.id} has the '${cred.role}' role, which may only read; use an admin token`);
   }
   return null;
+}
+
+/** Why a credential no longer holds (null: it still does). */
+function credentialLost(state: ClusterState, cred: Credential, tls: boolean): string | null {
+  if (cred.kind === 'cert') return null;
+  if (cred.kind === 'open') return apiOpen(state, tls) ? null : 'the API now requires a token';
+  return apiTokens(state).some((t) => t.id === cred.id) ? null : `API token ${cred.id} was revoked`;
+}
+
+interface StreamWatch {
+  cred: Credential;
+  close: (reason: string) => void;
+}
+const streamWatches = new WeakMap<Manager, Set<StreamWatch>>();
+
+/**
+ * Binds a stream (event stream, followed logs) to the credential its request was authorised
+ * with: `close(reason)` is called once when that credential stops holding (token revoked, or
+ * an open API starting to demand tokens). Returns the function that unbinds it.
+ */
+export function watchStream(m: Manager, req: http.IncomingMessage, close: (reason: string) => void, allowQuery = false): () => void {
+  const set = streamWatches.get(m);
+  const cred = credentialOf(m.state, req, { tls: m.link.tls !== undefined, allowQuery, what: 'stream' });
+  if (!set || cred instanceof FlotillaError || cred.kind === 'cert') return () => {};
+  let done = false;
+  const w: StreamWatch = {
+    cred,
+    close: (reason) => {
+      if (done) return;
+      done = true;
+      set.delete(w);
+      close(reason);
+    },
+  };
+  set.add(w);
+  return () => {
+    done = true;
+    set.delete(w);
+  };
+}
+
+/** Closes the watched streams whose credential no longer holds (run as tokens change). */
+function recheckStreams(m: Manager, log: Logger): void {
+  const set = streamWatches.get(m);
+  if (!set || set.size === 0) return;
+  const tls = m.link.tls !== undefined;
+  for (const w of [...set]) {
+    const why = credentialLost(m.state, w.cred, tls);
+    if (why === null) continue;
+    log.info('closing a stream: its credential no longer holds', { reason: why });
+    try {
+      w.close(why);
+    } catch {
+      /* the stream was going away anyway */
+    }
+  }
 }
 
 /** A request body that must be a JSON object with only `fields`; throws bad_request naming the problem. */
@@ -189,13 +298,22 @@ function objectBody(body: unknown, fields: readonly string[], action: string): R
 
 export function registerAuth(m: Manager, log: Logger): void {
   const r = m.router;
+  const tls = m.link.tls !== undefined;
+  // Streams end when the credential they were opened with is revoked: checked as each token
+  // change is applied (here, on every manager) and after a snapshot replaced the state.
+  streamWatches.set(m, new Set());
+  m.state.onEvent((e) => {
+    const key = (e as { key?: unknown }).key;
+    if (typeof key === 'string' && (key.startsWith(TOKENS_PREFIX) || key === ENFORCED_KEY)) recheckStreams(m, log);
+  });
+  m.state.onReset(() => recheckStreams(m, log));
   const prevGuard = r.guard;
   r.guard = async (ctx: RequestContext, route: string) => {
     await prevGuard?.(ctx, route);
     const key = `${ctx.method} ${route}`;
     if (OPEN.has(key)) return;
     const read = ctx.method === 'GET' || ctx.method === 'HEAD';
-    const err = authenticate(m.state, ctx.req, { write: !read, adminOnly: ADMIN_READS.has(key), what: `${ctx.method} ${ctx.path}` });
+    const err = authenticate(m.state, ctx.req, { tls, write: !read, adminOnly: ADMIN_READS.has(key), what: `${ctx.method} ${ctx.path}` });
     if (err) {
       if (err.code === 'unauthorized') ctx.res.setHeader('www-authenticate', 'Bearer realm="flotilla"');
       throw err;
@@ -206,7 +324,7 @@ export function registerAuth(m: Manager, log: Logger): void {
   const events = m.upgrades.get('/v1/events');
   if (events) {
     m.upgrades.set('/v1/events', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-      const err = authenticate(m.state, req, { write: false, allowQuery: true, what: 'stream events' });
+      const err = authenticate(m.state, req, { tls, write: false, allowQuery: true, what: 'stream events' });
       if (err) {
         const body = JSON.stringify(err.toJSON());
         socket.end(`HTTP/1.1 ${err.httpStatus} ${err.httpStatus === 401 ? 'Unauthorized' : 'Forbidden'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
@@ -283,17 +401,21 @@ export function registerAuth(m: Manager, log: Logger): void {
 /** Scope of the de-duplication of unauthenticated callers (a cluster without API tokens). */
 export const ANONYMOUS_SCOPE = 'anonymous';
 
+/** Scope of writes authorised by the cluster's admin client certificate. */
+export const ADMIN_CERT_SCOPE = 'admin-cert';
+
 /**
  * Who sent a request, as the scope of its request id (kv writes de-duplicate per scope): the id
- * of the API token it presents, or 'anonymous' when the cluster has no tokens (the guard has
- * refused a request without a valid token otherwise). A forwarded write carries its client's
- * authorization header, so the leader derives the same scope as the manager it reached.
+ * of the API token it presents, 'admin-cert' for the admin client certificate, or 'anonymous'
+ * on an open API (the guard has refused a request without a valid credential otherwise). A
+ * forwarded write carries its client's authorization header (or the admin-certificate header),
+ * so the leader derives the same scope as the manager it reached.
  */
 export function callerScope(state: ClusterState, req: http.IncomingMessage): string {
+  const tok = presented(req, false);
+  if (tok === null) return adminByCert(req) ? ADMIN_CERT_SCOPE : ANONYMOUS_SCOPE;
   const tokens = apiTokens(state);
   if (tokens.length === 0) return ANONYMOUS_SCOPE;
-  const tok = presented(req, false);
-  if (tok === null) return ANONYMOUS_SCOPE;
   const h = sha256hex(tok);
   return tokens.find((r) => sameHex(h, r.hash))?.id ?? ANONYMOUS_SCOPE;
 }

@@ -23,7 +23,7 @@ import { registerWeb } from './web.js';
 import { createOps, registerOps, type Ops } from './ops.js';
 import { applyQuota, DEFAULT_QUOTA_BYTES } from './quota.js';
 import { page, parsePage } from './paging.js';
-import { callerScope, registerAuth, nodeCredential, nodeEpoch, RESERVED_KV_PREFIX } from './auth.js';
+import { callerScope, FORWARDED_ADMIN_CERT, hasAdminCert, registerAuth, nodeCredential, nodeEpoch, RESERVED_KV_PREFIX } from './auth.js';
 import { eventLoopSlicer, monoNow } from '../clock.js';
 import { bootstrapClusterId, incarnations, IncarnationGuard, probeBootstrap } from './incarnation.js';
 import { unpack } from 'msgpackr';
@@ -477,6 +477,9 @@ export class Manager {
     const headers: Record<string, string> = { [FORWARDED]: this.id, 'x-request-id': ctx.requestId };
     if (ctx.req.headers['content-type']) headers['content-type'] = String(ctx.req.headers['content-type']);
     if (ctx.req.headers.authorization) headers.authorization = String(ctx.req.headers.authorization);
+    // Authorised here by the admin client certificate, which this link cannot pass on: vouch
+    // for it (the leader believes the header only from a manager's certificate).
+    else if (hasAdminCert(ctx.req)) headers[FORWARDED_ADMIN_CERT] = this.id;
     return new Promise((resolve, reject) => {
       const req = this.link.request(
         { host, port, method: ctx.method, path: ctx.req.url, headers: { ...headers, 'content-length': String(body.length) }, timeout: this.leaderWaitMs + 10_000 },

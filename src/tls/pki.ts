@@ -156,6 +156,44 @@ export async function issueNodeCert(ca: CaPem, o: { id: string; role: NodeRole; 
   return cert.toString('pem') + '\n';
 }
 
+/**
+ * The cluster's admin client certificate (CN=admin, OU=admin, O=flotilla, client use only):
+ * `flotilla init` writes it beside the CA (admin.crt, admin.key, mode 0600). On a TLS cluster
+ * the API takes a verified certificate of this kind as an admin credential, which is how the
+ * first API token is created: proof of holding the cluster's CA material, never an empty state.
+ */
+export async function issueAdminCert(ca: CaPem, days = 825): Promise<{ cert: string; key: string }> {
+  const lib = await x509();
+  const caCert = new lib.X509Certificate(ca.cert);
+  const kp = await generateKeyPair();
+  const now = Date.now();
+  const cert = await lib.X509CertificateGenerator.create({
+    serialNumber: serial(),
+    subject: `CN=${ADMIN_ROLE}, OU=${ADMIN_ROLE}, O=flotilla`,
+    issuer: caCert.subject,
+    notBefore: new Date(now - 5 * 60_000),
+    notAfter: new Date(now + days * DAY),
+    publicKey: await importPublic(kp.publicKey),
+    signingKey: await importPrivate(ca.key),
+    signingAlgorithm: ALG,
+    extensions: [
+      new lib.BasicConstraintsExtension(false, undefined, true),
+      new lib.KeyUsagesExtension(lib.KeyUsageFlags.digitalSignature | lib.KeyUsageFlags.keyAgreement, true),
+      new lib.ExtendedKeyUsageExtension([lib.ExtendedKeyUsage.clientAuth]),
+      await lib.AuthorityKeyIdentifierExtension.create(caCert),
+    ],
+  });
+  return { cert: cert.toString('pem') + '\n', key: kp.privateKey };
+}
+
+export const ADMIN_ROLE = 'admin';
+
+/** Whether a (verified) peer certificate is the cluster's admin client certificate. */
+export function isAdminCert(cert: PeerCertificate | null | undefined): boolean {
+  if (!cert || !cert.subject) return false;
+  return one(cert.subject.O) === 'flotilla' && one(cert.subject.OU) === ADMIN_ROLE && one(cert.subject.CN) === ADMIN_ROLE;
+}
+
 /** A key pair and a certificate for it, in one step (managers issuing their own). */
 export async function issueNodeTls(ca: CaPem, o: { id: string; role: NodeRole; hosts?: string[] }): Promise<NodeTls> {
   const kp = await generateKeyPair();
@@ -223,6 +261,24 @@ export const CA_CERT = 'ca.crt';
 export const CA_KEY = 'ca.key';
 export const NODE_CERT = 'node.crt';
 export const NODE_KEY = 'node.key';
+export const ADMIN_CERT = 'admin.crt';
+export const ADMIN_KEY = 'admin.key';
+
+/** The admin client certificate in `dir` (admin.crt, admin.key), or null when either is missing or unreadable. */
+export function readAdminCert(dir: string): { cert: string; key: string } | null {
+  try {
+    return { cert: readFileSync(join(dir, ADMIN_CERT), 'utf8'), key: readFileSync(join(dir, ADMIN_KEY), 'utf8') };
+  } catch {
+    return null;
+  }
+}
+
+/** Writes the admin client certificate, both files mode 0600 (the key is a credential; so is the pair). */
+export function writeAdminCert(dir: string, a: { cert: string; key: string }): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  writeSecretFile(join(dir, ADMIN_KEY), a.key);
+  writeSecretFile(join(dir, ADMIN_CERT), a.cert);
+}
 
 export function readCa(dir: string): CaPem | null {
   const c = join(dir, CA_CERT);

@@ -147,7 +147,10 @@ interface AgentTask {
 }
 
 interface RetiredTask extends AgentTask {
+  /** When it was retired, on `monoNow()`: its age decides when it is purged. */
   retiredAt: number;
+  /** The same moment in wall ms: what retired.json keeps for a successor process. */
+  retiredWall: number;
 }
 
 interface Session {
@@ -378,7 +381,7 @@ export class WorkerAgent {
     const path = join(resolve(this.opts.stateDir), 'retired.json');
     try {
       const obj = Object.create(null) as Record<string, number>;
-      for (const r of this.retired.values()) obj[r.taskId] = r.retiredAt;
+      for (const r of this.retired.values()) obj[r.taskId] = r.retiredWall;
       writeFileSync(`${path}.tmp`, JSON.stringify(obj));
       renameSync(`${path}.tmp`, path);
     } catch (e) {
@@ -389,7 +392,7 @@ export class WorkerAgent {
   /** Move a finished task out of the reported set; its logs stay for a while. */
   private retire(t: AgentTask): void {
     if (this.tasks.get(t.taskId) === t) this.tasks.delete(t.taskId);
-    this.retired.set(t.taskId, { ...t, retiredAt: Date.now() });
+    this.retired.set(t.taskId, { ...t, retiredAt: monoNow(), retiredWall: Date.now() });
     this.saveRetired();
     this.prune();
   }
@@ -397,7 +400,7 @@ export class WorkerAgent {
   /** Remove retired tasks beyond the count or age limits. */
   private prune(): void {
     if (this.closed) return;
-    const now = Date.now();
+    const now = monoNow();
     const list = [...this.retired.values()].sort((a, b) => a.retiredAt - b.retiredAt);
     const excess = list.length - this.retainFinished;
     list.forEach((r, i) => {
@@ -476,9 +479,12 @@ export class WorkerAgent {
       r.driver = d;
       return;
     }
-    const retiredAt = this.retiredOnDisk.get(s.taskId);
-    if (retiredAt !== undefined && isFinished(s.state) && !this.tasks.has(s.taskId)) {
-      this.retired.set(s.taskId, { taskId: s.taskId, attempt: s.attempt ?? 1, driver: d, status: s, retiredAt });
+    const retiredWall = this.retiredOnDisk.get(s.taskId);
+    if (retiredWall !== undefined && isFinished(s.state) && !this.tasks.has(s.taskId)) {
+      // A wall time from a previous process: its age by the wall clock, bounded to
+      // [0, retention] so a stepped clock neither purges it at once nor keeps it for ever.
+      const age = Math.min(this.retainFinishedMs, Math.max(0, Date.now() - retiredWall));
+      this.retired.set(s.taskId, { taskId: s.taskId, attempt: s.attempt ?? 1, driver: d, status: s, retiredAt: monoNow() - age, retiredWall });
       return;
     }
     let t = this.tasks.get(s.taskId);

@@ -129,8 +129,15 @@ export class TestCluster {
     return [...this.managers.values()].filter((m) => !ids || ids.includes(m.id)).map((m) => m.addr);
   }
 
+  /** A client of the managers; with TLS it authenticates as admin by the cluster's admin client certificate (the API of a TLS cluster is never open). */
   client(ids?: string[], timeoutMs = 15_000): FlotillaClient {
-    return new FlotillaClient(this.addrs(ids), { timeoutMs, ca: this.caPem });
+    return new FlotillaClient(this.addrs(ids), { timeoutMs, ca: this.caPem, ...(this.adminCert() ?? {}) });
+  }
+
+  /** The admin client certificate `flotilla init` wrote (TLS only). */
+  adminCert(): { cert: string; key: string } | undefined {
+    if (!this.caDir) return undefined;
+    return { cert: readFileSync(join(this.caDir, 'admin.crt'), 'utf8'), key: readFileSync(join(this.caDir, 'admin.key'), 'utf8') };
   }
 
   async status(id: string): Promise<Record<string, any> | null> {

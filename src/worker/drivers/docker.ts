@@ -43,7 +43,10 @@
 //   label, are left alone): nothing is created again, `start()` of an adopted task with the same attempt
 //   and spec is a no-op. A `stop()` is recorded by renaming the infra container to
 //   `<name>.stop-<atMs>-<killAtMs>`, so a restarted worker still reports the pod `stopped`
-//   (and not `failed` because of the SIGTERM exit codes), and finishes the stop in time.
+//   (and not `failed` because of the SIGTERM exit codes), and finishes the stop in time. Both
+//   are wall-clock ms (read by people and by a successor in another process); in memory the
+//   deadline is monotonic, and a successor restarts its count: what is left of the grace by
+//   the wall clock, bounded to [0, grace] so a stepped clock neither skips nor stretches it.
 //
 // Container config: Entrypoint = `command` when non-empty (then the image's Cmd is dropped,
 // like `docker run --entrypoint`), Cmd = `args` when non-empty; Env = FLOTILLA_TASK_ID,
@@ -91,6 +94,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { fileURLToPath } from 'node:url';
 import Docker from 'dockerode';
 import { FlotillaError } from '../../manager/errors.js';
+import { monoNow } from '../../clock.js';
 import { silentLogger, type Logger } from '../../manager/log.js';
 import type { TaskSpec } from '../../manager/spec.js';
 import {
@@ -334,11 +338,13 @@ interface Task {
   abort: AbortController;
   pull?: { image: string; percent?: number };
   launchFailure?: { reason: string; at: number };
-  stop?: { at: number; killAt: number };
+  /** `at`, `markKillAt`: wall ms (display, the engine-side mark); `killAt`: the deadline, on `monoNow()`. */
+  stop?: { at: number; killAt: number; markKillAt: number };
   stopMarked: boolean;
+  /** `at`: wall ms (display, ordering against the stop); `detectedAt`: `monoNow()`, starts the pod failure grace. */
   failure?: { container: string; exitCode?: number; reason: string; at: number; detectedAt: number };
   final?: { state: 'succeeded' | 'failed' | 'stopped'; exitCode?: number; reason: string; finishedAt: number };
-  /** Deadline of the teardown (stop / pod failure) in progress, if any. */
+  /** Deadline of the teardown (stop / pod failure) in progress, if any (`monoNow()`). */
   teardownKillAt?: number;
   infraStopping: boolean;
   listeners: Set<DriverEventListener>;
@@ -552,7 +558,12 @@ export class DockerDriver implements Driver {
     if (infraInfo !== undefined) {
       infra.id = infraInfo.Id;
       const m = STOP_MARK_RE.exec((infraInfo.Names[0] ?? '').replace(/^\//, ''));
-      if (m !== null) stop = { at: Number(m[1]), killAt: Number(m[2]) };
+      if (m !== null) {
+        const at = Number(m[1]);
+        const markKillAt = Number(m[2]);
+        const grace = Math.max(0, markKillAt - at);
+        stop = { at, markKillAt, killAt: monoNow() + Math.min(grace, Math.max(0, markKillAt - Date.now())) };
+      }
     }
     const t: Task = {
       taskId,
@@ -647,7 +658,7 @@ export class DockerDriver implements Driver {
     if (this.lock !== null) return;
     const name = `flotilla.lock.${this.clusterName}.${this.nodeName}`;
     const holder = `${hostname()} pid ${process.pid}`;
-    const deadline = Date.now() + this.lockWaitMs;
+    const deadline = monoNow() + this.lockWaitMs;
     let pulled = false;
     for (let round = 0; round < 1000; round++) {
       let id: string;
@@ -696,7 +707,7 @@ export class DockerDriver implements Driver {
           await this.docker.getContainer(info.Id).remove({ force: true }).catch(() => undefined);
           continue;
         }
-        if (Date.now() >= deadline) {
+        if (monoNow() >= deadline) {
           const by = info.Config.Labels?.[LABELS.lockHolder] ?? 'another worker';
           throw new FlotillaError(
             'conflict',
@@ -845,12 +856,14 @@ export class DockerDriver implements Driver {
     const t = this.tasks.get(taskId);
     if (t === undefined || t.final !== undefined) return;
     const now = Date.now();
-    const killAt = now + Math.max(0, Number.isFinite(graceMs) ? graceMs : 0);
+    const grace = Math.max(0, Number.isFinite(graceMs) ? graceMs : 0);
+    const killAt = monoNow() + grace;
     if (t.stop === undefined) {
-      t.stop = { at: now, killAt };
+      t.stop = { at: now, killAt, markKillAt: now + grace };
       this.log.info('docker driver: stopping task', { taskId, graceMs });
     } else if (killAt < t.stop.killAt) {
       t.stop.killAt = killAt;
+      t.stop.markKillAt = now + grace;
     }
     t.abort.abort(); // a pull in progress
     await t.launch;
@@ -1290,12 +1303,13 @@ export class DockerDriver implements Driver {
       this.emitIfChanged(t);
       return;
     }
-    const now = Date.now();
+    const now = Date.now(); // wall: failure times shown to people, ordered against the stop's
+    const mono = monoNow(); // deadlines
 
     // The first failure fails the pod (a container failing before a stop still counts).
     if (t.failure === undefined) {
       if (t.launchFailure !== undefined && (t.stop === undefined || t.launchFailure.at <= t.stop.at)) {
-        t.failure = { container: '', reason: t.launchFailure.reason, at: t.launchFailure.at, detectedAt: now };
+        t.failure = { container: '', reason: t.launchFailure.reason, at: t.launchFailure.at, detectedAt: mono };
       } else {
         const failed = t.apps
           .filter((c) => this.ctrDone(t, c))
@@ -1303,7 +1317,7 @@ export class DockerDriver implements Driver {
           .filter(({ exit }) => exit.code !== 0 && (t.stop === undefined || exit.at < t.stop.at))
           .sort((a, b) => a.exit.at - b.exit.at)[0];
         if (failed !== undefined) {
-          t.failure = { container: failed.c.name, reason: failed.exit.reason, at: failed.exit.at, detectedAt: now };
+          t.failure = { container: failed.c.name, reason: failed.exit.reason, at: failed.exit.at, detectedAt: mono };
           if (failed.exit.code !== undefined) t.failure.exitCode = failed.exit.code;
         } else if (t.stop === undefined && t.infra.id !== undefined && this.ctrDone(t, t.infra) && t.apps.some((c) => !this.ctrDone(t, c))) {
           const code = t.infra.gone ? undefined : t.infra.exitCode;
@@ -1311,7 +1325,7 @@ export class DockerDriver implements Driver {
             container: INFRA_NAME,
             reason: `the pod's network (infra) container ${t.infra.gone ? 'was removed outside flotilla' : `exited unexpectedly (code ${code ?? '?'})`}`,
             at: now,
-            detectedAt: now,
+            detectedAt: mono,
           };
           if (code !== undefined && code !== 0) t.failure.exitCode = code;
         }
@@ -1327,8 +1341,8 @@ export class DockerDriver implements Driver {
       const killAt = Math.min(t.stop?.killAt ?? Infinity, t.failure !== undefined ? t.failure.detectedAt + this.podFailureGraceMs : Infinity);
       if (t.teardownKillAt === undefined || killAt < t.teardownKillAt) {
         t.teardownKillAt = killAt;
-        void this.teardown(t, Math.max(0, killAt - now));
-      } else if (now > t.teardownKillAt + TEARDOWN_SLACK_MS) {
+        void this.teardown(t, Math.max(0, killAt - mono));
+      } else if (mono > t.teardownKillAt + TEARDOWN_SLACK_MS) {
         // docker stop did not do it (engine trouble?): SIGKILL directly.
         for (const c of running) void this.docker.getContainer(c.id!).kill({ signal: 'SIGKILL' }).catch(() => undefined);
       }
@@ -1389,7 +1403,7 @@ export class DockerDriver implements Driver {
     if (t.stopMarked || t.stop === undefined || t.infra.id === undefined || t.infra.gone) return;
     t.stopMarked = true;
     try {
-      await this.docker.getContainer(t.infra.id).rename({ name: `${t.infra.dockerName}.stop-${t.stop.at}-${t.stop.killAt}` });
+      await this.docker.getContainer(t.infra.id).rename({ name: `${t.infra.dockerName}.stop-${t.stop.at}-${t.stop.markKillAt}` });
     } catch (e) {
       this.log.warn('docker driver: cannot record the stop on the infra container', { taskId: t.taskId, error: errMessage(e) });
     }

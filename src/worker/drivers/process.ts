@@ -75,6 +75,7 @@ import { hostname } from 'node:os';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { FlotillaError } from '../../manager/errors.js';
+import { bootId, bootMonoNow, monoNow } from '../../clock.js';
 import { silentLogger, type Logger } from '../../manager/log.js';
 import type { TaskSpec } from '../../manager/spec.js';
 import {
@@ -189,9 +190,18 @@ interface TaskRecord {
   createdAt: number;
   startedAt?: number;
   containers: ContainerRecord[];
-  /** stop() was asked (or the keeper stopped the pod): the pod ends `stopped`. */
+  /**
+   * The boot (kernel boot id) whose monotonic clock the `killAt` deadlines below are counted
+   * on. Deadlines must survive a worker restart (its successor adopts the task and must send
+   * the SIGKILL on time), so they cannot be process-relative (`monoNow`) nor wall-clock (a
+   * stepped clock would kill at once or never): they are `bootMonoNow()` values, the system's
+   * CLOCK_MONOTONIC, which every process of one boot shares. A record from another boot (or
+   * written before this field existed, with wall-clock deadlines) is re-based at adoption.
+   */
+  boot?: string;
+  /** stop() was asked (or the keeper stopped the pod): the pod ends `stopped`. `at` is wall time (display); `killAt` see `boot`. */
   stop?: { at: number; killAt: number; reason?: string };
-  /** The first container failure: the pod ends `failed`. */
+  /** The first container failure: the pod ends `failed`. `at` is wall time (display); `killAt` see `boot`. */
   failure?: { container: string; exitCode?: number; reason: string; at: number; killAt: number };
   /** SIGKILL was sent to every group (after a grace period). */
   killedAt?: number;
@@ -369,8 +379,8 @@ export async function stopTasksInDir(dir: string, graceMs: number, reason: strin
       found.push({ pid, argvBase: base });
     }
   }
-  const deadline = Date.now() + Math.max(0, graceMs);
-  while (found.some((g) => ours(g.pid, g.argvBase)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  const deadline = monoNow() + Math.max(0, graceMs);
+  while (found.some((g) => ours(g.pid, g.argvBase)) && monoNow() < deadline) await new Promise((r) => setTimeout(r, 50));
   const killed: number[] = [];
   for (const g of found) {
     // Whatever is left in the group (the wrapper, or daemons its program forked) — unless
@@ -504,12 +514,17 @@ export class ProcessDriver implements Driver {
         continue;
       }
       if (this.tasks.has(rec.taskId)) continue;
+      this.rebaseDeadlines(rec);
       // Stopped by a keeper (or `flotilla up` stopping) while no worker watched.
       if (rec.final === undefined && rec.stop === undefined) {
         try {
           const reason = readFileSync(join(dir, 'orphan-stop'), 'utf8').trim() || 'stopped: its worker was gone';
           const at = Math.round(statSync(join(dir, 'orphan-stop')).mtimeMs);
-          rec.stop = { at, killAt: at + this.podFailureGraceMs, reason };
+          // The keeper marked it at `at` (wall time, a file's mtime): what is left of the grace,
+          // bounded to [0, grace] so a stepped wall clock can neither skip nor stretch it.
+          const left = Math.min(this.podFailureGraceMs, Math.max(0, at + this.podFailureGraceMs - Date.now()));
+          rec.stop = { at, killAt: bootMonoNow() + left, reason };
+          rec.boot = bootId();
         } catch {
           // not stopped
         }
@@ -533,6 +548,23 @@ export class ProcessDriver implements Driver {
       this.refresh(t);
     }
     this.ensureTimer();
+  }
+
+  /**
+   * Deadlines of a record written on another boot, or before they were monotonic (wall-clock
+   * ms, no `boot`): counted again from now. Nothing of another boot still runs, so its
+   * deadlines are simply due; a wall-clock deadline keeps what was left of it, at most the grace.
+   */
+  private rebaseDeadlines(rec: TaskRecord): void {
+    const boot = bootId();
+    if (rec.boot === boot) return;
+    const mono = bootMonoNow();
+    const wall = Date.now();
+    const rebase = (killAt: number): number =>
+      rec.boot === undefined ? mono + Math.min(this.podFailureGraceMs, Math.max(0, killAt - wall)) : mono;
+    if (rec.stop) rec.stop.killAt = rebase(rec.stop.killAt);
+    if (rec.failure) rec.failure.killAt = rebase(rec.failure.killAt);
+    rec.boot = boot;
   }
 
   private ensureTimer(): void {
@@ -610,6 +642,7 @@ export class ProcessDriver implements Driver {
       specHash: hash,
       spec,
       createdAt: now,
+      boot: bootId(),
       containers: spec.containers.map((c) => ({ name: c.name })),
     };
     const t: LiveTask = { rec, dir, listeners: new Set(onEvent ? [onEvent] : []), lastKey: '', waiters: [], removed: false };
@@ -712,7 +745,8 @@ export class ProcessDriver implements Driver {
     this.refresh(t); // a container that failed before the stop still fails the pod
     if (t.rec.final !== undefined) return;
     const now = Date.now();
-    const killAt = now + Math.max(0, graceMs);
+    const killAt = bootMonoNow() + Math.max(0, graceMs);
+    t.rec.boot ??= bootId();
     if (t.rec.stop === undefined) {
       t.rec.stop = { at: now, killAt };
       this.persist(t);
@@ -866,7 +900,8 @@ export class ProcessDriver implements Driver {
       this.wake(t);
       return;
     }
-    const now = Date.now();
+    const now = Date.now(); // wall: exit and kill times shown to people
+    const mono = bootMonoNow(); // the kill deadlines (see TaskRecord.boot)
     let changed = false;
     for (const c of rec.containers) {
       if (c.termPending !== true) continue;
@@ -904,7 +939,8 @@ export class ProcessDriver implements Driver {
         .filter((c) => c.exit !== undefined && c.exit.code !== 0)
         .sort((a, b) => a.exit!.at - b.exit!.at)[0];
       if (failed !== undefined) {
-        rec.failure = { container: failed.name, exitCode: failed.exit!.code, reason: failed.exit!.reason, at: now, killAt: now + this.podFailureGraceMs };
+        rec.boot ??= bootId();
+        rec.failure = { container: failed.name, exitCode: failed.exit!.code, reason: failed.exit!.reason, at: now, killAt: mono + this.podFailureGraceMs };
         changed = true;
         this.persist(t);
         this.log.info('process driver: container failed, stopping the pod', { taskId: rec.taskId, container: failed.name, exitCode: failed.exit!.code ?? null });
@@ -914,7 +950,7 @@ export class ProcessDriver implements Driver {
 
     const running = rec.containers.filter((c) => c.exit === undefined);
     const killAt = Math.min(rec.stop?.killAt ?? Infinity, rec.failure?.killAt ?? Infinity);
-    if (running.length > 0 && rec.killedAt === undefined && now >= killAt) {
+    if (running.length > 0 && rec.killedAt === undefined && mono >= killAt) {
       rec.killedAt = now;
       changed = true;
       this.persist(t);
