@@ -380,6 +380,46 @@ describe('the open API without tokens', () => {
     expect(err?.code).toBe('unauthorized');
   });
 
+  it('a lagging state decides nothing alone: an unknown token and an open API are checked again after a read barrier', async () => {
+    const { ClusterState, encodeCommand } = await import('../src/manager/state.js');
+    const { authenticateFresh, sha256hex } = await import('../src/manager/auth.js');
+    // A manager just restarted: its state is from before the first token; the cluster has one.
+    const st = new ClusterState();
+    let index = 0;
+    const apply = (cmd: unknown) => st.applyEntry(encodeCommand(cmd as never), { index: ++index, term: 1, at: Date.now() } as never);
+    const token = 'fresh-token-0123456789abcdef0123456789';
+    const committed = [
+      { type: 'kv.put', key: '__flotilla/auth-enforced', value: '{"at":1}', cas: 0 },
+      { type: 'kv.put', key: '__flotilla/api-tokens/t1', value: JSON.stringify({ id: 't1', role: 'viewer', hash: sha256hex(token), createdAt: 1 }), cas: 0 },
+    ];
+    let barriers = 0;
+    const m = {
+      state: st,
+      // The read barrier: this manager applies everything committed before it answers.
+      linearizable: async () => {
+        barriers++;
+        for (const c of committed.splice(0)) apply(c);
+      },
+    } as never;
+    const anon = { headers: {}, url: '/v1/kv/x', socket: {} } as unknown as http.IncomingMessage;
+    const withToken = { headers: { authorization: `Bearer ${token}` }, url: '/v1/kv/x', socket: {} } as unknown as http.IncomingMessage;
+    // The stale state alone would let anyone in; after the barrier it demands a token.
+    expect((await authenticateFresh(m, anon, { tls: false, write: false, what: 'GET /v1/kv/x' }))?.code).toBe('unauthorized');
+    expect(barriers).toBe(1);
+    // A valid token unknown to a state that lags is accepted once the state caught up.
+    const st2 = new ClusterState();
+    const m2 = { state: st2, linearizable: async () => { for (const c of [...committed2]) st2.applyEntry(encodeCommand(c as never), { index: ++index, term: 1, at: Date.now() } as never); committed2.length = 0; } } as never;
+    const committed2 = [
+      { type: 'kv.put', key: '__flotilla/auth-enforced', value: '{"at":1}', cas: 0 },
+      { type: 'kv.put', key: '__flotilla/api-tokens/t1', value: JSON.stringify({ id: 't1', role: 'viewer', hash: sha256hex(token), createdAt: 1 }), cas: 0 },
+    ];
+    st2.applyEntry(encodeCommand(committed2.shift() as never), { index: ++index, term: 1, at: Date.now() } as never);
+    expect(await authenticateFresh(m2, withToken, { tls: false, write: false, what: 'GET /v1/kv/x' })).toBeNull();
+    // No barrier to be had (no leader): an error, never a guess.
+    const m3 = { state: new ClusterState(), linearizable: async () => { throw new Error('no leader'); } } as never;
+    await expect(authenticateFresh(m3, anon, { tls: false, write: false, what: 'GET /v1/kv/x' })).rejects.toThrow(/no leader/);
+  });
+
   it('the first token creation sets the never-cleared flag (real cluster)', async () => {
     // The shared cluster has tokens by now (API tokens suite; made here when run alone).
     let tok = adminToken;

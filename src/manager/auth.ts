@@ -29,7 +29,7 @@ import type { TLSSocket } from 'node:tls';
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Manager } from './manager.js';
 import type { ClusterState, KvEntry } from './state.js';
-import { FlotillaError } from './errors.js';
+import { FlotillaError, toFlotillaError } from './errors.js';
 import { Reply, type RequestContext } from './http.js';
 import type { Logger } from './log.js';
 import { caFingerprint, formatJoinToken, identityOf, isAdminCert, parseJoinToken } from '../tls/pki.js';
@@ -230,6 +230,29 @@ export function authenticate(state: ClusterState, req: http.IncomingMessage, opt
   return null;
 }
 
+/** Managers whose state has been brought up to date by a read barrier since they started. */
+const authFresh = new WeakSet<Manager>();
+
+/**
+ * `authenticate` on a state that is not behind the cluster where that matters. A manager's own
+ * state may lag (just restarted and still replaying, or a follower behind the leader): a token
+ * created a moment ago would look unknown (a valid caller refused), and a state from before the
+ * first token would look open (anyone let in). So an unknown token is checked again after a
+ * read barrier (ReadIndex: this manager has applied everything committed when the request
+ * came), and an open API is believed only once such a barrier has passed since this manager
+ * started (the open rule ends for good when a token is first created, so one is enough). No
+ * barrier can be had (no leader): 503, never a guess.
+ */
+export async function authenticateFresh(m: Manager, req: http.IncomingMessage, opts: { tls: boolean; write: boolean; adminOnly?: boolean; allowQuery?: boolean; what: string }): Promise<FlotillaError | null> {
+  const first = authenticate(m.state, req, opts);
+  const unknownToken = first?.code === 'unauthorized' && presented(req, opts.allowQuery ?? false) !== null;
+  const open = first === null && apiOpen(m.state, opts.tls);
+  if (!unknownToken && !(open && !authFresh.has(m))) return first;
+  await m.linearizable();
+  authFresh.add(m);
+  return authenticate(m.state, req, opts);
+}
+
 /** Why a credential no longer holds (null: it still does). */
 function credentialLost(state: ClusterState, cred: Credential, tls: boolean): string | null {
   if (cred.kind === 'cert') return null;
@@ -313,7 +336,7 @@ export function registerAuth(m: Manager, log: Logger): void {
     const key = `${ctx.method} ${route}`;
     if (OPEN.has(key)) return;
     const read = ctx.method === 'GET' || ctx.method === 'HEAD';
-    const err = authenticate(m.state, ctx.req, { tls, write: !read, adminOnly: ADMIN_READS.has(key), what: `${ctx.method} ${ctx.path}` });
+    const err = await authenticateFresh(m, ctx.req, { tls, write: !read, adminOnly: ADMIN_READS.has(key), what: `${ctx.method} ${ctx.path}` });
     if (err) {
       if (err.code === 'unauthorized') ctx.res.setHeader('www-authenticate', 'Bearer realm="flotilla"');
       throw err;
@@ -323,8 +346,9 @@ export function registerAuth(m: Manager, log: Logger): void {
   // The event stream over WebSocket: browsers cannot set headers there, so ?token= works too.
   const events = m.upgrades.get('/v1/events');
   if (events) {
-    m.upgrades.set('/v1/events', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-      const err = authenticate(m.state, req, { tls, write: false, allowQuery: true, what: 'stream events' });
+    m.upgrades.set('/v1/events', async (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      const err = await authenticateFresh(m, req, { tls, write: false, allowQuery: true, what: 'stream events' }).catch((e: unknown) => toFlotillaError(e));
+      if (socket.destroyed) return;
       if (err) {
         const body = JSON.stringify(err.toJSON());
         socket.end(`HTTP/1.1 ${err.httpStatus} ${err.httpStatus === 401 ? 'Unauthorized' : 'Forbidden'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
