@@ -664,8 +664,9 @@ describe.skipIf(!chrome.available)('web page behind API tokens', () => {
     expect(await page.getAttribute('[data-testid="login-reason"]', 'data-reason')).toBe('rejected');
 
     // Now live with another viewer token; the manager the page follows stops answering its
-    // polls (the test blocks them), so the page reconnects, and the token is revoked meanwhile:
-    // the refused stream brings the box up.
+    // polls (the test blocks them), and the token is revoked meanwhile: the manager ends the
+    // open event stream (close code 4401) at the revocation, so the box comes up at once, as a
+    // revocation mid-session, without waiting for a poll or a reconnect.
     const viewer2 = await authed<{ id: string; token: string }>('POST', '/v1/tokens', admin[1]!.token, { role: 'viewer' });
     await signIn(viewer2.token);
     await box().waitFor({ state: 'detached' });
@@ -683,8 +684,8 @@ describe.skipIf(!chrome.available)('web page behind API tokens', () => {
     );
     await authed('DELETE', `/v1/tokens/${viewer2.id}`, admin[1]!.token);
     await expectStyledBox();
-    expect(await page.getAttribute('[data-testid="login-reason"]', 'data-reason')).toBe('rejected');
-    expect(await page.evaluate(() => (window as any).__conn)).toEqual(['reconnecting', 'login']);
+    expect(await page.getAttribute('[data-testid="login-reason"]', 'data-reason')).toBe('expired');
+    expect(await page.evaluate(() => (window as any).__conn)).toEqual(['login']);
     await page.unrouteAll();
     await signIn(admin[1]!.token);
     await page.waitForSelector('[data-testid="conn"][data-status="live"]');

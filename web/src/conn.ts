@@ -272,10 +272,16 @@ function openStream(c: Candidate, since: number | null, myGen: number): Promise<
       setStore('conn', 'lastSeq', lastSeq);
       if (f.type.startsWith('task.')) scheduleNodes();
     };
-    sock.onclose = () => {
+    sock.onclose = (ev: CloseEvent) => {
       clearTimeout(timer);
       if (!hello) {
         reject(new Error('closed'));
+        return;
+      }
+      // 4401: the manager ended the stream because its token was revoked (or the API now
+      // demands one): ask for a token at once, as a revocation mid-session.
+      if (ev.code === 4401 && myGen === gen && ws === sock) {
+        unauthorized(token(), ev.reason || 'the API token was revoked');
         return;
       }
       if (myGen === gen && ws === sock) drop('the event stream closed');
