@@ -108,7 +108,9 @@ describe('node processes: one Ctrl-C is often two signals', () => {
     m.p.kill('SIGINT');
     m.p.kill('SIGTERM');
     expect(await exit(15_000)).toEqual({ code: 0, signal: null });
-    expect(m.out()).toMatch(/SIGINT: stopping/);
+    // The two arrive together; the kernel may hand either over first. One stop, not two.
+    expect(m.out()).toMatch(/SIG(INT|TERM): stopping/);
+    expect(m.out().match(/: stopping"/g)).toHaveLength(1);
   });
 });
 
