@@ -378,7 +378,10 @@ describe('process driver', () => {
     delete rec.containers[1].pid;
     delete rec.containers[1].procStart;
     writeFileSync(file, JSON.stringify(rec));
-    rmSync(join(dir, 'tasks', 'mid', 'c1.pid'));
+    // The wrapper writes c1.pid once it runs, which may be just after start() returned.
+    const c1pid = join(dir, 'tasks', 'mid', 'c1.pid');
+    await waitFor(async () => (existsSync(c1pid) ? true : null), 'c1.pid written');
+    rmSync(c1pid);
     const p1 = st!.containers![1]!.pid!;
     process.kill(-p1, 'SIGKILL'); // (c1 "never ran")
 
