@@ -415,9 +415,13 @@ describe('the open API without tokens', () => {
     ];
     st2.applyEntry(encodeCommand(committed2.shift() as never), { index: ++index, term: 1, at: Date.now() } as never);
     expect(await authenticateFresh(m2, withToken, { tls: false, write: false, what: 'GET /v1/kv/x' })).toBeNull();
-    // No barrier to be had (no leader): an error, never a guess.
+    // No barrier to be had (no leader): an open-looking state is not believed; an unknown token stays refused.
     const m3 = { state: new ClusterState(), linearizable: async () => { throw new Error('no leader'); } } as never;
     await expect(authenticateFresh(m3, anon, { tls: false, write: false, what: 'GET /v1/kv/x' })).rejects.toThrow(/no leader/);
+    const st4 = new ClusterState();
+    st4.applyEntry(encodeCommand({ type: 'kv.put', key: '__flotilla/auth-enforced', value: '{"at":1}', cas: 0 } as never), { index: 1, term: 1, at: Date.now() } as never);
+    const m4 = { state: st4, linearizable: async () => { throw new Error('no leader'); } } as never;
+    expect((await authenticateFresh(m4, withToken, { tls: false, write: false, what: 'GET /v1/kv/x' }))?.code).toBe('unauthorized');
   });
 
   it('the first token creation sets the never-cleared flag (real cluster)', async () => {

@@ -241,14 +241,22 @@ const authFresh = new WeakSet<Manager>();
  * read barrier (ReadIndex: this manager has applied everything committed when the request
  * came), and an open API is believed only once such a barrier has passed since this manager
  * started (the open rule ends for good when a token is first created, so one is enough). No
- * barrier can be had (no leader): 503, never a guess.
+ * barrier to be had (no leader): an unknown token stays refused, an open API is not believed
+ * (503) — never a guess that lets anyone in.
  */
 export async function authenticateFresh(m: Manager, req: http.IncomingMessage, opts: { tls: boolean; write: boolean; adminOnly?: boolean; allowQuery?: boolean; what: string }): Promise<FlotillaError | null> {
   const first = authenticate(m.state, req, opts);
   const unknownToken = first?.code === 'unauthorized' && presented(req, opts.allowQuery ?? false) !== null;
   const open = first === null && apiOpen(m.state, opts.tls);
   if (!unknownToken && !(open && !authFresh.has(m))) return first;
-  await m.linearizable();
+  try {
+    await m.linearizable();
+  } catch (e) {
+    // No barrier to be had: a refusal stands (refusing is safe; the caller may retry), an
+    // open API is not believed (503).
+    if (unknownToken) return first;
+    throw e;
+  }
   authFresh.add(m);
   return authenticate(m.state, req, opts);
 }
