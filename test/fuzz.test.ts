@@ -1371,7 +1371,20 @@ describe('HTTP API of a real manager', () => {
     await check(
       'api bodies',
       fc.asyncProperty(apiCallArb, async (c) => {
-        const r = await request(addr, { ...c, token: admin });
+        let r: Awaited<ReturnType<typeof request>>;
+        try {
+          r = await request(addr, { ...c, token: admin });
+        } catch (e) {
+          // HTTP lets a server close the connection after refusing an oversized body; the client
+          // may then see the reset while it still writes. Only there, and the state is checked
+          // by the following calls as ever.
+          const code = (e as { code?: string }).code;
+          if (c.route === 'oversize' && (code === 'EPIPE' || code === 'ECONNRESET')) {
+            statuses.set('oversize reset', (statuses.get('oversize reset') ?? 0) + 1);
+            return;
+          }
+          throw e;
+        }
         statuses.set(`${c.route} ${r.status}`, (statuses.get(`${c.route} ${r.status}`) ?? 0) + 1);
         const what = `${c.method} ${c.path.slice(0, 80)} (${c.body?.length ?? 0} bytes: ${c.body?.subarray(0, 160).toString('utf8')}) -> ${r.status} ${r.text.slice(0, 300)}`;
         expect(r.status < 500, what).toBe(true);
