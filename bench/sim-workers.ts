@@ -9,8 +9,8 @@
 // Prints JSON lines on stdout: {"ev":"ready","registered":N,"ms":…} once every session is
 // welcomed, then {"ev":"stats",…} every second. Exits on SIGTERM, or after `maxSeconds`.
 import WebSocket from 'ws';
-import { SESSION_PATH, type ManagerToWorker, type TaskStatusReport, type WorkerToManager } from '../src/manager/dispatch-protocol.js';
-import { decodeSessionFrame, encodeSessionFrame } from '../src/manager/orchestrator.js';
+import { SESSION_PATH, type ManagerToWorker, type TaskStatusReport, type WorkerToManager } from '../src/protocol/session.js';
+import { decodeSessionFrame, encodeSessionFrame } from '../src/protocol/frames.js';
 
 interface Config {
   leader: string;
@@ -79,7 +79,7 @@ function session(i: number, addr: string, hops = 0): Promise<void> {
       }),
     );
     ws.on('message', (data: Buffer) => {
-      const msg = decodeSessionFrame(data) as ManagerToWorker;
+      const msg = decodeSessionFrame(data) as unknown as ManagerToWorker;
       if (msg.t === 'welcome') {
         welcomedHere = true;
         welcomed++;

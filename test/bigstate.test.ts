@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ClusterState, canonicalJson, encodeCommand, type Command } from '../src/manager/state.js';
 import { FlotillaClient } from '../src/client/client.js';
-import { FlotillaError } from '../src/manager/errors.js';
+import { FlotillaError } from '../src/protocol/errors.js';
 import { TestCluster, eventually, runCli } from './helpers/cluster.js';
 import { RaftStorage } from '../src/raft/storage.js';
 import { eventLoopSlicer } from '../src/clock.js';

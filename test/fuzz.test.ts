@@ -26,12 +26,13 @@ import {
   type Frame,
 } from '../src/raft/codec.js';
 import type { Message, MessageType } from '../src/raft/types.js';
-import { decodeSessionFrame as workerDecode, encodeSessionFrame as workerEncode, parseManagerMessage } from '../src/worker/frames.js';
-import { decodeSessionFrame as managerDecode, encodeSessionFrame as managerEncode, workerToken } from '../src/manager/orchestrator.js';
-import { MAX_SESSION_FRAME, type ManagerToWorker } from '../src/manager/dispatch-protocol.js';
+import { decodeSessionFrame as workerDecode, encodeSessionFrame as workerEncode, parseManagerMessage } from '../src/protocol/frames.js';
+import { workerToken } from '../src/manager/orchestrator.js';
+import { decodeSessionFrame as managerDecode, encodeSessionFrame as managerEncode } from '../src/protocol/frames.js';
+import { MAX_SESSION_FRAME, type ManagerToWorker } from '../src/protocol/session.js';
 import { checkJoin } from '../src/manager/auth.js';
-import { FlotillaError } from '../src/manager/errors.js';
-import { formatPath, parseTaskSpec, type TaskSpec } from '../src/manager/spec.js';
+import { FlotillaError } from '../src/protocol/errors.js';
+import { formatPath, parseTaskSpec, type TaskSpec } from '../src/protocol/spec.js';
 import { ClusterState, canonicalJson, encodeCommand, type ApplyResult, type Command } from '../src/manager/state.js';
 import { SECRET, TestCluster } from './helpers/cluster.js';
 import { splitAddr } from '../src/client/client.js';

@@ -10,7 +10,8 @@ const root = join(import.meta.dirname, '..');
 function pureFiles(): string[] {
   const out: string[] = [];
   for (const f of readdirSync(join(root, 'src/raft'))) if (/^(core|types)[\w-]*\.ts$/.test(f)) out.push(`src/raft/${f}`);
-  for (const f of readdirSync(join(root, 'src/manager'))) if (/^(state|scheduler|spec|errors|proposer)[\w-]*\.ts$/.test(f)) out.push(`src/manager/${f}`);
+  for (const f of readdirSync(join(root, 'src/manager'))) if (/^(state|scheduler|proposer)[\w-]*\.ts$/.test(f)) out.push(`src/manager/${f}`);
+  for (const f of readdirSync(join(root, 'src/protocol'))) if (/^(spec|errors|session)\.ts$/.test(f)) out.push(`src/protocol/${f}`);
   return out;
 }
 

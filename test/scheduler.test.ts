@@ -2,7 +2,7 @@
 // scores (spread, binpack), deterministic ties, exact reasons, and scale.
 import { describe, expect, it } from 'vitest';
 import { schedule, type SchedulableNode, type SchedulableTask, type ScheduleResult, type UsageInput } from '../src/manager/scheduler.js';
-import { parseTaskSpec } from '../src/manager/spec.js';
+import { parseTaskSpec } from '../src/protocol/spec.js';
 import { ClusterState, type AssignResult } from '../src/manager/state.js';
 
 const MiB = 1024 * 1024;

@@ -1,7 +1,7 @@
 // Task spec validation and the shared error type: every bad field gets a precise, Deno-style
 // message and a detail with its path; good input is normalised with every default filled in.
 import { describe, expect, it } from 'vitest';
-import { ERROR_CODES, FlotillaError, toFlotillaError } from '../src/manager/errors.js';
+import { ERROR_CODES, FlotillaError, toFlotillaError } from '../src/protocol/errors.js';
 import {
   formatBytes,
   matchConstraint,
@@ -11,7 +11,7 @@ import {
   parseSize,
   parseTaskSpec,
   type TaskSpec,
-} from '../src/manager/spec.js';
+} from '../src/protocol/spec.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;

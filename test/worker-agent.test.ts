@@ -7,12 +7,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { MAX_SESSION_FRAME, SESSION_PATH, SESSION_PROTOCOL_VERSION, type ManagerToWorker, type TaskStatusReport } from '../src/manager/dispatch-protocol.js';
-import { FlotillaError } from '../src/manager/errors.js';
-import { parseTaskSpec, type TaskSpec } from '../src/manager/spec.js';
+import { MAX_SESSION_FRAME, SESSION_PATH, SESSION_PROTOCOL_VERSION, type ManagerToWorker, type TaskStatusReport } from '../src/protocol/session.js';
+import { FlotillaError } from '../src/protocol/errors.js';
+import { parseTaskSpec, type TaskSpec } from '../src/protocol/spec.js';
 import { WorkerAgent } from '../src/worker/agent.js';
 import { ProcessDriver, readProcStat } from '../src/worker/drivers/process.js';
-import { decodeSessionFrame, encodeSessionFrame } from '../src/worker/frames.js';
+import { decodeSessionFrame, encodeSessionFrame } from '../src/protocol/frames.js';
 import { parseWorkerFlags } from '../src/worker/main.js';
 
 const root = join(import.meta.dirname, '..');

@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { parseTaskSpec, type TaskSpec } from '../src/manager/spec.js';
+import { parseTaskSpec, type TaskSpec } from '../src/protocol/spec.js';
 import type { DriverTaskStatus, LogLine } from '../src/worker/driver.js';
 import { DEFAULT_ORPHAN_GRACE_MS, ProcessDriver, readProcStat, taskDirName } from '../src/worker/drivers/process.js';
 import { CLI, TestCluster, consecutiveFreePorts, eventually, runCli } from './helpers/cluster.js';

@@ -20,7 +20,7 @@ import type { Widgets } from 'blessed';
 import type WebSocket from 'ws';
 import type { Command } from 'commander';
 import { FlotillaClient, splitAddr } from '../client/client.js';
-import { FlotillaError } from '../manager/errors.js';
+import { FlotillaError } from '../protocol/errors.js';
 import { stringify as toYaml } from 'yaml';
 import { action, ago, managersFrom, parseIntFlag, tokenFrom, upDir, UsageError, caFrom } from './util.js';
 import { monoNow } from '../clock.js';

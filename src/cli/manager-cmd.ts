@@ -135,7 +135,7 @@ Examples:
         const secret = flags.secretFile || process.env.FLOTILLA_SECRET || !tlsSetup?.secret ? readSecret(flags.secretFile) : tlsSetup.secret;
         // Loaded on demand: `flotilla --help` and client verbs start fast.
         const { Manager } = await import('../manager/manager.js');
-        const { consoleLogger } = await import('../manager/log.js');
+        const { consoleLogger } = await import('../log.js');
         const log = consoleLogger(id, flags.logLevel as 'info');
         const tickMs = Math.max(1, Math.min(10, Math.floor(heartbeatMs / 5)));
         const workerHeartbeatMs = parseIntFlag('--worker-heartbeat', flags.workerHeartbeat, 50, 60_000);

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { FlotillaError } from '../manager/errors.js';
+import { FlotillaError } from '../protocol/errors.js';
 import { backupState, clusterEpoch, decodeBackup, recoverDataDir, restoreBackup, summarizeState } from '../manager/ops.js';
 import { action, checkId, clientFor, parseAddr, UsageError } from './util.js';
 

@@ -2,7 +2,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { FlotillaClient } from '../client/client.js';
-import { FlotillaError } from '../manager/errors.js';
+import { FlotillaError } from '../protocol/errors.js';
 
 /** Exit codes: 0 ok, 1 error, 2 usage. */
 export class UsageError extends Error {}

@@ -4,7 +4,8 @@
 // write is applied at most once.
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
-import { FlotillaError, toFlotillaError, type ErrorInfo } from '../manager/errors.js';
+import { splitAddr } from '../protocol/address.js';
+import { FlotillaError, toFlotillaError, type ErrorInfo } from '../protocol/errors.js';
 import { Link } from '../tls/link.js';
 import { monoNow } from '../clock.js';
 
@@ -230,14 +231,6 @@ export class FlotillaClient {
   }
 }
 
-export function splitAddr(addr: string): [string, number] {
-  const i = addr.lastIndexOf(':');
-  if (i < 0) throw new FlotillaError('bad_request', `Cannot use '${addr}' as an address; expected host:port`);
-  const port = Number(addr.slice(i + 1));
-  if (!Number.isInteger(port) || port <= 0 || port > 65535) {
-    throw new FlotillaError('bad_request', `Cannot use '${addr}' as an address as the port must be 1–65535`);
-  }
-  return [addr.slice(0, i).replace(/^\[|\]$/g, ''), port];
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export { splitAddr };

@@ -8,12 +8,12 @@ import { randomBytes } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Manager } from './manager.js';
 import type { Orchestrator } from './orchestrator.js';
-import { FlotillaError } from './errors.js';
+import { FlotillaError } from '../protocol/errors.js';
 import { Reply } from './http.js';
 import { page, parsePage } from './paging.js';
-import { parseNodeAvailability, parseTaskSpec } from './spec.js';
+import { parseNodeAvailability, parseTaskSpec } from '../protocol/spec.js';
 import { TASK_STATES, type ClusterEvent, type Task, type TaskState } from './state.js';
-import { splitAddr } from '../client/client.js';
+import { splitAddr } from '../protocol/address.js';
 import { allowedOrigin } from './web.js';
 import { watchStream } from './auth.js';
 

@@ -29,9 +29,9 @@ import type { TLSSocket } from 'node:tls';
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Manager } from './manager.js';
 import type { ClusterState, KvEntry } from './state.js';
-import { FlotillaError, toFlotillaError } from './errors.js';
+import { FlotillaError, toFlotillaError } from '../protocol/errors.js';
 import { Reply, type RequestContext } from './http.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 import { caFingerprint, formatJoinToken, identityOf, isAdminCert, parseJoinToken } from '../tls/pki.js';
 
 export const RESERVED_KV_PREFIX = '__flotilla/';

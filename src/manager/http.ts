@@ -2,7 +2,7 @@
 // and one place where every failure becomes a FlotillaError response.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
-import { FlotillaError, toFlotillaError } from './errors.js';
+import { FlotillaError, toFlotillaError } from '../protocol/errors.js';
 
 export interface RequestContext {
   req: IncomingMessage;

@@ -19,9 +19,9 @@
 //   another storage id stops.
 import { createHmac } from 'node:crypto';
 import type { Manager } from './manager.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 import type { ClusterState } from './state.js';
-import { FlotillaError } from './errors.js';
+import { FlotillaError } from '../protocol/errors.js';
 import { RESERVED_KV_PREFIX } from './auth.js';
 import type { NodeId } from '../raft/types.js';
 import { monoNow } from '../clock.js';

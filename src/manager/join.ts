@@ -12,9 +12,9 @@
 // hash of a random one is replicated under `__flotilla/manager-join`.
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Manager } from './manager.js';
-import { FlotillaError } from './errors.js';
+import { FlotillaError } from '../protocol/errors.js';
 import type { RequestContext } from './http.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 import { checkJoin, nodeEpoch, RESERVED_KV_PREFIX, sameSecret, sha256hex, sameHexDigest } from './auth.js';
 import { workerToken } from './orchestrator.js';
 import { caFingerprint, formatJoinToken, issueNodeCert, parseJoinToken, validNodeId, type NodeRole } from '../tls/pki.js';

@@ -14,9 +14,9 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { Packr, pack, unpack } from 'msgpackr';
 import type { Manager } from './manager.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 import { ClusterState } from './state.js';
-import { FlotillaError } from './errors.js';
+import { FlotillaError } from '../protocol/errors.js';
 import { Reply } from './http.js';
 // Type only: prom-client is loaded by createOps, so CLI commands do not pay for it.
 import type { ManagerMetrics } from './metrics.js';

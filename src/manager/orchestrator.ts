@@ -7,7 +7,7 @@ import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { identityOf } from '../tls/pki.js';
 import { createHmac, randomUUID } from 'node:crypto';
-import { pack, unpack } from 'msgpackr';
+import { decodeSessionFrame, encodeSessionFrame } from '../protocol/frames.js';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Manager } from './manager.js';
 import type { ApplyResult, Command, NodeInfo, SingleCommand, Task, TaskReport } from './state.js';
@@ -15,14 +15,13 @@ import { schedule } from './scheduler.js';
 import {
   MAX_SESSION_FRAME,
   SESSION_PATH,
-  SESSION_PROTOCOL_VERSION,
   type AssignedTask,
   type ManagerToWorker,
   type RegisterMsg,
   type TaskStatusReport,
   type WorkerToManager,
-} from './dispatch-protocol.js';
-import type { Logger } from './log.js';
+} from '../protocol/session.js';
+import type { Logger } from '../log.js';
 import { checkJoin, nodeCredential, nodeEpoch } from './auth.js';
 import { restartBackoff } from './state.js';
 import { monoNow, wallNow, StallDetector } from '../clock.js';
@@ -69,20 +68,6 @@ interface Session {
   heartbeatPending: boolean;
   /** Registration committed and welcome sent: only then does the worker get assignments. */
   welcomed: boolean;
-}
-
-export function encodeSessionFrame(msg: ManagerToWorker | WorkerToManager): Buffer {
-  const body = pack(msg);
-  const out = Buffer.allocUnsafe(body.length + 1);
-  out[0] = SESSION_PROTOCOL_VERSION;
-  body.copy(out, 1);
-  return out;
-}
-
-export function decodeSessionFrame(buf: Buffer): unknown {
-  if (buf.length < 2) throw new Error('empty frame');
-  if (buf[0] !== SESSION_PROTOCOL_VERSION) throw new Error(`unsupported session protocol version ${buf[0]}`);
-  return unpack(buf.subarray(1));
 }
 
 export class Orchestrator {
@@ -304,7 +289,7 @@ export class Orchestrator {
       }
       try {
         if (!isBinary) throw new Error('text frame');
-        msg = decodeSessionFrame(data) as WorkerToManager;
+        msg = decodeSessionFrame(data) as unknown as WorkerToManager;
         if (typeof msg !== 'object' || msg === null || typeof (msg as { t?: unknown }).t !== 'string') throw new Error('not a session message');
       } catch (e) {
         this.log.warn('malformed worker frame; session closed', { remote, err: (e as Error).message });

@@ -3,7 +3,7 @@
 // listed in key order and a token holds the last key returned, so a page is always "the next
 // keys after this one": keys written or deleted between pages simply show up or not, nothing
 // repeats, and an old token never becomes invalid.
-import { FlotillaError } from './errors.js';
+import { FlotillaError } from '../protocol/errors.js';
 
 /** Items per page when no `limit` is given. */
 export const DEFAULT_PAGE_LIMIT = 500;

@@ -6,7 +6,7 @@
 //
 // Pure module: no IO, no clocks, no timers.
 
-import { FlotillaError } from './errors.js';
+import { FlotillaError } from '../protocol/errors.js';
 import type { ApplyResult, ClusterState, Command } from './state.js';
 
 export interface ProposeOptions {

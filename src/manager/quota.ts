@@ -9,7 +9,7 @@
 // The limit each write is checked against travels in its log entry (`quota` on kv.put and
 // task.create), so all replicas apply the same rule even when their flags differ; the leader
 // refuses a write that would not fit before proposing it. Deletes are always allowed.
-import { FlotillaError } from './errors.js';
+import { FlotillaError } from '../protocol/errors.js';
 import type { ClusterState, Command } from './state.js';
 
 export const DEFAULT_QUOTA_BYTES = 256 * 1024 * 1024;

@@ -34,7 +34,7 @@ import {
   specHostPorts,
   type Constraint,
   type Driver,
-} from './spec.js';
+} from '../protocol/spec.js';
 import type { NodeInfo, Placement, Task } from './state.js';
 
 export type Strategy = 'spread' | 'binpack';

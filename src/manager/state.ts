@@ -28,7 +28,7 @@
 // This module never imports Raft; a `Proposer` (proposer.ts) sits in between.
 
 import { z } from 'zod';
-import { errorInfo, FlotillaError, type ErrorCode, type ErrorInfo } from './errors.js';
+import { errorInfo, FlotillaError, type ErrorCode, type ErrorInfo } from '../protocol/errors.js';
 import {
   badRequestFromZod,
   formatBytes,
@@ -42,7 +42,7 @@ import {
   type NodeAvailability,
   type RestartPolicy,
   type TaskSpec,
-} from './spec.js';
+} from '../protocol/spec.js';
 
 // =============================================================================================
 // Model

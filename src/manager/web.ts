@@ -16,8 +16,8 @@ import { fileURLToPath } from 'node:url';
 import type { Manager } from './manager.js';
 import { taskView } from './api.js';
 import { send } from './http.js';
-import { FlotillaError } from './errors.js';
-import { parseTaskSpec } from './spec.js';
+import { FlotillaError } from '../protocol/errors.js';
+import { parseTaskSpec } from '../protocol/spec.js';
 import { isTerminal, type ClusterEvent, type Task } from './state.js';
 
 export interface WebOptions {

@@ -59,13 +59,13 @@ import {
   type RegisterMsg,
   type TaskStatusReport,
   type WorkerResources,
-} from '../manager/dispatch-protocol.js';
-import { FlotillaError, toFlotillaError } from '../manager/errors.js';
-import { silentLogger, type Logger } from '../manager/log.js';
-import { parseTaskSpec, type TaskSpec } from '../manager/spec.js';
+} from '../protocol/session.js';
+import { FlotillaError, toFlotillaError } from '../protocol/errors.js';
+import { silentLogger, type Logger } from '../log.js';
+import { parseTaskSpec, type TaskSpec } from '../protocol/spec.js';
 import { isFinished, type Driver, type DriverTaskStatus, type LogLine } from './driver.js';
 import { readProcStat } from './drivers/process.js';
-import { decodeSessionFrame, encodeSessionFrame, parseManagerMessage, type AssignedTaskIn, type ManagerMessage } from './frames.js';
+import { decodeSessionFrame, encodeSessionFrame, parseManagerMessage, type AssignedTaskIn, type ManagerMessage } from '../protocol/frames.js';
 import { monoNow } from '../clock.js';
 
 export const WORKER_VERSION = '0.1.0';

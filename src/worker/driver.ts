@@ -20,7 +20,7 @@
 //    `start()` rejects only for misuse (bad task id, unsupported spec, duplicate with a
 //    different spec, driver closed).
 
-import type { TaskSpec } from '../manager/spec.js';
+import type { TaskSpec } from '../protocol/spec.js';
 
 export type DriverName = 'process' | 'docker';
 

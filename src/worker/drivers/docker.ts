@@ -93,10 +93,10 @@ import { PassThrough, Readable, type Duplex } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { fileURLToPath } from 'node:url';
 import Docker from 'dockerode';
-import { FlotillaError } from '../../manager/errors.js';
+import { FlotillaError } from '../../protocol/errors.js';
 import { monoNow } from '../../clock.js';
-import { silentLogger, type Logger } from '../../manager/log.js';
-import type { TaskSpec } from '../../manager/spec.js';
+import { silentLogger, type Logger } from '../../log.js';
+import type { TaskSpec } from '../../protocol/spec.js';
 import {
   type Driver,
   type DriverContainerStatus,

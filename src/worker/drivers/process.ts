@@ -74,10 +74,10 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
-import { FlotillaError } from '../../manager/errors.js';
+import { FlotillaError } from '../../protocol/errors.js';
 import { bootId, bootMonoNow, monoNow } from '../../clock.js';
-import { silentLogger, type Logger } from '../../manager/log.js';
-import type { TaskSpec } from '../../manager/spec.js';
+import { silentLogger, type Logger } from '../../log.js';
+import type { TaskSpec } from '../../protocol/spec.js';
 import {
   isFinished,
   type Driver,

@@ -9,8 +9,8 @@ import {
   SESSION_PROTOCOL_VERSION,
   type ManagerToWorker,
   type WorkerToManager,
-} from '../manager/dispatch-protocol.js';
-import { FlotillaError } from '../manager/errors.js';
+} from './session.js';
+import { FlotillaError } from './errors.js';
 
 const packr = new Packr({ useRecords: false, int64AsType: 'number' });
 
