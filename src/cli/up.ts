@@ -24,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { FlotillaClient } from '../client/client.js';
 import { monoNow } from '../clock.js';
-import { action, parseIntFlag, UsageError } from './util.js';
+import { action, parseIntFlag, upDir, UsageError } from './util.js';
 import { REPEAT_MS } from './signals.js';
 
 interface UpFlags {
@@ -507,7 +507,11 @@ flotilla is up: ${count(mgrs.up.length, nm, 'managers')} (leader ${leader ?? '?'
       failed.length > 0 ? `\n  FAILED:     ${failed.join('\n              ')}` : ''
     }
   web page:   ${scheme}://${addrs[0]}/${caPem ? `\n              (certificate from the cluster's own CA: trust ${join(dir, 'ca.crt')} in the browser, or accept its warning)` : ''}
-  CLI:        from this directory just run \`npx flotilla ps\`; elsewhere
+  CLI:        ${
+    dir === resolve(upDir())
+      ? 'from this directory just run `npx flotilla ps`'
+      : `the CLI looks in ${resolve(upDir())}, so first export FLOTILLA_DIR=${dir} (then \`npx flotilla ps\` finds it)`
+  }; elsewhere
               export FLOTILLA_MANAGERS=${addrs.join(',')} FLOTILLA_TOKEN_FILE=${adminTokenFile}${caPem ? ` FLOTILLA_CA=${join(dir, 'ca.crt')}` : ''}
   web login:  the page asks for a token: paste the one in ${adminTokenFile}
   try:        npx flotilla run --name hello ${driver === 'docker' ? 'flotilla/busybox:test ' : ''}-- /bin/sh -c 'echo hello; sleep 600'
