@@ -46,7 +46,7 @@ export function readSecret(file: string | undefined): string {
 
 /** The directory of the local cluster `flotilla up` keeps (FLOTILLA_DIR, else .flotilla). */
 export function upDir(): string {
-  return process.env.FLOTILLA_DIR ?? '.flotilla';
+  return process.env.FLOTILLA_DIR || '.flotilla';
 }
 
 let globalManagersFlag: string | undefined;
@@ -56,14 +56,15 @@ export function setManagersFlag(v: string | undefined): void {
 }
 
 /**
- * The context (from the config file) the CLI uses, if any: the one --context or FLOTILLA_CONTEXT
- * names; else, when neither --managers/FLOTILLA_MANAGERS nor a cluster `flotilla up` wrote here
- * (<FLOTILLA_DIR or .flotilla>/cluster.json) decides, the current one (`flotilla context use`).
+ * The context (from the config file) the CLI uses, if any. None when --managers or
+ * FLOTILLA_MANAGERS name the cluster; else the one --context or FLOTILLA_CONTEXT names; else,
+ * unless a cluster `flotilla up` wrote here (<FLOTILLA_DIR or .flotilla>/cluster.json) decides,
+ * the current one (`flotilla context use`).
  */
 export function contextInUse(managersFlag?: string): { name: string; ctx: Context } | undefined {
+  if (managersFlag ?? globalManagersFlag ?? process.env.FLOTILLA_MANAGERS) return undefined;
   const explicit = explicitContext();
   if (explicit) return explicit;
-  if (managersFlag ?? globalManagersFlag ?? process.env.FLOTILLA_MANAGERS) return undefined;
   if (existsSync(join(upDir(), 'cluster.json'))) return undefined;
   return currentContext();
 }
@@ -150,7 +151,7 @@ function caFileFrom(managersFlag?: string): { path: string; what: string } | und
   if (managersFlag || process.env.FLOTILLA_MANAGERS) return undefined;
   const ctx = contextInUse(managersFlag);
   if (ctx) return ctx.ctx.caFile ? { path: ctx.ctx.caFile, what: `context ${ctx.name}` } : undefined;
-  const dir = process.env.FLOTILLA_DIR ?? '.flotilla';
+  const dir = upDir();
   const cfg = join(dir, 'cluster.json');
   if (existsSync(cfg)) {
     const c = JSON.parse(readFileSync(cfg, 'utf8')) as { ca?: string | null };
