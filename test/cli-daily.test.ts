@@ -75,7 +75,7 @@ describe('completion', () => {
     expect(complete(script, ['flotilla', 'run', '--driver', 'p'])).toEqual(['process']);
     // After `--` come the task's own words.
     expect(complete(script, ['flotilla', 'run', '--', '/bin/sh', '-'])).toEqual([]);
-  });
+  }, 180_000);
 
   it('zsh: the same completion through bashcompinit; another shell is a usage error', async () => {
     const z = await runCli(['completion', 'zsh']);
@@ -86,7 +86,7 @@ describe('completion', () => {
     const fish = await runCli(['completion', 'fish']);
     expect(fish.status).toBe(2);
     expect(fish.stderr).toMatch(/bash or zsh/);
-  });
+  }, 180_000);
 });
 
 describe('contexts', () => {
@@ -141,7 +141,7 @@ describe('contexts', () => {
     expect((await run(['context', 'set', 'Bad Name', '--managers', managers])).status).toBe(2);
     expect((await run(['context', 'rm', 'dead'])).status).toBe(0);
     expect((await run(['context', 'ls', '-q'])).stdout).toBe('lab\n');
-  });
+  }, 180_000);
 
   it('a bad config file is a clear error and is left as it was', async () => {
     const f = join(tmp, 'bad.json');
@@ -159,7 +159,7 @@ describe('contexts', () => {
       }
       expect(readFileSync(f, 'utf8')).toBe(text);
     }
-  });
+  }, 180_000);
 
   it('the up banner names FLOTILLA_DIR when --dir is not where the CLI looks', async () => {
     const dir = join(tmp, 'elsewhere');
@@ -182,7 +182,7 @@ describe('contexts', () => {
       p.kill('SIGINT');
       await exited;
     }
-  }, 90_000);
+  }, 180_000);
 });
 
 describe('labels and selectors', () => {
@@ -225,7 +225,7 @@ describe('labels and selectors', () => {
     expect(badKey.status).toBe(2);
     expect(badKey.stderr).toMatch(/labels/);
     await cli(['stop', 'lab-web', 'lab-db']);
-  });
+  }, 180_000);
 });
 
 describe('clearer output', () => {
@@ -257,7 +257,7 @@ describe('clearer output', () => {
     expect(m).toMatch(/image:\s+flotilla\/busybox:test/);
     expect(m).toMatch(/command: \(the image default\)/);
     await cli(['stop', mid]);
-  });
+  }, 180_000);
 
   it('stop of a finished task says it had already finished', async () => {
     const r = await cli(['run', '--name', 'done', '--restart', 'never', '-o', 'json', '--', '/bin/sh', '-c', 'exit 0']);
@@ -270,7 +270,7 @@ describe('clearer output', () => {
     const lid = (JSON.parse(running.stdout) as TaskJson[])[0]!.id;
     await eventually(async () => (JSON.parse((await cli(['inspect', lid, '-o', 'json'])).stdout) as TaskJson).state === 'running', 15_000, 'running');
     expect((await cli(['stop', lid])).stdout).toBe(`${lid} stopping\n`);
-  });
+  }, 180_000);
 });
 
 describe('answers instead of waits', () => {
@@ -294,7 +294,7 @@ describe('answers instead of waits', () => {
     expect((JSON.parse(det.stdout) as TaskJson[])[0]!.state).toBe('pending');
     for (const t of [...ts, ...(JSON.parse(det.stdout) as TaskJson[])]) await cli(['stop', t.id]);
     await cli(['stop', 'nowhere']);
-  });
+  }, 180_000);
 });
 
 describe('docs', () => {
@@ -307,7 +307,7 @@ describe('docs', () => {
     const t = (JSON.parse(r.stdout) as TaskJson[])[0]!;
     expect(t.spec.driver).toBe('docker');
     await cli(['stop', t.id]);
-  });
+  }, 180_000);
 
   it('docs/spec.md: every field of the task spec, and each example is a valid spec', () => {
     const doc = readFileSync(join(ROOT, 'docs', 'spec.md'), 'utf8');
@@ -325,5 +325,5 @@ describe('docs', () => {
         if (v && typeof v === 'object' && 'containers' in v) expect(() => parseTaskSpec(v, { allowHostMounts: true }), b).not.toThrow();
       }
     }
-  });
+  }, 180_000);
 });
