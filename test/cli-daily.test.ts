@@ -15,7 +15,7 @@ let tmp: string;
 /** No cluster from the environment or a `flotilla up` directory; the config file is the test's own. */
 let isolated: Record<string, string>;
 const cli = (args: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}) =>
-  runCli(['--managers', managers, ...args], { ...opts, env: { ...isolated, ...opts.env } });
+  runCli(['--managers', managers, ...args], { ...opts, env: { ...isolated, ...cluster.cliEnv(), ...opts.env } });
 
 interface TaskJson {
   id: string;
@@ -29,7 +29,8 @@ interface TaskJson {
 beforeAll(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'flotilla-daily-'));
   isolated = { FLOTILLA_MANAGERS: '', FLOTILLA_DIR: join(tmp, 'no-up-dir'), FLOTILLA_CONFIG: join(tmp, 'config.json'), FLOTILLA_CONTEXT: '', FLOTILLA_TOKEN: '', FLOTILLA_TOKEN_FILE: '', FLOTILLA_CA: '' };
-  cluster = await TestCluster.managers(1, ['--allow-privileged']);
+  // TLS, as users run it: the API wants a token or the admin client certificate.
+  cluster = await TestCluster.managers(1, ['--allow-privileged'], { tls: true });
   managers = cluster.addrs().join(',');
   cluster.startWorker('w1', ['--labels', 'zone=a,disk=ssd']);
   cluster.startWorker('w2', ['--labels', 'zone=b']);
@@ -97,9 +98,13 @@ describe('contexts', () => {
     const none = await run(['ps']);
     expect(none.status).toBe(2);
     expect(none.stderr).toMatch(/context use/);
+    // A real API token, and the cluster's CA in a directory of its own (no admin certificate beside it).
     const token = join(tmp, 'lab-token');
-    writeFileSync(token, 'not-checked-on-an-insecure-cluster\n');
-    const set = await run(['context', 'set', 'lab', '--managers', managers, '--token-file', token]);
+    const made = await cli(['token', 'create', '--role', 'viewer', '--out', token]);
+    expect(made.status, made.stderr).toBe(0);
+    const ca = join(tmp, 'lab-ca.crt');
+    writeFileSync(ca, readFileSync(cluster.cliEnv().FLOTILLA_CA!));
+    const set = await run(['context', 'set', 'lab', '--managers', managers, '--token-file', token, '--ca-file', ca]);
     expect(set.status, set.stderr).toBe(0);
     expect(set.stdout).toMatch(/context lab created/);
     expect((await run(['context', 'set', 'dead', '--managers', '127.0.0.1:9'])).status).toBe(0);
@@ -117,20 +122,27 @@ describe('contexts', () => {
     const stored = JSON.parse(readFileSync(join(tmp, 'ctx.json'), 'utf8'));
     expect(stored.current).toBe('lab');
     expect(stored.contexts.lab.tokenFile).toBe(token);
+    expect(stored.contexts.lab.caFile).toBe(ca);
+    // The context's token is the one sent: a viewer may read but not write.
+    const write = await run(['kv', 'put', 'ctx/x', '1']);
+    expect(write.status).toBe(1);
+    expect(write.stderr).toMatch(/viewer|forbidden|not allowed|admin/i);
     // The context's token file is what the CLI reads: gone, it says so.
     rmSync(token);
     const noToken = await run(['nodes']);
     expect(noToken.status).toBe(2);
     expect(noToken.stderr).toContain(`cannot read the token file ${token} (context lab)`);
-    // A token from the environment beats the context's.
-    expect((await run(['nodes'], { FLOTILLA_TOKEN: 'from-env' })).status).toBe(0);
-    writeFileSync(token, 'again\n');
+    // A token from the environment beats the context's (this one is refused).
+    const envToken = await run(['nodes'], { FLOTILLA_TOKEN: 'flt_not-a-token' });
+    expect(envToken.status).toBe(1);
+    expect(envToken.stderr).not.toContain('context lab');
+    expect((await cli(['token', 'create', '--role', 'viewer', '--out', token])).status).toBe(0);
     // FLOTILLA_CONTEXT beats the current one; --context beats FLOTILLA_CONTEXT; --managers beats both.
     const viaFlag = await run(['--context', 'lab', 'nodes'], { FLOTILLA_CONTEXT: 'dead' });
     expect(viaFlag.status, viaFlag.stderr).toBe(0);
-    const viaEnv = await run(['--managers', managers, 'nodes'], { FLOTILLA_CONTEXT: 'nope' });
+    const viaEnv = await run(['--managers', managers, 'nodes'], { FLOTILLA_CONTEXT: 'nope', ...cluster.cliEnv() });
     expect(viaEnv.status, viaEnv.stderr).toBe(0);
-    expect((await run(['nodes'], { FLOTILLA_MANAGERS: managers, FLOTILLA_CONTEXT: '' })).status).toBe(0);
+    expect((await run(['nodes'], { FLOTILLA_MANAGERS: managers, ...cluster.cliEnv() })).status).toBe(0);
     const unknown = await run(['nodes'], { FLOTILLA_CONTEXT: 'nope' });
     expect(unknown.status).toBe(2);
     expect(unknown.stderr).toMatch(/no context 'nope' \(FLOTILLA_CONTEXT\)/);
@@ -141,7 +153,7 @@ describe('contexts', () => {
     expect((await run(['context', 'set', 'Bad Name', '--managers', managers])).status).toBe(2);
     expect((await run(['context', 'rm', 'dead'])).status).toBe(0);
     expect((await run(['context', 'ls', '-q'])).stdout).toBe('lab\n');
-  }, 180_000);
+  }, 300_000);
 
   it('a bad config file is a clear error and is left as it was', async () => {
     const f = join(tmp, 'bad.json');
