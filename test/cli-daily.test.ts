@@ -84,6 +84,24 @@ describe('completion', () => {
     expect(z.stdout.split('\n')[0]).toBe('#compdef flotilla');
     expect(z.stdout).toContain('bashcompinit');
     expect(z.stdout).toContain('complete -o default -F _flotilla flotilla');
+    // In zsh itself (when installed): bashcompinit runs the function; zsh's own matcher then
+    // filters by the typed prefix, so compare the candidate sets.
+    let zsh = true;
+    try {
+      execFileSync('zsh', ['-f', '-c', 'true']);
+    } catch {
+      zsh = false;
+    }
+    if (zsh) {
+      const script = join(tmp, 'flotilla.zsh');
+      writeFileSync(script, z.stdout);
+      const zc = (words: string[]) =>
+        execFileSync('zsh', ['-f', '-c', `autoload -U compinit && compinit -u -D; source "$1"; shift; local -a COMP_WORDS; COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); compgen -F _flotilla -- "\${@[-1]}"`, 'zsh', script, ...words], { encoding: 'utf8' }).trim().split('\n');
+      expect(zc(['flotilla', 'node', 'd'])).toEqual(['drain', 'pause', 'activate']);
+      expect(zc(['flotilla', 'ps', '-o', ''])).toEqual(['table', 'wide', 'json', 'yaml']);
+      expect(zc(['flotilla', 'ps', '--sel'])).toContain('--selector');
+      expect(zc(['flotilla', 'ps', '--sel'])).not.toContain('--detach');
+    } else process.stderr.write('zsh is not installed: the zsh script was checked by its text only\n');
     const fish = await runCli(['completion', 'fish']);
     expect(fish.status).toBe(2);
     expect(fish.stderr).toMatch(/bash or zsh/);
