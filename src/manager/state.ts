@@ -39,7 +39,7 @@ import { formatBytes } from '../protocol/spec.js';
 import { decodeCommand, isPlainObject } from './state/codec.js';
 import { validateCommand, type ClusterLeaderCommand, type Command, type KvPutCommand, type SingleCommand, type TaskCreateCommand } from './state/commands.js';
 import { EventLog, type EventListener, type EventsPage } from './state/events.js';
-import { KvStore, valueBytes } from './state/kv.js';
+import { KvStore } from './state/kv.js';
 import {
   DEFAULT_EVENT_CAPACITY,
   fail,
@@ -54,6 +54,7 @@ import {
   type QuotaGuard,
   type Task,
   type TaskFilter,
+  valueBytes,
 } from './state/model.js';
 import { NodeTable } from './state/nodes.js';
 import { parseSnapshot, parseSnapshotWhole, SnapshotWriter, WHOLE, type SnapshotData, type SnapshotImage, type Slicer } from './state/snapshot.js';

@@ -120,18 +120,3 @@ export function decodeCommand(data: Uint8Array): unknown {
   return parsed;
 }
 
-
-/** Bytes of `s` encoded as UTF-8, without encoding it. */
-export function utf8Length(s: string): number {
-  let n = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x80) n += 1;
-    else if (c < 0x800) n += 2;
-    else if (c >= 0xd800 && c <= 0xdbff) {
-      n += 4;
-      i++;
-    } else n += 3;
-  }
-  return n;
-}

@@ -4,17 +4,20 @@
 
 import { formatBytes } from '../../protocol/spec.js';
 import type { KvDelCommand, KvDelResult, KvPutCommand, KvWriteResult } from './commands.js';
-import { reviveBytes, utf8Length } from './codec.js';
+import { reviveBytes } from './codec.js';
 import type { EventLog } from './events.js';
-import { fail, KV_ENTRY_OVERHEAD, MAX_VALUE_BYTES, REQUEST_MEMORY, type ApplyResult, type KvEntry, type QuotaGuard } from './model.js';
-
-/** A remembered kv result, under `<scope> <request id>`. */
-export interface RequestRecord {
-  index: number;
-  result: ApplyResult;
-  /** commandDigest of the command that produced `result` (absent in records of older versions). */
-  digest?: string;
-}
+import {
+  fail,
+  kvEntryBytes,
+  MAX_VALUE_BYTES,
+  REQUEST_MEMORY,
+  utf8Length,
+  valueBytes,
+  type ApplyResult,
+  type KvEntry,
+  type QuotaGuard,
+  type RequestRecord,
+} from './model.js';
 
 export class KvStore {
   private entries = new Map<string, KvEntry>();
@@ -147,15 +150,6 @@ export class KvStore {
       this.requests.delete(oldest);
     }
   }
-}
-
-export function valueBytes(v: Uint8Array | string): number {
-  return typeof v === 'string' ? utf8Length(v) : v.byteLength;
-}
-
-/** What one entry costs in the state-size estimate: its key and value plus a fixed overhead. */
-export function kvEntryBytes(key: string, valueSize: number): number {
-  return utf8Length(key) + valueSize + KV_ENTRY_OVERHEAD;
 }
 
 /** The de-duplication key: scopes are ids (no spaces), so the first space ends the scope. */

@@ -1,7 +1,8 @@
 // The cluster state's data model: what the replicated state holds (nodes, tasks, kv entries,
 // the leader) and the vocabulary every part of the state machine shares (where an entry sits
-// in the log, what applying it returns, the state-size quota). Types and constants only, plus
-// the few pure rules about them (which states are terminal, in what order states progress).
+// in the log, what applying it returns, the state-size quota). Types and constants, plus the
+// few pure rules about them (which states are terminal, in what order states progress, what a
+// kv entry costs in the size estimate).
 
 import { errorInfo, type ErrorCode, type ErrorInfo } from '../../protocol/errors.js';
 import type { NodeAvailability, TaskSpec } from '../../protocol/spec.js';
@@ -108,6 +109,14 @@ export interface KvEntry {
   createVersion: number;
 }
 
+/** A remembered kv result, under `<scope> <request id>`. */
+export interface RequestRecord {
+  index: number;
+  result: ApplyResult;
+  /** commandDigest of the command that produced `result` (absent in records of older versions). */
+  digest?: string;
+}
+
 /** Resources reserved on a node by its non-terminal tasks (assigned, starting, running). */
 export interface NodeUsage {
   cpu: number;
@@ -143,6 +152,30 @@ export interface TaskFilter {
   node?: string;
   desired?: DesiredState;
   name?: string;
+}
+
+/** What one kv entry costs in the state-size estimate: its key and value plus a fixed overhead. */
+export function kvEntryBytes(key: string, valueSize: number): number {
+  return utf8Length(key) + valueSize + KV_ENTRY_OVERHEAD;
+}
+
+export function valueBytes(v: Uint8Array | string): number {
+  return typeof v === 'string' ? utf8Length(v) : v.byteLength;
+}
+
+/** Bytes of `s` encoded as UTF-8, without encoding it. */
+export function utf8Length(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff) {
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
 }
 
 // =============================================================================================

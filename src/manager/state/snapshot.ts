@@ -7,8 +7,7 @@
 
 import { FlotillaError } from '../../protocol/errors.js';
 import { canonicalJson, isPlainObject, reviveBytes, textDecoder, textEncoder } from './codec.js';
-import { kvEntryBytes, valueBytes, type RequestRecord } from './kv.js';
-import { byId, type KvEntry, type LeaderInfo, type NodeInfo, type Task } from './model.js';
+import { byId, kvEntryBytes, valueBytes, type KvEntry, type LeaderInfo, type NodeInfo, type RequestRecord, type Task } from './model.js';
 
 /** A parsed snapshot document, as written by `SnapshotWriter` (format v1). */
 export interface SnapshotData {
