@@ -1,6 +1,12 @@
 // A manager replica: LevelDB storage + Raft node + peer transport + the replicated cluster
 // state + the HTTP API, all on one port. Followers forward writes to the leader; reads are
 // linearizable through ReadIndex unless ?stale=true.
+//
+// This file is the composition root: `Manager.start` builds the Raft side, then hands every
+// service and route group the ports (ports.ts) it needs — the manager itself implements
+// CommandProposer, ReadBarrier, LeaderForward and RouteTable — and starts the leader services
+// (dispatcher.ts, controllers/) through `Leadership` (leadership.ts). Nothing imports this file
+// but the CLI and tests. Routes served here: /v1/status, /v1/cluster, /v1/managers, /v1/snapshot (POST).
 import http from 'node:http';
 import https from 'node:https';
 import { Link } from '../tls/link.js';
@@ -16,16 +22,22 @@ import { Reply, Router, type RequestContext } from './http.js';
 import { splitAddr } from '../protocol/address.js';
 import type { Logger } from '../log.js';
 import { consoleLogger } from '../log.js';
-import { Orchestrator, workerToken, type OrchestratorOptions } from './orchestrator.js';
+import { Dispatcher, type DispatcherOptions } from './dispatcher.js';
+import { Leadership } from './leadership.js';
+import { Placement, type PlacementOptions } from './controllers/placement.js';
+import { NodeMonitor, type NodeMonitorOptions } from './controllers/node-monitor.js';
+import { Restarts } from './controllers/restarts.js';
+import { Drain } from './controllers/drain.js';
+import type { CommandProposer, LeaderForward, Membership, ReadBarrier, RouteTable, UpgradeHandler } from './ports.js';
 import { registerApi } from './api.js';
+import { registerKv } from './kv-routes.js';
 import { registerJoin } from './join.js';
 import { registerWeb } from './web.js';
 import { createOps, registerOps, type Ops } from './ops.js';
 import { applyQuota, DEFAULT_QUOTA_BYTES } from './quota.js';
-import { page, parsePage } from './paging.js';
-import { callerScope, FORWARDED_ADMIN_CERT, hasAdminCert, registerAuth, nodeCredential, nodeEpoch, RESERVED_KV_PREFIX } from './auth.js';
+import { FORWARDED_ADMIN_CERT, hasAdminCert, registerAuth, nodeCredential, nodeEpoch, workerToken } from './auth.js';
 import { eventLoopSlicer, monoNow } from '../clock.js';
-import { bootstrapClusterId, incarnations, IncarnationGuard, probeBootstrap } from './incarnation.js';
+import { bootstrapClusterId, incarnations, IncarnationGuard, probeBootstrap, type PeerProbe } from './incarnation.js';
 import { unpack } from 'msgpackr';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -47,8 +59,8 @@ export interface ManagerOptions {
   /** How long a write waits for a leader before failing (ms). */
   leaderWaitMs?: number;
   log?: Logger;
-  /** Leader-only services (dispatcher, scheduler, monitors). */
-  orchestrator?: OrchestratorOptions;
+  /** Leader-only services: the dispatcher, placement and the node monitor. */
+  orchestrator?: LeaderServicesOptions;
   /** Allow privileged task specs and host mounts. */
   allowPrivileged?: boolean;
   /** Reach these peers at these addresses instead of their advertised ones (NAT, chaos proxies). */
@@ -79,11 +91,14 @@ export interface ConnectionLimits {
   maxTotal: number;
 }
 
+/** Options of the leader services (dispatcher.ts, controllers/). */
+export type LeaderServicesOptions = DispatcherOptions & PlacementOptions & NodeMonitorOptions;
+
 export const CONNECTION_LIMITS: ConnectionLimits = { idleTimeoutMs: 10_000, maxPerIp: 512, maxTotal: 4096 };
 
 const FORWARDED = 'x-flotilla-forwarded';
 
-export class Manager {
+export class Manager implements CommandProposer, ReadBarrier, LeaderForward, RouteTable {
   readonly id: NodeId;
   readonly addr: string;
   readonly state = new ClusterState();
@@ -93,7 +108,12 @@ export class Manager {
   /** Requests to other managers (and workers), over TLS when the cluster has it. */
   readonly link: Link;
   private transport!: PeerTransport;
-  orchestrator!: Orchestrator;
+  /** Starts and stops the leader services; fences their decisions by term. */
+  leadership!: Leadership;
+  /** Worker sessions (leader only). */
+  dispatcher!: Dispatcher;
+  /** The scheduler loop (leader only). */
+  placement!: Placement;
   /** Metrics, backups, cluster identity (ops.ts). */
   ops: Ops | null = null;
   private readonly log: Logger;
@@ -107,7 +127,7 @@ export class Manager {
   /** 'probing': a fresh store asking its bootstrap peers whether it is a wiped member (not in Raft yet). */
   private phase: 'probing' | 'running' = 'running';
   /** Extra route/upgrade handlers added by other modules (dispatcher, events, web). */
-  readonly upgrades = new Map<string, (req: http.IncomingMessage, socket: import('node:stream').Duplex, head: Buffer) => void>();
+  readonly upgrades = new Map<string, UpgradeHandler>();
   private staticHandler: ((req: http.IncomingMessage, res: http.ServerResponse) => boolean) | null = null;
 
   private constructor(
@@ -230,22 +250,12 @@ export class Manager {
     node.setTransport(m.transport);
     node.on('leader', (leader: NodeId | null, term: number) => {
       log.info(leader ? `leader is ${leader}` : 'no leader', { term });
-      m.onLeaderChange(leader, term);
+      m.leadership.onLeaderChange(leader, term);
     });
     node.on('fatal', (e: Error) => {
       log.error(`fatal: ${e.message}`);
     });
-    m.routes();
-    m.orchestrator = new Orchestrator(m, opts.secret, log, opts.orchestrator);
-    registerApi(m, m.orchestrator, {
-      workerToken: workerToken(opts.secret),
-      nodeAuth: (node) => nodeCredential(opts.secret, node, nodeEpoch(m.state)),
-      allowPrivileged: opts.allowPrivileged,
-    });
-    registerWeb(m);
-    registerOps(m, ops, log);
-    registerAuth(m, log);
-    registerJoin(m, { secret: opts.secret, caKey: opts.caKey }, log);
+    m.wire(ops, log);
     const [host, port] = splitAddr(opts.listen);
     m.server.on('upgrade', (req, socket, head) => {
       const path = new URL(req.url ?? '/', 'http://x').pathname;
@@ -265,7 +275,7 @@ export class Manager {
       // An empty store cannot tell a new cluster's first start from a wiped member's: ask the peers.
       m.phase = 'probing';
       try {
-        await probeBootstrap(m, {
+        await probeBootstrap(m.peerProbe({}), {
           peers: opts.bootstrap,
           dataDir: storage.path,
           storageId: storage.meta.storageId,
@@ -280,7 +290,7 @@ export class Manager {
       m.phase = 'running';
     }
     node.start();
-    m.guard = new IncarnationGuard(m, { storageId: () => storage.meta.storageId, clusterId: () => storage.meta.clusterId, dataDir: storage.path, log, learned: () => learned });
+    m.guard = new IncarnationGuard(m.peerProbe({ node, state: m.state, proposer: m }), { storageId: () => storage.meta.storageId, clusterId: () => storage.meta.clusterId, dataDir: storage.path, log, learned: () => learned });
     m.guard.start();
     m.promoteTimer = setInterval(() => void m.promoteLearners(), 100);
     m.promoteTimer.unref();
@@ -288,12 +298,71 @@ export class Manager {
     return m;
   }
 
+  /**
+   * Wires the leader services and the routes: each gets the ports it needs. Routes are
+   * registered in this order (the auth guard wraps the event stream's upgrade, so it comes
+   * after the API).
+   */
+  private wire(ops: Ops, log: Logger): void {
+    const o = this.opts.orchestrator ?? {};
+    const node = this.node;
+    const state = this.state;
+    const members: Membership = { id: this.id, addr: this.addr, members: () => node.members, leader: () => node.leader() };
+    const io = { routes: this, state, reads: this, writes: this, proposer: this };
+
+    // ---- leader services
+    const leadership = new Leadership({ id: this.id, proposer: this, log });
+    const lead = leadership;
+    const placement = new Placement({ state, lead }, o);
+    const dispatcher = new Dispatcher(
+      { routes: this, proposer: this, lead, state, members, secure: this.link.secure, secret: this.opts.secret, clusterId: () => ops.clusterId(), log, onRegistered: () => placement.kick() },
+      o,
+    );
+    const restarts = new Restarts({ state, lead });
+    const monitor = new NodeMonitor(
+      {
+        state,
+        lead,
+        heartbeats: dispatcher,
+        log,
+        onStall: (ms) => {
+          dispatcher.creditStall(ms);
+          restarts.creditStall(ms);
+        },
+      },
+      o,
+    );
+    // Later leader services (services, rolling updates) are added to this list.
+    leadership.add(dispatcher, monitor, restarts, placement, new Drain({ state, lead }));
+    this.leadership = leadership;
+    this.dispatcher = dispatcher;
+    this.placement = placement;
+
+    // ---- routes
+    registerKv({ ...io, appliedIndex: () => node.appliedIndex() });
+    this.routes();
+    registerApi(
+      { ...io, members, appliedIndex: () => node.appliedIndex(), link: this.link, unplaced: placement, heartbeats: dispatcher },
+      {
+        workerToken: workerToken(this.opts.secret),
+        nodeAuth: (n) => nodeCredential(this.opts.secret, n, nodeEpoch(state)),
+        allowPrivileged: this.opts.allowPrivileged,
+      },
+    );
+    registerWeb({ routes: this, members, state, reads: this, unplaced: placement, status: () => this.localStatus(), setStatic: (h) => this.setStatic(h) });
+    registerOps({ ...io, id: this.id, node, sessionCount: () => dispatcher.sessionCount() }, ops, log);
+    const ca = this.link.tls?.ca ?? null;
+    registerAuth({ ...io, tls: this.link.tls !== undefined, ca }, log);
+    registerJoin(io, { id: this.id, secret: this.opts.secret, caKey: this.opts.caKey, ca }, log);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.guard?.stop();
     if (this.promoteTimer) clearInterval(this.promoteTimer);
-    this.orchestrator?.close();
+    this.leadership?.close();
+    this.dispatcher?.close();
     await this.node.stop();
     this.trace?.close();
     await this.transport.close();
@@ -324,14 +393,16 @@ export class Manager {
     return getJson(addr, '/v1/status', timeoutMs, this.link);
   }
 
+  /** How this manager asks its peers for their status (incarnation.ts), with `extra` ports. */
+  private peerProbe<T extends object>(extra: T): T & PeerProbe {
+    return { ...extra, id: this.id, addr: this.addr, statusOf: (addr, ms) => this.statusOf(addr, ms), peerAddr: (id) => this.peerAddr(id) };
+  }
+
   setStatic(h: (req: http.IncomingMessage, res: http.ServerResponse) => boolean): void {
     this.staticHandler = h;
   }
 
   // ------------------------------------------------------------------ leadership
-
-  /** Hook for leader-only services (set by the orchestration layer). */
-  onLeaderChange: (leader: NodeId | null, term: number) => void = () => {};
 
   term(): number {
     return this.node.status().term;
@@ -524,43 +595,6 @@ export class Manager {
 
   private routes(): void {
     const r = this.router;
-    // ---- config store
-    r.on('PUT', '/v1/kv/*', async (ctx) => {
-      const key = checkKey(ctx.params['*']!);
-      const casRaw = ctx.query.get('cas');
-      let cas: number | undefined;
-      if (casRaw !== null) {
-        cas = Number(casRaw);
-        if (!Number.isInteger(cas) || cas < 0) throw new FlotillaError('bad_request', `Cannot write '${key}' as 'cas' must be a non-negative integer version, got '${casRaw}'`);
-      }
-      const value = (await ctx.body()).toString('utf8');
-      return this.onLeader(ctx, () =>
-        this.propose({ type: 'kv.put', key, value, cas, requestId: ctx.requestId, scope: callerScope(this.state, ctx.req) } as Command),
-      );
-    });
-    r.on('DELETE', '/v1/kv/*', async (ctx) => {
-      const key = checkKey(ctx.params['*']!);
-      const casRaw = ctx.query.get('cas');
-      const cas = casRaw === null ? undefined : Number(casRaw);
-      if (cas !== undefined && (!Number.isInteger(cas) || cas < 0)) throw new FlotillaError('bad_request', `Cannot delete '${key}' as 'cas' must be a non-negative integer version`);
-      return this.onLeader(ctx, () => this.propose({ type: 'kv.del', key, cas, requestId: ctx.requestId, scope: callerScope(this.state, ctx.req) } as Command));
-    });
-    r.on('GET', '/v1/kv/*', async (ctx) => {
-      const key = checkKey(ctx.params['*']!);
-      await this.readable(ctx);
-      const e = this.state.kvGet(key);
-      if (!e) throw new FlotillaError('not_found', `key '${key}' not found`);
-      return kvJson(e);
-    });
-    r.on('GET', '/v1/kv', async (ctx) => {
-      await this.readable(ctx);
-      const prefix = ctx.query.get('prefix') ?? '';
-      const req = parsePage(ctx.query, 'keys');
-      const all = this.state.kvList(prefix).filter((e) => !e.key.startsWith(RESERVED_KV_PREFIX));
-      const p = page(all, req, (e) => e.key, (e) => e.key.length + (typeof e.value === 'string' ? e.value.length : e.value.byteLength));
-      return { items: p.items.map(kvJson), index: this.node.appliedIndex(), ...(p.continue ? { continue: p.continue } : {}) };
-    });
-
     // ---- cluster
     r.on('GET', '/v1/status', () => this.localStatus());
     r.on('GET', '/v1/cluster', () => this.clusterStatus());
@@ -782,18 +816,6 @@ function checkPersisted(st: import('../raft/types.js').PersistedState): void {
   } catch (e) {
     throw new Error(`snapshot ${st.snapshot.meta.index} holds a state that cannot be loaded: ${(e as Error).message}`);
   }
-}
-
-function checkKey(key: string): string {
-  if (key.length === 0 || key.length > 512) throw new FlotillaError('bad_request', 'Cannot use the key as it must be 1–512 characters');
-  if (/[\u0000-\u001f]/.test(key)) throw new FlotillaError('bad_request', 'Cannot use the key as it contains control characters');
-  if (key.startsWith(RESERVED_KV_PREFIX)) throw new FlotillaError('bad_request', `Cannot use the key as the prefix '${RESERVED_KV_PREFIX}' is reserved for flotilla itself`);
-  return key;
-}
-
-function kvJson(e: { key: string; value: unknown; version: number; createVersion?: number }) {
-  const value = typeof e.value === 'string' ? e.value : Buffer.from(e.value as Uint8Array).toString('utf8');
-  return { key: e.key, value, version: e.version, createVersion: e.createVersion };
 }
 
 export function raftToFlotilla(e: unknown): FlotillaError {
