@@ -14,7 +14,6 @@ import { createReadStream, existsSync, statSync } from 'node:fs';
 import { dirname, extname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { taskView, type UnplacedReasons } from './api.js';
-import { send } from './http.js';
 import type { Membership, ReadBarrier, RouteTable, StateView } from './ports.js';
 import { registerCors } from './cors.js';
 import { FlotillaError } from '../protocol/errors.js';
