@@ -5,7 +5,7 @@
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { FlotillaError } from '../protocol/errors.js';
-import { readProcStat } from './drivers/process.js';
+import { readProcStat } from './drivers/proc.js';
 
 /** Locks held by this process (a second agent on the same dir in one process is refused too). */
 const lockedDirs = new Set<string>();
