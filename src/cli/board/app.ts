@@ -8,8 +8,9 @@ import { FlotillaClient } from '../../client/client.js';
 import { monoNow } from '../../clock.js';
 import { ago, upDir } from '../util.js';
 import { askKill, askRestart, errMsg, processLines, upProcesses, upRecord, type ActionHost } from './actions.js';
-import { arr, describeEvent, MAX_ROWS, normalizeCluster, normalizeNodes, normalizeTasks, num, obj, str, taskMatches, type ClusterInfo, type EventLine, type NodeRow, type TaskRow } from './data.js';
+import { arr, MAX_ROWS, normalizeCluster, normalizeNodes, normalizeTasks, obj, str, taskMatches, type ClusterInfo, type EventLine, type NodeRow, type TaskRow } from './data.js';
 import { boardLayout } from './layout.js';
+import { EVENT_LIMIT, EventStream } from './stream.js';
 import { nodeDetailSections, safeJson, taskDetailSections, drawDetails, type DetailSection, type Loaded } from './panes/details.js';
 import { footerContent } from './panes/footer.js';
 import { drawHelp, hasLeader, HELP_TEXT, renderHeader } from './panes/header.js';
@@ -48,7 +49,6 @@ interface Libs {
   WebSocket: typeof WebSocket;
 }
 
-const EVENT_LIMIT = 200;
 const TASK_EVENT_LIMIT = 100;
 const LOG_TAIL = 200;
 
@@ -104,14 +104,7 @@ export class Board {
   private lastTaskRows = 6;
 
   // events stream
-  private ws: WebSocket | null = null;
-  private wsAddr: string | null = null;
-  private wsManager: string | null = null;
-  private wsOpen = false;
-  private wsNext = 0;
-  private lastSeq = 0;
-  private lastFrameAt = 0;
-  private wsTimer: NodeJS.Timeout | null = null;
+  private readonly stream: EventStream;
 
   private timers: NodeJS.Timeout[] = [];
   private refreshSoon: NodeJS.Timeout | null = null;
@@ -133,6 +126,14 @@ export class Board {
         this.scheduleRender();
       },
     });
+    this.stream = new EventStream(this.client, libs.WebSocket, {
+      closed: () => this.closed,
+      addEvent: (e) => this.addEvent(e),
+      noteTaskEvent: (id, e) => this.noteTaskEvent(id, e),
+      refresh: () => this.refresh(),
+      refreshAfterEvent: () => this.refreshAfterEvent(),
+      scheduleRender: () => this.scheduleRender(),
+    });
   }
 
   run(): Promise<void> {
@@ -140,7 +141,7 @@ export class Board {
       this.done = resolve;
       this.setup();
       this.refresh();
-      this.connectEvents();
+      this.stream.connect();
       this.timers.push(setInterval(() => this.refresh(), this.opts.intervalMs));
       this.timers.push(setInterval(() => this.tick(), 1000));
     });
@@ -263,104 +264,11 @@ export class Board {
 
   private tick(): void {
     if (this.closed) return;
-    // A silent event stream (a paused manager) is dropped after 40 s; the server pings every 15 s.
-    if (this.ws && this.wsOpen && monoNow() - this.lastFrameAt > 40_000) this.ws.terminate();
+    this.stream.dropIfSilent();
     this.scheduleRender();
   }
 
   // ---- event stream
-
-  private connectEvents(): void {
-    if (this.closed) return;
-    const managers = this.client.managers;
-    // Start with the manager the HTTP client uses, then go round.
-    const cur = managers.indexOf(this.client.current());
-    const addr = managers[(Math.max(0, cur) + this.wsNext) % managers.length]!;
-    this.wsAddr = addr;
-    this.wsOpen = false;
-    let ws: WebSocket;
-    try {
-      ws = new this.libs.WebSocket(this.client.url(addr, `/v1/events?since=${this.lastSeq}`, true), { handshakeTimeout: 2000, maxPayload: 4 * 1024 * 1024, ...this.client.wsOptions() });
-    } catch (e) {
-      this.addEvent({ at: Date.now(), text: `events: cannot connect to ${addr}: ${errMsg(e)}`, color: 'red-fg' });
-      this.wsNext++;
-      this.wsTimer = setTimeout(() => this.connectEvents(), 1000);
-      return;
-    }
-    this.ws = ws;
-    ws.on('open', () => {
-      this.wsOpen = true;
-      this.lastFrameAt = monoNow();
-      this.wsNext = 0;
-      this.scheduleRender();
-    });
-    ws.on('ping', () => {
-      this.lastFrameAt = monoNow();
-    });
-    ws.on('message', (data: WebSocket.RawData) => {
-      this.lastFrameAt = monoNow();
-      let frame: unknown;
-      try {
-        frame = JSON.parse(data.toString());
-      } catch {
-        return;
-      }
-      try {
-        this.onFrame(frame, addr);
-      } catch (e) {
-        this.addEvent({ at: Date.now(), text: `events: bad frame: ${errMsg(e)}`, color: 'red-fg' });
-      }
-    });
-    ws.on('error', () => {});
-    ws.on('close', () => {
-      if (this.ws !== ws) return;
-      const wasOpen = this.wsOpen;
-      this.ws = null;
-      this.wsOpen = false;
-      this.wsManager = null;
-      if (this.closed) return;
-      if (wasOpen) this.addEvent({ at: Date.now(), text: `events: lost the stream from ${addr}; reconnecting`, color: 'yellow-fg' });
-      this.wsNext++;
-      this.refresh();
-      this.wsTimer = setTimeout(() => this.connectEvents(), wasOpen ? 200 : 700);
-      this.scheduleRender();
-    });
-  }
-
-  private onFrame(frame: unknown, addr: string): void {
-    const f = obj(frame);
-    if (f.kind === 'hello') {
-      this.wsManager = str(f.manager) || addr;
-      this.addEvent({ at: Date.now(), text: `events: streaming from ${this.wsManager} (${addr})`, color: 'gray-fg' });
-      return;
-    }
-    if (f.kind === 'reset') {
-      const last = num(f.lastSeq);
-      const oldest = num(f.oldestSeq);
-      if (last !== null && oldest !== null && this.lastSeq < oldest - 1) {
-        // We fell out of the ring (or this is the first connect to a long-lived cluster):
-        // resume from the last ~200 events that still exist.
-        this.lastSeq = Math.max(0, oldest - 1, last - EVENT_LIMIT);
-        this.addEvent(describeEvent(f)!);
-        this.ws?.close();
-      }
-      // Otherwise this manager is behind us: its events up to lastSeq are skipped as duplicates.
-      this.refreshAfterEvent();
-      return;
-    }
-    const seq = num(f.seq);
-    if (seq !== null) {
-      if (seq <= this.lastSeq) return;
-      this.lastSeq = seq;
-    }
-    const line = describeEvent(f);
-    if (line) {
-      this.addEvent(line);
-      const tid = typeof f.type === 'string' && f.type.startsWith('task.') ? str(obj(f.task).id) : '';
-      if (tid) this.noteTaskEvent(tid, line);
-    }
-    this.refreshAfterEvent();
-  }
 
   private noteTaskEvent(id: string, e: EventLine): void {
     let list = this.taskEvents.get(id);
@@ -766,14 +674,14 @@ export class Board {
     // The header wants a wall time: now, less how long ago (monotonic) the oldest stale read was.
     const staleSince = oldest.length > 0 ? now - (mono - Math.min(...oldest)) : null;
     const waiting = this.waitingSince > 0 && (this.inflight.cluster || this.inflight.nodes || this.inflight.tasks);
-    const reconnecting = this.clusterErr !== null || !this.wsOpen || waiting;
+    const reconnecting = this.clusterErr !== null || !this.stream.open || waiting;
     let problem: string | null = null;
     if (this.clusterErr) problem = `no manager answers (${this.clusterErr}); reconnecting`;
     else if (this.tasksErr || this.nodesErr) problem = `cannot read ${this.tasksErr ? 'tasks' : 'nodes'}: ${this.tasksErr ?? this.nodesErr}`;
-    else if (!this.wsOpen) problem = `event stream disconnected; reconnecting to ${this.wsAddr ?? '?'}`;
+    else if (!this.stream.open) problem = `event stream disconnected; reconnecting to ${this.stream.addr ?? '?'}`;
     if (this.clusterAt === 0 && !this.clusterErr) problem = 'connecting…';
     const [h1, h2] = renderHeader(
-      { now, cluster: this.cluster, clusterAt: this.clusterAt, via: this.client.current(), reconnecting, problem, eventsFrom: this.wsOpen ? this.wsManager : null, nodes: this.nodes, tasks: this.tasks, staleSince },
+      { now, cluster: this.cluster, clusterAt: this.clusterAt, via: this.client.current(), reconnecting, problem, eventsFrom: this.stream.open ? this.stream.manager : null, nodes: this.nodes, tasks: this.tasks, staleSince },
       W,
       this.g,
     );
@@ -787,10 +695,7 @@ export class Board {
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
     if (this.refreshSoon) clearTimeout(this.refreshSoon);
-    if (this.wsTimer) clearTimeout(this.wsTimer);
-    try {
-      this.ws?.terminate();
-    } catch {}
+    this.stream.close();
     try {
       this.screen.destroy();
     } catch {}
