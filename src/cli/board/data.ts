@@ -2,23 +2,14 @@
 // untrusted shape), and event frames turned into lines for the events pane.
 // =============================================================================================
 // Normalized data (everything the API sends is treated as untrusted shape)
+import type { ClusterStatus, ManagerRow as ApiManagerRow } from '../../protocol/api.js';
 import { sanitize } from './text.js';
 
-export interface ManagerRow {
-  id: string;
-  addr: string;
-  role: string;
-  voter: boolean;
-  term: number | null;
-  commitIndex: number | null;
-  appliedIndex: number | null;
-  lag: number | null;
-  lastContactMs: number | null;
-  healthy: boolean;
-}
+/** A manager row: the fields of GET /v1/cluster's managers the board shows. */
+export type ManagerRow = Omit<ApiManagerRow, 'lastIndex' | 'wiped'>;
 
-export interface ClusterInfo {
-  leader: string | null;
+/** GET /v1/cluster as the board keeps it (term null when the answer had none). */
+export interface ClusterInfo extends Pick<ClusterStatus, 'leader'> {
   term: number | null;
   managers: ManagerRow[];
 }
