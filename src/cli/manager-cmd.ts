@@ -170,7 +170,7 @@ Examples:
           orchestrator: { heartbeatMs: workerHeartbeatMs, nodeGraceMs, failoverGraceMs, strategy: flags.strategy },
         });
         // SIGINT/SIGTERM/SIGHUP (or output/parent gone): a bounded clean stop; twice: at once.
-        const { nodeShutdown } = await import('./signals.js');
+        const { nodeShutdown } = await import('../signals.js');
         nodeShutdown({ close: () => m.close(), say: (msg) => log.info(msg) });
         m.node.on('fatal', () => process.exit(1));
       }),

@@ -25,7 +25,7 @@ import type { Command } from 'commander';
 import { FlotillaClient } from '../client/client.js';
 import { monoNow } from '../clock.js';
 import { action, parseIntFlag, UsageError } from './util.js';
-import { REPEAT_MS } from './signals.js';
+import { REPEAT_MS } from '../signals.js';
 
 interface UpFlags {
   managers: string;
