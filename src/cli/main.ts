@@ -15,7 +15,7 @@ import { setContextFlag } from './config.js';
 import { registerContextCommands } from './context-cmd.js';
 import { registerCompletion } from './completion-cmd.js';
 import { registerInit } from './init-cmd.js';
-import { quietOnClosedOutput } from './signals.js';
+import { quietOnClosedOutput } from '../signals.js';
 
 // `flotilla … | head`: when the reader goes away, end quietly with status 0 (no EPIPE trace).
 quietOnClosedOutput();

@@ -9,47 +9,7 @@ import { action, ago, clientFor, table, UsageError } from './util.js';
 import { formatLabels, matches, parseSelectors } from './selector.js';
 import { shellJoin, shellWord } from './quote.js';
 import { monoNow } from '../clock.js';
-
-interface TaskView {
-  id: string;
-  name: string;
-  state: string;
-  desired: string;
-  node: string | null;
-  reason: string;
-  detail: string;
-  restarts: number;
-  attempt: number;
-  createdAt: number;
-  updatedAt: number;
-  exitCode?: number;
-  pendingReason?: string;
-  spec: {
-    driver: string;
-    containers: { name: string; image?: string; command: string[]; args?: string[]; env?: Record<string, string>; ports?: { container: number; host?: number; protocol: string }[]; workdir?: string }[];
-    resources: { cpu: number; memory: number };
-    labels?: Record<string, string>;
-    mounts?: { source: string; target: string; readonly: boolean }[];
-    constraints?: string[];
-    restart?: { policy: string; maxAttempts: number };
-    privileged?: boolean;
-  };
-  history: { state: string; reason: string; at: number; node: string | null; attempt: number }[];
-}
-
-interface NodeView {
-  id: string;
-  addr?: string;
-  status: string;
-  statusReason: string;
-  availability: string;
-  labels: Record<string, string>;
-  drivers: string[];
-  resources: { cpu: number; memory: number };
-  usage: { cpu: number; memory: number; tasks: number };
-  lastHeartbeat: number;
-  heartbeatAgeMs: number | null;
-}
+import type { NodeView, TaskView } from '../protocol/api.js';
 
 type Format = 'table' | 'wide' | 'json' | 'yaml';
 function format(o: string | undefined, allowed: Format[] = ['table', 'wide', 'json', 'yaml']): Format {
