@@ -186,6 +186,8 @@ export interface LocalStatus {
   members: Record<string, string>;
   uptimeMs: number;
   progress: Record<string, PeerProgress>;
+  /** Leader only: ms since it last heard from each peer, measured when it answered. */
+  contactMs?: Record<string, number>;
   clusterId: string | null;
   storageId: string;
   /** Storage ids of the managers of this cluster, as recorded in the replicated state. */
@@ -208,6 +210,7 @@ export interface ManagerRow {
   appliedIndex: number | null;
   lastIndex: number | null;
   lag: number | null;
+  /** Ms since the leader last heard from this manager (0 for the leader itself); null if unknown. */
   lastContactMs: number | null;
   healthy: boolean;
   /** Set when the manager came back with an empty data directory. */
