@@ -397,6 +397,21 @@ describe('rolling update, stop-first', () => {
     const p2 = sim2.plan();
     expect(p2.decisions.filter((d) => d.kind === 'stop')).toEqual([]);
   });
+
+  it('counts a slot that is down but up to date against the bound', () => {
+    const sim = new Sim(4, { parallelism: 2 });
+    sim.run();
+    const v2 = sim.update('ok');
+    // Slot 4 already runs the target (from before this update) but is not ready: 3 of 4 ready,
+    // at least 2 must stay ready, so this batch may stop only one ready task.
+    const t4 = sim.live().find((t) => t.slot === 4)!;
+    t4.version = v2;
+    t4.ready = false;
+    const stops = sim.plan().decisions.filter((d) => d.kind === 'stop');
+    expect(stops.length).toBe(1);
+    sim.apply(sim.plan().decisions);
+    expect(sim.readySlots()).toBe(2);
+  });
 });
 
 describe('rolling update, start-first', () => {
