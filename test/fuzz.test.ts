@@ -27,7 +27,7 @@ import {
 } from '../src/raft/codec.js';
 import type { Message, MessageType } from '../src/raft/types.js';
 import { decodeSessionFrame as workerDecode, encodeSessionFrame as workerEncode, parseManagerMessage } from '../src/protocol/frames.js';
-import { workerToken } from '../src/manager/orchestrator.js';
+import { workerToken } from '../src/manager/auth.js';
 import { decodeSessionFrame as managerDecode, encodeSessionFrame as managerEncode } from '../src/protocol/frames.js';
 import { MAX_SESSION_FRAME, type ManagerToWorker } from '../src/protocol/session.js';
 import { checkJoin } from '../src/manager/auth.js';
