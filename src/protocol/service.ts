@@ -88,6 +88,41 @@ export interface ServiceSpec {
   template: ServiceTemplate;
 }
 
+// The state of a service's rolling update (replicated in the service record).
+
+export type UpdateState =
+  /** No update has run since the service was created. */
+  | 'none'
+  | 'updating'
+  /** A failed update that stopped where it was (failureAction pause, or no previous template). */
+  | 'paused'
+  | 'completed'
+  | 'rolling_back'
+  /** A rollback that failed too; stopped where it was. */
+  | 'rollback_paused'
+  | 'rolled_back';
+
+export const ACTIVE_UPDATE_STATES: ReadonlySet<UpdateState> = new Set<UpdateState>(['updating', 'rolling_back']);
+
+/** The update (or rollback) a service is in, or was in last: replicated in the service record. */
+export interface UpdateStatus {
+  state: UpdateState;
+  /** The version the update moves to (the service's current version while it runs). */
+  target: number;
+  /** The version it moves away from (null for a new service). */
+  from: number | null;
+  /** When it started (leader wall time in the command). */
+  startedAt: number;
+  /** Log index of the command that started it: tasks created after it are the update's own. */
+  startIndex: number;
+  /** Batches started so far. */
+  batches: number;
+  /** Human-readable progress or the reason it paused / rolled back. */
+  message: string;
+  /** When this status was last changed. */
+  updatedAt: number;
+}
+
 export const MAX_REPLICAS = 1000;
 
 export const DEFAULT_UPDATE_POLICY: Readonly<UpdatePolicy> = Object.freeze({

@@ -42,44 +42,13 @@
 //
 // Pure module: no IO, no clocks (time comes in as `now`), no randomness.
 
-import type { UpdatePolicy } from '../../protocol/service.js';
-import { slotName } from '../../protocol/service.js';
+import type { UpdatePolicy, UpdateStatus } from '../../protocol/service.js';
+import { ACTIVE_UPDATE_STATES, slotName } from '../../protocol/service.js';
+
+export { ACTIVE_UPDATE_STATES, type UpdateState, type UpdateStatus } from '../../protocol/service.js';
 
 // =============================================================================================
 // Inputs
-
-export type UpdateState =
-  /** No update has run since the service was created. */
-  | 'none'
-  | 'updating'
-  /** A failed update that stopped where it was (failureAction pause, or no previous template). */
-  | 'paused'
-  | 'completed'
-  | 'rolling_back'
-  /** A rollback that failed too; stopped where it was. */
-  | 'rollback_paused'
-  | 'rolled_back';
-
-export const ACTIVE_UPDATE_STATES: ReadonlySet<UpdateState> = new Set<UpdateState>(['updating', 'rolling_back']);
-
-/** The update (or rollback) a service is in, or was in last: replicated in the service record. */
-export interface UpdateStatus {
-  state: UpdateState;
-  /** The version the update moves to (the service's current version while it runs). */
-  target: number;
-  /** The version it moves away from (null for a new service). */
-  from: number | null;
-  /** When it started (leader wall time in the command). */
-  startedAt: number;
-  /** Log index of the command that started it: tasks created after it are the update's own. */
-  startIndex: number;
-  /** Batches started so far. */
-  batches: number;
-  /** Human-readable progress or the reason it paused / rolled back. */
-  message: string;
-  /** When this status was last changed. */
-  updatedAt: number;
-}
 
 /** What the planner needs of a service record. */
 export interface ServiceView {
