@@ -487,7 +487,7 @@ export class ClusterState {
       nodes: this.nodes.image(),
       pending,
       requests,
-      services: this.services.image(),
+      ...(this.services.size > 0 ? { services: this.services.image() } : {}),
       tasks,
       v: 1,
     };

@@ -38,7 +38,8 @@ export interface SnapshotImage {
   nodes: NodeInfo[];
   pending: string[];
   requests: [string, RequestRecord][];
-  services: Service[];
+  /** Absent when there are none: a state without services snapshots to the bytes it always did. */
+  services?: Service[];
   tasks: Task[];
   v: 1;
 }
