@@ -186,6 +186,29 @@ describe("the controller's task decisions", () => {
     expect(r.err({ type: 'service.remove', name: 'web', at: 2300 }).code).toBe('not_found');
   });
 
+  it("finds a service's tasks without a scan, also after a restore and after a task is removed", () => {
+    const r = created();
+    task(r, 1);
+    task(r, 2);
+    r.ok({ type: 'task.create', id: 'plain', spec: { ...svcSpec().template.task, name: 'plain' }, at: 2000 });
+    expect(r.state.serviceTasks('web').map((t) => t.id)).toEqual(['web.1.a', 'web.2.a']);
+    expect(r.state.serviceTaskOwners()).toEqual(['web']);
+    const copy = new Replica(ClusterState.restore(r.state.snapshot()));
+    expect(copy.state.serviceTasks('web').map((t) => t.id)).toEqual(['web.1.a', 'web.2.a']);
+    // A user's task.remove of a finished service task is noticed; a plain task reusing the id is not the service's.
+    r.ok({ type: 'task.stop', id: 'web.2.a', at: 2100 });
+    r.ok({ type: 'task.remove', id: 'web.2.a', at: 2200 });
+    r.ok({ type: 'task.create', id: 'web.2.a', spec: { ...svcSpec().template.task, name: 'imposter' }, at: 2300 });
+    expect(r.state.serviceTasks('web').map((t) => t.id)).toEqual(['web.1.a']);
+    // A removed service's tasks are still found by its name until they are gone.
+    r.ok({ type: 'service.remove', name: 'web', at: 2400 });
+    expect(r.state.serviceTaskOwners()).toEqual(['web']);
+    expect(r.state.serviceTasks('web').map((t) => t.desired)).toEqual(['shutdown']);
+    r.ok({ type: 'service.removeTask', taskId: 'web.1.a', term: 1, at: 2500 });
+    expect(r.state.serviceTasks('web')).toEqual([]);
+    expect(r.state.serviceTaskOwners()).toEqual([]);
+  });
+
   it('emits service events', () => {
     const r = new Replica();
     const seen: string[] = [];

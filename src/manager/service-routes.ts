@@ -25,7 +25,7 @@ export interface ServiceRouteOptions {
 
 /** A service as the API answers it: the record and its replicas' counts. */
 export function serviceInfo(state: StateView, s: Service): ServiceInfo {
-  const tasks = state.listTasks({ service: s.name });
+  const tasks = state.serviceTasks(s.name);
   const slots = (pred: (t: Task) => boolean): number =>
     new Set(tasks.filter((t) => t.service!.slot <= s.spec.replicas && isLiveTask(t) && pred(t)).map((t) => t.service!.slot)).size;
   const nodeReady = (id: string | null): boolean => id !== null && state.getNode(id)?.status === 'ready';
@@ -82,7 +82,7 @@ export function registerServices(d: ServiceRouteDeps, opts: ServiceRouteOptions 
     const s = find(ctx.params.name!);
     const all = ctx.query.get('all') === 'true';
     const tasks = d.state
-      .listTasks({ service: s.name })
+      .serviceTasks(s.name)
       .filter((t) => all || t.desired === 'running' || !['stopped', 'succeeded', 'failed', 'lost'].includes(t.state))
       .sort((a, b) => a.service!.slot - b.service!.slot || a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1))
       .map((t) => taskView(d.unplaced, t));

@@ -393,6 +393,16 @@ export class ClusterState {
     return this.services.list();
   }
 
+  /** The tasks of a service (or of a removed service whose tasks are still there), by id. */
+  serviceTasks(name: string): Task[] {
+    return this.services.tasksOf(name);
+  }
+
+  /** Names that have service tasks: services, and removed services whose tasks remain. */
+  serviceTaskOwners(): string[] {
+    return this.services.taskOwners();
+  }
+
   getNode(id: string): NodeInfo | undefined {
     return this.nodes.get(id);
   }
@@ -532,7 +542,7 @@ export class ClusterState {
     const kv = KvStore.restore(this.log, this.quota, data.kv, data.requests, kvBytes);
     const tasks = TaskTable.restore(this.log, this.quota, data.tasks, data.pending);
     // Snapshots written before services have none.
-    const services = ServiceTable.restore(this.log, this.quota, () => this.tasks, data.services);
+    const services = ServiceTable.restore(this.log, this.quota, () => this.tasks, data.services, data.tasks);
     this.services = services;
     this.nodes = nodes;
     this.kv = kv;

@@ -147,17 +147,11 @@ export class Services implements LeaderService {
     if (this.d.lead.term() === null || !this.d.lead.caughtUp()) return;
     const now = wallNow();
     const nodeReady = (id: string): boolean => this.d.state.getNode(id)?.status === 'ready';
-    const byService = new Map<string, Task[]>();
-    for (const t of this.d.state.listTasks()) {
-      if (t.service === undefined) continue;
-      let list = byService.get(t.service.name);
-      if (list === undefined) byService.set(t.service.name, (list = []));
-      list.push(t);
-    }
+    const owners = new Set(this.d.state.serviceTaskOwners());
     let wake = Infinity;
     for (const s of this.d.state.listServices()) {
-      const tasks = byService.get(s.name) ?? [];
-      byService.delete(s.name);
+      const tasks = this.d.state.serviceTasks(s.name);
+      owners.delete(s.name);
       if (this.inflight.has(s.name)) continue;
       const view = serviceView(s);
       const plan = planService(
@@ -169,7 +163,7 @@ export class Services implements LeaderService {
       if (plan.decisions.length > 0) this.propose(s.name, (term) => decisionCommands(view, plan.decisions, term, wallNow()));
     }
     // What is left belongs to removed services: remove each task once it has ended.
-    const orphans = [...byService.values()].flat().filter((t) => isTerminal(t.state) && t.nextRestartAt === undefined && !(t.state === 'lost' && t.desired === 'running'));
+    const orphans = [...owners].flatMap((n) => this.d.state.serviceTasks(n)).filter((t) => isTerminal(t.state) && t.nextRestartAt === undefined && !(t.state === 'lost' && t.desired === 'running'));
     if (orphans.length > 0 && !this.inflight.has('')) {
       this.propose('', (term) => orphans.map((t): SingleCommand => ({ type: 'service.removeTask', taskId: t.id, term, at: wallNow() })));
     }

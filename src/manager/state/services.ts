@@ -80,6 +80,11 @@ export function summarizeService(s: Service): ServiceSummary {
 
 export class ServiceTable {
   private services = new Map<string, Service>();
+  /**
+   * Task ids by service name (a removed service's too, until its tasks are gone): the tasks of
+   * a service without a scan of all tasks. Derived data, pruned as tasks go (any `task.remove`).
+   */
+  private byService = new Map<string, Set<string>>();
 
   constructor(
     private readonly log: EventLog,
@@ -88,8 +93,9 @@ export class ServiceTable {
     private readonly tasks: () => TaskTable,
   ) {}
 
-  static restore(log: EventLog, quota: QuotaGuard, tasks: () => TaskTable, services: Service[] | undefined): ServiceTable {
+  static restore(log: EventLog, quota: QuotaGuard, tasks: () => TaskTable, services: Service[] | undefined, taskList: readonly Task[]): ServiceTable {
     const table = new ServiceTable(log, quota, tasks);
+    for (const t of taskList) if (t.service !== undefined) table.index(t.service.name, t.id);
     for (const s of services ?? []) {
       if (typeof s !== 'object' || s === null || typeof s.name !== 'string' || typeof s.templateVersion !== 'number') {
         throw new FlotillaError('bad_request', 'Cannot restore state as a service record is malformed');
@@ -114,6 +120,31 @@ export class ServiceTable {
 
   image(): Service[] {
     return this.list();
+  }
+
+  /** The tasks of service `name` (or of a removed service of that name), sorted by id. */
+  tasksOf(name: string): Task[] {
+    const ids = this.byService.get(name);
+    if (ids === undefined) return [];
+    const out: Task[] = [];
+    for (const id of ids) {
+      const t = this.tasks().get(id);
+      if (t === undefined || t.service?.name !== name) ids.delete(id);
+      else out.push(t);
+    }
+    if (ids.size === 0) this.byService.delete(name);
+    return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  /** Names that have tasks: services, and removed services whose tasks are still there. */
+  taskOwners(): string[] {
+    return [...this.byService.keys()].sort();
+  }
+
+  private index(name: string, id: string): void {
+    let ids = this.byService.get(name);
+    if (ids === undefined) this.byService.set(name, (ids = new Set()));
+    ids.add(id);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -227,7 +258,7 @@ export class ServiceTable {
     const cur = this.services.get(cmd.name);
     if (cur === undefined) return notFound('remove', cmd.name);
     const stopping: string[] = [];
-    for (const t of this.tasks().list({ service: cmd.name })) {
+    for (const t of this.tasksOf(cmd.name)) {
       if (t.desired === 'running') {
         this.tasks().stop({ type: 'task.stop', id: t.id, at: cmd.at, reason: `service ${cmd.name} removed` });
         if (!isTerminal(this.tasks().get(t.id)!.state)) stopping.push(t.id);
@@ -257,17 +288,17 @@ export class ServiceTable {
     const what = `Cannot create task ${cmd.name}.${cmd.slot}`;
     if (cmd.version !== cur.templateVersion) return fail('conflict', `${what} of version ${cmd.version} as the service is on version ${cur.templateVersion}`);
     if (cmd.slot > cur.spec.replicas) return fail('conflict', `${what} as the service has ${cur.spec.replicas} replicas`);
-    const inSlot = this.tasks()
-      .list({ service: cmd.name })
-      .filter((t) => t.service!.slot === cmd.slot);
+    const inSlot = this.tasksOf(cmd.name).filter((t) => t.service!.slot === cmd.slot);
     const blocker = cmd.exclusive
       ? inSlot.find((t) => isLiveTask(t) || isStoppingTask(t))
       : inSlot.find((t) => isLiveTask(t) && t.service!.version === cmd.version);
     if (blocker !== undefined) return fail('conflict', `${what} as the slot has task '${blocker.id}' (${blocker.state})`);
-    return this.tasks().create(
+    const created = this.tasks().create(
       { type: 'task.create', id: cmd.id, spec: cur.spec.template.task, at: cmd.at, ...(cmd.quota !== undefined ? { quota: cmd.quota } : {}) },
       { name: cmd.name, slot: cmd.slot, version: cmd.version },
     );
+    if (created.ok) this.index(cmd.name, cmd.id);
+    return created;
   }
 
   stopTask(cmd: ServiceStopTaskCommand): ApplyResult<Task> {
