@@ -82,6 +82,22 @@ describe('services (real managers and workers)', () => {
     const paths = ((err as { details?: { path: string }[] }).details ?? []).map((d) => d.path).sort();
     expect(paths).toEqual(['replicas', 'update.order']);
     expect((await client.get<{ services: ServiceInfo[] }>('/v1/services')).services).toEqual([]);
+
+    // On an existing service (no replicas, so no tasks): bad updates change nothing.
+    const probe = await client.post<ServiceInfo>('/v1/services', webSpec({ name: 'probe', replicas: 0 }));
+    const fail = (p: Promise<unknown>) => p.then(() => null, (e: unknown) => e as { code: string; httpStatus: number; details?: { path: string }[] });
+    expect(await fail(client.put('/v1/services/probe', JSON.stringify(webSpec({ name: 'probe', containers: [] }))))).toMatchObject({ httpStatus: 400, details: [{ path: 'containers' }] });
+    expect(await fail(client.put('/v1/services/probe', JSON.stringify(webSpec({ name: 'other' }))))).toMatchObject({ httpStatus: 400, details: [{ path: 'name' }] });
+    expect(await fail(client.post('/v1/services/probe/scale', { replicas: -1 }))).toMatchObject({ httpStatus: 400, details: [{ path: 'replicas' }] });
+    expect(await fail(client.post('/v1/services/probe/rollback'))).toMatchObject({ httpStatus: 409 });
+    expect(await fail(client.post('/v1/services', webSpec({ name: 'probe' })))).toMatchObject({ httpStatus: 409 });
+    expect(await fail(client.put('/v1/services/nope', JSON.stringify(webSpec({ name: 'nope' }))))).toMatchObject({ httpStatus: 404 });
+    expect(await fail(client.post('/v1/services/nope/scale', { replicas: 1 }))).toMatchObject({ httpStatus: 404 });
+    expect(await fail(client.delete('/v1/services/nope'))).toMatchObject({ httpStatus: 404 });
+    const still = await client.get<ServiceInfo>('/v1/services/probe');
+    expect(still).toMatchObject({ replicas: 0, templateVersion: 1, version: probe.version, update: { state: 'none' } });
+    await client.delete('/v1/services/probe');
+    expect((await client.get<{ services: ServiceInfo[] }>('/v1/services')).services).toEqual([]);
   });
 
   it('runs 4 replicas, scales to 2 (slots 3 and 4 stop), survives a worker SIGKILL, rolls back a failing update', async () => {
