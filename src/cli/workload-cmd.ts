@@ -366,6 +366,8 @@ function describeEvent(e: Record<string, any>): string {
       return `${t} #${e.seq} kv          ${e.key} = @${e.version}`;
     case 'kv.deleted':
       return `${t} #${e.seq} kv          ${e.key} deleted`;
+    case 'service.updated':
+      return `${t} #${e.seq} service     ${e.service.name} ${e.change}: ${e.service.replicas} replicas, version ${e.service.templateVersion}${e.service.update.state !== 'none' ? `, ${e.service.update.state}${e.service.update.message ? ` (${e.service.update.message})` : ''}` : ''}`;
     default:
       return `${t} #${e.seq} ${e.type}`;
   }

@@ -38,6 +38,7 @@ import { errorInfo, FlotillaError, type ErrorInfo } from '../protocol/errors.js'
 import { formatBytes } from '../protocol/spec.js';
 import { decodeCommand, isPlainObject } from './state/codec.js';
 import { validateCommand, type ClusterLeaderCommand, type Command, type KvPutCommand, type SingleCommand, type TaskCreateCommand } from './state/commands.js';
+import type { ServiceCreateCommand, ServiceTaskCommand } from './state/service-commands.js';
 import { EventLog, type EventListener, type EventsPage } from './state/events.js';
 import { KvStore } from './state/kv.js';
 import {
@@ -59,6 +60,7 @@ import {
 import { NodeTable } from './state/nodes.js';
 import { parseSnapshot, parseSnapshotWhole, SnapshotWriter, WHOLE, type SnapshotData, type SnapshotImage, type Slicer } from './state/snapshot.js';
 import { TaskTable } from './state/tasks.js';
+import { SERVICE_BYTES_ESTIMATE, ServiceTable, type Service } from './state/services.js';
 
 export {
   DEFAULT_EVENT_CAPACITY,
@@ -84,6 +86,7 @@ export {
   type Task,
   type TaskFilter,
   type TaskHistoryEntry,
+  type TaskServiceRef,
   type TaskState,
 } from './state/model.js';
 export {
@@ -121,6 +124,20 @@ export {
 export { canonicalJson, decodeCommand, encodeCommand, fromBase64, MAX_COMMAND_BYTES, toBase64 } from './state/codec.js';
 export type { ClusterEvent, EventBody, EventsPage, EventType, TaskSummary } from './state/events.js';
 export { planRestart, restartBackoff } from './state/tasks.js';
+export { isLiveTask, isStoppingTask, SERVICE_BYTES_ESTIMATE, type Service } from './state/services.js';
+export type {
+  ServiceCommand,
+  ServiceCreateCommand,
+  ServiceProgressCommand,
+  ServiceRemoveCommand,
+  ServiceRemoveTaskCommand,
+  ServiceRollbackCommand,
+  ServiceScaleCommand,
+  ServiceStopTaskCommand,
+  ServiceTaskCommand,
+  ServiceUpdateCommand,
+} from './state/service-commands.js';
+export type { ServiceSummary } from './state/events.js';
 export type { Slicer } from './state/snapshot.js';
 
 export interface ClusterStateOptions {
@@ -134,6 +151,7 @@ export class ClusterState {
   private nodes: NodeTable;
   private tasks: TaskTable;
   private kv: KvStore;
+  private services: ServiceTable;
   private leaderInfo: LeaderInfo | null = null;
   private applied = 0;
 
@@ -142,6 +160,7 @@ export class ClusterState {
     this.nodes = new NodeTable(this.log);
     this.tasks = new TaskTable(this.log, this.quota);
     this.kv = new KvStore(this.log, this.quota);
+    this.services = new ServiceTable(this.log, this.quota, () => this.tasks);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -259,6 +278,24 @@ export class ClusterState {
         return this.nodeDown(cmd.id, cmd.reason ?? 'declared down', cmd.at, false);
       case 'cluster.leader':
         return this.clusterLeader(cmd);
+      case 'service.create':
+        return this.services.create(cmd);
+      case 'service.update':
+        return this.services.update(cmd);
+      case 'service.scale':
+        return this.services.scale(cmd);
+      case 'service.rollback':
+        return this.services.rollback(cmd);
+      case 'service.remove':
+        return this.services.remove(cmd);
+      case 'service.progress':
+        return this.services.progress(cmd);
+      case 'service.task':
+        return this.services.createTask(cmd);
+      case 'service.stopTask':
+        return this.services.stopTask(cmd);
+      case 'service.removeTask':
+        return this.services.removeTask(cmd);
       default: {
         const never: never = cmd;
         return fail('bad_request', `Cannot apply ${String((never as { type?: unknown }).type)} as it is not a known command`);
@@ -294,16 +331,17 @@ export class ClusterState {
    * replica computes the same number from the same entries.
    */
   stateBytes(): number {
-    return this.kv.bytes + this.tasks.size * TASK_BYTES_ESTIMATE;
+    return this.kv.bytes + this.tasks.size * TASK_BYTES_ESTIMATE + this.services.size * SERVICE_BYTES_ESTIMATE;
   }
 
   /**
    * The `quota_exceeded` error `cmd` would get if applied now (undefined when it fits): lets the
    * leader refuse it before proposing. Apply checks again, with the same rule.
    */
-  quotaCheck(cmd: KvPutCommand | TaskCreateCommand): ErrorInfo | undefined {
+  quotaCheck(cmd: KvPutCommand | TaskCreateCommand | ServiceCreateCommand | ServiceTaskCommand): ErrorInfo | undefined {
     let r: ApplyResult<never> | undefined;
     if (cmd.type === 'kv.put') r = this.quotaRefusal(`put '${cmd.key}'`, this.kv.growth(cmd.key, valueBytes(cmd.value)), cmd.quota);
+    else if (cmd.type === 'service.create') r = this.quotaRefusal(`create service '${cmd.spec.name}'`, SERVICE_BYTES_ESTIMATE, cmd.quota);
     else if (!this.tasks.has(cmd.id)) r = this.quotaRefusal(`create task '${cmd.id}'`, TASK_BYTES_ESTIMATE, cmd.quota);
     return r !== undefined && !r.ok ? r.error : undefined;
   }
@@ -344,6 +382,25 @@ export class ClusterState {
   /** Terminal tasks the restart policy will restart, soonest first (for the restart loop). */
   tasksAwaitingRestart(): Task[] {
     return this.tasks.awaitingRestart();
+  }
+
+  getService(name: string): Service | undefined {
+    return this.services.get(name);
+  }
+
+  /** Services sorted by name. */
+  listServices(): Service[] {
+    return this.services.list();
+  }
+
+  /** The tasks of a service (or of a removed service whose tasks are still there), by id. */
+  serviceTasks(name: string): Task[] {
+    return this.services.tasksOf(name);
+  }
+
+  /** Names that have service tasks: services, and removed services whose tasks remain. */
+  serviceTaskOwners(): string[] {
+    return this.services.taskOwners();
   }
 
   getNode(id: string): NodeInfo | undefined {
@@ -440,6 +497,7 @@ export class ClusterState {
       nodes: this.nodes.image(),
       pending,
       requests,
+      ...(this.services.size > 0 ? { services: this.services.image() } : {}),
       tasks,
       v: 1,
     };
@@ -483,6 +541,9 @@ export class ClusterState {
     const nodes = NodeTable.restore(this.log, data.nodes);
     const kv = KvStore.restore(this.log, this.quota, data.kv, data.requests, kvBytes);
     const tasks = TaskTable.restore(this.log, this.quota, data.tasks, data.pending);
+    // Snapshots written before services have none.
+    const services = ServiceTable.restore(this.log, this.quota, () => this.tasks, data.services, data.tasks);
+    this.services = services;
     this.nodes = nodes;
     this.kv = kv;
     this.tasks = tasks;

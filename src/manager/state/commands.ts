@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { errorInfo, type ErrorInfo } from '../../protocol/errors.js';
 import { badRequestFromZod, issueMessage, type NodeAvailability, type TaskSpec } from '../../protocol/spec.js';
+import { FENCED_SERVICE_COMMANDS, SERVICE_COMMAND_TYPES, serviceCommandSchemas, type ServiceCommand } from './service-commands.js';
 import { MAX_KEY_LENGTH, type NodeResources, type NodeStatus, type ReportedState } from './model.js';
 
 export interface KvPutCommand {
@@ -196,7 +197,8 @@ export type SingleCommand =
   | NodeSetAvailabilityCommand
   | NodesMarkUnknownCommand
   | NodeDownCommand
-  | ClusterLeaderCommand;
+  | ClusterLeaderCommand
+  | ServiceCommand;
 export type Command = SingleCommand | BatchCommand;
 export type CommandType = Command['type'];
 
@@ -217,6 +219,7 @@ export const COMMAND_TYPES: readonly CommandType[] = [
   'nodes.markUnknown',
   'node.down',
   'cluster.leader',
+  ...SERVICE_COMMAND_TYPES,
   'batch',
 ];
 
@@ -231,6 +234,7 @@ export const FENCED_COMMANDS: ReadonlySet<CommandType> = new Set<CommandType>([
   'nodes.markUnknown',
   'node.down',
   'cluster.leader',
+  ...FENCED_SERVICE_COMMANDS,
 ]);
 
 // Result values, per command.
@@ -355,6 +359,7 @@ const singleCommandSchemas = [
   z.strictObject({ type: z.literal('nodes.markUnknown'), term: count, at: count }),
   z.strictObject({ type: z.literal('node.down'), id: idString, reason: z.string().max(1024).optional(), term: count, at: count }),
   z.strictObject({ type: z.literal('cluster.leader'), leader: idString, term: count, at: count }),
+  ...serviceCommandSchemas,
 ] as const;
 
 const singleCommandSchema = z.discriminatedUnion('type', singleCommandSchemas);

@@ -3,7 +3,8 @@
 // listeners get them after each applied command. Watchers follow with `eventsSince` and
 // re-list when they fall out of the ring or the state was restored from a snapshot.
 
-import type { DesiredState, NodeInfo, NodeStatus, Task, TaskState } from './model.js';
+import type { UpdateStatus } from '../../protocol/service.js';
+import type { DesiredState, NodeInfo, NodeStatus, Task, TaskServiceRef, TaskState } from './model.js';
 
 /** The parts of a task an event carries (query the task for its spec and history). */
 export interface TaskSummary {
@@ -19,6 +20,8 @@ export interface TaskSummary {
   restarts: number;
   nextRestartAt?: number;
   version: number;
+  /** A service's task: its service, slot and template version. */
+  service?: TaskServiceRef;
 }
 
 export type EventBody =
@@ -35,7 +38,23 @@ export type EventBody =
   | { type: 'node.updated'; node: NodeInfo; prevStatus: NodeStatus; change: 'status' | 'availability' | 'registration' }
   | { type: 'kv.put'; key: string; version: number }
   | { type: 'kv.deleted'; key: string; version: number }
-  | { type: 'cluster.leader'; leader: string; term: number };
+  | { type: 'cluster.leader'; leader: string; term: number }
+  | {
+      type: 'service.updated';
+      service: ServiceSummary;
+      /** created, spec (new spec or template), scale, rollback, status (update progress), removed. */
+      change: 'created' | 'spec' | 'scale' | 'rollback' | 'status' | 'removed';
+    };
+
+/** The parts of a service an event carries. */
+export interface ServiceSummary {
+  name: string;
+  replicas: number;
+  /** The current template version. */
+  templateVersion: number;
+  update: UpdateStatus;
+  version: number;
+}
 
 export type ClusterEvent = EventBody & {
   /** Monotonic, replicated: the same event has the same seq on every manager. */
@@ -67,6 +86,7 @@ export function summarize(t: Task): TaskSummary {
   };
   if (t.exitCode !== undefined) s.exitCode = t.exitCode;
   if (t.nextRestartAt !== undefined) s.nextRestartAt = t.nextRestartAt;
+  if (t.service !== undefined) s.service = t.service;
   return s;
 }
 

@@ -8,6 +8,7 @@
 import { FlotillaError } from '../../protocol/errors.js';
 import { canonicalJson, isPlainObject, reviveBytes, textDecoder, textEncoder } from './codec.js';
 import { byId, kvEntryBytes, valueBytes, type KvEntry, type LeaderInfo, type NodeInfo, type RequestRecord, type Task } from './model.js';
+import type { Service } from './services.js';
 
 /** A parsed snapshot document, as written by `SnapshotWriter` (format v1). */
 export interface SnapshotData {
@@ -23,6 +24,8 @@ export interface SnapshotData {
   kv: KvEntry[];
   /** Remembered kv request ids (`<scope> <id>`), oldest first. */
   requests: [string, RequestRecord][];
+  /** Services by name (absent in snapshots written before services). */
+  services?: Service[];
 }
 
 /** The captured state: scalars, and arrays of entries (sorted when written). */
@@ -35,6 +38,8 @@ export interface SnapshotImage {
   nodes: NodeInfo[];
   pending: string[];
   requests: [string, RequestRecord][];
+  /** Absent when there are none: a state without services snapshots to the bytes it always did. */
+  services?: Service[];
   tasks: Task[];
   v: 1;
 }
@@ -144,6 +149,7 @@ export class SnapshotWriter {
 function sortSection(name: keyof SnapshotImage, items: unknown[]): void {
   if (name === 'kv') (items as KvEntry[]).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   else if (name === 'nodes' || name === 'tasks') (items as { id: string }[]).sort(byId);
+  else if (name === 'services') (items as Service[]).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   // pending (queue order) and requests (oldest first) keep their order.
 }
 
