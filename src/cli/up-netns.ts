@@ -1,0 +1,63 @@
+// `flotilla up --netns`: what `up` needs of the test bed (src/cli/netns.ts) — the managers'
+// and workers' addresses, the `ip netns exec` prefix of each node, the banner, and the
+// teardown on every way out (Ctrl-C, SIGTERM, a failed start, an exception).
+import { createNetnsBed, describeBed, type NetnsBed } from './netns.js';
+import { UsageError } from './util.js';
+
+export interface UpNetns {
+  bed: NetnsBed;
+  /** The driver the test bed runs (process: a Docker engine publishes on the host's addresses only). */
+  driver: 'process';
+  /** The managers' host:port, all on the same port (each has its own address). */
+  managerAddrs(port: number): string[];
+  workerListen(id: string): string;
+  wrap(node: string): string[];
+  /** Removes the namespaces, the veths and the bridge (idempotent). */
+  teardown(out?: (s: string) => void): void;
+  banner(): string;
+}
+
+export function netnsForUp(
+  flags: { driver?: string; host: string; netnsSubnet: string },
+  dir: string,
+  managerIds: string[],
+  workers: number,
+): UpNetns {
+  if (flags.driver === 'docker') {
+    throw new UsageError('flotilla up --netns runs the process driver only: the Docker engine publishes ports on the host, not in a node\'s namespace (use --driver process)');
+  }
+  if (flags.host !== '127.0.0.1') throw new UsageError('--host and --netns do not go together: with --netns every node gets its own address (see --netns-subnet)');
+  const workerIds = Array.from({ length: workers }, (_, i) => `w${i + 1}`);
+  const { bed, stale } = createNetnsBed(dir, flags.netnsSubnet, [...managerIds, ...workerIds]);
+  if (stale.length > 0) process.stderr.write(`netns: removed leftovers of an earlier run: ${stale.join(' ')}\n`);
+  let done = false;
+  const teardown = (out?: (s: string) => void): void => {
+    if (done) return;
+    done = true;
+    try {
+      const removed = bed.teardown();
+      out?.(`netns: removed ${removed.length} namespaces and links (${bed.names.prefix}*, ${bed.names.hostLink})\n`);
+    } catch (e) {
+      process.stderr.write(`netns: cleanup failed (${(e as Error).message}); the next \`flotilla up --netns\` of this directory retries\n`);
+    }
+  };
+  // Whatever way this process ends (an exception after the test bed was made included).
+  process.on('exit', () => teardown());
+  process.stdout.write(`netns test bed:\n${indent(describeBed(bed))}\n`);
+  return {
+    bed,
+    driver: 'process',
+    managerAddrs: (port) => managerIds.map((id) => `${bed.addresses.get(id)!}:${port}`),
+    workerListen: (id) => `${bed.addresses.get(id)!}:0`,
+    wrap: (node) => bed.wrap(node),
+    teardown,
+    banner: () => `  netns:      every node in its own namespace (Ctrl-C removes them)\n${indent(describeBed(bed), 14)}`,
+  };
+}
+
+function indent(s: string, n = 2): string {
+  return s
+    .split('\n')
+    .map((l) => ' '.repeat(n) + l)
+    .join('\n');
+}
