@@ -1,7 +1,7 @@
 // `flotilla up --netns`: what `up` needs of the test bed (src/cli/netns.ts) — the managers'
 // and workers' addresses, the `ip netns exec` prefix of each node, the banner, and the
 // teardown on every way out (Ctrl-C, SIGTERM, a failed start, an exception).
-import { createNetnsBed, describeBed, type NetnsBed } from './netns.js';
+import { checkNetnsUsable, createNetnsBed, describeBed, parseSubnet, type NetnsBed } from './netns.js';
 import { UsageError } from './util.js';
 
 export interface UpNetns {
@@ -17,16 +17,23 @@ export interface UpNetns {
   banner(): string;
 }
 
+/** The checks that need nothing created yet (run before `up` touches its directory). */
+export function precheckNetns(flags: { driver?: string; host: string; netnsSubnet: string }): void {
+  if (flags.driver === 'docker') {
+    throw new UsageError('flotilla up --netns runs the process driver only: the Docker engine publishes ports on the host, not in a node\'s namespace (use --driver process)');
+  }
+  if (flags.host !== '127.0.0.1') throw new UsageError('--host and --netns do not go together: with --netns every node gets its own address (see --netns-subnet)');
+  parseSubnet(flags.netnsSubnet);
+  checkNetnsUsable();
+}
+
 export function netnsForUp(
   flags: { driver?: string; host: string; netnsSubnet: string },
   dir: string,
   managerIds: string[],
   workers: number,
 ): UpNetns {
-  if (flags.driver === 'docker') {
-    throw new UsageError('flotilla up --netns runs the process driver only: the Docker engine publishes ports on the host, not in a node\'s namespace (use --driver process)');
-  }
-  if (flags.host !== '127.0.0.1') throw new UsageError('--host and --netns do not go together: with --netns every node gets its own address (see --netns-subnet)');
+  precheckNetns(flags);
   const workerIds = Array.from({ length: workers }, (_, i) => `w${i + 1}`);
   const { bed, stale } = createNetnsBed(dir, flags.netnsSubnet, [...managerIds, ...workerIds]);
   if (stale.length > 0) process.stderr.write(`netns: removed leftovers of an earlier run: ${stale.join(' ')}\n`);

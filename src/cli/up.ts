@@ -26,7 +26,7 @@ import { FlotillaClient } from '../client/client.js';
 import { monoNow } from '../clock.js';
 import { action, parseIntFlag, UsageError } from './util.js';
 import { REPEAT_MS } from '../signals.js';
-import { netnsForUp, type UpNetns } from './up-netns.js';
+import { netnsForUp, precheckNetns, type UpNetns } from './up-netns.js';
 
 interface UpFlags {
   managers: string;
@@ -172,6 +172,7 @@ async function up(flags: UpFlags): Promise<void> {
   const nw = parseIntFlag('--workers', flags.workers, 0, 50);
   const port = parseIntFlag('--port', flags.port, 1, 65535 - nm);
   if (flags.driver !== undefined && flags.driver !== 'docker' && flags.driver !== 'process') throw new UsageError(`--driver must be docker or process, got '${flags.driver}'`);
+  if (flags.netns) precheckNetns(flags);
   const dir = resolve(flags.dir);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const secretFile = join(dir, 'secret');
