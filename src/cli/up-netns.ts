@@ -68,3 +68,20 @@ function indent(s: string, n = 2): string {
     .map((l) => ' '.repeat(n) + l)
     .join('\n');
 }
+
+/**
+ * A directory's managers keep the addresses they were bootstrapped with (membership comes from
+ * their data): a cluster made by a plain `up` cannot come back on the test bed's addresses, nor
+ * the other way round. Refused with a clear message instead of managers that never find each other.
+ */
+export function checkAddressesKept(previous: string[] | undefined, addrs: string[], hasData: boolean, netns: boolean, dir: string): void {
+  if (!previous || !hasData) return;
+  const host = (a: string) => a.slice(0, a.lastIndexOf(':'));
+  const wasNetns = new Set(previous.map(host)).size > 1;
+  if (!netns && !wasNetns) return;
+  if (previous.length === addrs.length && previous.every((a, i) => a === addrs[i])) return;
+  throw new UsageError(
+    `${dir} holds a cluster whose managers are at ${previous.join(',')}; ${netns ? 'up --netns' : 'up'} would put them at ${addrs.join(',')}, ` +
+      `which their data does not know. ${wasNetns ? 'Run it with --netns and the same --netns-subnet' : 'Use a fresh --dir for the test bed'} (or remove ${dir}).`,
+  );
+}

@@ -26,7 +26,7 @@ import { FlotillaClient } from '../client/client.js';
 import { monoNow } from '../clock.js';
 import { action, parseIntFlag, UsageError } from './util.js';
 import { REPEAT_MS } from '../signals.js';
-import { netnsForUp, precheckNetns, type UpNetns } from './up-netns.js';
+import { checkAddressesKept, netnsForUp, precheckNetns, type UpNetns } from './up-netns.js';
 
 interface UpFlags {
   managers: string;
@@ -223,6 +223,7 @@ async function up(flags: UpFlags): Promise<void> {
   // --netns: each node its own namespace and address (src/cli/up-netns.ts); else all on --host.
   const bed: UpNetns | null = flags.netns ? netnsForUp(flags, dir, ids, nw) : null;
   const addrs = bed ? bed.managerAddrs(port) : ids.map((_, i) => `${host}:${port + i}`);
+  checkAddressesKept(previous?.managers, addrs, existsSync(join(dir, 'm1')), !!bed, dir);
   if (previous && previous.managers.length !== nm && existsSync(join(dir, 'm1'))) {
     process.stderr.write(`note: ${dir} holds a cluster of ${previous.managers.length} managers; membership comes from its data\n`);
   }
