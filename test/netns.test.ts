@@ -236,3 +236,40 @@ describe.runIf(status.ok || mustFail)('flotilla up --netns (multi-host test bed)
     expect(nb.linkExists(names.hostLink)).toBe(false);
   }, 60_000);
 });
+
+describe('addresses that work across hosts (no root needed)', () => {
+  it("a worker's default log server address is one its managers can reach: loopback only for managers on loopback", async () => {
+    const { defaultListenHost } = (await import(join(ROOT, 'dist', 'src', 'worker', 'listen.js'))) as typeof import('../src/worker/listen.js');
+    const ifs = {
+      lo: [{ family: 'IPv4', address: '127.0.0.1', netmask: '255.0.0.0', internal: true, mac: '', cidr: null }],
+      eth0: [{ family: 'IPv4', address: '192.0.2.2', netmask: '255.255.255.0', internal: false, mac: '', cidr: null }],
+      eth1: [{ family: 'IPv4', address: '10.213.7.101', netmask: '255.255.255.0', internal: false, mac: '', cidr: null }],
+    } as unknown as Parameters<typeof defaultListenHost>[1];
+    expect(defaultListenHost(['127.0.0.1:7001', '127.0.0.1:7002'], ifs)).toBe('127.0.0.1');
+    expect(defaultListenHost(['localhost:7001'], ifs)).toBe('127.0.0.1');
+    expect(defaultListenHost(['10.213.7.11:7001', '10.213.7.12:7001'], ifs)).toBe('10.213.7.101');
+    expect(defaultListenHost(['192.0.2.9:7001'], ifs)).toBe('192.0.2.2');
+    expect(defaultListenHost(['manager-1.example:7001'], ifs)).toBe('192.0.2.2');
+  });
+
+  it('the test bed refuses bad subnets, and a directory whose managers were made on other addresses', async () => {
+    const nb = (await import(NETNS)) as typeof import('../src/cli/netns.js');
+    const un = (await import(join(ROOT, 'dist', 'src', 'cli', 'up-netns.js'))) as typeof import('../src/cli/up-netns.js');
+    expect(nb.parseSubnet('10.213.7.0/24')).toBe('10.213.7');
+    for (const bad of ['10.213.7.0/16', '8.8.8.0/24', '10.213.7.5/24', '10.300.1.0/24', 'x']) expect(() => nb.parseSubnet(bad), bad).toThrow(/--netns-subnet/);
+    expect(nb.nodeAddress('10.1.2', 'm3')).toBe('10.1.2.13');
+    expect(nb.nodeAddress('10.1.2', 'w7')).toBe('10.1.2.107');
+    // Two directories, two sets of names.
+    expect(nb.netnsNames('/a').prefix).not.toBe(nb.netnsNames('/b').prefix);
+    expect(nb.netnsNames('/a').hostLink.length).toBeLessThanOrEqual(15);
+    const loop = ['127.0.0.1:7001', '127.0.0.1:7002', '127.0.0.1:7003'];
+    const bed = un.netnsManagerAddrs('10.213.7.0/24', ['m1', 'm2', 'm3'], 7001);
+    expect(bed).toEqual(['10.213.7.11:7001', '10.213.7.12:7001', '10.213.7.13:7001']);
+    expect(() => un.checkAddressesKept(loop, bed, true, true, '/d')).toThrow(/holds a cluster whose managers are at 127\.0\.0\.1:7001/);
+    expect(() => un.checkAddressesKept(bed, loop, true, false, '/d')).toThrow(/--netns and the same --netns-subnet/);
+    expect(() => un.checkAddressesKept(bed, un.netnsManagerAddrs('10.213.8.0/24', ['m1', 'm2', 'm3'], 7001), true, true, '/d')).toThrow(/holds a cluster/);
+    un.checkAddressesKept(bed, bed, true, true, '/d');
+    un.checkAddressesKept(loop, bed, false, true, '/d'); // no data yet: nothing to keep
+    un.checkAddressesKept(loop, ['127.0.0.1:8001', '127.0.0.1:8002', '127.0.0.1:8003'], true, false, '/d'); // plain up: unchanged behaviour
+  });
+});

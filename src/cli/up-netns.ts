@@ -1,20 +1,23 @@
 // `flotilla up --netns`: what `up` needs of the test bed (src/cli/netns.ts) — the managers'
 // and workers' addresses, the `ip netns exec` prefix of each node, the banner, and the
 // teardown on every way out (Ctrl-C, SIGTERM, a failed start, an exception).
-import { checkNetnsUsable, createNetnsBed, describeBed, parseSubnet, type NetnsBed } from './netns.js';
+import { checkNetnsUsable, createNetnsBed, describeBed, nodeAddress, parseSubnet, type NetnsBed } from './netns.js';
 import { UsageError } from './util.js';
 
 export interface UpNetns {
   bed: NetnsBed;
   /** The driver the test bed runs (process: a Docker engine publishes on the host's addresses only). */
   driver: 'process';
-  /** The managers' host:port, all on the same port (each has its own address). */
-  managerAddrs(port: number): string[];
-  workerListen(id: string): string;
   wrap(node: string): string[];
   /** Removes the namespaces, the veths and the bridge (idempotent). */
   teardown(out?: (s: string) => void): void;
   banner(): string;
+}
+
+/** The managers' host:port on the test bed, all on the same port (each has its own address). */
+export function netnsManagerAddrs(subnet: string, managerIds: string[], port: number): string[] {
+  const base = parseSubnet(subnet);
+  return managerIds.map((id) => `${nodeAddress(base, id)}:${port}`);
 }
 
 /** The checks that need nothing created yet (run before `up` touches its directory). */
@@ -54,8 +57,6 @@ export function netnsForUp(
   return {
     bed,
     driver: 'process',
-    managerAddrs: (port) => managerIds.map((id) => `${bed.addresses.get(id)!}:${port}`),
-    workerListen: (id) => `${bed.addresses.get(id)!}:0`,
     wrap: (node) => bed.wrap(node),
     teardown,
     banner: () => `  netns:      every node in its own namespace (Ctrl-C removes them)\n${indent(describeBed(bed), 14)}`,

@@ -26,7 +26,7 @@ import { FlotillaClient } from '../client/client.js';
 import { monoNow } from '../clock.js';
 import { action, parseIntFlag, UsageError } from './util.js';
 import { REPEAT_MS } from '../signals.js';
-import { checkAddressesKept, netnsForUp, precheckNetns, type UpNetns } from './up-netns.js';
+import { checkAddressesKept, netnsForUp, netnsManagerAddrs, precheckNetns, type UpNetns } from './up-netns.js';
 
 interface UpFlags {
   managers: string;
@@ -221,9 +221,9 @@ async function up(flags: UpFlags): Promise<void> {
   const host = flags.host;
   const ids = Array.from({ length: nm }, (_, i) => `m${i + 1}`);
   // --netns: each node its own namespace and address (src/cli/up-netns.ts); else all on --host.
+  const addrs = flags.netns ? netnsManagerAddrs(flags.netnsSubnet, ids, port) : ids.map((_, i) => `${host}:${port + i}`);
+  checkAddressesKept(previous?.managers, addrs, existsSync(join(dir, 'm1')), !!flags.netns, dir);
   const bed: UpNetns | null = flags.netns ? netnsForUp(flags, dir, ids, nw) : null;
-  const addrs = bed ? bed.managerAddrs(port) : ids.map((_, i) => `${host}:${port + i}`);
-  checkAddressesKept(previous?.managers, addrs, existsSync(join(dir, 'm1')), !!bed, dir);
   if (previous && previous.managers.length !== nm && existsSync(join(dir, 'm1'))) {
     process.stderr.write(`note: ${dir} holds a cluster of ${previous.managers.length} managers; membership comes from its data\n`);
   }
@@ -494,7 +494,7 @@ async function up(flags: UpFlags): Promise<void> {
   workerIds.forEach((id, i) =>
     startProc(
       id,
-      ['worker', '--id', id, '--managers', addrs.join(','), '--token-file', tokenFile, '--driver', driver!, '--state-dir', join(dir, id), '--listen', bed ? bed.workerListen(id) : `${host}:0`, '--labels', `zone=${i % 2 === 0 ? 'a' : 'b'}`],
+      ['worker', '--id', id, '--managers', addrs.join(','), '--token-file', tokenFile, '--driver', driver!, '--state-dir', join(dir, id), ...(bed ? [] : ['--listen', `${host}:0`]), '--labels', `zone=${i % 2 === 0 ? 'a' : 'b'}`],
       COLORS[(nm + i) % COLORS.length]!,
     ),
   );
