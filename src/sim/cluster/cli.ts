@@ -1,16 +1,12 @@
 // `npm run sim:cluster -- --seeds N [--from S] [--bug B]` runs N seeds and prints a summary;
 // `--seed S [--bug B]` replays one seed with a readable trace. Exit 1 when a seed violates a
 // property (each failing seed is printed with the command that replays it).
-import { runCluster } from './run.js';
+import { replayCommand, runCluster } from './run.js';
 import { CLUSTER_BUGS, type ClusterBug } from './manager.js';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name);
   return i >= 0 ? process.argv[i + 1] : undefined;
-}
-
-export function replayCommand(seed: number, bug: ClusterBug): string {
-  return `npm run sim:cluster -- --seed ${seed}${bug !== 'none' ? ` --bug ${bug}` : ''}`;
 }
 
 async function main(): Promise<void> {

@@ -47,6 +47,8 @@ export interface ManagerHost {
   onApplied(mgr: SimManager, index: number, term: number, cmd: Command | null, result: ApplyResult | null): void;
   /** Proposals the leader makes of its decisions (checker: nodes declared down). */
   onPropose(mgr: SimManager, cmd: Command): void;
+  /** Bug `unfenced`: a decision this manager cannot propose is handed to the leader it knows. */
+  forward(to: NodeId, cmd: Command, decided: Map<SingleCommand, number>): Promise<unknown>;
   /** The slow-disk probability (faults phase) and its longest write (ms). */
   slowDisk(): number;
 }
@@ -219,13 +221,14 @@ export class SimManager {
     return this.propose(cmd);
   }
 
-  private propose(cmd: Command): Promise<unknown> {
+  /** Proposes `cmd`; `decidedIn`: the terms its decisions were made in (forwarded, bug `unfenced`). */
+  propose(cmd: Command, decidedIn?: Map<SingleCommand, number>): Promise<unknown> {
     const core = this.core;
     if (!core) return Promise.reject(new FlotillaError('unavailable', 'manager down'));
     const decided = new Map<SingleCommand, number>();
     const singles = cmd.type === 'batch' ? cmd.commands : [cmd as SingleCommand];
     for (const c of singles) {
-      const t = (c as { term?: number }).term;
+      const t = decidedIn ? decidedIn.get(c) : (c as { term?: number }).term;
       if (typeof t === 'number') decided.set(c, t);
     }
     let toPropose = cmd;
@@ -245,6 +248,12 @@ export class SimManager {
     try {
       at = core.propose(encodeCommand(toPropose));
     } catch (e) {
+      const leader = core.status().leader;
+      if (decided.size > 0) this.h.trace('refused', `${this.id} cannot propose ${toPropose.type} decided in ${[...decided.values()].join(',')} (core term ${core.status().term}, leader ${leader})`);
+      if (this.h.bug === 'unfenced' && decided.size > 0 && leader !== null && leader !== this.id) {
+        // Bug: a deposed leader's decision is forwarded, and the leader tags it with its own term.
+        return this.h.forward(leader, toPropose, decided);
+      }
       return Promise.reject(new FlotillaError('not_leader', (e as Error).message));
     }
     this.h.onPropose(this, toPropose);
@@ -283,12 +292,15 @@ export class SimManager {
       const rd = core.ready();
       if (rd.softState) this.onSoftState(rd.softState.leader);
       for (const m of rd.earlyMessages) this.h.sendRaft(m);
-      const slow = this.h.slowDisk();
-      if (rd.mustSync && slow > 0 && this.h.rng.chance(slow)) {
-        // A slow synced write: the core keeps ticking and stepping meanwhile (RaftNode awaits the write).
+      if (rd.mustSync) {
+        // A synced write takes time (a few ms; a slow disk much more): the core keeps ticking
+        // and stepping meanwhile, and Leadership hears of a leader change only after it
+        // (RaftNode awaits the write in its loop).
+        const slow = this.h.slowDisk();
+        const ms = slow > 0 && this.h.rng.chance(slow) ? this.h.rng.range(100, 1500) : this.h.rng.range(1, 8);
         this.loopBusy = true;
         const inc = this.incarnation;
-        this.timers.after(this.h.rng.range(100, 1500), () => {
+        this.timers.after(ms, () => {
           if (this.core !== core || this.incarnation !== inc) return;
           this.loopBusy = false;
           this.finish(core, rd);
@@ -327,7 +339,14 @@ export class SimManager {
     this.toldLeader = leader;
     const term = this.core!.status().term;
     if (leader === this.id) this.h.trace('leader', `${this.id} leads term ${term}`);
-    this.leadership?.onLeaderChange(leader, term);
+    const l = this.leadership;
+    if (this.h.bug === 'unfenced' && leader !== this.id && l?.term() !== null) {
+      // Bug (with the forwarding above): the lost leadership is noticed late, as by a blocked
+      // event loop, and the deposed services' decisions reach the new leader unfenced.
+      this.timers.after(3000, () => this.toldLeader === leader && l?.onLeaderChange(leader, term));
+      return;
+    }
+    l?.onLeaderChange(leader, term);
   }
 
   private apply(e: Entry): void {

@@ -59,6 +59,11 @@ interface Link extends WorkerSide {
   downAt: number;
 }
 
+/** The command that replays one seed with a readable trace. */
+export function replayCommand(seed: number, bug: ClusterBug): string {
+  return `npm run sim:cluster -- --seed ${seed}${bug !== 'none' ? ` --bug ${bug}` : ''}`;
+}
+
 export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunResult> {
   const seed = opts.seed >>> 0;
   const bug: ClusterBug = opts.bug ?? 'none';
@@ -135,6 +140,15 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
     onApplied: () => {},
     onPropose: (mgr, cmd) => checkDown(mgr, cmd),
     slowDisk: () => (faulting ? slowDiskP : 0),
+    forward: (to, cmd, decided) =>
+      new Promise((res, rej) => {
+        const m = managers.get(to)!;
+        sched.at(netRng.range(1, maxDelay), m.owner, () => {
+          if (!m.alive) return rej(new Error('forward target down'));
+          note('forward', `decision ${cmd.type} forwarded to ${to}`);
+          m.propose(cmd, decided).then(res, rej);
+        });
+      }),
   };
 
   function sendRaft(m: Message): void {
@@ -193,6 +207,10 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
       if (!link.open || m.incarnation !== link.mInc || isBlocked(link.w.id, m.id)) return;
       heardAt.set(`${m.id}/${link.w.id}`, sched.now);
       link.handle!.message(data, true);
+      // The WebSocket layer of a running manager answers the ping that rides with each heartbeat.
+      if (msg.t === 'heartbeat') {
+        sched.at(netRng.range(1, maxDelay), `w:${link.w.id}`, () => link.open && !isBlocked(m.id, link.w.id) && link.w.onPong(link));
+      }
     });
   }
 
@@ -240,7 +258,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
     const token = workerToken(SIM_SECRET);
     for (let i = 0; i < nW; i++) {
       const id = `w${i + 1}`;
-      const w = new SimWorker(id, token, { seed, rng: derive(seed, `worker/${id}`), managers: () => ids, wall: () => sched.wall(), dial, trace: note }, sched.timers(`w:${id}`));
+      const w = new SimWorker(id, token, { seed, rng: derive(seed, `worker/${id}`), managers: () => ids, wall: () => sched.wall(), now: () => sched.now, dial, trace: note }, sched.timers(`w:${id}`));
       workers.push(w);
       w.start();
     }

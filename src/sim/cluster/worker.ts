@@ -25,6 +25,7 @@ export interface WorkerHost {
   rng: Prng;
   managers: () => string[];
   wall: () => number;
+  now: () => number;
   /** Opens a link to `manager`; frames and the close come back through `onMessage`/`onClose`. */
   dial(w: SimWorker, manager: string): WorkerSide;
   trace(kind: string, text: string): void;
@@ -42,6 +43,8 @@ export class SimWorker {
   private cancelHb: (() => void) | null = null;
   private cancelRegister: (() => void) | null = null;
   private gen = 0;
+  /** Monotonic ms of the last frame or pong from the manager (as the agent's session keeps). */
+  private lastHeard = 0;
 
   constructor(
     readonly id: string,
@@ -115,8 +118,14 @@ export class SimWorker {
     this.connectSoon(this.h.rng.range(100, 1000));
   }
 
+  /** The manager's WebSocket layer answered a ping (only a running manager process does). */
+  onPong(link: WorkerSide): void {
+    if (link === this.link) this.lastHeard = this.h.now();
+  }
+
   onMessage(link: WorkerSide, msg: ManagerToWorker): void {
     if (link !== this.link || !this.alive) return;
+    this.lastHeard = this.h.now();
     switch (msg.t) {
       case 'redirect':
         this.leaderHint = msg.leader;
@@ -134,7 +143,16 @@ export class SimWorker {
         this.cancelRegister?.();
         this.cancelRegister = null;
         // The worker's own period (the leader's jittered one comes from Math.random: not replayable).
-        this.cancelHb = this.timers.every(1000, () => this.link?.send({ t: 'heartbeat' }));
+        // A manager silent for max(4 periods, 3 s) (no pong: frozen) ends the session (src/worker/session.ts).
+        this.cancelHb = this.timers.every(1000, () => {
+          if (this.h.now() - this.lastHeard > 4000) {
+            this.h.trace('silent', `${this.id}: manager ${this.linkTo} silent; session ended`);
+            this.drop();
+            this.connectSoon(this.h.rng.range(100, 500));
+            return;
+          }
+          this.link?.send({ t: 'heartbeat' });
+        });
         return;
       }
       case 'assignments':
