@@ -12,7 +12,7 @@ function fmt(r: ClusterRunResult): string {
 /** Seeds each variant may take to be caught (first catching seed measured, times ~3). */
 const BUG_SEEDS: [ClusterBug, number][] = [
   ['unfenced', 10],
-  ['wall-grace', 30],
+  ['wall-grace', 40],
 ];
 
 describe('whole-cluster simulation: clean seeds', () => {
