@@ -122,6 +122,19 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
     }
   }
 
+  /**
+   * A worker is told to drop a task that the most advanced replica still runs there: the
+   * assignments came from a state that lags what is committed.
+   */
+  function checkUnassigned(w: SimWorker, taskId: string, attempt: number): void {
+    let ref: SimManager | undefined;
+    for (const m of managers.values()) if (m.alive && (!ref || m.state.appliedIndex > ref.state.appliedIndex)) ref = m;
+    const t = ref?.state.getTask(taskId);
+    if (t && t.node === w.id && t.attempt === attempt && t.desired === 'running' && (t.state === 'assigned' || t.state === 'starting' || t.state === 'running')) {
+      violate('stale-assignments', `${w.id} was told to drop ${taskId} attempt ${attempt}, which ${ref!.id} (applied ${ref!.state.appliedIndex}) runs there`);
+    }
+  }
+
   const host: ManagerHost = {
     sched,
     rng: derive(seed, 'managers'),
@@ -258,7 +271,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
     const token = workerToken(SIM_SECRET);
     for (let i = 0; i < nW; i++) {
       const id = `w${i + 1}`;
-      const w = new SimWorker(id, token, { seed, rng: derive(seed, `worker/${id}`), managers: () => ids, wall: () => sched.wall(), now: () => sched.now, dial, trace: note }, sched.timers(`w:${id}`));
+      const w = new SimWorker(id, token, { seed, rng: derive(seed, `worker/${id}`), managers: () => ids, wall: () => sched.wall(), now: () => sched.now, dial, onUnassigned: (w, task, attempt) => checkUnassigned(w, task, attempt), trace: note }, sched.timers(`w:${id}`));
       workers.push(w);
       w.start();
     }

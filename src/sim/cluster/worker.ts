@@ -29,6 +29,8 @@ export interface WorkerHost {
   /** Opens a link to `manager`; frames and the close come back through `onMessage`/`onClose`. */
   dial(w: SimWorker, manager: string): WorkerSide;
   trace(kind: string, text: string): void;
+  /** The worker stops a running task because its assignment set no longer has it (checker). */
+  onUnassigned(w: SimWorker, taskId: string, attempt: number): void;
 }
 
 export class SimWorker {
@@ -184,6 +186,7 @@ export class SimWorker {
       // Not assigned any more, to be shut down, or replaced by a newer attempt: stop it.
       t.cancel?.();
       t.cancel = null;
+      if (!a && (t.state === 'running' || t.state === 'starting')) this.h.onUnassigned(this, id, t.attempt);
       if (t.state === 'running' || t.state === 'starting') this.setState(t, 'stopped');
       this.tasks.delete(id);
     }
