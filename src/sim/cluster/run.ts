@@ -217,7 +217,9 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
     link.upAt = at;
     const m = link.m;
     sched.at(at - sched.now, m.owner, () => {
-      if (!link.open || m.incarnation !== link.mInc || isBlocked(link.w.id, m.id)) return;
+      if (!link.open || m.incarnation !== link.mInc) return;
+      // TCP loses nothing silently: a frame that cannot get through breaks the connection.
+      if (isBlocked(link.w.id, m.id)) return closeLink(link, 'partition');
       heardAt.set(`${m.id}/${link.w.id}`, sched.now);
       link.handle!.message(data, true);
       // The WebSocket layer of a running manager answers the ping that rides with each heartbeat.
@@ -233,7 +235,8 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
     const at = Math.max(link.downAt, sched.now + netRng.range(1, maxDelay));
     link.downAt = at;
     sched.at(at - sched.now, `w:${link.w.id}`, () => {
-      if (!link.open || isBlocked(link.m.id, link.w.id)) return;
+      if (!link.open) return;
+      if (isBlocked(link.m.id, link.w.id)) return closeLink(link, 'partition');
       link.w.onMessage(link, decodeSessionFrame(data) as unknown as ManagerToWorker);
     });
   }
@@ -478,7 +481,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
           const w = workers.find((x) => x.id === t.node);
           const local = w?.tasks.get(t.id);
           if (!w?.alive) return `${t.id} running on dead worker ${t.node}`;
-          if (!local || local.attempt !== t.attempt || local.state !== 'running') return `${t.id} attempt ${t.attempt} running on ${t.node} per the state, not on the worker`;
+          if (!local || local.attempt !== t.attempt || local.state !== 'running') return `${t.id} attempt ${t.attempt} running on ${t.node} per the state; the worker has ${local ? `attempt ${local.attempt} ${local.state}` : 'nothing'}${w.welcomed ? ` (in session with ${w.linkTo})` : ' (no session)'}`;
           continue;
         }
         if ((t.state === 'succeeded' || t.state === 'failed') && t.nextRestartAt === undefined) continue;

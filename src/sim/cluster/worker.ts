@@ -144,6 +144,9 @@ export class SimWorker {
         this.credential = msg.credential;
         this.cancelRegister?.();
         this.cancelRegister = null;
+        // What changed between the register and the welcome goes now (the agent sends what
+        // waited for the session once it runs; reports are idempotent).
+        if (this.tasks.size > 0) this.link?.send({ t: 'status', reports: [...this.tasks.values()].map((t) => this.report(t)) });
         // The worker's own period (the leader's jittered one comes from Math.random: not replayable).
         // A manager silent for max(4 periods, 3 s) (no pong: frozen) ends the session (src/worker/session.ts).
         this.cancelHb = this.timers.every(1000, () => {
@@ -174,6 +177,7 @@ export class SimWorker {
   private setState(t: LocalTask, state: LocalTask['state'], exitCode?: number): void {
     t.state = state;
     t.exitCode = exitCode;
+    this.h.trace('task', `${this.id} ${t.taskId} attempt ${t.attempt} ${state}${this.welcomed ? ` (reported to ${this.linkTo})` : ' (no session yet: sent once welcomed)'}`);
     if (this.welcomed) this.link?.send({ t: 'status', reports: [this.report(t)] });
   }
 
