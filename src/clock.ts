@@ -126,3 +126,33 @@ export const eventLoopSlicer = {
   now: (): number => monoNow(),
   turn: (): Promise<void> => new Promise<void>((r) => setImmediate(r)),
 };
+
+/**
+ * Timers, as the leader services (leadership, dispatcher, controllers) schedule work: a port so
+ * that a simulator can run them on virtual time. Production uses `systemTimers` (Node timers,
+ * unref'd: they never keep the process alive). Each returns a function that cancels it.
+ */
+export interface Timers {
+  /** Runs `fn` every `ms` until cancelled. */
+  every(ms: number, fn: () => void): () => void;
+  /** Runs `fn` once after `ms`, unless cancelled first. */
+  after(ms: number, fn: () => void): () => void;
+  /** Runs `fn` on the next turn of the event loop (after the current work and its promises). */
+  soon(fn: () => void): void;
+}
+
+export const systemTimers: Timers = {
+  every(ms, fn) {
+    const t = setInterval(fn, ms);
+    t.unref();
+    return () => clearInterval(t);
+  },
+  after(ms, fn) {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return () => clearTimeout(t);
+  },
+  soon(fn) {
+    setImmediate(fn);
+  },
+};

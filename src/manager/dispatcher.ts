@@ -30,7 +30,7 @@ import type { ApplyResult, SingleCommand, TaskReport } from './state.js';
 import type { CommandProposer, LeaderService, LeaderTerm, Membership, RouteTable, StateView } from './ports.js';
 import type { Logger } from '../log.js';
 import { checkJoin, nodeCredential, nodeEpoch, workerToken } from './auth.js';
-import { monoNow, wallNow } from '../clock.js';
+import { monoNow, systemTimers, wallNow, type Timers } from '../clock.js';
 
 export interface DispatcherOptions {
   /** Heartbeat period the leader asks workers for (ms). */
@@ -51,10 +51,27 @@ export function workerClusterId(clusterId: string | null, secret: string): strin
 /** Largest frame accepted before a session has registered (a registration with ~3,000 tasks). */
 const MAX_REGISTER_FRAME = 1024 * 1024;
 
+/**
+ * One worker's end of a session as the dispatcher sees it: the WebSocket adapter below, or a
+ * simulated link (src/sim/cluster). Frames from the worker go to the handle `connect` returns.
+ */
+export interface WorkerLink {
+  send(msg: ManagerToWorker): void;
+  close(code: number, reason: string): void;
+}
+
+/** What the transport tells the dispatcher about one session. */
+export interface WorkerSessionHandle {
+  /** A frame from the worker (binary frames carry a session message). */
+  message(data: Buffer, isBinary: boolean): void;
+  /** The link closed (either side). */
+  closed(): void;
+}
+
 interface Session {
   id: string;
   nodeId: string;
-  ws: WebSocket;
+  link: WorkerLink;
   /** Monotonic ms of the last frame from the worker. */
   lastHeartbeat: number;
   lastAssignments: string;
@@ -77,6 +94,8 @@ export interface DispatcherDeps {
   log: Logger;
   /** A node registered (or registered again): placement may have new room. */
   onRegistered?: (nodeId: string) => void;
+  /** Timers (default: Node's; a simulator passes virtual ones). */
+  timers?: Timers;
 }
 
 export class Dispatcher implements LeaderService {
@@ -86,7 +105,7 @@ export class Dispatcher implements LeaderService {
   /** When this leader last heard from each node (monotonic ms; survives the node's session ending). */
   private lastSeen = new Map<string, number>();
   private leading = false;
-  private timers: NodeJS.Timeout[] = [];
+  private cancels: (() => void)[] = [];
   private reports: TaskReport[] = [];
   private reportsFlushing = false;
   private dirtyNodes = new Set<string>();
@@ -116,9 +135,8 @@ export class Dispatcher implements LeaderService {
   start(): void {
     this.stop();
     this.leading = true;
-    this.timers.push(setInterval(() => void this.flushReports(), this.reportBatchMs));
-    this.timers.push(setInterval(() => this.pushAssignments(), 50));
-    for (const t of this.timers) t.unref();
+    this.cancels.push(this.t.every(this.reportBatchMs, () => void this.flushReports()));
+    this.cancels.push(this.t.every(50, () => this.pushAssignments()));
     this.allDirty = true;
     this.unsubscribe = this.d.state.onEvent((ev) => {
       if (ev.type === 'task.created' || ev.type === 'task.updated' || ev.type === 'task.removed') {
@@ -139,12 +157,12 @@ export class Dispatcher implements LeaderService {
     this.unsubscribe = null;
     if (!this.leading) return;
     this.leading = false;
-    for (const t of this.timers) clearInterval(t);
-    this.timers = [];
+    for (const cancel of this.cancels) cancel();
+    this.cancels = [];
     this.reports = [];
     this.lastSeen.clear();
     // Workers must follow the new leader: end every session (they reconnect and are redirected).
-    for (const s of this.sessions.values()) s.ws.close(4001, 'leadership changed');
+    for (const s of this.sessions.values()) s.link.close(4001, 'leadership changed');
     this.sessions.clear();
   }
 
@@ -172,7 +190,7 @@ export class Dispatcher implements LeaderService {
 
   /** Ends a node's session (declared down): the worker reconnects and registers again. */
   endSession(nodeId: string, code: number, reason: string): void {
-    this.sessions.get(nodeId)?.ws.close(code, reason);
+    this.sessions.get(nodeId)?.link.close(code, reason);
   }
 
   /** This process could not run for `ms`: that time is no node's silence (see the node monitor). */
@@ -199,30 +217,48 @@ export class Dispatcher implements LeaderService {
       }
       certId = who.id;
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.onSession(ws, remote, certId));
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.onWebSocket(ws, remote, certId));
   }
 
-  private send(ws: WebSocket, msg: ManagerToWorker): void {
-    if (ws.readyState === ws.OPEN) ws.send(encodeSessionFrame(msg));
+  /** The WebSocket adapter: frames in and out of one worker's socket. */
+  private onWebSocket(ws: WebSocket, remote: string, certId: string | null): void {
+    const link: WorkerLink = {
+      send: (msg) => {
+        if (ws.readyState === ws.OPEN) ws.send(encodeSessionFrame(msg));
+      },
+      close: (code, reason) => ws.close(code, reason),
+    };
+    const h = this.connect(link, remote, certId);
+    ws.on('error', () => {});
+    ws.on('close', () => h.closed());
+    ws.on('message', (data: Buffer, isBinary: boolean) => h.message(data, isBinary));
+  }
+
+  private get t(): Timers {
+    return this.d.timers ?? systemTimers;
+  }
+
+  private send(link: WorkerLink, msg: ManagerToWorker): void {
+    link.send(msg);
   }
 
   private managerAddrs(): string[] {
     return [...this.m.members.members().values()];
   }
 
-  private onSession(ws: WebSocket, remote: string, certId: string | null = null): void {
+  /** A worker's link opened: the session logic, whatever the transport (`WorkerLink`). */
+  connect(ws: WorkerLink, remote: string, certId: string | null = null): WorkerSessionHandle {
     let session: Session | null = null;
-    const registerTimeout = setTimeout(() => ws.close(4002, 'no registration'), 5000);
-    ws.on('error', () => {});
-    ws.on('close', () => {
-      clearTimeout(registerTimeout);
+    const clearRegisterTimeout = this.t.after(5000, () => ws.close(4002, 'no registration'));
+    const closed = (): void => {
+      clearRegisterTimeout();
       if (session && this.sessions.get(session.nodeId) === session) {
         this.sessions.delete(session.nodeId);
         // The grace period runs from the last sign of life, not from the disconnect.
         this.lastSeen.set(session.nodeId, session.lastHeartbeat);
       }
-    });
-    ws.on('message', (data: Buffer, isBinary: boolean) => {
+    };
+    const message = (data: Buffer, isBinary: boolean): void => {
       let msg: WorkerToManager;
       if (!session && data.length > MAX_REGISTER_FRAME) {
         // Refused unread: decoding a crafted frame costs CPU and memory in proportion to its size.
@@ -240,7 +276,7 @@ export class Dispatcher implements LeaderService {
         return;
       }
       if (msg.t === 'register') {
-        clearTimeout(registerTimeout);
+        clearRegisterTimeout();
         if (session) {
           ws.close(4004, 'already registered');
           return;
@@ -260,7 +296,8 @@ export class Dispatcher implements LeaderService {
       }
       if (msg.t === 'heartbeat') this.onHeartbeat(session);
       else if (msg.t === 'status' && Array.isArray(msg.reports)) this.onStatus(session, msg.reports);
-    });
+    };
+    return { message, closed };
   }
 
   private checkRegistration(msg: RegisterMsg): string | null {
@@ -273,7 +310,7 @@ export class Dispatcher implements LeaderService {
     return null;
   }
 
-  private async register(ws: WebSocket, msg: RegisterMsg, remote: string): Promise<Session | null> {
+  private async register(ws: WorkerLink, msg: RegisterMsg, remote: string): Promise<Session | null> {
     const bad = this.checkRegistration(msg);
     if (bad) {
       this.log.warn(`worker registration refused: ${bad}`, { remote, node: String(msg.nodeId) });
@@ -288,8 +325,8 @@ export class Dispatcher implements LeaderService {
       return null;
     }
     const old = this.sessions.get(msg.nodeId);
-    if (old) old.ws.close(4008, 'replaced by a new session');
-    const s: Session = { id: randomUUID(), nodeId: msg.nodeId, ws, lastHeartbeat: monoNow(), lastAssignments: '', heartbeatPending: false, welcomed: false };
+    if (old) old.link.close(4008, 'replaced by a new session');
+    const s: Session = { id: randomUUID(), nodeId: msg.nodeId, link: ws, lastHeartbeat: monoNow(), lastAssignments: '', heartbeatPending: false, welcomed: false };
     this.sessions.set(msg.nodeId, s);
     const at = wallNow();
     const reports = this.toReports(msg.nodeId, msg.tasks);
@@ -374,10 +411,10 @@ export class Dispatcher implements LeaderService {
    * Reports go out as soon as no batch is in flight (group commit: what arrives meanwhile
    * rides with the next one); the interval timer only retries batches that failed.
    */
-  private readonly flushSoon = nextTurn(() => void this.flushReports());
+  private readonly flushSoon = nextTurn(() => void this.flushReports(), (fn) => this.t.soon(fn));
 
   /** Assignment changes go out on the next turn of the event loop (coalesced), not on the next tick of the timer. */
-  private readonly pushSoon = nextTurn(() => this.pushAssignments());
+  private readonly pushSoon = nextTurn(() => this.pushAssignments(), (fn) => this.t.soon(fn));
 
   private async flushReports(): Promise<void> {
     if (this.reportsFlushing || this.reports.length === 0 || !this.leading) return;
@@ -418,19 +455,19 @@ export class Dispatcher implements LeaderService {
       const key = JSON.stringify(tasks.map((t) => [t.taskId, t.attempt, t.desired]));
       if (key === s.lastAssignments) continue;
       s.lastAssignments = key;
-      this.send(s.ws, { t: 'assignments', tasks });
+      this.send(s.link, { t: 'assignments', tasks });
     }
   }
 
 }
 
 /** A trigger that runs `fn` once on the next event-loop turn, however often it is pulled before then. */
-function nextTurn(fn: () => void): () => void {
+function nextTurn(fn: () => void, soon: (fn: () => void) => void): () => void {
   let queued = false;
   return () => {
     if (queued) return;
     queued = true;
-    setImmediate(() => {
+    soon(() => {
       queued = false;
       fn();
     });

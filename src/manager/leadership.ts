@@ -12,7 +12,7 @@ import type { SingleCommand, Command } from './state.js';
 import type { CommandProposer, LeaderService, LeaderTerm } from './ports.js';
 import type { Logger } from '../log.js';
 import type { NodeId } from '../raft/types.js';
-import { wallNow } from '../clock.js';
+import { systemTimers, wallNow, type Timers } from '../clock.js';
 
 export class Leadership implements LeaderTerm {
   private leaderTerm: number | null = null;
@@ -20,7 +20,7 @@ export class Leadership implements LeaderTerm {
   private readonly services: LeaderService[] = [];
 
   constructor(
-    private readonly o: { id: NodeId; proposer: CommandProposer; log: Logger },
+    private readonly o: { id: NodeId; proposer: CommandProposer; log: Logger; timers?: Timers },
   ) {}
 
   /** Services are started in the order added and stopped in the reverse order. */
@@ -86,7 +86,7 @@ export class Leadership implements LeaderTerm {
         for (const s of this.services) s.caughtUp(term);
         return;
       }
-      await new Promise((res) => setTimeout(res, Math.min(1000, 50 * (attempt + 1))));
+      await new Promise<void>((res) => (this.o.timers ?? systemTimers).after(Math.min(1000, 50 * (attempt + 1)), res));
     }
   }
 

@@ -3,14 +3,14 @@
 // node's availability changes and when this manager takes over as leader.
 import type { SingleCommand, Task } from '../state.js';
 import type { LeaderService, LeaderTerm, StateView } from '../ports.js';
-import { wallNow } from '../../clock.js';
+import { systemTimers, wallNow, type Timers } from '../../clock.js';
 
 export class Drain implements LeaderService {
   readonly name = 'drain';
   private scheduled = false;
   private unsubscribe: (() => void) | null = null;
 
-  constructor(private readonly d: { state: StateView; lead: LeaderTerm }) {}
+  constructor(private readonly d: { state: StateView; lead: LeaderTerm; timers?: Timers }) {}
 
   start(): void {
     this.stop();
@@ -32,10 +32,10 @@ export class Drain implements LeaderService {
   private kick(): void {
     if (this.scheduled) return;
     this.scheduled = true;
-    setTimeout(() => {
+    (this.d.timers ?? systemTimers).after(20, () => {
       this.scheduled = false;
       this.drain();
-    }, 20).unref();
+    });
   }
 
   private drain(): void {

@@ -6,7 +6,7 @@
 // event loop, SIGSTOP) is nobody's silence: every grace is moved forward by such a stall.
 import type { LeaderService, LeaderTerm, StateView } from '../ports.js';
 import type { Logger } from '../../log.js';
-import { monoNow, StallDetector, wallNow } from '../../clock.js';
+import { monoNow, StallDetector, systemTimers, wallNow, type Timers } from '../../clock.js';
 
 export interface NodeMonitorOptions {
   /** A ready node that has not sent a heartbeat for this long is declared down (ms). */
@@ -31,7 +31,7 @@ export class NodeMonitor implements LeaderService {
   /** Notices when this process could not run (event-loop block, SIGSTOP): that time is not a worker's silence. */
   private readonly stalls = new StallDetector(MONITOR_MS);
   private leaderSince = 0;
-  private timer: NodeJS.Timeout | null = null;
+  private timer: (() => void) | null = null;
   private inflight = new Set<string>();
   private readonly nodeGraceMs: number;
   private readonly failoverGraceMs: number;
@@ -42,6 +42,7 @@ export class NodeMonitor implements LeaderService {
       lead: LeaderTerm;
       heartbeats: Heartbeats;
       log: Logger;
+      timers?: Timers;
       /** Told each stall found, before any grace is measured (credits heartbeats and backoffs). */
       onStall?: (ms: number) => void;
     },
@@ -55,8 +56,7 @@ export class NodeMonitor implements LeaderService {
     this.stop();
     this.leaderSince = monoNow();
     this.stalls.reset();
-    this.timer = setInterval(() => this.check(), MONITOR_MS);
-    this.timer.unref();
+    this.timer = (this.d.timers ?? systemTimers).every(MONITOR_MS, () => this.check());
   }
 
   caughtUp(): void {
@@ -65,7 +65,7 @@ export class NodeMonitor implements LeaderService {
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
+    this.timer?.();
     this.timer = null;
   }
 

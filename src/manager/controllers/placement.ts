@@ -6,7 +6,7 @@
 import type { SingleCommand } from '../state.js';
 import { schedule } from '../scheduler.js';
 import type { LeaderService, LeaderTerm, StateView } from '../ports.js';
-import { wallNow } from '../../clock.js';
+import { systemTimers, wallNow, type Timers } from '../../clock.js';
 
 export interface PlacementOptions {
   /** Placement strategy. */
@@ -17,14 +17,14 @@ export class Placement implements LeaderService {
   readonly name = 'placement';
   private scheduling = false;
   private scheduleAgain = false;
-  private timer: NodeJS.Timeout | null = null;
+  private timer: (() => void) | null = null;
   private unsubscribe: (() => void) | null = null;
   private readonly strategy: 'spread' | 'binpack';
   /** Why each pending task could not be placed (leader memory; also proposed to the log). */
   private lastUnplaced = new Map<string, string>();
 
   constructor(
-    private readonly d: { state: StateView; lead: LeaderTerm },
+    private readonly d: { state: StateView; lead: LeaderTerm; timers?: Timers },
     opts: PlacementOptions = {},
   ) {
     this.strategy = opts.strategy ?? 'spread';
@@ -32,8 +32,7 @@ export class Placement implements LeaderService {
 
   start(): void {
     this.stop();
-    this.timer = setInterval(() => this.kick(), 1000);
-    this.timer.unref();
+    this.timer = (this.d.timers ?? systemTimers).every(1000, () => this.kick());
     this.unsubscribe = this.d.state.onEvent((ev) => {
       if (ev.type === 'task.created' || (ev.type === 'task.updated' && (ev.task.state === 'pending' || ev.change === 'restart'))) this.kick();
       if (ev.type === 'node.updated' || ev.type === 'node.registered') this.kick();
@@ -47,7 +46,7 @@ export class Placement implements LeaderService {
   stop(): void {
     this.unsubscribe?.();
     this.unsubscribe = null;
-    if (this.timer) clearInterval(this.timer);
+    this.timer?.();
     this.timer = null;
     this.lastUnplaced.clear();
   }
@@ -65,7 +64,7 @@ export class Placement implements LeaderService {
       return;
     }
     this.scheduling = true;
-    setImmediate(() => void this.run());
+    (this.d.timers ?? systemTimers).soon(() => void this.run());
   }
 
   private async run(): Promise<void> {

@@ -5,27 +5,26 @@
 import type { Task } from '../state.js';
 import { restartBackoff } from '../state.js';
 import type { LeaderService, LeaderTerm, StateView } from '../ports.js';
-import { monoNow, wallNow } from '../../clock.js';
+import { monoNow, systemTimers, wallNow, type Timers } from '../../clock.js';
 
 export class Restarts implements LeaderService {
   readonly name = 'restarts';
   /** Monotonic due time of each restart waiting out its backoff, by `taskId:attempt:nextRestartAt`. */
   private restartDue = new Map<string, number>();
   private inflight = new Set<string>();
-  private timer: NodeJS.Timeout | null = null;
+  private timer: (() => void) | null = null;
 
-  constructor(private readonly d: { state: StateView; lead: LeaderTerm }) {}
+  constructor(private readonly d: { state: StateView; lead: LeaderTerm; timers?: Timers }) {}
 
   start(): void {
     this.stop();
-    this.timer = setInterval(() => this.loop(), 200);
-    this.timer.unref();
+    this.timer = (this.d.timers ?? systemTimers).every(200, () => this.loop());
   }
 
   caughtUp(): void {}
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
+    this.timer?.();
     this.timer = null;
     this.restartDue.clear();
   }

@@ -1,0 +1,526 @@
+// One whole-control-plane simulation run: a seed picks the cluster (3 or 5 managers, 3–6
+// workers), the network's faults and a schedule of faults (partitions, lost/duplicated/delayed
+// Raft messages, manager crashes and long pauses, slow disks, wall-clock steps, workers that
+// crash for good), with task submissions through any manager. After the fault phase everything
+// heals (crashed workers stay dead) and the cluster must converge within a bound. Checkers run
+// all along (see the README of this folder in docs/architecture.md, "Whole-cluster simulation").
+// Deterministic: same seed and bug, same run, same trace hash.
+import { setClock } from '../../clock.js';
+import type { Message, NodeId } from '../../raft/types.js';
+import { derive, hashString, type Prng } from '../../raft/sim/prng.js';
+import { decodeSessionFrame, encodeSessionFrame } from '../../protocol/frames.js';
+import type { ManagerToWorker, WorkerToManager } from '../../protocol/session.js';
+import { parseTaskSpec } from '../../protocol/spec.js';
+import { workerToken } from '../../manager/auth.js';
+import type { WorkerSessionHandle } from '../../manager/dispatcher.js';
+import type { Command, SingleCommand } from '../../manager/state.js';
+import { Sched } from './sched.js';
+import { FAILOVER_GRACE_MS, NODE_GRACE_MS, SIM_SECRET, SimManager, type ClusterBug, type ManagerHost } from './manager.js';
+import { SimWorker, type WorkerSide } from './worker.js';
+
+export interface ClusterRunOptions {
+  seed: number;
+  bug?: ClusterBug;
+  trace?: (line: string) => void;
+}
+
+export interface ClusterViolation {
+  property: string;
+  at: number;
+  message: string;
+}
+
+export interface ClusterRunResult {
+  seed: number;
+  bug: ClusterBug;
+  managers: number;
+  workers: number;
+  violations: ClusterViolation[];
+  hash: string;
+  virtualMs: number;
+  events: number;
+  stats: { submitted: number; acked: number; leaders: number; crashes: number; pauses: number; partitions: number; wallSteps: number; workerCrashes: number; nodesDown: number; tasksRunning: number };
+}
+
+const FAULT_MS = 40_000;
+/** After faults stop, every task must reach its desired state within this. */
+const CONVERGE_MS = 30_000;
+/** Two copies of a task on two connected workers are tolerated this long. */
+const DUP_MS = NODE_GRACE_MS + 2000;
+
+interface Link extends WorkerSide {
+  w: SimWorker;
+  m: SimManager;
+  mInc: number;
+  open: boolean;
+  handle: WorkerSessionHandle | null;
+  /** FIFO: the last scheduled delivery time each way. */
+  upAt: number;
+  downAt: number;
+}
+
+/** The command that replays one seed with a readable trace. */
+export function replayCommand(seed: number, bug: ClusterBug): string {
+  return `npm run sim:cluster -- --seed ${seed}${bug !== 'none' ? ` --bug ${bug}` : ''}`;
+}
+
+export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunResult> {
+  const seed = opts.seed >>> 0;
+  const bug: ClusterBug = opts.bug ?? 'none';
+  const sched = new Sched();
+  const rng = derive(seed, 'cluster-sim');
+  const netRng = derive(seed, 'net');
+  const violations: ClusterViolation[] = [];
+  let hash = hashString(`seed ${seed} ${bug}`);
+  const stats = { submitted: 0, acked: 0, leaders: 0, crashes: 0, pauses: 0, partitions: 0, wallSteps: 0, workerCrashes: 0, nodesDown: 0, tasksRunning: 0 };
+  const fmt = (): string => (sched.now / 1000).toFixed(3).padStart(8);
+  const event = (kind: string, text: string): void => {
+    hash = hashString(text, hashString(kind, hash ^ sched.now));
+    opts.trace?.(`[${fmt()}] ${kind.padEnd(9)} ${text}`);
+  };
+  const note = (kind: string, text: string): void => opts.trace?.(`[${fmt()}] ${kind.padEnd(9)} ${text}`);
+  const violate = (property: string, message: string): void => {
+    if (violations.length >= 5) return;
+    violations.push({ property, at: sched.now, message });
+    event('VIOLATION', `${property}: ${message}`);
+  };
+
+  // ---- the seed's cluster and network
+  const nM = rng.chance(0.3) ? 5 : 3;
+  const nW = rng.range(3, 6);
+  const drop = rng.pick([0, 0.01, 0.05]);
+  const dup = rng.pick([0, 0.01, 0.03]);
+  const maxDelay = rng.pick([5, 20, 80]);
+  const slowDiskP = rng.pick([0, 0, 0.02, 0.1]);
+  const faultEvery = rng.pick([1500, 3000, 6000]);
+  let faulting = true;
+
+  const ids: NodeId[] = Array.from({ length: nM }, (_, i) => `m${i + 1}`);
+  const bootstrap = { voters: ids.slice(), learners: [] };
+  /** blocked.has(`a>b`): nothing from a reaches b. */
+  const blocked = new Set<string>();
+  const isBlocked = (a: string, b: string): boolean => blocked.has(`${a}>${b}`);
+  const managers = new Map<NodeId, SimManager>();
+  const workers: SimWorker[] = [];
+  const links = new Set<Link>();
+  /** When manager m's dispatcher last processed a frame from worker w (checker). */
+  const heardAt = new Map<string, number>();
+  /** The first leader of each term (checker: election safety is Raft's; here, for traces). */
+  const termLeader = new Map<number, NodeId>();
+
+  function checkDown(mgr: SimManager, cmd: Command): void {
+    const singles: SingleCommand[] = cmd.type === 'batch' ? cmd.commands : [cmd as SingleCommand];
+    for (const c of singles) {
+      if (c.type !== 'node.down') continue;
+      stats.nodesDown++;
+      event('down', `${mgr.id} declares ${c.id} down (${c.reason ?? ''})`);
+      const w = workers.find((x) => x.id === c.id);
+      const heard = heardAt.get(`${mgr.id}/${c.id}`);
+      if (w?.alive && heard !== undefined && sched.now - heard < NODE_GRACE_MS / 2) {
+        violate('heartbeating-node-down', `${mgr.id} declared ${c.id} down ${sched.now - heard} ms after it last heard from it (grace ${NODE_GRACE_MS} ms)`);
+      }
+    }
+  }
+
+  /**
+   * A worker is told to drop a task that the most advanced replica still runs there: the
+   * assignments came from a state that lags what is committed.
+   */
+  function checkUnassigned(w: SimWorker, taskId: string, attempt: number): void {
+    let ref: SimManager | undefined;
+    for (const m of managers.values()) if (m.alive && (!ref || m.state.appliedIndex > ref.state.appliedIndex)) ref = m;
+    const t = ref?.state.getTask(taskId);
+    if (t && t.node === w.id && t.attempt === attempt && t.desired === 'running' && (t.state === 'assigned' || t.state === 'starting' || t.state === 'running')) {
+      violate('stale-assignments', `${w.id} was told to drop ${taskId} attempt ${attempt}, which ${ref!.id} (applied ${ref!.state.appliedIndex}) runs there`);
+    }
+  }
+
+  const host: ManagerHost = {
+    sched,
+    rng: derive(seed, 'managers'),
+    bug,
+    peers: () => ids,
+    sendRaft: (m: Message) => sendRaft(m),
+    trace: (kind, text) => {
+      if (kind === 'leader') {
+        stats.leaders++;
+        event(kind, text);
+      } else note(kind, text);
+    },
+    onDecisionApplied: (mgr, cmd, decided, entryTerm, index) => {
+      if (decided !== entryTerm) violate('fenced-decisions', `${mgr.id} applied ${cmd.type} decided in term ${decided} from entry ${index} of term ${entryTerm} (a deposed term's decision)`);
+    },
+    onApplied: () => {},
+    onPropose: (mgr, cmd) => checkDown(mgr, cmd),
+    slowDisk: () => (faulting ? slowDiskP : 0),
+    forward: (to, cmd, decided) =>
+      new Promise((res, rej) => {
+        const m = managers.get(to)!;
+        sched.at(netRng.range(1, maxDelay), m.owner, () => {
+          if (!m.alive) return rej(new Error('forward target down'));
+          note('forward', `decision ${cmd.type} forwarded to ${to}`);
+          m.propose(cmd, decided).then(res, rej);
+        });
+      }),
+  };
+
+  function sendRaft(m: Message): void {
+    if (isBlocked(m.from, m.to) || netRng.chance(drop)) return;
+    const copies = netRng.chance(dup) ? 2 : 1;
+    for (let i = 0; i < copies; i++) {
+      const to = managers.get(m.to);
+      if (!to || !to.alive) return;
+      const inc = to.incarnation;
+      sched.at(netRng.range(1, maxDelay), to.owner, () => {
+        if (to.incarnation === inc && !isBlocked(m.from, m.to)) to.receive(m);
+      });
+    }
+  }
+
+  // ---- worker links (a TCP connection: FIFO, no loss; cut by partitions and crashes)
+  function dial(w: SimWorker, to: string): WorkerSide {
+    const m = managers.get(to)!;
+    const link: Link = {
+      w,
+      m,
+      mInc: m.incarnation,
+      open: true,
+      handle: null,
+      upAt: 0,
+      downAt: 0,
+      send: (msg: WorkerToManager) => up(link, msg),
+      close: () => closeLink(link, 'worker'),
+    };
+    links.add(link);
+    if (!m.alive || isBlocked(w.id, m.id) || isBlocked(m.id, w.id)) {
+      // No answer: the connection attempt times out.
+      sched.at(netRng.range(500, 3000), `w:${w.id}`, () => closeLink(link, 'connect timeout'));
+      return link;
+    }
+    link.handle = m.connect(
+      {
+        send: (msg: ManagerToWorker) => down(link, msg),
+        close: (code, reason) => {
+          note('close', `${m.id} closes ${w.id}'s session: ${code} ${reason}`);
+          closeLink(link, 'manager');
+        },
+      },
+      w.id,
+    );
+    return link;
+  }
+
+  function up(link: Link, msg: WorkerToManager): void {
+    if (!link.open || !link.handle) return;
+    const data = encodeSessionFrame(msg);
+    const at = Math.max(link.upAt, sched.now + netRng.range(1, maxDelay));
+    link.upAt = at;
+    const m = link.m;
+    sched.at(at - sched.now, m.owner, () => {
+      if (!link.open || m.incarnation !== link.mInc) return;
+      // TCP loses nothing silently: a frame that cannot get through breaks the connection.
+      if (isBlocked(link.w.id, m.id)) return closeLink(link, 'partition');
+      heardAt.set(`${m.id}/${link.w.id}`, sched.now);
+      link.handle!.message(data, true);
+      // The WebSocket layer of a running manager answers the ping that rides with each heartbeat.
+      if (msg.t === 'heartbeat') {
+        sched.at(netRng.range(1, maxDelay), `w:${link.w.id}`, () => link.open && !isBlocked(m.id, link.w.id) && link.w.onPong(link));
+      }
+    });
+  }
+
+  function down(link: Link, msg: ManagerToWorker): void {
+    if (!link.open) return;
+    const data = encodeSessionFrame(msg);
+    const at = Math.max(link.downAt, sched.now + netRng.range(1, maxDelay));
+    link.downAt = at;
+    sched.at(at - sched.now, `w:${link.w.id}`, () => {
+      if (!link.open) return;
+      if (isBlocked(link.m.id, link.w.id)) return closeLink(link, 'partition');
+      link.w.onMessage(link, decodeSessionFrame(data) as unknown as ManagerToWorker);
+    });
+  }
+
+  function closeLink(link: Link, why: string): void {
+    if (!link.open) return;
+    link.open = false;
+    links.delete(link);
+    const m = link.m;
+    if (link.handle && m.incarnation === link.mInc) {
+      const h = link.handle;
+      sched.at(netRng.range(1, maxDelay), m.owner, () => m.incarnation === link.mInc && h.closed());
+    }
+    if (why !== 'worker') sched.at(netRng.range(1, maxDelay), `w:${link.w.id}`, () => link.w.onClose(link));
+  }
+
+  /** Connections across a cut die after a TCP timeout if the cut is still there. */
+  function cutLinks(): void {
+    for (const l of links) {
+      if (!isBlocked(l.w.id, l.m.id) && !isBlocked(l.m.id, l.w.id)) continue;
+      sched.at(netRng.range(500, 3000), 'sim', () => {
+        if (isBlocked(l.w.id, l.m.id) || isBlocked(l.m.id, l.w.id)) closeLink(l, 'partition');
+      });
+    }
+  }
+
+  // ---- the cluster
+  const restoreClock = setClock(bug === 'wall-grace' ? { mono: () => sched.wall(), wall: () => sched.wall() } : sched);
+  try {
+    for (const id of ids) {
+      const m = new SimManager(id, bootstrap, host);
+      managers.set(id, m);
+      m.start();
+    }
+    const token = workerToken(SIM_SECRET);
+    for (let i = 0; i < nW; i++) {
+      const id = `w${i + 1}`;
+      const w = new SimWorker(id, token, { seed, rng: derive(seed, `worker/${id}`), managers: () => ids, wall: () => sched.wall(), now: () => sched.now, dial, onUnassigned: (w, task, attempt) => checkUnassigned(w, task, attempt), trace: note }, sched.timers(`w:${id}`));
+      workers.push(w);
+      w.start();
+    }
+
+    // ---- checkers
+    const acked = new Set<string>();
+    const dupSince = new Map<string, number>();
+
+    function leader(): SimManager | undefined {
+      let best: SimManager | undefined;
+      for (const m of managers.values()) {
+        if (m.alive && m.isLeader() && !sched.isPaused(m.owner) && (!best || m.core!.status().term > best.core!.status().term)) best = m;
+      }
+      return best;
+    }
+
+    function checkDuplicates(): void {
+      const where = new Map<string, string[]>();
+      for (const w of workers) {
+        if (!w.alive || !w.welcomed) continue;
+        for (const t of w.running()) where.set(t.taskId, [...(where.get(t.taskId) ?? []), w.id]);
+      }
+      for (const [task, ws] of where) {
+        if (ws.length < 2) {
+          dupSince.delete(task);
+          continue;
+        }
+        const since = dupSince.get(task) ?? sched.now;
+        dupSince.set(task, since);
+        if (sched.now - since > DUP_MS) violate('task-on-two-workers', `${task} runs on ${ws.join(' and ')} (both in session) for ${sched.now - since} ms`);
+      }
+      for (const t of [...dupSince.keys()]) if (!where.has(t)) dupSince.delete(t);
+    }
+    sched.timers('sim').every(100, checkDuplicates);
+
+    // ---- clients: submissions through any manager (a follower forwards to the leader it knows)
+    let nextTask = 1;
+    async function submit(): Promise<void> {
+      const id = `t${String(nextTask++).padStart(3, '0')}`;
+      stats.submitted++;
+      const r = derive(seed, `spec/${id}`);
+      const spec = parseTaskSpec({
+        name: id,
+        containers: [{ name: 'main', command: ['sleep', '1000'] }],
+        driver: 'process',
+        resources: { cpu: 100, memory: '64Mi' },
+        restart: r.chance(0.5) ? { policy: 'on-failure', maxAttempts: 2, backoffMs: 200, maxBackoffMs: 1000 } : { policy: 'never' },
+      });
+      for (let attempt = 0; attempt < 8; attempt++) {
+        const via = managers.get(rng.pick(ids))!;
+        const known = via.alive ? via.core!.status().leader : null;
+        const target = known ? managers.get(known) : undefined;
+        if (target?.alive && target.isLeader()) {
+          try {
+            await target.submit({ type: 'task.create', id, spec, at: sched.wall() });
+            acked.add(id);
+            stats.acked++;
+            event('acked', `${id} via ${via.id} on ${target.id}`);
+            return;
+          } catch (e) {
+            const code = (e as { code?: string }).code;
+            if (code === 'conflict') {
+              // An earlier attempt committed after all: the task exists.
+              acked.add(id);
+              stats.acked++;
+              event('acked', `${id} (earlier attempt) via ${via.id}`);
+              return;
+            }
+            note('submit', `${id} attempt ${attempt} failed: ${(e as Error).message}`);
+          }
+        }
+        await new Promise<void>((res) => sched.at(500, 'client', res));
+      }
+      note('submit', `${id} given up (not acknowledged)`);
+    }
+    const nTasks = rng.range(8, 25);
+    for (let i = 0; i < nTasks; i++) sched.at(rng.range(500, FAULT_MS - 5000), 'client', () => void submit());
+
+    // ---- faults
+    let workerCrashesLeft = Math.max(0, Math.min(2, nW - 2));
+    const healAll = (): void => {
+      if (blocked.size > 0) note('heal', 'network healed');
+      blocked.clear();
+    };
+    function fault(): void {
+      if (!faulting) return;
+      const kind = rng.pick(['partition', 'partition', 'oneway', 'heal', 'crash', 'pause', 'wall', 'wall', 'wcrash', 'wcut']);
+      const m = managers.get(rng.pick(ids))!;
+      switch (kind) {
+        case 'partition': {
+          healAll();
+          stats.partitions++;
+          const others = [...ids.filter((x) => x !== m.id), ...workers.map((w) => w.id)];
+          const cutWorkers = rng.chance(0.5);
+          for (const o of others) {
+            if (o.startsWith('w') && !cutWorkers) continue;
+            blocked.add(`${m.id}>${o}`).add(`${o}>${m.id}`);
+          }
+          event('partition', `${m.id} isolated${cutWorkers ? ' (workers too)' : ' from the managers'}`);
+          cutLinks();
+          break;
+        }
+        case 'oneway': {
+          const o = rng.pick(ids.filter((x) => x !== m.id));
+          blocked.add(`${m.id}>${o}`);
+          event('partition', `one-way: nothing from ${m.id} reaches ${o}`);
+          break;
+        }
+        case 'heal':
+          healAll();
+          break;
+        case 'crash': {
+          if (!m.alive || [...managers.values()].filter((x) => !x.alive).length >= Math.floor((nM - 1) / 2)) break;
+          stats.crashes++;
+          for (const l of [...links]) if (l.m === m) closeLink(l, 'crash');
+          m.crash();
+          event('crash', `${m.id} (unsynced writes lost; restarts later)`);
+          sched.at(rng.range(1000, 8000), 'sim', () => restartManager(m));
+          break;
+        }
+        case 'pause': {
+          if (!m.alive || sched.isPaused(m.owner)) break;
+          stats.pauses++;
+          const ms = rng.pick([500, 2000, 5000, 12_000]);
+          sched.pause(m.owner);
+          event('pause', `${m.id} for ${ms} ms`);
+          sched.at(ms, 'sim', () => {
+            sched.resume(m.owner);
+            event('resume', m.id);
+          });
+          break;
+        }
+        case 'wall': {
+          stats.wallSteps++;
+          const step = rng.pick([-120_000, -30_000, -5000, 5000, 30_000, 3_600_000]);
+          sched.wallOffset += step;
+          event('wallstep', `wall clock stepped by ${step} ms`);
+          break;
+        }
+        case 'wcrash': {
+          const live = workers.filter((w) => w.alive);
+          if (workerCrashesLeft <= 0 || live.length <= 2) break;
+          workerCrashesLeft--;
+          stats.workerCrashes++;
+          const w = rng.pick(live);
+          for (const l of [...links]) if (l.w === w) closeLink(l, 'worker crash');
+          w.crash();
+          sched.kill(`w:${w.id}`);
+          event('wcrash', `${w.id} dies for good`);
+          break;
+        }
+        case 'wcut': {
+          const w = rng.pick(workers);
+          stats.partitions++;
+          for (const id of ids) blocked.add(`${w.id}>${id}`).add(`${id}>${w.id}`);
+          event('partition', `${w.id} cut off from every manager`);
+          cutLinks();
+          break;
+        }
+      }
+    }
+    function restartManager(m: SimManager): void {
+      if (m.alive) return;
+      m.start();
+      event('restart', `${m.id} from its disk (term ${m.disk.hardState.term}, ${m.disk.entries.length} entries)`);
+    }
+    sched.timers('sim').every(faultEvery, () => fault());
+
+    // ---- fault phase, then heal and converge
+    const keepGoing = (): boolean => violations.length === 0;
+    await sched.run(FAULT_MS, keepGoing);
+    faulting = false;
+    if (violations.length === 0) {
+      event('heal', 'faults stop: network healed, pauses end, crashed managers restart');
+      healAll();
+      for (const m of managers.values()) {
+        if (sched.isPaused(m.owner)) sched.resume(m.owner);
+        if (!m.alive) restartManager(m);
+      }
+      const healAt = sched.now;
+      // Converged = a stable leader and every task in its desired state; checked every second.
+      let converged = false;
+      for (let t = healAt + 1000; t <= healAt + CONVERGE_MS && violations.length === 0; t += 1000) {
+        await sched.run(t, keepGoing);
+        const why = notConverged();
+        if (why === null) {
+          converged = true;
+          event('converged', `${Math.round((sched.now - healAt) / 1000)} s after faults stopped`);
+          break;
+        }
+        if (t + 1000 > healAt + CONVERGE_MS) violate('convergence', `not converged ${CONVERGE_MS} ms after faults stopped: ${why}`);
+      }
+      if (converged) checkFinal();
+    }
+
+    function notConverged(): string | null {
+      const l = leader();
+      if (!l) return 'no leader';
+      const st = l.state;
+      for (const id of acked) if (!st.getTask(id)) return `acknowledged task ${id} missing on the leader`;
+      for (const t of st.listTasks({})) {
+        if (t.desired !== 'running') continue;
+        if (t.state === 'running') {
+          const w = workers.find((x) => x.id === t.node);
+          const local = w?.tasks.get(t.id);
+          if (!w?.alive) return `${t.id} running on dead worker ${t.node}`;
+          if (!local || local.attempt !== t.attempt || local.state !== 'running') return `${t.id} attempt ${t.attempt} running on ${t.node} per the state; the worker has ${local ? `attempt ${local.attempt} ${local.state}` : 'nothing'}${w.welcomed ? ` (in session with ${w.linkTo})` : ' (no session)'}`;
+          continue;
+        }
+        if ((t.state === 'succeeded' || t.state === 'failed') && t.nextRestartAt === undefined) continue;
+        return `${t.id} is ${t.state}${t.node ? ' on ' + t.node : ''}`;
+      }
+      // Nothing runs that the state does not place there.
+      for (const w of workers) {
+        if (!w.alive) continue;
+        for (const lt of w.running()) {
+          const t = st.getTask(lt.taskId);
+          if (!t || t.node !== w.id || t.attempt !== lt.attempt || t.state !== 'running') return `${w.id} runs ${lt.taskId} attempt ${lt.attempt} which the state does not place there`;
+        }
+      }
+      return null;
+    }
+
+    function checkFinal(): void {
+      const l = leader()!;
+      const st = l.state;
+      // Every acknowledged submission exists exactly once.
+      const byName = new Map<string, number>();
+      for (const t of st.listTasks({})) byName.set(t.name, (byName.get(t.name) ?? 0) + 1);
+      for (const id of acked) {
+        if ((byName.get(id) ?? 0) !== 1) violate('submissions-exactly-once', `${id} exists ${byName.get(id) ?? 0} times`);
+      }
+      stats.tasksRunning = st.listTasks({ state: 'running' }).length;
+      // Replicas that applied the same prefix hold the same state.
+      const snap = Buffer.from(st.snapshot()).toString('base64');
+      for (const m of managers.values()) {
+        if (m === l || !m.alive || m.state.appliedIndex !== st.appliedIndex) continue;
+        if (Buffer.from(m.state.snapshot()).toString('base64') !== snap) violate('replicas-agree', `${m.id} and ${l.id} differ at applied index ${st.appliedIndex}`);
+      }
+    }
+  } finally {
+    restoreClock();
+  }
+  void FAILOVER_GRACE_MS;
+  void termLeader;
+  return { seed, bug, managers: nM, workers: nW, violations, hash: (hash >>> 0).toString(16), virtualMs: sched.now, events: sched.events, stats };
+}
+
+export type { Prng };
