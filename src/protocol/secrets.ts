@@ -1,0 +1,198 @@
+// Secrets and named volumes at the edge: name rules, the references a task spec makes to them
+// (`secrets: [dbpass]`, `volumes: [{name, path, readOnly}]`), the `-v NAME:/path[:ro]` shorthand,
+// and what the API says about a secret (metadata only: a value never leaves the cluster through
+// the API, see docs/security.md).
+//
+// Pure module: no IO, no clocks, no randomness.
+
+import { z } from 'zod';
+import { FlotillaError } from './errors.js';
+
+// ---------------------------------------------------------------------------------------------
+// Names
+
+/**
+ * Secret and volume names: 1–64 letters, digits, '.', '_' or '-', starting and ending with a
+ * letter or digit. A name becomes a file name (`/run/secrets/NAME`, the process driver's
+ * secrets directory) and a Docker volume name, so it can never be '.', '..', contain '/' or
+ * start with '-'.
+ */
+export const RESOURCE_NAME_RE = /^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$/;
+export const NAME_RULE = "must be 1-64 letters, digits, '.', '_' or '-', starting and ending with a letter or digit";
+
+/** Largest secret value, in bytes (it travels in one Raft command and one session frame). */
+export const MAX_SECRET_BYTES = 64 * 1024;
+/** Most secrets and volumes one task may name. */
+export const MAX_TASK_SECRETS = 32;
+export const MAX_TASK_VOLUMES = 32;
+
+export type ResourceKind = 'secret' | 'volume';
+
+export function validResourceName(name: unknown): name is string {
+  return typeof name === 'string' && RESOURCE_NAME_RE.test(name);
+}
+
+/** A secret or volume name, or a `bad_request` naming the rule ("Cannot create secret as 'name' must be …"). */
+export function parseResourceName(kind: ResourceKind, input: unknown, action = `create ${kind}`, path = 'name'): string {
+  if (validResourceName(input)) return input;
+  const message = input === undefined ? 'is required' : typeof input !== 'string' ? 'must be a string' : NAME_RULE;
+  const shown = typeof input === 'string' ? ` (got ${JSON.stringify(input.length > 80 ? input.slice(0, 80) + '…' : input)})` : '';
+  throw new FlotillaError('bad_request', `Cannot ${action} as '${path}' ${message}${shown}`, { details: [{ path, message }] });
+}
+
+export const parseSecretName = (input: unknown, action?: string): string => parseResourceName('secret', input, action);
+export const parseVolumeName = (input: unknown, action?: string): string => parseResourceName('volume', input, action);
+
+// ---------------------------------------------------------------------------------------------
+// Secret values
+
+const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/**
+ * The bytes of a secret value sent as standard base64 (`data` of `POST /v1/secrets`). Strict:
+ * Node's decoder skips characters it does not know, which would store something else than
+ * what was meant without a word.
+ */
+export function parseSecretData(input: unknown, action = 'create secret'): Buffer {
+  const fail = (message: string): never => {
+    throw new FlotillaError('bad_request', `Cannot ${action} as 'data' ${message}`, { details: [{ path: 'data', message }] });
+  };
+  if (input === undefined) return fail('is required (the value, base64-encoded)');
+  if (typeof input !== 'string') return fail('must be a base64 string');
+  const compact = input.replace(/\s+/g, '');
+  if (!BASE64_RE.test(compact)) return fail('must be standard base64 (A-Z, a-z, 0-9, +, /, = padding)');
+  const bytes = Buffer.from(compact, 'base64');
+  if (bytes.length === 0) return fail('must not be empty');
+  if (bytes.length > MAX_SECRET_BYTES) return fail(`must be at most ${MAX_SECRET_BYTES} bytes once decoded (got ${bytes.length})`);
+  return bytes;
+}
+
+/** What the API and the CLI show of a secret: never its value. */
+export interface SecretInfo {
+  name: string;
+  /** Bytes of the value. */
+  size: number;
+  /** Raft index of the command that created it. */
+  version: number;
+  createdAt: number;
+  /** The data key the stored value is encrypted with (rotation: `flotilla secret rotate-key`). */
+  keyId: number;
+  /** Tasks (not finished) that name it. */
+  usedBy?: string[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// References in a task spec
+
+export interface VolumeMount {
+  /** The named volume (created on the node on first use). */
+  name: string;
+  /** Where the volume appears inside the container (docker driver). */
+  path: string;
+  readOnly: boolean;
+}
+
+/** Absolute, normalised (no '.', '..' or empty segments), not '/' and not under /run/secrets. */
+function volumePathProblem(p: string): string | undefined {
+  if (!p.startsWith('/')) return 'must be an absolute path';
+  if (p.length > 4096) return 'must be at most 4096 characters';
+  if (p === '/') return "must not be '/'";
+  const segs = p.slice(1).split('/');
+  if (segs.some((s) => s === '' || s === '.' || s === '..')) return "must be a normalised path (no '.', '..' or empty segments, no trailing '/')";
+  if (p.includes('\0') || p.includes(':')) return "must not contain ':' or NUL";
+  if (p === '/run/secrets' || p.startsWith('/run/secrets/')) return 'must not be /run/secrets or under it (where secrets are mounted)';
+  return undefined;
+}
+
+const VOLUME_SHORTHAND_RE = /^([^:]*):([^:]*)(?::([^:]*))?$/;
+
+/**
+ * `NAME:/path`, `NAME:/path:ro` or `NAME:/path:rw` (the `run -v` flag) as a volume mount, or a
+ * `bad_request` saying which part is wrong.
+ */
+export function parseVolumeFlag(text: string, action = 'run task'): VolumeMount {
+  const m = VOLUME_SHORTHAND_RE.exec(text);
+  const bad = (message: string): never => {
+    throw new FlotillaError('bad_request', `Cannot ${action} as volume ${JSON.stringify(text)} ${message}`, { details: [{ path: 'volumes', message }] });
+  };
+  if (m === null) return bad('must be NAME:/path or NAME:/path:ro');
+  const [, name, path, mode] = m as unknown as [string, string, string, string | undefined];
+  if (!validResourceName(name)) return bad(`has a bad name: it ${NAME_RULE}`);
+  const problem = volumePathProblem(path);
+  if (problem !== undefined) return bad(`has a bad path: it ${problem}`);
+  if (mode !== undefined && mode !== 'ro' && mode !== 'rw') return bad("has a bad mode: it must be 'ro' or 'rw'");
+  return { name, path, readOnly: mode === 'ro' };
+}
+
+const nameSchema = z.string({ error: (iss) => (iss.input === undefined ? 'is required' : 'must be a string') }).regex(RESOURCE_NAME_RE, { error: NAME_RULE });
+
+const volumePathSchema = z
+  .string({ error: (iss) => (iss.input === undefined ? 'is required' : 'must be an absolute path') })
+  .superRefine((p, ctx) => {
+    const problem = volumePathProblem(p);
+    if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem, input: p });
+  });
+
+/** `secrets: ["dbpass", …]` in a task spec: distinct names. */
+export const SecretRefsSchema = z
+  .array(nameSchema, { error: (iss) => (iss.input === undefined ? 'is required' : 'must be an array of secret names') })
+  .max(MAX_TASK_SECRETS)
+  .superRefine((names, ctx) => {
+    const seen = new Set<string>();
+    names.forEach((n, i) => {
+      if (seen.has(n)) ctx.addIssue({ code: 'custom', path: [i], message: `must be distinct ('${n}' is named twice)`, input: n });
+      seen.add(n);
+    });
+  });
+
+/** `volumes: [{name, path, readOnly?} | "NAME:/path[:ro]", …]`: distinct paths. */
+export const VolumeMountsSchema = z
+  .array(
+    z.preprocess(
+      (v) => {
+        if (typeof v !== 'string') return v;
+        const m = VOLUME_SHORTHAND_RE.exec(v);
+        if (m === null) return v;
+        const out: Record<string, unknown> = { name: m[1], path: m[2] };
+        if (m[3] !== undefined) out.readOnly = m[3] === 'ro' ? true : m[3] === 'rw' ? false : m[3];
+        return out;
+      },
+      z.strictObject(
+        {
+          name: nameSchema,
+          path: volumePathSchema,
+          readOnly: z.boolean({ error: "must be a boolean (or 'ro'/'rw' in the shorthand)" }).default(false),
+        },
+        { error: (iss) => (iss.code === 'invalid_type' ? 'must be a volume like {"name": "data", "path": "/data"} or "data:/data:ro"' : undefined) },
+      ),
+    ),
+    { error: (iss) => (iss.input === undefined ? 'is required' : 'must be an array of volumes') },
+  )
+  .max(MAX_TASK_VOLUMES)
+  .superRefine((vols, ctx) => {
+    const paths = new Map<string, number>();
+    vols.forEach((v, i) => {
+      const prev = paths.get(v.path);
+      if (prev !== undefined) ctx.addIssue({ code: 'custom', path: [i, 'path'], message: `must be distinct (${v.path} is also the path of volumes[${prev}])`, input: v.path });
+      else paths.set(v.path, i);
+    });
+  });
+
+/** The volume names a spec mounts, each once, in order. */
+export function specVolumeNames(spec: { volumes?: readonly VolumeMount[] }): string[] {
+  return [...new Set((spec.volumes ?? []).map((v) => v.name))];
+}
+
+/** The secret names a spec asks for (empty when none). */
+export function specSecretNames(spec: { secrets?: readonly string[] }): string[] {
+  return [...(spec.secrets ?? [])];
+}
+
+/** The error for a task naming secrets the cluster does not have: one message naming them all. */
+export function missingSecretsError(missing: readonly string[], action = 'create task'): FlotillaError {
+  const list = missing.map((n) => `'${n}'`).join(', ');
+  const message = missing.length === 1 ? `names secret ${list}, which does not exist` : `names secrets ${list}, which do not exist`;
+  return new FlotillaError('bad_request', `Cannot ${action} as 'secrets' ${message} (create it with: flotilla secret create NAME --from-file FILE)`, {
+    details: missing.map((n) => ({ path: 'secrets', message: `secret '${n}' does not exist` })),
+  });
+}
