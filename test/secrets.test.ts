@@ -16,6 +16,7 @@ import {
   validResourceName,
 } from '../src/protocol/secrets.js';
 import { issueMessage } from '../src/protocol/spec.js';
+import { SecretsTable, secretCommandSchemas } from '../src/manager/state/secrets.js';
 import { SecretKeyring, boxKeyId, createDataKey, deriveKek, openSecret, sealSecret, unwrapDataKey } from '../src/manager/secret-box.js';
 
 function thrown(fn: () => unknown): FlotillaError {
@@ -182,5 +183,86 @@ describe('the secret envelope', () => {
     expect(ring2.open([r2, r1], 'b', fresh.box).toString()).toBe('new value');
     // Key 1 retired: what it sealed can no longer be opened, with a clear message.
     expect(thrown(() => ring2.open([r2], 'a', old.box)).message).toBe("Cannot decrypt secret 'a' as it is sealed with data key 1, which this cluster does not have (the key ring holds 2)");
+  });
+});
+
+describe('the replicated secrets table', () => {
+  const kek = deriveKek(SECRET);
+  const k1 = createDataKey(kek, 1, 10);
+  const k2 = createDataKey(kek, 2, 20);
+  const ctx = (index: number, usedBy: string[] = [], events: unknown[] = []) => ({
+    index,
+    emit: (e: unknown) => events.push(e),
+    usedBy: () => usedBy,
+    quotaRefusal: () => undefined,
+  });
+
+  function table(): SecretsTable {
+    const t = new SecretsTable();
+    expect(t.apply({ type: 'secret.key.add', key: k1.record, at: 10 }, ctx(1)).ok).toBe(true);
+    return t;
+  }
+
+  it('holds only sealed values; a snapshot image round-trips and holds no plaintext', () => {
+    const t = table();
+    const events: unknown[] = [];
+    const box = sealSecret(k1.key, 'dbpass', Buffer.from('hunter2-plain'));
+    const r = t.apply({ type: 'secret.create', name: 'dbpass', box, size: 13, at: 11 }, ctx(2, [], events));
+    expect(r).toEqual({ ok: true, value: { name: 'dbpass', size: 13, version: 2, createdAt: 11, keyId: 1 } });
+    expect(events).toEqual([{ type: 'secret.created', name: 'dbpass', version: 2 }]);
+    const img = JSON.stringify(t.image());
+    expect(img).not.toContain('hunter2');
+    const back = SecretsTable.fromImage(JSON.parse(img));
+    expect(back.list()).toEqual(t.list());
+    expect(back.dataKeys()).toEqual(t.dataKeys());
+    expect(back.bytes()).toBe(t.bytes());
+    expect(new SecretKeyring(kek).open(back.dataKeys(), 'dbpass', back.get('dbpass')!.box).toString()).toBe('hunter2-plain');
+    // A snapshot from before secrets: an empty table.
+    expect(SecretsTable.fromImage({}).list()).toEqual([]);
+  });
+
+  it('refuses duplicates, unknown keys, out-of-order keys, removal in use; changes nothing then', () => {
+    const t = table();
+    const box = sealSecret(k1.key, 'a', Buffer.from('x'));
+    expect(t.apply({ type: 'secret.create', name: 'a', box, size: 1, at: 1 }, ctx(2)).ok).toBe(true);
+    const before = JSON.stringify(t.image());
+    const dup = t.apply({ type: 'secret.create', name: 'a', box, size: 1, at: 1 }, ctx(3));
+    expect(dup.ok || dup.error.message).toMatch(/Cannot create secret 'a' as a secret with that name already exists/);
+    const unknownKey = t.apply({ type: 'secret.create', name: 'b', box: sealSecret(k2.key, 'b', Buffer.from('y')), size: 1, at: 1 }, ctx(4));
+    expect(unknownKey.ok || unknownKey.error.message).toBe("Cannot create secret 'b' as its value is sealed with data key 2, which the cluster does not have");
+    const skip = t.apply({ type: 'secret.key.add', key: createDataKey(kek, 3, 1).record, at: 1 }, ctx(5));
+    expect(skip.ok || skip.error.message).toBe('Cannot add data key 3 as the next data key is 2');
+    const inUse = t.apply({ type: 'secret.remove', name: 'a', at: 1 }, ctx(6, ['t-1']));
+    expect(inUse.ok || inUse.error.message).toMatch(/Cannot remove secret 'a' as task\(s\) t-1 name it/);
+    expect(JSON.stringify(t.image())).toBe(before);
+    expect(t.missing(['a', 'zz', 'b'])).toEqual(['zz', 'b']);
+    const gone = t.apply({ type: 'secret.remove', name: 'a', at: 1 }, ctx(7));
+    expect(gone.ok).toBe(true);
+    expect(t.bytes()).toBe(0);
+  });
+
+  it('rotation: a new key, re-seal with compare-and-set, then the old key can be retired', () => {
+    const t = table();
+    expect(t.apply({ type: 'secret.create', name: 'a', box: sealSecret(k1.key, 'a', Buffer.from('v')), size: 1, at: 1 }, ctx(2)).ok).toBe(true);
+    expect(t.apply({ type: 'secret.key.add', key: k2.record, at: 2 }, ctx(3)).ok).toBe(true);
+    const early = t.apply({ type: 'secret.key.retire', id: 1, at: 3 }, ctx(4));
+    expect(early.ok || early.error.message).toMatch(/Cannot retire data key 1 as 1 secret value\(s\) are still sealed with it \(a\)/);
+    const stale = t.apply({ type: 'secret.reseal', name: 'a', version: 1, box: sealSecret(k2.key, 'a', Buffer.from('v')), at: 4 }, ctx(5));
+    expect(stale.ok || stale.error.message).toBe("Cannot re-seal secret 'a' as its version is 2, not 1");
+    expect(t.apply({ type: 'secret.reseal', name: 'a', version: 2, box: sealSecret(k2.key, 'a', Buffer.from('v')), at: 4 }, ctx(6)).ok).toBe(true);
+    expect(t.get('a')!.keyId).toBe(2);
+    const newest = t.apply({ type: 'secret.key.retire', id: 2, at: 5 }, ctx(7));
+    expect(newest.ok || newest.error.message).toMatch(/it is the newest/);
+    expect(t.apply({ type: 'secret.key.retire', id: 1, at: 5 }, ctx(8)).ok).toBe(true);
+    expect(t.dataKeys().map((k) => k.id)).toEqual([2]);
+    expect(t.nextKeyId()).toBe(3);
+    expect(new SecretKeyring(kek).open(t.dataKeys(), 'a', t.get('a')!.box).toString()).toBe('v');
+  });
+
+  it('the command schemas refuse bad names and unsealed values', () => {
+    const schema = z.discriminatedUnion('type', [...secretCommandSchemas]);
+    expect(schema.safeParse({ type: 'secret.create', name: '../x', box: 'fsb1:1:' + 'A'.repeat(40), size: 1, at: 1 }).success).toBe(false);
+    expect(schema.safeParse({ type: 'secret.create', name: 'x', box: 'plaintext!', size: 1, at: 1 }).success).toBe(false);
+    expect(schema.safeParse({ type: 'secret.create', name: 'x', box: 'fsb1:1:' + 'A'.repeat(40), size: 1, at: 1 }).success).toBe(true);
   });
 });

@@ -15,6 +15,9 @@
 // Format of a sealed value: `fsb1:<key id>:<base64url(nonce ‖ ciphertext ‖ tag)>`.
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { FlotillaError } from '../protocol/errors.js';
+import { sealedKeyId, type WrappedDataKey } from './state/secrets.js';
+
+export type { WrappedDataKey };
 
 export const BOX_VERSION = 'fsb1';
 const NONCE_BYTES = 12;
@@ -30,16 +33,6 @@ export interface KeyEncryptionKey {
 export interface DataKey {
   id: number;
   key: Buffer;
-}
-
-/** A data key as it is replicated: wrapped by the KEK. */
-export interface WrappedDataKey {
-  id: number;
-  /** The id of the KEK that wrapped it. */
-  kek: string;
-  /** A sealed box (same format as values) holding the 32 key bytes. */
-  wrapped: string;
-  createdAt: number;
 }
 
 type Random = (n: number) => Buffer;
@@ -121,11 +114,7 @@ export function sealSecret(key: DataKey, name: string, plaintext: Buffer, random
 }
 
 /** The data key id a sealed value names (undefined when it is not a box). */
-export function boxKeyId(box: string): number | undefined {
-  const parts = box.split(':');
-  if (parts.length !== 3 || parts[0] !== BOX_VERSION || !/^[1-9][0-9]{0,15}$/.test(parts[1]!)) return undefined;
-  return Number(parts[1]);
-}
+export const boxKeyId = sealedKeyId;
 
 /** Open a sealed secret value with the key its box names (looked up in `keys`). */
 export function openSecret(keys: (id: number) => DataKey | undefined, name: string, box: string, known?: readonly number[]): Buffer {
