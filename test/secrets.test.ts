@@ -2,7 +2,11 @@
 // the envelope that keeps secret values encrypted in the replicated state (round trip, tamper
 // detection, unknown key ids, another cluster secret).
 import { describe, expect, it } from 'vitest';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { z } from 'zod';
+import { removeSecretFiles, writeSecretFiles } from '../src/worker/secret-files.js';
 import { FlotillaError } from '../src/protocol/errors.js';
 import {
   MAX_SECRET_BYTES,
@@ -264,5 +268,33 @@ describe('the replicated secrets table', () => {
     expect(schema.safeParse({ type: 'secret.create', name: '../x', box: 'fsb1:1:' + 'A'.repeat(40), size: 1, at: 1 }).success).toBe(false);
     expect(schema.safeParse({ type: 'secret.create', name: 'x', box: 'plaintext!', size: 1, at: 1 }).success).toBe(false);
     expect(schema.safeParse({ type: 'secret.create', name: 'x', box: 'fsb1:1:' + 'A'.repeat(40), size: 1, at: 1 }).success).toBe(true);
+  });
+});
+
+describe('secret files on a worker', () => {
+  it('one 0400 file per secret in a 0700 directory; stale ones removed; bad names refused', () => {
+    const root = mkdtempSync(join(tmpdir(), 'flotilla-secret-files-'));
+    try {
+      const dir = join(root, 'task', 'secrets');
+      writeSecretFiles(dir, [
+        { name: 'dbpass', data: Buffer.from('p4ss') },
+        { name: 'tls.key', data: Buffer.alloc(MAX_SECRET_BYTES, 7) },
+      ]);
+      expect(statSync(dir).mode & 0o777).toBe(0o700);
+      expect(statSync(join(dir, 'dbpass')).mode & 0o777).toBe(0o400);
+      expect(readFileSync(join(dir, 'dbpass'), 'utf8')).toBe('p4ss');
+      expect(readFileSync(join(dir, 'tls.key')).length).toBe(MAX_SECRET_BYTES);
+      // Written again (a new assignments frame): same content, stale file gone, no temp files left.
+      writeSecretFiles(dir, [{ name: 'dbpass', data: Buffer.from('p4ss2') }]);
+      expect(readdirSync(dir)).toEqual(['dbpass']);
+      expect(readFileSync(join(dir, 'dbpass'), 'utf8')).toBe('p4ss2');
+      expect(thrown(() => writeSecretFiles(dir, [{ name: '../escape', data: Buffer.from('x') }])).message).toMatch(/not a valid secret name/);
+      expect(existsSync(join(root, 'task', 'escape'))).toBe(false);
+      removeSecretFiles(dir);
+      expect(existsSync(dir)).toBe(false);
+      removeSecretFiles(dir); // a missing one is fine
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });
