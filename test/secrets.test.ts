@@ -21,6 +21,7 @@ import {
 } from '../src/protocol/secrets.js';
 import { issueMessage } from '../src/protocol/spec.js';
 import { SecretsTable, secretCommandSchemas } from '../src/manager/state/secrets.js';
+import { VolumesTable } from '../src/manager/state/volumes.js';
 import { SecretKeyring, boxKeyId, createDataKey, deriveKek, openSecret, sealSecret, unwrapDataKey } from '../src/manager/secret-box.js';
 
 function thrown(fn: () => unknown): FlotillaError {
@@ -296,5 +297,49 @@ describe('secret files on a worker', () => {
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the replicated volumes table', () => {
+  const vol = (name: string, path = `/${name}`) => ({ name, path, readOnly: false });
+
+  it('records a volume on the nodes its tasks were placed on, and pins later tasks there', () => {
+    const t = new VolumesTable();
+    const events: unknown[] = [];
+    expect(t.placement([vol('data')])).toEqual({ kind: 'any' });
+    t.recordUse([vol('data')], 'w1', 100, 5, (e) => events.push(e));
+    t.recordUse([vol('data')], 'w1', 101, 6, (e) => events.push(e)); // already there: nothing new
+    expect(events).toEqual([{ type: 'volume.created', name: 'data', node: 'w1', version: 5 }]);
+    expect(t.placement([vol('data')])).toEqual({ kind: 'nodes', nodes: new Set(['w1']) });
+    t.recordUse([vol('logs')], 'w2', 102, 7, () => {});
+    t.recordUse([vol('logs')], 'w1', 103, 8, () => {});
+    expect(t.get('logs')!.nodes).toEqual(['w1', 'w2']);
+    // Both volumes: only w1 holds both.
+    expect(t.placement([vol('data'), vol('logs')])).toEqual({ kind: 'nodes', nodes: new Set(['w1']) });
+    t.recordUse([vol('only2')], 'w2', 104, 9, () => {});
+    expect(t.placement([vol('data'), vol('only2')])).toEqual({ kind: 'none', reason: "no node holds all of its volumes: 'data' (on w1), 'only2' (on w2)" });
+    // A volume that exists nowhere does not restrict.
+    expect(t.placement([vol('data'), vol('fresh')])).toEqual({ kind: 'nodes', nodes: new Set(['w1']) });
+  });
+
+  it('remove: refused in use; then tombstones tell the nodes to delete; a new use clears its node', () => {
+    const t = new VolumesTable();
+    t.recordUse([vol('data')], 'w1', 1, 1, () => {});
+    t.recordUse([vol('data')], 'w2', 1, 2, () => {});
+    const busy = t.remove({ type: 'volume.remove', name: 'data', at: 2 }, ['t-1'], 3, () => {});
+    expect(busy.ok || busy.error.message).toMatch(/Cannot remove volume 'data' as task\(s\) t-1 mount it/);
+    expect(t.get('data')).toBeDefined();
+    const missing = t.remove({ type: 'volume.remove', name: 'nope', at: 2 }, [], 3, () => {});
+    expect(missing.ok || missing.error.message).toBe("Cannot remove volume 'nope' as it does not exist");
+    expect(t.remove({ type: 'volume.remove', name: 'data', at: 2 }, [], 4, () => {}).ok).toBe(true);
+    expect(t.get('data')).toBeUndefined();
+    expect(t.dropsFor('w1')).toEqual(['data']);
+    expect(t.dropsFor('w2')).toEqual(['data']);
+    t.recordUse([vol('data')], 'w1', 5, 5, () => {});
+    expect(t.dropsFor('w1')).toEqual([]);
+    expect(t.dropsFor('w2')).toEqual(['data']);
+    const back = VolumesTable.fromImage(JSON.parse(JSON.stringify(t.image())));
+    expect(back.image()).toEqual(t.image());
+    expect(VolumesTable.fromImage({}).list()).toEqual([]);
   });
 });

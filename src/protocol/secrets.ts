@@ -196,3 +196,39 @@ export function missingSecretsError(missing: readonly string[], action = 'create
     details: missing.map((n) => ({ path: 'secrets', message: `secret '${n}' does not exist` })),
   });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Delivery: the `secrets` field of an `assignments` frame (leader → the worker running the task)
+
+/** One opened secret value, sent once per frame however many of the worker's tasks name it. */
+export interface DeliveredSecret {
+  name: string;
+  data: Uint8Array;
+}
+
+/** Most secret bytes in one assignments frame (below the 4 MiB session frame limit). */
+export const MAX_DELIVERED_SECRET_BYTES = 3 * 1024 * 1024;
+
+export const DeliveredSecretsSchema = z
+  .array(
+    z.strictObject({
+      name: nameSchema,
+      data: z.custom<Uint8Array>((v) => v instanceof Uint8Array && v.length >= 1 && v.length <= MAX_SECRET_BYTES, { error: `must be 1 to ${MAX_SECRET_BYTES} bytes` }),
+    }),
+  )
+  .max(10_000);
+
+/**
+ * The secrets of one task out of a frame's delivered set, in the order the spec names them, or
+ * the names the frame lacks (the leader could not open them: the task must not start without).
+ */
+export function secretsForTask(names: readonly string[], delivered: ReadonlyMap<string, Uint8Array>): { secrets: DeliveredSecret[]; missing: string[] } {
+  const secrets: DeliveredSecret[] = [];
+  const missing: string[] = [];
+  for (const n of names) {
+    const d = delivered.get(n);
+    if (d === undefined) missing.push(n);
+    else secrets.push({ name: n, data: d });
+  }
+  return { secrets, missing };
+}
