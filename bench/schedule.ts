@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline';
 import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import { workerToken } from '../src/manager/orchestrator.js';
+import { workerToken } from '../src/manager/auth.js';
 import { newAgent, request, requestOk } from './lib/load.js';
 import { BENCH_SECRET, FlotillaCluster, member } from './lib/systems.js';
 import { QUICK, ROOT, envNum, log, round, rssOf, sleep, waitFor } from './lib/util.js';

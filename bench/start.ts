@@ -18,7 +18,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
-import { workerToken } from '../src/manager/orchestrator.js';
+import { workerToken } from '../src/manager/auth.js';
 import { newAgent, requestOk } from './lib/load.js';
 import { Proc } from './lib/procs.js';
 import { BENCH_SECRET, FlotillaCluster, member } from './lib/systems.js';

@@ -19,7 +19,7 @@ import { open as openAsync } from 'node:fs/promises';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { workerToken } from '../src/manager/orchestrator.js';
+import { workerToken } from '../src/manager/auth.js';
 import { readProcStat } from '../src/worker/drivers/process.js';
 import { request } from './http.js';
 import { ChaosNet } from './proxy.js';

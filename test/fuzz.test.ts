@@ -1,8 +1,8 @@
 // Property-based fuzzing of flotilla's hostile-input edges (fast-check):
 //  1. the wire decoders: Raft peer frames (src/raft/codec.ts), worker session frames on both
-//     ends (src/worker/frames.ts, src/manager/orchestrator.ts) — arbitrary bytes, mutated valid
+//     ends (src/protocol/frames.ts, used by both) — arbitrary bytes, mutated valid
 //     frames, msgpack-encoded arbitrary values and hand-built hostile msgpack;
-//  2. the task spec validator (src/manager/spec.ts) on mutated near-valid specs;
+//  2. the task spec validator (src/protocol/spec.ts) on mutated near-valid specs;
 //  3. the replicated state machine (src/manager/state.ts): a rejected command changes nothing;
 //  4. the HTTP API of a real manager process: generated bodies on every write route.
 //
@@ -27,7 +27,7 @@ import {
 } from '../src/raft/codec.js';
 import type { Message, MessageType } from '../src/raft/types.js';
 import { decodeSessionFrame as workerDecode, encodeSessionFrame as workerEncode, parseManagerMessage } from '../src/protocol/frames.js';
-import { workerToken } from '../src/manager/orchestrator.js';
+import { workerToken } from '../src/manager/auth.js';
 import { decodeSessionFrame as managerDecode, encodeSessionFrame as managerEncode } from '../src/protocol/frames.js';
 import { MAX_SESSION_FRAME, type ManagerToWorker } from '../src/protocol/session.js';
 import { checkJoin } from '../src/manager/auth.js';

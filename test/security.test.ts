@@ -6,7 +6,7 @@ import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from '
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { TestCluster, SECRET, eventually, runCli, sleep } from './helpers/cluster.js';
-import { workerToken } from '../src/manager/orchestrator.js';
+import { workerToken } from '../src/manager/auth.js';
 import { splitAddr } from '../src/client/client.js';
 
 let cluster: TestCluster;

@@ -489,7 +489,7 @@ const DIST_PROCESS = join(import.meta.dirname, '..', 'dist', 'src', 'worker', 'd
 async function workerProcess(dir: string, taskId: string, orphanGraceMs: number): Promise<{ child: ChildProcess; pids: number[] }> {
   const script = `
     import { ProcessDriver } from ${JSON.stringify(DIST_PROCESS)};
-    import { parseTaskSpec } from ${JSON.stringify(join(import.meta.dirname, '..', 'dist', 'src', 'manager', 'spec.js'))};
+    import { parseTaskSpec } from ${JSON.stringify(join(import.meta.dirname, '..', 'dist', 'src', 'protocol', 'spec.js'))};
     const d = new ProcessDriver({ dir: ${JSON.stringify(dir)}, pollMs: 50, podFailureGraceMs: 1000, orphanGraceMs: ${orphanGraceMs} });
     await d.start(${JSON.stringify(taskId)}, parseTaskSpec({ name: 'p', driver: 'process', containers: [
       { command: ['/bin/sh', '-c', 'sleep 300'] },

@@ -2,26 +2,6 @@
 import type { Command } from 'commander';
 import { action, ago, clientFor, table, UsageError } from './util.js';
 
-interface ClusterView {
-  leader: string | null;
-  /** Set when there is no leader: what is wrong and what to do. */
-  message?: string;
-  term: number;
-  managers: {
-    id: string;
-    addr: string;
-    role: string;
-    voter: boolean;
-    term: number | null;
-    commitIndex: number | null;
-    appliedIndex: number | null;
-    lastIndex: number | null;
-    lag: number | null;
-    lastContactMs: number | null;
-    healthy: boolean;
-  }[];
-}
-
 function output(flag: string | undefined): 'table' | 'json' {
   const o = flag ?? 'table';
   if (o !== 'table' && o !== 'json') throw new UsageError(`-o must be table or json, got '${o}'`);
@@ -39,7 +19,7 @@ export function registerClusterCommands(program: Command): void {
       action(async (o: { output?: string }, cmd: Command) => {
         const fmt = output(o.output);
         const c = clientFor(cmd.optsWithGlobals().managers);
-        const v = await c.get<ClusterView>('/v1/cluster');
+        const v = await c.get('/v1/cluster');
         if (fmt === 'json') {
           process.stdout.write(JSON.stringify(v, null, 2) + '\n');
           return;
@@ -73,7 +53,7 @@ export function registerClusterCommands(program: Command): void {
       action(async (key: string, o: { stale?: boolean; output?: string }, cmd: Command) => {
         const fmt = output(o.output);
         const c = clientFor(cmd.optsWithGlobals().managers);
-        const r = await c.get<{ key: string; value: string; version: number }>(`/v1/kv/${encodeURIComponent(key)}${o.stale ? '?stale=true' : ''}`);
+        const r = await c.get(`/v1/kv/${encodeURIComponent(key)}${o.stale ? '?stale=true' : ''}`);
         process.stdout.write(fmt === 'json' ? JSON.stringify(r) + '\n' : `${r.value}\n`);
       }),
     );
@@ -85,7 +65,7 @@ export function registerClusterCommands(program: Command): void {
       action(async (key: string, value: string, o: { cas?: string }, cmd: Command) => {
         if (o.cas !== undefined && !/^\d+$/.test(o.cas)) throw new UsageError(`--cas must be a version number, got '${o.cas}'`);
         const c = clientFor(cmd.optsWithGlobals().managers);
-        const r = await c.put<{ version: number }>(`/v1/kv/${encodeURIComponent(key)}${o.cas !== undefined ? `?cas=${o.cas}` : ''}`, value);
+        const r = await c.put(`/v1/kv/${encodeURIComponent(key)}${o.cas !== undefined ? `?cas=${o.cas}` : ''}`, value);
         process.stdout.write(`${key} @ ${r.version}\n`);
       }),
     );
@@ -108,7 +88,7 @@ export function registerClusterCommands(program: Command): void {
         const fmt = output(o.output);
         const c = clientFor(cmd.optsWithGlobals().managers);
         // Large stores answer in pages: follow them all.
-        const r = { items: await c.getAll<{ key: string; value: string; version: number }>(`/v1/kv?prefix=${encodeURIComponent(prefix ?? '')}`, 'items') };
+        const r = { items: await c.getAll(`/v1/kv?prefix=${encodeURIComponent(prefix ?? '')}`, 'items') };
         if (fmt === 'json') process.stdout.write(JSON.stringify(r.items, null, 2) + '\n');
         else process.stdout.write(table(r.items.map((i) => [i.key, String(i.version), i.value.length > 60 ? i.value.slice(0, 57) + '...' : i.value]), ['KEY', 'VERSION', 'VALUE']));
       }),

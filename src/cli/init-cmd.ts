@@ -20,7 +20,7 @@ export interface InitResult {
 /** Creates what is missing under `dir` (never overwrites): secret, CA, join token files. */
 export async function initCluster(dir: string): Promise<InitResult> {
   const { createCa, readCa, writeCa, caFingerprint, formatJoinToken, writeSecretFile, readAdminCert, issueAdminCert, writeAdminCert } = await import('../tls/pki.js');
-  const { workerToken } = await import('../manager/orchestrator.js');
+  const { workerToken } = await import('../manager/auth.js');
   const { managerToken } = await import('../manager/join.js');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const secretFile = join(dir, 'secret');

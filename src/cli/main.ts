@@ -12,7 +12,7 @@ import { registerChaosCommands } from './chaos-cmd.js';
 import { registerTokenCommands } from './token-cmd.js';
 import { setCaFile, setTokenFile } from './util.js';
 import { registerInit } from './init-cmd.js';
-import { quietOnClosedOutput } from './signals.js';
+import { quietOnClosedOutput } from '../signals.js';
 
 // `flotilla … | head`: when the reader goes away, end quietly with status 0 (no EPIPE trace).
 quietOnClosedOutput();

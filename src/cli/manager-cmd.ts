@@ -170,7 +170,7 @@ Examples:
           orchestrator: { heartbeatMs: workerHeartbeatMs, nodeGraceMs, failoverGraceMs, strategy: flags.strategy },
         });
         // SIGINT/SIGTERM/SIGHUP (or output/parent gone): a bounded clean stop; twice: at once.
-        const { nodeShutdown } = await import('./signals.js');
+        const { nodeShutdown } = await import('../signals.js');
         nodeShutdown({ close: () => m.close(), say: (msg) => log.info(msg) });
         m.node.on('fatal', () => process.exit(1));
       }),
@@ -184,7 +184,7 @@ Examples:
       action(async (member: string, _o: unknown, cmd: Command) => {
         const [id, addr] = Object.entries(parseMembers('member', member))[0]!;
         const c = clientFor(cmd.optsWithGlobals().managers, { timeoutMs: 60_000 });
-        const r = await c.post<{ role: string }>('/v1/managers', { id, addr }, { timeoutMs: 60_000 });
+        const r = await c.post('/v1/managers', { id, addr }, { timeoutMs: 60_000 });
         process.stdout.write(`manager ${id} added (${r.role})\n`);
       }),
     );
@@ -210,7 +210,7 @@ Examples:
       action(async (id: string, _o: unknown, cmd: Command) => {
         checkId('id', id);
         const c = clientFor(cmd.optsWithGlobals().managers);
-        const r = await c.post<{ leader: string }>(`/v1/managers/${encodeURIComponent(id)}/transfer-leader`);
+        const r = await c.post(`/v1/managers/${encodeURIComponent(id)}/transfer-leader`);
         process.stdout.write(`leader is now ${r.leader}\n`);
       }),
     );

@@ -3,11 +3,6 @@ import { writeFileSync, renameSync } from 'node:fs';
 import type { Command } from 'commander';
 import { action, ago, clientFor, table, UsageError } from './util.js';
 
-interface TokenView {
-  id: string;
-  role: string;
-  createdAt: number;
-}
 
 /** Writes a secret file atomically with mode 0600. */
 function writeSecretFile(path: string, content: string): void {
@@ -48,7 +43,7 @@ Examples:
       action(async (flags: { role: string; out?: string }, cmd: Command) => {
         if (flags.role !== 'admin' && flags.role !== 'viewer') throw new UsageError(`--role must be admin or viewer, got '${flags.role}'`);
         const c = clientFor(cmd.optsWithGlobals().managers);
-        const r = await c.post<TokenView & { token: string }>('/v1/tokens', { role: flags.role });
+        const r = await c.post('/v1/tokens', { role: flags.role });
         if (flags.out) {
           writeSecretFile(flags.out, r.token);
           process.stdout.write(`created ${r.role} token ${r.id}; written to ${flags.out}\n`);
@@ -66,7 +61,7 @@ Examples:
     .action(
       action(async (flags: { json?: boolean }, cmd: Command) => {
         const c = clientFor(cmd.optsWithGlobals().managers);
-        const r = await c.get<{ tokens: TokenView[] }>('/v1/tokens');
+        const r = await c.get('/v1/tokens');
         if (flags.json) {
           process.stdout.write(JSON.stringify(r, null, 2) + '\n');
           return;
@@ -104,8 +99,8 @@ Examples:
         const c = clientFor(cmd.optsWithGlobals().managers);
         const r =
           which === 'worker'
-            ? await c.post<{ token: string; epoch: number }>('/v1/tokens/worker/rotate', { revokeNodes: flags.revokeNodes === true })
-            : await c.post<{ token: string }>('/v1/tokens/manager/rotate');
+            ? await c.post('/v1/tokens/worker/rotate', { revokeNodes: flags.revokeNodes === true })
+            : await c.post('/v1/tokens/manager/rotate');
         const note = flags.revokeNodes ? 'every node credential is revoked' : `joined ${which}s keep working`;
         if (flags.out) {
           writeSecretFile(flags.out, r.token);
@@ -125,7 +120,7 @@ Examples:
       action(async (which: string, _flags: unknown, cmd: Command) => {
         if (which !== 'worker' && which !== 'manager') throw new UsageError(`can show 'worker' or 'manager', got '${which}'`);
         const c = clientFor(cmd.optsWithGlobals().managers);
-        const r = await c.get<{ worker: string | null; manager: string | null }>('/v1/tokens/join');
+        const r = await c.get('/v1/tokens/join');
         const t = r[which];
         if (t === null) throw new Error(`the ${which} join token was rotated, so it is not stored (only its hash is): use the one \`flotilla token rotate ${which}\` printed, or rotate again`);
         process.stdout.write(t + '\n');

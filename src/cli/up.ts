@@ -25,7 +25,7 @@ import type { Command } from 'commander';
 import { FlotillaClient } from '../client/client.js';
 import { monoNow } from '../clock.js';
 import { action, parseIntFlag, UsageError } from './util.js';
-import { REPEAT_MS } from './signals.js';
+import { REPEAT_MS } from '../signals.js';
 
 interface UpFlags {
   managers: string;
@@ -173,7 +173,7 @@ async function up(flags: UpFlags): Promise<void> {
   if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
   chmodSync(secretFile, 0o600);
   const secret = readFileSync(secretFile, 'utf8').trim();
-  const { workerToken } = await import('../manager/orchestrator.js');
+  const { workerToken } = await import('../manager/auth.js');
   const tokenFile = join(dir, 'worker-token');
   // Kept when present: `flotilla token rotate worker --out <dir>/worker-token` replaces it.
   if (!existsSync(tokenFile)) writeFileSync(tokenFile, workerToken(secret) + '\n', { mode: 0o600 });

@@ -7,38 +7,7 @@ import WebSocket from 'ws';
 import { splitAddr, type FlotillaClient } from '../client/client.js';
 import { action, ago, clientFor, table, UsageError } from './util.js';
 import { monoNow } from '../clock.js';
-
-interface TaskView {
-  id: string;
-  name: string;
-  state: string;
-  desired: string;
-  node: string | null;
-  reason: string;
-  detail: string;
-  restarts: number;
-  attempt: number;
-  createdAt: number;
-  updatedAt: number;
-  exitCode?: number;
-  pendingReason?: string;
-  spec: { driver: string; containers: { name: string; image?: string; command: string[] }[]; resources: { cpu: number; memory: number } };
-  history: { state: string; reason: string; at: number; node: string | null; attempt: number }[];
-}
-
-interface NodeView {
-  id: string;
-  addr?: string;
-  status: string;
-  statusReason: string;
-  availability: string;
-  labels: Record<string, string>;
-  drivers: string[];
-  resources: { cpu: number; memory: number };
-  usage: { cpu: number; memory: number; tasks: number };
-  lastHeartbeat: number;
-  heartbeatAgeMs: number | null;
-}
+import type { NodeView, TaskView } from '../protocol/api.js';
 
 type Format = 'table' | 'wide' | 'json' | 'yaml';
 function format(o: string | undefined, allowed: Format[] = ['table', 'wide', 'json', 'yaml']): Format {

@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { splitAddr } from '../protocol/address.js';
 import { FlotillaError, toFlotillaError, type ErrorInfo } from '../protocol/errors.js';
 import { Link } from '../tls/link.js';
+import type { ApiRequestBody, ApiResponse } from '../protocol/api.js';
 import { monoNow } from '../clock.js';
 
 export interface ClientOptions {
@@ -34,6 +35,11 @@ export interface CallOptions {
   pinned?: boolean;
   signal?: AbortSignal;
 }
+
+export type PagedOptions = CallOptions & { limit?: number; maxPages?: number };
+/** The names of the array fields of a list answer (`tasks`, `items`). */
+type ListField<R> = unknown extends R ? string : { [K in keyof R]-?: R[K] extends readonly unknown[] ? K : never }[keyof R] & string;
+type ListItem<R, F> = unknown extends R ? unknown : F extends keyof R ? (R[F] extends readonly (infer I)[] ? I : never) : never;
 
 const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 512 });
 
@@ -86,28 +92,43 @@ export class FlotillaClient {
     return { ...this.link.tlsOptions(), headers: this.authHeaders() };
   }
 
-  get<T = unknown>(path: string, o: CallOptions = {}): Promise<T> {
-    return this.call<T>('GET', path, o);
+  // Typed calls: the answer's type comes from the method and path (src/protocol/api.ts), e.g.
+  // `get(\`/v1/tasks/${id}\`)` is a TaskView. A path the route map does not know answers
+  // `unknown`; an explicit type argument (`get<T>(path)`) still names the answer by hand.
+  get<P extends string>(path: P, o?: CallOptions): Promise<ApiResponse<'GET', P>>;
+  get<T>(path: string, o?: CallOptions): Promise<T>;
+  get(path: string, o: CallOptions = {}): Promise<unknown> {
+    return this.call('GET', path, o);
   }
-  post<T = unknown>(path: string, body?: unknown, o: CallOptions = {}): Promise<T> {
-    return this.call<T>('POST', path, { ...o, body });
+  post<P extends string>(path: P, body?: ApiRequestBody<'POST', P>, o?: CallOptions): Promise<ApiResponse<'POST', P>>;
+  post<T>(path: string, body?: unknown, o?: CallOptions): Promise<T>;
+  post(path: string, body?: unknown, o: CallOptions = {}): Promise<unknown> {
+    return this.call('POST', path, { ...o, body });
   }
-  put<T = unknown>(path: string, raw: Buffer | string, o: CallOptions = {}): Promise<T> {
-    return this.call<T>('PUT', path, { ...o, raw });
+  put<P extends string>(path: P, raw: Buffer | string, o?: CallOptions): Promise<ApiResponse<'PUT', P>>;
+  put<T>(path: string, raw: Buffer | string, o?: CallOptions): Promise<T>;
+  put(path: string, raw: Buffer | string, o: CallOptions = {}): Promise<unknown> {
+    return this.call('PUT', path, { ...o, raw });
   }
-  patch<T = unknown>(path: string, body?: unknown, o: CallOptions = {}): Promise<T> {
-    return this.call<T>('PATCH', path, { ...o, body });
+  patch<P extends string>(path: P, body?: ApiRequestBody<'PATCH', P>, o?: CallOptions): Promise<ApiResponse<'PATCH', P>>;
+  patch<T>(path: string, body?: unknown, o?: CallOptions): Promise<T>;
+  patch(path: string, body?: unknown, o: CallOptions = {}): Promise<unknown> {
+    return this.call('PATCH', path, { ...o, body });
   }
-  delete<T = unknown>(path: string, o: CallOptions = {}): Promise<T> {
-    return this.call<T>('DELETE', path, o);
+  delete<P extends string>(path: P, o?: CallOptions): Promise<ApiResponse<'DELETE', P>>;
+  delete<T>(path: string, o?: CallOptions): Promise<T>;
+  delete(path: string, o: CallOptions = {}): Promise<unknown> {
+    return this.call('DELETE', path, o);
   }
 
   /**
    * Every item of a paged list endpoint (GET /v1/kv, GET /v1/tasks): follows the `continue`
    * tokens page by page. `field` names the array in each page (`items`, `tasks`).
    */
-  async getAll<T>(path: string, field: string, o: CallOptions & { limit?: number; maxPages?: number } = {}): Promise<T[]> {
-    const out: T[] = [];
+  getAll<P extends string, F extends ListField<ApiResponse<'GET', P>>>(path: P, field: F, o?: PagedOptions): Promise<ListItem<ApiResponse<'GET', P>, F>[]>;
+  getAll<T>(path: string, field: string, o?: PagedOptions): Promise<T[]>;
+  async getAll(path: string, field: string, o: PagedOptions = {}): Promise<unknown[]> {
+    const out: unknown[] = [];
     let token: string | undefined;
     const sep = path.includes('?') ? '&' : '?';
     for (let pages = 0; pages < (o.maxPages ?? 100_000); pages++) {
@@ -115,7 +136,7 @@ export class FlotillaClient {
       const r = await this.get<Record<string, unknown> & { continue?: string }>(q ? `${path}${sep}${q}` : path, o);
       const items = r[field];
       if (!Array.isArray(items)) throw new FlotillaError('internal', `${path}: the answer has no '${field}' list`);
-      out.push(...(items as T[]));
+      out.push(...(items as unknown[]));
       if (typeof r.continue !== 'string' || r.continue === '') return out;
       token = r.continue;
     }
@@ -132,7 +153,8 @@ export class FlotillaClient {
     return this.managers[this.preferred % this.managers.length]!;
   }
 
-  async call<T>(method: string, path: string, o: CallOptions = {}): Promise<T> {
+  /** The low-level call behind the typed ones (any method and path; the answer as given). */
+  async call<T = unknown>(method: string, path: string, o: CallOptions = {}): Promise<T> {
     const deadline = monoNow() + (o.timeoutMs ?? this.opts.timeoutMs ?? 15_000);
     const requestId = o.headers?.['x-request-id'] ?? randomUUID();
     let lastErr: FlotillaError | null = null;

@@ -6,16 +6,16 @@ import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
-import type { Manager } from './manager.js';
-import type { Orchestrator } from './orchestrator.js';
 import { FlotillaError } from '../protocol/errors.js';
 import { Reply } from './http.js';
 import { page, parsePage } from './paging.js';
 import { parseNodeAvailability, parseTaskSpec } from '../protocol/spec.js';
 import { TASK_STATES, type ClusterEvent, type Task, type TaskState } from './state.js';
 import { splitAddr } from '../protocol/address.js';
-import { allowedOrigin } from './web.js';
+import { allowedOrigin } from './cors.js';
 import { watchStream } from './auth.js';
+import type { Link } from '../tls/link.js';
+import type { CommandProposer, LeaderForward, Membership, ReadBarrier, RouteTable, StateView } from './ports.js';
 
 /** WebSocket close code of a stream whose credential was revoked (application range 4000-4999; 4401 as HTTP 401). */
 export const WS_CLOSE_UNAUTHORIZED = 4401;
@@ -29,13 +29,40 @@ export interface ApiOptions {
   nodeAuth?: (nodeId: string) => string;
 }
 
-export function taskView(m: Manager, orch: Orchestrator | null, t: Task) {
-  const pendingReason = t.state === 'pending' ? (orch?.unplacedReason(t.id) ?? (t.reason || undefined)) : undefined;
+/** Why pending tasks are not placed, as the leader's placement controller last found. */
+export interface UnplacedReasons {
+  unplacedReason(taskId: string): string | undefined;
+}
+
+/** How long ago the leader last heard from each node (the dispatcher; null: not leading or never). */
+export interface HeartbeatAges {
+  heartbeatAge(nodeId: string): number | null;
+}
+
+export function taskView(unplaced: UnplacedReasons | null, t: Task) {
+  const pendingReason = t.state === 'pending' ? (unplaced?.unplacedReason(t.id) ?? (t.reason || undefined)) : undefined;
   return { ...t, pendingReason };
 }
 
-export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOptions): void {
-  const r = m.router;
+export interface ApiDeps {
+  routes: RouteTable;
+  state: StateView;
+  reads: ReadBarrier;
+  writes: LeaderForward;
+  proposer: CommandProposer;
+  members: Pick<Membership, 'id' | 'addr' | 'members'>;
+  /** The applied index reads are answered at. */
+  appliedIndex: () => number;
+  /** Requests to workers (their log API), over TLS when the cluster has it. */
+  link: Link;
+  unplaced: UnplacedReasons | null;
+  heartbeats: HeartbeatAges | null;
+}
+
+export function registerApi(d: ApiDeps, opts: ApiOptions): void {
+  const r = d.routes.router;
+  const orch = d.unplaced;
+  const m = { state: d.state, tls: d.link.tls !== undefined };
 
   r.on('POST', '/v1/tasks', async (ctx) => {
     const body = await ctx.json();
@@ -52,18 +79,18 @@ export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOpti
         });
       }
     }
-    return m.onLeader(ctx, async () => {
+    return d.writes.onLeader(ctx, async () => {
       const at = Date.now();
       const ids = parsed.map((p) => `${p.name}-${randomBytes(4).toString('hex')}`);
       const cmds = parsed.map((spec, i) => ({ type: 'task.create' as const, id: ids[i]!, spec, at }));
-      await m.propose(cmds.length === 1 ? cmds[0]! : { type: 'batch', commands: cmds });
-      const tasks = ids.map((id) => m.state.getTask(id)).filter((t): t is Task => t !== undefined).map((t) => taskView(m, orch, t));
+      await d.proposer.propose(cmds.length === 1 ? cmds[0]! : { type: 'batch', commands: cmds });
+      const tasks = ids.map((id) => m.state.getTask(id)).filter((t): t is Task => t !== undefined).map((t) => taskView(orch, t));
       return new Reply(201, Array.isArray(body) ? { tasks } : tasks[0]);
     });
   });
 
   r.on('GET', '/v1/tasks', async (ctx) => {
-    await m.readable(ctx);
+    await d.reads.readable(ctx);
     const state = ctx.query.get('state');
     const node = ctx.query.get('node') ?? undefined;
     let states: TaskState[] | undefined;
@@ -79,34 +106,34 @@ export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOpti
     // Paged when asked (`limit` or `continue`, tasks in id order); the whole list otherwise.
     if (ctx.query.has('limit') || ctx.query.has('continue')) {
       const p = page(tasks, parsePage(ctx.query, 'tasks'), (t) => t.id);
-      return { tasks: p.items.map((t) => taskView(m, orch, t)), index: m.node.appliedIndex(), ...(p.continue ? { continue: p.continue } : {}) };
+      return { tasks: p.items.map((t) => taskView(orch, t)), index: d.appliedIndex(), ...(p.continue ? { continue: p.continue } : {}) };
     }
-    return { tasks: tasks.map((t) => taskView(m, orch, t)), index: m.node.appliedIndex() };
+    return { tasks: tasks.map((t) => taskView(orch, t)), index: d.appliedIndex() };
   });
 
   r.on('GET', '/v1/tasks/:id', async (ctx) => {
-    await m.readable(ctx);
-    const t = findTask(m, ctx.params.id!);
-    return taskView(m, orch, t);
+    await d.reads.readable(ctx);
+    const t = findTask(d.state, ctx.params.id!);
+    return taskView(orch, t);
   });
 
   r.on('DELETE', '/v1/tasks/:id', async (ctx) => {
     const id = ctx.params.id!;
-    return m.onLeader(ctx, async () => {
-      const t = findTask(m, id);
-      await m.propose({ type: 'task.stop', id: t.id, at: Date.now(), reason: 'stopped by user' });
-      return taskView(m, orch, m.state.getTask(t.id)!);
+    return d.writes.onLeader(ctx, async () => {
+      const t = findTask(d.state, id);
+      await d.proposer.propose({ type: 'task.stop', id: t.id, at: Date.now(), reason: 'stopped by user' });
+      return taskView(orch, m.state.getTask(t.id)!);
     });
   });
 
   r.on('GET', '/v1/nodes', async (ctx) => {
     const view = () => ({
-      nodes: m.state.listNodes().map((n) => ({ ...n, usage: m.state.nodeUsage(n.id), heartbeatAgeMs: orch?.heartbeatAge(n.id) ?? null })),
-      index: m.node.appliedIndex(),
+      nodes: m.state.listNodes().map((n) => ({ ...n, usage: m.state.nodeUsage(n.id), heartbeatAgeMs: d.heartbeats?.heartbeatAge(n.id) ?? null })),
+      index: d.appliedIndex(),
     });
     // Heartbeats live in the leader's memory (they are not replicated): ask the leader.
     if (ctx.query.get('stale') === 'true') return view();
-    return m.onLeader(ctx, async () => view());
+    return d.writes.onLeader(ctx, async () => view());
   });
 
   r.on('PATCH', '/v1/nodes/:id', async (ctx) => {
@@ -116,16 +143,16 @@ export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOpti
     if (extra.length > 0) throw new FlotillaError('bad_request', `Cannot update the node as '${extra[0]}' is not a known field (only 'availability')`);
     const availability = parseNodeAvailability(body.availability);
     const id = ctx.params.id!;
-    return m.onLeader(ctx, async () => {
+    return d.writes.onLeader(ctx, async () => {
       if (!m.state.getNode(id)) throw new FlotillaError('not_found', `node '${id}' not found`);
-      await m.propose({ type: 'node.setAvailability', id, availability, at: Date.now() });
+      await d.proposer.propose({ type: 'node.setAvailability', id, availability, at: Date.now() });
       return m.state.getNode(id);
     });
   });
 
   // Task logs: any manager proxies to the worker that runs (or ran) the task.
   r.on('GET', '/v1/tasks/:id/logs', async (ctx) => {
-    const t = findTask(m, ctx.params.id!);
+    const t = findTask(d.state, ctx.params.id!);
     if (!t.node) throw new FlotillaError('conflict', `task ${t.id} has not been placed on a node yet (${t.state})`);
     const node = m.state.getNode(t.node);
     if (!node?.addr) throw new FlotillaError('unavailable', `node ${t.node} has no log address`);
@@ -136,7 +163,7 @@ export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOpti
     }
     const [host, port] = splitAddr(node.addr);
     await new Promise<void>((resolve, reject) => {
-      const up = m.link.requestOnce(
+      const up = d.link.requestOnce(
         { host, port, path: `/v1/tasks/${encodeURIComponent(t.id)}/logs?${qs}`, headers: { authorization: `Bearer ${opts.nodeAuth?.(node.id) ?? opts.workerToken}` }, timeout: 5000 },
         expectWorker(node.id),
         (res) => {
@@ -178,7 +205,7 @@ export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOpti
     const res = ctx.res;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
     // (Not after the end: a stream closed on revocation may still be handed that very event.)
-    const stop = streamEvents(m, since, (frame) => void (res.writableEnded || res.write(`id: ${frame.seq ?? ''}\ndata: ${JSON.stringify(frame)}\n\n`)));
+    const stop = streamEvents(d.state, d.members.id, since, (frame) => void (res.writableEnded || res.write(`id: ${frame.seq ?? ''}\ndata: ${JSON.stringify(frame)}\n\n`)));
     const ka = setInterval(() => void (res.writableEnded || res.write(': keep-alive\n\n')), 15_000);
     await new Promise<void>((resolve) => {
       // Ends when the token the stream was opened with is revoked: a last `closed` event says why.
@@ -196,10 +223,10 @@ export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOpti
   });
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
-  m.upgrades.set('/v1/events', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+  d.routes.upgrades.set('/v1/events', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     // Browsers send an Origin: only the cluster's own pages may read the stream from a browser.
     const origin = req.headers.origin;
-    if (typeof origin === 'string' && !allowedOrigin(m, origin)) {
+    if (typeof origin === 'string' && !allowedOrigin(d.members, origin)) {
       socket.end('HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\n\r\norigin not allowed\n');
       return;
     }
@@ -211,7 +238,7 @@ export function registerApi(m: Manager, orch: Orchestrator | null, opts: ApiOpti
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-      const stop = streamEvents(m, since, (frame) => {
+      const stop = streamEvents(d.state, d.members.id, since, (frame) => {
         if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(frame));
       });
       const ping = setInterval(() => ws.ping(), 15_000);
@@ -245,9 +272,9 @@ type Frame =
   | { kind: 'hello'; manager: string; lastSeq: number; seq?: undefined };
 
 /** Replays events after `since`, then follows live. Returns an unsubscribe function. */
-function streamEvents(m: Manager, since: number, send: (f: Frame | ClusterEvent) => void): () => void {
-  const page = m.state.eventsSince(since);
-  send({ kind: 'hello', manager: m.id, lastSeq: page.lastSeq });
+function streamEvents(state: StateView, manager: string, since: number, send: (f: Frame | ClusterEvent) => void): () => void {
+  const page = state.eventsSince(since);
+  send({ kind: 'hello', manager, lastSeq: page.lastSeq });
   let last = since;
   if (page.resetNeeded) {
     send({ kind: 'reset', lastSeq: page.lastSeq, oldestSeq: page.oldestSeq });
@@ -258,17 +285,17 @@ function streamEvents(m: Manager, since: number, send: (f: Frame | ClusterEvent)
       last = e.seq;
     }
   }
-  return m.state.onEvent((e) => {
+  return state.onEvent((e) => {
     if (e.seq <= last) return;
     last = e.seq;
     send(e);
   });
 }
 
-function findTask(m: Manager, idOrName: string): Task {
-  const t = m.state.getTask(idOrName);
+function findTask(state: StateView, idOrName: string): Task {
+  const t = state.getTask(idOrName);
   if (t) return t;
-  const byName = m.state.listTasks({ name: idOrName });
+  const byName = state.listTasks({ name: idOrName });
   if (byName.length === 1) return byName[0]!;
   // A name reused over time: the one task that is still wanted wins.
   const live = byName.filter((x) => x.desired === 'running');

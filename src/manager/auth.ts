@@ -27,8 +27,8 @@ import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { Manager } from './manager.js';
-import type { ClusterState, KvEntry } from './state.js';
+import type { KvEntry } from './state.js';
+import type { CommandProposer, LeaderForward, ReadBarrier, RouteTable, StateView } from './ports.js';
 import { FlotillaError, toFlotillaError } from '../protocol/errors.js';
 import { Reply, type RequestContext } from './http.js';
 import type { Logger } from '../log.js';
@@ -41,7 +41,7 @@ const JOIN_KEY = `${RESERVED_KV_PREFIX}worker-join`;
 const ENFORCED_KEY = `${RESERVED_KV_PREFIX}auth-enforced`;
 
 /** Whether a token was ever created in this cluster. */
-export function authEverEnforced(state: ClusterState): boolean {
+export function authEverEnforced(state: StateView): boolean {
   return state.kvGet(ENFORCED_KEY) !== undefined;
 }
 
@@ -84,6 +84,11 @@ export function newJoinToken(): string {
 }
 
 /** The credential a registered worker re-registers with (and that opens its log API to managers). */
+/** The worker join token is derived from the cluster secret (never the secret itself) until it is rotated. */
+export function workerToken(secret: string): string {
+  return 'flt-w-' + createHmac('sha256', secret).update('flotilla worker join token v1').digest('hex').slice(0, 40);
+}
+
 export function nodeCredential(secret: string, nodeId: string, epoch: number): string {
   return 'flt-n-' + createHmac('sha256', secret).update(`node:${nodeId}:${epoch}`).digest('base64url');
 }
@@ -98,9 +103,9 @@ function parse<T>(e: KvEntry | undefined): T | undefined {
 }
 
 /** Tokens by state, recomputed only when an entry was applied since (every request checks them). */
-const tokenCache = new WeakMap<ClusterState, { applied: number; tokens: ApiTokenRecord[] }>();
+const tokenCache = new WeakMap<StateView, { applied: number; tokens: ApiTokenRecord[] }>();
 
-export function apiTokens(state: ClusterState): ApiTokenRecord[] {
+export function apiTokens(state: StateView): ApiTokenRecord[] {
   const c = tokenCache.get(state);
   if (c && c.applied === state.appliedIndex) return c.tokens;
   const tokens = readApiTokens(state);
@@ -108,18 +113,18 @@ export function apiTokens(state: ClusterState): ApiTokenRecord[] {
   return tokens;
 }
 
-function readApiTokens(state: ClusterState): ApiTokenRecord[] {
+function readApiTokens(state: StateView): ApiTokenRecord[] {
   return state
     .kvList(TOKENS_PREFIX)
     .map((e) => parse<ApiTokenRecord>(e))
     .filter((r): r is ApiTokenRecord => r !== undefined && typeof r.hash === 'string' && ROLES.includes(r.role));
 }
 
-export function joinRecord(state: ClusterState): JoinRecord | undefined {
+export function joinRecord(state: StateView): JoinRecord | undefined {
   return parse<JoinRecord>(state.kvGet(JOIN_KEY));
 }
 
-export function nodeEpoch(state: ClusterState): number {
+export function nodeEpoch(state: StateView): number {
   return joinRecord(state)?.epoch ?? 1;
 }
 
@@ -147,7 +152,7 @@ function sameString(a: string, b: string): boolean {
  * Whether a registration may proceed: a valid node credential for that node id, or the current
  * join token (`derived` = workerToken(secret) until the token is rotated). Returns the refusal.
  */
-export function checkJoin(state: ClusterState, secret: string, derived: string, msg: { nodeId?: unknown; token?: unknown; credential?: unknown }): string | null {
+export function checkJoin(state: StateView, secret: string, derived: string, msg: { nodeId?: unknown; token?: unknown; credential?: unknown }): string | null {
   if (typeof msg.credential === 'string' && typeof msg.nodeId === 'string') {
     if (sameString(msg.credential, nodeCredential(secret, msg.nodeId, nodeEpoch(state)))) return null;
   }
@@ -197,7 +202,7 @@ function adminByCert(req: http.IncomingMessage): boolean {
 }
 
 /** Whether the API is open: never with TLS; without, only while no token was ever created. */
-function apiOpen(state: ClusterState, tls: boolean): boolean {
+function apiOpen(state: StateView, tls: boolean): boolean {
   return !tls && apiTokens(state).length === 0 && !authEverEnforced(state);
 }
 
@@ -206,7 +211,7 @@ function apiOpen(state: ClusterState, tls: boolean): boolean {
  * decides (a caller may narrow itself to a viewer token even where the admin certificate is at
  * hand); without one, the admin client certificate (TLS clusters only).
  */
-export function credentialOf(state: ClusterState, req: http.IncomingMessage, opts: { tls: boolean; allowQuery?: boolean; what: string }): Credential | FlotillaError {
+export function credentialOf(state: StateView, req: http.IncomingMessage, opts: { tls: boolean; allowQuery?: boolean; what: string }): Credential | FlotillaError {
   if (apiOpen(state, opts.tls)) return { kind: 'open' };
   const tok = presented(req, opts.allowQuery ?? false);
   if (tok === null) {
@@ -221,7 +226,7 @@ export function credentialOf(state: ClusterState, req: http.IncomingMessage, opt
 }
 
 /** Authenticates a request; null = allowed. */
-export function authenticate(state: ClusterState, req: http.IncomingMessage, opts: { tls: boolean; write: boolean; adminOnly?: boolean; allowQuery?: boolean; what: string }): FlotillaError | null {
+export function authenticate(state: StateView, req: http.IncomingMessage, opts: { tls: boolean; write: boolean; adminOnly?: boolean; allowQuery?: boolean; what: string }): FlotillaError | null {
   const cred = credentialOf(state, req, opts);
   if (cred instanceof FlotillaError) return cred;
   if (cred.kind === 'token' && (opts.write || opts.adminOnly) && cred.role !== 'admin') {
@@ -230,8 +235,8 @@ export function authenticate(state: ClusterState, req: http.IncomingMessage, opt
   return null;
 }
 
-/** Managers whose state has been brought up to date by a read barrier since they started. */
-const authFresh = new WeakSet<Manager>();
+/** Managers (by their state) whose state has been brought up to date by a read barrier since they started. */
+const authFresh = new WeakSet<StateView>();
 
 /**
  * `authenticate` on a state that is not behind the cluster where that matters. A manager's own
@@ -244,11 +249,11 @@ const authFresh = new WeakSet<Manager>();
  * barrier to be had (no leader): an unknown token stays refused, an open API is not believed
  * (503) — never a guess that lets anyone in.
  */
-export async function authenticateFresh(m: Manager, req: http.IncomingMessage, opts: { tls: boolean; write: boolean; adminOnly?: boolean; allowQuery?: boolean; what: string }): Promise<FlotillaError | null> {
+export async function authenticateFresh(m: { state: StateView; linearizable: ReadBarrier['linearizable'] }, req: http.IncomingMessage, opts: { tls: boolean; write: boolean; adminOnly?: boolean; allowQuery?: boolean; what: string }): Promise<FlotillaError | null> {
   const first = authenticate(m.state, req, opts);
   const unknownToken = first?.code === 'unauthorized' && presented(req, opts.allowQuery ?? false) !== null;
   const open = first === null && apiOpen(m.state, opts.tls);
-  if (!unknownToken && !(open && !authFresh.has(m))) return first;
+  if (!unknownToken && !(open && !authFresh.has(m.state))) return first;
   try {
     await m.linearizable();
   } catch (e) {
@@ -257,31 +262,38 @@ export async function authenticateFresh(m: Manager, req: http.IncomingMessage, o
     if (unknownToken) return first;
     throw e;
   }
-  authFresh.add(m);
+  authFresh.add(m.state);
   return authenticate(m.state, req, opts);
 }
 
 /** Why a credential no longer holds (null: it still does). */
-function credentialLost(state: ClusterState, cred: Credential, tls: boolean): string | null {
+function credentialLost(state: StateView, cred: Credential, tls: boolean): string | null {
   if (cred.kind === 'cert') return null;
   if (cred.kind === 'open') return apiOpen(state, tls) ? null : 'the API now requires a token';
   return apiTokens(state).some((t) => t.id === cred.id) ? null : `API token ${cred.id} was revoked`;
+}
+
+/** Whose streams: a manager's state, and whether its API runs over TLS. */
+export interface StreamScope {
+  state: StateView;
+  tls: boolean;
 }
 
 interface StreamWatch {
   cred: Credential;
   close: (reason: string) => void;
 }
-const streamWatches = new WeakMap<Manager, Set<StreamWatch>>();
+/** Watched streams of each manager (by its state). */
+const streamWatches = new WeakMap<StateView, Set<StreamWatch>>();
 
 /**
  * Binds a stream (event stream, followed logs) to the credential its request was authorised
  * with: `close(reason)` is called once when that credential stops holding (token revoked, or
  * an open API starting to demand tokens). Returns the function that unbinds it.
  */
-export function watchStream(m: Manager, req: http.IncomingMessage, close: (reason: string) => void, allowQuery = false): () => void {
-  const set = streamWatches.get(m);
-  const cred = credentialOf(m.state, req, { tls: m.link.tls !== undefined, allowQuery, what: 'stream' });
+export function watchStream(m: StreamScope, req: http.IncomingMessage, close: (reason: string) => void, allowQuery = false): () => void {
+  const set = streamWatches.get(m.state);
+  const cred = credentialOf(m.state, req, { tls: m.tls, allowQuery, what: 'stream' });
   if (!set || cred instanceof FlotillaError || cred.kind === 'cert') return () => {};
   let done = false;
   const w: StreamWatch = {
@@ -301,10 +313,10 @@ export function watchStream(m: Manager, req: http.IncomingMessage, close: (reaso
 }
 
 /** Closes the watched streams whose credential no longer holds (run as tokens change). */
-function recheckStreams(m: Manager, log: Logger): void {
-  const set = streamWatches.get(m);
+function recheckStreams(m: StreamScope, log: Logger): void {
+  const set = streamWatches.get(m.state);
   if (!set || set.size === 0) return;
-  const tls = m.link.tls !== undefined;
+  const tls = m.tls;
   for (const w of [...set]) {
     const why = credentialLost(m.state, w.cred, tls);
     if (why === null) continue;
@@ -327,17 +339,32 @@ function objectBody(body: unknown, fields: readonly string[], action: string): R
   return body as Record<string, unknown>;
 }
 
-export function registerAuth(m: Manager, log: Logger): void {
-  const r = m.router;
-  const tls = m.link.tls !== undefined;
+/** What the token routes and the request guard need. */
+export interface AuthDeps {
+  routes: RouteTable;
+  state: StateView;
+  reads: ReadBarrier;
+  writes: LeaderForward;
+  proposer: CommandProposer;
+  /** The API runs over TLS (the cluster has a CA). */
+  tls: boolean;
+  /** The cluster CA (PEM), to print join tokens with its fingerprint; null without TLS. */
+  ca: string | null;
+}
+
+export function registerAuth(d: AuthDeps, log: Logger): void {
+  const r = d.routes.router;
+  const tls = d.tls;
+  const scope: StreamScope = { state: d.state, tls };
+  const m = { state: d.state, linearizable: (ms?: number) => d.reads.linearizable(ms) };
   // Streams end when the credential they were opened with is revoked: checked as each token
   // change is applied (here, on every manager) and after a snapshot replaced the state.
-  streamWatches.set(m, new Set());
-  m.state.onEvent((e) => {
+  streamWatches.set(d.state, new Set());
+  d.state.onEvent((e) => {
     const key = (e as { key?: unknown }).key;
-    if (typeof key === 'string' && (key.startsWith(TOKENS_PREFIX) || key === ENFORCED_KEY)) recheckStreams(m, log);
+    if (typeof key === 'string' && (key.startsWith(TOKENS_PREFIX) || key === ENFORCED_KEY)) recheckStreams(scope, log);
   });
-  m.state.onReset(() => recheckStreams(m, log));
+  d.state.onReset(() => recheckStreams(scope, log));
   const prevGuard = r.guard;
   r.guard = async (ctx: RequestContext, route: string) => {
     await prevGuard?.(ctx, route);
@@ -352,9 +379,9 @@ export function registerAuth(m: Manager, log: Logger): void {
   };
 
   // The event stream over WebSocket: browsers cannot set headers there, so ?token= works too.
-  const events = m.upgrades.get('/v1/events');
+  const events = d.routes.upgrades.get('/v1/events');
   if (events) {
-    m.upgrades.set('/v1/events', async (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    d.routes.upgrades.set('/v1/events', async (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
       const err = await authenticateFresh(m, req, { tls, write: false, allowQuery: true, what: 'stream events' }).catch((e: unknown) => toFlotillaError(e));
       if (socket.destroyed) return;
       if (err) {
@@ -367,7 +394,7 @@ export function registerAuth(m: Manager, log: Logger): void {
   }
 
   r.on('GET', '/v1/tokens', async (ctx) => {
-    await m.readable(ctx);
+    await d.reads.readable(ctx);
     return { tokens: apiTokens(m.state).map(({ id, role, createdAt }) => ({ id, role, createdAt })).sort((a, b) => a.createdAt - b.createdAt) };
   });
 
@@ -377,17 +404,17 @@ export function registerAuth(m: Manager, log: Logger): void {
       throw new FlotillaError('bad_request', `Cannot create a token as 'role' must be one of ${ROLES.join(', ')}`);
     }
     const role = body.role as Role;
-    return m.onLeader(ctx, async () => {
+    return d.writes.onLeader(ctx, async () => {
       const token = newApiToken();
       const rec: ApiTokenRecord = { id: 'tok-' + randomBytes(5).toString('hex'), role, hash: sha256hex(token), createdAt: Date.now() };
       if (!authEverEnforced(m.state)) {
         try {
-          await m.propose({ type: 'kv.put', key: ENFORCED_KEY, value: JSON.stringify({ at: rec.createdAt, by: rec.id }), cas: 0 });
+          await d.proposer.propose({ type: 'kv.put', key: ENFORCED_KEY, value: JSON.stringify({ at: rec.createdAt, by: rec.id }), cas: 0 });
         } catch (e) {
           if (!(e instanceof FlotillaError && e.code === 'conflict')) throw e; // set meanwhile by another creation
         }
       }
-      await m.propose({ type: 'kv.put', key: TOKENS_PREFIX + rec.id, value: JSON.stringify(rec), cas: 0 });
+      await d.proposer.propose({ type: 'kv.put', key: TOKENS_PREFIX + rec.id, value: JSON.stringify(rec), cas: 0 });
       log.info('api token created', { id: rec.id, role });
       return new Reply(201, { id: rec.id, role, createdAt: rec.createdAt, token });
     });
@@ -395,14 +422,14 @@ export function registerAuth(m: Manager, log: Logger): void {
 
   r.on('DELETE', '/v1/tokens/:id', async (ctx) => {
     const id = ctx.params.id!;
-    return m.onLeader(ctx, async () => {
+    return d.writes.onLeader(ctx, async () => {
       const e = m.state.kvGet(TOKENS_PREFIX + id);
       if (!e) throw new FlotillaError('not_found', `token '${id}' not found (see flotilla token ls)`);
       const all = apiTokens(m.state);
       if (all.find((t) => t.id === id)?.role === 'admin' && all.filter((t) => t.role === 'admin').length === 1) {
         throw new FlotillaError('conflict', `Cannot revoke ${id} as it is the last admin token (nobody could manage the cluster); create another admin token first`);
       }
-      await m.propose({ type: 'kv.del', key: TOKENS_PREFIX + id, cas: e.version });
+      await d.proposer.propose({ type: 'kv.del', key: TOKENS_PREFIX + id, cas: e.version });
       log.info('api token revoked', { id });
       return { id, revoked: true };
     });
@@ -416,15 +443,15 @@ export function registerAuth(m: Manager, log: Logger): void {
       if (body.revokeNodes !== undefined && typeof body.revokeNodes !== 'boolean') throw new FlotillaError('bad_request', "Cannot rotate the join token as 'revokeNodes' must be a boolean");
       revokeNodes = body.revokeNodes === true;
     }
-    return m.onLeader(ctx, async () => {
+    return d.writes.onLeader(ctx, async () => {
       const cur = m.state.kvGet(JOIN_KEY);
       const prev = parse<JoinRecord>(cur);
       const token = newJoinToken();
       const epoch = (prev?.epoch ?? 1) + (revokeNodes ? 1 : 0);
       const rec: JoinRecord = { hash: sha256hex(token), rotatedAt: Date.now(), epoch };
-      await m.propose({ type: 'kv.put', key: JOIN_KEY, value: JSON.stringify(rec), cas: cur?.version ?? 0 });
+      await d.proposer.propose({ type: 'kv.put', key: JOIN_KEY, value: JSON.stringify(rec), cas: cur?.version ?? 0 });
       log.info('worker join token rotated', { epoch, revokedNodes: revokeNodes });
-      const shown = m.link.tls ? formatJoinToken(caFingerprint(m.link.tls.ca), token) : token;
+      const shown = d.ca !== null ? formatJoinToken(caFingerprint(d.ca), token) : token;
       return { token: shown, epoch, revokedNodes: revokeNodes };
     });
   });
@@ -443,7 +470,7 @@ export const ADMIN_CERT_SCOPE = 'admin-cert';
  * forwarded write carries its client's authorization header (or the admin-certificate header),
  * so the leader derives the same scope as the manager it reached.
  */
-export function callerScope(state: ClusterState, req: http.IncomingMessage): string {
+export function callerScope(state: StateView, req: http.IncomingMessage): string {
   const tok = presented(req, false);
   if (tok === null) return adminByCert(req) ? ADMIN_CERT_SCOPE : ANONYMOUS_SCOPE;
   const tokens = apiTokens(state);

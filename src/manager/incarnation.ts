@@ -18,9 +18,9 @@
 //   nor its acknowledgements reach this manager), and a manager that learns its own record names
 //   another storage id stops.
 import { createHmac } from 'node:crypto';
-import type { Manager } from './manager.js';
+import type { RaftNode } from '../raft/node.js';
+import type { CommandProposer, StateView } from './ports.js';
 import type { Logger } from '../log.js';
-import type { ClusterState } from './state.js';
 import { FlotillaError } from '../protocol/errors.js';
 import { RESERVED_KV_PREFIX } from './auth.js';
 import type { NodeId } from '../raft/types.js';
@@ -47,7 +47,7 @@ export function bootstrapClusterId(secret: string, members: Record<NodeId, strin
  * Storage ids recorded for managers `ids` of cluster `clusterId` (records of another cluster id
  * are ignored). Point lookups: /v1/status calls this on every request.
  */
-export function incarnations(state: ClusterState, clusterId: string | null, ids: Iterable<NodeId>): Record<NodeId, string> {
+export function incarnations(state: StateView, clusterId: string | null, ids: Iterable<NodeId>): Record<NodeId, string> {
   const out: Record<NodeId, string> = {};
   if (!clusterId) return out;
   for (const id of ids) {
@@ -83,6 +83,23 @@ function recordsOf(st: PeerStatus): Record<string, string> | null {
   return st.incarnations && typeof st.incarnations === 'object' ? (st.incarnations as Record<string, string>) : null;
 }
 
+/** How a manager asks its peers (their /v1/status). */
+export interface PeerProbe {
+  id: NodeId;
+  addr: string;
+  /** A manager's /v1/status at `addr`. */
+  statusOf(addr: string, timeoutMs: number): Promise<unknown>;
+  /** Where this manager dials a peer (its --peer-route if any, else its advertised address). */
+  peerAddr(id: NodeId): string | undefined;
+}
+
+/** What the run-time guard reads and writes. */
+export interface GuardDeps extends PeerProbe {
+  node: RaftNode;
+  state: StateView;
+  proposer: CommandProposer;
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -90,7 +107,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * confirm it is not a wiped member (see the file comment). Throws the refusal.
  */
 export async function probeBootstrap(
-  m: Manager,
+  m: PeerProbe,
   o: { peers: Record<NodeId, string>; dataDir: string; storageId: string; clusterId: string | null; log: Logger; isClosed: () => boolean; intervalMs?: number },
 ): Promise<void> {
   const peers = Object.entries(o.peers).filter(([id]) => id !== m.id);
@@ -146,7 +163,7 @@ export class IncarnationGuard {
   private stopped = false;
 
   constructor(
-    private readonly m: Manager,
+    private readonly m: GuardDeps,
     private readonly o: {
       storageId: () => string;
       clusterId: () => string | null;
@@ -229,7 +246,7 @@ export class IncarnationGuard {
         this.wiped.set(id, st.storageId);
       } else if (rec !== undefined) this.wiped.delete(id);
     }
-    if (!this.m.isLeader()) return;
+    if (!this.m.node.isLeader()) return;
     // The leader records the storage ids: its own, then of each manager that acknowledged entries.
     const status = this.m.node.status();
     const candidates = [me, ...status.conf.voters, ...status.conf.learners];
@@ -241,7 +258,7 @@ export class IncarnationGuard {
       if (id !== me && !((status.progress[id]?.match ?? 0) > 0)) continue;
       const cur = this.m.state.kvGet(INCARNATION_PREFIX + id);
       const rec: IncarnationRecord = { storageId: sid, clusterId: cid, recordedAt: Date.now() };
-      await this.m.propose({ type: 'kv.put', key: INCARNATION_PREFIX + id, value: JSON.stringify(rec), cas: cur?.version ?? 0 }, 5000);
+      await this.m.proposer.propose({ type: 'kv.put', key: INCARNATION_PREFIX + id, value: JSON.stringify(rec), cas: cur?.version ?? 0 }, 5000);
       this.o.log.info(`recorded the storage id of manager ${id}`, { storageId: sid });
       return; // one per round
     }

@@ -11,14 +11,12 @@
 // until rotated). The manager join token is derived from the secret until rotated, then the
 // hash of a random one is replicated under `__flotilla/manager-join`.
 import { createHmac, randomBytes } from 'node:crypto';
-import type { Manager } from './manager.js';
 import { FlotillaError } from '../protocol/errors.js';
 import type { RequestContext } from './http.js';
 import type { Logger } from '../log.js';
-import { checkJoin, nodeEpoch, RESERVED_KV_PREFIX, sameSecret, sha256hex, sameHexDigest } from './auth.js';
-import { workerToken } from './orchestrator.js';
+import { checkJoin, nodeEpoch, RESERVED_KV_PREFIX, sameSecret, sha256hex, sameHexDigest, workerToken } from './auth.js';
 import { caFingerprint, formatJoinToken, issueNodeCert, parseJoinToken, validNodeId, type NodeRole } from '../tls/pki.js';
-import type { ClusterState } from './state.js';
+import type { CommandProposer, LeaderForward, ReadBarrier, RouteTable, StateView } from './ports.js';
 
 const MANAGER_JOIN_KEY = `${RESERVED_KV_PREFIX}manager-join`;
 
@@ -32,7 +30,7 @@ interface ManagerJoinRecord {
   rotatedAt: number;
 }
 
-function managerJoinRecord(state: ClusterState): ManagerJoinRecord | undefined {
+function managerJoinRecord(state: StateView): ManagerJoinRecord | undefined {
   const e = state.kvGet(MANAGER_JOIN_KEY);
   if (!e) return undefined;
   try {
@@ -42,13 +40,17 @@ function managerJoinRecord(state: ClusterState): ManagerJoinRecord | undefined {
   }
 }
 
-export function checkManagerJoin(state: ClusterState, secret: string, token: string): boolean {
+export function checkManagerJoin(state: StateView, secret: string, token: string): boolean {
   const rec = managerJoinRecord(state);
   return rec ? sameHexDigest(sha256hex(token), rec.hash) : sameSecret(token, managerToken(secret));
 }
 
 export interface JoinOptions {
+  /** This manager's id (named when it cannot sign). */
+  id: string;
   secret: string;
+  /** The cluster CA certificate (PEM); null: a cluster without TLS. */
+  ca: string | null;
   /** The CA key (PEM): without it this manager cannot sign (it says so). */
   caKey?: string;
 }
@@ -60,9 +62,17 @@ export interface JoinReply {
   secret?: string;
 }
 
-export function registerJoin(m: Manager, o: JoinOptions, log: Logger): void {
-  const r = m.router;
-  const tls = m.link.tls;
+export interface JoinDeps {
+  routes: RouteTable;
+  state: StateView;
+  reads: ReadBarrier;
+  writes: LeaderForward;
+  proposer: CommandProposer;
+}
+
+export function registerJoin(d: JoinDeps, o: JoinOptions, log: Logger): void {
+  const r = d.routes.router;
+  const tls = o.ca === null ? null : { ca: o.ca };
 
   r.on('GET', '/v1/ca', async () => {
     if (!tls) throw new FlotillaError('conflict', 'this cluster runs without TLS (--insecure): it has no CA');
@@ -71,7 +81,7 @@ export function registerJoin(m: Manager, o: JoinOptions, log: Logger): void {
 
   r.on('POST', '/v1/join', async (ctx: RequestContext) => {
     if (!tls) throw new FlotillaError('conflict', 'this cluster runs without TLS (--insecure): join with the plain worker token instead');
-    if (!o.caKey) throw new FlotillaError('unavailable', `manager ${m.id} does not hold the CA key; ask another manager`);
+    if (!o.caKey) throw new FlotillaError('unavailable', `manager ${o.id} does not hold the CA key; ask another manager`);
     const body = (await ctx.json()) as Record<string, unknown>;
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new FlotillaError('bad_request', 'Cannot join as the body must be a JSON object {role, id, publicKey, token}');
     const { role, id, publicKey, token, hosts } = body;
@@ -88,11 +98,11 @@ export function registerJoin(m: Manager, o: JoinOptions, log: Logger): void {
       throw new FlotillaError('forbidden', 'Cannot join as the token belongs to another cluster (its CA fingerprint differs)');
     }
     // Decide on the latest committed token records (a rotation is seen at once).
-    await m.linearizable();
+    await d.reads.linearizable();
     const ok =
       role === 'worker'
-        ? checkJoin(m.state, o.secret, workerToken(o.secret), { token: parsed.secret }) === null
-        : checkManagerJoin(m.state, o.secret, parsed.secret);
+        ? checkJoin(d.state, o.secret, workerToken(o.secret), { token: parsed.secret }) === null
+        : checkManagerJoin(d.state, o.secret, parsed.secret);
     if (!ok) {
       log.warn(`join refused: invalid ${role} join token`, { node: id, remote: ctx.req.socket.remoteAddress });
       throw new FlotillaError('forbidden', `Cannot join as the ${role} join token is not valid (rotated or mistyped); get the current one with flotilla token show ${role}`);
@@ -103,7 +113,7 @@ export function registerJoin(m: Manager, o: JoinOptions, log: Logger): void {
     } catch (e) {
       throw new FlotillaError('bad_request', `Cannot join as the certificate cannot be issued: ${(e as Error).message}`);
     }
-    log.info(`${role} ${id} joined: node certificate issued`, { node: id, epoch: nodeEpoch(m.state) });
+    log.info(`${role} ${id} joined: node certificate issued`, { node: id, epoch: nodeEpoch(d.state) });
     const reply: JoinReply = { cert, ca: tls.ca };
     if (role === 'manager') Object.assign(reply, { caKey: o.caKey, secret: o.secret });
     return reply;
@@ -111,11 +121,11 @@ export function registerJoin(m: Manager, o: JoinOptions, log: Logger): void {
 
   // The join tokens to hand out, with the CA fingerprint (admin only; see auth.ts).
   r.on('GET', '/v1/tokens/join', async (ctx) => {
-    await m.readable(ctx);
+    await d.reads.readable(ctx);
     const fp = tls ? caFingerprint(tls.ca) : null;
     const show = (t: string | null) => (t === null ? null : fp ? formatJoinToken(fp, t) : t);
-    const workerRotated = m.state.kvGet(`${RESERVED_KV_PREFIX}worker-join`) !== undefined;
-    const managerRotated = managerJoinRecord(m.state) !== undefined;
+    const workerRotated = d.state.kvGet(`${RESERVED_KV_PREFIX}worker-join`) !== undefined;
+    const managerRotated = managerJoinRecord(d.state) !== undefined;
     return {
       caFingerprint: fp,
       // A rotated token is only ever shown once, when it is created.
@@ -125,11 +135,11 @@ export function registerJoin(m: Manager, o: JoinOptions, log: Logger): void {
   });
 
   r.on('POST', '/v1/tokens/manager/rotate', async (ctx) => {
-    return m.onLeader(ctx, async () => {
-      const cur = m.state.kvGet(MANAGER_JOIN_KEY);
+    return d.writes.onLeader(ctx, async () => {
+      const cur = d.state.kvGet(MANAGER_JOIN_KEY);
       const token = 'flt-m-' + randomBytes(32).toString('base64url');
       const rec: ManagerJoinRecord = { hash: sha256hex(token), rotatedAt: Date.now() };
-      await m.propose({ type: 'kv.put', key: MANAGER_JOIN_KEY, value: JSON.stringify(rec), cas: cur?.version ?? 0 });
+      await d.proposer.propose({ type: 'kv.put', key: MANAGER_JOIN_KEY, value: JSON.stringify(rec), cas: cur?.version ?? 0 });
       log.info('manager join token rotated');
       return { token: tls ? formatJoinToken(caFingerprint(tls.ca), token) : token };
     });

@@ -1,6 +1,12 @@
 // A manager replica: LevelDB storage + Raft node + peer transport + the replicated cluster
 // state + the HTTP API, all on one port. Followers forward writes to the leader; reads are
 // linearizable through ReadIndex unless ?stale=true.
+//
+// This file is the composition root: `Manager.start` builds the Raft side, then hands every
+// service and route group the ports (ports.ts) it needs — the manager itself implements
+// CommandProposer, ReadBarrier, LeaderForward and RouteTable — and starts the leader services
+// (dispatcher.ts, controllers/) through `Leadership` (leadership.ts). Nothing imports this file
+// but the CLI and tests. Served here: write forwarding to the leader and read barriers.
 import http from 'node:http';
 import https from 'node:https';
 import { Link } from '../tls/link.js';
@@ -9,26 +15,38 @@ import { RaftNode } from '../raft/node.js';
 import { RaftStorage } from '../raft/storage.js';
 import { RaftTraceFile } from '../raft/trace.js';
 import { PeerTransport } from '../raft/transport.js';
-import { RaftError, type ConfChange, type NodeId } from '../raft/types.js';
+import { RaftError, type NodeId } from '../raft/types.js';
 import { ClusterState, encodeCommand, type Command } from './state.js';
 import { FlotillaError, toFlotillaError } from '../protocol/errors.js';
 import { Reply, Router, type RequestContext } from './http.js';
 import { splitAddr } from '../protocol/address.js';
 import type { Logger } from '../log.js';
 import { consoleLogger } from '../log.js';
-import { Orchestrator, workerToken, type OrchestratorOptions } from './orchestrator.js';
+import { Dispatcher, type DispatcherOptions } from './dispatcher.js';
+import { Leadership } from './leadership.js';
+import { Placement, type PlacementOptions } from './controllers/placement.js';
+import { NodeMonitor, type NodeMonitorOptions } from './controllers/node-monitor.js';
+import { Restarts } from './controllers/restarts.js';
+import { Drain } from './controllers/drain.js';
+import type { CommandProposer, LeaderForward, Membership, ReadBarrier, RouteTable, UpgradeHandler } from './ports.js';
 import { registerApi } from './api.js';
+import { registerKv } from './kv-routes.js';
+import { ClusterAdmin, getJson } from './cluster-routes.js';
+import { CONNECTION_LIMITS, limitConnections, type ConnectionLimits } from './connections.js';
+import { raftToFlotilla } from './raft-errors.js';
 import { registerJoin } from './join.js';
 import { registerWeb } from './web.js';
 import { createOps, registerOps, type Ops } from './ops.js';
 import { applyQuota, DEFAULT_QUOTA_BYTES } from './quota.js';
-import { page, parsePage } from './paging.js';
-import { callerScope, FORWARDED_ADMIN_CERT, hasAdminCert, registerAuth, nodeCredential, nodeEpoch, RESERVED_KV_PREFIX } from './auth.js';
+import { FORWARDED_ADMIN_CERT, hasAdminCert, registerAuth, nodeCredential, nodeEpoch, workerToken } from './auth.js';
 import { eventLoopSlicer, monoNow } from '../clock.js';
-import { bootstrapClusterId, incarnations, IncarnationGuard, probeBootstrap } from './incarnation.js';
+import { bootstrapClusterId, IncarnationGuard, probeBootstrap, type PeerProbe } from './incarnation.js';
 import { unpack } from 'msgpackr';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+
+// Kept importable from here (they lived in this file).
+export { CONNECTION_LIMITS, type ConnectionLimits, getJson, raftToFlotilla };
 
 export interface ManagerOptions {
   id: NodeId;
@@ -47,8 +65,8 @@ export interface ManagerOptions {
   /** How long a write waits for a leader before failing (ms). */
   leaderWaitMs?: number;
   log?: Logger;
-  /** Leader-only services (dispatcher, scheduler, monitors). */
-  orchestrator?: OrchestratorOptions;
+  /** Leader-only services: the dispatcher, placement and the node monitor. */
+  orchestrator?: LeaderServicesOptions;
   /** Allow privileged task specs and host mounts. */
   allowPrivileged?: boolean;
   /** Reach these peers at these addresses instead of their advertised ones (NAT, chaos proxies). */
@@ -66,24 +84,13 @@ export interface ManagerOptions {
   connections?: Partial<ConnectionLimits>;
 }
 
-export interface ConnectionLimits {
-  /**
-   * A new connection must complete its TLS handshake and send a request's headers within this
-   * (ms); a whole request body must arrive within max(this, 60 s). Idle keep-alive connections
-   * close after 30 s (or this, if shorter). Upgraded connections (WebSockets) are not affected.
-   */
-  idleTimeoutMs: number;
-  /** Open connections (of any kind) from one IP address; more are closed at once. */
-  maxPerIp: number;
-  /** Open connections in total; more are closed at once. */
-  maxTotal: number;
-}
+/** Options of the leader services (dispatcher.ts, controllers/). */
+export type LeaderServicesOptions = DispatcherOptions & PlacementOptions & NodeMonitorOptions;
 
-export const CONNECTION_LIMITS: ConnectionLimits = { idleTimeoutMs: 10_000, maxPerIp: 512, maxTotal: 4096 };
 
 const FORWARDED = 'x-flotilla-forwarded';
 
-export class Manager {
+export class Manager implements CommandProposer, ReadBarrier, LeaderForward, RouteTable {
   readonly id: NodeId;
   readonly addr: string;
   readonly state = new ClusterState();
@@ -93,7 +100,14 @@ export class Manager {
   /** Requests to other managers (and workers), over TLS when the cluster has it. */
   readonly link: Link;
   private transport!: PeerTransport;
-  orchestrator!: Orchestrator;
+  /** Starts and stops the leader services; fences their decisions by term. */
+  leadership!: Leadership;
+  /** Worker sessions (leader only). */
+  dispatcher!: Dispatcher;
+  /** The scheduler loop (leader only). */
+  placement!: Placement;
+  /** /v1/status, /v1/cluster and membership changes. */
+  private admin!: ClusterAdmin;
   /** Metrics, backups, cluster identity (ops.ts). */
   ops: Ops | null = null;
   private readonly log: Logger;
@@ -107,7 +121,7 @@ export class Manager {
   /** 'probing': a fresh store asking its bootstrap peers whether it is a wiped member (not in Raft yet). */
   private phase: 'probing' | 'running' = 'running';
   /** Extra route/upgrade handlers added by other modules (dispatcher, events, web). */
-  readonly upgrades = new Map<string, (req: http.IncomingMessage, socket: import('node:stream').Duplex, head: Buffer) => void>();
+  readonly upgrades = new Map<string, UpgradeHandler>();
   private staticHandler: ((req: http.IncomingMessage, res: http.ServerResponse) => boolean) | null = null;
 
   private constructor(
@@ -230,22 +244,12 @@ export class Manager {
     node.setTransport(m.transport);
     node.on('leader', (leader: NodeId | null, term: number) => {
       log.info(leader ? `leader is ${leader}` : 'no leader', { term });
-      m.onLeaderChange(leader, term);
+      m.leadership.onLeaderChange(leader, term);
     });
     node.on('fatal', (e: Error) => {
       log.error(`fatal: ${e.message}`);
     });
-    m.routes();
-    m.orchestrator = new Orchestrator(m, opts.secret, log, opts.orchestrator);
-    registerApi(m, m.orchestrator, {
-      workerToken: workerToken(opts.secret),
-      nodeAuth: (node) => nodeCredential(opts.secret, node, nodeEpoch(m.state)),
-      allowPrivileged: opts.allowPrivileged,
-    });
-    registerWeb(m);
-    registerOps(m, ops, log);
-    registerAuth(m, log);
-    registerJoin(m, { secret: opts.secret, caKey: opts.caKey }, log);
+    m.wire(ops, log);
     const [host, port] = splitAddr(opts.listen);
     m.server.on('upgrade', (req, socket, head) => {
       const path = new URL(req.url ?? '/', 'http://x').pathname;
@@ -265,7 +269,7 @@ export class Manager {
       // An empty store cannot tell a new cluster's first start from a wiped member's: ask the peers.
       m.phase = 'probing';
       try {
-        await probeBootstrap(m, {
+        await probeBootstrap(m.peerProbe({}), {
           peers: opts.bootstrap,
           dataDir: storage.path,
           storageId: storage.meta.storageId,
@@ -280,12 +284,87 @@ export class Manager {
       m.phase = 'running';
     }
     node.start();
-    m.guard = new IncarnationGuard(m, { storageId: () => storage.meta.storageId, clusterId: () => storage.meta.clusterId, dataDir: storage.path, log, learned: () => learned });
+    m.guard = new IncarnationGuard(m.peerProbe({ node, state: m.state, proposer: m }), { storageId: () => storage.meta.storageId, clusterId: () => storage.meta.clusterId, dataDir: storage.path, log, learned: () => learned });
     m.guard.start();
-    m.promoteTimer = setInterval(() => void m.promoteLearners(), 100);
+    m.promoteTimer = setInterval(() => void m.admin.promoteLearners(), 100);
     m.promoteTimer.unref();
     log.info('manager started', { listen: opts.listen, data: opts.dataDir, members: Object.fromEntries(node.members) });
     return m;
+  }
+
+  /**
+   * Wires the leader services and the routes: each gets the ports it needs. Routes are
+   * registered in this order (the auth guard wraps the event stream's upgrade, so it comes
+   * after the API).
+   */
+  private wire(ops: Ops, log: Logger): void {
+    const o = this.opts.orchestrator ?? {};
+    const node = this.node;
+    const state = this.state;
+    const members: Membership = { id: this.id, addr: this.addr, members: () => node.members, leader: () => node.leader() };
+    const io = { routes: this, state, reads: this, writes: this, proposer: this };
+
+    // ---- leader services
+    const leadership = new Leadership({ id: this.id, proposer: this, log });
+    const lead = leadership;
+    const placement = new Placement({ state, lead }, o);
+    const dispatcher = new Dispatcher(
+      { routes: this, proposer: this, lead, state, members, secure: this.link.secure, secret: this.opts.secret, clusterId: () => ops.clusterId(), log, onRegistered: () => placement.kick() },
+      o,
+    );
+    const restarts = new Restarts({ state, lead });
+    const monitor = new NodeMonitor(
+      {
+        state,
+        lead,
+        heartbeats: dispatcher,
+        log,
+        onStall: (ms) => {
+          dispatcher.creditStall(ms);
+          restarts.creditStall(ms);
+        },
+      },
+      o,
+    );
+    // Later leader services (services, rolling updates) are added to this list.
+    leadership.add(dispatcher, monitor, restarts, placement, new Drain({ state, lead }));
+    this.leadership = leadership;
+    this.dispatcher = dispatcher;
+    this.placement = placement;
+
+    // ---- routes
+    registerKv({ ...io, appliedIndex: () => node.appliedIndex() });
+    const admin = new ClusterAdmin({
+      id: this.id,
+      addr: this.addr,
+      node,
+      state,
+      routes: this,
+      writes: this,
+      link: this.link,
+      log,
+      started: this.started,
+      clusterId: () => ops.clusterId(),
+      storageId: () => this.storage.meta.storageId,
+      probing: () => this.phase === 'probing',
+      wiped: () => this.guard?.wiped,
+      noLeaderError: () => this.noLeaderError(),
+    });
+    admin.register();
+    this.admin = admin;
+    registerApi(
+      { ...io, members, appliedIndex: () => node.appliedIndex(), link: this.link, unplaced: placement, heartbeats: dispatcher },
+      {
+        workerToken: workerToken(this.opts.secret),
+        nodeAuth: (n) => nodeCredential(this.opts.secret, n, nodeEpoch(state)),
+        allowPrivileged: this.opts.allowPrivileged,
+      },
+    );
+    registerWeb({ routes: this, members, state, reads: this, unplaced: placement, status: () => admin.localStatus(), setStatic: (h) => this.setStatic(h) });
+    registerOps({ ...io, id: this.id, node, sessionCount: () => dispatcher.sessionCount() }, ops, log);
+    const ca = this.link.tls?.ca ?? null;
+    registerAuth({ ...io, tls: this.link.tls !== undefined, ca }, log);
+    registerJoin(io, { id: this.id, secret: this.opts.secret, caKey: this.opts.caKey, ca }, log);
   }
 
   async close(): Promise<void> {
@@ -293,7 +372,8 @@ export class Manager {
     this.closed = true;
     this.guard?.stop();
     if (this.promoteTimer) clearInterval(this.promoteTimer);
-    this.orchestrator?.close();
+    this.leadership?.close();
+    this.dispatcher?.close();
     await this.node.stop();
     this.trace?.close();
     await this.transport.close();
@@ -324,14 +404,16 @@ export class Manager {
     return getJson(addr, '/v1/status', timeoutMs, this.link);
   }
 
+  /** How this manager asks its peers for their status (incarnation.ts), with `extra` ports. */
+  private peerProbe<T extends object>(extra: T): T & PeerProbe {
+    return { ...extra, id: this.id, addr: this.addr, statusOf: (addr, ms) => this.statusOf(addr, ms), peerAddr: (id) => this.peerAddr(id) };
+  }
+
   setStatic(h: (req: http.IncomingMessage, res: http.ServerResponse) => boolean): void {
     this.staticHandler = h;
   }
 
   // ------------------------------------------------------------------ leadership
-
-  /** Hook for leader-only services (set by the orchestration layer). */
-  onLeaderChange: (leader: NodeId | null, term: number) => void = () => {};
 
   term(): number {
     return this.node.status().term;
@@ -522,249 +604,6 @@ export class Manager {
     await this.linearizable();
   }
 
-  private routes(): void {
-    const r = this.router;
-    // ---- config store
-    r.on('PUT', '/v1/kv/*', async (ctx) => {
-      const key = checkKey(ctx.params['*']!);
-      const casRaw = ctx.query.get('cas');
-      let cas: number | undefined;
-      if (casRaw !== null) {
-        cas = Number(casRaw);
-        if (!Number.isInteger(cas) || cas < 0) throw new FlotillaError('bad_request', `Cannot write '${key}' as 'cas' must be a non-negative integer version, got '${casRaw}'`);
-      }
-      const value = (await ctx.body()).toString('utf8');
-      return this.onLeader(ctx, () =>
-        this.propose({ type: 'kv.put', key, value, cas, requestId: ctx.requestId, scope: callerScope(this.state, ctx.req) } as Command),
-      );
-    });
-    r.on('DELETE', '/v1/kv/*', async (ctx) => {
-      const key = checkKey(ctx.params['*']!);
-      const casRaw = ctx.query.get('cas');
-      const cas = casRaw === null ? undefined : Number(casRaw);
-      if (cas !== undefined && (!Number.isInteger(cas) || cas < 0)) throw new FlotillaError('bad_request', `Cannot delete '${key}' as 'cas' must be a non-negative integer version`);
-      return this.onLeader(ctx, () => this.propose({ type: 'kv.del', key, cas, requestId: ctx.requestId, scope: callerScope(this.state, ctx.req) } as Command));
-    });
-    r.on('GET', '/v1/kv/*', async (ctx) => {
-      const key = checkKey(ctx.params['*']!);
-      await this.readable(ctx);
-      const e = this.state.kvGet(key);
-      if (!e) throw new FlotillaError('not_found', `key '${key}' not found`);
-      return kvJson(e);
-    });
-    r.on('GET', '/v1/kv', async (ctx) => {
-      await this.readable(ctx);
-      const prefix = ctx.query.get('prefix') ?? '';
-      const req = parsePage(ctx.query, 'keys');
-      const all = this.state.kvList(prefix).filter((e) => !e.key.startsWith(RESERVED_KV_PREFIX));
-      const p = page(all, req, (e) => e.key, (e) => e.key.length + (typeof e.value === 'string' ? e.value.length : e.value.byteLength));
-      return { items: p.items.map(kvJson), index: this.node.appliedIndex(), ...(p.continue ? { continue: p.continue } : {}) };
-    });
-
-    // ---- cluster
-    r.on('GET', '/v1/status', () => this.localStatus());
-    r.on('GET', '/v1/cluster', () => this.clusterStatus());
-    r.on('POST', '/v1/managers', async (ctx) => {
-      const body = (await ctx.json()) as { id?: unknown; addr?: unknown };
-      if (typeof body?.id !== 'string' || !/^[a-z0-9][a-z0-9_-]{0,62}$/.test(body.id)) throw new FlotillaError('bad_request', "Cannot add a manager as 'id' must be a lowercase id");
-      if (typeof body.addr !== 'string' || !/^[^\s:]+:\d{1,5}$/.test(body.addr)) throw new FlotillaError('bad_request', "Cannot add a manager as 'addr' must be host:port");
-      const id = body.id;
-      const addr = body.addr;
-      return this.onLeader(ctx, () => this.addManager(id, addr));
-    });
-    r.on('DELETE', '/v1/managers/:id', (ctx) => this.onLeader(ctx, () => this.removeManager(ctx.params.id!)));
-    r.on('POST', '/v1/managers/:id/transfer-leader', (ctx) => this.onLeader(ctx, () => this.transferLeader(ctx.params.id!)));
-    r.on('POST', '/v1/snapshot', (ctx) => this.onLeader(ctx, async () => {
-      const s = await this.node.snapshotNow();
-      return { index: s?.meta.index ?? this.node.status().snapshotIndex };
-    }));
-  }
-
-  localStatus() {
-    const st = this.node.status();
-    return {
-      id: this.id,
-      addr: this.addr,
-      role: st.role,
-      leader: st.leader,
-      leaderAddr: st.leader ? (this.node.members.get(st.leader) ?? null) : null,
-      term: st.term,
-      commitIndex: st.commit,
-      appliedIndex: this.node.appliedIndex(),
-      lastIndex: st.lastIndex,
-      snapshotIndex: st.snapshotIndex,
-      voters: st.conf.voters,
-      learners: st.conf.learners,
-      members: Object.fromEntries(this.node.members),
-      uptimeMs: monoNow() - this.started,
-      progress: st.progress,
-      clusterId: this.ops?.clusterId() ?? null,
-      storageId: this.storage.meta.storageId,
-      /** Storage ids of the managers of this cluster, as recorded in the replicated state. */
-      incarnations: incarnations(this.state, this.ops?.clusterId() ?? null, this.node.members.keys()),
-      ...(this.phase === 'probing' ? { phase: 'probing' } : {}),
-      ...(st.leader ? {} : { message: this.noLeaderError().message }),
-    };
-  }
-
-  async clusterStatus() {
-    const me = this.localStatus();
-    const members = [...this.node.members.entries()];
-    const now = monoNow();
-    const results = await Promise.all(
-      members.map(async ([id, addr]) => {
-        if (id === this.id) return { id, addr, status: me as ReturnType<Manager['localStatus']> | null };
-        try {
-          const s = await getJson(addr, '/v1/status', 1000, this.link);
-          return { id, addr, status: s as ReturnType<Manager['localStatus']> };
-        } catch {
-          return { id, addr, status: null };
-        }
-      }),
-    );
-    const leaderStatus = results.find((r) => r.status && r.status.role === 'leader' && r.status.term >= me.term)?.status ?? null;
-    const leaderCommit = leaderStatus?.commitIndex ?? me.commitIndex;
-    const leader = leaderStatus?.id ?? me.leader;
-    return {
-      leader,
-      ...(leader ? {} : { message: this.noLeaderError().message }),
-      term: Math.max(...results.map((r) => r.status?.term ?? 0)),
-      managers: results.map(({ id, addr, status }) => ({
-        id,
-        addr,
-        role: status ? status.role : 'unreachable',
-        voter: me.voters.includes(id),
-        term: status?.term ?? null,
-        commitIndex: status?.commitIndex ?? null,
-        appliedIndex: status?.appliedIndex ?? null,
-        lastIndex: status?.lastIndex ?? null,
-        lag: status ? Math.max(0, leaderCommit - status.appliedIndex) : null,
-        lastContactMs: id === this.id ? 0 : this.node.lastContact.has(id) ? now - this.node.lastContact.get(id)! : null,
-        healthy: status !== null && status.leader !== null && !this.guard?.wiped.has(id),
-        ...(this.guard?.wiped.has(id) ? { wiped: true } : {}),
-      })),
-    };
-  }
-
-  private async addManager(id: string, addr: string): Promise<unknown> {
-    if (this.node.members.has(id)) throw new FlotillaError('conflict', `manager ${id} is already a member`);
-    if (this.node.removed.has(id)) throw new FlotillaError('conflict', `manager id ${id} was removed before and cannot be reused; pick a new id`);
-    await this.confChange({ type: 'addLearner', node: id, context: addr });
-    // Promoted to voter by promoteLearners() once caught up; wait for it (bounded).
-    const deadline = monoNow() + 30_000;
-    while (monoNow() < deadline) {
-      if (this.node.status().conf.voters.includes(id)) return { id, addr, role: 'voter' };
-      if (!this.node.isLeader()) break;
-      await sleep(50);
-    }
-    return { id, addr, role: this.node.status().conf.voters.includes(id) ? 'voter' : 'learner' };
-  }
-
-  private async removeManager(id: string): Promise<unknown> {
-    if (!this.node.members.has(id)) throw new FlotillaError('not_found', `manager ${id} is not a member`);
-    if (id === this.id) {
-      // Hand leadership over first so the cluster does not wait for an election.
-      const other = this.node.status().conf.voters.find((v) => v !== this.id);
-      if (other) {
-        this.node.transferLeader(other);
-        throw new FlotillaError('unavailable', `leadership is moving to ${other} before ${id} is removed; retry`, { leader: null });
-      }
-    }
-    await this.confChange({ type: 'removeNode', node: id });
-    return { id, removed: true };
-  }
-
-  private async transferLeader(id: string): Promise<unknown> {
-    if (!this.node.status().conf.voters.includes(id)) throw new FlotillaError('bad_request', `Cannot transfer leadership as ${id} is not a voting manager`);
-    if (id === this.id) return { leader: id };
-    try {
-      this.node.transferLeader(id);
-    } catch (e) {
-      throw raftToFlotilla(e);
-    }
-    const deadline = monoNow() + 3000;
-    while (monoNow() < deadline) {
-      const l = this.node.leader();
-      if (l === id) return { leader: id };
-      await sleep(20);
-    }
-    throw new FlotillaError('timeout', `leadership did not move to ${id} within 3 s; the current leader is ${this.node.leader() ?? 'unknown'}`);
-  }
-
-  private async confChange(cc: ConfChange): Promise<void> {
-    const deadline = monoNow() + 10_000;
-    for (;;) {
-      try {
-        await this.node.proposeConfChange(cc, 10_000);
-        return;
-      } catch (e) {
-        if (e instanceof RaftError && e.code === 'conf_change_pending' && monoNow() < deadline) {
-          await sleep(50);
-          continue;
-        }
-        throw raftToFlotilla(e);
-      }
-    }
-  }
-
-  /** Leader: promote learners whose log has caught up with the commit index. */
-  private async promoteLearners(): Promise<void> {
-    if (!this.node.isLeader()) return;
-    const st = this.node.status();
-    for (const id of st.conf.learners) {
-      const pr = st.progress[id];
-      if (!pr || pr.match < st.commit) continue;
-      try {
-        this.log.info(`promoting ${id}: caught up at ${pr.match}`);
-        await this.node.proposeConfChange({ type: 'addVoter', node: id, context: this.node.members.get(id) }, 5000);
-      } catch (e) {
-        this.log.debug('promotion deferred', { id, err: String(e) });
-      }
-      return; // one change at a time
-    }
-  }
-}
-
-/**
- * Caps the open connections on the API port, per client IP and in total: a connection over a cap
- * is closed as soon as it is accepted (before TLS or HTTP), so idle or slow clients cannot hold
- * every socket. Counted from 'connection' to 'close', upgraded connections included.
- */
-function limitConnections(server: http.Server, limits: ConnectionLimits, log: Logger): void {
-  const perIp = new Map<string, number>();
-  let total = 0;
-  let lastWarn = 0;
-  server.on('connection', (socket: import('node:net').Socket) => {
-    const ip = socket.remoteAddress ?? '?';
-    const n = perIp.get(ip) ?? 0;
-    if (n >= limits.maxPerIp || total >= limits.maxTotal) {
-      if (monoNow() - lastWarn > 10_000) {
-        lastWarn = monoNow();
-        log.warn(
-          n >= limits.maxPerIp
-            ? `refusing connections from ${ip}: it has ${n} open (--max-connections-per-ip ${limits.maxPerIp})`
-            : `refusing connections: ${total} open (--max-connections ${limits.maxTotal})`,
-          { ip },
-        );
-      }
-      socket.destroy();
-      return;
-    }
-    perIp.set(ip, n + 1);
-    total++;
-    // A connection that sends nothing at all: Node's header timeout only starts with the first byte.
-    const silent = setTimeout(() => {
-      if (socket.bytesRead === 0) socket.destroy();
-    }, limits.idleTimeoutMs);
-    silent.unref();
-    socket.once('close', () => {
-      clearTimeout(silent);
-      total--;
-      const left = (perIp.get(ip) ?? 1) - 1;
-      if (left <= 0) perIp.delete(ip);
-      else perIp.set(ip, left);
-    });
-  });
 }
 
 /** Validation of a store's content run on its scratch copy before the directory is opened. */
@@ -782,59 +621,6 @@ function checkPersisted(st: import('../raft/types.js').PersistedState): void {
   } catch (e) {
     throw new Error(`snapshot ${st.snapshot.meta.index} holds a state that cannot be loaded: ${(e as Error).message}`);
   }
-}
-
-function checkKey(key: string): string {
-  if (key.length === 0 || key.length > 512) throw new FlotillaError('bad_request', 'Cannot use the key as it must be 1–512 characters');
-  if (/[\u0000-\u001f]/.test(key)) throw new FlotillaError('bad_request', 'Cannot use the key as it contains control characters');
-  if (key.startsWith(RESERVED_KV_PREFIX)) throw new FlotillaError('bad_request', `Cannot use the key as the prefix '${RESERVED_KV_PREFIX}' is reserved for flotilla itself`);
-  return key;
-}
-
-function kvJson(e: { key: string; value: unknown; version: number; createVersion?: number }) {
-  const value = typeof e.value === 'string' ? e.value : Buffer.from(e.value as Uint8Array).toString('utf8');
-  return { key: e.key, value, version: e.version, createVersion: e.createVersion };
-}
-
-export function raftToFlotilla(e: unknown): FlotillaError {
-  if (e instanceof RaftError) {
-    switch (e.code) {
-      case 'not_leader':
-        return new FlotillaError('not_leader', e.message, { leader: e.leader, httpStatus: 503 });
-      case 'transfer_in_progress':
-        return new FlotillaError('unavailable', e.message, { leader: null });
-      case 'conf_change_pending':
-        return new FlotillaError('conflict', e.message);
-      case 'invalid':
-        return new FlotillaError('bad_request', e.message);
-      default:
-        return new FlotillaError('unavailable', e.message, { leader: null });
-    }
-  }
-  return toFlotillaError(e);
-}
-
-export function getJson(addr: string, path: string, timeoutMs: number, link?: Link): Promise<unknown> {
-  const [host, port] = splitAddr(addr);
-  return new Promise((resolve, reject) => {
-    const opts = { host, port, path, timeout: timeoutMs };
-    const req = (link ? link.request(opts) : http.request(opts)).end();
-    req.on('response', (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        try {
-          const j = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-          if ((res.statusCode ?? 500) >= 400) reject(toFlotillaError(j));
-          else resolve(j);
-        } catch (e) {
-          reject(e);
-        }
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-  });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -3,11 +3,12 @@
 // observe a histogram or bump a counter; everything else is read from the manager when
 // /metrics is scraped.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Manager } from './manager.js';
+import type { RaftNode } from '../raft/node.js';
+import type { StateView } from './ports.js';
 import type { RequestRecord } from './http.js';
 import type { NodeStatus, TaskState } from './state.js';
 import { TASK_STATES } from './state.js';
-import { clusterEpoch } from './ops.js';
+import { clusterEpoch } from './cluster-id.js';
 import { monoNow } from '../clock.js';
 
 /** Disk latencies: etcd's guidance is a WAL fsync p99 under 10 ms. */
@@ -16,6 +17,15 @@ const API_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
 const SCHED_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 const ROLES = ['follower', 'preCandidate', 'candidate', 'leader'] as const;
 const NODE_STATUSES: NodeStatus[] = ['ready', 'unknown', 'down'];
+
+/** What the gauges read when scraped. */
+export interface MetricsSource {
+  id: string;
+  node: RaftNode;
+  state: StateView;
+  /** Worker sessions connected here (the dispatcher; 0 on followers). */
+  sessionCount: () => number;
+}
 
 export class ManagerMetrics {
   readonly registry = new Registry();
@@ -93,7 +103,7 @@ export class ManagerMetrics {
   };
 
   /** Gauges read from the manager when scraped. */
-  bind(m: Manager, clusterId: () => string | null): void {
+  bind(m: MetricsSource, clusterId: () => string | null): void {
     const reg = [this.registry];
     const status = () => m.node.status();
     new Gauge({ name: 'flotilla_raft_term', help: 'Current Raft term.', registers: reg, collect() { this.set(status().term); } });
@@ -170,7 +180,7 @@ export class ManagerMetrics {
         for (const [state, n] of counts) this.set({ state }, n);
       },
     });
-    new Gauge({ name: 'flotilla_dispatcher_sessions', help: 'Worker sessions connected to this manager (non-zero on the leader only).', registers: reg, collect() { this.set(m.orchestrator?.sessionCount() ?? 0); } });
+    new Gauge({ name: 'flotilla_dispatcher_sessions', help: 'Worker sessions connected to this manager (non-zero on the leader only).', registers: reg, collect() { this.set(m.sessionCount()); } });
     new Gauge({
       name: 'flotilla_nodes',
       help: 'Worker nodes by status.',

@@ -13,7 +13,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { Packr, pack, unpack } from 'msgpackr';
-import type { Manager } from './manager.js';
+import type { LeaderForward, ReadBarrier, RouteTable, StateView } from './ports.js';
 import type { Logger } from '../log.js';
 import { ClusterState } from './state.js';
 import { FlotillaError } from '../protocol/errors.js';
@@ -26,11 +26,8 @@ import type { PeerTransportOptions } from '../raft/transport.js';
 import { decodeConfChange } from '../raft/core.js';
 import { EntryType, type NodeId, type PersistedState } from '../raft/types.js';
 
-/** The epoch of a cluster id (`e<epoch>-<random>`); a cluster without an id is epoch 0. */
-export function clusterEpoch(id: string | null | undefined): number {
-  const m = id ? /^e(\d+)-[0-9a-f]+$/.exec(id) : null;
-  return m ? Number(m[1]) : 0;
-}
+export { clusterEpoch } from './cluster-id.js';
+import { clusterEpoch } from './cluster-id.js';
 
 // ---------------------------------------------------------------------------------------------
 // Runtime: what Manager.start wires in.
@@ -108,11 +105,22 @@ export async function createOps(id: NodeId, log: Logger): Promise<Ops> {
 }
 
 /** Routes and hooks: /metrics, GET /v1/snapshot, request metrics and logs, Raft and scheduler counters. */
-export function registerOps(m: Manager, ops: Ops, log: Logger): void {
+export interface OpsDeps {
+  id: NodeId;
+  routes: RouteTable;
+  node: RaftNode;
+  state: StateView;
+  reads: ReadBarrier;
+  writes: LeaderForward;
+  /** Worker sessions connected here (the dispatcher). */
+  sessionCount: () => number;
+}
+
+export function registerOps(m: OpsDeps, ops: Ops, log: Logger): void {
   const metrics = ops.metrics;
   metrics.bind(m, () => ops.clusterId());
 
-  m.router.observe = (r) => {
+  m.routes.router.observe = (r) => {
     metrics.onRequest(r);
     if (r.status >= 500 && r.status !== 503) log.warn('request failed', { rid: r.requestId, method: r.method, route: r.route, status: r.status, ms: Math.round(r.ms) });
     else log.debug('request', { rid: r.requestId, method: r.method, route: r.route, status: r.status, ms: Math.round(r.ms * 10) / 10 });
@@ -128,12 +136,12 @@ export function registerOps(m: Manager, ops: Ops, log: Logger): void {
   });
   m.state.onEvent((ev) => {
     // The leader's node monitor is what declares a node down, after its heartbeats stopped.
-    if (ev.type === 'node.updated' && ev.change === 'status' && ev.node.status === 'down' && ev.prevStatus !== 'down' && m.isLeader()) {
+    if (ev.type === 'node.updated' && ev.change === 'status' && ev.node.status === 'down' && ev.prevStatus !== 'down' && m.node.isLeader()) {
       metrics.heartbeatsMissed.inc();
       return;
     }
     if (ev.type !== 'task.updated' || ev.change !== 'state' || ev.prevState !== 'pending' || ev.task.state !== 'assigned') return;
-    if (!m.isLeader()) return;
+    if (!m.node.isLeader()) return;
     metrics.placements.inc();
     const t = m.state.getTask(ev.task.id);
     const h = t?.history ?? [];
@@ -145,15 +153,15 @@ export function registerOps(m: Manager, ops: Ops, log: Logger): void {
     }
   });
 
-  m.router.on('GET', '/metrics', async () => {
+  m.routes.router.on('GET', '/metrics', async () => {
     const text = await metrics.registry.metrics();
     return new Reply(200, text, { 'content-type': metrics.registry.contentType });
   });
 
   // A consistent backup of the replicated state, taken on the leader after a read barrier.
-  m.router.on('GET', '/v1/snapshot', (ctx) =>
-    m.onLeader(ctx, async () => {
-      await m.linearizable();
+  m.routes.router.on('GET', '/v1/snapshot', (ctx) =>
+    m.writes.onLeader(ctx, async () => {
+      await m.reads.linearizable();
       const index = m.node.appliedIndex();
       const st = m.node.status();
       const backup: Backup = {

@@ -13,9 +13,9 @@ import http from 'node:http';
 import { createReadStream, existsSync, statSync } from 'node:fs';
 import { dirname, extname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Manager } from './manager.js';
-import { taskView } from './api.js';
-import { send } from './http.js';
+import { taskView, type UnplacedReasons } from './api.js';
+import type { Membership, ReadBarrier, RouteTable, StateView } from './ports.js';
+import { registerCors } from './cors.js';
 import { FlotillaError } from '../protocol/errors.js';
 import { parseTaskSpec } from '../protocol/spec.js';
 import { isTerminal, type ClusterEvent, type Task } from './state.js';
@@ -61,89 +61,36 @@ export function defaultWebDir(): string {
   return candidates.find((c) => existsSync(join(c, 'index.html'))) ?? candidates[0]!;
 }
 
-export function registerWeb(m: Manager, opts: WebOptions = {}): void {
+export interface WebDeps {
+  routes: RouteTable;
+  members: Pick<Membership, 'id' | 'addr' | 'members'>;
+  state: StateView;
+  reads: ReadBarrier;
+  /** Why pending tasks are not placed (the leader's placement controller). */
+  unplaced: UnplacedReasons | null;
+  /** This manager's /v1/status. */
+  status: () => unknown;
+  /** Serves the page for requests no route matched (Manager.setStatic). */
+  setStatic: (h: (req: http.IncomingMessage, res: http.ServerResponse) => boolean) => void;
+}
+
+export function registerWeb(d: WebDeps, opts: WebOptions = {}): void {
   const dir = resolve(opts.dir ?? defaultWebDir());
-  registerCors(m);
-  registerUiRoutes(m);
-  m.setStatic((req, res) => serveStatic(dir, req, res));
-}
-
-// ---------------------------------------------------------------------------------------------
-// CORS
-
-const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]', '::1', '0.0.0.0', '[::]']);
-
-function hostPort(addr: string): { host: string; port: string } | null {
-  const i = addr.lastIndexOf(':');
-  if (i <= 0) return null;
-  return { host: addr.slice(0, i).toLowerCase(), port: addr.slice(i + 1) };
-}
-
-/** Whether `origin` is the page as served by one of this cluster's managers. */
-export function allowedOrigin(m: Manager, origin: string): boolean {
-  let u: URL;
-  try {
-    u = new URL(origin);
-  } catch {
-    return false;
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') return false;
-  const port = u.port || (u.protocol === 'https:' ? '443' : '80');
-  const host = u.hostname.toLowerCase();
-  const addrs = new Set<string>([m.addr, ...m.node.members.values()]);
-  for (const a of addrs) {
-    const hp = hostPort(a);
-    if (!hp || hp.port !== port) continue;
-    if (hp.host === host) return true;
-    if (LOOPBACK.has(hp.host) && LOOPBACK.has(host)) return true;
-  }
-  return false;
-}
-
-function registerCors(m: Manager): void {
-  const router = m.router;
-  const handle = router.handle.bind(router);
-  // Decorate every API answer (JSON, streams, errors) for the cluster's own page origins, and
-  // answer their preflights. Wrapping the router (rather than adding an OPTIONS /v1/* route)
-  // keeps unknown /v1 paths a plain 404.
-  router.handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<boolean> => {
-    if (!(req.url ?? '').startsWith('/v1/')) return handle(req, res);
-    const origin = req.headers.origin;
-    const allowed = typeof origin === 'string' && allowedOrigin(m, origin);
-    if (req.method === 'OPTIONS') {
-      if (!allowed) {
-        const err = new FlotillaError('forbidden', `Cannot allow cross-origin requests from '${String(origin ?? '')}' as it is not one of this cluster's managers`);
-        send(res, err.httpStatus, err.toJSON());
-        return true;
-      }
-      res.writeHead(204, {
-        'access-control-allow-origin': origin,
-        'access-control-allow-methods': 'GET, POST, PUT, PATCH, DELETE',
-        'access-control-allow-headers': 'content-type, x-request-id, authorization',
-        'access-control-max-age': '600',
-        vary: 'origin',
-      });
-      res.end();
-      return true;
-    }
-    if (allowed) {
-      res.setHeader('access-control-allow-origin', origin);
-      res.setHeader('vary', 'origin');
-    }
-    return handle(req, res);
-  };
+  registerCors(d.routes, d.members);
+  registerUiRoutes(d);
+  d.setStatic((req, res) => serveStatic(dir, req, res));
 }
 
 // ---------------------------------------------------------------------------------------------
 // /v1/ui/*: what the page needs in one consistent read
 
-function registerUiRoutes(m: Manager): void {
-  const r = m.router;
+function registerUiRoutes(m: WebDeps): void {
+  const r = m.routes.router;
 
   // Everything the page shows, read at one instant (after a ReadIndex barrier) together with
   // the event seq it corresponds to: the page follows /v1/events?since=<lastSeq> from here.
   r.on('GET', '/v1/ui/snapshot', async (ctx) => {
-    await m.readable(ctx);
+    await m.reads.readable(ctx);
     const st = m.state;
     const lastSeq = st.lastEventSeq;
     const index = st.appliedIndex;
@@ -155,13 +102,13 @@ function registerUiRoutes(m: Manager): void {
     const tasks: Task[] = [...live, ...done.slice(0, SNAPSHOT_TERMINAL_LIMIT)];
     const leader = st.leader;
     return {
-      manager: m.id,
+      manager: m.members.id,
       lastSeq,
       index,
       leader: leader ? { id: leader.id, term: leader.term, at: leader.at } : null,
-      leaderHistory: leaderHistory(m),
-      status: m.localStatus(),
-      tasks: tasks.map((t) => taskView(m, m.orchestrator ?? null, t)),
+      leaderHistory: leaderHistory(m.state),
+      status: m.status(),
+      tasks: tasks.map((t) => taskView(m.unplaced, t)),
       truncated: done.length > SNAPSHOT_TERMINAL_LIMIT ? done.length - SNAPSHOT_TERMINAL_LIMIT : 0,
       nodes: st.listNodes().map((n) => ({ ...n, usage: st.nodeUsage(n.id) })),
     };
@@ -181,9 +128,9 @@ function registerUiRoutes(m: Manager): void {
   });
 }
 
-function leaderHistory(m: Manager): { seq: number; at: number | null; leader: string; term: number }[] {
-  let page = m.state.eventsSince(0);
-  if (page.resetNeeded) page = m.state.eventsSince(Math.max(0, page.oldestSeq - 1));
+function leaderHistory(state: StateView): { seq: number; at: number | null; leader: string; term: number }[] {
+  let page = state.eventsSince(0);
+  if (page.resetNeeded) page = state.eventsSince(Math.max(0, page.oldestSeq - 1));
   if (page.resetNeeded) return [];
   const out: { seq: number; at: number | null; leader: string; term: number }[] = [];
   for (const e of page.events as ClusterEvent[]) {

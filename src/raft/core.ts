@@ -1,7 +1,14 @@
 // The pure Raft core: a deterministic state machine driven by tick(), step() and the
 // application's calls, that hands out what to persist, send and apply through ready().
 // No IO, no clocks, no randomness of its own (see DESIGN.md principle 1).
+// Its pure parts live beside it: core-log.ts (the log and its marks), core-progress.ts (the
+// leader's per-follower progress), core-quorum.ts (majority arithmetic), core-read.ts (the
+// ReadIndex queue) and core-confchange.ts (configuration changes).
+import { applyToMembers, checkConfChange, cloneConf, decodeConfChange, encodeConfChange, votersInLog } from './core-confchange.js';
 import { RaftLog } from './core-log.js';
+import { Progress, type PeerStatus } from './core-progress.js';
+import { committedIndex, majority, voteResult } from './core-quorum.js';
+import { ReadQueue, type PendingRead } from './core-read.js';
 import {
   EntryType,
   RaftError,
@@ -20,127 +27,9 @@ import {
   type SoftState,
 } from './types.js';
 
-const enc = new TextEncoder();
-const dec = new TextDecoder();
+export { encodeConfChange, decodeConfChange };
 
-export function encodeConfChange(cc: ConfChange): Uint8Array {
-  return enc.encode(JSON.stringify(cc));
-}
-
-export function decodeConfChange(data: Uint8Array): ConfChange {
-  return JSON.parse(dec.decode(data)) as ConfChange;
-}
-
-type ProgressState = 'probe' | 'replicate' | 'snapshot';
-
-/** The leader's view of one follower (etcd's Progress / tracker). */
-class Progress {
-  match = 0;
-  next: number;
-  state: ProgressState = 'probe';
-  probeSent = false;
-  pendingSnapshot = 0;
-  recentActive = true;
-  /** In-flight appends in replicate state: last index of each message and its bytes. */
-  inflight: { index: number; bytes: number }[] = [];
-  inflightBytes = 0;
-
-  constructor(next: number) {
-    this.next = next;
-  }
-
-  reset(state: ProgressState): void {
-    this.state = state;
-    this.probeSent = false;
-    this.pendingSnapshot = 0;
-    this.inflight = [];
-    this.inflightBytes = 0;
-  }
-
-  becomeProbe(): void {
-    if (this.state === 'snapshot') {
-      const ps = this.pendingSnapshot;
-      this.reset('probe');
-      this.next = Math.max(this.match + 1, ps + 1);
-    } else {
-      this.reset('probe');
-      this.next = this.match + 1;
-    }
-  }
-
-  becomeReplicate(): void {
-    this.reset('replicate');
-    this.next = this.match + 1;
-  }
-
-  becomeSnapshot(index: number): void {
-    this.reset('snapshot');
-    this.pendingSnapshot = index;
-  }
-
-  /** Acknowledgement up to n. Returns whether match moved. */
-  maybeUpdate(n: number): boolean {
-    let updated = false;
-    if (this.match < n) {
-      this.match = n;
-      updated = true;
-      this.probeSent = false;
-    }
-    this.next = Math.max(this.next, n + 1);
-    return updated;
-  }
-
-  /** A rejection of the append after `rejected`; `hint` is the follower's largest possible match. */
-  maybeDecrTo(rejected: number, hint: number): boolean {
-    if (this.state === 'replicate') {
-      if (rejected <= this.match) return false; // stale
-      this.next = this.match + 1;
-      return true;
-    }
-    if (this.next - 1 !== rejected) return false; // stale
-    this.next = Math.max(Math.min(rejected, hint + 1), this.match + 1);
-    this.probeSent = false;
-    return true;
-  }
-
-  freeTo(index: number): void {
-    while (this.inflight.length > 0 && this.inflight[0]!.index <= index) {
-      this.inflightBytes -= this.inflight.shift()!.bytes;
-    }
-  }
-
-  freeFirst(): void {
-    const f = this.inflight.shift();
-    if (f) this.inflightBytes -= f.bytes;
-  }
-
-  isPaused(maxMsgs: number, maxBytes: number): boolean {
-    switch (this.state) {
-      case 'probe':
-        return this.probeSent;
-      case 'replicate':
-        return this.inflight.length >= maxMsgs || this.inflightBytes >= maxBytes;
-      case 'snapshot':
-        return true;
-    }
-  }
-}
-
-interface PendingRead {
-  context: string;
-  index: number;
-  /** Where the answer goes: this node, or a follower that forwarded the request. */
-  from: NodeId;
-  acks: Set<NodeId>;
-}
-
-export interface PeerStatus {
-  match: number;
-  next: number;
-  state: ProgressState;
-  recentActive: boolean;
-  learner: boolean;
-}
+export type { PeerStatus };
 
 export interface Status {
   id: NodeId;
@@ -190,9 +79,7 @@ export class RaftCore {
 
   private leadTransferee: NodeId | null = null;
   private pendingConfIndex = 0;
-  private pendingReads: PendingRead[] = [];
-  /** ReadIndex requests that arrived before the leader committed an entry in its term. */
-  private deferredReads: { context: string; from: NodeId }[] = [];
+  private readonly reads = new ReadQueue();
   private needBroadcast = false;
   /** Removed nodes still being told about their removal (index of the removal entry). */
   private departing = new Map<NodeId, { index: number; ticks: number }>();
@@ -269,14 +156,7 @@ export class RaftCore {
     if (this.pendingConfIndex > this.log.committed) {
       throw new RaftError('conf_change_pending', 'a configuration change is already in progress; retry when it commits');
     }
-    const isVoter = this.voters.has(cc.node);
-    const isLearner = this.learners.has(cc.node);
-    if (cc.type === 'addVoter' && isVoter) throw new RaftError('invalid', `${cc.node} is already a voter`);
-    if (cc.type === 'addLearner' && (isVoter || isLearner)) throw new RaftError('invalid', `${cc.node} is already a member`);
-    if (cc.type === 'removeNode') {
-      if (!isVoter && !isLearner) throw new RaftError('invalid', `${cc.node} is not a member`);
-      if (isVoter && this.voters.size === 1) throw new RaftError('invalid', 'cannot remove the last voter');
-    }
+    checkConfChange(cc, this.voters, this.learners);
     const r = this.proposeEntry(EntryType.ConfChange, encodeConfChange(cc));
     this.pendingConfIndex = r.index;
     return r;
@@ -481,16 +361,8 @@ export class RaftCore {
    * the core applied; and the configuration entries in (after, index].
    */
   logVoters(after: number, index: number): { voters: NodeId[]; changes: { index: number; term: number; votersBefore: NodeId[] }[] } {
-    const voters = new Set(this.log.snapshot ? this.log.snapshot.meta.conf.voters : this.baseConf.voters);
-    const changes: { index: number; term: number; votersBefore: NodeId[] }[] = [];
-    for (const e of this.log.slice(this.log.firstIndex(), index + 1) ?? []) {
-      if (e.type !== EntryType.ConfChange) continue;
-      const cc = decodeConfChange(e.data);
-      if (e.index > after) changes.push({ index: e.index, term: e.term, votersBefore: [...voters] });
-      if (cc.type === 'addVoter') voters.add(cc.node);
-      else if (cc.type === 'removeNode') voters.delete(cc.node);
-    }
-    return { voters: [...voters], changes };
+    const base = this.log.snapshot ? this.log.snapshot.meta.conf.voters : this.baseConf.voters;
+    return votersInLog(base, this.log.slice(this.log.firstIndex(), index + 1) ?? [], after);
   }
 
   /** Term of the entry at index (undefined if compacted or missing): for checkers and drivers. */
@@ -509,8 +381,7 @@ export class RaftCore {
     this.leader = leader;
     this.resetTimers();
     this.abortLeaderTransfer();
-    this.pendingReads = [];
-    this.deferredReads = [];
+    this.reads.clear();
     this.needBroadcast = false;
     this.commitBroadcast = false;
     this.departing.clear();
@@ -538,7 +409,7 @@ export class RaftCore {
     this.leader = this.id;
     this.resetTimers();
     this.abortLeaderTransfer();
-    this.pendingReads = [];
+    this.reads.clearPending();
     const last = this.log.lastIndex();
     this.prs = new Map();
     for (const id of [...this.voters, ...this.learners]) {
@@ -609,7 +480,7 @@ export class RaftCore {
   }
 
   private quorum(): number {
-    return Math.floor(this.voters.size / 2) + 1;
+    return majority(this.voters.size);
   }
 
   // ---------------------------------------------------------------- elections
@@ -644,20 +515,13 @@ export class RaftCore {
 
   /** Counts votes; wins or loses the (pre-)election if decided. Returns true when decided. */
   private tallyAndAct(): boolean {
-    let granted = 0;
-    let rejected = 0;
-    for (const [id, v] of this.votes) {
-      if (!this.voters.has(id)) continue;
-      if (v) granted++;
-      else rejected++;
-    }
-    const q = this.quorum();
-    if (granted >= q) {
+    const result = voteResult(this.voters, this.votes);
+    if (result === 'won') {
       if (this.role === 'preCandidate') this.campaign('election', false);
       else this.becomeLeader();
       return true;
     }
-    if (rejected >= q) {
+    if (result === 'lost') {
       this.becomeFollower(this.term, null);
       return true;
     }
@@ -794,7 +658,7 @@ export class RaftCore {
         if (pr.state === 'replicate' && pr.isPaused(this.maxInflightMsgs, this.maxInflightBytes)) pr.freeFirst();
         if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, true);
         // (bug read-any-ack: any response confirms the newest pending read, whatever it answers.)
-        const ctx = this.bug === 'read-any-ack' ? this.pendingReads[this.pendingReads.length - 1]?.context : m.context;
+        const ctx = this.bug === 'read-any-ack' ? this.reads.lastContext() : m.context;
         if (ctx) this.ackRead(ctx, m.from);
         this.maybeForgetDeparting(m.from);
         return;
@@ -835,10 +699,7 @@ export class RaftCore {
   }
 
   private maybeCommit(): boolean {
-    const matches: number[] = [];
-    for (const id of this.voters) matches.push(this.prs.get(id)?.match ?? 0);
-    matches.sort((a, b) => b - a);
-    const mci = matches[this.quorum() - 1] ?? 0;
+    const mci = committedIndex(this.voters, (id) => this.prs.get(id)?.match ?? 0);
     if (mci <= this.log.committed) return false;
     // Only entries of the current term are committed by counting replicas (§5.4.2, Figure 8).
     if (this.bug !== 'figure8' && this.log.term(mci) !== this.term) return false;
@@ -863,10 +724,8 @@ export class RaftCore {
     if (this.role === 'leader' && this.departing.size > 0) {
       for (const id of [...this.departing.keys()]) this.maybeForgetDeparting(id);
     }
-    if (this.role === 'leader' && this.deferredReads.length > 0 && this.log.term(this.log.committed) === this.term) {
-      const reads = this.deferredReads;
-      this.deferredReads = [];
-      for (const r of reads) this.leaderReadIndex(r.context, r.from);
+    if (this.role === 'leader' && this.reads.hasDeferred() && this.log.term(this.log.committed) === this.term) {
+      for (const r of this.reads.takeDeferred()) this.leaderReadIndex(r.context, r.from);
     }
   }
 
@@ -962,7 +821,7 @@ export class RaftCore {
   }
 
   private bcastHeartbeat(): void {
-    const ctx = this.pendingReads.length > 0 ? this.pendingReads[this.pendingReads.length - 1]!.context : undefined;
+    const ctx = this.reads.lastContext();
     for (const [id, pr] of this.prs) {
       if (id === this.id) continue;
       this.send({
@@ -982,7 +841,7 @@ export class RaftCore {
   private leaderReadIndex(context: string, from: NodeId): void {
     if (this.log.term(this.log.committed) !== this.term) {
       // No read before this leader has committed an entry of its term (it may not know the commit index yet).
-      this.deferredReads.push({ context, from });
+      this.reads.defer({ context, from });
       return;
     }
     const index = this.log.committed;
@@ -990,23 +849,15 @@ export class RaftCore {
       this.releaseRead({ context, index, from, acks: new Set() });
       return;
     }
-    this.pendingReads.push({ context, index, from, acks: new Set([this.id]) });
+    this.reads.add({ context, index, from, acks: new Set([this.id]) });
     this.bcastHeartbeat();
   }
 
   private ackRead(context: string, from: NodeId): void {
-    const at = this.pendingReads.findIndex((r) => r.context === context);
-    if (at < 0) return;
-    const r = this.pendingReads[at]!;
     // Only voters confirm leadership (bug learner-read-quorum: learners count too).
     const counts = (id: NodeId): boolean => this.voters.has(id) || (this.bug === 'learner-read-quorum' && this.learners.has(id));
-    if (counts(from)) r.acks.add(from);
-    let n = 0;
-    for (const id of r.acks) if (counts(id)) n++;
-    if (n < this.quorum()) return;
     // A quorum confirmed leadership after this read (and all earlier ones) was registered.
-    const done = this.pendingReads.splice(0, at + 1);
-    for (const d of done) this.releaseRead(d);
+    for (const d of this.reads.ack(context, from, counts, this.quorum())) this.releaseRead(d);
   }
 
   private releaseRead(r: PendingRead): void {
@@ -1065,19 +916,7 @@ export class RaftCore {
   }
 
   private applyConfChange(cc: ConfChange, index: number): void {
-    switch (cc.type) {
-      case 'addVoter':
-        this.learners.delete(cc.node);
-        this.voters.add(cc.node);
-        break;
-      case 'addLearner':
-        if (!this.voters.has(cc.node)) this.learners.add(cc.node);
-        break;
-      case 'removeNode':
-        this.voters.delete(cc.node);
-        this.learners.delete(cc.node);
-        break;
-    }
+    applyToMembers(cc, this.voters, this.learners);
     this.confHistory.push({ index, conf: this.conf() });
     if (this.role !== 'leader') return;
     if (cc.type === 'removeNode') {
@@ -1113,10 +952,6 @@ export class RaftCore {
   private notLeader(): RaftError {
     return new RaftError('not_leader', this.leader ? `not the leader; the leader is ${this.leader}` : 'no leader is known', this.leader);
   }
-}
-
-function cloneConf(c: ConfState): ConfState {
-  return { voters: [...c.voters], learners: [...c.learners] };
 }
 
 function sameHard(a: HardState, b: HardState): boolean {

@@ -236,7 +236,7 @@ export async function runWorker(flags: WorkerFlags, opts: RunWorkerOptions = {})
   log.info(`worker ${cfg.id} listening on ${agent.httpAddress}; managers ${cfg.managers.join(',')}; drivers ${cfg.drivers.join(',')}`);
   if (opts.handleSignals !== false) {
     // SIGINT/SIGTERM/SIGHUP (or output/parent gone): a bounded clean stop; twice: at once.
-    const { nodeShutdown } = await import('../cli/signals.js');
+    const { nodeShutdown } = await import('../signals.js');
     nodeShutdown({ close: () => agent.close(), say: (msg) => log.info(`${msg} the worker (tasks keep running)`) });
   }
   return agent;

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
 import { FlotillaClient } from '../../src/client/client.js';
-import { workerToken } from '../../src/manager/orchestrator.js';
+import { workerToken } from '../../src/manager/auth.js';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');

@@ -198,7 +198,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestCluster, freePorts, CLI, type ProcInfo } from './cluster.js';
-import { workerToken } from '../../src/manager/orchestrator.js';
+import { workerToken } from '../../src/manager/auth.js';
 
 export class DockerTestCluster extends TestCluster {
   readonly secret = randomBytes(24).toString('hex');

@@ -56,26 +56,11 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import {
-  accessSync,
-  closeSync,
-  constants as fsConstants,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { accessSync, closeSync, constants as fsConstants, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
-import { StringDecoder } from 'node:string_decoder';
 import { FlotillaError } from '../../protocol/errors.js';
-import { bootId, bootMonoNow, monoNow } from '../../clock.js';
+import { bootId, bootMonoNow } from '../../clock.js';
 import { silentLogger, type Logger } from '../../log.js';
 import type { TaskSpec } from '../../protocol/spec.js';
 import {
@@ -89,6 +74,26 @@ import {
   type LogLine,
   type LogOptions,
 } from '../driver.js';
+import { DriverBase, specHash, type TrackedTask } from './base.js';
+import { readLogFiles } from './log-files.js';
+import {
+  DEFAULT_PATH,
+  KEEPER_ARGV0,
+  KEEPER_SCRIPT,
+  WRAPPER_ARGV0,
+  WRAPPER_SCRIPT,
+  childrenOf,
+  killGroup,
+  killKeeper,
+  readCmdline,
+  readExitFile,
+  readProcStat,
+  writeJsonAtomic,
+} from './proc.js';
+
+// Kept importable from here (tests, the CLI, the chaos harness).
+export { DEFAULT_PATH, KEEPER_SCRIPT, WRAPPER_SCRIPT, readProcStat, stopTasksInDir, type ProcStat } from './proc.js';
+export { specHash, stableStringify } from './base.js';
 
 export interface ProcessDriverOptions {
   /** Directory for task state and logs (created if missing). */
@@ -112,55 +117,7 @@ export interface ProcessDriverOptions {
 /** Default of `orphanGraceMs`. */
 export const DEFAULT_ORPHAN_GRACE_MS = 10_000;
 
-/**
- * The keeper: one small detached shell per driver instance. $1 = the driver's directory,
- * $2 = seconds the tasks outlive the worker, $3 = seconds between SIGTERM and SIGKILL, $4 =
- * the reason recorded. Its stdin is a pipe from the worker, so `cat` returns when the worker
- * closes the driver or its process ends (SIGKILL included: the kernel closes the pipe). A
- * successor driver kills the keeper (its process group) during the wait; otherwise it stops
- * every container whose wrapper still runs — identified by its pid file and a command line
- * naming that very file's base path — and marks the task `orphan-stop` (read at adoption:
- * the pod ends `stopped` with that reason).
- */
-export const KEEPER_SCRIPT = [
-  'd=$1; g=$2; k=$3; r=$4',
-  'cat >/dev/null',
-  'sleep "$g"',
-  'each() {',
-  '  for f in "$d"/tasks/*/*.pid; do',
-  '    [ -f "$f" ] || continue',
-  '    b=${f%.pid}',
-  '    p=$(cat "$f" 2>/dev/null) || continue',
-  '    case $p in ""|*[!0-9]*) continue ;; esac',
-  '    tr "\\000" "\\n" < "/proc/$p/cmdline" 2>/dev/null | grep -qxF -- "$b" || continue',
-  '    if [ "$1" = TERM ] && [ ! -f "${f%/*}/orphan-stop" ]; then echo "$r" > "${f%/*}/orphan-stop"; fi',
-  '    kill -s "$1" -- "-$p" 2>/dev/null',
-  '  done',
-  '}',
-  'each TERM',
-  'sleep "$k"',
-  'each KILL',
-].join('\n');
-const KEEPER_ARGV0 = 'flotilla-keeper';
 
-export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-
-/** The wrapper script: $1 = base path of the container's files, then the program and its args. */
-export const WRAPPER_SCRIPT = [
-  'trap : TERM INT HUP QUIT',
-  'b=$1',
-  'shift',
-  'echo $$ > "$b.pid"',
-  '"$@"',
-  's=$?',
-  'echo $s > "$b.exit"',
-].join('\n');
-const WRAPPER_ARGV0 = 'flotilla-wrap';
-
-const CONTAINER_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-/** Longest partial line kept in memory by `logs()`; longer lines are split. */
-const MAX_LINE = 64 * 1024;
-const READ_CHUNK = 64 * 1024;
 
 // ---------------------------------------------------------------------------------------------
 // Persisted records
@@ -209,36 +166,13 @@ interface TaskRecord {
   final?: { state: 'succeeded' | 'failed' | 'stopped'; exitCode?: number; reason: string; finishedAt: number };
 }
 
-interface LiveTask {
+interface LiveTask extends TrackedTask {
   rec: TaskRecord;
   dir: string;
-  listeners: Set<DriverEventListener>;
-  /** Key of the last status emitted (to emit on change only). */
-  lastKey: string;
-  waiters: (() => void)[];
-  removed: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------
-// Small helpers (exported for tests and the docker driver's reuse)
-
-/** JSON with sorted object keys: stable across key orders. */
-export function stableStringify(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(stableStringify).join(',')}]`;
-  if (v !== null && typeof v === 'object') {
-    const o = v as Record<string, unknown>;
-    return `{${Object.keys(o)
-      .filter((k) => o[k] !== undefined)
-      .sort()
-      .map((k) => `${JSON.stringify(k)}:${stableStringify(o[k])}`)
-      .join(',')}}`;
-  }
-  return JSON.stringify(v) ?? 'null';
-}
-
-export function specHash(spec: TaskSpec): string {
-  return createHash('sha256').update(stableStringify(spec)).digest('hex');
-}
+// Small helpers (exported for tests)
 
 /** A file-system-safe directory name for a task id (ids are any string up to 128 characters). */
 export function taskDirName(taskId: string): string {
@@ -246,169 +180,8 @@ export function taskDirName(taskId: string): string {
   return '_' + createHash('sha256').update(taskId).digest('hex').slice(0, 40);
 }
 
-export interface ProcStat {
-  state: string;
-  ppid: number;
-  pgrp: number;
-  session: number;
-  /** Field 22: start time in clock ticks since boot. */
-  start: string;
-}
-
-/** Parse /proc/<pid>/stat; null when the process does not exist. */
-export function readProcStat(pid: number): ProcStat | null {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return null;
-  }
-  // "pid (comm) S ppid pgrp session …": comm may hold spaces and parentheses.
-  const close = text.lastIndexOf(')');
-  if (close < 0) return null;
-  const f = text.slice(close + 2).split(' ');
-  // f[0] is field 3 (state), so field n is f[n - 3].
-  if (f.length < 20) return null;
-  return { state: f[0]!, ppid: Number(f[1]), pgrp: Number(f[2]), session: Number(f[3]), start: f[19]! };
-}
-
-function readCmdline(pid: number): string[] | null {
-  try {
-    const raw = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    return raw.split('\0');
-  } catch {
-    return null;
-  }
-}
-
-/** Child pids of a process (from /proc/<pid>/task/<pid>/children, or a scan of /proc). */
-function childrenOf(pid: number): number[] {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    const out: number[] = [];
-    let entries: string[] = [];
-    try {
-      entries = readdirSync('/proc');
-    } catch {
-      return out;
-    }
-    for (const e of entries) if (/^\d+$/.test(e) && readProcStat(Number(e))?.ppid === pid) out.push(Number(e));
-    return out;
-  }
-}
-
-function readExitFile(path: string): { code: number; at: number } | null {
-  try {
-    const text = readFileSync(path, 'utf8');
-    const m = /^(\d{1,3})\n$/.exec(text);
-    if (m === null) return null; // not (completely) written yet
-    return { code: Number(m[1]), at: Math.round(statSync(path).mtimeMs) };
-  } catch {
-    return null;
-  }
-}
-
-function writeJsonAtomic(path: string, value: unknown): void {
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, JSON.stringify(value, null, 1) + '\n');
-  renameSync(tmp, path);
-}
-
-function killGroup(pgid: number, signal: NodeJS.Signals): boolean {
-  try {
-    process.kill(-pgid, signal);
-    return true;
-  } catch {
-    return false; // ESRCH: nothing left in the group
-  }
-}
-
-/** Kill the keeper recorded in `<dir>/keeper.json` (its process group), if it still runs. */
-function killKeeper(dir: string): void {
-  try {
-    const k = JSON.parse(readFileSync(join(dir, 'keeper.json'), 'utf8')) as { pid?: unknown; start?: unknown };
-    const pid = typeof k.pid === 'number' ? k.pid : -1;
-    const st = pid > 1 ? readProcStat(pid) : null;
-    const argv = st !== null && st.start === k.start ? readCmdline(pid) : null;
-    if (argv !== null && argv.includes(KEEPER_ARGV0) && argv.includes(dir)) killGroup(pid, 'SIGKILL');
-  } catch {
-    // no keeper
-  }
-}
-
-/**
- * Stop every task process a process driver directory holds, now (for `flotilla up` stopping
- * its cluster after its workers have exited): the keeper is killed, each container whose
- * wrapper still runs gets SIGTERM on its process group, SIGKILL after `graceMs`; the task is
- * marked so a later worker reports it `stopped` with `reason`. Returns the process group ids
- * signalled and those that needed SIGKILL.
- */
-export async function stopTasksInDir(dir: string, graceMs: number, reason: string): Promise<{ groups: number[]; killed: number[] }> {
-  const root = resolve(dir);
-  killKeeper(root);
-  const found: { pid: number; argvBase: string }[] = [];
-  let names: string[] = [];
-  try {
-    names = readdirSync(join(root, 'tasks'));
-  } catch {
-    return { groups: [], killed: [] };
-  }
-  const ours = (pid: number, base: string): boolean => {
-    const st = readProcStat(pid);
-    if (st === null || st.state === 'Z' || st.state === 'X') return false;
-    const argv = readCmdline(pid);
-    return argv !== null && argv.includes(WRAPPER_ARGV0) && argv.includes(base);
-  };
-  for (const name of names) {
-    const tdir = join(root, 'tasks', name);
-    let files: string[] = [];
-    try {
-      files = readdirSync(tdir).filter((f) => f.endsWith('.pid'));
-    } catch {
-      continue;
-    }
-    let marked = false;
-    for (const f of files) {
-      const base = join(tdir, f.slice(0, -'.pid'.length));
-      const pid = Number(readFileSync(join(tdir, f), 'utf8').trim());
-      if (!Number.isSafeInteger(pid) || pid <= 1 || !ours(pid, base)) continue;
-      if (!marked && !existsSync(join(tdir, 'orphan-stop'))) writeFileSync(join(tdir, 'orphan-stop'), reason + '\n');
-      marked = true;
-      killGroup(pid, 'SIGTERM');
-      found.push({ pid, argvBase: base });
-    }
-  }
-  const deadline = monoNow() + Math.max(0, graceMs);
-  while (found.some((g) => ours(g.pid, g.argvBase)) && monoNow() < deadline) await new Promise((r) => setTimeout(r, 50));
-  const killed: number[] = [];
-  for (const g of found) {
-    // Whatever is left in the group (the wrapper, or daemons its program forked) — unless
-    // that pid now runs something else (then the group is not ours any more).
-    const st = readProcStat(g.pid);
-    const stillOurs = ours(g.pid, g.argvBase);
-    if (st !== null && st.state !== 'Z' && !stillOurs) continue;
-    if (killGroup(g.pid, 'SIGKILL') && stillOurs) killed.push(g.pid);
-  }
-  return { groups: found.map((g) => g.pid), killed };
-}
-
 function errMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
-}
-
-/** Resolves after `ms`, or early (without rejecting) when `signal` aborts. */
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((res) => {
-    if (signal?.aborted) return res();
-    const t = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      res();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }
 
 /** Find an executable: a name with '/' is taken relative to `cwd`; otherwise searched in PATH. */
@@ -434,32 +207,38 @@ export function resolveExecutable(name: string, pathVar: string, cwd: string): s
   return null;
 }
 
+/** The process driver's own spec rules (see DriverBase.checkSpec). */
+const PROCESS_SPEC_RULES = {
+  pod: (spec: TaskSpec, bad: (path: string, message: string) => never): void => {
+    if (Array.isArray(spec.mounts) && spec.mounts.length > 0) bad('mounts', 'must be empty for the process driver');
+  },
+  after: (c: TaskSpec['containers'][number], i: number, bad: (path: string, message: string) => never): void => {
+    for (const s of [...c.command, ...c.args]) if (s.includes('\0')) bad(`containers[${i}]`, 'must not contain NUL characters in command or args');
+  },
+};
+
 // ---------------------------------------------------------------------------------------------
 
-export class ProcessDriver implements Driver {
+export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
   readonly name = 'process' as const;
   readonly dir: string;
   private readonly tasksDir: string;
   private readonly pollMs: number;
   private readonly podFailureGraceMs: number;
   private readonly shell: string;
-  private readonly log: Logger;
-  private readonly tasks = new Map<string, LiveTask>();
-  private readonly watchers = new Set<DriverEventListener>();
   private loaded: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
-  private closed = false;
   private readonly orphanGraceMs: number | null;
   /** This instance's keeper and the pipe whose end tells it the worker is gone. */
   private keeper: ChildProcess | null = null;
 
   constructor(opts: ProcessDriverOptions) {
+    super(opts.log ?? silentLogger, 'process driver');
     this.dir = resolve(opts.dir);
     this.tasksDir = join(this.dir, 'tasks');
     this.pollMs = opts.pollMs ?? 200;
     this.podFailureGraceMs = opts.podFailureGraceMs ?? 5000;
     this.shell = opts.shell ?? '/bin/sh';
-    this.log = opts.log ?? silentLogger;
     const envGrace = Number(process.env.FLOTILLA_ORPHAN_GRACE_MS);
     this.orphanGraceMs = opts.orphanGraceMs !== undefined ? opts.orphanGraceMs : Number.isFinite(envGrace) && envGrace >= 0 ? envGrace : DEFAULT_ORPHAN_GRACE_MS;
   }
@@ -494,7 +273,7 @@ export class ProcessDriver implements Driver {
   // ---- lifecycle
 
   /** Loads (adopts) the tasks on disk once; every public method waits for it. */
-  private ready(): Promise<void> {
+  protected ready(): Promise<void> {
     if (this.closed) return Promise.reject(new FlotillaError('unavailable', 'Cannot use the process driver as it is closed'));
     this.loaded ??= Promise.resolve().then(() => this.adopt());
     return this.loaded;
@@ -591,45 +370,17 @@ export class ProcessDriver implements Driver {
     // The keeper's wait starts now: a successor within orphanGraceMs takes the tasks over.
     this.keeper?.stdin?.destroy();
     this.keeper = null;
-    this.watchers.clear();
-    for (const t of this.tasks.values()) {
-      t.listeners.clear();
-      this.wake(t);
-    }
-  }
-
-  watch(listener: DriverEventListener): () => void {
-    this.watchers.add(listener);
-    return () => this.watchers.delete(listener);
+    this.releaseAll();
   }
 
   // ---- the Driver API
 
   async start(taskId: string, spec: TaskSpec, onEvent?: DriverEventListener, opts: DriverStartOptions = {}): Promise<void> {
     await this.ready();
-    if (typeof taskId !== 'string' || taskId.length === 0 || taskId.length > 128) {
-      throw new FlotillaError('bad_request', "Cannot start task as 'taskId' must be a string of 1 to 128 characters");
-    }
-    const attempt = opts.attempt ?? 1;
-    if (!Number.isSafeInteger(attempt) || attempt < 1) {
-      throw new FlotillaError('bad_request', `Cannot start task '${taskId}' as 'attempt' must be a whole number >= 1`);
-    }
-    this.checkSpec(taskId, spec);
+    const attempt = this.checkStartArgs(taskId, opts.attempt);
+    this.checkSpec(taskId, spec, 'process', PROCESS_SPEC_RULES);
     const hash = specHash(spec);
-    const existing = this.tasks.get(taskId);
-    if (existing !== undefined) {
-      if (existing.rec.attempt !== attempt) {
-        throw new FlotillaError('conflict', `Cannot start attempt ${attempt} of task '${taskId}' as attempt ${existing.rec.attempt} is here; stop and remove it first`);
-      }
-      if (existing.rec.specHash !== hash) {
-        throw new FlotillaError('conflict', `Cannot start task '${taskId}' as it already exists here with a different spec`);
-      }
-      if (existing.rec.final !== undefined) {
-        throw new FlotillaError('conflict', `Cannot start task '${taskId}' as it already ran here (${existing.rec.final.state}); remove it first`);
-      }
-      if (onEvent !== undefined) existing.listeners.add(onEvent);
-      return; // already starting/running: never a duplicate
-    }
+    if (this.joinExisting(taskId, attempt, hash, onEvent)) return; // already starting/running: never a duplicate
 
     const dir = join(this.tasksDir, taskDirName(taskId));
     rmSync(dir, { recursive: true, force: true }); // leftovers of a removed task with this name
@@ -767,11 +518,6 @@ export class ProcessDriver implements Driver {
     return t === undefined ? null : this.statusOf(t);
   }
 
-  async list(): Promise<DriverTaskStatus[]> {
-    await this.ready();
-    return [...this.tasks.values()].map((t) => this.statusOf(t));
-  }
-
   async remove(taskId: string): Promise<void> {
     await this.ready();
     const t = this.tasks.get(taskId);
@@ -781,42 +527,20 @@ export class ProcessDriver implements Driver {
     } else {
       this.killLeftovers(t);
     }
-    t.removed = true;
     this.tasks.delete(taskId);
-    t.listeners.clear();
-    this.wake(t);
+    this.forget(t);
     rmSync(t.dir, { recursive: true, force: true });
     this.log.info('process driver: removed task', { taskId });
   }
 
-  logs(taskId: string, opts: LogOptions = {}): AsyncIterable<LogLine> {
-    return this.readLogs(taskId, opts);
-  }
-
   // ---- internals
 
-  private checkSpec(taskId: string, spec: TaskSpec): void {
-    const bad = (path: string, message: string): never => {
-      throw new FlotillaError('bad_request', `Cannot start task '${taskId}' as '${path}' ${message}`, { details: [{ path, message }] });
-    };
-    if (spec === null || typeof spec !== 'object' || !Array.isArray(spec.containers) || spec.containers.length === 0) {
-      bad('containers', 'must have at least 1 container');
-    }
-    if (spec.driver !== 'process') bad('driver', `must be 'process' for the process driver (got '${String(spec.driver)}')`);
-    if (Array.isArray(spec.mounts) && spec.mounts.length > 0) bad('mounts', 'must be empty for the process driver');
-    const seen = new Set<string>();
-    spec.containers.forEach((c, i) => {
-      if (typeof c.name !== 'string' || !CONTAINER_NAME_RE.test(c.name)) bad(`containers[${i}].name`, 'must be a DNS label');
-      if (seen.has(c.name)) bad(`containers[${i}].name`, 'must be unique');
-      seen.add(c.name);
-      if (!Array.isArray(c.command) || !c.command.every((s) => typeof s === 'string')) bad(`containers[${i}].command`, 'must be an array of strings');
-      if (!Array.isArray(c.args) || !c.args.every((s) => typeof s === 'string')) bad(`containers[${i}].args`, 'must be an array of strings');
-      if (c.env === null || typeof c.env !== 'object' || !Object.values(c.env).every((s) => typeof s === 'string')) bad(`containers[${i}].env`, 'must map names to strings');
-      for (const [k, v] of Object.entries(c.env)) {
-        if (k.includes('=') || k.includes('\0') || k === '' || v.includes('\0')) bad(`containers[${i}].env`, `has an invalid variable '${k}'`);
-      }
-      for (const s of [...c.command, ...c.args]) if (s.includes('\0')) bad(`containers[${i}]`, 'must not contain NUL characters in command or args');
-    });
+  protected isOver(t: LiveTask): boolean {
+    return t.rec.final !== undefined;
+  }
+
+  protected runOf(t: LiveTask): { attempt: number; specHash: string; final?: { state: string } } {
+    return t.rec;
   }
 
   private failLaunch(t: LiveTask, reason: string): void {
@@ -977,7 +701,7 @@ export class ProcessDriver implements Driver {
     if (rec.final !== undefined) this.wake(t);
   }
 
-  private statusOf(t: LiveTask): DriverTaskStatus {
+  protected statusOf(t: LiveTask): DriverTaskStatus {
     const rec = t.rec;
     const containers: DriverContainerStatus[] = rec.containers.map((c) => {
       const s: DriverContainerStatus = {
@@ -1010,138 +734,26 @@ export class ProcessDriver implements Driver {
     return status;
   }
 
-  private emitIfChanged(t: LiveTask): void {
-    if (t.removed) return;
-    const s = this.statusOf(t);
-    const key = stableStringify([s.state, s.exitCode, s.reason, s.detail]);
-    if (key === t.lastKey) return;
-    t.lastKey = key;
-    for (const l of [...t.listeners, ...this.watchers]) {
-      try {
-        l(s);
-      } catch (e) {
-        this.log.error('process driver: event listener threw', { taskId: t.rec.taskId, error: errMessage(e) });
-      }
-    }
-  }
-
-  private whenFinished(t: LiveTask): Promise<void> {
-    if (t.rec.final !== undefined || t.removed || this.closed) return Promise.resolve();
-    return new Promise((res) => t.waiters.push(res));
-  }
-
-  private wake(t: LiveTask): void {
-    const ws = t.waiters.splice(0);
-    for (const w of ws) w();
-  }
-
-  private async *readLogs(taskId: string, opts: LogOptions): AsyncGenerator<LogLine> {
+  protected async *readLogs(taskId: string, opts: LogOptions): AsyncGenerator<LogLine> {
     await this.ready();
-    const t = this.tasks.get(taskId);
-    if (t === undefined) throw new FlotillaError('not_found', `Cannot read the logs of task '${taskId}' as it is not on this worker`);
+    const t = this.logTask(taskId);
     const names = t.rec.containers.map((c) => c.name);
-    if (opts.container !== undefined && !names.includes(opts.container)) {
-      throw new FlotillaError('bad_request', `Cannot read the logs of task '${taskId}' as it has no container '${opts.container}' (it has ${names.map((n) => `'${n}'`).join(', ')})`);
-    }
-    if (opts.tail !== undefined && (!Number.isSafeInteger(opts.tail) || opts.tail < 0)) {
-      throw new FlotillaError('bad_request', `Cannot read the logs of task '${taskId}' as 'tail' must be a whole number >= 0`);
-    }
+    this.checkLogArgs(taskId, names, opts);
     const streams: ('stdout' | 'stderr')[] = opts.stream !== undefined ? [opts.stream] : ['stdout', 'stderr'];
-    interface Source {
-      container: string;
-      stream: 'stdout' | 'stderr';
-      path: string;
-      fh: FileHandle | null;
-      offset: number;
-      partial: string;
-      decoder: StringDecoder;
-      tailPending: boolean;
-    }
-    const sources: Source[] = [];
-    for (const name of opts.container !== undefined ? [opts.container] : names) {
-      for (const stream of streams) {
-        const path = join(t.dir, `${name}.${stream === 'stdout' ? 'out' : 'err'}.log`);
-        sources.push({ container: name, stream, path, fh: null, offset: 0, partial: '', decoder: new StringDecoder('utf8'), tailPending: opts.tail !== undefined });
-      }
-    }
-    const buf = Buffer.alloc(READ_CHUNK);
-    const signal = opts.signal;
-    try {
-      for (;;) {
-        if (signal?.aborted) return;
-        const finishedBefore = t.removed || this.closed || isFinished(this.statusOf(t).state);
-        let got = false;
-        for (const s of sources) {
-          if (s.fh === null) {
-            try {
-              s.fh = await open(s.path, 'r');
-            } catch {
-              continue; // not created yet (or removed)
-            }
-            if (s.tailPending) {
-              s.offset = await tailOffset(s.fh, opts.tail!);
-              s.tailPending = false;
-            }
-          }
-          for (;;) {
-            const { bytesRead } = await s.fh.read(buf, 0, buf.length, s.offset);
-            if (bytesRead === 0) break;
-            got = true;
-            s.offset += bytesRead;
-            s.partial += s.decoder.write(buf.subarray(0, bytesRead));
-            let nl: number;
-            while ((nl = s.partial.indexOf('\n')) >= 0) {
-              yield { container: s.container, stream: s.stream, line: s.partial.slice(0, nl) };
-              s.partial = s.partial.slice(nl + 1);
-            }
-            while (s.partial.length > MAX_LINE) {
-              yield { container: s.container, stream: s.stream, line: s.partial.slice(0, MAX_LINE) };
-              s.partial = s.partial.slice(MAX_LINE);
-            }
-            if (signal?.aborted) return;
-          }
-        }
-        if (!opts.follow || (finishedBefore && !got)) break;
-        if (!got) await sleep(Math.min(this.pollMs, 250), signal);
-      }
-      for (const s of sources) {
-        s.partial += s.decoder.end();
-        if (s.partial.length > 0) yield { container: s.container, stream: s.stream, line: s.partial };
-        s.partial = '';
-      }
-    } finally {
-      for (const s of sources) await s.fh?.close().catch(() => undefined);
-    }
+    const files = (opts.container !== undefined ? [opts.container] : names).flatMap((name) =>
+      streams.map((stream) => ({ container: name, stream, path: join(t.dir, `${name}.${stream === 'stdout' ? 'out' : 'err'}.log`) })),
+    );
+    yield* readLogFiles(files, {
+      follow: opts.follow,
+      tail: opts.tail,
+      signal: opts.signal,
+      isOver: () => t.removed || this.closed || isFinished(this.statusOf(t).state),
+      pollMs: this.pollMs,
+    });
   }
 }
 
 function exitReason(container: string, code: number): string {
   if (code > 128 && code < 160) return `container '${container}' exited with code ${code} (signal ${code - 128})`;
   return `container '${container}' exited with code ${code}`;
-}
-
-/** Byte offset where the last `lines` lines of a file start. */
-async function tailOffset(fh: FileHandle, lines: number): Promise<number> {
-  const size = (await fh.stat()).size;
-  if (lines === 0) return size;
-  if (size === 0) return 0;
-  const buf = Buffer.alloc(READ_CHUNK);
-  let end = size;
-  // A final '\n' ends the last line; it does not start a new one.
-  const last = Buffer.alloc(1);
-  await fh.read(last, 0, 1, size - 1);
-  if (last[0] === 0x0a) end = size - 1;
-  let seen = 0;
-  while (end > 0) {
-    const start = Math.max(0, end - buf.length);
-    const { bytesRead } = await fh.read(buf, 0, end - start, start);
-    for (let i = bytesRead - 1; i >= 0; i--) {
-      if (buf[i] === 0x0a) {
-        seen++;
-        if (seen === lines) return start + i + 1;
-      }
-    }
-    end = start;
-  }
-  return 0;
 }

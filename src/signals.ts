@@ -13,7 +13,7 @@
 //   parent is gone.
 
 import { fstatSync } from 'node:fs';
-import { monoNow } from '../clock.js';
+import { monoNow } from './clock.js';
 
 /** A signal this long after the first one is a second request (exit at once), not an echo. */
 export const REPEAT_MS = 1000;

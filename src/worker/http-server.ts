@@ -1,0 +1,236 @@
+// The worker's HTTP API, served on `listen` (plain, or HTTPS with the cluster's TLS):
+//   GET /healthz                          → 200 {"ok":true,…} (no auth)
+//   GET /v1/tasks/:id/logs?follow=1&container=c0&stream=stdout&tail=N&format=text|ndjson
+//       with `authorization: Bearer <join token>` (or the node credential the leader gave;
+//       with TLS also a manager's certificate). Text format: one line per output line,
+//       `<container> | <line>` — raw `<line>` when `container` is given. ndjson: one
+//       {"container","stream","line"} object per line. `follow` streams until the task
+//       finishes or the client goes away.
+// What it serves comes from the agent through `WorkerHttpHost`.
+
+import { timingSafeEqual, createHash } from 'node:crypto';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import type { TLSSocket } from 'node:tls';
+import { identityOf, type NodeTls } from '../tls/pki.js';
+import { FlotillaError, toFlotillaError } from '../protocol/errors.js';
+import type { Logger } from '../log.js';
+import type { Driver, LogLine } from './driver.js';
+
+/** What the HTTP server asks of the agent. */
+export interface WorkerHttpHost {
+  readonly id: string;
+  /** For /healthz. */
+  health(): { connected: boolean; manager: string | null; tasks: number };
+  /** The driver holding a task (reported or retired); null/undefined: no logs here. */
+  taskDriver(taskId: string): Driver | null | undefined;
+  /** The node credential from the leader, if any (accepted like the join token). */
+  credential(): string | null;
+}
+
+export interface WorkerHttpOptions {
+  /** host:port to listen on; port 0 picks one. Default 127.0.0.1:0. */
+  listen?: string;
+  /** host:port managers and clients use. Default: the bound address. */
+  advertise?: string;
+  tls?: NodeTls;
+  token: string;
+  log: Logger;
+}
+
+function errMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+export class WorkerHttpServer {
+  private readonly host: WorkerHttpHost;
+  private readonly opts: WorkerHttpOptions;
+  private readonly log: Logger;
+  private readonly tokenDigest: Buffer;
+  private server: http.Server | null = null;
+
+  constructor(host: WorkerHttpHost, opts: WorkerHttpOptions) {
+    this.host = host;
+    this.opts = opts;
+    this.log = opts.log;
+    this.tokenDigest = createHash('sha256').update(opts.token).digest();
+  }
+
+  /** Listen; resolves with the address to advertise. */
+  async listen(): Promise<string> {
+    const listen = this.opts.listen ?? '127.0.0.1:0';
+    const m = /^(.*):(\d{1,5})$/.exec(listen);
+    if (m === null || Number(m[2]) > 65535) throw new FlotillaError('bad_request', `Cannot start worker as 'listen' must be host:port (got '${listen}')`);
+    const host = m[1]!.replace(/^\[(.*)\]$/, '$1');
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+      this.handle(req, res).catch((e) => {
+        this.log.error('http handler failed', { url: req.url, error: errMessage(e) });
+        if (!res.headersSent) sendError(res, toFlotillaError(e));
+        else res.destroy();
+      });
+    };
+    const tls = this.opts.tls;
+    // With TLS, log requests must come from a manager's certificate (checked per request).
+    const server = tls
+      ? (https.createServer({ key: tls.key, cert: tls.cert + tls.ca, ca: tls.ca, requestCert: true, rejectUnauthorized: false }, handler) as unknown as http.Server)
+      : http.createServer(handler);
+    this.server = server;
+    await new Promise<void>((res, rej) => {
+      server.once('error', rej);
+      server.listen(Number(m[2]), host, () => {
+        server.off('error', rej);
+        res();
+      });
+    });
+    server.on('error', (e) => this.log.error('http server error', { error: errMessage(e) }));
+    const a = server.address() as AddressInfo;
+    let addr = this.opts.advertise ?? `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+    if (this.opts.advertise === undefined && (a.address === '0.0.0.0' || a.address === '::')) {
+      addr = `${firstExternalAddress() ?? '127.0.0.1'}:${a.port}`;
+    }
+    return addr;
+  }
+
+  /** Stop listening and drop every open connection (log streams included). */
+  async close(): Promise<void> {
+    const server = this.server;
+    if (server === null) return;
+    await new Promise<void>((res) => {
+      server.close(() => res());
+      server.closeAllConnections();
+    });
+  }
+
+  private authorized(req: http.IncomingMessage): boolean {
+    const h = req.headers.authorization;
+    if (typeof h !== 'string') return false;
+    const m = /^Bearer\s+(.+)$/i.exec(h.trim());
+    if (m === null) return false;
+    const got = createHash('sha256').update(m[1]!).digest();
+    if (timingSafeEqual(got, this.tokenDigest)) return true;
+    // Managers present this node's credential (the join token may have been rotated since).
+    const credential = this.host.credential();
+    return credential !== null && timingSafeEqual(got, createHash('sha256').update(credential).digest());
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://worker');
+    if (url.pathname === '/healthz') {
+      if (req.method !== 'GET' && req.method !== 'HEAD') return sendError(res, methodNotAllowed());
+      const st = this.host.health();
+      return sendJson(res, 200, { ok: true, id: this.host.id, connected: st.connected, manager: st.manager, tasks: st.tasks });
+    }
+    const m = /^\/v1\/tasks\/([^/]+)\/logs$/.exec(url.pathname);
+    if (m === null) return sendError(res, new FlotillaError('not_found', `Cannot ${req.method} ${url.pathname} as there is no such route on this worker`));
+    if (req.method !== 'GET') return sendError(res, methodNotAllowed());
+    if (this.opts.tls) {
+      const sock = req.socket as TLSSocket;
+      const who = sock.authorized ? identityOf(sock.getPeerCertificate()) : null;
+      if (!who || who.role !== 'manager') return sendError(res, new FlotillaError('forbidden', 'Cannot read task logs as the request does not come with a manager certificate of this cluster'));
+    }
+    if (!this.authorized(req)) {
+      res.setHeader('www-authenticate', 'Bearer');
+      return sendError(res, new FlotillaError('unauthorized', "Cannot read task logs as the request has no valid 'authorization: Bearer <join token>' header"));
+    }
+    let taskId: string;
+    try {
+      taskId = decodeURIComponent(m[1]!);
+    } catch {
+      return sendError(res, new FlotillaError('bad_request', 'Cannot read task logs as the task id is not valid percent-encoding'));
+    }
+    const q = url.searchParams;
+    const bool = (name: string): boolean => {
+      const v = q.get(name);
+      if (v === null || v === '0' || v === 'false') return false;
+      if (v === '' || v === '1' || v === 'true') return true;
+      throw new FlotillaError('bad_request', `Cannot read task logs as '${name}' must be 1, 0, true or false (got '${v}')`);
+    };
+    let follow: boolean;
+    let tail: number | undefined;
+    try {
+      follow = bool('follow');
+      const tailRaw = q.get('tail');
+      if (tailRaw !== null) {
+        if (!/^\d{1,9}$/.test(tailRaw)) throw new FlotillaError('bad_request', `Cannot read task logs as 'tail' must be a whole number >= 0 (got '${tailRaw}')`);
+        tail = Number(tailRaw);
+      }
+    } catch (e) {
+      return sendError(res, toFlotillaError(e));
+    }
+    const stream = q.get('stream');
+    if (stream !== null && stream !== 'stdout' && stream !== 'stderr') {
+      return sendError(res, new FlotillaError('bad_request', `Cannot read task logs as 'stream' must be 'stdout' or 'stderr' (got '${stream}')`));
+    }
+    const format = q.get('format') ?? 'text';
+    if (format !== 'text' && format !== 'ndjson') {
+      return sendError(res, new FlotillaError('bad_request', `Cannot read task logs as 'format' must be 'text' or 'ndjson' (got '${format}')`));
+    }
+    const container = q.get('container') ?? undefined;
+    const driver = this.host.taskDriver(taskId);
+    if (driver === undefined || driver === null) {
+      return sendError(res, new FlotillaError('not_found', `Cannot read the logs of task '${taskId}' as it has none on worker ${this.host.id}`));
+    }
+
+    const ac = new AbortController();
+    const onClose = (): void => ac.abort();
+    res.on('close', onClose);
+    const iter = driver.logs(taskId, { follow, container, tail, stream: stream ?? undefined, signal: ac.signal })[Symbol.asyncIterator]();
+    const fmt = (l: LogLine): string =>
+      format === 'ndjson' ? JSON.stringify(l) + '\n' : container !== undefined ? `${l.line}\n` : `${l.container} | ${l.line}\n`;
+    try {
+      let first: IteratorResult<LogLine>;
+      try {
+        first = await iter.next(); // errors (unknown container…) become a proper status
+      } catch (e) {
+        return sendError(res, toFlotillaError(e));
+      }
+      res.writeHead(200, {
+        'content-type': format === 'ndjson' ? 'application/x-ndjson; charset=utf-8' : 'text/plain; charset=utf-8',
+        'cache-control': 'no-store',
+        'x-content-type-options': 'nosniff',
+      });
+      res.flushHeaders();
+      for (let r = first; !r.done; r = await iter.next()) {
+        if (ac.signal.aborted) break;
+        if (!res.write(fmt(r.value))) {
+          await new Promise<void>((ok) => {
+            const done = (): void => {
+              res.off('drain', done);
+              ac.signal.removeEventListener('abort', done);
+              ok();
+            };
+            res.on('drain', done);
+            ac.signal.addEventListener('abort', done, { once: true });
+          });
+        }
+      }
+      if (!ac.signal.aborted) res.end();
+    } finally {
+      res.off('close', onClose);
+      await iter.return?.();
+    }
+  }
+}
+
+function methodNotAllowed(): FlotillaError {
+  return new FlotillaError('bad_request', 'Cannot serve this request as only GET is allowed here', { httpStatus: 405 });
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+function sendError(res: http.ServerResponse, e: FlotillaError): void {
+  sendJson(res, e.httpStatus, e.toJSON());
+}
+
+function firstExternalAddress(): string | undefined {
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return undefined;
+}

@@ -1,0 +1,77 @@
+// Status reporting: what the worker tells the leader about its tasks. Changes are batched —
+// at most one `status` frame per `batchMs` (50 ms) — and kept (the latest per task) while no
+// session is welcomed; a new session's `register` carries every task, so what it carries is
+// dropped from the batch.
+
+import type { TaskStatusReport } from '../protocol/session.js';
+import type { DriverTaskStatus } from './driver.js';
+import { monoNow } from '../clock.js';
+
+/** The report of a task as the agent holds it. */
+export function reportOf(t: { taskId: string; attempt: number; status: DriverTaskStatus }): TaskStatusReport {
+  const s = t.status;
+  const r: TaskStatusReport = { taskId: t.taskId, attempt: t.attempt, state: s.state, at: Date.now() };
+  if (s.reason !== undefined) r.reason = s.reason.slice(0, 4096);
+  if (s.exitCode !== undefined) r.exitCode = s.exitCode;
+  if (s.detail !== undefined) r.detail = s.detail.slice(0, 4096);
+  return r;
+}
+
+/** Reports per frame: keeps frames far below the session frame bound. */
+const REPORTS_PER_FRAME = 500;
+
+export interface StatusReporterOptions {
+  batchMs: number;
+  /** Whether the worker is closing (nothing is scheduled any more). */
+  closed: () => boolean;
+  /**
+   * Where to send now: a function sending one `status` frame's reports (false: the session
+   * ended), or null while no session is welcomed (reports are kept).
+   */
+  channel: () => ((reports: TaskStatusReport[]) => boolean) | null;
+}
+
+export class StatusReporter {
+  private readonly pending = new Map<string, TaskStatusReport>();
+  private flushTimer: NodeJS.Timeout | null = null;
+  private lastFlush = 0;
+  private readonly opts: StatusReporterOptions;
+
+  constructor(opts: StatusReporterOptions) {
+    this.opts = opts;
+  }
+
+  /** Queue a report (replacing an unsent one of the same task); sent within the batch window. */
+  queue(r: TaskStatusReport): void {
+    this.pending.set(r.taskId, r);
+    if (this.flushTimer !== null || this.opts.closed()) return;
+    const wait = Math.max(0, this.lastFlush + this.opts.batchMs - monoNow());
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = null;
+      this.flush();
+    }, wait);
+  }
+
+  /** Forget a task's unsent report (a register carries it, or the task left the scope). */
+  drop(taskId: string): void {
+    this.pending.delete(taskId);
+  }
+
+  /** Send what is pending, if a session is welcomed (else it is kept until one is). */
+  flush(): void {
+    const send = this.opts.channel();
+    if (send === null || this.pending.size === 0) return; // kept until welcomed
+    const reports = [...this.pending.values()];
+    this.pending.clear();
+    this.lastFlush = monoNow();
+    for (let i = 0; i < reports.length; i += REPORTS_PER_FRAME) {
+      if (!send(reports.slice(i, i + REPORTS_PER_FRAME))) return;
+    }
+  }
+
+  /** Stop the batch timer. */
+  close(): void {
+    if (this.flushTimer !== null) clearTimeout(this.flushTimer);
+    this.flushTimer = null;
+  }
+}
