@@ -10,6 +10,7 @@ import { registerWorkloadCommands } from './workload-cmd.js';
 import { registerOpsCommands } from './ops-cmd.js';
 import { registerChaosCommands } from './chaos-cmd.js';
 import { registerTokenCommands } from './token-cmd.js';
+import { registerSecretCommands } from './secret-cmd.js';
 import { setCaFile, setTokenFile } from './util.js';
 import { registerInit } from './init-cmd.js';
 import { quietOnClosedOutput } from '../signals.js';
@@ -48,6 +49,7 @@ registerWorkloadCommands(program);
 registerOpsCommands(program);
 registerChaosCommands(program);
 registerTokenCommands(program);
+registerSecretCommands(program);
 registerInit(program);
 
 await program.parseAsync(process.argv);

@@ -6,6 +6,7 @@ import { parseAllDocuments, stringify as toYaml } from 'yaml';
 import WebSocket from 'ws';
 import { splitAddr, type FlotillaClient } from '../client/client.js';
 import { action, ago, clientFor, table, UsageError } from './util.js';
+import { parseVolumeFlag } from '../protocol/secrets.js';
 import { monoNow } from '../clock.js';
 import type { NodeView, TaskView } from '../protocol/api.js';
 
@@ -46,6 +47,8 @@ export function registerWorkloadCommands(program: Command): void {
     .option('--max-restarts <n>', 'restart limit (0 = unlimited)')
     .option('--constraint <expr>', 'node constraint, e.g. zone==a (repeatable)', collect)
     .option('--driver <driver>', 'docker | process')
+    .option('--secret <name>', 'a secret the task reads as a file: $FLOTILLA_SECRETS_DIR/NAME (process) or /run/secrets/NAME (docker) (repeatable)', collect)
+    .option('-v, --volume <spec>', 'mount a named volume: NAME:/path[:ro] (repeatable; see flotilla volume --help)', collect)
     .option('-d, --detach', 'return once submitted (default: wait until the task runs or fails)')
     .option('-o, --output <format>', 'table | json | yaml', 'table')
     .addHelpText(
@@ -81,6 +84,8 @@ Options go before IMAGE; everything after -- is the command.`,
           spec.restart = { ...(o.restart ? { policy: o.restart } : {}), ...(max !== undefined ? { maxAttempts: max } : {}) };
         }
         if (o.constraint) spec.constraints = o.constraint;
+        if (o.secret) spec.secrets = o.secret;
+        if (o.volume) spec.volumes = (o.volume as string[]).map((v) => parseVolumeFlag(v));
         const c = client(cmd);
         let t = await c.post<TaskView>('/v1/tasks', spec);
         if (!o.detach) t = await waitSettled(c, t.id);

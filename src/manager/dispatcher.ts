@@ -21,6 +21,7 @@ import {
   MAX_SESSION_FRAME,
   SESSION_PATH,
   type AssignedTask,
+  type AssignmentsMsg,
   type ManagerToWorker,
   type RegisterMsg,
   type TaskStatusReport,
@@ -29,6 +30,7 @@ import {
 import type { ApplyResult, SingleCommand, TaskReport } from './state.js';
 import type { CommandProposer, LeaderService, LeaderTerm, Membership, RouteTable, StateView } from './ports.js';
 import type { Logger } from '../log.js';
+import type { DeliveredSecret } from '../protocol/secrets.js';
 import { checkJoin, nodeCredential, nodeEpoch, workerToken } from './auth.js';
 import { monoNow, wallNow } from '../clock.js';
 
@@ -77,6 +79,12 @@ export interface DispatcherDeps {
   log: Logger;
   /** A node registered (or registered again): placement may have new room. */
   onRegistered?: (nodeId: string) => void;
+  /**
+   * The opened values of secrets (secrets.ts): sent, once each, in the assignments frame of a
+   * worker whose tasks name them, and only while those tasks should run. Throws for a secret
+   * that cannot be opened (its name and why; never a value).
+   */
+  openSecrets?: (names: readonly string[]) => DeliveredSecret[];
 }
 
 export class Dispatcher implements LeaderService {
@@ -400,6 +408,21 @@ export class Dispatcher implements LeaderService {
   }
 
   /** The full set of tasks a node should run, pushed when it changes. */
+  /** The secrets the running tasks of a node name, opened (a secret that cannot be opened is left out and logged: its task then fails on the worker, saying so). */
+  private secretsFor(nodeId: string, tasks: readonly AssignedTask[]): DeliveredSecret[] {
+    const names = [...new Set(tasks.filter((t) => t.desired === 'running').flatMap((t) => t.spec.secrets ?? []))].sort();
+    if (names.length === 0 || !this.d.openSecrets) return [];
+    const out: DeliveredSecret[] = [];
+    for (const name of names) {
+      try {
+        out.push(...this.d.openSecrets([name]));
+      } catch (e) {
+        this.log.error('secret not delivered: it cannot be opened', { node: nodeId, secret: name, err: (e as Error).message });
+      }
+    }
+    return out;
+  }
+
   private pushAssignments(): void {
     if (!this.leading || !this.d.lead.caughtUp()) return;
     const nodes = this.allDirty ? [...this.sessions.keys()] : [...this.dirtyNodes];
@@ -415,10 +438,15 @@ export class Dispatcher implements LeaderService {
         }
       }
       tasks.sort((a, b) => (a.taskId < b.taskId ? -1 : 1));
-      const key = JSON.stringify(tasks.map((t) => [t.taskId, t.attempt, t.desired]));
+      const dropVolumes = this.m.state.volumeDrops(nodeId);
+      const key = JSON.stringify([tasks.map((t) => [t.taskId, t.attempt, t.desired]), dropVolumes]);
       if (key === s.lastAssignments) continue;
       s.lastAssignments = key;
-      this.send(s.ws, { t: 'assignments', tasks });
+      const msg: AssignmentsMsg = { t: 'assignments', tasks };
+      const secrets = this.secretsFor(nodeId, tasks);
+      if (secrets.length > 0) msg.secrets = secrets;
+      if (dropVolumes.length > 0) msg.dropVolumes = dropVolumes;
+      this.send(s.ws, msg);
     }
   }
 

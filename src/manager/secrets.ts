@@ -11,27 +11,30 @@
 // is proposed, so the Raft log, snapshots and backups hold only ciphertext. A cluster without
 // TLS refuses secrets (docs/security.md).
 import { FlotillaError } from '../protocol/errors.js';
-import { parseSecretData, parseSecretName, type SecretInfo } from '../protocol/secrets.js';
-import type { RequestContext, Router } from './http.js';
+import { parseSecretData, parseSecretName, parseVolumeName, type SecretInfo } from '../protocol/secrets.js';
 import { Reply } from './http.js';
 import type { Logger } from '../log.js';
+import type { CommandProposer, LeaderForward, ReadBarrier, RouteTable, StateView } from './ports.js';
+import { wallNow } from '../clock.js';
 import { SecretKeyring, createDataKey, deriveKek } from './secret-box.js';
 import { SecretsTable, type SecretCommand } from './state/secrets.js';
 
-/** What the secrets service needs from the manager (a narrow port, not the Manager). */
-export interface SecretsHost {
-  router: Router;
-  /** Run `fn` on the leader (a follower forwards the request). */
-  onLeader(ctx: RequestContext, fn: () => Promise<unknown>): Promise<unknown>;
-  /** A read barrier unless the request asked for ?stale. */
-  readable(ctx: RequestContext): Promise<void>;
-  /** Propose and wait for the command to be applied; throws its FlotillaError when it failed. */
-  propose(cmd: SecretCommand): Promise<unknown>;
-  /** The replicated table (read-only use). */
-  secrets(): SecretsTable;
-  /** Tasks that are not finished naming a secret. */
-  usedBy(name: string): string[];
+/** What the secrets service needs from the manager (ports, not the Manager). */
+export interface SecretsDeps {
+  routes: RouteTable;
+  proposer: CommandProposer;
+  state: StateView;
+  reads: ReadBarrier;
+  writes: LeaderForward;
   /** Whether the cluster runs with TLS (secrets are refused without). */
+  tls: boolean;
+}
+
+/** The narrow view the service works with (kept apart from the ports for its tests). */
+interface SecretsHost {
+  propose(cmd: SecretCommand): Promise<unknown>;
+  secrets(): SecretsTable;
+  usedBy(name: string): string[];
   tls: boolean;
   now(): number;
 }
@@ -42,13 +45,21 @@ export const INSECURE_SECRETS_MESSAGE =
 /** Opens the secrets the leader delivers: one keyring per manager, from the cluster secret. */
 export class SecretsService {
   readonly ring: SecretKeyring;
+  private readonly host: SecretsHost;
 
   constructor(
-    private readonly host: SecretsHost,
+    private readonly d: SecretsDeps,
     clusterSecret: string,
     private readonly log: Logger,
   ) {
     this.ring = new SecretKeyring(deriveKek(clusterSecret));
+    this.host = {
+      propose: (cmd) => d.proposer.propose(cmd),
+      secrets: () => d.state.secretsTable,
+      usedBy: (name) => d.state.secretUsers(name),
+      tls: d.tls,
+      now: wallNow,
+    };
   }
 
   /**
@@ -131,8 +142,9 @@ export class SecretsService {
 
   /** The routes (see the module comment). */
   register(): void {
-    const r = this.host.router;
+    const r = this.d.routes.router;
     const h = this.host;
+    const d = this.d;
 
     r.on('POST', '/v1/secrets', async (ctx) => {
       this.refuseInsecure('create a secret');
@@ -143,30 +155,45 @@ export class SecretsService {
       const { name: rawName, data: rawData } = body as { name?: unknown; data?: unknown };
       const name = parseSecretName(rawName);
       const data = parseSecretData(rawData);
-      return h.onLeader(ctx, async () => new Reply(201, await this.create(name, data)));
+      return d.writes.onLeader(ctx, async () => new Reply(201, await this.create(name, data)));
     });
 
     r.on('GET', '/v1/secrets', async (ctx) => {
-      await h.readable(ctx);
+      await d.reads.readable(ctx);
       return { secrets: h.secrets().list().map((s) => SecretsTable.info(s, h.usedBy(s.name))) };
     });
 
     r.on('POST', '/v1/secrets/rotate-key', async (ctx) => {
       this.refuseInsecure('rotate the secrets key');
-      return h.onLeader(ctx, () => this.rotateKey());
+      return d.writes.onLeader(ctx, () => this.rotateKey());
     });
 
     r.on('GET', '/v1/secrets/:name', async (ctx) => {
       const name = parseSecretName(ctx.params.name, 'inspect secret');
-      await h.readable(ctx);
+      await d.reads.readable(ctx);
       const rec = h.secrets().get(name);
       if (rec === undefined) throw new FlotillaError('not_found', `secret '${name}' not found`);
       return SecretsTable.info(rec, h.usedBy(name));
     });
 
+    // Named volumes: which nodes hold them; removing one has those nodes' workers delete their copies.
+    r.on('GET', '/v1/volumes', async (ctx) => {
+      await d.reads.readable(ctx);
+      return { volumes: d.state.listVolumes().map((v) => ({ name: v.name, nodes: v.nodes, createdAt: v.createdAt, usedBy: d.state.volumeUsers(v.name) })) };
+    });
+
+    r.on('DELETE', '/v1/volumes/:name', async (ctx) => {
+      const name = parseVolumeName(ctx.params.name, 'remove volume');
+      return d.writes.onLeader(ctx, async () => {
+        const value = await d.proposer.propose({ type: 'volume.remove', name, at: h.now() });
+        this.log.info('volume removed', { name });
+        return value;
+      });
+    });
+
     r.on('DELETE', '/v1/secrets/:name', async (ctx) => {
       const name = parseSecretName(ctx.params.name, 'remove secret');
-      return h.onLeader(ctx, async () => {
+      return d.writes.onLeader(ctx, async () => {
         const value = await h.propose({ type: 'secret.remove', name, at: h.now() });
         this.log.info('secret removed', { name });
         return value;

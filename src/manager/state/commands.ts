@@ -7,6 +7,10 @@ import { z } from 'zod';
 import { errorInfo, type ErrorInfo } from '../../protocol/errors.js';
 import { badRequestFromZod, issueMessage, type NodeAvailability, type TaskSpec } from '../../protocol/spec.js';
 import { MAX_KEY_LENGTH, type NodeResources, type NodeStatus, type ReportedState } from './model.js';
+import { secretCommandSchemas, type SecretCommand } from './secrets.js';
+import { volumeCommandSchemas, type VolumeRemoveCommand } from './volumes.js';
+
+export type { SecretCommand, VolumeRemoveCommand };
 
 export interface KvPutCommand {
   type: 'kv.put';
@@ -196,7 +200,9 @@ export type SingleCommand =
   | NodeSetAvailabilityCommand
   | NodesMarkUnknownCommand
   | NodeDownCommand
-  | ClusterLeaderCommand;
+  | ClusterLeaderCommand
+  | SecretCommand
+  | VolumeRemoveCommand;
 export type Command = SingleCommand | BatchCommand;
 export type CommandType = Command['type'];
 
@@ -217,6 +223,12 @@ export const COMMAND_TYPES: readonly CommandType[] = [
   'nodes.markUnknown',
   'node.down',
   'cluster.leader',
+  'secret.key.add',
+  'secret.key.retire',
+  'secret.create',
+  'secret.reseal',
+  'secret.remove',
+  'volume.remove',
   'batch',
 ];
 
@@ -355,6 +367,8 @@ const singleCommandSchemas = [
   z.strictObject({ type: z.literal('nodes.markUnknown'), term: count, at: count }),
   z.strictObject({ type: z.literal('node.down'), id: idString, reason: z.string().max(1024).optional(), term: count, at: count }),
   z.strictObject({ type: z.literal('cluster.leader'), leader: idString, term: count, at: count }),
+  ...secretCommandSchemas,
+  ...volumeCommandSchemas,
 ] as const;
 
 const singleCommandSchema = z.discriminatedUnion('type', singleCommandSchemas);

@@ -3,6 +3,8 @@
 // listeners get them after each applied command. Watchers follow with `eventsSince` and
 // re-list when they fall out of the ring or the state was restored from a snapshot.
 
+import type { SecretEvent } from './secrets.js';
+import type { VolumeEvent } from './volumes.js';
 import type { DesiredState, NodeInfo, NodeStatus, Task, TaskState } from './model.js';
 
 /** The parts of a task an event carries (query the task for its spec and history). */
@@ -35,7 +37,9 @@ export type EventBody =
   | { type: 'node.updated'; node: NodeInfo; prevStatus: NodeStatus; change: 'status' | 'availability' | 'registration' }
   | { type: 'kv.put'; key: string; version: number }
   | { type: 'kv.deleted'; key: string; version: number }
-  | { type: 'cluster.leader'; leader: string; term: number };
+  | { type: 'cluster.leader'; leader: string; term: number }
+  | SecretEvent
+  | VolumeEvent;
 
 export type ClusterEvent = EventBody & {
   /** Monotonic, replicated: the same event has the same seq on every manager. */
