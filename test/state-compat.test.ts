@@ -39,7 +39,12 @@ describe('state written by the build before the split', () => {
     const events: string[] = [];
     state.onEvent((e) => events.push(canonicalJson(e)));
     const results = entries.map((e) => canonicalJson(state.applyEntry(e.data, { index: e.index, term: e.term })));
-    expect(results).toEqual(lines('results.jsonl'));
+    // The one deliberate difference: a command of unknown type is refused with the list of known
+    // types, which grows when a command type is added (secrets, volumes). Everything else is
+    // compared byte for byte.
+    const knownTypes = /must be one of 'kv\.put'[^"]*?'cluster\.leader'(?:, '[a-z.]+')*/g;
+    const norm = (r: string) => r.replace(knownTypes, 'must be one of <the command types>');
+    expect(results.map(norm)).toEqual(lines('results.jsonl').map(norm));
     expect(events).toEqual(lines('events.jsonl'));
     expect(same(state.snapshot(), snapshot)).toBe(true);
     expect(same(Buffer.concat(await state.snapshotAsync()), snapshot)).toBe(true);
