@@ -19,7 +19,8 @@ import {
   parseVolumeName,
   validResourceName,
 } from '../src/protocol/secrets.js';
-import { issueMessage } from '../src/protocol/spec.js';
+import { issueMessage, parseTaskSpec } from '../src/protocol/spec.js';
+import { schedule } from '../src/manager/scheduler.js';
 import { SecretsTable, secretCommandSchemas } from '../src/manager/state/secrets.js';
 import { VolumesTable } from '../src/manager/state/volumes.js';
 import { SecretKeyring, boxKeyId, createDataKey, deriveKek, openSecret, sealSecret, unwrapDataKey } from '../src/manager/secret-box.js';
@@ -341,5 +342,30 @@ describe('the replicated volumes table', () => {
     const back = VolumesTable.fromImage(JSON.parse(JSON.stringify(t.image())));
     expect(back.image()).toEqual(t.image());
     expect(VolumesTable.fromImage({}).list()).toEqual([]);
+  });
+});
+
+describe('the volume placement rule in the scheduler', () => {
+  const GiB = 1024 ** 3;
+  const node = (id: string, extra: Record<string, unknown> = {}) => ({ id, labels: {}, resources: { cpu: 4000, memory: 8 * GiB }, drivers: ['docker', 'process'], availability: 'active' as const, status: 'ready' as const, ...extra });
+  const task = (id: string, volumes: string[]) => ({ id, spec: parseTaskSpec({ name: 'app', containers: [{ image: 'busybox' }], volumes }) });
+
+  it('a task goes where its volume is; a fresh volume does not restrict; no holder → pending with the reason', () => {
+    const t = new VolumesTable();
+    t.recordUse([{ name: 'data', path: '/d', readOnly: false }], 'w3', 1, 1, () => {});
+    t.recordUse([{ name: 'other', path: '/o', readOnly: false }], 'w1', 1, 2, () => {});
+    const opts = { strategy: 'spread' as const, volumePlacement: (x: { spec: { volumes?: { name: string; path: string; readOnly: boolean }[] } }) => t.placement(x.spec.volumes) };
+    const nodes = [node('w1'), node('w2'), node('w3')];
+    const r = schedule([task('a', ['data:/d']), task('b', ['data:/d']), task('c', ['fresh:/f'])], nodes, new Map(), opts);
+    expect(r.placements.filter((p) => p.taskId !== 'c').map((p) => p.nodeId)).toEqual(['w3', 'w3']);
+    expect(r.placements.find((p) => p.taskId === 'c')!.nodeId).not.toBe('w3'); // spread: w3 is busier
+    // Without the rule (no volumePlacement), the same tasks spread over the nodes.
+    expect(new Set(schedule([task('a', ['data:/d']), task('b', ['data:/d'])], nodes, new Map(), { strategy: 'spread' }).placements.map((p) => p.nodeId)).size).toBe(2);
+    // The holder is drained: the task waits, saying why.
+    const drained = schedule([task('a', ['data:/d'])], [node('w1'), node('w3', { availability: 'drain' })], new Map(), opts);
+    expect(drained.placements).toEqual([]);
+    expect(drained.unplaced[0]!.reason).toMatch(/^its volumes are on w3, and none of those nodes qualifies/);
+    const split = schedule([task('a', ['data:/d', 'other:/o'])], nodes, new Map(), opts);
+    expect(split.unplaced[0]!.reason).toBe("no node holds all of its volumes: 'data' (on w3), 'other' (on w1)");
   });
 });
