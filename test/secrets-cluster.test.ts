@@ -208,3 +208,44 @@ describe('secrets on an --insecure cluster', () => {
     }
   });
 });
+
+describe('named volumes (process driver)', () => {
+  it('data written by one task is read by the next; ls, rm in use refused, rm deletes the copy', async () => {
+    const bad = await cli(['run', '-v', '/host:/data', '-d', '--', '/bin/true']);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/volume "\/host:\/data" has a bad name/);
+
+    const w = await cli(['run', '--name', 'writer', '--restart', 'never', '-v', 'data:/data', '-o', 'json', '--', '/bin/sh', '-c', 'echo "kept-$FLOTILLA_TASK_ID" > "$FLOTILLA_VOLUME_DATA/f"']);
+    expect(w.stderr).toBe('');
+    const [writer] = JSON.parse(w.stdout) as { id: string; state: string; node: string }[];
+    expect(writer.state).toBe('succeeded');
+    const ls = await c.client().get<{ volumes: { name: string; nodes: string[] }[] }>('/v1/volumes');
+    expect(ls.volumes).toEqual([expect.objectContaining({ name: 'data', nodes: ['w1'] })]);
+
+    const script = `touch "${pidDir}/$FLOTILLA_TASK_ID.$$"; echo "read=$(cat "$FLOTILLA_VOLUME_DATA/f")"; exec sleep 600`;
+    const r = await cli(['run', '--name', 'reader2', '-v', 'data:/data', '-o', 'json', '--', '/bin/sh', '-c', script]);
+    const [reader] = JSON.parse(r.stdout) as { id: string; state: string }[];
+    expect(reader.state).toBe('running');
+    const out = await eventually(async () => {
+      const l = await cli(['logs', reader.id]);
+      return l.stdout.includes('read=') ? l.stdout : undefined;
+    }, 20_000, 'the reader printed the file');
+    expect(out).toContain(`read=kept-${writer.id}`);
+
+    const inUse = await cli(['volume', 'rm', 'data']);
+    expect(inUse.status).toBe(1);
+    expect(inUse.stderr).toContain(`error: Cannot remove volume 'data' as task(s) ${reader.id} mount it and are not finished`);
+    await cli(['stop', reader.id]);
+    await eventually(async () => ((await cli(['volume', 'rm', 'data'])).status === 0 ? true : undefined), 20_000, 'the volume can be removed');
+    expect((await c.client().get<{ volumes: unknown[] }>('/v1/volumes')).volumes).toEqual([]);
+    const copy = join(c.dir, 'w1', 'process', 'volumes', 'data');
+    await eventually(() => {
+      try {
+        statSync(copy);
+        return false;
+      } catch {
+        return true;
+      }
+    }, 20_000, 'the worker deleted its copy');
+  });
+});

@@ -135,6 +135,11 @@ export class Dispatcher implements LeaderService {
         this.pushSoon();
       }
       if (ev.type === 'task.updated' && ev.change === 'restart') this.allDirty = true;
+      // A removed volume: its nodes' workers are told to delete their copies.
+      if (ev.type === 'volume.removed') {
+        for (const n of ev.nodes) this.dirtyNodes.add(n);
+        this.pushSoon();
+      }
     });
   }
 

@@ -536,6 +536,8 @@ export class WorkerAgent {
   private applyAssignments(s: Session, assigned: AssignedTaskIn[], extra: { secrets: DeliveredSecret[]; dropVolumes: string[] } = { secrets: [], dropVolumes: [] }): void {
     // The secrets of this frame replace the last frame's (held in memory only, never logged).
     this.secrets = new Map(extra.secrets.map((x) => [x.name, x.data]));
+    // A name the leader no longer lists (used here again since) may be dropped again later.
+    for (const name of this.droppedVolumes) if (!extra.dropVolumes.includes(name)) this.droppedVolumes.delete(name);
     for (const name of extra.dropVolumes) {
       if (this.droppedVolumes.has(name)) continue;
       this.droppedVolumes.add(name);
