@@ -348,7 +348,7 @@ describe('the replicated volumes table', () => {
 describe('the volume placement rule in the scheduler', () => {
   const GiB = 1024 ** 3;
   const node = (id: string, extra: Record<string, unknown> = {}) => ({ id, labels: {}, resources: { cpu: 4000, memory: 8 * GiB }, drivers: ['docker', 'process'], availability: 'active' as const, status: 'ready' as const, ...extra });
-  const task = (id: string, volumes: string[]) => ({ id, spec: parseTaskSpec({ name: 'app', containers: [{ image: 'busybox' }], volumes }) });
+  const task = (id: string, volumes: string[]) => ({ id, spec: parseTaskSpec({ name: 'app', driver: 'process', containers: [{ command: ['/bin/true'] }], volumes }) });
 
   it('a task goes where its volume is; a fresh volume does not restrict; no holder → pending with the reason', () => {
     const t = new VolumesTable();
@@ -367,5 +367,19 @@ describe('the volume placement rule in the scheduler', () => {
     expect(drained.unplaced[0]!.reason).toMatch(/^its volumes are on w3, and none of those nodes qualifies/);
     const split = schedule([task('a', ['data:/d', 'other:/o'])], nodes, new Map(), opts);
     expect(split.unplaced[0]!.reason).toBe("no node holds all of its volumes: 'data' (on w3), 'other' (on w1)");
+  });
+});
+
+describe('specs naming secrets and volumes', () => {
+  it('keep them (process driver); a spec without them normalises as before; docker refuses them for now', () => {
+    const p = parseTaskSpec({ name: 'a', driver: 'process', containers: [{ command: ['/bin/true'] }], secrets: ['dbpass'], volumes: ['data:/d:ro'] });
+    expect(p.secrets).toEqual(['dbpass']);
+    expect(p.volumes).toEqual([{ name: 'data', path: '/d', readOnly: true }]);
+    const plain = parseTaskSpec({ name: 'a', driver: 'process', containers: [{ command: ['/bin/true'] }], secrets: [] });
+    expect('secrets' in plain).toBe(false);
+    expect('volumes' in plain).toBe(false);
+    const e = thrown(() => parseTaskSpec({ name: 'a', containers: [{ image: 'busybox' }], secrets: ['dbpass'] }));
+    expect(e.message).toBe("Cannot create task as 'secrets' must be empty for the docker driver: it does not deliver secrets yet (the process driver does)");
+    expect(thrown(() => parseTaskSpec({ name: 'a', driver: 'process', containers: [{ command: ['/bin/true'] }], secrets: ['../x'] })).message).toMatch(/^Cannot create task as 'secrets\[0\]' must be 1-64 letters/);
   });
 });
