@@ -11,6 +11,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { TestCluster, eventually, killTaskProcesses, runCli } from './helpers/cluster.js';
 import { FlotillaError } from '../src/protocol/errors.js';
+import { FlotillaClient } from '../src/client/client.js';
 
 let c: TestCluster;
 let pidDir = '';
@@ -181,6 +182,21 @@ describe('secrets on a TLS cluster (process driver)', () => {
     expect((await c.client().get<{ secrets: unknown[] }>('/v1/secrets')).secrets).toEqual([]);
     // The worker deleted the task's secret files once the task ended.
     await eventually(() => filesContaining(join(c.dir, 'w1'), PLAIN).length === 0, 20_000, 'the worker deleted the secret files');
+  });
+
+  it('viewers see names and sizes, never values, and cannot create or remove secrets', async () => {
+    const tokenFile = join(c.dir, 'viewer-token');
+    expect((await cli(['token', 'create', '--role', 'viewer', '--out', tokenFile])).status).toBe(0);
+    const viewer = new FlotillaClient(c.addrs(), { ca: c.caPem, token: readFileSync(tokenFile, 'utf8').trim() });
+    const file = join(c.dir, 'v.txt');
+    writeFileSync(file, PLAIN, { mode: 0o600 });
+    expect((await cli(['secret', 'create', 'forviewer', '--from-file', file])).status).toBe(0);
+    const seen = await viewer.get<{ secrets: { name: string; size: number }[] }>('/v1/secrets');
+    expect(seen.secrets).toEqual([expect.objectContaining({ name: 'forviewer', size: PLAIN.length })]);
+    expect(JSON.stringify(seen)).not.toContain(PLAIN);
+    expect((await thrownBy(viewer.post('/v1/secrets', { name: 'v2', data: Buffer.from('x').toString('base64') }))).code).toBe('forbidden');
+    expect((await thrownBy(viewer.delete('/v1/secrets/forviewer'))).code).toBe('forbidden');
+    expect((await cli(['secret', 'rm', 'forviewer'])).status).toBe(0);
   });
 
   it('rotate-key: a new data key seals every value; the old key is retired', async () => {

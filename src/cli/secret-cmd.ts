@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { action, ago, clientFor, table, UsageError } from './util.js';
-import { MAX_SECRET_BYTES, validResourceName, NAME_RULE, type SecretInfo } from '../protocol/secrets.js';
+import { MAX_SECRET_BYTES, validResourceName, NAME_RULE, type SecretInfo } from '../protocol/names.js';
 
 interface VolumeView {
   name: string;

@@ -6,7 +6,7 @@ import { parseAllDocuments, stringify as toYaml } from 'yaml';
 import WebSocket from 'ws';
 import { splitAddr, type FlotillaClient } from '../client/client.js';
 import { action, ago, clientFor, table, UsageError } from './util.js';
-import { parseVolumeFlag } from '../protocol/secrets.js';
+import { parseVolumeFlag } from '../protocol/names.js';
 import { monoNow } from '../clock.js';
 import type { NodeView, TaskView } from '../protocol/api.js';
 

@@ -30,7 +30,7 @@ import {
 import type { ApplyResult, SingleCommand, TaskReport } from './state.js';
 import type { CommandProposer, LeaderService, LeaderTerm, Membership, RouteTable, StateView } from './ports.js';
 import type { Logger } from '../log.js';
-import type { DeliveredSecret } from '../protocol/secrets.js';
+import { MAX_DELIVERED_SECRET_BYTES, type DeliveredSecret } from '../protocol/secrets.js';
 import { checkJoin, nodeCredential, nodeEpoch, workerToken } from './auth.js';
 import { monoNow, wallNow } from '../clock.js';
 
@@ -418,9 +418,18 @@ export class Dispatcher implements LeaderService {
     const names = [...new Set(tasks.filter((t) => t.desired === 'running').flatMap((t) => t.spec.secrets ?? []))].sort();
     if (names.length === 0 || !this.d.openSecrets) return [];
     const out: DeliveredSecret[] = [];
+    let bytes = 0;
     for (const name of names) {
       try {
-        out.push(...this.d.openSecrets([name]));
+        const [sec] = this.d.openSecrets([name]);
+        if (sec === undefined) continue;
+        // The frame must stay below the session frame limit: what does not fit is not sent (its task fails on the worker, saying so).
+        if (bytes + sec.data.length > MAX_DELIVERED_SECRET_BYTES) {
+          this.log.error('secret not delivered: the secrets of this node\'s tasks exceed one frame', { node: nodeId, secret: name, limitBytes: MAX_DELIVERED_SECRET_BYTES });
+          continue;
+        }
+        bytes += sec.data.length;
+        out.push(sec);
       } catch (e) {
         this.log.error('secret not delivered: it cannot be opened', { node: nodeId, secret: name, err: (e as Error).message });
       }
