@@ -140,6 +140,25 @@ describe('managers (real processes)', () => {
     expect(v.value).toBe('yes');
   });
 
+  it('CONTACT is measured by the leader: every manager answers the same small ages, never negative, never "never heard"', async () => {
+    cluster = await TestCluster.managers(3);
+    const leader = await cluster.waitForLeader();
+    // Long enough after the election that a follower's last word from another follower (its vote
+    // request) is old: a follower's own view would show it seconds old, or never heard.
+    await sleep(3500);
+    for (const id of ['m1', 'm2', 'm3']) {
+      const c = cluster.client([id]);
+      const st = await c.get<{ leader: string; managers: { id: string; lastContactMs: number | null }[] }>('/v1/cluster');
+      expect(st.leader, `asked ${id}`).toBe(leader);
+      for (const m of st.managers) {
+        expect(m.lastContactMs, `asked ${id}: contact of ${m.id}`).not.toBeNull();
+        expect(m.lastContactMs!, `asked ${id}: contact of ${m.id}`).toBeGreaterThanOrEqual(0);
+        expect(m.lastContactMs!, `asked ${id}: contact of ${m.id}`).toBeLessThan(2500);
+        if (m.id === leader) expect(m.lastContactMs).toBe(0);
+      }
+    }
+  });
+
   it('adds a 4th and 5th manager under load, removes one, transfers leadership', async () => {
     cluster = await TestCluster.managers(3);
     const w = writer(cluster.client(), 'mem');

@@ -7,11 +7,15 @@ import { registerWorkerCommand } from './worker-cmd.js';
 import { registerUp } from './up.js';
 import { registerBoard } from './board.js';
 import { registerWorkloadCommands } from './workload-cmd.js';
+import { registerServiceCommands } from './service-cmd.js';
 import { registerOpsCommands } from './ops-cmd.js';
 import { registerChaosCommands } from './chaos-cmd.js';
 import { registerTokenCommands } from './token-cmd.js';
 import { registerSecretCommands } from './secret-cmd.js';
-import { setCaFile, setTokenFile } from './util.js';
+import { setCaFile, setManagersFlag, setTokenFile } from './util.js';
+import { setContextFlag } from './config.js';
+import { registerContextCommands } from './context-cmd.js';
+import { registerCompletion } from './completion-cmd.js';
 import { registerInit } from './init-cmd.js';
 import { quietOnClosedOutput } from '../signals.js';
 
@@ -32,9 +36,14 @@ program
   });
 program.addOption(new Option('--managers <list>', 'manager addresses host:port,… (or FLOTILLA_MANAGERS)'));
 program.addOption(new Option('--token-file <file>', 'API token file (or FLOTILLA_TOKEN; default .flotilla/admin-token when present)'));
+program.addOption(new Option('--context <name>', 'use this context of the config file (or FLOTILLA_CONTEXT; see `flotilla context --help`)'));
 program.addOption(new Option('--ca-file <file>', 'cluster CA certificate to trust; turns on HTTPS (or FLOTILLA_CA; default: the one `flotilla up` recorded)'));
 program.hook('preAction', (_this, actionCmd) => {
-  const tf = (actionCmd.optsWithGlobals() as { tokenFile?: string }).tokenFile;
+  const g = actionCmd.optsWithGlobals() as { tokenFile?: string; managers?: string; context?: string };
+  const tf = g.tokenFile;
+  setContextFlag(g.context);
+  // `flotilla up --managers N` is a count, not addresses.
+  if (actionCmd.name() !== 'up') setManagersFlag(g.managers);
   setCaFile((actionCmd.optsWithGlobals() as { caFile?: string }).caFile);
   // `flotilla worker --token-file` is the worker's join token, not an API token.
   if (actionCmd.name() !== 'worker') setTokenFile(tf);
@@ -46,10 +55,14 @@ registerWorkerCommand(program);
 registerUp(program);
 registerBoard(program);
 registerWorkloadCommands(program);
+registerServiceCommands(program);
 registerOpsCommands(program);
 registerChaosCommands(program);
 registerTokenCommands(program);
 registerSecretCommands(program);
 registerInit(program);
+registerContextCommands(program);
+// Last: it reads every command registered above.
+registerCompletion(program);
 
 await program.parseAsync(process.argv);

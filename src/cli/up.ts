@@ -24,8 +24,9 @@ import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { FlotillaClient } from '../client/client.js';
 import { monoNow } from '../clock.js';
-import { action, parseIntFlag, UsageError } from './util.js';
+import { action, parseIntFlag, upDir, UsageError } from './util.js';
 import { REPEAT_MS } from '../signals.js';
+import { checkAddressesKept, netnsForUp, netnsManagerAddrs, precheckNetns, type UpNetns } from './up-netns.js';
 
 interface UpFlags {
   managers: string;
@@ -35,6 +36,8 @@ interface UpFlags {
   port: string;
   host: string;
   insecure?: boolean;
+  netns?: boolean;
+  netnsSubnet: string;
 }
 
 export interface ClusterFile {
@@ -141,6 +144,8 @@ export function registerUp(program: Command): void {
     .option('--port <port>', 'first manager port; managers use consecutive ports', '7001')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--insecure', 'no TLS (plain HTTP API, unencrypted links); the default is mutual TLS with a CA made under --dir')
+    .option('--netns', 'multi-host test bed (root only): every node in its own network namespace on a bridge, with its own address')
+    .option('--netns-subnet <cidr>', 'the private /24 of the --netns test bed (the host gets .1)', '10.213.7.0/24')
     .addHelpText(
       'after',
       `
@@ -167,6 +172,7 @@ async function up(flags: UpFlags): Promise<void> {
   const nw = parseIntFlag('--workers', flags.workers, 0, 50);
   const port = parseIntFlag('--port', flags.port, 1, 65535 - nm);
   if (flags.driver !== undefined && flags.driver !== 'docker' && flags.driver !== 'process') throw new UsageError(`--driver must be docker or process, got '${flags.driver}'`);
+  if (flags.netns) precheckNetns(flags);
   const dir = resolve(flags.dir);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const secretFile = join(dir, 'secret');
@@ -214,11 +220,14 @@ async function up(flags: UpFlags): Promise<void> {
   if (existsSync(cfgFile)) previous = JSON.parse(readFileSync(cfgFile, 'utf8')) as ClusterFile;
   const host = flags.host;
   const ids = Array.from({ length: nm }, (_, i) => `m${i + 1}`);
-  const addrs = ids.map((_, i) => `${host}:${port + i}`);
+  // --netns: each node its own namespace and address (src/cli/up-netns.ts); else all on --host.
+  const addrs = flags.netns ? netnsManagerAddrs(flags.netnsSubnet, ids, port) : ids.map((_, i) => `${host}:${port + i}`);
+  checkAddressesKept(previous?.managers, addrs, existsSync(join(dir, 'm1')), !!flags.netns, dir);
+  const bed: UpNetns | null = flags.netns ? netnsForUp(flags, dir, ids, nw) : null;
   if (previous && previous.managers.length !== nm && existsSync(join(dir, 'm1'))) {
     process.stderr.write(`note: ${dir} holds a cluster of ${previous.managers.length} managers; membership comes from its data\n`);
   }
-  let driver = flags.driver;
+  let driver = flags.driver ?? bed?.driver;
   if (!driver) {
     driver = (await dockerAnswers()) ? 'docker' : 'process';
     process.stderr.write(`driver: ${driver} (${driver === 'docker' ? 'the Docker engine answers' : 'no Docker engine answered; pass --driver docker to insist'})\n`);
@@ -260,8 +269,10 @@ async function up(flags: UpFlags): Promise<void> {
   const PROC_ENV = { FLOTILLA_LOG_FORMAT: 'pretty', FLOTILLA_STOP_ON_STDIN_EOF: '1' };
   const startProc = (name: string, args: string[], color: number) => {
     const argv = [process.execPath, CLI, ...args];
+    // With --netns the node runs under `ip netns exec`, which execs it (same pid, same argv).
+    const cmd = [...(bed?.wrap(name) ?? []), ...argv];
     // stdin: a pipe nobody writes to; it ends when this process does (the node then stops).
-    const p = spawn(argv[0]!, argv.slice(1), {
+    const p = spawn(cmd[0]!, cmd.slice(1), {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, ...PROC_ENV },
     });
@@ -411,6 +422,7 @@ async function up(flags: UpFlags): Promise<void> {
       process.stderr.write(`note: cannot stop the task processes: ${(e as Error).message}\n`);
     }
     rmSync(procFile, { force: true });
+    bed?.teardown(out);
     const left = procs().filter(alive).map((p) => p.pid);
     out(left.length > 0 ? `could not stop pids ${left.join(', ')}\n` : 'stopped.\n');
     process.exit(left.length > 0 ? 1 : exitCode);
@@ -482,7 +494,7 @@ async function up(flags: UpFlags): Promise<void> {
   workerIds.forEach((id, i) =>
     startProc(
       id,
-      ['worker', '--id', id, '--managers', addrs.join(','), '--token-file', tokenFile, '--driver', driver!, '--state-dir', join(dir, id), '--listen', `${host}:0`, '--labels', `zone=${i % 2 === 0 ? 'a' : 'b'}`],
+      ['worker', '--id', id, '--managers', addrs.join(','), '--token-file', tokenFile, '--driver', driver!, '--state-dir', join(dir, id), ...(bed ? [] : ['--listen', `${host}:0`]), '--labels', `zone=${i % 2 === 0 ? 'a' : 'b'}`],
       COLORS[(nm + i) % COLORS.length]!,
     ),
   );
@@ -507,11 +519,15 @@ flotilla is up: ${count(mgrs.up.length, nm, 'managers')} (leader ${leader ?? '?'
       failed.length > 0 ? `\n  FAILED:     ${failed.join('\n              ')}` : ''
     }
   web page:   ${scheme}://${addrs[0]}/${caPem ? `\n              (certificate from the cluster's own CA: trust ${join(dir, 'ca.crt')} in the browser, or accept its warning)` : ''}
-  CLI:        from this directory just run \`npx flotilla ps\`; elsewhere
+  CLI:        ${
+    dir === resolve(upDir())
+      ? 'from this directory just run `npx flotilla ps`'
+      : `the CLI looks in ${resolve(upDir())}, so first export FLOTILLA_DIR=${dir} (then \`npx flotilla ps\` finds it)`
+  }; elsewhere
               export FLOTILLA_MANAGERS=${addrs.join(',')} FLOTILLA_TOKEN_FILE=${adminTokenFile}${caPem ? ` FLOTILLA_CA=${join(dir, 'ca.crt')}` : ''}
   web login:  the page asks for a token: paste the one in ${adminTokenFile}
   try:        npx flotilla run --name hello ${driver === 'docker' ? 'flotilla/busybox:test ' : ''}-- /bin/sh -c 'echo hello; sleep 600'
-  data:       ${dir}   (Ctrl-C stops everything; \`flotilla up\` again restarts this cluster)
+  data:       ${dir}   (Ctrl-C stops everything; \`flotilla up\` again restarts this cluster)${bed ? `\n${bed.banner()}` : ''}
 
 `,
   );

@@ -3,17 +3,10 @@ import { readFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { FlotillaClient } from '../client/client.js';
 import { FlotillaError } from '../protocol/errors.js';
+import { UsageError, parseAddr, checkId } from './args.js';
+import { currentContext, explicitContext, type Context } from './config.js';
 
-/** Exit codes: 0 ok, 1 error, 2 usage. */
-export class UsageError extends Error {}
-
-export function parseAddr(flag: string, v: string): string {
-  const m = /^([A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$/.exec(v);
-  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
-    throw new UsageError(`${flag} must be host:port (e.g. 127.0.0.1:7001), got '${v}'`);
-  }
-  return v;
-}
+export { UsageError, parseAddr, checkId } from './args.js';
 
 /** Parses `m1=127.0.0.1:7001,m2=127.0.0.1:7002`. */
 export function parseMembers(flag: string, v: string): Record<string, string> {
@@ -28,13 +21,6 @@ export function parseMembers(flag: string, v: string): Record<string, string> {
   }
   if (Object.keys(out).length === 0) throw new UsageError(`${flag} is empty`);
   return out;
-}
-
-export function checkId(flag: string, id: string): string {
-  if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(id)) {
-    throw new UsageError(`${flag}: '${id}' is not a valid id (lowercase letters, digits, '-' and '_', up to 63 characters)`);
-  }
-  return id;
 }
 
 export function parseIntFlag(flag: string, v: string, min: number, max: number): number {
@@ -60,24 +46,51 @@ export function readSecret(file: string | undefined): string {
 
 /** The directory of the local cluster `flotilla up` keeps (FLOTILLA_DIR, else .flotilla). */
 export function upDir(): string {
-  return process.env.FLOTILLA_DIR ?? '.flotilla';
+  return process.env.FLOTILLA_DIR || '.flotilla';
 }
 
-/** Where the CLI finds the cluster: --managers, FLOTILLA_MANAGERS, else what `flotilla up` wrote. */
+let globalManagersFlag: string | undefined;
+/** Set from the global --managers flag (main.ts), so token and CA follow where the managers come from. */
+export function setManagersFlag(v: string | undefined): void {
+  globalManagersFlag = v;
+}
+
+/**
+ * The context (from the config file) the CLI uses, if any. None when --managers or
+ * FLOTILLA_MANAGERS name the cluster; else the one --context or FLOTILLA_CONTEXT names; else,
+ * unless a cluster `flotilla up` wrote here (<FLOTILLA_DIR or .flotilla>/cluster.json) decides,
+ * the current one (`flotilla context use`).
+ */
+export function contextInUse(managersFlag?: string): { name: string; ctx: Context } | undefined {
+  if (managersFlag ?? globalManagersFlag ?? process.env.FLOTILLA_MANAGERS) return undefined;
+  const explicit = explicitContext();
+  if (explicit) return explicit;
+  if (existsSync(join(upDir(), 'cluster.json'))) return undefined;
+  return currentContext();
+}
+
+/**
+ * Where the CLI finds the cluster: --managers, FLOTILLA_MANAGERS, the context --context or
+ * FLOTILLA_CONTEXT names, what `flotilla up` wrote (<FLOTILLA_DIR or .flotilla>/cluster.json),
+ * else the current context.
+ */
 export function managersFrom(flag: string | undefined): string[] {
   const v = flag ?? process.env.FLOTILLA_MANAGERS;
   if (v) return v.split(',').map((s) => parseAddr('--managers', s.trim().replace(/^https?:\/\//, '')));
+  const ctx = contextInUse(flag);
+  if (ctx) return ctx.ctx.managers;
   const cfg = join(upDir(), 'cluster.json');
   if (existsSync(cfg)) {
     const c = JSON.parse(readFileSync(cfg, 'utf8')) as { managers: string[] };
     return c.managers;
   }
-  throw new UsageError('no cluster given: pass --managers host:port,… or set FLOTILLA_MANAGERS (or run `flotilla up` here)');
+  throw new UsageError('no cluster given: pass --managers host:port,… or set FLOTILLA_MANAGERS, or pick a context (`flotilla context set NAME --managers …`, then `flotilla context use NAME`), or run `flotilla up` here');
 }
 
 /**
  * The API token the CLI sends: --token-file FILE, else FLOTILLA_TOKEN, else FLOTILLA_TOKEN_FILE,
- * else the admin token `flotilla up` wrote (<FLOTILLA_DIR or .flotilla>/admin-token), if any.
+ * else the token file of the context in use, else the admin token `flotilla up` wrote
+ * (<FLOTILLA_DIR or .flotilla>/admin-token), if any.
  */
 export function tokenFrom(file?: string): string | undefined {
   const read = (f: string, what: string): string => {
@@ -94,6 +107,8 @@ export function tokenFrom(file?: string): string | undefined {
   if (file) return read(file, '--token-file');
   if (process.env.FLOTILLA_TOKEN) return process.env.FLOTILLA_TOKEN.trim();
   if (process.env.FLOTILLA_TOKEN_FILE) return read(process.env.FLOTILLA_TOKEN_FILE, 'FLOTILLA_TOKEN_FILE');
+  const ctx = contextInUse();
+  if (ctx) return ctx.ctx.tokenFile ? read(ctx.ctx.tokenFile, `context ${ctx.name}`) : undefined;
   const dflt = join(upDir(), 'admin-token');
   if (existsSync(dflt)) return read(dflt, 'written by flotilla up');
   return undefined;
@@ -113,7 +128,7 @@ export function setCaFile(file: string | undefined): void {
 
 /**
  * The cluster CA the CLI trusts (PEM), which also switches it to HTTPS: --ca-file, else
- * FLOTILLA_CA (a file), else the CA `flotilla up`/`init` recorded in <FLOTILLA_DIR>/cluster.json
+ * FLOTILLA_CA (a file), else the CA file of the context in use, else the CA `flotilla up`/`init` recorded in <FLOTILLA_DIR>/cluster.json
  * when the managers come from there. Undefined: plain HTTP (a cluster started with --insecure).
  */
 export function caFrom(managersFlag?: string): string | undefined {
@@ -134,7 +149,9 @@ function caFileFrom(managersFlag?: string): { path: string; what: string } | und
   if (globalCaFile) return { path: globalCaFile, what: '--ca-file' };
   if (process.env.FLOTILLA_CA) return { path: process.env.FLOTILLA_CA, what: 'FLOTILLA_CA' };
   if (managersFlag || process.env.FLOTILLA_MANAGERS) return undefined;
-  const dir = process.env.FLOTILLA_DIR ?? '.flotilla';
+  const ctx = contextInUse(managersFlag);
+  if (ctx) return ctx.ctx.caFile ? { path: ctx.ctx.caFile, what: `context ${ctx.name}` } : undefined;
+  const dir = upDir();
   const cfg = join(dir, 'cluster.json');
   if (existsSync(cfg)) {
     const c = JSON.parse(readFileSync(cfg, 'utf8')) as { ca?: string | null };

@@ -15,7 +15,7 @@ export function registerWorkerCommand(program: Command): void {
     .option('--cpu <cpu>', "CPU offered, millicores or cores (default: this machine's)")
     .option('--memory <size>', "memory offered, e.g. 4g (default: this machine's)")
     .option('--state-dir <dir>', 'where the worker keeps task state and logs')
-    .option('--listen <host:port>', 'address of the worker log server (port 0 picks one)', '127.0.0.1:0')
+    .option('--listen <host:port>', 'address of the worker log server, port 0 picks one (default: 127.0.0.1:0 when the managers are on loopback, else this machine\'s address toward them)')
     .option('--advertise <host:port>', 'address managers use to reach the log server')
     .option('--stop-grace <ms>', 'ms between SIGTERM and SIGKILL when a task is stopped', '10000')
     .option('--log-level <level>', 'debug | info | warn | error', 'info')

@@ -7,6 +7,8 @@ import WebSocket from 'ws';
 import { splitAddr, type FlotillaClient } from '../client/client.js';
 import { action, ago, clientFor, table, UsageError } from './util.js';
 import { parseVolumeFlag } from '../protocol/names.js';
+import { formatLabels, matches, parseSelectors } from './selector.js';
+import { shellJoin, shellWord } from './quote.js';
 import { monoNow } from '../clock.js';
 import type { NodeView, TaskView } from '../protocol/api.js';
 
@@ -46,10 +48,11 @@ export function registerWorkloadCommands(program: Command): void {
     .option('--restart <policy>', 'always | on-failure | never')
     .option('--max-restarts <n>', 'restart limit (0 = unlimited)')
     .option('--constraint <expr>', 'node constraint, e.g. zone==a (repeatable)', collect)
+    .option('-l, --label <k=v>', 'task label (repeatable); `ps -l k=v` selects by it', collect)
     .option('--driver <driver>', 'docker | process')
     .option('--secret <name>', 'a secret the task reads as a file: $FLOTILLA_SECRETS_DIR/NAME (process) or /run/secrets/NAME (docker) (repeatable)', collect)
     .option('-v, --volume <spec>', 'mount a named volume: NAME:/path[:ro] (repeatable; see flotilla volume --help)', collect)
-    .option('-d, --detach', 'return once submitted (default: wait until the task runs or fails)')
+    .option('-d, --detach', 'return once submitted (default: wait until the task runs or fails, or the scheduler says why it cannot place it)')
     .option('-o, --output <format>', 'table | json | yaml', 'table')
     .addHelpText(
       'after',
@@ -57,6 +60,7 @@ export function registerWorkloadCommands(program: Command): void {
 Examples:
   flotilla run --name web -p 8080:8080 flotilla/busybox:test -- httpd -f -p 8080
   flotilla run --name hello -- /bin/sh -c 'echo hi; sleep 60'     # a path: the process driver
+  flotilla run --name api -l tier=web -l team=pay flotilla/busybox:test -- sleep 3600
 Options go before IMAGE; everything after -- is the command.`,
     )
     .action(
@@ -86,11 +90,20 @@ Options go before IMAGE; everything after -- is the command.`,
         if (o.constraint) spec.constraints = o.constraint;
         if (o.secret) spec.secrets = o.secret;
         if (o.volume) spec.volumes = (o.volume as string[]).map((v) => parseVolumeFlag(v));
+        if (o.label) {
+          const labels: Record<string, string> = {};
+          for (const kv of o.label as string[]) {
+            const i = kv.indexOf('=');
+            if (i <= 0) throw new UsageError(`--label expects KEY=VALUE, got '${kv}'`);
+            labels[kv.slice(0, i)] = kv.slice(i + 1);
+          }
+          spec.labels = labels;
+        }
         const c = client(cmd);
         let t = await c.post<TaskView>('/v1/tasks', spec);
-        if (!o.detach) t = await waitSettled(c, t.id);
+        if (!o.detach) t = (await waitSettled(c, [t]))[0]!;
         printTasks([t], fmt === 'table' ? 'table' : fmt);
-        if (['failed', 'lost'].includes(t.state)) process.exitCode = 1;
+        reportUnsettled([t]);
       }),
     );
 
@@ -98,10 +111,11 @@ Options go before IMAGE; everything after -- is the command.`,
     .command('apply')
     .description('create tasks from a YAML or JSON file (one or many specs)')
     .requiredOption('-f, --file <file>', "spec file ('-' for stdin)")
+    .option('-d, --detach', 'return once submitted (default: wait until every task runs or fails, or the scheduler says why it cannot place it)')
     .option('-o, --output <format>', 'table | json | yaml', 'table')
     .addHelpText('after', '\nExample:\n  flotilla apply -f web.yaml\n\nweb.yaml:\n  name: web\n  driver: docker\n  containers:\n    - image: flotilla/busybox:test\n      command: [httpd, -f, -p, "8080"]\n      ports: ["8080:8080"]')
     .action(
-      action(async (o: { file: string; output?: string }, cmd: Command) => {
+      action(async (o: { file: string; output?: string; detach?: boolean }, cmd: Command) => {
         const fmt = format(o.output, ['table', 'json', 'yaml']);
         let text: string;
         try {
@@ -119,8 +133,11 @@ Options go before IMAGE; everything after -- is the command.`,
           else specs.push(v);
         }
         if (specs.length === 0) throw new UsageError(`${o.file} holds no task spec`);
-        const r = await client(cmd).post<{ tasks: TaskView[] }>('/v1/tasks', specs);
-        printTasks(r.tasks, fmt);
+        const c = client(cmd);
+        const r = await c.post<{ tasks: TaskView[] }>('/v1/tasks', specs);
+        const ts = o.detach ? r.tasks : await waitSettled(c, r.tasks);
+        printTasks(ts, fmt);
+        reportUnsettled(ts);
       }),
     );
 
@@ -130,18 +147,20 @@ Options go before IMAGE; everything after -- is the command.`,
     .option('-a, --all', 'include stopped tasks')
     .option('--state <states>', 'only these states, comma-separated')
     .option('--node <id>', 'only tasks on this node')
+    .option('-l, --selector <k=v>', 'only tasks whose labels match: k=v, k!=v, comma-separated or repeated (all must hold)', collect)
     .option('-o, --output <format>', 'table | wide | json | yaml', 'table')
     .option('-w, --watch', 'keep watching (redraw on every change)')
-    .addHelpText('after', '\nExamples:\n  flotilla ps\n  flotilla ps --state failed,lost -o wide\n  flotilla ps -o json | jq ".[].id"')
+    .addHelpText('after', '\nExamples:\n  flotilla ps\n  flotilla ps --state failed,lost -o wide\n  flotilla ps -l tier=web,zone!=a\n  flotilla ps -o json | jq ".[].id"')
     .action(
-      action(async (o: { all?: boolean; state?: string; node?: string; output?: string; watch?: boolean }, cmd: Command) => {
+      action(async (o: { all?: boolean; state?: string; node?: string; output?: string; watch?: boolean; selector?: string[] }, cmd: Command) => {
         const fmt = format(o.output);
+        const sel = parseSelectors('-l', o.selector ?? []);
         const c = client(cmd);
         const qs = new URLSearchParams();
         if (o.all) qs.set('all', 'true');
         if (o.state) qs.set('state', o.state);
         if (o.node) qs.set('node', o.node);
-        const list = () => c.getAll<TaskView>(`/v1/tasks?${qs}`, 'tasks', { limit: 1000 });
+        const list = async () => (await c.getAll<TaskView>(`/v1/tasks?${qs}`, 'tasks', { limit: 1000 })).filter((t) => matches(sel, t.spec.labels));
         if (!o.watch) {
           printTasks(await list(), fmt);
           return;
@@ -174,9 +193,13 @@ Options go before IMAGE; everything after -- is the command.`,
           `Attempt:   ${t.attempt} (restarts ${t.restarts})`,
           `Driver:    ${t.spec.driver}`,
           `Resources: cpu ${t.spec.resources.cpu}m, memory ${bytes(t.spec.resources.memory)}`,
+          `Labels:    ${formatLabels(t.spec.labels).replace(/,/g, ', ')}`,
+          ...(t.spec.constraints?.length ? [`Placement: ${t.spec.constraints.join(', ')}`] : []),
+          `Ports:     ${publishedPorts(t)}`,
+          `Mounts:    ${t.spec.mounts?.length ? t.spec.mounts.map((m) => `${m.source} -> ${m.target}${m.readonly ? ' (read-only)' : ''}`).join(', ') : '-'}`,
           ...(t.pendingReason && t.state === 'pending' ? [`Pending:   ${t.pendingReason}`] : []),
           'Containers:',
-          ...t.spec.containers.map((c) => `  ${c.name}: ${c.image ? c.image + ' ' : ''}${c.command.join(' ')}`),
+          ...t.spec.containers.flatMap((c) => containerLines(t.spec.driver, c)),
           'History:',
         ];
         process.stdout.write(lines.join('\n') + '\n');
@@ -219,8 +242,14 @@ Options go before IMAGE; everything after -- is the command.`,
         let failed = 0;
         for (const id of ids) {
           try {
-            const t = await c.delete<TaskView>(`/v1/tasks/${encodeURIComponent(id)}`);
-            process.stdout.write(`${t.id} stopping\n`);
+            const before = await c.get<TaskView>(`/v1/tasks/${encodeURIComponent(id)}`);
+            // Always asked (a failed task may be waiting for a restart the stop cancels), but
+            // a task that had already ended is reported as such, not as "stopping".
+            const t = await c.delete<TaskView>(`/v1/tasks/${encodeURIComponent(before.id)}`);
+            if (FINISHED.includes(before.state)) {
+              process.stdout.write(`${t.id} had already finished (${before.state}${before.exitCode !== undefined ? `, exit ${before.exitCode}` : ''}: ${before.reason})\n`);
+            } else if (t.state === 'stopped') process.stdout.write(`${t.id} stopped\n`);
+            else process.stdout.write(`${t.id} stopping\n`);
           } catch (e) {
             failed++;
             process.stderr.write(`error: ${id}: ${(e as Error).message}\n`);
@@ -233,12 +262,14 @@ Options go before IMAGE; everything after -- is the command.`,
   program
     .command('nodes')
     .description('list worker nodes')
+    .option('-l, --selector <k=v>', 'only nodes whose labels match: k=v, k!=v, comma-separated or repeated (all must hold)', collect)
     .option('-o, --output <format>', 'table | wide | json | yaml', 'table')
-    .addHelpText('after', '\nExample:\n  flotilla nodes -o wide')
+    .addHelpText('after', '\nExamples:\n  flotilla nodes -o wide\n  flotilla nodes -l zone=a')
     .action(
-      action(async (o: { output?: string }, cmd: Command) => {
+      action(async (o: { output?: string; selector?: string[] }, cmd: Command) => {
         const fmt = format(o.output);
-        const { nodes } = await client(cmd).get<{ nodes: NodeView[] }>('/v1/nodes');
+        const sel = parseSelectors('-l', o.selector ?? []);
+        const nodes = (await client(cmd).get<{ nodes: NodeView[] }>('/v1/nodes')).nodes.filter((n) => matches(sel, n.labels));
         if (fmt === 'json') return void process.stdout.write(JSON.stringify(nodes, null, 2) + '\n');
         if (fmt === 'yaml') return void process.stdout.write(toYaml(nodes));
         const rows = nodes.map((n) => {
@@ -340,6 +371,8 @@ function describeEvent(e: Record<string, any>): string {
       return `${t} #${e.seq} kv          ${e.key} = @${e.version}`;
     case 'kv.deleted':
       return `${t} #${e.seq} kv          ${e.key} deleted`;
+    case 'service.updated':
+      return `${t} #${e.seq} service     ${e.service.name} ${e.change}: ${e.service.replicas} replicas, version ${e.service.templateVersion}${e.service.update.state !== 'none' ? `, ${e.service.update.state}${e.service.update.message ? ` (${e.service.update.message})` : ''}` : ''}`;
     default:
       return `${t} #${e.seq} ${e.type}`;
   }
@@ -353,28 +386,92 @@ function printTasks(ts: TaskView[], fmt: Format): void {
   const rows = sorted.map((t) => {
     const why = t.state === 'pending' ? (t.pendingReason ?? t.reason) : t.reason;
     const base = [t.id, t.name, t.state + (t.desired === 'shutdown' && !['stopped', 'succeeded', 'failed', 'lost'].includes(t.state) ? ' (stopping)' : ''), t.node ?? '-', String(t.restarts), ago(now - t.createdAt)];
-    if (fmt === 'wide') base.push(t.spec.driver, t.spec.containers.map((c) => c.image ?? c.command[0] ?? '').join(','), why);
+    if (fmt === 'wide') base.push(t.spec.driver, t.spec.containers.map((c) => c.image ?? c.command[0] ?? '').join(','), formatLabels(t.spec.labels), why);
     else base.push(why.length > 50 ? why.slice(0, 47) + '...' : why);
     return base;
   });
   const header = ['ID', 'NAME', 'STATE', 'NODE', 'RESTARTS', 'AGE'];
-  if (fmt === 'wide') header.push('DRIVER', 'IMAGE/COMMAND');
+  if (fmt === 'wide') header.push('DRIVER', 'IMAGE/COMMAND', 'LABELS');
   header.push('REASON');
   process.stdout.write(table(rows, header));
 }
 
-async function waitSettled(c: FlotillaClient, id: string): Promise<TaskView> {
+const FINISHED = ['succeeded', 'failed', 'lost', 'stopped'];
+const SETTLED = ['running', ...FINISHED];
+/** The reason a new task has until the scheduler has looked at it. */
+const NOT_YET_SCHEDULED = 'waiting for a node';
+/** How long the scheduler's "cannot place" must stand before run/apply stop waiting (it retries every second). */
+const UNPLACED_ANSWER_MS = 1500;
+
+function unplacedReason(t: TaskView): string | undefined {
+  if (t.state !== 'pending' || t.desired !== 'running') return undefined;
+  const why = t.pendingReason ?? t.reason;
+  return why && why !== NOT_YET_SCHEDULED ? why : undefined;
+}
+
+/**
+ * Waits until every task runs or has ended, or the scheduler has said for UNPLACED_ANSWER_MS
+ * why it cannot place it (an answer in a couple of seconds, not a minute of silence); at most
+ * 60 s in all.
+ */
+async function waitSettled(c: FlotillaClient, tasks: TaskView[]): Promise<TaskView[]> {
   const deadline = monoNow() + 60_000;
-  let t = await c.get<TaskView>(`/v1/tasks/${id}`);
-  let said = '';
-  while (monoNow() < deadline && !['running', 'succeeded', 'failed', 'lost', 'stopped'].includes(t.state)) {
-    const note = t.state === 'pending' ? (t.pendingReason ?? t.reason) : `${t.state}${t.detail ? ` (${t.detail})` : ''}`;
-    if (note !== said && process.stderr.isTTY) process.stderr.write(`… ${note}\n`);
-    said = note;
-    await new Promise((r) => setTimeout(r, 200));
-    t = await c.get<TaskView>(`/v1/tasks/${id}`);
+  const ids = tasks.map((t) => t.id);
+  const fetch = async (): Promise<TaskView[]> => {
+    if (ids.length <= 10) return Promise.all(ids.map((id) => c.get<TaskView>(`/v1/tasks/${encodeURIComponent(id)}`)));
+    const byId = new Map((await c.getAll<TaskView>('/v1/tasks?all=true', 'tasks', { limit: 1000 })).map((t) => [t.id, t]));
+    return tasks.map((t) => byId.get(t.id) ?? t);
+  };
+  const unplacedSince = new Map<string, number>();
+  const said = new Map<string, string>();
+  let cur = await fetch();
+  for (;;) {
+    const now = monoNow();
+    let waiting = false;
+    for (const t of cur) {
+      if (SETTLED.includes(t.state)) continue;
+      const why = unplacedReason(t);
+      if (why === undefined) unplacedSince.delete(t.id);
+      else if (!unplacedSince.has(t.id)) unplacedSince.set(t.id, now);
+      if (why !== undefined && now - unplacedSince.get(t.id)! >= UNPLACED_ANSWER_MS) continue;
+      waiting = true;
+      const note = t.state === 'pending' ? (t.pendingReason ?? t.reason) : `${t.state}${t.detail ? ` (${t.detail})` : ''}`;
+      if (note !== said.get(t.id) && process.stderr.isTTY) process.stderr.write(`… ${cur.length > 1 ? `${t.name}: ` : ''}${note}\n`);
+      said.set(t.id, note);
+    }
+    if (!waiting || now >= deadline) return cur;
+    await new Promise((r) => setTimeout(r, ids.length <= 10 ? 200 : 500));
+    cur = await fetch();
   }
-  return t;
+}
+
+/** After run/apply: say which tasks could not be placed (and why) or failed; exit 1 then. */
+function reportUnsettled(ts: TaskView[]): void {
+  for (const t of ts) {
+    const why = unplacedReason(t);
+    if (why !== undefined) {
+      process.stderr.write(`error: ${t.id} cannot be placed: ${why}\n  it stays pending and starts when a node fits (\`flotilla stop ${t.id}\` withdraws it)\n`);
+      process.exitCode = 1;
+    } else if (['failed', 'lost'].includes(t.state)) process.exitCode = 1;
+  }
+}
+
+function publishedPorts(t: TaskView): string {
+  const ps = t.spec.containers.flatMap((c) => (c.ports ?? []).map((p) => `${p.host !== undefined ? `${p.host}->` : ''}${p.container}/${p.protocol}${t.spec.containers.length > 1 ? ` (${c.name})` : ''}`));
+  return ps.length ? ps.join(', ') : '-';
+}
+
+/** A container's lines in `inspect`: its command shell-quoted, so it can be pasted. */
+function containerLines(driver: string, c: TaskView['spec']['containers'][number]): string[] {
+  const cmd = [...c.command, ...(c.args ?? [])];
+  const env = Object.entries(c.env ?? {});
+  return [
+    `  ${c.name}:`,
+    ...(driver === 'docker' && c.image ? [`    image:   ${c.image}`] : []),
+    `    command: ${cmd.length ? shellJoin(cmd) : '(the image default)'}`,
+    ...(env.length ? [`    env:     ${env.map(([k, v]) => shellWord(`${k}=${v}`)).join(' ')}`] : []),
+    ...(c.workdir ? [`    workdir: ${shellWord(c.workdir)}`] : []),
+  ];
 }
 
 async function watchLoop(c: FlotillaClient, draw: () => Promise<void>): Promise<void> {

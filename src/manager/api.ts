@@ -1,6 +1,7 @@
 // The workload API on every manager: tasks, nodes, the event stream and task logs.
 // Writes go to the leader (forwarded by Manager.onLeader); reads are linearizable unless
 // ?stale=true.
+import type { TaskList, TaskView } from '../protocol/api.js';
 import { expectWorker } from '../tls/pki.js';
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -40,9 +41,9 @@ export interface HeartbeatAges {
   heartbeatAge(nodeId: string): number | null;
 }
 
-export function taskView(unplaced: UnplacedReasons | null, t: Task) {
+export function taskView(unplaced: UnplacedReasons | null, t: Task): TaskView {
   const pendingReason = t.state === 'pending' ? (unplaced?.unplacedReason(t.id) ?? (t.reason || undefined)) : undefined;
-  return { ...t, pendingReason };
+  return { ...t, pendingReason } satisfies TaskView;
 }
 
 export interface ApiDeps {
@@ -112,9 +113,9 @@ export function registerApi(d: ApiDeps, opts: ApiOptions): void {
     // Paged when asked (`limit` or `continue`, tasks in id order); the whole list otherwise.
     if (ctx.query.has('limit') || ctx.query.has('continue')) {
       const p = page(tasks, parsePage(ctx.query, 'tasks'), (t) => t.id);
-      return { tasks: p.items.map((t) => taskView(orch, t)), index: d.appliedIndex(), ...(p.continue ? { continue: p.continue } : {}) };
+      return { tasks: p.items.map((t) => taskView(orch, t)), index: d.appliedIndex(), ...(p.continue ? { continue: p.continue } : {}) } satisfies TaskList;
     }
-    return { tasks: tasks.map((t) => taskView(orch, t)), index: d.appliedIndex() };
+    return { tasks: tasks.map((t) => taskView(orch, t)), index: d.appliedIndex() } satisfies TaskList;
   });
 
   r.on('GET', '/v1/tasks/:id', async (ctx) => {

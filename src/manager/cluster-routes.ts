@@ -75,6 +75,7 @@ export class ClusterAdmin {
       members: Object.fromEntries(this.d.node.members),
       uptimeMs: monoNow() - this.d.started,
       progress: st.progress,
+      ...(st.role === 'leader' ? { contactMs: this.contactAges() } : {}),
       clusterId: this.d.clusterId(),
       storageId: this.d.storageId(),
       /** Storage ids of the managers of this cluster, as recorded in the replicated state. */
@@ -84,10 +85,20 @@ export class ClusterAdmin {
     };
   }
 
+  /**
+   * How long ago this manager last heard from each peer (monotonic ms, measured now). Only a
+   * leader hears from every manager; a follower hears from the leader alone.
+   */
+  private contactAges(): Record<string, number> {
+    const now = monoNow();
+    const out: Record<string, number> = {};
+    for (const [id, at] of this.d.node.lastContact) if (this.d.node.members.has(id)) out[id] = Math.max(0, Math.round(now - at));
+    return out;
+  }
+
   async clusterStatus() {
     const me = this.localStatus();
     const members = [...this.d.node.members.entries()];
-    const now = monoNow();
     const results = await Promise.all(
       members.map(async ([id, addr]) => {
         if (id === this.d.id) return { id, addr, status: me as ReturnType<ClusterAdmin['localStatus']> | null };
@@ -102,6 +113,11 @@ export class ClusterAdmin {
     const leaderStatus = results.find((r) => r.status && r.status.role === 'leader' && r.status.term >= me.term)?.status ?? null;
     const leaderCommit = leaderStatus?.commitIndex ?? me.commitIndex;
     const leader = leaderStatus?.id ?? me.leader;
+    // CONTACT is the leader's measure (it hears from every manager), taken when it answered; a
+    // follower's own clock would show other followers as never heard from. Without a leader's
+    // answer, this manager's own view, measured now (never negative).
+    const contact = (leaderStatus as { contactMs?: Record<string, number> } | null)?.contactMs ?? null;
+    const own = contact === null ? this.contactAges() : null;
     return {
       leader,
       ...(leader ? {} : { message: this.d.noLeaderError().message }),
@@ -116,7 +132,7 @@ export class ClusterAdmin {
         appliedIndex: status?.appliedIndex ?? null,
         lastIndex: status?.lastIndex ?? null,
         lag: status ? Math.max(0, leaderCommit - status.appliedIndex) : null,
-        lastContactMs: id === this.d.id ? 0 : this.d.node.lastContact.has(id) ? now - this.d.node.lastContact.get(id)! : null,
+        lastContactMs: id === (contact !== null ? leader : this.d.id) ? 0 : ((contact ?? own)![id] ?? null),
         healthy: status !== null && status.leader !== null && !this.d.wiped()?.has(id),
         ...(this.d.wiped()?.has(id) ? { wiped: true } : {}),
       })),

@@ -28,12 +28,14 @@ import { Placement, type PlacementOptions } from './controllers/placement.js';
 import { NodeMonitor, type NodeMonitorOptions } from './controllers/node-monitor.js';
 import { Restarts } from './controllers/restarts.js';
 import { Drain } from './controllers/drain.js';
+import { Services } from './controllers/services.js';
 import type { CommandProposer, LeaderForward, Membership, ReadBarrier, RouteTable, UpgradeHandler } from './ports.js';
 import { registerApi } from './api.js';
 import { registerKv } from './kv-routes.js';
 import { ClusterAdmin, getJson } from './cluster-routes.js';
 import { CONNECTION_LIMITS, limitConnections, type ConnectionLimits } from './connections.js';
 import { raftToFlotilla } from './raft-errors.js';
+import { registerServices } from './service-routes.js';
 import { registerJoin } from './join.js';
 import { SecretsService } from './secrets.js';
 import { registerWeb } from './web.js';
@@ -341,7 +343,7 @@ export class Manager implements CommandProposer, ReadBarrier, LeaderForward, Rou
       o,
     );
     // Later leader services (services, rolling updates) are added to this list.
-    leadership.add(dispatcher, monitor, restarts, placement, new Drain({ state, lead }));
+    leadership.add(dispatcher, monitor, restarts, placement, new Drain({ state, lead }), new Services({ state, lead, log }));
     this.leadership = leadership;
     this.dispatcher = dispatcher;
     this.placement = placement;
@@ -374,6 +376,7 @@ export class Manager implements CommandProposer, ReadBarrier, LeaderForward, Rou
         allowPrivileged: this.opts.allowPrivileged,
       },
     );
+    registerServices({ ...io, appliedIndex: () => node.appliedIndex(), unplaced: placement }, { allowPrivileged: this.opts.allowPrivileged });
     registerWeb({ routes: this, members, state, reads: this, unplaced: placement, status: () => admin.localStatus(), setStatic: (h) => this.setStatic(h) });
     registerOps({ ...io, id: this.id, node, sessionCount: () => dispatcher.sessionCount() }, ops, log);
     const ca = this.link.tls?.ca ?? null;

@@ -20,7 +20,7 @@ export const DEFAULT_QUOTA_BYTES = 256 * 1024 * 1024;
  */
 export function applyQuota(cmd: Command, quota: number, state: ClusterState): Command {
   if (quota <= 0) return cmd;
-  if (cmd.type === 'kv.put' || cmd.type === 'task.create') {
+  if (cmd.type === 'kv.put' || cmd.type === 'task.create' || cmd.type === 'service.create' || cmd.type === 'service.task') {
     const stamped = { ...cmd, quota };
     const err = state.quotaCheck(stamped);
     if (err) throw FlotillaError.fromInfo(err, 507);

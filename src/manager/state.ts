@@ -38,6 +38,7 @@ import { errorInfo, FlotillaError, type ErrorInfo } from '../protocol/errors.js'
 import { formatBytes } from '../protocol/spec.js';
 import { decodeCommand, isPlainObject } from './state/codec.js';
 import { validateCommand, type AssignResult, type ClusterLeaderCommand, type Command, type KvPutCommand, type SingleCommand, type TaskAssignCommand, type TaskCreateCommand } from './state/commands.js';
+import type { ServiceCreateCommand, ServiceTaskCommand } from './state/service-commands.js';
 import { EventLog, type EventListener, type EventsPage } from './state/events.js';
 import { KvStore } from './state/kv.js';
 import {
@@ -63,6 +64,7 @@ import { SecretsTable, type SecretCommand, type SecretEvent } from './state/secr
 import { VolumesTable, type VolumePlacement, type VolumeRecord, type VolumeRemoveCommand } from './state/volumes.js';
 import { isTerminal } from './state/model.js';
 import { missingSecretsError } from '../protocol/secrets.js';
+import { SERVICE_BYTES_ESTIMATE, ServiceTable, type Service } from './state/services.js';
 
 export {
   DEFAULT_EVENT_CAPACITY,
@@ -88,6 +90,7 @@ export {
   type Task,
   type TaskFilter,
   type TaskHistoryEntry,
+  type TaskServiceRef,
   type TaskState,
 } from './state/model.js';
 export {
@@ -127,6 +130,20 @@ export type { ClusterEvent, EventBody, EventsPage, EventType, TaskSummary } from
 export { planRestart, restartBackoff } from './state/tasks.js';
 export { SecretsTable, type SecretRecord, type WrappedDataKey, type SecretCommand } from './state/secrets.js';
 export type { VolumePlacement, VolumeRecord, VolumeRemoveCommand } from './state/volumes.js';
+export { isLiveTask, isStoppingTask, SERVICE_BYTES_ESTIMATE, type Service } from './state/services.js';
+export type {
+  ServiceCommand,
+  ServiceCreateCommand,
+  ServiceProgressCommand,
+  ServiceRemoveCommand,
+  ServiceRemoveTaskCommand,
+  ServiceRollbackCommand,
+  ServiceScaleCommand,
+  ServiceStopTaskCommand,
+  ServiceTaskCommand,
+  ServiceUpdateCommand,
+} from './state/service-commands.js';
+export type { ServiceSummary } from './state/events.js';
 export type { Slicer } from './state/snapshot.js';
 
 export interface ClusterStateOptions {
@@ -142,6 +159,7 @@ export class ClusterState {
   private kv: KvStore;
   private secrets = new SecretsTable();
   private volumes = new VolumesTable();
+  private services: ServiceTable;
   private leaderInfo: LeaderInfo | null = null;
   private applied = 0;
 
@@ -150,6 +168,7 @@ export class ClusterState {
     this.nodes = new NodeTable(this.log);
     this.tasks = new TaskTable(this.log, this.quota);
     this.kv = new KvStore(this.log, this.quota);
+    this.services = new ServiceTable(this.log, this.quota, () => this.tasks);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -275,6 +294,24 @@ export class ClusterState {
         return this.secretCommand(cmd);
       case 'volume.remove':
         return this.volumes.remove(cmd, this.volumeUsers(cmd.name), this.log.entry.index, (e) => this.log.emit(e));
+      case 'service.create':
+        return this.services.create(cmd);
+      case 'service.update':
+        return this.services.update(cmd);
+      case 'service.scale':
+        return this.services.scale(cmd);
+      case 'service.rollback':
+        return this.services.rollback(cmd);
+      case 'service.remove':
+        return this.services.remove(cmd);
+      case 'service.progress':
+        return this.services.progress(cmd);
+      case 'service.task':
+        return this.services.createTask(cmd);
+      case 'service.stopTask':
+        return this.services.stopTask(cmd);
+      case 'service.removeTask':
+        return this.services.removeTask(cmd);
       default: {
         const never: never = cmd;
         return fail('bad_request', `Cannot apply ${String((never as { type?: unknown }).type)} as it is not a known command`);
@@ -344,16 +381,17 @@ export class ClusterState {
    * replica computes the same number from the same entries.
    */
   stateBytes(): number {
-    return this.kv.bytes + this.tasks.size * TASK_BYTES_ESTIMATE + this.secrets.bytes();
+    return this.kv.bytes + this.tasks.size * TASK_BYTES_ESTIMATE + this.services.size * SERVICE_BYTES_ESTIMATE + this.secrets.bytes();
   }
 
   /**
    * The `quota_exceeded` error `cmd` would get if applied now (undefined when it fits): lets the
    * leader refuse it before proposing. Apply checks again, with the same rule.
    */
-  quotaCheck(cmd: KvPutCommand | TaskCreateCommand): ErrorInfo | undefined {
+  quotaCheck(cmd: KvPutCommand | TaskCreateCommand | ServiceCreateCommand | ServiceTaskCommand): ErrorInfo | undefined {
     let r: ApplyResult<never> | undefined;
     if (cmd.type === 'kv.put') r = this.quotaRefusal(`put '${cmd.key}'`, this.kv.growth(cmd.key, valueBytes(cmd.value)), cmd.quota);
+    else if (cmd.type === 'service.create') r = this.quotaRefusal(`create service '${cmd.spec.name}'`, SERVICE_BYTES_ESTIMATE, cmd.quota);
     else if (!this.tasks.has(cmd.id)) r = this.quotaRefusal(`create task '${cmd.id}'`, TASK_BYTES_ESTIMATE, cmd.quota);
     return r !== undefined && !r.ok ? r.error : undefined;
   }
@@ -394,6 +432,25 @@ export class ClusterState {
   /** Terminal tasks the restart policy will restart, soonest first (for the restart loop). */
   tasksAwaitingRestart(): Task[] {
     return this.tasks.awaitingRestart();
+  }
+
+  getService(name: string): Service | undefined {
+    return this.services.get(name);
+  }
+
+  /** Services sorted by name. */
+  listServices(): Service[] {
+    return this.services.list();
+  }
+
+  /** The tasks of a service (or of a removed service whose tasks are still there), by id. */
+  serviceTasks(name: string): Task[] {
+    return this.services.tasksOf(name);
+  }
+
+  /** Names that have service tasks: services, and removed services whose tasks remain. */
+  serviceTaskOwners(): string[] {
+    return this.services.taskOwners();
   }
 
   getNode(id: string): NodeInfo | undefined {
@@ -529,6 +586,7 @@ export class ClusterState {
       nodes: this.nodes.image(),
       pending,
       requests,
+      ...(this.services.size > 0 ? { services: this.services.image() } : {}),
       tasks,
       v: 1,
     };
@@ -580,6 +638,9 @@ export class ClusterState {
     } catch (err) {
       throw new FlotillaError('bad_request', `Cannot restore state as ${(err as Error).message}`);
     }
+    // Snapshots written before services have none.
+    const services = ServiceTable.restore(this.log, this.quota, () => this.tasks, data.services, data.tasks);
+    this.services = services;
     this.nodes = nodes;
     this.kv = kv;
     this.tasks = tasks;

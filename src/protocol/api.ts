@@ -8,8 +8,9 @@
 // answer's type from a concrete path such as `/v1/tasks/${id}?stale=true`.
 import type { ErrorDetail, ErrorInfo } from './errors.js';
 import type { NodeAvailability, TaskSpec } from './spec.js';
+import type { ServiceSpec, UpdateStatus } from './service.js';
 
-export type { ErrorDetail, ErrorInfo, NodeAvailability, TaskSpec };
+export type { ErrorDetail, ErrorInfo, NodeAvailability, ServiceSpec, TaskSpec, UpdateStatus };
 
 // ---------------------------------------------------------------------------------------------
 // Tasks
@@ -45,6 +46,8 @@ export interface TaskSummary {
   nextRestartAt?: number;
   /** Log index of the last change. */
   version: number;
+  /** A service's task: its service, slot and template version. */
+  service?: { name: string; slot: number; version: number };
 }
 
 /** A task as the API answers it (GET/DELETE /v1/tasks/:id, lists, creation). */
@@ -58,6 +61,48 @@ export interface TaskView extends TaskSummary {
   createVersion: number;
   /** Why a pending task is not placed yet (pending tasks only). */
   pendingReason?: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Services
+
+/** A service as the API answers it (GET/POST/PUT /v1/services…). */
+export interface ServiceInfo {
+  name: string;
+  spec: ServiceSpec;
+  /** The current template version (the target of an update in progress). */
+  templateVersion: number;
+  /** The version a rollback returns to. */
+  previousVersion: number | null;
+  /** The rolling update in progress, or the last one. */
+  update: UpdateStatus;
+  replicas: number;
+  /** Slots with a running task. */
+  running: number;
+  /** Slots with a ready task (running on a node that is up). */
+  ready: number;
+  /** Slots whose task runs the current template. */
+  upToDate: number;
+  createdAt: number;
+  updatedAt: number;
+  version: number;
+}
+
+export interface ServiceList {
+  services: ServiceInfo[];
+  index: number;
+}
+
+/** GET /v1/services/:name: the service and its tasks (finished ones too with ?all=true). */
+export interface ServiceInspect extends ServiceInfo {
+  tasks: TaskView[];
+  index: number;
+}
+
+export interface ServiceRemoved {
+  removed: string;
+  /** Its tasks that were told to stop and have not ended yet. */
+  stopping: string[];
 }
 
 /** GET /v1/tasks (paged when `limit` or `continue` is given). */
@@ -186,6 +231,8 @@ export interface LocalStatus {
   members: Record<string, string>;
   uptimeMs: number;
   progress: Record<string, PeerProgress>;
+  /** Leader only: ms since it last heard from each peer, measured when it answered. */
+  contactMs?: Record<string, number>;
   clusterId: string | null;
   storageId: string;
   /** Storage ids of the managers of this cluster, as recorded in the replicated state. */
@@ -208,6 +255,7 @@ export interface ManagerRow {
   appliedIndex: number | null;
   lastIndex: number | null;
   lag: number | null;
+  /** Ms since the leader last heard from this manager (0 for the leader itself); null if unknown. */
   lastContactMs: number | null;
   healthy: boolean;
   /** Set when the manager came back with an empty data directory. */
@@ -357,6 +405,15 @@ export interface ApiRoutes {
   'GET /v1/events': { res: string };
   'GET /v1/nodes': { res: NodeList };
   'PATCH /v1/nodes/:id': { body: NodeUpdate; res: NodeInfo };
+
+  'GET /v1/services': { res: ServiceList };
+  /** A flat service spec (task fields beside replicas, update, health), as written. */
+  'POST /v1/services': { body: unknown; res: ServiceInfo };
+  'GET /v1/services/:name': { res: ServiceInspect };
+  'PUT /v1/services/:name': { body: unknown; res: ServiceInfo };
+  'DELETE /v1/services/:name': { res: ServiceRemoved };
+  'POST /v1/services/:name/scale': { body: { replicas: number }; res: ServiceInfo };
+  'POST /v1/services/:name/rollback': { res: ServiceInfo };
 
   'GET /v1/kv': { res: KvList };
   'GET /v1/kv/*': { res: KvItem };

@@ -3,7 +3,7 @@
 //
 //   flotilla worker --id w1 --managers 127.0.0.1:7001,127.0.0.1:7002 --token-file F
 //       --driver process [--labels k=v,k2=v2] [--cpu 2000 --memory 4g]
-//       [--state-dir DIR] [--listen 127.0.0.1:0] [--advertise host:port]
+//       [--state-dir DIR] [--listen host:0] [--advertise host:port]
 //       [--stop-grace 10000] [--log-level info]
 //
 // Every bad flag is a FlotillaError('bad_request') with a precise message (the CLI's
@@ -16,6 +16,7 @@ import { FlotillaError } from '../protocol/errors.js';
 import { consoleLogger, type Logger, type LogLevel } from '../log.js';
 import { parseCpu, parseSize } from '../protocol/spec.js';
 import { WorkerAgent } from './agent.js';
+import { defaultListenHost } from './listen.js';
 import type { Driver, DriverName } from './driver.js';
 import { ProcessDriver } from './drivers/process.js';
 
@@ -35,7 +36,7 @@ export interface WorkerFlags {
   memory?: string;
   /** Default $FLOTILLA_DIR/workers/<id> ($FLOTILLA_DIR defaults to .flotilla). */
   stateDir?: string;
-  /** host:port for the worker's HTTP server (logs); port 0 picks one. Default 127.0.0.1:0. */
+  /** host:port for the worker's HTTP server (logs); port 0 picks one. Default: see listen.ts. */
   listen?: string;
   advertise?: string;
   /** ms between SIGTERM and SIGKILL when a task is stopped. Default 10000. */
@@ -176,7 +177,8 @@ export function parseWorkerFlags(flags: WorkerFlags, env: NodeJS.ProcessEnv = pr
     resources.memory = memory;
   }
 
-  const listen = parseAddress('--listen', flags.listen ?? '127.0.0.1:0', true);
+  // Default: where the managers can reach it (loopback only when they are on loopback).
+  const listen = parseAddress('--listen', flags.listen ?? `${defaultListenHost(managers)}:0`, true);
   const advertise = flags.advertise !== undefined ? parseAddress('--advertise', flags.advertise, false) : undefined;
 
   let stopGraceMs = 10_000;

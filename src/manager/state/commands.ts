@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { errorInfo, type ErrorInfo } from '../../protocol/errors.js';
 import { badRequestFromZod, issueMessage, type NodeAvailability, type TaskSpec } from '../../protocol/spec.js';
+import { FENCED_SERVICE_COMMANDS, SERVICE_COMMAND_TYPES, serviceCommandSchemas, type ServiceCommand } from './service-commands.js';
 import { MAX_KEY_LENGTH, type NodeResources, type NodeStatus, type ReportedState } from './model.js';
 import { secretCommandSchemas, type SecretCommand } from './secrets.js';
 import { volumeCommandSchemas, type VolumeRemoveCommand } from './volumes.js';
@@ -201,6 +202,7 @@ export type SingleCommand =
   | NodesMarkUnknownCommand
   | NodeDownCommand
   | ClusterLeaderCommand
+  | ServiceCommand
   | SecretCommand
   | VolumeRemoveCommand;
 export type Command = SingleCommand | BatchCommand;
@@ -223,6 +225,7 @@ export const COMMAND_TYPES: readonly CommandType[] = [
   'nodes.markUnknown',
   'node.down',
   'cluster.leader',
+  ...SERVICE_COMMAND_TYPES,
   'secret.key.add',
   'secret.key.retire',
   'secret.create',
@@ -243,6 +246,7 @@ export const FENCED_COMMANDS: ReadonlySet<CommandType> = new Set<CommandType>([
   'nodes.markUnknown',
   'node.down',
   'cluster.leader',
+  ...FENCED_SERVICE_COMMANDS,
 ]);
 
 // Result values, per command.
@@ -367,6 +371,7 @@ const singleCommandSchemas = [
   z.strictObject({ type: z.literal('nodes.markUnknown'), term: count, at: count }),
   z.strictObject({ type: z.literal('node.down'), id: idString, reason: z.string().max(1024).optional(), term: count, at: count }),
   z.strictObject({ type: z.literal('cluster.leader'), leader: idString, term: count, at: count }),
+  ...serviceCommandSchemas,
   ...secretCommandSchemas,
   ...volumeCommandSchemas,
 ] as const;

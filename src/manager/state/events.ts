@@ -5,7 +5,8 @@
 
 import type { SecretEvent } from './secrets.js';
 import type { VolumeEvent } from './volumes.js';
-import type { DesiredState, NodeInfo, NodeStatus, Task, TaskState } from './model.js';
+import type { UpdateStatus } from '../../protocol/service.js';
+import type { DesiredState, NodeInfo, NodeStatus, Task, TaskServiceRef, TaskState } from './model.js';
 
 /** The parts of a task an event carries (query the task for its spec and history). */
 export interface TaskSummary {
@@ -21,6 +22,8 @@ export interface TaskSummary {
   restarts: number;
   nextRestartAt?: number;
   version: number;
+  /** A service's task: its service, slot and template version. */
+  service?: TaskServiceRef;
 }
 
 export type EventBody =
@@ -38,8 +41,24 @@ export type EventBody =
   | { type: 'kv.put'; key: string; version: number }
   | { type: 'kv.deleted'; key: string; version: number }
   | { type: 'cluster.leader'; leader: string; term: number }
+  | {
+      type: 'service.updated';
+      service: ServiceSummary;
+      /** created, spec (new spec or template), scale, rollback, status (update progress), removed. */
+      change: 'created' | 'spec' | 'scale' | 'rollback' | 'status' | 'removed';
+    }
   | SecretEvent
   | VolumeEvent;
+
+/** The parts of a service an event carries. */
+export interface ServiceSummary {
+  name: string;
+  replicas: number;
+  /** The current template version. */
+  templateVersion: number;
+  update: UpdateStatus;
+  version: number;
+}
 
 export type ClusterEvent = EventBody & {
   /** Monotonic, replicated: the same event has the same seq on every manager. */
@@ -71,6 +90,7 @@ export function summarize(t: Task): TaskSummary {
   };
   if (t.exitCode !== undefined) s.exitCode = t.exitCode;
   if (t.nextRestartAt !== undefined) s.nextRestartAt = t.nextRestartAt;
+  if (t.service !== undefined) s.service = t.service;
   return s;
 }
 

@@ -98,6 +98,15 @@ export interface Task {
   version: number;
   /** Log index of the task.create. */
   createVersion: number;
+  /** Set on a service's task: which service, which slot, which template version it runs. */
+  service?: TaskServiceRef;
+}
+
+/** A service task's place: service `name`, slot `slot` (its name is `name.slot`), template `version`. */
+export interface TaskServiceRef {
+  name: string;
+  slot: number;
+  version: number;
 }
 
 export interface KvEntry {
@@ -152,6 +161,8 @@ export interface TaskFilter {
   node?: string;
   desired?: DesiredState;
   name?: string;
+  /** Only the tasks of this service. */
+  service?: string;
 }
 
 /** What one kv entry costs in the state-size estimate: its key and value plus a fixed overhead. */

@@ -10,6 +10,7 @@ import { canonicalJson, isPlainObject, reviveBytes, textDecoder, textEncoder } f
 import type { SecretRecord, WrappedDataKey } from './secrets.js';
 import type { VolumeRecord } from './volumes.js';
 import { byId, kvEntryBytes, valueBytes, type KvEntry, type LeaderInfo, type NodeInfo, type RequestRecord, type Task } from './model.js';
+import type { Service } from './services.js';
 
 /** A parsed snapshot document, as written by `SnapshotWriter` (format v1). */
 export interface SnapshotData {
@@ -25,6 +26,8 @@ export interface SnapshotData {
   kv: KvEntry[];
   /** Remembered kv request ids (`<scope> <id>`), oldest first. */
   requests: [string, RequestRecord][];
+  /** Services by name (absent in snapshots written before services). */
+  services?: Service[];
   /** Secrets (sealed) and wrapped data keys; absent when none (and in older snapshots). */
   secretKeys?: WrappedDataKey[];
   secrets?: SecretRecord[];
@@ -43,6 +46,8 @@ export interface SnapshotImage {
   nodes: NodeInfo[];
   pending: string[];
   requests: [string, RequestRecord][];
+  /** Absent when there are none: a state without services snapshots to the bytes it always did. */
+  services?: Service[];
   tasks: Task[];
   v: 1;
   secretKeys?: WrappedDataKey[];
@@ -156,6 +161,7 @@ export class SnapshotWriter {
 function sortSection(name: keyof SnapshotImage, items: unknown[]): void {
   if (name === 'kv') (items as KvEntry[]).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   else if (name === 'nodes' || name === 'tasks') (items as { id: string }[]).sort(byId);
+  else if (name === 'services') (items as Service[]).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   // pending (queue order) and requests (oldest first) keep their order.
 }
 

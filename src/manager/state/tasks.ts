@@ -48,6 +48,7 @@ import {
   type Task,
   type TaskFilter,
   type TaskHistoryEntry,
+  type TaskServiceRef,
   type TaskState,
 } from './model.js';
 
@@ -110,7 +111,8 @@ export class TaskTable {
   // -------------------------------------------------------------------------------------------
   // Commands
 
-  create(cmd: TaskCreateCommand): ApplyResult<Task> {
+  /** task.create; `service` makes it a service's task (named `service.slot`, see services.ts). */
+  create(cmd: TaskCreateCommand, service?: TaskServiceRef): ApplyResult<Task> {
     if (this.tasks.has(cmd.id)) {
       return fail('conflict', `Cannot create task '${cmd.id}' as a task with that id already exists`);
     }
@@ -126,7 +128,7 @@ export class TaskTable {
     const reason = 'waiting for a node';
     const task: Task = {
       id: cmd.id,
-      name: spec.name,
+      name: service === undefined ? spec.name : `${service.name}.${service.slot}`,
       spec,
       desired: 'running',
       state: 'pending',
@@ -140,6 +142,7 @@ export class TaskTable {
       updatedAt: cmd.at,
       version: index,
       createVersion: index,
+      ...(service === undefined ? {} : { service: { name: service.name, slot: service.slot, version: service.version } }),
     };
     this.writeTask(task, undefined);
     this.log.emit({ type: 'task.created', task: summarize(task) });
@@ -458,6 +461,7 @@ export class TaskTable {
       if (filter.node !== undefined && t.node !== filter.node) continue;
       if (filter.desired !== undefined && t.desired !== filter.desired) continue;
       if (filter.name !== undefined && t.name !== filter.name) continue;
+      if (filter.service !== undefined && t.service?.name !== filter.service) continue;
       out.push(t);
     }
     return out.sort(byId);
@@ -532,6 +536,7 @@ function changed(t: Task, c: TaskChanges): Task {
     nextRestartAt: 'nextRestartAt' in c ? c.nextRestartAt : t.nextRestartAt,
     version: c.version ?? t.version,
     createVersion: t.createVersion,
+    ...(t.service === undefined ? {} : { service: t.service }),
   };
 }
 

@@ -44,8 +44,8 @@ function ManagerCard(props: { m: ManagerRow; leader: boolean; serving: boolean }
         <dd class="mono" classList={{ warnText: (m().lag ?? 0) > 100 }}>
           {m().lag ?? '—'}
         </dd>
-        <dt title="how long ago the manager this page follows last heard from it (a follower hears only from the leader)">last contact</dt>
-        <dd>{m().lastContactMs === null ? '—' : m().lastContactMs === 0 ? 'self' : `${fmtDuration(m().lastContactMs!)} ago`}</dd>
+        <dt title="how long ago the leader last heard from this manager">last contact</dt>
+        <dd>{m().lastContactMs === null ? '—' : m().lastContactMs === 0 ? (m().role === 'leader' ? 'leader' : '0 ms ago') : `${fmtDuration(m().lastContactMs!)} ago`}</dd>
         <dt>health</dt>
         <dd>{health() === 'ok' ? 'healthy' : health() === 'down' ? 'unreachable' : 'no leader'}</dd>
       </dl>

@@ -1,0 +1,409 @@
+// Service specs: "keep N replicas of this task running, update them a few at a time".
+//
+// A service spec is a task template (every field of a task spec, src/protocol/spec.ts) plus
+// `replicas`, an `update` policy and an optional `health` check. Users write it flat, the task
+// fields beside the service fields:
+//
+//   { "name": "web", "replicas": 4, "driver": "process",
+//     "containers": [{ "command": ["node", "server.js"] }],
+//     "update": { "parallelism": 2, "order": "start-first", "failureAction": "rollback" },
+//     "health": { "type": "http", "port": 8080, "path": "/healthz" } }
+//
+// `parseServiceSpec` turns untrusted input into a fully defaulted `ServiceSpec` (template and
+// service settings apart) or throws one `FlotillaError('bad_request')` whose details list every
+// bad field, the task template's and the service's together, by the path the user wrote.
+// `serviceSpecInput` gives the flat form back, so parse(serviceSpecInput(parse(x))) is
+// parse(x): the state machine re-validates what it applies.
+//
+// The template (task spec + health check) is what a rolling update replaces; `replicas` and
+// the update policy are service settings that change without replacing any task.
+//
+// Pure module: no IO, no clocks, no randomness.
+
+import { z } from 'zod';
+import { FlotillaError, type ErrorDetail } from './errors.js';
+import { detailsMessage, issueMessage, issuesToDetails, parseTaskSpec, type ParseTaskSpecOptions, type TaskSpec } from './spec.js';
+
+// ---------------------------------------------------------------------------------------------
+// Types
+
+export type UpdateOrder = 'stop-first' | 'start-first';
+export type FailureAction = 'pause' | 'rollback' | 'continue';
+export type HealthCheckType = 'exec' | 'http' | 'tcp';
+
+export const UPDATE_ORDERS: readonly UpdateOrder[] = ['stop-first', 'start-first'];
+export const FAILURE_ACTIONS: readonly FailureAction[] = ['pause', 'rollback', 'continue'];
+export const HEALTH_CHECK_TYPES: readonly HealthCheckType[] = ['exec', 'http', 'tcp'];
+
+/** How a changed template replaces the running tasks. */
+export interface UpdatePolicy {
+  /** Slots replaced per batch (>= 1). */
+  parallelism: number;
+  /** Pause after a batch's monitor period before the next batch starts (ms). */
+  delayMs: number;
+  /**
+   * stop-first: stop a slot's old task, then start its new one (no slot ever runs two tasks).
+   * start-first: start the new task beside the old one and stop the old one once the new one
+   * is ready (needs room for the extra tasks; ready replicas never drop).
+   */
+  order: UpdateOrder;
+  /** How long a batch's new tasks must stay ready before the batch counts as done (ms). */
+  monitorMs: number;
+  /** Fraction of the replicas whose new task may fail before `failureAction` (0..1). */
+  maxFailureRatio: number;
+  /** What a failed update does: pause where it is, roll back to the previous template, or go on. */
+  failureAction: FailureAction;
+}
+
+/** A health check, run by the worker for the task's `container`. */
+export interface HealthCheck {
+  type: HealthCheckType;
+  /** exec: the command (in the container; for the process driver in the task's environment). */
+  command?: string[];
+  /** http / tcp: the port (the container port; for the process driver the port it listens on). */
+  port?: number;
+  /** http: the path to GET; 2xx and 3xx answers are healthy. */
+  path?: string;
+  /** Which container of the task the check is for; defaults to the first. */
+  container: string;
+  intervalMs: number;
+  timeoutMs: number;
+  /** Consecutive failures that make a task unhealthy. */
+  retries: number;
+  /** Failures during this time after a start do not count (ms). */
+  startPeriodMs: number;
+}
+
+/** What a rolling update replaces: the task spec and its health check. */
+export interface ServiceTemplate {
+  task: TaskSpec;
+  health: HealthCheck | null;
+}
+
+export interface ServiceSpec {
+  /** DNS label; its tasks are the slots `name.1` … `name.replicas`. */
+  name: string;
+  replicas: number;
+  update: UpdatePolicy;
+  template: ServiceTemplate;
+}
+
+// The state of a service's rolling update (replicated in the service record).
+
+export type UpdateState =
+  /** No update has run since the service was created. */
+  | 'none'
+  | 'updating'
+  /** A failed update that stopped where it was (failureAction pause, or no previous template). */
+  | 'paused'
+  | 'completed'
+  | 'rolling_back'
+  /** A rollback that failed too; stopped where it was. */
+  | 'rollback_paused'
+  | 'rolled_back';
+
+export const ACTIVE_UPDATE_STATES: ReadonlySet<UpdateState> = new Set<UpdateState>(['updating', 'rolling_back']);
+
+/** The update (or rollback) a service is in, or was in last: replicated in the service record. */
+export interface UpdateStatus {
+  state: UpdateState;
+  /** The version the update moves to (the service's current version while it runs). */
+  target: number;
+  /** The version it moves away from (null for a new service). */
+  from: number | null;
+  /** When it started (leader wall time in the command). */
+  startedAt: number;
+  /** Log index of the command that started it: tasks created after it are the update's own. */
+  startIndex: number;
+  /** Batches started so far. */
+  batches: number;
+  /** Human-readable progress or the reason it paused / rolled back. */
+  message: string;
+  /** When this status was last changed. */
+  updatedAt: number;
+}
+
+export const MAX_REPLICAS = 1000;
+
+export const DEFAULT_UPDATE_POLICY: Readonly<UpdatePolicy> = Object.freeze({
+  parallelism: 1,
+  delayMs: 0,
+  order: 'stop-first',
+  monitorMs: 5000,
+  maxFailureRatio: 0,
+  failureAction: 'rollback',
+});
+
+export const DEFAULT_HEALTH_TIMING = Object.freeze({ intervalMs: 5000, timeoutMs: 2000, retries: 3, startPeriodMs: 0 });
+
+// ---------------------------------------------------------------------------------------------
+// Durations
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/**
+ * Milliseconds from a whole number of milliseconds or a string such as "500ms", "5s", "1m30s",
+ * "2h" (a bare number in a string is milliseconds). Undefined when the input is not a duration.
+ */
+export function tryDuration(input: unknown): number | undefined {
+  if (typeof input === 'number') return Number.isSafeInteger(input) && input >= 0 ? input : undefined;
+  if (typeof input !== 'string') return undefined;
+  const text = input.trim();
+  if (/^\d+$/.test(text)) {
+    const n = Number(text);
+    return Number.isSafeInteger(n) ? n : undefined;
+  }
+  if (text === '' || !/^(\d+(?:\.\d+)?(ms|s|m|h))+$/.test(text)) return undefined;
+  let total = 0;
+  for (const m of text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) total += Number(m[1]) * DURATION_UNITS[m[2]!]!;
+  const ms = Math.round(total);
+  return Number.isSafeInteger(ms) ? ms : undefined;
+}
+
+/** Like `tryDuration` but throws `bad_request` naming `what` (e.g. "--update-delay"). */
+export function parseDuration(input: string | number, what = 'duration'): number {
+  const n = tryDuration(input);
+  if (n === undefined) {
+    throw new FlotillaError('bad_request', `Cannot parse ${what} ${JSON.stringify(input)} as it must be milliseconds or a duration such as 500ms, 5s, 1m30s`);
+  }
+  return n;
+}
+
+/** "1m30s", "500ms", "0s": for messages and displays. */
+export function formatDuration(ms: number): string {
+  if (ms === 0) return '0s';
+  if (ms < 1000 || ms % 1000 !== 0) return ms < 1000 ? `${ms}ms` : `${ms / 1000}s`;
+  let s = ms / 1000;
+  let out = '';
+  const h = Math.floor(s / 3600);
+  if (h > 0) out += `${h}h`;
+  s -= h * 3600;
+  const m = Math.floor(s / 60);
+  if (m > 0) out += `${m}m`;
+  s -= m * 60;
+  if (s > 0) out += `${s}s`;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schema of the service fields (the task fields are parsed by parseTaskSpec)
+
+const SERVICE_FIELDS = ['replicas', 'update', 'health'] as const;
+
+const durationSchema = (max: number) =>
+  z.unknown().transform((v, ctx) => {
+    const n = tryDuration(v);
+    if (n === undefined || n > max) {
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          n === undefined
+            ? 'must be whole milliseconds or a duration such as "500ms", "5s", "1m30s"'
+            : `must be at most ${formatDuration(max)}`,
+        input: v,
+      });
+      return z.NEVER;
+    }
+    return n;
+  });
+
+const HOUR = 3_600_000;
+
+const intIn = (min: number, max: number) => {
+  const msg = `must be an integer from ${min} to ${max}`;
+  return z
+    .number({ error: (iss) => (iss.input === undefined ? 'is required' : msg) })
+    .int({ error: msg })
+    .min(min, { error: msg })
+    .max(max, { error: msg });
+};
+
+const UpdateSchema = z
+  .strictObject(
+    {
+      parallelism: intIn(1, MAX_REPLICAS).default(DEFAULT_UPDATE_POLICY.parallelism),
+      delayMs: durationSchema(HOUR).default(DEFAULT_UPDATE_POLICY.delayMs),
+      order: z.enum(['stop-first', 'start-first']).default(DEFAULT_UPDATE_POLICY.order),
+      monitorMs: durationSchema(HOUR).default(DEFAULT_UPDATE_POLICY.monitorMs),
+      maxFailureRatio: z
+        .number({ error: 'must be a number from 0 to 1' })
+        .min(0, { error: 'must be a number from 0 to 1' })
+        .max(1, { error: 'must be a number from 0 to 1' })
+        .default(DEFAULT_UPDATE_POLICY.maxFailureRatio),
+      failureAction: z.enum(['pause', 'rollback', 'continue']).default(DEFAULT_UPDATE_POLICY.failureAction),
+    },
+    { error: (iss) => (iss.code === 'invalid_type' ? 'must be an object' : undefined) },
+  )
+  .prefault({});
+
+const HealthSchema = z
+  .strictObject(
+    {
+      type: z.enum(['exec', 'http', 'tcp'], { error: (iss) => (iss.input === undefined ? 'is required' : "must be one of 'exec', 'http', 'tcp'") }),
+      command: z
+        .preprocess(
+          (v) => (typeof v === 'string' ? ['/bin/sh', '-c', v] : v),
+          z
+            .array(z.string().max(16_384), { error: 'must be an array of strings or a shell command string' })
+            .min(1, { error: 'must be a non-empty command' })
+            .max(256),
+        )
+        .optional(),
+      port: intIn(1, 65535).optional(),
+      path: z
+        .string({ error: 'must be a string' })
+        .max(2048)
+        .regex(/^\/[^\s]*$/, { error: "must be a path starting with '/'" })
+        .optional(),
+      container: z.string({ error: 'must be a string' }).min(1).max(63).optional(),
+      intervalMs: durationSchema(HOUR).default(DEFAULT_HEALTH_TIMING.intervalMs),
+      timeoutMs: durationSchema(HOUR).default(DEFAULT_HEALTH_TIMING.timeoutMs),
+      retries: intIn(1, 100).default(DEFAULT_HEALTH_TIMING.retries),
+      startPeriodMs: durationSchema(HOUR).default(DEFAULT_HEALTH_TIMING.startPeriodMs),
+    },
+    { error: (iss) => (iss.code === 'invalid_type' ? 'must be an object like {"type": "http", "port": 8080, "path": "/"}' : undefined) },
+  )
+  .superRefine((h, ctx) => {
+    if (h.type === 'exec') {
+      if (h.command === undefined) ctx.addIssue({ code: 'custom', path: ['command'], message: 'is required for an exec check' });
+      if (h.port !== undefined) ctx.addIssue({ code: 'custom', path: ['port'], message: 'must not be set for an exec check' });
+      if (h.path !== undefined) ctx.addIssue({ code: 'custom', path: ['path'], message: 'must not be set for an exec check' });
+    } else {
+      if (h.port === undefined) ctx.addIssue({ code: 'custom', path: ['port'], message: `is required for a ${h.type} check` });
+      if (h.command !== undefined) ctx.addIssue({ code: 'custom', path: ['command'], message: `must not be set for a ${h.type} check` });
+      if (h.type === 'tcp' && h.path !== undefined) ctx.addIssue({ code: 'custom', path: ['path'], message: 'must not be set for a tcp check' });
+    }
+    if (h.intervalMs < 100) ctx.addIssue({ code: 'custom', path: ['intervalMs'], message: 'must be at least 100ms' });
+    if (h.timeoutMs < 1) ctx.addIssue({ code: 'custom', path: ['timeoutMs'], message: 'must be at least 1ms' });
+  });
+
+const ServiceFieldsSchema = z.object({
+  replicas: intIn(0, MAX_REPLICAS).default(1),
+  update: UpdateSchema,
+  health: HealthSchema.optional(),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Parsing
+
+export interface ParseServiceSpecOptions extends Pick<ParseTaskSpecOptions, 'allowHostMounts'> {
+  /** Verb used in messages: "Cannot <action> as …". Default "create service". */
+  action?: string;
+}
+
+/**
+ * Validate and normalise a service spec (flat: task fields beside `replicas`, `update`,
+ * `health`). Throws one `FlotillaError('bad_request')` listing every bad field.
+ */
+export function parseServiceSpec(input: unknown, opts: ParseServiceSpecOptions = {}): ServiceSpec {
+  const action = opts.action ?? 'create service';
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    const details: ErrorDetail[] = [{ path: '', message: 'must be an object' }];
+    throw new FlotillaError('bad_request', detailsMessage(action, details, 'the spec'), { details });
+  }
+  const taskInput: Record<string, unknown> = {};
+  const serviceInput: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(input)) {
+    if ((SERVICE_FIELDS as readonly string[]).includes(k)) serviceInput[k] = v;
+    else taskInput[k] = v;
+  }
+  const details: ErrorDetail[] = [];
+  let task: TaskSpec | undefined;
+  try {
+    task = parseTaskSpec(taskInput, { allowHostMounts: opts.allowHostMounts, action });
+  } catch (err) {
+    if (!FlotillaError.is(err, 'bad_request')) throw err;
+    details.push(...(err.details ?? [{ path: '', message: err.message }]));
+  }
+  const svc = ServiceFieldsSchema.safeParse(serviceInput, { error: issueMessage });
+  if (!svc.success) details.push(...issuesToDetails(svc.error.issues));
+
+  let health: HealthCheck | null = null;
+  if (svc.success && svc.data.health !== undefined) {
+    const h = svc.data.health;
+    const containers = task?.containers ?? [];
+    let container = h.container ?? containers[0]?.name ?? 'c0';
+    if (h.container !== undefined && task !== undefined && !containers.some((c) => c.name === h.container)) {
+      details.push({
+        path: 'health.container',
+        message: `must name a container of the task (${containers.map((c) => `'${c.name}'`).join(', ')})`,
+      });
+      container = h.container;
+    }
+    health = {
+      type: h.type,
+      ...(h.command !== undefined ? { command: h.command } : {}),
+      ...(h.port !== undefined ? { port: h.port } : {}),
+      ...(h.type === 'http' ? { path: h.path ?? '/' } : {}),
+      container,
+      intervalMs: h.intervalMs,
+      timeoutMs: h.timeoutMs,
+      retries: h.retries,
+      startPeriodMs: h.startPeriodMs,
+    };
+  }
+  // Every field path once, in the order the user is most likely to read them.
+  const seen = new Set<string>();
+  const unique = details.filter((d) => (seen.has(d.path) ? false : (seen.add(d.path), true)));
+  if (unique.length > 0 || task === undefined || !svc.success) {
+    throw new FlotillaError('bad_request', detailsMessage(action, unique, 'the spec'), { details: unique });
+  }
+  const u = svc.data.update;
+  return {
+    name: task.name,
+    replicas: svc.data.replicas,
+    update: {
+      parallelism: u.parallelism,
+      delayMs: u.delayMs,
+      order: u.order,
+      monitorMs: u.monitorMs,
+      maxFailureRatio: u.maxFailureRatio,
+      failureAction: u.failureAction,
+    },
+    template: { task, health },
+  };
+}
+
+/** The flat input form of a spec (what a user would write); parsing it gives the spec back. */
+export function serviceSpecInput(spec: ServiceSpec): Record<string, unknown> {
+  return {
+    ...spec.template.task,
+    name: spec.name,
+    replicas: spec.replicas,
+    update: { ...spec.update },
+    ...(spec.template.health !== null ? { health: { ...spec.template.health } } : {}),
+  };
+}
+
+/**
+ * Validate a replica count (scale). Throws `bad_request` with the detail path `replicas`.
+ */
+export function parseReplicas(input: unknown): number {
+  const n = typeof input === 'string' && /^\s*\d+\s*$/.test(input) ? Number(input) : input;
+  if (typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= MAX_REPLICAS) return n;
+  const message = input === undefined ? 'is required' : `must be an integer from 0 to ${MAX_REPLICAS}`;
+  throw new FlotillaError('bad_request', `Cannot scale service as 'replicas' ${message}`, { details: [{ path: 'replicas', message }] });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Comparing templates
+
+/** JSON with sorted object keys: equal for equal values however the objects were built. */
+export function stableJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  if (Array.isArray(value)) return `[${value.map((v) => stableJson(v === undefined ? null : v)).join(',')}]`;
+  const entries = Object.entries(value as Record<string, unknown>)
+    .filter(([, v]) => v !== undefined)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${stableJson(v)}`).join(',')}}`;
+}
+
+/** Whether two templates would run the same tasks (a rolling update is needed otherwise). */
+export function sameTemplate(a: ServiceTemplate, b: ServiceTemplate): boolean {
+  return stableJson(a) === stableJson(b);
+}
+
+/** The name shown for a slot's task: `web.3`. */
+export function slotName(service: string, slot: number): string {
+  return `${service}.${slot}`;
+}
