@@ -21,6 +21,8 @@ import {
 } from '../src/protocol/secrets.js';
 import { issueMessage, parseTaskSpec } from '../src/protocol/spec.js';
 import { schedule } from '../src/manager/scheduler.js';
+import { ClusterState } from '../src/manager/state.js';
+import { parseServiceSpec } from '../src/protocol/service.js';
 import { SecretsTable, secretCommandSchemas } from '../src/manager/state/secrets.js';
 import { VolumesTable } from '../src/manager/state/volumes.js';
 import { SecretKeyring, boxKeyId, createDataKey, deriveKek, openSecret, sealSecret, unwrapDataKey } from '../src/manager/secret-box.js';
@@ -381,5 +383,19 @@ describe('specs naming secrets and volumes', () => {
     const e = thrown(() => parseTaskSpec({ name: 'a', containers: [{ image: 'busybox' }], secrets: ['dbpass'] }));
     expect(e.message).toBe("Cannot create task as 'secrets' must be empty for the docker driver: it does not deliver secrets yet (the process driver does)");
     expect(thrown(() => parseTaskSpec({ name: 'a', driver: 'process', containers: [{ command: ['/bin/true'] }], secrets: ['../x'] })).message).toMatch(/^Cannot create task as 'secrets\[0\]' must be 1-64 letters/);
+  });
+});
+
+describe('the state refuses tasks and services naming missing secrets', () => {
+  it('task.create and service.create: a clear error naming them, nothing created', () => {
+    const st = new ClusterState();
+    const spec = parseTaskSpec({ name: 'a', driver: 'process', containers: [{ command: ['/bin/true'] }], secrets: ['nope'] });
+    const r = st.apply({ type: 'task.create', id: 't1', spec, at: 1 }, { index: 1, term: 1 });
+    expect(r.ok || r.error.message).toBe("Cannot create task 't1' as 'secrets' names secret 'nope', which does not exist (create it with: flotilla secret create NAME --from-file FILE)");
+    expect(st.listTasks()).toEqual([]);
+    const svc = parseServiceSpec({ name: 'web', replicas: 2, driver: 'process', containers: [{ command: ['/bin/true'] }], secrets: ['nope'] });
+    const s = st.apply({ type: 'service.create', spec: svc, at: 2 }, { index: 2, term: 1 });
+    expect(s.ok || s.error.message).toMatch(/^Cannot create service 'web' as 'secrets' names secret 'nope', which does not exist/);
+    expect(st.listTasks()).toEqual([]);
   });
 });

@@ -295,9 +295,9 @@ export class ClusterState {
       case 'volume.remove':
         return this.volumes.remove(cmd, this.volumeUsers(cmd.name), this.log.entry.index, (e) => this.log.emit(e));
       case 'service.create':
-        return this.services.create(cmd);
+        return this.missingTemplateSecrets(cmd.spec, `create service '${cmd.spec.name}'`) ?? this.services.create(cmd);
       case 'service.update':
-        return this.services.update(cmd);
+        return this.missingTemplateSecrets(cmd.spec, `update service '${cmd.name}'`) ?? this.services.update(cmd);
       case 'service.scale':
         return this.services.scale(cmd);
       case 'service.rollback':
@@ -317,6 +317,14 @@ export class ClusterState {
         return fail('bad_request', `Cannot apply ${String((never as { type?: unknown }).type)} as it is not a known command`);
       }
     }
+  }
+
+  /** The refusal of a service spec whose task template names secrets the cluster does not have. */
+  private missingTemplateSecrets(spec: ServiceCreateCommand['spec'], action: string): ApplyResult<never> | undefined {
+    const named = (spec?.template?.task as { secrets?: unknown } | undefined)?.secrets;
+    if (!Array.isArray(named)) return undefined;
+    const missing = this.secrets.missing(named.filter((n): n is string => typeof n === 'string'));
+    return missing.length > 0 ? { ok: false, error: missingSecretsError(missing, action).toInfo() } : undefined;
   }
 
   /** task.create, refused (nothing created) when the spec names a secret the cluster does not have. */
