@@ -11,6 +11,7 @@ import { registerServiceCommands } from './service-cmd.js';
 import { registerOpsCommands } from './ops-cmd.js';
 import { registerChaosCommands } from './chaos-cmd.js';
 import { registerTokenCommands } from './token-cmd.js';
+import { registerSecretCommands } from './secret-cmd.js';
 import { setCaFile, setManagersFlag, setTokenFile } from './util.js';
 import { setContextFlag } from './config.js';
 import { registerContextCommands } from './context-cmd.js';
@@ -58,6 +59,7 @@ registerServiceCommands(program);
 registerOpsCommands(program);
 registerChaosCommands(program);
 registerTokenCommands(program);
+registerSecretCommands(program);
 registerInit(program);
 registerContextCommands(program);
 // Last: it reads every command registered above.

@@ -6,6 +6,7 @@ import { parseAllDocuments, stringify as toYaml } from 'yaml';
 import WebSocket from 'ws';
 import { splitAddr, type FlotillaClient } from '../client/client.js';
 import { action, ago, clientFor, table, UsageError } from './util.js';
+import { parseVolumeFlag } from '../protocol/names.js';
 import { formatLabels, matches, parseSelectors } from './selector.js';
 import { shellJoin, shellWord } from './quote.js';
 import { monoNow } from '../clock.js';
@@ -49,6 +50,8 @@ export function registerWorkloadCommands(program: Command): void {
     .option('--constraint <expr>', 'node constraint, e.g. zone==a (repeatable)', collect)
     .option('-l, --label <k=v>', 'task label (repeatable); `ps -l k=v` selects by it', collect)
     .option('--driver <driver>', 'docker | process')
+    .option('--secret <name>', 'a secret the task reads as a file: $FLOTILLA_SECRETS_DIR/NAME (process) or /run/secrets/NAME (docker) (repeatable)', collect)
+    .option('-v, --volume <spec>', 'mount a named volume: NAME:/path[:ro] (repeatable; see flotilla volume --help)', collect)
     .option('-d, --detach', 'return once submitted (default: wait until the task runs or fails, or the scheduler says why it cannot place it)')
     .option('-o, --output <format>', 'table | json | yaml', 'table')
     .addHelpText(
@@ -85,6 +88,8 @@ Options go before IMAGE; everything after -- is the command.`,
           spec.restart = { ...(o.restart ? { policy: o.restart } : {}), ...(max !== undefined ? { maxAttempts: max } : {}) };
         }
         if (o.constraint) spec.constraints = o.constraint;
+        if (o.secret) spec.secrets = o.secret;
+        if (o.volume) spec.volumes = (o.volume as string[]).map((v) => parseVolumeFlag(v));
         if (o.label) {
           const labels: Record<string, string> = {};
           for (const kv of o.label as string[]) {

@@ -11,6 +11,7 @@ import { FlotillaError } from '../protocol/errors.js';
 import { Reply } from './http.js';
 import { page, parsePage } from './paging.js';
 import { parseNodeAvailability, parseTaskSpec } from '../protocol/spec.js';
+import { missingSecretsError } from '../protocol/secrets.js';
 import { TASK_STATES, type ClusterEvent, type Task, type TaskState } from './state.js';
 import { splitAddr } from '../protocol/address.js';
 import { allowedOrigin } from './cors.js';
@@ -81,6 +82,11 @@ export function registerApi(d: ApiDeps, opts: ApiOptions): void {
       }
     }
     return d.writes.onLeader(ctx, async () => {
+      // Every named secret must exist (the state checks again on apply): nothing is created otherwise.
+      parsed.forEach((p, i) => {
+        const missing = d.state.secretsTable.missing(p.secrets ?? []);
+        if (missing.length > 0) throw missingSecretsError(missing, parsed.length > 1 ? `create task [${i}]` : 'create task');
+      });
       const at = Date.now();
       const ids = parsed.map((p) => `${p.name}-${randomBytes(4).toString('hex')}`);
       const cmds = parsed.map((spec, i) => ({ type: 'task.create' as const, id: ids[i]!, spec, at }));

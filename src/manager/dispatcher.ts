@@ -21,6 +21,7 @@ import {
   MAX_SESSION_FRAME,
   SESSION_PATH,
   type AssignedTask,
+  type AssignmentsMsg,
   type ManagerToWorker,
   type RegisterMsg,
   type TaskStatusReport,
@@ -29,6 +30,7 @@ import {
 import type { ApplyResult, SingleCommand, TaskReport } from './state.js';
 import type { CommandProposer, LeaderService, LeaderTerm, Membership, RouteTable, StateView } from './ports.js';
 import type { Logger } from '../log.js';
+import { MAX_DELIVERED_SECRET_BYTES, type DeliveredSecret } from '../protocol/secrets.js';
 import { checkJoin, nodeCredential, nodeEpoch, workerToken } from './auth.js';
 import { monoNow, systemTimers, wallNow, type Timers } from '../clock.js';
 
@@ -96,6 +98,12 @@ export interface DispatcherDeps {
   onRegistered?: (nodeId: string) => void;
   /** Timers (default: Node's; a simulator passes virtual ones). */
   timers?: Timers;
+  /**
+   * The opened values of secrets (secrets.ts): sent, once each, in the assignments frame of a
+   * worker whose tasks name them, and only while those tasks should run. Throws for a secret
+   * that cannot be opened (its name and why; never a value).
+   */
+  openSecrets?: (names: readonly string[]) => DeliveredSecret[];
 }
 
 export class Dispatcher implements LeaderService {
@@ -145,6 +153,11 @@ export class Dispatcher implements LeaderService {
         this.pushSoon();
       }
       if (ev.type === 'task.updated' && ev.change === 'restart') this.allDirty = true;
+      // A removed volume: its nodes' workers are told to delete their copies.
+      if (ev.type === 'volume.removed') {
+        for (const n of ev.nodes) this.dirtyNodes.add(n);
+        this.pushSoon();
+      }
     });
   }
 
@@ -437,6 +450,30 @@ export class Dispatcher implements LeaderService {
   }
 
   /** The full set of tasks a node should run, pushed when it changes. */
+  /** The secrets the running tasks of a node name, opened (a secret that cannot be opened is left out and logged: its task then fails on the worker, saying so). */
+  private secretsFor(nodeId: string, tasks: readonly AssignedTask[]): DeliveredSecret[] {
+    const names = [...new Set(tasks.filter((t) => t.desired === 'running').flatMap((t) => t.spec.secrets ?? []))].sort();
+    if (names.length === 0 || !this.d.openSecrets) return [];
+    const out: DeliveredSecret[] = [];
+    let bytes = 0;
+    for (const name of names) {
+      try {
+        const [sec] = this.d.openSecrets([name]);
+        if (sec === undefined) continue;
+        // The frame must stay below the session frame limit: what does not fit is not sent (its task fails on the worker, saying so).
+        if (bytes + sec.data.length > MAX_DELIVERED_SECRET_BYTES) {
+          this.log.error('secret not delivered: the secrets of this node\'s tasks exceed one frame', { node: nodeId, secret: name, limitBytes: MAX_DELIVERED_SECRET_BYTES });
+          continue;
+        }
+        bytes += sec.data.length;
+        out.push(sec);
+      } catch (e) {
+        this.log.error('secret not delivered: it cannot be opened', { node: nodeId, secret: name, err: (e as Error).message });
+      }
+    }
+    return out;
+  }
+
   private pushAssignments(): void {
     if (!this.leading || !this.d.lead.caughtUp()) return;
     const nodes = this.allDirty ? [...this.sessions.keys()] : [...this.dirtyNodes];
@@ -452,10 +489,15 @@ export class Dispatcher implements LeaderService {
         }
       }
       tasks.sort((a, b) => (a.taskId < b.taskId ? -1 : 1));
-      const key = JSON.stringify(tasks.map((t) => [t.taskId, t.attempt, t.desired]));
+      const dropVolumes = this.m.state.volumeDrops(nodeId);
+      const key = JSON.stringify([tasks.map((t) => [t.taskId, t.attempt, t.desired]), dropVolumes]);
       if (key === s.lastAssignments) continue;
       s.lastAssignments = key;
-      this.send(s.link, { t: 'assignments', tasks });
+      const msg: AssignmentsMsg = { t: 'assignments', tasks };
+      const secrets = this.secretsFor(nodeId, tasks);
+      if (secrets.length > 0) msg.secrets = secrets;
+      if (dropVolumes.length > 0) msg.dropVolumes = dropVolumes;
+      this.send(s.link, msg);
     }
   }
 

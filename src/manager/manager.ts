@@ -37,6 +37,7 @@ import { CONNECTION_LIMITS, limitConnections, type ConnectionLimits } from './co
 import { raftToFlotilla } from './raft-errors.js';
 import { registerServices } from './service-routes.js';
 import { registerJoin } from './join.js';
+import { SecretsService } from './secrets.js';
 import { registerWeb } from './web.js';
 import { createOps, registerOps, type Ops } from './ops.js';
 import { applyQuota, DEFAULT_QUOTA_BYTES } from './quota.js';
@@ -310,8 +311,21 @@ export class Manager implements CommandProposer, ReadBarrier, LeaderForward, Rou
     const leadership = new Leadership({ id: this.id, proposer: this, log });
     const lead = leadership;
     const placement = new Placement({ state, lead }, o);
+    const secrets = new SecretsService({ routes: this, proposer: this, state, reads: this, writes: this, tls: this.link.tls !== undefined }, this.opts.secret, log);
     const dispatcher = new Dispatcher(
-      { routes: this, proposer: this, lead, state, members, secure: this.link.secure, secret: this.opts.secret, clusterId: () => ops.clusterId(), log, onRegistered: () => placement.kick() },
+      {
+        routes: this,
+        proposer: this,
+        lead,
+        state,
+        members,
+        secure: this.link.secure,
+        secret: this.opts.secret,
+        clusterId: () => ops.clusterId(),
+        log,
+        onRegistered: () => placement.kick(),
+        openSecrets: (names) => secrets.open(names),
+      },
       o,
     );
     const restarts = new Restarts({ state, lead });
@@ -368,6 +382,7 @@ export class Manager implements CommandProposer, ReadBarrier, LeaderForward, Rou
     const ca = this.link.tls?.ca ?? null;
     registerAuth({ ...io, tls: this.link.tls !== undefined, ca }, log);
     registerJoin(io, { id: this.id, secret: this.opts.secret, caKey: this.opts.caKey, ca }, log);
+    secrets.register();
   }
 
   async close(): Promise<void> {

@@ -35,12 +35,17 @@ import {
   type Constraint,
   type Driver,
 } from '../protocol/spec.js';
-import type { NodeInfo, Placement, Task } from './state.js';
+import type { NodeInfo, Placement, Task, VolumePlacement } from './state.js';
 
 export type Strategy = 'spread' | 'binpack';
 
 export interface ScheduleOptions {
   strategy: Strategy;
+  /**
+   * The volume placement rule (state/volumes.ts): a task mounting volumes that exist on some
+   * nodes goes to one of those nodes. Absent: volumes do not restrict placement.
+   */
+  volumePlacement?: (t: SchedulableTask) => VolumePlacement;
 }
 
 /** What the scheduler reads of a task. */
@@ -93,6 +98,7 @@ interface TaskClass {
   memory: number;
   ports: string[];
   taskIds: string[];
+  volumes: VolumePlacement;
 }
 
 /** The outcome of the static filters for one driver + constraints combination. */
@@ -221,6 +227,15 @@ function staticFilter(all: WorkNode[], readyActive: WorkNode[], statusOf: Map<st
     }
     current = next;
   }
+  if (cls.volumes.kind === 'none') return { reason: cls.volumes.reason };
+  if (cls.volumes.kind === 'nodes') {
+    const holders = cls.volumes.nodes;
+    const next = current.filter((n) => holders.has(n.id));
+    if (next.length === 0) {
+      return { reason: `its volumes are on ${[...holders].sort().join(', ')}, and none of those nodes qualifies (ready, active, driver ${cls.driver}, constraints; ${plural(withDriver.length, 'node')} checked)` };
+    }
+    current = next;
+  }
   return { nodes: current };
 }
 
@@ -305,11 +320,13 @@ export function schedule(
     // Constraint order does not matter for grouping; messages keep the first task's order.
     const constraints = spec.constraints;
     const ports = specHostPorts(spec).sort();
-    const staticKey = `${spec.driver}\u0000${[...constraints].sort().join('\u0001')}`;
+    const volumes: VolumePlacement = spec.volumes !== undefined && opts.volumePlacement ? opts.volumePlacement(t) : { kind: 'any' };
+    const volumeKey = volumes.kind === 'any' ? '' : volumes.kind === 'none' ? `!${volumes.reason}` : [...volumes.nodes].sort().join('\u0001');
+    const staticKey = `${spec.driver}\u0000${[...constraints].sort().join('\u0001')}\u0000${volumeKey}`;
     const key = `${staticKey}\u0000${spec.resources.cpu}\u0000${spec.resources.memory}\u0000${ports.join(',')}`;
     let cls = classes.get(key);
     if (cls === undefined) {
-      cls = { staticKey, driver: spec.driver, constraints, cpu: spec.resources.cpu, memory: spec.resources.memory, ports, taskIds: [] };
+      cls = { staticKey, driver: spec.driver, constraints, cpu: spec.resources.cpu, memory: spec.resources.memory, ports, taskIds: [], volumes };
       classes.set(key, cls);
     }
     cls.taskIds.push(t.id);

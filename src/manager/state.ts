@@ -37,7 +37,7 @@
 import { errorInfo, FlotillaError, type ErrorInfo } from '../protocol/errors.js';
 import { formatBytes } from '../protocol/spec.js';
 import { decodeCommand, isPlainObject } from './state/codec.js';
-import { validateCommand, type ClusterLeaderCommand, type Command, type KvPutCommand, type SingleCommand, type TaskCreateCommand } from './state/commands.js';
+import { validateCommand, type AssignResult, type ClusterLeaderCommand, type Command, type KvPutCommand, type SingleCommand, type TaskAssignCommand, type TaskCreateCommand } from './state/commands.js';
 import type { ServiceCreateCommand, ServiceTaskCommand } from './state/service-commands.js';
 import { EventLog, type EventListener, type EventsPage } from './state/events.js';
 import { KvStore } from './state/kv.js';
@@ -60,6 +60,10 @@ import {
 import { NodeTable } from './state/nodes.js';
 import { parseSnapshot, parseSnapshotWhole, SnapshotWriter, WHOLE, type SnapshotData, type SnapshotImage, type Slicer } from './state/snapshot.js';
 import { TaskTable } from './state/tasks.js';
+import { SecretsTable, type SecretCommand, type SecretEvent } from './state/secrets.js';
+import { VolumesTable, type VolumePlacement, type VolumeRecord, type VolumeRemoveCommand } from './state/volumes.js';
+import { isTerminal } from './state/model.js';
+import { missingSecretsError } from '../protocol/secrets.js';
 import { SERVICE_BYTES_ESTIMATE, ServiceTable, type Service } from './state/services.js';
 
 export {
@@ -124,6 +128,8 @@ export {
 export { canonicalJson, decodeCommand, encodeCommand, fromBase64, MAX_COMMAND_BYTES, toBase64 } from './state/codec.js';
 export type { ClusterEvent, EventBody, EventsPage, EventType, TaskSummary } from './state/events.js';
 export { planRestart, restartBackoff } from './state/tasks.js';
+export { SecretsTable, type SecretRecord, type WrappedDataKey, type SecretCommand } from './state/secrets.js';
+export type { VolumePlacement, VolumeRecord, VolumeRemoveCommand } from './state/volumes.js';
 export { isLiveTask, isStoppingTask, SERVICE_BYTES_ESTIMATE, type Service } from './state/services.js';
 export type {
   ServiceCommand,
@@ -151,6 +157,8 @@ export class ClusterState {
   private nodes: NodeTable;
   private tasks: TaskTable;
   private kv: KvStore;
+  private secrets = new SecretsTable();
+  private volumes = new VolumesTable();
   private services: ServiceTable;
   private leaderInfo: LeaderInfo | null = null;
   private applied = 0;
@@ -251,13 +259,13 @@ export class ClusterState {
       case 'kv.del':
         return this.kv.del(cmd);
       case 'task.create':
-        return this.tasks.create(cmd);
+        return this.taskCreate(cmd);
       case 'task.stop':
         return this.tasks.stop(cmd);
       case 'task.remove':
         return this.tasks.remove(cmd);
       case 'task.assign':
-        return this.tasks.assign(cmd, (id) => this.nodes.get(id));
+        return this.taskAssign(cmd);
       case 'task.report':
         return this.tasks.report(cmd);
       case 'task.restart':
@@ -278,10 +286,18 @@ export class ClusterState {
         return this.nodeDown(cmd.id, cmd.reason ?? 'declared down', cmd.at, false);
       case 'cluster.leader':
         return this.clusterLeader(cmd);
+      case 'secret.key.add':
+      case 'secret.key.retire':
+      case 'secret.create':
+      case 'secret.reseal':
+      case 'secret.remove':
+        return this.secretCommand(cmd);
+      case 'volume.remove':
+        return this.volumes.remove(cmd, this.volumeUsers(cmd.name), this.log.entry.index, (e) => this.log.emit(e));
       case 'service.create':
-        return this.services.create(cmd);
+        return this.missingTemplateSecrets(cmd.spec, `create service '${cmd.spec.name}'`) ?? this.services.create(cmd);
       case 'service.update':
-        return this.services.update(cmd);
+        return this.missingTemplateSecrets(cmd.spec, `update service '${cmd.name}'`) ?? this.services.update(cmd);
       case 'service.scale':
         return this.services.scale(cmd);
       case 'service.rollback':
@@ -301,6 +317,48 @@ export class ClusterState {
         return fail('bad_request', `Cannot apply ${String((never as { type?: unknown }).type)} as it is not a known command`);
       }
     }
+  }
+
+  /** The refusal of a service spec whose task template names secrets the cluster does not have. */
+  private missingTemplateSecrets(spec: ServiceCreateCommand['spec'], action: string): ApplyResult<never> | undefined {
+    const named = (spec?.template?.task as { secrets?: unknown } | undefined)?.secrets;
+    if (!Array.isArray(named)) return undefined;
+    const missing = this.secrets.missing(named.filter((n): n is string => typeof n === 'string'));
+    return missing.length > 0 ? { ok: false, error: missingSecretsError(missing, action).toInfo() } : undefined;
+  }
+
+  /** task.create, refused (nothing created) when the spec names a secret the cluster does not have. */
+  private taskCreate(cmd: TaskCreateCommand): ApplyResult<unknown> {
+    const named = (cmd.spec as { secrets?: unknown }).secrets;
+    if (Array.isArray(named)) {
+      const missing = this.secrets.missing(named.filter((n): n is string => typeof n === 'string'));
+      if (missing.length > 0) return { ok: false, error: missingSecretsError(missing, `create task '${cmd.id}'`).toInfo() };
+    }
+    return this.tasks.create(cmd);
+  }
+
+  /** task.assign; a task that mounts volumes records them on its node (the volume placement rule). */
+  private taskAssign(cmd: TaskAssignCommand): ApplyResult<unknown> {
+    const r = this.tasks.assign(cmd, (id) => this.nodes.get(id));
+    if (r.ok && r.value !== undefined) {
+      for (const p of (r.value as AssignResult).assigned) {
+        const t = this.tasks.get(p.taskId);
+        if (t?.spec.volumes !== undefined) this.volumes.recordUse(t.spec.volumes, p.nodeId, cmd.at, this.log.entry.index, (e) => this.log.emit(e));
+      }
+    }
+    return r;
+  }
+
+  private secretCommand(cmd: SecretCommand): ApplyResult<unknown> {
+    return this.secrets.apply(cmd, {
+      index: this.log.entry.index,
+      emit: (e: SecretEvent) => this.log.emit(e),
+      usedBy: (name) => this.secretUsers(name),
+      quotaRefusal: (what, growth, quota) => {
+        const r = this.quotaRefusal(what, growth, quota);
+        return r !== undefined && !r.ok ? r.error : undefined;
+      },
+    });
   }
 
   /** node.heartbeat (`heartbeat`: also records lastHeartbeat) and node.status. */
@@ -331,7 +389,7 @@ export class ClusterState {
    * replica computes the same number from the same entries.
    */
   stateBytes(): number {
-    return this.kv.bytes + this.tasks.size * TASK_BYTES_ESTIMATE + this.services.size * SERVICE_BYTES_ESTIMATE;
+    return this.kv.bytes + this.tasks.size * TASK_BYTES_ESTIMATE + this.services.size * SERVICE_BYTES_ESTIMATE + this.secrets.bytes();
   }
 
   /**
@@ -421,6 +479,36 @@ export class ClusterState {
     return this.kv.list(prefix);
   }
 
+  /** The replicated secrets (sealed values and wrapped data keys; never a plaintext). */
+  get secretsTable(): SecretsTable {
+    return this.secrets;
+  }
+
+  /** Tasks still to run (not finished, or finished with a restart pending) that name secret `name`, sorted. */
+  secretUsers(name: string): string[] {
+    return this.tasks.list({ desired: 'running' }).filter((t) => (t.spec.secrets ?? []).includes(name) && (!isTerminal(t.state) || t.nextRestartAt !== undefined)).map((t) => t.id);
+  }
+
+  /** Tasks still to run that mount volume `name`, sorted. */
+  volumeUsers(name: string): string[] {
+    return this.tasks.list({ desired: 'running' }).filter((t) => (t.spec.volumes ?? []).some((v) => v.name === name) && (!isTerminal(t.state) || t.nextRestartAt !== undefined)).map((t) => t.id);
+  }
+
+  /** Named volumes and the nodes holding them, sorted by name. */
+  listVolumes(): VolumeRecord[] {
+    return this.volumes.list();
+  }
+
+  /** Where a task mounting `volumes` may be placed (the volume placement rule). */
+  volumePlacement(volumes: Task['spec']['volumes']): VolumePlacement {
+    return this.volumes.placement(volumes);
+  }
+
+  /** Volumes a node must delete its copy of (removed with `volume rm`). */
+  volumeDrops(nodeId: string): string[] {
+    return this.volumes.dropsFor(nodeId);
+  }
+
   /** Resources reserved on a node by its non-terminal tasks. */
   nodeUsage(nodeId: string): NodeUsage {
     return this.tasks.usageOf(nodeId);
@@ -488,7 +576,16 @@ export class ClusterState {
   private captureImage(): SnapshotImage {
     const { kv, requests } = this.kv.image();
     const { tasks, pending } = this.tasks.image();
+    // Only when used: a state without secrets or volumes snapshots exactly as before.
+    const secrets = this.secrets.image();
+    const volumes = this.volumes.image();
+    const extra: Partial<SnapshotImage> = {};
+    if (secrets.secretKeys.length > 0) extra.secretKeys = secrets.secretKeys;
+    if (secrets.secrets.length > 0) extra.secrets = secrets.secrets;
+    if (volumes.volumes.length > 0) extra.volumes = volumes.volumes;
+    if (volumes.volumeTombstones.length > 0) extra.volumeTombstones = volumes.volumeTombstones;
     return {
+      ...extra,
       appliedIndex: this.applied,
       eventSeq: this.log.lastSeq,
       format: 'flotilla-state',
@@ -541,12 +638,22 @@ export class ClusterState {
     const nodes = NodeTable.restore(this.log, data.nodes);
     const kv = KvStore.restore(this.log, this.quota, data.kv, data.requests, kvBytes);
     const tasks = TaskTable.restore(this.log, this.quota, data.tasks, data.pending);
+    let secrets: SecretsTable;
+    let volumes: VolumesTable;
+    try {
+      secrets = SecretsTable.fromImage(data);
+      volumes = VolumesTable.fromImage(data);
+    } catch (err) {
+      throw new FlotillaError('bad_request', `Cannot restore state as ${(err as Error).message}`);
+    }
     // Snapshots written before services have none.
     const services = ServiceTable.restore(this.log, this.quota, () => this.tasks, data.services, data.tasks);
     this.services = services;
     this.nodes = nodes;
     this.kv = kv;
     this.tasks = tasks;
+    this.secrets = secrets;
+    this.volumes = volumes;
     this.leaderInfo = data.leader;
     this.applied = data.appliedIndex;
     this.log.restart(data.eventSeq);

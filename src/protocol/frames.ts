@@ -11,6 +11,7 @@ import {
   type WorkerToManager,
 } from './session.js';
 import { FlotillaError } from './errors.js';
+import { DeliveredSecretsSchema, RESOURCE_NAME_RE } from './secrets.js';
 
 const packr = new Packr({ useRecords: false, int64AsType: 'number' });
 
@@ -69,7 +70,12 @@ const ManagerToWorkerSchema = z.discriminatedUnion('t', [
     clusterId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/).optional(),
   }),
   z.looseObject({ t: z.literal('reject'), reason: z.string().max(4096) }),
-  z.looseObject({ t: z.literal('assignments'), tasks: z.array(AssignedTaskSchema).max(100_000) }),
+  z.looseObject({
+    t: z.literal('assignments'),
+    tasks: z.array(AssignedTaskSchema).max(100_000),
+    secrets: DeliveredSecretsSchema.optional(),
+    dropVolumes: z.array(z.string().regex(RESOURCE_NAME_RE)).max(10_000).optional(),
+  }),
   z.looseObject({ t: z.literal('managers'), managers: managersList }),
 ]);
 

@@ -3,6 +3,7 @@
 // reconnects (capped exponential backoff + jitter) to whichever manager answers, which
 // redirects it to the leader.
 import type { TaskSpec } from './spec.js';
+import type { DeliveredSecret } from './secrets.js';
 
 export const SESSION_PATH = '/v1/worker';
 export const SESSION_PROTOCOL_VERSION = 1;
@@ -98,6 +99,13 @@ export interface AssignedTask {
 export interface AssignmentsMsg {
   t: 'assignments';
   tasks: AssignedTask[];
+  /**
+   * The opened values of the secrets this worker's running tasks name, each once (over the TLS
+   * session; see docs/security.md). Absent when none.
+   */
+  secrets?: DeliveredSecret[];
+  /** Named volumes this node must delete its copy of (`flotilla volume rm`). Absent when none. */
+  dropVolumes?: string[];
 }
 export interface ManagersMsg {
   t: 'managers';

@@ -13,6 +13,7 @@
 
 import { z } from 'zod';
 import { FlotillaError, type ErrorDetail } from './errors.js';
+import { SecretRefsSchema, VolumeMountsSchema, type VolumeMount } from './secrets.js';
 
 // ---------------------------------------------------------------------------------------------
 // Types
@@ -82,6 +83,10 @@ export interface TaskSpec {
   privileged: boolean;
   /** Host bind mounts; rejected unless the edge allows them (`allowHostMounts`). */
   mounts: MountSpec[];
+  /** Secrets the task reads as files (names; present only when the spec names some). */
+  secrets?: string[];
+  /** Named volumes the task mounts (present only when the spec names some). */
+  volumes?: VolumeMount[];
 }
 
 export interface ParseTaskSpecOptions {
@@ -513,6 +518,8 @@ const TaskSpecSchema = z.strictObject(
     ).default({}),
     privileged: z.boolean().default(false),
     mounts: z.array(MountSchema).max(32).default([]),
+    secrets: SecretRefsSchema.optional(),
+    volumes: VolumeMountsSchema.optional(),
   },
   { error: (iss) => (iss.code === 'invalid_type' && iss.path?.length === 0 ? 'must be an object' : undefined) },
 );
@@ -576,6 +583,13 @@ export function parseTaskSpec(input: unknown, opts: ParseTaskSpecOptions = {}): 
   } else if (raw.mounts.length > 0 && opts.allowHostMounts !== true) {
     problem('mounts', 'must be empty: host mounts are disabled on this cluster (a manager option enables them)');
   }
+  // Not yet delivered by the docker driver (docs/security.md): refused rather than run without.
+  if (raw.driver === 'docker' && (raw.secrets ?? []).length > 0) problem('secrets', 'must be empty for the docker driver: it does not deliver secrets yet (the process driver does)');
+  if (raw.driver === 'docker' && (raw.volumes ?? []).length > 0) problem('volumes', 'must be empty for the docker driver: it does not mount named volumes yet (the process driver does)');
+  (raw.volumes ?? []).forEach((v, i) => {
+    const m = raw.mounts.findIndex((x) => x.target === v.path);
+    if (m >= 0) problem(`volumes[${i}].path`, `must differ from the mount target of mounts[${m}] (${v.path})`);
+  });
   if (details.length > 0) {
     throw new FlotillaError('bad_request', detailsMessage(action, details, 'the spec'), { details });
   }
@@ -596,6 +610,9 @@ export function parseTaskSpec(input: unknown, opts: ParseTaskSpecOptions = {}): 
     labels: raw.labels,
     privileged: raw.privileged,
     mounts: raw.mounts.map((m) => ({ source: m.source, target: m.target, readonly: m.readonly })),
+    // Only when named: specs without them normalise (and hash) exactly as before.
+    ...(raw.secrets !== undefined && raw.secrets.length > 0 ? { secrets: [...raw.secrets] } : {}),
+    ...(raw.volumes !== undefined && raw.volumes.length > 0 ? { volumes: raw.volumes.map((v) => ({ name: v.name, path: v.path, readOnly: v.readOnly })) } : {}),
   };
 }
 

@@ -36,6 +36,7 @@ import { parseTaskSpec, type TaskSpec } from '../protocol/spec.js';
 import { isFinished, type Driver, type DriverTaskStatus } from './driver.js';
 import type { AssignedTaskIn } from '../protocol/frames.js';
 import { monoNow } from '../clock.js';
+import { secretsForTask, type DeliveredSecret } from '../protocol/secrets.js';
 import { SessionClient, type Session, type WelcomeIn } from './session.js';
 import { StatusReporter, reportOf } from './status-reporter.js';
 import { WorkerHttpServer } from './http-server.js';
@@ -142,6 +143,10 @@ export class WorkerAgent {
   private readonly queues = new Map<string, Promise<void>>();
   /** The last complete assignment set received (null until the first one). */
   private desired: Map<string, AssignedTaskIn> | null = null;
+  /** The opened secrets of the last assignments frame (memory only). */
+  private secrets = new Map<string, Uint8Array>();
+  /** Volumes already removed on the leader's word (once per process). */
+  private droppedVolumes = new Set<string>();
   private readonly reconcileQueued = new Set<string>();
   private readonly retired = new Map<string, RetiredTask>();
   /** The retired list read at start, until the drivers' tasks are sorted out. */
@@ -200,7 +205,7 @@ export class WorkerAgent {
         register: () => this.registerMsg(),
         welcomed: (s, msg) => this.onWelcome(s, msg),
         established: () => this.reporter.flush(),
-        assignments: (s, tasks) => this.applyAssignments(s, tasks),
+        assignments: (s, tasks, extra) => this.applyAssignments(s, tasks, extra),
       },
       {
         managers: opts.managers,
@@ -528,7 +533,21 @@ export class WorkerAgent {
    * set that no longer names it). One reconcile per task is queued at a time; it reads the
    * latest set when it runs, so bursts of assignments coalesce.
    */
-  private applyAssignments(s: Session, assigned: AssignedTaskIn[]): void {
+  private applyAssignments(s: Session, assigned: AssignedTaskIn[], extra: { secrets: DeliveredSecret[]; dropVolumes: string[] } = { secrets: [], dropVolumes: [] }): void {
+    // The secrets of this frame replace the last frame's (held in memory only, never logged).
+    this.secrets = new Map(extra.secrets.map((x) => [x.name, x.data]));
+    // A name the leader no longer lists (used here again since) may be dropped again later.
+    for (const name of this.droppedVolumes) if (!extra.dropVolumes.includes(name)) this.droppedVolumes.delete(name);
+    for (const name of extra.dropVolumes) {
+      if (this.droppedVolumes.has(name)) continue;
+      this.droppedVolumes.add(name);
+      for (const d of this.drivers.values()) {
+        d.removeVolume?.(name).then(
+          () => this.log.info('volume removed', { volume: name, driver: d.name }),
+          (e) => this.log.warn('cannot remove volume', { volume: name, driver: d.name, error: errMessage(e) }),
+        );
+      }
+    }
     const set = new Map<string, AssignedTaskIn>();
     for (const a of assigned) if (!set.has(a.taskId)) set.set(a.taskId, a); // first one wins
     this.desired = set;
@@ -608,8 +627,14 @@ export class WorkerAgent {
     const entry: AgentTask = { taskId: a.taskId, attempt: a.attempt, driver, status: { taskId: a.taskId, attempt: a.attempt, state: 'starting' }, desired: 'running' };
     this.tasks.set(a.taskId, entry);
     this.log.info('starting task', { taskId: a.taskId, attempt: a.attempt, name: spec.name, driver: driver.name });
+    const { secrets, missing } = secretsForTask(spec.secrets ?? [], this.secrets);
+    if (missing.length > 0) {
+      this.tasks.delete(a.taskId);
+      this.failLocally(a.taskId, a.attempt, `secret${missing.length > 1 ? 's' : ''} ${missing.map((n) => `'${n}'`).join(', ')} not delivered by the leader (it cannot open ${missing.length > 1 ? 'them' : 'it'}; see its log)`);
+      return;
+    }
     try {
-      await this.startTurn(() => driver.start(a.taskId, spec, undefined, { attempt: a.attempt }));
+      await this.startTurn(() => driver.start(a.taskId, spec, undefined, { attempt: a.attempt, secrets }));
     } catch (e) {
       if (this.tasks.get(a.taskId) === entry) this.tasks.delete(a.taskId);
       this.failLocally(a.taskId, a.attempt, `failed to start: ${errMessage(e)}`);

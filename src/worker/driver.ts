@@ -21,6 +21,7 @@
 //    different spec, driver closed).
 
 import type { TaskSpec } from '../protocol/spec.js';
+import type { DeliveredSecret } from '../protocol/secrets.js';
 
 export type DriverName = 'process' | 'docker';
 
@@ -65,6 +66,11 @@ export interface DriverStartOptions {
    * status. Default 1.
    */
   attempt?: number;
+  /**
+   * The opened values of the secrets the spec names (from the leader's assignments frame). The
+   * driver shows them to the task as files only, and deletes them when the task ends.
+   */
+  secrets?: DeliveredSecret[];
 }
 
 /** One line of a task's output. */
@@ -128,6 +134,8 @@ export interface Driver {
    * Rejects with `conflict` when another live worker of the cluster holds the same node id.
    */
   setCluster?(clusterId: string): Promise<void>;
+  /** Deletes this node's copy of a named volume (no-op when absent). */
+  removeVolume?(name: string): Promise<void>;
 }
 
 /** Whether a state is final (nothing of the task runs any more). */

@@ -24,6 +24,7 @@ import { expectServer, type NodeTls } from '../tls/pki.js';
 import { MAX_SESSION_FRAME, SESSION_PATH, type RegisterMsg } from '../protocol/session.js';
 import { FlotillaError } from '../protocol/errors.js';
 import type { Logger } from '../log.js';
+import type { DeliveredSecret } from '../protocol/secrets.js';
 import { decodeSessionFrame, encodeSessionFrame, parseManagerMessage, type AssignedTaskIn, type ManagerMessage } from '../protocol/frames.js';
 import { monoNow } from '../clock.js';
 
@@ -74,7 +75,8 @@ export interface SessionHost {
   /** The welcomed session runs (heartbeats started): time to send what waited for it. */
   established(s: Session): void;
   /** A complete assignment set arrived in session `s`. */
-  assignments(s: Session, tasks: AssignedTaskIn[]): void;
+  /** `extra`: the opened secrets the tasks name (each once) and the volumes to delete. */
+  assignments(s: Session, tasks: AssignedTaskIn[], extra: { secrets: DeliveredSecret[]; dropVolumes: string[] }): void;
 }
 
 export interface SessionClientOptions {
@@ -429,7 +431,7 @@ export class SessionClient {
       }
       case 'assignments':
         if (!s.welcomed) throw new Error("'assignments' before 'welcome'");
-        this.host.assignments(s, msg.tasks);
+        this.host.assignments(s, msg.tasks, { secrets: msg.secrets ?? [], dropVolumes: msg.dropVolumes ?? [] });
         return;
       case 'managers':
         this.setManagers(msg.managers);

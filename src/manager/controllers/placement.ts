@@ -80,7 +80,7 @@ export class Placement implements LeaderService {
         }
         const nodes = st.listNodes();
         const usage = new Map(nodes.map((n) => [n.id, st.nodeUsage(n.id)]));
-        const plan = schedule(pending, nodes, usage, { strategy: this.strategy });
+        const plan = schedule(pending, nodes, usage, { strategy: this.strategy, volumePlacement: (t) => st.volumePlacement(t.spec.volumes) });
         this.lastUnplaced = new Map(plan.unplaced.map((u) => [u.taskId, u.reason]));
         const reasons = plan.unplaced.filter((u) => st.getTask(u.taskId)?.reason !== u.reason);
         const cmds: SingleCommand[] = [];

@@ -8,6 +8,10 @@ import { errorInfo, type ErrorInfo } from '../../protocol/errors.js';
 import { badRequestFromZod, issueMessage, type NodeAvailability, type TaskSpec } from '../../protocol/spec.js';
 import { FENCED_SERVICE_COMMANDS, SERVICE_COMMAND_TYPES, serviceCommandSchemas, type ServiceCommand } from './service-commands.js';
 import { MAX_KEY_LENGTH, type NodeResources, type NodeStatus, type ReportedState } from './model.js';
+import { secretCommandSchemas, type SecretCommand } from './secrets.js';
+import { volumeCommandSchemas, type VolumeRemoveCommand } from './volumes.js';
+
+export type { SecretCommand, VolumeRemoveCommand };
 
 export interface KvPutCommand {
   type: 'kv.put';
@@ -198,7 +202,9 @@ export type SingleCommand =
   | NodesMarkUnknownCommand
   | NodeDownCommand
   | ClusterLeaderCommand
-  | ServiceCommand;
+  | ServiceCommand
+  | SecretCommand
+  | VolumeRemoveCommand;
 export type Command = SingleCommand | BatchCommand;
 export type CommandType = Command['type'];
 
@@ -220,6 +226,12 @@ export const COMMAND_TYPES: readonly CommandType[] = [
   'node.down',
   'cluster.leader',
   ...SERVICE_COMMAND_TYPES,
+  'secret.key.add',
+  'secret.key.retire',
+  'secret.create',
+  'secret.reseal',
+  'secret.remove',
+  'volume.remove',
   'batch',
 ];
 
@@ -360,6 +372,8 @@ const singleCommandSchemas = [
   z.strictObject({ type: z.literal('node.down'), id: idString, reason: z.string().max(1024).optional(), term: count, at: count }),
   z.strictObject({ type: z.literal('cluster.leader'), leader: idString, term: count, at: count }),
   ...serviceCommandSchemas,
+  ...secretCommandSchemas,
+  ...volumeCommandSchemas,
 ] as const;
 
 const singleCommandSchema = z.discriminatedUnion('type', singleCommandSchemas);

@@ -3,6 +3,8 @@
 // listeners get them after each applied command. Watchers follow with `eventsSince` and
 // re-list when they fall out of the ring or the state was restored from a snapshot.
 
+import type { SecretEvent } from './secrets.js';
+import type { VolumeEvent } from './volumes.js';
 import type { UpdateStatus } from '../../protocol/service.js';
 import type { DesiredState, NodeInfo, NodeStatus, Task, TaskServiceRef, TaskState } from './model.js';
 
@@ -44,7 +46,9 @@ export type EventBody =
       service: ServiceSummary;
       /** created, spec (new spec or template), scale, rollback, status (update progress), removed. */
       change: 'created' | 'spec' | 'scale' | 'rollback' | 'status' | 'removed';
-    };
+    }
+  | SecretEvent
+  | VolumeEvent;
 
 /** The parts of a service an event carries. */
 export interface ServiceSummary {

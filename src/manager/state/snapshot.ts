@@ -7,6 +7,8 @@
 
 import { FlotillaError } from '../../protocol/errors.js';
 import { canonicalJson, isPlainObject, reviveBytes, textDecoder, textEncoder } from './codec.js';
+import type { SecretRecord, WrappedDataKey } from './secrets.js';
+import type { VolumeRecord } from './volumes.js';
 import { byId, kvEntryBytes, valueBytes, type KvEntry, type LeaderInfo, type NodeInfo, type RequestRecord, type Task } from './model.js';
 import type { Service } from './services.js';
 
@@ -26,6 +28,12 @@ export interface SnapshotData {
   requests: [string, RequestRecord][];
   /** Services by name (absent in snapshots written before services). */
   services?: Service[];
+  /** Secrets (sealed) and wrapped data keys; absent when none (and in older snapshots). */
+  secretKeys?: WrappedDataKey[];
+  secrets?: SecretRecord[];
+  /** Named volumes and tombstones; absent when none (and in older snapshots). */
+  volumes?: VolumeRecord[];
+  volumeTombstones?: [string, string[]][];
 }
 
 /** The captured state: scalars, and arrays of entries (sorted when written). */
@@ -42,6 +50,10 @@ export interface SnapshotImage {
   services?: Service[];
   tasks: Task[];
   v: 1;
+  secretKeys?: WrappedDataKey[];
+  secrets?: SecretRecord[];
+  volumes?: VolumeRecord[];
+  volumeTombstones?: [string, string[]][];
 }
 
 const PART_BYTES = 1024 * 1024;

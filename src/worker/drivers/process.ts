@@ -76,6 +76,8 @@ import {
 } from '../driver.js';
 import { DriverBase, specHash, type TrackedTask } from './base.js';
 import { readLogFiles } from './log-files.js';
+import { removeSecretFiles, writeSecretFiles } from '../secret-files.js';
+import { ensureProcessVolume, removeProcessVolume, volumeEnvName } from '../volumes.js';
 import {
   DEFAULT_PATH,
   KEEPER_ARGV0,
@@ -321,6 +323,7 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
         if (c.pid === undefined) c.exit = { at: Date.now(), reason: `container '${c.name}' was never started (the worker stopped while starting the task)` };
       }
       if (rec.final === undefined) rec.startedAt ??= rec.createdAt;
+      else removeSecretFiles(join(dir, 'secrets')); // it ended while no worker watched
       const t: LiveTask = { rec, dir, listeners: new Set(), lastKey: '', waiters: [], removed: false };
       this.tasks.set(rec.taskId, t);
       this.log.info('process driver: adopted task', { taskId: rec.taskId, final: rec.final?.state ?? null });
@@ -375,6 +378,11 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
 
   // ---- the Driver API
 
+  /** Deletes this node's copy of a named volume (`flotilla volume rm`). */
+  async removeVolume(name: string): Promise<void> {
+    removeProcessVolume(this.dir, name);
+  }
+
   async start(taskId: string, spec: TaskSpec, onEvent?: DriverEventListener, opts: DriverStartOptions = {}): Promise<void> {
     await this.ready();
     const attempt = this.checkStartArgs(taskId, opts.attempt);
@@ -385,6 +393,19 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
     const dir = join(this.tasksDir, taskDirName(taskId));
     rmSync(dir, { recursive: true, force: true }); // leftovers of a removed task with this name
     mkdirSync(join(dir, 'work'), { recursive: true });
+    // Secrets: one 0400 file each in <task>/secrets (0700), deleted when the task ends. Named
+    // volumes: directories under the driver's own, kept from one task to the next.
+    const extraEnv: Record<string, string> = {};
+    let setupProblem: string | null = null;
+    try {
+      if (spec.secrets !== undefined) {
+        writeSecretFiles(join(dir, 'secrets'), opts.secrets ?? []);
+        extraEnv.FLOTILLA_SECRETS_DIR = join(dir, 'secrets');
+      }
+      for (const v of spec.volumes ?? []) extraEnv[volumeEnvName(v.name)] = ensureProcessVolume(this.dir, v.name);
+    } catch (e) {
+      setupProblem = `cannot prepare its secrets or volumes: ${(e as Error).message}`;
+    }
     const now = Date.now();
     const rec: TaskRecord = {
       v: 1,
@@ -401,6 +422,10 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
     this.persist(t); // before any process exists: a crash from here on leaves a record
     this.emitIfChanged(t); // starting
 
+    if (setupProblem !== null) {
+      this.failLaunch(t, setupProblem);
+      return;
+    }
     // Resolve every container first: a pod either launches completely or not at all.
     const plans: { exe: string; argv: string[]; env: Record<string, string>; cwd: string }[] = [];
     for (const c of spec.containers) {
@@ -411,6 +436,7 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
         FLOTILLA_TASK_ID: taskId,
         FLOTILLA_TASK_NAME: spec.name,
         FLOTILLA_CONTAINER: c.name,
+        ...extraEnv,
         ...c.env,
       };
       const scratch = join(dir, 'work');
@@ -547,6 +573,7 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
     const now = Date.now();
     for (const c of t.rec.containers) if (c.exit === undefined) c.exit = { at: now, reason };
     t.rec.final = { state: 'failed', reason, finishedAt: now };
+    removeSecretFiles(join(t.dir, 'secrets'));
     this.persist(t);
     this.log.warn('process driver: task failed to start', { taskId: t.rec.taskId, reason });
     this.emitIfChanged(t);
@@ -694,6 +721,7 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
         rec.final = { state: 'succeeded', exitCode: 0, reason: 'all containers exited with code 0', finishedAt };
       }
       changed = true;
+      removeSecretFiles(join(t.dir, 'secrets'));
       this.log.info('process driver: task finished', { taskId: rec.taskId, state: rec.final.state, exitCode: rec.final.exitCode ?? null });
     }
     if (changed) this.persist(t);

@@ -1,0 +1,59 @@
+// Named volumes on a real Docker engine: a volume is created with its cluster's labels, reused,
+// and removed only by its own cluster; a volume of that name without the cluster's label (another
+// cluster's, someone's own) is never used or removed.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import type Docker from 'dockerode';
+import { dockerAvailable, dockerClient } from './helpers/docker.js';
+import { VOLUME_LABELS, dockerVolumeName, ensureDockerVolume, removeDockerVolume, volumeBinds, secretBinds } from '../src/worker/volumes.js';
+import { FlotillaError } from '../src/protocol/errors.js';
+
+const CLUSTER = `t-vol-${randomBytes(4).toString('hex')}`;
+const OTHER = `t-vol-${randomBytes(4).toString('hex')}`;
+let docker: Docker;
+let available = { ok: false, reason: '' };
+const made: string[] = [];
+
+beforeAll(async () => {
+  available = await dockerAvailable();
+  if (!available.ok && process.env.CI === 'true') throw new Error(available.reason);
+  docker = dockerClient();
+});
+
+afterAll(async () => {
+  // Only the volumes this test made (by their exact names).
+  for (const v of made) await docker?.getVolume(v).remove().catch(() => undefined);
+});
+
+describe('docker volumes of a cluster', () => {
+  it('binds: volumes by cluster-scoped name, secrets read-only at /run/secrets', () => {
+    expect(volumeBinds('c1', [{ name: 'data', path: '/var/data', readOnly: false }, { name: 'cfg', path: '/etc/app', readOnly: true }])).toEqual([
+      'flotilla-c1-data:/var/data',
+      'flotilla-c1-cfg:/etc/app:ro',
+    ]);
+    expect(secretBinds('/dev/shm/x', ['dbpass'])).toEqual(['/dev/shm/x/dbpass:/run/secrets/dbpass:ro']);
+    expect(() => secretBinds('/dev/shm/x', ['../etc'])).toThrow(FlotillaError);
+  });
+
+  it('created with the labels, reused, removed; a foreign volume of the same name is left alone', async (ctx) => {
+    if (!available.ok) return ctx.skip(available.reason);
+    const name = dockerVolumeName(CLUSTER, 'data');
+    made.push(name);
+    expect(await ensureDockerVolume(docker, CLUSTER, 'data')).toBe(name);
+    const info = await docker.getVolume(name).inspect();
+    expect(info.Labels).toMatchObject({ [VOLUME_LABELS.cluster]: CLUSTER, [VOLUME_LABELS.volume]: 'data' });
+    expect(await ensureDockerVolume(docker, CLUSTER, 'data')).toBe(name); // again: the same one
+
+    // A volume with the name another cluster's would have, but not its label.
+    const foreign = dockerVolumeName(OTHER, 'data');
+    made.push(foreign);
+    await docker.createVolume({ Name: foreign, Labels: { owner: 'someone-else' } });
+    await expect(ensureDockerVolume(docker, OTHER, 'data')).rejects.toThrow(/exists without this cluster's label/);
+    await removeDockerVolume(docker, OTHER, 'data');
+    expect((await docker.getVolume(foreign).inspect()).Labels).toEqual({ owner: 'someone-else' });
+
+    await removeDockerVolume(docker, CLUSTER, 'data');
+    await expect(docker.getVolume(name).inspect()).rejects.toMatchObject({ statusCode: 404 });
+    await removeDockerVolume(docker, CLUSTER, 'data'); // absent: fine
+  });
+});
