@@ -10,6 +10,7 @@ import { FENCED_SERVICE_COMMANDS, SERVICE_COMMAND_TYPES, serviceCommandSchemas, 
 import { MAX_KEY_LENGTH, type NodeResources, type NodeStatus, type ReportedState } from './model.js';
 import { secretCommandSchemas, type SecretCommand } from './secrets.js';
 import { volumeCommandSchemas, type VolumeRemoveCommand } from './volumes.js';
+import type { KvDelResult, KvWriteResult } from '../../protocol/api.js';
 
 export type { SecretCommand, VolumeRemoveCommand };
 
@@ -250,17 +251,7 @@ export const FENCED_COMMANDS: ReadonlySet<CommandType> = new Set<CommandType>([
 ]);
 
 // Result values, per command.
-export interface KvWriteResult {
-  key: string;
-  version: number;
-  createVersion: number;
-}
-export interface KvDelResult {
-  deleted: boolean;
-  key: string;
-  /** Version of the deleted entry. */
-  version?: number;
-}
+export type { KvDelResult, KvWriteResult };
 export interface AssignResult {
   assigned: Placement[];
   skipped: (Placement & { reason: string })[];

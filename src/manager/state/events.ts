@@ -6,25 +6,11 @@
 import type { SecretEvent } from './secrets.js';
 import type { VolumeEvent } from './volumes.js';
 import type { UpdateStatus } from '../../protocol/service.js';
+import type { TaskSummary } from '../../protocol/api.js';
 import type { DesiredState, NodeInfo, NodeStatus, Task, TaskServiceRef, TaskState } from './model.js';
 
-/** The parts of a task an event carries (query the task for its spec and history). */
-export interface TaskSummary {
-  id: string;
-  name: string;
-  state: TaskState;
-  desired: DesiredState;
-  node: string | null;
-  reason: string;
-  detail: string;
-  exitCode?: number;
-  attempt: number;
-  restarts: number;
-  nextRestartAt?: number;
-  version: number;
-  /** A service's task: its service, slot and template version. */
-  service?: TaskServiceRef;
-}
+/** The parts of a task an event carries: the protocol's shape. */
+export type { TaskSummary };
 
 export type EventBody =
   | { type: 'task.created'; task: TaskSummary }

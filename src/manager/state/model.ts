@@ -6,19 +6,20 @@
 
 import { errorInfo, type ErrorCode, type ErrorInfo } from '../../protocol/errors.js';
 import type { NodeAvailability, TaskSpec } from '../../protocol/spec.js';
+// The shapes clients also see are defined once, in the protocol, and used here as they are.
+import type { DesiredState, NodeInfo, NodeResources, NodeStatus, TaskHistoryEntry, TaskState } from '../../protocol/api.js';
+
+export type { DesiredState, NodeInfo, NodeResources, NodeStatus, TaskHistoryEntry, TaskState };
 
 // =============================================================================================
 // Model
 
-export type TaskState = 'pending' | 'assigned' | 'starting' | 'running' | 'succeeded' | 'failed' | 'lost' | 'stopped';
 /**
  * Terminal states. `stopped` is the terminal state of a task whose desired state became
  * `shutdown` (stopped before placement, or reported stopped by its worker).
  */
 export const TERMINAL_STATES: ReadonlySet<TaskState> = new Set<TaskState>(['succeeded', 'failed', 'lost', 'stopped']);
 export const TASK_STATES: readonly TaskState[] = ['pending', 'assigned', 'starting', 'running', 'succeeded', 'failed', 'lost', 'stopped'];
-export type DesiredState = 'running' | 'shutdown';
-export type NodeStatus = 'ready' | 'unknown' | 'down';
 /** States a worker may report. */
 export type ReportedState = 'starting' | 'running' | 'succeeded' | 'failed' | 'stopped';
 
@@ -38,39 +39,8 @@ export const STATE_RANK: Record<TaskState, number> = {
   stopped: 4,
 };
 
-export interface NodeResources {
-  /** Millicores. */
-  cpu: number;
-  /** Bytes. */
-  memory: number;
-}
 
-export interface NodeInfo {
-  id: string;
-  addr?: string;
-  labels: Record<string, string>;
-  resources: NodeResources;
-  /** Drivers the worker offers ('docker', 'process', …). */
-  drivers: string[];
-  availability: NodeAvailability;
-  status: NodeStatus;
-  /** Why the status is what it is ('' when ready), e.g. "no heartbeat for 15 s". */
-  statusReason: string;
-  /** `at` of the last registration or heartbeat. */
-  lastHeartbeat: number;
-  registeredAt: number;
-  /** Log index of the last change. */
-  version: number;
-}
 
-export interface TaskHistoryEntry {
-  state: TaskState;
-  reason: string;
-  at: number;
-  node: string | null;
-  attempt: number;
-  exitCode?: number;
-}
 
 export interface Task {
   id: string;
