@@ -5,23 +5,12 @@ import type { FlotillaClient } from '../client/client.js';
 import type { ServiceInfo, ServiceInspect, ServiceList, ServiceRemoved, TaskView } from '../protocol/api.js';
 import { formatDuration, parseDuration, serviceSpecInput, type ServiceSpec } from '../protocol/service.js';
 import { FlotillaError } from '../protocol/errors.js';
-import { action, ago, clientFor, table, UsageError } from './util.js';
+import { action, ago, clientFor, collect, commandClient, outputFormat, table, UsageError } from './util.js';
 import { monoNow } from '../clock.js';
 
 type Format = 'table' | 'json' | 'yaml';
-function format(o: string | undefined, allowed: Format[] = ['table', 'json', 'yaml']): Format {
-  const f = (o ?? 'table') as Format;
-  if (!allowed.includes(f)) throw new UsageError(`-o must be one of ${allowed.join(', ')}, got '${o}'`);
-  return f;
-}
-
-function collect(v: string, prev: string[] = []): string[] {
-  return [...prev, v];
-}
-
-function client(cmd: Command): FlotillaClient {
-  return clientFor(cmd.optsWithGlobals().managers);
-}
+const format = (o: string | undefined, allowed: Format[] = ['table', 'json', 'yaml']): Format => outputFormat(o, allowed);
+const client = commandClient;
 
 function print(value: unknown, fmt: 'json' | 'yaml'): void {
   process.stdout.write(fmt === 'json' ? JSON.stringify(value, null, 2) + '\n' : toYaml(value));

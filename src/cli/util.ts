@@ -1,4 +1,5 @@
 // Helpers shared by CLI commands: flag parsing with clear usage errors, exit codes, output.
+import type { Command } from 'commander';
 import { readFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { FlotillaClient } from '../client/client.js';
@@ -230,3 +231,23 @@ export function ago(ms: number | null | undefined): string {
   if (h < 48) return `${Math.floor(h)}h`;
   return `${Math.floor(h / 24)}d`;
 }
+
+export type OutputFormat = 'table' | 'wide' | 'json' | 'yaml';
+
+/** The `-o` value, one of `allowed` (default `table`); anything else is a usage error. */
+export function outputFormat<F extends OutputFormat>(o: string | undefined, allowed: readonly F[]): F {
+  const f = (o ?? 'table') as F;
+  if (!allowed.includes(f)) throw new UsageError(`-o must be one of ${allowed.join(', ')}, got '${o}'`);
+  return f;
+}
+
+/** Commander collector for repeatable flags. */
+export function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, v];
+}
+
+/** A client of the managers the command's global flags (or env, or context) name. */
+export function commandClient(cmd: Command): FlotillaClient {
+  return clientFor(cmd.optsWithGlobals().managers);
+}
+

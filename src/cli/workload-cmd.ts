@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { parseAllDocuments, stringify as toYaml } from 'yaml';
 import WebSocket from 'ws';
 import { splitAddr, type FlotillaClient } from '../client/client.js';
-import { action, ago, clientFor, table, UsageError } from './util.js';
+import { action, ago, clientFor, collect, commandClient, outputFormat, table, UsageError } from './util.js';
 import { parseVolumeFlag } from '../protocol/names.js';
 import { formatLabels, matches, parseSelectors } from './selector.js';
 import { shellJoin, shellWord } from './quote.js';
@@ -13,19 +13,8 @@ import { monoNow } from '../clock.js';
 import type { NodeView, TaskView } from '../protocol/api.js';
 
 type Format = 'table' | 'wide' | 'json' | 'yaml';
-function format(o: string | undefined, allowed: Format[] = ['table', 'wide', 'json', 'yaml']): Format {
-  const f = (o ?? 'table') as Format;
-  if (!allowed.includes(f)) throw new UsageError(`-o must be one of ${allowed.join(', ')}, got '${o}'`);
-  return f;
-}
-
-function collect(v: string, prev: string[] = []): string[] {
-  return [...prev, v];
-}
-
-function client(cmd: Command): FlotillaClient {
-  return clientFor(cmd.optsWithGlobals().managers);
-}
+const format = (o: string | undefined, allowed: Format[] = ['table', 'wide', 'json', 'yaml']): Format => outputFormat(o, allowed);
+const client = commandClient;
 
 const STATE_ORDER = ['running', 'starting', 'assigned', 'pending', 'failed', 'lost', 'succeeded', 'stopped'];
 
