@@ -8,12 +8,13 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { removeSecretFiles, writeSecretFiles } from '../src/worker/secret-files.js';
 import { FlotillaError } from '../src/protocol/errors.js';
+import { parseSecretData } from '../src/manager/secrets.js';
 import {
   MAX_SECRET_BYTES,
   SecretRefsSchema,
   VolumeMountsSchema,
   missingSecretsError,
-  parseSecretData,
+
   parseSecretName,
   parseVolumeFlag,
   parseVolumeName,

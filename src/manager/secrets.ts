@@ -11,7 +11,7 @@
 // is proposed, so the Raft log, snapshots and backups hold only ciphertext. A cluster without
 // TLS refuses secrets (docs/security.md).
 import { FlotillaError } from '../protocol/errors.js';
-import { parseSecretData, parseSecretName, parseVolumeName, type SecretInfo } from '../protocol/secrets.js';
+import { MAX_SECRET_BYTES, parseSecretName, parseVolumeName, type SecretInfo } from '../protocol/secrets.js';
 import { Reply } from './http.js';
 import type { Logger } from '../log.js';
 import type { CommandProposer, LeaderForward, ReadBarrier, RouteTable, StateView } from './ports.js';
@@ -200,4 +200,25 @@ export class SecretsService {
       });
     });
   }
+}
+
+const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/**
+ * The bytes of a secret value sent as standard base64 (`data` of `POST /v1/secrets`). Strict:
+ * Node's decoder skips characters it does not know, which would store something else than
+ * what was meant without a word.
+ */
+export function parseSecretData(input: unknown, action = 'create secret'): Buffer {
+  const fail = (message: string): never => {
+    throw new FlotillaError('bad_request', `Cannot ${action} as 'data' ${message}`, { details: [{ path: 'data', message }] });
+  };
+  if (input === undefined) return fail('is required (the value, base64-encoded)');
+  if (typeof input !== 'string') return fail('must be a base64 string');
+  const compact = input.replace(/\s+/g, '');
+  if (!BASE64_RE.test(compact)) return fail('must be standard base64 (A-Z, a-z, 0-9, +, /, = padding)');
+  const bytes = Buffer.from(compact, 'base64');
+  if (bytes.length === 0) return fail('must not be empty');
+  if (bytes.length > MAX_SECRET_BYTES) return fail(`must be at most ${MAX_SECRET_BYTES} bytes once decoded (got ${bytes.length})`);
+  return bytes;
 }

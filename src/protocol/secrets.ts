@@ -40,26 +40,8 @@ export const parseVolumeName = (input: unknown, action?: string): string => pars
 // ---------------------------------------------------------------------------------------------
 // Secret values
 
-const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-
-/**
- * The bytes of a secret value sent as standard base64 (`data` of `POST /v1/secrets`). Strict:
- * Node's decoder skips characters it does not know, which would store something else than
- * what was meant without a word.
- */
-export function parseSecretData(input: unknown, action = 'create secret'): Buffer {
-  const fail = (message: string): never => {
-    throw new FlotillaError('bad_request', `Cannot ${action} as 'data' ${message}`, { details: [{ path: 'data', message }] });
-  };
-  if (input === undefined) return fail('is required (the value, base64-encoded)');
-  if (typeof input !== 'string') return fail('must be a base64 string');
-  const compact = input.replace(/\s+/g, '');
-  if (!BASE64_RE.test(compact)) return fail('must be standard base64 (A-Z, a-z, 0-9, +, /, = padding)');
-  const bytes = Buffer.from(compact, 'base64');
-  if (bytes.length === 0) return fail('must not be empty');
-  if (bytes.length > MAX_SECRET_BYTES) return fail(`must be at most ${MAX_SECRET_BYTES} bytes once decoded (got ${bytes.length})`);
-  return bytes;
-}
+// Secret values are parsed on the manager (`parseSecretData` in src/manager/secrets.ts): the
+// browser bundle, which imports this file's types, has no Buffer.
 
 // ---------------------------------------------------------------------------------------------
 // References in a task spec
