@@ -142,6 +142,18 @@ describe('the house', () => {
     expect(bad).toEqual([]);
   });
 
+  it('what the web page imports from the protocol uses no Node-only global (it is compiled for the browser)', () => {
+    const reach = new Set<string>(['src/protocol/api.ts']);
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const e of edges) if (reach.has(e.from) && !reach.has(e.to)) { reach.add(e.to); grew = true; }
+    }
+    expect(reach.size).toBeGreaterThan(1);
+    const code = (f: string) => readFileSync(join(root, f), 'utf8').replace(/\/\/.*$/gm, '').replace(/\/\*[\s\S]*?\*\//g, '');
+    const bad = [...reach].filter((f) => /\bBuffer\b|\bprocess\.|\brequire\(|__dirname/.test(code(f)));
+    expect(bad).toEqual([]);
+  });
+
   it('the protocol imports nothing but itself', () => {
     const bad = edges.filter((e) => e.from.startsWith('src/protocol/') && !e.to.startsWith('src/protocol/'));
     expect(bad).toEqual([]);
