@@ -17,6 +17,7 @@ import { setContextFlag } from './config.js';
 import { registerContextCommands } from './context-cmd.js';
 import { registerCompletion } from './completion-cmd.js';
 import { registerInit } from './init-cmd.js';
+import { registerExecCommand } from './exec-cmd.js';
 import { quietOnClosedOutput } from '../signals.js';
 
 // `flotilla … | head`: when the reader goes away, end quietly with status 0 (no EPIPE trace).
@@ -60,6 +61,7 @@ registerOpsCommands(program);
 registerChaosCommands(program);
 registerTokenCommands(program);
 registerSecretCommands(program);
+registerExecCommand(program);
 registerInit(program);
 registerContextCommands(program);
 // Last: it reads every command registered above.

@@ -299,7 +299,7 @@ function streamEvents(state: StateView, manager: string, since: number, send: (f
   });
 }
 
-function findTask(state: StateView, idOrName: string): Task {
+export function findTask(state: StateView, idOrName: string): Task {
   const t = state.getTask(idOrName);
   if (t) return t;
   const byName = state.listTasks({ name: idOrName });

@@ -31,6 +31,7 @@ import { Drain } from './controllers/drain.js';
 import { Services } from './controllers/services.js';
 import type { CommandProposer, LeaderForward, Membership, ReadBarrier, RouteTable, UpgradeHandler } from './ports.js';
 import { registerApi } from './api.js';
+import { registerExecProxy } from './exec-proxy.js';
 import { registerKv } from './kv-routes.js';
 import { ClusterAdmin, getJson } from './cluster-routes.js';
 import { CONNECTION_LIMITS, limitConnections, type ConnectionLimits } from './connections.js';
@@ -376,6 +377,7 @@ export class Manager implements CommandProposer, ReadBarrier, LeaderForward, Rou
         allowPrivileged: this.opts.allowPrivileged,
       },
     );
+    registerExecProxy({ ...io, members, link: this.link, nodeAuth: (n) => nodeCredential(this.opts.secret, n, nodeEpoch(state)), log });
     registerServices({ ...io, appliedIndex: () => node.appliedIndex(), unplaced: placement }, { allowPrivileged: this.opts.allowPrivileged });
     registerWeb({ routes: this, members, state, reads: this, unplaced: placement, status: () => admin.localStatus(), setStatic: (h) => this.setStatic(h) });
     registerOps({ ...io, id: this.id, node, sessionCount: () => dispatcher.sessionCount() }, ops, log);

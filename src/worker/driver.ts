@@ -22,6 +22,7 @@
 
 import type { TaskSpec } from '../protocol/spec.js';
 import type { DeliveredSecret } from '../protocol/secrets.js';
+import type { Readable, Writable } from 'node:stream';
 
 export type DriverName = 'process' | 'docker';
 
@@ -92,6 +93,34 @@ export interface LogOptions {
   signal?: AbortSignal;
 }
 
+/** A command to run inside a running task (`flotilla exec`). */
+export interface ExecOptions {
+  /** The container (by name); default the pod's first. */
+  container?: string;
+  command: string[];
+  /** The caller sends input (else the command's stdin is empty, or, with a tty, idle). */
+  stdin: boolean;
+  /** Run it on a terminal (stdout and stderr are then one stream). */
+  tty: boolean;
+  cols?: number;
+  rows?: number;
+}
+
+/** A command started by `Driver.exec`. */
+export interface ExecProcess {
+  /** Its input (null when the caller sends none). */
+  stdin: Writable | null;
+  stdout: Readable;
+  /** null with a tty (everything comes on `stdout`). */
+  stderr: Readable | null;
+  /** Its exit status (128+n when killed by signal n), once it ended and its output was read. */
+  exited: Promise<number>;
+  /** A new terminal size (tty only; best effort). */
+  resize(cols: number, rows: number): void;
+  /** The caller went away: end it (best effort; see each driver). */
+  kill(): void;
+}
+
 export interface Driver {
   readonly name: DriverName;
   /**
@@ -136,6 +165,11 @@ export interface Driver {
   setCluster?(clusterId: string): Promise<void>;
   /** Deletes this node's copy of a named volume (no-op when absent). */
   removeVolume?(name: string): Promise<void>;
+  /**
+   * Runs a command inside a running task (`flotilla exec`). Rejects with `not_found` (task or
+   * container unknown here), `conflict` (not running), `unavailable` (a tty cannot be had).
+   */
+  exec?(taskId: string, opts: ExecOptions): Promise<ExecProcess>;
 }
 
 /** Whether a state is final (nothing of the task runs any more). */

@@ -6,6 +6,8 @@
 //       `<container> | <line>` — raw `<line>` when `container` is given. ndjson: one
 //       {"container","stream","line"} object per line. `follow` streams until the task
 //       finishes or the client goes away.
+//   WebSocket /v1/exec?task=…&cmd=…          `flotilla exec`, from managers only (same checks as
+//       the logs; see exec.ts and src/protocol/exec.ts).
 // What it serves comes from the agent through `WorkerHttpHost`.
 
 import { timingSafeEqual, createHash } from 'node:crypto';
@@ -18,6 +20,9 @@ import { identityOf, type NodeTls } from '../tls/pki.js';
 import { FlotillaError, toFlotillaError } from '../protocol/errors.js';
 import type { Logger } from '../log.js';
 import type { Driver, LogLine } from './driver.js';
+import { WorkerExec } from './exec.js';
+import { EXEC_PATH, upgradeRefusal } from '../protocol/exec.js';
+import type { Duplex } from 'node:stream';
 
 /** What the HTTP server asks of the agent. */
 export interface WorkerHttpHost {
@@ -50,12 +55,14 @@ export class WorkerHttpServer {
   private readonly log: Logger;
   private readonly tokenDigest: Buffer;
   private server: http.Server | null = null;
+  private readonly exec: WorkerExec;
 
   constructor(host: WorkerHttpHost, opts: WorkerHttpOptions) {
     this.host = host;
     this.opts = opts;
     this.log = opts.log;
     this.tokenDigest = createHash('sha256').update(opts.token).digest();
+    this.exec = new WorkerExec(host, opts.log);
   }
 
   /** Listen; resolves with the address to advertise. */
@@ -77,6 +84,7 @@ export class WorkerHttpServer {
       ? (https.createServer({ key: tls.key, cert: tls.cert + tls.ca, ca: tls.ca, requestCert: true, rejectUnauthorized: false }, handler) as unknown as http.Server)
       : http.createServer(handler);
     this.server = server;
+    server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head));
     await new Promise<void>((res, rej) => {
       server.once('error', rej);
       server.listen(Number(m[2]), host, () => {
@@ -97,6 +105,7 @@ export class WorkerHttpServer {
   async close(): Promise<void> {
     const server = this.server;
     if (server === null) return;
+    this.exec.closeAll();
     await new Promise<void>((res) => {
       server.close(() => res());
       server.closeAllConnections();
@@ -113,6 +122,30 @@ export class WorkerHttpServer {
     // Managers present this node's credential (the join token may have been rotated since).
     const credential = this.host.credential();
     return credential !== null && timingSafeEqual(got, createHash('sha256').update(credential).digest());
+  }
+
+  /** WebSocket upgrades: only /v1/exec, only for managers (the same checks as the logs). */
+  private upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => undefined);
+    const path = new URL(req.url ?? '/', 'http://worker').pathname;
+    let refusal: FlotillaError | null = null;
+    if (path !== EXEC_PATH) refusal = new FlotillaError('not_found', `Cannot upgrade ${path} as there is no such WebSocket on this worker`);
+    else if (this.opts.tls && !this.fromManager(req)) refusal = new FlotillaError('forbidden', 'Cannot exec as the request does not come with a manager certificate of this cluster');
+    else if (!this.authorized(req)) refusal = new FlotillaError('unauthorized', "Cannot exec as the request has no valid 'authorization: Bearer <node credential>' header");
+    if (refusal !== null) {
+      socket.end(upgradeRefusal(refusal));
+      return;
+    }
+    this.exec.handle(req, socket, head).catch((e) => {
+      this.log.error('exec upgrade failed', { error: errMessage(e) });
+      socket.destroy();
+    });
+  }
+
+  private fromManager(req: http.IncomingMessage): boolean {
+    const sock = req.socket as TLSSocket;
+    const who = sock.authorized ? identityOf(sock.getPeerCertificate()) : null;
+    return who?.role === 'manager';
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {

@@ -99,6 +99,8 @@ import {
   type DriverStartOptions,
   type DriverTaskState,
   type DriverTaskStatus,
+  type ExecOptions,
+  type ExecProcess,
   type LogLine,
   type LogOptions,
 } from '../driver.js';
@@ -122,6 +124,7 @@ import {
 import { pullImage } from './docker-images.js';
 import { NodeLock } from './docker-lock.js';
 import { streamContainerLogs } from './docker-logs.js';
+import { dockerExec } from './docker-exec.js';
 import { ctrDone, ctrExit, ctrRunning, podStatus, type Ctr, type Task } from './docker-pod.js';
 import { appConfig, containerLabels } from './docker-config.js';
 
@@ -562,6 +565,14 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     if (t === undefined) return null;
     if (t.final === undefined && t.phase === 'launched') await this.refresh(t);
     return this.statusOf(t);
+  }
+
+  /** `flotilla exec`: the engine's exec in a running app container (docker-exec.ts). */
+  async exec(taskId: string, opts: ExecOptions): Promise<ExecProcess> {
+    await this.ready();
+    const t = this.tasks.get(taskId);
+    if (t !== undefined && t.final === undefined && t.phase === 'launched') await this.refresh(t);
+    return dockerExec(this.docker, taskId, t, opts);
   }
 
   async remove(taskId: string): Promise<void> {

@@ -2,8 +2,8 @@
 // keeper scripts, and the orphan handling that stops a dead worker's tasks (the keeper, and
 // `stopTasksInDir` for `flotilla up`). Pure Linux plumbing, no task state.
 
-import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { accessSync, constants as fsConstants, existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { delimiter, join, resolve } from 'node:path';
 import { monoNow } from '../../clock.js';
 
 /**
@@ -196,4 +196,27 @@ export async function stopTasksInDir(dir: string, graceMs: number, reason: strin
     if (killGroup(g.pid, 'SIGKILL') && stillOurs) killed.push(g.pid);
   }
   return { groups: found.map((g) => g.pid), killed };
+}
+
+/** Find an executable: a name with '/' is taken relative to `cwd`; otherwise searched in PATH. */
+export function resolveExecutable(name: string, pathVar: string, cwd: string): string | null {
+  const isExec = (p: string): boolean => {
+    try {
+      if (!statSync(p).isFile()) return false;
+      accessSync(p, fsConstants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (name.includes('/')) {
+    const p = resolve(cwd, name);
+    return isExec(p) ? p : null;
+  }
+  for (const dir of pathVar.split(delimiter)) {
+    if (dir === '') continue;
+    const p = resolve(cwd, dir, name);
+    if (isExec(p)) return p;
+  }
+  return null;
 }

@@ -56,9 +56,9 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { accessSync, closeSync, constants as fsConstants, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { delimiter, isAbsolute, join, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import { FlotillaError } from '../../protocol/errors.js';
 import { bootId, bootMonoNow } from '../../clock.js';
 import { silentLogger, type Logger } from '../../log.js';
@@ -71,11 +71,14 @@ import {
   type DriverStartOptions,
   type DriverTaskState,
   type DriverTaskStatus,
+  type ExecOptions,
+  type ExecProcess,
   type LogLine,
   type LogOptions,
 } from '../driver.js';
 import { DriverBase, specHash, type TrackedTask } from './base.js';
 import { readLogFiles } from './log-files.js';
+import { processExec } from './process-exec.js';
 import { removeSecretFiles, writeSecretFiles } from '../secret-files.js';
 import { ensureProcessVolume, removeProcessVolume, volumeEnvName } from '../volumes.js';
 import {
@@ -90,11 +93,12 @@ import {
   readCmdline,
   readExitFile,
   readProcStat,
+  resolveExecutable,
   writeJsonAtomic,
 } from './proc.js';
 
 // Kept importable from here (tests, the CLI, the chaos harness).
-export { DEFAULT_PATH, KEEPER_SCRIPT, WRAPPER_SCRIPT, readProcStat, stopTasksInDir, type ProcStat } from './proc.js';
+export { DEFAULT_PATH, KEEPER_SCRIPT, WRAPPER_SCRIPT, readProcStat, resolveExecutable, stopTasksInDir, type ProcStat } from './proc.js';
 export { specHash, stableStringify } from './base.js';
 
 export interface ProcessDriverOptions {
@@ -184,29 +188,6 @@ export function taskDirName(taskId: string): string {
 
 function errMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
-}
-
-/** Find an executable: a name with '/' is taken relative to `cwd`; otherwise searched in PATH. */
-export function resolveExecutable(name: string, pathVar: string, cwd: string): string | null {
-  const isExec = (p: string): boolean => {
-    try {
-      if (!statSync(p).isFile()) return false;
-      accessSync(p, fsConstants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  if (name.includes('/')) {
-    const p = resolve(cwd, name);
-    return isExec(p) ? p : null;
-  }
-  for (const dir of pathVar.split(delimiter)) {
-    if (dir === '') continue;
-    const p = resolve(cwd, dir, name);
-    if (isExec(p)) return p;
-  }
-  return null;
 }
 
 /** The process driver's own spec rules (see DriverBase.checkSpec). */
@@ -542,6 +523,14 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
     await this.ready();
     const t = this.tasks.get(taskId);
     return t === undefined ? null : this.statusOf(t);
+  }
+
+  /** `flotilla exec`: a command in a running container's environment (process-exec.ts). */
+  async exec(taskId: string, opts: ExecOptions): Promise<ExecProcess> {
+    await this.ready();
+    const t = this.tasks.get(taskId);
+    if (t !== undefined && t.rec.final === undefined) this.refresh(t);
+    return processExec(taskId, t === undefined ? null : this.statusOf(t), opts);
   }
 
   async remove(taskId: string): Promise<void> {
