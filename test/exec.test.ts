@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import WebSocket from 'ws';
 import { TestCluster, eventually, runCli, CLI } from './helpers/cluster.js';
+import { CHANNEL_STDOUT, EXEC_MAX_DATA, decodeClientFrame, decodeServerFrame, encodeControl, encodeData, execQuery, parseExecQuery } from '../src/protocol/exec.js';
 
 let cluster: TestCluster;
 let managers: string;
@@ -147,10 +148,38 @@ describe('flotilla exec (process driver)', () => {
       env: { ...process.env, ...isolated, ...cluster.cliEnv(), FLOTILLA_TOKEN: admin },
       stdio: 'ignore',
     });
-    const pid = await eventually(() => (existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').trim()) : null), 20_000, 'command started');
-    expect(alive(pid)).toBe(true);
-    p.kill('SIGKILL');
-    await eventually(() => !alive(pid), 15_000, 'the exec’d command ended');
+    try {
+      const pid = await eventually(() => (existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').trim()) : null), 20_000, 'command started');
+      expect(alive(pid)).toBe(true);
+      p.kill('SIGKILL');
+      await eventually(() => !alive(pid), 15_000, 'the exec’d command ended');
+    } finally {
+      p.kill('SIGKILL');
+    }
+  });
+
+  it('revoking the token closes an open session (the CLI says why)', async () => {
+    const c = cluster.client();
+    const tok = await c.post<{ id: string; token: string }>('/v1/tokens', { role: 'admin' });
+    const p = spawn(process.execPath, [CLI, '--managers', managers, 'exec', '-i', 'box', '--', 'cat'], {
+      env: { ...process.env, ...isolated, ...cluster.cliEnv(), FLOTILLA_TOKEN: tok.token },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    p.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number | null>((res) => p.once('exit', (code) => res(code)));
+    try {
+      p.stdin!.write('ping\n');
+      await eventually(() => out.includes('ping'), 20_000, 'session open');
+      await c.delete(`/v1/tokens/${tok.id}`);
+      const code = await Promise.race([exited, new Promise((res) => setTimeout(() => res('still running'), 20_000))]);
+      expect(code).toBe(1);
+      expect(err).toMatch(/unauthorized: API token .* was revoked/);
+    } finally {
+      p.kill('SIGKILL');
+    }
   });
 
   it('frames are checked: a bad one closes the session with the reason', async () => {
@@ -201,6 +230,40 @@ describe('flotilla exec (process driver)', () => {
     const r = await cli(['exec', 'box', '--', 'true']);
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/worker w1 .* is unreachable/);
+  });
+});
+
+describe('exec request and frames (protocol/exec.ts)', () => {
+  it('requests are bounded and checked', () => {
+    const q = (s: string) => parseExecQuery(new URLSearchParams(s));
+    expect(q('task=t&cmd=ls&cmd=-l&stdin=1&tty=1&cols=80&rows=24')).toEqual({ task: 't', command: ['ls', '-l'], stdin: true, tty: true, cols: 80, rows: 24 });
+    expect(() => q('task=t')).toThrow(/no command/);
+    expect(() => q('cmd=ls')).toThrow(/'task' is required/);
+    expect(() => q('task=t&cmd=ls&cols=80&rows=24')).toThrow(/need 'tty'/);
+    expect(() => q('task=t&cmd=ls&tty=1&cols=0&rows=24')).toThrow(/'cols' must be/);
+    expect(() => q('task=t&cmd=ls&stdin=maybe')).toThrow(/'stdin' must be/);
+    expect(() => q('task=t&cmd=ls&token=x')).toThrow(/'token' is not a known parameter/);
+    expect(() => q('task=t&' + Array.from({ length: 257 }, () => 'cmd=a').join('&'))).toThrow(/at most 256/);
+    expect(() => q(`task=t&cmd=${'x'.repeat(9000)}`)).toThrow(/at most 8192/);
+    const r = { task: 't', container: 'c', command: ['sh', '-c', 'a&b=c'], stdin: true, tty: false };
+    expect(parseExecQuery(new URLSearchParams(execQuery(r)))).toEqual(r);
+  });
+
+  it('frames are bounded and checked both ways', () => {
+    const big = new Uint8Array(EXEC_MAX_DATA * 2 + 5);
+    const frames = encodeData(CHANNEL_STDOUT, big);
+    expect(frames.map((f) => f.length)).toEqual([EXEC_MAX_DATA + 1, EXEC_MAX_DATA + 1, 6]);
+    expect(decodeServerFrame(frames[2]!, true)).toEqual({ t: 'stdout', data: Buffer.alloc(5) });
+    expect(() => decodeClientFrame(frames[0]!, true)).toThrow(/channel 1/); // output is not the caller's to send
+    expect(() => decodeClientFrame(Buffer.alloc(EXEC_MAX_DATA + 2), true)).toThrow(/at most 32768/);
+    expect(() => decodeClientFrame(Buffer.alloc(0), true)).toThrow(/empty/);
+    expect(decodeClientFrame(Buffer.from(encodeControl({ t: 'resize', cols: 100, rows: 30 })), false)).toEqual({ t: 'resize', cols: 100, rows: 30 });
+    expect(() => decodeClientFrame(Buffer.from('{"t":"resize","cols":-1,"rows":3}'), false)).toThrow(/resize/);
+    expect(() => decodeClientFrame(Buffer.from('{"t":"eof","x":1}'), false)).toThrow(/unknown field 'x'/);
+    expect(() => decodeClientFrame(Buffer.from('not json'), false)).toThrow(/not JSON/);
+    expect(() => decodeClientFrame(Buffer.from(JSON.stringify({ t: 'eof', pad: 'x'.repeat(2000) })), false)).toThrow(/at most 1024/);
+    expect(() => decodeServerFrame(Buffer.from('{"t":"exit","code":300}'), false)).toThrow(/0 to 255/);
+    expect(decodeServerFrame(Buffer.from(encodeControl({ t: 'exit', code: 3 })), false)).toEqual({ t: 'exit', code: 3 });
   });
 });
 
