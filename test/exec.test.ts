@@ -123,6 +123,8 @@ describe('flotilla exec (process driver)', () => {
   });
 
   it('clear errors: unknown task, unknown container, missing program, finished task, no command', async () => {
+    const help = await runCli(['exec', '--help']);
+    expect(help.stdout).toMatch(/Examples:\n  flotilla exec web -- ls/);
     const task = await cli(['exec', 'no-such-task', '--', 'true']);
     expect(task.status).toBe(1);
     expect(task.stderr).toMatch(/task 'no-such-task' not found/);
@@ -153,6 +155,27 @@ describe('flotilla exec (process driver)', () => {
       expect(alive(pid)).toBe(true);
       p.kill('SIGKILL');
       await eventually(() => !alive(pid), 15_000, 'the exec’d command ended');
+    } finally {
+      p.kill('SIGKILL');
+    }
+  });
+
+  it('stopping the task ends what was exec’d in it (as a container’s end would)', async () => {
+    const c = cluster.client();
+    const t = await c.post<TaskView>('/v1/tasks', { name: 'short', driver: 'process', containers: [{ name: 'c', image: '/bin/sh', command: ['/bin/sh', '-c', 'sleep 600'] }] });
+    await eventually(async () => (await c.get<TaskView>(`/v1/tasks/${t.id}`)).state === 'running', 20_000, 'task running');
+    const p = spawn(process.execPath, [CLI, '--managers', managers, 'exec', t.id, '--', 'sh', '-c', 'echo started; exec sleep 600'], {
+      env: { ...process.env, ...isolated, ...cluster.cliEnv(), FLOTILLA_TOKEN: admin },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    p.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((res) => p.once('exit', (code) => res(code)));
+    try {
+      await eventually(() => out.includes('started'), 20_000, 'exec running');
+      await c.delete(`/v1/tasks/${t.id}`);
+      const code = await Promise.race([exited, new Promise((res) => setTimeout(() => res('still running'), 30_000))]);
+      expect(code).toBe(129); // SIGHUP, what a closed terminal sends
     } finally {
       p.kill('SIGKILL');
     }

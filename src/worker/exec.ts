@@ -32,7 +32,7 @@ import {
   type ExecRequest,
 } from '../protocol/exec.js';
 import type { Logger } from '../log.js';
-import type { Driver, ExecProcess } from './driver.js';
+import { isFinished, type Driver, type ExecProcess } from './driver.js';
 
 /** Output waiting to be sent past this pauses the command's output. */
 const HIGH_WATER = 1024 * 1024;
@@ -64,9 +64,10 @@ export class WorkerExec {
   async handle(req: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     let r: ExecRequest;
     let proc: ExecProcess;
+    let driver: Driver | null | undefined;
     try {
       r = parseExecQuery(new URL(req.url ?? '/', 'http://worker').searchParams);
-      const driver = this.host.taskDriver(r.task);
+      driver = this.host.taskDriver(r.task);
       if (driver === null || driver === undefined) throw new FlotillaError('not_found', `Cannot exec in task '${r.task}' as it is not on worker ${this.host.id}`);
       if (driver.exec === undefined) throw new FlotillaError('bad_request', `Cannot exec in task '${r.task}' as its driver (${driver.name}) cannot run commands in a task`);
       const opts = { command: r.command, stdin: r.stdin, tty: r.tty, ...(r.container !== undefined ? { container: r.container } : {}), ...(r.cols !== undefined ? { cols: r.cols, rows: r.rows } : {}) };
@@ -80,11 +81,16 @@ export class WorkerExec {
       return;
     }
     this.log.info('exec: session started', { taskId: r.task, container: r.container ?? null, program: r.command[0], args: r.command.length - 1, tty: r.tty });
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.run(ws, proc, r));
+    const taskDriver = driver!;
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.run(ws, proc, r, taskDriver));
   }
 
-  private run(ws: WebSocket, proc: ExecProcess, r: ExecRequest): void {
+  private run(ws: WebSocket, proc: ExecProcess, r: ExecRequest, driver: Driver): void {
     this.sessions.set(ws, proc);
+    // The task ended (stopped, failed): what was exec'd in it ends too, as in a container.
+    const unwatch = driver.watch((st) => {
+      if (st.taskId === r.task && isFinished(st.state)) proc.kill();
+    });
     let over = false;
     const pump = (s: Readable | null, channel: typeof CHANNEL_STDOUT | typeof CHANNEL_STDERR): void => {
       if (s === null) return;
@@ -140,6 +146,7 @@ export class WorkerExec {
     });
     ws.on('error', () => undefined);
     ws.on('close', () => {
+      unwatch();
       this.sessions.delete(ws);
       if (!over) proc.kill();
     });

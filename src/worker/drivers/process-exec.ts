@@ -20,7 +20,8 @@
 // The command runs in a process group of its own (with a tty: script's; the command is in
 // the pty's session). When the session ends — the command exited, or the caller went away —
 // whatever is left in that group is killed: nothing an exec started outlives its session.
-// It is not part of the pod: stopping the task does not wait for it.
+// It is not part of the pod (stopping the task does not wait for it), but it is hung up when
+// the task ends (worker/exec.ts watches the task), as a container's end ends its execs.
 
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
