@@ -3,6 +3,7 @@
 // Everything it creates is scoped to its own cluster id (its own secret) and removed after.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
+import WebSocket from 'ws';
 import { eventually, runCli } from './helpers/cluster.js';
 import { DockerTestCluster, dockerAvailable, dockerClient, removeClusterContainers, TEST_IMAGE } from './helpers/docker.js';
 
@@ -67,6 +68,23 @@ describe.skipIf(!docker.ok)('flotilla exec (docker driver)', () => {
     expect(tty.stdout).toMatch(/^TTY\r?\n$/);
     const none = await cli(['exec', 'dbox', '--', 'sh', '-c', 'test -t 1 && echo TTY || echo NOTTY']);
     expect(none.stdout).toBe('NOTTY\n');
+  });
+
+  it("without TLS the worker's exec door still wants the node credential only managers hold", async () => {
+    const nodes = await cluster.client().get<{ nodes: { id: string; addr: string }[] }>('/v1/nodes');
+    const addr = nodes.nodes.find((n) => n.id === 'w1')!.addr;
+    const status = (headers: Record<string, string>) =>
+      new Promise<number>((res) => {
+        const w = new WebSocket(`ws://${addr}/v1/exec?task=${taskId}&cmd=true`, { headers });
+        w.once('unexpected-response', (_q, r) => res(r.statusCode ?? 0));
+        w.once('open', () => {
+          w.terminate();
+          res(101);
+        });
+        w.once('error', () => res(-1));
+      });
+    expect(await status({})).toBe(401);
+    expect(await status({ authorization: 'Bearer flt_guess' })).toBe(401);
   });
 
   it('clear errors: unknown container, missing program', async () => {
