@@ -1,8 +1,7 @@
 // Everyday verbs: run, apply, ps, inspect, logs, stop, nodes, node, events.
-import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { Command } from 'commander';
-import { parseAllDocuments, stringify as toYaml } from 'yaml';
+import { stringify as toYaml } from 'yaml';
 import WebSocket from 'ws';
 import { splitAddr, type FlotillaClient } from '../client/client.js';
 import { action, ago, clientFor, collect, commandClient, outputFormat, table, UsageError } from './util.js';
