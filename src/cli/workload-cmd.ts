@@ -1,8 +1,7 @@
 // Everyday verbs: run, apply, ps, inspect, logs, stop, nodes, node, events.
-import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { Command } from 'commander';
-import { parseAllDocuments, stringify as toYaml } from 'yaml';
+import { stringify as toYaml } from 'yaml';
 import WebSocket from 'ws';
 import { splitAddr, type FlotillaClient } from '../client/client.js';
 import { action, ago, clientFor, collect, commandClient, outputFormat, table, UsageError } from './util.js';
@@ -10,6 +9,7 @@ import { parseVolumeFlag } from '../protocol/names.js';
 import { formatLabels, matches, parseSelectors } from './selector.js';
 import { shellJoin, shellWord } from './quote.js';
 import { monoNow } from '../clock.js';
+import { registerApplyCommand } from './apply-cmd.js';
 import type { NodeView, TaskView } from '../protocol/api.js';
 
 type Format = 'table' | 'wide' | 'json' | 'yaml';
@@ -96,39 +96,7 @@ Options go before IMAGE; everything after -- is the command.`,
       }),
     );
 
-  program
-    .command('apply')
-    .description('create tasks from a YAML or JSON file (one or many specs)')
-    .requiredOption('-f, --file <file>', "spec file ('-' for stdin)")
-    .option('-d, --detach', 'return once submitted (default: wait until every task runs or fails, or the scheduler says why it cannot place it)')
-    .option('-o, --output <format>', 'table | json | yaml', 'table')
-    .addHelpText('after', '\nExample:\n  flotilla apply -f web.yaml\n\nweb.yaml:\n  name: web\n  driver: docker\n  containers:\n    - image: flotilla/busybox:test\n      command: [httpd, -f, -p, "8080"]\n      ports: ["8080:8080"]')
-    .action(
-      action(async (o: { file: string; output?: string; detach?: boolean }, cmd: Command) => {
-        const fmt = format(o.output, ['table', 'json', 'yaml']);
-        let text: string;
-        try {
-          text = readFileSync(o.file === '-' ? 0 : o.file, 'utf8');
-        } catch (e) {
-          throw new UsageError(`cannot read ${o.file}: ${(e as Error).message}`);
-        }
-        const specs: unknown[] = [];
-        for (const doc of parseAllDocuments(text)) {
-          if (doc.errors.length > 0) throw new UsageError(`${o.file}: ${doc.errors[0]!.message}`);
-          const v = doc.toJS();
-          if (v === null || v === undefined) continue;
-          if (Array.isArray(v)) specs.push(...v);
-          else if (typeof v === 'object' && Array.isArray((v as { tasks?: unknown }).tasks)) specs.push(...(v as { tasks: unknown[] }).tasks);
-          else specs.push(v);
-        }
-        if (specs.length === 0) throw new UsageError(`${o.file} holds no task spec`);
-        const c = client(cmd);
-        const r = await c.post<{ tasks: TaskView[] }>('/v1/tasks', specs);
-        const ts = o.detach ? r.tasks : await waitSettled(c, r.tasks);
-        printTasks(ts, fmt);
-        reportUnsettled(ts);
-      }),
-    );
+  registerApplyCommand(program, { waitSettled, printTasks, reportUnsettled });
 
   program
     .command('ps')

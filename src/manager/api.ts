@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { FlotillaError } from '../protocol/errors.js';
 import { Reply } from './http.js';
+import { applyByName } from './task-apply.js';
 import { page, parsePage } from './paging.js';
 import { parseNodeAvailability, parseTaskSpec } from '../protocol/spec.js';
 import { missingSecretsError } from '../protocol/secrets.js';
@@ -69,6 +70,8 @@ export function registerApi(d: ApiDeps, opts: ApiOptions): void {
   r.on('POST', '/v1/tasks', async (ctx) => {
     const body = await ctx.json();
     const specs = Array.isArray(body) ? body : [body];
+    // ?apply=true: keyed by name, idempotent (task-apply.ts).
+    const byName = ctx.query.get('apply') === 'true';
     if (specs.length === 0 || specs.length > 1000) throw new FlotillaError('bad_request', 'Cannot create tasks as the list must hold 1–1000 specs');
     // Validate everything before writing anything.
     const parsed = specs.map((s, i) =>
@@ -89,6 +92,12 @@ export function registerApi(d: ApiDeps, opts: ApiOptions): void {
       });
       const at = Date.now();
       const ids = parsed.map((p) => `${p.name}-${randomBytes(4).toString('hex')}`);
+      if (byName) {
+        const r = await applyByName(d.state, d.proposer, parsed, ids, at);
+        const tasks = r.tasks.map((t) => taskView(orch, t));
+        const created = r.results.includes('created');
+        return new Reply(created ? 201 : 200, Array.isArray(body) ? { tasks, results: r.results } : { ...tasks[0]!, result: r.results[0] });
+      }
       const cmds = parsed.map((spec, i) => ({ type: 'task.create' as const, id: ids[i]!, spec, at }));
       await d.proposer.propose(cmds.length === 1 ? cmds[0]! : { type: 'batch', commands: cmds });
       const tasks = ids.map((id) => m.state.getTask(id)).filter((t): t is Task => t !== undefined).map((t) => taskView(orch, t));

@@ -61,6 +61,8 @@ export interface TaskView extends TaskSummary {
   createVersion: number;
   /** Why a pending task is not placed yet (pending tasks only). */
   pendingReason?: string;
+  /** The health check's last verdict (tasks whose service has a check; absent otherwise). */
+  health?: { status: 'starting' | 'healthy' | 'unhealthy'; failingStreak: number; output?: string; at: number };
 }
 
 // ---------------------------------------------------------------------------------------------

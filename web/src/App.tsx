@@ -4,6 +4,7 @@ import { match, path } from './router';
 import { dismissBanner, store } from './store';
 import Nodes from './views/Nodes';
 import Overview from './views/Overview';
+import Services from './views/Services';
 import Submit from './views/Submit';
 import TaskDetail from './views/TaskDetail';
 import Tasks from './views/Tasks';
@@ -12,6 +13,7 @@ const NAV = [
   { href: '/', label: 'Overview', when: (p: string) => p === '/' },
   { href: '/nodes', label: 'Nodes', when: (p: string) => p.startsWith('/nodes') },
   { href: '/tasks', label: 'Tasks', when: (p: string) => p.startsWith('/tasks') },
+  { href: '/services', label: 'Services', when: (p: string) => p.startsWith('/services') },
   { href: '/submit', label: 'Submit', when: (p: string) => p.startsWith('/submit') },
 ];
 
@@ -102,6 +104,9 @@ export default function App(): JSX.Element {
           </Match>
           <Match when={taskId()} keyed>
             {(id) => <TaskDetail id={id} />}
+          </Match>
+          <Match when={path() === '/services'}>
+            <Services />
           </Match>
           <Match when={path() === '/submit'}>
             <Submit />

@@ -16,10 +16,11 @@ import { footerContent } from './panes/footer.js';
 import { drawHelp, hasLeader, HELP_TEXT, renderHeader } from './panes/header.js';
 import { drawEvents, drawManagers, drawNodes, drawTasks } from './panes/lists.js';
 import { ASCII_GLYPHS, esc, fit, sanitize, UNICODE_GLYPHS, type Glyphs } from './text.js';
+import { drawServices, normalizeServices, normalizeServiceTasks, type ServiceRow, type ServiceTaskRow } from './panes/services.js';
 
 type Focus = 'tasks' | 'managers' | 'nodes' | 'events';
 const FOCUS_ORDER: Focus[] = ['tasks', 'managers', 'nodes', 'events'];
-type Mode = 'normal' | 'filter' | 'confirm' | 'help' | 'details';
+type Mode = 'normal' | 'filter' | 'confirm' | 'help' | 'details' | 'prompt';
 
 /** What the details pane shows. */
 type Details =
@@ -63,6 +64,7 @@ export class Board {
   private footer!: Widgets.BoxElement;
   private helpBox!: Widgets.BoxElement;
   private detailBox!: Widgets.BoxElement;
+  private svcBox!: Widgets.BoxElement;
   private g: Glyphs = UNICODE_GLYPHS;
 
   // data
@@ -81,7 +83,16 @@ export class Board {
   private tasksAt = 0;
   private tasksErr: string | null = null;
   private events: EventLine[] = [];
-  private inflight = { cluster: false, nodes: false, tasks: false };
+  // the services view (S)
+  private svcOpen = false;
+  private services: ServiceRow[] = [];
+  private servicesAt = 0;
+  private servicesErr: string | null = null;
+  private svcSel = 0;
+  private svcSelName: string | null = null;
+  private svcTasks: { name: string; rows: ServiceTaskRow[] } | null = null;
+  private prompt: { label: string; text: string; submit: (text: string) => void } | null = null;
+  private inflight = { cluster: false, nodes: false, tasks: false, services: false };
   private waitingSince = 0;
 
   // view state
@@ -177,6 +188,7 @@ export class Board {
       style: { border: { fg: 'cyan' }, bg: 'black' },
     });
     this.detailBox = box({ border: { type: 'line' }, label: ' details ', hidden: true, style: { border: { fg: 'cyan' }, label: { bold: true } } });
+    this.svcBox = box({ border: { type: 'line' }, label: ' services ', hidden: true, style: { border: { fg: 'cyan' }, label: { bold: true } } });
     this.screen.on('keypress', (ch: string | undefined, key: KeyInfo | undefined) => {
       try {
         this.onKey(ch, key ?? {});
@@ -201,6 +213,106 @@ export class Board {
     void this.fetchNodes();
     void this.fetchTasks();
     if (this.details?.kind === 'task') void this.fetchTaskDetails();
+    if (this.svcOpen) void this.fetchServices();
+  }
+
+  /** GET /v1/services, then the selected service's tasks (with their health). */
+  private async fetchServices(): Promise<void> {
+    if (this.inflight.services) return;
+    this.inflight.services = true;
+    try {
+      this.services = normalizeServices(await this.client.get('/v1/services'));
+      this.servicesAt = monoNow();
+      this.servicesErr = null;
+      this.keepServiceSelection();
+      const sel = this.services[this.svcSel];
+      if (sel) {
+        const rows = normalizeServiceTasks(await this.client.get(`/v1/services/${encodeURIComponent(sel.name)}`));
+        this.svcTasks = { name: sel.name, rows };
+      } else this.svcTasks = null;
+    } catch (e) {
+      this.servicesErr = errMsg(e);
+    } finally {
+      this.inflight.services = false;
+      this.scheduleRender();
+    }
+  }
+
+  private keepServiceSelection(): void {
+    if (this.svcSelName) {
+      const i = this.services.findIndex((x) => x.name === this.svcSelName);
+      if (i >= 0) this.svcSel = i;
+    }
+    this.svcSel = Math.max(0, Math.min(this.services.length - 1, this.svcSel));
+    this.svcSelName = this.services[this.svcSel]?.name ?? null;
+  }
+
+  /** Keys of the services view (normal mode while it is open). */
+  private servicesKey(ch: string | undefined, name: string): void {
+    const move = (d: number) => {
+      this.svcSel = Math.max(0, Math.min(this.services.length - 1, this.svcSel + d));
+      this.svcSelName = this.services[this.svcSel]?.name ?? null;
+      if (this.svcTasks?.name !== this.svcSelName) this.svcTasks = null;
+      void this.fetchServices();
+    };
+    if (ch === 'q' || ch === 'S' || name === 'escape') {
+      this.svcOpen = false;
+      return;
+    }
+    if (ch === '?') {
+      this.mode = 'help';
+      return;
+    }
+    if (ch === 'j' || name === 'down') return move(1);
+    if (ch === 'k' || name === 'up') return move(-1);
+    if (ch === 'g' || name === 'home') return move(-1e9);
+    if (ch === 'G' || name === 'end') return move(1e9);
+    if (ch === 'r') {
+      this.refresh();
+      return this.flash('refreshing');
+    }
+    const svc = this.services[this.svcSel];
+    if (ch === 's' || ch === 'b') {
+      if (!svc) return this.flash('no service selected', 'yellow-fg');
+      const path = `/v1/services/${encodeURIComponent(svc.name)}`;
+      if (ch === 's') {
+        this.mode = 'prompt';
+        this.prompt = {
+          label: `Scale ${svc.name} to how many replicas (now ${svc.replicas ?? '?'})?`,
+          text: '',
+          submit: (text) => {
+            if (!/^\d{1,4}$/.test(text)) return this.flash(`not a number of replicas: '${text}'`, 'red-fg');
+            this.actionHost.runNow(`scaling ${svc.name} to ${Number(text)}…`, async () => {
+              await this.client.post(`${path}/scale`, { replicas: Number(text) }, { timeoutMs: 10_000 });
+              return `service ${svc.name} scaled to ${Number(text)} replicas`;
+            });
+          },
+        };
+        return;
+      }
+      if (svc.previousVersion === null) return this.flash(`service ${svc.name} has no previous version to roll back to`, 'yellow-fg');
+      this.actionHost.ask(`Roll back service ${svc.name} to version ${svc.previousVersion}? [y/N]`, async () => {
+        await this.client.post(`${path}/rollback`, undefined, { timeoutMs: 10_000 });
+        return `rollback of ${svc.name} to version ${svc.previousVersion} started`;
+      });
+    }
+  }
+
+  private promptKey(ch: string | undefined, name: string, key: KeyInfo): void {
+    const p = this.prompt;
+    if (!p || name === 'escape') {
+      this.prompt = null;
+      this.mode = 'normal';
+      return this.flash('cancelled');
+    }
+    if (name === 'enter' || name === 'linefeed') {
+      this.prompt = null;
+      this.mode = 'normal';
+      return p.submit(p.text.trim());
+    }
+    if (name === 'backspace' || name === 'delete') p.text = p.text.slice(0, -1);
+    else if (key.full === 'C-u') p.text = '';
+    else if (ch && ch.length === 1 && ch >= ' ' && ch !== '\x7f' && p.text.length < 16) p.text += ch;
   }
 
   private refreshAfterEvent(): void {
@@ -307,6 +419,9 @@ export class Board {
       case 'details':
         this.detailsKey(ch, name);
         break;
+      case 'prompt':
+        this.promptKey(ch, name, key);
+        break;
       case 'filter':
         if (name === 'enter' || name === 'linefeed') this.mode = 'normal';
         else if (name === 'escape') {
@@ -335,7 +450,8 @@ export class Board {
         break;
       }
       default:
-        this.normalKey(ch, name);
+        if (this.svcOpen) this.servicesKey(ch, name);
+        else this.normalKey(ch, name);
     }
     this.scheduleRender();
   }
@@ -375,6 +491,10 @@ export class Board {
         return this.askKill();
       case 'R':
         return this.askRestart();
+      case 'S':
+        this.svcOpen = true;
+        void this.fetchServices();
+        return;
     }
     switch (name) {
       case 'enter':
@@ -627,7 +747,13 @@ export class Board {
     );
     drawEvents(pane(this.eventBox, 'events', 2 + L.topH + L.tasksH, 0, W, L.eventsH), this.events, this.eventScroll);
 
-    this.footer.setContent(footerContent({ mode: this.mode, width: W, mono, message: this.message, filter: this.filter, confirm: this.confirm, details: this.details }, g));
+    this.footer.setContent(
+      footerContent({ mode: this.mode, width: W, mono, message: this.message, filter: this.filter, confirm: this.confirm, details: this.details, prompt: this.prompt, services: this.svcOpen }, g),
+    );
+    if (this.svcOpen) {
+      const tasks = this.svcTasks !== null && this.svcTasks.name === this.services[this.svcSel]?.name ? this.svcTasks.rows : null;
+      drawServices({ box: this.svcBox, width: W, height: H, sel: this.svcSel, services: this.services, tasks, loaded: this.servicesAt !== 0, error: this.servicesErr, g });
+    } else this.svcBox.hide();
     if (this.mode === 'details' && this.details) {
       const d = this.details;
       const { label, sections } = this.detailSections(now);

@@ -52,6 +52,8 @@ export interface TaskCreateCommand {
   at: number;
   /** The state-size quota of the proposing manager (see KvPutCommand.quota). */
   quota?: number;
+  /** Keyed by name (apply): unchanged if a task of that name has this spec, a conflict if another (task-names.ts). */
+  byName?: boolean;
 }
 export interface TaskStopCommand {
   type: 'task.stop';
@@ -299,7 +301,7 @@ const singleCommandSchemas = [
     scope: idString.optional(),
     at: count.optional(),
   }),
-  z.strictObject({ type: z.literal('task.create'), id: idString, spec: z.custom<TaskSpec>(() => true), at: count, quota: count.optional() }),
+  z.strictObject({ type: z.literal('task.create'), id: idString, spec: z.custom<TaskSpec>(() => true), at: count, quota: count.optional(), byName: z.boolean().optional() }),
   z.strictObject({ type: z.literal('task.stop'), id: idString, at: count, reason: z.string().max(1024).optional() }),
   z.strictObject({ type: z.literal('task.remove'), id: idString, at: count }),
   z.strictObject({

@@ -32,6 +32,7 @@ import {
   type TaskStopCommand,
 } from './commands.js';
 import { summarize, type EventLog } from './events.js';
+import { createByName } from './task-names.js';
 import {
   byId,
   fail,
@@ -115,6 +116,16 @@ export class TaskTable {
   create(cmd: TaskCreateCommand, service?: TaskServiceRef): ApplyResult<Task> {
     if (this.tasks.has(cmd.id)) {
       return fail('conflict', `Cannot create task '${cmd.id}' as a task with that id already exists`);
+    }
+    if (cmd.byName === true) {
+      let parsed: TaskSpec | undefined;
+      try {
+        parsed = parseSpecCached(cmd.spec);
+      } catch {
+        parsed = undefined; // refused below with the spec's errors
+      }
+      const taken = parsed === undefined ? undefined : createByName(this.tasks.values(), parsed);
+      if (taken !== undefined) return taken;
     }
     const overQuota = this.quota(`create task '${cmd.id}'`, TASK_BYTES_ESTIMATE, cmd.quota);
     if (overQuota !== undefined) return overQuota;

@@ -89,6 +89,9 @@ export const HELP_TEXT = [
   '  K              kill the selected manager or node process',
   '                 (SIGKILL; clusters of `flotilla up` only)',
   '  R              restart it (through `flotilla up`)',
+  '  S              services: ready/desired, update progress,',
+  '                 task health; there s scales (asks for N),',
+  '                 b rolls back, j/k move, esc/S/q close',
   '  r              refresh now',
   '  ?              this help (any key closes it)',
 ];
