@@ -374,15 +374,18 @@ describe('the volume placement rule in the scheduler', () => {
 });
 
 describe('specs naming secrets and volumes', () => {
-  it('keep them (process driver); a spec without them normalises as before; docker refuses them for now', () => {
+  it('keep them (process and docker drivers); a spec without them normalises as before; a docker volume may not hide /run/secrets', () => {
     const p = parseTaskSpec({ name: 'a', driver: 'process', containers: [{ command: ['/bin/true'] }], secrets: ['dbpass'], volumes: ['data:/d:ro'] });
     expect(p.secrets).toEqual(['dbpass']);
     expect(p.volumes).toEqual([{ name: 'data', path: '/d', readOnly: true }]);
     const plain = parseTaskSpec({ name: 'a', driver: 'process', containers: [{ command: ['/bin/true'] }], secrets: [] });
     expect('secrets' in plain).toBe(false);
     expect('volumes' in plain).toBe(false);
-    const e = thrown(() => parseTaskSpec({ name: 'a', containers: [{ image: 'busybox' }], secrets: ['dbpass'] }));
-    expect(e.message).toBe("Cannot create task as 'secrets' must be empty for the docker driver: it does not deliver secrets yet (the process driver does)");
+    const d = parseTaskSpec({ name: 'a', containers: [{ image: 'busybox' }], secrets: ['dbpass'], volumes: ['data:/var/data'] });
+    expect(d.secrets).toEqual(['dbpass']);
+    expect(d.volumes).toEqual([{ name: 'data', path: '/var/data', readOnly: false }]);
+    const e = thrown(() => parseTaskSpec({ name: 'a', containers: [{ image: 'busybox' }], secrets: ['dbpass'], volumes: ['data:/run/secrets/x'] }));
+    expect(e.message).toBe("Cannot create task as 'volumes[0].path' must not be /run/secrets or below it: the task's secrets are there");
     expect(thrown(() => parseTaskSpec({ name: 'a', driver: 'process', containers: [{ command: ['/bin/true'] }], secrets: ['../x'] })).message).toMatch(/^Cannot create task as 'secrets\[0\]' must be 1-64 letters/);
   });
 });
