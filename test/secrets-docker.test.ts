@@ -228,7 +228,13 @@ describe.skipIf(skip)('secrets and volumes through a TLS cluster (docker worker)
     c = await TestCluster.managers(1, ['--snapshot-every', '20'], { tls: true });
     c.startWorker('w1', ['--driver', 'docker']);
     await eventually(async () => ((await c.client().get<{ nodes: { id: string; status: string; drivers: string[] }[] }>('/v1/nodes')).nodes.some((n) => n.id === 'w1' && n.status === 'ready' && n.drivers.includes('docker')) ? true : undefined), 30_000, 'docker worker w1 ready');
-    workerCluster = readFileSync(join(c.dir, 'w1', 'cluster-id'), 'utf8').trim();
+    workerCluster = await eventually(() => {
+      try {
+        return readFileSync(join(c.dir, 'w1', 'cluster-id'), 'utf8').trim() || undefined;
+      } catch {
+        return undefined;
+      }
+    }, 10_000, 'the worker knows its cluster id');
   }, 60_000);
 
   afterAll(async () => {
@@ -255,7 +261,7 @@ describe.skipIf(skip)('secrets and volumes through a TLS cluster (docker worker)
     // Nowhere else: the API, the CLI, events, logs, docker inspect, the data directories.
     const answers = [await api.get('/v1/secrets/dbpass'), await api.get(`/v1/tasks/${created.id}`), await api.get('/v1/tasks?all=true')];
     for (const a of answers) expect(JSON.stringify(a)).not.toContain(PLAIN);
-    const events = await runCli(['--managers', c.addrs().join(','), 'events', '--since', '0', '-o', 'json'], { env: c.cliEnv(), timeoutMs: 3000 });
+    const events = await runCli(['--managers', c.addrs().join(','), 'events', '--since', '0', '-o', 'json'], { env: c.cliEnv(), timeoutMs: 8000 });
     expect(events.stdout).toContain('"secret.created"');
     expect(events.stdout).not.toContain(PLAIN);
     for (const args of [['inspect', created.id], ['logs', created.id], ['secret', 'inspect', 'dbpass']]) {
@@ -284,7 +290,9 @@ describe.skipIf(skip)('secrets and volumes through a TLS cluster (docker worker)
     const w = await api.post<{ id: string }>('/v1/tasks', { name: 'vwriter', driver: 'docker', restart: { policy: 'never' }, volumes: ['appdata:/data'], containers: [{ image: TEST_IMAGE, command: ['sh', '-c', 'echo "kept-$FLOTILLA_TASK_ID" > /data/f'] }] });
     await eventually(async () => ((await api.get<{ state: string }>(`/v1/tasks/${w.id}`)).state === 'succeeded' ? true : undefined), 30_000, 'the writer succeeded');
     const ls = await cli(['volume', 'ls', '-o', 'json']);
-    expect(JSON.parse(ls.stdout)).toEqual([expect.objectContaining({ name: 'appdata', nodes: ['w1'] })]);
+    expect(ls.stderr).toBe('');
+    expect((JSON.parse(ls.stdout) as { volumes: unknown[] }).volumes).toEqual([expect.objectContaining({ name: 'appdata', nodes: ['w1'] })]);
+    expect((await cli(['volume', 'ls'])).stdout).toMatch(/^appdata\s+w1\s/m);
     const vname = dockerVolumeName(workerCluster!, 'appdata', 'w1');
     expect((await docker.getVolume(vname).inspect()).Labels).toMatchObject({ [VOLUME_LABELS.cluster]: workerCluster!, [VOLUME_LABELS.volume]: 'appdata' });
 

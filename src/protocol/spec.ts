@@ -583,12 +583,6 @@ export function parseTaskSpec(input: unknown, opts: ParseTaskSpecOptions = {}): 
   } else if (raw.mounts.length > 0 && opts.allowHostMounts !== true) {
     problem('mounts', 'must be empty: host mounts are disabled on this cluster (a manager option enables them)');
   }
-  // The docker driver shows secrets at /run/secrets (a tmpfs of the pod): no volume may hide it.
-  if (raw.driver === 'docker' && (raw.secrets ?? []).length > 0) {
-    (raw.volumes ?? []).forEach((v, i) => {
-      if (v.path === '/run/secrets' || v.path.startsWith('/run/secrets/')) problem(`volumes[${i}].path`, 'must not be /run/secrets or below it: the task\'s secrets are there');
-    });
-  }
   (raw.volumes ?? []).forEach((v, i) => {
     const m = raw.mounts.findIndex((x) => x.target === v.path);
     if (m >= 0) problem(`volumes[${i}].path`, `must differ from the mount target of mounts[${m}] (${v.path})`);
