@@ -116,11 +116,3 @@ export async function removeDockerVolume(docker: DockerVolumeApi, clusterId: str
 export function volumeBinds(clusterId: string, volumes: readonly { name: string; path: string; readOnly: boolean }[] | undefined, nodeId?: string): string[] {
   return (volumes ?? []).map((v) => `${dockerVolumeName(clusterId, v.name, nodeId)}:${v.path}${v.readOnly ? ':ro' : ''}`);
 }
-
-/** `Binds` entries that show a task's secret files read-only at /run/secrets/NAME (docker driver). */
-export function secretBinds(hostDir: string, names: readonly string[] | undefined): string[] {
-  return (names ?? []).map((n) => {
-    checkName(n);
-    return `${join(hostDir, n)}:/run/secrets/${n}:ro`;
-  });
-}
