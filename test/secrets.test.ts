@@ -374,15 +374,18 @@ describe('the volume placement rule in the scheduler', () => {
 });
 
 describe('specs naming secrets and volumes', () => {
-  it('keep them (process driver); a spec without them normalises as before; docker refuses them for now', () => {
+  it('keep them (process and docker drivers); a spec without them normalises as before; a docker volume may not hide /run/secrets', () => {
     const p = parseTaskSpec({ name: 'a', driver: 'process', containers: [{ command: ['/bin/true'] }], secrets: ['dbpass'], volumes: ['data:/d:ro'] });
     expect(p.secrets).toEqual(['dbpass']);
     expect(p.volumes).toEqual([{ name: 'data', path: '/d', readOnly: true }]);
     const plain = parseTaskSpec({ name: 'a', driver: 'process', containers: [{ command: ['/bin/true'] }], secrets: [] });
     expect('secrets' in plain).toBe(false);
     expect('volumes' in plain).toBe(false);
-    const e = thrown(() => parseTaskSpec({ name: 'a', containers: [{ image: 'busybox' }], secrets: ['dbpass'] }));
-    expect(e.message).toBe("Cannot create task as 'secrets' must be empty for the docker driver: it does not deliver secrets yet (the process driver does)");
+    const d = parseTaskSpec({ name: 'a', containers: [{ image: 'busybox' }], secrets: ['dbpass'], volumes: ['data:/var/data'] });
+    expect(d.secrets).toEqual(['dbpass']);
+    expect(d.volumes).toEqual([{ name: 'data', path: '/var/data', readOnly: false }]);
+    const e = thrown(() => parseTaskSpec({ name: 'a', containers: [{ image: 'busybox' }], secrets: ['dbpass'], volumes: ['data:/run/secrets/x'] }));
+    expect(e.message).toBe("Cannot create task as 'volumes[0].path' must not be /run/secrets or under it (where secrets are mounted)");
     expect(thrown(() => parseTaskSpec({ name: 'a', driver: 'process', containers: [{ command: ['/bin/true'] }], secrets: ['../x'] })).message).toMatch(/^Cannot create task as 'secrets\[0\]' must be 1-64 letters/);
   });
 });
@@ -398,5 +401,37 @@ describe('the state refuses tasks and services naming missing secrets', () => {
     const s = st.apply({ type: 'service.create', spec: svc, at: 2 }, { index: 2, term: 1 });
     expect(s.ok || s.error.message).toMatch(/^Cannot create service 'web' as 'secrets' names secret 'nope', which does not exist/);
     expect(st.listTasks()).toEqual([]);
+  });
+});
+
+describe('secret update rolls the services that name the secret', () => {
+  it('a new value: services naming it move to a new template version (updating); others and tasks untouched; a missing secret changes nothing', () => {
+    const kek = deriveKek(SECRET);
+    const k1 = createDataKey(kek, 1, 1);
+    const st = new ClusterState();
+    let index = 0;
+    const apply = (cmd: Parameters<ClusterState['apply']>[0]) => st.apply(cmd, { index: ++index, term: 1 });
+    expect(apply({ type: 'secret.key.add', key: k1.record, at: 1 }).ok).toBe(true);
+    expect(apply({ type: 'secret.create', name: 'dbpass', box: sealSecret(k1.key, 'dbpass', Buffer.from('v1')), size: 2, at: 2 }).ok).toBe(true);
+    const svc = (name: string, secrets: string[]) => parseServiceSpec({ name, replicas: 2, driver: 'process', containers: [{ command: ['/bin/true'] }], secrets });
+    expect(apply({ type: 'service.create', spec: svc('api', ['dbpass']), at: 3 }).ok).toBe(true);
+    expect(apply({ type: 'service.create', spec: svc('other', []), at: 4 }).ok).toBe(true);
+    const before = { api: st.getService('api')!, other: st.getService('other')! };
+
+    const missing = apply({ type: 'secret.update', name: 'nope', box: sealSecret(k1.key, 'nope', Buffer.from('x')), size: 1, at: 5 });
+    expect(missing.ok || missing.error.message).toBe("Cannot update secret 'nope' as it does not exist (create it with: flotilla secret create nope --from-file FILE)");
+    expect(st.getService('api')).toEqual(before.api);
+
+    const r = apply({ type: 'secret.update', name: 'dbpass', box: sealSecret(k1.key, 'dbpass', Buffer.from('v2-longer')), size: 9, at: 6 });
+    expect(r.ok && r.value).toMatchObject({ name: 'dbpass', size: 9, version: index, rolled: ['api'] });
+    const api = st.getService('api')!;
+    expect(api.templateVersion).toBe(2);
+    expect(api.spec.template).toEqual(before.api.spec.template);
+    expect(api.update).toMatchObject({ state: 'updating', target: 2, from: 1, message: "secret 'dbpass' updated: rolling to version 2" });
+    expect(st.getService('other')).toEqual(before.other);
+    expect(st.secretsTable.get('dbpass')).toMatchObject({ size: 9, version: index });
+    // Another update: the next version (not back to 1).
+    apply({ type: 'secret.update', name: 'dbpass', box: sealSecret(k1.key, 'dbpass', Buffer.from('v3')), size: 2, at: 7 });
+    expect(st.getService('api')!.templateVersion).toBe(3);
   });
 });

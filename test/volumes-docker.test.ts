@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import type Docker from 'dockerode';
 import { dockerAvailable, dockerClient } from './helpers/docker.js';
-import { VOLUME_LABELS, dockerVolumeName, ensureDockerVolume, removeDockerVolume, volumeBinds, secretBinds } from '../src/worker/volumes.js';
+import { VOLUME_LABELS, dockerVolumeName, ensureDockerVolume, removeDockerVolume, volumeBinds } from '../src/worker/volumes.js';
 import { FlotillaError } from '../src/protocol/errors.js';
 
 const CLUSTER = `t-vol-${randomBytes(4).toString('hex')}`;
@@ -26,13 +26,14 @@ afterAll(async () => {
 });
 
 describe('docker volumes of a cluster', () => {
-  it('binds: volumes by cluster-scoped name, secrets read-only at /run/secrets', () => {
+  it('binds: volumes by cluster-scoped (and node-scoped) name', () => {
     expect(volumeBinds('c1', [{ name: 'data', path: '/var/data', readOnly: false }, { name: 'cfg', path: '/etc/app', readOnly: true }])).toEqual([
       'flotilla-c1-data:/var/data',
       'flotilla-c1-cfg:/etc/app:ro',
     ]);
-    expect(secretBinds('/dev/shm/x', ['dbpass'])).toEqual(['/dev/shm/x/dbpass:/run/secrets/dbpass:ro']);
-    expect(() => secretBinds('/dev/shm/x', ['../etc'])).toThrow(FlotillaError);
+    expect(volumeBinds('c1', [{ name: 'data', path: '/var/data', readOnly: false }], 'w1')).toEqual(['flotilla-c1-w1-data:/var/data']);
+    expect(dockerVolumeName('c1', 'data', 'node/with:odd chars')).toMatch(/^flotilla-c1-node_with_odd_ch_[0-9a-f]{8}-data$/);
+    expect(() => volumeBinds('c1', [{ name: '../etc', path: '/x', readOnly: false }])).toThrow(FlotillaError);
   });
 
   it('created with the labels, reused, removed; a foreign volume of the same name is left alone', async (ctx) => {

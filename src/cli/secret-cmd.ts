@@ -3,7 +3,8 @@
 // shows) and never comes back out: every verb here shows metadata only.
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { action, ago, clientFor, table, UsageError } from './util.js';
+import { stringify as toYaml } from 'yaml';
+import { action, ago, clientFor, outputFormat, table, UsageError } from './util.js';
 import { MAX_SECRET_BYTES, validResourceName, NAME_RULE, type SecretInfo } from '../protocol/names.js';
 
 interface VolumeView {
@@ -11,6 +12,17 @@ interface VolumeView {
   nodes: string[];
   createdAt: number;
   usedBy?: string[];
+}
+
+/** `-o table|json|yaml` (and the older `--json`): the format, or undefined for a table. */
+function dataFormat(flags: { json?: boolean; output?: string }): 'json' | 'yaml' | undefined {
+  if (flags.json === true) return 'json';
+  const f = outputFormat(flags.output, ['table', 'json', 'yaml'] as const);
+  return f === 'table' ? undefined : f;
+}
+
+function printData(value: unknown, fmt: 'json' | 'yaml'): void {
+  process.stdout.write(fmt === 'json' ? JSON.stringify(value, null, 2) + '\n' : toYaml(value));
 }
 
 function checkName(kind: string, name: string): string {
@@ -49,6 +61,7 @@ Examples:
   printf %s "$PASSWORD" | flotilla secret create dbpass -
   flotilla secret ls
   flotilla secret inspect dbpass
+  flotilla secret update dbpass --from-file ./new-dbpass.txt   # rolls the services that use it
   flotilla secret rm dbpass`,
     );
 
@@ -68,15 +81,44 @@ Examples:
     );
 
   secret
+    .command('update <name> [dash]')
+    .description("give a secret a new value from a file (--from-file) or stdin ('-'); every service using it rolls")
+    .option('--from-file <file>', 'read the new value from this file')
+    .addHelpText(
+      'after',
+      `
+Every service whose template names the secret starts a rolling update (its update policy
+applies), so its new tasks read the new value. Tasks that are not part of a service keep the
+value they started with until they restart.
+
+Examples:
+  flotilla secret update dbpass --from-file ./new-dbpass.txt
+  printf %s "$NEW_PASSWORD" | flotilla secret update dbpass -`,
+    )
+    .action(
+      action(async (name: string, dash: string | undefined, flags: { fromFile?: string }, cmd: Command) => {
+        checkName('secret', name);
+        if (dash !== undefined && dash !== '-') throw new UsageError(`unexpected argument '${dash}': the value comes from --from-file FILE or '-' (stdin), never the command line`);
+        const data = readValue(flags.fromFile, dash === '-');
+        const c = clientFor(cmd.optsWithGlobals().managers);
+        const r = await c.post<SecretInfo & { rolled: string[] }>(`/v1/secrets/${encodeURIComponent(name)}/update`, { data: data.toString('base64') });
+        const rolled = r.rolled.length > 0 ? `; rolling service${r.rolled.length > 1 ? 's' : ''} ${r.rolled.join(', ')}` : '; no service uses it';
+        process.stdout.write(`updated secret ${r.name} (${r.size} bytes, data key ${r.keyId})${rolled}\n`);
+      }),
+    );
+
+  secret
     .command('ls')
     .description('list secrets (names and sizes; never values)')
-    .option('--json', 'print JSON')
+    .option('-o, --output <format>', 'table | json | yaml', 'table')
+    .option('--json', 'print JSON (same as -o json)')
     .action(
-      action(async (flags: { json?: boolean }, cmd: Command) => {
+      action(async (flags: { json?: boolean; output?: string }, cmd: Command) => {
+        const fmt = dataFormat(flags);
         const c = clientFor(cmd.optsWithGlobals().managers);
         const r = await c.get<{ secrets: SecretInfo[] }>('/v1/secrets');
-        if (flags.json) {
-          process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+        if (fmt !== undefined) {
+          printData(r, fmt);
           return;
         }
         if (r.secrets.length === 0) {
@@ -91,12 +133,14 @@ Examples:
   secret
     .command('inspect <name>')
     .description("a secret's metadata (never its value)")
+    .option('-o, --output <format>', 'json | yaml', 'json')
     .action(
-      action(async (name: string, _flags: unknown, cmd: Command) => {
+      action(async (name: string, flags: { output?: string }, cmd: Command) => {
         checkName('secret', name);
+        const fmt = outputFormat(flags.output, ['json', 'yaml'] as const);
         const c = clientFor(cmd.optsWithGlobals().managers);
         const r = await c.get<SecretInfo>(`/v1/secrets/${encodeURIComponent(name)}`);
-        process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+        printData(r, fmt);
       }),
     );
 
@@ -130,14 +174,16 @@ Examples:
 
   volume
     .command('ls')
-    .description('list named volumes and the nodes that hold them')
-    .option('--json', 'print JSON')
+    .description('list named volumes and the nodes that hold them (a copy per node: a Docker volume or a directory)')
+    .option('-o, --output <format>', 'table | json | yaml', 'table')
+    .option('--json', 'print JSON (same as -o json)')
     .action(
-      action(async (flags: { json?: boolean }, cmd: Command) => {
+      action(async (flags: { json?: boolean; output?: string }, cmd: Command) => {
+        const fmt = dataFormat(flags);
         const c = clientFor(cmd.optsWithGlobals().managers);
         const r = await c.get<{ volumes: VolumeView[] }>('/v1/volumes');
-        if (flags.json) {
-          process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+        if (fmt !== undefined) {
+          printData(r, fmt);
           return;
         }
         if (r.volumes.length === 0) {

@@ -4,6 +4,7 @@
 //   POST   /v1/secrets            {name, data (base64)} → metadata (admin: every write is)
 //   GET    /v1/secrets            {secrets: metadata[]}  (viewers too: never a value)
 //   GET    /v1/secrets/:name      metadata, with the tasks that name it
+//   POST   /v1/secrets/:name/update {data (base64)} → a new value; the services naming it roll
 //   DELETE /v1/secrets/:name      refused while a task that is not finished names it
 //   POST   /v1/secrets/rotate-key a new data key; every value re-sealed with it; old keys retired
 //
@@ -104,6 +105,21 @@ export class SecretsService {
     return info;
   }
 
+  /**
+   * A new value for an existing secret, sealed with the newest key. Applying it rolls every
+   * service whose template names the secret (`rolled`); tasks that are not a service's keep the
+   * value they started with until they restart.
+   */
+  async update(name: string, data: Buffer): Promise<SecretInfo & { rolled: string[] }> {
+    const table = this.host.secrets();
+    if (!table.has(name)) throw new FlotillaError('not_found', `Cannot update secret '${name}' as it does not exist (create it with: flotilla secret create ${name} --from-file FILE)`);
+    const { box } = this.ring.seal(table.dataKeys(), name, data);
+    const info = (await this.host.propose({ type: 'secret.update', name, box, size: data.length, at: this.host.now() })) as SecretInfo & { rolled?: string[] };
+    const rolled = info.rolled ?? [];
+    this.log.info('secret updated', { name, keyId: info.keyId, rolled });
+    return { ...info, rolled };
+  }
+
   /** A new data key; every value re-sealed with it; keys no value uses any more retired. */
   async rotateKey(): Promise<{ keyId: number; resealed: number; retired: number[] }> {
     await this.ensureKey();
@@ -189,6 +205,17 @@ export class SecretsService {
         this.log.info('volume removed', { name });
         return value;
       });
+    });
+
+    r.on('POST', '/v1/secrets/:name/update', async (ctx) => {
+      const name = parseSecretName(ctx.params.name, 'update secret');
+      this.refuseInsecure('update a secret');
+      const body = await ctx.json();
+      if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new FlotillaError('bad_request', 'Cannot update secret as the body must be a JSON object {data}');
+      const extra = Object.keys(body).find((k) => k !== 'data');
+      if (extra !== undefined) throw new FlotillaError('bad_request', `Cannot update secret as '${extra}' is not a known field (only 'data')`);
+      const data = parseSecretData((body as { data?: unknown }).data, 'update secret');
+      return d.writes.onLeader(ctx, () => this.update(name, data));
     });
 
     r.on('DELETE', '/v1/secrets/:name', async (ctx) => {

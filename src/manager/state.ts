@@ -292,6 +292,13 @@ export class ClusterState {
       case 'secret.reseal':
       case 'secret.remove':
         return this.secretCommand(cmd);
+      case 'secret.update': {
+        // A new value: every service whose template names the secret rolls to a new template
+        // version (its update policy applies), so its tasks restart with the new value.
+        const r = this.secretCommand(cmd);
+        if (r.ok) (r.value as { rolled?: string[] }).rolled = this.services.rollForSecret(cmd.name, cmd.at);
+        return r;
+      }
       case 'volume.remove':
         return this.volumes.remove(cmd, this.volumeUsers(cmd.name), this.log.entry.index, (e) => this.log.emit(e));
       case 'service.create':

@@ -583,9 +583,6 @@ export function parseTaskSpec(input: unknown, opts: ParseTaskSpecOptions = {}): 
   } else if (raw.mounts.length > 0 && opts.allowHostMounts !== true) {
     problem('mounts', 'must be empty: host mounts are disabled on this cluster (a manager option enables them)');
   }
-  // Not yet delivered by the docker driver (docs/security.md): refused rather than run without.
-  if (raw.driver === 'docker' && (raw.secrets ?? []).length > 0) problem('secrets', 'must be empty for the docker driver: it does not deliver secrets yet (the process driver does)');
-  if (raw.driver === 'docker' && (raw.volumes ?? []).length > 0) problem('volumes', 'must be empty for the docker driver: it does not mount named volumes yet (the process driver does)');
   (raw.volumes ?? []).forEach((v, i) => {
     const m = raw.mounts.findIndex((x) => x.target === v.path);
     if (m >= 0) problem(`volumes[${i}].path`, `must differ from the mount target of mounts[${m}] (${v.path})`);

@@ -1,7 +1,8 @@
 // Where a task finds its secrets on a worker: one file per secret, mode 0400, in a directory of
 // the task, mode 0700 (owner: the worker's user). The process driver points the task at the
-// directory (FLOTILLA_SECRETS_DIR); the docker driver bind-mounts each file read-only at
-// /run/secrets/NAME. Values arrive in the leader's `assignments` frame and are written only here.
+// directory (FLOTILLA_SECRETS_DIR). (The docker driver writes no file on the worker: it puts the
+// values into a tmpfs of the pod, see drivers/docker-secrets.ts.) Values arrive in the leader's
+// `assignments` frame.
 import { chmodSync, closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { FlotillaError } from '../protocol/errors.js';

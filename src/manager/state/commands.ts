@@ -233,6 +233,7 @@ export const COMMAND_TYPES: readonly CommandType[] = [
   'secret.key.retire',
   'secret.create',
   'secret.reseal',
+  'secret.update',
   'secret.remove',
   'volume.remove',
   'batch',

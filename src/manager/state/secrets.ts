@@ -78,13 +78,25 @@ export interface SecretResealCommand {
   version: number;
   at: number;
 }
+/**
+ * Replace a secret's value (`flotilla secret update`): a new box, sealed with the newest key.
+ * Applying it also rolls every service whose template names the secret (ClusterState).
+ */
+export interface SecretUpdateCommand {
+  type: 'secret.update';
+  name: string;
+  box: string;
+  size: number;
+  at: number;
+  quota?: number;
+}
 export interface SecretRemoveCommand {
   type: 'secret.remove';
   name: string;
   at: number;
 }
-export type SecretCommand = SecretKeyAddCommand | SecretKeyRetireCommand | SecretCreateCommand | SecretResealCommand | SecretRemoveCommand;
-export const SECRET_COMMAND_TYPES = ['secret.key.add', 'secret.key.retire', 'secret.create', 'secret.reseal', 'secret.remove'] as const;
+export type SecretCommand = SecretKeyAddCommand | SecretKeyRetireCommand | SecretCreateCommand | SecretResealCommand | SecretUpdateCommand | SecretRemoveCommand;
+export const SECRET_COMMAND_TYPES = ['secret.key.add', 'secret.key.retire', 'secret.create', 'secret.reseal', 'secret.update', 'secret.remove'] as const;
 
 const nameSchema = z.string().regex(RESOURCE_NAME_RE, { error: NAME_RULE });
 const boxSchema = z.string().max(MAX_BOX_CHARS).regex(SEALED_RE, { error: 'must be a sealed box (fsb1:<key id>:…)' });
@@ -104,10 +116,15 @@ export const secretCommandSchemas = [
   z.strictObject({ type: z.literal('secret.key.retire'), id: keyId, at }),
   z.strictObject({ type: z.literal('secret.create'), name: nameSchema, box: boxSchema, size: z.number().int().min(1).max(MAX_SECRET_BYTES), at, quota: z.number().int().min(0).optional() }),
   z.strictObject({ type: z.literal('secret.reseal'), name: nameSchema, box: boxSchema, version: z.number().int().min(1), at }),
+  z.strictObject({ type: z.literal('secret.update'), name: nameSchema, box: boxSchema, size: z.number().int().min(1).max(MAX_SECRET_BYTES), at, quota: z.number().int().min(0).optional() }),
   z.strictObject({ type: z.literal('secret.remove'), name: nameSchema, at }),
 ] as const;
 
-export type SecretEvent = { type: 'secret.created'; name: string; version: number } | { type: 'secret.updated'; name: string; version: number } | { type: 'secret.removed'; name: string; version: number };
+/** `secret.updated` with `value: true`: the value changed (`secret update`), not only its key (a re-seal). */
+export type SecretEvent =
+  | { type: 'secret.created'; name: string; version: number }
+  | { type: 'secret.updated'; name: string; version: number; value?: true }
+  | { type: 'secret.removed'; name: string; version: number };
 
 export type SecretApplyResult = { ok: true; value?: unknown } | { ok: false; error: ErrorInfo };
 
@@ -193,6 +210,8 @@ export class SecretsTable {
         return this.create(cmd, ctx);
       case 'secret.reseal':
         return this.reseal(cmd, ctx);
+      case 'secret.update':
+        return this.update(cmd, ctx);
       case 'secret.remove':
         return this.remove(cmd, ctx);
     }
@@ -250,6 +269,22 @@ export class SecretsTable {
     this.byteCount += cmd.box.length - cur.box.length;
     this.values.set(cmd.name, rec);
     ctx.emit({ type: 'secret.updated', name: cmd.name, version: ctx.index });
+    return { ok: true, value: SecretsTable.info(rec) };
+  }
+
+  private update(cmd: SecretUpdateCommand, ctx: SecretApplyContext): SecretApplyResult {
+    const action = `update secret '${cmd.name}'`;
+    const cur = this.values.get(cmd.name);
+    if (cur === undefined) return fail('not_found', `Cannot ${action} as it does not exist (create it with: flotilla secret create ${cmd.name} --from-file FILE)`);
+    const id = this.sealedWithKnownKey(action, cmd.box);
+    if (typeof id !== 'number') return id;
+    const growth = cmd.box.length - cur.box.length;
+    const refusal = growth > 0 ? ctx.quotaRefusal(action, growth, cmd.quota) : undefined;
+    if (refusal !== undefined) return { ok: false, error: refusal };
+    const rec: SecretRecord = { ...cur, box: cmd.box, keyId: id, size: cmd.size, version: ctx.index, updatedAt: cmd.at };
+    this.byteCount += growth;
+    this.values.set(cmd.name, rec);
+    ctx.emit({ type: 'secret.updated', name: cmd.name, version: ctx.index, value: true });
     return { ok: true, value: SecretsTable.info(rec) };
   }
 

@@ -223,6 +223,35 @@ export class ServiceTable {
     return { ok: true, value: this.services.get(cur.name)! };
   }
 
+  /**
+   * Secret `secret` got a new value: every service whose template names it moves to a new
+   * template version with the same template (a rolling update by its update policy), so its
+   * tasks are replaced and the new ones read the new value. Returns the services rolled.
+   * (A rollback returns to the old version number; the secret keeps its new value.)
+   */
+  rollForSecret(secret: string, at: number): string[] {
+    const rolled: string[] = [];
+    const index = this.log.entry.index;
+    for (const cur of this.list()) {
+      if (!(cur.spec.template.task.secrets ?? []).includes(secret)) continue;
+      const target = cur.lastVersion + 1;
+      this.write(
+        {
+          ...cur,
+          templateVersion: target,
+          previous: { version: cur.templateVersion, template: cur.spec.template },
+          lastVersion: target,
+          update: { state: 'updating', target, from: cur.templateVersion, startedAt: at, startIndex: index, batches: 0, message: `secret '${secret}' updated: rolling to version ${target}`, updatedAt: at },
+          updatedAt: at,
+          version: index,
+        },
+        'spec',
+      );
+      rolled.push(cur.name);
+    }
+    return rolled;
+  }
+
   rollback(cmd: ServiceRollbackCommand): ApplyResult<Service> {
     const cur = this.services.get(cmd.name);
     if (cur === undefined) return notFound('roll back', cmd.name);

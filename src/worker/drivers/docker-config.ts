@@ -5,6 +5,8 @@ import type Docker from 'dockerode';
 import type { TaskSpec } from '../../protocol/spec.js';
 import { FLOTILLA_VERSION, LABELS, normalizeImage } from './docker-names.js';
 import type { Task } from './docker-pod.js';
+import { SECRETS_PATH } from './docker-secrets.js';
+import { volumeEnvName } from '../volumes.js';
 
 /** The labels of one of a task's containers (the engine is the driver's only state store). */
 export function containerLabels(t: Task, nodeId: string, container: string, role: 'infra' | 'app'): Record<string, string> {
@@ -25,12 +27,23 @@ export function containerLabels(t: Task, nodeId: string, container: string, role
  * The create options of app container `i` of a pod: it joins the infra's network namespace;
  * resources are clamped to the engine's CPUs (`hostCpus`, 0 when unknown).
  */
-export function appConfig(t: Task, spec: TaskSpec, i: number, infraId: string, node: { nodeId: string; hostCpus: number }): Docker.ContainerCreateOptions {
+export function appConfig(
+  t: Task,
+  spec: TaskSpec,
+  i: number,
+  infraId: string,
+  node: { nodeId: string; hostCpus: number },
+  /** `secretsFrom`: the infra holding the secrets tmpfs (mounted read-only); `volumeBinds`: named volumes. */
+  extra: { secretsFrom?: string | undefined; volumeBinds?: string[] } = {},
+): Docker.ContainerCreateOptions {
   const c = spec.containers[i]!;
   const env: Record<string, string> = {
     FLOTILLA_TASK_ID: t.taskId,
     FLOTILLA_TASK_NAME: spec.name,
     FLOTILLA_CONTAINER: c.name,
+    // As with the process driver: where the secrets and each named volume are.
+    ...(extra.secretsFrom !== undefined ? { FLOTILLA_SECRETS_DIR: SECRETS_PATH } : {}),
+    ...Object.fromEntries((spec.volumes ?? []).map((v) => [volumeEnvName(v.name), v.path])),
     ...c.env,
   };
   const cpu = spec.resources.cpu;
@@ -57,7 +70,8 @@ export function appConfig(t: Task, spec: TaskSpec, i: number, infraId: string, n
       Memory: memory,
       ...(memory > 0 ? { MemorySwap: memory } : {}),
       Privileged: spec.privileged === true,
-      Binds: (spec.mounts ?? []).map((m) => `${m.source}:${m.target}${m.readonly ? ':ro' : ''}`),
+      Binds: [...(spec.mounts ?? []).map((m) => `${m.source}:${m.target}${m.readonly ? ':ro' : ''}`), ...(extra.volumeBinds ?? [])],
+      ...(extra.secretsFrom !== undefined ? { VolumesFrom: [`${extra.secretsFrom}:ro`] } : {}),
       LogConfig: { Type: 'json-file', Config: { 'max-size': '10m', 'max-file': '3' } },
     },
   };

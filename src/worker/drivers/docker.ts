@@ -127,6 +127,8 @@ import { streamContainerLogs } from './docker-logs.js';
 import { dockerExec } from './docker-exec.js';
 import { ctrDone, ctrExit, ctrRunning, podStatus, type Ctr, type Task } from './docker-pod.js';
 import { appConfig, containerLabels } from './docker-config.js';
+import { putSecrets, secretsMount, secretsOf } from './docker-secrets.js';
+import { dockerVolumeName, ensureDockerVolume, removeDockerVolume, volumeBinds } from '../volumes.js';
 
 // Kept importable from here (tests, the worker's CLI).
 export { DEFAULT_INFRA_IMAGE, DEFAULT_SOCKET_PATH, FLOTILLA_VERSION, INFRA_SCRIPT, LABELS, nameSafe, normalizeImage } from './docker-names.js';
@@ -533,7 +535,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     };
     this.tasks.set(taskId, t);
     this.emitIfChanged(t); // starting
-    t.launch = this.launch(t, spec, pullStarted);
+    t.launch = this.launch(t, spec, pullStarted, opts.secrets);
     await Promise.race([t.launch, pulling]);
   }
 
@@ -616,6 +618,18 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     if (t !== undefined || listed.length > 0) this.log.info('docker driver: removed task', { taskId, containers: apps.length + infras.length });
   }
 
+  /** Removes this cluster's and node's Docker volume `name` (`flotilla volume rm`); no-op when absent. */
+  async removeVolume(name: string): Promise<void> {
+    await this.ready();
+    // The engine refuses to remove a volume that any container (even an exited one) mounts:
+    // this node's finished containers that mount it go first; a running one is a conflict.
+    const users = await this.docker.listContainers({ all: true, filters: { volume: [dockerVolumeName(this.clusterId ?? '', name, this.nodeId)], label: this.scopeLabels() } });
+    const running = users.filter((c) => c.State === 'running' || c.State === 'restarting' || c.State === 'paused');
+    if (running.length > 0) throw new FlotillaError('conflict', `Cannot remove volume '${name}' as container(s) ${running.map((c) => (c.Names[0] ?? c.Id).replace(/^\//, '')).join(', ')} still use it`);
+    await Promise.all(users.map((c) => this.docker.getContainer(c.Id).remove({ v: true }).catch((e: unknown) => (statusCode(e) === 404 ? undefined : Promise.reject(e)))));
+    await removeDockerVolume(this.docker, this.clusterId ?? '', name, this.nodeId);
+  }
+
   // ---- launching
 
   private baseName(taskId: string, attempt: number): string {
@@ -635,8 +649,17 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     return t.removed || t.stop !== undefined || t.failure !== undefined;
   }
 
-  private async launch(t: Task, spec: TaskSpec, pullStarted: () => void): Promise<void> {
+  private async launch(t: Task, spec: TaskSpec, pullStarted: () => void, delivered?: DriverStartOptions['secrets']): Promise<void> {
     try {
+      // Secrets (docker-secrets.ts: a tmpfs of the pod, filled through the archive API) and
+      // named volumes (this cluster's and node's Docker volumes, created on first use).
+      let secrets: NonNullable<DriverStartOptions['secrets']> = [];
+      try {
+        secrets = secretsOf(spec.secrets ?? [], delivered);
+        for (const v of spec.volumes ?? []) await ensureDockerVolume(this.docker, t.cluster, v.name, this.nodeId);
+      } catch (e) {
+        throw new LaunchError(`cannot prepare its secrets or volumes: ${errMessage(e)}`);
+      }
       const images = [...new Set([this.infraImage, ...spec.containers.map((c) => normalizeImage(c.image!))])];
       for (const image of images) {
         if (this.launchCancelled(t)) return;
@@ -664,6 +687,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
         ExposedPorts: exposed,
         HostConfig: {
           PortBindings: bindings,
+          ...(secrets.length > 0 ? { Mounts: [secretsMount(containerLabels(t, this.nodeId, INFRA_NAME, 'infra'), secrets)] } : {}),
           RestartPolicy: { Name: 'no' },
           LogConfig: { Type: 'json-file', Config: { 'max-size': '1m', 'max-file': '1' } },
         },
@@ -685,7 +709,8 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
       try {
         for (let i = 0; i < spec.containers.length; i++) {
           if (this.launchCancelled(t)) break;
-          ids.push(await this.createContainer(t, t.apps[i]!, appConfig(t, spec, i, infraId, { nodeId: this.nodeId, hostCpus: this.hostCpus })));
+          const extra = { secretsFrom: secrets.length > 0 ? infraId : undefined, volumeBinds: volumeBinds(t.cluster, spec.volumes, this.nodeId) };
+          ids.push(await this.createContainer(t, t.apps[i]!, appConfig(t, spec, i, infraId, { nodeId: this.nodeId, hostCpus: this.hostCpus }, extra)));
         }
       } catch (e) {
         createError = e;
@@ -694,6 +719,13 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
       if (infraError) throw infraError;
       if (createError !== null) throw createError;
       if (this.launchCancelled(t)) return;
+      if (secrets.length > 0) {
+        try {
+          await putSecrets(this.docker.getContainer(infraId), secrets);
+        } catch (e) {
+          throw new LaunchError(`cannot write its secrets into the pod's tmpfs: ${errMessage(e)}`);
+        }
+      }
       t.startedAt = Date.now();
       for (let i = 0; i < ids.length; i++) {
         if (this.launchCancelled(t)) return;
