@@ -101,6 +101,7 @@ import {
   type DriverTaskStatus,
   type LogLine,
   type LogOptions,
+  type TaskUsageRaw,
 } from '../driver.js';
 import { DriverBase, sleep, specHash, type TrackedTask } from './base.js';
 import {
@@ -124,6 +125,7 @@ import { NodeLock } from './docker-lock.js';
 import { streamContainerLogs } from './docker-logs.js';
 import { ctrDone, ctrExit, ctrRunning, podStatus, type Ctr, type Task } from './docker-pod.js';
 import { appConfig, containerLabels } from './docker-config.js';
+import { dockerTasksUsage } from './docker-usage.js';
 
 // Kept importable from here (tests, the worker's CLI).
 export { DEFAULT_INFRA_IMAGE, DEFAULT_SOCKET_PATH, FLOTILLA_VERSION, INFRA_SCRIPT, LABELS, nameSafe, normalizeImage } from './docker-names.js';
@@ -494,6 +496,19 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
   }
 
   // ---- the Driver API
+
+  /** CPU and memory of the running pods' app containers (docker-usage.ts: one stats call each). */
+  async usage(): Promise<Map<string, TaskUsageRaw>> {
+    if (this.closed || this.clusterId === null) return new Map();
+    await this.ready();
+    const tasks = new Map<string, { attempt: number; ids: string[] }>();
+    for (const t of this.tasks.values()) {
+      if (t.final !== undefined || t.removed) continue;
+      const ids = t.apps.filter((c) => c.id !== undefined && ctrRunning(c)).map((c) => c.id!);
+      if (ids.length > 0) tasks.set(t.taskId, { attempt: t.attempt, ids });
+    }
+    return dockerTasksUsage(this.docker, tasks);
+  }
 
   async start(taskId: string, spec: TaskSpec, onEvent?: DriverEventListener, opts: DriverStartOptions = {}): Promise<void> {
     const attempt = this.checkStartArgs(taskId, opts.attempt);
