@@ -44,7 +44,8 @@ export function parseMeminfo(text: string): { total: number; available: number }
     return m === null ? null : Number(m[1]) * 1024;
   };
   const total = kb('MemTotal');
-  const available = kb('MemAvailable') ?? (total === null ? null : total - (kb('MemFree') ?? 0) - (kb('Cached') ?? 0) - (kb('Buffers') ?? 0));
+  // Kernels before 3.14 have no MemAvailable: free memory and the page cache stand for it.
+  const available = kb('MemAvailable') ?? (total === null ? null : (kb('MemFree') ?? 0) + (kb('Cached') ?? 0) + (kb('Buffers') ?? 0));
   return total === null || available === null ? null : { total, available };
 }
 

@@ -80,10 +80,15 @@ export function taskProcesses(procs: ReadonlyMap<number, ProcEntry>, roots: read
     list.push(p.pid);
   }
   const queue = roots.filter((r) => procs.has(r));
+  const seen = new Set(queue);
   for (let i = 0; i < queue.length && i < 100_000; i++) {
     const pid = queue[i]!;
     found.add(pid);
-    for (const c of children.get(pid) ?? []) if (!found.has(c)) queue.push(c);
+    for (const c of children.get(pid) ?? []) {
+      if (seen.has(c)) continue;
+      seen.add(c);
+      queue.push(c);
+    }
   }
   return [...found].sort((a, b) => a - b);
 }
