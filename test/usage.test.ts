@@ -2,12 +2,13 @@
 // every second), tasks that burn CPU, idle, and hold memory; `flotilla top -o json`, `ps -o
 // wide`, `nodes`, plain HTTP on a follower, a raw worker session that sends what an old or a
 // newer worker might, and a leader failover after which history starts again.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { TestCluster, eventually, runCli, SECRET, sleep } from './helpers/cluster.js';
+import { CLI, TestCluster, eventually, runCli, SECRET, sleep } from './helpers/cluster.js';
 import { workerToken } from '../src/manager/auth.js';
 import { encodeSessionFrame } from '../src/protocol/frames.js';
 import type { UsageReport, TaskLiveUsage } from '../src/protocol/api.js';
@@ -175,6 +176,43 @@ describe('live usage', () => {
     expect(closed).toBe(false);
     ws.close();
   }, 30_000);
+
+  it('the board shows sparklines of the measured CPU (tmux)', async (ctx) => {
+    const hasTmux = ['/usr/bin/tmux', '/usr/local/bin/tmux', '/bin/tmux'].some((p) => existsSync(p));
+    if (!hasTmux) {
+      if (process.env.CI === 'true') throw new Error('tmux is not installed, and CI=true: install it (apt-get install -y tmux)');
+      ctx.skip();
+    }
+    const sock = `flotilla-usage-${process.pid}`;
+    const env = { ...process.env, LANG: 'C.UTF-8' };
+    delete env.TMUX;
+    const tmux = (...a: string[]) => execFileSync('tmux', ['-L', sock, ...a], { encoding: 'utf8', env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const script = join(scratch, 'board.sh');
+    writeFileSync(script, `FLOTILLA_DIR="${scratch}" "${process.execPath}" "${CLI}" --managers ${managers} board --interval 500\n`);
+    tmux('-f', '/dev/null', 'new-session', '-d', '-x', '180', '-y', '45', '-s', 'board', `sh '${script}'`);
+    const socketPath = tmux('display-message', '-p', '-t', 'board', '#{socket_path}').trim();
+    try {
+      let screen = '';
+      const ok = await eventually(
+        () => {
+          screen = tmux('capture-pane', '-p', '-t', 'board');
+          // The busy task's row: name, id, state … then its CPU: a sparkline and millicores.
+          const task = new RegExp(`burn\\s+${ids.burn}\\s+running\\s.*[▁▂▃▄▅▆▇█]{2,} \\d+m`).test(screen);
+          // The node's USED column: a sparkline, CPU and memory.
+          const node = /w1\s+ready\s+active\s.*[▁▂▃▄▅▆▇█]{2,} \S+ \d+(\.\d+)?(Mi|Gi)/.test(screen);
+          return task && node;
+        },
+        30_000,
+        'sparklines on the board',
+      ).catch(() => false);
+      expect(ok, screen).toBe(true);
+    } finally {
+      try {
+        tmux('kill-server');
+      } catch {}
+      if (socketPath.includes(sock)) rmSync(socketPath, { force: true });
+    }
+  }, 60_000);
 
   it('after a leader failover the new leader collects anew and says since when', async () => {
     const before = await usage();
