@@ -1,6 +1,6 @@
 // What the docker driver's tasks use: one `stats` call per container per sample, with
 // `stream: false` (the engine answers once, about a second later, and closes: no stream is
-// left open), a few at a time. CPU comes from the engine's own delta between `cpu_stats` and
+// left open), up to 32 at a time. CPU comes from the engine's own delta between `cpu_stats` and
 // `precpu_stats` (cores = container ns / host ns × online CPUs); memory is the cgroup's usage
 // minus its inactive page cache (what `docker stats` shows: `total_inactive_file` on cgroup
 // v1, `inactive_file` on v2).
@@ -49,8 +49,8 @@ export function podUsage(attempt: number, containers: readonly DockerStats[]): T
   return r;
 }
 
-/** Stats calls in flight at once. */
-const CONCURRENCY = 8;
+/** Stats calls in flight at once (each mostly waits about a second for the engine's next sample). */
+const CONCURRENCY = 32;
 /** Longest one stats call may take (the engine answers in about a second). */
 const STATS_TIMEOUT_MS = 5000;
 

@@ -68,23 +68,37 @@ export function scanProcs(procRoot = '/proc'): Map<number, ProcEntry> {
   return out;
 }
 
-/** The pids of a task: members of the roots' process groups and the roots' descendants. */
-export function taskProcesses(procs: ReadonlyMap<number, ProcEntry>, roots: readonly number[]): number[] {
-  const groups = new Set(roots);
+/** Children and process-group members of every process, built once per scan. */
+export interface ProcIndex {
+  children: Map<number, number[]>;
+  groups: Map<number, number[]>;
+}
+
+export function indexProcs(procs: ReadonlyMap<number, ProcEntry>): ProcIndex {
   const children = new Map<number, number[]>();
-  const found = new Set<number>();
+  const groups = new Map<number, number[]>();
+  const add = (m: Map<number, number[]>, k: number, v: number): void => {
+    const list = m.get(k);
+    if (list === undefined) m.set(k, [v]);
+    else list.push(v);
+  };
   for (const p of procs.values()) {
-    if (groups.has(p.pgrp)) found.add(p.pid);
-    let list = children.get(p.ppid);
-    if (list === undefined) children.set(p.ppid, (list = []));
-    list.push(p.pid);
+    add(children, p.ppid, p.pid);
+    add(groups, p.pgrp, p.pid);
   }
+  return { children, groups };
+}
+
+/** The pids of a task: members of the roots' process groups and the roots' descendants. */
+export function taskProcesses(procs: ReadonlyMap<number, ProcEntry>, roots: readonly number[], index: ProcIndex = indexProcs(procs)): number[] {
+  const found = new Set<number>();
+  for (const r of roots) for (const pid of index.groups.get(r) ?? []) found.add(pid);
   const queue = roots.filter((r) => procs.has(r));
   const seen = new Set(queue);
   for (let i = 0; i < queue.length && i < 100_000; i++) {
     const pid = queue[i]!;
     found.add(pid);
-    for (const c of children.get(pid) ?? []) {
+    for (const c of index.children.get(pid) ?? []) {
       if (seen.has(c)) continue;
       seen.add(c);
       queue.push(c);
@@ -108,6 +122,7 @@ export function processTreeUsage(tasks: ReadonlyMap<string, TaskRoots>, procRoot
   const out = new Map<string, TaskUsageRaw>();
   if (tasks.size === 0) return out;
   const procs = scanProcs(procRoot);
+  const index = indexProcs(procs);
   for (const [taskId, t] of tasks) {
     const roots = t.roots.filter((r) => {
       const p = procs.get(r.pid);
@@ -116,7 +131,7 @@ export function processTreeUsage(tasks: ReadonlyMap<string, TaskRoots>, procRoot
     if (roots.length === 0) continue;
     let ticks = 0;
     let memory = 0;
-    for (const pid of taskProcesses(procs, roots.map((r) => r.pid))) {
+    for (const pid of taskProcesses(procs, roots.map((r) => r.pid), index)) {
       ticks += procs.get(pid)!.ticks;
       try {
         memory += parseVmRss(readFileSync(`${procRoot}/${pid}/status`, 'utf8'));
