@@ -18,6 +18,7 @@ export function registerWorkerCommand(program: Command): void {
     .option('--listen <host:port>', 'address of the worker log server, port 0 picks one (default: 127.0.0.1:0 when the managers are on loopback, else this machine\'s address toward them)')
     .option('--advertise <host:port>', 'address managers use to reach the log server')
     .option('--stop-grace <ms>', 'ms between SIGTERM and SIGKILL when a task is stopped', '10000')
+    .option('--usage-interval <ms>', 'ms between CPU/memory samples sent to the leader (flotilla top); 0: none', '5000')
     .option('--log-level <level>', 'debug | info | warn | error', 'info')
     .addHelpText(
       'after',

@@ -10,7 +10,8 @@ import { formatLabels, matches, parseSelectors } from './selector.js';
 import { shellJoin, shellWord } from './quote.js';
 import { monoNow } from '../clock.js';
 import { registerApplyCommand } from './apply-cmd.js';
-import type { NodeView, TaskView } from '../protocol/api.js';
+import type { NodeView, TaskLiveUsage, TaskView } from '../protocol/api.js';
+import { fetchUsage, fmtCpu, fmtMem, taskUsageMap } from './usage-format.js';
 
 type Format = 'table' | 'wide' | 'json' | 'yaml';
 const format = (o: string | undefined, allowed: Format[] = ['table', 'wide', 'json', 'yaml']): Format => outputFormat(o, allowed);
@@ -118,14 +119,16 @@ Options go before IMAGE; everything after -- is the command.`,
         if (o.state) qs.set('state', o.state);
         if (o.node) qs.set('node', o.node);
         const list = async () => (await c.getAll<TaskView>(`/v1/tasks?${qs}`, 'tasks', { limit: 1000 })).filter((t) => matches(sel, t.spec.labels));
+        // -o wide: the measured CPU and memory too (GET /v1/usage; '-' when the cluster cannot say).
+        const usage = async () => (fmt === 'wide' ? taskUsageMap(await fetchUsage(c)) : undefined);
         if (!o.watch) {
-          printTasks(await list(), fmt);
+          printTasks(await list(), fmt, await usage());
           return;
         }
         await watchLoop(c, async () => {
           const ts = await list();
           process.stdout.write('\x1b[2J\x1b[H');
-          printTasks(ts, fmt === 'json' || fmt === 'yaml' ? 'table' : fmt);
+          printTasks(ts, fmt === 'json' || fmt === 'yaml' ? 'table' : fmt, await usage());
         });
       }),
     );
@@ -221,12 +224,16 @@ Options go before IMAGE; everything after -- is the command.`,
     .description('list worker nodes')
     .option('-l, --selector <k=v>', 'only nodes whose labels match: k=v, k!=v, comma-separated or repeated (all must hold)', collect)
     .option('-o, --output <format>', 'table | wide | json | yaml', 'table')
-    .addHelpText('after', '\nExamples:\n  flotilla nodes -o wide\n  flotilla nodes -l zone=a')
+    .addHelpText('after', '\nCPU and MEMORY are reserved by tasks / offered; CPU-USED and MEM-USED are measured (flotilla top).\n\nExamples:\n  flotilla nodes -o wide\n  flotilla nodes -l zone=a')
     .action(
       action(async (o: { output?: string; selector?: string[] }, cmd: Command) => {
         const fmt = format(o.output);
         const sel = parseSelectors('-l', o.selector ?? []);
-        const nodes = (await client(cmd).get<{ nodes: NodeView[] }>('/v1/nodes')).nodes.filter((n) => matches(sel, n.labels));
+        const c = client(cmd);
+        const [list, live] = await Promise.all([c.get<{ nodes: NodeView[] }>('/v1/nodes'), fetchUsage(c)]);
+        // The measured use (GET /v1/usage) beside the reserved one; null when the cluster cannot say.
+        const used = new Map((live?.nodes ?? []).map((u) => [u.node, { cpu: u.cpu, memory: u.memory, ageMs: u.ageMs }]));
+        const nodes = list.nodes.filter((n) => matches(sel, n.labels)).map((n) => ({ ...n, used: used.get(n.id) ?? null }));
         if (fmt === 'json') return void process.stdout.write(JSON.stringify(nodes, null, 2) + '\n');
         if (fmt === 'yaml') return void process.stdout.write(toYaml(nodes));
         const rows = nodes.map((n) => {
@@ -237,12 +244,14 @@ Options go before IMAGE; everything after -- is the command.`,
             String(n.usage.tasks),
             `${n.usage.cpu}/${n.resources.cpu}m`,
             `${bytes(n.usage.memory)}/${bytes(n.resources.memory)}`,
+            fmtCpu(n.used?.cpu),
+            fmtMem(n.used?.memory),
             ago(n.heartbeatAgeMs),
           ];
           if (fmt === 'wide') base.push(n.drivers.join(','), Object.entries(n.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-', n.addr ?? '-');
           return base;
         });
-        const header = ['ID', 'STATUS', 'AVAILABILITY', 'TASKS', 'CPU', 'MEMORY', 'HEARTBEAT'];
+        const header = ['ID', 'STATUS', 'AVAILABILITY', 'TASKS', 'CPU', 'MEMORY', 'CPU-USED', 'MEM-USED', 'HEARTBEAT'];
         if (fmt === 'wide') header.push('DRIVERS', 'LABELS', 'ADDRESS');
         process.stdout.write(table(rows, header));
       }),
@@ -335,7 +344,7 @@ function describeEvent(e: Record<string, any>): string {
   }
 }
 
-function printTasks(ts: TaskView[], fmt: Format): void {
+function printTasks(ts: TaskView[], fmt: Format, usage?: ReadonlyMap<string, TaskLiveUsage>): void {
   if (fmt === 'json') return void process.stdout.write(JSON.stringify(ts, null, 2) + '\n');
   if (fmt === 'yaml') return void process.stdout.write(toYaml(ts));
   const now = Date.now(); // wall: the age of a wall-clock timestamp the cluster recorded
@@ -343,12 +352,12 @@ function printTasks(ts: TaskView[], fmt: Format): void {
   const rows = sorted.map((t) => {
     const why = t.state === 'pending' ? (t.pendingReason ?? t.reason) : t.reason;
     const base = [t.id, t.name, t.state + (t.desired === 'shutdown' && !['stopped', 'succeeded', 'failed', 'lost'].includes(t.state) ? ' (stopping)' : ''), t.node ?? '-', String(t.restarts), ago(now - t.createdAt)];
-    if (fmt === 'wide') base.push(t.spec.driver, t.spec.containers.map((c) => c.image ?? c.command[0] ?? '').join(','), formatLabels(t.spec.labels), why);
+    if (fmt === 'wide') base.push(fmtCpu(usage?.get(t.id)?.cpu), fmtMem(usage?.get(t.id)?.memory), t.spec.driver, t.spec.containers.map((c) => c.image ?? c.command[0] ?? '').join(','), formatLabels(t.spec.labels), why);
     else base.push(why.length > 50 ? why.slice(0, 47) + '...' : why);
     return base;
   });
   const header = ['ID', 'NAME', 'STATE', 'NODE', 'RESTARTS', 'AGE'];
-  if (fmt === 'wide') header.push('DRIVER', 'IMAGE/COMMAND', 'LABELS');
+  if (fmt === 'wide') header.push('CPU', 'MEMORY', 'DRIVER', 'IMAGE/COMMAND', 'LABELS');
   header.push('REASON');
   process.stdout.write(table(rows, header));
 }

@@ -16,7 +16,7 @@ import type { TLSSocket } from 'node:tls';
 import { createHmac, randomUUID } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { identityOf } from '../tls/pki.js';
-import { decodeSessionFrame, encodeSessionFrame } from '../protocol/frames.js';
+import { decodeSessionFrame, encodeSessionFrame, parseUsageMessage, type UsageMessage } from '../protocol/frames.js';
 import {
   MAX_SESSION_FRAME,
   SESSION_PATH,
@@ -80,6 +80,8 @@ interface Session {
   heartbeatPending: boolean;
   /** Registration committed and welcome sent: only then does the worker get assignments. */
   welcomed: boolean;
+  /** An invalid usage message was logged (once per session). */
+  usageWarned?: boolean;
 }
 
 export interface DispatcherDeps {
@@ -104,6 +106,8 @@ export interface DispatcherDeps {
    * that cannot be opened (its name and why; never a value).
    */
   openSecrets?: (names: readonly string[]) => DeliveredSecret[];
+  /** Where workers' `usage` messages go (usage.ts: memory only, never the log). */
+  usage?: { record(nodeId: string, msg: UsageMessage): unknown };
 }
 
 export class Dispatcher implements LeaderService {
@@ -309,6 +313,8 @@ export class Dispatcher implements LeaderService {
       }
       if (msg.t === 'heartbeat') this.onHeartbeat(session);
       else if (msg.t === 'status' && Array.isArray(msg.reports)) this.onStatus(session, msg.reports);
+      else if (msg.t === 'usage') this.onUsage(session, msg as unknown as Record<string, unknown>);
+      // Any other type (a newer worker's) is ignored: the session goes on.
     };
     return { message, closed };
   }
@@ -411,6 +417,18 @@ export class Dispatcher implements LeaderService {
         .propose({ type: 'node.heartbeat', id: s.nodeId, at: wallNow() })
         .catch(() => {})
         .finally(() => (s.heartbeatPending = false));
+    }
+  }
+
+  /** An observation: a bad one is dropped (logged once per session), never ends the session. */
+  private onUsage(s: Session, raw: Record<string, unknown>): void {
+    s.lastHeartbeat = monoNow();
+    try {
+      this.d.usage?.record(s.nodeId, parseUsageMessage(raw));
+    } catch (e) {
+      if (s.usageWarned) return;
+      s.usageWarned = true;
+      this.log.warn('invalid usage message dropped', { node: s.nodeId, err: (e as Error).message });
     }
   }
 

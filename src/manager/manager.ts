@@ -32,6 +32,8 @@ import { Services } from './controllers/services.js';
 import type { CommandProposer, LeaderForward, Membership, ReadBarrier, RouteTable, UpgradeHandler } from './ports.js';
 import { registerApi } from './api.js';
 import { registerExecProxy } from './exec-proxy.js';
+import { UsageStore } from './usage.js';
+import { registerUsageRoutes } from './usage-routes.js';
 import { registerKv } from './kv-routes.js';
 import { ClusterAdmin, getJson } from './cluster-routes.js';
 import { CONNECTION_LIMITS, limitConnections, type ConnectionLimits } from './connections.js';
@@ -313,6 +315,7 @@ export class Manager implements CommandProposer, ReadBarrier, LeaderForward, Rou
     const lead = leadership;
     const placement = new Placement({ state, lead }, o);
     const secrets = new SecretsService({ routes: this, proposer: this, state, reads: this, writes: this, tls: this.link.tls !== undefined }, this.opts.secret, log);
+    const usage = new UsageStore({ state, id: this.id });
     const dispatcher = new Dispatcher(
       {
         routes: this,
@@ -326,6 +329,7 @@ export class Manager implements CommandProposer, ReadBarrier, LeaderForward, Rou
         log,
         onRegistered: () => placement.kick(),
         openSecrets: (names) => secrets.open(names),
+        usage,
       },
       o,
     );
@@ -344,7 +348,7 @@ export class Manager implements CommandProposer, ReadBarrier, LeaderForward, Rou
       o,
     );
     // Later leader services (services, rolling updates) are added to this list.
-    leadership.add(dispatcher, monitor, restarts, placement, new Drain({ state, lead }), new Services({ state, lead, log }));
+    leadership.add(dispatcher, monitor, restarts, placement, new Drain({ state, lead }), new Services({ state, lead, log }), usage);
     this.leadership = leadership;
     this.dispatcher = dispatcher;
     this.placement = placement;
@@ -378,6 +382,7 @@ export class Manager implements CommandProposer, ReadBarrier, LeaderForward, Rou
       },
     );
     registerExecProxy({ ...io, members, link: this.link, nodeAuth: (n) => nodeCredential(this.opts.secret, n, nodeEpoch(state)), log });
+    registerUsageRoutes({ routes: this, writes: this, usage });
     registerServices({ ...io, appliedIndex: () => node.appliedIndex(), unplaced: placement }, { allowPrivileged: this.opts.allowPrivileged });
     registerWeb({ routes: this, members, state, reads: this, unplaced: placement, status: () => admin.localStatus(), setStatic: (h) => this.setStatic(h) });
     registerOps({ ...io, id: this.id, node, sessionCount: () => dispatcher.sessionCount() }, ops, log);

@@ -174,6 +174,56 @@ export interface NodeUpdate {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Live usage (GET /v1/usage): measured by the workers, kept in the leader's memory only
+
+/** One sample: leader wall ms when it arrived, millicores used, resident bytes. */
+export interface UsagePoint {
+  at: number;
+  cpu: number;
+  memory: number;
+}
+
+export interface NodeLiveUsage {
+  node: string;
+  /** The latest sample (millicores, bytes) and how old it is on the leader's clock. */
+  cpu: number;
+  memory: number;
+  /** What the node has: millicores of its CPUs, bytes of memory. */
+  cpuCapacity: number;
+  memoryTotal: number;
+  at: number;
+  ageMs: number;
+  /** The worker's sampling interval (ms). */
+  intervalMs: number;
+  /** Oldest first; absent with ?history=false. */
+  history?: UsagePoint[];
+}
+
+export interface TaskLiveUsage {
+  task: string;
+  node: string;
+  attempt: number;
+  cpu: number;
+  memory: number;
+  at: number;
+  ageMs: number;
+  /** The task was in its node's latest sample (false: it has stopped, or the node went quiet). */
+  current: boolean;
+  history?: UsagePoint[];
+}
+
+export interface UsageReport {
+  /** The leader that measured it. */
+  leader: string;
+  /** Wall ms since which this leader collects: history does not go back further (it starts again after a failover). */
+  since: number;
+  /** How far back history goes at most (ms). */
+  windowMs: number;
+  nodes: NodeLiveUsage[];
+  tasks: TaskLiveUsage[];
+}
+
+// ---------------------------------------------------------------------------------------------
 // Config store
 
 export interface KvItem {
@@ -407,6 +457,8 @@ export interface ApiRoutes {
   'GET /v1/events': { res: string };
   'GET /v1/nodes': { res: NodeList };
   'PATCH /v1/nodes/:id': { body: NodeUpdate; res: NodeInfo };
+  /** Measured CPU and memory (?history=false, ?node=ID, ?task=ID). */
+  'GET /v1/usage': { res: UsageReport };
 
   'GET /v1/services': { res: ServiceList };
   /** A flat service spec (task fields beside replicas, update, health), as written. */

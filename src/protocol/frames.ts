@@ -90,3 +90,33 @@ export function parseManagerMessage(obj: Record<string, unknown>): ManagerMessag
   const where = iss === undefined || iss.path.length === 0 ? 'the message' : `'${iss.path.join('.')}'`;
   throw new FlotillaError('bad_request', `invalid '${String(obj.t)}' message: ${where} ${iss?.message ?? 'is invalid'}`);
 }
+
+// ---- worker → manager: usage (the only worker message validated by schema: it is new, and
+// a bad one is dropped by the dispatcher without ending the session — it is an observation)
+
+/** Tasks one `usage` message may carry. */
+export const MAX_USAGE_TASKS = 10_000;
+
+const millicores = z.number().finite().min(0).max(1e9);
+const bytes = z.number().finite().min(0).max(Number.MAX_SAFE_INTEGER);
+
+const UsageMsgSchema = z.looseObject({
+  t: z.literal('usage'),
+  at: z.number().finite().min(0),
+  intervalMs: z.number().int().min(100).max(3_600_000),
+  node: z.looseObject({ cpu: millicores, memory: bytes, cpuCapacity: millicores, memoryTotal: bytes }),
+  tasks: z
+    .array(z.looseObject({ taskId: z.string().min(1).max(128), attempt: z.number().int().min(1), cpu: millicores, memory: bytes }))
+    .max(MAX_USAGE_TASKS),
+});
+
+export type UsageMessage = z.infer<typeof UsageMsgSchema>;
+
+/** Validate a decoded frame as a worker's `usage` message; throws `bad_request` naming the problem. */
+export function parseUsageMessage(obj: Record<string, unknown>): UsageMessage {
+  const r = UsageMsgSchema.safeParse(obj);
+  if (r.success) return r.data;
+  const iss = r.error.issues[0];
+  const where = iss === undefined || iss.path.length === 0 ? 'the message' : `'${iss.path.join('.')}'`;
+  throw new FlotillaError('bad_request', `invalid 'usage' message: ${where} ${iss?.message ?? 'is invalid'}`);
+}

@@ -54,7 +54,30 @@ export interface StatusMsg {
   t: 'status';
   reports: TaskStatusReport[];
 }
-export type WorkerToManager = RegisterMsg | HeartbeatMsg | StatusMsg;
+/** One task's measured use in a `usage` message (validated by `parseUsageMessage` in frames.ts). */
+export interface TaskUsageSample {
+  taskId: string;
+  attempt: number;
+  /** Millicores used over the last sampling interval. */
+  cpu: number;
+  /** Resident memory, bytes. */
+  memory: number;
+}
+/**
+ * Measured CPU and memory of the node and its running tasks (every few seconds). An
+ * observation only: the leader keeps it in memory, never in the Raft log. A manager that does
+ * not know `usage` ignores it (the dispatcher drops unknown message types).
+ */
+export interface UsageMsg {
+  t: 'usage';
+  /** Worker wall ms when sampled. */
+  at: number;
+  /** The sampling interval the worker uses (ms). */
+  intervalMs: number;
+  node: { cpu: number; memory: number; cpuCapacity: number; memoryTotal: number };
+  tasks: TaskUsageSample[];
+}
+export type WorkerToManager = RegisterMsg | HeartbeatMsg | StatusMsg | UsageMsg;
 
 // ---- manager → worker
 /** Not the leader: connect to `leader` (host:port) instead; `managers` is every manager's address. */

@@ -41,6 +41,7 @@ import { SessionClient, type Session, type WelcomeIn } from './session.js';
 import { StatusReporter, reportOf } from './status-reporter.js';
 import { WorkerHttpServer } from './http-server.js';
 import * as stateDir from './state-dir.js';
+import { DEFAULT_USAGE_INTERVAL_MS, UsageSampler } from './usage.js';
 
 export const WORKER_VERSION = '0.1.0';
 
@@ -79,6 +80,8 @@ export interface WorkerAgentOptions {
   retainFinished?: number;
   /** How long those logs are kept. Default 1 hour. */
   retainFinishedMs?: number;
+  /** How often CPU and memory are measured and sent to the leader (ms; 0: never). Default 5 s. */
+  usageIntervalMs?: number;
   /**
    * Called when the worker cannot go on (e.g. another live worker of its cluster holds its
    * node id on the Docker engine); the agent closes itself. The CLI exits with the message.
@@ -161,6 +164,7 @@ export class WorkerAgent {
   private readonly sessions: SessionClient;
   private readonly reporter: StatusReporter;
   private readonly http: WorkerHttpServer;
+  private readonly usage: UsageSampler | null;
   private addr: string | null = null;
   private unwatch: (() => void)[] = [];
   private started = false;
@@ -226,6 +230,19 @@ export class WorkerAgent {
         return s === null ? null : (reports) => this.sessions.send(s, { t: 'status', reports });
       },
     });
+    const usageMs = opts.usageIntervalMs ?? DEFAULT_USAGE_INTERVAL_MS;
+    this.usage =
+      usageMs > 0
+        ? new UsageSampler({
+            intervalMs: Math.max(100, usageMs),
+            drivers: opts.drivers,
+            log: this.log,
+            channel: () => {
+              const s = this.sessions.established;
+              return s === null ? null : (msg) => this.sessions.send(s, msg);
+            },
+          })
+        : null;
     this.http = new WorkerHttpServer(
       {
         id: this.id,
@@ -274,6 +291,7 @@ export class WorkerAgent {
     }
     this.log.info('worker started', { id: this.id, addr: this.addr, tasks: this.tasks.size, managers: this.sessions.managers });
     this.sessions.start();
+    this.usage?.start();
   }
 
   /** Stop the session and the HTTP server. Tasks keep running (a restarted worker adopts them). */
@@ -281,6 +299,7 @@ export class WorkerAgent {
     if (this.closed) return;
     this.closed = true;
     this.sessions.stop();
+    this.usage?.stop();
     this.reporter.close();
     if (this.pruneTimer !== null) clearInterval(this.pruneTimer);
     this.pruneTimer = null;

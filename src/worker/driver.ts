@@ -58,6 +58,20 @@ export interface DriverTaskStatus {
   containers?: DriverContainerStatus[];
 }
 
+/**
+ * What a driver measures of one running task (src/worker/usage.ts turns it into a rate).
+ * At least one of `cpuSeconds` / `cores` is given.
+ */
+export interface TaskUsageRaw {
+  attempt: number;
+  /** CPU time the task used so far (seconds, cumulative): the sampler takes the difference. */
+  cpuSeconds?: number;
+  /** Cores used over the driver's own recent window (Docker's precpu delta), when it has one. */
+  cores?: number;
+  /** Resident memory, bytes. */
+  memory: number;
+}
+
 export type DriverEventListener = (status: DriverTaskStatus) => void;
 
 export interface DriverStartOptions {
@@ -163,6 +177,11 @@ export interface Driver {
    * Rejects with `conflict` when another live worker of the cluster holds the same node id.
    */
   setCluster?(clusterId: string): Promise<void>;
+  /**
+   * Measures the CPU and memory of the running tasks (one cheap read per task: a /proc scan,
+   * one stats call per container, no stream kept open). Tasks it cannot measure are left out.
+   */
+  usage?(): Promise<Map<string, TaskUsageRaw>>;
   /** Deletes this node's copy of a named volume (no-op when absent). */
   removeVolume?(name: string): Promise<void>;
   /**

@@ -41,6 +41,8 @@ export interface WorkerFlags {
   advertise?: string;
   /** ms between SIGTERM and SIGKILL when a task is stopped. Default 10000. */
   stopGrace?: string;
+  /** ms between two CPU/memory samples sent to the leader (0: none). Default 5000. */
+  usageInterval?: string;
   logLevel?: string;
 }
 
@@ -96,6 +98,7 @@ export interface WorkerConfig {
   listen: string;
   advertise?: string;
   stopGraceMs: number;
+  usageIntervalMs: number;
   logLevel: LogLevel;
 }
 
@@ -188,13 +191,20 @@ export function parseWorkerFlags(flags: WorkerFlags, env: NodeJS.ProcessEnv = pr
       bad(`Cannot start worker as '--stop-grace' must be whole milliseconds from 0 to 3600000 (got '${flags.stopGrace}')`);
     }
   }
+  let usageIntervalMs = 5000;
+  if (flags.usageInterval !== undefined) {
+    usageIntervalMs = Number(flags.usageInterval);
+    if (!Number.isInteger(usageIntervalMs) || (usageIntervalMs !== 0 && (usageIntervalMs < 500 || usageIntervalMs > 3_600_000))) {
+      bad(`Cannot start worker as '--usage-interval' must be 0 (off) or whole milliseconds from 500 to 3600000 (got '${flags.usageInterval}')`);
+    }
+  }
   const logLevel = (flags.logLevel ?? 'info') as LogLevel;
   if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) bad(`Cannot start worker as '--log-level' must be debug, info, warn or error (got '${flags.logLevel}')`);
 
   const stateDir = flags.stateDir ?? join(env.FLOTILLA_DIR ?? '.flotilla', 'workers', id);
   if (stateDir.trim() === '') bad("Cannot start worker as '--state-dir' must not be empty");
 
-  const cfg: WorkerConfig = { id, managers, token: token!, drivers, labels, resources, stateDir, listen, stopGraceMs, logLevel };
+  const cfg: WorkerConfig = { id, managers, token: token!, drivers, labels, resources, stateDir, listen, stopGraceMs, usageIntervalMs, logLevel };
   if (advertise !== undefined) cfg.advertise = advertise;
   return cfg;
 }
@@ -228,6 +238,7 @@ export async function runWorker(flags: WorkerFlags, opts: RunWorkerOptions = {})
     listen: cfg.listen,
     advertise: cfg.advertise,
     stopGraceMs: cfg.stopGraceMs,
+    usageIntervalMs: cfg.usageIntervalMs,
     log,
     onFatal: (e) => {
       process.stderr.write(`flotilla worker ${cfg.id}: ${e.message}\n`);

@@ -15,6 +15,7 @@ import { nodeDetailSections, safeJson, taskDetailSections, drawDetails, type Det
 import { footerContent } from './panes/footer.js';
 import { drawHelp, hasLeader, HELP_TEXT, renderHeader } from './panes/header.js';
 import { drawEvents, drawManagers, drawNodes, drawTasks } from './panes/lists.js';
+import { attachUsage, parseUsage } from './usage.js';
 import { ASCII_GLYPHS, esc, fit, sanitize, UNICODE_GLYPHS, type Glyphs } from './text.js';
 import { drawServices, normalizeServices, normalizeServiceTasks, type ServiceRow, type ServiceTaskRow } from './panes/services.js';
 
@@ -77,6 +78,8 @@ export class Board {
   private clusterAt = 0;
   private clusterErr: string | null = null;
   private nodes: NodeRow[] = [];
+  /** The last GET /v1/usage (fetched with the nodes; null when the cluster cannot say). */
+  private usage: ReturnType<typeof parseUsage> | null = null;
   private nodesAt = 0;
   private nodesErr: string | null = null;
   private tasks: TaskRow[] = [];
@@ -345,8 +348,10 @@ export class Board {
     if (this.inflight.nodes) return;
     this.inflight.nodes = true;
     try {
-      const raw = await this.client.get('/v1/nodes');
+      const [raw, used] = await Promise.all([this.client.get('/v1/nodes'), this.client.get('/v1/usage', { timeoutMs: 3000 }).catch(() => null)]);
+      this.usage = used === null ? null : parseUsage(used);
       this.nodes = normalizeNodes(raw);
+      attachUsage(this.nodes, this.tasks, this.usage);
       this.rawNodes = new Map(arr(obj(raw).nodes).map((n) => [str(obj(n).id, '?'), n] as const));
       this.nodesAt = monoNow();
       this.nodesErr = null;
@@ -364,6 +369,7 @@ export class Board {
     try {
       const raw = await this.client.get('/v1/tasks');
       this.tasks = normalizeTasks(raw);
+      attachUsage([], this.tasks, this.usage);
       this.tasksAt = monoNow();
       this.tasksErr = null;
     } catch (e) {

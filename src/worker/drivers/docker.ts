@@ -103,6 +103,7 @@ import {
   type ExecProcess,
   type LogLine,
   type LogOptions,
+  type TaskUsageRaw,
 } from '../driver.js';
 import { DriverBase, sleep, specHash, type TrackedTask } from './base.js';
 import {
@@ -129,6 +130,7 @@ import { ctrDone, ctrExit, ctrRunning, podStatus, type Ctr, type Task } from './
 import { appConfig, containerLabels } from './docker-config.js';
 import { putSecrets, secretsMount, secretsOf } from './docker-secrets.js';
 import { dockerVolumeName, ensureDockerVolume, removeDockerVolume, volumeBinds } from '../volumes.js';
+import { dockerTasksUsage } from './docker-usage.js';
 
 // Kept importable from here (tests, the worker's CLI).
 export { DEFAULT_INFRA_IMAGE, DEFAULT_SOCKET_PATH, FLOTILLA_VERSION, INFRA_SCRIPT, LABELS, nameSafe, normalizeImage } from './docker-names.js';
@@ -499,6 +501,19 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
   }
 
   // ---- the Driver API
+
+  /** CPU and memory of the running pods' app containers (docker-usage.ts: one stats call each). */
+  async usage(): Promise<Map<string, TaskUsageRaw>> {
+    if (this.closed || this.clusterId === null) return new Map();
+    await this.ready();
+    const tasks = new Map<string, { attempt: number; ids: string[] }>();
+    for (const t of this.tasks.values()) {
+      if (t.final !== undefined || t.removed) continue;
+      const ids = t.apps.filter((c) => c.id !== undefined && ctrRunning(c)).map((c) => c.id!);
+      if (ids.length > 0) tasks.set(t.taskId, { attempt: t.attempt, ids });
+    }
+    return dockerTasksUsage(this.docker, tasks);
+  }
 
   async start(taskId: string, spec: TaskSpec, onEvent?: DriverEventListener, opts: DriverStartOptions = {}): Promise<void> {
     const attempt = this.checkStartArgs(taskId, opts.attempt);

@@ -75,10 +75,12 @@ import {
   type ExecProcess,
   type LogLine,
   type LogOptions,
+  type TaskUsageRaw,
 } from '../driver.js';
 import { DriverBase, specHash, type TrackedTask } from './base.js';
 import { readLogFiles } from './log-files.js';
 import { processExec } from './process-exec.js';
+import { processTreeUsage, type TaskRoots } from './proc-usage.js';
 import { removeSecretFiles, writeSecretFiles } from '../secret-files.js';
 import { ensureProcessVolume, removeProcessVolume, volumeEnvName } from '../volumes.js';
 import {
@@ -360,6 +362,19 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
   // ---- the Driver API
 
   /** Deletes this node's copy of a named volume (`flotilla volume rm`). */
+  /** CPU and memory of the running tasks' process trees (one /proc scan; see proc-usage.ts). */
+  async usage(): Promise<Map<string, TaskUsageRaw>> {
+    if (this.closed) return new Map();
+    await this.ready();
+    const tasks = new Map<string, TaskRoots>();
+    for (const t of this.tasks.values()) {
+      if (t.rec.final !== undefined || t.removed) continue;
+      const roots = t.rec.containers.filter((c) => c.pid !== undefined && c.exit === undefined).map((c) => ({ pid: c.pid!, start: c.procStart }));
+      if (roots.length > 0) tasks.set(t.rec.taskId, { attempt: t.rec.attempt ?? 1, roots });
+    }
+    return processTreeUsage(tasks);
+  }
+
   async removeVolume(name: string): Promise<void> {
     removeProcessVolume(this.dir, name);
   }

@@ -4,6 +4,7 @@ import { fmtAgo, fmtBytes, fmtCpu } from '../format';
 import { now, store, upsertNode } from '../store';
 import { Bar, Empty, Labels, StateBadge } from '../ui';
 import { TERMINAL, type Availability, type NodeInfo } from '../types';
+import UsageChart from './UsageChart';
 
 const ACTIONS: { availability: Availability; label: string; hint: string }[] = [
   { availability: 'active', label: 'Activate', hint: 'accept new tasks' },
@@ -68,6 +69,7 @@ function NodeCard(props: { node: NodeInfo }): JSX.Element {
         total={n().resources.memory}
         detail={`${fmtBytes(n().usage?.memory ?? 0)} of ${fmtBytes(n().resources.memory)}`}
       />
+      <UsageChart node={n().id} />
       <div class="node-tasks">
         <span class="muted small">{tasks().length === 1 ? '1 task' : `${tasks().length} tasks`}</span>
         <For each={tasks()}>

@@ -4,6 +4,7 @@ import { fmtAgo, fmtBytes, fmtCpu, fmtDateTime, fmtTime, joinCommand } from '../
 import { now, store, upsertTask } from '../store';
 import { Empty, Labels, StateBadge } from '../ui';
 import { TERMINAL, type ContainerSpec, type Task } from '../types';
+import UsageChart from './UsageChart';
 
 const MAX_LOG_LINES = 2000;
 
@@ -227,6 +228,9 @@ export default function TaskDetail(props: { id: string }): JSX.Element {
                 <p class="reason" data-testid="task-reason">
                   {[t().reason, t().detail, t().state === 'pending' ? t().pendingReason : ''].filter((x, i, a) => x && a.indexOf(x) === i).join(' · ')}
                 </p>
+              </Show>
+              <Show when={!TERMINAL.has(t().state)}>
+                <UsageChart task={t().id} />
               </Show>
             </section>
 

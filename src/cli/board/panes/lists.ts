@@ -4,6 +4,7 @@ import type { Widgets } from 'blessed';
 import type { ClusterInfo, EventLine, NodeRow, TaskRow } from '../data.js';
 import { managerColumns, nodeColumns, renderEvents, renderList, taskColumns } from '../layout.js';
 import { esc, sanitize, type Glyphs } from '../text.js';
+import { nodeUsageColumn, taskUsageColumn } from '../usage.js';
 
 /** Where a box goes; false (and hidden) when it has no room for a border and a line. */
 export function place(el: Widgets.BoxElement, top: number, left: number, width: number, height: number): boolean {
@@ -52,7 +53,7 @@ export function drawManagers(p: ListPane, cluster: ClusterInfo | null, leader: s
 
 export function drawNodes(p: ListPane, nodes: NodeRow[]): number {
   if (!place(p.box, p.top, p.left, p.width, p.height)) return p.scrollTop;
-  const r = renderList(nodeColumns(p.g), nodes, p.width - 2, p.height - 2, nodes.length ? p.sel : -1, p.scrollTop, p.focused, p.g);
+  const r = renderList([...nodeColumns(p.g), nodeUsageColumn(p.g)], nodes, p.width - 2, p.height - 2, nodes.length ? p.sel : -1, p.scrollTop, p.focused, p.g);
   p.box.setLabel(` nodes ${nodes.length} ${p.staleTag}`);
   p.box.setContent(r.lines.join('\n'));
   focusStyle(p.box, p.focused);
@@ -63,7 +64,10 @@ export function drawNodes(p: ListPane, nodes: NodeRow[]): number {
 export function drawTasks(p: ListPane, t: { shown: TaskRow[]; all: TaskRow[]; filter: string; loaded: boolean; now: number }): number {
   if (!place(p.box, p.top, p.left, p.width, p.height)) return p.scrollTop;
   const vt = t.shown;
-  const r = renderList(taskColumns(t.now), vt, p.width - 2, p.height - 2, vt.length ? p.sel : -1, p.scrollTop, p.focused, p.g);
+  // The measured CPU (a sparkline and the latest value) goes before the reason.
+  const cols = taskColumns(t.now);
+  cols.splice(cols.length - 1, 0, taskUsageColumn(p.g));
+  const r = renderList(cols, vt, p.width - 2, p.height - 2, vt.length ? p.sel : -1, p.scrollTop, p.focused, p.g);
   const count = t.filter ? `${vt.length}/${t.all.length} matching "${esc(sanitize(t.filter.slice(0, 30)))}"` : `${t.all.length}`;
   p.box.setLabel(` tasks ${count} ${p.staleTag}`);
   const lines = r.lines;
