@@ -13,6 +13,7 @@ function fmt(r: ClusterRunResult): string {
 const BUG_SEEDS: [ClusterBug, number][] = [
   ['unfenced', 10],
   ['wall-grace', 40],
+  ['act-before-caught-up', 10],
 ];
 
 describe('whole-cluster simulation: clean seeds', () => {

@@ -51,6 +51,14 @@ export interface ManagerHost {
   forward(to: NodeId, cmd: Command, decided: Map<SingleCommand, number>): Promise<unknown>;
   /** The slow-disk probability (faults phase) and its longest write (ms). */
   slowDisk(): number;
+  /**
+   * Virtual ms applying one committed entry takes (0: at once). RaftNode applies off its loop
+   * from a queue, so a replica's state can lag its commit index: most of all while a
+   * restarted manager replays its log.
+   */
+  applyMs(): number;
+  /** A manager (re)started with a fresh state (checkers subscribe to its events). */
+  onState(mgr: SimManager, state: ClusterState): void;
 }
 
 interface Pending {
@@ -77,6 +85,13 @@ export class SimManager {
   private pending = new Map<number, Pending>();
   private loopBusy = false;
   private loopQueued = false;
+  /** Committed entries waiting to be applied (RaftNode's applyQueue). */
+  private applyQueue: Entry[] = [];
+  private applying = false;
+  /** Until when (virtual ms) applying is held: a snapshot restore or a long apply in progress. */
+  private applyHeldUntil = 0;
+  /** A commit-only hard state waits for the next synced write (RaftNode's deferredHard). */
+  private deferredHard: HardState | null = null;
   private cancelTick: (() => void) | null = null;
   private timers!: Timers;
   private log: Logger = silent;
@@ -117,8 +132,13 @@ export class SimManager {
       applied: 0,
     });
     this.state = new ClusterState();
+    this.h.onState(this, this.state);
     this.toldLeader = null;
     this.pending = new Map();
+    this.applyQueue = [];
+    this.applying = false;
+    this.applyHeldUntil = 0;
+    this.deferredHard = null;
     this.loopBusy = false;
     this.loopQueued = false;
     this.log = this.makeLog();
@@ -128,6 +148,19 @@ export class SimManager {
       this.kick();
     });
     this.kick();
+  }
+
+  /**
+   * Applying stops for `ms` while Raft keeps running (RaftNode applies off its loop: a snapshot
+   * being restored, a long apply): this replica can win an election with a state that lags.
+   */
+  holdApply(ms: number): void {
+    this.applyHeldUntil = Math.max(this.applyHeldUntil, this.h.sched.now + ms);
+  }
+
+  /** Entries committed here but not applied yet. */
+  get applyLag(): number {
+    return this.applyQueue.length;
   }
 
   /** The process dies: everything but the disk is gone. */
@@ -314,19 +347,56 @@ export class SimManager {
   }
 
   private finish(core: RaftCore, rd: Ready): void {
-    if (rd.mustSync || rd.hardState) this.persist(rd);
+    if (rd.mustSync) this.persist(rd);
+    else if (rd.hardState) this.deferredHard = { ...rd.hardState };
     for (const m of rd.messages) this.h.sendRaft(m);
-    for (const e of rd.committedEntries) this.apply(e);
+    for (const e of rd.committedEntries) this.applyQueue.push(e);
     try {
       core.advance(rd);
     } catch {
       /* a core error is the Raft simulator's business */
     }
+    this.drainApply();
+  }
+
+  /** Applies queued entries in order; each takes `applyMs` of virtual time (as RaftNode.drainApply, off the loop). */
+  private drainApply(): void {
+    if (this.applying) return;
+    const held = this.applyHeldUntil - this.h.sched.now;
+    if (held > 0 && this.applyQueue.length > 0) {
+      this.applying = true;
+      const inc = this.incarnation;
+      this.timers.after(held, () => {
+        if (this.incarnation !== inc || !this.core) return;
+        this.applying = false;
+        this.drainApply();
+      });
+      return;
+    }
+    const cost = this.h.applyMs();
+    if (cost <= 0) {
+      while (this.applyQueue.length > 0) this.apply(this.applyQueue.shift()!);
+      return;
+    }
+    if (this.applyQueue.length === 0) return;
+    // A chunk of entries per event (about 10 ms of work), then the event loop turns.
+    const n = Math.max(1, Math.floor(10 / cost));
+    const chunk = this.applyQueue.splice(0, n);
+    this.applying = true;
+    const inc = this.incarnation;
+    this.timers.after(Math.max(1, Math.round(chunk.length * cost)), () => {
+      if (this.incarnation !== inc || !this.core) return;
+      this.applying = false;
+      for (const e of chunk) this.apply(e);
+      this.drainApply();
+    });
   }
 
   private persist(rd: Ready): void {
     const d = this.disk;
-    if (rd.hardState) d.hardState = { ...rd.hardState };
+    const hs = rd.hardState ?? this.deferredHard;
+    this.deferredHard = null;
+    if (hs) d.hardState = { ...hs };
     if (rd.entries.length > 0) {
       const first = rd.entries[0]!.index;
       d.entries.length = Math.min(d.entries.length, first - 1);
@@ -338,7 +408,7 @@ export class SimManager {
     if (leader === this.toldLeader) return;
     this.toldLeader = leader;
     const term = this.core!.status().term;
-    if (leader === this.id) this.h.trace('leader', `${this.id} leads term ${term}`);
+    if (leader === this.id) this.h.trace('leader', `${this.id} leads term ${term} (applied ${this.state.appliedIndex} of ${this.core!.status().lastIndex ?? '?'}, ${this.applyQueue.length} queued)`);
     const l = this.leadership;
     if (this.h.bug === 'unfenced' && leader !== this.id && l?.term() !== null) {
       // Bug (with the forwarding above): the lost leadership is noticed late, as by a blocked

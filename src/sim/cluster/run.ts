@@ -1,7 +1,8 @@
 // One whole-control-plane simulation run: a seed picks the cluster (3 or 5 managers, 3–6
 // workers), the network's faults and a schedule of faults (partitions, lost/duplicated/delayed
 // Raft messages, manager crashes and long pauses, slow disks, wall-clock steps, workers that
-// crash for good), with task submissions through any manager. After the fault phase everything
+// crash for good, a follower whose applying stalls as work is rescheduled while the leader dies),
+// with task submissions through any manager. After the fault phase everything
 // heals (crashed workers stay dead) and the cluster must converge within a bound. Checkers run
 // all along (see the README of this folder in docs/architecture.md, "Whole-cluster simulation").
 // Deterministic: same seed and bug, same run, same trace hash.
@@ -93,6 +94,11 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
   const maxDelay = rng.pick([5, 20, 80]);
   const slowDiskP = rng.pick([0, 0, 0.02, 0.1]);
   const faultEvery = rng.pick([1500, 3000, 6000]);
+  /** Virtual ms to apply one entry (a replica's state lags its log by its queue; see manager.ts). */
+  const applyMs = rng.pick([0, 0, 0.2, 1, 4]);
+  /** The chance a follower's applying stalls as it sees a node go down (see lagAtReschedule). */
+  const lagRng = derive(seed, 'lag');
+  const lagP = lagRng.pick([0, 0.5, 1]);
   let faulting = true;
 
   const ids: NodeId[] = Array.from({ length: nM }, (_, i) => `m${i + 1}`);
@@ -107,6 +113,38 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
   const heardAt = new Map<string, number>();
   /** The first leader of each term (checker: election safety is Raft's; here, for traces). */
   const termLeader = new Map<number, NodeId>();
+  /** Restarts already judged by the stale-decision checker (every replica applies each). */
+  const staleSeen = new Set<string>();
+
+  /**
+   * Fault aimed at a new leader's lagging state: a follower has just applied a node's going
+   * down when its applying stalls (a snapshot restore, a long apply; Raft runs on), and the
+   * leader dies while it reschedules the lost work. The follower may win the election with a
+   * state in which that work is still lost.
+   */
+  function lagAtReschedule(f: SimManager): void {
+    if (!faulting || f.isLeader() || !lagRng.chance(lagP)) return;
+    const hold = lagRng.range(1500, 5000);
+    const crashIn = lagRng.range(150, 1200);
+    sched.at(0, 'sim', () => {
+      if (!f.alive) return;
+      f.holdApply(hold);
+      event('applystall', `${f.id} applies nothing for ${hold} ms (Raft runs on)`);
+      sched.at(crashIn, 'sim', () => {
+        const l = [...managers.values()].find((m) => m.alive && m.isLeader() && m !== f);
+        if (!l || !faulting || [...managers.values()].filter((x) => !x.alive).length >= Math.floor((nM - 1) / 2)) return;
+        stats.crashes++;
+        for (const k of [...links]) if (k.m === l) closeLink(k, 'crash');
+        l.crash();
+        event('crash', `${l.id} (leader, while rescheduling lost work; restarts later)`);
+        sched.at(lagRng.range(1000, 8000), 'sim', () => {
+          if (l.alive) return;
+          l.start();
+          event('restart', `${l.id} from its disk (term ${l.disk.hardState.term}, ${l.disk.entries.length} entries)`);
+        });
+      });
+    });
+  }
 
   function checkDown(mgr: SimManager, cmd: Command): void {
     const singles: SingleCommand[] = cmd.type === 'batch' ? cmd.commands : [cmd as SingleCommand];
@@ -153,6 +191,19 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
     onApplied: () => {},
     onPropose: (mgr, cmd) => checkDown(mgr, cmd),
     slowDisk: () => (faulting ? slowDiskP : 0),
+    applyMs: () => applyMs,
+    onState: (mgr, state) => {
+      state.onEvent((ev) => {
+        if (ev.type === 'node.updated' && ev.node.status === 'down' && ev.prevStatus !== 'down') lagAtReschedule(mgr);
+        // Work lost with its node is rescheduled by a decision made when the leader saw it
+        // lost: applied to a task that runs again, it was decided from a state lagging the log.
+        if (ev.type !== 'task.updated' || ev.change !== 'restart' || !ev.task.reason.startsWith('rescheduled:') || ev.prevState === 'lost') return;
+        const key = `${ev.task.id}/${ev.task.attempt}`;
+        if (staleSeen.has(key)) return;
+        staleSeen.add(key);
+        violate('stale-decision', `${ev.task.id} was ${ev.prevState} on ${mgr.id} when a reschedule of lost work (${ev.task.reason}) made it attempt ${ev.task.attempt}: decided from a state that lagged the log`);
+      });
+    },
     forward: (to, cmd, decided) =>
       new Promise((res, rej) => {
         const m = managers.get(to)!;
