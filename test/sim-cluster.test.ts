@@ -14,6 +14,7 @@ const BUG_SEEDS: [ClusterBug, number][] = [
   ['unfenced', 10],
   ['wall-grace', 40],
   ['act-before-caught-up', 10],
+  ['assignments-before-registration', 5],
 ];
 
 describe('whole-cluster simulation: clean seeds', () => {

@@ -21,8 +21,8 @@ import type { Timers } from '../../clock.js';
 import type { Prng } from '../../raft/sim/prng.js';
 import type { Sched } from './sched.js';
 
-export type ClusterBug = 'none' | 'unfenced' | 'wall-grace' | 'act-before-caught-up';
-export const CLUSTER_BUGS: readonly ClusterBug[] = ['unfenced', 'wall-grace', 'act-before-caught-up'];
+export type ClusterBug = 'none' | 'unfenced' | 'wall-grace' | 'act-before-caught-up' | 'assignments-before-registration';
+export const CLUSTER_BUGS: readonly ClusterBug[] = ['unfenced', 'wall-grace', 'act-before-caught-up', 'assignments-before-registration'];
 
 export const TICK_MS = 50;
 export const NODE_GRACE_MS = 3000;
@@ -231,6 +231,7 @@ export class SimManager {
       },
       { nodeGraceMs: NODE_GRACE_MS, failoverGraceMs: FAILOVER_GRACE_MS },
     );
+    if (this.h.bug === 'assignments-before-registration') assignBeforeRegistration(dispatcher);
     let services: LeaderService[] = [dispatcher, monitor, restarts, placement, new Drain({ state, lead, timers })];
     if (this.h.bug === 'act-before-caught-up') {
       services = services.map((s) => ({ name: s.name, start: (t: number) => (s.start(t), s.caughtUp(t)), caughtUp: (t: number) => s.caughtUp(t), stop: () => s.stop() }));
@@ -453,3 +454,26 @@ export class SimManager {
 }
 
 export const SIM_SECRET = 'flotilla-sim-secret';
+
+/**
+ * Bug `assignments-before-registration` (test only): a session gets its assignments as soon as
+ * its `register` arrives, before the registration is committed and the worker welcomed. Reaches
+ * into the dispatcher's private session table: the real code has no switch for it.
+ */
+function assignBeforeRegistration(dispatcher: Dispatcher): void {
+  const d = dispatcher as unknown as {
+    register: (link: WorkerLink, msg: { nodeId: string }, remote: string) => Promise<unknown>;
+    sessions: Map<string, { link: WorkerLink; welcomed: boolean }>;
+    dirtyNodes: Set<string>;
+  };
+  const register = d.register.bind(dispatcher);
+  d.register = (link, msg, remote) => {
+    const p = register(link, msg, remote);
+    const s = d.sessions.get(msg.nodeId);
+    if (s && s.link === link) {
+      s.welcomed = true;
+      d.dirtyNodes.add(msg.nodeId);
+    }
+    return p;
+  };
+}

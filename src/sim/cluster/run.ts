@@ -325,7 +325,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
     const token = workerToken(SIM_SECRET);
     for (let i = 0; i < nW; i++) {
       const id = `w${i + 1}`;
-      const w = new SimWorker(id, token, { seed, rng: derive(seed, `worker/${id}`), managers: () => ids, wall: () => sched.wall(), now: () => sched.now, dial, onUnassigned: (w, task, attempt) => checkUnassigned(w, task, attempt), trace: note }, sched.timers(`w:${id}`));
+      const w = new SimWorker(id, token, { seed, rng: derive(seed, `worker/${id}`), managers: () => ids, wall: () => sched.wall(), now: () => sched.now, dial, onUnassigned: (w, task, attempt) => checkUnassigned(w, task, attempt), onProtocolError: (w, what) => violate('session-protocol', `${w.id}: ${what}`), trace: note }, sched.timers(`w:${id}`));
       workers.push(w);
       w.start();
     }

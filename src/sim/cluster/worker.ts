@@ -31,6 +31,8 @@ export interface WorkerHost {
   trace(kind: string, text: string): void;
   /** The worker stops a running task because its assignment set no longer has it (checker). */
   onUnassigned(w: SimWorker, taskId: string, attempt: number): void;
+  /** A frame the agent's session refuses as out of protocol (src/worker/session.ts): checker. */
+  onProtocolError(w: SimWorker, what: string): void;
 }
 
 export class SimWorker {
@@ -161,6 +163,14 @@ export class SimWorker {
         return;
       }
       case 'assignments':
+        if (!this.welcomed) {
+          // The agent's session refuses it and ends (session.ts): only a committed registration's
+          // session may tell a worker what to run.
+          this.h.onProtocolError(this, `'assignments' before 'welcome' from ${this.linkTo}`);
+          this.drop();
+          this.connectSoon(this.h.rng.range(100, 500));
+          return;
+        }
         this.reconcile(msg.tasks);
         return;
       default:
