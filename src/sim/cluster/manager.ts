@@ -14,6 +14,7 @@ import { Placement } from '../../manager/controllers/placement.js';
 import { NodeMonitor } from '../../manager/controllers/node-monitor.js';
 import { Restarts } from '../../manager/controllers/restarts.js';
 import { Drain } from '../../manager/controllers/drain.js';
+import { Services } from '../../manager/controllers/services.js';
 import type { CommandProposer, LeaderService, LeaderTerm, Membership, RouteTable } from '../../manager/ports.js';
 import type { Logger } from '../../log.js';
 import { FlotillaError, toFlotillaError } from '../../protocol/errors.js';
@@ -232,7 +233,11 @@ export class SimManager {
       { nodeGraceMs: NODE_GRACE_MS, failoverGraceMs: FAILOVER_GRACE_MS },
     );
     if (this.h.bug === 'assignments-before-registration') assignBeforeRegistration(dispatcher);
-    let services: LeaderService[] = [dispatcher, monitor, restarts, placement, new Drain({ state, lead, timers })];
+    let ids = 0;
+    const inc = this.incarnation;
+    // Task ids the services controller makes: unique per manager process, and replayable.
+    const newId = (): string => `${this.id}i${inc}n${++ids}`;
+    let services: LeaderService[] = [dispatcher, monitor, restarts, placement, new Drain({ state, lead, timers }), new Services({ state, lead, log, timers, newId })];
     if (this.h.bug === 'act-before-caught-up') {
       services = services.map((s) => ({ name: s.name, start: (t: number) => (s.start(t), s.caughtUp(t)), caughtUp: (t: number) => s.caughtUp(t), stop: () => s.stop() }));
     }

@@ -38,6 +38,12 @@ export interface WorkerHost {
 export class SimWorker {
   alive = true;
   readonly tasks = new Map<string, LocalTask>();
+  /**
+   * Tasks stopped because the assignments dropped them, with their final report: every new
+   * session's register carries them (their end may not have been committed before the last
+   * session ended), as the agent's retired list does. The most recent 100 are kept.
+   */
+  private readonly retired = new Map<string, TaskStatusReport>();
   link: WorkerSide | null = null;
   /** The manager the current link goes to. */
   linkTo: string | null = null;
@@ -94,7 +100,7 @@ export class SimWorker {
         resources: { cpu: 8000, memory: 16 * 1024 ** 3 },
         drivers: ['process'],
         version: 'sim',
-        tasks: [...this.tasks.values()].map((t) => this.report(t)),
+        tasks: [...this.tasks.values()].map((t) => this.report(t)).concat([...this.retired.values()].filter((r) => !this.tasks.has(r.taskId))),
       });
       this.cancelRegister = this.timers.after(5000, () => {
         if (!this.welcomed) this.drop(), this.connectSoon(this.h.rng.range(100, 500));
@@ -203,6 +209,9 @@ export class SimWorker {
       if (!a && (t.state === 'running' || t.state === 'starting')) this.h.onUnassigned(this, id, t.attempt);
       if (t.state === 'running' || t.state === 'starting') this.setState(t, 'stopped');
       this.tasks.delete(id);
+      this.retired.delete(id);
+      this.retired.set(id, this.report(t));
+      if (this.retired.size > 100) this.retired.delete(this.retired.keys().next().value!);
     }
     for (const a of assigned) {
       if (a.desired !== 'running' || this.tasks.has(a.taskId)) continue;
@@ -216,12 +225,14 @@ export class SimWorker {
     this.setState(t, 'starting');
     // The seed decides what this run does: derived from (seed, task, attempt), not from the order of events.
     const r = derive(this.h.seed, `${a.taskId}/${a.attempt}`);
-    const fate = r.next();
+    // A service template says what its tasks do: `svc` runs on, `crash` fails soon after it starts.
+    const kind = a.spec.containers[0]?.command?.[0];
+    const fate = kind === 'svc' ? 0 : kind === 'crash' ? 0.95 : r.next();
     t.cancel = this.timers.after(r.range(20, 300), () => {
       if (this.tasks.get(a.taskId) !== t) return;
       this.setState(t, 'running');
       if (fate < 0.8) return;
-      t.cancel = this.timers.after(r.range(500, 8000), () => {
+      t.cancel = this.timers.after(kind === 'crash' ? r.range(200, 800) : r.range(500, 8000), () => {
         if (this.tasks.get(a.taskId) !== t) return;
         t.cancel = null;
         if (fate < 0.9) this.setState(t, 'succeeded', 0);
