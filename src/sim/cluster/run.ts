@@ -379,7 +379,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
     /**
      * Service checkers. A slot (service task ids are `name.slot.id`) runs two tasks on live
      * workers in session for longer than the grace: `slot-two-tasks`. During a rolling update
-     * ready replicas (desired running, running, on a ready node) stay at least replicas −
+     * ready replicas (slots with a task desired running, running, on a ready node) stay at least replicas −
      * parallelism (stop-first) or replicas (start-first): `update-availability`; judged once the
      * update (or the scale, or the rollback) has had every replica ready, and not while one of
      * the service's tasks sits on a node that is not ready or a worker out of session (nor for a
@@ -434,7 +434,8 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
           a.armed = false;
         }
         if (sched.now < a.exemptUntil) continue;
-        const ready = tasks.filter((t) => t.desired === 'running' && t.state === 'running' && t.node !== null && st.getNode(t.node)?.status === 'ready').length;
+        // Ready replicas: slots within replicas with a ready task (a start-first slot's old and new task count once).
+        const ready = new Set(tasks.filter((t) => t.desired === 'running' && t.state === 'running' && t.node !== null && st.getNode(t.node)?.status === 'ready' && t.service!.slot <= svc.spec.replicas).map((t) => t.service!.slot)).size;
         const p = svc.spec.update;
         const bound = p.order === 'start-first' ? svc.spec.replicas : svc.spec.replicas - p.parallelism;
         if (ready >= svc.spec.replicas) a.armed = true;
@@ -697,12 +698,13 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
       if (!l) return 'no leader';
       const st = l.state;
       for (const id of acked) if (!st.getTask(id)) return `acknowledged task ${id} missing on the leader`;
+      // Crossing or retried client writes can make a crashing template current (an update over
+      // one, a rollback to one): such a service cannot converge, by design, and is not judged.
+      const crashingNow = new Set(st.listServices().filter((x) => !goodTemplate(x.spec.template)).map((x) => x.name));
       // Every service runs its replicas: one running task of its current template per slot.
       for (const svc of st.listServices()) {
-        // A client's retried or crossing writes can make a crashing template current, or the one
-        // a rollback returns to: then the update pauses where it is, by design.
-        const crashing = !goodTemplate(svc.spec.template) || !goodTemplate(svc.previous?.template ?? svc.spec.template);
-        if (crashing && (svc.update.state === 'paused' || svc.update.state === 'rollback_paused')) continue;
+
+        if (crashingNow.has(svc.name)) continue;
         if (svc.update.state !== 'none' && svc.update.state !== 'completed' && svc.update.state !== 'rolled_back') return `service ${svc.name} is ${svc.update.state}: ${svc.update.message}`;
         const tasks = st.serviceTasks(svc.name).filter((t) => t.desired === 'running' && !isTerminal(t.state));
         for (let slot = 1; slot <= svc.spec.replicas; slot++) {
@@ -715,7 +717,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
         if (extra) return `service ${svc.name} has ${extra.id} in slot ${extra.service!.slot} beyond ${svc.spec.replicas} replicas`;
       }
       for (const t of st.listTasks({})) {
-        if (t.desired !== 'running') continue;
+        if (t.desired !== 'running' || (t.service && crashingNow.has(t.service.name))) continue;
         if (t.state === 'running') {
           const w = workers.find((x) => x.id === t.node);
           const local = w?.tasks.get(t.id);

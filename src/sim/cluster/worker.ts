@@ -44,6 +44,8 @@ export class SimWorker {
    * session ended), as the agent's retired list does. The most recent 100 are kept.
    */
   private readonly retired = new Map<string, TaskStatusReport>();
+  /** `task#attempt` of desired-shutdown assignments answered in this session (as the agent's reportedGone). */
+  private reportedGone = new Set<string>();
   link: WorkerSide | null = null;
   /** The manager the current link goes to. */
   linkTo: string | null = null;
@@ -149,6 +151,7 @@ export class SimWorker {
         return;
       case 'welcome': {
         this.welcomed = true;
+        this.reportedGone.clear();
         this.credential = msg.credential;
         this.cancelRegister?.();
         this.cancelRegister = null;
@@ -206,6 +209,7 @@ export class SimWorker {
       // Not assigned any more, to be shut down, or replaced by a newer attempt: stop it.
       t.cancel?.();
       t.cancel = null;
+      if (a && a.attempt === t.attempt) this.reportedGone.add(`${id}#${t.attempt}`);
       if (!a && (t.state === 'running' || t.state === 'starting')) this.h.onUnassigned(this, id, t.attempt);
       if (t.state === 'running' || t.state === 'starting') this.setState(t, 'stopped');
       this.tasks.delete(id);
@@ -214,6 +218,17 @@ export class SimWorker {
       if (this.retired.size > 100) this.retired.delete(this.retired.keys().next().value!);
     }
     for (const a of assigned) {
+      if (a.desired === 'shutdown') {
+        // An attempt to shut down that does not run here (never started, or its final report
+        // missed): say so once per session, so the manager can settle it (as the agent does).
+        const key = `${a.taskId}#${a.attempt}`;
+        if (this.reportedGone.has(key)) continue;
+        this.reportedGone.add(key);
+        const r = this.retired.get(a.taskId);
+        const report: TaskStatusReport = r && r.attempt === a.attempt ? r : { taskId: a.taskId, attempt: a.attempt, state: 'stopped', reason: 'not running on this worker', at: this.h.wall() };
+        this.link?.send({ t: 'status', reports: [report] });
+        continue;
+      }
       if (a.desired !== 'running' || this.tasks.has(a.taskId)) continue;
       this.run(a);
     }
