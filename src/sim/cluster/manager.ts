@@ -22,8 +22,8 @@ import type { Timers } from '../../clock.js';
 import type { Prng } from '../../raft/sim/prng.js';
 import type { Sched } from './sched.js';
 
-export type ClusterBug = 'none' | 'unfenced' | 'wall-grace' | 'act-before-caught-up' | 'assignments-before-registration';
-export const CLUSTER_BUGS: readonly ClusterBug[] = ['unfenced', 'wall-grace', 'act-before-caught-up', 'assignments-before-registration'];
+export type ClusterBug = 'none' | 'unfenced' | 'wall-grace' | 'act-before-caught-up' | 'assignments-before-registration' | 'wall-monitor';
+export const CLUSTER_BUGS: readonly ClusterBug[] = ['unfenced', 'wall-grace', 'act-before-caught-up', 'assignments-before-registration', 'wall-monitor'];
 
 export const TICK_MS = 50;
 export const NODE_GRACE_MS = 3000;
@@ -237,7 +237,13 @@ export class SimManager {
     const inc = this.incarnation;
     // Task ids the services controller makes: unique per manager process, and replayable.
     const newId = (): string => `${this.id}i${inc}n${++ids}`;
-    let services: LeaderService[] = [dispatcher, monitor, restarts, placement, new Drain({ state, lead, timers }), new Services({ state, lead, log, timers, newId })];
+    const svcs = new Services({ state, lead, log, timers, newId });
+    if (this.h.bug === 'wall-monitor') {
+      // Bug (the defect sim:cluster found): a task's replicated wall-clock times are compared
+      // with this leader's wall clock as they are, so a wall step stretches or skips monitor periods.
+      (svcs as unknown as { steady: (t: unknown) => unknown }).steady = (t) => t;
+    }
+    let services: LeaderService[] = [dispatcher, monitor, restarts, placement, new Drain({ state, lead, timers }), svcs];
     if (this.h.bug === 'act-before-caught-up') {
       services = services.map((s) => ({ name: s.name, start: (t: number) => (s.start(t), s.caughtUp(t)), caughtUp: (t: number) => s.caughtUp(t), stop: () => s.stop() }));
     }
