@@ -13,6 +13,9 @@ function fmt(r: ClusterRunResult): string {
 const BUG_SEEDS: [ClusterBug, number][] = [
   ['unfenced', 10],
   ['wall-grace', 40],
+  ['act-before-caught-up', 10],
+  ['assignments-before-registration', 5],
+  ['wall-monitor', 25],
 ];
 
 describe('whole-cluster simulation: clean seeds', () => {
@@ -25,16 +28,20 @@ describe('whole-cluster simulation: clean seeds', () => {
       const bad: string[] = [];
       let acked = 0;
       let downs = 0;
+      let updates = 0;
       for (let s = from; s <= to; s++) {
         const r = await runCluster({ seed: s });
         acked += r.stats.acked;
         downs += r.stats.nodesDown;
+        updates += r.stats.serviceUpdates;
         if (r.violations.length > 0) bad.push(fmt(r));
       }
       expect(bad).toEqual([]);
       // The runs did something: submissions were acknowledged and dead workers declared down.
       expect(acked).toBeGreaterThan(100);
       expect(downs).toBeGreaterThan(0);
+      // and services were updated (the services checkers had rolling updates to judge).
+      expect(updates).toBeGreaterThan(5);
     }, 180_000);
   }
 });

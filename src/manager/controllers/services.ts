@@ -13,7 +13,7 @@ import type { Service, SingleCommand, Task } from '../state.js';
 import { isTerminal } from '../state.js';
 import type { LeaderService, LeaderTerm, Logger, StateView } from '../ports.js';
 import { planService, type Decision, type ServiceView, type SlotTask } from './service-plan.js';
-import { monoNow, wallNow } from '../../clock.js';
+import { monoNow, systemTimers, wallNow, type Timers } from '../../clock.js';
 
 export interface ServicesOptions {
   /** How often every service is planned even without a change (ms). Default 1000. */
@@ -92,17 +92,19 @@ function randomId(): string {
 
 export class Services implements LeaderService {
   readonly name = 'services';
-  private timer: NodeJS.Timeout | null = null;
-  private wakeTimer: NodeJS.Timeout | null = null;
+  private timer: (() => void) | null = null;
+  private wakeTimer: (() => void) | null = null;
   private wakeAt = Infinity;
   private unsubscribe: (() => void) | null = null;
   private scheduled = false;
   /** Services with a proposal in flight (and `''` for the removed services' tasks). */
   private inflight = new Set<string>();
   private readonly intervalMs: number;
+  /** Monotonic ms this leader dates each replicated timestamp of a task to (see `steady`). */
+  private seen = new Map<string, number>();
 
   constructor(
-    private readonly d: { state: StateView; lead: LeaderTerm; log: Logger },
+    private readonly d: { state: StateView; lead: LeaderTerm; log: Logger; timers?: Timers; newId?: () => string },
     opts: ServicesOptions = {},
   ) {
     this.intervalMs = opts.intervalMs ?? 1000;
@@ -110,8 +112,7 @@ export class Services implements LeaderService {
 
   start(): void {
     this.stop();
-    this.timer = setInterval(() => this.kick(), this.intervalMs);
-    this.timer.unref();
+    this.timer = this.t.every(this.intervalMs, () => this.kick());
     this.unsubscribe = this.d.state.onEvent((ev) => {
       if (ev.type === 'service.updated' || ev.type === 'node.updated') this.kick();
       else if ((ev.type === 'task.updated' || ev.type === 'task.removed') && ev.task.service !== undefined) this.kick();
@@ -125,48 +126,85 @@ export class Services implements LeaderService {
   stop(): void {
     this.unsubscribe?.();
     this.unsubscribe = null;
-    if (this.timer) clearInterval(this.timer);
+    this.timer?.();
     this.timer = null;
-    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeTimer?.();
     this.wakeTimer = null;
     this.wakeAt = Infinity;
     this.inflight.clear();
+    this.seen.clear();
+  }
+
+  /**
+   * A task's replicated wall-clock times (ready since, ended at: a worker's or a leader's clock)
+   * in a frame where `now` (this leader's wall clock) moves with the monotonic clock. The age of
+   * each is read once, bounded by the longest wait the planner measures from it, and then counted
+   * monotonically (as the restart controller does with backoffs): a wall clock stepped back does
+   * not stretch a monitor period or back-off, one stepped forward does not skip it.
+   */
+  private steady(t: SlotTask, view: ServiceView, now: number, mono: number, used: Set<string>): SlotTask {
+    // `used`: the ids of the tasks still planned (the others' entries are dropped).
+    const horizon = Math.max(view.update.monitorMs + view.update.delayMs, view.replaceBackoffMs);
+    const rebase = (what: string, at: number): number => {
+      const key = `${t.id}\u0000${what}:${at}`;
+      used.add(t.id);
+      let m = this.seen.get(key);
+      if (m === undefined) {
+        m = mono - Math.min(horizon, Math.max(0, now - at));
+        this.seen.set(key, m);
+      }
+      return now - (mono - m);
+    };
+    const out = { ...t };
+    if (t.readySince !== undefined) out.readySince = rebase('ready', t.readySince);
+    if (t.endedAt !== undefined) out.endedAt = rebase('ended', t.endedAt);
+    return out;
   }
 
   /** Plans soon (coalesced). */
   kick(): void {
     if (this.scheduled) return;
     this.scheduled = true;
-    setTimeout(() => {
+    this.t.after(20, () => {
       this.scheduled = false;
       this.run();
-    }, 20).unref();
+    });
+  }
+
+  private get t(): Timers {
+    return this.d.timers ?? systemTimers;
   }
 
   private run(): void {
     if (this.d.lead.term() === null || !this.d.lead.caughtUp()) return;
     const now = wallNow();
+    const mono = monoNow();
+    const used = new Set<string>();
     const nodeReady = (id: string): boolean => this.d.state.getNode(id)?.status === 'ready';
     const owners = new Set(this.d.state.serviceTaskOwners());
     let wake = Infinity;
     for (const s of this.d.state.listServices()) {
       const tasks = this.d.state.serviceTasks(s.name);
       owners.delete(s.name);
-      if (this.inflight.has(s.name)) continue;
+      if (this.inflight.has(s.name)) {
+        for (const t of tasks) used.add(t.id);
+        continue;
+      }
       const view = serviceView(s);
       const plan = planService(
         view,
-        tasks.map((t) => slotTask(t, nodeReady)),
+        tasks.map((t) => this.steady(slotTask(t, nodeReady), view, now, mono, used)),
         now,
       );
       if (plan.wakeAt !== undefined) wake = Math.min(wake, plan.wakeAt);
-      if (plan.decisions.length > 0) this.propose(s.name, (term) => decisionCommands(view, plan.decisions, term, wallNow()));
+      if (plan.decisions.length > 0) this.propose(s.name, (term) => decisionCommands(view, plan.decisions, term, wallNow(), this.d.newId));
     }
     // What is left belongs to removed services: remove each task once it has ended.
     const orphans = [...owners].flatMap((n) => this.d.state.serviceTasks(n)).filter((t) => isTerminal(t.state) && t.nextRestartAt === undefined && !(t.state === 'lost' && t.desired === 'running'));
     if (orphans.length > 0 && !this.inflight.has('')) {
       this.propose('', (term) => orphans.map((t): SingleCommand => ({ type: 'service.removeTask', taskId: t.id, term, at: wallNow() })));
     }
+    for (const k of this.seen.keys()) if (!used.has(k.slice(0, k.indexOf('\u0000')))) this.seen.delete(k);
     if (wake < Infinity) this.wakeUp(wake - now);
   }
 
@@ -184,13 +222,12 @@ export class Services implements LeaderService {
   private wakeUp(inMs: number): void {
     const at = monoNow() + Math.max(0, inMs);
     if (this.wakeTimer !== null && this.wakeAt <= at) return;
-    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeTimer?.();
     this.wakeAt = at;
-    this.wakeTimer = setTimeout(() => {
+    this.wakeTimer = this.t.after(Math.max(0, inMs) + 5, () => {
       this.wakeTimer = null;
       this.wakeAt = Infinity;
       this.kick();
-    }, Math.max(0, inMs) + 5);
-    this.wakeTimer.unref();
+    });
   }
 }

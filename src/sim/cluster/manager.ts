@@ -14,6 +14,7 @@ import { Placement } from '../../manager/controllers/placement.js';
 import { NodeMonitor } from '../../manager/controllers/node-monitor.js';
 import { Restarts } from '../../manager/controllers/restarts.js';
 import { Drain } from '../../manager/controllers/drain.js';
+import { Services } from '../../manager/controllers/services.js';
 import type { CommandProposer, LeaderService, LeaderTerm, Membership, RouteTable } from '../../manager/ports.js';
 import type { Logger } from '../../log.js';
 import { FlotillaError, toFlotillaError } from '../../protocol/errors.js';
@@ -21,8 +22,8 @@ import type { Timers } from '../../clock.js';
 import type { Prng } from '../../raft/sim/prng.js';
 import type { Sched } from './sched.js';
 
-export type ClusterBug = 'none' | 'unfenced' | 'wall-grace' | 'act-before-caught-up';
-export const CLUSTER_BUGS: readonly ClusterBug[] = ['unfenced', 'wall-grace', 'act-before-caught-up'];
+export type ClusterBug = 'none' | 'unfenced' | 'wall-grace' | 'act-before-caught-up' | 'assignments-before-registration' | 'wall-monitor';
+export const CLUSTER_BUGS: readonly ClusterBug[] = ['unfenced', 'wall-grace', 'act-before-caught-up', 'assignments-before-registration', 'wall-monitor'];
 
 export const TICK_MS = 50;
 export const NODE_GRACE_MS = 3000;
@@ -51,6 +52,14 @@ export interface ManagerHost {
   forward(to: NodeId, cmd: Command, decided: Map<SingleCommand, number>): Promise<unknown>;
   /** The slow-disk probability (faults phase) and its longest write (ms). */
   slowDisk(): number;
+  /**
+   * Virtual ms applying one committed entry takes (0: at once). RaftNode applies off its loop
+   * from a queue, so a replica's state can lag its commit index: most of all while a
+   * restarted manager replays its log.
+   */
+  applyMs(): number;
+  /** A manager (re)started with a fresh state (checkers subscribe to its events). */
+  onState(mgr: SimManager, state: ClusterState): void;
 }
 
 interface Pending {
@@ -77,6 +86,13 @@ export class SimManager {
   private pending = new Map<number, Pending>();
   private loopBusy = false;
   private loopQueued = false;
+  /** Committed entries waiting to be applied (RaftNode's applyQueue). */
+  private applyQueue: Entry[] = [];
+  private applying = false;
+  /** Until when (virtual ms) applying is held: a snapshot restore or a long apply in progress. */
+  private applyHeldUntil = 0;
+  /** A commit-only hard state waits for the next synced write (RaftNode's deferredHard). */
+  private deferredHard: HardState | null = null;
   private cancelTick: (() => void) | null = null;
   private timers!: Timers;
   private log: Logger = silent;
@@ -117,8 +133,13 @@ export class SimManager {
       applied: 0,
     });
     this.state = new ClusterState();
+    this.h.onState(this, this.state);
     this.toldLeader = null;
     this.pending = new Map();
+    this.applyQueue = [];
+    this.applying = false;
+    this.applyHeldUntil = 0;
+    this.deferredHard = null;
     this.loopBusy = false;
     this.loopQueued = false;
     this.log = this.makeLog();
@@ -128,6 +149,19 @@ export class SimManager {
       this.kick();
     });
     this.kick();
+  }
+
+  /**
+   * Applying stops for `ms` while Raft keeps running (RaftNode applies off its loop: a snapshot
+   * being restored, a long apply): this replica can win an election with a state that lags.
+   */
+  holdApply(ms: number): void {
+    this.applyHeldUntil = Math.max(this.applyHeldUntil, this.h.sched.now + ms);
+  }
+
+  /** Entries committed here but not applied yet. */
+  get applyLag(): number {
+    return this.applyQueue.length;
   }
 
   /** The process dies: everything but the disk is gone. */
@@ -198,7 +232,18 @@ export class SimManager {
       },
       { nodeGraceMs: NODE_GRACE_MS, failoverGraceMs: FAILOVER_GRACE_MS },
     );
-    let services: LeaderService[] = [dispatcher, monitor, restarts, placement, new Drain({ state, lead, timers })];
+    if (this.h.bug === 'assignments-before-registration') assignBeforeRegistration(dispatcher);
+    let ids = 0;
+    const inc = this.incarnation;
+    // Task ids the services controller makes: unique per manager process, and replayable.
+    const newId = (): string => `${this.id}i${inc}n${++ids}`;
+    const svcs = new Services({ state, lead, log, timers, newId });
+    if (this.h.bug === 'wall-monitor') {
+      // Bug (the defect sim:cluster found): a task's replicated wall-clock times are compared
+      // with this leader's wall clock as they are, so a wall step stretches or skips monitor periods.
+      (svcs as unknown as { steady: (t: unknown) => unknown }).steady = (t) => t;
+    }
+    let services: LeaderService[] = [dispatcher, monitor, restarts, placement, new Drain({ state, lead, timers }), svcs];
     if (this.h.bug === 'act-before-caught-up') {
       services = services.map((s) => ({ name: s.name, start: (t: number) => (s.start(t), s.caughtUp(t)), caughtUp: (t: number) => s.caughtUp(t), stop: () => s.stop() }));
     }
@@ -314,19 +359,56 @@ export class SimManager {
   }
 
   private finish(core: RaftCore, rd: Ready): void {
-    if (rd.mustSync || rd.hardState) this.persist(rd);
+    if (rd.mustSync) this.persist(rd);
+    else if (rd.hardState) this.deferredHard = { ...rd.hardState };
     for (const m of rd.messages) this.h.sendRaft(m);
-    for (const e of rd.committedEntries) this.apply(e);
+    for (const e of rd.committedEntries) this.applyQueue.push(e);
     try {
       core.advance(rd);
     } catch {
       /* a core error is the Raft simulator's business */
     }
+    this.drainApply();
+  }
+
+  /** Applies queued entries in order; each takes `applyMs` of virtual time (as RaftNode.drainApply, off the loop). */
+  private drainApply(): void {
+    if (this.applying) return;
+    const held = this.applyHeldUntil - this.h.sched.now;
+    if (held > 0 && this.applyQueue.length > 0) {
+      this.applying = true;
+      const inc = this.incarnation;
+      this.timers.after(held, () => {
+        if (this.incarnation !== inc || !this.core) return;
+        this.applying = false;
+        this.drainApply();
+      });
+      return;
+    }
+    const cost = this.h.applyMs();
+    if (cost <= 0) {
+      while (this.applyQueue.length > 0) this.apply(this.applyQueue.shift()!);
+      return;
+    }
+    if (this.applyQueue.length === 0) return;
+    // A chunk of entries per event (about 10 ms of work), then the event loop turns.
+    const n = Math.max(1, Math.floor(10 / cost));
+    const chunk = this.applyQueue.splice(0, n);
+    this.applying = true;
+    const inc = this.incarnation;
+    this.timers.after(Math.max(1, Math.round(chunk.length * cost)), () => {
+      if (this.incarnation !== inc || !this.core) return;
+      this.applying = false;
+      for (const e of chunk) this.apply(e);
+      this.drainApply();
+    });
   }
 
   private persist(rd: Ready): void {
     const d = this.disk;
-    if (rd.hardState) d.hardState = { ...rd.hardState };
+    const hs = rd.hardState ?? this.deferredHard;
+    this.deferredHard = null;
+    if (hs) d.hardState = { ...hs };
     if (rd.entries.length > 0) {
       const first = rd.entries[0]!.index;
       d.entries.length = Math.min(d.entries.length, first - 1);
@@ -338,7 +420,7 @@ export class SimManager {
     if (leader === this.toldLeader) return;
     this.toldLeader = leader;
     const term = this.core!.status().term;
-    if (leader === this.id) this.h.trace('leader', `${this.id} leads term ${term}`);
+    if (leader === this.id) this.h.trace('leader', `${this.id} leads term ${term} (applied ${this.state.appliedIndex} of ${this.core!.status().lastIndex ?? '?'}, ${this.applyQueue.length} queued)`);
     const l = this.leadership;
     if (this.h.bug === 'unfenced' && leader !== this.id && l?.term() !== null) {
       // Bug (with the forwarding above): the lost leadership is noticed late, as by a blocked
@@ -383,3 +465,26 @@ export class SimManager {
 }
 
 export const SIM_SECRET = 'flotilla-sim-secret';
+
+/**
+ * Bug `assignments-before-registration` (test only): a session gets its assignments as soon as
+ * its `register` arrives, before the registration is committed and the worker welcomed. Reaches
+ * into the dispatcher's private session table: the real code has no switch for it.
+ */
+function assignBeforeRegistration(dispatcher: Dispatcher): void {
+  const d = dispatcher as unknown as {
+    register: (link: WorkerLink, msg: { nodeId: string }, remote: string) => Promise<unknown>;
+    sessions: Map<string, { link: WorkerLink; welcomed: boolean }>;
+    dirtyNodes: Set<string>;
+  };
+  const register = d.register.bind(dispatcher);
+  d.register = (link, msg, remote) => {
+    const p = register(link, msg, remote);
+    const s = d.sessions.get(msg.nodeId);
+    if (s && s.link === link) {
+      s.welcomed = true;
+      d.dirtyNodes.add(msg.nodeId);
+    }
+    return p;
+  };
+}

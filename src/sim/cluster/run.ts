@@ -1,7 +1,8 @@
 // One whole-control-plane simulation run: a seed picks the cluster (3 or 5 managers, 3–6
 // workers), the network's faults and a schedule of faults (partitions, lost/duplicated/delayed
 // Raft messages, manager crashes and long pauses, slow disks, wall-clock steps, workers that
-// crash for good), with task submissions through any manager. After the fault phase everything
+// crash for good, a follower whose applying stalls as work is rescheduled while the leader dies),
+// with task submissions through any manager. After the fault phase everything
 // heals (crashed workers stay dead) and the cluster must converge within a bound. Checkers run
 // all along (see the README of this folder in docs/architecture.md, "Whole-cluster simulation").
 // Deterministic: same seed and bug, same run, same trace hash.
@@ -11,6 +12,8 @@ import { derive, hashString, type Prng } from '../../raft/sim/prng.js';
 import { decodeSessionFrame, encodeSessionFrame } from '../../protocol/frames.js';
 import type { ManagerToWorker, WorkerToManager } from '../../protocol/session.js';
 import { parseTaskSpec } from '../../protocol/spec.js';
+import { ACTIVE_UPDATE_STATES, parseServiceSpec, type UpdatePolicy } from '../../protocol/service.js';
+import { isTerminal } from '../../manager/state.js';
 import { workerToken } from '../../manager/auth.js';
 import type { WorkerSessionHandle } from '../../manager/dispatcher.js';
 import type { Command, SingleCommand } from '../../manager/state.js';
@@ -39,7 +42,7 @@ export interface ClusterRunResult {
   hash: string;
   virtualMs: number;
   events: number;
-  stats: { submitted: number; acked: number; leaders: number; crashes: number; pauses: number; partitions: number; wallSteps: number; workerCrashes: number; nodesDown: number; tasksRunning: number };
+  stats: { submitted: number; acked: number; leaders: number; crashes: number; pauses: number; partitions: number; wallSteps: number; workerCrashes: number; nodesDown: number; tasksRunning: number; serviceOps: number; serviceUpdates: number; rollbacks: number };
 }
 
 const FAULT_MS = 40_000;
@@ -72,7 +75,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
   const netRng = derive(seed, 'net');
   const violations: ClusterViolation[] = [];
   let hash = hashString(`seed ${seed} ${bug}`);
-  const stats = { submitted: 0, acked: 0, leaders: 0, crashes: 0, pauses: 0, partitions: 0, wallSteps: 0, workerCrashes: 0, nodesDown: 0, tasksRunning: 0 };
+  const stats = { submitted: 0, acked: 0, leaders: 0, crashes: 0, pauses: 0, partitions: 0, wallSteps: 0, workerCrashes: 0, nodesDown: 0, tasksRunning: 0, serviceOps: 0, serviceUpdates: 0, rollbacks: 0 };
   const fmt = (): string => (sched.now / 1000).toFixed(3).padStart(8);
   const event = (kind: string, text: string): void => {
     hash = hashString(text, hashString(kind, hash ^ sched.now));
@@ -93,6 +96,11 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
   const maxDelay = rng.pick([5, 20, 80]);
   const slowDiskP = rng.pick([0, 0, 0.02, 0.1]);
   const faultEvery = rng.pick([1500, 3000, 6000]);
+  /** Virtual ms to apply one entry (a replica's state lags its log by its queue; see manager.ts). */
+  const applyMs = rng.pick([0, 0, 0.2, 1, 4]);
+  /** The chance a follower's applying stalls as it sees a node go down (see lagAtReschedule). */
+  const lagRng = derive(seed, 'lag');
+  const lagP = lagRng.pick([0, 0.5, 1]);
   let faulting = true;
 
   const ids: NodeId[] = Array.from({ length: nM }, (_, i) => `m${i + 1}`);
@@ -107,6 +115,38 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
   const heardAt = new Map<string, number>();
   /** The first leader of each term (checker: election safety is Raft's; here, for traces). */
   const termLeader = new Map<number, NodeId>();
+  /** Restarts already judged by the stale-decision checker (every replica applies each). */
+  const staleSeen = new Set<string>();
+
+  /**
+   * Fault aimed at a new leader's lagging state: a follower has just applied a node's going
+   * down when its applying stalls (a snapshot restore, a long apply; Raft runs on), and the
+   * leader dies while it reschedules the lost work. The follower may win the election with a
+   * state in which that work is still lost.
+   */
+  function lagAtReschedule(f: SimManager): void {
+    if (!faulting || f.isLeader() || !lagRng.chance(lagP)) return;
+    const hold = lagRng.range(1500, 5000);
+    const crashIn = lagRng.range(150, 1200);
+    sched.at(0, 'sim', () => {
+      if (!f.alive) return;
+      f.holdApply(hold);
+      event('applystall', `${f.id} applies nothing for ${hold} ms (Raft runs on)`);
+      sched.at(crashIn, 'sim', () => {
+        const l = [...managers.values()].find((m) => m.alive && m.isLeader() && m !== f);
+        if (!l || !faulting || [...managers.values()].filter((x) => !x.alive).length >= Math.floor((nM - 1) / 2)) return;
+        stats.crashes++;
+        for (const k of [...links]) if (k.m === l) closeLink(k, 'crash');
+        l.crash();
+        event('crash', `${l.id} (leader, while rescheduling lost work; restarts later)`);
+        sched.at(lagRng.range(1000, 8000), 'sim', () => {
+          if (l.alive) return;
+          l.start();
+          event('restart', `${l.id} from its disk (term ${l.disk.hardState.term}, ${l.disk.entries.length} entries)`);
+        });
+      });
+    });
+  }
 
   function checkDown(mgr: SimManager, cmd: Command): void {
     const singles: SingleCommand[] = cmd.type === 'batch' ? cmd.commands : [cmd as SingleCommand];
@@ -153,6 +193,19 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
     onApplied: () => {},
     onPropose: (mgr, cmd) => checkDown(mgr, cmd),
     slowDisk: () => (faulting ? slowDiskP : 0),
+    applyMs: () => applyMs,
+    onState: (mgr, state) => {
+      state.onEvent((ev) => {
+        if (ev.type === 'node.updated' && ev.node.status === 'down' && ev.prevStatus !== 'down') lagAtReschedule(mgr);
+        // Work lost with its node is rescheduled by a decision made when the leader saw it
+        // lost: applied to a task that runs again, it was decided from a state lagging the log.
+        if (ev.type !== 'task.updated' || ev.change !== 'restart' || !ev.task.reason.startsWith('rescheduled:') || ev.prevState === 'lost') return;
+        const key = `${ev.task.id}/${ev.task.attempt}`;
+        if (staleSeen.has(key)) return;
+        staleSeen.add(key);
+        violate('stale-decision', `${ev.task.id} was ${ev.prevState} on ${mgr.id} when a reschedule of lost work (${ev.task.reason}) made it attempt ${ev.task.attempt}: decided from a state that lagged the log`);
+      });
+    },
     forward: (to, cmd, decided) =>
       new Promise((res, rej) => {
         const m = managers.get(to)!;
@@ -274,7 +327,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
     const token = workerToken(SIM_SECRET);
     for (let i = 0; i < nW; i++) {
       const id = `w${i + 1}`;
-      const w = new SimWorker(id, token, { seed, rng: derive(seed, `worker/${id}`), managers: () => ids, wall: () => sched.wall(), now: () => sched.now, dial, onUnassigned: (w, task, attempt) => checkUnassigned(w, task, attempt), trace: note }, sched.timers(`w:${id}`));
+      const w = new SimWorker(id, token, { seed, rng: derive(seed, `worker/${id}`), managers: () => ids, wall: () => sched.wall(), now: () => sched.now, dial, onUnassigned: (w, task, attempt) => checkUnassigned(w, task, attempt), onProtocolError: (w, what) => violate('session-protocol', `${w.id}: ${what}`), trace: note }, sched.timers(`w:${id}`));
       workers.push(w);
       w.start();
     }
@@ -309,6 +362,89 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
       for (const t of [...dupSince.keys()]) if (!where.has(t)) dupSince.delete(t);
     }
     sched.timers('sim').every(100, checkDuplicates);
+    sched.timers('sim').every(100, checkServices);
+
+    /** The alive replica that applied the most. */
+    function mostAdvanced(): SimManager | undefined {
+      let ref: SimManager | undefined;
+      for (const m of managers.values()) if (m.alive && (!ref || m.state.appliedIndex > ref.state.appliedIndex)) ref = m;
+      return ref;
+    }
+
+    /** Since when each service slot has run two tasks on live workers in session. */
+    const slotDupSince = new Map<string, number>();
+    /** Per service: what its availability bound is judged against (see checkServices). */
+    const avail = new Map<string, { key: string; armed: boolean; exemptUntil: number }>();
+
+    /**
+     * Service checkers. A slot (service task ids are `name.slot.id`) runs two tasks on live
+     * workers in session for longer than the grace: `slot-two-tasks`. During a rolling update
+     * ready replicas (slots with a task desired running, running, on a ready node) stay at least replicas −
+     * parallelism (stop-first) or replicas (start-first): `update-availability`; judged once the
+     * update (or the scale, or the rollback) has had every replica ready, and not while one of
+     * the service's tasks sits on a node that is not ready or a worker out of session (nor for a
+     * grace after).
+     */
+    function checkServices(): void {
+      const where = new Map<string, string[]>();
+      for (const w of workers) {
+        if (!w.alive || !w.welcomed) continue;
+        for (const t of w.running()) {
+          const parts = t.taskId.split('.');
+          if (parts.length !== 3) continue;
+          const key = `${parts[0]}.${parts[1]}`;
+          where.set(key, [...(where.get(key) ?? []), `${t.taskId} on ${w.id}`]);
+        }
+      }
+      for (const [slot, ts] of where) {
+        if (ts.length < 2) continue;
+        const since = slotDupSince.get(slot) ?? sched.now;
+        slotDupSince.set(slot, since);
+        if (sched.now - since > DUP_MS) violate('slot-two-tasks', `slot ${slot} runs ${ts.join(' and ')} (workers in session) for ${sched.now - since} ms`);
+      }
+      for (const k of [...slotDupSince.keys()]) if ((where.get(k)?.length ?? 0) < 2) slotDupSince.delete(k);
+
+      const ref = mostAdvanced();
+      if (!ref) return;
+      const st = ref.state;
+      for (const svc of st.listServices()) {
+        const a = avail.get(svc.name) ?? { key: '', armed: false, exemptUntil: 0 };
+        avail.set(svc.name, a);
+        const key = `${svc.spec.replicas}/${svc.update.target}/${svc.update.startIndex}/${svc.update.state}`;
+        if (key !== a.key) {
+          a.key = key;
+          a.armed = false;
+        }
+        if (!ACTIVE_UPDATE_STATES.has(svc.update.state)) {
+          a.armed = false;
+          continue;
+        }
+        const tasks = st.serviceTasks(svc.name);
+        const disturbed = tasks.some((t) => {
+          if (t.state === 'lost') return true;
+          if (isTerminal(t.state) || t.node === null) return false;
+          const w = workers.find((x) => x.id === t.node);
+          return st.getNode(t.node)?.status !== 'ready' || !w?.alive || !w.welcomed;
+        });
+        // A task of this update's template that failed counted as ready while it ran (no health
+        // checks yet): its own crash, not the update's doing, may take availability below the bound.
+        const crashed = tasks.some((t) => t.service!.version === svc.update.target && t.history.some((h) => h.state === 'failed'));
+        if (disturbed || crashed) {
+          a.exemptUntil = sched.now + NODE_GRACE_MS;
+          a.armed = false;
+        }
+        if (sched.now < a.exemptUntil) continue;
+        // Ready replicas: slots within replicas with a ready task (a start-first slot's old and new task count once).
+        const ready = new Set(tasks.filter((t) => t.desired === 'running' && t.state === 'running' && t.node !== null && st.getNode(t.node)?.status === 'ready' && t.service!.slot <= svc.spec.replicas).map((t) => t.service!.slot)).size;
+        const p = svc.spec.update;
+        const bound = p.order === 'start-first' ? svc.spec.replicas : svc.spec.replicas - p.parallelism;
+        if (ready >= svc.spec.replicas) a.armed = true;
+        else if (a.armed && ready < bound) {
+          violate('update-availability', `${svc.name} ${svc.update.state} (${p.order}, parallelism ${p.parallelism}, ${svc.spec.replicas} replicas) has ${ready} ready on ${ref.id} (applied ${st.appliedIndex}); at least ${bound} expected`);
+          a.armed = false;
+        }
+      }
+    }
 
     // ---- clients: submissions through any manager (a follower forwards to the leader it knows)
     let nextTask = 1;
@@ -350,6 +486,93 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
       }
       note('submit', `${id} given up (not acknowledged)`);
     }
+    // ---- clients: services created, scaled, updated (some to a template whose tasks crash, so
+    // the update rolls back) and rolled back, through any manager
+    const svcRng = derive(seed, 'services');
+    const svcNames = Array.from({ length: svcRng.range(1, 3) }, (_, i) => `s${i + 1}`);
+    let templates = 0;
+    const svcModel = new Map<string, { replicas: number; update: Partial<UpdatePolicy> }>();
+    function serviceSpec(name: string, crash: boolean): ReturnType<typeof parseServiceSpec> {
+      const m = svcModel.get(name)!;
+      templates++;
+      return parseServiceSpec({
+        name,
+        replicas: m.replicas,
+        update: m.update,
+        containers: [{ name: 'main', command: [crash ? 'crash' : 'svc', `v${templates}`] }],
+        driver: 'process',
+        resources: { cpu: 100, memory: '64Mi' },
+      });
+    }
+    const goodTemplate = (t: { task: { containers: { command?: string[] }[] } } | undefined): boolean => t?.task.containers[0]?.command?.[0] === 'svc';
+    /** A client's write through a random manager to the leader it knows, retried; resolves with whether it was acknowledged. */
+    async function clientWrite(what: string, build: () => Command | null): Promise<boolean> {
+      for (let attempt = 0; attempt < 6; attempt++) {
+        const via = managers.get(svcRng.pick(ids))!;
+        const known = via.alive ? via.core!.status().leader : null;
+        const target = known ? managers.get(known) : undefined;
+        if (target?.alive && target.isLeader()) {
+          const cmd = build();
+          if (!cmd) return false;
+          try {
+            await target.submit(cmd);
+            event('svc', `${what} via ${via.id} on ${target.id}`);
+            return true;
+          } catch (e) {
+            note('svc', `${what} attempt ${attempt} failed: ${(e as Error).message}`);
+            if ((e as { code?: string }).code === 'conflict') return false;
+          }
+        }
+        await new Promise<void>((res) => sched.at(500, 'client', res));
+      }
+      return false;
+    }
+    async function serviceOp(name: string, first: boolean): Promise<void> {
+      stats.serviceOps++;
+      if (first) {
+        const order = svcRng.pick(['stop-first', 'start-first'] as const);
+        svcModel.set(name, {
+          replicas: svcRng.range(1, 4),
+          update: { parallelism: svcRng.range(1, 2), order, monitorMs: svcRng.pick([1000, 2000]), delayMs: svcRng.pick([0, 300]), maxFailureRatio: 0, failureAction: 'rollback' },
+        });
+        await clientWrite(`create ${name}`, () => ({ type: 'service.create', spec: serviceSpec(name, false), at: sched.wall() }));
+        return;
+      }
+      const m = svcModel.get(name)!;
+      const kind = svcRng.pick(['scale', 'update', 'update', 'crash', 'rollback']);
+      const cur = (): ReturnType<SimManager['state']['getService']> => mostAdvanced()?.state.getService(name);
+      switch (kind) {
+        case 'scale':
+          m.replicas = svcRng.range(1, 4);
+          await clientWrite(`scale ${name} to ${m.replicas}`, () => ({ type: 'service.scale', name, replicas: m.replicas, at: sched.wall() }));
+          return;
+        case 'update':
+        case 'crash': {
+          // Not on top of a running update, and a crashing template only over a good one (its
+          // rollback must return to tasks that run).
+          const s = cur();
+          if (!s || ACTIVE_UPDATE_STATES.has(s.update.state) || !goodTemplate(s.spec.template)) return;
+          stats.serviceUpdates++;
+          const spec = serviceSpec(name, kind === 'crash');
+          await clientWrite(`update ${name} to ${spec.template.task.containers[0]!.command!.join(' ')}`, () => ({ type: 'service.update', name, spec, at: sched.wall() }));
+          return;
+        }
+        case 'rollback': {
+          const s = cur();
+          if (!s || ACTIVE_UPDATE_STATES.has(s.update.state) || !goodTemplate(s.previous?.template)) return;
+          stats.rollbacks++;
+          await clientWrite(`rollback ${name}`, () => ({ type: 'service.rollback', name, at: sched.wall(), reason: 'rollback requested' }));
+          return;
+        }
+      }
+    }
+    for (const name of svcNames) {
+      const t0 = svcRng.range(500, 15_000);
+      sched.at(t0, 'client', () => void serviceOp(name, true));
+      const nOps = svcRng.range(1, 5);
+      for (let i = 0; i < nOps; i++) sched.at(svcRng.range(t0 + 3000, FAULT_MS - 6000), 'client', () => void serviceOp(name, false));
+    }
+
     const nTasks = rng.range(8, 25);
     for (let i = 0; i < nTasks; i++) sched.at(rng.range(500, FAULT_MS - 5000), 'client', () => void submit());
 
@@ -475,8 +698,26 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
       if (!l) return 'no leader';
       const st = l.state;
       for (const id of acked) if (!st.getTask(id)) return `acknowledged task ${id} missing on the leader`;
+      // Crossing or retried client writes can make a crashing template current (an update over
+      // one, a rollback to one): such a service cannot converge, by design, and is not judged.
+      const crashingNow = new Set(st.listServices().filter((x) => !goodTemplate(x.spec.template)).map((x) => x.name));
+      // Every service runs its replicas: one running task of its current template per slot.
+      for (const svc of st.listServices()) {
+
+        if (crashingNow.has(svc.name)) continue;
+        if (svc.update.state !== 'none' && svc.update.state !== 'completed' && svc.update.state !== 'rolled_back') return `service ${svc.name} is ${svc.update.state}: ${svc.update.message}`;
+        const tasks = st.serviceTasks(svc.name).filter((t) => t.desired === 'running' && !isTerminal(t.state));
+        for (let slot = 1; slot <= svc.spec.replicas; slot++) {
+          const inSlot = tasks.filter((t) => t.service!.slot === slot);
+          if (inSlot.length !== 1 || inSlot[0]!.state !== 'running' || inSlot[0]!.service!.version !== svc.templateVersion) {
+            return `service ${svc.name} slot ${slot} has ${inSlot.map((t) => `${t.id} v${t.service!.version} ${t.state}`).join(', ') || 'no live task'} (version ${svc.templateVersion})`;
+          }
+        }
+        const extra = tasks.find((t) => t.service!.slot > svc.spec.replicas);
+        if (extra) return `service ${svc.name} has ${extra.id} in slot ${extra.service!.slot} beyond ${svc.spec.replicas} replicas`;
+      }
       for (const t of st.listTasks({})) {
-        if (t.desired !== 'running') continue;
+        if (t.desired !== 'running' || (t.service && crashingNow.has(t.service.name))) continue;
         if (t.state === 'running') {
           const w = workers.find((x) => x.id === t.node);
           const local = w?.tasks.get(t.id);

@@ -31,11 +31,21 @@ export interface WorkerHost {
   trace(kind: string, text: string): void;
   /** The worker stops a running task because its assignment set no longer has it (checker). */
   onUnassigned(w: SimWorker, taskId: string, attempt: number): void;
+  /** A frame the agent's session refuses as out of protocol (src/worker/session.ts): checker. */
+  onProtocolError(w: SimWorker, what: string): void;
 }
 
 export class SimWorker {
   alive = true;
   readonly tasks = new Map<string, LocalTask>();
+  /**
+   * Tasks stopped because the assignments dropped them, with their final report: every new
+   * session's register carries them (their end may not have been committed before the last
+   * session ended), as the agent's retired list does. The most recent 100 are kept.
+   */
+  private readonly retired = new Map<string, TaskStatusReport>();
+  /** `task#attempt` of desired-shutdown assignments answered in this session (as the agent's reportedGone). */
+  private reportedGone = new Set<string>();
   link: WorkerSide | null = null;
   /** The manager the current link goes to. */
   linkTo: string | null = null;
@@ -92,7 +102,7 @@ export class SimWorker {
         resources: { cpu: 8000, memory: 16 * 1024 ** 3 },
         drivers: ['process'],
         version: 'sim',
-        tasks: [...this.tasks.values()].map((t) => this.report(t)),
+        tasks: [...this.tasks.values()].map((t) => this.report(t)).concat([...this.retired.values()].filter((r) => !this.tasks.has(r.taskId))),
       });
       this.cancelRegister = this.timers.after(5000, () => {
         if (!this.welcomed) this.drop(), this.connectSoon(this.h.rng.range(100, 500));
@@ -141,6 +151,7 @@ export class SimWorker {
         return;
       case 'welcome': {
         this.welcomed = true;
+        this.reportedGone.clear();
         this.credential = msg.credential;
         this.cancelRegister?.();
         this.cancelRegister = null;
@@ -161,6 +172,14 @@ export class SimWorker {
         return;
       }
       case 'assignments':
+        if (!this.welcomed) {
+          // The agent's session refuses it and ends (session.ts): only a committed registration's
+          // session may tell a worker what to run.
+          this.h.onProtocolError(this, `'assignments' before 'welcome' from ${this.linkTo}`);
+          this.drop();
+          this.connectSoon(this.h.rng.range(100, 500));
+          return;
+        }
         this.reconcile(msg.tasks);
         return;
       default:
@@ -190,11 +209,26 @@ export class SimWorker {
       // Not assigned any more, to be shut down, or replaced by a newer attempt: stop it.
       t.cancel?.();
       t.cancel = null;
+      if (a && a.attempt === t.attempt) this.reportedGone.add(`${id}#${t.attempt}`);
       if (!a && (t.state === 'running' || t.state === 'starting')) this.h.onUnassigned(this, id, t.attempt);
       if (t.state === 'running' || t.state === 'starting') this.setState(t, 'stopped');
       this.tasks.delete(id);
+      this.retired.delete(id);
+      this.retired.set(id, this.report(t));
+      if (this.retired.size > 100) this.retired.delete(this.retired.keys().next().value!);
     }
     for (const a of assigned) {
+      if (a.desired === 'shutdown') {
+        // An attempt to shut down that does not run here (never started, or its final report
+        // missed): say so once per session, so the manager can settle it (as the agent does).
+        const key = `${a.taskId}#${a.attempt}`;
+        if (this.reportedGone.has(key)) continue;
+        this.reportedGone.add(key);
+        const r = this.retired.get(a.taskId);
+        const report: TaskStatusReport = r && r.attempt === a.attempt ? r : { taskId: a.taskId, attempt: a.attempt, state: 'stopped', reason: 'not running on this worker', at: this.h.wall() };
+        this.link?.send({ t: 'status', reports: [report] });
+        continue;
+      }
       if (a.desired !== 'running' || this.tasks.has(a.taskId)) continue;
       this.run(a);
     }
@@ -206,12 +240,14 @@ export class SimWorker {
     this.setState(t, 'starting');
     // The seed decides what this run does: derived from (seed, task, attempt), not from the order of events.
     const r = derive(this.h.seed, `${a.taskId}/${a.attempt}`);
-    const fate = r.next();
+    // A service template says what its tasks do: `svc` runs on, `crash` fails soon after it starts.
+    const kind = a.spec.containers[0]?.command?.[0];
+    const fate = kind === 'svc' ? 0 : kind === 'crash' ? 0.95 : r.next();
     t.cancel = this.timers.after(r.range(20, 300), () => {
       if (this.tasks.get(a.taskId) !== t) return;
       this.setState(t, 'running');
       if (fate < 0.8) return;
-      t.cancel = this.timers.after(r.range(500, 8000), () => {
+      t.cancel = this.timers.after(kind === 'crash' ? r.range(200, 800) : r.range(500, 8000), () => {
         if (this.tasks.get(a.taskId) !== t) return;
         t.cancel = null;
         if (fate < 0.9) this.setState(t, 'succeeded', 0);
