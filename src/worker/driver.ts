@@ -92,6 +92,19 @@ export interface LogOptions {
   signal?: AbortSignal;
 }
 
+/** A command run in a task's container (health checks: src/worker/health.ts). */
+export interface ExecOptions {
+  /** Aborts the command (its processes are killed where the driver can). */
+  signal: AbortSignal;
+  /** Characters of output kept (stdout and stderr together, in arrival order). */
+  maxOutput: number;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  output: string;
+}
+
 export interface Driver {
   readonly name: DriverName;
   /**
@@ -136,6 +149,14 @@ export interface Driver {
   setCluster?(clusterId: string): Promise<void>;
   /** Deletes this node's copy of a named volume (no-op when absent). */
   removeVolume?(name: string): Promise<void>;
+  /**
+   * Runs `command` in a running task's container (an exec health check): docker exec for the
+   * docker driver; for the process driver a process with the container's environment and
+   * working directory. Rejects when the task or container does not run here.
+   */
+  exec?(taskId: string, container: string, command: string[], opts: ExecOptions): Promise<ExecResult>;
+  /** The address a pod's unpublished ports are reached at from this node (docker: the pod's IP); null if none. */
+  podAddress?(taskId: string): Promise<string | null>;
 }
 
 /** Whether a state is final (nothing of the task runs any more). */

@@ -124,6 +124,8 @@ import { NodeLock } from './docker-lock.js';
 import { streamContainerLogs } from './docker-logs.js';
 import { ctrDone, ctrExit, ctrRunning, podStatus, type Ctr, type Task } from './docker-pod.js';
 import { appConfig, containerLabels } from './docker-config.js';
+import { containerAddress, dockerExec } from './docker-exec.js';
+import type { ExecOptions, ExecResult } from '../driver.js';
 
 // Kept importable from here (tests, the worker's CLI).
 export { DEFAULT_INFRA_IMAGE, DEFAULT_SOCKET_PATH, FLOTILLA_VERSION, INFRA_SCRIPT, LABELS, nameSafe, normalizeImage } from './docker-names.js';
@@ -554,6 +556,19 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     await this.markStopped(t);
     await this.refresh(t);
     await this.whenFinished(t);
+  }
+
+  /** An exec health check: `docker exec` in the pod's container. */
+  async exec(taskId: string, container: string, command: string[], opts: ExecOptions): Promise<ExecResult> {
+    const id = this.tasks.get(taskId)?.apps.find((c) => c.name === container)?.id;
+    if (id === undefined) throw new FlotillaError('not_found', `task '${taskId}' has no container '${container}' on this worker`);
+    return dockerExec(this.docker, id, command, opts);
+  }
+
+  /** The pod's IP on the Docker network (its unpublished ports are reached there). */
+  async podAddress(taskId: string): Promise<string | null> {
+    const id = this.tasks.get(taskId)?.infra.id;
+    return id === undefined ? null : containerAddress(this.docker, id);
   }
 
   async inspect(taskId: string): Promise<DriverTaskStatus | null> {
