@@ -11,6 +11,7 @@ import { formatLabels, matches, parseSelectors } from './selector.js';
 import { shellJoin, shellWord } from './quote.js';
 import { monoNow } from '../clock.js';
 import type { NodeView, TaskView } from '../protocol/api.js';
+import { healthLines, stateWithHealth } from './health-view.js';
 
 type Format = 'table' | 'wide' | 'json' | 'yaml';
 const format = (o: string | undefined, allowed: Format[] = ['table', 'wide', 'json', 'yaml']): Format => outputFormat(o, allowed);
@@ -187,6 +188,7 @@ Options go before IMAGE; everything after -- is the command.`,
           `Ports:     ${publishedPorts(t)}`,
           `Mounts:    ${t.spec.mounts?.length ? t.spec.mounts.map((m) => `${m.source} -> ${m.target}${m.readonly ? ' (read-only)' : ''}`).join(', ') : '-'}`,
           ...(t.pendingReason && t.state === 'pending' ? [`Pending:   ${t.pendingReason}`] : []),
+          ...healthLines(t),
           'Containers:',
           ...t.spec.containers.flatMap((c) => containerLines(t.spec.driver, c)),
           'History:',
@@ -374,7 +376,7 @@ function printTasks(ts: TaskView[], fmt: Format): void {
   const sorted = [...ts].sort((a, b) => STATE_ORDER.indexOf(a.state) - STATE_ORDER.indexOf(b.state) || a.name.localeCompare(b.name));
   const rows = sorted.map((t) => {
     const why = t.state === 'pending' ? (t.pendingReason ?? t.reason) : t.reason;
-    const base = [t.id, t.name, t.state + (t.desired === 'shutdown' && !['stopped', 'succeeded', 'failed', 'lost'].includes(t.state) ? ' (stopping)' : ''), t.node ?? '-', String(t.restarts), ago(now - t.createdAt)];
+    const base = [t.id, t.name, stateWithHealth(t) + (t.desired === 'shutdown' && !['stopped', 'succeeded', 'failed', 'lost'].includes(t.state) ? ' (stopping)' : ''), t.node ?? '-', String(t.restarts), ago(now - t.createdAt)];
     if (fmt === 'wide') base.push(t.spec.driver, t.spec.containers.map((c) => c.image ?? c.command[0] ?? '').join(','), formatLabels(t.spec.labels), why);
     else base.push(why.length > 50 ? why.slice(0, 47) + '...' : why);
     return base;
