@@ -135,7 +135,6 @@ describe('health checks (real managers, workers and task processes)', () => {
       return s.ready === 3 ? s : null;
     }, 30_000, 'cweb 3 ready');
     const beforeIds = before.tasks.filter((t) => t.desired === 'running').map((t) => t.id).sort();
-    expect(before.tasks.filter((t) => t.desired === 'running').every((t) => t.health?.status === 'healthy' && t.health.output === 'ready')).toBe(true);
 
     // v2 runs, but never becomes healthy.
     const started = await client.put<ServiceInfo>('/v1/services/cweb', JSON.stringify(spec('exec sleep 600')));
@@ -148,6 +147,7 @@ describe('health checks (real managers, workers and task processes)', () => {
     }, 60_000, 'the update to end');
     expect(rolled.update.state).toBe('rolled_back');
     expect(rolled.templateVersion).toBe(1);
+    expect(before.tasks.filter((t) => t.desired === 'running').every((t) => t.health?.status === 'healthy' && t.health.output === 'ready')).toBe(true);
     expect(minReady).toBeGreaterThanOrEqual(2); // stop-first, parallelism 1
     const after = await eventually(async () => {
       const s = await client.get<ServiceInspect>('/v1/services/cweb');
@@ -177,7 +177,7 @@ describe('health checks (real managers, workers and task processes)', () => {
     const poller = (async () => {
       for (let i = 0; i < 2000 && !stop; i++) {
         const s = await client.get<ServiceInspect>('/v1/services/sweb');
-        const codes = await Promise.all(s.tasks.filter(isReady).map((t) => probe((t.spec.health as { port: number }).port)));
+        const codes = await Promise.all(s.tasks.filter(isReady).map((t) => probe(Number(t.spec.containers[0]!.env.PORT))));
         samples.push({ ready: s.ready, codes });
         await sleep(50);
       }
