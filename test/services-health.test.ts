@@ -84,7 +84,16 @@ afterAll(async () => {
 describe('health checks (real managers, workers and task processes)', () => {
   it('a service with an http check is ready only once the check passes; ps and inspect show it', async () => {
     const port = await freePort();
-    await client.post<ServiceInfo>('/v1/services', httpSpec('hweb', port, 2500));
+    const cli = (...args: string[]) => runCli(['--managers', cluster.addrs().join(','), ...args], { env: cluster.cliEnv() });
+    // As a user writes it: the CLI's health flags.
+    const created = await cli(
+      'service', 'create', 'hweb', '--driver', 'process', '--replicas', '1', '--cpu', '10m', '--memory', '8m',
+      '-e', `PORT=${port}`, '-e', 'READY_AFTER_MS=2500',
+      '--health-http', `${port}/healthz`, '--health-interval', '200ms', '--health-timeout', '1s', '--health-start-period', '15s', '-d',
+      '--', '/bin/sh', '-c', `touch "${pidDir}/$FLOTILLA_TASK_ID.$$"; exec "${process.execPath}" "${SERVER}"`,
+    );
+    expect(created.status, created.stderr).toBe(0);
+    expect(created.stderr).not.toMatch(/do not run health checks/);
     // Sample until ready: never ready before the worker reported it healthy, and seen running-but-not-ready.
     let runningNotReady = 0;
     let served503 = false;
@@ -104,7 +113,6 @@ describe('health checks (real managers, workers and task processes)', () => {
     expect(ready.t.health).toMatchObject({ status: 'healthy', failingStreak: 0 });
     expect(ready.t.spec.health).toMatchObject({ type: 'http', port, path: '/healthz' });
 
-    const cli = (...args: string[]) => runCli(['--managers', cluster.addrs().join(','), ...args], { env: cluster.cliEnv() });
     const ps = await cli('ps');
     expect(ps.stdout).toMatch(/hweb\.1\s+running \(healthy\)/);
     const sps = await cli('service', 'ps', 'hweb');
