@@ -1,7 +1,8 @@
 // Health checks on a real cluster (manager and worker processes on loopback, process driver):
 // a service with an http check served by the task itself is ready only once the check passes;
 // an update to a template whose check never passes is rolled back by itself and the old
-// template keeps running; a start-first update with an http check never drops the ready count
+// template keeps running; a plain task's failing check gets it restarted by its restart
+// policy, with the check's output as the reason; a start-first update with an http check never drops the ready count
 // while a client polls the service and its ready tasks.
 //
 // The process driver runs tasks in the node's network (one loopback here for every worker), so
@@ -172,6 +173,36 @@ describe('health checks (real managers, workers and task processes)', () => {
     expect(bad.some((t) => t.history.some((h) => h.state === 'failed' && /^health check failed 2 times: (exit 1: )?not ready/.test(h.reason)))).toBe(true);
     await client.delete('/v1/services/cweb');
   }, 120_000);
+
+  it('a plain task may have a check: tcp healthy; an exec check that fails gets the task restarted by its policy', async () => {
+    const port = await freePort();
+    const ok = await client.post<TaskView>('/v1/tasks', {
+      name: 'plain-ok',
+      driver: 'process',
+      containers: [{ command: ['/bin/sh', '-c', `touch "${pidDir}/$FLOTILLA_TASK_ID.$$"; exec "${process.execPath}" "${SERVER}"`], env: { PORT: String(port), READY_AFTER_MS: '0' } }],
+      resources: { cpu: 10, memory: '8m' },
+      health: { type: 'tcp', port, intervalMs: 200, startPeriodMs: '10s' },
+    });
+    await eventually(async () => (await client.get<TaskView>(`/v1/tasks/${ok.id}`)).health?.status === 'healthy', 20_000, 'plain task healthy');
+
+    const bad = await client.post<TaskView>('/v1/tasks', {
+      name: 'plain-bad',
+      driver: 'process',
+      containers: [{ command: ['/bin/sh', '-c', `touch "${pidDir}/$FLOTILLA_TASK_ID.$$"; exec sleep 600`] }],
+      resources: { cpu: 10, memory: '8m' },
+      restart: { policy: 'on-failure', maxAttempts: 1, backoffMs: 100 },
+      health: { type: 'exec', command: 'echo "no such thing"; exit 4', intervalMs: 200, retries: 2 },
+    });
+    const ended = await eventually(async () => {
+      const t = await client.get<TaskView>(`/v1/tasks/${bad.id}`);
+      return t.state === 'failed' && t.attempt === 2 && t.nextRestartAt === undefined ? t : null;
+    }, 30_000, 'two failed attempts, then the restart limit');
+    expect(ended.reason).toBe('health check failed 2 times: exit 4: no such thing');
+    expect(ended.health).toMatchObject({ status: 'unhealthy', failingStreak: 2 });
+    expect(ended.history.filter((h) => h.state === 'failed').map((h) => h.attempt)).toEqual([1, 2]);
+    expect(ended.detail).toMatch(/restart limit reached/);
+    await client.delete(`/v1/tasks/${ok.id}`);
+  }, 60_000);
 
   it('a start-first update with an http check keeps every sample ready while a client polls', async () => {
     const [p1, p2] = [await freePort(), await freePort()];
