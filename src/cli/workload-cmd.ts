@@ -12,6 +12,7 @@ import { monoNow } from '../clock.js';
 import { registerApplyCommand } from './apply-cmd.js';
 import type { NodeView, TaskLiveUsage, TaskView } from '../protocol/api.js';
 import { fetchUsage, fmtCpu, fmtMem, taskUsageMap } from './usage-format.js';
+import { healthLines, stateWithHealth } from './health-view.js';
 
 type Format = 'table' | 'wide' | 'json' | 'yaml';
 const format = (o: string | undefined, allowed: Format[] = ['table', 'wide', 'json', 'yaml']): Format => outputFormat(o, allowed);
@@ -158,6 +159,7 @@ Options go before IMAGE; everything after -- is the command.`,
           `Ports:     ${publishedPorts(t)}`,
           `Mounts:    ${t.spec.mounts?.length ? t.spec.mounts.map((m) => `${m.source} -> ${m.target}${m.readonly ? ' (read-only)' : ''}`).join(', ') : '-'}`,
           ...(t.pendingReason && t.state === 'pending' ? [`Pending:   ${t.pendingReason}`] : []),
+          ...healthLines(t),
           'Containers:',
           ...t.spec.containers.flatMap((c) => containerLines(t.spec.driver, c)),
           'History:',
@@ -351,7 +353,7 @@ function printTasks(ts: TaskView[], fmt: Format, usage?: ReadonlyMap<string, Tas
   const sorted = [...ts].sort((a, b) => STATE_ORDER.indexOf(a.state) - STATE_ORDER.indexOf(b.state) || a.name.localeCompare(b.name));
   const rows = sorted.map((t) => {
     const why = t.state === 'pending' ? (t.pendingReason ?? t.reason) : t.reason;
-    const base = [t.id, t.name, t.state + (t.desired === 'shutdown' && !['stopped', 'succeeded', 'failed', 'lost'].includes(t.state) ? ' (stopping)' : ''), t.node ?? '-', String(t.restarts), ago(now - t.createdAt)];
+    const base = [t.id, t.name, stateWithHealth(t) + (t.desired === 'shutdown' && !['stopped', 'succeeded', 'failed', 'lost'].includes(t.state) ? ' (stopping)' : ''), t.node ?? '-', String(t.restarts), ago(now - t.createdAt)];
     if (fmt === 'wide') base.push(fmtCpu(usage?.get(t.id)?.cpu), fmtMem(usage?.get(t.id)?.memory), t.spec.driver, t.spec.containers.map((c) => c.image ?? c.command[0] ?? '').join(','), formatLabels(t.spec.labels), why);
     else base.push(why.length > 50 ? why.slice(0, 47) + '...' : why);
     return base;

@@ -135,6 +135,19 @@ export interface ExecProcess {
   kill(): void;
 }
 
+/** A command run in a task's container (health checks: src/worker/health.ts). */
+export interface ProbeOptions {
+  /** Aborts the command (its processes are killed where the driver can). */
+  signal: AbortSignal;
+  /** Characters of output kept (stdout and stderr together, in arrival order). */
+  maxOutput: number;
+}
+
+export interface ProbeResult {
+  exitCode: number;
+  output: string;
+}
+
 export interface Driver {
   readonly name: DriverName;
   /**
@@ -189,6 +202,14 @@ export interface Driver {
    * container unknown here), `conflict` (not running), `unavailable` (a tty cannot be had).
    */
   exec?(taskId: string, opts: ExecOptions): Promise<ExecProcess>;
+  /**
+   * Runs `command` in a running task's container (an exec health check): docker exec for the
+   * docker driver; for the process driver a process with the container's environment and
+   * working directory. Rejects when the task or container does not run here.
+   */
+  probe?(taskId: string, container: string, command: string[], opts: ProbeOptions): Promise<ProbeResult>;
+  /** The address a pod's unpublished ports are reached at from this node (docker: the pod's IP); null if none. */
+  podAddress?(taskId: string): Promise<string | null>;
 }
 
 /** Whether a state is final (nothing of the task runs any more). */

@@ -10,6 +10,8 @@ import { FENCED_SERVICE_COMMANDS, SERVICE_COMMAND_TYPES, serviceCommandSchemas, 
 import { MAX_KEY_LENGTH, type NodeResources, type NodeStatus, type ReportedState } from './model.js';
 import { secretCommandSchemas, type SecretCommand } from './secrets.js';
 import { volumeCommandSchemas, type VolumeRemoveCommand } from './volumes.js';
+import { taskHealthSchema } from './task-health.js';
+import type { TaskHealth } from '../../protocol/health.js';
 import type { KvDelResult, KvWriteResult } from '../../protocol/api.js';
 
 export type { SecretCommand, VolumeRemoveCommand };
@@ -87,6 +89,8 @@ export interface TaskReport {
   at: number;
   /** The attempt the worker is running; a report for another attempt is ignored. */
   attempt?: number;
+  /** The task's health, when it has a check (see task-health.ts). */
+  health?: TaskHealth;
 }
 /**
  * Batched worker reports. Each report is checked on its own: a malformed or stale report is
@@ -382,6 +386,7 @@ export const reportSchema = z.strictObject({
   detail: z.string().max(4096).optional(),
   at: count,
   attempt: z.number().int().min(1).optional(),
+  health: taskHealthSchema.optional(),
 });
 const _reportMatchesType: (r: z.output<typeof reportSchema>) => TaskReport = (r) => r;
 void _reportMatchesType;
