@@ -202,7 +202,7 @@ export function writeReport(dir: string, out: string): void {
 
 ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, ${m.os}, Node ${m.node}. The machine is **shared** with other work (load averages at the start of each benchmark are given with it; processes busy at the start are listed in each bench/results/NAME.json under machine.busyProcesses), so absolute numbers move between runs; the two systems of a comparison run side by side in the same minutes.
 
-Reproduce: \`npm ci && npm run build && npm run bench\` (all, ~12 min) or \`npm run bench -- raft\` (one of raft, failover, schedule, start, update; \`profile\` runs on its own). etcd is installed from Debian (\`apt-get install -y etcd-server\`) and Docker through \`scripts/docker-setup.sh\` when missing. \`BENCH_SECONDS\` (raft point length, default 10), \`BENCH_TRIALS\` (failover, default 10), \`BENCH_START_TRIALS\` (default 20), `BENCH_UPDATE_TRIALS\` and `BENCH_UPDATE_REPLICAS\` (default 3 and 10), \`BENCH_QUICK=1\` (a smoke run that writes nothing here).
+Reproduce: \`npm ci && npm run build && npm run bench\` (all, ~12 min) or \`npm run bench -- raft\` (one of raft, failover, schedule, start, update; \`profile\` runs on its own). etcd is installed from Debian (\`apt-get install -y etcd-server\`) and Docker through \`scripts/docker-setup.sh\` when missing. \`BENCH_SECONDS\` (raft point length, default 10), \`BENCH_TRIALS\` (failover, default 10), \`BENCH_START_TRIALS\` (default 20), \`BENCH_UPDATE_TRIALS\` and \`BENCH_UPDATE_REPLICAS\` (default 3 and 10), \`BENCH_QUICK=1\` (a smoke run that writes nothing here).
 `);
   }
   if (results.raft) parts.push(raft(results.raft));
