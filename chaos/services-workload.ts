@@ -49,12 +49,19 @@ interface ServiceBody {
   tasks: { id: string; state: string; desired: string; node: string | null; service?: { slot: number; version: number } }[];
 }
 
+/**
+ * The replicas' command: like a server draining its connections, it takes a second to stop after
+ * SIGTERM (within the workers' 2 s stop grace), so a successor started before its predecessor
+ * is gone overlaps it for long enough to be seen.
+ */
+export const STOP_SLOWLY = "trap 'kill $! 2>/dev/null; sleep 1; exit 0' TERM; sleep 600 & wait";
+
 export function serviceSpec(plan: (typeof SERVICE_PLANS)[number], generation: number, replicas = plan.replicas): Record<string, unknown> {
   return {
     name: plan.name,
     driver: 'process',
     replicas,
-    containers: [{ command: ['/bin/sh', '-c', 'exec sleep 600'], env: { CHAOS_GENERATION: String(generation) } }],
+    containers: [{ command: ['/bin/sh', '-c', STOP_SLOWLY], env: { CHAOS_GENERATION: String(generation) } }],
     resources: { cpu: 10, memory: '8m' },
     restart: { policy: 'on-failure', backoffMs: 200, maxBackoffMs: 2000 },
     update: { parallelism: plan.parallelism, order: plan.order, monitorMs: 1000, failureAction: 'rollback' },
