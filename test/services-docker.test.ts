@@ -53,15 +53,18 @@ describe.skipIf(!docker.ok)('services on real Docker (1 manager, 3 docker worker
     return s.ready === n ? bySlot : null;
   }
 
-  /** The running app containers of this cluster for the given tasks, as Docker sees them. */
-  async function appContainers(taskIds: string[]): Promise<{ task: string; node: string; cmd: string[] }[]> {
+  /** The running app containers of this cluster for the given task runs (id and attempt), as Docker sees them. */
+  async function appContainers(tasks: TaskView[]): Promise<{ task: string; node: string; cmd: string[] }[]> {
     const cs = await containersWith(dk, `${LABELS.cluster}=${clusterId}`);
     const out: { task: string; node: string; cmd: string[] }[] = [];
     for (const c of cs) {
       const task = c.Labels[LABELS.task];
-      if (c.State !== 'running' || c.Labels[LABELS.role] !== 'app' || task === undefined || !taskIds.includes(task)) continue;
+      const run = tasks.find((t) => t.id === task && String(t.attempt) === c.Labels[LABELS.attempt]);
+      if (c.State !== 'running' || c.Labels[LABELS.role] !== 'app' || run === undefined) continue;
       const info = await dk.getContainer(c.Id).inspect();
-      out.push({ task, node: c.Labels[LABELS.node]!, cmd: info.Config.Cmd ?? [] });
+      // command → Entrypoint, args → Cmd (src/worker/drivers/docker-config.ts)
+      const entry = info.Config.Entrypoint;
+      out.push({ task: run.id, node: c.Labels[LABELS.node]!, cmd: [...(Array.isArray(entry) ? entry : entry ? [entry] : []), ...(info.Config.Cmd ?? [])] });
     }
     return out;
   }
@@ -90,7 +93,7 @@ describe.skipIf(!docker.ok)('services on real Docker (1 manager, 3 docker worker
     const four = await eventually(() => runningSlots(4), 90_000, '4 replicas running');
     expect([...four.values()].map((t) => t.name).sort()).toEqual(['web.1', 'web.2', 'web.3', 'web.4']);
     // Docker runs one app container per replica, with the template's command.
-    const first = await appContainers([...four.values()].map((t) => t.id));
+    const first = await appContainers([...four.values()]);
     expect(first.map((c) => c.task).sort()).toEqual([...four.values()].map((t) => t.id).sort());
     for (const c of first) expect(c.cmd).toEqual(OLD_CMD);
 
@@ -102,25 +105,36 @@ describe.skipIf(!docker.ok)('services on real Docker (1 manager, 3 docker worker
     const healed = await eventually(() => runningSlots(4, (t) => t.node !== victim), 90_000, '4 replicas on the other workers');
     const moved = [...healed.values()].filter((t) => four.get(t.service!.slot)!.node === victim);
     expect(moved.length).toBe(counts.get(victim));
-    for (const t of moved) expect(t.id).not.toBe(four.get(t.service!.slot)!.id); // a new task, not the dead worker's
-    const live = await appContainers([...healed.values()].map((t) => t.id));
+    // a new run of the slot (a new task, or the lost task's next attempt), not the dead worker's
+    for (const t of moved) expect(t.id !== four.get(t.service!.slot)!.id || t.attempt > four.get(t.service!.slot)!.attempt).toBe(true);
+    const live = await appContainers([...healed.values()]);
     expect(live.map((c) => c.task).sort()).toEqual([...healed.values()].map((t) => t.id).sort());
     expect(live.every((c) => c.node !== victim)).toBe(true);
+    // (The dead worker's own containers keep running in Docker: nothing is left to stop them;
+    // afterAll removes this cluster's containers.)
 
     // An update to a command that exits at once: rolled back by itself, the old template runs.
     const beforeIds = new Map([...healed].map(([k, t]) => [k, t.id]));
     const bad = webSpec({ containers: [{ name: 'app', image: TEST_IMAGE, command: ['/bin/sh', '-c', 'exit 3'] }] });
+    // Ready replicas while it runs: stop-first by one may leave 3 of 4 ready; fewer only if a
+    // worker was declared down meanwhile (a live worker's heartbeats late on a loaded host:
+    // its tasks are then lost and replaced), which the tasks' history shows.
+    const updateAt = Date.now();
     const started = await client.put<ServiceInfo>('/v1/services/web', JSON.stringify(bad));
     expect(started.update).toMatchObject({ state: 'updating', target: 2, from: 1 });
     let minReady = 4;
+    const trace: string[] = [];
     const rolled = await eventually(async () => {
-      const s = await inspect();
+      const [s, nodes] = await Promise.all([inspect(), client.get<{ nodes: { id: string; status: string }[] }>('/v1/nodes')]);
+      const down = nodes.nodes.filter((n) => n.id !== victim && n.status !== 'ready').map((n) => `${n.id}:${n.status}`);
+      trace.push(`ready ${s.ready} ${s.update.state} [${s.tasks.filter((t) => t.desired === 'running' || t.state === 'running').map((t) => `${t.service!.slot}:v${t.service!.version}:${t.state}@${t.node}`).join(' ')}]${down.length > 0 ? ` not ready: ${down.join(',')}` : ''}`);
       minReady = Math.min(minReady, s.ready);
       return s.update.state === 'rolled_back' ? s : null;
     }, 120_000, 'automatic rollback');
     expect(rolled.templateVersion).toBe(1);
     expect(rolled.update.message).toMatch(/rolled back/);
-    expect(minReady).toBeGreaterThanOrEqual(3); // stop-first, parallelism 1
+    const lostMeanwhile = (await client.get<ServiceInspect>('/v1/services/web?all=true')).tasks.some((t) => t.history.some((h) => h.state === 'lost' && h.at >= updateAt));
+    if (!lostMeanwhile) expect(minReady, trace.join('\n')).toBeGreaterThanOrEqual(3); // stop-first, parallelism 1
     const after = await eventually(() => runningSlots(4, (t) => t.service!.version === 1 && t.node !== victim), 90_000, 'the old template in every slot');
     for (const t of after.values()) expect(t.spec.containers[0]!.command).toEqual(OLD_CMD);
     // Only the slot the update replaced got a new task; the others kept theirs.
@@ -130,7 +144,7 @@ describe.skipIf(!docker.ok)('services on real Docker (1 manager, 3 docker worker
     expect(all.tasks.some((t) => t.service!.version === 2 && (t.exitCode === 3 || t.history.some((h) => h.state === 'failed' && h.exitCode === 3)))).toBe(true);
     // And Docker runs exactly the 4 old-template containers of the live tasks.
     const final = await eventually(async () => {
-      const cs = await appContainers([...after.values()].map((t) => t.id));
+      const cs = await appContainers([...after.values()]);
       return cs.length === 4 ? cs : null;
     }, 30_000, '4 app containers');
     for (const c of final) expect(c.cmd).toEqual(OLD_CMD);
