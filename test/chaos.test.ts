@@ -326,7 +326,7 @@ describe('chaos run (real processes)', () => {
     const log = readFileSync(join(out, 'nemesis.log'), 'utf8');
     expect(log).toMatch(/ worker start \[w\d\]: SIG(KILL|STOP) worker/);
     expect(r.stdout).toMatch(/services: pass \(3 services/);
-  });
+  }, 300_000);
 
   it('a 60 s run under kill, pause and partition passes and really injected faults', async () => {
     const out = mkdtempSync(join(tmpdir(), 'flotilla-chaos-'));
