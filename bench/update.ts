@@ -154,7 +154,14 @@ async function swarmTrials(p: Params): Promise<Trials & { note: string }> {
       '--restart-condition', 'on-failure', '--stop-grace-period', '1s', '--env', 'GENERATION=0', IMAGE, 'sleep', '600',
     ], 120_000);
     created = true;
-    const healthy = async (): Promise<number> => (await running({ label, health: ['healthy'] })).length;
+    // Running containers Docker reports healthy; an engine answer that is not a list (an error
+    // under load) throws, so the sample is skipped rather than counted as 0.
+    const healthy = async (): Promise<number> => {
+      const f = encodeURIComponent(JSON.stringify({ status: ['running'], label, health: ['healthy'] }));
+      const r = await dockerApi<unknown[]>('GET', `/containers/json?filters=${f}`);
+      if (r.status !== 200 || !Array.isArray(r.body)) throw new Error(`docker API: HTTP ${r.status}`);
+      return r.body.length;
+    };
     const up = await pollUntil(async () => (await healthy()) === p.replicas, 180_000, 200);
     if (!up) throw new Error(`${p.replicas} swarm replicas not healthy within 180 s`);
     for (let i = 1; i <= p.trials; i++) {
