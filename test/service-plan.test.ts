@@ -18,7 +18,10 @@ import {
   type UpdateStatus,
 } from '../src/manager/controllers/service-plan.js';
 
-type Behaviour = 'ok' | 'crash' | 'slow';
+// 'flap': runs (and counts ready, as a task without a health check does) for one tick, then
+// fails: a command that exits at once, seen running for a moment (restarted in place by its
+// policy when `restartInPlace`).
+type Behaviour = 'ok' | 'crash' | 'slow' | 'flap';
 
 class Sim {
   now = 1_000_000;
@@ -137,6 +140,15 @@ class Sim {
         continue;
       }
       const b = this.behaviour.get(t.version)!;
+      if (b === 'flap' && t.state === 'running') {
+        t.state = 'failed';
+        t.failed = true;
+        t.ready = false;
+        delete t.readySince;
+        t.endedAt = this.now;
+        t.willRestart = this.restartInPlace;
+        continue;
+      }
       if (t.state === 'pending' || (t.willRestart && ['failed', 'lost'].includes(t.state))) {
         if (b === 'crash') {
           t.state = 'failed';
@@ -144,7 +156,7 @@ class Sim {
           t.ready = false;
           t.endedAt = this.now;
           t.willRestart = this.restartInPlace;
-        } else if (b === 'ok') {
+        } else if (b === 'ok' || b === 'flap') {
           t.state = 'running';
           t.ready = true;
           t.readySince = this.now;
@@ -546,6 +558,104 @@ describe('failures and rollback', () => {
     sim.rollback();
     sim.run({ max: 30 });
     expect(sim.svc.status.state).toBe('rollback_paused');
+  });
+});
+
+describe('a new task that crashes soon after it starts (seen running for a moment)', () => {
+  // The command exits at once: the task is running (and, with no health check, ready) for a
+  // moment shorter than the monitor period, then failed; restarted in place (restart back-off)
+  // or replaced. At every step ready slots stay at least replicas − parallelism (stop-first) or
+  // replicas (start-first), and no old task of another slot is stopped while the new one has
+  // not stayed ready through its monitor period.
+  const oldStops = (sim: Sim, oldIds: Map<string, number>, except: number[]): number[] =>
+    sim.log
+      .flat()
+      .flatMap((d) => (d.kind === 'stop' && oldIds.has(d.taskId) && !except.includes(oldIds.get(d.taskId)!) ? [oldIds.get(d.taskId)!] : []));
+
+  for (const restartInPlace of [true, false]) {
+    it(`stop-first, parallelism 1: rolls back with 3 of 4 ready at every step (${restartInPlace ? 'restarted in place' : 'replaced'})`, () => {
+      const sim = new Sim(4, { parallelism: 1, failureAction: 'rollback' });
+      sim.restartInPlace = restartInPlace;
+      sim.run();
+      const oldIds = new Map(sim.live().map((t) => [t.id, t.slot]));
+      const v2 = sim.update('flap');
+      sim.run({ minReady: 3, until: () => sim.svc.status.state === 'rolled_back' });
+      expect(sim.svc.status.state).toBe('rolled_back');
+      expect(sim.versions()).toEqual([1, 1, 1, 1]);
+      // The new task did run (ready for a moment) and failed.
+      expect(sim.tasks.some((t) => t.version === v2 && t.failed)).toBe(true);
+      expect(oldStops(sim, oldIds, [1])).toEqual([]);
+      expect(sim.live().filter((t) => oldIds.has(t.id)).map((t) => t.slot)).toEqual([2, 3, 4]);
+      expect(sim.violations).toEqual([]);
+    });
+  }
+
+  for (const policy of [{ failureAction: 'continue' as const }, { failureAction: 'rollback' as const, maxFailureRatio: 0.5 }]) {
+    it(`stop-first, a crash-looping new task within the failure budget (${JSON.stringify(policy)}): the update does not march on`, () => {
+      const sim = new Sim(4, { parallelism: 1, ...policy });
+      sim.restartInPlace = true;
+      sim.run();
+      const oldIds = new Map(sim.live().map((t) => [t.id, t.slot]));
+      sim.update('flap');
+      // Running, failed (restart pending), running again …: 40 ticks, about 13 crash loops.
+      sim.run({ max: 40, minReady: 3 });
+      expect(sim.tasks.filter((t) => t.slot === 1 && t.failed).length).toBeGreaterThan(0);
+      expect(oldStops(sim, oldIds, [1])).toEqual([]);
+      expect(sim.readySlots()).toBe(3);
+      expect(sim.svc.status.state).toBe('updating');
+      expect(sim.violations).toEqual([]);
+    });
+  }
+
+  for (const policy of [{ failureAction: 'rollback' as const }, { failureAction: 'continue' as const }]) {
+    it(`start-first (${policy.failureAction}): the old task stays until the new one has stayed ready through its monitor period, 4 of 4 ready at every step`, () => {
+      const sim = new Sim(4, { parallelism: 1, order: 'start-first', ...policy });
+      sim.restartInPlace = true;
+      sim.run();
+      const oldIds = new Map(sim.live().map((t) => [t.id, t.slot]));
+      sim.update('flap');
+      if (policy.failureAction === 'rollback') sim.run({ minReady: 4, until: () => sim.svc.status.state === 'rolled_back' });
+      else sim.run({ max: 40, minReady: 4 });
+      expect(oldStops(sim, oldIds, [])).toEqual([]);
+      // Every old task is still the one it was: nothing was replaced on the way back.
+      expect(sim.live().filter((t) => oldIds.has(t.id)).map((t) => t.slot)).toEqual([1, 2, 3, 4]);
+      if (policy.failureAction === 'rollback') expect(sim.versions()).toEqual([1, 1, 1, 1]);
+      expect(sim.violations).toEqual([]);
+    });
+  }
+
+  it('start-first: the old task goes once the new one has stayed ready through the monitor period', () => {
+    const sim = new Sim(2, { parallelism: 1, order: 'start-first', monitorMs: 2500 });
+    sim.run();
+    sim.update('ok');
+    sim.apply(sim.plan().decisions); // the new task of slot 1, beside the old one
+    sim.advance(); // running, ready since now
+    const since = sim.now;
+    const early = sim.plan();
+    expect(early.decisions.filter((d) => d.kind === 'stop')).toEqual([]);
+    expect(early.wakeAt).toBe(since + 2500);
+    sim.now = since + 2500;
+    expect(sim.plan().decisions.filter((d) => d.kind === 'stop')).toEqual([expect.objectContaining({ slot: 1 })]);
+  });
+
+  it('stop-first: a rollback while the new task is running for a moment stops only new-template tasks', () => {
+    const sim = new Sim(4, { parallelism: 1, failureAction: 'pause' });
+    sim.restartInPlace = true;
+    sim.run();
+    const oldIds = new Map(sim.live().map((t) => [t.id, t.slot]));
+    const v2 = sim.update('flap');
+    sim.run({ minReady: 3, until: () => sim.tasks.some((t) => t.version === v2 && t.state === 'running') });
+    expect(sim.readySlots()).toBe(4); // the new task counts ready for the moment
+    sim.rollback();
+    const p = sim.plan();
+    const stops = p.decisions.flatMap((d) => (d.kind === 'stop' ? [sim.tasks.find((t) => t.id === d.taskId)!] : []));
+    expect(stops.map((t) => t.version)).toEqual([v2]);
+    sim.apply(p.decisions);
+    sim.advance();
+    sim.run({ minReady: 3, until: () => sim.svc.status.state === 'rolled_back' });
+    expect(sim.versions()).toEqual([1, 1, 1, 1]);
+    expect(oldStops(sim, oldIds, [1])).toEqual([]);
+    expect(sim.violations).toEqual([]);
   });
 });
 

@@ -22,7 +22,9 @@
 // What `planService` decides, in this order:
 //  1. scale down: live tasks of slots above `replicas` are stopped (the highest slots go);
 //  2. duplicates: a slot keeps at most one live task of the target version and one other (the
-//     old task of a start-first update); an old task is stopped once the target's is ready;
+//     old task of a start-first update); an old task is stopped once the target's is ready and
+//     has stayed ready through `monitorMs` (a new task that crashes soon after it starts does
+//     not take the old one with it);
 //  3. fill: a slot with no live and no stopping task gets a task of the target version (after
 //     a back-off when its last task failed, so a crashing template is not a hot loop);
 //  4. rolling update (state `updating` or `rolling_back`): count failures of the tasks this
@@ -36,9 +38,12 @@
 //  5. garbage: finished tasks beyond the per-slot history limit are removed.
 //
 // Availability: a stop-first batch stops at most `ready − (replicas − parallelism)` ready
-// tasks (out-of-date tasks that are not ready are replaced first, at no cost), so ready
-// replicas never drop below `replicas − parallelism` by the update's doing. A start-first
-// batch stops nothing until a replacement is ready, so ready replicas never drop.
+// tasks (out-of-date tasks that are not ready are replaced first, at no cost), and only once
+// every new task of the update has stayed ready through its monitor period, so ready replicas
+// never drop below `replicas − parallelism` by the update's doing (a new task that crashes
+// within its monitor period is not counted on: no further batch starts, and the failure
+// pauses or rolls back the update). A start-first batch stops nothing until a replacement has
+// stayed ready through its monitor period, so ready replicas never drop.
 //
 // Pure module: no IO, no clocks (time comes in as `now`), no randomness.
 
@@ -235,8 +240,14 @@ export function planService(svc: ServiceView, tasks: readonly SlotTask[], now: n
     const other = live.filter((t) => t.version !== V);
     for (const t of current.slice(1)) stop(t, `${slotName(name, k)} has another task of version ${V}`);
     for (const t of other.slice(1)) stop(t, `${slotName(name, k)} has another task`);
-    if (current[0] !== undefined && current[0].ready && other[0] !== undefined) {
-      stop(other[0], `replaced by version ${V} (ready)`);
+    // The old task goes only once the new one has stayed ready through the monitor period: a
+    // new task that crashes soon after it starts (counted ready while it ran) must not take
+    // its slot's old task with it (start-first keeps `replicas` ready).
+    const cur = current[0];
+    if (cur !== undefined && cur.ready && other[0] !== undefined) {
+      const settled = cur.readySince === undefined ? now : cur.readySince + svc.update.monitorMs;
+      if (settled <= now) stop(other[0], `replaced by version ${V} (ready through its monitor period)`);
+      else wake(settled);
     }
   }
 
