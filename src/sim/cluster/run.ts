@@ -375,6 +375,8 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
     const slotDupSince = new Map<string, number>();
     /** Per service: what its availability bound is judged against (see checkServices). */
     const avail = new Map<string, { key: string; armed: boolean; exemptUntil: number }>();
+    /** Since when (virtual ms) each service task's attempt (`id#attempt`) has been seen running. */
+    const runningSince = new Map<string, number>();
 
     /**
      * Service checkers. A slot (service task ids are `name.slot.id`) runs two tasks on live
@@ -387,6 +389,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
      */
     function checkServices(): void {
       const where = new Map<string, string[]>();
+      const ids = new Map<string, string[]>();
       for (const w of workers) {
         if (!w.alive || !w.welcomed) continue;
         for (const t of w.running()) {
@@ -394,19 +397,40 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
           if (parts.length !== 3) continue;
           const key = `${parts[0]}.${parts[1]}`;
           where.set(key, [...(where.get(key) ?? []), `${t.taskId} on ${w.id}`]);
+          ids.set(key, [...(ids.get(key) ?? []), t.taskId]);
         }
       }
+      const refState = mostAdvanced()?.state;
+      /** A start-first slot's old and new task (two template versions) overlap by design until the new one has settled. */
+      const startFirstOverlap = (key: string): boolean => {
+        const ts = (ids.get(key) ?? []).map((id) => refState?.getTask(id));
+        if (ts.length !== 2 || ts.some((t) => t?.service === undefined)) return false;
+        const svc = refState!.getService(ts[0]!.service!.name);
+        return svc?.spec.update.order === 'start-first' && ts[0]!.service!.version !== ts[1]!.service!.version;
+      };
       for (const [slot, ts] of where) {
-        if (ts.length < 2) continue;
+        if (ts.length < 2 || startFirstOverlap(slot)) {
+          slotDupSince.delete(slot);
+          continue;
+        }
         const since = slotDupSince.get(slot) ?? sched.now;
         slotDupSince.set(slot, since);
         if (sched.now - since > DUP_MS) violate('slot-two-tasks', `slot ${slot} runs ${ts.join(' and ')} (workers in session) for ${sched.now - since} ms`);
       }
-      for (const k of [...slotDupSince.keys()]) if ((where.get(k)?.length ?? 0) < 2) slotDupSince.delete(k);
+      for (const k of [...slotDupSince.keys()]) if (!where.has(k)) slotDupSince.delete(k);
 
       const ref = mostAdvanced();
       if (!ref) return;
       const st = ref.state;
+      // When this checker first saw each service task's attempt running.
+      const seenNow = new Set<string>();
+      for (const t of st.serviceTaskOwners().flatMap((n) => st.serviceTasks(n))) {
+        if (t.state !== 'running') continue;
+        const k = `${t.id}#${t.attempt}`;
+        seenNow.add(k);
+        if (!runningSince.has(k)) runningSince.set(k, sched.now);
+      }
+      for (const k of [...runningSince.keys()]) if (!seenNow.has(k)) runningSince.delete(k);
       for (const svc of st.listServices()) {
         const a = avail.get(svc.name) ?? { key: '', armed: false, exemptUntil: 0 };
         avail.set(svc.name, a);
@@ -426,19 +450,28 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
           const w = workers.find((x) => x.id === t.node);
           return st.getNode(t.node)?.status !== 'ready' || !w?.alive || !w.welcomed;
         });
-        // A task of this update's template that failed counted as ready while it ran (no health
-        // checks yet): its own crash, not the update's doing, may take availability below the bound.
-        const crashed = tasks.some((t) => t.service!.version === svc.update.target && t.history.some((h) => h.state === 'failed'));
-        if (disturbed || crashed) {
+        if (disturbed) {
           a.exemptUntil = sched.now + NODE_GRACE_MS;
           a.armed = false;
         }
         if (sched.now < a.exemptUntil) continue;
         // Ready replicas: slots within replicas with a ready task (a start-first slot's old and new task count once).
-        const ready = new Set(tasks.filter((t) => t.desired === 'running' && t.state === 'running' && t.node !== null && st.getNode(t.node)?.status === 'ready' && t.service!.slot <= svc.spec.replicas).map((t) => t.service!.slot)).size;
+        const readyTasks = tasks.filter((t) => t.desired === 'running' && t.state === 'running' && t.node !== null && st.getNode(t.node)?.status === 'ready' && t.service!.slot <= svc.spec.replicas);
+        const ready = new Set(readyTasks.map((t) => t.service!.slot)).size;
         const p = svc.spec.update;
         const bound = p.order === 'start-first' ? svc.spec.replicas : svc.spec.replicas - p.parallelism;
-        if (ready >= svc.spec.replicas) a.armed = true;
+        // Armed once every replica is ready with a task that may be counted on: one of another
+        // template, or one of the update's own that has been running (as this checker saw) through
+        // its monitor period. A crashing template's task counts ready for a moment after it
+        // starts; a baseline that counted it would blame its own crash on the update (e.g. a
+        // slot the update filled beside a scale up). Its crash after the update stopped another
+        // slot's task for it is judged: that is an update marching on through a bad template.
+        const settled = new Set(
+          readyTasks
+            .filter((t) => t.service!.version !== svc.update.target || sched.now - (runningSince.get(`${t.id}#${t.attempt}`) ?? sched.now) >= p.monitorMs)
+            .map((t) => t.service!.slot),
+        ).size;
+        if (settled >= svc.spec.replicas) a.armed = true;
         else if (a.armed && ready < bound) {
           violate('update-availability', `${svc.name} ${svc.update.state} (${p.order}, parallelism ${p.parallelism}, ${svc.spec.replicas} replicas) has ${ready} ready on ${ref.id} (applied ${st.appliedIndex}); at least ${bound} expected`);
           a.armed = false;
