@@ -11,7 +11,7 @@ import type { LeaderTerm } from '../src/manager/ports.js';
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
 
-function harness() {
+function harness(replicas = 1) {
   const clock = new ManualClock();
   const restore = setClock(clock);
   const state = new ClusterState();
@@ -53,13 +53,15 @@ function harness() {
     }
   };
   const spec = (cmd: string) =>
-    parseServiceSpec({ name: 'web', replicas: 1, update: { monitorMs: 2000 }, containers: [{ name: 'main', command: [cmd] }], driver: 'process', resources: { cpu: 100, memory: '64Mi' } });
+    parseServiceSpec({ name: 'web', replicas, update: { monitorMs: 2000, failureAction: 'rollback' }, containers: [{ name: 'main', command: [cmd] }], driver: 'process', resources: { cpu: 100, memory: '64Mi' } });
+  /** How long before it commits the worker stamped a "running" report (a loaded worker or commit path). */
+  const lag = { runningMs: 0 };
   /** The worker runs every task of the service that should run, and reports stopped ones stopped. */
   const workerCatchesUp = () => {
     for (const t of state.serviceTasks('web')) {
       if (t.desired === 'running' && t.state === 'pending') {
         apply({ type: 'task.assign', placements: [{ taskId: t.id, nodeId: 'w1' }], term: 1, at: clock.wall() } as SingleCommand);
-        apply({ type: 'task.report', reports: [{ taskId: t.id, nodeId: 'w1', state: 'running', at: clock.wall(), attempt: t.attempt }] });
+        apply({ type: 'task.report', reports: [{ taskId: t.id, nodeId: 'w1', state: 'running', at: clock.wall() - lag.runningMs, attempt: t.attempt }] });
       }
       if (t.desired === 'shutdown' && t.state === 'running') {
         apply({ type: 'task.report', reports: [{ taskId: t.id, nodeId: 'w1', state: 'stopped', at: clock.wall(), attempt: t.attempt }] });
@@ -82,6 +84,7 @@ function harness() {
   services.start();
   services.caughtUp();
   return {
+    lag,
     clock,
     state,
     restore,
@@ -127,6 +130,50 @@ describe('services controller: the monitor period is monotonic', () => {
     // Only ~0.4 s of the 2 s monitor period has passed.
     expect(h.status()).toBe('updating');
     h.clock.advance(2000);
+    await h.converge();
+    expect(h.status()).toBe('completed');
+  });
+
+  it('a "running" report that reaches the leader late does not pass the monitor period on arrival: no further batch before the crash report behind it', async () => {
+    // Stop-first, parallelism 1, 3 replicas: the new template exits at once. The worker saw it
+    // running, but the report committed 2.5 s after it was stamped (longer than the 2 s monitor
+    // period); the crash report comes right behind it. The leader must not take that age as
+    // time it watched the task stay ready, or it starts the next batch and ready drops to 1.
+    h = harness(3);
+    await h.converge();
+    const old = h.state.serviceTasks('web').filter((t) => t.state === 'running');
+    expect(old).toHaveLength(3);
+    h.lag.runningMs = 2500;
+    h.update('exits-at-once');
+    await h.converge();
+    const fresh = h.state.serviceTasks('web').filter((t) => t.service!.version === 2);
+    expect(fresh.map((t) => t.state)).toEqual(['running']);
+    // Only the batch's slot left the old template: the others' old tasks are still desired running.
+    expect(old.filter((t) => h!.state.getTask(t.id)!.desired === 'running')).toHaveLength(2);
+    expect(h.status()).toBe('updating');
+    // The crash report arrives: rolled back, the two old tasks untouched.
+    h.clock.advance(300);
+    h.apply({ type: 'task.report', reports: [{ taskId: fresh[0]!.id, nodeId: 'w1', state: 'failed', exitCode: 3, at: h.clock.wall(), attempt: fresh[0]!.attempt }] });
+    h.lag.runningMs = 0;
+    await h.converge();
+    h.clock.advance(2500);
+    await h.converge();
+    expect(h.status()).toBe('rolled_back');
+    expect(old.filter((t) => h!.state.getTask(t.id)!.desired === 'running')).toHaveLength(2);
+    expect(h.state.serviceTasks('web').filter((t) => t.desired === 'running' && t.state === 'running' && t.service!.version === 1)).toHaveLength(3);
+  });
+
+  it('a monitor period is counted from when this leader first saw the task ready', async () => {
+    h = harness();
+    await h.converge();
+    h.lag.runningMs = 1500;
+    h.update('v2');
+    await h.converge();
+    h.clock.advance(1000);
+    await h.converge();
+    // 1.5 s before the report arrived + ~1.3 s since: not 2 s of this leader's watching yet.
+    expect(h.status()).toBe('updating');
+    h.clock.advance(1000);
     await h.converge();
     expect(h.status()).toBe('completed');
   });

@@ -141,26 +141,32 @@ export class Services implements LeaderService {
   /**
    * A task's replicated wall-clock times (ready since, ended at: a worker's or a leader's clock)
    * in a frame where `now` (this leader's wall clock) moves with the monotonic clock. The age of
-   * each is read once, bounded by the longest wait the planner measures from it, and then counted
-   * monotonically (as the restart controller does with backoffs): a wall clock stepped back does
+   * an end is read once, bounded by the replacement back-off (a ready-since is dated to when this
+   * leader first saw it, see below), and then counted monotonically (as the restart controller does with backoffs): a wall clock stepped back does
    * not stretch a monitor period or back-off, one stepped forward does not skip it.
    */
   private steady(t: SlotTask, view: ServiceView, now: number, mono: number, used: Set<string>): SlotTask {
     // `used`: the ids of the tasks still planned (the others' entries are dropped).
-    const horizon = Math.max(view.update.monitorMs + view.update.delayMs, view.replaceBackoffMs);
-    const rebase = (what: string, at: number): number => {
+    const horizon = view.replaceBackoffMs;
+    const rebase = (what: string, at: number, credit: number): number => {
       const key = `${t.id}\u0000${what}:${at}`;
       used.add(t.id);
       let m = this.seen.get(key);
       if (m === undefined) {
-        m = mono - Math.min(horizon, Math.max(0, now - at));
+        m = mono - Math.min(credit, Math.max(0, now - at));
         this.seen.set(key, m);
       }
       return now - (mono - m);
     };
     const out = { ...t };
-    if (t.readySince !== undefined) out.readySince = rebase('ready', t.readySince);
-    if (t.endedAt !== undefined) out.endedAt = rebase('ended', t.endedAt);
+    // Ready since: counted from when this leader first saw the task ready, never earlier. The
+    // monitor period is the time this leader has watched a task stay ready: a "running" report
+    // that reaches it late (a loaded worker, a slow commit, a leader change) says nothing of
+    // the time in between, and the report of a crash may be right behind it, so its age is
+    // not credited (a task that exits at once must not pass its monitor period on arrival).
+    if (t.readySince !== undefined) out.readySince = rebase('ready', t.readySince, 0);
+    // Ended at: a back-off only delays a replacement, so the report's age is credited.
+    if (t.endedAt !== undefined) out.endedAt = rebase('ended', t.endedAt, horizon);
     return out;
   }
 
