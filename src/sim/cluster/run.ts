@@ -460,16 +460,15 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
         const ready = new Set(readyTasks.map((t) => t.service!.slot)).size;
         const p = svc.spec.update;
         const bound = p.order === 'start-first' ? svc.spec.replicas : svc.spec.replicas - p.parallelism;
-        // Armed once every replica is ready with a task that may be counted on: one of another
-        // template, or one of the update's own that has been running (as this checker saw) through
-        // its monitor period. A crashing template's task counts ready for a moment after it
-        // starts; a baseline that counted it would blame its own crash on the update (e.g. a
-        // slot the update filled beside a scale up). Its crash after the update stopped another
-        // slot's task for it is judged: that is an update marching on through a bad template.
+        // Armed once every replica is ready with a task that may be counted on: one that has been
+        // running (as this checker saw) through a monitor period. A crashing template's task
+        // counts ready for a moment after it starts; a baseline that counted it would blame its
+        // own crash on the update (e.g. a slot filled with the new template beside a scale up,
+        // or such a task still there when the rollback begins). Its crash after the update
+        // stopped another slot's task for it is judged: that is an update marching on through a
+        // bad template.
         const settled = new Set(
-          readyTasks
-            .filter((t) => t.service!.version !== svc.update.target || sched.now - (runningSince.get(`${t.id}#${t.attempt}`) ?? sched.now) >= p.monitorMs)
-            .map((t) => t.service!.slot),
+          readyTasks.filter((t) => sched.now - (runningSince.get(`${t.id}#${t.attempt}`) ?? sched.now) >= p.monitorMs).map((t) => t.service!.slot),
         ).size;
         if (settled >= svc.spec.replicas) a.armed = true;
         else if (a.armed && ready < bound) {
