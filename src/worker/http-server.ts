@@ -6,6 +6,10 @@
 //       `<container> | <line>` — raw `<line>` when `container` is given. ndjson: one
 //       {"container","stream","line"} object per line. `follow` streams until the task
 //       finishes or the client goes away.
+//       `since=<ms since the epoch>` leaves out older lines; `timestamps=1` starts each text
+//       line with its time (RFC 3339, ms); ndjson lines carry `at` when the driver knows it.
+//       `attempt=N`: that attempt's output (the run here, or the copy kept of the previous one,
+//       see previous-logs.ts); 404 when this worker no longer has it.
 // What it serves comes from the agent through `WorkerHttpHost`.
 
 import { timingSafeEqual, createHash } from 'node:crypto';
@@ -17,7 +21,7 @@ import type { TLSSocket } from 'node:tls';
 import { identityOf, type NodeTls } from '../tls/pki.js';
 import { FlotillaError, toFlotillaError } from '../protocol/errors.js';
 import type { Logger } from '../log.js';
-import type { Driver, LogLine } from './driver.js';
+import type { Driver, LogLine, LogOptions } from './driver.js';
 
 /** What the HTTP server asks of the agent. */
 export interface WorkerHttpHost {
@@ -28,6 +32,8 @@ export interface WorkerHttpHost {
   taskDriver(taskId: string): Driver | null | undefined;
   /** The node credential from the leader, if any (accepted like the join token). */
   credential(): string | null;
+  /** One attempt's output, or undefined when this worker does not have it (any more). */
+  attemptLogs?(taskId: string, attempt: number, opts: LogOptions): AsyncIterable<LogLine> | undefined;
 }
 
 export interface WorkerHttpOptions {
@@ -149,8 +155,14 @@ export class WorkerHttpServer {
     };
     let follow: boolean;
     let tail: number | undefined;
+    let since: number | undefined;
+    let attempt: number | undefined;
+    let timestamps: boolean;
     try {
       follow = bool('follow');
+      timestamps = bool('timestamps');
+      since = wholeNumber('since', q.get('since'));
+      attempt = wholeNumber('attempt', q.get('attempt'));
       const tailRaw = q.get('tail');
       if (tailRaw !== null) {
         if (!/^\d{1,9}$/.test(tailRaw)) throw new FlotillaError('bad_request', `Cannot read task logs as 'tail' must be a whole number >= 0 (got '${tailRaw}')`);
@@ -169,16 +181,22 @@ export class WorkerHttpServer {
     }
     const container = q.get('container') ?? undefined;
     const driver = this.host.taskDriver(taskId);
-    if (driver === undefined || driver === null) {
+    if (attempt === undefined && (driver === undefined || driver === null)) {
       return sendError(res, new FlotillaError('not_found', `Cannot read the logs of task '${taskId}' as it has none on worker ${this.host.id}`));
     }
 
     const ac = new AbortController();
     const onClose = (): void => ac.abort();
+    const logOpts: LogOptions = { follow, container, tail, since, stream: stream ?? undefined, signal: ac.signal };
+    const source = attempt === undefined ? driver!.logs(taskId, logOpts) : this.host.attemptLogs?.(taskId, attempt, logOpts);
+    if (source === undefined) {
+      return sendError(res, new FlotillaError('not_found', `Cannot read the logs of attempt ${attempt} of task '${taskId}' as worker ${this.host.id} no longer has them`));
+    }
     res.on('close', onClose);
-    const iter = driver.logs(taskId, { follow, container, tail, stream: stream ?? undefined, signal: ac.signal })[Symbol.asyncIterator]();
+    const iter = sinceFiltered(source, since)[Symbol.asyncIterator]();
+    const stamp = (l: LogLine): string => (timestamps ? `${l.at !== undefined ? new Date(l.at).toISOString() : '-'} ` : '');
     const fmt = (l: LogLine): string =>
-      format === 'ndjson' ? JSON.stringify(l) + '\n' : container !== undefined ? `${l.line}\n` : `${l.container} | ${l.line}\n`;
+      format === 'ndjson' ? JSON.stringify(l) + '\n' : container !== undefined ? `${stamp(l)}${l.line}\n` : `${stamp(l)}${l.container} | ${l.line}\n`;
     try {
       let first: IteratorResult<LogLine>;
       try {
@@ -209,9 +227,21 @@ export class WorkerHttpServer {
       if (!ac.signal.aborted) res.end();
     } finally {
       res.off('close', onClose);
-      await iter.return?.();
+      await iter.return?.(undefined);
     }
   }
+}
+
+/** A query value that must be a whole number (undefined when absent). */
+function wholeNumber(name: string, v: string | null): number | undefined {
+  if (v === null) return undefined;
+  if (!/^\d{1,15}$/.test(v)) throw new FlotillaError('bad_request', `Cannot read task logs as '${name}' must be a whole number (got '${v}')`);
+  return Number(v);
+}
+
+/** Leaves out lines written before `since` (lines without a time are kept). */
+async function* sinceFiltered(lines: AsyncIterable<LogLine>, since: number | undefined): AsyncGenerator<LogLine> {
+  for await (const l of lines) if (since === undefined || l.at === undefined || l.at >= since) yield l;
 }
 
 function methodNotAllowed(): FlotillaError {
