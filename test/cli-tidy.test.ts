@@ -9,9 +9,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TestCluster, eventually, runCli, sleep } from './helpers/cluster.js';
+import { TestCluster, eventually, freePorts, runCli, sleep } from './helpers/cluster.js';
 
-const GC_AGE_MS = 15_000;
+// Long enough for the rm tests to see their finished tasks before the age rule takes them.
+const GC_AGE_MS = 60_000;
 let cluster: TestCluster;
 let tmp: string;
 let isolated: Record<string, string>;
@@ -52,10 +53,16 @@ async function stateOf(id: string): Promise<string | undefined> {
 beforeAll(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'flotilla-tidy-'));
   isolated = { FLOTILLA_MANAGERS: '', FLOTILLA_DIR: join(tmp, 'no-up-dir'), FLOTILLA_CONFIG: join(tmp, 'config.json'), FLOTILLA_CONTEXT: '', FLOTILLA_TOKEN: '', FLOTILLA_TOKEN_FILE: '', FLOTILLA_CA: '' };
-  cluster = await TestCluster.managers(3, ['--gc-keep', '3', '--gc-max-age', `${GC_AGE_MS}ms`, '--gc-interval', '300ms'], { tls: true });
+  // Like TestCluster.managers, with more time to elect a leader on a loaded machine.
+  cluster = new TestCluster('flotilla-tidy-it-');
+  await cluster.enableTls();
+  const ports = await freePorts(3);
+  const members = ports.map((p, i) => `m${i + 1}=127.0.0.1:${p}`).join(',');
+  for (let i = 0; i < 3; i++) cluster.startManager(`m${i + 1}`, `127.0.0.1:${ports[i]}`, ['--bootstrap', members, '--gc-keep', '3', '--gc-max-age', `${GC_AGE_MS}ms`, '--gc-interval', '300ms']);
+  await cluster.waitForLeader(90_000);
   cluster.startWorker('w1');
   await eventually(async () => (await cluster.client().get<{ nodes: { status: string }[] }>('/v1/nodes')).nodes.some((n) => n.status === 'ready'), 30_000, 'worker ready');
-}, 90_000);
+}, 180_000);
 
 afterAll(async () => {
   await cluster?.stop();
@@ -68,12 +75,6 @@ describe('flotilla rm', () => {
     const live = await run('rm-live', '/bin/sleep', '600');
     await eventually(async () => (await stateOf(done)) === 'succeeded' && (await stateOf(live)) === 'running', 20_000, 'one finished, one running');
 
-    // Running, without -f: refused with its name and the way out; nothing changes.
-    const refused = await cli(['rm', live]);
-    expect(refused.status).toBe(1);
-    expect(refused.stderr).toContain(`error: ${live}: Cannot remove task '${live}' as it is running; stop it first or force it (flotilla rm -f ${live})`);
-    expect(await stateOf(live)).toBe('running');
-
     // An unknown id among good ones: the others are still removed; which failed is said; exit 1.
     const mixed = await cli(['rm', 'no-such-task', done]);
     expect(mixed.status).toBe(1);
@@ -84,6 +85,12 @@ describe('flotilla rm', () => {
     // The API answers 404 for it.
     const e = await cluster.client().post('/v1/tasks/no-such-task/remove').then(() => null, (x: { httpStatus?: number; code?: string }) => x);
     expect(e?.code).toBe('not_found');
+
+    // Running, without -f: refused with its name and the way out; nothing changes.
+    const refused = await cli(['rm', live]);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toContain(`error: ${live}: Cannot remove task '${live}' as it is running; stop it first or force it (flotilla rm -f ${live})`);
+    expect(await stateOf(live)).toBe('running');
 
     // -f stops it first, then removes it once it ended.
     const forced = await cli(['rm', '-f', live, '-o', 'json']);
@@ -143,13 +150,18 @@ describe('garbage collection of finished tasks', () => {
     const ap = await cli(['apply', '-d', '-f', f, '-o', 'json']);
     expect(ap.status, ap.stderr).toBe(0);
     const flaky = (JSON.parse(ap.stdout) as TaskJson[])[0]!.id;
-    const finished: string[] = [];
-    for (let i = 0; i < 5; i++) {
-      const id = await run(`gc-done-${i}`, '/bin/true');
-      await eventually(async () => (await stateOf(id)) === 'succeeded', 20_000, `gc-done-${i} finished`);
-      finished.push(id);
-      await sleep(50); // distinct finish times
-    }
+    // Five tasks that end a second apart (gc-done-0 first): one apply, so they run side by side.
+    const docs = [0, 1, 2, 3, 4].map((i) => `name: gc-done-${i}\ndriver: process\nrestart: {policy: never}\ncontainers:\n  - command: [/bin/sleep, "${i + 1}"]\n`);
+    const batch = join(tmp, 'gc-batch.yaml');
+    writeFileSync(batch, docs.join('---\n'));
+    const made = await cli(['apply', '-d', '-f', batch, '-o', 'json']);
+    expect(made.status, made.stderr).toBe(0);
+    const finished = (JSON.parse(made.stdout) as TaskJson[]).map((t) => t.id);
+    expect(finished.map((id) => id.replace(/-[0-9a-f]+$/, ''))).toEqual(['gc-done-0', 'gc-done-1', 'gc-done-2', 'gc-done-3', 'gc-done-4']);
+    await eventually(async () => {
+      const ts = await ps();
+      return finished.slice(2).every((id) => ts.find((t) => t.id === id)?.state === 'succeeded') ? ts : null;
+    }, 40_000, 'the three newest finished');
     // The two oldest go (count rule); the newest three stay for now.
     const kept = await eventually(async () => {
       const ids = new Set((await ps()).map((t) => t.id));
