@@ -675,7 +675,7 @@ export class WorkerAgent {
   private async keepPrevious(r: AgentTask): Promise<void> {
     if (r.driver === null) return;
     try {
-      await savePrevious(this.opts.stateDir, r.taskId, r.attempt, r.driver.logs(r.taskId, {}));
+      await savePrevious(this.opts.stateDir, r.taskId, r.attempt, r.driver.logs(r.taskId, { timestamps: true }));
     } catch (e) {
       this.log.warn('cannot keep the previous attempt\'s output', { taskId: r.taskId, error: errMessage(e) });
     }

@@ -81,7 +81,8 @@ export interface LogLine {
   /**
    * When the line was written (ms since the epoch), as the driver knows it: docker's own
    * timestamp; for the process driver the time the worker first saw the line in the log file
-   * (sampled every poll, see drivers/log-times.ts). Absent when the driver cannot tell.
+   * (sampled every poll, see drivers/log-times.ts). Only with `timestamps` (or `since`), and
+   * absent when the driver cannot tell.
    */
   at?: number;
 }
@@ -97,6 +98,8 @@ export interface LogOptions {
   tail?: number;
   /** A hint: lines written before this (ms since the epoch) may be left out (callers filter by `at` too). */
   since?: number;
+  /** Give each line its `at` where the driver knows it (also implied by `since`). */
+  timestamps?: boolean;
   signal?: AbortSignal;
 }
 

@@ -187,7 +187,7 @@ export class WorkerHttpServer {
 
     const ac = new AbortController();
     const onClose = (): void => ac.abort();
-    const logOpts: LogOptions = { follow, container, tail, since, stream: stream ?? undefined, signal: ac.signal };
+    const logOpts: LogOptions = { follow, container, tail, since, timestamps: timestamps || undefined, stream: stream ?? undefined, signal: ac.signal };
     const source = attempt === undefined ? driver!.logs(taskId, logOpts) : this.host.attemptLogs?.(taskId, attempt, logOpts);
     if (source === undefined) {
       return sendError(res, new FlotillaError('not_found', `Cannot read the logs of attempt ${attempt} of task '${taskId}' as worker ${this.host.id} no longer has them`));

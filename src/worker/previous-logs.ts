@@ -52,6 +52,7 @@ export function readPrevious(stateDir: string, taskId: string, attempt: number, 
   for (const raw of rest) {
     try {
       const l = JSON.parse(raw) as LogLine;
+      if (!opts.timestamps && opts.since === undefined) delete l.at; // like the drivers: times when asked
       if (opts.container !== undefined && l.container !== opts.container) continue;
       if (opts.stream !== undefined && l.stream !== opts.stream) continue;
       lines.push(l);

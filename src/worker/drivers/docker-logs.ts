@@ -19,6 +19,8 @@ export interface ContainerLogOptions {
   tail?: number;
   /** Ms since the epoch: docker leaves out what was written before (to the second). */
   since?: number;
+  /** Ask docker for its timestamps and give each line its `at`. */
+  timestamps?: boolean;
   signal?: AbortSignal;
   log: Logger;
   /** For log messages. */
@@ -34,6 +36,8 @@ export async function* streamContainerLogs(
 ): AsyncGenerator<LogLine> {
   const { follow, tail, signal, taskId } = opts;
   const since = opts.since !== undefined ? { since: Math.floor(opts.since / 1000) } : {};
+  const timestamps = opts.timestamps === true;
+  const line = (container: string, stream: 'stdout' | 'stderr', raw: string): LogLine => (timestamps ? stamped(container, stream, raw) : { container, stream, line: raw });
   const selected = containers;
   const queue: LogLine[] = [];
   let wakeConsumer: (() => void) | null = null;
@@ -64,20 +68,20 @@ export async function* streamContainerLogs(
     // first, then skip all but the last `tail` of them.
     let skip = 0;
     if (tail !== undefined || !follow) {
-      const buf = await ctr.logs({ ...want, ...since, follow: false, timestamps: true, abortSignal: abort.signal });
+      const buf = await ctr.logs({ ...want, ...since, follow: false, timestamps, abortSignal: abort.signal });
       const lines: string[] = [];
       await demuxLines(docker, Readable.from([asBuffer(buf)]), stream, (line) => lines.push(line));
       if (!follow) {
-        for (const line of tail !== undefined ? lines.slice(Math.max(0, lines.length - tail)) : lines) push(stamped(c.name, stream, line), null);
+        for (const l of tail !== undefined ? lines.slice(Math.max(0, lines.length - tail)) : lines) push(line(c.name, stream, l), null);
         return;
       }
       skip = Math.max(0, lines.length - tail!);
     }
-    const raw = (await ctr.logs({ ...want, ...since, follow: true, timestamps: true, abortSignal: abort.signal })) as Readable;
+    const raw = (await ctr.logs({ ...want, ...since, follow: true, timestamps, abortSignal: abort.signal })) as Readable;
     let n = 0;
-    await demuxLines(docker, raw, stream, (line) => {
+    await demuxLines(docker, raw, stream, (l) => {
       if (n++ < skip) return;
-      push(stamped(c.name, stream, line), raw);
+      push(line(c.name, stream, l), raw);
     });
   };
 

@@ -777,7 +777,7 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
     const files = (opts.container !== undefined ? [opts.container] : names).flatMap((name) =>
       streams.map((stream) => {
         const path = join(t.dir, `${name}.${stream === 'stdout' ? 'out' : 'err'}.log`);
-        return { container: name, stream, path, timesPath: `${path}.times` };
+        return { container: name, stream, path, ...(opts.timestamps || opts.since !== undefined ? { timesPath: `${path}.times` } : {}) };
       }),
     );
     yield* readLogFiles(files, {
