@@ -7,7 +7,8 @@
 //       {"container","stream","line"} object per line. `follow` streams until the task
 //       finishes or the client goes away.
 //       `since=<ms since the epoch>` leaves out older lines; `timestamps=1` starts each text
-//       line with its time (RFC 3339, ms); ndjson lines carry `at` when the driver knows it.
+//       line with its time (RFC 3339, ms); with either, ndjson lines carry `at` (when the
+//       driver knows it).
 //       `attempt=N`: that attempt's output (the run here, or the copy kept of the previous one,
 //       see previous-logs.ts); 404 when this worker no longer has it.
 // What it serves comes from the agent through `WorkerHttpHost`.

@@ -15,26 +15,24 @@ export interface Stamp {
 }
 
 export class LogStamps {
-  /** Size last recorded per log file. */
-  private readonly sizes = new Map<string, number>();
+  /** Per log file: the file (inode) and the size last recorded. A new file (a new attempt) starts over. */
+  private readonly seen = new Map<string, { ino: number; size: number }>();
 
   /** Records the file's size now if it grew since the last sample. */
   sample(path: string, now = Date.now()): void {
-    let size: number;
+    let st: { size: number; ino: number };
     try {
-      size = statSync(path).size;
+      st = statSync(path);
     } catch {
       return; // not created yet
     }
-    let last = this.sizes.get(path);
-    if (last === undefined) last = loadStamps(`${path}.times`).at(-1)?.end ?? 0;
-    if (size <= last) {
-      this.sizes.set(path, last);
-      return;
-    }
+    let last = this.seen.get(path);
+    if (last === undefined || last.ino !== st.ino) last = { ino: st.ino, size: loadStamps(`${path}.times`).at(-1)?.end ?? 0 };
+    this.seen.set(path, last);
+    if (st.size <= last.size) return;
     try {
-      appendFileSync(`${path}.times`, `${size} ${now}\n`);
-      this.sizes.set(path, size);
+      appendFileSync(`${path}.times`, `${st.size} ${now}\n`);
+      last.size = st.size;
     } catch {
       // the task's directory was removed meanwhile
     }
@@ -42,7 +40,7 @@ export class LogStamps {
 
   /** Stops tracking these files (their task ended or was removed). */
   forget(paths: string[]): void {
-    for (const p of paths) this.sizes.delete(p);
+    for (const p of paths) this.seen.delete(p);
   }
 }
 
