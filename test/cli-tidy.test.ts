@@ -45,9 +45,7 @@ async function run(name: string, ...command: string[]): Promise<string> {
 }
 
 async function stateOf(id: string): Promise<string | undefined> {
-  const s = (await ps()).find((t) => t.id === id)?.state;
-  if (process.env.TIDY_DEBUG) console.log(id, s);
-  return s;
+  return (await ps()).find((t) => t.id === id)?.state;
 }
 
 beforeAll(async () => {
