@@ -47,7 +47,7 @@ describe.runIf(chrome.available)('web page: log options of a task', () => {
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
 
-  it('shows the current attempt, then timestamps, then the previous attempt, then nothing since a later time', async () => {
+  it('shows the current attempt, then timestamps, then the previous attempt, and sends the since choice', async () => {
     const counter = join(tmp, 'n');
     const script = `n=$(cat ${counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > ${counter}; echo "web attempt $n"; [ $n -ge 2 ] && exec sleep 600; exit 3`;
     const t = await cluster.client().post<{ id: string }>('/v1/tasks', {
