@@ -44,6 +44,8 @@ import * as stateDir from './state-dir.js';
 import { DEFAULT_USAGE_INTERVAL_MS, UsageSampler } from './usage.js';
 import { HealthMonitor, probeFor, taskCheckOf, type TaskCheck } from './health.js';
 import type { TaskHealth } from '../protocol/health.js';
+import { dropPrevious, readPrevious, savePrevious } from './previous-logs.js';
+import type { LogLine, LogOptions } from './driver.js';
 
 export const WORKER_VERSION = '0.1.0';
 
@@ -267,6 +269,7 @@ export class WorkerAgent {
           return { connected: st.connected, manager: st.manager, tasks: st.tasks.length };
         },
         taskDriver: (taskId) => (this.tasks.get(taskId) ?? this.retired.get(taskId))?.driver,
+        attemptLogs: (taskId, attempt, o) => this.attemptLogs(taskId, attempt, o),
         credential: () => this.credential,
       },
       { listen: opts.listen, advertise: opts.advertise, tls: opts.tls, token: opts.token, log: this.log },
@@ -375,7 +378,7 @@ export class WorkerAgent {
     const list = [...this.retired.values()].sort((a, b) => a.retiredAt - b.retiredAt);
     const excess = list.length - this.retainFinished;
     list.forEach((r, i) => {
-      if (i < excess || now - r.retiredAt >= this.retainFinishedMs) void this.enqueue(r.taskId, () => this.purge(r.taskId));
+      if (i < excess || now - r.retiredAt >= this.retainFinishedMs) void this.enqueue(r.taskId, () => this.purge(r.taskId).then(() => dropPrevious(this.opts.stateDir, r.taskId)));
     });
   }
 
@@ -676,6 +679,7 @@ export class WorkerAgent {
         this.log.warn('ignoring a stale assignment', { taskId: a.taskId, assigned: a.attempt, retired: old.attempt });
         return;
       }
+      await this.keepPrevious(old);
       await this.purge(a.taskId); // same id again: the new run replaces the old one's files
     }
 
@@ -734,6 +738,27 @@ export class WorkerAgent {
   }
   private startsInFlight = 0;
   private readonly startWaiters: (() => void)[] = [];
+
+  /** Copy a run's output aside before a new attempt replaces it (previous-logs.ts). */
+  private async keepPrevious(r: AgentTask): Promise<void> {
+    if (r.driver === null) return;
+    try {
+      await savePrevious(this.opts.stateDir, r.taskId, r.attempt, r.driver.logs(r.taskId, { timestamps: true }));
+    } catch (e) {
+      this.log.warn('cannot keep the previous attempt\'s output', { taskId: r.taskId, error: errMessage(e) });
+    }
+  }
+
+  /** One attempt's output: the run here (live or retired) if it is that attempt, else the copy kept of it. */
+  private attemptLogs(taskId: string, attempt: number, o: LogOptions): AsyncIterable<LogLine> | undefined {
+    const t = this.tasks.get(taskId) ?? this.retired.get(taskId);
+    if (t !== undefined && t.attempt === attempt && t.driver !== null) return t.driver.logs(taskId, o);
+    const kept = readPrevious(this.opts.stateDir, taskId, attempt, o);
+    if (kept === undefined) return undefined;
+    return (async function* () {
+      yield* kept;
+    })();
+  }
 
   /** Stop (if running) and retire a task. */
   private async dropTask(taskId: string, why: string): Promise<void> {
