@@ -181,9 +181,9 @@ async function follow(c: FlotillaClient, name: string, timeoutMs: number): Promi
   const known = { total: 0 };
   let s = await c.get<ServiceInfo>(svcPath(name));
   for (;;) {
+    // A rollback the controller started by itself first says why the update failed.
+    if (failure === null && /^update to version \d+ failed: /.test(s.update.message)) failure = s.update.message;
     if (s.update.state !== state) {
-      // A rollback the controller started by itself says why the update failed.
-      if (state === 'updating' && s.update.state === 'rolling_back') failure = s.update.message;
       state = s.update.state;
       known.total = 0;
     }
@@ -198,13 +198,19 @@ async function follow(c: FlotillaClient, name: string, timeoutMs: number): Promi
   }
 }
 
-/** Exit status of a followed update: 1, with the reason on stderr, when it paused or rolled back. */
-function updateOutcome(r: { s: ServiceInfo; failure: string | null }, wanted: 'completed' | 'rolled_back'): void {
+/**
+ * Exit status of a followed update: 1 when it paused or rolled back, with the reason on stderr
+ * and the update's own tasks that failed (slot, version, exit code, reason).
+ */
+async function updateOutcome(c: FlotillaClient, r: { s: ServiceInfo; failure: string | null }, wanted: 'completed' | 'rolled_back', started: { version: number; at: number }): Promise<void> {
   const st = r.s.update.state;
   if (st === wanted || (wanted === 'completed' && st === 'none')) return;
+  process.exitCode = 1;
   if (r.failure !== null && r.failure !== r.s.update.message) process.stderr.write(`error: ${r.failure}\n`);
   process.stderr.write(`error: ${st.replace('_', ' ')}: ${r.s.update.message}\n`);
-  process.exitCode = 1;
+  const all = await c.get<ServiceInspect>(svcPath(r.s.name, '?all=true')).catch(() => null);
+  const failed = (all?.tasks ?? []).filter((t) => t.service?.version === started.version && t.createdAt >= started.at && ['failed', 'lost'].includes(t.state));
+  for (const t of failed.slice(-5)) process.stderr.write(`  ${t.name} (version ${started.version}) ${t.state}${t.exitCode !== undefined ? ` with exit code ${t.exitCode}` : ''}: ${t.reason}\n`);
 }
 
 /** --timeout, parsed before anything is sent. */
@@ -392,9 +398,10 @@ Examples:
         if (!started) process.stderr.write('template unchanged: no tasks replaced\n');
         else process.stderr.write(`… update to version ${s.templateVersion} started (${s.replicas} replica${s.replicas === 1 ? '' : 's'}, ${s.spec.update.parallelism} at a time, ${s.spec.update.order})\n`);
         if (!o.detach) {
+          const target = { version: s.templateVersion, at: s.update.startedAt };
           const r = await follow(c, name, timeoutMs);
           s = r.s;
-          if (started) updateOutcome(r, 'completed');
+          if (started) await updateOutcome(c, r, 'completed', target);
         }
         printServices([s], fmt);
       }),
@@ -414,9 +421,10 @@ Examples:
         const c = client(cmd);
         let s = await c.post<ServiceInfo>(svcPath(name, '/rollback'));
         if (!o.detach) {
+          const target = { version: s.templateVersion, at: s.update.startedAt };
           const r = await follow(c, name, timeoutMs);
           s = r.s;
-          updateOutcome(r, 'rolled_back');
+          await updateOutcome(c, r, 'rolled_back', target);
         }
         printServices([s], fmt);
       }),
