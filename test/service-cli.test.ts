@@ -79,7 +79,7 @@ describe('flotilla service (CLI processes, process driver)', () => {
     const upd = await runCli(['service', 'update', '--help']);
     for (const f of ['--env-rm', '--label-rm', '--secret-rm', '--volume-rm']) expect(upd.stdout).toContain(f);
     for (const sub of ['ls', 'ps']) expect((await runCli(['service', sub, '--help'])).stdout).toContain('--watch');
-  });
+  }, 180_000);
 
   it('create with -l, --secret, -v, -w, -e: in the spec, on every task, in the task process', async () => {
     const created = await cli(
@@ -114,7 +114,7 @@ describe('flotilla service (CLI processes, process driver)', () => {
       const seen = await eventually(() => readdirSync(outDir).includes(t.id) && readFileSync(join(outDir, t.id), 'utf8'), 15_000, `${t.id} wrote what it sees`);
       expect(seen.trim()).toBe('secret=s3cret-value vol=yes pwd=/tmp A=1');
     }
-  });
+  }, 180_000);
 
   it('bad flag values exit 2 and change nothing; an unknown service exits 1', async () => {
     const before = await svc('api');
@@ -154,7 +154,7 @@ describe('flotilla service (CLI processes, process driver)', () => {
       expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(1);
       expect(r.stderr, args.join(' ')).toMatch(/^error: .*nope/m);
     }
-  });
+  }, 180_000);
 
   it('update adds and removes env, labels, secrets, volumes: a rolling update with progress by batch', async () => {
     const upd = await cli('service', 'update', 'api', '-e', 'B=2', '--env-rm', 'A', '-l', 'tier=api2', '--label-rm', 'team', '--secret-rm', 'dbpass', '--volume-rm', '/data');
@@ -177,7 +177,7 @@ describe('flotilla service (CLI processes, process driver)', () => {
       const seen = await eventually(() => readdirSync(outDir).includes(t.id) && readFileSync(join(outDir, t.id), 'utf8'), 15_000, `${t.id} wrote what it sees`);
       expect(seen.trim()).toBe('secret= vol= pwd=/tmp A=');
     }
-  });
+  }, 180_000);
 
   it('--detach returns at once; a failing update exits 1 with why (rolled back; paused)', async () => {
     const d = await cli('service', 'update', 'api', '-d', '-e', 'C=3');
@@ -206,7 +206,7 @@ describe('flotilla service (CLI processes, process driver)', () => {
     const rb = await cli('service', 'rollback', 'api');
     expect(rb.status, rb.stderr).toBe(0);
     expect(rb.stdout).toMatch(/api\s+2\/2\s+3\s+rolled_back/);
-  });
+  }, 180_000);
 
   it('ls --watch and ps --watch redraw until Ctrl-C (status 0) or until their reader goes away (status 0)', async () => {
     const w = startCli(['service', 'ls', '--watch', '--interval', '300ms']);
@@ -223,11 +223,11 @@ describe('flotilla service (CLI processes, process driver)', () => {
     p.child.stdout.destroy();
     expect(await p.exited).toEqual({ code: 0, signal: null });
     expect(p.err()).toBe('');
-  });
+  }, 180_000);
 
   it('rm', async () => {
     const rm = await cli('service', 'rm', 'api');
     expect(rm.status, rm.stderr).toBe(0);
     expect(rm.stdout).toMatch(/^api/);
-  });
+  }, 180_000);
 });
