@@ -32,12 +32,14 @@ export class FakeDriver implements Driver {
     private readonly seed: number,
     private readonly timers: Timers,
     private readonly wall: () => number,
+    private readonly trace: (text: string) => void = () => undefined,
   ) {}
 
   private set(t: FakeTask, patch: Partial<DriverTaskStatus>): void {
     if (this.dead) return;
     t.status = { ...t.status, ...patch };
     const s = { ...t.status };
+    this.trace(`${s.taskId} attempt ${s.attempt ?? 1} ${s.state}`);
     t.onEvent?.(s);
     for (const l of [...this.listeners]) l(s);
   }
@@ -129,7 +131,7 @@ export class RealSimWorker implements SimWorkerLike {
     private readonly h: WorkerHost,
     readonly timers: Timers,
   ) {
-    this.driver = new FakeDriver(h.seed, timers, h.wall);
+    this.driver = new FakeDriver(h.seed, timers, h.wall, (text) => h.trace('task', `${id} ${text}`));
     const rng: Prng = h.rng;
     const dial: SessionDialer = (target, _opts, ev) => {
       const side = this.h.dial(this, target);

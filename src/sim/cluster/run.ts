@@ -433,7 +433,9 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
         });
         // A task of this update's template that failed counted as ready while it ran (no health
         // checks yet): its own crash, not the update's doing, may take availability below the bound.
-        const crashed = tasks.some((t) => t.service!.version === svc.update.target && t.history.some((h) => h.state === 'failed'));
+        // So may, during a rollback, a task of the template rolled back from (seed 66 --real-agent).
+        const rollingBack = svc.update.state === 'rolling_back' || svc.update.state === 'rollback_paused';
+        const crashed = tasks.some((t) => (t.service!.version === svc.update.target || (rollingBack && t.service!.version === svc.update.from)) && t.history.some((h) => h.state === 'failed'));
         if (disturbed || crashed) {
           a.exemptUntil = sched.now + NODE_GRACE_MS;
           a.armed = false;
