@@ -1,7 +1,8 @@
-// `--real-agent`: a simulated worker that is the real `WorkerAgent` (src/worker/agent.ts, with
+// A simulated worker that is the real `WorkerAgent` (src/worker/agent.ts, with
 // its SessionClient and StatusReporter) over a fake in-memory driver, on the simulation's
 // virtual clock (the worker's `Timers`), network (a `SessionDialer` over the sim's links) and
-// memory (`memoryStore`). Only the containers are a model: they start, run, exit and crash as
+// memory (`memoryStore`); the simulator's default (`--model-worker` runs worker.ts's model
+// instead). Only the containers are a model: they start, run, exit and crash as
 // the seed says (derived per task and attempt, as the model worker's do).
 import type { ManagerToWorker, WorkerToManager } from '../../protocol/session.js';
 import { decodeSessionFrame, encodeSessionFrame } from '../../protocol/frames.js';

@@ -25,8 +25,11 @@ import { RealSimWorker } from './real-worker.js';
 export interface ClusterRunOptions {
   seed: number;
   bug?: ClusterBug;
-  /** Each worker is the real WorkerAgent over a fake driver (src/sim/cluster/real-worker.ts), not the model. */
-  realAgent?: boolean;
+  /**
+   * Each worker is the model (src/sim/cluster/worker.ts) instead of the real WorkerAgent over a
+   * fake driver (src/sim/cluster/real-worker.ts, the default).
+   */
+  modelWorker?: boolean;
   trace?: (line: string) => void;
 }
 
@@ -66,8 +69,8 @@ interface Link extends WorkerSide {
 }
 
 /** The command that replays one seed with a readable trace. */
-export function replayCommand(seed: number, bug: ClusterBug, realAgent = false): string {
-  return `npm run sim:cluster -- --seed ${seed}${bug !== 'none' ? ` --bug ${bug}` : ''}${realAgent ? ' --real-agent' : ''}`;
+export function replayCommand(seed: number, bug: ClusterBug, modelWorker = false): string {
+  return `npm run sim:cluster -- --seed ${seed}${bug !== 'none' ? ` --bug ${bug}` : ''}${modelWorker ? ' --model-worker' : ''}`;
 }
 
 export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunResult> {
@@ -332,7 +335,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
     for (let i = 0; i < nW; i++) {
       const id = `w${i + 1}`;
       const wh = { seed, rng: derive(seed, `worker/${id}`), managers: () => ids, wall: () => sched.wall(), now: () => sched.now, dial, onUnassigned: (w: SimWorkerLike, task: string, attempt: number) => checkUnassigned(w, task, attempt), onProtocolError: (w: SimWorkerLike, what: string) => violate('session-protocol', `${w.id}: ${what}`), trace: note };
-      const w = opts.realAgent ? new RealSimWorker(id, token, wh, sched.timers(`w:${id}`)) : new SimWorker(id, token, wh, sched.timers(`w:${id}`));
+      const w = opts.modelWorker ? new SimWorker(id, token, wh, sched.timers(`w:${id}`)) : new RealSimWorker(id, token, wh, sched.timers(`w:${id}`));
       workers.push(w);
       w.start();
     }
@@ -433,7 +436,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
         });
         // A task of this update's template that failed counted as ready while it ran (no health
         // checks yet): its own crash, not the update's doing, may take availability below the bound.
-        // So may, during a rollback, a task of the template rolled back from (seed 66 --real-agent).
+        // So may, during a rollback, a task of the template rolled back from (seed 66 with the real agent).
         const rollingBack = svc.update.state === 'rolling_back' || svc.update.state === 'rollback_paused';
         const crashed = tasks.some((t) => (t.service!.version === svc.update.target || (rollingBack && t.service!.version === svc.update.from)) && t.history.some((h) => h.state === 'failed'));
         if (disturbed || crashed) {

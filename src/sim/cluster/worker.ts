@@ -22,7 +22,7 @@ export interface WorkerSide {
   connected?(): boolean;
 }
 
-/** What the simulator's network and checkers use of a worker (the model, or the real agent with --real-agent). */
+/** What the simulator's network and checkers use of a worker (the real agent, or the model with --model-worker). */
 export interface SimWorkerLike {
   readonly id: string;
   readonly alive: boolean;
