@@ -183,8 +183,11 @@ export class RealSimWorker implements SimWorkerLike {
     void this.agent.start();
   }
 
+  /** In session: a link whose welcome the agent took and that still runs (cheaper than agent.status()). */
   get welcomed(): boolean {
-    return this.alive && this.agent.status().connected;
+    if (!this.alive) return false;
+    for (const st of this.links.values()) if (st.welcomed && !st.ended) return true;
+    return false;
   }
 
   get linkTo(): string | null {
@@ -199,7 +202,12 @@ export class RealSimWorker implements SimWorkerLike {
   }
 
   running(): LocalTask[] {
-    return [...this.tasks.values()].filter((t) => t.state === 'running' || t.state === 'starting');
+    const out: LocalTask[] = [];
+    for (const [id, t] of this.driver.tasks) {
+      const st = t.status.state;
+      if (st === 'running' || st === 'starting') out.push({ taskId: id, attempt: t.status.attempt ?? 1, state: st, cancel: null });
+    }
+    return out;
   }
 
   /** The machine dies and never returns. */
