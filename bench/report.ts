@@ -141,6 +141,25 @@ ${rows.join('\n')}
 `;
 }
 
+function update(r: Json): string {
+  if (r.skipped) return `### update: health-gated rolling update\n\n${header(r)}\n\nSkipped: ${r.skipped}\n`;
+  const x = r.results;
+  const p = r.parameters;
+  const f = x.flotilla;
+  const s = x.swarm;
+  const row = (name: string, v: Json) => `| ${name} | ${v?.n ?? 0} | ${f0(v?.p50)} | ${f0(v?.p90)} | ${f0(v?.min)} | ${f0(v?.max)} | ${v?.minReady ?? '–'} / ${p.replicas} | ${ratio(v?.p50, s?.p50)} |`;
+  return `### update: rolling update of ${p.replicas} replicas, parallelism 1, health-gated
+
+${header(r)}
+
+One service of ${p.replicas} busybox \`${p.command}\` containers, health check ${p.health}; each trial changes the template (an environment variable) and is timed until the update is completed with every replica ready (flotilla: \`ready\`; swarm: UpdateStatus \`completed\` and every container healthy). Both: ${p.order}, delay ${p.delayMs} ms, monitor ${p.monitorMs} ms, stop grace 1 s; ${p.trials} updates each, sequential. flotilla: 3 managers + 1 worker \`--driver docker\`; swarm: single node on 127.0.0.1 (${s?.note ?? ''}).${f && f.healthReported === false ? ' **flotilla\'s workers did not run the health check in this build: a running task counted as ready.**' : ''}
+
+| system | n | p50 ms | p90 ms | min ms | max ms | lowest ready during an update | p50 / swarm |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+${[row('flotilla `PUT /v1/services/NAME`', f), row('swarm `docker service update --detach`', s)].join('\n')}
+`;
+}
+
 function profile(r: Json): string {
   const entries = Object.entries(r.results.profiles ?? {}) as [string, Json][];
   const lead = entries.find(([k]) => k.includes('leader'));
@@ -183,13 +202,14 @@ export function writeReport(dir: string, out: string): void {
 
 ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, ${m.os}, Node ${m.node}. The machine is **shared** with other work (load averages at the start of each benchmark are given with it; processes busy at the start are listed in each bench/results/NAME.json under machine.busyProcesses), so absolute numbers move between runs; the two systems of a comparison run side by side in the same minutes.
 
-Reproduce: \`npm ci && npm run build && npm run bench\` (all, ~12 min) or \`npm run bench -- raft\` (one of raft, failover, schedule, start; \`profile\` runs on its own). etcd is installed from Debian (\`apt-get install -y etcd-server\`) and Docker through \`scripts/docker-setup.sh\` when missing. \`BENCH_SECONDS\` (raft point length, default 10), \`BENCH_TRIALS\` (failover, default 10), \`BENCH_START_TRIALS\` (default 20), \`BENCH_QUICK=1\` (a smoke run that writes nothing here).
+Reproduce: \`npm ci && npm run build && npm run bench\` (all, ~12 min) or \`npm run bench -- raft\` (one of raft, failover, schedule, start, update; \`profile\` runs on its own). etcd is installed from Debian (\`apt-get install -y etcd-server\`) and Docker through \`scripts/docker-setup.sh\` when missing. \`BENCH_SECONDS\` (raft point length, default 10), \`BENCH_TRIALS\` (failover, default 10), \`BENCH_START_TRIALS\` (default 20), \`BENCH_UPDATE_TRIALS\` and \`BENCH_UPDATE_REPLICAS\` (default 3 and 10), \`BENCH_QUICK=1\` (a smoke run that writes nothing here).
 `);
   }
   if (results.raft) parts.push(raft(results.raft));
   if (results.failover) parts.push(failover(results.failover));
   if (results.schedule) parts.push(schedule(results.schedule));
   if (results.start) parts.push(start(results.start));
+  if (results.update) parts.push(update(results.update));
   if (results.profile) parts.push(profile(results.profile));
   const generated = `${BEGIN}\n${parts.join('\n')}\n${END}`;
   let doc = existsSync(out) ? readFileSync(out, 'utf8') : '';

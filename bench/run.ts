@@ -5,10 +5,12 @@
 //   failover  SIGKILL the leader under load: unavailability window, flotilla vs etcd
 //   schedule  1,000 simulated workers, 10,000 tasks: placements/s, time until all run
 //   start     submit → container running, flotilla (docker driver) vs docker run vs swarm
+//   update    health-gated rolling update of 10 replicas, parallelism 1: flotilla vs swarm
 //   profile   (not in "all") CPU profile of the managers under write load: top frames
 //
 // Environment: BENCH_SECONDS (raft point length, default 10), BENCH_QUICK=1 (smoke run),
-// BENCH_TRIALS (failover trials, default 10), BENCH_CLIENTS (e.g. 1,16,256).
+// BENCH_TRIALS (failover trials, default 10), BENCH_CLIENTS (e.g. 1,16,256), BENCH_UPDATE_TRIALS
+// (default 3), BENCH_UPDATE_REPLICAS (default 10), BENCH_UPDATE_MONITOR_MS (default 1000).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -16,6 +18,7 @@ import { benchRaft } from './raft.js';
 import { benchFailover } from './failover.js';
 import { benchSchedule } from './schedule.js';
 import { benchStart } from './start.js';
+import { benchUpdate } from './update.js';
 import { benchProfile } from './profile.js';
 import { writeReport } from './report.js';
 import { stopAll } from './lib/procs.js';
@@ -27,9 +30,10 @@ const BENCHES: Record<string, () => Promise<BenchOutput>> = {
   failover: benchFailover,
   schedule: benchSchedule,
   start: benchStart,
+  update: benchUpdate,
   profile: benchProfile,
 };
-const ALL = ['raft', 'failover', 'schedule', 'start'];
+const ALL = ['raft', 'failover', 'schedule', 'start', 'update'];
 
 async function main(): Promise<number> {
   const args = process.argv.slice(2).filter((a) => a !== '--');

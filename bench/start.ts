@@ -28,7 +28,7 @@ import type { BenchOutput } from './types.js';
 const IMAGE = process.env.FLOTILLA_TEST_IMAGE ?? 'flotilla/busybox:test';
 const SOCK = '/var/run/docker.sock';
 
-function dockerApi<T = any>(method: string, path: string, timeoutMs = 10_000): Promise<{ status: number; body: T }> {
+export function dockerApi<T = any>(method: string, path: string, timeoutMs = 10_000): Promise<{ status: number; body: T }> {
   return new Promise((resolve, reject) => {
     const req = http.request({ socketPath: SOCK, method, path, headers: { host: 'docker' } }, (res) => {
       const chunks: Buffer[] = [];
@@ -50,7 +50,7 @@ function dockerApi<T = any>(method: string, path: string, timeoutMs = 10_000): P
   });
 }
 
-function run(cmd: string, args: string[], timeoutMs = 60_000): Promise<string> {
+export function run(cmd: string, args: string[], timeoutMs = 60_000): Promise<string> {
   return new Promise((resolve, reject) =>
     execFile(cmd, args, { encoding: 'utf8', timeout: timeoutMs }, (err, stdout, stderr) => (err ? reject(new Error(`${cmd} ${args.join(' ')}: ${stderr || err.message}`)) : resolve(stdout.trim()))),
   );
@@ -62,7 +62,7 @@ interface ContainerEntry {
   Labels?: Record<string, string>;
 }
 
-async function running(filters?: Record<string, string[]>): Promise<ContainerEntry[]> {
+export async function running(filters?: Record<string, string[]>): Promise<ContainerEntry[]> {
   const f = encodeURIComponent(JSON.stringify({ status: ['running'], ...(filters ?? {}) }));
   const r = await dockerApi<ContainerEntry[]>('GET', `/containers/json?filters=${f}`);
   return Array.isArray(r.body) ? r.body : [];
@@ -72,7 +72,7 @@ async function runningIds(filters?: Record<string, string[]>): Promise<string[]>
   return (await running(filters)).map((c) => c.Id);
 }
 
-async function pollUntil<T>(fn: () => Promise<T | null | undefined | false>, timeoutMs: number, everyMs = 20): Promise<T | null> {
+export async function pollUntil<T>(fn: () => Promise<T | null | undefined | false>, timeoutMs: number, everyMs = 20): Promise<T | null> {
   const deadline = performance.now() + timeoutMs;
   while (performance.now() < deadline) {
     const v = await fn().catch(() => null);
@@ -83,7 +83,7 @@ async function pollUntil<T>(fn: () => Promise<T | null | undefined | false>, tim
 }
 
 /** Why Docker cannot be used here (after trying scripts/docker-setup.sh), or null. */
-function dockerProblem(): string | null {
+export function dockerProblem(): string | null {
   const up = () => trySh('docker', ['info', '--format', '{{.ServerVersion}}'], 20_000);
   if (!up()) {
     const script = join(ROOT, 'scripts', 'docker-setup.sh');
@@ -101,7 +101,7 @@ function dockerProblem(): string | null {
 }
 
 /** Whether the built worker has a docker driver (src/worker/drivers/docker.ts, registered in DRIVER_FACTORIES). */
-async function dockerWorkerMode(): Promise<{ mode: 'cli'; note: string } | { problem: string }> {
+export async function dockerWorkerMode(): Promise<{ mode: 'cli'; note: string } | { problem: string }> {
   if (!existsSync(join(ROOT, 'src', 'worker', 'drivers', 'docker.ts'))) return { problem: 'the docker driver (src/worker/drivers/docker.ts) is not in the tree yet' };
   try {
     const mod = (await import('../src/worker/main.js')) as { DRIVER_FACTORIES?: Record<string, unknown> };

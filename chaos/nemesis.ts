@@ -36,6 +36,8 @@
 //              quota refusals (507) are expected
 //   kill-worker SIGKILL a worker for good: never restarted (not even by the final heal); at
 //              most one per run, and only with two workers or more
+//   worker     SIGKILL or SIGSTOP a random worker (its task processes keep running); restarted
+//              or SIGCONTed at the next heal. Never the last worker up
 // Budget: at most one fault at a time, and kill/pause/partition never take down or cut off more
 // than a minority of managers unless --allow-quorum-loss.
 import { Rng } from './prng.js';
@@ -44,7 +46,7 @@ import type { ChaosCluster } from './cluster.js';
 import { sleep } from './cluster.js';
 import { WIPED_REFUSAL, type WipeRecord, type WipeStatus } from './checker/wipes.js';
 
-export const FAULT_KINDS = ['kill', 'pause', 'partition', 'restart', 'drop', 'latency', 'clock-step', 'long-pause', 'wipe', 'disk-full', 'grow', 'kill-worker'] as const;
+export const FAULT_KINDS = ['kill', 'pause', 'partition', 'restart', 'drop', 'latency', 'clock-step', 'long-pause', 'wipe', 'disk-full', 'grow', 'kill-worker', 'worker'] as const;
 /** The default `--faults`. */
 export const DEFAULT_FAULTS: readonly FaultKind[] = ['kill', 'pause', 'partition', 'restart', 'drop', 'latency'];
 
@@ -72,6 +74,7 @@ export type PlannedAction =
   | { kind: 'disk-full'; target: 'leader' | 'random' }
   | { kind: 'grow'; bytes: number; valueBytes: number }
   | { kind: 'kill-worker' }
+  | { kind: 'worker'; op: 'kill' | 'pause' }
   | { kind: 'heal' };
 
 export interface PlannedStep {
@@ -102,7 +105,7 @@ export function planSchedule(o: ScheduleOptions): PlannedStep[] {
   const rng = Rng.derive(o.seed, 'schedule');
   const steps: PlannedStep[] = [];
   // kill-worker needs a worker that stays: never all of them.
-  const faults = o.faults.filter((k) => k !== 'kill-worker' || o.workers >= 2);
+  const faults = o.faults.filter((k) => (k !== 'kill-worker' || o.workers >= 2) && (k !== 'worker' || o.workers >= 1));
   if (faults.length === 0) return steps;
   for (let k = 1; k * o.intervalMs < o.durationMs; k++) {
     const at = k * o.intervalMs;
@@ -153,6 +156,9 @@ export function planSchedule(o: ScheduleOptions): PlannedStep[] {
       case 'grow':
         action = { kind, bytes: rng.between(GROW_MAX_BURST_BYTES / 2, GROW_MAX_BURST_BYTES), valueBytes: GROW_VALUE_BYTES };
         break;
+      case 'worker':
+        action = { kind, op: rng.chance(0.5) ? 'kill' : 'pause' };
+        break;
     }
     steps.push({ step: k, at, action });
   }
@@ -184,6 +190,8 @@ export function describeAction(a: PlannedAction): string {
       return `grow the state: up to ${(a.bytes / 1048576).toFixed(1)} MiB of ${a.valueBytes / 1024} KiB values`;
     case 'kill-worker':
       return 'SIGKILL a worker for good';
+    case 'worker':
+      return `${a.op === 'kill' ? 'SIGKILL' : 'SIGSTOP'} a worker until the next heal`;
     case 'heal':
       return 'heal';
   }
@@ -245,6 +253,8 @@ export class Nemesis {
   readonly wipes: WipeRecord[] = [];
   /** Workers killed for good, and when (harness clock, right after the SIGKILL took effect). */
   readonly deadWorkers: { node: string; at: number }[] = [];
+  /** Every time a worker was down by the nemesis' doing (to: when it came back; null: never). */
+  readonly workerDowns: { node: string; from: number; to: number | null; how: string }[] = [];
 
   constructor(
     private readonly ctx: NemesisContext,
@@ -346,7 +356,9 @@ export class Nemesis {
         else id = rng.pick(managers);
         if (!c.isUp(id)) return;
         this.actions++;
+        const from = this.ctx.clock();
         await c.crashRestart(id);
+        if (c.workerIds.includes(id)) this.workerDowns.push({ node: id, from, to: this.ctx.clock(), how: 'restart' });
         this.emit(s.step, 'restart', 'instant', [id], `SIGKILL + start ${id}${note}`);
         return;
       }
@@ -431,6 +443,9 @@ export class Nemesis {
         );
         return;
       }
+      case 'worker':
+        await this.workerFault(s.step, a.op, rng);
+        return;
       case 'kill-worker': {
         if (this.deadWorkers.length > 0) {
           this.emit(s.step, 'kill-worker', 'info', [], `skipped: ${this.deadWorkers[0]!.node} is already dead for good (one per run)`);
@@ -443,10 +458,28 @@ export class Nemesis {
         c.node(id).gone = true;
         await c.kill(id);
         this.deadWorkers.push({ node: id, at: this.ctx.clock() });
+        this.workerDowns.push({ node: id, from: this.ctx.clock(), to: null, how: 'kill-worker' });
         this.emit(s.step, 'kill-worker', 'start', [id], `SIGKILL ${id} for good (never restarted)`);
         return;
       }
     }
+  }
+
+  /** The worker fault: SIGKILL or SIGSTOP a random worker until the next heal (never the last one up). */
+  private async workerFault(step: number, op: 'kill' | 'pause', rng: Rng): Promise<void> {
+    const c = this.ctx.cluster;
+    const up = c.workerIds.filter((w) => c.isUp(w));
+    if (up.length < 2) {
+      this.emit(step, 'worker', 'info', [], `skipped: ${up.length} worker${up.length === 1 ? '' : 's'} up (never the last one)`);
+      return;
+    }
+    const id = rng.pick(up);
+    this.actions++;
+    const from = this.ctx.clock();
+    if (op === 'kill') await c.kill(id);
+    else c.pause(id);
+    this.workerDowns.push({ node: id, from, to: null, how: op });
+    this.emit(step, 'worker', 'start', [id], `${op === 'kill' ? 'SIGKILL' : 'SIGSTOP'} worker ${id} until the next heal`);
   }
 
   /** The wipe fault: a follower restarted on an empty data directory must refuse to start. */
@@ -594,6 +627,9 @@ export class Nemesis {
     }
     if (paused.length > 0) parts.push(`SIGCONT ${paused.join(',')}`);
     this.paused.clear();
+    // Workers downed by the worker fault are back now.
+    const back = this.ctx.clock();
+    for (const d of this.workerDowns) if (d.to === null && d.how !== 'kill-worker') d.to = back;
     const stepped = c.resetClocks();
     if (stepped.length > 0) parts.push(`wall clock back on ${stepped.join(',')}`);
     const faulty = c.net.faulty().length;

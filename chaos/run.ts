@@ -22,6 +22,7 @@ import {
   checkTasks,
   checkAuthAfterHeal,
   checkWipes,
+  checkServices,
   parseRaftTrace,
   type AuthProbe,
   renderReport,
@@ -36,6 +37,7 @@ import { ChaosCluster, sleep } from './cluster.js';
 import { checkNoHealthyWorkerDown, parseDownDeclarations, type DownDeclaration } from './checker/workers.js';
 import { LeaderMonitor, type LeaderObservation } from './monitor.js';
 import { describeAction, GROW_KEYS, Nemesis, planSchedule, WIPE_BOUND_MS, type FaultKind, type NemesisEvent, type PlannedStep } from './nemesis.js';
+import { SERVICE_LINK, ServiceWorkload } from './services-workload.js';
 import { clientLabel, GROW_LINK, GrowWorkload, KvWorkload, plainClientLabel, TASK_LINK, TaskWorkload } from './workload.js';
 
 /** The managers' quota when the grow fault runs: below what the grow key set can hold. */
@@ -47,6 +49,13 @@ export const GROW_QUOTA_BYTES = 64 * 1024 * 1024;
  * manager reschedules after the node grace (5 s), so the overlap itself is shorter.
  */
 export const ORPHAN_BOUND_MS = 10_000 + 5000 + 3000;
+/**
+ * Services after healing: every service must run its desired replicas of its current template,
+ * with no update in progress, within this bound (or --convergence if longer): a worker killed
+ * for good is declared down after the node grace (5 s) and its replicas placed elsewhere, and
+ * an update interrupted by the faults still has batches to go (1 s monitor each).
+ */
+export const SERVICES_CONVERGE_MS = 45_000;
 import { leaderSegmentsFromMonitor, leaderSegmentsFromTraces, renderTimeline, unavailableWindows, type Interval } from './timeline.js';
 
 export interface ChaosRunOptions {
@@ -67,6 +76,8 @@ export interface ChaosRunOptions {
   convergenceMs: number;
   /** Test-only: stale reads from cut-off managers (the checker must then fail). */
   injectStaleReads: boolean;
+  /** The services workload beside the task workload (`--workload services`; needs workers). */
+  services?: boolean;
   /** The command that replays this run (printed on failure, stored in the report). */
   replay: string;
   /** Progress lines (stderr in the CLI). */
@@ -90,6 +101,8 @@ export interface ChaosStats {
   nemesis: { actions: number; byKind: Record<string, number>; heals: number; crashes: number };
   leaders: { changes: number; terms: number; observed: LeaderObservation[] };
   tasks: { submitted: number; acknowledged: number; stops: number; observations: number; processes: number };
+  /** The services workload's operations (ok/fail/unknown by kind), when it ran. */
+  services?: { ops: Record<string, { ok: number; fail: number; unknown: number }>; samples: number };
   /**
    * Unavailability during the workload: windows in which no kv operation completed ok (any
    * client, any manager). `windows` lists those of at least 1 s (at most 100).
@@ -105,7 +118,7 @@ export interface ChaosReport {
   out: string;
   options: Omit<ChaosRunOptions, 'progress' | 'signal' | 'replay' | 'out'>;
   stats: ChaosStats;
-  recovery: { converged: boolean; leader: string | null; afterMs: number | null; finalReads: number; keys: number; tasksSettled: boolean };
+  recovery: { converged: boolean; leader: string | null; afterMs: number | null; finalReads: number; keys: number; tasksSettled: boolean; servicesSettled?: boolean };
   interrupted: boolean;
   checks: ReportJson;
   schedule: PlannedStep[];
@@ -126,13 +139,15 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
   const runId = randomBytes(4).toString('hex');
   const clients = [...Array.from({ length: o.clients }, (_, i) => clientLabel(i + 1)), ...Array.from({ length: o.plainClients }, (_, i) => plainClientLabel(i + 1))];
   const growing = o.faults.includes('grow');
+  const withServices = o.services === true && o.workers > 0;
+  const servicesBoundMs = Math.max(o.convergenceMs, SERVICES_CONVERGE_MS);
   const cluster = await ChaosCluster.create({
     dir: join(o.out, 'cluster'),
     logDir,
     traceDir: join(o.out, 'raft'),
     managers: o.managers,
     workers: o.workers,
-    clients: [...clients, TASK_LINK, ...(growing ? [GROW_LINK] : [])],
+    clients: [...clients, TASK_LINK, ...(growing ? [GROW_LINK] : []), ...(withServices ? [SERVICE_LINK] : [])],
     clockShift: o.faults.includes('clock-step'),
     ...(o.faults.includes('disk-full') ? { diskMiB: growing ? 512 : 256 } : {}),
     ...(growing ? { managerArgs: ['--quota-bytes', String(GROW_QUOTA_BYTES)] } : {}),
@@ -169,6 +184,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     nemesis.minority(),
   );
   const tasks = new TaskWorkload(cluster, clock, { seed: o.seed, opTimeoutMs: o.opTimeoutMs, tickMs: 1500, maxTasks: Math.min(6, 2 * o.workers) });
+  const services = withServices ? new ServiceWorkload(cluster, clock, { seed: o.seed, opTimeoutMs: o.opTimeoutMs, tickMs: 2500, maxReplicas: 5, leader: () => monitor.leader() }) : null;
   const grow = growing ? new GrowWorkload(cluster, clock, { seed: o.seed, runId, opTimeoutMs: o.opTimeoutMs, keys: GROW_KEYS }) : null;
   const nemesis: Nemesis = new Nemesis({ cluster, seed: o.seed, clock, leader: () => monitor.freshLeader(), log: logEvent, ...(grow !== null ? { grow } : {}) }, schedule);
   let growFinal = new Map<string, KvVersioned | null>();
@@ -179,7 +195,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
   const watchdog = setTimeout(() => {
     say('watchdog: the run took too long; stopping it');
     outer.abort();
-  }, 60_000 + o.durationMs + o.opTimeoutMs + o.convergenceMs + 30_000);
+  }, 60_000 + o.durationMs + o.opTimeoutMs + o.convergenceMs + (withServices ? servicesBoundMs : 0) + 30_000);
   watchdog.unref();
   const onAbort = (): void => outer.abort();
   o.signal?.addEventListener('abort', onAbort, { once: true });
@@ -214,11 +230,12 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     }, 100);
     background.signal.addEventListener('abort', () => clearInterval(lagTimer), { once: true });
     bg.push(monitor.run(background.signal), tasks.observe(background.signal));
+    if (services !== null) bg.push(services.observe(background.signal));
     const work = new AbortController();
     setMaxListeners(200, work.signal); // every client, the task loop, the nemesis and its bursts wait on it
     const stopWork = (): void => work.abort();
     outer.signal.addEventListener('abort', stopWork, { once: true });
-    const running = [kv.run(work.signal), tasks.run(work.signal), nemesis.run(work.signal)];
+    const running = [kv.run(work.signal), tasks.run(work.signal), nemesis.run(work.signal), ...(services !== null ? [services.run(work.signal)] : [])];
     await sleep(o.durationMs, outer.signal);
     work.abort();
     await Promise.all(running);
@@ -259,6 +276,17 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
       while (Date.now() < deadline && tasks.unsettled().length > 0 && !outer.signal.aborted) await sleep(250, outer.signal);
       await tasks.sampleTasks();
       recovery.tasksSettled = tasks.unsettled().length === 0;
+      if (services !== null) {
+        // Every service converged (its own bound, from the heal), sampled until then.
+        const until = performance.now() + Math.max(0, servicesBoundMs - (clock() - healedAt));
+        while (performance.now() < until && !outer.signal.aborted) {
+          await services.sample();
+          if (services.unsettled().length === 0) break;
+          await sleep(500, outer.signal);
+        }
+        recovery.servicesSettled = services.unsettled().length === 0;
+        say(recovery.servicesSettled ? `services converged ${((clock() - healedAt) / 1000).toFixed(1)}s after healing` : `services NOT converged: ${services.unsettled().join(', ')}`);
+      }
     }
     tasks.sampleProcesses();
   } finally {
@@ -278,10 +306,17 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     linearizability: checkLinearizable(kv.ops),
     lostWrites: checkNoLostWrites(kv.ops, final),
   };
+  // Workers down for a while (the worker fault, crash-restarts): their copies may overlap a successor until they are back (+ the bound).
+  const downWindows = nemesis.workerDowns.filter((d) => d.how !== 'kill-worker').map((d) => ({ node: d.node, from: d.from, to: d.to ?? clock() }));
   if (o.workers > 0)
     results.tasks = checkTasks(
       { submissions: tasks.submissions, observations: tasks.observations, processes: tasks.processes },
-      nemesis.deadWorkers.length > 0 ? { deadAgents: nemesis.deadWorkers, orphanBoundMs: ORPHAN_BOUND_MS } : {},
+      nemesis.deadWorkers.length > 0 || downWindows.length > 0 ? { deadAgents: nemesis.deadWorkers, downWindows, orphanBoundMs: ORPHAN_BOUND_MS } : {},
+    );
+  if (services !== null)
+    results.services = checkServices(
+      { samples: services.samples, processes: tasks.processes, downs: nemesis.workerDowns, ops: services.ops, services: [...services.created], healedAt: interrupted ? null : healAt },
+      { convergeWithin: servicesBoundMs, downBoundMs: ORPHAN_BOUND_MS },
     );
   if (grow !== null) results.largeValues = { ...checkNoLostWrites(grow.ops, growFinal), refusedQuota: grow.refusedQuota };
   if (o.faults.includes('wipe')) {
@@ -301,7 +336,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
       const f = cluster.node(m).logFile;
       if (existsSync(f)) declarations.push(...parseDownDeclarations(m, readFileSync(f, 'utf8')));
     }
-    const harmed = nemesisEvents.filter((e) => e.kind === 'restart' || e.kind === 'crash' || e.kind === 'kill-worker').flatMap((e) => e.targets).filter((id) => cluster.workerIds.includes(id));
+    const harmed = nemesisEvents.filter((e) => e.kind === 'restart' || e.kind === 'crash' || e.kind === 'kill-worker' || e.kind === 'worker').flatMap((e) => e.targets).filter((id) => cluster.workerIds.includes(id));
     results.workers = checkNoHealthyWorkerDown({ workers: cluster.workerIds, harmed, declarations });
   }
   const rendered = renderReport(results);
@@ -309,6 +344,11 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
   const endMs = clock();
   const workloadEnd = Math.min(o.durationMs, healAt ?? endMs);
   const stats = computeStats(kv.ops, nemesisEvents, monitor.observed, tasks, endMs, kv.staleReads, workloadEnd);
+  if (services !== null) {
+    const byKind: Record<string, { ok: number; fail: number; unknown: number }> = {};
+    for (const op of services.ops) (byKind[op.kind] ??= { ok: 0, fail: 0, unknown: 0 })[op.outcome]++;
+    stats.services = { ops: byKind, samples: services.samples.length };
+  }
   let verdict: Verdict = rendered.json.verdict;
   const notes: string[] = [];
   if (!recovery.converged && !interrupted) {
@@ -348,6 +388,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
       nemesis: nemesisEvents,
       leaders: monitor.observed,
       tasks: { submissions: tasks.submissions, observations: tasks.observations, processes: tasks.processes, events: tasks.events },
+      ...(services !== null ? { services: { ops: services.ops, samples: services.samples, workerDowns: nemesis.workerDowns } } : {}),
       ...(grow !== null ? { grow: { ops: grow.ops, final: Object.fromEntries(growFinal) } } : {}),
       wipes: nemesis.wipes,
       deadWorkers: nemesis.deadWorkers,
@@ -487,8 +528,15 @@ function renderText(r: ChaosReport, checks: string, notes: string[]): string {
     `  nemesis: ${s.nemesis.actions} faults (${kinds || 'none'}), ${s.nemesis.heals} heals${s.nemesis.crashes > 0 ? `, ${s.nemesis.crashes} unexpected exits` : ''}`,
     `  leaders: ${s.leaders.changes} changes (${s.leaders.observed.map((l) => `${l.leader}@t${l.term}`).join(' → ') || 'none seen'})`,
     `  availability: longest window without a successful op ${(s.availability.longestMs / 1000).toFixed(2)}s${s.availability.longest === null ? '' : ` (+${(s.availability.longest.from / 1000).toFixed(1)}s … +${(s.availability.longest.to / 1000).toFixed(1)}s)`}; ${s.availability.windowsOver1s} windows ≥ 1s`,
+    ...(s.services !== undefined
+      ? [
+          `  services: ${Object.entries(s.services.ops)
+            .map(([k, x]) => `${k} ${t(x)}`)
+            .join(', ')} (ok/fail/unknown); ${s.services.samples} samples of the leader's view`,
+        ]
+      : []),
     ...(r.options.workers > 0 ? [`  tasks: ${s.tasks.acknowledged}/${s.tasks.submitted} submissions acknowledged, ${s.tasks.stops} stopped, ${s.tasks.processes} process runs seen`] : []),
-    `  recovery: ${r.interrupted ? 'skipped (interrupted)' : r.recovery.converged ? `converged ${r.recovery.afterMs?.toFixed(0)} ms after healing, leader ${r.recovery.leader}` : 'did NOT converge'}; final reads ${r.recovery.finalReads}/${r.recovery.keys}${r.options.workers > 0 ? `; tasks ${r.recovery.tasksSettled ? 'settled' : 'NOT all running'}` : ''}`,
+    `  recovery: ${r.interrupted ? 'skipped (interrupted)' : r.recovery.converged ? `converged ${r.recovery.afterMs?.toFixed(0)} ms after healing, leader ${r.recovery.leader}` : 'did NOT converge'}; final reads ${r.recovery.finalReads}/${r.recovery.keys}${r.options.workers > 0 ? `; tasks ${r.recovery.tasksSettled ? 'settled' : 'NOT all running'}` : ''}${r.recovery.servicesSettled === undefined ? '' : `; services ${r.recovery.servicesSettled ? 'converged' : 'NOT converged'}`}`,
     ...(s.staleReadsInjected > 0 ? [`  injected stale reads: ${s.staleReadsInjected}`] : []),
     ...notes.map((n) => `  ${n}`),
     '',

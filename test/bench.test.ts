@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ROOT } from './helpers/cluster.js';
 import { dockerAvailable } from './helpers/docker.js';
+import { writeReport } from '../bench/report.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'flotilla-bench-smoke-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -76,4 +77,28 @@ describe('benchmarks (smoke)', () => {
     expect(res.swarm.n).toBe(2);
     expect(res.flotilla.containerUp.n).toBe(2);
   }, 300_000);
+
+  it('update: a health-gated rolling update, flotilla beside swarm, and its row in the report', async () => {
+    const d = await dockerAvailable();
+    if (!d.ok) {
+      if (process.env.CI === 'true') expect.fail(`docker is needed for the update benchmark: ${d.reason}`);
+      console.log(`update benchmark smoke skipped: ${d.reason}`);
+      return;
+    }
+    const swarmBefore = await new Promise<string>((resolve) => execFile('docker', ['info', '--format', '{{.Swarm.LocalNodeState}}'], (_e, out) => resolve(out.trim())));
+    const r = await bench('update', { BENCH_UPDATE_TRIALS: '1', BENCH_UPDATE_REPLICAS: '3' }, 420_000);
+    expect(r.code, r.out.slice(-3000)).toBe(0);
+    const res = r.result.results;
+    expect(res.flotilla).toMatchObject({ n: 1 });
+    expect(res.swarm).toMatchObject({ n: 1 });
+    // stop-first by one: at most one replica below the count, on both
+    expect(res.flotilla.minReady).toBeGreaterThanOrEqual(2);
+    expect(res.swarm.minReady).toBeGreaterThanOrEqual(2);
+    // the engine is left as found
+    const swarmAfter = await new Promise<string>((resolve) => execFile('docker', ['info', '--format', '{{.Swarm.LocalNodeState}}'], (_e, out) => resolve(out.trim())));
+    expect(swarmAfter).toBe(swarmBefore);
+    const md = join(tmp, 'BENCHMARKS.md');
+    writeReport(join(tmp, 'flotilla-bench-quick'), md);
+    expect(readFileSync(md, 'utf8')).toMatch(/### update: rolling update of 3 replicas, parallelism 1, health-gated[\s\S]*\| flotilla `PUT \/v1\/services\/NAME` \| 1 \|[\s\S]*\| swarm `docker service update --detach` \| 1 \|/);
+  }, 480_000);
 });

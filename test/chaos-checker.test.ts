@@ -9,6 +9,7 @@ import { checkLinearizable } from '../chaos/checker/linearizability.js';
 import { checkNoLostWrites } from '../chaos/checker/lost-writes.js';
 import { renderReport } from '../chaos/checker/report.js';
 import { checkTasks, type ProcessInterval } from '../chaos/checker/tasks.js';
+import { availableSlots, checkServices, isConverged, updateMinimum, type ServiceProcess, type ServiceSample, type ServiceTaskSample, type WorkerDown } from '../chaos/checker/services.js';
 import { checkRaft, checkRaftTraces, parseRaftTrace, type RaftRecord } from '../chaos/checker/raft.js';
 import { RaftTraceFile } from '../src/raft/trace.js';
 import type { KvVersioned, Op } from '../chaos/checker/types.js';
@@ -1052,5 +1053,146 @@ describe('large values (grow) in the lost-write check', () => {
     const r = renderReport({ largeValues: { ...lost, refusedQuota: 7 } });
     expect(r.json.largeValues).toMatchObject({ verdict: 'fail', refusedQuota: 7 });
     expect(r.text).toMatch(/large values: FAIL \(2 acknowledged large writes checked by length\+digest, 1 lost; 7 refused by the quota\)/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Issue 21: the services checker (chaos/checker/services.ts) and the worker fault.
+
+describe('checkServices', () => {
+  type T = ServiceTaskSample;
+  const task = (id: string, slot: number, version: number, state = 'running', node: string | null = 'w1', nodeStatus: string | null = 'ready', desired = 'running'): T => ({ id, slot, version, state, desired, node, nodeStatus });
+  const sample = (at: number, tasks: T[], o: Partial<ServiceSample> = {}): ServiceSample => ({
+    at,
+    service: 'web',
+    replicas: 3,
+    order: 'stop-first',
+    parallelism: 1,
+    updateState: 'updating',
+    updateStart: 100,
+    templateVersion: 2,
+    ready: 0,
+    running: 0,
+    tasks,
+    ...o,
+  });
+  const opts = { convergeWithin: 30_000, downBoundMs: 18_000 };
+  const proc = (taskId: string, node: string, from: number, to: number | null, pid = 100): ServiceProcess => ({ taskId, attempt: 1, node, pid, from, to });
+
+  /** A clean stop-first update of 3 replicas, one at a time, then converged after the heal at 5000. */
+  const clean = (): ServiceSample[] => [
+    sample(0, [task('a1', 1, 1), task('a2', 2, 1), task('a3', 3, 1)], { updateState: 'completed', templateVersion: 1 }),
+    sample(1000, [task('a1', 1, 1, 'stopped', 'w1', 'ready', 'shutdown'), task('a2', 2, 1), task('a3', 3, 1)]),
+    sample(2000, [task('b1', 1, 2), task('a2', 2, 1, 'running', 'w2'), task('a3', 3, 1)]),
+    sample(3000, [task('b1', 1, 2), task('b2', 2, 2, 'pending', null, null), task('a3', 3, 1)]),
+    sample(4000, [task('b1', 1, 2), task('b2', 2, 2), task('b3', 3, 2, 'starting')]),
+    sample(6000, [task('b1', 1, 2), task('b2', 2, 2, 'running', 'w2'), task('b3', 3, 2)], { updateState: 'completed' }),
+  ];
+
+  it('accepts a clean stop-first update and a start-first one (old and new share a slot), and converges', () => {
+    const procs = [proc('a1', 'w1', 0, 1000), proc('b1', 'w1', 1500, null), proc('a2', 'w2', 0, 2800), proc('b2', 'w2', 3200, null)];
+    const r = checkServices({ samples: clean(), processes: procs, healedAt: 5000 }, opts);
+    expect(r).toMatchObject({ ok: true, violations: [], services: 1, samples: 6, updatesSeen: 1, updateSamples: 4, processes: 4, convergedAfter: { web: 1000 } });
+    // start-first: the new task runs beside the old one until it is ready
+    const sf = { order: 'start-first' as const, replicas: 2 };
+    const start = [
+      sample(0, [task('a1', 1, 1), task('a2', 2, 1)], { ...sf }),
+      sample(1000, [task('a1', 1, 1), task('b1', 1, 2, 'running', 'w2'), task('a2', 2, 1)], { ...sf }),
+      sample(2000, [task('b1', 1, 2, 'running', 'w2'), task('a2', 2, 1)], { ...sf, updateState: 'completed' }),
+    ];
+    const sr = checkServices({ samples: start, processes: [proc('a1', 'w1', 0, 1800), proc('b1', 'w2', 700, null)], healedAt: null }, opts);
+    expect(sr.ok).toBe(true);
+    expect(sr.excused.startFirstOverlaps).toBe(2); // once in the leader's view, once in the workers'
+    expect(isConverged(start[2]!)).toBe(false); // slot 2 still runs the old template
+    expect(isConverged(sample(3000, [task('b1', 1, 2, 'running', 'w2'), task('b2', 2, 2)], { ...sf, updateState: 'completed' }))).toBe(true);
+    expect(availableSlots(start[1]!)).toBe(2);
+    expect(updateMinimum(start[1]!)).toBe(2);
+    expect(updateMinimum(clean()[1]!)).toBe(2);
+  });
+
+  it('fails two tasks running in one slot: in the leader\'s view, and on the workers', () => {
+    const bad = clean();
+    bad[2] = sample(2000, [task('a1', 1, 1), task('b1', 1, 2, 'running', 'w2'), task('a2', 2, 1), task('a3', 3, 1)]);
+    const leader = checkServices({ samples: bad, healedAt: null }, opts);
+    expect(leader.ok).toBe(false);
+    expect(leader.violations.map((v) => [v.kind, 'view' in v ? v.view : '', 'slot' in v ? v.slot : 0])).toEqual([['slot-double-run', 'leader', 1]]);
+    expect(leader.violations[0]!.message).toMatch(/slot web\.1 had 2 tasks running at 2000 in the leader's view: a1 \(v1\) on w1, b1 \(v2\) on w2/);
+    // The leader saw it right, but the old process outlived its stop on w1 while the new one ran on w2.
+    const procs = [proc('a1', 'w1', 0, 2500, 41), proc('b1', 'w2', 1500, null, 42)];
+    const workers = checkServices({ samples: clean(), processes: procs, healedAt: null }, opts);
+    expect(workers.violations.map((v) => [v.kind, 'view' in v ? v.view : ''])).toEqual([['slot-double-run', 'workers']]);
+    expect(workers.violations[0]!.message).toMatch(/slot web\.1 ran two tasks at once on live workers: a1 \(v1, pid 41 on w1\) and b1 \(v2, pid 42 on w2\) from 1500 to 2500/);
+    // start-first does not excuse two tasks of the same version in a slot
+    const twins = [sample(0, [task('a1', 1, 1), task('x1', 1, 1, 'running', 'w2')], { order: 'start-first', replicas: 1 })];
+    expect(checkServices({ samples: twins, healedAt: null }, opts).violations.map((v) => v.kind)).toEqual(['slot-double-run']);
+    expect(renderReport({ services: workers }).json.verdict).toBe('fail');
+    expect(renderReport({ services: workers }).text).toMatch(/services: FAIL \(1 services, 6 samples, 1 updates seen in 4 samples, 2 process runs; 1 violations/);
+  });
+
+  it('excuses a down worker\'s copy until the bound after it came back, and fails it past that', () => {
+    const procs = [proc('a1', 'w1', 0, 20_000), proc('b1', 'w2', 8000, null)];
+    const downs: WorkerDown[] = [{ node: 'w1', from: 3000, to: 6000, how: 'pause' }];
+    const within = checkServices({ samples: clean(), processes: procs, downs, healedAt: null }, opts);
+    expect(within).toMatchObject({ ok: true, excused: { downOverlaps: 1 } });
+    const late = checkServices({ samples: clean(), processes: [proc('a1', 'w1', 0, 25_000), proc('b1', 'w2', 8000, null)], downs, healedAt: null }, opts);
+    expect(late.violations.map((v) => v.kind)).toEqual(['down-outlived']);
+    expect(late.violations[0]!.message).toMatch(/after w1 was down \(pause at 3000, back at 6000\).*past 24000/);
+    // killed for good: counted from the kill
+    const dead = checkServices({ samples: clean(), processes: procs, downs: [{ node: 'w1', from: 3000, to: null, how: 'kill-worker' }], healedAt: null }, opts);
+    expect(dead.ok).toBe(true);
+  });
+
+  it('fails an availability drop below the minimum during an update (stop-first and start-first)', () => {
+    const bad = clean();
+    // replicas 3, parallelism 1: two slots down at once
+    bad[3] = sample(3000, [task('b1', 1, 2, 'starting'), task('a2', 2, 1, 'stopped', 'w2', 'ready', 'shutdown'), task('a3', 3, 1)]);
+    const r = checkServices({ samples: bad, healedAt: null }, opts);
+    expect(r.violations.map((v) => v.kind)).toEqual(['availability-drop']);
+    expect(r.violations[0]!.message).toMatch(/web: 1 of 3 replicas available at 3000 during updating \(stop-first, parallelism 1: minimum 2\), 3 at 2000, with every worker up/);
+    // the same drop while a worker is down (or right after a scale) is excused
+    const down = checkServices({ samples: bad, downs: [{ node: 'w2', from: 2500, to: 2900, how: 'kill' }], healedAt: null }, opts);
+    expect(down).toMatchObject({ ok: true, excused: { availabilityWhileDown: 1 } });
+    const scaled = checkServices({ samples: bad, ops: [{ at: 2600, sent: 2500, service: 'web', kind: 'scale', outcome: 'ok', replicas: 3 }], healedAt: null }, opts);
+    expect(scaled.ok).toBe(true);
+    // a task on a node the leader declared down does not count as available
+    expect(availableSlots(sample(0, [task('a1', 1, 1, 'running', 'w1', 'down'), task('a2', 2, 1, 'running', 'w2', 'unknown')]))).toBe(1);
+    // start-first: the minimum is every replica
+    const sf = { order: 'start-first' as const, replicas: 2 };
+    const start = [sample(0, [task('a1', 1, 1), task('a2', 2, 1)], sf), sample(1000, [task('a1', 1, 1, 'stopped', 'w1', 'ready', 'shutdown'), task('b1', 1, 2, 'starting', 'w2'), task('a2', 2, 1)], sf)];
+    expect(checkServices({ samples: start, healedAt: null }, opts).violations.map((v) => [v.kind, 'minimum' in v ? v.minimum : -1])).toEqual([['availability-drop', 2]]);
+    // outside an update (a scale-up filling, a crash) availability is not judged
+    expect(checkServices({ samples: start.map((s) => ({ ...s, updateState: 'completed' })), healedAt: null }, opts).ok).toBe(true);
+  });
+
+  it('fails a service that does not converge after healing (or converges too late)', () => {
+    const stuck = clean().slice(0, 5); // still updating at the end
+    const r = checkServices({ samples: stuck, healedAt: 3500 }, opts);
+    expect(r.violations.map((v) => v.kind)).toEqual(['not-converged']);
+    expect(r.violations[0]!.message).toMatch(/web did not converge after healing \(1 samples after healing; last: replicas 3, template v2, update updating, 2 available/);
+    expect(r.convergedAfter).toEqual({ web: null });
+    const late = checkServices({ samples: clean(), healedAt: 5000 }, { ...opts, convergeWithin: 500 });
+    expect(late.violations[0]!.message).toBe('web converged only 1000 after healing (bound 500)');
+    // a service that was created but never sampled after healing
+    expect(checkServices({ samples: clean(), services: ['web', 'api'], healedAt: 5000 }, opts).violations.map((v) => [v.kind, v.service])).toEqual([['not-converged', 'api']]);
+    // too many replicas (a slot above replicas still live) is not converged either
+    expect(isConverged(sample(0, [task('b1', 1, 2), task('b2', 2, 2), task('b3', 3, 2), task('b4', 4, 2)], { updateState: 'completed' }))).toBe(false);
+  });
+
+  it('the task checker excuses a copy on a worker down for a while, until the bound after it came back', () => {
+    const p = (taskId: string, attempt: number, node: string, from: number, to: number | null): ProcessInterval => ({ taskId, attempt, node, pid: 1, from, to });
+    const o = { downWindows: [{ node: 'w1', from: 3000, to: 6000 }], orphanBoundMs: 18_000 };
+    expect(checkTasks({ observations: [], processes: [p('t', 1, 'w1', 0, 20_000), p('t', 2, 'w2', 9000, null)] }, o)).toMatchObject({ ok: true, orphanOverlaps: 1 });
+    expect(checkTasks({ observations: [], processes: [p('t', 1, 'w1', 0, 25_000), p('t', 2, 'w2', 9000, null)] }, o).violations.map((v) => v.kind)).toEqual(['orphan-outlived']);
+    // without the window it was a double run
+    expect(checkTasks({ observations: [], processes: [p('t', 1, 'w1', 0, 20_000), p('t', 2, 'w2', 9000, null)] }).violations.map((v) => v.kind)).toEqual(['double-run']);
+  });
+
+  it('the worker fault is planned from the seed (kill or pause), never without workers', () => {
+    const base: ScheduleOptions = { seed: 5, faults: ['worker'], intervalMs: 3000, durationMs: 120_000, managers: 3, workers: 2, allowQuorumLoss: false };
+    const steps = planSchedule(base).filter((s) => s.action.kind === 'worker');
+    expect(steps.length).toBeGreaterThan(5);
+    expect(new Set(steps.map((s) => (s.action as { op: string }).op))).toEqual(new Set(['kill', 'pause']));
+    expect(planSchedule({ ...base, workers: 0 })).toEqual([]);
+    expect(describeAction({ kind: 'worker', op: 'pause' })).toBe('SIGSTOP a worker until the next heal');
   });
 });

@@ -292,7 +292,41 @@ describe('chaos run (real processes)', () => {
     const f = await runCli(['chaos', 'run', '--faults', 'kill,meteor']);
     expect(f.status).toBe(2);
     expect(f.stderr).toContain("unknown fault 'meteor'");
+    const w = await runCli(['chaos', 'run', '--workload', 'jobs']);
+    expect(w.status).toBe(2);
+    expect(w.stderr).toContain("--workload must be tasks or services, got 'jobs'");
+    const nw = await runCli(['chaos', 'run', '--workload', 'services', '--workers', '0']);
+    expect(nw.status).toBe(2);
+    expect(nw.stderr).toContain('--workload services needs --workers 1 or more');
   });
+
+  it('a services run under kill, pause, partition and worker faults passes the services checker', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'flotilla-chaos-svc-'));
+    dirs.push(out);
+    const args = ['chaos', 'run', '--workload', 'services', '--duration', '45s', '--managers', '3', '--workers', '3', '--faults', 'kill,pause,partition,worker', '--interval', '3s', '--seed', '5', '--out', out];
+    const r = await runCli(args, { timeoutMs: 280_000 });
+    if (r.status !== 0) console.error(r.stdout, r.stderr.slice(-4000));
+    expect(r.status).toBe(0);
+    const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report & {
+      stats: { services?: { ops: Record<string, { ok: number }>; samples: number } };
+      recovery: { servicesSettled?: boolean };
+      checks: { services?: { verdict: string; services: number; samples: number; updatesSeen: number; processes: number; convergedAfter: Record<string, number | null>; violations: unknown[] } };
+    };
+    expect(report.replay).toContain('--workload services');
+    const sv = report.checks.services!;
+    expect(sv).toMatchObject({ verdict: 'pass', services: 3, violations: [] });
+    // It really worked the services: created, updated, sampled, processes attributed to slots.
+    expect(report.stats.services!.ops.create!.ok).toBe(3);
+    expect(report.stats.services!.ops.update!.ok).toBeGreaterThan(0);
+    expect(sv.updatesSeen).toBeGreaterThan(0);
+    expect(sv.processes).toBeGreaterThan(0);
+    expect(report.recovery.servicesSettled).toBe(true);
+    expect(Object.values(sv.convergedAfter).every((ms) => ms !== null)).toBe(true);
+    // And the nemesis harmed workers (the worker fault) as well as managers.
+    const log = readFileSync(join(out, 'nemesis.log'), 'utf8');
+    expect(log).toMatch(/ worker start \[w\d\]: SIG(KILL|STOP) worker/);
+    expect(r.stdout).toMatch(/services: pass \(3 services/);
+  }, 300_000);
 
   it('a 60 s run under kill, pause and partition passes and really injected faults', async () => {
     const out = mkdtempSync(join(tmpdir(), 'flotilla-chaos-'));

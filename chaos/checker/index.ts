@@ -34,3 +34,19 @@ export {
 export { renderReport, reportJson, reportText, type CheckResults, type ReportJson, type Verdict } from './report.js';
 export { checkNoHealthyWorkerDown, parseDownDeclarations, type DownDeclaration, type WorkersCheckInput, type WorkersResult } from './workers.js';
 export { checkAuthAfterHeal, checkWipes, WIPED_REFUSAL, type AuthProbe, type AuthResult, type WipeRecord, type WipeStatus, type WipesResult, type WipeViolation } from './wipes.js';
+export {
+  availableSlots,
+  checkServices,
+  describeSample,
+  isConverged,
+  updateMinimum,
+  type ServiceOpRecord,
+  type ServiceProcess,
+  type ServiceSample,
+  type ServicesCheckInput,
+  type ServicesCheckOptions,
+  type ServicesResult,
+  type ServiceTaskSample,
+  type ServiceViolation,
+  type WorkerDown,
+} from './services.js';

@@ -4,6 +4,7 @@ import type { LinearizabilityResult } from './linearizability.js';
 import type { LostWritesResult } from './lost-writes.js';
 import type { RaftCheckResult, RaftNodeSummary, RaftViolation } from './raft.js';
 import type { TasksResult, TaskViolation } from './tasks.js';
+import type { ServicesResult, ServiceViolation } from './services.js';
 import type { DownDeclaration, WorkersResult } from './workers.js';
 import type { AuthProbe, AuthResult, WipeRecord, WipesResult, WipeViolation } from './wipes.js';
 import { describeOp, type KvVersioned, type Op } from './types.js';
@@ -20,6 +21,7 @@ export interface CheckResults {
   largeValues?: LostWritesResult & { refusedQuota?: number };
   wipes?: WipesResult & { records?: WipeRecord[] };
   auth?: AuthResult;
+  services?: ServicesResult;
 }
 
 export interface ReportJson {
@@ -40,6 +42,8 @@ export interface ReportJson {
   largeValues?: { verdict: Verdict; checked: number; refusedQuota: number; lost: { key: string; opId: Op['id']; reason: string }[]; unexplained: { key: string; reason: string }[]; unchecked: number };
   wipes?: { verdict: Verdict; wipes: number; refused: number; violations: WipeViolation[]; records: WipeRecord[] };
   auth?: { verdict: Verdict; probes: AuthProbe[]; violations: string[] };
+  /** Service invariants (chaos/checker/services.ts). */
+  services?: Omit<ServicesResult, 'ok' | 'violations'> & { verdict: Verdict; violations: ServiceViolation[] };
   /** No healthy worker declared down (chaos/checker/workers.ts). */
   workers?: { verdict: Verdict; workers: number; excused: number; violations: DownDeclaration[] };
   raft?: {
@@ -134,6 +138,12 @@ export function reportJson(r: CheckResults): ReportJson {
     verdicts.push(v);
     out.auth = { verdict: v, probes: r.auth.probes, violations: r.auth.violations };
   }
+  if (r.services !== undefined) {
+    const { ok, violations, ...rest } = r.services;
+    const v: Verdict = ok ? 'pass' : 'fail';
+    verdicts.push(v);
+    out.services = { verdict: v, ...rest, violations };
+  }
   out.verdict = combine(verdicts);
   return out;
 }
@@ -191,6 +201,18 @@ export function reportText(r: CheckResults): string {
     const head = au.verdict === 'pass' ? 'pass' : au.verdict === 'fail' ? 'FAIL' : 'UNKNOWN (a manager did not answer)';
     lines.push(`  tokens after healing: ${head} (anonymous PUT: ${au.probes.map((p) => `${p.manager} ${p.status ?? 'no answer'}`).join(', ')})`);
     for (const v of au.violations) lines.push(`    ${v}`);
+  }
+  const sv = j.services;
+  if (sv !== undefined) {
+    const conv = Object.entries(sv.convergedAfter)
+      .map(([k, ms]) => `${k} ${ms === null ? 'never' : `${(ms / 1000).toFixed(1)}s`}`)
+      .join(', ');
+    const ex = sv.excused;
+    lines.push(
+      `  services: ${sv.verdict === 'pass' ? 'pass' : 'FAIL'} (${sv.services} services, ${sv.samples} samples, ${sv.updatesSeen} updates seen in ${sv.updateSamples} samples, ${sv.processes} process runs; ${sv.violations.length} violations; excused: ${ex.downOverlaps} overlaps with a down worker, ${ex.startFirstOverlaps} start-first old+new, ${ex.availabilityWhileDown} availability dips near a down worker or a scale; converged after healing: ${conv || 'not checked'})`,
+    );
+    for (const v of sv.violations.slice(0, LIST_LIMIT)) lines.push(`    ${v.kind}: ${v.message}`);
+    if (sv.violations.length > LIST_LIMIT) lines.push(`    … and ${sv.violations.length - LIST_LIMIT} more`);
   }
   const ra = j.raft;
   if (ra !== undefined) {

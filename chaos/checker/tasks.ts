@@ -78,6 +78,12 @@ export interface TaskCheckOptions {
   deadAgents?: readonly { node: string; at: number }[];
   /** How long after its agent's death a task process may still overlap a successor. */
   orphanBoundMs?: number;
+  /**
+   * Workers down for a while (killed then restarted, paused then resumed) and when: an overlap
+   * with a copy on such a worker, beginning while it was down, is excused as long as it ends by
+   * `to` + `orphanBoundMs` (the worker, back, is told to stop it); past that: `orphan-outlived`.
+   */
+  downWindows?: readonly { node: string; from: number; to: number }[];
 }
 
 export type TaskViolation =
@@ -125,9 +131,12 @@ export function checkTasks(events: TaskEvents, opts: TaskCheckOptions = {}): Tas
         const to = Math.min(aTo, bTo);
         const from = Math.max(a.from, b.from);
         // The orphan of a dead agent: excused while it ends within the bound after the death.
-        const dead = [a, b].map((p) => deadAt.get(p.node)).filter((k): k is number => k !== undefined && k <= from);
+        // A worker down for a while counts from when it came back.
+        const killed = [a, b].map((p) => deadAt.get(p.node)).filter((k): k is number => k !== undefined && k <= from);
+        const dead = killed.length > 0 ? [Math.min(...killed)] : [];
+        for (const p of [a, b]) for (const w of opts.downWindows ?? []) if (w.node === p.node && w.from <= from && from <= w.to + orphanBound) dead.push(w.to);
         if (dead.length > 0) {
-          const k = Math.min(...dead);
+          const k = Math.max(...dead);
           if (to <= k + orphanBound) {
             orphanOverlaps++;
             continue;
@@ -206,7 +215,7 @@ export function checkTasks(events: TaskEvents, opts: TaskCheckOptions = {}): Tas
     }
   }
 
-  return { ok: violations.length === 0, tasks: ids.size, violations, ...(deadAt.size > 0 ? { orphanOverlaps } : {}) };
+  return { ok: violations.length === 0, tasks: ids.size, violations, ...(deadAt.size > 0 || (opts.downWindows ?? []).length > 0 ? { orphanOverlaps } : {}) };
 }
 
 function group<T>(items: readonly T[], key: (t: T) => string): Map<string, T[]> {

@@ -10,6 +10,7 @@ interface ChaosFlags {
   driver: string;
   duration: string;
   faults: string;
+  workload: string;
   interval: string;
   seed?: string;
   out?: string;
@@ -49,9 +50,10 @@ export function registerChaosCommands(program: Command): void {
     .option('--duration <time>', 'how long the nemesis and the workload run', '120s')
     .option(
       '--faults <list>',
-      'kill,pause,partition,restart,drop,latency (also clock-step,long-pause,wipe,disk-full,grow,kill-worker; "all" for every fault, or "none")',
+      'kill,pause,partition,restart,drop,latency (also clock-step,long-pause,wipe,disk-full,grow,kill-worker,worker; "all" for every fault, or "none")',
       'kill,pause,partition,restart,drop,latency',
     )
+    .option('--workload <kinds>', 'tasks (kv + tasks), or services (kv + tasks + replicated services scaled, updated and rolled back; checked by the services checker)', 'tasks')
     .option('--interval <time>', 'time between nemesis steps (a fault, then a heal, …)', '3s')
     .option('--seed <seed>', 'PRNG seed of the nemesis schedule and the workload (default: random, printed)')
     .option('--out <dir>', 'output directory (default ./chaos-out/<timestamp>)')
@@ -73,6 +75,7 @@ Examples:
   flotilla chaos run --duration 60s --seed 42
   flotilla chaos run --managers 5 --workers 3 --faults partition,kill --interval 2s
   flotilla chaos run --faults kill,pause --allow-quorum-loss --out ./chaos-out/ql
+  flotilla chaos run --workload services --faults kill,pause,partition,restart,worker --duration 90s
   flotilla chaos run --faults all --duration 600s      # every fault (disk-full needs root)`,
     )
     .action(
@@ -102,6 +105,9 @@ Examples:
           throw new UsageError('--faults disk-full is unavailable: it mounts a small tmpfs under each manager\'s data directory, which needs root (run as root, or leave disk-full out)');
         }
         if (faults.includes('kill-worker') && workers < 2) throw new UsageError('--faults kill-worker needs --workers 2 or more (it never kills the last worker)');
+        const workload = f.workload.trim();
+        if (workload !== 'tasks' && workload !== 'services') throw new UsageError(`--workload must be tasks or services, got '${f.workload}'`);
+        if (workload === 'services' && workers < 1) throw new UsageError('--workload services needs --workers 1 or more (services run on workers)');
         const { parseSeed } = await import('../../chaos/prng.js');
         let seed: number;
         if (f.seed !== undefined) {
@@ -122,6 +128,7 @@ Examples:
           ...(plainClients !== 2 ? [`--plain-clients ${plainClients}`] : []),
           ...(keys !== 5 ? [`--keys ${keys}`] : []),
           ...(opTimeoutMs !== 5000 ? [`--op-timeout ${fmtDuration(opTimeoutMs)}`] : []),
+          ...(workload !== 'tasks' ? [`--workload ${workload}`] : []),
           ...(f.allowQuorumLoss ? ['--allow-quorum-loss'] : []),
           ...(f.injectStaleReads ? ['--inject-stale-reads'] : []),
         ].join(' ');
@@ -156,6 +163,7 @@ Examples:
           opTimeoutMs,
           convergenceMs,
           injectStaleReads: f.injectStaleReads === true,
+          services: workload === 'services',
           replay,
           signal: ac.signal,
           progress: (line) => process.stderr.write(`chaos: ${line}\n`),

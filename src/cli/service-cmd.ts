@@ -7,6 +7,7 @@ import { formatDuration, parseDuration, serviceSpecInput, type ServiceSpec } fro
 import { FlotillaError } from '../protocol/errors.js';
 import { action, ago, clientFor, collect, commandClient, outputFormat, table, UsageError } from './util.js';
 import { monoNow } from '../clock.js';
+import { stateWithHealth } from './health-view.js';
 
 type Format = 'table' | 'json' | 'yaml';
 const format = (o: string | undefined, allowed: Format[] = ['table', 'json', 'yaml']): Format => outputFormat(o, allowed);
@@ -113,9 +114,6 @@ export function applySpecFlags(spec: Record<string, any>, o: Record<string, any>
   if (o.healthTcp !== undefined) health = { ...pickTiming(health), type: 'tcp', port: intFlag('--health-tcp', o.healthTcp) };
   const timing = [o.healthInterval, o.healthTimeout, o.healthRetries, o.healthStartPeriod].some((x) => x !== undefined);
   if (timing && health === undefined) throw new UsageError('--health-interval/-timeout/-retries/-start-period need a health check (--health-cmd, --health-http or --health-tcp)');
-  if (health !== undefined && (o.healthCmd ?? o.healthHttp ?? o.healthTcp) !== undefined) {
-    process.stderr.write('note: workers do not run health checks yet; a task counts as ready once it runs\n');
-  }
   if (health !== undefined) {
     if (o.healthInterval !== undefined) health.intervalMs = durationFlag('--health-interval', o.healthInterval);
     if (o.healthTimeout !== undefined) health.timeoutMs = durationFlag('--health-timeout', o.healthTimeout);
@@ -155,7 +153,7 @@ function printServices(list: ServiceInfo[], fmt: Format): void {
 function printTasks(tasks: TaskView[], templateVersion: number): void {
   const now = Date.now(); // wall: the age of a wall-clock timestamp the cluster recorded
   const rows = tasks.map((t) => {
-    const state = t.state + (t.desired === 'shutdown' && !['stopped', 'succeeded', 'failed', 'lost'].includes(t.state) ? ' (stopping)' : t.desired === 'shutdown' ? ' (shutdown)' : '');
+    const state = stateWithHealth(t) + (t.desired === 'shutdown' && !['stopped', 'succeeded', 'failed', 'lost'].includes(t.state) ? ' (stopping)' : t.desired === 'shutdown' ? ' (shutdown)' : '');
     const v = t.service?.version ?? 0;
     const why = t.state === 'pending' ? (t.pendingReason ?? t.reason) : t.reason;
     return [t.id, t.name, `${v}${v === templateVersion ? '' : '*'}`, state, t.node ?? '-', String(t.restarts), ago(now - t.createdAt), why.length > 50 ? why.slice(0, 47) + '...' : why];

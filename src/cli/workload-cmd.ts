@@ -12,6 +12,8 @@ import { monoNow } from '../clock.js';
 import { registerApplyCommand } from './apply-cmd.js';
 import type { NodeView, TaskLiveUsage, TaskView } from '../protocol/api.js';
 import { fetchUsage, fmtCpu, fmtMem, taskUsageMap } from './usage-format.js';
+import { healthLines, stateWithHealth } from './health-view.js';
+import { parseLogSince } from '../protocol/logs.js';
 
 type Format = 'table' | 'wide' | 'json' | 'yaml';
 const format = (o: string | undefined, allowed: Format[] = ['table', 'wide', 'json', 'yaml']): Format => outputFormat(o, allowed);
@@ -158,6 +160,7 @@ Options go before IMAGE; everything after -- is the command.`,
           `Ports:     ${publishedPorts(t)}`,
           `Mounts:    ${t.spec.mounts?.length ? t.spec.mounts.map((m) => `${m.source} -> ${m.target}${m.readonly ? ' (read-only)' : ''}`).join(', ') : '-'}`,
           ...(t.pendingReason && t.state === 'pending' ? [`Pending:   ${t.pendingReason}`] : []),
+          ...healthLines(t),
           'Containers:',
           ...t.spec.containers.flatMap((c) => containerLines(t.spec.driver, c)),
           'History:',
@@ -178,16 +181,30 @@ Options go before IMAGE; everything after -- is the command.`,
     .option('-f, --follow', 'keep streaming')
     .option('-c, --container <name>', 'only this container')
     .option('--tail <n>', 'only the last n lines')
-    .addHelpText('after', '\nExamples:\n  flotilla logs web\n  flotilla logs -f web -c c0')
+    .option('--since <when>', 'only lines written since: a duration back from now (10m, 1h30m) or an RFC 3339 time')
+    .option('-t, --timestamps', 'start each line with the time it was written')
+    .option('-p, --previous', "the previous attempt's output (a task the restart policy restarted)")
+    .addHelpText('after', '\nExamples:\n  flotilla logs web\n  flotilla logs -f web -c c0\n  flotilla logs --since 10m --timestamps web\n  flotilla logs --previous web')
     .action(
-      action(async (id: string, o: { follow?: boolean; container?: string; tail?: string }, cmd: Command) => {
+      action(async (id: string, o: { follow?: boolean; container?: string; tail?: string; since?: string; timestamps?: boolean; previous?: boolean }, cmd: Command) => {
         if (o.tail !== undefined && !/^\d+$/.test(o.tail)) throw new UsageError(`--tail must be a number, got '${o.tail}'`);
+        // Checked here (a usage error) and sent as ms since the epoch: the duration counts from now.
+        let since: number | undefined;
+        try {
+          if (o.since !== undefined) since = parseLogSince(o.since, Date.now());
+        } catch {
+          throw new UsageError(`--since must be a duration such as 10m or 1h30m, or an RFC 3339 time such as 2026-12-06T06:00:00Z, got '${o.since}'`);
+        }
+        if (o.previous && o.follow) throw new UsageError('--previous and --follow cannot be used together (the previous attempt is over)');
         const c = client(cmd);
         const t = await c.get<TaskView>(`/v1/tasks/${encodeURIComponent(id)}?stale=true`);
         const qs = new URLSearchParams();
         if (o.follow) qs.set('follow', '1');
         if (o.container) qs.set('container', o.container);
         if (o.tail) qs.set('tail', o.tail);
+        if (since !== undefined) qs.set('since', String(since));
+        if (o.timestamps) qs.set('timestamps', '1');
+        if (o.previous) qs.set('previous', '1');
         await streamLogs(c, c.current(), `/v1/tasks/${encodeURIComponent(t.id)}/logs?${qs}`, c.authHeaders());
       }),
     );
@@ -351,7 +368,7 @@ function printTasks(ts: TaskView[], fmt: Format, usage?: ReadonlyMap<string, Tas
   const sorted = [...ts].sort((a, b) => STATE_ORDER.indexOf(a.state) - STATE_ORDER.indexOf(b.state) || a.name.localeCompare(b.name));
   const rows = sorted.map((t) => {
     const why = t.state === 'pending' ? (t.pendingReason ?? t.reason) : t.reason;
-    const base = [t.id, t.name, t.state + (t.desired === 'shutdown' && !['stopped', 'succeeded', 'failed', 'lost'].includes(t.state) ? ' (stopping)' : ''), t.node ?? '-', String(t.restarts), ago(now - t.createdAt)];
+    const base = [t.id, t.name, stateWithHealth(t) + (t.desired === 'shutdown' && !['stopped', 'succeeded', 'failed', 'lost'].includes(t.state) ? ' (stopping)' : ''), t.node ?? '-', String(t.restarts), ago(now - t.createdAt)];
     if (fmt === 'wide') base.push(fmtCpu(usage?.get(t.id)?.cpu), fmtMem(usage?.get(t.id)?.memory), t.spec.driver, t.spec.containers.map((c) => c.image ?? c.command[0] ?? '').join(','), formatLabels(t.spec.labels), why);
     else base.push(why.length > 50 ? why.slice(0, 47) + '...' : why);
     return base;

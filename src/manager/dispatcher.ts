@@ -33,6 +33,7 @@ import type { Logger } from '../log.js';
 import { MAX_DELIVERED_SECRET_BYTES, type DeliveredSecret } from '../protocol/secrets.js';
 import { checkJoin, nodeCredential, nodeEpoch, workerToken } from './auth.js';
 import { monoNow, systemTimers, wallNow, type Timers } from '../clock.js';
+import { reportedHealth } from './state/task-health.js';
 
 export interface DispatcherOptions {
   /** Heartbeat period the leader asks workers for (ms). */
@@ -403,6 +404,7 @@ export class Dispatcher implements LeaderService {
         detail: typeof t.detail === 'string' ? t.detail.slice(0, 200) : undefined,
         at: Number.isFinite(t.at) ? t.at : wallNow(),
         attempt: Number.isInteger(t.attempt) ? t.attempt : undefined,
+        health: reportedHealth(t.health),
       });
     }
     return out;

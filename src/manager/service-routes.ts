@@ -6,6 +6,7 @@ import type { ServiceInfo, ServiceInspect } from '../protocol/api.js';
 import { isLiveTask, type Service, type Task } from './state.js';
 import { taskView, type UnplacedReasons } from './api.js';
 import { Reply } from './http.js';
+import { healthOk } from './state/task-health.js';
 import type { CommandProposer, LeaderForward, ReadBarrier, RouteTable, StateView } from './ports.js';
 
 export interface ServiceRouteDeps {
@@ -37,7 +38,7 @@ export function serviceInfo(state: StateView, s: Service): ServiceInfo {
     update: s.update,
     replicas: s.spec.replicas,
     running: slots((t) => t.state === 'running'),
-    ready: slots((t) => t.state === 'running' && nodeReady(t.node)),
+    ready: slots((t) => t.state === 'running' && nodeReady(t.node) && healthOk(t)),
     upToDate: slots((t) => t.service!.version === s.templateVersion),
     createdAt: s.createdAt,
     updatedAt: s.updatedAt,

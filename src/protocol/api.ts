@@ -9,8 +9,9 @@
 import type { ErrorDetail, ErrorInfo } from './errors.js';
 import type { NodeAvailability, TaskSpec } from './spec.js';
 import type { ServiceSpec, UpdateStatus } from './service.js';
+import type { HealthStatus, TaskHealth } from './health.js';
 
-export type { ErrorDetail, ErrorInfo, NodeAvailability, ServiceSpec, TaskSpec, UpdateStatus };
+export type { ErrorDetail, ErrorInfo, HealthStatus, NodeAvailability, ServiceSpec, TaskHealth, TaskSpec, UpdateStatus };
 
 // ---------------------------------------------------------------------------------------------
 // Tasks
@@ -48,6 +49,8 @@ export interface TaskSummary {
   version: number;
   /** A service's task: its service, slot and template version. */
   service?: { name: string; slot: number; version: number };
+  /** Its health check's last reported state (tasks with a check, once their worker ran it). */
+  health?: TaskHealth;
 }
 
 /** A task as the API answers it (GET/DELETE /v1/tasks/:id, lists, creation). */
@@ -61,8 +64,6 @@ export interface TaskView extends TaskSummary {
   createVersion: number;
   /** Why a pending task is not placed yet (pending tasks only). */
   pendingReason?: string;
-  /** The health check's last verdict (tasks whose service has a check; absent otherwise). */
-  health?: { status: 'starting' | 'healthy' | 'unhealthy'; failingStreak: number; output?: string; at: number };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -81,7 +82,7 @@ export interface ServiceInfo {
   replicas: number;
   /** Slots with a running task. */
   running: number;
-  /** Slots with a ready task (running on a node that is up). */
+  /** Slots with a ready task (running on a node that is up, and healthy when it has a check). */
   ready: number;
   /** Slots whose task runs the current template. */
   upToDate: number;
@@ -105,6 +106,14 @@ export interface ServiceRemoved {
   removed: string;
   /** Its tasks that were told to stop and have not ended yet. */
   stopping: string[];
+}
+
+/** POST /v1/tasks/:id/remove: the task is gone (`stopped`: it was live and `force` stopped it first). */
+export interface TaskRemoved {
+  id: string;
+  name: string;
+  removed: true;
+  stopped: boolean;
 }
 
 /** GET /v1/tasks (paged when `limit` or `continue` is given). */
@@ -384,7 +393,7 @@ export interface JoinReply {
 
 export type EventBody =
   | { type: 'task.created'; task: TaskSummary }
-  | { type: 'task.updated'; task: TaskSummary; prevState: TaskState; change: 'state' | 'desired' | 'detail' | 'restart' }
+  | { type: 'task.updated'; task: TaskSummary; prevState: TaskState; change: 'state' | 'desired' | 'detail' | 'restart' | 'health' }
   | { type: 'task.removed'; task: TaskSummary }
   | { type: 'node.registered'; node: NodeInfo }
   | { type: 'node.updated'; node: NodeInfo; prevStatus: NodeStatus; change: 'status' | 'availability' | 'registration' }
@@ -451,7 +460,10 @@ export interface ApiRoutes {
   'POST /v1/tasks': { body: unknown; res: TaskView | TaskBatch };
   'GET /v1/tasks': { res: TaskList };
   'GET /v1/tasks/:id': { res: TaskView };
+  /** Stops the task (the task stays, listed as stopped, until removed). */
   'DELETE /v1/tasks/:id': { res: TaskView };
+  /** Forgets a finished task; `?force=true` stops a live one first (see TaskRemoved). */
+  'POST /v1/tasks/:id/remove': { res: TaskRemoved };
   /** Plain text (followed with ?follow=true). */
   'GET /v1/tasks/:id/logs': { res: string };
   'GET /v1/events': { res: string };

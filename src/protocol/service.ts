@@ -23,17 +23,19 @@
 import { z } from 'zod';
 import { FlotillaError, type ErrorDetail } from './errors.js';
 import { detailsMessage, issueMessage, issuesToDetails, parseTaskSpec, type ParseTaskSpecOptions, type TaskSpec } from './spec.js';
+import { durationSchema, formatDuration, HealthCheckSchema, intIn, normalizeHealthCheck, tryDuration, type HealthCheck } from './health.js';
+
+// Health checks and durations live in health.ts (a plain task spec may carry a check too).
+export { DEFAULT_HEALTH_TIMING, HEALTH_CHECK_TYPES, formatDuration, tryDuration, type HealthCheck, type HealthCheckType } from './health.js';
 
 // ---------------------------------------------------------------------------------------------
 // Types
 
 export type UpdateOrder = 'stop-first' | 'start-first';
 export type FailureAction = 'pause' | 'rollback' | 'continue';
-export type HealthCheckType = 'exec' | 'http' | 'tcp';
 
 export const UPDATE_ORDERS: readonly UpdateOrder[] = ['stop-first', 'start-first'];
 export const FAILURE_ACTIONS: readonly FailureAction[] = ['pause', 'rollback', 'continue'];
-export const HEALTH_CHECK_TYPES: readonly HealthCheckType[] = ['exec', 'http', 'tcp'];
 
 /** How a changed template replaces the running tasks. */
 export interface UpdatePolicy {
@@ -53,25 +55,6 @@ export interface UpdatePolicy {
   maxFailureRatio: number;
   /** What a failed update does: pause where it is, roll back to the previous template, or go on. */
   failureAction: FailureAction;
-}
-
-/** A health check, run by the worker for the task's `container`. */
-export interface HealthCheck {
-  type: HealthCheckType;
-  /** exec: the command (in the container; for the process driver in the task's environment). */
-  command?: string[];
-  /** http / tcp: the port (the container port; for the process driver the port it listens on). */
-  port?: number;
-  /** http: the path to GET; 2xx and 3xx answers are healthy. */
-  path?: string;
-  /** Which container of the task the check is for; defaults to the first. */
-  container: string;
-  intervalMs: number;
-  timeoutMs: number;
-  /** Consecutive failures that make a task unhealthy. */
-  retries: number;
-  /** Failures during this time after a start do not count (ms). */
-  startPeriodMs: number;
 }
 
 /** What a rolling update replaces: the task spec and its health check. */
@@ -134,31 +117,8 @@ export const DEFAULT_UPDATE_POLICY: Readonly<UpdatePolicy> = Object.freeze({
   failureAction: 'rollback',
 });
 
-export const DEFAULT_HEALTH_TIMING = Object.freeze({ intervalMs: 5000, timeoutMs: 2000, retries: 3, startPeriodMs: 0 });
-
 // ---------------------------------------------------------------------------------------------
-// Durations
-
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/**
- * Milliseconds from a whole number of milliseconds or a string such as "500ms", "5s", "1m30s",
- * "2h" (a bare number in a string is milliseconds). Undefined when the input is not a duration.
- */
-export function tryDuration(input: unknown): number | undefined {
-  if (typeof input === 'number') return Number.isSafeInteger(input) && input >= 0 ? input : undefined;
-  if (typeof input !== 'string') return undefined;
-  const text = input.trim();
-  if (/^\d+$/.test(text)) {
-    const n = Number(text);
-    return Number.isSafeInteger(n) ? n : undefined;
-  }
-  if (text === '' || !/^(\d+(?:\.\d+)?(ms|s|m|h))+$/.test(text)) return undefined;
-  let total = 0;
-  for (const m of text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) total += Number(m[1]) * DURATION_UNITS[m[2]!]!;
-  const ms = Math.round(total);
-  return Number.isSafeInteger(ms) ? ms : undefined;
-}
+// Durations (tryDuration and formatDuration: health.ts)
 
 /** Like `tryDuration` but throws `bad_request` naming `what` (e.g. "--update-delay"). */
 export function parseDuration(input: string | number, what = 'duration'): number {
@@ -169,54 +129,12 @@ export function parseDuration(input: string | number, what = 'duration'): number
   return n;
 }
 
-/** "1m30s", "500ms", "0s": for messages and displays. */
-export function formatDuration(ms: number): string {
-  if (ms === 0) return '0s';
-  if (ms < 1000 || ms % 1000 !== 0) return ms < 1000 ? `${ms}ms` : `${ms / 1000}s`;
-  let s = ms / 1000;
-  let out = '';
-  const h = Math.floor(s / 3600);
-  if (h > 0) out += `${h}h`;
-  s -= h * 3600;
-  const m = Math.floor(s / 60);
-  if (m > 0) out += `${m}m`;
-  s -= m * 60;
-  if (s > 0) out += `${s}s`;
-  return out;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Schema of the service fields (the task fields are parsed by parseTaskSpec)
 
 const SERVICE_FIELDS = ['replicas', 'update', 'health'] as const;
 
-const durationSchema = (max: number) =>
-  z.unknown().transform((v, ctx) => {
-    const n = tryDuration(v);
-    if (n === undefined || n > max) {
-      ctx.addIssue({
-        code: 'custom',
-        message:
-          n === undefined
-            ? 'must be whole milliseconds or a duration such as "500ms", "5s", "1m30s"'
-            : `must be at most ${formatDuration(max)}`,
-        input: v,
-      });
-      return z.NEVER;
-    }
-    return n;
-  });
-
 const HOUR = 3_600_000;
-
-const intIn = (min: number, max: number) => {
-  const msg = `must be an integer from ${min} to ${max}`;
-  return z
-    .number({ error: (iss) => (iss.input === undefined ? 'is required' : msg) })
-    .int({ error: msg })
-    .min(min, { error: msg })
-    .max(max, { error: msg });
-};
 
 const UpdateSchema = z
   .strictObject(
@@ -236,51 +154,10 @@ const UpdateSchema = z
   )
   .prefault({});
 
-const HealthSchema = z
-  .strictObject(
-    {
-      type: z.enum(['exec', 'http', 'tcp'], { error: (iss) => (iss.input === undefined ? 'is required' : "must be one of 'exec', 'http', 'tcp'") }),
-      command: z
-        .preprocess(
-          (v) => (typeof v === 'string' ? ['/bin/sh', '-c', v] : v),
-          z
-            .array(z.string().max(16_384), { error: 'must be an array of strings or a shell command string' })
-            .min(1, { error: 'must be a non-empty command' })
-            .max(256),
-        )
-        .optional(),
-      port: intIn(1, 65535).optional(),
-      path: z
-        .string({ error: 'must be a string' })
-        .max(2048)
-        .regex(/^\/[^\s]*$/, { error: "must be a path starting with '/'" })
-        .optional(),
-      container: z.string({ error: 'must be a string' }).min(1).max(63).optional(),
-      intervalMs: durationSchema(HOUR).default(DEFAULT_HEALTH_TIMING.intervalMs),
-      timeoutMs: durationSchema(HOUR).default(DEFAULT_HEALTH_TIMING.timeoutMs),
-      retries: intIn(1, 100).default(DEFAULT_HEALTH_TIMING.retries),
-      startPeriodMs: durationSchema(HOUR).default(DEFAULT_HEALTH_TIMING.startPeriodMs),
-    },
-    { error: (iss) => (iss.code === 'invalid_type' ? 'must be an object like {"type": "http", "port": 8080, "path": "/"}' : undefined) },
-  )
-  .superRefine((h, ctx) => {
-    if (h.type === 'exec') {
-      if (h.command === undefined) ctx.addIssue({ code: 'custom', path: ['command'], message: 'is required for an exec check' });
-      if (h.port !== undefined) ctx.addIssue({ code: 'custom', path: ['port'], message: 'must not be set for an exec check' });
-      if (h.path !== undefined) ctx.addIssue({ code: 'custom', path: ['path'], message: 'must not be set for an exec check' });
-    } else {
-      if (h.port === undefined) ctx.addIssue({ code: 'custom', path: ['port'], message: `is required for a ${h.type} check` });
-      if (h.command !== undefined) ctx.addIssue({ code: 'custom', path: ['command'], message: `must not be set for a ${h.type} check` });
-      if (h.type === 'tcp' && h.path !== undefined) ctx.addIssue({ code: 'custom', path: ['path'], message: 'must not be set for a tcp check' });
-    }
-    if (h.intervalMs < 100) ctx.addIssue({ code: 'custom', path: ['intervalMs'], message: 'must be at least 100ms' });
-    if (h.timeoutMs < 1) ctx.addIssue({ code: 'custom', path: ['timeoutMs'], message: 'must be at least 1ms' });
-  });
-
 const ServiceFieldsSchema = z.object({
   replicas: intIn(0, MAX_REPLICAS).default(1),
   update: UpdateSchema,
-  health: HealthSchema.optional(),
+  health: HealthCheckSchema.optional(),
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -320,27 +197,9 @@ export function parseServiceSpec(input: unknown, opts: ParseServiceSpecOptions =
 
   let health: HealthCheck | null = null;
   if (svc.success && svc.data.health !== undefined) {
-    const h = svc.data.health;
-    const containers = task?.containers ?? [];
-    let container = h.container ?? containers[0]?.name ?? 'c0';
-    if (h.container !== undefined && task !== undefined && !containers.some((c) => c.name === h.container)) {
-      details.push({
-        path: 'health.container',
-        message: `must name a container of the task (${containers.map((c) => `'${c.name}'`).join(', ')})`,
-      });
-      container = h.container;
-    }
-    health = {
-      type: h.type,
-      ...(h.command !== undefined ? { command: h.command } : {}),
-      ...(h.port !== undefined ? { port: h.port } : {}),
-      ...(h.type === 'http' ? { path: h.path ?? '/' } : {}),
-      container,
-      intervalMs: h.intervalMs,
-      timeoutMs: h.timeoutMs,
-      retries: h.retries,
-      startPeriodMs: h.startPeriodMs,
-    };
+    const n = normalizeHealthCheck(svc.data.health, task?.containers.map((c) => c.name) ?? []);
+    if (n.problem !== undefined) details.push({ path: 'health.container', message: n.problem });
+    health = n.check;
   }
   // Every field path once, in the order the user is most likely to read them.
   const seen = new Set<string>();

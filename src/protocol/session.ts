@@ -3,6 +3,7 @@
 // reconnects (capped exponential backoff + jitter) to whichever manager answers, which
 // redirects it to the leader.
 import type { TaskSpec } from './spec.js';
+import type { TaskHealth } from './health.js';
 import type { DeliveredSecret } from './secrets.js';
 
 export const SESSION_PATH = '/v1/worker';
@@ -22,6 +23,8 @@ export interface TaskStatusReport {
   detail?: string;
   /** ms timestamp on the worker when the state was observed. */
   at: number;
+  /** The task's health (tasks with a check, once the worker runs it); changes are reported, not probes. */
+  health?: TaskHealth;
 }
 
 export interface WorkerResources {

@@ -14,6 +14,7 @@
 import { z } from 'zod';
 import { FlotillaError, type ErrorDetail } from './errors.js';
 import { SecretRefsSchema, VolumeMountsSchema, type VolumeMount } from './secrets.js';
+import { HealthCheckSchema, normalizeHealthCheck, type HealthCheck } from './health.js';
 
 // ---------------------------------------------------------------------------------------------
 // Types
@@ -87,6 +88,8 @@ export interface TaskSpec {
   secrets?: string[];
   /** Named volumes the task mounts (present only when the spec names some). */
   volumes?: VolumeMount[];
+  /** The health check its worker runs (present only when there is one; see health.ts). */
+  health?: HealthCheck;
 }
 
 export interface ParseTaskSpecOptions {
@@ -520,6 +523,7 @@ const TaskSpecSchema = z.strictObject(
     mounts: z.array(MountSchema).max(32).default([]),
     secrets: SecretRefsSchema.optional(),
     volumes: VolumeMountsSchema.optional(),
+    health: HealthCheckSchema.optional(),
   },
   { error: (iss) => (iss.code === 'invalid_type' && iss.path?.length === 0 ? 'must be an object' : undefined) },
 );
@@ -587,6 +591,8 @@ export function parseTaskSpec(input: unknown, opts: ParseTaskSpecOptions = {}): 
     const m = raw.mounts.findIndex((x) => x.target === v.path);
     if (m >= 0) problem(`volumes[${i}].path`, `must differ from the mount target of mounts[${m}] (${v.path})`);
   });
+  const health = raw.health === undefined ? undefined : normalizeHealthCheck(raw.health, containers.map((c) => c.name));
+  if (health?.problem !== undefined) problem('health.container', health.problem);
   if (details.length > 0) {
     throw new FlotillaError('bad_request', detailsMessage(action, details, 'the spec'), { details });
   }
@@ -610,6 +616,7 @@ export function parseTaskSpec(input: unknown, opts: ParseTaskSpecOptions = {}): 
     // Only when named: specs without them normalise (and hash) exactly as before.
     ...(raw.secrets !== undefined && raw.secrets.length > 0 ? { secrets: [...raw.secrets] } : {}),
     ...(raw.volumes !== undefined && raw.volumes.length > 0 ? { volumes: raw.volumes.map((v) => ({ name: v.name, path: v.path, readOnly: v.readOnly })) } : {}),
+    ...(health !== undefined ? { health: health.check } : {}),
   };
 }
 

@@ -42,6 +42,10 @@ import { StatusReporter, reportOf } from './status-reporter.js';
 import { WorkerHttpServer } from './http-server.js';
 import { fileStore, nodeTimers, unrefTimers, type SessionDialer, type WorkerStore } from './ports.js';
 import { DEFAULT_USAGE_INTERVAL_MS, UsageSampler } from './usage.js';
+import { HealthMonitor, probeFor, taskCheckOf, type TaskCheck } from './health.js';
+import type { TaskHealth } from '../protocol/health.js';
+import { dropPrevious, readPrevious, savePrevious } from './previous-logs.js';
+import type { LogLine, LogOptions } from './driver.js';
 
 export const WORKER_VERSION = '0.1.0';
 
@@ -132,6 +136,10 @@ interface AgentTask {
   driver: Driver | null;
   status: DriverTaskStatus;
   desired?: 'running' | 'shutdown';
+  /** Its health check (health.ts), the health last seen, and why a failed check stopped it. */
+  check?: TaskCheck;
+  health?: TaskHealth;
+  healthFailure?: string;
 }
 
 interface RetiredTask extends AgentTask {
@@ -177,6 +185,7 @@ export class WorkerAgent {
   private readonly http: WorkerHttpServer | null;
   private readonly store: WorkerStore;
   private readonly usage: UsageSampler | null;
+  private readonly health: HealthMonitor;
   private addr: string | null = null;
   private unwatch: (() => void)[] = [];
   private started = false;
@@ -260,6 +269,15 @@ export class WorkerAgent {
             },
           })
         : null;
+    this.health = new HealthMonitor({
+      onChange: (taskId, attempt, h) => {
+        const t = this.tasks.get(taskId);
+        if (t === undefined || t.attempt !== attempt) return;
+        t.health = h;
+        this.reporter.queue(reportOf(t));
+      },
+      onUnhealthy: (taskId, attempt, reason) => void this.enqueue(taskId, () => this.stopUnhealthy(taskId, attempt, reason)),
+    });
     this.http = opts.http === false ? null : new WorkerHttpServer(
       {
         id: this.id,
@@ -268,6 +286,7 @@ export class WorkerAgent {
           return { connected: st.connected, manager: st.manager, tasks: st.tasks.length };
         },
         taskDriver: (taskId) => (this.tasks.get(taskId) ?? this.retired.get(taskId))?.driver,
+        attemptLogs: (taskId, attempt, o) => this.attemptLogs(taskId, attempt, o),
         credential: () => this.credential,
       },
       { listen: opts.listen, advertise: opts.advertise, tls: opts.tls, token: opts.token, log: this.log },
@@ -317,6 +336,7 @@ export class WorkerAgent {
     this.sessions.stop();
     this.usage?.stop();
     this.reporter.close();
+    this.health.close();
     if (this.pruneTimer !== null) this.pruneTimer();
     this.pruneTimer = null;
     for (const u of this.unwatch.splice(0)) u();
@@ -374,7 +394,7 @@ export class WorkerAgent {
     const list = [...this.retired.values()].sort((a, b) => a.retiredAt - b.retiredAt);
     const excess = list.length - this.retainFinished;
     list.forEach((r, i) => {
-      if (i < excess || now - r.retiredAt >= this.retainFinishedMs) void this.enqueue(r.taskId, () => this.purge(r.taskId));
+      if (i < excess || now - r.retiredAt >= this.retainFinishedMs) void this.enqueue(r.taskId, () => this.purge(r.taskId).then(() => dropPrevious(this.opts.stateDir, r.taskId)));
     });
   }
 
@@ -536,8 +556,31 @@ export class WorkerAgent {
       t.driver = d;
       t.status = s;
       if (s.attempt !== undefined) t.attempt = s.attempt;
+      // Stopped because its health check failed: the attempt failed.
+      if (t.healthFailure !== undefined && isFinished(s.state)) t.status = { ...s, state: 'failed', reason: t.healthFailure };
     }
+    this.syncHealth(t);
     this.reporter.queue(reportOf(t));
+  }
+
+  /** Probe a running task that has a check; stop probing one that is not running (health.ts). */
+  private syncHealth(t: AgentTask, adopted = false): void {
+    if (t.check !== undefined && t.driver !== null && t.status.state === 'running' && t.desired !== 'shutdown' && t.healthFailure === undefined) {
+      this.health.watch(t.taskId, t.attempt, t.check.check, probeFor(t.driver, t.taskId, t.check), { startedAt: t.status.startedAt, adopted });
+    } else {
+      this.health.unwatch(t.taskId);
+    }
+  }
+
+  /** Its health check failed `retries` times: stop the task; it is reported failed with `reason`. */
+  private async stopUnhealthy(taskId: string, attempt: number, reason: string): Promise<void> {
+    const t = this.tasks.get(taskId);
+    if (t === undefined || t.attempt !== attempt || t.driver === null || isFinished(t.status.state)) return;
+    t.healthFailure = reason;
+    this.log.warn('task unhealthy: stopping it', { taskId, attempt, reason });
+    await t.driver.stop(taskId, this.stopGraceMs);
+    const st = await t.driver.inspect(taskId);
+    if (st !== null && this.tasks.get(taskId) === t) this.onDriverEvent(t.driver, st);
   }
 
   /** Run `fn` after every earlier operation on the same task (start/stop/remove never interleave). */
@@ -629,6 +672,15 @@ export class WorkerAgent {
     if (t !== undefined) {
       if (a.attempt === t.attempt) {
         t.desired = 'running';
+        if (t.check === undefined && t.healthFailure === undefined && isRecord(a.spec) && a.spec.health !== undefined) {
+          // Adopted (a restarted worker): its check comes with the assignment.
+          try {
+            t.check = taskCheckOf(parseTaskSpec(a.spec, { allowHostMounts: true }));
+            this.syncHealth(t, true);
+          } catch {
+            // an invalid spec: it ran before, keep it running without a check
+          }
+        }
         return; // running, starting, or finished (stays reported until the manager drops it)
       }
       if (a.attempt < t.attempt) {
@@ -643,6 +695,7 @@ export class WorkerAgent {
         this.log.warn('ignoring a stale assignment', { taskId: a.taskId, assigned: a.attempt, retired: old.attempt });
         return;
       }
+      await this.keepPrevious(old);
       await this.purge(a.taskId); // same id again: the new run replaces the old one's files
     }
 
@@ -659,7 +712,7 @@ export class WorkerAgent {
       return;
     }
     // The entry first, so the driver's first events (and reports) carry desired and attempt.
-    const entry: AgentTask = { taskId: a.taskId, attempt: a.attempt, driver, status: { taskId: a.taskId, attempt: a.attempt, state: 'starting' }, desired: 'running' };
+    const entry: AgentTask = { taskId: a.taskId, attempt: a.attempt, driver, status: { taskId: a.taskId, attempt: a.attempt, state: 'starting' }, desired: 'running', check: taskCheckOf(spec) };
     this.tasks.set(a.taskId, entry);
     this.log.info('starting task', { taskId: a.taskId, attempt: a.attempt, name: spec.name, driver: driver.name });
     const { secrets, missing } = secretsForTask(spec.secrets ?? [], this.secrets);
@@ -702,10 +755,32 @@ export class WorkerAgent {
   private startsInFlight = 0;
   private readonly startWaiters: (() => void)[] = [];
 
+  /** Copy a run's output aside before a new attempt replaces it (previous-logs.ts). */
+  private async keepPrevious(r: AgentTask): Promise<void> {
+    if (r.driver === null) return;
+    try {
+      await savePrevious(this.opts.stateDir, r.taskId, r.attempt, r.driver.logs(r.taskId, { timestamps: true }));
+    } catch (e) {
+      this.log.warn('cannot keep the previous attempt\'s output', { taskId: r.taskId, error: errMessage(e) });
+    }
+  }
+
+  /** One attempt's output: the run here (live or retired) if it is that attempt, else the copy kept of it. */
+  private attemptLogs(taskId: string, attempt: number, o: LogOptions): AsyncIterable<LogLine> | undefined {
+    const t = this.tasks.get(taskId) ?? this.retired.get(taskId);
+    if (t !== undefined && t.attempt === attempt && t.driver !== null) return t.driver.logs(taskId, o);
+    const kept = readPrevious(this.opts.stateDir, taskId, attempt, o);
+    if (kept === undefined) return undefined;
+    return (async function* () {
+      yield* kept;
+    })();
+  }
+
   /** Stop (if running) and retire a task. */
   private async dropTask(taskId: string, why: string): Promise<void> {
     const t = this.tasks.get(taskId);
     if (t === undefined) return;
+    this.health.unwatch(taskId);
     if (!isFinished(t.status.state) && t.driver !== null) {
       this.log.info('stopping task', { taskId, why });
       await t.driver.stop(taskId, this.stopGraceMs);
@@ -719,6 +794,10 @@ export class WorkerAgent {
     this.log.info('retiring task', { taskId, why, state: t.status.state });
     this.retire(t);
   }
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 function view(t: AgentTask): AgentTaskView {

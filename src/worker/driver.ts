@@ -93,6 +93,13 @@ export interface LogLine {
   container: string;
   stream: 'stdout' | 'stderr';
   line: string;
+  /**
+   * When the line was written (ms since the epoch), as the driver knows it: docker's own
+   * timestamp; for the process driver the time the worker first saw the line in the log file
+   * (sampled every poll, see drivers/log-times.ts). Only with `timestamps` (or `since`), and
+   * absent when the driver cannot tell.
+   */
+  at?: number;
 }
 
 export interface LogOptions {
@@ -104,6 +111,10 @@ export interface LogOptions {
   stream?: 'stdout' | 'stderr';
   /** Start with the last `tail` lines of each (container, stream); default everything. */
   tail?: number;
+  /** A hint: lines written before this (ms since the epoch) may be left out (callers filter by `at` too). */
+  since?: number;
+  /** Give each line its `at` where the driver knows it (also implied by `since`). */
+  timestamps?: boolean;
   signal?: AbortSignal;
 }
 
@@ -133,6 +144,19 @@ export interface ExecProcess {
   resize(cols: number, rows: number): void;
   /** The caller went away: end it (best effort; see each driver). */
   kill(): void;
+}
+
+/** A command run in a task's container (health checks: src/worker/health.ts). */
+export interface ProbeOptions {
+  /** Aborts the command (its processes are killed where the driver can). */
+  signal: AbortSignal;
+  /** Characters of output kept (stdout and stderr together, in arrival order). */
+  maxOutput: number;
+}
+
+export interface ProbeResult {
+  exitCode: number;
+  output: string;
 }
 
 export interface Driver {
@@ -189,6 +213,14 @@ export interface Driver {
    * container unknown here), `conflict` (not running), `unavailable` (a tty cannot be had).
    */
   exec?(taskId: string, opts: ExecOptions): Promise<ExecProcess>;
+  /**
+   * Runs `command` in a running task's container (an exec health check): docker exec for the
+   * docker driver; for the process driver a process with the container's environment and
+   * working directory. Rejects when the task or container does not run here.
+   */
+  probe?(taskId: string, container: string, command: string[], opts: ProbeOptions): Promise<ProbeResult>;
+  /** The address a pod's unpublished ports are reached at from this node (docker: the pod's IP); null if none. */
+  podAddress?(taskId: string): Promise<string | null>;
 }
 
 /** Whether a state is final (nothing of the task runs any more). */

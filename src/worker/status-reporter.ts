@@ -9,12 +9,13 @@ import { monoNow, wallNow, type Timers } from '../clock.js';
 import { nodeTimers } from './ports.js';
 
 /** The report of a task as the agent holds it. */
-export function reportOf(t: { taskId: string; attempt: number; status: DriverTaskStatus }): TaskStatusReport {
+export function reportOf(t: { taskId: string; attempt: number; status: DriverTaskStatus; health?: TaskStatusReport['health'] }): TaskStatusReport {
   const s = t.status;
   const r: TaskStatusReport = { taskId: t.taskId, attempt: t.attempt, state: s.state, at: wallNow() };
   if (s.reason !== undefined) r.reason = s.reason.slice(0, 4096);
   if (s.exitCode !== undefined) r.exitCode = s.exitCode;
   if (s.detail !== undefined) r.detail = s.detail.slice(0, 4096);
+  if (t.health !== undefined) r.health = t.health;
   return r;
 }
 

@@ -14,6 +14,7 @@ import { isTerminal } from '../state.js';
 import type { LeaderService, LeaderTerm, Logger, StateView } from '../ports.js';
 import { planService, type Decision, type ServiceView, type SlotTask } from './service-plan.js';
 import { monoNow, systemTimers, wallNow, type Timers } from '../../clock.js';
+import { healthOk } from '../state/task-health.js';
 
 export interface ServicesOptions {
   /** How often every service is planned even without a change (ms). Default 1000. */
@@ -34,11 +35,11 @@ export function serviceView(s: Service): ServiceView {
 }
 
 /**
- * The planner's view of a service task. Ready = running on a node that is up (health checks,
- * when workers run them, will narrow this to healthy).
+ * The planner's view of a service task. Ready = running on a node that is up and, when the
+ * task has a health check, reported healthy by its worker (state/task-health.ts).
  */
 export function slotTask(t: Task, nodeReady: (id: string) => boolean): SlotTask {
-  const ready = t.state === 'running' && t.desired === 'running' && t.node !== null && nodeReady(t.node);
+  const ready = t.state === 'running' && t.desired === 'running' && t.node !== null && nodeReady(t.node) && healthOk(t);
   let readySince: number | undefined;
   if (ready) {
     for (let i = t.history.length - 1; i >= 0; i--) {
@@ -49,6 +50,8 @@ export function slotTask(t: Task, nodeReady: (id: string) => boolean): SlotTask 
       }
     }
     readySince ??= t.updatedAt;
+    // With a check: ready since it became healthy (the worker's time of the change).
+    if (t.spec.health !== undefined && t.health !== undefined) readySince = Math.max(readySince, t.health.at);
   }
   const terminal = isTerminal(t.state);
   const out: SlotTask = {

@@ -10,6 +10,8 @@ import { FENCED_SERVICE_COMMANDS, SERVICE_COMMAND_TYPES, serviceCommandSchemas, 
 import { MAX_KEY_LENGTH, type NodeResources, type NodeStatus, type ReportedState } from './model.js';
 import { secretCommandSchemas, type SecretCommand } from './secrets.js';
 import { volumeCommandSchemas, type VolumeRemoveCommand } from './volumes.js';
+import { taskHealthSchema } from './task-health.js';
+import type { TaskHealth } from '../../protocol/health.js';
 import type { KvDelResult, KvWriteResult } from '../../protocol/api.js';
 
 export type { SecretCommand, VolumeRemoveCommand };
@@ -61,11 +63,29 @@ export interface TaskStopCommand {
   at: number;
   reason?: string;
 }
-/** Forget a terminal task (cancels any pending restart). */
+/**
+ * Forget a terminal task (cancels any pending restart). `flotilla rm` proposes it after its
+ * route checked the task may go (tasks.ts `removeRefusal`: no restart pending, no service's task).
+ */
 export interface TaskRemoveCommand {
   type: 'task.remove';
   id: string;
   at: number;
+}
+/**
+ * The leader's garbage collection of finished tasks (controllers/gc.ts): each listed task is
+ * removed if, when the entry is applied, it is still terminal, has no restart pending and is
+ * no service's task; the others are skipped (they changed since the leader looked).
+ */
+export interface TasksGcCommand {
+  type: 'tasks.gc';
+  ids: string[];
+  term: number;
+  at: number;
+}
+export interface TasksGcResult {
+  removed: string[];
+  skipped: { taskId: string; reason: string }[];
 }
 export interface Placement {
   taskId: string;
@@ -87,6 +107,8 @@ export interface TaskReport {
   at: number;
   /** The attempt the worker is running; a report for another attempt is ignored. */
   attempt?: number;
+  /** The task's health, when it has a check (see task-health.ts). */
+  health?: TaskHealth;
 }
 /**
  * Batched worker reports. Each report is checked on its own: a malformed or stale report is
@@ -194,6 +216,7 @@ export type SingleCommand =
   | TaskCreateCommand
   | TaskStopCommand
   | TaskRemoveCommand
+  | TasksGcCommand
   | TaskAssignCommand
   | TaskReportCommand
   | TaskRestartCommand
@@ -217,6 +240,7 @@ export const COMMAND_TYPES: readonly CommandType[] = [
   'task.create',
   'task.stop',
   'task.remove',
+  'tasks.gc',
   'task.assign',
   'task.report',
   'task.restart',
@@ -247,6 +271,7 @@ export const FENCED_COMMANDS: ReadonlySet<CommandType> = new Set<CommandType>([
   'task.assign',
   'task.restart',
   'task.pending',
+  'tasks.gc',
   'nodes.markUnknown',
   'node.down',
   'cluster.leader',
@@ -305,6 +330,7 @@ const singleCommandSchemas = [
   z.strictObject({ type: z.literal('task.create'), id: idString, spec: z.custom<TaskSpec>(() => true), at: count, quota: count.optional(), byName: z.boolean().optional() }),
   z.strictObject({ type: z.literal('task.stop'), id: idString, at: count, reason: z.string().max(1024).optional() }),
   z.strictObject({ type: z.literal('task.remove'), id: idString, at: count }),
+  z.strictObject({ type: z.literal('tasks.gc'), ids: z.array(idString).min(1).max(10_000), term: count, at: count }),
   z.strictObject({
     type: z.literal('task.assign'),
     placements: z.array(z.strictObject({ taskId: idString, nodeId: idString })),
@@ -382,6 +408,7 @@ export const reportSchema = z.strictObject({
   detail: z.string().max(4096).optional(),
   at: count,
   attempt: z.number().int().min(1).optional(),
+  health: taskHealthSchema.optional(),
 });
 const _reportMatchesType: (r: z.output<typeof reportSchema>) => TaskReport = (r) => r;
 void _reportMatchesType;

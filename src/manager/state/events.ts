@@ -19,7 +19,7 @@ export type EventBody =
       task: TaskSummary;
       prevState: TaskState;
       /** state: observed state moved; desired: stop asked; detail: progress only; restart: re-queued. */
-      change: 'state' | 'desired' | 'detail' | 'restart';
+      change: 'state' | 'desired' | 'detail' | 'restart' | 'health';
     }
   | { type: 'task.removed'; task: TaskSummary }
   | { type: 'node.registered'; node: NodeInfo }
@@ -77,6 +77,7 @@ export function summarize(t: Task): TaskSummary {
   if (t.exitCode !== undefined) s.exitCode = t.exitCode;
   if (t.nextRestartAt !== undefined) s.nextRestartAt = t.nextRestartAt;
   if (t.service !== undefined) s.service = t.service;
+  if (t.health !== undefined) s.health = t.health;
   return s;
 }
 

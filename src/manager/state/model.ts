@@ -6,6 +6,7 @@
 
 import { errorInfo, type ErrorCode, type ErrorInfo } from '../../protocol/errors.js';
 import type { NodeAvailability, TaskSpec } from '../../protocol/spec.js';
+import type { TaskHealth } from '../../protocol/health.js';
 // The shapes clients also see are defined once, in the protocol, and used here as they are.
 import type { DesiredState, NodeInfo, NodeResources, NodeStatus, TaskHistoryEntry, TaskState } from '../../protocol/api.js';
 
@@ -70,6 +71,8 @@ export interface Task {
   createVersion: number;
   /** Set on a service's task: which service, which slot, which template version it runs. */
   service?: TaskServiceRef;
+  /** The health its worker last reported for the current attempt (tasks with a check; see task-health.ts). */
+  health?: TaskHealth;
 }
 
 /** A service task's place: service `name`, slot `slot` (its name is `name.slot`), template `version`. */

@@ -38,6 +38,7 @@ import type {
   ServiceUpdateCommand,
 } from './service-commands.js';
 import type { TaskTable } from './tasks.js';
+import type { TaskSpec } from '../../protocol/spec.js';
 
 /** What one service record costs in `stateBytes` (two templates and a status), estimated. */
 export const SERVICE_BYTES_ESTIMATE = 8192;
@@ -323,7 +324,7 @@ export class ServiceTable {
       : inSlot.find((t) => isLiveTask(t) && t.service!.version === cmd.version);
     if (blocker !== undefined) return fail('conflict', `${what} as the slot has task '${blocker.id}' (${blocker.state})`);
     const created = this.tasks().create(
-      { type: 'task.create', id: cmd.id, spec: cur.spec.template.task, at: cmd.at, ...(cmd.quota !== undefined ? { quota: cmd.quota } : {}) },
+      { type: 'task.create', id: cmd.id, spec: templateTaskSpec(cur.spec.template), at: cmd.at, ...(cmd.quota !== undefined ? { quota: cmd.quota } : {}) },
       { name: cmd.name, slot: cmd.slot, version: cmd.version },
     );
     if (created.ok) this.index(cmd.name, cmd.id);
@@ -347,6 +348,11 @@ export class ServiceTable {
     this.services.set(s.name, s);
     this.log.emit({ type: 'service.updated', service: summarizeService(s), change });
   }
+}
+
+/** The spec of a task a template creates: the task spec with the template's health check. */
+export function templateTaskSpec(t: ServiceTemplate): TaskSpec {
+  return t.health === null ? t.task : { ...t.task, health: t.health };
 }
 
 function notFound(verb: string, name: string): ApplyResult<never> {

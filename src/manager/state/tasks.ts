@@ -52,6 +52,7 @@ import {
   type TaskServiceRef,
   type TaskState,
 } from './model.js';
+import { healthChanged } from './task-health.js';
 
 /** What the non-terminal tasks placed on one node reserve there. */
 interface UsageAcc {
@@ -284,11 +285,12 @@ export class TaskTable {
         ignore(`task is already ${task.state}`);
         continue;
       }
+      const health = healthChanged(r.health, task.health) ? { health: r.health } : {};
       if (r.state === task.state) {
-        if (r.detail !== undefined && r.detail !== task.detail) {
-          const next = changed(task, { detail: r.detail, updatedAt: r.at, version: this.log.entry.index });
+        if ((r.detail !== undefined && r.detail !== task.detail) || 'health' in health) {
+          const next = changed(task, { detail: r.detail ?? task.detail, ...health, updatedAt: r.at, version: this.log.entry.index });
           this.writeTask(next, task);
-          this.log.emit({ type: 'task.updated', task: summarize(next), prevState: task.state, change: 'detail' });
+          this.log.emit({ type: 'task.updated', task: summarize(next), prevState: task.state, change: 'health' in health ? 'health' : 'detail' });
           applied++;
         } else {
           ignore('no change');
@@ -300,6 +302,7 @@ export class TaskTable {
         at: r.at,
         exitCode: r.exitCode,
         detail: r.detail,
+        ...health,
       });
       applied++;
     }
@@ -330,6 +333,7 @@ export class TaskTable {
       detail: '',
       exitCode: undefined,
       nextRestartAt: undefined,
+      health: undefined,
       restarts,
       attempt,
       history: pushHistory(task.history, { state: 'pending', reason, at: cmd.at, node: null, attempt }),
@@ -385,7 +389,7 @@ export class TaskTable {
   private transition(
     task: Task,
     state: TaskState,
-    o: { reason: string; at: number; node?: string; exitCode?: number; detail?: string; desired?: DesiredState },
+    o: { reason: string; at: number; node?: string; exitCode?: number; detail?: string; desired?: DesiredState; health?: Task['health'] },
   ): Task {
     const node = o.node ?? task.node;
     const desired = o.desired ?? task.desired;
@@ -399,6 +403,7 @@ export class TaskTable {
       detail: o.detail ?? '',
       exitCode: o.exitCode,
       nextRestartAt: undefined,
+      ...(o.health !== undefined ? { health: o.health } : {}),
       updatedAt: o.at,
       version: this.log.entry.index,
     });
@@ -508,6 +513,17 @@ export class TaskTable {
 // Helpers
 
 /**
+ * Why a terminal task may not be removed by an operator (checked by the route,
+ * manager/task-remove.ts) or the garbage collector (re-checked on apply, state/task-gc.ts);
+ * undefined: it may. Its restart is pending, or it is a service's task (the service prunes its own).
+ */
+export function removeRefusal(task: Task): string | undefined {
+  if (task.service !== undefined) return `it belongs to service '${task.service.name}' (use 'flotilla service scale' or 'flotilla service rm')`;
+  if (task.desired === 'running' && task.nextRestartAt !== undefined) return 'its restart is pending; stop it first (or use force)';
+  return undefined;
+}
+
+/**
  * Task specs re-validated on apply, memoised by their JSON text: a batch of replicas of one
  * spec is validated once. Pure (same input, same output); a miss only costs a parse.
  */
@@ -548,7 +564,12 @@ function changed(t: Task, c: TaskChanges): Task {
     version: c.version ?? t.version,
     createVersion: t.createVersion,
     ...(t.service === undefined ? {} : { service: t.service }),
+    ...withHealth('health' in c ? c.health : t.health),
   };
+}
+
+function withHealth(h: Task['health']): Pick<Task, 'health'> {
+  return h === undefined ? {} : { health: h };
 }
 
 function pushHistory(history: readonly TaskHistoryEntry[], entry: TaskHistoryEntry): TaskHistoryEntry[] {

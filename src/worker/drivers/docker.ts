@@ -131,6 +131,8 @@ import { appConfig, containerLabels } from './docker-config.js';
 import { putSecrets, secretsMount, secretsOf } from './docker-secrets.js';
 import { dockerVolumeName, ensureDockerVolume, removeDockerVolume, volumeBinds } from '../volumes.js';
 import { dockerTasksUsage } from './docker-usage.js';
+import { containerAddress, dockerProbe } from './docker-probe.js';
+import type { ProbeOptions, ProbeResult } from '../driver.js';
 
 // Kept importable from here (tests, the worker's CLI).
 export { DEFAULT_INFRA_IMAGE, DEFAULT_SOCKET_PATH, FLOTILLA_VERSION, INFRA_SCRIPT, LABELS, nameSafe, normalizeImage } from './docker-names.js';
@@ -574,6 +576,19 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     await this.markStopped(t);
     await this.refresh(t);
     await this.whenFinished(t);
+  }
+
+  /** An exec health check: `docker exec` in the pod's container. */
+  async probe(taskId: string, container: string, command: string[], opts: ProbeOptions): Promise<ProbeResult> {
+    const id = this.tasks.get(taskId)?.apps.find((c) => c.name === container)?.id;
+    if (id === undefined) throw new FlotillaError('not_found', `task '${taskId}' has no container '${container}' on this worker`);
+    return dockerProbe(this.docker, id, command, opts);
+  }
+
+  /** The pod's IP on the Docker network (its unpublished ports are reached there). */
+  async podAddress(taskId: string): Promise<string | null> {
+    const id = this.tasks.get(taskId)?.infra.id;
+    return id === undefined ? null : containerAddress(this.docker, id);
   }
 
   async inspect(taskId: string): Promise<DriverTaskStatus | null> {
@@ -1023,6 +1038,6 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     const streams: ('stdout' | 'stderr')[] = opts.stream !== undefined ? [opts.stream] : ['stdout', 'stderr'];
     const selected = t.apps.filter((c) => opts.container === undefined || c.name === opts.container);
 
-    yield* streamContainerLogs(this.docker, selected, streams, { follow, tail: opts.tail, signal, log: this.log, taskId });
+    yield* streamContainerLogs(this.docker, selected, streams, { follow, tail: opts.tail, since: opts.since, timestamps: opts.timestamps === true || opts.since !== undefined, signal, log: this.log, taskId });
   }
 }

@@ -62,7 +62,9 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { FlotillaError } from '../../protocol/errors.js';
 import { bootId, bootMonoNow } from '../../clock.js';
 import { silentLogger, type Logger } from '../../log.js';
-import type { TaskSpec } from '../../protocol/spec.js';
+import type { ContainerSpec, TaskSpec } from '../../protocol/spec.js';
+import type { ProbeOptions, ProbeResult } from '../driver.js';
+import { runLocal } from './exec-local.js';
 import {
   isFinished,
   type Driver,
@@ -81,6 +83,7 @@ import { DriverBase, specHash, type TrackedTask } from './base.js';
 import { readLogFiles } from './log-files.js';
 import { processExec } from './process-exec.js';
 import { processTreeUsage, type TaskRoots } from './proc-usage.js';
+import { LogStamps } from './log-times.js';
 import { removeSecretFiles, writeSecretFiles } from '../secret-files.js';
 import { ensureProcessVolume, removeProcessVolume, volumeEnvName } from '../volumes.js';
 import {
@@ -181,6 +184,26 @@ interface LiveTask extends TrackedTask {
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers (exported for tests)
+
+/** The environment a container runs with (and an exec health check in it). */
+function containerEnv(taskId: string, spec: TaskSpec, c: ContainerSpec, extraEnv: Record<string, string>): Record<string, string> {
+  return {
+    PATH: DEFAULT_PATH,
+    HOME: process.env.HOME ?? '/',
+    HOSTNAME: hostname(),
+    FLOTILLA_TASK_ID: taskId,
+    FLOTILLA_TASK_NAME: spec.name,
+    FLOTILLA_CONTAINER: c.name,
+    ...extraEnv,
+    ...c.env,
+  };
+}
+
+/** A container's working directory: its workdir (relative ones in the scratch dir), else the scratch dir. */
+function containerCwd(dir: string, c: ContainerSpec): string {
+  const scratch = join(dir, 'work');
+  return c.workdir === undefined ? scratch : isAbsolute(c.workdir) ? c.workdir : resolve(scratch, c.workdir);
+}
 
 /** A file-system-safe directory name for a task id (ids are any string up to 128 characters). */
 export function taskDirName(taskId: string): string {
@@ -346,8 +369,13 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
       } catch (e) {
         this.log.error('process driver: poll failed', { taskId: t.rec.taskId, error: errMessage(e) });
       }
+      // When the output was written (log-times.ts); a last sample as the task ends.
+      const logs = t.rec.containers.flatMap((c) => [join(t.dir, `${c.name}.out.log`), join(t.dir, `${c.name}.err.log`)]);
+      for (const f of logs) this.stamps.sample(f);
+      if (t.rec.final !== undefined) this.stamps.forget(logs);
     }
   }
+  private readonly stamps = new LogStamps();
 
   async close(): Promise<void> {
     this.closed = true;
@@ -360,6 +388,19 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
   }
 
   // ---- the Driver API
+
+  /** An exec health check: `command` with the container's environment and working directory. */
+  async probe(taskId: string, container: string, command: string[], opts: ProbeOptions): Promise<ProbeResult> {
+    const t = this.tasks.get(taskId);
+    if (t === undefined || t.removed || t.rec.final !== undefined) throw new FlotillaError('not_found', `task '${taskId}' does not run on this worker`);
+    const spec = t.rec.spec;
+    const c = spec.containers.find((x) => x.name === container);
+    if (c === undefined) throw new FlotillaError('bad_request', `task '${taskId}' has no container '${container}'`);
+    const extraEnv: Record<string, string> = {};
+    if (spec.secrets !== undefined) extraEnv.FLOTILLA_SECRETS_DIR = join(t.dir, 'secrets');
+    for (const v of spec.volumes ?? []) extraEnv[volumeEnvName(v.name)] = ensureProcessVolume(this.dir, v.name);
+    return runLocal(command, { ...opts, env: containerEnv(taskId, spec, c, extraEnv), cwd: containerCwd(t.dir, c) });
+  }
 
   /** Deletes this node's copy of a named volume (`flotilla volume rm`). */
   /** CPU and memory of the running tasks' process trees (one /proc scan; see proc-usage.ts). */
@@ -425,18 +466,8 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
     // Resolve every container first: a pod either launches completely or not at all.
     const plans: { exe: string; argv: string[]; env: Record<string, string>; cwd: string }[] = [];
     for (const c of spec.containers) {
-      const env: Record<string, string> = {
-        PATH: DEFAULT_PATH,
-        HOME: process.env.HOME ?? '/',
-        HOSTNAME: hostname(),
-        FLOTILLA_TASK_ID: taskId,
-        FLOTILLA_TASK_NAME: spec.name,
-        FLOTILLA_CONTAINER: c.name,
-        ...extraEnv,
-        ...c.env,
-      };
-      const scratch = join(dir, 'work');
-      const cwd = c.workdir === undefined ? scratch : isAbsolute(c.workdir) ? c.workdir : resolve(scratch, c.workdir);
+      const env = containerEnv(taskId, spec, c, extraEnv);
+      const cwd = containerCwd(dir, c);
       let problem: string | null = null;
       let exe: string | null = null;
       const program = c.command[0] ?? c.image;
@@ -773,7 +804,10 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
     this.checkLogArgs(taskId, names, opts);
     const streams: ('stdout' | 'stderr')[] = opts.stream !== undefined ? [opts.stream] : ['stdout', 'stderr'];
     const files = (opts.container !== undefined ? [opts.container] : names).flatMap((name) =>
-      streams.map((stream) => ({ container: name, stream, path: join(t.dir, `${name}.${stream === 'stdout' ? 'out' : 'err'}.log`) })),
+      streams.map((stream) => {
+        const path = join(t.dir, `${name}.${stream === 'stdout' ? 'out' : 'err'}.log`);
+        return { container: name, stream, path, ...(opts.timestamps || opts.since !== undefined ? { timesPath: `${path}.times` } : {}) };
+      }),
     );
     yield* readLogFiles(files, {
       follow: opts.follow,
