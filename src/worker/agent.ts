@@ -277,6 +277,7 @@ export class WorkerAgent {
         this.reporter.queue(reportOf(t));
       },
       onUnhealthy: (taskId, attempt, reason) => void this.enqueue(taskId, () => this.stopUnhealthy(taskId, attempt, reason)),
+      timers: opts.timers,
     });
     this.http = opts.http === false ? null : new WorkerHttpServer(
       {
