@@ -25,6 +25,7 @@ function specFlags(c: Command): Command {
     .option('--memory <size>', 'memory per replica (e.g. 256m, 1g)')
     .option('-e, --env <k=v>', 'environment variable (repeatable)', collect)
     .option('-p, --port <spec>', 'publish a port: [host:]container[/udp] (repeatable)', collect)
+    .option('--publish <spec>', 'publish a port through the routing mesh: PUBLISHED:TARGET, or mode=host,PUBLISHED:TARGET for a per-node port, or mode=ingress|host,published=N,target=N (repeatable)', collect)
     .option('--restart <policy>', 'always | on-failure | never')
     .option('--max-restarts <n>', 'restart limit (0 = unlimited)')
     .option('--constraint <expr>', 'node constraint, e.g. zone==a (repeatable)', collect)
@@ -92,6 +93,7 @@ export function applySpecFlags(spec: Record<string, any>, o: Record<string, any>
     c0.env = { ...(c0.env ?? {}), [kv.slice(0, i)]: kv.slice(i + 1) };
   }
   if (o.port !== undefined) c0.ports = o.port;
+  if (o.publish !== undefined) spec.publish = (o.publish as string[]).map(publishFlag);
   spec.containers = containers;
   if (o.replicas !== undefined) spec.replicas = intFlag('--replicas', o.replicas);
   if (o.cpu !== undefined || o.memory !== undefined) spec.resources = { ...(spec.resources ?? {}), ...(o.cpu !== undefined ? { cpu: o.cpu } : {}), ...(o.memory !== undefined ? { memory: o.memory } : {}) };
@@ -135,6 +137,28 @@ export function applySpecFlags(spec: Record<string, any>, o: Record<string, any>
   }
   if (Object.keys(update).length > 0) spec.update = update;
   return spec;
+}
+
+/** One --publish value: "8080:80", "mode=host,8080:80" or "mode=host,published=8080,target=80[,protocol=tcp]". */
+export function publishFlag(v: string): string | Record<string, unknown> {
+  const parts = v.split(',').map((p) => p.trim()).filter((p) => p !== '');
+  if (parts.length === 1 && !parts[0]!.includes('=')) return parts[0]!;
+  const out: Record<string, unknown> = {};
+  for (const part of parts) {
+    const m = /^(\d+):(\d+)$/.exec(part);
+    if (m !== null) {
+      out.published = Number(m[1]);
+      out.target = Number(m[2]);
+      continue;
+    }
+    const i = part.indexOf('=');
+    const k = i > 0 ? part.slice(0, i) : '';
+    const val = part.slice(i + 1);
+    if (k === 'published' || k === 'target') out[k] = /^\d+$/.test(val) ? Number(val) : val;
+    else if (k === 'mode' || k === 'protocol') out[k] = val;
+    else throw new UsageError(`--publish expects PUBLISHED:TARGET or mode=…,published=…,target=…, got '${v}'`);
+  }
+  return out;
 }
 
 function pickTiming(h: Record<string, any> | undefined): Record<string, any> {
@@ -204,6 +228,9 @@ export function registerServiceCommands(program: Command): void {
 Examples:
   flotilla service create web --replicas 4 --health-http 8080/ -p 8080 flotilla/busybox:test -- httpd -f -p 8080
   flotilla service create sleeper --replicas 3 --update-order start-first -- /bin/sleep 3600
+  flotilla service create api --replicas 2 --publish 8080:9000 -e PORT=9000 -- /usr/bin/node server.js
+      (every worker serves 8080 and spreads connections over the ready replicas, which listen
+       on $FLOTILLA_NODE_HOST:9000; --publish mode=host,8080:9000 is a per-node port instead)
 Options go before NAME; everything after -- is the command.`,
     )
     .action(

@@ -21,11 +21,11 @@
 
 import { WebSocket } from 'ws';
 import { expectServer, type NodeTls } from '../tls/pki.js';
-import { MAX_SESSION_FRAME, SESSION_PATH, type RegisterMsg } from '../protocol/session.js';
+import { MAX_SESSION_FRAME, SESSION_PATH, type MeshPort, type RegisterMsg } from '../protocol/session.js';
 import { FlotillaError } from '../protocol/errors.js';
 import type { Logger } from '../log.js';
 import type { DeliveredSecret } from '../protocol/secrets.js';
-import { decodeSessionFrame, encodeSessionFrame, parseManagerMessage, type AssignedTaskIn, type ManagerMessage } from '../protocol/frames.js';
+import { decodeSessionFrame, encodeSessionFrame, isKnownManagerMessage, parseManagerMessage, type AssignedTaskIn, type ManagerMessage } from '../protocol/frames.js';
 import { monoNow } from '../clock.js';
 
 export type WelcomeIn = Extract<ManagerMessage, { t: 'welcome' }>;
@@ -77,6 +77,8 @@ export interface SessionHost {
   /** A complete assignment set arrived in session `s`. */
   /** `extra`: the opened secrets the tasks name (each once) and the volumes to delete. */
   assignments(s: Session, tasks: AssignedTaskIn[], extra: { secrets: DeliveredSecret[]; dropVolumes: string[] }): void;
+  /** The routing mesh's table arrived (see `EndpointsMsg`). */
+  endpoints?(ports: MeshPort[]): void;
 }
 
 export interface SessionClientOptions {
@@ -375,7 +377,13 @@ export class SessionClient {
         try {
           if (!isBinary) throw new FlotillaError('bad_request', 'text frame (session frames are binary)');
           const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
-          msg = parseManagerMessage(decodeSessionFrame(buf));
+          const obj = decodeSessionFrame(buf);
+          // A newer manager's message type: skipped, the session goes on.
+          if (typeof obj.t === 'string' && !isKnownManagerMessage(obj)) {
+            this.log.debug('unknown message type from manager ignored', { manager: target, t: obj.t.slice(0, 64) });
+            return;
+          }
+          msg = parseManagerMessage(obj);
         } catch (e) {
           this.log.warn('malformed frame from manager; ending the session', { manager: target, error: errMessage(e) });
           s.end(`malformed frame: ${errMessage(e)}`);
@@ -435,6 +443,10 @@ export class SessionClient {
         return;
       case 'managers':
         this.setManagers(msg.managers);
+        return;
+      case 'endpoints':
+        if (!s.welcomed) throw new Error("'endpoints' before 'welcome'");
+        this.host.endpoints?.(msg.ports);
         return;
     }
   }
