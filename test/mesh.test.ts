@@ -11,6 +11,9 @@ import { join } from 'node:path';
 import { TestCluster, eventually, freePorts, killTaskProcesses, runCli, ROOT } from './helpers/cluster.js';
 import type { FlotillaClient } from '../src/client/client.js';
 import type { ServiceInspect, TaskView } from '../src/protocol/api.js';
+import net from 'node:net';
+import { RoutingMesh } from '../src/worker/mesh.js';
+import { silentLogger } from '../src/log.js';
 
 let cluster: TestCluster;
 let client: FlotillaClient;
@@ -50,22 +53,22 @@ async function readyTasks(): Promise<TaskView[]> {
   return s.tasks.filter((t) => t.desired === 'running' && t.state === 'running');
 }
 
-beforeAll(async () => {
-  [published, target] = await freePorts(2);
-  cluster = await TestCluster.managers(1, GRACE);
-  pidDir = join(cluster.dir, 'pids');
-  mkdirSync(pidDir);
-  client = cluster.client(undefined, 20_000);
-  for (const [w, host] of Object.entries(HOSTS)) cluster.startWorker(w, ['--cpu', '2000', '--memory', '2g', '--listen', `${host}:0`]);
-  await eventually(async () => (await client.get<{ nodes: { status: string }[] }>('/v1/nodes')).nodes.filter((n) => n.status === 'ready').length === 2, 20_000, '2 workers ready');
-}, 60_000);
-
-afterAll(async () => {
-  killTaskProcesses(pidDir);
-  await cluster.stop();
-});
-
 describe('routing mesh (process driver, two loopback addresses)', () => {
+  beforeAll(async () => {
+    [published, target] = await freePorts(2);
+    cluster = await TestCluster.managers(1, GRACE);
+    pidDir = join(cluster.dir, 'pids');
+    mkdirSync(pidDir);
+    client = cluster.client(undefined, 20_000);
+    for (const [w, host] of Object.entries(HOSTS)) cluster.startWorker(w, ['--cpu', '2000', '--memory', '2g', '--listen', `${host}:0`]);
+    await eventually(async () => (await client.get<{ nodes: { status: string }[] }>('/v1/nodes')).nodes.filter((n) => n.status === 'ready').length === 2, 20_000, '2 workers ready');
+  }, 60_000);
+
+  afterAll(async () => {
+    killTaskProcesses(pidDir);
+    await cluster.stop();
+  });
+
   it('a bad publish entry is refused with its field path and creates nothing', async () => {
     const err = (await client
       .post('/v1/services', { name: 'bad', driver: 'process', containers: [{ command: ['true'] }], publish: [{ published: 0, target: 80 }, { published: 9001, target: 81, mode: 'sideways' }] })
@@ -152,5 +155,102 @@ describe('routing mesh (process driver, two loopback addresses)', () => {
       throw new Error(`${e.message}: ${JSON.stringify(last)}`);
     });
     expect(t.node).toBeNull();
+  });
+});
+
+describe('RoutingMesh (one worker, loopback)', () => {
+  /** A TCP server answering its name on every connection, counting open sockets. */
+  async function echoName(name: string): Promise<{ port: number; open: () => number; close: () => Promise<void> }> {
+    const socks = new Set<net.Socket>();
+    const srv = net.createServer((c) => {
+      socks.add(c);
+      c.on('close', () => socks.delete(c));
+      c.on('error', () => {});
+      c.end(`${name}\n`);
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    return { port: (srv.address() as net.AddressInfo).port, open: () => socks.size, close: () => new Promise((r) => srv.close(() => r())) };
+  }
+  function ask(port: number): Promise<string | null> {
+    return new Promise((resolve) => {
+      const c = net.connect({ host: '127.0.0.1', port });
+      let body = '';
+      c.setEncoding('utf8');
+      c.on('data', (d: string) => (body += d));
+      c.on('close', () => resolve(body === '' ? null : body.trim()));
+      c.on('error', () => {});
+    });
+  }
+
+  it('round-robins over the replicas, retries a refused connect on the next one, ends every connection', async () => {
+    const [a, b] = [await echoName('a'), await echoName('b')];
+    const [published, dead] = await freePorts(2);
+    const mesh = new RoutingMesh({ host: '127.0.0.1', log: silentLogger });
+    try {
+      mesh.update([{ service: 'web', published: published!, protocol: 'tcp', backends: [
+        { taskId: 'a', host: '127.0.0.1', port: a.port },
+        { taskId: 'dead', host: '127.0.0.1', port: dead! },
+        { taskId: 'b', host: '127.0.0.1', port: b.port },
+      ] }]);
+      await eventually(() => mesh.status()[0]?.listening === true, 5000, 'listening');
+      const answers: (string | null)[] = [];
+      for (let i = 0; i < 30; i++) answers.push(await ask(published!));
+      expect(answers.filter((x) => x === null)).toHaveLength(0);
+      expect(answers.filter((x) => x === 'a').length).toBeGreaterThanOrEqual(10);
+      expect(answers.filter((x) => x === 'b').length).toBeGreaterThanOrEqual(10);
+      expect(mesh.failed).toBe(0);
+      // No connection is left open on either side.
+      await eventually(() => mesh.status()[0]!.connections === 0 && a.open() === 0 && b.open() === 0, 5000, 'connections ended');
+
+      // Every replica refuses: the client's connection is closed, counted as failed.
+      mesh.update([{ service: 'web', published: published!, protocol: 'tcp', backends: [{ taskId: 'dead', host: '127.0.0.1', port: dead! }] }]);
+      expect(await ask(published!)).toBeNull();
+      expect(mesh.failed).toBe(1);
+      expect(mesh.status()[0]!.connections).toBe(0);
+
+      // The service is gone: the listener closes.
+      mesh.update([]);
+      expect(mesh.status()).toEqual([]);
+      await eventually(async () => {
+        const refused = await new Promise<boolean>((r) => {
+          const c = net.connect({ host: '127.0.0.1', port: published! });
+          c.on('connect', () => (c.destroy(), r(false)));
+          c.on('error', () => r(true));
+        });
+        return refused;
+      }, 5000, 'listener closed');
+    } finally {
+      await mesh.close();
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('a long-lived connection is ended when its service leaves the table, and close() leaves nothing open', async () => {
+    const socks = new Set<net.Socket>();
+    const srv = net.createServer((c) => {
+      socks.add(c);
+      c.on('close', () => socks.delete(c));
+      c.on('error', () => {});
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    const [published] = await freePorts(1);
+    const mesh = new RoutingMesh({ host: '127.0.0.1', log: silentLogger });
+    try {
+      mesh.update([{ service: 'idle', published: published!, protocol: 'tcp', backends: [{ taskId: 't', host: '127.0.0.1', port: (srv.address() as net.AddressInfo).port }] }]);
+      await eventually(() => mesh.status()[0]?.listening === true, 5000, 'listening');
+      const clients = await Promise.all([1, 2, 3].map(() => new Promise<net.Socket>((r) => {
+        const c = net.connect({ host: '127.0.0.1', port: published! }, () => r(c));
+        c.on('error', () => {});
+      })));
+      await eventually(() => socks.size === 3 && mesh.status()[0]!.connections === 3, 5000, '3 proxied connections');
+      const closed = clients.map((c) => new Promise((r) => c.on('close', r)));
+      mesh.update([]);
+      await Promise.all(closed);
+      await eventually(() => socks.size === 0, 5000, 'backend sockets closed');
+    } finally {
+      await mesh.close();
+      await new Promise((r) => srv.close(r));
+    }
   });
 });
