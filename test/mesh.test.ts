@@ -1,9 +1,9 @@
 // The routing mesh on real processes: one manager, two workers on different loopback
 // addresses (127.0.0.2, 127.0.0.3), each serving the mesh on its own address. A 2-replica http
 // service published in ingress mode answers on EVERY worker's published port from BOTH
-// replicas; a killed replica and a SIGKILLed worker cost no request through the surviving
-// worker (a refused connect is retried on the next replica); a plain task cannot take the
-// mesh's port.
+// replicas; a killed replica and a SIGKILLed worker cost at most the one request in flight
+// through the surviving worker (a refused connect is retried on the next replica); a plain
+// task cannot take the mesh's port; with no manager left, workers serve from their last table.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync, readdirSync } from 'node:fs';
 import http from 'node:http';
@@ -111,7 +111,7 @@ describe('routing mesh (process driver, two loopback addresses)', () => {
     expect(view.endpoints?.map((e) => e.taskId).sort()).toEqual(tasks.map((t) => t.id).sort());
   }, 60_000);
 
-  it('a killed replica and a SIGKILLed worker cost no request through the surviving worker', async () => {
+  it('a killed replica and a SIGKILLed worker (with its replica) cost at most the request in flight through the surviving worker', async () => {
     const tasks = await readyTasks();
     const onW2 = tasks.find((t) => t.node === 'w2')!;
     let failures = 0;
@@ -130,18 +130,24 @@ describe('routing mesh (process driver, two loopback addresses)', () => {
     await running;
     console.log(`mesh: replica on w2 SIGKILLed: ${ok} ok, ${failures} failed`);
     expect(ok).toBeGreaterThan(10);
-    expect(failures).toBe(0);
+    // Requests are sequential: only the one the replica was answering when it died can fail
+    // (its bytes were already flowing, so it cannot be retried). Every later one that the
+    // round-robin sends to the dead replica is refused and retried on the other.
+    expect(failures).toBeLessThanOrEqual(1);
     // It comes back by its restart policy; then w2 itself is SIGKILLed.
     await eventually(async () => (await readyTasks()).length === 2, 20_000, '2 replicas running again');
     failures = 0;
     ok = 0;
     const second = loop(6000);
     await new Promise((r) => setTimeout(r, 500));
+    // As a machine that dies takes its replicas along: w2 and the replica it runs, both SIGKILLed.
+    const again = (await readyTasks()).find((t) => t.node === 'w2');
     await cluster.killAndWait('w2');
+    if (again !== undefined) killTask(again.id);
     await second;
     console.log(`mesh: worker w2 SIGKILLed: ${ok} ok, ${failures} failed`);
     expect(ok).toBeGreaterThan(10);
-    expect(failures).toBe(0);
+    expect(failures).toBeLessThanOrEqual(1);
   }, 90_000);
 
   it('a plain task cannot take the mesh port: it stays pending saying why', async () => {
@@ -156,6 +162,20 @@ describe('routing mesh (process driver, two loopback addresses)', () => {
     });
     expect(t.node).toBeNull();
   });
+
+  it('with no manager at all, the surviving worker keeps serving from its last table', async () => {
+    await eventually(async () => (await readyTasks()).length >= 1, 20_000, 'a replica running');
+    const [m] = [...cluster.managers.keys()];
+    await cluster.killAndWait(m!);
+    let failures = 0;
+    let ok = 0;
+    for (let i = 0; i < 200; i++) {
+      if ((await get(HOSTS.w1, published)) === null) failures++;
+      else ok++;
+    }
+    console.log(`mesh: manager SIGKILLed: ${ok} ok, ${failures} failed`);
+    expect(failures).toBe(0);
+  }, 30_000);
 });
 
 describe('RoutingMesh (one worker, loopback)', () => {
