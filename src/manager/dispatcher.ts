@@ -159,9 +159,8 @@ export class Dispatcher implements LeaderService {
     this.cancels.push(this.t.every(50, () => this.pushAssignments()));
     this.allDirty = true;
     this.unsubscribe = this.d.state.onEvent((ev) => {
-      // Any change may move a replica in or out of the routing mesh's table.
+      // Any change may move a replica in or out of the routing mesh's table (sent on the next push).
       this.endpointsDirty = true;
-      this.pushSoon();
       if (ev.type === 'task.created' || ev.type === 'task.updated' || ev.type === 'task.removed') {
         if (ev.task.node) this.dirtyNodes.add(ev.task.node);
         else this.allDirty = true;
