@@ -216,10 +216,11 @@ describe('publish (routing mesh)', () => {
     expect(parseServiceSpec(serviceSpecInput(spec))).toEqual(spec);
   });
 
-  it('docker replicas reserve no host port for an ingress entry', () => {
-    const spec = parseServiceSpec({ name: 'web', containers: [{ image: 'busybox' }], publish: ['8080:80'] });
-    expect(spec.template.task.containers[0]!.ports).toEqual([]);
-    expect(spec.publish).toHaveLength(1);
+  it('docker services publish in host mode only, for now (the mesh reaches process replicas)', () => {
+    expect(() => parseServiceSpec({ name: 'web', containers: [{ image: 'busybox' }], publish: ['8080:80'] })).toThrow(/publish\[0\]\.mode.*'host' for the docker driver/);
+    const spec = parseServiceSpec({ name: 'web', containers: [{ image: 'busybox' }], publish: ['mode=host,8080:80'].map(() => ({ published: 8080, target: 80, mode: 'host' })) });
+    expect(spec.template.task.containers[0]!.ports).toEqual([{ container: 80, host: 8080, protocol: 'tcp' }]);
+    expect(spec.publish).toBeUndefined();
   });
 
   it('bad entries are refused with one detail per field', () => {

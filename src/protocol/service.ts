@@ -308,7 +308,12 @@ function publishInto(task: TaskSpec, input: readonly PublishIn[], out: PublishSp
       hostPort(p.published, p.target, `${where}.published`);
       return;
     }
-    if (task.driver === 'process' && p.target === p.published) {
+    if (task.driver !== 'process') {
+      // The docker driver reports no host port for a replica yet, so the mesh could not reach it.
+      details.push({ path: `${where}.mode`, message: `must be 'host' for the ${task.driver} driver (the routing mesh serves process-driver replicas for now)` });
+      return;
+    }
+    if (p.target === p.published) {
       details.push({ path: `${where}.target`, message: `must differ from 'published' for the process driver (the replica and the routing mesh both listen on the node's address)` });
       return;
     }
@@ -317,7 +322,7 @@ function publishInto(task: TaskSpec, input: readonly PublishIn[], out: PublishSp
       details.push({ path: `${where}.published`, message: `must differ from the task's host port ${p.published}/tcp (the routing mesh listens on it on every worker)` });
       return;
     }
-    if (task.driver === 'process') hostPort(p.target, p.target, `${where}.target`);
+    hostPort(p.target, p.target, `${where}.target`);
     out.push({ published: p.published, target: p.target, protocol: 'tcp', mode: 'ingress' });
   });
 }
