@@ -8,6 +8,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { parseAllDocuments } from 'yaml';
 import { TestCluster, eventually, runCli, CLI, ROOT, consecutiveFreePorts } from './helpers/cluster.js';
 import { parseTaskSpec } from '../src/protocol/spec.js';
+import { parseServiceSpec } from '../src/protocol/service.js';
 
 let cluster: TestCluster;
 let managers: string;
@@ -351,8 +352,12 @@ describe('docs', () => {
     expect(blocks.length).toBeGreaterThan(5);
     for (const b of blocks) {
       for (const d of parseAllDocuments(b)) {
-        const v = d.toJS();
-        if (v && typeof v === 'object' && 'containers' in v) expect(() => parseTaskSpec(v, { allowHostMounts: true }), b).not.toThrow();
+        const raw = d.toJS();
+        if (!raw || typeof raw !== 'object' || !('containers' in raw)) continue;
+        // An apply document says its kind; the rest is a task or a service spec.
+        const { kind, ...v } = raw as Record<string, unknown>;
+        if (kind === 'service') expect(() => parseServiceSpec(v, { allowHostMounts: true }), b).not.toThrow();
+        else expect(() => parseTaskSpec(v, { allowHostMounts: true }), b).not.toThrow();
       }
     }
   }, 180_000);

@@ -4,9 +4,9 @@ import { describe, expect, it } from 'vitest';
 import { replayCommand, runCluster, type ClusterRunResult } from '../src/sim/cluster/run.js';
 import type { ClusterBug } from '../src/sim/cluster/manager.js';
 
-function fmt(r: ClusterRunResult): string {
+function fmt(r: ClusterRunResult, modelWorker = false): string {
   const v = r.violations[0]!;
-  return `${v.property} seed ${r.seed} at ${v.at} ms: ${v.message} (replay: ${replayCommand(r.seed, r.bug)})`;
+  return `${v.property} seed ${r.seed} at ${v.at} ms: ${v.message} (replay: ${replayCommand(r.seed, r.bug, modelWorker)})`;
 }
 
 /** Seeds each variant may take to be caught (first catching seed measured, times ~3). */
@@ -76,5 +76,56 @@ describe('whole-cluster simulation: determinism', () => {
     expect(lines.some((l) => l.includes('leader'))).toBe(true);
     const c = await runCluster({ seed: 8 });
     expect(c.hash).not.toBe(a.hash);
+  }, 60_000);
+});
+
+describe('whole-cluster simulation: the real worker agent', () => {
+  // By default each worker is the real WorkerAgent (its session client, status reporter,
+  // reconcile) over a fake in-memory driver, on the simulation's clock, timers and links.
+  it('seed 66 (a crash-looping template rolled back) holds update availability', async () => {
+    const r = await runCluster({ seed: 66 });
+    expect(r.violations.map((v) => v.property)).toEqual([]);
+  }, 60_000);
+
+  it('the agents ran what they were assigned', async () => {
+    let running = 0;
+    for (let s = 1; s <= 10; s++) running += (await runCluster({ seed: s })).stats.tasksRunning;
+    expect(running).toBeGreaterThan(30);
+  }, 120_000);
+});
+
+describe('whole-cluster simulation: the model worker (--model-worker)', () => {
+  it('seeds 1..40 hold every property', async () => {
+    const bad: string[] = [];
+    let acked = 0;
+    let downs = 0;
+    for (let s = 1; s <= 40; s++) {
+      const r = await runCluster({ seed: s, modelWorker: true });
+      acked += r.stats.acked;
+      downs += r.stats.nodesDown;
+      if (r.violations.length > 0) bad.push(fmt(r, true));
+    }
+    expect(bad).toEqual([]);
+    expect(acked).toBeGreaterThan(100);
+    expect(downs).toBeGreaterThan(0);
+  }, 180_000);
+
+  it('assignments-before-registration is caught, and the replay names the model', async () => {
+    let caught: ClusterRunResult | null = null;
+    for (let s = 1; s <= 5 && !caught; s++) {
+      const r = await runCluster({ seed: s, bug: 'assignments-before-registration', modelWorker: true });
+      if (r.violations.length > 0) caught = r;
+    }
+    expect(caught).not.toBeNull();
+    expect(fmt(caught!, true)).toContain('--bug assignments-before-registration --model-worker');
+  }, 120_000);
+
+  it('is deterministic, and not what the real agent runs', async () => {
+    const a = await runCluster({ seed: 5, modelWorker: true });
+    const b = await runCluster({ seed: 5, modelWorker: true, trace: () => undefined });
+    expect(b.hash).toBe(a.hash);
+    expect(b.stats).toEqual(a.stats);
+    const real = await runCluster({ seed: 5 });
+    expect(real.hash).not.toBe(a.hash);
   }, 60_000);
 });

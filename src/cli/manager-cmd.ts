@@ -1,6 +1,7 @@
 // `flotilla manager …`: run a manager replica, and change the set of managers at runtime.
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
+import { tryDuration } from '../protocol/service.js';
 import { action, checkId, clientFor, parseAddr, parseIntFlag, parseMembers, readSecret, UsageError } from './util.js';
 
 function readTokenFile(flag: string, file: string): string {
@@ -45,6 +46,9 @@ interface ManagerFlags {
   httpIdleTimeout: string;
   maxConnections: string;
   maxConnectionsPerIp: string;
+  gcKeep: string;
+  gcMaxAge: string;
+  gcInterval: string;
 }
 
 export function registerManagerCommands(program: Command): void {
@@ -76,6 +80,9 @@ export function registerManagerCommands(program: Command): void {
     .option('--http-idle-timeout <ms>', 'a new API connection must send its request headers (and finish TLS) within this; idle keep-alive connections close after min(30 s, this)', '10000')
     .option('--max-connections <n>', 'open API/peer/worker connections in total; more are closed at once', '4096')
     .option('--max-connections-per-ip <n>', 'open connections from one IP address; more are closed at once', '512')
+    .option('--gc-keep <n>', 'finished tasks kept: the leader removes older finished tasks beyond the newest n (or FLOTILLA_GC_KEEP)', process.env.FLOTILLA_GC_KEEP || '1000')
+    .option('--gc-max-age <duration>', 'finished tasks older than this are removed whatever their number, e.g. 24h, 30m; 0 = never (or FLOTILLA_GC_MAX_AGE)', process.env.FLOTILLA_GC_MAX_AGE || '24h')
+    .option('--gc-interval <duration>', 'how often the leader looks for finished tasks to remove (or FLOTILLA_GC_INTERVAL)', process.env.FLOTILLA_GC_INTERVAL || '10s')
     .option('--raft-trace <file>', 'append a trace of this node\'s Raft progress (leaders, commit index, entry terms) as JSON lines; off by default')
     .addHelpText(
       'after',
@@ -148,6 +155,9 @@ Examples:
           maxTotal: parseIntFlag('--max-connections', flags.maxConnections, 1, 1_000_000),
           maxPerIp: parseIntFlag('--max-connections-per-ip', flags.maxConnectionsPerIp, 1, 1_000_000),
         };
+        const gcKeep = parseIntFlag('--gc-keep', flags.gcKeep, 0, 10_000_000);
+        const gcMaxAgeMs = gcDuration('--gc-max-age', flags.gcMaxAge, 0);
+        const gcIntervalMs = gcDuration('--gc-interval', flags.gcInterval, 100);
         const m = await Manager.start({
           connections,
           id,
@@ -167,7 +177,7 @@ Examples:
           tls: tlsSetup?.tls,
           caKey: tlsSetup?.caKey,
           raftTrace: flags.raftTrace,
-          orchestrator: { heartbeatMs: workerHeartbeatMs, nodeGraceMs, failoverGraceMs, strategy: flags.strategy },
+          orchestrator: { heartbeatMs: workerHeartbeatMs, nodeGraceMs, failoverGraceMs, strategy: flags.strategy, gcKeep, gcMaxAgeMs, gcIntervalMs },
         });
         // SIGINT/SIGTERM/SIGHUP (or output/parent gone): a bounded clean stop; twice: at once.
         const { nodeShutdown } = await import('../signals.js');
@@ -214,4 +224,11 @@ Examples:
         process.stdout.write(`leader is now ${r.leader}\n`);
       }),
     );
+}
+
+/** A duration flag (500ms, 10s, 24h; a bare number is ms) of at least `minMs`. */
+function gcDuration(flag: string, v: string, minMs: number): number {
+  const ms = tryDuration(v);
+  if (ms === undefined || ms < minMs || ms > 365 * 24 * 3_600_000) throw new UsageError(`${flag} must be a duration such as 500ms, 10s, 30m or 24h${minMs > 0 ? ` (at least ${minMs}ms)` : ''}, got '${v}'`);
+  return ms;
 }

@@ -5,7 +5,7 @@ import { stringify as toYaml } from 'yaml';
 import WebSocket from 'ws';
 import { splitAddr, type FlotillaClient } from '../client/client.js';
 import { action, ago, clientFor, collect, commandClient, outputFormat, table, UsageError } from './util.js';
-import { parseVolumeFlag } from '../protocol/names.js';
+import { applyTaskFlags, taskFlagOptions } from './task-flags.js';
 import { formatLabels, matches, parseSelectors } from './selector.js';
 import { shellJoin, shellWord } from './quote.js';
 import { monoNow } from '../clock.js';
@@ -13,6 +13,7 @@ import { registerApplyCommand } from './apply-cmd.js';
 import type { NodeView, TaskLiveUsage, TaskView } from '../protocol/api.js';
 import { fetchUsage, fmtCpu, fmtMem, taskUsageMap } from './usage-format.js';
 import { healthLines, stateWithHealth } from './health-view.js';
+import { parseLogSince } from '../protocol/logs.js';
 
 type Format = 'table' | 'wide' | 'json' | 'yaml';
 const format = (o: string | undefined, allowed: Format[] = ['table', 'wide', 'json', 'yaml']): Format => outputFormat(o, allowed);
@@ -28,21 +29,9 @@ function bytes(n: number): string {
 }
 
 export function registerWorkloadCommands(program: Command): void {
-  program
-    .command('run <image> [command...]')
+  taskFlagOptions(program.command('run <image> [command...]'))
     .description('run a one-container task: an image (docker driver), or a command path (process driver)')
     .option('--name <name>', 'task name (default: derived from the image)')
-    .option('--cpu <cpu>', 'CPU, millicores or cores (e.g. 500m, 0.5)')
-    .option('--memory <size>', 'memory (e.g. 256m, 1g)')
-    .option('-e, --env <k=v>', 'environment variable (repeatable)', collect)
-    .option('-p, --port <spec>', 'publish a port: [host:]container[/udp] (repeatable)', collect)
-    .option('--restart <policy>', 'always | on-failure | never')
-    .option('--max-restarts <n>', 'restart limit (0 = unlimited)')
-    .option('--constraint <expr>', 'node constraint, e.g. zone==a (repeatable)', collect)
-    .option('-l, --label <k=v>', 'task label (repeatable); `ps -l k=v` selects by it', collect)
-    .option('--driver <driver>', 'docker | process')
-    .option('--secret <name>', 'a secret the task reads as a file: $FLOTILLA_SECRETS_DIR/NAME (process) or /run/secrets/NAME (docker) (repeatable)', collect)
-    .option('-v, --volume <spec>', 'mount a named volume: NAME:/path[:ro] (repeatable; see flotilla volume --help)', collect)
     .option('-d, --detach', 'return once submitted (default: wait until the task runs or fails, or the scheduler says why it cannot place it)')
     .option('-o, --output <format>', 'table | json | yaml', 'table')
     .addHelpText(
@@ -61,35 +50,11 @@ Options go before IMAGE; everything after -- is the command.`,
         // A path instead of an image means a local process (the process driver).
         const isProcess = driver === 'process' || (driver === undefined && /^\.{0,2}\//.test(image));
         if (isProcess) command = [image, ...command];
-        const env: Record<string, string> = {};
-        for (const kv of (o.env as string[] | undefined) ?? []) {
-          const i = kv.indexOf('=');
-          if (i <= 0) throw new UsageError(`--env expects KEY=VALUE, got '${kv}'`);
-          env[kv.slice(0, i)] = kv.slice(i + 1);
-        }
         const derived = (isProcess ? (command[0] ?? 'task').split('/').pop()! : image.split('/').pop()!.split(':')[0]!).toLowerCase().replace(/[^a-z0-9-]/g, '-').replace(/^-+|-+$/g, '').slice(0, 50);
         const name = (o.name as string | undefined) ?? (derived || 'task');
-        const container: Record<string, unknown> = { command, env, ports: o.port ?? [] };
+        const container: Record<string, unknown> = { command };
         if (!isProcess) container.image = image;
-        const spec: Record<string, unknown> = { name, containers: [container], driver: isProcess ? 'process' : (driver ?? 'docker') };
-        if (o.cpu || o.memory) spec.resources = { ...(o.cpu ? { cpu: o.cpu } : {}), ...(o.memory ? { memory: o.memory } : {}) };
-        if (o.restart || o.maxRestarts) {
-          const max = o.maxRestarts === undefined ? undefined : Number(o.maxRestarts);
-          if (max !== undefined && (!Number.isInteger(max) || max < 0)) throw new UsageError(`--max-restarts must be a non-negative integer, got '${o.maxRestarts}'`);
-          spec.restart = { ...(o.restart ? { policy: o.restart } : {}), ...(max !== undefined ? { maxAttempts: max } : {}) };
-        }
-        if (o.constraint) spec.constraints = o.constraint;
-        if (o.secret) spec.secrets = o.secret;
-        if (o.volume) spec.volumes = (o.volume as string[]).map((v) => parseVolumeFlag(v));
-        if (o.label) {
-          const labels: Record<string, string> = {};
-          for (const kv of o.label as string[]) {
-            const i = kv.indexOf('=');
-            if (i <= 0) throw new UsageError(`--label expects KEY=VALUE, got '${kv}'`);
-            labels[kv.slice(0, i)] = kv.slice(i + 1);
-          }
-          spec.labels = labels;
-        }
+        const spec = applyTaskFlags({ name, containers: [container], driver: isProcess ? 'process' : (driver ?? 'docker') }, o, 'run task');
         const c = client(cmd);
         let t = await c.post<TaskView>('/v1/tasks', spec);
         if (!o.detach) t = (await waitSettled(c, [t]))[0]!;
@@ -180,16 +145,30 @@ Options go before IMAGE; everything after -- is the command.`,
     .option('-f, --follow', 'keep streaming')
     .option('-c, --container <name>', 'only this container')
     .option('--tail <n>', 'only the last n lines')
-    .addHelpText('after', '\nExamples:\n  flotilla logs web\n  flotilla logs -f web -c c0')
+    .option('--since <when>', 'only lines written since: a duration back from now (10m, 1h30m) or an RFC 3339 time')
+    .option('-t, --timestamps', 'start each line with the time it was written')
+    .option('-p, --previous', "the previous attempt's output (a task the restart policy restarted)")
+    .addHelpText('after', '\nExamples:\n  flotilla logs web\n  flotilla logs -f web -c c0\n  flotilla logs --since 10m --timestamps web\n  flotilla logs --previous web')
     .action(
-      action(async (id: string, o: { follow?: boolean; container?: string; tail?: string }, cmd: Command) => {
+      action(async (id: string, o: { follow?: boolean; container?: string; tail?: string; since?: string; timestamps?: boolean; previous?: boolean }, cmd: Command) => {
         if (o.tail !== undefined && !/^\d+$/.test(o.tail)) throw new UsageError(`--tail must be a number, got '${o.tail}'`);
+        // Checked here (a usage error) and sent as ms since the epoch: the duration counts from now.
+        let since: number | undefined;
+        try {
+          if (o.since !== undefined) since = parseLogSince(o.since, Date.now());
+        } catch {
+          throw new UsageError(`--since must be a duration such as 10m or 1h30m, or an RFC 3339 time such as 2026-12-06T06:00:00Z, got '${o.since}'`);
+        }
+        if (o.previous && o.follow) throw new UsageError('--previous and --follow cannot be used together (the previous attempt is over)');
         const c = client(cmd);
         const t = await c.get<TaskView>(`/v1/tasks/${encodeURIComponent(id)}?stale=true`);
         const qs = new URLSearchParams();
         if (o.follow) qs.set('follow', '1');
         if (o.container) qs.set('container', o.container);
         if (o.tail) qs.set('tail', o.tail);
+        if (since !== undefined) qs.set('since', String(since));
+        if (o.timestamps) qs.set('timestamps', '1');
+        if (o.previous) qs.set('previous', '1');
         await streamLogs(c, c.current(), `/v1/tasks/${encodeURIComponent(t.id)}/logs?${qs}`, c.authHeaders());
       }),
     );

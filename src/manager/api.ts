@@ -17,6 +17,7 @@ import { TASK_STATES, type ClusterEvent, type Task, type TaskState } from './sta
 import { splitAddr } from '../protocol/address.js';
 import { allowedOrigin } from './cors.js';
 import { watchStream } from './auth.js';
+import { logSource } from './logs-options.js';
 import type { Link } from '../tls/link.js';
 import type { CommandProposer, LeaderForward, Membership, ReadBarrier, RouteTable, StateView } from './ports.js';
 
@@ -169,14 +170,16 @@ export function registerApi(d: ApiDeps, opts: ApiOptions): void {
   // Task logs: any manager proxies to the worker that runs (or ran) the task.
   r.on('GET', '/v1/tasks/:id/logs', async (ctx) => {
     const t = findTask(d.state, ctx.params.id!);
-    if (!t.node) throw new FlotillaError('conflict', `task ${t.id} has not been placed on a node yet (${t.state})`);
-    const node = m.state.getNode(t.node);
-    if (!node?.addr) throw new FlotillaError('unavailable', `node ${t.node} has no log address`);
     const qs = new URLSearchParams();
-    for (const k of ['follow', 'container', 'tail']) {
+    for (const k of ['follow', 'container', 'tail', 'timestamps']) {
       const v = ctx.query.get(k);
       if (v !== null) qs.set(k, v);
     }
+    // --since and --previous (logs-options.ts): the worker gets ms since the epoch and the attempt.
+    const where = logSource(t, ctx.query, qs);
+    if (!where) throw new FlotillaError('conflict', `task ${t.id} has not been placed on a node yet (${t.state})`);
+    const node = m.state.getNode(where);
+    if (!node?.addr) throw new FlotillaError('unavailable', `node ${where} has no log address`);
     const [host, port] = splitAddr(node.addr);
     await new Promise<void>((resolve, reject) => {
       const up = d.link.requestOnce(
@@ -210,8 +213,8 @@ export function registerApi(d: ApiDeps, opts: ApiOptions): void {
         },
       );
       up.end();
-      up.on('timeout', () => up.destroy(new FlotillaError('unavailable', `worker ${t.node} (${node.addr}) did not answer`)));
-      up.on('error', (e) => reject(e instanceof FlotillaError ? e : new FlotillaError('unavailable', `worker ${t.node} (${node.addr}) is unreachable: ${e.message}`)));
+      up.on('timeout', () => up.destroy(new FlotillaError('unavailable', `worker ${where} (${node.addr}) did not answer`)));
+      up.on('error', (e) => reject(e instanceof FlotillaError ? e : new FlotillaError('unavailable', `worker ${where} (${node.addr}) is unreachable: ${e.message}`)));
     });
   });
 

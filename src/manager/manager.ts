@@ -29,11 +29,13 @@ import { NodeMonitor, type NodeMonitorOptions } from './controllers/node-monitor
 import { Restarts } from './controllers/restarts.js';
 import { Drain } from './controllers/drain.js';
 import { Services } from './controllers/services.js';
+import { TaskGc, type TaskGcOptions } from './controllers/gc.js';
 import type { CommandProposer, LeaderForward, Membership, ReadBarrier, RouteTable, UpgradeHandler } from './ports.js';
 import { registerApi } from './api.js';
 import { registerExecProxy } from './exec-proxy.js';
 import { UsageStore } from './usage.js';
 import { registerUsageRoutes } from './usage-routes.js';
+import { registerTaskRemove } from './task-remove.js';
 import { registerKv } from './kv-routes.js';
 import { ClusterAdmin, getJson } from './cluster-routes.js';
 import { CONNECTION_LIMITS, limitConnections, type ConnectionLimits } from './connections.js';
@@ -91,7 +93,7 @@ export interface ManagerOptions {
 }
 
 /** Options of the leader services (dispatcher.ts, controllers/). */
-export type LeaderServicesOptions = DispatcherOptions & PlacementOptions & NodeMonitorOptions;
+export type LeaderServicesOptions = DispatcherOptions & PlacementOptions & NodeMonitorOptions & TaskGcOptions;
 
 
 const FORWARDED = 'x-flotilla-forwarded';
@@ -348,13 +350,14 @@ export class Manager implements CommandProposer, ReadBarrier, LeaderForward, Rou
       o,
     );
     // Later leader services (services, rolling updates) are added to this list.
-    leadership.add(dispatcher, monitor, restarts, placement, new Drain({ state, lead }), new Services({ state, lead, log }), usage);
+    leadership.add(dispatcher, monitor, restarts, placement, new Drain({ state, lead }), new Services({ state, lead, log }), usage, new TaskGc({ state, lead, log }, o));
     this.leadership = leadership;
     this.dispatcher = dispatcher;
     this.placement = placement;
 
     // ---- routes
     registerKv({ ...io, appliedIndex: () => node.appliedIndex() });
+    registerTaskRemove(io);
     const admin = new ClusterAdmin({
       id: this.id,
       addr: this.addr,

@@ -60,6 +60,7 @@ import {
 import { NodeTable } from './state/nodes.js';
 import { parseSnapshot, parseSnapshotWhole, SnapshotWriter, WHOLE, type SnapshotData, type SnapshotImage, type Slicer } from './state/snapshot.js';
 import { TaskTable } from './state/tasks.js';
+import { applyTasksGc } from './state/task-gc.js';
 import { SecretsTable, type SecretCommand, type SecretEvent } from './state/secrets.js';
 import { VolumesTable, type VolumePlacement, type VolumeRecord, type VolumeRemoveCommand } from './state/volumes.js';
 import { isTerminal } from './state/model.js';
@@ -124,10 +125,12 @@ export {
   type TaskReportCommand,
   type TaskRestartCommand,
   type TaskStopCommand,
+  type TasksGcCommand,
+  type TasksGcResult,
 } from './state/commands.js';
 export { canonicalJson, decodeCommand, encodeCommand, fromBase64, MAX_COMMAND_BYTES, toBase64 } from './state/codec.js';
 export type { ClusterEvent, EventBody, EventsPage, EventType, TaskSummary } from './state/events.js';
-export { planRestart, restartBackoff } from './state/tasks.js';
+export { planRestart, removeRefusal, restartBackoff } from './state/tasks.js';
 export { SecretsTable, type SecretRecord, type WrappedDataKey, type SecretCommand } from './state/secrets.js';
 export type { VolumePlacement, VolumeRecord, VolumeRemoveCommand } from './state/volumes.js';
 export { isLiveTask, isStoppingTask, SERVICE_BYTES_ESTIMATE, type Service } from './state/services.js';
@@ -264,6 +267,8 @@ export class ClusterState {
         return this.tasks.stop(cmd);
       case 'task.remove':
         return this.tasks.remove(cmd);
+      case 'tasks.gc':
+        return applyTasksGc(this.tasks, cmd);
       case 'task.assign':
         return this.taskAssign(cmd);
       case 'task.report':

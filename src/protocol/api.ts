@@ -120,6 +120,14 @@ export interface ServiceRemoved {
   stopping: string[];
 }
 
+/** POST /v1/tasks/:id/remove: the task is gone (`stopped`: it was live and `force` stopped it first). */
+export interface TaskRemoved {
+  id: string;
+  name: string;
+  removed: true;
+  stopped: boolean;
+}
+
 /** GET /v1/tasks (paged when `limit` or `continue` is given). */
 export interface TaskList {
   tasks: TaskView[];
@@ -464,7 +472,10 @@ export interface ApiRoutes {
   'POST /v1/tasks': { body: unknown; res: TaskView | TaskBatch };
   'GET /v1/tasks': { res: TaskList };
   'GET /v1/tasks/:id': { res: TaskView };
+  /** Stops the task (the task stays, listed as stopped, until removed). */
   'DELETE /v1/tasks/:id': { res: TaskView };
+  /** Forgets a finished task; `?force=true` stops a live one first (see TaskRemoved). */
+  'POST /v1/tasks/:id/remove': { res: TaskRemoved };
   /** Plain text (followed with ?follow=true). */
   'GET /v1/tasks/:id/logs': { res: string };
   'GET /v1/events': { res: string };

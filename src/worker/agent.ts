@@ -35,17 +35,19 @@ import { silentLogger, type Logger } from '../log.js';
 import { parseTaskSpec, type TaskSpec } from '../protocol/spec.js';
 import { isFinished, type Driver, type DriverTaskStatus } from './driver.js';
 import type { AssignedTaskIn } from '../protocol/frames.js';
-import { monoNow } from '../clock.js';
+import { monoNow, wallNow, type Timers } from '../clock.js';
 import { secretsForTask, type DeliveredSecret } from '../protocol/secrets.js';
 import { SessionClient, type Session, type WelcomeIn } from './session.js';
 import { StatusReporter, reportOf } from './status-reporter.js';
 import { WorkerHttpServer } from './http-server.js';
-import * as stateDir from './state-dir.js';
+import { fileStore, nodeTimers, unrefTimers, type SessionDialer, type WorkerStore } from './ports.js';
 import { DEFAULT_USAGE_INTERVAL_MS, UsageSampler } from './usage.js';
 import { HealthMonitor, probeFor, taskCheckOf, type TaskCheck } from './health.js';
 import type { TaskHealth } from '../protocol/health.js';
 import { MESH_FEATURE } from '../protocol/session.js';
 import { RoutingMesh, listenHost } from './mesh.js';
+import { dropPrevious, readPrevious, savePrevious } from './previous-logs.js';
+import type { LogLine, LogOptions } from './driver.js';
 
 export const WORKER_VERSION = '0.1.0';
 
@@ -91,6 +93,17 @@ export interface WorkerAgentOptions {
    * node id on the Docker engine); the agent closes itself. The CLI exits with the message.
    */
   onFatal?: (e: FlotillaError) => void;
+  // Ports (src/worker/ports.ts), for the whole-cluster simulator; production leaves them unset.
+  /** How sessions connect to a manager. Default: WebSocket. */
+  dial?: SessionDialer;
+  /** Default: Node timers. */
+  timers?: Timers;
+  /** Backoff jitter. Default Math.random. */
+  random?: () => number;
+  /** The lock and small files a restarted worker reads back. Default: files in `stateDir`. */
+  store?: WorkerStore;
+  /** false: no HTTP server (no log API); `advertise` (or '') is what `register` names. Default true. */
+  http?: boolean;
 }
 
 export interface AgentTaskView extends DriverTaskStatus {
@@ -164,21 +177,22 @@ export class WorkerAgent {
   private retiredOnDisk = new Map<string, number>();
   private readonly retainFinished: number;
   private readonly retainFinishedMs: number;
-  private pruneTimer: NodeJS.Timeout | null = null;
+  private pruneTimer: (() => void) | null = null;
   /** `taskId#attempt` of unknown tasks reported stopped in the current session. */
   private reportedGone = new Set<string>();
   private readonly resources: WorkerResources;
   private readonly stopGraceMs: number;
   private readonly sessions: SessionClient;
   private readonly reporter: StatusReporter;
-  private readonly http: WorkerHttpServer;
+  private readonly http: WorkerHttpServer | null;
+  private readonly store: WorkerStore;
   private readonly usage: UsageSampler | null;
   private readonly health: HealthMonitor;
   private addr: string | null = null;
   private unwatch: (() => void)[] = [];
   private started = false;
   private closed = false;
-  private lockPath: string | null = null;
+  private unlock: (() => void) | null = null;
   /** Node credential from the leader's `welcome` (kept in <stateDir>/credential, mode 0600). */
   private credential: string | null = null;
   /**
@@ -212,6 +226,7 @@ export class WorkerAgent {
       memory: opts.resources?.memory ?? os.totalmem(),
     };
     this.stopGraceMs = opts.stopGraceMs ?? 10_000;
+    this.store = opts.store ?? fileStore(opts.stateDir);
     const backoffMinMs = opts.backoffMinMs ?? 100;
     this.retainFinished = Math.max(0, opts.retainFinished ?? 50);
     this.retainFinishedMs = Math.max(0, opts.retainFinishedMs ?? 3_600_000);
@@ -232,10 +247,14 @@ export class WorkerAgent {
         backoffMaxMs: Math.max(backoffMinMs, opts.backoffMaxMs ?? 5000),
         welcomeTimeoutMs: opts.welcomeTimeoutMs ?? 10_000,
         huntStaggerMs: Math.max(10, opts.huntStaggerMs ?? 300),
+        dial: opts.dial,
+        timers: opts.timers,
+        random: opts.random,
       },
     );
     this.reporter = new StatusReporter({
       batchMs: opts.statusBatchMs ?? 50,
+      timers: opts.timers,
       closed: () => this.closed,
       channel: () => {
         const s = this.sessions.established;
@@ -263,9 +282,10 @@ export class WorkerAgent {
         this.reporter.queue(reportOf(t));
       },
       onUnhealthy: (taskId, attempt, reason) => void this.enqueue(taskId, () => this.stopUnhealthy(taskId, attempt, reason)),
+      timers: opts.timers,
     });
     this.mesh = new RoutingMesh({ host: listenHost(opts.listen), log: this.log });
-    this.http = new WorkerHttpServer(
+    this.http = opts.http === false ? null : new WorkerHttpServer(
       {
         id: this.id,
         health: () => {
@@ -273,6 +293,7 @@ export class WorkerAgent {
           return { connected: st.connected, manager: st.manager, tasks: st.tasks.length };
         },
         taskDriver: (taskId) => (this.tasks.get(taskId) ?? this.retired.get(taskId))?.driver,
+        attemptLogs: (taskId, attempt, o) => this.attemptLogs(taskId, attempt, o),
         credential: () => this.credential,
       },
       { listen: opts.listen, advertise: opts.advertise, tls: opts.tls, token: opts.token, log: this.log },
@@ -286,11 +307,11 @@ export class WorkerAgent {
   async start(): Promise<void> {
     if (this.started) throw new FlotillaError('conflict', 'Cannot start the worker agent as it was already started');
     this.started = true;
-    this.lockPath = stateDir.lockStateDir(this.opts.stateDir);
+    this.unlock = this.store.lock();
     try {
-      this.retiredOnDisk = stateDir.loadRetired(this.opts.stateDir);
-      this.credential = stateDir.loadCredential(this.opts.stateDir);
-      this.clusterId = stateDir.loadClusterId(this.opts.stateDir);
+      this.retiredOnDisk = this.store.loadRetired();
+      this.credential = this.store.loadCredential();
+      this.clusterId = this.store.loadClusterId();
       for (const d of this.drivers.values()) this.unwatch.push(d.watch((s) => this.onDriverEvent(d, s)));
       for (const d of this.drivers.values()) {
         if (d.setCluster !== undefined) {
@@ -303,10 +324,9 @@ export class WorkerAgent {
       }
       this.retiredOnDisk.clear();
       this.saveRetired();
-      this.pruneTimer = setInterval(() => this.prune(), Math.min(60_000, Math.max(1000, this.retainFinishedMs / 4)));
-      this.pruneTimer.unref();
+      this.pruneTimer = (this.opts.timers ?? unrefTimers).every(Math.min(60_000, Math.max(1000, this.retainFinishedMs / 4)), () => this.prune());
       this.prune();
-      this.addr = await this.http.listen();
+      this.addr = this.http !== null ? await this.http.listen() : (this.opts.advertise ?? '');
     } catch (e) {
       await this.close();
       throw toFlotillaError(e);
@@ -324,16 +344,16 @@ export class WorkerAgent {
     this.usage?.stop();
     this.reporter.close();
     this.health.close();
-    if (this.pruneTimer !== null) clearInterval(this.pruneTimer);
+    if (this.pruneTimer !== null) this.pruneTimer();
     this.pruneTimer = null;
     for (const u of this.unwatch.splice(0)) u();
-    await this.http.close();
+    await this.http?.close();
     await this.mesh.close();
     await this.sessions.done();
     for (const d of this.drivers.values()) await d.close().catch((e) => this.log.warn('driver close failed', { driver: d.name, error: errMessage(e) }));
     await Promise.allSettled([...this.queues.values()]);
-    if (this.lockPath !== null) stateDir.unlockStateDir(this.opts.stateDir, this.lockPath);
-    this.lockPath = null;
+    this.unlock?.();
+    this.unlock = null;
     this.log.info('worker closed', { id: this.id });
   }
 
@@ -361,7 +381,7 @@ export class WorkerAgent {
 
   private saveRetired(): void {
     try {
-      stateDir.saveRetired(this.opts.stateDir, this.retired.values());
+      this.store.saveRetired(this.retired.values());
     } catch (e) {
       this.log.warn('cannot save the retired task list', { error: errMessage(e) });
     }
@@ -370,7 +390,7 @@ export class WorkerAgent {
   /** Move a finished task out of the reported set; its logs stay for a while. */
   private retire(t: AgentTask): void {
     if (this.tasks.get(t.taskId) === t) this.tasks.delete(t.taskId);
-    this.retired.set(t.taskId, { ...t, retiredAt: monoNow(), retiredWall: Date.now() });
+    this.retired.set(t.taskId, { ...t, retiredAt: monoNow(), retiredWall: wallNow() });
     this.saveRetired();
     this.prune();
   }
@@ -382,7 +402,7 @@ export class WorkerAgent {
     const list = [...this.retired.values()].sort((a, b) => a.retiredAt - b.retiredAt);
     const excess = list.length - this.retainFinished;
     list.forEach((r, i) => {
-      if (i < excess || now - r.retiredAt >= this.retainFinishedMs) void this.enqueue(r.taskId, () => this.purge(r.taskId));
+      if (i < excess || now - r.retiredAt >= this.retainFinishedMs) void this.enqueue(r.taskId, () => this.purge(r.taskId).then(() => dropPrevious(this.opts.stateDir, r.taskId)));
     });
   }
 
@@ -415,7 +435,8 @@ export class WorkerAgent {
       resources: { ...this.resources },
       drivers: [...this.drivers.keys()],
       version: WORKER_VERSION,
-      features: [MESH_FEATURE],
+      // The routing mesh needs real sockets: a worker without its HTTP server (a simulated one) takes no table.
+      ...(this.opts.http !== false ? { features: [MESH_FEATURE] } : {}),
       tasks,
     };
   }
@@ -451,7 +472,7 @@ export class WorkerAgent {
     const old = this.clusterId;
     this.clusterId = cid;
     try {
-      stateDir.saveClusterId(this.opts.stateDir, cid);
+      this.store.saveClusterId(cid);
     } catch (e) {
       this.log.warn('cannot save the cluster id', { error: errMessage(e) });
     }
@@ -508,7 +529,7 @@ export class WorkerAgent {
     if (c === this.credential) return;
     this.credential = c;
     try {
-      stateDir.saveCredential(this.opts.stateDir, c);
+      this.store.saveCredential(c);
     } catch (e) {
       this.log.warn('cannot save the node credential; it is kept in memory only', { error: errMessage(e) });
     }
@@ -529,7 +550,7 @@ export class WorkerAgent {
     if (retiredWall !== undefined && isFinished(s.state) && !this.tasks.has(s.taskId)) {
       // A wall time from a previous process: its age by the wall clock, bounded to
       // [0, retention] so a stepped clock neither purges it at once nor keeps it for ever.
-      const age = Math.min(this.retainFinishedMs, Math.max(0, Date.now() - retiredWall));
+      const age = Math.min(this.retainFinishedMs, Math.max(0, wallNow() - retiredWall));
       this.retired.set(s.taskId, { taskId: s.taskId, attempt: s.attempt ?? 1, driver: d, status: s, retiredAt: monoNow() - age, retiredWall });
       return;
     }
@@ -587,7 +608,7 @@ export class WorkerAgent {
 
   /** Record a task this worker cannot run (bad spec, missing driver) as failed. */
   private failLocally(taskId: string, attempt: number, reason: string): void {
-    const now = Date.now();
+    const now = wallNow();
     const t: AgentTask = { taskId, attempt, driver: null, status: { taskId, attempt, state: 'failed', reason, finishedAt: now }, desired: 'running' };
     this.tasks.set(taskId, t);
     this.log.warn('cannot run task', { taskId, reason });
@@ -653,7 +674,7 @@ export class WorkerAgent {
       this.reporter.queue(
         r !== undefined && r.attempt === a.attempt
           ? reportOf(r)
-          : { taskId: a.taskId, attempt: a.attempt, state: 'stopped', reason: 'not running on this worker', at: Date.now() },
+          : { taskId: a.taskId, attempt: a.attempt, state: 'stopped', reason: 'not running on this worker', at: wallNow() },
       );
       return;
     }
@@ -684,6 +705,7 @@ export class WorkerAgent {
         this.log.warn('ignoring a stale assignment', { taskId: a.taskId, assigned: a.attempt, retired: old.attempt });
         return;
       }
+      await this.keepPrevious(old);
       await this.purge(a.taskId); // same id again: the new run replaces the old one's files
     }
 
@@ -733,7 +755,7 @@ export class WorkerAgent {
     while (this.startsInFlight >= START_CONCURRENCY) await new Promise<void>((r) => this.startWaiters.push(r));
     this.startsInFlight++;
     try {
-      await new Promise<void>((r) => setTimeout(r, 0)); // timers (heartbeats) run first
+      await new Promise<void>((r) => (this.opts.timers ?? nodeTimers).after(0, r)); // timers (heartbeats) run first
       return await fn();
     } finally {
       this.startsInFlight--;
@@ -742,6 +764,27 @@ export class WorkerAgent {
   }
   private startsInFlight = 0;
   private readonly startWaiters: (() => void)[] = [];
+
+  /** Copy a run's output aside before a new attempt replaces it (previous-logs.ts). */
+  private async keepPrevious(r: AgentTask): Promise<void> {
+    if (r.driver === null) return;
+    try {
+      await savePrevious(this.opts.stateDir, r.taskId, r.attempt, r.driver.logs(r.taskId, { timestamps: true }));
+    } catch (e) {
+      this.log.warn('cannot keep the previous attempt\'s output', { taskId: r.taskId, error: errMessage(e) });
+    }
+  }
+
+  /** One attempt's output: the run here (live or retired) if it is that attempt, else the copy kept of it. */
+  private attemptLogs(taskId: string, attempt: number, o: LogOptions): AsyncIterable<LogLine> | undefined {
+    const t = this.tasks.get(taskId) ?? this.retired.get(taskId);
+    if (t !== undefined && t.attempt === attempt && t.driver !== null) return t.driver.logs(taskId, o);
+    const kept = readPrevious(this.opts.stateDir, taskId, attempt, o);
+    if (kept === undefined) return undefined;
+    return (async function* () {
+      yield* kept;
+    })();
+  }
 
   /** Stop (if running) and retire a task. */
   private async dropTask(taskId: string, why: string): Promise<void> {

@@ -93,6 +93,13 @@ export interface LogLine {
   container: string;
   stream: 'stdout' | 'stderr';
   line: string;
+  /**
+   * When the line was written (ms since the epoch), as the driver knows it: docker's own
+   * timestamp; for the process driver the time the worker first saw the line in the log file
+   * (sampled every poll, see drivers/log-times.ts). Only with `timestamps` (or `since`), and
+   * absent when the driver cannot tell.
+   */
+  at?: number;
 }
 
 export interface LogOptions {
@@ -104,6 +111,10 @@ export interface LogOptions {
   stream?: 'stdout' | 'stderr';
   /** Start with the last `tail` lines of each (container, stream); default everything. */
   tail?: number;
+  /** A hint: lines written before this (ms since the epoch) may be left out (callers filter by `at` too). */
+  since?: number;
+  /** Give each line its `at` where the driver knows it (also implied by `since`). */
+  timestamps?: boolean;
   signal?: AbortSignal;
 }
 

@@ -6,6 +6,11 @@
 //       `<container> | <line>` — raw `<line>` when `container` is given. ndjson: one
 //       {"container","stream","line"} object per line. `follow` streams until the task
 //       finishes or the client goes away.
+//       `since=<ms since the epoch>` leaves out older lines; `timestamps=1` starts each text
+//       line with its time (RFC 3339, ms); with either, ndjson lines carry `at` (when the
+//       driver knows it).
+//       `attempt=N`: that attempt's output (the run here, or the copy kept of the previous one,
+//       see previous-logs.ts); 404 when this worker no longer has it.
 //   WebSocket /v1/exec?task=…&cmd=…          `flotilla exec`, from managers only (same checks as
 //       the logs; see exec.ts and src/protocol/exec.ts).
 // What it serves comes from the agent through `WorkerHttpHost`.
@@ -19,7 +24,7 @@ import type { TLSSocket } from 'node:tls';
 import { identityOf, type NodeTls } from '../tls/pki.js';
 import { FlotillaError, toFlotillaError } from '../protocol/errors.js';
 import type { Logger } from '../log.js';
-import type { Driver, LogLine } from './driver.js';
+import type { Driver, LogLine, LogOptions } from './driver.js';
 import { WorkerExec } from './exec.js';
 import { EXEC_PATH, upgradeRefusal } from '../protocol/exec.js';
 import type { Duplex } from 'node:stream';
@@ -33,6 +38,8 @@ export interface WorkerHttpHost {
   taskDriver(taskId: string): Driver | null | undefined;
   /** The node credential from the leader, if any (accepted like the join token). */
   credential(): string | null;
+  /** One attempt's output, or undefined when this worker does not have it (any more). */
+  attemptLogs?(taskId: string, attempt: number, opts: LogOptions): AsyncIterable<LogLine> | undefined;
 }
 
 export interface WorkerHttpOptions {
@@ -182,8 +189,14 @@ export class WorkerHttpServer {
     };
     let follow: boolean;
     let tail: number | undefined;
+    let since: number | undefined;
+    let attempt: number | undefined;
+    let timestamps: boolean;
     try {
       follow = bool('follow');
+      timestamps = bool('timestamps');
+      since = wholeNumber('since', q.get('since'));
+      attempt = wholeNumber('attempt', q.get('attempt'));
       const tailRaw = q.get('tail');
       if (tailRaw !== null) {
         if (!/^\d{1,9}$/.test(tailRaw)) throw new FlotillaError('bad_request', `Cannot read task logs as 'tail' must be a whole number >= 0 (got '${tailRaw}')`);
@@ -202,16 +215,22 @@ export class WorkerHttpServer {
     }
     const container = q.get('container') ?? undefined;
     const driver = this.host.taskDriver(taskId);
-    if (driver === undefined || driver === null) {
+    if (attempt === undefined && (driver === undefined || driver === null)) {
       return sendError(res, new FlotillaError('not_found', `Cannot read the logs of task '${taskId}' as it has none on worker ${this.host.id}`));
     }
 
     const ac = new AbortController();
     const onClose = (): void => ac.abort();
+    const logOpts: LogOptions = { follow, container, tail, since, timestamps: timestamps || undefined, stream: stream ?? undefined, signal: ac.signal };
+    const source = attempt === undefined ? driver!.logs(taskId, logOpts) : this.host.attemptLogs?.(taskId, attempt, logOpts);
+    if (source === undefined) {
+      return sendError(res, new FlotillaError('not_found', `Cannot read the logs of attempt ${attempt} of task '${taskId}' as worker ${this.host.id} no longer has them`));
+    }
     res.on('close', onClose);
-    const iter = driver.logs(taskId, { follow, container, tail, stream: stream ?? undefined, signal: ac.signal })[Symbol.asyncIterator]();
+    const iter = sinceFiltered(source, since)[Symbol.asyncIterator]();
+    const stamp = (l: LogLine): string => (timestamps ? `${l.at !== undefined ? new Date(l.at).toISOString() : '-'} ` : '');
     const fmt = (l: LogLine): string =>
-      format === 'ndjson' ? JSON.stringify(l) + '\n' : container !== undefined ? `${l.line}\n` : `${l.container} | ${l.line}\n`;
+      format === 'ndjson' ? JSON.stringify(l) + '\n' : container !== undefined ? `${stamp(l)}${l.line}\n` : `${stamp(l)}${l.container} | ${l.line}\n`;
     try {
       let first: IteratorResult<LogLine>;
       try {
@@ -242,9 +261,21 @@ export class WorkerHttpServer {
       if (!ac.signal.aborted) res.end();
     } finally {
       res.off('close', onClose);
-      await iter.return?.();
+      await iter.return?.(undefined);
     }
   }
+}
+
+/** A query value that must be a whole number (undefined when absent). */
+function wholeNumber(name: string, v: string | null): number | undefined {
+  if (v === null) return undefined;
+  if (!/^\d{1,15}$/.test(v)) throw new FlotillaError('bad_request', `Cannot read task logs as '${name}' must be a whole number (got '${v}')`);
+  return Number(v);
+}
+
+/** Leaves out lines written before `since` (lines without a time are kept). */
+async function* sinceFiltered(lines: AsyncIterable<LogLine>, since: number | undefined): AsyncGenerator<LogLine> {
+  for await (const l of lines) if (since === undefined || l.at === undefined || l.at >= since) yield l;
 }
 
 function methodNotAllowed(): FlotillaError {

@@ -19,14 +19,14 @@
 //    off (capped exponential with jitter, 100 ms → 5 s) before the next round; after losing
 //    a welcomed session it hunts again at once. All timing is on the monotonic clock.
 
-import { WebSocket } from 'ws';
-import { expectServer, type NodeTls } from '../tls/pki.js';
-import { MAX_SESSION_FRAME, SESSION_PATH, type MeshPort, type RegisterMsg } from '../protocol/session.js';
+import type { NodeTls } from '../tls/pki.js';
+import type { MeshPort, RegisterMsg } from '../protocol/session.js';
 import { FlotillaError } from '../protocol/errors.js';
 import type { Logger } from '../log.js';
 import type { DeliveredSecret } from '../protocol/secrets.js';
 import { decodeSessionFrame, encodeSessionFrame, isKnownManagerMessage, parseManagerMessage, type AssignedTaskIn, type ManagerMessage } from '../protocol/frames.js';
-import { monoNow } from '../clock.js';
+import { monoNow, type Timers } from '../clock.js';
+import { nodeTimers, wsDialer, type SessionDialer, type SessionLink } from './ports.js';
 
 export type WelcomeIn = Extract<ManagerMessage, { t: 'welcome' }>;
 export type OutgoingFrame = Parameters<typeof encodeSessionFrame>[0];
@@ -34,14 +34,15 @@ export type OutgoingFrame = Parameters<typeof encodeSessionFrame>[0];
 export interface Session {
   n: number;
   target: string;
-  ws: WebSocket;
+  link: SessionLink;
   welcomed: boolean;
   sessionId: string | null;
   term: number | null;
   heartbeatMs: number;
   /** Monotonic ms of the last frame or pong from the manager. */
   lastHeard: number;
-  timers: NodeJS.Timeout[];
+  /** Cancels of the session's pending timers. */
+  timers: (() => void)[];
   ended: boolean;
   /** `assignments` messages received in this session. */
   assignments: number;
@@ -91,6 +92,12 @@ export interface SessionClientOptions {
   backoffMaxMs: number;
   welcomeTimeoutMs: number;
   huntStaggerMs: number;
+  /** How a connection to a manager is opened. Default: a WebSocket (`wsDialer`). */
+  dial?: SessionDialer;
+  /** Default: Node timers. */
+  timers?: Timers;
+  /** Backoff jitter source. Default Math.random. */
+  random?: () => number;
 }
 
 function errMessage(e: unknown): string {
@@ -112,10 +119,12 @@ export class SessionClient {
   private loopDone: Promise<void> | null = null;
   private readonly abort = new AbortController();
   private stopped = false;
+  private readonly timers: Timers;
 
   constructor(host: SessionHost, opts: SessionClientOptions) {
     this.host = host;
     this.opts = opts;
+    this.timers = opts.timers ?? nodeTimers;
     this.log = opts.log;
     this.seeds = [...new Set(opts.managers)];
     this.managerList = [...this.seeds];
@@ -162,7 +171,7 @@ export class SessionClient {
   }
 
   send(s: Session, msg: OutgoingFrame): boolean {
-    if (s.ended || s.ws.readyState !== WebSocket.OPEN) return false;
+    if (s.ended || !s.link.isOpen) return false;
     let frame: Buffer;
     try {
       frame = encodeSessionFrame(msg);
@@ -171,7 +180,7 @@ export class SessionClient {
       s.end(`cannot encode: ${errMessage(e)}`);
       return false;
     }
-    s.ws.send(frame, { binary: true }, (err) => {
+    s.link.send(frame, (err) => {
       if (err) s.end(`send failed: ${errMessage(err)}`);
     });
     return true;
@@ -191,7 +200,7 @@ export class SessionClient {
 
   private backoff(failures: number): number {
     const cap = Math.min(this.opts.backoffMaxMs, this.opts.backoffMinMs * 2 ** Math.min(failures, 20));
-    return cap / 2 + Math.random() * (cap / 2); // "equal jitter"
+    return cap / 2 + (this.opts.random ?? Math.random)() * (cap / 2); // "equal jitter"
   }
 
   private async loop(): Promise<void> {
@@ -219,7 +228,7 @@ export class SessionClient {
         delay = this.backoff(out.rejected ? Math.max(failures, 5) : failures - 1);
       }
       this.log.debug('no session', { why: out.why, retryInMs: Math.round(delay) });
-      if (delay > 0) await sleep(delay, this.abort.signal);
+      if (delay > 0) await sleep(delay, this.abort.signal, this.timers);
     }
   }
 
@@ -248,13 +257,13 @@ export class SessionClient {
       // commit (the leader welcomes): wait for it rather than register twice with the same
       // leader under two addresses. Only attempts that did not even open (a frozen or dead
       // manager) make the hunt widen.
-      const stagger = setInterval(() => {
-        if (winner === null && ![...live].some((a) => !a.ended && a.ws.readyState === WebSocket.OPEN)) startNext();
-      }, this.opts.huntStaggerMs);
+      const stopStagger = this.timers.every(this.opts.huntStaggerMs, () => {
+        if (winner === null && ![...live].some((a) => !a.ended && a.link.isOpen)) startNext();
+      });
       const finish = (out: SessionOutcome & { target: string | null }): void => {
         if (finished) return;
         finished = true;
-        clearInterval(stagger);
+        stopStagger();
         for (const a of live) if (a !== winner) a.end('no longer needed');
         done(out);
       };
@@ -275,7 +284,7 @@ export class SessionClient {
           onWelcome: (s) => {
             if (winner !== null && winner !== s) return false;
             winner = s;
-            clearInterval(stagger);
+            stopStagger();
             for (const a of live) if (a !== s) a.end('another manager welcomed this worker');
             return true;
           },
@@ -304,79 +313,41 @@ export class SessionClient {
     return new Promise((resolveOutcome) => {
       const n = ++this.sessionCount;
       const welcomeTimeoutMs = this.opts.welcomeTimeoutMs;
-      let ws: WebSocket;
+      // Events reach the session once it exists (a link reports nothing synchronously).
+      let s: Session | null = null;
+      let link: SessionLink;
       try {
-        const tls = this.opts.tls;
-        ws = new WebSocket(`${tls ? 'wss' : 'ws'}://${target}${SESSION_PATH}`, {
-          ...(tls ? { ca: tls.ca, cert: tls.cert, key: tls.key, checkServerIdentity: expectServer() } : {}),
-          maxPayload: MAX_SESSION_FRAME,
+        link = (this.opts.dial ?? wsDialer)(
+          target,
           // Short: a live manager answers the upgrade at once; a frozen one must not hold the
           // attempt (other attempts race it anyway).
-          handshakeTimeout: Math.min(welcomeTimeoutMs, 2000),
-          perMessageDeflate: false,
-          headers: { authorization: `Bearer ${this.opts.token}` },
-        });
+          { tls: this.opts.tls, token: this.opts.token, handshakeTimeoutMs: Math.min(welcomeTimeoutMs, 2000) },
+          {
+            open: () => s !== null && onOpen(s),
+            message: (data, isBinary) => s !== null && onFrame(s, data, isBinary),
+            pong: () => {
+              if (s !== null) s.lastHeard = monoNow();
+            },
+            close: (code, reason) => s?.end(`connection closed (${code}${reason.length > 0 ? ` ${reason}` : ''})`),
+            error: (e) => s?.end(`connection error: ${errMessage(e)}`),
+          },
+        );
       } catch (e) {
         resolveOutcome({ welcomed: false, redirectTo: null, rejected: false, why: `cannot connect: ${errMessage(e)}` });
         return;
       }
-      const s: Session = {
-        n,
-        target,
-        ws,
-        welcomed: false,
-        sessionId: null,
-        term: null,
-        heartbeatMs: 0,
-        lastHeard: monoNow(),
-        timers: [],
-        ended: false,
-        assignments: 0,
-        end: () => undefined,
-      };
-      s.end = (why, outcome = {}) => {
-        if (s.ended) return;
-        s.ended = true;
-        for (const t of s.timers) clearTimeout(t);
-        s.timers = [];
-        ws.removeAllListeners();
-        ws.on('error', () => undefined);
-        try {
-          if (ws.readyState === WebSocket.OPEN) ws.close(1000, why.slice(0, 100));
-          // A closing/connecting socket: drop it now.
-          setTimeout(() => ws.terminate(), ws.readyState === WebSocket.OPEN ? 1000 : 0).unref();
-        } catch {
-          ws.terminate();
-        }
-        if (this.session === s) this.session = null;
-        this.attempts.delete(s);
-        const level = s.welcomed || outcome.redirectTo !== undefined ? 'info' : 'debug';
-        this.log[level]('session ended', { manager: target, session: s.sessionId, why });
-        resolveOutcome({ welcomed: s.welcomed, redirectTo: outcome.redirectTo ?? null, rejected: outcome.rejected ?? false, electing: outcome.electing, why });
-      };
-      if (this.session === null || this.session.ended) this.session = s;
-      this.attempts.add(s);
-      hooks.onStart?.(s);
-      s.onWelcome = hooks.onWelcome;
-      if (this.stopped) {
-        s.end('worker closing');
-        return;
-      }
-
-      s.timers.push(setTimeout(() => s.end(`no answer to register within ${welcomeTimeoutMs} ms`), welcomeTimeoutMs));
-      ws.on('open', () => {
+      const onOpen = (s: Session): void => {
         s.lastHeard = monoNow();
         const reg = this.host.register();
         this.log.debug('registering', { manager: target, tasks: reg.tasks.length });
         this.send(s, reg);
-      });
-      ws.on('message', (data, isBinary) => {
+      };
+      const onFrame = (s: Session, buf: Buffer, isBinary: boolean): void => {
         if (s.ended) return;
         s.lastHeard = monoNow();
         let msg: ManagerMessage;
         try {
           if (!isBinary) throw new FlotillaError('bad_request', 'text frame (session frames are binary)');
-          const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
           const obj = decodeSessionFrame(buf);
           // A newer manager's message type: skipped, the session goes on.
           if (typeof obj.t === 'string' && !isKnownManagerMessage(obj)) {
@@ -395,12 +366,43 @@ export class SessionClient {
           this.log.error('cannot handle a manager message; ending the session', { manager: target, t: msg.t, error: errMessage(e) });
           s.end(`cannot handle '${msg.t}': ${errMessage(e)}`);
         }
-      });
-      ws.on('pong', () => {
-        s.lastHeard = monoNow();
-      });
-      ws.on('close', (code, reason) => s.end(`connection closed (${code}${reason.length > 0 ? ` ${reason.toString()}` : ''})`));
-      ws.on('error', (e) => s.end(`connection error: ${errMessage(e)}`));
+      };
+      const sess: Session = {
+        n,
+        target,
+        link,
+        welcomed: false,
+        sessionId: null,
+        term: null,
+        heartbeatMs: 0,
+        lastHeard: monoNow(),
+        timers: [],
+        ended: false,
+        assignments: 0,
+        end: () => undefined,
+      };
+      s = sess;
+      sess.end = (why, outcome = {}) => {
+        if (sess.ended) return;
+        sess.ended = true;
+        for (const cancel of sess.timers) cancel();
+        sess.timers = [];
+        link.end(1000, why);
+        if (this.session === sess) this.session = null;
+        this.attempts.delete(sess);
+        const level = sess.welcomed || outcome.redirectTo !== undefined ? 'info' : 'debug';
+        this.log[level]('session ended', { manager: target, session: sess.sessionId, why });
+        resolveOutcome({ welcomed: sess.welcomed, redirectTo: outcome.redirectTo ?? null, rejected: outcome.rejected ?? false, electing: outcome.electing, why });
+      };
+      if (this.session === null || this.session.ended) this.session = sess;
+      this.attempts.add(sess);
+      hooks.onStart?.(sess);
+      sess.onWelcome = hooks.onWelcome;
+      if (this.stopped) {
+        sess.end('worker closing');
+        return;
+      }
+      sess.timers.push(this.timers.after(welcomeTimeoutMs, () => sess.end(`no answer to register within ${welcomeTimeoutMs} ms`)));
     });
   }
 
@@ -429,7 +431,7 @@ export class SessionClient {
         s.term = msg.term;
         s.heartbeatMs = Math.max(10, msg.heartbeatMs);
         this.setManagers(msg.managers);
-        for (const t of s.timers) clearTimeout(t); // the welcome timeout
+        for (const cancel of s.timers) cancel(); // the welcome timeout
         s.timers = [];
         this.host.welcomed(s, msg);
         this.log.info('session established', { manager: s.target, session: msg.sessionId, heartbeatMs: msg.heartbeatMs, term: msg.term });
@@ -462,23 +464,23 @@ export class SessionClient {
       }
       if (!this.send(s, { t: 'heartbeat' })) return;
       try {
-        s.ws.ping();
+        s.link.ping();
       } catch {
         // the close event ends the session
       }
-      s.timers.push(setTimeout(tick, s.heartbeatMs));
+      s.timers.push(this.timers.after(s.heartbeatMs, tick));
       if (s.timers.length > 8) s.timers.splice(0, s.timers.length - 8);
     };
     tick();
   }
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+function sleep(ms: number, signal: AbortSignal, timers: Timers): Promise<void> {
   return new Promise((res) => {
     if (signal.aborted) return res();
-    const t = setTimeout(done, ms);
+    const cancel = timers.after(ms, done);
     function done(): void {
-      clearTimeout(t);
+      cancel();
       signal.removeEventListener('abort', done);
       res();
     }

@@ -5,12 +5,13 @@
 
 import type { TaskStatusReport } from '../protocol/session.js';
 import type { DriverTaskStatus } from './driver.js';
-import { monoNow } from '../clock.js';
+import { monoNow, wallNow, type Timers } from '../clock.js';
+import { nodeTimers } from './ports.js';
 
 /** The report of a task as the agent holds it. */
 export function reportOf(t: { taskId: string; attempt: number; status: DriverTaskStatus; health?: TaskStatusReport['health'] }): TaskStatusReport {
   const s = t.status;
-  const r: TaskStatusReport = { taskId: t.taskId, attempt: t.attempt, state: s.state, at: Date.now() };
+  const r: TaskStatusReport = { taskId: t.taskId, attempt: t.attempt, state: s.state, at: wallNow() };
   if (s.reason !== undefined) r.reason = s.reason.slice(0, 4096);
   if (s.exitCode !== undefined) r.exitCode = s.exitCode;
   if (s.detail !== undefined) r.detail = s.detail.slice(0, 4096);
@@ -30,11 +31,13 @@ export interface StatusReporterOptions {
    * ended), or null while no session is welcomed (reports are kept).
    */
   channel: () => ((reports: TaskStatusReport[]) => boolean) | null;
+  /** Default: Node timers. */
+  timers?: Timers;
 }
 
 export class StatusReporter {
   private readonly pending = new Map<string, TaskStatusReport>();
-  private flushTimer: NodeJS.Timeout | null = null;
+  private flushTimer: (() => void) | null = null;
   private lastFlush = 0;
   private readonly opts: StatusReporterOptions;
 
@@ -47,10 +50,10 @@ export class StatusReporter {
     this.pending.set(r.taskId, r);
     if (this.flushTimer !== null || this.opts.closed()) return;
     const wait = Math.max(0, this.lastFlush + this.opts.batchMs - monoNow());
-    this.flushTimer = setTimeout(() => {
+    this.flushTimer = (this.opts.timers ?? nodeTimers).after(wait, () => {
       this.flushTimer = null;
       this.flush();
-    }, wait);
+    });
   }
 
   /** Forget a task's unsent report (a register carries it, or the task left the scope). */
@@ -72,7 +75,7 @@ export class StatusReporter {
 
   /** Stop the batch timer. */
   close(): void {
-    if (this.flushTimer !== null) clearTimeout(this.flushTimer);
+    if (this.flushTimer !== null) this.flushTimer();
     this.flushTimer = null;
   }
 }

@@ -63,11 +63,29 @@ export interface TaskStopCommand {
   at: number;
   reason?: string;
 }
-/** Forget a terminal task (cancels any pending restart). */
+/**
+ * Forget a terminal task (cancels any pending restart). `flotilla rm` proposes it after its
+ * route checked the task may go (tasks.ts `removeRefusal`: no restart pending, no service's task).
+ */
 export interface TaskRemoveCommand {
   type: 'task.remove';
   id: string;
   at: number;
+}
+/**
+ * The leader's garbage collection of finished tasks (controllers/gc.ts): each listed task is
+ * removed if, when the entry is applied, it is still terminal, has no restart pending and is
+ * no service's task; the others are skipped (they changed since the leader looked).
+ */
+export interface TasksGcCommand {
+  type: 'tasks.gc';
+  ids: string[];
+  term: number;
+  at: number;
+}
+export interface TasksGcResult {
+  removed: string[];
+  skipped: { taskId: string; reason: string }[];
 }
 export interface Placement {
   taskId: string;
@@ -198,6 +216,7 @@ export type SingleCommand =
   | TaskCreateCommand
   | TaskStopCommand
   | TaskRemoveCommand
+  | TasksGcCommand
   | TaskAssignCommand
   | TaskReportCommand
   | TaskRestartCommand
@@ -221,6 +240,7 @@ export const COMMAND_TYPES: readonly CommandType[] = [
   'task.create',
   'task.stop',
   'task.remove',
+  'tasks.gc',
   'task.assign',
   'task.report',
   'task.restart',
@@ -251,6 +271,7 @@ export const FENCED_COMMANDS: ReadonlySet<CommandType> = new Set<CommandType>([
   'task.assign',
   'task.restart',
   'task.pending',
+  'tasks.gc',
   'nodes.markUnknown',
   'node.down',
   'cluster.leader',
@@ -309,6 +330,7 @@ const singleCommandSchemas = [
   z.strictObject({ type: z.literal('task.create'), id: idString, spec: z.custom<TaskSpec>(() => true), at: count, quota: count.optional(), byName: z.boolean().optional() }),
   z.strictObject({ type: z.literal('task.stop'), id: idString, at: count, reason: z.string().max(1024).optional() }),
   z.strictObject({ type: z.literal('task.remove'), id: idString, at: count }),
+  z.strictObject({ type: z.literal('tasks.gc'), ids: z.array(idString).min(1).max(10_000), term: count, at: count }),
   z.strictObject({
     type: z.literal('task.assign'),
     placements: z.array(z.strictObject({ taskId: idString, nodeId: idString })),

@@ -513,6 +513,17 @@ export class TaskTable {
 // Helpers
 
 /**
+ * Why a terminal task may not be removed by an operator (checked by the route,
+ * manager/task-remove.ts) or the garbage collector (re-checked on apply, state/task-gc.ts);
+ * undefined: it may. Its restart is pending, or it is a service's task (the service prunes its own).
+ */
+export function removeRefusal(task: Task): string | undefined {
+  if (task.service !== undefined) return `it belongs to service '${task.service.name}' (use 'flotilla service scale' or 'flotilla service rm')`;
+  if (task.desired === 'running' && task.nextRestartAt !== undefined) return 'its restart is pending; stop it first (or use force)';
+  return undefined;
+}
+
+/**
  * Task specs re-validated on apply, memoised by their JSON text: a batch of replicas of one
  * spec is validated once. Pure (same input, same output); a miss only costs a parse.
  */

@@ -19,11 +19,17 @@ import type { WorkerSessionHandle } from '../../manager/dispatcher.js';
 import type { Command, SingleCommand } from '../../manager/state.js';
 import { Sched } from './sched.js';
 import { FAILOVER_GRACE_MS, NODE_GRACE_MS, SIM_SECRET, SimManager, type ClusterBug, type ManagerHost } from './manager.js';
-import { SimWorker, type WorkerSide } from './worker.js';
+import { SimWorker, type SimWorkerLike, type WorkerSide } from './worker.js';
+import { RealSimWorker } from './real-worker.js';
 
 export interface ClusterRunOptions {
   seed: number;
   bug?: ClusterBug;
+  /**
+   * Each worker is the model (src/sim/cluster/worker.ts) instead of the real WorkerAgent over a
+   * fake driver (src/sim/cluster/real-worker.ts, the default).
+   */
+  modelWorker?: boolean;
   trace?: (line: string) => void;
 }
 
@@ -52,7 +58,7 @@ const CONVERGE_MS = 30_000;
 const DUP_MS = NODE_GRACE_MS + 2000;
 
 interface Link extends WorkerSide {
-  w: SimWorker;
+  w: SimWorkerLike;
   m: SimManager;
   mInc: number;
   open: boolean;
@@ -63,8 +69,8 @@ interface Link extends WorkerSide {
 }
 
 /** The command that replays one seed with a readable trace. */
-export function replayCommand(seed: number, bug: ClusterBug): string {
-  return `npm run sim:cluster -- --seed ${seed}${bug !== 'none' ? ` --bug ${bug}` : ''}`;
+export function replayCommand(seed: number, bug: ClusterBug, modelWorker = false): string {
+  return `npm run sim:cluster -- --seed ${seed}${bug !== 'none' ? ` --bug ${bug}` : ''}${modelWorker ? ' --model-worker' : ''}`;
 }
 
 export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunResult> {
@@ -109,7 +115,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
   const blocked = new Set<string>();
   const isBlocked = (a: string, b: string): boolean => blocked.has(`${a}>${b}`);
   const managers = new Map<NodeId, SimManager>();
-  const workers: SimWorker[] = [];
+  const workers: SimWorkerLike[] = [];
   const links = new Set<Link>();
   /** When manager m's dispatcher last processed a frame from worker w (checker). */
   const heardAt = new Map<string, number>();
@@ -166,7 +172,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
    * A worker is told to drop a task that the most advanced replica still runs there: the
    * assignments came from a state that lags what is committed.
    */
-  function checkUnassigned(w: SimWorker, taskId: string, attempt: number): void {
+  function checkUnassigned(w: SimWorkerLike, taskId: string, attempt: number): void {
     let ref: SimManager | undefined;
     for (const m of managers.values()) if (m.alive && (!ref || m.state.appliedIndex > ref.state.appliedIndex)) ref = m;
     const t = ref?.state.getTask(taskId);
@@ -231,7 +237,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
   }
 
   // ---- worker links (a TCP connection: FIFO, no loss; cut by partitions and crashes)
-  function dial(w: SimWorker, to: string): WorkerSide {
+  function dial(w: SimWorkerLike, to: string): WorkerSide {
     const m = managers.get(to)!;
     const link: Link = {
       w,
@@ -243,6 +249,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
       downAt: 0,
       send: (msg: WorkerToManager) => up(link, msg),
       close: () => closeLink(link, 'worker'),
+      connected: () => link.open && link.handle !== null,
     };
     links.add(link);
     if (!m.alive || isBlocked(w.id, m.id) || isBlocked(m.id, w.id)) {
@@ -327,7 +334,8 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
     const token = workerToken(SIM_SECRET);
     for (let i = 0; i < nW; i++) {
       const id = `w${i + 1}`;
-      const w = new SimWorker(id, token, { seed, rng: derive(seed, `worker/${id}`), managers: () => ids, wall: () => sched.wall(), now: () => sched.now, dial, onUnassigned: (w, task, attempt) => checkUnassigned(w, task, attempt), onProtocolError: (w, what) => violate('session-protocol', `${w.id}: ${what}`), trace: note }, sched.timers(`w:${id}`));
+      const wh = { seed, rng: derive(seed, `worker/${id}`), managers: () => ids, wall: () => sched.wall(), now: () => sched.now, dial, onUnassigned: (w: SimWorkerLike, task: string, attempt: number) => checkUnassigned(w, task, attempt), onProtocolError: (w: SimWorkerLike, what: string) => violate('session-protocol', `${w.id}: ${what}`), trace: note };
+      const w = opts.modelWorker ? new SimWorker(id, token, wh, sched.timers(`w:${id}`)) : new RealSimWorker(id, token, wh, sched.timers(`w:${id}`));
       workers.push(w);
       w.start();
     }
@@ -428,7 +436,9 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
         });
         // A task of this update's template that failed counted as ready while it ran (no health
         // checks yet): its own crash, not the update's doing, may take availability below the bound.
-        const crashed = tasks.some((t) => t.service!.version === svc.update.target && t.history.some((h) => h.state === 'failed'));
+        // So may, during a rollback, a task of the template rolled back from (seed 66 with the real agent).
+        const rollingBack = svc.update.state === 'rolling_back' || svc.update.state === 'rollback_paused';
+        const crashed = tasks.some((t) => (t.service!.version === svc.update.target || (rollingBack && t.service!.version === svc.update.from)) && t.history.some((h) => h.state === 'failed'));
         if (disturbed || crashed) {
           a.exemptUntil = sched.now + NODE_GRACE_MS;
           a.armed = false;

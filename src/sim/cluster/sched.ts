@@ -69,7 +69,7 @@ export class Sched implements Clock {
         let cancel = (): void => {};
         let stopped = false;
         const arm = (): void => {
-          cancel = this.at(ms, owner, () => {
+          cancel = this.at(Math.round(ms), owner, () => {
             if (stopped) return;
             arm();
             fn();
@@ -81,7 +81,8 @@ export class Sched implements Clock {
           cancel();
         };
       },
-      after: (ms, fn) => this.at(ms, owner, fn),
+      // Whole ms, as Node's timers (a jittered backoff is fractional; clocks stay integral).
+      after: (ms, fn) => this.at(Math.round(ms), owner, fn),
       soon: (fn) => void this.at(0, owner, fn),
     };
   }

@@ -18,6 +18,23 @@ export interface LocalTask {
 export interface WorkerSide {
   send(msg: WorkerToManager): void;
   close(): void;
+  /** Whether the manager end exists (false: the connection attempt goes nowhere and times out). */
+  connected?(): boolean;
+}
+
+/** What the simulator's network and checkers use of a worker (the real agent, or the model with --model-worker). */
+export interface SimWorkerLike {
+  readonly id: string;
+  readonly alive: boolean;
+  readonly welcomed: boolean;
+  readonly linkTo: string | null;
+  readonly tasks: Map<string, LocalTask>;
+  running(): LocalTask[];
+  start(): void;
+  crash(): void;
+  onMessage(link: WorkerSide, msg: ManagerToWorker): void;
+  onClose(link: WorkerSide): void;
+  onPong(link: WorkerSide): void;
 }
 
 export interface WorkerHost {
@@ -27,15 +44,15 @@ export interface WorkerHost {
   wall: () => number;
   now: () => number;
   /** Opens a link to `manager`; frames and the close come back through `onMessage`/`onClose`. */
-  dial(w: SimWorker, manager: string): WorkerSide;
+  dial(w: SimWorkerLike, manager: string): WorkerSide;
   trace(kind: string, text: string): void;
   /** The worker stops a running task because its assignment set no longer has it (checker). */
-  onUnassigned(w: SimWorker, taskId: string, attempt: number): void;
+  onUnassigned(w: SimWorkerLike, taskId: string, attempt: number): void;
   /** A frame the agent's session refuses as out of protocol (src/worker/session.ts): checker. */
-  onProtocolError(w: SimWorker, what: string): void;
+  onProtocolError(w: SimWorkerLike, what: string): void;
 }
 
-export class SimWorker {
+export class SimWorker implements SimWorkerLike {
   alive = true;
   readonly tasks = new Map<string, LocalTask>();
   /**

@@ -1,6 +1,8 @@
 // Reading a docker task's output: `container.logs()` per (container, stream), demuxed, split
 // into lines and merged into one queue (paused at LOG_QUEUE_HIGH lines per reader). Docker's
 // own `tail` counts the lines of both streams together, so `tail` is applied here per stream.
+// Lines are asked with docker's timestamps (RFC 3339, nanoseconds) and carry them as `at`;
+// `since` is passed to docker (whole seconds: the caller filters by `at` for the rest).
 
 import { PassThrough, Readable } from 'node:stream';
 import type Docker from 'dockerode';
@@ -15,6 +17,10 @@ const LOG_QUEUE_HIGH = 1000;
 export interface ContainerLogOptions {
   follow: boolean;
   tail?: number;
+  /** Ms since the epoch: docker leaves out what was written before (to the second). */
+  since?: number;
+  /** Ask docker for its timestamps and give each line its `at`. */
+  timestamps?: boolean;
   signal?: AbortSignal;
   log: Logger;
   /** For log messages. */
@@ -29,6 +35,9 @@ export async function* streamContainerLogs(
   opts: ContainerLogOptions,
 ): AsyncGenerator<LogLine> {
   const { follow, tail, signal, taskId } = opts;
+  const since = opts.since !== undefined ? { since: Math.floor(opts.since / 1000) } : {};
+  const timestamps = opts.timestamps === true;
+  const line = (container: string, stream: 'stdout' | 'stderr', raw: string): LogLine => (timestamps ? stamped(container, stream, raw) : { container, stream, line: raw });
   const selected = containers;
   const queue: LogLine[] = [];
   let wakeConsumer: (() => void) | null = null;
@@ -59,20 +68,20 @@ export async function* streamContainerLogs(
     // first, then skip all but the last `tail` of them.
     let skip = 0;
     if (tail !== undefined || !follow) {
-      const buf = await ctr.logs({ ...want, follow: false, timestamps: false, abortSignal: abort.signal });
+      const buf = await ctr.logs({ ...want, ...since, follow: false, timestamps, abortSignal: abort.signal });
       const lines: string[] = [];
       await demuxLines(docker, Readable.from([asBuffer(buf)]), stream, (line) => lines.push(line));
       if (!follow) {
-        for (const line of tail !== undefined ? lines.slice(Math.max(0, lines.length - tail)) : lines) push({ container: c.name, stream, line }, null);
+        for (const l of tail !== undefined ? lines.slice(Math.max(0, lines.length - tail)) : lines) push(line(c.name, stream, l), null);
         return;
       }
       skip = Math.max(0, lines.length - tail!);
     }
-    const raw = (await ctr.logs({ ...want, follow: true, timestamps: false, abortSignal: abort.signal })) as Readable;
+    const raw = (await ctr.logs({ ...want, ...since, follow: true, timestamps, abortSignal: abort.signal })) as Readable;
     let n = 0;
-    await demuxLines(docker, raw, stream, (line) => {
+    await demuxLines(docker, raw, stream, (l) => {
       if (n++ < skip) return;
-      push({ container: c.name, stream, line }, raw);
+      push(line(c.name, stream, l), raw);
     });
   };
 
@@ -111,6 +120,14 @@ export async function* streamContainerLogs(
     signal?.removeEventListener('abort', onAbort);
     abort.abort(); // ends every docker stream still open
   }
+}
+
+/** A line docker sent with `timestamps`: its RFC 3339 prefix becomes `at`. */
+export function stamped(container: string, stream: 'stdout' | 'stderr', raw: string): LogLine {
+  const m = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d) ?/.exec(raw);
+  if (m === null) return { container, stream, line: raw };
+  const ms = Date.parse(`${m[1]}${m[2] !== undefined ? m[2].slice(0, 4) : ''}${m[3]}`);
+  return Number.isFinite(ms) ? { container, stream, line: raw.slice(m[0].length), at: ms } : { container, stream, line: raw };
 }
 
 /** Demux a docker log stream (8-byte frame headers) and call `onLine` per line of `stream`. */

@@ -1038,6 +1038,6 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     const streams: ('stdout' | 'stderr')[] = opts.stream !== undefined ? [opts.stream] : ['stdout', 'stderr'];
     const selected = t.apps.filter((c) => opts.container === undefined || c.name === opts.container);
 
-    yield* streamContainerLogs(this.docker, selected, streams, { follow, tail: opts.tail, signal, log: this.log, taskId });
+    yield* streamContainerLogs(this.docker, selected, streams, { follow, tail: opts.tail, since: opts.since, timestamps: opts.timestamps === true || opts.since !== undefined, signal, log: this.log, taskId });
   }
 }

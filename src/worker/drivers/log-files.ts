@@ -6,6 +6,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import type { LogLine, LogOptions } from '../driver.js';
 import { LineSplitter, sleep } from './base.js';
+import { loadStamps, stampAt, type Stamp } from './log-times.js';
 
 const READ_CHUNK = 64 * 1024;
 
@@ -13,6 +14,8 @@ export interface LogFile {
   container: string;
   stream: 'stdout' | 'stderr';
   path: string;
+  /** The file's write-time samples (log-times.ts): lines then carry `at`. */
+  timesPath?: string;
 }
 
 export interface LogFileReadOptions extends Pick<LogOptions, 'follow' | 'tail' | 'signal'> {
@@ -32,8 +35,23 @@ export async function* readLogFiles(files: LogFile[], opts: LogFileReadOptions):
     offset: number;
     lines: LineSplitter;
     tailPending: boolean;
+    /** Byte offset where the next line ends so far (for its time). */
+    lineEnd: number;
+    stamps: Stamp[] | null;
   }
-  const sources: Source[] = files.map((f) => ({ ...f, fh: null, offset: 0, lines: new LineSplitter(), tailPending: opts.tail !== undefined }));
+  const sources: Source[] = files.map((f) => ({ ...f, fh: null, offset: 0, lines: new LineSplitter(), tailPending: opts.tail !== undefined, lineEnd: 0, stamps: null }));
+  const emit = (s: Source, line: string): LogLine => {
+    const l: LogLine = { container: s.container, stream: s.stream, line };
+    if (s.timesPath === undefined) return l;
+    s.lineEnd += Buffer.byteLength(line) + 1;
+    let at = s.stamps === null ? undefined : stampAt(s.stamps, s.lineEnd);
+    if (at === undefined) {
+      s.stamps = loadStamps(s.timesPath);
+      at = stampAt(s.stamps, s.lineEnd);
+    }
+    l.at = at ?? Date.now(); // not sampled yet: written just now
+    return l;
+  };
   const buf = Buffer.alloc(READ_CHUNK);
   const signal = opts.signal;
   try {
@@ -52,6 +70,7 @@ export async function* readLogFiles(files: LogFile[], opts: LogFileReadOptions):
             s.offset = await tailOffset(s.fh, opts.tail!);
             s.tailPending = false;
           }
+          s.lineEnd = s.offset;
         }
         for (;;) {
           const { bytesRead } = await s.fh.read(buf, 0, buf.length, s.offset);
@@ -60,7 +79,7 @@ export async function* readLogFiles(files: LogFile[], opts: LogFileReadOptions):
           s.offset += bytesRead;
           const out: string[] = [];
           s.lines.write(buf.subarray(0, bytesRead), (line) => out.push(line));
-          for (const line of out) yield { container: s.container, stream: s.stream, line };
+          for (const line of out) yield emit(s, line);
           if (signal?.aborted) return;
         }
       }
@@ -70,7 +89,7 @@ export async function* readLogFiles(files: LogFile[], opts: LogFileReadOptions):
     for (const s of sources) {
       const out: string[] = [];
       s.lines.end((line) => out.push(line));
-      for (const line of out) yield { container: s.container, stream: s.stream, line };
+      for (const line of out) yield emit(s, line);
     }
   } finally {
     for (const s of sources) await s.fh?.close().catch(() => undefined);

@@ -83,6 +83,7 @@ import { DriverBase, specHash, type TrackedTask } from './base.js';
 import { readLogFiles } from './log-files.js';
 import { processExec } from './process-exec.js';
 import { processTreeUsage, type TaskRoots } from './proc-usage.js';
+import { LogStamps } from './log-times.js';
 import { removeSecretFiles, writeSecretFiles } from '../secret-files.js';
 import { ensureProcessVolume, removeProcessVolume, volumeEnvName } from '../volumes.js';
 import {
@@ -377,8 +378,13 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
       } catch (e) {
         this.log.error('process driver: poll failed', { taskId: t.rec.taskId, error: errMessage(e) });
       }
+      // When the output was written (log-times.ts); a last sample as the task ends.
+      const logs = t.rec.containers.flatMap((c) => [join(t.dir, `${c.name}.out.log`), join(t.dir, `${c.name}.err.log`)]);
+      for (const f of logs) this.stamps.sample(f);
+      if (t.rec.final !== undefined) this.stamps.forget(logs);
     }
   }
+  private readonly stamps = new LogStamps();
 
   async close(): Promise<void> {
     this.closed = true;
@@ -807,7 +813,10 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
     this.checkLogArgs(taskId, names, opts);
     const streams: ('stdout' | 'stderr')[] = opts.stream !== undefined ? [opts.stream] : ['stdout', 'stderr'];
     const files = (opts.container !== undefined ? [opts.container] : names).flatMap((name) =>
-      streams.map((stream) => ({ container: name, stream, path: join(t.dir, `${name}.${stream === 'stdout' ? 'out' : 'err'}.log`) })),
+      streams.map((stream) => {
+        const path = join(t.dir, `${name}.${stream === 'stdout' ? 'out' : 'err'}.log`);
+        return { container: name, stream, path, ...(opts.timestamps || opts.since !== undefined ? { timesPath: `${path}.times` } : {}) };
+      }),
     );
     yield* readLogFiles(files, {
       follow: opts.follow,

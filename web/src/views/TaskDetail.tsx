@@ -8,27 +8,34 @@ import UsageChart from './UsageChart';
 
 const MAX_LOG_LINES = 2000;
 
-function LogTail(props: { taskId: string; node: string | null; active: boolean }): JSX.Element {
+/** The page's `since` choices (sent as a duration; the manager counts it back from now). */
+const SINCE_CHOICES = ['', '1m', '10m', '1h', '24h'] as const;
+
+function LogTail(props: { taskId: string; node: string | null; active: boolean; attempt?: number }): JSX.Element {
   const [lines, setLines] = createSignal<string[]>([]);
   const [follow, setFollow] = createSignal(true);
+  const [since, setSince] = createSignal('');
+  const [stamps, setStamps] = createSignal(false);
+  const [previous, setPrevious] = createSignal(false);
   const [note, setNote] = createSignal('');
   let pre: HTMLPreElement | undefined;
 
   createEffect(
-    on([() => props.taskId, () => props.node, () => props.active, follow, base, token], ([id, node, active, fol, prefix, tok]) => {
-      if (!node) {
+    on([() => props.taskId, () => props.node, () => props.active, follow, base, token, since, stamps, previous], ([id, node, active, fol, prefix, tok, sinceOpt, ts, prev]) => {
+      if (!node && !prev) {
         setLines([]);
         setNote('No logs yet: the task has not started on a node.');
         return;
       }
       const ctl = new AbortController();
       onCleanup(() => ctl.abort());
-      const following = fol && active;
+      const following = fol && active && !prev;
+      const opts = `${sinceOpt ? `&since=${encodeURIComponent(sinceOpt)}` : ''}${ts ? '&timestamps=1' : ''}${prev ? '&previous=1' : ''}`;
       void (async () => {
         for (let attempt = 0; !ctl.signal.aborted; attempt++) {
           setNote(following ? 'following…' : '');
           try {
-            const res = await fetch(`${prefix}/v1/tasks/${encodeURIComponent(id)}/logs?tail=200${following ? '&follow=1' : ''}`, { signal: ctl.signal, headers: authHeaders(tok) });
+            const res = await fetch(`${prefix}/v1/tasks/${encodeURIComponent(id)}/logs?tail=200${following ? '&follow=1' : ''}${opts}`, { signal: ctl.signal, headers: authHeaders(tok) });
             if (!res.ok) {
               const j = (await res.json().catch(() => null)) as { error?: { message?: string } } | null;
               // A refused token: the login box asks for another (this effect reruns with it).
@@ -84,6 +91,22 @@ function LogTail(props: { taskId: string; node: string | null; active: boolean }
           <input type="checkbox" checked={follow()} onChange={(e) => setFollow(e.currentTarget.checked)} />
           <span>follow</span>
         </label>
+        <label class="toggle">
+          <span>since</span>
+          <select data-testid="logs-since" value={since()} onChange={(e) => setSince(e.currentTarget.value)}>
+            <For each={SINCE_CHOICES}>{(c) => <option value={c}>{c === '' ? 'all' : `last ${c}`}</option>}</For>
+          </select>
+        </label>
+        <label class="toggle">
+          <input type="checkbox" data-testid="logs-timestamps" checked={stamps()} onChange={(e) => setStamps(e.currentTarget.checked)} />
+          <span>timestamps</span>
+        </label>
+        <Show when={(props.attempt ?? 1) > 1}>
+          <label class="toggle">
+            <input type="checkbox" data-testid="logs-previous" checked={previous()} onChange={(e) => setPrevious(e.currentTarget.checked)} />
+            <span>previous attempt</span>
+          </label>
+        </Show>
       </div>
       <pre class="logs" ref={pre} data-testid="logs">
         {lines().join('\n')}
@@ -307,7 +330,7 @@ export default function TaskDetail(props: { id: string }): JSX.Element {
               </section>
             </div>
 
-            <LogTail taskId={t().id} node={t().state === 'pending' || t().state === 'assigned' ? null : t().node} active={!TERMINAL.has(t().state)} />
+            <LogTail taskId={t().id} node={t().state === 'pending' || t().state === 'assigned' ? null : t().node} active={!TERMINAL.has(t().state)} attempt={t().attempt} />
           </>
         )}
       </Show>
