@@ -14,6 +14,7 @@ import {
   slotName,
   tryDuration,
 } from '../src/protocol/service.js';
+import { applySpecFlags, publishFlag } from '../src/cli/service-cmd.js';
 
 function thrown(fn: () => unknown): FlotillaError {
   try {
@@ -198,5 +199,55 @@ describe('durations and replicas', () => {
       expect(err.code).toBe('bad_request');
       expect(err.details![0]!.path).toBe('replicas');
     }
+  });
+});
+
+describe('publish (routing mesh)', () => {
+  const base = { name: 'web', driver: 'process', containers: [{ command: ['node', 's.js'] }] };
+
+  it('defaults to ingress mode; host mode becomes the task port; parsing the flat form again gives the same spec', () => {
+    const spec = parseServiceSpec({ ...base, publish: ['8080:9000', { published: 8081, target: 81, mode: 'host' }] });
+    expect(spec.publish).toEqual([{ published: 8080, target: 9000, protocol: 'tcp', mode: 'ingress' }]);
+    // host: {container: target, host: published}; ingress on the process driver reserves target on the node.
+    expect(spec.template.task.containers[0]!.ports).toEqual([
+      { container: 9000, host: 9000, protocol: 'tcp' },
+      { container: 81, host: 8081, protocol: 'tcp' },
+    ]);
+    expect(parseServiceSpec(serviceSpecInput(spec))).toEqual(spec);
+  });
+
+  it('docker services publish in host mode only, for now (the mesh reaches process replicas)', () => {
+    expect(() => parseServiceSpec({ name: 'web', containers: [{ image: 'busybox' }], publish: ['8080:80'] })).toThrow(/publish\[0\]\.mode.*'host' for the docker driver/);
+    const spec = parseServiceSpec({ name: 'web', containers: [{ image: 'busybox' }], publish: ['mode=host,8080:80'].map(() => ({ published: 8080, target: 80, mode: 'host' })) });
+    expect(spec.template.task.containers[0]!.ports).toEqual([{ container: 80, host: 8080, protocol: 'tcp' }]);
+    expect(spec.publish).toBeUndefined();
+  });
+
+  it('bad entries are refused with one detail per field', () => {
+    const err = (() => {
+      try {
+        parseServiceSpec({ ...base, publish: [{ published: 70000, target: 80 }, { published: 1, target: 2, protocol: 'udp' }, 'nope'] });
+      } catch (e) {
+        return e as { details: { path: string; message: string }[] };
+      }
+      throw new Error('accepted');
+    })();
+    expect(err.details.map((d) => d.path)).toEqual(expect.arrayContaining(['publish[0].published', 'publish[1].protocol', 'publish[2]']));
+  });
+
+  it('a port published twice, or a mesh port that is also a host port of the task, is refused', () => {
+    expect(() => parseServiceSpec({ ...base, publish: ['8080:9000', '8080:9001'] })).toThrow(/publish\[1\]\.published.*unique/);
+    expect(() => parseServiceSpec({ ...base, containers: [{ command: ['x'], ports: ['8080:8080'] }], publish: ['8080:9000'] })).toThrow(/publish\[0\]\.published/);
+    expect(() => parseServiceSpec({ ...base, publish: ['9000:9000'] })).toThrow(/publish\[0\]\.target/);
+  });
+
+  it('the CLI --publish forms', () => {
+    expect(publishFlag('8080:80')).toBe('8080:80');
+    expect(publishFlag('mode=host,8080:80')).toEqual({ mode: 'host', published: 8080, target: 80 });
+    expect(publishFlag('mode=host,published=8080,target=80')).toEqual({ mode: 'host', published: 8080, target: 80 });
+    expect(() => publishFlag('mode=host,colour=red')).toThrow(/--publish expects/);
+    const spec = parseServiceSpec(applySpecFlags({ name: 'web', driver: 'process' }, { publish: ['8080:9000', 'mode=host,8081:81'] }, ['node', 's.js'], null));
+    expect(spec.publish).toEqual([{ published: 8080, target: 9000, protocol: 'tcp', mode: 'ingress' }]);
+    expect(spec.template.task.containers[0]!.ports).toContainEqual({ container: 81, host: 8081, protocol: 'tcp' });
   });
 });

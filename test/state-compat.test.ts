@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { canonicalJson, ClusterState, COMMAND_TYPES, decodeCommand, encodeCommand, type Command } from '../src/manager/state.js';
+import { ingressPorts, parseServiceSpec } from '../src/protocol/service.js';
 
 const dir = join(import.meta.dirname, 'fixtures/state-v1');
 const entries = readFileSync(join(dir, 'entries.jsonl'), 'utf8')
@@ -81,5 +82,35 @@ describe('state written by the build before the split', () => {
     for (const e of entries.slice(150)) resumed.applyEntry(e.data, { index: e.index, term: e.term });
     expect(same(resumed.snapshot(), snapshot)).toBe(true);
     expect(same(full.snapshot(), snapshot)).toBe(true);
+  });
+});
+
+describe('services published through the routing mesh (publish)', () => {
+  const base = { name: 'web', driver: 'process', replicas: 2, containers: [{ command: ['sleep', '60'] }] };
+  const snapOf = (spec: ReturnType<typeof parseServiceSpec>): ClusterState => {
+    const st = new ClusterState();
+    const r = st.apply({ type: 'service.create', spec, at: 1000 }, { index: 1, term: 1 });
+    expect(r.ok).toBe(true);
+    return st;
+  };
+
+  it('a service without publish is stored exactly as before the field existed (no key), and loads with no mesh port', () => {
+    const st = snapOf(parseServiceSpec(base));
+    const text = Buffer.from(st.snapshot()).toString('utf8');
+    expect(text).not.toContain('publish');
+    const restored = ClusterState.restore(st.snapshot());
+    expect(ingressPorts(restored.getService('web')!.spec)).toEqual([]);
+  });
+
+  it('a stored spec without the field (as older managers wrote it) restores and snapshots to the same bytes', () => {
+    const st = snapOf(parseServiceSpec(base));
+    const snap = st.snapshot();
+    expect(Buffer.from(ClusterState.restore(snap).snapshot()).equals(Buffer.from(snap))).toBe(true);
+  });
+
+  it('a published service survives a snapshot and restore with its ports', () => {
+    const st = snapOf(parseServiceSpec({ ...base, publish: ['18080:9000'] }));
+    const restored = ClusterState.restore(st.snapshot());
+    expect(ingressPorts(restored.getService('web')!.spec)).toEqual([{ published: 18080, target: 9000, protocol: 'tcp', mode: 'ingress' }]);
   });
 });

@@ -443,7 +443,7 @@ describe('worker agent', () => {
       ['not msgpack', (ws) => ws.send(Buffer.from([SESSION_PROTOCOL_VERSION, 0xc1, 0xc1, 0xc1]))],
       ['empty', (ws) => ws.send(Buffer.alloc(0))],
       ['not an object', (ws) => ws.send(encodeSessionFrame([1, 2, 3] as unknown as Record<string, unknown>))],
-      ['unknown type', (ws) => fm.send(ws, { t: 'explode' })],
+      ['bad endpoints', (ws) => fm.send(ws, { t: 'endpoints', ports: [{ service: 'web', published: 0, protocol: 'tcp', backends: [] }] })],
       ['bad assignments', (ws) => fm.send(ws, { t: 'assignments', tasks: [{ taskId: 5, desired: 'maybe' }] })],
       ['too large', (ws) => ws.send(Buffer.alloc(MAX_SESSION_FRAME + 1, SESSION_PROTOCOL_VERSION))],
     ];
@@ -459,8 +459,10 @@ describe('worker agent', () => {
     expect(alive(pid)).toBe(true);
     expect(pidOf(agent, 'steady')).toBe(pid);
 
-    // A bad spec for one task does not end the session: that task fails, the rest go on.
+    // A message type this worker does not know (a newer manager's) is skipped: the session goes on.
     const sessionsBefore = fm.of('register').length;
+    fm.send(conn, { t: 'explode' });
+
     fm.send(conn, {
       t: 'assignments',
       tasks: [

@@ -5,7 +5,7 @@ import type { FlotillaClient } from '../client/client.js';
 import type { ServiceInfo, ServiceInspect, ServiceList, ServiceRemoved, TaskView } from '../protocol/api.js';
 import { ACTIVE_UPDATE_STATES, formatDuration, parseDuration, serviceSpecInput, type ServiceSpec, type UpdateState } from '../protocol/service.js';
 import { FlotillaError } from '../protocol/errors.js';
-import { action, ago, commandClient, outputFormat, table, UsageError } from './util.js';
+import { action, ago, collect, commandClient, outputFormat, table, UsageError } from './util.js';
 import { applyTaskFlags, taskFlagOptions, taskRemovalOptions, wholeNumber } from './task-flags.js';
 import { monoNow } from '../clock.js';
 import { stateWithHealth } from './health-view.js';
@@ -21,6 +21,7 @@ function print(value: unknown, fmt: 'json' | 'yaml'): void {
 /** The flags `create` and `update` share: the task flags of `run` (task-flags.ts) and the service's own. */
 function specFlags(c: Command): Command {
   return taskFlagOptions(c.option('--replicas <n>', 'number of replicas'), 'per replica')
+    .option('--publish <spec>', 'publish a port through the routing mesh: PUBLISHED:TARGET, or mode=host,PUBLISHED:TARGET for a per-node port, or mode=ingress|host,published=N,target=N (repeatable)', collect)
     .option('--health-cmd <cmd>', 'health check: a shell command that exits 0 when healthy')
     .option('--health-http <port/path>', 'health check: GET http://…:PORT/PATH answers 2xx or 3xx')
     .option('--health-tcp <port>', 'health check: a TCP connection to PORT opens')
@@ -75,6 +76,7 @@ export function applySpecFlags(spec: Record<string, any>, o: Record<string, any>
     c0.args = [];
   }
   if (o.image !== undefined) c0.image = o.image;
+  if (o.publish !== undefined) spec.publish = (o.publish as string[]).map(publishFlag);
   spec.containers = containers;
   applyTaskFlags(spec, o, action);
   if (o.replicas !== undefined) spec.replicas = intFlag('--replicas', o.replicas);
@@ -113,6 +115,28 @@ export function applySpecFlags(spec: Record<string, any>, o: Record<string, any>
   }
   if (Object.keys(update).length > 0) spec.update = update;
   return spec;
+}
+
+/** One --publish value: "8080:80", "mode=host,8080:80" or "mode=host,published=8080,target=80[,protocol=tcp]". */
+export function publishFlag(v: string): string | Record<string, unknown> {
+  const parts = v.split(',').map((p) => p.trim()).filter((p) => p !== '');
+  if (parts.length === 1 && !parts[0]!.includes('=')) return parts[0]!;
+  const out: Record<string, unknown> = {};
+  for (const part of parts) {
+    const m = /^(\d+):(\d+)$/.exec(part);
+    if (m !== null) {
+      out.published = Number(m[1]);
+      out.target = Number(m[2]);
+      continue;
+    }
+    const i = part.indexOf('=');
+    const k = i > 0 ? part.slice(0, i) : '';
+    const val = part.slice(i + 1);
+    if (k === 'published' || k === 'target') out[k] = /^\d+$/.test(val) ? Number(val) : val;
+    else if (k === 'mode' || k === 'protocol') out[k] = val;
+    else throw new UsageError(`--publish expects PUBLISHED:TARGET or mode=…,published=…,target=…, got '${v}'`);
+  }
+  return out;
 }
 
 function pickTiming(h: Record<string, any> | undefined): Record<string, any> {
@@ -272,6 +296,9 @@ Examples:
   flotilla service create web --replicas 4 --health-http 8080/ -p 8080 flotilla/busybox:test -- httpd -f -p 8080
   flotilla service create sleeper --replicas 3 --update-order start-first -- /bin/sleep 3600
   flotilla service create api --replicas 2 -l tier=api --secret dbpass -v data:/var/lib/api flotilla/busybox:test -- sleep 3600
+  flotilla service create api --replicas 2 --publish 8080:9000 -e PORT=9000 -- /usr/bin/node server.js
+      (every worker serves 8080 and spreads connections over the ready replicas, which listen
+       on $FLOTILLA_NODE_HOST:9000; --publish mode=host,8080:9000 is a per-node port instead)
 Options go before NAME; everything after -- is the command.`,
     )
     .action(

@@ -34,6 +34,8 @@ import { MAX_DELIVERED_SECRET_BYTES, type DeliveredSecret } from '../protocol/se
 import { checkJoin, nodeCredential, nodeEpoch, workerToken } from './auth.js';
 import { monoNow, systemTimers, wallNow, type Timers } from '../clock.js';
 import { reportedHealth } from './state/task-health.js';
+import { meshTable } from './endpoints.js';
+import { MESH_FEATURE } from '../protocol/session.js';
 
 export interface DispatcherOptions {
   /** Heartbeat period the leader asks workers for (ms). */
@@ -83,6 +85,10 @@ interface Session {
   welcomed: boolean;
   /** An invalid usage message was logged (once per session). */
   usageWarned?: boolean;
+  /** The worker takes the routing mesh's table (its register listed the feature). */
+  mesh: boolean;
+  /** The table last sent in this session (JSON). */
+  lastEndpoints: string;
 }
 
 export interface DispatcherDeps {
@@ -123,6 +129,7 @@ export class Dispatcher implements LeaderService {
   private reportsFlushing = false;
   private dirtyNodes = new Set<string>();
   private allDirty = false;
+  private endpointsDirty = true;
   private unsubscribe: (() => void) | null = null;
   private readonly token: string;
   private readonly heartbeatMs: number;
@@ -152,6 +159,8 @@ export class Dispatcher implements LeaderService {
     this.cancels.push(this.t.every(50, () => this.pushAssignments()));
     this.allDirty = true;
     this.unsubscribe = this.d.state.onEvent((ev) => {
+      // Any change may move a replica in or out of the routing mesh's table (sent on the next push).
+      this.endpointsDirty = true;
       if (ev.type === 'task.created' || ev.type === 'task.updated' || ev.type === 'task.removed') {
         if (ev.task.node) this.dirtyNodes.add(ev.task.node);
         else this.allDirty = true;
@@ -168,6 +177,7 @@ export class Dispatcher implements LeaderService {
 
   caughtUp(): void {
     this.allDirty = true;
+    this.endpointsDirty = true;
   }
 
   stop(): void {
@@ -346,7 +356,7 @@ export class Dispatcher implements LeaderService {
     }
     const old = this.sessions.get(msg.nodeId);
     if (old) old.link.close(4008, 'replaced by a new session');
-    const s: Session = { id: randomUUID(), nodeId: msg.nodeId, link: ws, lastHeartbeat: monoNow(), lastAssignments: '', heartbeatPending: false, welcomed: false };
+    const s: Session = { id: randomUUID(), nodeId: msg.nodeId, link: ws, lastHeartbeat: monoNow(), lastAssignments: '', heartbeatPending: false, welcomed: false, mesh: Array.isArray(msg.features) && msg.features.includes(MESH_FEATURE), lastEndpoints: '' };
     this.sessions.set(msg.nodeId, s);
     const at = wallNow();
     const reports = this.toReports(msg.nodeId, msg.tasks);
@@ -387,6 +397,7 @@ export class Dispatcher implements LeaderService {
     this.send(ws, { t: 'welcome', sessionId: s.id, heartbeatMs: hb, managers: this.managerAddrs(), term: this.d.lead.term() ?? 0, credential, clusterId });
     this.log.info(`worker ${msg.nodeId} registered`, { tasks: msg.tasks.length, remote });
     this.dirtyNodes.add(msg.nodeId);
+    this.endpointsDirty = true;
     this.d.onRegistered?.(msg.nodeId);
     return s;
   }
@@ -518,6 +529,20 @@ export class Dispatcher implements LeaderService {
       if (secrets.length > 0) msg.secrets = secrets;
       if (dropVolumes.length > 0) msg.dropVolumes = dropVolumes;
       this.send(s.link, msg);
+    }
+    this.pushEndpoints();
+  }
+
+  /** The routing mesh's table (endpoints.ts) to every welcomed worker that takes it, when it changed. */
+  private pushEndpoints(): void {
+    if (!this.endpointsDirty) return;
+    this.endpointsDirty = false;
+    const ports = meshTable(this.m.state);
+    const key = JSON.stringify(ports);
+    for (const s of this.sessions.values()) {
+      if (!s.welcomed || !s.mesh || s.lastEndpoints === key) continue;
+      s.lastEndpoints = key;
+      this.send(s.link, { t: 'endpoints', ports });
     }
   }
 

@@ -1,7 +1,8 @@
 // The services API: /v1/services. Specs are validated here (per-field errors, 400, nothing
 // written) and the writes go to the leader; reads are linearizable unless ?stale=true.
 import { FlotillaError } from '../protocol/errors.js';
-import { parseReplicas, parseServiceSpec, type ServiceSpec } from '../protocol/service.js';
+import { ingressPorts, parseReplicas, parseServiceSpec, type ServiceSpec } from '../protocol/service.js';
+import { serviceEndpoints } from './endpoints.js';
 import type { ServiceInfo, ServiceInspect } from '../protocol/api.js';
 import { isLiveTask, type Service, type Task } from './state.js';
 import { taskView, type UnplacedReasons } from './api.js';
@@ -56,6 +57,11 @@ export function registerServices(d: ServiceRouteDeps, opts: ServiceRouteOptions 
         details: [{ path: 'privileged', message: 'not allowed in this cluster' }],
       });
     }
+    // One service per mesh port: the routing mesh holds it on every worker.
+    for (const p of ingressPorts(spec)) {
+      const other = d.state.listServices().find((o) => o.name !== spec.name && ingressPorts(o.spec).some((q) => q.published === p.published));
+      if (other !== undefined) throw new FlotillaError('conflict', `Cannot ${action} as port ${p.published} is already published by service '${other.name}'`, { details: [{ path: 'publish', message: `${p.published} is published by '${other.name}'` }] });
+    }
     return spec;
   };
   const find = (name: string): Service => {
@@ -87,7 +93,8 @@ export function registerServices(d: ServiceRouteDeps, opts: ServiceRouteOptions 
       .filter((t) => all || t.desired === 'running' || !['stopped', 'succeeded', 'failed', 'lost'].includes(t.state))
       .sort((a, b) => a.service!.slot - b.service!.slot || a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1))
       .map((t) => taskView(d.unplaced, t));
-    const out: ServiceInspect = { ...serviceInfo(d.state, s), tasks, index: d.appliedIndex() };
+    const endpoints = serviceEndpoints(d.state, s);
+    const out: ServiceInspect = { ...serviceInfo(d.state, s), tasks, ...(endpoints.length > 0 ? { endpoints } : {}), index: d.appliedIndex() };
     return out;
   });
 

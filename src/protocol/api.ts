@@ -97,8 +97,20 @@ export interface ServiceList {
 }
 
 /** GET /v1/services/:name: the service and its tasks (finished ones too with ?all=true). */
+/** Where the routing mesh sends a published port's connections: one live replica. */
+export interface ServiceEndpoint {
+  published: number;
+  taskId: string;
+  /** host:port the replica listens on. */
+  addr: string;
+  /** In the mesh's table (running, healthy, on a node that is not down). */
+  ready: boolean;
+}
+
 export interface ServiceInspect extends ServiceInfo {
   tasks: TaskView[];
+  /** The routing mesh's endpoints of the ingress-published ports (absent from older managers). */
+  endpoints?: ServiceEndpoint[];
   index: number;
 }
 

@@ -77,7 +77,30 @@ const ManagerToWorkerSchema = z.discriminatedUnion('t', [
     dropVolumes: z.array(z.string().regex(RESOURCE_NAME_RE)).max(10_000).optional(),
   }),
   z.looseObject({ t: z.literal('managers'), managers: managersList }),
+  z.looseObject({
+    t: z.literal('endpoints'),
+    ports: z
+      .array(
+        z.looseObject({
+          service: z.string().min(1).max(128),
+          published: z.number().int().min(1).max(65535),
+          protocol: z.literal('tcp'),
+          backends: z
+            .array(z.looseObject({ taskId: z.string().min(1).max(128), host: z.string().min(1).max(253), port: z.number().int().min(1).max(65535) }))
+            .max(10_000),
+        }),
+      )
+      .max(10_000),
+  }),
 ]);
+
+/** Message types this worker knows; a newer manager's other types are ignored (see `isKnownManagerMessage`). */
+const KNOWN_MANAGER_TYPES = new Set(['redirect', 'welcome', 'reject', 'assignments', 'managers', 'endpoints']);
+
+/** Whether a decoded frame is of a type this worker knows (an unknown one is skipped, not a protocol error). */
+export function isKnownManagerMessage(obj: Record<string, unknown>): boolean {
+  return typeof obj.t === 'string' && KNOWN_MANAGER_TYPES.has(obj.t);
+}
 
 export type AssignedTaskIn = z.infer<typeof AssignedTaskSchema>;
 export type ManagerMessage = z.infer<typeof ManagerToWorkerSchema>;

@@ -63,10 +63,27 @@ export interface ServiceTemplate {
   health: HealthCheck | null;
 }
 
+/**
+ * A port the service publishes. `ingress` (the default): the routing mesh serves `published`
+ * on every worker's address and spreads connections over the ready replicas, which listen on
+ * `target`. `host`: today's per-node port — it becomes the task's port spec
+ * `{ container: target, host: published }` (so `publish` keeps only the ingress entries).
+ */
+export interface PublishSpec {
+  published: number;
+  target: number;
+  protocol: 'tcp';
+  mode: 'ingress';
+}
+
+export const PUBLISH_MODES = ['ingress', 'host'] as const;
+
 export interface ServiceSpec {
   /** DNS label; its tasks are the slots `name.1` … `name.replicas`. */
   name: string;
   replicas: number;
+  /** Ports served by the routing mesh (ingress mode). Absent in specs stored before the mesh. */
+  publish?: PublishSpec[];
   update: UpdatePolicy;
   template: ServiceTemplate;
 }
@@ -132,7 +149,7 @@ export function parseDuration(input: string | number, what = 'duration'): number
 // ---------------------------------------------------------------------------------------------
 // Schema of the service fields (the task fields are parsed by parseTaskSpec)
 
-const SERVICE_FIELDS = ['replicas', 'update', 'health'] as const;
+const SERVICE_FIELDS = ['replicas', 'update', 'health', 'publish'] as const;
 
 const HOUR = 3_600_000;
 
@@ -154,8 +171,30 @@ const UpdateSchema = z
   )
   .prefault({});
 
+const PUBLISH_SHORTHAND_RE = /^\s*(\d+):(\d+)(?:\/(tcp))?\s*$/i;
+
+/** `{ published, target, protocol?, mode? }` or the shorthand "8080:80" (ingress). */
+const PublishSchema = z.preprocess(
+  (v) => {
+    if (typeof v !== 'string') return v;
+    const m = PUBLISH_SHORTHAND_RE.exec(v);
+    if (m === null) return v;
+    return { published: Number(m[1]), target: Number(m[2]) };
+  },
+  z.strictObject(
+    {
+      published: intIn(1, 65535),
+      target: intIn(1, 65535),
+      protocol: z.literal('tcp', { error: "must be 'tcp' (the routing mesh carries TCP)" }).default('tcp'),
+      mode: z.enum(PUBLISH_MODES, { error: "must be 'ingress' or 'host'" }).default('ingress'),
+    },
+    { error: (iss) => (iss.code === 'invalid_type' ? 'must be a port like {"published": 8080, "target": 80} or "8080:80"' : undefined) },
+  ),
+);
+
 const ServiceFieldsSchema = z.object({
   replicas: intIn(0, MAX_REPLICAS).default(1),
+  publish: z.array(PublishSchema).max(64, { error: 'must list at most 64 ports' }).default([]),
   update: UpdateSchema,
   health: HealthCheckSchema.optional(),
 });
@@ -201,6 +240,8 @@ export function parseServiceSpec(input: unknown, opts: ParseServiceSpecOptions =
     if (n.problem !== undefined) details.push({ path: 'health.container', message: n.problem });
     health = n.check;
   }
+  const publish: PublishSpec[] = [];
+  if (svc.success && task !== undefined) publishInto(task, svc.data.publish, publish, details);
   // Every field path once, in the order the user is most likely to read them.
   const seen = new Set<string>();
   const unique = details.filter((d) => (seen.has(d.path) ? false : (seen.add(d.path), true)));
@@ -211,6 +252,7 @@ export function parseServiceSpec(input: unknown, opts: ParseServiceSpecOptions =
   return {
     name: task.name,
     replicas: svc.data.replicas,
+    ...(publish.length > 0 ? { publish } : {}),
     update: {
       parallelism: u.parallelism,
       delayMs: u.delayMs,
@@ -229,9 +271,65 @@ export function serviceSpecInput(spec: ServiceSpec): Record<string, unknown> {
     ...spec.template.task,
     name: spec.name,
     replicas: spec.replicas,
+    ...(spec.publish !== undefined && spec.publish.length > 0 ? { publish: spec.publish.map((p) => ({ ...p })) } : {}),
     update: { ...spec.update },
     ...(spec.template.health !== null ? { health: { ...spec.template.health } } : {}),
   };
+}
+
+type PublishIn = { published: number; target: number; protocol: 'tcp'; mode: 'ingress' | 'host' };
+
+/**
+ * Sort the parsed `publish` entries: host mode becomes a port of the task's first container
+ * (`{ container: target, host: published }`); ingress entries stay in `out`. A process-driver
+ * task binds `target` on its node's address itself, so an ingress entry also reserves
+ * `target` as a host port of the task (the scheduler then never puts two replicas that would
+ * bind the same port on one node). Each entry is added once: parsing the flat form again
+ * gives the same spec.
+ */
+function publishInto(task: TaskSpec, input: readonly PublishIn[], out: PublishSpec[], details: ErrorDetail[]): void {
+  const container = task.containers[0];
+  if (container === undefined) return;
+  const hostPort = (host: number, target: number, where: string): void => {
+    const same = container.ports.find((p) => p.host === host && p.protocol === 'tcp');
+    if (same === undefined) container.ports.push({ container: target, host, protocol: 'tcp' });
+    else if (same.container !== target) details.push({ path: where, message: `conflicts with the container port ${host}:${same.container}/tcp of containers[0].ports` });
+  };
+  const published = new Map<number, number>();
+  input.forEach((p, i) => {
+    const where = `publish[${i}]`;
+    const prev = published.get(p.published);
+    if (prev !== undefined) {
+      details.push({ path: `${where}.published`, message: `must be unique (${p.published} is also published by publish[${prev}])` });
+      return;
+    }
+    published.set(p.published, i);
+    if (p.mode === 'host') {
+      hostPort(p.published, p.target, `${where}.published`);
+      return;
+    }
+    if (task.driver !== 'process') {
+      // The docker driver reports no host port for a replica yet, so the mesh could not reach it.
+      details.push({ path: `${where}.mode`, message: `must be 'host' for the ${task.driver} driver (the routing mesh serves process-driver replicas for now)` });
+      return;
+    }
+    if (p.target === p.published) {
+      details.push({ path: `${where}.target`, message: `must differ from 'published' for the process driver (the replica and the routing mesh both listen on the node's address)` });
+      return;
+    }
+    const clash = task.containers.flatMap((c) => c.ports).find((q) => q.host === p.published && q.protocol === 'tcp');
+    if (clash !== undefined) {
+      details.push({ path: `${where}.published`, message: `must differ from the task's host port ${p.published}/tcp (the routing mesh listens on it on every worker)` });
+      return;
+    }
+    hostPort(p.target, p.target, `${where}.target`);
+    out.push({ published: p.published, target: p.target, protocol: 'tcp', mode: 'ingress' });
+  });
+}
+
+/** The ingress ports of a service (none for specs stored before the mesh). */
+export function ingressPorts(spec: Pick<ServiceSpec, 'publish'>): PublishSpec[] {
+  return spec.publish ?? [];
 }
 
 /**

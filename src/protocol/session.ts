@@ -47,6 +47,12 @@ export interface RegisterMsg {
   resources: WorkerResources;
   drivers: string[];
   version: string;
+  /**
+   * What this worker understands beyond the first protocol: 'endpoints' (the routing mesh's
+   * table). A manager sends a message type only to workers that list it (older workers end
+   * the session on a type they do not know). Absent from older workers.
+   */
+  features?: string[];
   /** Every task the worker currently has (re-reported on every new session). */
   tasks: TaskStatusReport[];
 }
@@ -137,4 +143,28 @@ export interface ManagersMsg {
   t: 'managers';
   managers: string[];
 }
-export type ManagerToWorker = RedirectMsg | WelcomeMsg | RejectMsg | AssignmentsMsg | ManagersMsg;
+/** One ready replica the routing mesh may send a connection to. */
+export interface MeshBackend {
+  taskId: string;
+  /** Host (IP or name) and port where the replica listens. */
+  host: string;
+  port: number;
+}
+/** One port the routing mesh serves on every worker. */
+export interface MeshPort {
+  service: string;
+  published: number;
+  protocol: 'tcp';
+  backends: MeshBackend[];
+}
+/**
+ * The routing mesh's whole table (every ingress-published port of every service and its ready
+ * replicas), sent when it changes and after every welcome, only to workers whose `register`
+ * lists the 'endpoints' feature. A worker keeps the last table while it has no session.
+ */
+export interface EndpointsMsg {
+  t: 'endpoints';
+  ports: MeshPort[];
+}
+export const MESH_FEATURE = 'endpoints';
+export type ManagerToWorker = RedirectMsg | WelcomeMsg | RejectMsg | AssignmentsMsg | ManagersMsg | EndpointsMsg;

@@ -44,6 +44,8 @@ import { fileStore, nodeTimers, unrefTimers, type SessionDialer, type WorkerStor
 import { DEFAULT_USAGE_INTERVAL_MS, UsageSampler } from './usage.js';
 import { HealthMonitor, probeFor, taskCheckOf, type TaskCheck } from './health.js';
 import type { TaskHealth } from '../protocol/health.js';
+import { MESH_FEATURE } from '../protocol/session.js';
+import { RoutingMesh, listenHost } from './mesh.js';
 import { dropPrevious, readPrevious, savePrevious } from './previous-logs.js';
 import type { LogLine, LogOptions } from './driver.js';
 
@@ -202,6 +204,8 @@ export class WorkerAgent {
   private scopeReady: Promise<void> = Promise.resolve();
   /** Why the worker gave up, if it did (see `onFatal`). */
   fatalError: FlotillaError | null = null;
+  /** The routing mesh (mesh.ts): ingress ports served on this worker's listen address. */
+  readonly mesh: RoutingMesh;
 
   constructor(opts: WorkerAgentOptions) {
     if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(opts.id)) {
@@ -232,6 +236,7 @@ export class WorkerAgent {
         welcomed: (s, msg) => this.onWelcome(s, msg),
         established: () => this.reporter.flush(),
         assignments: (s, tasks, extra) => this.applyAssignments(s, tasks, extra),
+        endpoints: (ports) => this.mesh.update(ports),
       },
       {
         managers: opts.managers,
@@ -279,6 +284,7 @@ export class WorkerAgent {
       onUnhealthy: (taskId, attempt, reason) => void this.enqueue(taskId, () => this.stopUnhealthy(taskId, attempt, reason)),
       timers: opts.timers,
     });
+    this.mesh = new RoutingMesh({ host: listenHost(opts.listen), log: this.log });
     this.http = opts.http === false ? null : new WorkerHttpServer(
       {
         id: this.id,
@@ -342,6 +348,7 @@ export class WorkerAgent {
     this.pruneTimer = null;
     for (const u of this.unwatch.splice(0)) u();
     await this.http?.close();
+    await this.mesh.close();
     await this.sessions.done();
     for (const d of this.drivers.values()) await d.close().catch((e) => this.log.warn('driver close failed', { driver: d.name, error: errMessage(e) }));
     await Promise.allSettled([...this.queues.values()]);
@@ -428,6 +435,8 @@ export class WorkerAgent {
       resources: { ...this.resources },
       drivers: [...this.drivers.keys()],
       version: WORKER_VERSION,
+      // The routing mesh needs real sockets: a worker without its HTTP server (a simulated one) takes no table.
+      ...(this.opts.http !== false ? { features: [MESH_FEATURE] } : {}),
       tasks,
     };
   }

@@ -17,6 +17,7 @@ import { consoleLogger, type Logger, type LogLevel } from '../log.js';
 import { parseCpu, parseSize } from '../protocol/spec.js';
 import { WorkerAgent } from './agent.js';
 import { defaultListenHost } from './listen.js';
+import { listenHost } from './mesh.js';
 import type { Driver, DriverName } from './driver.js';
 import { ProcessDriver } from './drivers/process.js';
 
@@ -55,6 +56,8 @@ export interface RunWorkerOptions {
 
 export interface DriverContext {
   nodeId: string;
+  /** This node's host (of --advertise, else --listen). */
+  host?: string;
   stateDir: string;
   log: Logger;
 }
@@ -64,7 +67,7 @@ export interface DriverContext {
  * process-only worker never loads dockerode (nor needs an engine).
  */
 export const DRIVER_FACTORIES: Partial<Record<DriverName, (ctx: DriverContext) => Driver | Promise<Driver>>> = {
-  process: ({ stateDir, log }) => new ProcessDriver({ dir: join(stateDir, 'process'), log }),
+  process: ({ stateDir, log, host }) => new ProcessDriver({ dir: join(stateDir, 'process'), log, ...(host !== undefined ? { nodeHost: host } : {}) }),
   docker: async ({ nodeId, log }) => {
     const { DockerDriver } = await import('./drivers/docker.js');
     return new DockerDriver({ nodeId, log });
@@ -217,7 +220,7 @@ export async function runWorker(flags: WorkerFlags, opts: RunWorkerOptions = {})
   const cfg = parseWorkerFlags(flags, opts.env ?? process.env);
   const log = opts.log ?? consoleLogger(cfg.id, cfg.logLevel);
   const drivers: Driver[] = [];
-  for (const name of cfg.drivers) drivers.push(await DRIVER_FACTORIES[name]!({ nodeId: cfg.id, stateDir: cfg.stateDir, log }));
+  for (const name of cfg.drivers) drivers.push(await DRIVER_FACTORIES[name]!({ nodeId: cfg.id, stateDir: cfg.stateDir, log, host: listenHost(cfg.advertise ?? cfg.listen) }));
   let tls: NodeTls | null = null;
   try {
     tls = await workerTls({ id: cfg.id, stateDir: cfg.stateDir, token: cfg.token, managers: cfg.managers, hosts: cfg.advertise ? [cfg.advertise.slice(0, cfg.advertise.lastIndexOf(':'))] : [] });

@@ -20,11 +20,11 @@
 //    a welcomed session it hunts again at once. All timing is on the monotonic clock.
 
 import type { NodeTls } from '../tls/pki.js';
-import type { RegisterMsg } from '../protocol/session.js';
+import type { MeshPort, RegisterMsg } from '../protocol/session.js';
 import { FlotillaError } from '../protocol/errors.js';
 import type { Logger } from '../log.js';
 import type { DeliveredSecret } from '../protocol/secrets.js';
-import { decodeSessionFrame, encodeSessionFrame, parseManagerMessage, type AssignedTaskIn, type ManagerMessage } from '../protocol/frames.js';
+import { decodeSessionFrame, encodeSessionFrame, isKnownManagerMessage, parseManagerMessage, type AssignedTaskIn, type ManagerMessage } from '../protocol/frames.js';
 import { monoNow, type Timers } from '../clock.js';
 import { nodeTimers, wsDialer, type SessionDialer, type SessionLink } from './ports.js';
 
@@ -78,6 +78,8 @@ export interface SessionHost {
   /** A complete assignment set arrived in session `s`. */
   /** `extra`: the opened secrets the tasks name (each once) and the volumes to delete. */
   assignments(s: Session, tasks: AssignedTaskIn[], extra: { secrets: DeliveredSecret[]; dropVolumes: string[] }): void;
+  /** The routing mesh's table arrived (see `EndpointsMsg`). */
+  endpoints?(ports: MeshPort[]): void;
 }
 
 export interface SessionClientOptions {
@@ -346,7 +348,13 @@ export class SessionClient {
         let msg: ManagerMessage;
         try {
           if (!isBinary) throw new FlotillaError('bad_request', 'text frame (session frames are binary)');
-          msg = parseManagerMessage(decodeSessionFrame(buf));
+          const obj = decodeSessionFrame(buf);
+          // A newer manager's message type: skipped, the session goes on.
+          if (typeof obj.t === 'string' && !isKnownManagerMessage(obj)) {
+            this.log.debug('unknown message type from manager ignored', { manager: target, t: obj.t.slice(0, 64) });
+            return;
+          }
+          msg = parseManagerMessage(obj);
         } catch (e) {
           this.log.warn('malformed frame from manager; ending the session', { manager: target, error: errMessage(e) });
           s.end(`malformed frame: ${errMessage(e)}`);
@@ -437,6 +445,10 @@ export class SessionClient {
         return;
       case 'managers':
         this.setManagers(msg.managers);
+        return;
+      case 'endpoints':
+        if (!s.welcomed) throw new Error("'endpoints' before 'welcome'");
+        this.host.endpoints?.(msg.ports);
         return;
     }
   }

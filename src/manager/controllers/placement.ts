@@ -3,6 +3,7 @@
 // decision; tasks that fit nowhere get their reason recorded (`task.pending`). It runs when a
 // task becomes pending (created, restarted, lost work re-queued), when a node registers or
 // changes, and every second.
+import { ingressPorts } from '../../protocol/service.js';
 import type { SingleCommand } from '../state.js';
 import { schedule } from '../scheduler.js';
 import type { LeaderService, LeaderTerm, StateView } from '../ports.js';
@@ -79,7 +80,9 @@ export class Placement implements LeaderService {
           continue;
         }
         const nodes = st.listNodes();
-        const usage = new Map(nodes.map((n) => [n.id, st.nodeUsage(n.id)]));
+        // The routing mesh holds every ingress-published port on every worker: no task may take one as a host port.
+        const meshPorts = st.listServices().flatMap((svc) => ingressPorts(svc.spec).map((p) => `${p.published}/${p.protocol}`));
+        const usage = new Map(nodes.map((n) => [n.id, withPorts(st.nodeUsage(n.id), meshPorts)]));
         const plan = schedule(pending, nodes, usage, { strategy: this.strategy, volumePlacement: (t) => st.volumePlacement(t.spec.volumes) });
         this.lastUnplaced = new Map(plan.unplaced.map((u) => [u.taskId, u.reason]));
         const reasons = plan.unplaced.filter((u) => st.getTask(u.taskId)?.reason !== u.reason);
@@ -93,4 +96,9 @@ export class Placement implements LeaderService {
       this.scheduling = false;
     }
   }
+}
+
+/** A node's usage with `extra` host ports counted as taken. */
+function withPorts<U extends { hostPorts: string[] }>(u: U, extra: string[]): U {
+  return extra.length === 0 ? u : { ...u, hostPorts: [...u.hostPorts, ...extra] };
 }

@@ -25,7 +25,7 @@
 //   exited while no worker watched.
 //
 // Environment: PATH (a standard one), HOME (the worker's), HOSTNAME, FLOTILLA_TASK_ID,
-// FLOTILLA_TASK_NAME, FLOTILLA_CONTAINER, then the spec's `env` over them. Nothing else of
+// FLOTILLA_TASK_NAME, FLOTILLA_CONTAINER, FLOTILLA_NODE_HOST (the node's address), then the spec's `env` over them. Nothing else of
 // the worker's environment leaks in. Workdir: the spec's `workdir` (a relative one is taken
 // relative to the task's scratch directory), default the task's scratch directory
 // `<taskDir>/work` (deleted by `remove()`).
@@ -113,6 +113,8 @@ export interface ProcessDriverOptions {
   pollMs?: number;
   /** When one container fails, how long the others get between SIGTERM and SIGKILL. Default 5000. */
   podFailureGraceMs?: number;
+  /** This node's host (advertised address), given to tasks as FLOTILLA_NODE_HOST: where to listen to be reached from other nodes. */
+  nodeHost?: string;
   /** The shell that runs the wrapper. Default /bin/sh. */
   shell?: string;
   log?: Logger;
@@ -240,6 +242,12 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
   /** This instance's keeper and the pipe whose end tells it the worker is gone. */
   private keeper: ChildProcess | null = null;
 
+  private readonly nodeHost: string | undefined;
+
+  private nodeEnv(): Record<string, string> {
+    return this.nodeHost !== undefined ? { FLOTILLA_NODE_HOST: this.nodeHost } : {};
+  }
+
   constructor(opts: ProcessDriverOptions) {
     super(opts.log ?? silentLogger, 'process driver');
     this.dir = resolve(opts.dir);
@@ -247,6 +255,7 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
     this.pollMs = opts.pollMs ?? 200;
     this.podFailureGraceMs = opts.podFailureGraceMs ?? 5000;
     this.shell = opts.shell ?? '/bin/sh';
+    this.nodeHost = opts.nodeHost;
     const envGrace = Number(process.env.FLOTILLA_ORPHAN_GRACE_MS);
     this.orphanGraceMs = opts.orphanGraceMs !== undefined ? opts.orphanGraceMs : Number.isFinite(envGrace) && envGrace >= 0 ? envGrace : DEFAULT_ORPHAN_GRACE_MS;
   }
@@ -396,7 +405,7 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
     const spec = t.rec.spec;
     const c = spec.containers.find((x) => x.name === container);
     if (c === undefined) throw new FlotillaError('bad_request', `task '${taskId}' has no container '${container}'`);
-    const extraEnv: Record<string, string> = {};
+    const extraEnv: Record<string, string> = this.nodeEnv();
     if (spec.secrets !== undefined) extraEnv.FLOTILLA_SECRETS_DIR = join(t.dir, 'secrets');
     for (const v of spec.volumes ?? []) extraEnv[volumeEnvName(v.name)] = ensureProcessVolume(this.dir, v.name);
     return runLocal(command, { ...opts, env: containerEnv(taskId, spec, c, extraEnv), cwd: containerCwd(t.dir, c) });
@@ -432,7 +441,7 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
     mkdirSync(join(dir, 'work'), { recursive: true });
     // Secrets: one 0400 file each in <task>/secrets (0700), deleted when the task ends. Named
     // volumes: directories under the driver's own, kept from one task to the next.
-    const extraEnv: Record<string, string> = {};
+    const extraEnv: Record<string, string> = this.nodeEnv();
     let setupProblem: string | null = null;
     try {
       if (spec.secrets !== undefined) {
