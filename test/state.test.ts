@@ -845,3 +845,16 @@ describe('LocalProposer', () => {
     await expect(p.propose({ type: 'kv.put', key: 'a', value: 'b' }, { signal: ac.signal })).rejects.toMatchObject({ code: 'unavailable' });
   });
 });
+
+describe('volume.remove', () => {
+  it('is refused while a task being stopped still runs with the volume; allowed once it ended', () => {
+    const r = runningCluster({ driver: 'process', containers: [{ command: ['/bin/sleep', '600'] }], volumes: ['data:/data'] });
+    expect(r.state.listVolumes().find((v) => v.name === 'data')?.nodes).toEqual(['w1']);
+    r.ok({ type: 'task.stop', id: 't1', at: 1400 });
+    expect(r.state.getTask('t1')).toMatchObject({ desired: 'shutdown', state: 'running' });
+    // The worker has not stopped it yet: its containers still mount the volume.
+    expect(expectRejected(r, { type: 'volume.remove', name: 'data', at: 1500 }, 'conflict').error.message).toContain("task(s) t1 mount it and are not finished");
+    r.ok({ type: 'task.report', reports: [{ taskId: 't1', nodeId: 'w1', state: 'stopped', at: 1600 }] });
+    expect(r.ok({ type: 'volume.remove', name: 'data', at: 1700 })).toMatchObject({ name: 'data', deleted: true, nodes: ['w1'] });
+  });
+});

@@ -503,7 +503,12 @@ export class ClusterState {
 
   /** Tasks still to run that mount volume `name`, sorted. */
   volumeUsers(name: string): string[] {
-    return this.tasks.list({ desired: 'running' }).filter((t) => (t.spec.volumes ?? []).some((v) => v.name === name) && (!isTerminal(t.state) || t.nextRestartAt !== undefined)).map((t) => t.id);
+    // Not finished: still running (a task being stopped included: its containers still mount the
+    // volume), or ended with a restart to come.
+    return this.tasks
+      .list()
+      .filter((t) => (t.spec.volumes ?? []).some((v) => v.name === name) && (!isTerminal(t.state) || (t.desired === 'running' && t.nextRestartAt !== undefined)))
+      .map((t) => t.id);
   }
 
   /** Named volumes and the nodes holding them, sorted by name. */

@@ -171,6 +171,8 @@ export class WorkerAgent {
   private secrets = new Map<string, Uint8Array>();
   /** Volumes already removed on the leader's word (once per process). */
   private droppedVolumes = new Set<string>();
+  /** The volumes the leader's last assignment set listed for deletion. */
+  private volumeDrops: string[] = [];
   private readonly reconcileQueued = new Set<string>();
   private readonly retired = new Map<string, RetiredTask>();
   /** The retired list read at start, until the drivers' tasks are sorted out. */
@@ -616,6 +618,23 @@ export class WorkerAgent {
   }
 
   /**
+   * Deletes this node's copy of a removed volume. The leader lists it once the tasks that used
+   * it ended, but the engine may still see their containers stop for a moment: a refusal is
+   * tried again (every 2 s, 15 times) while the leader still lists the volume.
+   */
+  private dropVolume(d: Driver, name: string, attempt: number): void {
+    if (d.removeVolume === undefined || this.closed) return;
+    d.removeVolume(name).then(
+      () => this.log.info('volume removed', { volume: name, driver: d.name }),
+      (e) => {
+        const again = attempt < 15 && this.volumeDrops.includes(name);
+        this.log.warn('cannot remove volume', { volume: name, driver: d.name, error: errMessage(e), retry: again });
+        if (again) (this.opts.timers ?? unrefTimers).after(2000, () => this.volumeDrops.includes(name) && this.dropVolume(d, name, attempt + 1));
+      },
+    );
+  }
+
+  /**
    * A complete assignment set arrived: reconcile every task it names, every task this worker
    * has, and every task with an operation in flight (a start still queued must not survive a
    * set that no longer names it). One reconcile per task is queued at a time; it reads the
@@ -626,15 +645,11 @@ export class WorkerAgent {
     this.secrets = new Map(extra.secrets.map((x) => [x.name, x.data]));
     // A name the leader no longer lists (used here again since) may be dropped again later.
     for (const name of this.droppedVolumes) if (!extra.dropVolumes.includes(name)) this.droppedVolumes.delete(name);
+    this.volumeDrops = extra.dropVolumes;
     for (const name of extra.dropVolumes) {
       if (this.droppedVolumes.has(name)) continue;
       this.droppedVolumes.add(name);
-      for (const d of this.drivers.values()) {
-        d.removeVolume?.(name).then(
-          () => this.log.info('volume removed', { volume: name, driver: d.name }),
-          (e) => this.log.warn('cannot remove volume', { volume: name, driver: d.name, error: errMessage(e) }),
-        );
-      }
+      for (const d of this.drivers.values()) this.dropVolume(d, name, 1);
     }
     const set = new Map<string, AssignedTaskIn>();
     for (const a of assigned) if (!set.has(a.taskId)) set.set(a.taskId, a); // first one wins
