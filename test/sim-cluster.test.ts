@@ -23,6 +23,9 @@ describe('whole-cluster simulation: clean seeds', () => {
     [1, 40],
     [41, 80],
     [81, 120],
+    [121, 160],
+    [161, 200],
+    [201, 240],
   ] as const) {
     it(`seeds ${from}..${to} hold every property`, async () => {
       const bad: string[] = [];
