@@ -624,7 +624,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
     };
     function fault(): void {
       if (!faulting) return;
-      const kind = rng.pick(['partition', 'partition', 'oneway', 'heal', 'crash', 'pause', 'wall', 'wall', 'wcrash', 'wcut']);
+      const kind = rng.pick(['partition', 'partition', 'bridge', 'oneway', 'heal', 'crash', 'pause', 'wall', 'wall', 'wcrash', 'wcut']);
       const m = managers.get(rng.pick(ids))!;
       switch (kind) {
         case 'partition': {
@@ -637,6 +637,20 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
             blocked.add(`${m.id}>${o}`).add(`${o}>${m.id}`);
           }
           event('partition', `${m.id} isolated${cutWorkers ? ' (workers too)' : ' from the managers'}`);
+          cutLinks();
+          break;
+        }
+        case 'bridge': {
+          // m sees everyone; the other managers split in two halves that cannot see each other.
+          const rest = ids.filter((x) => x !== m.id);
+          if (rest.length < 2) break;
+          healAll();
+          stats.partitions++;
+          const cut = 1 + rng.int(rest.length - 1);
+          const left = rest.slice(0, cut);
+          const right = rest.slice(cut);
+          for (const a of left) for (const b of right) blocked.add(`${a}>${b}`).add(`${b}>${a}`);
+          event('partition', `bridge: ${left.join(',')} | ${right.join(',')} cannot see each other; ${m.id} sees both`);
           cutLinks();
           break;
         }
