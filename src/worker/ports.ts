@@ -7,7 +7,7 @@
 import { WebSocket } from 'ws';
 import { expectServer, type NodeTls } from '../tls/pki.js';
 import { MAX_SESSION_FRAME, SESSION_PATH } from '../protocol/session.js';
-import type { Timers } from '../clock.js';
+import { systemTimers, type Timers } from '../clock.js';
 import * as stateDir from './state-dir.js';
 import { FlotillaError } from '../protocol/errors.js';
 
@@ -98,22 +98,8 @@ export const nodeTimers: Timers = {
   },
 };
 
-/** Node timers that never keep the process alive. */
-export const unrefTimers: Timers = {
-  every(ms, fn) {
-    const t = setInterval(fn, ms);
-    t.unref();
-    return () => clearInterval(t);
-  },
-  after(ms, fn) {
-    const t = setTimeout(fn, ms);
-    t.unref();
-    return () => clearTimeout(t);
-  },
-  soon(fn) {
-    setImmediate(fn);
-  },
-};
+/** Node timers that never keep the process alive (the clock module's system timers). */
+export const unrefTimers: Timers = systemTimers;
 
 /** The small state a restarted worker reads back (see state-dir.ts), and the lock on it. */
 export interface WorkerStore {
