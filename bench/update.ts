@@ -1,7 +1,7 @@
 // `update`: a health-gated rolling update of a replicated service, flotilla beside Docker swarm.
 //
 //   flotilla  3 managers + 1 worker `--driver docker`: a service of `replicas` busybox
-//             `sleep 600` containers with an exec health check (`true`, every 1 s), update
+//             `sleep 600` containers with an exec health check (`true`, every 1 s, timeout 5 s, 3 retries), update
 //             parallelism 1, stop-first, no delay, the same monitor period as swarm's; each trial
 //             changes the template (an environment variable, `PUT /v1/services/NAME`) and times
 //             until the update is `completed` with every replica ready on the new template
@@ -68,7 +68,7 @@ function flotillaSpec(p: Params, generation: number): Record<string, unknown> {
     resources: { cpu: 10, memory: '16m' },
     restart: { policy: 'on-failure' },
     update: { parallelism: 1, delayMs: 0, order: 'stop-first', monitorMs: p.monitorMs, failureAction: 'pause' },
-    health: { type: 'exec', command: ['true'], intervalMs: 1000, timeoutMs: 1000, retries: 1, startPeriodMs: 0 },
+    health: { type: 'exec', command: ['true'], intervalMs: 1000, timeoutMs: 5000, retries: 3, startPeriodMs: 0 },
   };
 }
 
@@ -150,7 +150,7 @@ async function swarmTrials(p: Params): Promise<Trials & { note: string }> {
     await run('docker', [
       'service', 'create', '--detach', '--name', name, '--replicas', String(p.replicas),
       '--update-parallelism', '1', '--update-delay', '0s', '--update-order', 'stop-first', '--update-monitor', `${p.monitorMs}ms`, '--update-failure-action', 'pause',
-      '--health-cmd', 'true', '--health-interval', '1s', '--health-timeout', '1s', '--health-retries', '1', '--health-start-period', '0s',
+      '--health-cmd', 'true', '--health-interval', '1s', '--health-timeout', '5s', '--health-retries', '3', '--health-start-period', '0s',
       '--restart-condition', 'on-failure', '--stop-grace-period', '1s', '--env', 'GENERATION=0', IMAGE, 'sleep', '600',
     ], 120_000);
     created = true;
