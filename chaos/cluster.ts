@@ -24,6 +24,7 @@ import { readProcStat } from '../src/worker/drivers/process.js';
 import { request } from './http.js';
 import { ChaosNet } from './proxy.js';
 import { clockShiftPreload, writeClockShift } from './clock-shift.js';
+import { ChaosNetnsBed, NETNS_MANAGER_PORT } from './netns.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The built CLI (this file is dist/chaos/cluster.js). */
@@ -70,6 +71,12 @@ export interface ChaosClusterOptions {
    * needs root): mounted at `<dir>/<id>-fs` by mountDisks(), unmounted by unmountDisks().
    */
   diskMiB?: number;
+  /**
+   * The multi-host test bed (chaos/netns.ts): every node in its own network namespace on this
+   * private /24, managers and workers talking address to address (partitions are kernel rules);
+   * only the workload's client links go through proxies.
+   */
+  netns?: { subnet: string };
 }
 
 export interface ManagerStatus {
@@ -139,6 +146,8 @@ export class ChaosCluster {
   private readonly mounts = new Set<string>();
   /** The admin API token the harness created at setup (every harness request carries it). */
   apiToken: string | null = null;
+  /** The netns test bed (`--netns`), whose rules make the partitions; null on loopback. */
+  kernel: ChaosNetnsBed | null = null;
 
   private constructor(readonly opts: ChaosClusterOptions) {
     this.managerIds = Array.from({ length: opts.managers }, (_, i) => `m${i + 1}`);
@@ -154,6 +163,17 @@ export class ChaosCluster {
   /** Allocates ports, starts every proxy and prepares (does not start) the processes. */
   static async create(opts: ChaosClusterOptions, random?: () => number): Promise<ChaosCluster> {
     const c = new ChaosCluster(opts);
+    if (opts.netns !== undefined) {
+      try {
+        await c.createOnNetns(opts.netns.subnet, random);
+      } catch (e) {
+        // Nothing of the test bed outlives a failed setup.
+        await c.net.closeAll();
+        c.kernel?.teardown();
+        throw e;
+      }
+      return c;
+    }
     const ports = await freePorts(opts.managers);
     c.managerIds.forEach((m, i) => c.realAddr.set(m, `127.0.0.1:${ports[i]}`));
     const real = (m: string): string => c.realAddr.get(m)!;
@@ -182,6 +202,36 @@ export class ChaosCluster {
       c.nodes.set(w, c.mkNode(w, 'worker', args));
     }
     return c;
+  }
+
+  /**
+   * --netns: one namespace per node (chaos/netns.ts); managers listen on their own address and
+   * find each other and the workers find them there directly; the client links are proxies on
+   * the host's loopback that dial those addresses.
+   */
+  private async createOnNetns(subnet: string, random?: () => number): Promise<void> {
+    const { bed, stale } = ChaosNetnsBed.create(this.opts.dir, subnet, [...this.managerIds, ...this.workerIds]);
+    this.kernel = bed;
+    if (stale.length > 0) process.stderr.write(`chaos: netns: removed leftovers of an earlier run: ${stale.join(' ')}\n`);
+    for (const m of this.managerIds) this.realAddr.set(m, `${bed.address(m)}:${NETNS_MANAGER_PORT}`);
+    const real = (m: string): string => this.realAddr.get(m)!;
+    for (const b of this.managerIds) for (const k of this.opts.clients) await this.net.add(k, b, real(b), random);
+    const bootstrap = this.managerIds.map((m) => `${m}=${real(m)}`).join(',');
+    for (const m of this.managerIds) {
+      const args = [
+        CLI, 'manager', '--id', m, '--listen', real(m), '--advertise', real(m), '--data', this.dataDir(m),
+        '--bootstrap', bootstrap, '--secret-file', this.secretFile, '--insecure',
+        ...(this.opts.traceDir !== undefined ? ['--raft-trace', this.traceFile(m)!] : []), ...(this.opts.managerArgs ?? []),
+      ];
+      this.nodes.set(m, this.mkNode(m, 'manager', args));
+    }
+    for (const w of this.workerIds) {
+      const args = [
+        CLI, 'worker', '--id', w, '--managers', this.managerIds.map(real).join(','), '--token-file', this.tokenFile, '--driver', 'process',
+        '--state-dir', this.stateDir(w), '--listen', `${bed.address(w)}:0`, '--stop-grace', '2000', ...(this.opts.workerArgs ?? []),
+      ];
+      this.nodes.set(w, this.mkNode(w, 'worker', args));
+    }
   }
 
   private mkNode(id: string, kind: 'manager' | 'worker', args: string[]): NodeProc {
@@ -339,7 +389,9 @@ export class ChaosCluster {
     // SIGHUP + SIGCONT from the kernel when that group becomes orphaned (the shell that started
     // the harness exits), ending a pause early and killing the manager (its SIGHUP handler stops it).
     // Children are stopped by PID anyway.
-    const p = spawn(process.execPath, args, { stdio: ['ignore', fd, fd], env, detached: true });
+    // --netns: `ip netns exec` execs node in the node's namespace (same pid: kill/pause by PID hold).
+    const argv = this.kernel !== null ? [...this.kernel.wrap(id), process.execPath, ...args] : [process.execPath, ...args];
+    const p = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', fd, fd], env, detached: true });
     closeSync(fd);
     n.proc = p;
     n.pid = p.pid ?? null;
@@ -432,6 +484,17 @@ export class ChaosCluster {
     this.killTaskGroups();
     await this.net.closeAll();
     this.unmountDisks();
+    this.removeNetns();
+  }
+
+  /** Removes the netns test bed, rules included (idempotent; after the processes are killed). */
+  removeNetns(): string[] {
+    try {
+      return this.kernel?.teardown() ?? [];
+    } catch (e) {
+      process.stderr.write(`chaos: netns: cleanup failed (${(e as Error).message}); the next run of ${this.opts.dir} retries\n`);
+      return [];
+    }
   }
 
   /** Synchronous last resort (process exit / signal): kills by PID whatever is still running. */
@@ -453,6 +516,7 @@ export class ChaosCluster {
     }
     this.killTaskGroups();
     this.unmountDisks();
+    this.removeNetns();
   }
 
   // ---------------------------------------------------------------------------------- status

@@ -536,11 +536,31 @@ export class Nemesis {
     );
   }
 
-  /** Cuts manager↔manager links for a shape; returns the targets and a description. */
+  /**
+   * Cuts manager↔manager links for a shape; returns the targets and a description. With --netns
+   * the cuts are kernel rules; a manager cut off (halves, isolate-leader) is then, on a draw of
+   * the step's PRNG, also cut off from every worker ("with its workers").
+   */
   private async partition(shape: PartitionShape, rng: Rng): Promise<{ targets: string[]; detail: string } | null> {
+    const k = this.ctx.cluster.kernel;
+    const r = await this.partitionShape(shape, rng);
+    if (r === null || k === null) return r;
+    let detail = r.detail;
+    if ((shape === 'halves' || shape === 'isolate-leader') && this.ctx.cluster.workerIds.length > 0 && rng.chance(0.5)) {
+      for (const m of this.cutOff) for (const w of this.ctx.cluster.workerIds) k.cutPair(m, w);
+      detail += `, with the workers (${this.cutOff.join(',')} cut off from ${this.ctx.cluster.workerIds.join(',')} too)`;
+    }
+    const nss = await k.apply();
+    return { targets: r.targets, detail: `kernel ${detail} [nft drop rules in ${nss.length} namespaces: ${nss.join(',')}]` };
+  }
+
+  private async partitionShape(shape: PartitionShape, rng: Rng): Promise<{ targets: string[]; detail: string } | null> {
     const c = this.ctx.cluster;
     const ms = c.managerIds;
+    // --netns: kernel rules (chaos/netns.ts) staged here and installed at the end.
+    const k = c.kernel;
     const cutPair = (a: string, b: string): void => {
+      if (k !== null) return k.cutPair(a, b);
       c.net.get(a, b).cut();
       c.net.get(b, a).cut();
     };
@@ -582,6 +602,10 @@ export class Nemesis {
         if (l === null) return null;
         for (const m of ms) {
           if (m === l.id) continue;
+          if (k !== null) {
+            k.blockSend(l.id, m); // the kernel drops what l sends to m
+            continue;
+          }
           c.net.get(l.id, m).block('up'); // nothing l sends on its connections to m arrives
           c.net.get(m, l.id).block('down'); // nor what l answers on m's connections
         }
@@ -635,6 +659,11 @@ export class Nemesis {
     const faulty = c.net.faulty().length;
     c.net.healAll();
     if (faulty > 0) parts.push(`heal ${faulty} links`);
+    const kernel = c.kernel !== null ? await c.kernel.heal() : null;
+    if (kernel !== null) {
+      const by = kernel.dropped.map((d) => `${d.node} ${d.out} out/${d.in} in`).join(', ');
+      parts.push(`kernel rules removed in ${kernel.namespaces} namespaces (dropped ${kernel.packets} packets: ${by})${kernel.failed.length > 0 ? `; could not remove the rules of ${kernel.failed.join(',')}` : ''}; ${kernel.left.length === 0 ? 'no nft table left in any namespace' : `nft tables LEFT: ${kernel.left.join('; ')}`}`);
+    }
     this.cutOff = [];
     if (parts.length > 0 || final) this.emit(step, final ? 'heal-all' : 'heal', 'heal', targets, parts.length > 0 ? parts.join('; ') : 'nothing to heal');
   }

@@ -78,6 +78,8 @@ export interface ChaosRunOptions {
   injectStaleReads: boolean;
   /** The services workload beside the task workload (`--workload services`; needs workers). */
   services?: boolean;
+  /** Every node in its own network namespace, partitions by kernel rules (`--netns`; chaos/netns.ts). */
+  netns?: { subnet: string };
   /** The command that replays this run (printed on failure, stored in the report). */
   replay: string;
   /** Progress lines (stderr in the CLI). */
@@ -151,6 +153,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     clockShift: o.faults.includes('clock-step'),
     ...(o.faults.includes('disk-full') ? { diskMiB: growing ? 512 : 256 } : {}),
     ...(growing ? { managerArgs: ['--quota-bytes', String(GROW_QUOTA_BYTES)] } : {}),
+    ...(o.netns !== undefined ? { netns: o.netns } : {}),
   });
   const lastResort = (): void => cluster.killAllSync();
   process.on('exit', lastResort);
@@ -207,7 +210,11 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
   let linkStats: Record<string, unknown>[] = [];
 
   try {
-    say(`starting ${o.managers} managers and ${o.workers} workers behind ${cluster.net.links.size} proxies in ${join(o.out, 'cluster')}`);
+    say(
+      cluster.kernel !== null
+        ? `starting ${o.managers} managers and ${o.workers} workers, each in its own network namespace (${cluster.kernel.bed.subnet}: ${[...cluster.kernel.bed.addresses].map(([n, a]) => `${n} ${a}`).join(', ')}), ${cluster.net.links.size} client proxies, in ${join(o.out, 'cluster')}`
+        : `starting ${o.managers} managers and ${o.workers} workers behind ${cluster.net.links.size} proxies in ${join(o.out, 'cluster')}`,
+    );
     cluster.mountDisks();
     cluster.startAll();
     let leader = await cluster.waitReady(30_000);
@@ -522,7 +529,7 @@ function renderText(r: ChaosReport, checks: string, notes: string[]): string {
     .join(', ');
   const lines = [
     `flotilla chaos run — ${r.verdict.toUpperCase()}`,
-    `  seed ${r.seed}; ${r.options.managers} managers, ${r.options.workers} workers, ${r.options.durationMs / 1000}s, faults ${r.options.faults.join(',') || 'none'} every ${r.options.intervalMs / 1000}s${r.options.allowQuorumLoss ? ', quorum loss allowed' : ''}${r.options.injectStaleReads ? ', INJECTED STALE READS (test)' : ''}`,
+    `  seed ${r.seed}; ${r.options.managers} managers, ${r.options.workers} workers, ${r.options.durationMs / 1000}s, faults ${r.options.faults.join(',') || 'none'} every ${r.options.intervalMs / 1000}s${r.options.allowQuorumLoss ? ', quorum loss allowed' : ''}${r.options.injectStaleReads ? ', INJECTED STALE READS (test)' : ''}${r.options.netns !== undefined ? `; netns test bed ${r.options.netns.subnet}, kernel partitions` : ''}`,
     `  ops: ${s.ops.total} (ok ${s.ops.ok} ${pct(s.ops.ok)}, fail ${s.ops.fail} ${pct(s.ops.fail)}, unknown ${s.ops.unknown} ${pct(s.ops.unknown)}) + ${s.ops.final} final reads`,
     `       ok/fail/unknown: read ${t(s.ops.byType.read)}, write ${t(s.ops.byType.write)}, cas ${t(s.ops.byType.cas)}${r.options.plainClients > 0 ? `; plain clients (${r.options.plainClients}, no x-request-id) ${t(s.ops.plain)}` : ''}`,
     `  nemesis: ${s.nemesis.actions} faults (${kinds || 'none'}), ${s.nemesis.heals} heals${s.nemesis.crashes > 0 ? `, ${s.nemesis.crashes} unexpected exits` : ''}`,

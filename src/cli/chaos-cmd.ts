@@ -21,6 +21,8 @@ interface ChaosFlags {
   opTimeout: string;
   convergence: string;
   injectStaleReads?: boolean;
+  netns?: boolean;
+  netnsSubnet?: string;
 }
 
 /** `120s`, `500ms`, `2m`, or plain seconds. */
@@ -63,6 +65,8 @@ export function registerChaosCommands(program: Command): void {
     .option('--keys <n>', 'kv keys the clients share', '5')
     .option('--op-timeout <time>', 'per-operation timeout (after it, the outcome is unknown)', '5s')
     .option('--convergence <time>', 'after healing: bound on convergence, final reads and task settling', '30s')
+    .option('--netns', 'root only: every manager and worker in its own network namespace with its own address; partitions are kernel (nftables) rules')
+    .option('--netns-subnet <cidr>', 'the private /24 of the --netns test bed (default 10.213.40.0/24; the host gets .1)')
     .addOption(new Option('--inject-stale-reads', 'test only: read with ?stale=true from cut-off managers').hideHelp())
     .addHelpText(
       'after',
@@ -76,7 +80,8 @@ Examples:
   flotilla chaos run --managers 5 --workers 3 --faults partition,kill --interval 2s
   flotilla chaos run --faults kill,pause --allow-quorum-loss --out ./chaos-out/ql
   flotilla chaos run --workload services --faults kill,pause,partition,restart,worker --duration 90s
-  flotilla chaos run --faults all --duration 600s      # every fault (disk-full needs root)`,
+  flotilla chaos run --faults all --duration 600s      # every fault (disk-full needs root)
+  sudo flotilla chaos run --netns --workers 3 --faults partition,kill,pause --duration 180s`,
     )
     .action(
       action(async (f: ChaosFlags, cmd: Command) => {
@@ -108,6 +113,14 @@ Examples:
         const workload = f.workload.trim();
         if (workload !== 'tasks' && workload !== 'services') throw new UsageError(`--workload must be tasks or services, got '${f.workload}'`);
         if (workload === 'services' && workers < 1) throw new UsageError('--workload services needs --workers 1 or more (services run on workers)');
+        if (f.netnsSubnet !== undefined && !f.netns) throw new UsageError('--netns-subnet goes with --netns');
+        let netns: { subnet: string } | undefined;
+        if (f.netns) {
+          const { CHAOS_NETNS_SUBNET, checkChaosNetnsUsable } = await import('../../chaos/netns.js');
+          const { parseSubnet } = await import('./netns.js');
+          netns = { subnet: `${parseSubnet(f.netnsSubnet ?? CHAOS_NETNS_SUBNET)}.0/24` };
+          checkChaosNetnsUsable();
+        }
         const { parseSeed } = await import('../../chaos/prng.js');
         let seed: number;
         if (f.seed !== undefined) {
@@ -131,6 +144,7 @@ Examples:
           ...(workload !== 'tasks' ? [`--workload ${workload}`] : []),
           ...(f.allowQuorumLoss ? ['--allow-quorum-loss'] : []),
           ...(f.injectStaleReads ? ['--inject-stale-reads'] : []),
+          ...(netns !== undefined ? ['--netns', ...(f.netnsSubnet !== undefined ? [`--netns-subnet ${netns.subnet}`] : [])] : []),
         ].join(' ');
 
         const ac = new AbortController();
@@ -164,6 +178,7 @@ Examples:
           convergenceMs,
           injectStaleReads: f.injectStaleReads === true,
           services: workload === 'services',
+          ...(netns !== undefined ? { netns } : {}),
           replay,
           signal: ac.signal,
           progress: (line) => process.stderr.write(`chaos: ${line}\n`),
