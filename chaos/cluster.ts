@@ -490,6 +490,7 @@ export class ChaosCluster {
   /** Removes the netns test bed, rules included (idempotent; after the processes are killed). */
   removeNetns(): string[] {
     try {
+      this.kernel?.killProcesses();
       return this.kernel?.teardown() ?? [];
     } catch (e) {
       process.stderr.write(`chaos: netns: cleanup failed (${(e as Error).message}); the next run of ${this.opts.dir} retries\n`);

@@ -232,6 +232,38 @@ export class ChaosNetnsBed {
     return per.flat();
   }
 
+  /**
+   * SIGKILLs every process still inside the nodes' namespaces (by PID, from `ip netns pids`):
+   * only the run's own nodes and their tasks live there, including a task spawned too late to
+   * be in its worker's records. Synchronous (exit hooks); returns the pids signalled.
+   */
+  killProcesses(): number[] {
+    const killed: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      let found = 0;
+      for (const node of this.nodes) {
+        let pids: number[] = [];
+        try {
+          const s = execFileSync('ip', ['netns', 'pids', this.namespace(node)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
+          pids = s.split('\n').map((l) => Number(l.trim())).filter((n) => Number.isInteger(n) && n > 1 && n !== process.pid);
+        } catch {
+          continue; // namespace gone
+        }
+        for (const pid of pids) {
+          try {
+            process.kill(pid, 'SIGKILL');
+            found++;
+            if (!killed.includes(pid)) killed.push(pid);
+          } catch {
+            /* already gone */
+          }
+        }
+      }
+      if (found === 0) break;
+    }
+    return killed;
+  }
+
   /** Removes the namespaces, veths, bridge and host link (synchronous, idempotent). */
   teardown(): string[] {
     if (this.removed) return [];
