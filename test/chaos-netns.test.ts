@@ -120,6 +120,7 @@ describe.runIf(status.ok || mustFail)('flotilla chaos run --netns (kernel partit
     for (const p of parts) expect(p.detail).toMatch(/^kernel .*\[nft drop rules in \d+ namespaces: /);
     expect(parts.some((p) => p.detail.includes('one-way'))).toBe(true);
     expect(parts.some((p) => p.detail.includes('bridge'))).toBe(true);
+    let leaderCuts = 0;
     for (const p of parts) {
       const heal = ev.find((e) => e.at > p.at && e.phase === 'heal');
       expect(heal, `a heal after ${p.detail}`).toBeDefined();
@@ -127,18 +128,20 @@ describe.runIf(status.ok || mustFail)('flotilla chaos run --netns (kernel partit
       expect(heal!.detail).toContain('no nft table left in any namespace');
       expect(Number(/dropped (\d+) packets/.exec(heal!.detail)![1]), heal!.detail).toBeGreaterThan(0);
       const cut = p.targets[0]!;
-      // The cut-off manager (a bridge has no rules of its own) tried to reach the others and the kernel dropped it.
-      if (!p.detail.startsWith('kernel bridge')) {
+      // A cut-off or one-way-cut leader went on sending (heartbeats) and its own rules dropped
+      // it. (Not demanded of a cut-off follower: one restarted by the step before may still be
+      // starting, sending nothing, while the others' packets to it are dropped on their side.)
+      if (/\(leader\)/.test(p.detail) && !p.detail.startsWith('kernel bridge')) {
         const m = new RegExp(`\\b${cut} (\\d+) out/(\\d+) in`).exec(heal!.detail);
         expect(m, `${cut}'s counters in "${heal!.detail}"`).not.toBeNull();
-        expect(Number(m![1]) + Number(m![2])).toBeGreaterThan(0);
-      }
-      // An isolated or one-way-cut leader lost the lead during the cut: another manager led.
-      if (/\((leader)\)/.test(p.detail) && !p.detail.startsWith('kernel bridge')) {
-        const others = history.leaders.filter((l) => l.at >= p.at && l.at <= heal!.at + 1000 && l.leader !== cut);
+        expect(Number(m![1]), `${cut}'s dropped output in "${heal!.detail}"`).toBeGreaterThan(0);
+        // And it lost the lead during the cut: another manager led.
+        const others = history.leaders.filter((l) => l.at >= p.at && l.at <= heal!.at + 1500 && l.leader !== cut);
         expect(others.length, `a leader other than ${cut} during "${p.detail}"`).toBeGreaterThan(0);
+        leaderCuts++;
       }
     }
+    expect(leaderCuts).toBeGreaterThanOrEqual(1);
 
     // The test bed is gone: no namespace, veth or host link of the run left.
     expect(await leftovers(join(out, 'cluster'))).toEqual([]);
