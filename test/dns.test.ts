@@ -225,3 +225,14 @@ describe('DnsServer on a UDP socket', () => {
     }
   });
 });
+
+describe('docker tasks and the node DNS server', () => {
+  it('the infra container names the node DNS server only when a container can reach it (port 53, not loopback)', async () => {
+    const { containerDns, reachableNameservers } = await import('../src/worker/drivers/docker-dns.js');
+    const host = 'nameserver 127.0.0.53\nnameserver 192.0.2.53\n# nameserver 9.9.9.9\nnameserver ::1\nnameserver 192.0.2.53\n';
+    expect(reachableNameservers(host)).toEqual(['192.0.2.53']);
+    expect(containerDns('10.0.0.101:53', host)).toEqual({ Dns: ['10.0.0.101', '192.0.2.53'], DnsSearch: ['flotilla'] });
+    expect(containerDns('10.0.0.101:53', '')).toEqual({ Dns: ['10.0.0.101'], DnsSearch: ['flotilla'] });
+    for (const off of [undefined, '10.0.0.101:5353', '127.0.0.2:53', '0.0.0.0:53', '[::1]:53', 'node-a:53']) expect(containerDns(off, host), String(off)).toBeNull();
+  });
+});

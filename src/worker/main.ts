@@ -73,9 +73,9 @@ export interface DriverContext {
  */
 export const DRIVER_FACTORIES: Partial<Record<DriverName, (ctx: DriverContext) => Driver | Promise<Driver>>> = {
   process: ({ stateDir, log, host, dns }) => new ProcessDriver({ dir: join(stateDir, 'process'), log, ...(host !== undefined ? { nodeHost: host } : {}), ...(dns !== undefined ? { dns } : {}) }),
-  docker: async ({ nodeId, log }) => {
+  docker: async ({ nodeId, log, dns }) => {
     const { DockerDriver } = await import('./drivers/docker.js');
-    return new DockerDriver({ nodeId, log });
+    return new DockerDriver({ nodeId, log, ...(dns !== undefined ? { dns } : {}) });
   },
 };
 
