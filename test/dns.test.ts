@@ -236,3 +236,34 @@ describe('docker tasks and the node DNS server', () => {
     for (const off of [undefined, '10.0.0.101:5353', '127.0.0.2:53', '0.0.0.0:53', '[::1]:53', 'node-a:53']) expect(containerDns(off, host), String(off)).toBeNull();
   });
 });
+
+describe('flotilla worker --dns-port', () => {
+  it('takes a port, 0, auto or off; anything else is a clear error; auto is 53 only for root on its own address', async () => {
+    const { parseWorkerFlags, dnsPortDefault } = await import('../src/worker/main.js');
+    const parse = (dnsPort?: string) => parseWorkerFlags({ id: 'w1', managers: '127.0.0.1:7001', ...(dnsPort !== undefined ? { dnsPort } : {}) }, { FLOTILLA_JOIN_TOKEN: 'tok' }).dnsPort;
+    expect(parse()).toBe('auto');
+    expect(parse('auto')).toBe('auto');
+    expect(parse('53')).toBe(53);
+    expect(parse('0')).toBe(0);
+    expect(parse('off')).toBeNull();
+    for (const bad of ['65536', '-1', 'x', '5.3', '']) expect(() => parse(bad), bad).toThrow(/'--dns-port' must be a port from 0/);
+    expect(dnsPortDefault('10.0.0.101', 0)).toBe(53);
+    expect(dnsPortDefault('127.0.0.2', 0)).toBe(0);
+    expect(dnsPortDefault('::1', 0)).toBe(0);
+    expect(dnsPortDefault('10.0.0.101', 1000)).toBe(0);
+  });
+
+  it('an explicit port that is taken stops the worker with a clear error (nothing left listening)', async () => {
+    const { runWorker } = await import('../src/worker/main.js');
+    const taken = dgram.createSocket('udp4');
+    await new Promise<void>((r) => taken.bind(0, '127.0.0.1', () => r()));
+    const port = taken.address().port;
+    try {
+      await expect(
+        runWorker({ id: 'w1', managers: '127.0.0.1:1', listen: '127.0.0.1:0', dnsPort: String(port), stateDir: '/nonexistent-flotilla-test' }, { env: { FLOTILLA_JOIN_TOKEN: 'tok' }, handleSignals: false, log: silentLogger }),
+      ).rejects.toThrow(new RegExp(`DNS server cannot listen on 127\\.0\\.0\\.1:${port} \\(EADDRINUSE\\)`));
+    } finally {
+      taken.close();
+    }
+  });
+});

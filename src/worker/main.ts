@@ -247,6 +247,7 @@ export async function runWorker(flags: WorkerFlags, opts: RunWorkerOptions = {})
   try {
     tls = await workerTls({ id: cfg.id, stateDir: cfg.stateDir, token: cfg.token, managers: cfg.managers, hosts: cfg.advertise ? [cfg.advertise.slice(0, cfg.advertise.lastIndexOf(':'))] : [] });
   } catch (e) {
+    await dns?.close();
     throw new FlotillaError('bad_request', `Cannot start worker as it cannot get its TLS certificate: ${(e as Error).message}`);
   }
   if (tls) log.info('mutual TLS with the cluster CA', { certificate: `${cfg.stateDir}/tls/node.crt` });
