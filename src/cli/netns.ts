@@ -17,12 +17,37 @@
 // Every name carries h, so two test beds (two directories) on one machine never collide, and
 // the leftovers of an `up` that was SIGKILLed are found by name and removed by the next `up`
 // of the same directory. A partition is the hub side of a node's veth set down (`cutNode`).
+//
+// Names: every worker's namespace gets /etc/netns/<ns>/resolv.conf naming its worker's DNS
+// server (port 53 on the worker's address, `worker --dns-port 53`) with search domain
+// `flotilla`; `ip netns exec` bind-mounts it over /etc/resolv.conf for the worker and its
+// tasks, so `getent hosts web` or a program's own lookup of `web` finds the service. The
+// managers' namespaces keep the host's resolv.conf. Teardown removes those directories.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { resolve } from 'node:path';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { UsageError } from './util.js';
 
 export const DEFAULT_NETNS_SUBNET = '10.213.7.0/24';
+/** Where `ip netns exec` finds the files it bind-mounts over /etc for a namespace. */
+export const NETNS_ETC = '/etc/netns';
+
+/** The resolv.conf of a worker's namespace: its own DNS server, the cluster's zone searched. */
+export function netnsResolvConf(workerAddress: string): string {
+  return `# flotilla up --netns: this node's worker answers service names (web, web.flotilla, tasks.web)\nnameserver ${workerAddress}\nsearch flotilla\noptions ndots:1 timeout:1 attempts:2\n`;
+}
+
+/** The /etc/netns directories of this test bed (removed with it). */
+function netnsEtcDirs(prefix: string, etc = NETNS_ETC): string[] {
+  try {
+    return readdirSync(etc)
+      .filter((d) => d.startsWith(prefix))
+      .map((d) => join(etc, d));
+  } catch {
+    return [];
+  }
+}
 
 /** The names of one directory's test bed. */
 export interface NetnsNames {
@@ -124,6 +149,10 @@ export function removeNetnsBed(dir: string): string[] {
     ip(['netns', 'del', ns], { quiet: true });
     removed.push(ns);
   }
+  for (const d of netnsEtcDirs(n.prefix)) {
+    rmSync(d, { recursive: true, force: true });
+    removed.push(d);
+  }
   return removed;
 }
 
@@ -211,6 +240,10 @@ export function createNetnsBed(dir: string, subnet: string, nodes: string[]): { 
       ip(['-n', n.hub, 'link', 'set', n.hubLink(node), 'master', 'br0', 'up']);
       ip(['-n', ns, 'addr', 'add', `${addr}/24`, 'dev', 'eth0']);
       ip(['-n', ns, 'link', 'set', 'eth0', 'up']);
+      if (node.startsWith('w')) {
+        mkdirSync(join(NETNS_ETC, ns), { recursive: true });
+        writeFileSync(join(NETNS_ETC, ns, 'resolv.conf'), netnsResolvConf(addr));
+      }
     }
   } catch (e) {
     bed.teardown();

@@ -494,7 +494,7 @@ async function up(flags: UpFlags): Promise<void> {
   workerIds.forEach((id, i) =>
     startProc(
       id,
-      ['worker', '--id', id, '--managers', addrs.join(','), '--token-file', tokenFile, '--driver', driver!, '--state-dir', join(dir, id), ...(bed ? [] : ['--listen', `${host}:0`]), '--labels', `zone=${i % 2 === 0 ? 'a' : 'b'}`],
+      ['worker', '--id', id, '--managers', addrs.join(','), '--token-file', tokenFile, '--driver', driver!, '--state-dir', join(dir, id), ...(bed ? ['--dns-port', '53'] : ['--listen', `${host}:0`]), '--labels', `zone=${i % 2 === 0 ? 'a' : 'b'}`],
       COLORS[(nm + i) % COLORS.length]!,
     ),
   );

@@ -19,13 +19,16 @@ export function registerWorkerCommand(program: Command): void {
     .option('--advertise <host:port>', 'address managers use to reach the log server')
     .option('--stop-grace <ms>', 'ms between SIGTERM and SIGKILL when a task is stopped', '10000')
     .option('--usage-interval <ms>', 'ms between CPU/memory samples sent to the leader (flotilla top); 0: none', '5000')
+    .option('--dns-port <port>', "port of this node's DNS server for service names (tasks get FLOTILLA_DNS=host:port); 0: any free port, off: none (default auto: 53 as root on a non-loopback address, else any free port)")
     .option('--log-level <level>', 'debug | info | warn | error', 'info')
     .addHelpText(
       'after',
       `
 Example:
   flotilla worker --id w1 --managers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 \\
-      --token-file .flotilla/worker-token --driver process --labels zone=a`,
+      --token-file .flotilla/worker-token --driver process --labels zone=a
+  flotilla worker --id w2 --managers 10.0.0.11:7001 --token-file worker-token --dns-port 53
+      (tasks on w2 resolve other services by name: web, web.flotilla, tasks.web)`,
     )
     .action(
       action(async (flags: WorkerFlags, cmd: Command) => {

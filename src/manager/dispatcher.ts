@@ -34,8 +34,8 @@ import { MAX_DELIVERED_SECRET_BYTES, type DeliveredSecret } from '../protocol/se
 import { checkJoin, nodeCredential, nodeEpoch, workerToken } from './auth.js';
 import { monoNow, systemTimers, wallNow, type Timers } from '../clock.js';
 import { reportedHealth } from './state/task-health.js';
-import { meshTable } from './endpoints.js';
-import { MESH_FEATURE } from '../protocol/session.js';
+import { meshTable, nameTable } from './endpoints.js';
+import { MESH_FEATURE, NAMES_FEATURE } from '../protocol/session.js';
 
 export interface DispatcherOptions {
   /** Heartbeat period the leader asks workers for (ms). */
@@ -87,6 +87,8 @@ interface Session {
   usageWarned?: boolean;
   /** The worker takes the routing mesh's table (its register listed the feature). */
   mesh: boolean;
+  /** The worker also takes the services' names (its DNS server; register listed 'names'). */
+  names: boolean;
   /** The table last sent in this session (JSON). */
   lastEndpoints: string;
 }
@@ -356,7 +358,7 @@ export class Dispatcher implements LeaderService {
     }
     const old = this.sessions.get(msg.nodeId);
     if (old) old.link.close(4008, 'replaced by a new session');
-    const s: Session = { id: randomUUID(), nodeId: msg.nodeId, link: ws, lastHeartbeat: monoNow(), lastAssignments: '', heartbeatPending: false, welcomed: false, mesh: Array.isArray(msg.features) && msg.features.includes(MESH_FEATURE), lastEndpoints: '' };
+    const s: Session = { id: randomUUID(), nodeId: msg.nodeId, link: ws, lastHeartbeat: monoNow(), lastAssignments: '', heartbeatPending: false, welcomed: false, mesh: Array.isArray(msg.features) && msg.features.includes(MESH_FEATURE), names: Array.isArray(msg.features) && msg.features.includes(NAMES_FEATURE), lastEndpoints: '' };
     this.sessions.set(msg.nodeId, s);
     const at = wallNow();
     const reports = this.toReports(msg.nodeId, msg.tasks);
@@ -538,11 +540,14 @@ export class Dispatcher implements LeaderService {
     if (!this.endpointsDirty) return;
     this.endpointsDirty = false;
     const ports = meshTable(this.m.state);
+    const names = nameTable(this.m.state);
     const key = JSON.stringify(ports);
+    const keyNamed = JSON.stringify([ports, names]);
     for (const s of this.sessions.values()) {
-      if (!s.welcomed || !s.mesh || s.lastEndpoints === key) continue;
-      s.lastEndpoints = key;
-      this.send(s.link, { t: 'endpoints', ports });
+      const k = s.names ? keyNamed : key;
+      if (!s.welcomed || !s.mesh || s.lastEndpoints === k) continue;
+      s.lastEndpoints = k;
+      this.send(s.link, s.names ? { t: 'endpoints', ports, names } : { t: 'endpoints', ports });
     }
   }
 

@@ -6,7 +6,7 @@
 //
 // Docker replicas are left out in this slice: the docker driver publishes no port for an
 // ingress entry and reports no dynamic host port back, so the mesh has nowhere to send them.
-import type { MeshBackend, MeshPort } from '../protocol/session.js';
+import type { MeshBackend, MeshPort, ServiceNames } from '../protocol/session.js';
 import { ingressPorts } from '../protocol/service.js';
 import type { StateView } from './ports.js';
 import type { ServiceEndpoint } from '../protocol/api.js';
@@ -46,6 +46,29 @@ export function meshTable(state: Pick<StateView, 'listServices' | 'serviceTasks'
   }
   out.sort((a, b) => a.published - b.published);
   return out;
+}
+
+/**
+ * Every service's names for the workers' DNS servers (discovery): whether the mesh serves it,
+ * and the hosts of the nodes of its ready replicas — the same readiness as `meshTable` (runs,
+ * desired running, in its slots, passes its check, on a node not `down`), any driver. Sorted.
+ */
+export function nameTable(state: Pick<StateView, 'listServices' | 'serviceTasks' | 'getNode'>): ServiceNames[] {
+  const out: ServiceNames[] = [];
+  for (const svc of state.listServices()) {
+    const hosts = new Set<string>();
+    for (const t of state.serviceTasks(svc.name)) {
+      if (t.state !== 'running' || t.desired !== 'running' || t.node === null) continue;
+      if (t.service !== undefined && t.service.slot > svc.spec.replicas) continue;
+      if (!healthOk(t)) continue;
+      const node = state.getNode(t.node);
+      if (node === undefined || node.status === 'down') continue;
+      const host = hostOf(node.addr);
+      if (host !== null) hosts.add(host);
+    }
+    out.push({ service: svc.name, mesh: ingressPorts(svc.spec).length > 0, tasks: [...hosts].sort() });
+  }
+  return out.sort((a, b) => (a.service < b.service ? -1 : a.service > b.service ? 1 : 0));
 }
 
 /** The endpoints of one service for `service inspect`: its live replicas, ready or not. */

@@ -91,6 +91,10 @@ const ManagerToWorkerSchema = z.discriminatedUnion('t', [
         }),
       )
       .max(10_000),
+    names: z
+      .array(z.looseObject({ service: z.string().min(1).max(128), mesh: z.boolean(), tasks: z.array(z.string().min(1).max(253)).max(10_000) }))
+      .max(10_000)
+      .optional(),
   }),
 ]);
 

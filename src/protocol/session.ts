@@ -165,6 +165,20 @@ export interface MeshPort {
 export interface EndpointsMsg {
   t: 'endpoints';
   ports: MeshPort[];
+  /**
+   * Every service's names for the worker's DNS server (`worker/dns.ts`), only to workers whose
+   * `register` lists the 'names' feature (others never see the field). Absent from older managers.
+   */
+  names?: ServiceNames[];
+}
+/** What a worker's DNS server answers for one service. */
+export interface ServiceNames {
+  service: string;
+  /** The routing mesh serves it (an ingress port): `<service>` is the asking worker's own address. */
+  mesh: boolean;
+  /** The hosts of the nodes its ready replicas run on, sorted, each once (`tasks.<service>`). */
+  tasks: string[];
 }
 export const MESH_FEATURE = 'endpoints';
+export const NAMES_FEATURE = 'names';
 export type ManagerToWorker = RedirectMsg | WelcomeMsg | RejectMsg | AssignmentsMsg | ManagersMsg | EndpointsMsg;

@@ -44,7 +44,8 @@ import { fileStore, nodeTimers, unrefTimers, type SessionDialer, type WorkerStor
 import { DEFAULT_USAGE_INTERVAL_MS, UsageSampler } from './usage.js';
 import { HealthMonitor, probeFor, taskCheckOf, type TaskCheck } from './health.js';
 import type { TaskHealth } from '../protocol/health.js';
-import { MESH_FEATURE } from '../protocol/session.js';
+import { MESH_FEATURE, NAMES_FEATURE } from '../protocol/session.js';
+import type { DnsServer } from './dns.js';
 import { RoutingMesh, listenHost } from './mesh.js';
 import { dropPrevious, readPrevious, savePrevious } from './previous-logs.js';
 import type { LogLine, LogOptions } from './driver.js';
@@ -104,6 +105,8 @@ export interface WorkerAgentOptions {
   store?: WorkerStore;
   /** false: no HTTP server (no log API); `advertise` (or '') is what `register` names. Default true. */
   http?: boolean;
+  /** The node's DNS server (dns.ts, already listening): follows the leader's names; closed with the agent. */
+  dns?: DnsServer;
 }
 
 export interface AgentTaskView extends DriverTaskStatus {
@@ -238,7 +241,10 @@ export class WorkerAgent {
         welcomed: (s, msg) => this.onWelcome(s, msg),
         established: () => this.reporter.flush(),
         assignments: (s, tasks, extra) => this.applyAssignments(s, tasks, extra),
-        endpoints: (ports) => this.mesh.update(ports),
+        endpoints: (ports, names) => {
+          this.mesh.update(ports);
+          opts.dns?.update(ports, names);
+        },
       },
       {
         managers: opts.managers,
@@ -351,6 +357,7 @@ export class WorkerAgent {
     for (const u of this.unwatch.splice(0)) u();
     await this.http?.close();
     await this.mesh.close();
+    await this.opts.dns?.close();
     await this.sessions.done();
     for (const d of this.drivers.values()) await d.close().catch((e) => this.log.warn('driver close failed', { driver: d.name, error: errMessage(e) }));
     await Promise.allSettled([...this.queues.values()]);
@@ -438,7 +445,7 @@ export class WorkerAgent {
       drivers: [...this.drivers.keys()],
       version: WORKER_VERSION,
       // The routing mesh needs real sockets: a worker without its HTTP server (a simulated one) takes no table.
-      ...(this.opts.http !== false ? { features: [MESH_FEATURE] } : {}),
+      ...(this.opts.http !== false ? { features: this.opts.dns !== undefined ? [MESH_FEATURE, NAMES_FEATURE] : [MESH_FEATURE] } : {}),
       tasks,
     };
   }

@@ -18,6 +18,7 @@ import { parseCpu, parseSize } from '../protocol/spec.js';
 import { WorkerAgent } from './agent.js';
 import { defaultListenHost } from './listen.js';
 import { listenHost } from './mesh.js';
+import { DnsServer } from './dns.js';
 import type { Driver, DriverName } from './driver.js';
 import { ProcessDriver } from './drivers/process.js';
 
@@ -44,6 +45,8 @@ export interface WorkerFlags {
   stopGrace?: string;
   /** ms between two CPU/memory samples sent to the leader (0: none). Default 5000. */
   usageInterval?: string;
+  /** Port of the node's DNS server (dns.ts): a number (0 picks one) or 'off'. Default: see `dnsPortDefault`. */
+  dnsPort?: string;
   logLevel?: string;
 }
 
@@ -58,6 +61,8 @@ export interface DriverContext {
   nodeId: string;
   /** This node's host (of --advertise, else --listen). */
   host?: string;
+  /** host:port of the node's DNS server (tasks get it as FLOTILLA_DNS); absent when off. */
+  dns?: string;
   stateDir: string;
   log: Logger;
 }
@@ -67,10 +72,10 @@ export interface DriverContext {
  * process-only worker never loads dockerode (nor needs an engine).
  */
 export const DRIVER_FACTORIES: Partial<Record<DriverName, (ctx: DriverContext) => Driver | Promise<Driver>>> = {
-  process: ({ stateDir, log, host }) => new ProcessDriver({ dir: join(stateDir, 'process'), log, ...(host !== undefined ? { nodeHost: host } : {}) }),
-  docker: async ({ nodeId, log }) => {
+  process: ({ stateDir, log, host, dns }) => new ProcessDriver({ dir: join(stateDir, 'process'), log, ...(host !== undefined ? { nodeHost: host } : {}), ...(dns !== undefined ? { dns } : {}) }),
+  docker: async ({ nodeId, log, dns }) => {
     const { DockerDriver } = await import('./drivers/docker.js');
-    return new DockerDriver({ nodeId, log });
+    return new DockerDriver({ nodeId, log, ...(dns !== undefined ? { dns } : {}) });
   },
 };
 
@@ -102,6 +107,8 @@ export interface WorkerConfig {
   advertise?: string;
   stopGraceMs: number;
   usageIntervalMs: number;
+  /** null: no DNS server; 'auto': see `dnsPortDefault`. */
+  dnsPort: number | 'auto' | null;
   logLevel: LogLevel;
 }
 
@@ -201,13 +208,21 @@ export function parseWorkerFlags(flags: WorkerFlags, env: NodeJS.ProcessEnv = pr
       bad(`Cannot start worker as '--usage-interval' must be 0 (off) or whole milliseconds from 500 to 3600000 (got '${flags.usageInterval}')`);
     }
   }
+  let dnsPort: number | 'auto' | null = 'auto';
+  if (flags.dnsPort !== undefined && flags.dnsPort !== 'auto') {
+    if (flags.dnsPort === 'off') dnsPort = null;
+    else {
+      dnsPort = Number(flags.dnsPort);
+      if (!/^\d{1,5}$/.test(flags.dnsPort) || dnsPort > 65535) bad(`Cannot start worker as '--dns-port' must be a port from 0 (pick one) to 65535, 'auto' or 'off' (got '${flags.dnsPort}')`);
+    }
+  }
   const logLevel = (flags.logLevel ?? 'info') as LogLevel;
   if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) bad(`Cannot start worker as '--log-level' must be debug, info, warn or error (got '${flags.logLevel}')`);
 
   const stateDir = flags.stateDir ?? join(env.FLOTILLA_DIR ?? '.flotilla', 'workers', id);
   if (stateDir.trim() === '') bad("Cannot start worker as '--state-dir' must not be empty");
 
-  const cfg: WorkerConfig = { id, managers, token: token!, drivers, labels, resources, stateDir, listen, stopGraceMs, usageIntervalMs, logLevel };
+  const cfg: WorkerConfig = { id, managers, token: token!, drivers, labels, resources, stateDir, listen, stopGraceMs, usageIntervalMs, dnsPort, logLevel };
   if (advertise !== undefined) cfg.advertise = advertise;
   return cfg;
 }
@@ -219,12 +234,20 @@ export function parseWorkerFlags(flags: WorkerFlags, env: NodeJS.ProcessEnv = pr
 export async function runWorker(flags: WorkerFlags, opts: RunWorkerOptions = {}): Promise<WorkerAgent> {
   const cfg = parseWorkerFlags(flags, opts.env ?? process.env);
   const log = opts.log ?? consoleLogger(cfg.id, cfg.logLevel);
+  const host = listenHost(cfg.advertise ?? cfg.listen);
+  const dns = await startDns(cfg.dnsPort, listenHost(cfg.listen), host, log);
   const drivers: Driver[] = [];
-  for (const name of cfg.drivers) drivers.push(await DRIVER_FACTORIES[name]!({ nodeId: cfg.id, stateDir: cfg.stateDir, log, host: listenHost(cfg.advertise ?? cfg.listen) }));
+  try {
+    for (const name of cfg.drivers) drivers.push(await DRIVER_FACTORIES[name]!({ nodeId: cfg.id, stateDir: cfg.stateDir, log, host, ...(dns?.address ? { dns: dns.address } : {}) }));
+  } catch (e) {
+    await dns?.close();
+    throw e;
+  }
   let tls: NodeTls | null = null;
   try {
     tls = await workerTls({ id: cfg.id, stateDir: cfg.stateDir, token: cfg.token, managers: cfg.managers, hosts: cfg.advertise ? [cfg.advertise.slice(0, cfg.advertise.lastIndexOf(':'))] : [] });
   } catch (e) {
+    await dns?.close();
     throw new FlotillaError('bad_request', `Cannot start worker as it cannot get its TLS certificate: ${(e as Error).message}`);
   }
   if (tls) log.info('mutual TLS with the cluster CA', { certificate: `${cfg.stateDir}/tls/node.crt` });
@@ -242,6 +265,7 @@ export async function runWorker(flags: WorkerFlags, opts: RunWorkerOptions = {})
     advertise: cfg.advertise,
     stopGraceMs: cfg.stopGraceMs,
     usageIntervalMs: cfg.usageIntervalMs,
+    ...(dns !== null ? { dns } : {}),
     log,
     onFatal: (e) => {
       process.stderr.write(`flotilla worker ${cfg.id}: ${e.message}\n`);
@@ -256,4 +280,34 @@ export async function runWorker(flags: WorkerFlags, opts: RunWorkerOptions = {})
     nodeShutdown({ close: () => agent.close(), say: (msg) => log.info(`${msg} the worker (tasks keep running)`) });
   }
   return agent;
+}
+
+/**
+ * The DNS server's port when `--dns-port` is not given: 53 when this process is root and the
+ * node's address is its own (not loopback, which every worker of a one-machine cluster shares),
+ * else a free port. Tasks find it in FLOTILLA_DNS either way; only port 53 can be named in a
+ * resolv.conf (or a container's DNS setting).
+ */
+export function dnsPortDefault(bindHost: string, uid: number | undefined = process.getuid?.()): number {
+  const loopback = bindHost === 'localhost' || bindHost.startsWith('127.') || bindHost === '::1';
+  return uid === 0 && !loopback ? 53 : 0;
+}
+
+async function startDns(port: number | 'auto' | null, bindHost: string, self: string, log: Logger): Promise<DnsServer | null> {
+  if (port === null) return null;
+  const auto = port === 'auto';
+  const first = auto ? dnsPortDefault(bindHost) : port;
+  const server = new DnsServer({ bindHost, port: first, self, log });
+  try {
+    await server.listen();
+    return server;
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    if (!auto || first === 0) throw new FlotillaError('bad_request', `Cannot start worker as its DNS server cannot listen on ${bindHost}:${first} (${why}); pick another '--dns-port' (0: any free port) or 'off'`);
+    // The default port 53 is taken (another worker or resolver on this address): any free port.
+    log.warn('dns server: port 53 is taken, using a free port (tasks find it in FLOTILLA_DNS)', { host: bindHost, error: why });
+    const other = new DnsServer({ bindHost, port: 0, self, log });
+    await other.listen();
+    return other;
+  }
 }

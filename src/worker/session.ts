@@ -20,7 +20,7 @@
 //    a welcomed session it hunts again at once. All timing is on the monotonic clock.
 
 import type { NodeTls } from '../tls/pki.js';
-import type { MeshPort, RegisterMsg } from '../protocol/session.js';
+import type { MeshPort, RegisterMsg, ServiceNames } from '../protocol/session.js';
 import { FlotillaError } from '../protocol/errors.js';
 import type { Logger } from '../log.js';
 import type { DeliveredSecret } from '../protocol/secrets.js';
@@ -79,7 +79,7 @@ export interface SessionHost {
   /** `extra`: the opened secrets the tasks name (each once) and the volumes to delete. */
   assignments(s: Session, tasks: AssignedTaskIn[], extra: { secrets: DeliveredSecret[]; dropVolumes: string[] }): void;
   /** The routing mesh's table arrived (see `EndpointsMsg`). */
-  endpoints?(ports: MeshPort[]): void;
+  endpoints?(ports: MeshPort[], names?: ServiceNames[]): void;
 }
 
 export interface SessionClientOptions {
@@ -448,7 +448,7 @@ export class SessionClient {
         return;
       case 'endpoints':
         if (!s.welcomed) throw new Error("'endpoints' before 'welcome'");
-        this.host.endpoints?.(msg.ports);
+        this.host.endpoints?.(msg.ports, msg.names);
         return;
     }
   }

@@ -133,6 +133,16 @@ import { dockerVolumeName, ensureDockerVolume, removeDockerVolume, volumeBinds }
 import { dockerTasksUsage } from './docker-usage.js';
 import { containerAddress, dockerProbe } from './docker-probe.js';
 import type { ProbeOptions, ProbeResult } from '../driver.js';
+import { readFileSync } from 'node:fs';
+import { containerDns, type ContainerDns } from './docker-dns.js';
+
+function readHostResolvConf(): string {
+  try {
+    return readFileSync('/etc/resolv.conf', 'utf8');
+  } catch {
+    return '';
+  }
+}
 
 // Kept importable from here (tests, the worker's CLI).
 export { DEFAULT_INFRA_IMAGE, DEFAULT_SOCKET_PATH, FLOTILLA_VERSION, INFRA_SCRIPT, LABELS, nameSafe, normalizeImage } from './docker-names.js';
@@ -170,6 +180,8 @@ export interface DockerDriverOptions {
   podFailureGraceMs?: number;
   /** How often unfinished tasks are inspected besides the event stream (ms). Default 2000. */
   reconcileMs?: number;
+  /** host:port of the node's DNS server: the pods' name server when containers can reach it (docker-dns.ts). */
+  dns?: string;
 }
 
 /** When a teardown's deadline has passed by this much and something still runs: SIGKILL. */
@@ -204,6 +216,8 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
   private readonly infraCommand: string[];
   private readonly podFailureGraceMs: number;
   private readonly reconcileMs: number;
+  /** The pods' DNS settings (the node's DNS server), or null: Docker's default. */
+  private readonly dns: ContainerDns | null;
   private readonly nodeName: string;
   private loaded: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -230,6 +244,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     this.infraCommand = opts.infraCommand !== undefined && opts.infraCommand.length > 0 ? [...opts.infraCommand] : ['/bin/sh', '-c', INFRA_SCRIPT];
     this.podFailureGraceMs = opts.podFailureGraceMs ?? 5000;
     this.reconcileMs = opts.reconcileMs ?? 2000;
+    this.dns = containerDns(opts.dns, readHostResolvConf());
     this.nodeName = nameSafe(opts.nodeId, 24);
     this.exclusive = opts.exclusive ?? true;
     this.lock = new NodeLock({
@@ -720,6 +735,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
           ...(secrets.length > 0 ? { Mounts: [secretsMount(containerLabels(t, this.nodeId, INFRA_NAME, 'infra'), secrets)] } : {}),
           RestartPolicy: { Name: 'no' },
           LogConfig: { Type: 'json-file', Config: { 'max-size': '1m', 'max-file': '1' } },
+          ...(this.dns ?? {}),
         },
       });
       if (this.launchCancelled(t)) return;

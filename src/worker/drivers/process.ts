@@ -25,7 +25,7 @@
 //   exited while no worker watched.
 //
 // Environment: PATH (a standard one), HOME (the worker's), HOSTNAME, FLOTILLA_TASK_ID,
-// FLOTILLA_TASK_NAME, FLOTILLA_CONTAINER, FLOTILLA_NODE_HOST (the node's address), then the spec's `env` over them. Nothing else of
+// FLOTILLA_TASK_NAME, FLOTILLA_CONTAINER, FLOTILLA_NODE_HOST (the node's address), FLOTILLA_DNS (host:port of the node's DNS server), then the spec's `env` over them. Nothing else of
 // the worker's environment leaks in. Workdir: the spec's `workdir` (a relative one is taken
 // relative to the task's scratch directory), default the task's scratch directory
 // `<taskDir>/work` (deleted by `remove()`).
@@ -115,6 +115,8 @@ export interface ProcessDriverOptions {
   podFailureGraceMs?: number;
   /** This node's host (advertised address), given to tasks as FLOTILLA_NODE_HOST: where to listen to be reached from other nodes. */
   nodeHost?: string;
+  /** host:port of the node's DNS server (worker/dns.ts), given to tasks as FLOTILLA_DNS. */
+  dns?: string;
   /** The shell that runs the wrapper. Default /bin/sh. */
   shell?: string;
   log?: Logger;
@@ -243,9 +245,10 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
   private keeper: ChildProcess | null = null;
 
   private readonly nodeHost: string | undefined;
+  private readonly dns: string | undefined;
 
   private nodeEnv(): Record<string, string> {
-    return this.nodeHost !== undefined ? { FLOTILLA_NODE_HOST: this.nodeHost } : {};
+    return { ...(this.nodeHost !== undefined ? { FLOTILLA_NODE_HOST: this.nodeHost } : {}), ...(this.dns !== undefined ? { FLOTILLA_DNS: this.dns } : {}) };
   }
 
   constructor(opts: ProcessDriverOptions) {
@@ -256,6 +259,7 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
     this.podFailureGraceMs = opts.podFailureGraceMs ?? 5000;
     this.shell = opts.shell ?? '/bin/sh';
     this.nodeHost = opts.nodeHost;
+    this.dns = opts.dns;
     const envGrace = Number(process.env.FLOTILLA_ORPHAN_GRACE_MS);
     this.orphanGraceMs = opts.orphanGraceMs !== undefined ? opts.orphanGraceMs : Number.isFinite(envGrace) && envGrace >= 0 ? envGrace : DEFAULT_ORPHAN_GRACE_MS;
   }
