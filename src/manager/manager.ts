@@ -238,6 +238,7 @@ export class Manager implements CommandProposer, ReadBarrier, LeaderForward, Rou
         if (m.phase !== 'probing') node.receive(msg);
       },
       onUnreachable: (peer) => node.reportUnreachable(peer),
+      onLinkDown: (peer) => node.reportLinkDown(peer),
       onSnapshotStatus: (peer, ok) => node.reportSnapshot(peer, ok),
       resolveAddr: (id) => m.peerAddr(id) ?? learned.get(id),
       onPeerAddr: (id, addr) => learned.set(id, addr),

@@ -40,6 +40,8 @@ export interface PeerTransportOptions {
   onUnreachable?: (peer: NodeId) => void;
   /** A snapshot sent to the peer was received (true) or its transfer failed (false). */
   onSnapshotStatus?: (peer: NodeId, ok: boolean) => void;
+  /** An established connection with the peer (either direction) closed: it may be dead (core-linkdown.ts). */
+  onLinkDown?: (peer: NodeId) => void;
   log?: LogFn;
   /** Bound on one frame (and the ws maxPayload). Default 4 MiB. */
   maxFrameBytes?: number;
@@ -304,6 +306,15 @@ export class PeerTransport implements OutboundHost, InboundHost {
       this.opts.onUnreachable?.(peer);
     } catch (err) {
       this.log('error', 'raft transport: onUnreachable threw', { error: (err as Error).message });
+    }
+  }
+
+  /** @internal */ linkDown(peer: NodeId): void {
+    if (this.closed) return;
+    try {
+      this.opts.onLinkDown?.(peer);
+    } catch (err) {
+      this.log('error', 'raft transport: onLinkDown threw', { error: (err as Error).message });
     }
   }
 

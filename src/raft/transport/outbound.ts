@@ -244,6 +244,7 @@ export class OutboundPeer {
       });
       this.failActiveSnapshot('connection closed');
       this.t.reportUnreachable(this.peer);
+      if (wasAuthed) this.t.linkDown(this.peer);
       // After a failed attempt the next one waits for the backoff even if nothing is queued yet;
       // the retry itself only dials if there is something to send.
       if (this.hasWork() || !wasAuthed) this.scheduleRetry();
