@@ -78,6 +78,23 @@ describe('link down: the leader was killed', () => {
   });
 });
 
+describe('link down: two followers do not campaign at once', () => {
+  it('a follower that granted another one\'s pre-vote drops its own early timer', () => {
+    const { n } = cluster();
+    n.crash('a');
+    linkDown(n, 'b', 'a');
+    linkDown(n, 'c', 'a');
+    n.cut.add('c>b'); // c's answers are lost: b stays a pre-candidate
+    const since = n.sent.length;
+    n.tickUntil(() => n.sent.slice(since).some((m) => m.from === 'b' && m.type === 'preVote'), ['b'], ET);
+    expect(n.sent.slice(since).some((m) => m.from === 'c' && m.to === 'b' && m.type === 'preVoteResp' && !m.reject)).toBe(true);
+    // c's own early turn (rank 1) passes without a campaign: it waits for the ordinary timeout.
+    const mark = n.sent.length;
+    n.tick(ET / 2 + 1, ['c']);
+    expect(n.sent.slice(mark).some((m) => m.from === 'c' && m.type === 'preVote')).toBe(false);
+  });
+});
+
 describe('link down: a healthy leader is not deposed', () => {
   it('one flapping link (leader ↔ one follower): the early pre-vote is ignored, no term changes, the follower comes back', () => {
     const { n, a } = cluster();
@@ -141,11 +158,11 @@ describe('linkDownDelay', () => {
   it('gives each surviving voter its own window by rank, the lost leader left out', () => {
     const voters = new Set(['m1', 'm2', 'm3']);
     const all = (self: string, lost: string) => Array.from({ length: 5 }, (_, r) => linkDownDelay(self, lost, voters, 30, () => r));
-    // window = 30 / 6 = 5 ticks: rank 0 in [1, 5], rank 1 in [6, 10]
+    // window = 30 / 6 = 5 ticks, gap 2: rank 0 in [1, 5], rank 1 in [8, 12]
     expect(all('m2', 'm1')).toEqual([1, 2, 3, 4, 5]);
-    expect(all('m3', 'm1')).toEqual([6, 7, 8, 9, 10]);
+    expect(all('m3', 'm1')).toEqual([8, 9, 10, 11, 12]);
     expect(all('m1', 'm2')).toEqual([1, 2, 3, 4, 5]);
-    expect(all('m3', 'm2')).toEqual([6, 7, 8, 9, 10]);
+    expect(all('m3', 'm2')).toEqual([8, 9, 10, 11, 12]);
     expect(linkDownDelay('m1', 'm3', voters, 2, () => 0)).toBe(1);
   });
 });

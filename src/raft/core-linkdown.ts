@@ -18,14 +18,17 @@ import type { NodeId } from './types.js';
 /**
  * Ticks until the early pre-vote of `self` after its link to the leader `lost` closed, ≥ 1.
  * The surviving voters take turns by rank (sorted ids, the lost leader left out), each in its
- * own window of `electionTick / 6` ticks with a random offset inside it: if two followers
- * campaigned in the same round trip, both could win their pre-votes and split the real vote,
- * which costs a whole election timeout. A follower whose log is behind fails its pre-vote and
+ * own window of `electionTick / 6` ticks with a random offset inside it, the windows apart by
+ * half a window: if two followers campaigned within one round trip, each could grant the
+ * other's pre-vote and the real vote would split, which costs a whole election timeout. The
+ * next in rank receives the first one's pre-vote before its own turn, grants it and drops its
+ * early timer (core.ts, handleVoteRequest). A follower whose log is behind fails its pre-vote;
  * the next one in rank, with the newer log, wins one window later.
  */
 export function linkDownDelay(self: NodeId, lost: NodeId, voters: ReadonlySet<NodeId>, electionTick: number, rand: (n: number) => number): number {
   const window = Math.max(1, Math.ceil(electionTick / 6));
+  const gap = Math.max(1, Math.floor(window / 2));
   let rank = 0;
   for (const v of voters) if (v !== lost && v !== self && v < self) rank++;
-  return 1 + rank * window + rand(window);
+  return 1 + rank * (window + gap) + rand(window);
 }

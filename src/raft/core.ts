@@ -560,6 +560,10 @@ export class RaftCore {
       if (!pre) {
         this.electionElapsed = 0;
         this.vote = m.from;
+      } else if (this.role === 'follower' && this.randomizedElectionTimeout < this.electionTimeout) {
+        // Another voter campaigns first: this one's early (link-down) timer makes way, or both
+        // could win their pre-votes and split the vote (core-linkdown.ts).
+        this.randomizedElectionTimeout = this.electionTimeout + this.rand(this.electionTimeout);
       }
     } else {
       this.send({ type: pre ? 'preVoteResp' : 'voteResp', to: m.from, term: this.term, reject: true, index: 0, logTerm: 0 });
