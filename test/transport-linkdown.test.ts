@@ -72,6 +72,18 @@ describe('transport: link down', () => {
     expect(new Set(a.got.down)).toEqual(new Set(['b']));
   });
 
+  it('warm: a link to a peer is dialed and kept with nothing to send', async () => {
+    const book = new Map<string, string>();
+    const a = await node('a', book);
+    const b = await node('b', book);
+    a.t.warm('b');
+    await waitFor(() => a.t.stats().peers.b?.connected === true, 'a connected to b');
+    expect(a.t.stats().peers.b!.queued).toBe(0);
+    a.t.warm('b'); // already open: nothing new
+    expect(a.t.stats().framesSent).toBeGreaterThan(0);
+    expect(b.got.received).toEqual([]);
+  });
+
   it('a connection replaced by the same peer’s newer one is not reported; the newer one closing is', async () => {
     const book = new Map<string, string>();
     const a = await node('a', book);

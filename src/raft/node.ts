@@ -35,6 +35,8 @@ export interface NodeTransport {
   send(msgs: Message[]): void;
   /** Forgets a peer removed from the cluster (closes its connection, drops its queue). */
   removePeer?(id: NodeId): void;
+  /** Keeps a connection to the peer open even with nothing to send (see RaftNode.start). */
+  warm?(id: NodeId): void;
 }
 
 /**
@@ -186,9 +188,16 @@ export class RaftNode extends EventEmitter {
     // Ticks follow elapsed monotonic time, not timer callbacks (a stalled loop loses none): ticker.ts.
     const perCall = Math.max(2, Math.min(this.heartbeatTicks, this.electionTicks - 1));
     const ticks = new TickAccount(this.tickMs, perCall, 2 * this.electionTicks, monoNow());
+    // Links to every member stay open even between followers, which never talk until an
+    // election: a first pre-vote after a leader died must not wait for a dial and handshake.
+    let sinceWarm = Infinity;
     this.timer = setInterval(() => {
       const n = ticks.due(monoNow());
       if (n === 0) return;
+      if ((sinceWarm += n) * this.tickMs >= 1000) {
+        sinceWarm = 0;
+        for (const id of this.members.keys()) if (id !== this.id && !this.removed.has(id)) this.transport?.warm?.(id);
+      }
       for (let i = 0; i < n; i++) this.core.tick();
       // The leader gives up on a silent removed member on a tick (no Ready may follow).
       if (this.removed.size > 0) this.forgetRemovedPeers();

@@ -201,6 +201,20 @@ export class PeerTransport implements OutboundHost, InboundHost {
     }
   }
 
+  /**
+   * Dials the peer now if no connection to it is open or being made, with nothing to send (an
+   * idle link, kept by pings). A failed dial is not retried until the next call or message.
+   */
+  warm(id: NodeId): void {
+    if (this.closed || id === this.id || this.removedPeers.has(id)) return;
+    let peer = this.peers.get(id);
+    if (!peer) {
+      peer = new OutboundPeer(this, this.s, id);
+      this.peers.set(id, peer);
+    }
+    peer.warm();
+  }
+
   /** Forgets a peer (e.g. removed from the cluster): closes its connection and drops its queue. */
   removePeer(id: NodeId): void {
     this.removedPeers.add(id);

@@ -108,6 +108,11 @@ export class OutboundPeer {
     this.pendingSnap = snap;
   }
 
+  /** An idle connection, dialed ahead of any message (PeerTransport.warm). */
+  warm(): void {
+    this.connectSoon();
+  }
+
   /** Connects now unless a connection exists or a reconnect is already scheduled. */
   private connectSoon(): void {
     if (this.ws || this.retryTimer || this.stopped || this.t.isClosed) return;
