@@ -114,7 +114,7 @@ export async function runConfig(label: string, sys: KvSystem, trials: number) {
 
 export async function benchFailover(): Promise<BenchOutput> {
   const etcdVersion = EtcdCluster.ensureInstalled();
-  const trials = envNum('BENCH_TRIALS', QUICK ? 3 : 10);
+  const trials = envNum('BENCH_TRIALS', QUICK ? 3 : 20);
   const configs = [
     await runConfig('flotilla (defaults: heartbeat 50 ms, election 300–600 ms)', new FlotillaCluster(), trials),
     await runConfig('etcd (defaults: heartbeat 100 ms, election 1000 ms)', new EtcdCluster(), trials),

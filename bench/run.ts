@@ -9,7 +9,7 @@
 //   profile   (not in "all") CPU profile of the managers under write load: top frames
 //
 // Environment: BENCH_SECONDS (raft point length, default 10), BENCH_QUICK=1 (smoke run),
-// BENCH_TRIALS (failover trials, default 10), BENCH_CLIENTS (e.g. 1,16,256), BENCH_UPDATE_TRIALS
+// BENCH_TRIALS (failover trials, default 20), BENCH_CLIENTS (e.g. 1,16,256), BENCH_UPDATE_TRIALS
 // (default 3), BENCH_UPDATE_REPLICAS (default 10), BENCH_UPDATE_MONITOR_MS (default 1000).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -1,5 +1,9 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { median, summarize } from '../bench/lib/util.js';
+import { windowMedian, writeReport } from '../bench/report.js';
 
 describe('benchmark summaries', () => {
   it('takes the mean of the two middle values as the median of an even count', () => {
@@ -15,5 +19,44 @@ describe('benchmark summaries', () => {
   it('keeps nearest-rank p90/p99 and the extremes', () => {
     const s = summarize(Array.from({ length: 100 }, (_, i) => 100 - i));
     expect(s).toMatchObject({ n: 100, min: 1, max: 100, p50: 50.5, p90: 90, p99: 99 });
+  });
+});
+
+describe('the failover report', () => {
+  const trials = (ws: number[]) => ws.map((windowMs) => ({ windowMs }));
+  // The stored results of 2026-12-04: medians written as the lower middle value.
+  const flotilla = { label: 'flotilla (defaults: heartbeat 50 ms, election 300–600 ms)', trials: trials([1077.9, 450.3, 441.4, 633.5, 778.5, 438.6, 435.1, 539.1, 405.9, 871.7]), windowMs: { n: 10, min: 405.9, median: 450.3, max: 1077.9 }, failedTrials: 0 };
+  const etcd = { label: 'etcd (defaults: heartbeat 100 ms, election 1000 ms)', trials: trials([1572.7, 1553.1, 2542.8, 1541.6, 1558.5, 1570.3, 1543.9, 1037.1, 2633.5, 2160.1]), windowMs: { n: 10, min: 1037.1, median: 1558.5, max: 2633.5 }, failedTrials: 0 };
+  const etcdFast = { label: 'etcd --heartbeat-interval 50 --election-timeout 300', trials: trials([743.7, 372.2, 323.4, 517.3, 758.1, 653.8, 422.8, 363.6, 526.1, 394]), windowMs: { n: 10, min: 323.4, median: 422.8, max: 758.1 }, failedTrials: 0 };
+
+  it('recomputes each median from the trials (mean of the two middle windows), ignoring failed trials', () => {
+    expect(windowMedian(flotilla)).toBeCloseTo(494.7, 5);
+    expect(windowMedian(etcd)).toBeCloseTo(1564.4, 5);
+    expect(windowMedian({ trials: [{ windowMs: 300 }, { windowMs: null }, { windowMs: 500 }], windowMs: { median: 300 } })).toBe(400);
+    expect(windowMedian({ windowMs: { median: 123 } })).toBe(123); // no trials kept: the stored figure
+  });
+
+  it('prints those medians and their ratios in BENCHMARKS.md', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flotilla-report-'));
+    try {
+      const result = {
+        date: '2026-12-04T19:36:00.000Z',
+        command: 'npm run bench -- failover',
+        durationSeconds: 97,
+        flotilla: { gitSha: '568e62294885' },
+        peers: { etcd: '3.4.23' },
+        machine: { cpus: 2, cpuModel: 'AMD EPYC', memoryGiB: 23.5, os: 'Linux', node: 'v20', loadavg: [1, 1, 1] },
+        parameters: { clients: 16, requestTimeoutMs: 500, retryDelayMs: 10 },
+        results: { configs: [flotilla, etcd, etcdFast] },
+      };
+      writeFileSync(join(dir, 'failover.json'), JSON.stringify(result));
+      writeReport(dir, join(dir, 'BENCHMARKS.md'));
+      const md = readFileSync(join(dir, 'BENCHMARKS.md'), 'utf8');
+      expect(md).toContain('| flotilla (defaults: heartbeat 50 ms, election 300–600 ms) | 10 | 495 | 406 | 1,078 | 0.32× / 1.05× |');
+      expect(md).toContain('| etcd (defaults: heartbeat 100 ms, election 1000 ms) | 10 | 1,564 |');
+      expect(md).toContain('| etcd --heartbeat-interval 50 --election-timeout 300 | 10 | 470 |');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

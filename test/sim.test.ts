@@ -29,7 +29,7 @@ function recorder(): { report: Report; got: { property: Property; detail: string
 const SEEDS: Record<string, number> = {
   'read-any-ack': 150,
   'learner-read-quorum': 150,
-  'commit-past-new': 60,
+  'commit-past-new': 270,
   'conf-at-append': 200,
   'self-count-before-sync': 80,
   'conf-before-noop': 40,

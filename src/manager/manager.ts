@@ -49,6 +49,7 @@ import { applyQuota, DEFAULT_QUOTA_BYTES } from './quota.js';
 import { FORWARDED_ADMIN_CERT, hasAdminCert, registerAuth, nodeCredential, nodeEpoch, workerToken } from './auth.js';
 import { eventLoopSlicer, monoNow } from '../clock.js';
 import { bootstrapClusterId, IncarnationGuard, probeBootstrap, type PeerProbe } from './incarnation.js';
+import { LeaderChange } from './leader-change.js';
 import { unpack } from 'msgpackr';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -120,6 +121,8 @@ export class Manager implements CommandProposer, ReadBarrier, LeaderForward, Rou
   ops: Ops | null = null;
   private readonly log: Logger;
   private readonly leaderWaitMs: number;
+  /** Writes waiting for a (new) leader wake on the node's leader change: leader-change.ts. */
+  readonly leaderChange = new LeaderChange();
   private readonly started = monoNow();
   private promoteTimer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -238,6 +241,7 @@ export class Manager implements CommandProposer, ReadBarrier, LeaderForward, Rou
         if (m.phase !== 'probing') node.receive(msg);
       },
       onUnreachable: (peer) => node.reportUnreachable(peer),
+      onLinkDown: (peer) => node.reportLinkDown(peer),
       onSnapshotStatus: (peer, ok) => node.reportSnapshot(peer, ok),
       resolveAddr: (id) => m.peerAddr(id) ?? learned.get(id),
       onPeerAddr: (id, addr) => learned.set(id, addr),
@@ -253,6 +257,7 @@ export class Manager implements CommandProposer, ReadBarrier, LeaderForward, Rou
     node.on('leader', (leader: NodeId | null, term: number) => {
       log.info(leader ? `leader is ${leader}` : 'no leader', { term });
       m.leadership.onLeaderChange(leader, term);
+      m.leaderChange.fire();
     });
     node.on('fatal', (e: Error) => {
       log.error(`fatal: ${e.message}`);
@@ -458,7 +463,7 @@ export class Manager implements CommandProposer, ReadBarrier, LeaderForward, Rou
       const l = this.node.leader();
       if (l) return l;
       if (monoNow() >= deadline || this.quorumLost()) throw this.noLeaderError();
-      await sleep(20);
+      await this.leaderChange.wait(Math.min(100, deadline - monoNow()));
     }
   }
 
@@ -568,7 +573,8 @@ export class Manager implements CommandProposer, ReadBarrier, LeaderForward, Rou
       } catch (e) {
         const fe = toFlotillaError(e);
         if (monoNow() < deadline && (fe.code === 'unavailable' || fe.code === 'not_leader')) {
-          await sleep(50);
+          // The leader is gone or moved: go on as soon as this node knows another one.
+          await this.leaderChange.wait(50);
           continue;
         }
         throw fe;

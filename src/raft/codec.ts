@@ -82,7 +82,7 @@ function describeValue(v: unknown): string {
 // ---------------------------------------------------------------------------------------------
 // Raft messages
 
-/** Message types that travel between nodes ('snapStatus' and 'unreachable' are local only). */
+/** Message types that travel between nodes ('snapStatus', 'unreachable' and 'linkDown' are local only). */
 const WIRE_TYPES: ReadonlySet<MessageType> = new Set<MessageType>([
   'app',
   'appResp',

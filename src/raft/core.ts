@@ -8,6 +8,7 @@ import { applyToMembers, checkConfChange, cloneConf, decodeConfChange, encodeCon
 import { RaftLog } from './core-log.js';
 import { Progress, type PeerStatus } from './core-progress.js';
 import { committedIndex, majority, voteResult } from './core-quorum.js';
+import { linkDownDelay } from './core-linkdown.js';
 import { ReadQueue, type PendingRead } from './core-read.js';
 import {
   EntryType,
@@ -84,6 +85,8 @@ export class RaftCore {
   /** Removed nodes still being told about their removal (index of the removal entry). */
   private departing = new Map<NodeId, { index: number; ticks: number }>();
   private commitBroadcast = false;
+  /** Peers whose connections the driver reported closed, not heard from since (core-linkdown.ts). */
+  private readonly downLinks = new Set<NodeId>();
 
   private msgs: Message[] = [];
   private readStates: ReadState[] = [];
@@ -198,10 +201,20 @@ export class RaftCore {
       if (this.role === 'leader') this.stepLeader(m);
       return;
     }
+    if (m.type === 'linkDown') {
+      this.onLinkDown(m.from);
+      return;
+    }
+    if (this.downLinks.size > 0 && this.downLinks.delete(m.from) && this.randomizedElectionTimeout < this.electionTimeout) {
+      // Heard from it again (it is alive, the link works): an early election timer set by its link-down goes.
+      this.randomizedElectionTimeout = this.electionTimeout + this.rand(this.electionTimeout);
+    }
     if (m.term > this.term) {
       if (m.type === 'vote' || m.type === 'preVote') {
-        // Heard from a leader within the election timeout: deny (pre-)votes (dissertation §4.2.3, §9.6).
-        const inLease = (this.checkQuorum || this.preVote) && this.leader !== null && this.electionElapsed < this.electionTimeout;
+        // Heard from a leader within the election timeout: deny (pre-)votes (dissertation §4.2.3, §9.6),
+        // unless this node's own link to that leader closed since (core-linkdown.ts).
+        const inLease =
+          (this.checkQuorum || this.preVote) && this.leader !== null && this.electionElapsed < this.electionTimeout && !this.downLinks.has(this.leader);
         if (!m.transfer && inLease) return; // a leader is known and alive: a disruptive candidate is ignored
       }
       if (m.type === 'preVote') {
@@ -435,6 +448,15 @@ export class RaftCore {
     return this.voters.has(this.id);
   }
 
+  /** The driver reports that its connection with `peer` closed (see core-linkdown.ts). */
+  private onLinkDown(peer: NodeId): void {
+    if (peer === this.id) return;
+    this.downLinks.add(peer);
+    if (this.role !== 'follower' || peer !== this.leader || !this.promotable()) return;
+    const at = this.electionElapsed + linkDownDelay(this.id, peer, this.voters, this.electionTimeout, this.rand);
+    if (at < this.randomizedElectionTimeout) this.randomizedElectionTimeout = at;
+  }
+
   // ---------------------------------------------------------------- ticks
 
   private tickElection(): void {
@@ -538,6 +560,10 @@ export class RaftCore {
       if (!pre) {
         this.electionElapsed = 0;
         this.vote = m.from;
+      } else if (this.role === 'follower' && this.randomizedElectionTimeout < this.electionTimeout) {
+        // Another voter campaigns first: this one's early (link-down) timer makes way, or both
+        // could win their pre-votes and split the vote (core-linkdown.ts).
+        this.randomizedElectionTimeout = this.electionTimeout + this.rand(this.electionTimeout);
       }
     } else {
       this.send({ type: pre ? 'preVoteResp' : 'voteResp', to: m.from, term: this.term, reject: true, index: 0, logTerm: 0 });

@@ -6,6 +6,7 @@ import { RaftCore, decodeConfChange, encodeConfChange, type Status } from './cor
 import { EntryType, RaftError, type ConfChange, type Entry, type Message, type NodeId, type PersistedState, type Ready, type Snapshot, type SoftState } from './types.js';
 import { Packr, unpack } from 'msgpackr';
 import { monoNow } from '../clock.js';
+import { TickAccount } from './ticker.js';
 
 /** The application replicated by Raft. apply() must be deterministic. */
 export interface StateMachine {
@@ -34,6 +35,8 @@ export interface NodeTransport {
   send(msgs: Message[]): void;
   /** Forgets a peer removed from the cluster (closes its connection, drops its queue). */
   removePeer?(id: NodeId): void;
+  /** Keeps a connection to the peer open even with nothing to send (see RaftNode.start). */
+  warm?(id: NodeId): void;
 }
 
 /**
@@ -101,6 +104,7 @@ export class RaftNode extends EventEmitter {
   private readonly log: NonNullable<RaftNodeOptions['log']>;
   private readonly tickMs: number;
   private readonly electionTicks: number;
+  private readonly heartbeatTicks: number;
   private readonly snapshotEvery: number;
   private timer: NodeJS.Timeout | null = null;
   private loopScheduled = false;
@@ -146,6 +150,7 @@ export class RaftNode extends EventEmitter {
     this.log = opts.log ?? (() => {});
     this.tickMs = opts.tickMs ?? 10;
     this.electionTicks = opts.electionTicks ?? 30;
+    this.heartbeatTicks = opts.heartbeatTicks ?? 5;
     this.snapshotEvery = opts.snapshotEvery ?? 10_000;
     this.onPersist = opts.onPersist;
     this.trace = opts.trace;
@@ -157,7 +162,7 @@ export class RaftNode extends EventEmitter {
     const bootstrapIds = opts.bootstrap ? Object.keys(opts.bootstrap) : [];
     this.core = new RaftCore({
       id: opts.id,
-      heartbeatTick: opts.heartbeatTicks ?? 5,
+      heartbeatTick: this.heartbeatTicks,
       electionTick: this.electionTicks,
       rand: (n) => Math.floor(Math.random() * n),
       preVote: true,
@@ -180,8 +185,20 @@ export class RaftNode extends EventEmitter {
   }
 
   start(): void {
+    // Ticks follow elapsed monotonic time, not timer callbacks (a stalled loop loses none): ticker.ts.
+    const perCall = Math.max(2, Math.min(this.heartbeatTicks, this.electionTicks - 1));
+    const ticks = new TickAccount(this.tickMs, perCall, 2 * this.electionTicks, monoNow());
+    // Links to every member stay open even between followers, which never talk until an
+    // election: a first pre-vote after a leader died must not wait for a dial and handshake.
+    let sinceWarm = Infinity;
     this.timer = setInterval(() => {
-      this.core.tick();
+      const n = ticks.due(monoNow());
+      if (n === 0) return;
+      if ((sinceWarm += n) * this.tickMs >= 1000) {
+        sinceWarm = 0;
+        for (const id of this.members.keys()) if (id !== this.id && !this.removed.has(id)) this.transport?.warm?.(id);
+      }
+      for (let i = 0; i < n; i++) this.core.tick();
       // The leader gives up on a silent removed member on a tick (no Ready may follow).
       if (this.removed.size > 0) this.forgetRemovedPeers();
       this.kick();
@@ -207,13 +224,18 @@ export class RaftNode extends EventEmitter {
   receive(m: Message): void {
     if (this.stopped) return;
     // Local reports about a peer (unreachable, snapshot status) are not signs of life.
-    if (m.type !== 'unreachable' && m.type !== 'snapStatus') this.lastContact.set(m.from, monoNow());
+    if (m.type !== 'unreachable' && m.type !== 'snapStatus' && m.type !== 'linkDown') this.lastContact.set(m.from, monoNow());
     try {
       this.core.step(m);
     } catch (e) {
       this.log('warn', 'raft message rejected', { from: m.from, type: m.type, err: String(e) });
     }
     this.kick();
+  }
+
+  /** The transport's connection with `peer` closed (the peer may be dead): core-linkdown.ts. */
+  reportLinkDown(peer: NodeId): void {
+    this.receive({ type: 'linkDown', from: peer, to: this.id, term: 0, index: 0, logTerm: 0 });
   }
 
   reportUnreachable(peer: NodeId): void {

@@ -40,6 +40,8 @@ export interface PeerTransportOptions {
   onUnreachable?: (peer: NodeId) => void;
   /** A snapshot sent to the peer was received (true) or its transfer failed (false). */
   onSnapshotStatus?: (peer: NodeId, ok: boolean) => void;
+  /** An established connection with the peer (either direction) closed: it may be dead (core-linkdown.ts). */
+  onLinkDown?: (peer: NodeId) => void;
   log?: LogFn;
   /** Bound on one frame (and the ws maxPayload). Default 4 MiB. */
   maxFrameBytes?: number;
@@ -199,6 +201,20 @@ export class PeerTransport implements OutboundHost, InboundHost {
     }
   }
 
+  /**
+   * Dials the peer now if no connection to it is open or being made, with nothing to send (an
+   * idle link, kept by pings). A failed dial is not retried until the next call or message.
+   */
+  warm(id: NodeId): void {
+    if (this.closed || id === this.id || this.removedPeers.has(id)) return;
+    let peer = this.peers.get(id);
+    if (!peer) {
+      peer = new OutboundPeer(this, this.s, id);
+      this.peers.set(id, peer);
+    }
+    peer.warm();
+  }
+
   /** Forgets a peer (e.g. removed from the cluster): closes its connection and drops its queue. */
   removePeer(id: NodeId): void {
     this.removedPeers.add(id);
@@ -304,6 +320,15 @@ export class PeerTransport implements OutboundHost, InboundHost {
       this.opts.onUnreachable?.(peer);
     } catch (err) {
       this.log('error', 'raft transport: onUnreachable threw', { error: (err as Error).message });
+    }
+  }
+
+  /** @internal */ linkDown(peer: NodeId): void {
+    if (this.closed) return;
+    try {
+      this.opts.onLinkDown?.(peer);
+    } catch (err) {
+      this.log('error', 'raft transport: onLinkDown threw', { error: (err as Error).message });
     }
   }
 

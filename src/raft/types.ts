@@ -63,7 +63,8 @@ export type MessageType =
   | 'readIndexResp'
   | 'transferLeader' // follower -> leader: forwarded transfer request
   | 'prop' // follower -> leader: forwarded proposal
-  | 'unreachable'; // local only: driver reports a peer unreachable
+  | 'unreachable' // local only: driver reports a peer unreachable
+  | 'linkDown'; // local only: driver reports its connection with a peer closed (core-linkdown.ts)
 
 export interface Message {
   type: MessageType;

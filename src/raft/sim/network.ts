@@ -159,6 +159,15 @@ export class SimCluster {
   midReadyCrash = 0;
   /** Probability that a node crashes right after handing out a Ready that changes its vote, before persisting it. */
   voteCrash = 0;
+  /**
+   * Connections closing (the core's 'linkDown', core-linkdown.ts): the probability that a live
+   * peer sees its links with a crashed node close (a killed process; a machine that lost power
+   * closes nothing), and that a message lost on a blocked link closes the connection, told to
+   * both ends (a flapping link, or a cut connection timing out).
+   */
+  linkCloseOnCrash = 0;
+  linkCloseOnBlock = 0;
+  private readonly linkRng: Prng;
   hooks: ClusterHooks = {};
   hash = 0x811c9dc5;
   stats = { msgs: 0, dropped: 0, elections: 0, crashes: 0, applied: 0, snapshotsSent: 0, compactions: 0 };
@@ -170,6 +179,7 @@ export class SimCluster {
     this.checkers = new Checkers(cfg.seed);
     this.rng = derive(cfg.seed, 'cluster');
     this.coreRng = derive(cfg.seed, 'cores');
+    this.linkRng = derive(cfg.seed, 'links');
     this.trace = cfg.trace;
     for (let i = 0; i < RING; i++) this.ring.push([]);
   }
@@ -259,6 +269,11 @@ export class SimCluster {
     for (const p of lost) this.hooks.onLost?.(p.writeId, n);
     n.role = 'follower';
     n.downSince = this.tick;
+    if (this.linkCloseOnCrash > 0) {
+      for (const o of this.list) {
+        if (o !== n && o.core && this.linkRng.chance(this.linkCloseOnCrash)) this.enqueue(local('linkDown', n.id, o.id, false), 1);
+      }
+    }
     // Restarted by the fault schedule (which may set another time).
     n.restartAt = this.tick + this.rng.pick([1, 3, 10, 30]);
     if (this.cfg.bug === 'no-sync') {
@@ -363,11 +378,15 @@ export class SimCluster {
         if (m.type === 'snap') this.enqueue(local('snapStatus', m.to, m.from, true), 1);
         continue;
       }
-      if (m.type !== 'snapStatus' && m.type !== 'unreachable') {
+      if (m.type !== 'snapStatus' && m.type !== 'unreachable' && m.type !== 'linkDown') {
         const from = this.nodes.get(m.from);
         if (from && this.isBlocked(from, to)) {
           this.stats.dropped++;
           this.onDropped(from, m);
+          if (this.linkCloseOnBlock > 0 && this.linkRng.chance(this.linkCloseOnBlock)) {
+            this.enqueue(local('linkDown', from.id, to.id, false), 1);
+            this.enqueue(local('linkDown', to.id, from.id, false), 1);
+          }
           continue;
         }
         if (this.hooks.filter?.(m)) {
@@ -770,6 +789,6 @@ export class SimCluster {
   }
 }
 
-function local(type: 'snapStatus' | 'unreachable', from: NodeId, to: NodeId, failed: boolean): Message {
+function local(type: 'snapStatus' | 'unreachable' | 'linkDown', from: NodeId, to: NodeId, failed: boolean): Message {
   return { type, from, to, term: 0, index: 0, logTerm: 0, failed: type === 'snapStatus' ? failed : undefined };
 }

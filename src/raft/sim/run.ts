@@ -226,6 +226,13 @@ class Run implements ScriptHost {
     s.stallChance = p.stall;
     s.midReadyCrash = p.midReadyCrash;
     s.voteCrash = p.voteCrash;
+    // Connections closing (core-linkdown.ts), drawn from their own stream: the rest of a seed's
+    // parameters stay as they were. Scripted scenarios keep their exact schedules.
+    if (p.family === 'random') {
+      const lr = derive(this.seed, 'link-params');
+      s.linkCloseOnCrash = lr.pick([0, 0.5, 1, 1]);
+      s.linkCloseOnBlock = lr.pick([0, 0.02, 0.1]);
+    }
     // ---- fault phase
     while (s.tick < this.faultEnd && !s.checkers.failed) {
       s.step();

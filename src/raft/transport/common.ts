@@ -61,4 +61,6 @@ export interface LinkHost {
   log(level: LogLevel, msg: string, fields?: Record<string, unknown>): void;
   /** An authenticated peer proved it belongs to another cluster. */
   foreignCluster(peer: NodeId, clusterId: string): void;
+  /** An established connection with `peer` closed (either direction): core-linkdown.ts. */
+  linkDown(peer: NodeId): void;
 }

@@ -39,6 +39,7 @@ export class InboundConn {
   private readonly nonce = randomBytes(NONCE_BYTES);
   private readonly handshakeTimer: NodeJS.Timeout;
   private assembly: SnapshotAssembly | null = null;
+  private replaced = false;
 
   constructor(
     private readonly t: InboundHost,
@@ -68,6 +69,8 @@ export class InboundConn {
     ws.on('close', () => {
       clearTimeout(this.handshakeTimer);
       this.assembly = null;
+      // A connection replaced by the peer's newer one is not a lost link.
+      if (this.peer && !this.replaced) this.t.linkDown(this.peer);
     });
     this.send({ k: 'challenge', id: t.id, nonce: this.nonce });
   }
@@ -80,6 +83,7 @@ export class InboundConn {
   }
 
   close(code: number, reason: string): void {
+    this.replaced = true; // only called when a newer connection from the same peer replaces this one
     this.ws.close(code, reason);
   }
 

@@ -108,6 +108,11 @@ export class OutboundPeer {
     this.pendingSnap = snap;
   }
 
+  /** An idle connection, dialed ahead of any message (PeerTransport.warm). */
+  warm(): void {
+    this.connectSoon();
+  }
+
   /** Connects now unless a connection exists or a reconnect is already scheduled. */
   private connectSoon(): void {
     if (this.ws || this.retryTimer || this.stopped || this.t.isClosed) return;
@@ -244,6 +249,7 @@ export class OutboundPeer {
       });
       this.failActiveSnapshot('connection closed');
       this.t.reportUnreachable(this.peer);
+      if (wasAuthed) this.t.linkDown(this.peer);
       // After a failed attempt the next one waits for the backoff even if nothing is queued yet;
       // the retry itself only dials if there is something to send.
       if (this.hasWork() || !wasAuthed) this.scheduleRetry();

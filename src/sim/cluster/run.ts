@@ -144,6 +144,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
         stats.crashes++;
         for (const k of [...links]) if (k.m === l) closeLink(k, 'crash');
         l.crash();
+        raftLinksClose(l);
         event('crash', `${l.id} (leader, while rescheduling lost work; restarts later)`);
         sched.at(lagRng.range(1000, 8000), 'sim', () => {
           if (l.alive) return;
@@ -311,6 +312,34 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
       sched.at(netRng.range(1, maxDelay), m.owner, () => m.incarnation === link.mInc && h.closed());
     }
     if (why !== 'worker') sched.at(netRng.range(1, maxDelay), `w:${link.w.id}`, () => link.w.onClose(link));
+  }
+
+  /**
+   * Raft connections closing (the core's 'linkDown', src/raft/core-linkdown.ts): a crashed
+   * manager's peers see their links with it close at once (a killed process), and links across
+   * a cut die after a TCP timeout if the cut is still there (both ends see it). Drawn from their
+   * own stream, so the rest of a seed's schedule stays as it was.
+   */
+  const raftLinkRng = derive(seed, 'raft-links');
+  function linkDown(at: SimManager, peer: NodeId, delay: number): void {
+    const inc = at.incarnation;
+    sched.at(delay, at.owner, () => {
+      if (at.incarnation === inc) at.receive({ type: 'linkDown', from: peer, to: at.id, term: 0, index: 0, logTerm: 0 });
+    });
+  }
+  function raftLinksClose(dead: SimManager): void {
+    for (const o of managers.values()) if (o !== dead && o.alive) linkDown(o, dead.id, raftLinkRng.range(1, maxDelay));
+  }
+  function cutRaftLinks(): void {
+    for (const a of ids) {
+      for (const b of ids) {
+        if (a >= b || (!isBlocked(a, b) && !isBlocked(b, a))) continue;
+        sched.at(raftLinkRng.range(500, 3000), 'sim', () => {
+          if (!isBlocked(a, b) && !isBlocked(b, a)) return;
+          for (const [x, y] of [[a, b], [b, a]] as const) if (managers.get(x)!.alive) linkDown(managers.get(x)!, y, 1);
+        });
+      }
+    }
   }
 
   /** Connections across a cut die after a TCP timeout if the cut is still there. */
@@ -638,6 +667,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
           }
           event('partition', `${m.id} isolated${cutWorkers ? ' (workers too)' : ' from the managers'}`);
           cutLinks();
+          cutRaftLinks();
           break;
         }
         case 'bridge': {
@@ -652,6 +682,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
           for (const a of left) for (const b of right) blocked.add(`${a}>${b}`).add(`${b}>${a}`);
           event('partition', `bridge: ${left.join(',')} | ${right.join(',')} cannot see each other; ${m.id} sees both`);
           cutLinks();
+          cutRaftLinks();
           break;
         }
         case 'oneway': {
@@ -668,6 +699,7 @@ export async function runCluster(opts: ClusterRunOptions): Promise<ClusterRunRes
           stats.crashes++;
           for (const l of [...links]) if (l.m === m) closeLink(l, 'crash');
           m.crash();
+          raftLinksClose(m);
           event('crash', `${m.id} (unsynced writes lost; restarts later)`);
           sched.at(rng.range(1000, 8000), 'sim', () => restartManager(m));
           break;
