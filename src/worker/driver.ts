@@ -22,6 +22,7 @@
 
 import type { TaskSpec } from '../protocol/spec.js';
 import type { DeliveredSecret } from '../protocol/secrets.js';
+import type { PublishedPort } from '../protocol/session.js';
 import type { Readable, Writable } from 'node:stream';
 
 export type DriverName = 'process' | 'docker';
@@ -56,6 +57,8 @@ export interface DriverTaskStatus {
   finishedAt?: number;
   /** Per-container detail, in spec order (optional for drivers that cannot tell). */
   containers?: DriverContainerStatus[];
+  /** docker: the engine's bindings of the pod's published tcp ports (what the routing mesh dials). */
+  ports?: PublishedPort[];
 }
 
 /**
@@ -86,6 +89,11 @@ export interface DriverStartOptions {
    * driver shows them to the task as files only, and deletes them when the task ends.
    */
   secrets?: DeliveredSecret[];
+  /**
+   * Container ports (tcp) to publish on a host port the driver picks (docker: a dynamic port
+   * of the engine), reported back in the status's `ports` — the routing mesh's targets.
+   */
+  publish?: number[];
 }
 
 /** One line of a task's output. */
