@@ -494,7 +494,10 @@ async function up(flags: UpFlags): Promise<void> {
   workerIds.forEach((id, i) =>
     startProc(
       id,
-      ['worker', '--id', id, '--managers', addrs.join(','), '--token-file', tokenFile, '--driver', driver!, '--state-dir', join(dir, id), ...(bed ? [] : ['--listen', `${host}:0`]), '--labels', `zone=${i % 2 === 0 ? 'a' : 'b'}`],
+      ['worker', '--id', id, '--managers', addrs.join(','), '--token-file', tokenFile, '--driver', driver!, '--state-dir', join(dir, id), ...(bed ? [] : ['--listen', `${host}:0`]),
+        // --netns: one engine in the host's namespace serves every node; it publishes on the
+        // bridge's host address, which every node's namespace reaches.
+        ...(bed && driver === 'docker' ? ['--publish-host', bed.bed.hostAddress] : []), '--labels', `zone=${i % 2 === 0 ? 'a' : 'b'}`],
       COLORS[(nm + i) % COLORS.length]!,
     ),
   );

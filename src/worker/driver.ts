@@ -229,6 +229,8 @@ export interface Driver {
   probe?(taskId: string, container: string, command: string[], opts: ProbeOptions): Promise<ProbeResult>;
   /** The address a pod's unpublished ports are reached at from this node (docker: the pod's IP); null if none. */
   podAddress?(taskId: string): Promise<string | null>;
+  /** Where a pod's published tcp `port` is reached from this node (docker: its engine binding); null when not published. */
+  portAddress?(taskId: string, port: number): Promise<{ host: string; port: number } | null>;
 }
 
 /** Whether a state is final (nothing of the task runs any more). */

@@ -27,7 +27,9 @@
 //    reached at the node's address (`Driver.podAddress`: FLOTILLA_NODE_HOST, where a replica
 //    of the routing mesh listens, so the check sees what the mesh sees), and, when nothing
 //    answers there, at 127.0.0.1:port (a process listening on loopback only). A docker pod's port is reached at 127.0.0.1:<host port> when
-//    the spec publishes it (`ports: [{container: port, host: H}]`), else at the pod's own
+//    the spec publishes it (`ports: [{container: port, host: H}]`; at the engine's binding,
+//    `Driver.portAddress`, once inspected: a dynamic port of the routing mesh, or a
+//    `--publish-host` address), else at the pod's own
 //    address on the Docker network (`Driver.podAddress`, the infra container's IP) and the
 //    port itself.
 //
@@ -250,6 +252,8 @@ export function probeFor(driver: Driver, taskId: string, tc: TaskCheck): Probe {
       const host = (await driver.podAddress?.(taskId)) ?? null;
       return host !== null && host !== '127.0.0.1' ? [{ host, port }, { host: '127.0.0.1', port }] : [{ host: '127.0.0.1', port }];
     }
+    const bound = (await driver.portAddress?.(taskId, port)) ?? null;
+    if (bound !== null) return [bound];
     const published = tc.hostPorts.get(port);
     if (published !== undefined) return [{ host: '127.0.0.1', port: published }];
     const ip = (await driver.podAddress?.(taskId)) ?? null;

@@ -40,6 +40,8 @@ export interface WorkerFlags {
   /** host:port for the worker's HTTP server (logs); port 0 picks one. Default: see listen.ts. */
   listen?: string;
   advertise?: string;
+  /** IPv4 address the docker engine publishes task ports on (default every address). */
+  publishHost?: string;
   /** ms between SIGTERM and SIGKILL when a task is stopped. Default 10000. */
   stopGrace?: string;
   /** ms between two CPU/memory samples sent to the leader (0: none). Default 5000. */
@@ -58,6 +60,8 @@ export interface DriverContext {
   nodeId: string;
   /** This node's host (of --advertise, else --listen). */
   host?: string;
+  /** --publish-host: where the docker engine publishes task ports (default every address). */
+  publishHost?: string;
   stateDir: string;
   log: Logger;
 }
@@ -68,9 +72,9 @@ export interface DriverContext {
  */
 export const DRIVER_FACTORIES: Partial<Record<DriverName, (ctx: DriverContext) => Driver | Promise<Driver>>> = {
   process: ({ stateDir, log, host }) => new ProcessDriver({ dir: join(stateDir, 'process'), log, ...(host !== undefined ? { nodeHost: host } : {}) }),
-  docker: async ({ nodeId, log }) => {
+  docker: async ({ nodeId, log, publishHost }) => {
     const { DockerDriver } = await import('./drivers/docker.js');
-    return new DockerDriver({ nodeId, log });
+    return new DockerDriver({ nodeId, log, ...(publishHost !== undefined ? { publishHost } : {}) });
   },
 };
 
@@ -100,6 +104,7 @@ export interface WorkerConfig {
   stateDir: string;
   listen: string;
   advertise?: string;
+  publishHost?: string;
   stopGraceMs: number;
   usageIntervalMs: number;
   logLevel: LogLevel;
@@ -187,6 +192,10 @@ export function parseWorkerFlags(flags: WorkerFlags, env: NodeJS.ProcessEnv = pr
   const listen = parseAddress('--listen', flags.listen ?? `${defaultListenHost(managers)}:0`, true);
   const advertise = flags.advertise !== undefined ? parseAddress('--advertise', flags.advertise, false) : undefined;
 
+  if (flags.publishHost !== undefined && !/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(flags.publishHost)) {
+    bad(`Cannot start worker as '--publish-host' must be an IPv4 address of this machine, e.g. 10.213.7.1 (got '${flags.publishHost}')`);
+  }
+
   let stopGraceMs = 10_000;
   if (flags.stopGrace !== undefined) {
     stopGraceMs = Number(flags.stopGrace);
@@ -209,6 +218,7 @@ export function parseWorkerFlags(flags: WorkerFlags, env: NodeJS.ProcessEnv = pr
 
   const cfg: WorkerConfig = { id, managers, token: token!, drivers, labels, resources, stateDir, listen, stopGraceMs, usageIntervalMs, logLevel };
   if (advertise !== undefined) cfg.advertise = advertise;
+  if (flags.publishHost !== undefined) cfg.publishHost = flags.publishHost;
   return cfg;
 }
 
@@ -220,7 +230,7 @@ export async function runWorker(flags: WorkerFlags, opts: RunWorkerOptions = {})
   const cfg = parseWorkerFlags(flags, opts.env ?? process.env);
   const log = opts.log ?? consoleLogger(cfg.id, cfg.logLevel);
   const drivers: Driver[] = [];
-  for (const name of cfg.drivers) drivers.push(await DRIVER_FACTORIES[name]!({ nodeId: cfg.id, stateDir: cfg.stateDir, log, host: listenHost(cfg.advertise ?? cfg.listen) }));
+  for (const name of cfg.drivers) drivers.push(await DRIVER_FACTORIES[name]!({ nodeId: cfg.id, stateDir: cfg.stateDir, log, host: listenHost(cfg.advertise ?? cfg.listen), ...(cfg.publishHost !== undefined ? { publishHost: cfg.publishHost } : {}) }));
   let tls: NodeTls | null = null;
   try {
     tls = await workerTls({ id: cfg.id, stateDir: cfg.stateDir, token: cfg.token, managers: cfg.managers, hosts: cfg.advertise ? [cfg.advertise.slice(0, cfg.advertise.lastIndexOf(':'))] : [] });

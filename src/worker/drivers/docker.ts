@@ -600,6 +600,12 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     return id === undefined ? null : containerAddress(this.docker, id);
   }
 
+  /** A published port's binding as last inspected: its HostIp (`publishHost`), else loopback. */
+  async portAddress(taskId: string, port: number): Promise<{ host: string; port: number } | null> {
+    const b = this.tasks.get(taskId)?.ports?.find((p) => p.container === port);
+    return b === undefined ? null : { host: b.hostIp ?? '127.0.0.1', port: b.hostPort };
+  }
+
   async inspect(taskId: string): Promise<DriverTaskStatus | null> {
     await this.ready();
     const t = this.tasks.get(taskId);
