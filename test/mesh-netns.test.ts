@@ -80,9 +80,9 @@ describe.runIf(status.ok || mustFail)('routing mesh on up --netns (3 managers, 3
     (JSON.parse(readFileSync(join(data, 'processes.json'), 'utf8')) as { processes: { node: string; kind: string; pid: number | null }[] }).processes;
   type SvcTask = { id: string; node: string | null; state: string; desired: string; health?: { status?: string } };
   const serviceTasks = async (): Promise<SvcTask[]> => {
-    const r = await runCli(['service', 'inspect', 'web', '-o', 'json'], { env, timeoutMs: 20_000 });
+    const r = await runCli(['service', 'ps', 'web', '-o', 'json'], { env, timeoutMs: 20_000 });
     if (r.status !== 0) throw new Error(r.stderr);
-    return (JSON.parse(r.stdout) as { tasks: SvcTask[] }).tasks;
+    return JSON.parse(r.stdout) as SvcTask[];
   };
   const ready = async (): Promise<SvcTask[]> =>
     (await serviceTasks()).filter((t) => t.desired === 'running' && t.state === 'running' && t.health?.status === 'healthy');
@@ -207,7 +207,7 @@ describe.runIf(status.ok || mustFail)('routing mesh on up --netns (3 managers, 3
     const after = res.failedAt.filter((t) => t > killedAt + HEALTH_INTERVAL_MS).length;
     console.log(`mesh-netns: worker ${victim.node} + replica SIGKILLed at ${killedAt} ms: ${res.ok} ok, ${res.failed} failed (${after} after one health interval) through ${others.join(',')}`);
     expect(killedAt).toBeGreaterThanOrEqual(0);
-    expect(res.ok).toBeGreaterThan(20);
+    expect(res.ok).toBeGreaterThanOrEqual(10);
     expect(after).toBe(0);
     // The lost replica comes back on a surviving worker.
     await eventually(async () => {
@@ -232,7 +232,7 @@ describe.runIf(status.ok || mustFail)('routing mesh on up --netns (3 managers, 3
     });
     console.log(`mesh-netns: leader ${leader} SIGKILLed: ${res.ok} ok, ${res.failed} failed through ${workers.join(',')}`);
     expect(killed).toBe(true);
-    expect(res.ok).toBeGreaterThan(20);
+    expect(res.ok).toBeGreaterThanOrEqual(10);
     expect(res.failed).toBe(0);
   }, 60_000);
 });
