@@ -216,8 +216,14 @@ describe('publish (routing mesh)', () => {
     expect(parseServiceSpec(serviceSpecInput(spec))).toEqual(spec);
   });
 
-  it('docker services publish in host mode only, for now (the mesh reaches process replicas)', () => {
-    expect(() => parseServiceSpec({ name: 'web', containers: [{ image: 'busybox' }], publish: ['8080:80'] })).toThrow(/publish\[0\]\.mode.*'host' for the docker driver/);
+  it('docker services publish in ingress mode (the engine picks the host port; nothing reserved) or host mode', () => {
+    const ingress = parseServiceSpec({ name: 'web', containers: [{ image: 'busybox' }], publish: ['8080:80', '8081:8081'] });
+    expect(ingress.publish).toEqual([
+      { published: 8080, target: 80, protocol: 'tcp', mode: 'ingress' },
+      { published: 8081, target: 8081, protocol: 'tcp', mode: 'ingress' },
+    ]);
+    expect(ingress.template.task.containers[0]!.ports).toEqual([]);
+    expect(parseServiceSpec(serviceSpecInput(ingress))).toEqual(ingress);
     const spec = parseServiceSpec({ name: 'web', containers: [{ image: 'busybox' }], publish: ['mode=host,8080:80'].map(() => ({ published: 8080, target: 80, mode: 'host' })) });
     expect(spec.template.task.containers[0]!.ports).toEqual([{ container: 80, host: 8080, protocol: 'tcp' }]);
     expect(spec.publish).toBeUndefined();

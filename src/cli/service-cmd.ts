@@ -299,6 +299,8 @@ Examples:
   flotilla service create api --replicas 2 --publish 8080:9000 -e PORT=9000 -- /usr/bin/node server.js
       (every worker serves 8080 and spreads connections over the ready replicas, which listen
        on $FLOTILLA_NODE_HOST:9000; --publish mode=host,8080:9000 is a per-node port instead)
+  flotilla service create web --replicas 2 --publish 8080:80 flotilla/busybox:test -- httpd -f -p 80
+      (docker: the engine publishes each replica's port 80 on a port it picks; the mesh dials it)
 Options go before NAME; everything after -- is the command.`,
     )
     .action(

@@ -6,7 +6,7 @@ import { UsageError } from './util.js';
 
 export interface UpNetns {
   bed: NetnsBed;
-  /** The driver the test bed runs (process: a Docker engine publishes on the host's addresses only). */
+  /** The driver the test bed runs when --driver is not given. */
   driver: 'process';
   wrap(node: string): string[];
   /** Removes the namespaces, the veths and the bridge (idempotent). */
@@ -22,9 +22,6 @@ export function netnsManagerAddrs(subnet: string, managerIds: string[], port: nu
 
 /** The checks that need nothing created yet (run before `up` touches its directory). */
 export function precheckNetns(flags: { driver?: string; host: string; netnsSubnet: string }): void {
-  if (flags.driver === 'docker') {
-    throw new UsageError('flotilla up --netns runs the process driver only: the Docker engine publishes ports on the host, not in a node\'s namespace (use --driver process)');
-  }
   if (flags.host !== '127.0.0.1') throw new UsageError('--host and --netns do not go together: with --netns every node gets its own address (see --netns-subnet)');
   parseSubnet(flags.netnsSubnet);
   checkNetnsUsable();

@@ -438,10 +438,12 @@ async function up(flags: UpFlags): Promise<void> {
   process.stderr.on('error', () => undefined);
 
   const statusClient = new FlotillaClient(addrs, { timeoutMs: 30_000, ca: caPem });
+  // How long to wait for a leader: 30 s, or FLOTILLA_UP_LEADER_WAIT_MS (tests on a loaded machine).
+  const leaderWaitMs = Number(process.env.FLOTILLA_UP_LEADER_WAIT_MS) > 0 ? Number(process.env.FLOTILLA_UP_LEADER_WAIT_MS) : 30_000;
   const leader = await waitFor(async () => {
     const st = await statusClient.get<{ leader: string | null }>('/v1/status').catch(() => null);
     return st?.leader ?? null;
-  }, 30_000);
+  }, leaderWaitMs);
   // What really started: a manager counts once it answered as itself while its process runs.
   const managerState = async (): Promise<{ up: string[]; failed: string[] }> => {
     const answered = new Set<string>();
@@ -468,7 +470,7 @@ async function up(flags: UpFlags): Promise<void> {
   };
   if (!leader) {
     const { failed } = await managerState();
-    await stopAll(`no leader was elected within 30 s${failed.length > 0 ? ` (${failed.join('; ')})` : ''}`, 1);
+    await stopAll(`no leader was elected within ${Math.round(leaderWaitMs / 1000)} s${failed.length > 0 ? ` (${failed.join('; ')})` : ''}`, 1);
     return;
   }
   // First start: create an admin API token (this turns API authentication on) for the CLI here.
@@ -494,7 +496,10 @@ async function up(flags: UpFlags): Promise<void> {
   workerIds.forEach((id, i) =>
     startProc(
       id,
-      ['worker', '--id', id, '--managers', addrs.join(','), '--token-file', tokenFile, '--driver', driver!, '--state-dir', join(dir, id), ...(bed ? ['--dns-port', '53'] : ['--listen', `${host}:0`]), '--labels', `zone=${i % 2 === 0 ? 'a' : 'b'}`],
+      ['worker', '--id', id, '--managers', addrs.join(','), '--token-file', tokenFile, '--driver', driver!, '--state-dir', join(dir, id), ...(bed ? ['--dns-port', '53'] : ['--listen', `${host}:0`]),
+        // --netns: one engine in the host's namespace serves every node; it publishes on the
+        // bridge's host address, which every node's namespace reaches.
+        ...(bed && driver === 'docker' ? ['--publish-host', bed.bed.hostAddress] : []), '--labels', `zone=${i % 2 === 0 ? 'a' : 'b'}`],
       COLORS[(nm + i) % COLORS.length]!,
     ),
   );

@@ -17,6 +17,7 @@ export function registerWorkerCommand(program: Command): void {
     .option('--state-dir <dir>', 'where the worker keeps task state and logs')
     .option('--listen <host:port>', 'address of the worker log server, port 0 picks one (default: 127.0.0.1:0 when the managers are on loopback, else this machine\'s address toward them)')
     .option('--advertise <host:port>', 'address managers use to reach the log server')
+    .option('--publish-host <ip>', 'IPv4 address the docker engine publishes task ports on, reported to the routing mesh (default: every address; up --netns: the test bed\'s host address)')
     .option('--stop-grace <ms>', 'ms between SIGTERM and SIGKILL when a task is stopped', '10000')
     .option('--usage-interval <ms>', 'ms between CPU/memory samples sent to the leader (flotilla top); 0: none', '5000')
     .option('--dns-port <port>', "port of this node's DNS server for service names (tasks get FLOTILLA_DNS=host:port); 0: any free port, off: none (default auto: 53 as root on a non-loopback address, else any free port)")
@@ -28,7 +29,9 @@ Example:
   flotilla worker --id w1 --managers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 \\
       --token-file .flotilla/worker-token --driver process --labels zone=a
   flotilla worker --id w2 --managers 10.0.0.11:7001 --token-file worker-token --dns-port 53
-      (tasks on w2 resolve other services by name: web, web.flotilla, tasks.web)`,
+      (tasks on w2 resolve other services by name: web, web.flotilla, tasks.web)
+  flotilla worker --id w3 --managers 10.213.7.11:7001 --token-file .flotilla/worker-token \\
+      --driver docker --listen 10.213.7.102:0 --publish-host 10.213.7.1`,
     )
     .action(
       action(async (flags: WorkerFlags, cmd: Command) => {

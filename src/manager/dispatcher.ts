@@ -34,7 +34,7 @@ import { MAX_DELIVERED_SECRET_BYTES, type DeliveredSecret } from '../protocol/se
 import { checkJoin, nodeCredential, nodeEpoch, workerToken } from './auth.js';
 import { monoNow, systemTimers, wallNow, type Timers } from '../clock.js';
 import { reportedHealth } from './state/task-health.js';
-import { meshTable, nameTable } from './endpoints.js';
+import { meshPublish, meshTable, nameTable, reportedPorts } from './endpoints.js';
 import { MESH_FEATURE, NAMES_FEATURE } from '../protocol/session.js';
 
 export interface DispatcherOptions {
@@ -418,6 +418,7 @@ export class Dispatcher implements LeaderService {
         at: Number.isFinite(t.at) ? t.at : wallNow(),
         attempt: Number.isInteger(t.attempt) ? t.attempt : undefined,
         health: reportedHealth(t.health),
+        ports: reportedPorts(t.ports),
       });
     }
     return out;
@@ -518,7 +519,8 @@ export class Dispatcher implements LeaderService {
       const tasks: AssignedTask[] = [];
       for (const t of this.m.state.tasksOnNode(nodeId)) {
         if (t.state === 'assigned' || t.state === 'starting' || t.state === 'running') {
-          tasks.push({ taskId: t.id, attempt: t.attempt, spec: t.spec, desired: t.desired });
+          const publish = meshPublish(this.m.state, t);
+          tasks.push({ taskId: t.id, attempt: t.attempt, spec: t.spec, desired: t.desired, ...(publish.length > 0 ? { publish } : {}) });
         }
       }
       tasks.sort((a, b) => (a.taskId < b.taskId ? -1 : 1));

@@ -284,7 +284,8 @@ type PublishIn = { published: number; target: number; protocol: 'tcp'; mode: 'in
  * (`{ container: target, host: published }`); ingress entries stay in `out`. A process-driver
  * task binds `target` on its node's address itself, so an ingress entry also reserves
  * `target` as a host port of the task (the scheduler then never puts two replicas that would
- * bind the same port on one node). Each entry is added once: parsing the flat form again
+ * bind the same port on one node). A docker task's `target` is a port in its own network
+ * namespace, published by the engine on a host port it picks (nothing to reserve). Each entry is added once: parsing the flat form again
  * gives the same spec.
  */
 function publishInto(task: TaskSpec, input: readonly PublishIn[], out: PublishSpec[], details: ErrorDetail[]): void {
@@ -308,12 +309,7 @@ function publishInto(task: TaskSpec, input: readonly PublishIn[], out: PublishSp
       hostPort(p.published, p.target, `${where}.published`);
       return;
     }
-    if (task.driver !== 'process') {
-      // The docker driver reports no host port for a replica yet, so the mesh could not reach it.
-      details.push({ path: `${where}.mode`, message: `must be 'host' for the ${task.driver} driver (the routing mesh serves process-driver replicas for now)` });
-      return;
-    }
-    if (p.target === p.published) {
+    if (task.driver === 'process' && p.target === p.published) {
       details.push({ path: `${where}.target`, message: `must differ from 'published' for the process driver (the replica and the routing mesh both listen on the node's address)` });
       return;
     }
@@ -322,7 +318,9 @@ function publishInto(task: TaskSpec, input: readonly PublishIn[], out: PublishSp
       details.push({ path: `${where}.published`, message: `must differ from the task's host port ${p.published}/tcp (the routing mesh listens on it on every worker)` });
       return;
     }
-    hostPort(p.target, p.target, `${where}.target`);
+    // A docker replica's target is published by its engine on a dynamic host port (the worker
+    // reports it back); a process replica binds `target` on its node itself.
+    if (task.driver === 'process') hostPort(p.target, p.target, `${where}.target`);
     out.push({ published: p.published, target: p.target, protocol: 'tcp', mode: 'ingress' });
   });
 }

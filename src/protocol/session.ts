@@ -25,6 +25,20 @@ export interface TaskStatusReport {
   at: number;
   /** The task's health (tasks with a check, once the worker runs it); changes are reported, not probes. */
   health?: TaskHealth;
+  /**
+   * Where the task's published tcp ports are reached from other nodes, as the driver observed
+   * them (docker: the engine's bindings, dynamic ports included). Absent from older workers
+   * and from drivers that publish nothing of their own.
+   */
+  ports?: PublishedPort[];
+}
+
+/** One tcp port of a task published on its node: `container` is reached at `hostIp`:`hostPort`. */
+export interface PublishedPort {
+  container: number;
+  hostPort: number;
+  /** The address the engine binds; absent when it binds every address (the node's own address then). */
+  hostIp?: string;
 }
 
 export interface WorkerResources {
@@ -126,6 +140,12 @@ export interface AssignedTask {
   spec: TaskSpec;
   /** running: make sure it runs; shutdown: stop it (and forget it once stopped). */
   desired: 'running' | 'shutdown';
+  /**
+   * Container ports (tcp) the driver publishes on a host port of its own choosing and reports
+   * back in `TaskStatusReport.ports`: the targets of a docker service's routing-mesh entries.
+   * Absent when none, and from older managers.
+   */
+  publish?: number[];
 }
 /** The complete set of tasks assigned to this worker (anything else it runs must be stopped). */
 export interface AssignmentsMsg {

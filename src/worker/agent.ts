@@ -754,7 +754,8 @@ export class WorkerAgent {
       return;
     }
     try {
-      await this.startTurn(() => driver.start(a.taskId, spec, undefined, { attempt: a.attempt, secrets }));
+      const publish = Array.isArray(a.publish) ? a.publish.filter((p) => Number.isInteger(p) && p > 0 && p <= 65535) : [];
+      await this.startTurn(() => driver.start(a.taskId, spec, undefined, { attempt: a.attempt, secrets, ...(publish.length > 0 ? { publish } : {}) }));
     } catch (e) {
       if (this.tasks.get(a.taskId) === entry) this.tasks.delete(a.taskId);
       this.failLocally(a.taskId, a.attempt, `failed to start: ${errMessage(e)}`);

@@ -22,6 +22,7 @@
 
 import type { TaskSpec } from '../protocol/spec.js';
 import type { DeliveredSecret } from '../protocol/secrets.js';
+import type { PublishedPort } from '../protocol/session.js';
 import type { Readable, Writable } from 'node:stream';
 
 export type DriverName = 'process' | 'docker';
@@ -56,6 +57,8 @@ export interface DriverTaskStatus {
   finishedAt?: number;
   /** Per-container detail, in spec order (optional for drivers that cannot tell). */
   containers?: DriverContainerStatus[];
+  /** docker: the engine's bindings of the pod's published tcp ports (what the routing mesh dials). */
+  ports?: PublishedPort[];
 }
 
 /**
@@ -86,6 +89,11 @@ export interface DriverStartOptions {
    * driver shows them to the task as files only, and deletes them when the task ends.
    */
   secrets?: DeliveredSecret[];
+  /**
+   * Container ports (tcp) to publish on a host port the driver picks (docker: a dynamic port
+   * of the engine), reported back in the status's `ports` — the routing mesh's targets.
+   */
+  publish?: number[];
 }
 
 /** One line of a task's output. */
@@ -221,6 +229,8 @@ export interface Driver {
   probe?(taskId: string, container: string, command: string[], opts: ProbeOptions): Promise<ProbeResult>;
   /** The address a pod's unpublished ports are reached at from this node (docker: the pod's IP); null if none. */
   podAddress?(taskId: string): Promise<string | null>;
+  /** Where a pod's published tcp `port` is reached from this node (docker: its engine binding); null when not published. */
+  portAddress?(taskId: string, port: number): Promise<{ host: string; port: number } | null>;
 }
 
 /** Whether a state is final (nothing of the task runs any more). */

@@ -24,8 +24,12 @@
 //    driver, a process with the container's environment and working directory for the process
 //    driver.
 //  * http / tcp: the process driver's tasks use the node's network, so the check's port is
-//    reached at 127.0.0.1:port. A docker pod's port is reached at 127.0.0.1:<host port> when
-//    the spec publishes it (`ports: [{container: port, host: H}]`), else at the pod's own
+//    reached at the node's address (`Driver.podAddress`: FLOTILLA_NODE_HOST, where a replica
+//    of the routing mesh listens, so the check sees what the mesh sees), and, when nothing
+//    answers there, at 127.0.0.1:port (a process listening on loopback only). A docker pod's port is reached at 127.0.0.1:<host port> when
+//    the spec publishes it (`ports: [{container: port, host: H}]`; at the engine's binding,
+//    `Driver.portAddress`, once inspected: a dynamic port of the routing mesh, or a
+//    `--publish-host` address), else at the pod's own
 //    address on the Docker network (`Driver.podAddress`, the infra container's IP) and the
 //    port itself.
 //
@@ -243,16 +247,31 @@ export function probeFor(driver: Driver, taskId: string, tc: TaskCheck): Probe {
     };
   }
   const port = c.port!;
-  const address = async (): Promise<{ host: string; port: number }> => {
-    if (tc.driver === 'process') return { host: '127.0.0.1', port };
+  const addresses = async (): Promise<{ host: string; port: number }[]> => {
+    if (tc.driver === 'process') {
+      const host = (await driver.podAddress?.(taskId)) ?? null;
+      return host !== null && host !== '127.0.0.1' ? [{ host, port }, { host: '127.0.0.1', port }] : [{ host: '127.0.0.1', port }];
+    }
+    const bound = (await driver.portAddress?.(taskId, port)) ?? null;
+    if (bound !== null) return [bound];
     const published = tc.hostPorts.get(port);
-    if (published !== undefined) return { host: '127.0.0.1', port: published };
+    if (published !== undefined) return [{ host: '127.0.0.1', port: published }];
     const ip = (await driver.podAddress?.(taskId)) ?? null;
     if (ip === null) throw new Error(`port ${port} is not published and the pod has no address on this node`);
-    return { host: ip, port };
+    return [{ host: ip, port }];
   };
-  if (c.type === 'tcp') return async (signal) => tcpProbe(await address(), signal);
-  return async (signal) => httpProbe(await address(), c.path ?? '/', signal);
+  // The first address that answers decides; when none does, the first one's failure is reported.
+  const firstOk = async (probe: (to: { host: string; port: number }) => Promise<ProbeResult>): Promise<ProbeResult> => {
+    let first: ProbeResult | null = null;
+    for (const to of await addresses()) {
+      const r = await probe(to);
+      if (r.ok) return r;
+      first ??= r;
+    }
+    return first!;
+  };
+  if (c.type === 'tcp') return async (signal) => firstOk((to) => tcpProbe(to, signal));
+  return async (signal) => firstOk((to) => httpProbe(to, c.path ?? '/', signal));
 }
 
 /** Connects; healthy when the connection is accepted. */

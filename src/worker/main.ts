@@ -41,6 +41,8 @@ export interface WorkerFlags {
   /** host:port for the worker's HTTP server (logs); port 0 picks one. Default: see listen.ts. */
   listen?: string;
   advertise?: string;
+  /** IPv4 address the docker engine publishes task ports on (default every address). */
+  publishHost?: string;
   /** ms between SIGTERM and SIGKILL when a task is stopped. Default 10000. */
   stopGrace?: string;
   /** ms between two CPU/memory samples sent to the leader (0: none). Default 5000. */
@@ -63,6 +65,8 @@ export interface DriverContext {
   host?: string;
   /** host:port of the node's DNS server (tasks get it as FLOTILLA_DNS); absent when off. */
   dns?: string;
+  /** --publish-host: where the docker engine publishes task ports (default every address). */
+  publishHost?: string;
   stateDir: string;
   log: Logger;
 }
@@ -73,9 +77,9 @@ export interface DriverContext {
  */
 export const DRIVER_FACTORIES: Partial<Record<DriverName, (ctx: DriverContext) => Driver | Promise<Driver>>> = {
   process: ({ stateDir, log, host, dns }) => new ProcessDriver({ dir: join(stateDir, 'process'), log, ...(host !== undefined ? { nodeHost: host } : {}), ...(dns !== undefined ? { dns } : {}) }),
-  docker: async ({ nodeId, log, dns }) => {
+  docker: async ({ nodeId, log, dns, publishHost }) => {
     const { DockerDriver } = await import('./drivers/docker.js');
-    return new DockerDriver({ nodeId, log, ...(dns !== undefined ? { dns } : {}) });
+    return new DockerDriver({ nodeId, log, ...(dns !== undefined ? { dns } : {}), ...(publishHost !== undefined ? { publishHost } : {}) });
   },
 };
 
@@ -105,6 +109,7 @@ export interface WorkerConfig {
   stateDir: string;
   listen: string;
   advertise?: string;
+  publishHost?: string;
   stopGraceMs: number;
   usageIntervalMs: number;
   /** null: no DNS server; 'auto': see `dnsPortDefault`. */
@@ -194,6 +199,10 @@ export function parseWorkerFlags(flags: WorkerFlags, env: NodeJS.ProcessEnv = pr
   const listen = parseAddress('--listen', flags.listen ?? `${defaultListenHost(managers)}:0`, true);
   const advertise = flags.advertise !== undefined ? parseAddress('--advertise', flags.advertise, false) : undefined;
 
+  if (flags.publishHost !== undefined && !/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(flags.publishHost)) {
+    bad(`Cannot start worker as '--publish-host' must be an IPv4 address of this machine, e.g. 10.213.7.1 (got '${flags.publishHost}')`);
+  }
+
   let stopGraceMs = 10_000;
   if (flags.stopGrace !== undefined) {
     stopGraceMs = Number(flags.stopGrace);
@@ -224,6 +233,7 @@ export function parseWorkerFlags(flags: WorkerFlags, env: NodeJS.ProcessEnv = pr
 
   const cfg: WorkerConfig = { id, managers, token: token!, drivers, labels, resources, stateDir, listen, stopGraceMs, usageIntervalMs, dnsPort, logLevel };
   if (advertise !== undefined) cfg.advertise = advertise;
+  if (flags.publishHost !== undefined) cfg.publishHost = flags.publishHost;
   return cfg;
 }
 
@@ -238,7 +248,7 @@ export async function runWorker(flags: WorkerFlags, opts: RunWorkerOptions = {})
   const dns = await startDns(cfg.dnsPort, listenHost(cfg.listen), host, log);
   const drivers: Driver[] = [];
   try {
-    for (const name of cfg.drivers) drivers.push(await DRIVER_FACTORIES[name]!({ nodeId: cfg.id, stateDir: cfg.stateDir, log, host, ...(dns?.address ? { dns: dns.address } : {}) }));
+    for (const name of cfg.drivers) drivers.push(await DRIVER_FACTORIES[name]!({ nodeId: cfg.id, stateDir: cfg.stateDir, log, host, ...(dns?.address ? { dns: dns.address } : {}), ...(cfg.publishHost !== undefined ? { publishHost: cfg.publishHost } : {}) }));
   } catch (e) {
     await dns?.close();
     throw e;

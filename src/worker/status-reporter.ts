@@ -16,6 +16,7 @@ export function reportOf(t: { taskId: string; attempt: number; status: DriverTas
   if (s.exitCode !== undefined) r.exitCode = s.exitCode;
   if (s.detail !== undefined) r.detail = s.detail.slice(0, 4096);
   if (t.health !== undefined) r.health = t.health;
+  if (s.ports !== undefined && s.ports.length > 0) r.ports = s.ports.map((p) => ({ ...p }));
   return r;
 }
 

@@ -12,6 +12,7 @@ import { secretCommandSchemas, type SecretCommand } from './secrets.js';
 import { volumeCommandSchemas, type VolumeRemoveCommand } from './volumes.js';
 import { taskHealthSchema } from './task-health.js';
 import type { TaskHealth } from '../../protocol/health.js';
+import type { PublishedPort } from '../../protocol/session.js';
 import type { KvDelResult, KvWriteResult } from '../../protocol/api.js';
 
 export type { SecretCommand, VolumeRemoveCommand };
@@ -109,6 +110,8 @@ export interface TaskReport {
   attempt?: number;
   /** The task's health, when it has a check (see task-health.ts). */
   health?: TaskHealth;
+  /** Where its published tcp ports are reached (docker bindings; see Task.ports). */
+  ports?: PublishedPort[];
 }
 /**
  * Batched worker reports. Each report is checked on its own: a malformed or stale report is
@@ -409,6 +412,10 @@ export const reportSchema = z.strictObject({
   at: count,
   attempt: z.number().int().min(1).optional(),
   health: taskHealthSchema.optional(),
+  ports: z
+    .array(z.strictObject({ container: z.number().int().min(1).max(65535), hostPort: z.number().int().min(1).max(65535), hostIp: z.string().min(1).max(64).optional() }))
+    .max(64)
+    .optional(),
 });
 const _reportMatchesType: (r: z.output<typeof reportSchema>) => TaskReport = (r) => r;
 void _reportMatchesType;

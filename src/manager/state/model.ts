@@ -7,6 +7,7 @@
 import { errorInfo, type ErrorCode, type ErrorInfo } from '../../protocol/errors.js';
 import type { NodeAvailability, TaskSpec } from '../../protocol/spec.js';
 import type { TaskHealth } from '../../protocol/health.js';
+import type { PublishedPort } from '../../protocol/session.js';
 // The shapes clients also see are defined once, in the protocol, and used here as they are.
 import type { DesiredState, NodeInfo, NodeResources, NodeStatus, TaskHistoryEntry, TaskState } from '../../protocol/api.js';
 
@@ -73,6 +74,12 @@ export interface Task {
   service?: TaskServiceRef;
   /** The health its worker last reported for the current attempt (tasks with a check; see task-health.ts). */
   health?: TaskHealth;
+  /**
+   * Where its worker reported the current attempt's published tcp ports (docker: the engine's
+   * bindings, dynamic ports included; the routing mesh dials them). Absent when none was
+   * reported, and in snapshots of older versions.
+   */
+  ports?: PublishedPort[];
 }
 
 /** A service task's place: service `name`, slot `slot` (its name is `name.slot`), template `version`. */

@@ -286,9 +286,10 @@ export class TaskTable {
         continue;
       }
       const health = healthChanged(r.health, task.health) ? { health: r.health } : {};
+      const ports = portsChanged(r.ports, task.ports) ? { ports: r.ports } : {};
       if (r.state === task.state) {
-        if ((r.detail !== undefined && r.detail !== task.detail) || 'health' in health) {
-          const next = changed(task, { detail: r.detail ?? task.detail, ...health, updatedAt: r.at, version: this.log.entry.index });
+        if ((r.detail !== undefined && r.detail !== task.detail) || 'health' in health || 'ports' in ports) {
+          const next = changed(task, { detail: r.detail ?? task.detail, ...health, ...ports, updatedAt: r.at, version: this.log.entry.index });
           this.writeTask(next, task);
           this.log.emit({ type: 'task.updated', task: summarize(next), prevState: task.state, change: 'health' in health ? 'health' : 'detail' });
           applied++;
@@ -303,6 +304,7 @@ export class TaskTable {
         exitCode: r.exitCode,
         detail: r.detail,
         ...health,
+        ...ports,
       });
       applied++;
     }
@@ -389,7 +391,7 @@ export class TaskTable {
   private transition(
     task: Task,
     state: TaskState,
-    o: { reason: string; at: number; node?: string; exitCode?: number; detail?: string; desired?: DesiredState; health?: Task['health'] },
+    o: { reason: string; at: number; node?: string; exitCode?: number; detail?: string; desired?: DesiredState; health?: Task['health']; ports?: Task['ports'] },
   ): Task {
     const node = o.node ?? task.node;
     const desired = o.desired ?? task.desired;
@@ -404,6 +406,7 @@ export class TaskTable {
       exitCode: o.exitCode,
       nextRestartAt: undefined,
       ...(o.health !== undefined ? { health: o.health } : {}),
+      ...(o.ports !== undefined ? { ports: o.ports } : {}),
       updatedAt: o.at,
       version: this.log.entry.index,
     });
@@ -565,7 +568,19 @@ function changed(t: Task, c: TaskChanges): Task {
     createVersion: t.createVersion,
     ...(t.service === undefined ? {} : { service: t.service }),
     ...withHealth('health' in c ? c.health : t.health),
+    // The bindings belong to one attempt on one node: another attempt or node reports its own.
+    ...withPorts('ports' in c ? c.ports : (c.attempt ?? t.attempt) === t.attempt && (c.node === undefined || c.node === t.node) ? t.ports : undefined),
   };
+}
+
+function withPorts(p: Task['ports']): Pick<Task, 'ports'> {
+  return p === undefined ? {} : { ports: p };
+}
+
+/** Whether a report's port bindings change the task's (a report without any changes nothing). */
+function portsChanged(reported: Task['ports'], known: Task['ports']): boolean {
+  if (reported === undefined) return false;
+  return JSON.stringify(reported.map((p) => [p.container, p.hostPort, p.hostIp ?? ''])) !== JSON.stringify((known ?? []).map((p) => [p.container, p.hostPort, p.hostIp ?? '']));
 }
 
 function withHealth(h: Task['health']): Pick<Task, 'health'> {

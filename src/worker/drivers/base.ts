@@ -135,7 +135,7 @@ export abstract class DriverBase<T extends TrackedTask> {
   protected emitIfChanged(t: T): void {
     if (t.removed) return;
     const s = this.statusOf(t);
-    const key = stableStringify([s.state, s.exitCode, s.reason, s.detail]);
+    const key = stableStringify([s.state, s.exitCode, s.reason, s.detail, s.ports]);
     if (key === t.lastKey) return;
     t.lastKey = key;
     for (const l of [...t.listeners, ...this.watchers]) {

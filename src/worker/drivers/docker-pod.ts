@@ -4,6 +4,7 @@
 
 import type { DriverContainerStatus, DriverEventListener, DriverTaskState, DriverTaskStatus } from '../driver.js';
 import type { TrackedTask } from './base.js';
+import type { PublishedPort } from '../../protocol/session.js';
 import { exitReason } from './docker-names.js';
 
 // In-memory model of a task (rebuilt from the engine after a restart)
@@ -62,6 +63,8 @@ export interface Task extends TrackedTask {
   dirty: boolean;
   /** The last refresh failed (logged once until one succeeds). */
   refreshFailing: boolean;
+  /** The infra's port bindings as last inspected (the routing mesh dials them). */
+  ports?: PublishedPort[];
 }
 
 export function ctrRunning(c: Ctr): boolean {
@@ -138,6 +141,7 @@ export function podStatus(t: Task): DriverTaskStatus {
   }
   const pid = containers[0]?.pid;
   if (pid !== undefined) status.pid = pid;
+  if (t.final === undefined && t.ports !== undefined && ctrRunning(t.infra)) status.ports = t.ports;
   if (t.startedAt !== undefined) status.startedAt = t.startedAt;
   else {
     const first = Math.min(...t.apps.map((c) => c.startedAt ?? Infinity));

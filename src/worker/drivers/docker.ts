@@ -131,7 +131,7 @@ import { appConfig, containerLabels } from './docker-config.js';
 import { putSecrets, secretsMount, secretsOf } from './docker-secrets.js';
 import { dockerVolumeName, ensureDockerVolume, removeDockerVolume, volumeBinds } from '../volumes.js';
 import { dockerTasksUsage } from './docker-usage.js';
-import { containerAddress, dockerProbe } from './docker-probe.js';
+import { containerAddress, dockerProbe, publishedPorts } from './docker-probe.js';
 import type { ProbeOptions, ProbeResult } from '../driver.js';
 import { readFileSync } from 'node:fs';
 import { containerDns, type ContainerDns } from './docker-dns.js';
@@ -182,6 +182,12 @@ export interface DockerDriverOptions {
   reconcileMs?: number;
   /** host:port of the node's DNS server: the pods' name server when containers can reach it (docker-dns.ts). */
   dns?: string;
+  /**
+   * The host address published ports bind (the engine's HostIp); default every address. Set
+   * where the node's own address is not the engine's (`up --netns`: the test bed's host
+   * address, which every node's namespace reaches). Reported with each binding.
+   */
+  publishHost?: string;
 }
 
 /** When a teardown's deadline has passed by this much and something still runs: SIGKILL. */
@@ -218,6 +224,8 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
   private readonly reconcileMs: number;
   /** The pods' DNS settings (the node's DNS server), or null: Docker's default. */
   private readonly dns: ContainerDns | null;
+  /** HostIp of every published port ('' = every address). */
+  private readonly publishHost: string;
   private readonly nodeName: string;
   private loaded: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -245,6 +253,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     this.podFailureGraceMs = opts.podFailureGraceMs ?? 5000;
     this.reconcileMs = opts.reconcileMs ?? 2000;
     this.dns = containerDns(opts.dns, readHostResolvConf());
+    this.publishHost = opts.publishHost ?? '';
     this.nodeName = nameSafe(opts.nodeId, 24);
     this.exclusive = opts.exclusive ?? true;
     this.lock = new NodeLock({
@@ -567,7 +576,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     };
     this.tasks.set(taskId, t);
     this.emitIfChanged(t); // starting
-    t.launch = this.launch(t, spec, pullStarted, opts.secrets);
+    t.launch = this.launch(t, spec, pullStarted, opts.secrets, opts.publish);
     await Promise.race([t.launch, pulling]);
   }
 
@@ -604,6 +613,12 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
   async podAddress(taskId: string): Promise<string | null> {
     const id = this.tasks.get(taskId)?.infra.id;
     return id === undefined ? null : containerAddress(this.docker, id);
+  }
+
+  /** A published port's binding as last inspected: its HostIp (`publishHost`), else loopback. */
+  async portAddress(taskId: string, port: number): Promise<{ host: string; port: number } | null> {
+    const b = this.tasks.get(taskId)?.ports?.find((p) => p.container === port);
+    return b === undefined ? null : { host: b.hostIp ?? '127.0.0.1', port: b.hostPort };
   }
 
   async inspect(taskId: string): Promise<DriverTaskStatus | null> {
@@ -694,7 +709,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     return t.removed || t.stop !== undefined || t.failure !== undefined;
   }
 
-  private async launch(t: Task, spec: TaskSpec, pullStarted: () => void, delivered?: DriverStartOptions['secrets']): Promise<void> {
+  private async launch(t: Task, spec: TaskSpec, pullStarted: () => void, delivered?: DriverStartOptions['secrets'], publish?: DriverStartOptions['publish']): Promise<void> {
     try {
       // Secrets (docker-secrets.ts: a tmpfs of the pod, filled through the archive API) and
       // named volumes (this cluster's and node's Docker volumes, created on first use).
@@ -720,8 +735,14 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
         for (const p of c.ports) {
           const key = `${p.container}/${p.protocol}`;
           exposed[key] = {};
-          if (p.host !== undefined) (bindings[key] ??= []).push({ HostIp: '', HostPort: String(p.host) });
+          if (p.host !== undefined) (bindings[key] ??= []).push({ HostIp: this.publishHost, HostPort: String(p.host) });
         }
+      }
+      // The routing mesh's targets: a host port the engine picks (unless the spec fixes one).
+      for (const port of publish ?? []) {
+        const key = `${port}/tcp`;
+        exposed[key] = {};
+        if (bindings[key] === undefined) bindings[key] = [{ HostIp: this.publishHost, HostPort: '' }];
       }
       const infraId = await this.createContainer(t, t.infra, {
         Image: this.infraImage,
@@ -906,6 +927,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
           c.startedAt = dockerTime(s.StartedAt);
           c.finishedAt = dockerTime(s.FinishedAt);
           c.oom = s.OOMKilled === true;
+          if (c.role === 'infra') t.ports = publishedPorts(info.NetworkSettings?.Ports);
           if (s.Status === 'exited' || s.Status === 'dead' || (s.Status === 'created' && (s.Error ?? '') !== '')) c.exitCode = s.ExitCode;
           if ((s.Error ?? '') !== '') c.error = s.Error;
         } catch (e) {

@@ -578,6 +578,11 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
     await this.whenFinished(t);
   }
 
+  /** Where a task's ports are reached from other nodes: the node's address (FLOTILLA_NODE_HOST); null when unknown. */
+  async podAddress(_taskId: string): Promise<string | null> {
+    return this.nodeHost ?? null;
+  }
+
   async inspect(taskId: string): Promise<DriverTaskStatus | null> {
     await this.ready();
     const t = this.tasks.get(taskId);
