@@ -58,7 +58,15 @@ export function serviceEndpoints(state: Pick<StateView, 'listServices' | 'servic
     if (t.desired !== 'running' || t.node === null || !['assigned', 'starting', 'running'].includes(t.state)) continue;
     const host = hostOf(state.getNode(t.node)?.addr) ?? '?';
     for (const p of ports) {
-      out.push({ published: p.published, taskId: t.id, addr: `${host.includes(':') ? `[${host}]` : host}:${p.target}`, ready: inTable.has(`${p.published}/${t.id}`) });
+      out.push({
+        published: p.published,
+        taskId: t.id,
+        addr: `${host.includes(':') ? `[${host}]` : host}:${p.target}`,
+        ready: inTable.has(`${p.published}/${t.id}`),
+        node: t.node,
+        state: t.state,
+        health: t.health?.status ?? '-',
+      });
     }
   }
   return out.sort((a, b) => a.published - b.published || (a.taskId < b.taskId ? -1 : 1));
