@@ -170,6 +170,38 @@ ${[row('flotilla `PUT /v1/services/NAME`', f), row('swarm `docker service update
 `;
 }
 
+function mesh(r: Json): string {
+  const pts = (r.results.points ?? []) as Json[];
+  const p = r.parameters;
+  const find = (sys: string, path: string, mode: string, c: number) => pts.find((x) => x.system === sys && x.path === path && x.mode === mode && x.clients === c);
+  const modeName = (m: string) => (m === 'keepalive' ? 'keep-alive' : 'new connection each');
+  const rows: string[] = [];
+  for (const sys of ['flotilla', 'swarm']) {
+    for (const mode of ['keepalive', 'connect']) {
+      for (const c of p.clients as number[]) {
+        const m = find(sys, 'mesh', mode, c);
+        const d = find(sys, 'direct', mode, c);
+        if (!m || !d) continue;
+        const ml = m.result.latencyMs;
+        const dl = d.result.latencyMs;
+        rows.push(`| ${sys} | ${modeName(mode)} | ${c} | ${f0(m.result.throughput)} | ${f0(d.result.throughput)} | ${ratio(m.result.throughput, d.result.throughput)} | ${f1(ml.p50)} / ${f1(ml.p99)} | ${f1(dl.p50)} / ${f1(dl.p99)} | **${ratio(ml.p99, dl.p99)}** | ${m.meshCpuMsPerKReq ?? '–'} | ${m.result.errors} / ${d.result.errors} |`);
+      }
+    }
+  }
+  const sw = r.results.swarm ?? {};
+  const swarmLine = sw.problem ? `**Docker swarm's routing mesh not measured: ${sw.problem}.**` : `Swarm: single node on 127.0.0.1 (${sw.note ?? ''}); its rows are busybox httpd (which closes every connection) through the ingress published port vs a replica's own address on docker_gwbridge.`;
+  return `### mesh: requests through the routing mesh vs straight to a replica
+
+${header(r)}
+
+3 managers + 2 workers \`--driver process\` on their own loopback addresses (${(p.workerHosts ?? []).join(', ')}); a 2-replica service (${p.replica}, a fixed ${p.bodyBytes}-byte answer) published in mesh mode. mesh: client c sends \`GET /\` to worker c mod 2's published port (the mesh picks a ready replica on either worker); direct: client c to replica c mod 2's own address:port. Each point ${p.seconds} s per path in two halves (${p.order}), each after a ${p.warmupMs} ms warm-up, from one Node process. Goal: mesh p99 ≤ 1.3× direct p99. Mesh CPU: both workers' CPU during the mesh halves (less their idle CPU, ${r.results.flotilla?.workersIdleCpuPercent ?? '–'}% of a core) per 1,000 requests. ${swarmLine}
+
+| system | connections | clients | mesh req/s | direct req/s | ratio | mesh p50 / p99 ms | direct p50 / p99 ms | p99 mesh / direct | mesh CPU ms / 1000 req | errors m / d |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+${rows.join('\n')}
+`;
+}
+
 function profile(r: Json): string {
   const entries = Object.entries(r.results.profiles ?? {}) as [string, Json][];
   const lead = entries.find(([k]) => k.includes('leader'));
@@ -212,7 +244,7 @@ export function writeReport(dir: string, out: string): void {
 
 ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, ${m.os}, Node ${m.node}. The machine is **shared** with other work (load averages at the start of each benchmark are given with it; processes busy at the start are listed in each bench/results/NAME.json under machine.busyProcesses), so absolute numbers move between runs; the two systems of a comparison run side by side in the same minutes.
 
-Reproduce: \`npm ci && npm run build && npm run bench\` (all, ~12 min) or \`npm run bench -- raft\` (one of raft, failover, schedule, start, update; \`profile\` runs on its own). etcd is installed from Debian (\`apt-get install -y etcd-server\`) and Docker through \`scripts/docker-setup.sh\` when missing. \`BENCH_SECONDS\` (raft point length, default 10), \`BENCH_TRIALS\` (failover, default 20), \`BENCH_START_TRIALS\` (default 20), \`BENCH_UPDATE_TRIALS\` and \`BENCH_UPDATE_REPLICAS\` (default 3 and 10), \`BENCH_QUICK=1\` (a smoke run that writes nothing here).
+Reproduce: \`npm ci && npm run build && npm run bench\` (all, ~12 min) or \`npm run bench -- raft\` (one of raft, failover, schedule, start, update, mesh; \`profile\` runs on its own). etcd is installed from Debian (\`apt-get install -y etcd-server\`) and Docker through \`scripts/docker-setup.sh\` when missing. \`BENCH_SECONDS\` (raft point length, default 10), \`BENCH_TRIALS\` (failover, default 20), \`BENCH_START_TRIALS\` (default 20), \`BENCH_UPDATE_TRIALS\` and \`BENCH_UPDATE_REPLICAS\` (default 3 and 10), \`BENCH_QUICK=1\` (a smoke run that writes nothing here).
 `);
   }
   if (results.raft) parts.push(raft(results.raft));
@@ -220,6 +252,7 @@ Reproduce: \`npm ci && npm run build && npm run bench\` (all, ~12 min) or \`npm 
   if (results.schedule) parts.push(schedule(results.schedule));
   if (results.start) parts.push(start(results.start));
   if (results.update) parts.push(update(results.update));
+  if (results.mesh) parts.push(mesh(results.mesh));
   if (results.profile) parts.push(profile(results.profile));
   const generated = `${BEGIN}\n${parts.join('\n')}\n${END}`;
   let doc = existsSync(out) ? readFileSync(out, 'utf8') : '';

@@ -6,6 +6,7 @@
 //   schedule  1,000 simulated workers, 10,000 tasks: placements/s, time until all run
 //   start     submit → container running, flotilla (docker driver) vs docker run vs swarm
 //   update    health-gated rolling update of 10 replicas, parallelism 1: flotilla vs swarm
+//   mesh      requests through the routing mesh vs straight to a replica (and swarm's mesh)
 //   profile   (not in "all") CPU profile of the managers under write load: top frames
 //
 // Environment: BENCH_SECONDS (raft point length, default 10), BENCH_QUICK=1 (smoke run),
@@ -19,6 +20,7 @@ import { benchFailover } from './failover.js';
 import { benchSchedule } from './schedule.js';
 import { benchStart } from './start.js';
 import { benchUpdate } from './update.js';
+import { benchMesh } from './mesh.js';
 import { benchProfile } from './profile.js';
 import { writeReport } from './report.js';
 import { stopAll } from './lib/procs.js';
@@ -31,9 +33,10 @@ const BENCHES: Record<string, () => Promise<BenchOutput>> = {
   schedule: benchSchedule,
   start: benchStart,
   update: benchUpdate,
+  mesh: benchMesh,
   profile: benchProfile,
 };
-const ALL = ['raft', 'failover', 'schedule', 'start', 'update'];
+const ALL = ['raft', 'failover', 'schedule', 'start', 'update', 'mesh'];
 
 async function main(): Promise<number> {
   const args = process.argv.slice(2).filter((a) => a !== '--');

@@ -101,4 +101,43 @@ describe('benchmarks (smoke)', () => {
     writeReport(join(tmp, 'flotilla-bench-quick'), md);
     expect(readFileSync(md, 'utf8')).toMatch(/### update: rolling update of 3 replicas, parallelism 1, health-gated[\s\S]*\| flotilla `PUT \/v1\/services\/NAME` \| 1 \|[\s\S]*\| swarm `docker service update --detach` \| 1 \|/);
   }, 480_000);
+
+  it('mesh: requests through the routing mesh beside straight to a replica, swarm measured or the reason why, and its rows in the report', async () => {
+    const d = await dockerAvailable();
+    if (!d.ok && process.env.CI === 'true') expect.fail(`docker is needed for the swarm part of the mesh benchmark: ${d.reason}`);
+    const swarmState = () => new Promise<string>((resolve) => execFile('docker', ['info', '--format', '{{.Swarm.LocalNodeState}}'], (_e, out) => resolve(String(out).trim())));
+    const swarmBefore = d.ok ? await swarmState() : '';
+    const r = await bench('mesh', { BENCH_CLIENTS: '1,4', BENCH_SECONDS: '1', ...(d.ok ? {} : { BENCH_MESH_SWARM: '0' }) }, 300_000);
+    expect(r.code, r.out.slice(-3000)).toBe(0);
+    const points = r.result.results.points as { system: string; path: string; mode: string; clients: number; result: { ops: number; errors: number } }[];
+    // flotilla: both paths, both connection modes, both concurrencies, every request answered
+    for (const mode of ['keepalive', 'connect']) {
+      for (const path of ['mesh', 'direct']) {
+        for (const c of [1, 4]) {
+          const p = points.find((x) => x.system === 'flotilla' && x.path === path && x.mode === mode && x.clients === c);
+          expect(p, `${path} ${mode} c=${c}`).toBeDefined();
+          expect(p!.result.ops, `${path} ${mode} c=${c}`).toBeGreaterThan(0);
+          expect(p!.result.errors, `${path} ${mode} c=${c}`).toBe(0);
+        }
+      }
+    }
+    // Two distinct workers serve the mesh, two replicas on two different hosts
+    expect(new Set((r.result.results.flotilla.backends as string[]).map((a) => a.replace(/:\d+$/, ''))).size).toBe(2);
+    expect(r.result.results.overhead.filter((o: { system: string }) => o.system === 'flotilla')).toHaveLength(4);
+    // swarm: measured (every point answered), or the reason it was not, in the results
+    const swarm = points.filter((x) => x.system === 'swarm');
+    if (r.result.results.swarm.problem === null) {
+      expect(swarm).toHaveLength(4);
+      expect(swarm.every((x) => x.result.ops > 0)).toBe(true);
+    } else {
+      expect(swarm).toHaveLength(0);
+      expect(r.result.results.swarm.problem).toMatch(/[a-z ]{20}/);
+    }
+    if (d.ok) expect(await swarmState()).toBe(swarmBefore);
+    const md = join(tmp, 'BENCHMARKS-mesh.md');
+    writeReport(join(tmp, 'flotilla-bench-quick'), md);
+    const text = readFileSync(md, 'utf8');
+    expect(text).toMatch(/### mesh: requests through the routing mesh vs straight to a replica[\s\S]*\| flotilla \| keep-alive \| 1 \| [\d,]+ \| [\d,]+ \|[\s\S]*\| flotilla \| new connection each \| 4 \|/);
+    if (r.result.results.swarm.problem !== null) expect(text).toContain("Docker swarm's routing mesh not measured");
+  }, 360_000);
 });

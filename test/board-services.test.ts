@@ -1,15 +1,17 @@
 // The board's services view (key S): the pure rows against odd data, then the real board in a
 // real tmux pane against a real cluster (1 manager, 1 worker, process driver): the service's
 // ready/desired, update state, "batch i/n" and version; s scales it (typing N), b rolls it back
-// (after y); the tasks of the selected service show their health ('-' when they report none).
+// (after y); the tasks of the selected service show their health ('-' when they report none);
+// a mesh-published service shows its endpoints (port, address:port, node, ready, state, health),
+// and an endpoint's row goes when its replica is SIGKILLed.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, TestCluster, eventually, killTaskProcesses, sleep } from './helpers/cluster.js';
+import { CLI, ROOT, TestCluster, eventually, freePorts, killTaskProcesses, sleep } from './helpers/cluster.js';
 import type { FlotillaClient } from '../src/client/client.js';
-import type { ServiceInfo } from '../src/protocol/api.js';
-import { normalizeServices, normalizeServiceTasks, servicesLines, updateProgress } from '../src/cli/board/panes/services.js';
+import type { ServiceInfo, ServiceInspect } from '../src/protocol/api.js';
+import { normalizeServiceEndpoints, normalizeServices, normalizeServiceTasks, servicesLines, updateProgress } from '../src/cli/board/panes/services.js';
 import { ASCII_GLYPHS } from '../src/cli/board.js';
 
 const plain = (l: string) => l.replace(/\{open\}/g, '{').replace(/\{close\}/g, '}').replace(/\{\/?[a-z-]+\}/g, '');
@@ -37,6 +39,35 @@ describe('board services view (no terminal)', () => {
     expect(wide).toMatch(/web\s+2\/3\s+2\s+v2\s+updating\s+batch 2\/3\s+batch 2 of 3/);
     expect(wide).toMatch(/web\.1\s+web\.1-a\s+v2\s+running\s+healthy\s+w1/);
     expect(wide).toMatch(/web\.2\s+web\.2-b\s+v1\*\s+running\s+-\s+w1/);
+    // No endpoints (the service publishes no mesh port): no endpoints section.
+    expect(wide).not.toMatch(/endpoints of/);
+  });
+
+  it('shows the endpoints of a mesh-published service below its tasks, ready or not, at every width', () => {
+    for (const odd of [null, 7, { endpoints: 'no' }, { endpoints: [null, 3, { addr: {} }] }]) expect(() => normalizeServiceEndpoints(odd)).not.toThrow();
+    expect(normalizeServiceEndpoints({ endpoints: [{ addr: {} }] })[0]).toMatchObject({ addr: '?', node: '-', ready: false, health: '-' });
+    const endpoints = normalizeServiceEndpoints({
+      endpoints: [
+        { published: 8080, taskId: 'web.1-a', addr: '10.0.0.2:9000', ready: true, node: 'w1', state: 'running', health: 'healthy' },
+        { published: 8080, taskId: 'web.2-b', addr: '10.0.0.3:9000', ready: false, node: 'w2', state: 'running', health: 'unhealthy' },
+      ],
+    });
+    const services = normalizeServices({ services: [{ name: 'web', replicas: 2, ready: 1, upToDate: 2, templateVersion: 1, update: { state: 'none' } }] });
+    const tasks = normalizeServiceTasks({ tasks: [{ id: 'web.1-a', name: 'web.1', state: 'running', desired: 'running', node: 'w1', service: { slot: 1, version: 1 } }] });
+    for (const w of [0, 1, 20, 60, 120, 300]) {
+      for (const h of [0, 3, 8, 20]) {
+        const lines = servicesLines({ width: w, height: h, sel: 0, services, tasks, endpoints, loaded: true, error: null, g: ASCII_GLYPHS }, w, h);
+        expect(lines.length).toBeLessThanOrEqual(h);
+        for (const l of lines) expect(plain(l).length).toBeLessThanOrEqual(Math.max(w, 0));
+      }
+    }
+    const wide = servicesLines({ width: 140, height: 20, sel: 0, services, tasks, endpoints, loaded: true, error: null, g: ASCII_GLYPHS }, 140, 20).map(plain).join('\n');
+    expect(wide).toMatch(/tasks of web[\s\S]*web\.1\s+web\.1-a[\s\S]*endpoints of web \(routing mesh\)\s*\n\s*PORT\s+ENDPOINT\s+NODE\s+READY\s+STATE\s+HEALTH\s+TASK/);
+    expect(wide).toMatch(/8080\s+10\.0\.0\.2:9000\s+w1\s+yes\s+running\s+healthy\s+web\.1-a/);
+    expect(wide).toMatch(/8080\s+10\.0\.0\.3:9000\s+w2\s+no\s+running\s+unhealthy\s+web\.2-b/);
+    // Narrow: the address, node and readiness stay.
+    const narrow = servicesLines({ width: 40, height: 20, sel: 0, services, tasks, endpoints, loaded: true, error: null, g: ASCII_GLYPHS }, 40, 20).map(plain).join('\n');
+    expect(narrow).toMatch(/8080\s+10\.0\.0\.2:9000\s+w1\s+yes/);
   });
 });
 
@@ -149,4 +180,37 @@ describe.skipIf(!hasTmux && !process.env.CI)('board services view in tmux (real 
     keys('Escape');
     await waitScreen((s) => !/UP-TO-DATE/.test(s) && /tasks \d+/.test(s), 'the main board again');
   }, 120_000);
+
+  it('a mesh-published service shows its endpoint (port, address:port, node, ready, state, health); the row goes when its replica is SIGKILLed', async () => {
+    const [published, target] = await freePorts(2);
+    await client.post('/v1/services', {
+      name: 'www',
+      driver: 'process',
+      replicas: 1,
+      containers: [{ command: [process.execPath, join(ROOT, 'test', 'fixtures', 'mesh-server.mjs')], env: { PORT: String(target), PID_DIR: pidDir } }],
+      resources: { cpu: 10, memory: '64m' },
+      publish: [`${published}:${target}`],
+      // A replica that dies is replaced by a new task (a new endpoint), not restarted in place.
+      restart: { policy: 'never' },
+    });
+    const first = await eventually(async () => {
+      const s = await client.get<ServiceInspect>('/v1/services/www');
+      return s.endpoints?.length === 1 && s.endpoints[0]!.ready ? s.endpoints[0]! : null;
+    }, 30_000, 'the www endpoint ready');
+    keys('S');
+    await waitScreen((s) => /www\s+1\/1/.test(s), 'the www service row');
+    keys('j');
+    const row = new RegExp(`${published}\\s+127\\.0\\.0\\.1:${target}\\s+w1\\s+yes\\s+running\\s+-\\s+${first.taskId.replace(/\./g, '\\.')}`);
+    const s = await waitScreen((s) => /endpoints of www \(routing mesh\)/.test(s) && row.test(s), `the endpoint row of ${first.taskId}`);
+    expect(s).toMatch(/PORT\s+ENDPOINT\s+NODE\s+READY\s+STATE\s+HEALTH\s+TASK/);
+    // The replica dies: its endpoint leaves the table (a replacement may come with a new task id).
+    for (const f of readdirSync(pidDir).filter((x) => x.startsWith(`${first.taskId}.`))) {
+      try {
+        process.kill(Number(f.slice(first.taskId.length + 1)), 'SIGKILL');
+      } catch {}
+    }
+    await waitScreen((s) => /tasks of www/.test(s) && !row.test(s), `the endpoint row of ${first.taskId} gone`);
+    expect(((await client.get<ServiceInspect>('/v1/services/www')).endpoints ?? []).some((e) => e.taskId === first.taskId)).toBe(false);
+    keys('Escape');
+  }, 90_000);
 });

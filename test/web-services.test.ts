@@ -3,15 +3,16 @@
 // The web page's Services view in real Chromium (playwright-core, /usr/bin/chromium) against a
 // real cluster (1 manager, 1 worker, process driver): create a service with the form, see it
 // reach N ready, scale it, update its command (a rolling update to version 2), roll it back;
-// a bad form is refused with the field named and creates nothing.
+// a bad form is refused with the field named and creates nothing; a mesh-published service
+// lists its endpoint (address:port, node, ready) and the row goes when its replica is SIGKILLed.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { ROOT, TestCluster, eventually, killTaskProcesses } from './helpers/cluster.js';
+import { ROOT, TestCluster, eventually, freePorts, killTaskProcesses } from './helpers/cluster.js';
 import { chromiumStatus, collectConsoleErrors, launchChromium, type ConsoleProblem } from './helpers/browser.js';
-import type { ServiceInfo, ServiceList } from '../src/protocol/api.js';
+import type { ServiceInfo, ServiceInspect, ServiceList } from '../src/protocol/api.js';
 
 const chrome = chromiumStatus();
 if (!chrome.available && !chrome.mustFail) console.log(`web services tests skipped: ${chrome.reason}`);
@@ -132,6 +133,40 @@ describe.skipIf(!chrome.available)('web page: services', () => {
     expect(back.spec.template.task.containers[0]!.command[2]).toContain('exec sleep 600');
     await expect.poll(() => card().locator('tbody tr').count(), { timeout: 20_000 }).toBe(3);
   }, 150_000);
+
+  it('a mesh-published service lists its endpoint (address:port, node, ready); the row goes when its replica is SIGKILLed', async () => {
+    const [published, target] = await freePorts(2);
+    await cluster.client().post('/v1/services', {
+      name: 'meshsvc',
+      driver: 'process',
+      replicas: 1,
+      containers: [{ command: [process.execPath, join(ROOT, 'test', 'fixtures', 'mesh-server.mjs')], env: { PORT: String(target), PID_DIR: pidDir } }],
+      resources: { cpu: 10, memory: '64m' },
+      publish: [`${published}:${target}`],
+      // A replica that dies is replaced by a new task (a new endpoint), not restarted in place.
+      restart: { policy: 'never' },
+    });
+    const first = await eventually(async () => {
+      const s = await cluster.client().get<ServiceInspect>('/v1/services/meshsvc');
+      return s.endpoints?.length === 1 && s.endpoints[0]!.ready ? s.endpoints[0]! : null;
+    }, 30_000, 'the meshsvc endpoint ready');
+    const mcard = page.locator('[data-testid="service"][data-service="meshsvc"]');
+    const row = mcard.locator(`[data-testid="service-endpoints"] tr[data-endpoint="${first.taskId}"]`);
+    await row.waitFor({ timeout: 30_000 });
+    expect(await row.locator('[data-testid="endpoint-addr"]').textContent()).toBe(`127.0.0.1:${target}`);
+    expect(await row.locator('[data-testid="endpoint-node"]').textContent()).toBe('w1');
+    await expect.poll(() => row.locator('[data-testid="endpoint-ready"]').textContent(), { timeout: 20_000 }).toBe('yes');
+    expect(await row.locator('[data-testid="endpoint-health"]').textContent()).toBe('-');
+    // The service without a published port has no endpoints table.
+    expect(await card().locator('[data-testid="service-endpoints"]').count()).toBe(0);
+    for (const f of readdirSync(pidDir).filter((x) => x.startsWith(`${first.taskId}.`))) {
+      try {
+        process.kill(Number(f.slice(first.taskId.length + 1)), 'SIGKILL');
+      } catch {}
+    }
+    await expect.poll(() => row.count(), { timeout: 30_000 }).toBe(0);
+    expect(((await cluster.client().get<ServiceInspect>('/v1/services/meshsvc')).endpoints ?? []).some((e) => e.taskId === first.taskId)).toBe(false);
+  }, 90_000);
 
   it('no console errors and nothing refused by the Content-Security-Policy', () => {
     expect(problems.filter((p) => !/status of 400/.test(p.text))).toEqual([]);

@@ -108,7 +108,15 @@ export function serviceEndpoints(state: Pick<StateView, 'listServices' | 'servic
     for (const p of ports) {
       const at = replicaAddress(t, nodeAddr, p.target);
       const host = at?.host ?? hostOf(nodeAddr) ?? '?';
-      out.push({ published: p.published, taskId: t.id, addr: `${host.includes(':') ? `[${host}]` : host}:${at?.port ?? '?'}`, ready: inTable.has(`${p.published}/${t.id}`) });
+      out.push({
+        published: p.published,
+        taskId: t.id,
+        addr: `${host.includes(':') ? `[${host}]` : host}:${at?.port ?? '?'}`,
+        ready: inTable.has(`${p.published}/${t.id}`),
+        node: t.node,
+        state: t.state,
+        health: t.health?.status ?? '-',
+      });
     }
   }
   return out.sort((a, b) => a.published - b.published || (a.taskId < b.taskId ? -1 : 1));

@@ -105,6 +105,11 @@ export interface ServiceEndpoint {
   addr: string;
   /** In the mesh's table (running, healthy, on a node that is not down). */
   ready: boolean;
+  /** The node the replica runs on (absent from older managers). */
+  node?: string;
+  /** The replica's task state and its health check's status ('-': it has no check; absent from older managers). */
+  state?: string;
+  health?: string;
 }
 
 export interface ServiceInspect extends ServiceInfo {

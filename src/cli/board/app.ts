@@ -17,7 +17,7 @@ import { drawHelp, hasLeader, HELP_TEXT, renderHeader } from './panes/header.js'
 import { drawEvents, drawManagers, drawNodes, drawTasks } from './panes/lists.js';
 import { attachUsage, parseUsage } from './usage.js';
 import { ASCII_GLYPHS, esc, fit, sanitize, UNICODE_GLYPHS, type Glyphs } from './text.js';
-import { drawServices, normalizeServices, normalizeServiceTasks, type ServiceRow, type ServiceTaskRow } from './panes/services.js';
+import { drawServices, normalizeServiceEndpoints, normalizeServices, normalizeServiceTasks, type ServiceEndpointRow, type ServiceRow, type ServiceTaskRow } from './panes/services.js';
 
 type Focus = 'tasks' | 'managers' | 'nodes' | 'events';
 const FOCUS_ORDER: Focus[] = ['tasks', 'managers', 'nodes', 'events'];
@@ -93,7 +93,7 @@ export class Board {
   private servicesErr: string | null = null;
   private svcSel = 0;
   private svcSelName: string | null = null;
-  private svcTasks: { name: string; rows: ServiceTaskRow[] } | null = null;
+  private svcTasks: { name: string; rows: ServiceTaskRow[]; endpoints: ServiceEndpointRow[] } | null = null;
   private prompt: { label: string; text: string; submit: (text: string) => void } | null = null;
   private inflight = { cluster: false, nodes: false, tasks: false, services: false };
   private waitingSince = 0;
@@ -230,8 +230,8 @@ export class Board {
       this.keepServiceSelection();
       const sel = this.services[this.svcSel];
       if (sel) {
-        const rows = normalizeServiceTasks(await this.client.get(`/v1/services/${encodeURIComponent(sel.name)}`));
-        this.svcTasks = { name: sel.name, rows };
+        const raw = await this.client.get(`/v1/services/${encodeURIComponent(sel.name)}`);
+        this.svcTasks = { name: sel.name, rows: normalizeServiceTasks(raw), endpoints: normalizeServiceEndpoints(raw) };
       } else this.svcTasks = null;
     } catch (e) {
       this.servicesErr = errMsg(e);
@@ -757,8 +757,9 @@ export class Board {
       footerContent({ mode: this.mode, width: W, mono, message: this.message, filter: this.filter, confirm: this.confirm, details: this.details, prompt: this.prompt, services: this.svcOpen }, g),
     );
     if (this.svcOpen) {
-      const tasks = this.svcTasks !== null && this.svcTasks.name === this.services[this.svcSel]?.name ? this.svcTasks.rows : null;
-      drawServices({ box: this.svcBox, width: W, height: H, sel: this.svcSel, services: this.services, tasks, loaded: this.servicesAt !== 0, error: this.servicesErr, g });
+      const cur = this.svcTasks !== null && this.svcTasks.name === this.services[this.svcSel]?.name ? this.svcTasks : null;
+      const tasks = cur?.rows ?? null;
+      drawServices({ box: this.svcBox, width: W, height: H, sel: this.svcSel, services: this.services, tasks, endpoints: cur?.endpoints ?? null, loaded: this.servicesAt !== 0, error: this.servicesErr, g });
     } else this.svcBox.hide();
     if (this.mode === 'details' && this.details) {
       const d = this.details;

@@ -1,5 +1,6 @@
 // Services: every service with its ready/desired replicas, the state and progress of its
-// rolling update ("batch i/n"), its template version, and each task's state and health; a form
+// rolling update ("batch i/n"), its template version, each task's state and health, and the
+// routing mesh's endpoints of a published service (address:port, node, ready, health); a form
 // to create one (name, image or command, replicas, health check, update policy); per service:
 // scale, update (image, command, environment: a new template rolls out) and roll back.
 // Read by polling GET /v1/services/:name (each answer carries its tasks) while the view shows.
@@ -325,6 +326,47 @@ function ServiceCard(props: { s: ServiceInspect; changed: () => void }): JSX.Ele
           </tbody>
         </table>
       </div>
+      <Show when={(s().endpoints ?? []).length > 0}>
+        <h4 class="small muted">Endpoints (routing mesh)</h4>
+        <div class="table-wrap">
+          <table data-testid="service-endpoints">
+            <thead>
+              <tr>
+                <th>Port</th>
+                <th>Endpoint</th>
+                <th>Node</th>
+                <th>Ready</th>
+                <th>State</th>
+                <th>Health</th>
+                <th>Task</th>
+              </tr>
+            </thead>
+            <tbody>
+              <For each={s().endpoints ?? []}>
+                {(e) => (
+                  <tr data-endpoint={e.taskId} data-ready={String(e.ready)}>
+                    <td class="mono">{e.published}</td>
+                    <td class="mono" data-testid="endpoint-addr">
+                      {e.addr}
+                    </td>
+                    <td data-testid="endpoint-node">{e.node ?? '-'}</td>
+                    <td data-testid="endpoint-ready">
+                      <span class="badge" classList={{ 'st-running': e.ready, 'st-failed': !e.ready }}>
+                        {e.ready ? 'yes' : 'no'}
+                      </span>
+                    </td>
+                    <td>{e.state ?? '-'}</td>
+                    <td data-testid="endpoint-health">{e.health ?? '-'}</td>
+                    <td class="name-cell">
+                      <a href={`/tasks/${encodeURIComponent(e.taskId)}`}>{e.taskId}</a>
+                    </td>
+                  </tr>
+                )}
+              </For>
+            </tbody>
+          </table>
+        </div>
+      </Show>
       <div class="actions">
         <form class="filters" onSubmit={scale}>
           <label>

@@ -1,6 +1,7 @@
 // The services view (key S): every service with ready/desired, its update's state and
 // progress ("batch i/n") and template version, and below the list the selected service's
-// tasks with their state and health. `s` scales the selected service (asks for N), `b` rolls
+// tasks with their state and health, and its routing-mesh endpoints (published port, the
+// replica's address:port, node, task state, health, and whether the mesh sends to it). `s` scales the selected service (asks for N), `b` rolls
 // it back (after a confirmation). Pure rows and lines here; app.ts wires keys and requests.
 import type { Widgets } from 'blessed';
 import { arr, num, obj, str } from '../data.js';
@@ -32,6 +33,17 @@ export interface ServiceTaskRow {
   /** starting | healthy | unhealthy, or '-' when the task reports no health. */
   health: string;
   reason: string;
+}
+
+/** One routing-mesh endpoint of the selected service (GET /v1/services/:name's `endpoints`). */
+export interface ServiceEndpointRow {
+  published: number | null;
+  addr: string;
+  node: string;
+  taskId: string;
+  state: string;
+  health: string;
+  ready: boolean;
 }
 
 /**
@@ -91,6 +103,22 @@ export function normalizeServiceTasks(raw: unknown): ServiceTaskRow[] {
   });
 }
 
+/** The endpoints of GET /v1/services/:name, port then task order (as the manager sends them). */
+export function normalizeServiceEndpoints(raw: unknown): ServiceEndpointRow[] {
+  return arr(obj(raw).endpoints).map((x): ServiceEndpointRow => {
+    const e = obj(x);
+    return {
+      published: num(e.published),
+      addr: str(e.addr, '?') || '?',
+      node: str(e.node, '-') || '-',
+      taskId: str(e.taskId, '?'),
+      state: str(e.state, '-') || '-',
+      health: str(e.health, '-') || '-',
+      ready: e.ready === true,
+    };
+  });
+}
+
 const n = (v: number | null) => (v === null ? '-' : String(v));
 
 export function serviceColumns(): Column<ServiceRow>[] {
@@ -131,6 +159,25 @@ export function serviceTaskColumns(current: number | null): Column<ServiceTaskRo
   ];
 }
 
+export function serviceEndpointColumns(): Column<ServiceEndpointRow>[] {
+  return [
+    { title: 'PORT', min: 4, max: 6, prio: 0, right: true, text: (r) => n(r.published) },
+    { title: 'ENDPOINT', min: 21, max: 47, prio: 0, text: (r) => r.addr },
+    { title: 'NODE', min: 4, max: 16, prio: 0, text: (r) => r.node },
+    { title: 'READY', min: 5, max: 5, prio: 0, text: (r) => (r.ready ? 'yes' : 'no'), color: (r) => (r.ready ? 'green-fg' : 'red-fg') },
+    { title: 'STATE', min: 7, max: 10, prio: 2, text: (r) => r.state },
+    {
+      title: 'HEALTH',
+      min: 6,
+      max: 9,
+      prio: 1,
+      text: (r) => r.health,
+      color: (r) => (r.health === 'healthy' ? 'green-fg' : r.health === 'unhealthy' ? 'red-fg' : r.health === 'starting' ? 'yellow-fg' : ''),
+    },
+    { title: 'TASK', min: 8, max: 40, prio: 3, flex: true, text: (r) => r.taskId },
+  ];
+}
+
 export interface ServicesPane {
   box: Widgets.BoxElement;
   width: number;
@@ -139,6 +186,8 @@ export interface ServicesPane {
   services: ServiceRow[];
   /** The selected service's tasks (null: not read yet). */
   tasks: ServiceTaskRow[] | null;
+  /** The selected service's routing-mesh endpoints (null or absent: not read, or none). */
+  endpoints?: ServiceEndpointRow[] | null;
   loaded: boolean;
   error: string | null;
   g: Glyphs;
@@ -155,10 +204,19 @@ export function servicesLines(p: Omit<ServicesPane, 'box'>, width: number, heigh
   const lines = [...list];
   if (sel) {
     lines.push('', `{bold}${esc(fit(`tasks of ${sel.name}`, width, false, p.g))}{/bold}`);
-    const rest = Math.max(0, height - lines.length);
+    // The endpoints (when the service publishes a mesh port) get their header, title and rows
+    // below the tasks; the tasks keep at least half of what is left.
+    const eps = p.tasks !== null ? (p.endpoints ?? []) : [];
+    const left = Math.max(0, height - lines.length);
+    const epH = eps.length === 0 ? 0 : Math.min(eps.length + 3, Math.max(0, left - Math.max(2, Math.ceil(left / 2))));
+    const rest = Math.max(0, left - epH);
     if (p.tasks === null) lines.push('{gray-fg}loading…{/gray-fg}');
     else if (p.tasks.length === 0) lines.push('{gray-fg}no tasks{/gray-fg}');
     else lines.push(...renderList(serviceTaskColumns(sel.templateVersion), p.tasks, width, rest, -1, 0, false, p.g).lines);
+    if (epH >= 3) {
+      lines.push('', `{bold}${esc(fit(`endpoints of ${sel.name} (routing mesh)`, width, false, p.g))}{/bold}`);
+      lines.push(...renderList(serviceEndpointColumns(), eps, width, epH - 2, -1, 0, false, p.g).lines);
+    }
   }
   return lines.slice(0, height);
 }
