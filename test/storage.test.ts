@@ -197,12 +197,22 @@ describe('RaftStorage', () => {
     const s = await RaftStorage.open(dir, { nodeId: 'n1' });
     await s.save({ hardState: { term: 1, vote: null, commit: 3000 }, entries: Array.from({ length: 3000 }, (_, i) => ent(i + 1, 1)) });
     // Every synced batch the store writes from now on, by its number of operations.
+    type Chained = { length: number; write: (o?: unknown) => Promise<void> };
     const db = (s as unknown as { db: { batch: (...a: unknown[]) => unknown } }).db;
     const batchSizes: number[] = [];
     const orig = db.batch.bind(db);
     db.batch = (...a: unknown[]) => {
-      if (Array.isArray(a[0])) batchSizes.push(a[0].length);
-      return orig(...a);
+      if (Array.isArray(a[0])) {
+        batchSizes.push(a[0].length);
+        return orig(...a);
+      }
+      const b = orig(...a) as Chained;
+      const write = b.write.bind(b);
+      b.write = (o?: unknown) => {
+        batchSizes.push(b.length);
+        return write(o);
+      };
+      return b;
     };
     await s.saveSnapshot(snap(2990, 1));
     await s.save({ entries: [ent(3001, 1)] });

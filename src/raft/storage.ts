@@ -133,7 +133,8 @@ const packr = new Packr({ useRecords: false, int64AsType: 'number' });
 function entryKey(index: number): Buffer {
   const k = Buffer.allocUnsafe(9);
   k[0] = ENTRY_PREFIX;
-  k.writeBigUInt64BE(BigInt(index), 1);
+  k.writeUInt32BE(Math.floor(index / 0x1_0000_0000), 1); // u64 big-endian without a BigInt
+  k.writeUInt32BE(index >>> 0, 5);
   return k;
 }
 
@@ -472,7 +473,14 @@ export class RaftStorage {
               await this.db.put(snapChunkKey(chunked.index, n), Buffer.from(part.buffer, part.byteOffset, part.byteLength), { sync: true });
             }
           }
-          await this.db.batch(ops, { sync: true });
+          // A chained batch: each operation goes to LevelDB's batch as it is added, instead of
+          // an array of op objects that is copied, checked and read back property by property.
+          const batch = this.db.batch();
+          for (const op of ops) {
+            if (op.type === 'put') batch.put(op.key, op.value);
+            else batch.del(op.key);
+          }
+          await batch.write({ sync: true });
           if (group.snapshotIndex !== null) {
             const keep = chunked ? snapChunkRange(chunked.index) : null;
             if (keep) {
@@ -571,9 +579,12 @@ export class RaftStorage {
   }
 }
 
-/** The operations of the save calls merged into one batch. Later operations on a key win. */
+/**
+ * The operations of the save calls merged into one batch, in call order: LevelDB applies a
+ * batch in order, so a later operation on a key wins.
+ */
 class PendingGroup {
-  private readonly byKey = new Map<string, BatchOp>();
+  private readonly list: BatchOp[] = [];
   readonly waiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
   saves = 0;
   entries = 0;
@@ -584,12 +595,12 @@ class PendingGroup {
   chunkedSnapshot: { index: number; data: Uint8Array; written: boolean } | null = null;
 
   put(key: Buffer, value: Buffer): void {
-    this.byKey.set(key.toString('latin1'), { type: 'put', key, value });
+    this.list.push({ type: 'put', key, value });
     this.bytes += key.length + value.length;
   }
 
   del(key: Buffer): void {
-    this.byKey.set(key.toString('latin1'), { type: 'del', key });
+    this.list.push({ type: 'del', key });
   }
 
   putEntry(e: Entry): void {
@@ -614,7 +625,7 @@ class PendingGroup {
 
   /** Appends the operations of `other` (a later call) to this group. */
   absorb(other: PendingGroup): this {
-    for (const [k, op] of other.byKey) this.byKey.set(k, op);
+    for (const op of other.list) this.list.push(op);
     if (other.snapshotIndex !== null) {
       this.snapshotIndex = other.snapshotIndex;
       this.chunkedSnapshot = other.chunkedSnapshot;
@@ -625,7 +636,7 @@ class PendingGroup {
   }
 
   ops(): BatchOp[] {
-    return [...this.byKey.values()];
+    return this.list;
   }
 }
 
