@@ -192,6 +192,73 @@ describe('RaftStorage', () => {
     await s2.close();
   });
 
+  it('compacts without one delete per covered entry in the synced batch (they are range-cleared after it)', async () => {
+    const dir = await freshDir();
+    const s = await RaftStorage.open(dir, { nodeId: 'n1' });
+    await s.save({ hardState: { term: 1, vote: null, commit: 3000 }, entries: Array.from({ length: 3000 }, (_, i) => ent(i + 1, 1)) });
+    // Every synced batch the store writes from now on, by its number of operations.
+    type Chained = { length: number; write: (o?: unknown) => Promise<void> };
+    const db = (s as unknown as { db: { batch: (...a: unknown[]) => unknown } }).db;
+    const batchSizes: number[] = [];
+    const orig = db.batch.bind(db);
+    db.batch = (...a: unknown[]) => {
+      if (Array.isArray(a[0])) {
+        batchSizes.push(a[0].length);
+        return orig(...a);
+      }
+      const b = orig(...a) as Chained;
+      const write = b.write.bind(b);
+      b.write = (o?: unknown) => {
+        batchSizes.push(b.length);
+        return write(o);
+      };
+      return b;
+    };
+    await s.saveSnapshot(snap(2990, 1));
+    await s.save({ entries: [ent(3001, 1)] });
+    expect(batchSizes.length).toBeGreaterThan(0);
+    // The recording batch holds the snapshot (metadata and data), not 2,990 deletes.
+    expect(Math.max(...batchSizes)).toBeLessThanOrEqual(4);
+    const st = await s.load();
+    expect(st.snapshot!.meta.index).toBe(2990);
+    expect(st.entries.map((e) => e.index)).toEqual(Array.from({ length: 11 }, (_, i) => 2991 + i));
+    await s.close();
+    const raw = new Level<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+    const keys = await raw.keys({ gte: Buffer.from('e'), lt: Buffer.from('f') }).all();
+    expect(keys.map((k) => Number(k.readBigUInt64BE(1)))).toEqual(Array.from({ length: 11 }, (_, i) => 2991 + i));
+    await raw.close();
+  });
+
+  it('opens a store stopped between recording a snapshot and clearing the entries it covers', async () => {
+    const dir = await freshDir();
+    const s = await RaftStorage.open(dir, { nodeId: 'n1' });
+    await s.save({ hardState: { term: 2, vote: 'n1', commit: 12 }, entries: Array.from({ length: 12 }, (_, i) => ent(i + 1, i < 5 ? 1 : 2)) });
+    await s.saveSnapshot(snap(8, 2, [7]));
+    await s.close();
+    // The stop came before the clear: entries 1..8 are still on disk beside the snapshot at 8.
+    const raw = new Level<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+    for (let i = 1; i <= 8; i++) {
+      const k = Buffer.alloc(9);
+      k[0] = 0x65;
+      k.writeBigUInt64BE(BigInt(i), 1);
+      await raw.put(k, pack([i < 5 ? 1 : 2, 0, new TextEncoder().encode(`e${i}`)]));
+    }
+    await raw.close();
+
+    const s2 = await RaftStorage.open(dir, { nodeId: 'n1' });
+    const st = await s2.load();
+    expect(st.snapshot!.meta.index).toBe(8);
+    expect(st.entries.map((e) => `${e.index}:${e.term}:${text(e)}`)).toEqual(['9:2:e9t2', '10:2:e10t2', '11:2:e11t2', '12:2:e12t2']);
+    expect(s2.lastIndex).toBe(12);
+    await s2.save({ entries: [ent(13, 2)] });
+    await s2.close();
+    // The open cleared the leftovers.
+    const raw2 = new Level<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+    const keys = await raw2.keys({ gte: Buffer.from('e'), lt: Buffer.from('f') }).all();
+    expect(keys.map((k) => Number(k.readBigUInt64BE(1)))).toEqual([9, 10, 11, 12, 13]);
+    await raw2.close();
+  });
+
   it('recovers exactly the persisted state after close and reopen', async () => {
     const dir = await freshDir();
     const s = await RaftStorage.open(dir, { nodeId: 'n1' });

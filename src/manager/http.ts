@@ -59,8 +59,19 @@ export const MAX_REQUEST_ID = 128;
  * took two followers' different writes for retries of one.
  */
 export function newRequestId(): string {
-  return randomBytes(16).toString('hex');
+  // 128 random bits each, drawn from a pool filled 256 ids at a time: one randomBytes call per
+  // request was ~4% of a leader's CPU under a write load.
+  if (idAt >= idPool.length) {
+    idPool = randomBytes(16 * 256);
+    idAt = 0;
+  }
+  const id = idPool.toString('hex', idAt, idAt + 16);
+  idAt += 16;
+  return id;
 }
+
+let idPool = Buffer.alloc(0);
+let idAt = 0;
 
 export class Router {
   private routes: Route[] = [];
