@@ -56,75 +56,20 @@ export function isPlainObject(v: unknown): v is Record<string, unknown> {
   return proto === Object.prototype || proto === null;
 }
 
-/**
- * JSON text with object keys sorted and Uint8Arrays as { "$bytes": base64 }. Exactly what
- * `JSON.stringify` with a key-sorting replacer writes (test/codec-json.test.ts compares them),
- * built by hand: the replacer allocated a sorted copy of every object and was called for every
- * value, and this runs for every log entry and snapshot.
- */
+/** JSON text with object keys sorted and Uint8Arrays as { "$bytes": base64 }. */
 export function canonicalJson(value: unknown): string {
-  return writeValue(value, '') ?? (undefined as unknown as string);
-}
-
-/** One value as JSON text; undefined where JSON.stringify leaves it out (undefined, functions, symbols). */
-function writeValue(original: unknown, key: string): string | undefined {
-  if (original instanceof Uint8Array) return `{"$bytes":${JSON.stringify(toBase64(original))}}`;
-  let v = original;
-  if (typeof v === 'object' && v !== null && typeof (v as { toJSON?: unknown }).toJSON === 'function') v = (v as { toJSON: (k: string) => unknown }).toJSON(key);
-  switch (typeof v) {
-    case 'string':
-      return JSON.stringify(v);
-    case 'number':
-      return Number.isFinite(v) ? String(v) : 'null';
-    case 'boolean':
-      return v ? 'true' : 'false';
-    case 'bigint':
-      return JSON.stringify(v); // throws, as JSON.stringify does
-    case 'object':
-      break;
-    default:
-      return undefined;
-  }
-  if (v === null) return 'null';
-  if (Array.isArray(v)) {
-    let out = '[';
-    for (let i = 0; i < v.length; i++) {
-      if (i > 0) out += ',';
-      out += writeValue(v[i], String(i)) ?? 'null';
+  // A function replacer sees the holder as `this`: read the original value, since JSON has
+  // already applied toJSON (a Node Buffer would otherwise arrive as { type, data }).
+  return JSON.stringify(value, function (this: Record<string, unknown>, key: string, v: unknown) {
+    const original = this[key];
+    if (original instanceof Uint8Array) return { $bytes: toBase64(original) };
+    if (isPlainObject(v)) {
+      const sorted: Record<string, unknown> = {};
+      for (const k of Object.keys(v).sort()) sorted[k] = v[k];
+      return sorted;
     }
-    return out + ']';
-  }
-  if (v instanceof Number || v instanceof String || v instanceof Boolean) return JSON.stringify(v);
-  const obj = v as Record<string, unknown>;
-  const keys = isPlainObject(obj) ? sortedKeys(obj) : Object.keys(obj);
-  let out = '{';
-  let first = true;
-  for (const k of keys) {
-    const item = writeValue(obj[k], k);
-    if (item === undefined) continue;
-    out += `${first ? '' : ','}${JSON.stringify(k)}:${item}`;
-    first = false;
-  }
-  return out + '}';
-}
-
-/**
- * The key order of a sorted copy of `obj` as JSON.stringify walks it: array-index keys come
- * first in numeric order (any object lists them so), then the other keys sorted.
- */
-function sortedKeys(obj: object): string[] {
-  const keys = Object.keys(obj);
-  let i = 0;
-  while (i < keys.length && isArrayIndex(keys[i]!)) i++;
-  if (i === 0) return keys.sort();
-  const rest = keys.slice(i).sort();
-  keys.length = i;
-  for (const k of rest) keys.push(k);
-  return keys;
-}
-
-function isArrayIndex(k: string): boolean {
-  return /^(?:0|[1-9][0-9]*)$/.test(k) && Number(k) < 4294967295;
+    return v;
+  });
 }
 
 export function reviveBytes(v: unknown): Uint8Array | string | unknown {
