@@ -25,7 +25,8 @@ export async function benchSchedule(): Promise<BenchOutput> {
   const results: Record<string, unknown> = await schedulePoint(workers, tasks, batch, inflight);
   // The second point: 100,000 tasks on 5,000 workers (a tenth of that in a quick run).
   const largeWorkers = envNum('BENCH_LARGE_WORKERS', QUICK ? 500 : 5000);
-  const largeTasks = envNum('BENCH_LARGE_TASKS', QUICK ? 10_000 : 100_000);
+  // BENCH_LARGE_TASKS=0 skips it.
+  const largeTasks = process.env.BENCH_LARGE_TASKS === '0' ? 0 : envNum('BENCH_LARGE_TASKS', QUICK ? 10_000 : 100_000);
   if (largeTasks > 0) {
     try {
       results.large = { workers: largeWorkers, tasks: largeTasks, ...(await schedulePoint(largeWorkers, largeTasks, batch, inflight)) };
