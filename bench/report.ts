@@ -109,7 +109,7 @@ function schedule(r: Json): string {
 
 ${header(r)}
 
-3 managers; ${f0(x.workersRegistered)} worker sessions held by one process (bench/sim-workers.ts) that report every assigned task \`running\` at once; tasks submitted in batches of ${p.batch} (\`POST /v1/tasks\`, process driver spec, sequential batches). Times from the first submission, observed on a follower's event stream (committed).
+3 managers; ${f0(x.workersRegistered)} worker sessions held by one process (bench/sim-workers.ts) that report every assigned task \`running\` at once; tasks submitted in batches of ${p.batch} (\`POST /v1/tasks\`, process driver spec, ${p.inflight ?? 1} batch${(p.inflight ?? 1) === 1 ? '' : 'es'} in flight at once). Times from the first submission, observed on a follower's event stream (committed).
 
 | metric | value |
 | --- | ---: |
@@ -123,7 +123,7 @@ ${header(r)}
 | **leader elections during the run** (Raft term at start → end; leader) | ${x.termAtStart !== undefined && x.termAtEnd !== undefined ? `${x.termAtEnd - x.termAtStart} (term ${x.termAtStart} → ${x.termAtEnd}; ${x.leaderAtStart} → ${x.leaderAtEnd})` : '–'} |
 | failed or refused batches | ${(x.batchErrors ?? []).length === 0 ? 'none' : (x.batchErrors as string[]).map((e) => e.replace(/\|/g, '/').slice(0, 120)).join('; ')} |
 | simulated worker sessions re-established (after a leader change) | ${f0(x.simWorkers?.reconnects ?? 0)} |
-| reference: Nomad C1M | 3,750 placements/s (published figure, 1,000,000 containers on 5,000 hosts; **not measured here**) |
+${x.leaderMemory ? `| leader memory after: V8 heap used / reserved; outside the heap | ${mib(x.leaderMemory.heapUsedBytes)} / ${mib(x.leaderMemory.heapTotalBytes)}; ${mib(x.leaderMemory.externalBytes)} |\n` : ''}${x.large ? `| **second point: ${f0(x.large.tasks)} tasks on ${f0(x.large.workers)} workers** (placements/s; elections; leader RSS) | ${x.large.error ? `failed: ${String(x.large.error).replace(/\|/g, '/')}` : `**${f0(x.large.placementsPerSecond)}**; ${x.large.termAtStart !== undefined && x.large.termAtEnd !== undefined ? x.large.termAtEnd - x.large.termAtStart : '–'}; ${mib(x.large.leaderRssBytes)}`} |\n` : ''}| reference: Nomad C1M | 3,750 placements/s (published figure, 1,000,000 containers on 5,000 hosts; **not measured here**) |
 `;
 }
 

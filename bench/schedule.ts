@@ -19,12 +19,36 @@ import type { BenchOutput } from './types.js';
 export async function benchSchedule(): Promise<BenchOutput> {
   const workers = envNum('BENCH_WORKERS', QUICK ? 200 : 1000);
   const tasks = envNum('BENCH_TASKS', QUICK ? 2000 : 10_000);
+  // Batches in flight at once (a user's script submitting in parallel); 1 = one after another.
+  const inflight = envNum('BENCH_SCHEDULE_INFLIGHT', 4);
   const batch = 1000;
-  const cluster = new FlotillaCluster();
+  const results: Record<string, unknown> = await schedulePoint(workers, tasks, batch, inflight);
+  // The second point: 100,000 tasks on 5,000 workers (a tenth of that in a quick run).
+  const largeWorkers = envNum('BENCH_LARGE_WORKERS', QUICK ? 500 : 5000);
+  // BENCH_LARGE_TASKS=0 skips it.
+  const largeTasks = process.env.BENCH_LARGE_TASKS === '0' ? 0 : envNum('BENCH_LARGE_TASKS', QUICK ? 10_000 : 100_000);
+  if (largeTasks > 0) {
+    try {
+      results.large = { workers: largeWorkers, tasks: largeTasks, ...(await schedulePoint(largeWorkers, largeTasks, batch, inflight)) };
+    } catch (e) {
+      log(`schedule: the large point failed: ${(e as Error).message}`);
+      results.large = { workers: largeWorkers, tasks: largeTasks, error: (e as Error).message.slice(0, 300) };
+    }
+  }
+  return {
+    parameters: { managers: 3, workers, tasks, batch, inflight, spec: { driver: 'process', containers: [{ command: ['sleep', '600'] }], resources: 'defaults (100m CPU, 64 MiB)' }, workerResources: { cpu: 8000, memory: '16 GiB' }, strategy: 'spread (default)', observedOn: 'a follower\'s /v1/events stream' },
+    peers: {},
+    results,
+  };
+}
+
+async function schedulePoint(workers: number, tasks: number, batch: number, inflight: number): Promise<Record<string, unknown>> {
+  // A manager takes at most --max-connections (4,096 by default): room for every session.
+  const cluster = new FlotillaCluster({ extra: ['--max-connections', String(Math.max(4096, workers + 1024))] });
   let sim: Proc | null = null;
   let events: WebSocket | null = null;
   try {
-    log(`schedule: 3 managers, ${workers} simulated workers, ${tasks} tasks in batches of ${batch}`);
+    log(`schedule: 3 managers, ${workers} simulated workers, ${tasks} tasks in batches of ${batch}, ${inflight} in flight`);
     await cluster.start();
     const leaderId = await cluster.leader();
     const leader = member(cluster, leaderId);
@@ -51,7 +75,7 @@ export async function benchSchedule(): Promise<BenchOutput> {
     const registered = ready!.registered!;
     log(`schedule: ${registered}/${workers} sessions welcomed in ${Math.round(regMs)} ms`);
     if (registered < workers) throw new Error(`only ${registered} of ${workers} simulated workers registered (see ${simLog})`);
-    const agent = newAgent(4);
+    const agent = newAgent(Math.max(4, inflight));
     await waitFor(
       'every simulated node to be ready',
       async () => {
@@ -93,7 +117,9 @@ export async function benchSchedule(): Promise<BenchOutput> {
     let submitTo = leader.addr;
     const batchMs: number[] = [];
     const batchErrors: string[] = [];
-    for (let b = 0; b * batch < tasks; b++) {
+    const batches = Math.ceil(tasks / batch);
+    let nextBatch = 0;
+    const submit = async (b: number): Promise<void> => {
       const n = Math.min(batch, tasks - b * batch);
       const specs = Array.from({ length: n }, (_, i) => ({ name: `b${b}-t${i}`, driver: 'process', containers: [{ command: ['sleep', '600'] }] }));
       const bs = performance.now();
@@ -118,8 +144,13 @@ export async function benchSchedule(): Promise<BenchOutput> {
         log(`schedule: batch ${b} failed after ${Math.round(performance.now() - bs)} ms: HTTP ${r.status} ${text.slice(0, 200)}`);
         break;
       }
-      batchMs.push(round(performance.now() - bs, 1));
-    }
+      batchMs[b] = round(performance.now() - bs, 1);
+    };
+    await Promise.all(
+      Array.from({ length: Math.max(1, Math.min(inflight, batches)) }, async () => {
+        while (nextBatch < batches) await submit(nextBatch++);
+      }),
+    );
     const submittedMs = performance.now() - t0;
     log(`schedule: ${ids.length} tasks accepted in ${Math.round(submittedMs)} ms (batches: ${batchMs.map(Math.round).join(', ')} ms)`);
     // The tasks to follow: every task the stream saw created (a failed batch may have committed).
@@ -127,7 +158,7 @@ export async function benchSchedule(): Promise<BenchOutput> {
     const accepted = ids.length;
     const idSet = new Set(ids);
     for (const id of createdAt.keys()) if (!idSet.has(id)) ids.push(id);
-    const limitMs = QUICK ? 60_000 : 120_000;
+    const limitMs = QUICK ? 60_000 : Math.max(120_000, tasks * 3);
     await waitFor('every task to be running', () => ids.every((id) => runningAt.has(id)), limitMs, 100).catch((e) => log(`schedule: ${(e as Error).message}`));
     const cpuUsed = cpuSeconds(leader.proc.pid) - cpu0;
     const leaderAtEnd = await cluster.leader(10_000).catch(() => null);
@@ -140,6 +171,14 @@ export async function benchSchedule(): Promise<BenchOutput> {
     const lastRunning = running.length ? running[running.length - 1]! : NaN;
     const steady = (xs: number[]) => (xs.length >= 10 ? (0.8 * xs.length) / ((at(xs, 0.9) - at(xs, 0.1)) / 1000) : NaN);
     const rssLeader = rssOf(leader.proc.pid);
+    // Where the leader's memory is (its /metrics: V8 heap in use and reserved, memory outside the heap).
+    const leaderMemory = await requestOk(agent, leader.addr, 'GET', '/metrics', null)
+      .then((r) => {
+        const text = r.body.toString('utf8');
+        const metric = (name: string) => Number(new RegExp(`^${name} ([0-9.e+]+)`, 'm').exec(text)?.[1] ?? NaN);
+        return { heapUsedBytes: metric('nodejs_heap_size_used_bytes'), heapTotalBytes: metric('nodejs_heap_size_total_bytes'), externalBytes: metric('nodejs_external_memory_bytes') };
+      })
+      .catch(() => null);
     const results = {
       workersRegistered: registered,
       registrationMs: round(regMs, 0),
@@ -164,17 +203,14 @@ export async function benchSchedule(): Promise<BenchOutput> {
       termAtStart,
       termAtEnd,
       leaderRssBytes: rssLeader,
+      leaderMemory,
       simWorkers: lastStats,
       reference: { system: 'Nomad C1M (2015)', placementsPerSecond: 3750, note: 'published figure (1,000,000 containers on 5,000 hosts), not measured here' },
     };
     if (termAtEnd !== termAtStart) log(`schedule: leadership changed during the run (term ${termAtStart} → ${termAtEnd}, leader ${leaderId} → ${leaderAtEnd})`);
     log(`schedule: ${assigned.length}/${ids.length} assigned, ${running.length}/${ids.length} running; all assigned at ${results.allAssignedMs} ms (${results.placementsPerSecond}/s), all running at ${results.allRunningMs} ms; leader RSS ${Math.round((rssLeader ?? 0) / 2 ** 20)} MiB`);
     agent.destroy();
-    return {
-      parameters: { managers: 3, workers, tasks, batch, spec: { driver: 'process', containers: [{ command: ['sleep', '600'] }], resources: 'defaults (100m CPU, 64 MiB)' }, workerResources: { cpu: 8000, memory: '16 GiB' }, strategy: 'spread (default)', observedOn: 'a follower\'s /v1/events stream' },
-      peers: {},
-      results,
-    };
+    return results;
   } finally {
     events?.terminate();
     await sim?.stop('SIGTERM', 3000);

@@ -57,7 +57,9 @@ function session(i: number, addr: string, hops = 0): Promise<void> {
   const tasks = mine;
   sessionsStarted++;
   return new Promise((resolve) => {
-    const ws = new WebSocket(`ws://${addr}${SESSION_PATH}`, { perMessageDeflate: false });
+    // Each simulated worker connects from its own loopback address, as workers on their own
+    // hosts do (a manager limits the connections per source address).
+    const ws = new WebSocket(`ws://${addr}${SESSION_PATH}`, { perMessageDeflate: false, localAddress: sourceAddress(i) });
     sockets.add(ws);
     let welcomedHere = false;
     let redirected = false;
@@ -133,6 +135,11 @@ function session(i: number, addr: string, hops = 0): Promise<void> {
     });
     ws.on('error', () => {});
   });
+}
+
+/** Worker i's source address: 127.1.0.1, 127.1.0.2, … (250 per /24; all on the loopback interface). */
+function sourceAddress(i: number): string {
+  return `127.${1 + Math.floor(i / 62_500)}.${Math.floor(i / 250) % 250}.${1 + (i % 250)}`;
 }
 
 const pick = () => managers[Math.floor(Math.random() * managers.length)]!;

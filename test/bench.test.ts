@@ -30,12 +30,14 @@ function bench(name: string, env: Record<string, string>, timeoutMs = 240_000): 
 
 describe('benchmarks (smoke)', () => {
   it('schedule: simulated workers get every task placed and running', async () => {
-    const r = await bench('schedule', { BENCH_WORKERS: '20', BENCH_TASKS: '200' });
+    const r = await bench('schedule', { BENCH_WORKERS: '20', BENCH_TASKS: '200', BENCH_LARGE_WORKERS: '30', BENCH_LARGE_TASKS: '300' });
     expect(r.code, r.out.slice(-3000)).toBe(0);
     expect(r.result.quick).toBe(true);
     expect(r.result.results.tasksAssigned).toBe(200);
     expect(r.result.results.tasksRunning).toBe(200);
     expect(r.result.results.placementsPerSecond).toBeGreaterThan(0);
+    // The second point (its own cluster) places and runs every task too.
+    expect(r.result.results.large.tasksRunning).toBe(300);
   }, 300_000);
 
   it('raft: flotilla and etcd side by side, same load', async () => {

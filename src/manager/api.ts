@@ -11,7 +11,8 @@ import { FlotillaError } from '../protocol/errors.js';
 import { Reply } from './http.js';
 import { applyByName } from './task-apply.js';
 import { page, parsePage } from './paging.js';
-import { parseNodeAvailability, parseTaskSpec } from '../protocol/spec.js';
+import { parseNodeAvailability } from '../protocol/spec.js';
+import { SpecMemo } from '../protocol/spec-memo.js';
 import { missingSecretsError } from '../protocol/secrets.js';
 import { TASK_STATES, type ClusterEvent, type Task, type TaskState } from './state.js';
 import { splitAddr } from '../protocol/address.js';
@@ -67,16 +68,18 @@ export function registerApi(d: ApiDeps, opts: ApiOptions): void {
   const r = d.routes.router;
   const orch = d.unplaced;
   const m = { state: d.state, tls: d.link.tls !== undefined };
+  // Specs validated once per template (name aside): a batch of 1,000 replicas is one parse.
+  const specs = new SpecMemo(256);
 
   r.on('POST', '/v1/tasks', async (ctx) => {
     const body = await ctx.json();
-    const specs = Array.isArray(body) ? body : [body];
+    const list: unknown[] = Array.isArray(body) ? body : [body];
     // ?apply=true: keyed by name, idempotent (task-apply.ts).
     const byName = ctx.query.get('apply') === 'true';
-    if (specs.length === 0 || specs.length > 1000) throw new FlotillaError('bad_request', 'Cannot create tasks as the list must hold 1–1000 specs');
+    if (list.length === 0 || list.length > 1000) throw new FlotillaError('bad_request', 'Cannot create tasks as the list must hold 1–1000 specs');
     // Validate everything before writing anything.
-    const parsed = specs.map((s, i) =>
-      parseTaskSpec(s, { allowHostMounts: opts.allowPrivileged, action: specs.length > 1 ? `create task [${i}]` : 'create task' }),
+    const parsed = list.map((s, i) =>
+      specs.parse(s, { allowHostMounts: opts.allowPrivileged, action: list.length > 1 ? `create task [${i}]` : 'create task' }),
     );
     for (const p of parsed) {
       if (p.privileged && !opts.allowPrivileged) {

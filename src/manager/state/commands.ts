@@ -11,6 +11,7 @@ import { MAX_KEY_LENGTH, type NodeResources, type NodeStatus, type ReportedState
 import { secretCommandSchemas, type SecretCommand } from './secrets.js';
 import { volumeCommandSchemas, type VolumeRemoveCommand } from './volumes.js';
 import { taskHealthSchema } from './task-health.js';
+import { isFastTaskCreate } from './fast-checks.js';
 import type { TaskHealth } from '../../protocol/health.js';
 import type { PublishedPort } from '../../protocol/session.js';
 import type { KvDelResult, KvWriteResult } from '../../protocol/api.js';
@@ -442,6 +443,15 @@ export function validateCommand(cmd: unknown, allowBatch: boolean): { cmd: Comma
     const message = `must be one of ${allowed.map((t) => `'${t}'`).join(', ')}${type === 'batch' ? ' (batches do not nest)' : ''}`;
     return { error: errorInfo('bad_request', `Cannot apply command as 'type' ${message}`, [{ path: 'type', message }]) };
   }
+  // The common, well-formed task.create skips the schema (fast-checks.ts accepts only what it would).
+  if (type === 'task.create') {
+    if (isFastTaskCreate(cmd)) return { cmd: cmd as TaskCreateCommand };
+  }
+  return validateBySchema(cmd, type);
+}
+
+/** `validateCommand` by the zod schemas alone, no fast path (the reference the fast checks are tested against). */
+export function validateBySchema(cmd: unknown, type: string): { cmd: Command } | { error: ErrorInfo } {
   const schema = type === 'batch' ? batchSchema : singleCommandSchema;
   const parsed = schema.safeParse(cmd, { error: issueMessage });
   if (!parsed.success) {

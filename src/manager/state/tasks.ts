@@ -33,6 +33,8 @@ import {
 } from './commands.js';
 import { summarize, type EventLog } from './events.js';
 import { createByName } from './task-names.js';
+import { SpecMemo } from '../../protocol/spec-memo.js';
+import { isFastReport } from './fast-checks.js';
 import {
   byId,
   fail,
@@ -248,7 +250,8 @@ export class TaskTable {
     let applied = 0;
     const ignored: ReportResult['ignored'] = [];
     for (const item of cmd.reports) {
-      const parsed = reportSchema.safeParse(item, { error: issueMessage });
+      // The common, well-formed report skips the schema (fast-checks.ts accepts only what it would).
+      const parsed = isFastReport(item) ? { success: true as const, data: item } : reportSchema.safeParse(item, { error: issueMessage });
       if (!parsed.success) {
         const raw = (typeof item === 'object' && item !== null ? item : {}) as { taskId?: unknown; nodeId?: unknown };
         const why = badRequestFromZod('apply report', parsed.error, 'the report').details![0]!;
@@ -527,18 +530,13 @@ export function removeRefusal(task: Task): string | undefined {
 }
 
 /**
- * Task specs re-validated on apply, memoised by their JSON text: a batch of replicas of one
- * spec is validated once. Pure (same input, same output); a miss only costs a parse.
+ * Task specs re-validated on apply, memoised per template (protocol/spec-memo.ts): a batch of
+ * tasks from one template is validated once and its tasks share one frozen copy of it. Pure
+ * (a hit gives what a full parse gives); a miss only costs a parse.
  */
-const specCache = new Map<string, TaskSpec>();
+const specMemo = new SpecMemo(256);
 function parseSpecCached(input: unknown): TaskSpec {
-  const key = JSON.stringify(input);
-  const hit = specCache.get(key);
-  if (hit !== undefined) return hit;
-  const spec = parseTaskSpec(input, { allowHostMounts: true });
-  if (specCache.size >= 256) specCache.delete(specCache.keys().next().value!);
-  specCache.set(key, spec);
-  return spec;
+  return specMemo.parse(input, { allowHostMounts: true });
 }
 /** Fields a change may set; `exitCode`/`nextRestartAt` set to undefined are cleared. */
 type TaskChanges = Partial<Omit<Task, 'id' | 'name' | 'spec' | 'createdAt' | 'createVersion'>>;
