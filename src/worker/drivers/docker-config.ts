@@ -24,14 +24,40 @@ export function containerLabels(t: Task, nodeId: string, container: string, role
 }
 
 /**
- * The create options of app container `i` of a pod: it joins the infra's network namespace;
- * resources are clamped to the engine's CPUs (`hostCpus`, 0 when unknown).
+ * Whether the pod runs as its one container alone, without an infra container ("solo"): a
+ * pod of exactly one container that names no secrets (the secrets tmpfs lives in the infra).
+ * The container then owns the pod's network namespace, hostname and published ports itself,
+ * and the engine creates and starts one container instead of two.
+ */
+export function soloPod(spec: TaskSpec): boolean {
+  return spec.containers.length === 1 && (spec.secrets ?? []).length === 0;
+}
+
+/** The pod's ports: every container port exposed, those with a `host` published on the node (all addresses). */
+export function podPorts(spec: TaskSpec): { exposed: Record<string, object>; bindings: Record<string, { HostIp: string; HostPort: string }[]> } {
+  const exposed: Record<string, object> = {};
+  const bindings: Record<string, { HostIp: string; HostPort: string }[]> = {};
+  for (const c of spec.containers) {
+    for (const p of c.ports) {
+      const key = `${p.container}/${p.protocol}`;
+      exposed[key] = {};
+      if (p.host !== undefined) (bindings[key] ??= []).push({ HostIp: '', HostPort: String(p.host) });
+    }
+  }
+  return { exposed, bindings };
+}
+
+/**
+ * The create options of app container `i` of a pod: it joins the infra's network namespace
+ * (`infraId`), or, for a solo pod (`infraId` null), is the pod's network itself (hostname,
+ * exposed and published ports); resources are clamped to the engine's CPUs (`hostCpus`, 0
+ * when unknown).
  */
 export function appConfig(
   t: Task,
   spec: TaskSpec,
   i: number,
-  infraId: string,
+  infraId: string | null,
   node: { nodeId: string; hostCpus: number },
   /** `secretsFrom`: the infra holding the secrets tmpfs (mounted read-only); `volumeBinds`: named volumes. */
   extra: { secretsFrom?: string | undefined; volumeBinds?: string[] } = {},
@@ -64,7 +90,7 @@ export function appConfig(
     Tty: false,
     OpenStdin: false,
     HostConfig: {
-      NetworkMode: `container:${infraId}`,
+      ...(infraId !== null ? { NetworkMode: `container:${infraId}` } : {}),
       RestartPolicy: { Name: 'no' },
       NanoCpus: nanoCpus,
       Memory: memory,
@@ -75,6 +101,13 @@ export function appConfig(
       LogConfig: { Type: 'json-file', Config: { 'max-size': '10m', 'max-file': '3' } },
     },
   };
+  if (infraId === null) {
+    const { exposed, bindings } = podPorts(spec);
+    cfg.Hostname = spec.name.slice(0, 63);
+    cfg.Labels![LABELS.containers] = JSON.stringify([c.name]); // marks the solo pod (read on adoption)
+    cfg.ExposedPorts = exposed;
+    cfg.HostConfig!.PortBindings = bindings;
+  }
   if (c.command.length > 0) {
     cfg.Entrypoint = c.command;
     cfg.Cmd = c.args;

@@ -126,8 +126,8 @@ import { pullImage } from './docker-images.js';
 import { NodeLock } from './docker-lock.js';
 import { streamContainerLogs } from './docker-logs.js';
 import { dockerExec } from './docker-exec.js';
-import { ctrDone, ctrExit, ctrRunning, podStatus, type Ctr, type Task } from './docker-pod.js';
-import { appConfig, containerLabels } from './docker-config.js';
+import { ctrDone, ctrExit, ctrRunning, netCtr, podStatus, type Ctr, type Task } from './docker-pod.js';
+import { appConfig, containerLabels, podPorts, soloPod } from './docker-config.js';
 import { putSecrets, secretsMount, secretsOf } from './docker-secrets.js';
 import { dockerVolumeName, ensureDockerVolume, removeDockerVolume, volumeBinds } from '../volumes.js';
 import { dockerTasksUsage } from './docker-usage.js';
@@ -373,10 +373,13 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     const infraInfo = cs.find((c) => c.Labels[LABELS.role] === 'infra');
     const appInfos = cs.filter((c) => c.Labels[LABELS.role] !== 'infra').sort((a, b) => Number(a.Labels[LABELS.index]) - Number(b.Labels[LABELS.index]));
     const any = infraInfo ?? appInfos[0]!;
+    // A solo pod (no infra): its one container carries the containers label and the stop mark.
+    const soloInfo = infraInfo === undefined && appInfos.length === 1 && appInfos[0]!.Labels[LABELS.containers] !== undefined ? appInfos[0] : undefined;
+    const netInfo = infraInfo ?? soloInfo;
     const base = this.baseName(taskId, attempt);
     let names: string[] = appInfos.map((c) => c.Labels[LABELS.container] ?? '?');
     try {
-      const fromLabel = JSON.parse(infraInfo?.Labels[LABELS.containers] ?? 'null') as unknown;
+      const fromLabel = JSON.parse(netInfo?.Labels[LABELS.containers] ?? 'null') as unknown;
       if (Array.isArray(fromLabel) && fromLabel.every((n) => typeof n === 'string')) names = fromLabel as string[];
     } catch {
       // keep the names of the containers found
@@ -389,9 +392,9 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     });
     const infra: Ctr = { name: INFRA_NAME, role: 'infra', dockerName: `${base}._infra` };
     let stop: Task['stop'];
-    if (infraInfo !== undefined) {
-      infra.id = infraInfo.Id;
-      const m = STOP_MARK_RE.exec((infraInfo.Names[0] ?? '').replace(/^\//, ''));
+    if (infraInfo !== undefined) infra.id = infraInfo.Id;
+    if (netInfo !== undefined) {
+      const m = STOP_MARK_RE.exec((netInfo.Names[0] ?? '').replace(/^\//, ''));
       if (m !== null) {
         const at = Number(m[1]);
         const markKillAt = Number(m[2]);
@@ -409,6 +412,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
       base,
       infra,
       apps,
+      solo: soloInfo !== undefined,
       phase: 'launched',
       launch: Promise.resolve(),
       abort: new AbortController(),
@@ -537,6 +541,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
       base,
       infra: { name: INFRA_NAME, role: 'infra', dockerName: `${base}._infra` },
       apps: spec.containers.map((c) => ({ name: c.name, role: 'app', dockerName: `${base}.${c.name}` })),
+      solo: soloPod(spec),
       phase: 'launching',
       launch: Promise.resolve(),
       abort: new AbortController(),
@@ -587,7 +592,8 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
 
   /** The pod's IP on the Docker network (its unpublished ports are reached there). */
   async podAddress(taskId: string): Promise<string | null> {
-    const id = this.tasks.get(taskId)?.infra.id;
+    const t = this.tasks.get(taskId);
+    const id = t === undefined ? undefined : netCtr(t).id;
     return id === undefined ? null : containerAddress(this.docker, id);
   }
 
@@ -690,7 +696,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
       } catch (e) {
         throw new LaunchError(`cannot prepare its secrets or volumes: ${errMessage(e)}`);
       }
-      const images = [...new Set([this.infraImage, ...spec.containers.map((c) => normalizeImage(c.image!))])];
+      const images = [...new Set([...(t.solo ? [] : [this.infraImage]), ...spec.containers.map((c) => normalizeImage(c.image!))])];
       for (const image of images) {
         if (this.launchCancelled(t)) return;
         await this.ensureImage(t, image, pullStarted);
@@ -698,60 +704,16 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
       t.pull = undefined;
       if (this.launchCancelled(t)) return;
 
-      // The infra container: the pod's network namespace and published ports.
-      const exposed: Record<string, object> = {};
-      const bindings: Record<string, { HostIp: string; HostPort: string }[]> = {};
-      for (const c of spec.containers) {
-        for (const p of c.ports) {
-          const key = `${p.container}/${p.protocol}`;
-          exposed[key] = {};
-          if (p.host !== undefined) (bindings[key] ??= []).push({ HostIp: '', HostPort: String(p.host) });
-        }
-      }
-      const infraId = await this.createContainer(t, t.infra, {
-        Image: this.infraImage,
-        Entrypoint: this.infraCommand,
-        Cmd: [],
-        Hostname: spec.name.slice(0, 63),
-        Labels: { ...containerLabels(t, this.nodeId, INFRA_NAME, 'infra'), [LABELS.containers]: JSON.stringify(spec.containers.map((c) => c.name)) },
-        ExposedPorts: exposed,
-        HostConfig: {
-          PortBindings: bindings,
-          ...(secrets.length > 0 ? { Mounts: [secretsMount(containerLabels(t, this.nodeId, INFRA_NAME, 'infra'), secrets)] } : {}),
-          RestartPolicy: { Name: 'no' },
-          LogConfig: { Type: 'json-file', Config: { 'max-size': '1m', 'max-file': '1' } },
-        },
-      });
-      if (this.launchCancelled(t)) return;
-      // The infra starts while the app containers are created (joining a network namespace is
-      // checked when a container starts, not when it is created): one Engine round trip less.
-      const infraStarted = this.docker
-        .getContainer(infraId)
-        .start()
-        .then(
-          () => null,
-          (e: unknown) => (statusCode(e) === 304 ? null : new LaunchError(`cannot start the pod's network (infra) container: ${errMessage(e)}`)),
-        );
-
-      // Every app container is created before any starts: a bad config launches nothing.
-      const ids: string[] = [];
-      let createError: unknown = null;
-      try {
-        for (let i = 0; i < spec.containers.length; i++) {
-          if (this.launchCancelled(t)) break;
-          const extra = { secretsFrom: secrets.length > 0 ? infraId : undefined, volumeBinds: volumeBinds(t.cluster, spec.volumes, this.nodeId) };
-          ids.push(await this.createContainer(t, t.apps[i]!, appConfig(t, spec, i, infraId, { nodeId: this.nodeId, hostCpus: this.hostCpus }, extra)));
-        }
-      } catch (e) {
-        createError = e;
-      }
-      const infraError = await infraStarted;
-      if (infraError) throw infraError;
-      if (createError !== null) throw createError;
+      // A solo pod is its one container (docker-config.ts soloPod); any other pod's containers
+      // join the network namespace of an infra container.
+      const volumes = volumeBinds(t.cluster, spec.volumes, this.nodeId);
+      const ids = t.solo
+        ? [await this.createContainer(t, t.apps[0]!, appConfig(t, spec, 0, null, { nodeId: this.nodeId, hostCpus: this.hostCpus }, { volumeBinds: volumes }))]
+        : await this.createPod(t, spec, secrets, volumes);
       if (this.launchCancelled(t)) return;
       if (secrets.length > 0) {
         try {
-          await putSecrets(this.docker.getContainer(infraId), secrets);
+          await putSecrets(this.docker.getContainer(t.infra.id!), secrets);
         } catch (e) {
           throw new LaunchError(`cannot write its secrets into the pod's tmpfs: ${errMessage(e)}`);
         }
@@ -787,6 +749,54 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
         await this.refresh(t);
       }
     }
+  }
+
+  /**
+   * Creates a pod's infra container (its network namespace, published ports and secrets
+   * tmpfs) and starts it while every app container is created (joining a network namespace
+   * is checked when a container starts, not when it is created: one Engine round trip less).
+   * Returns the app containers' ids (fewer when the launch was cancelled meanwhile).
+   */
+  private async createPod(t: Task, spec: TaskSpec, secrets: NonNullable<DriverStartOptions['secrets']>, volumes: string[]): Promise<string[]> {
+    const { exposed, bindings } = podPorts(spec);
+    const infraId = await this.createContainer(t, t.infra, {
+      Image: this.infraImage,
+      Entrypoint: this.infraCommand,
+      Cmd: [],
+      Hostname: spec.name.slice(0, 63),
+      Labels: { ...containerLabels(t, this.nodeId, INFRA_NAME, 'infra'), [LABELS.containers]: JSON.stringify(spec.containers.map((c) => c.name)) },
+      ExposedPorts: exposed,
+      HostConfig: {
+        PortBindings: bindings,
+        ...(secrets.length > 0 ? { Mounts: [secretsMount(containerLabels(t, this.nodeId, INFRA_NAME, 'infra'), secrets)] } : {}),
+        RestartPolicy: { Name: 'no' },
+        LogConfig: { Type: 'json-file', Config: { 'max-size': '1m', 'max-file': '1' } },
+      },
+    });
+    if (this.launchCancelled(t)) return [];
+    const infraStarted = this.docker
+      .getContainer(infraId)
+      .start()
+      .then(
+        () => null,
+        (e: unknown) => (statusCode(e) === 304 ? null : new LaunchError(`cannot start the pod's network (infra) container: ${errMessage(e)}`)),
+      );
+    // Every app container is created before any starts: a bad config launches nothing.
+    const ids: string[] = [];
+    let createError: unknown = null;
+    try {
+      for (let i = 0; i < spec.containers.length; i++) {
+        if (this.launchCancelled(t)) break;
+        const extra = { secretsFrom: secrets.length > 0 ? infraId : undefined, volumeBinds: volumes };
+        ids.push(await this.createContainer(t, t.apps[i]!, appConfig(t, spec, i, infraId, { nodeId: this.nodeId, hostCpus: this.hostCpus }, extra)));
+      }
+    } catch (e) {
+      createError = e;
+    }
+    const infraError = await infraStarted;
+    if (infraError) throw infraError;
+    if (createError !== null) throw createError;
+    return ids;
   }
 
   /**
@@ -1006,14 +1016,15 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     await this.refresh(t);
   }
 
-  /** Record the stop request in the engine (rename the infra), so a restarted worker knows. */
+  /** Record the stop request in the engine (rename the infra, or a solo pod's container), so a restarted worker knows. */
   private async markStopped(t: Task): Promise<void> {
-    if (t.stopMarked || t.stop === undefined || t.infra.id === undefined || t.infra.gone) return;
+    const net = netCtr(t);
+    if (t.stopMarked || t.stop === undefined || net.id === undefined || net.gone) return;
     t.stopMarked = true;
     try {
-      await this.docker.getContainer(t.infra.id).rename({ name: `${t.infra.dockerName}.stop-${t.stop.at}-${t.stop.markKillAt}` });
+      await this.docker.getContainer(net.id).rename({ name: `${net.dockerName}.stop-${t.stop.at}-${t.stop.markKillAt}` });
     } catch (e) {
-      this.log.warn('docker driver: cannot record the stop on the infra container', { taskId: t.taskId, error: errMessage(e) });
+      this.log.warn('docker driver: cannot record the stop on the pod\'s container', { taskId: t.taskId, error: errMessage(e) });
     }
   }
 
