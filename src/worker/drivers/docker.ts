@@ -13,7 +13,10 @@
 //   so it exits at once on SIGTERM (`infraCommand` overrides it, e.g. `['/pause']` with a
 //   Kubernetes pause image). It is pulled like any other image when missing. Ports
 //   without a `host` are exposed (ExposedPorts) but not published. The infra's hostname is
-//   the pod name (the app containers share it).
+//   the pod name (the app containers share it). A pod of ONE container naming no secrets
+//   ("solo", docker-config.ts `soloPod`) has no infra: its container owns the namespace,
+//   hostname and ports itself, carries `io.flotilla.containers` and the stop mark (one
+//   engine create + start instead of two; docker-pod.ts `netCtr` is "the infra or the solo").
 //
 // Cluster scope
 //   One engine may serve several clusters (two `flotilla up` on one machine, the test suite
