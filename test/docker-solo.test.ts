@@ -3,7 +3,9 @@
 // published ports. Checked against a real engine: one container with our labels, a published
 // port answering, podAddress(), a health probe, exec-able, adopted by a restarted worker
 // (stop mark on the container itself), removed with the task, invisible to another cluster
-// on the same engine; pods with secrets or two containers keep their infra.
+// on the same engine; pods with secrets or two containers keep their infra. And the driver's
+// memory of images it found present (their inspect is skipped on later launches): an image
+// removed behind its back is pulled again.
 //
 // Without an engine these tests are skipped with a warning, except under CI=true where they
 // fail (CI must run scripts/docker-setup.sh first).
@@ -11,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseTaskSpec, type TaskSpec } from '../src/protocol/spec.js';
 import type { DriverTaskStatus } from '../src/worker/driver.js';
 import { DockerDriver, LABELS, type DockerDriverOptions } from '../src/worker/drivers/docker.js';
-import { SOCKET_PATH, TEST_IMAGE, containersWith, dockerAvailable, dockerClient, freePort, removeClusterContainers } from './helpers/docker.js';
+import { SOCKET_PATH, TEST_IMAGE, containersWith, dockerAvailable, dockerClient, freePort, removeClusterContainers, startFakeRegistry, type FakeRegistry } from './helpers/docker.js';
 
 const availability = await dockerAvailable();
 const inCI = process.env.CI === 'true';
@@ -159,6 +161,34 @@ describe.skipIf(!availability.ok && !inCI)('docker driver: solo pods (one contai
     for (const id of ['withsecret', 'two']) {
       await d.remove(id);
       expect(await ofTask(id)).toEqual([]);
+    }
+  });
+
+  it('an image removed behind the driver\'s back after a launch is pulled again by the next launch', async () => {
+    let reg: FakeRegistry | undefined;
+    try {
+      reg = await startFakeRegistry({ chunkDelayMs: 0 });
+      const d = driver();
+      const image = reg.slowImage;
+      await d.start('img1', spec('img1', [{ image, command: ['sh', '-c', 'echo one'] }]));
+      expect((await waitState(d, 'img1', ['succeeded', 'failed'], 60_000)).state).toBe('succeeded');
+      await d.remove('img1');
+      const manifests = () => reg!.requests.filter((r) => r.includes('/manifests/')).length;
+      const pulledOnce = manifests();
+      expect(pulledOnce).toBeGreaterThan(0);
+      await docker.getImage(image).remove({ force: true });
+
+      const events: DriverTaskStatus[] = [];
+      await d.start('img2', spec('img2', [{ image, command: ['sh', '-c', 'echo two'] }]), (e) => events.push(e));
+      const st = await waitState(d, 'img2', ['succeeded', 'failed'], 60_000);
+      expect(st.state, st.reason).toBe('succeeded');
+      expect(manifests()).toBeGreaterThan(pulledOnce);
+      expect(events.some((e) => e.detail?.startsWith(`pulling ${image}`))).toBe(true);
+      await d.remove('img2');
+      expect(await ofTask('img2')).toEqual([]);
+    } finally {
+      await reg?.close();
+      if (reg !== undefined) await docker.getImage(reg.slowImage).remove({ force: true }).catch(() => undefined);
     }
   });
 });

@@ -221,6 +221,11 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
   private readonly lock: NodeLock;
   /** Bumped by every scope change: work of an older scope must not touch the new one. */
   private scopeGen = 0;
+  /**
+   * Images this driver found present: later launches skip their inspect (one Engine round
+   * trip); a create that finds one gone (removed behind our back) pulls it and tries again.
+   */
+  private readonly imagesPresent = new Set<string>();
 
   constructor(opts: DockerDriverOptions) {
     super(opts.log ?? silentLogger, 'docker driver');
@@ -702,7 +707,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
       const images = [...new Set([...(t.solo ? [] : [this.infraImage]), ...spec.containers.map((c) => normalizeImage(c.image!))])];
       for (const image of images) {
         if (this.launchCancelled(t)) return;
-        await this.ensureImage(t, image, pullStarted);
+        if (!this.imagesPresent.has(image)) await this.ensureImage(t, image, pullStarted);
       }
       t.pull = undefined;
       if (this.launchCancelled(t)) return;
@@ -711,8 +716,8 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
       // join the network namespace of an infra container.
       const volumes = volumeBinds(t.cluster, spec.volumes, this.nodeId);
       const ids = t.solo
-        ? [await this.createContainer(t, t.apps[0]!, appConfig(t, spec, 0, null, { nodeId: this.nodeId, hostCpus: this.hostCpus }, { volumeBinds: volumes }))]
-        : await this.createPod(t, spec, secrets, volumes);
+        ? [await this.createContainer(t, t.apps[0]!, appConfig(t, spec, 0, null, { nodeId: this.nodeId, hostCpus: this.hostCpus }, { volumeBinds: volumes }), pullStarted)]
+        : await this.createPod(t, spec, secrets, volumes, pullStarted);
       if (this.launchCancelled(t)) return;
       if (secrets.length > 0) {
         try {
@@ -760,7 +765,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
    * is checked when a container starts, not when it is created: one Engine round trip less).
    * Returns the app containers' ids (fewer when the launch was cancelled meanwhile).
    */
-  private async createPod(t: Task, spec: TaskSpec, secrets: NonNullable<DriverStartOptions['secrets']>, volumes: string[]): Promise<string[]> {
+  private async createPod(t: Task, spec: TaskSpec, secrets: NonNullable<DriverStartOptions['secrets']>, volumes: string[], pullStarted: () => void): Promise<string[]> {
     const { exposed, bindings } = podPorts(spec);
     const infraId = await this.createContainer(t, t.infra, {
       Image: this.infraImage,
@@ -775,7 +780,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
         RestartPolicy: { Name: 'no' },
         LogConfig: { Type: 'json-file', Config: { 'max-size': '1m', 'max-file': '1' } },
       },
-    });
+    }, pullStarted);
     if (this.launchCancelled(t)) return [];
     const infraStarted = this.docker
       .getContainer(infraId)
@@ -791,7 +796,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
       for (let i = 0; i < spec.containers.length; i++) {
         if (this.launchCancelled(t)) break;
         const extra = { secretsFrom: secrets.length > 0 ? infraId : undefined, volumeBinds: volumes };
-        ids.push(await this.createContainer(t, t.apps[i]!, appConfig(t, spec, i, infraId, { nodeId: this.nodeId, hostCpus: this.hostCpus }, extra)));
+        ids.push(await this.createContainer(t, t.apps[i]!, appConfig(t, spec, i, infraId, { nodeId: this.nodeId, hostCpus: this.hostCpus }, extra), pullStarted));
       }
     } catch (e) {
       createError = e;
@@ -804,15 +809,22 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
 
   /**
    * Create a container under its unique name. A 409 (name in use) from a container of this
-   * very task and attempt (a racing driver) is adopted instead of failing.
+   * very task and attempt (a racing driver) is adopted instead of failing. An image gone
+   * since this driver saw it (404) is pulled (`pullStarted`), then the create tried once more.
    */
-  private async createContainer(t: Task, c: Ctr, cfg: Docker.ContainerCreateOptions): Promise<string> {
+  private async createContainer(t: Task, c: Ctr, cfg: Docker.ContainerCreateOptions, pullStarted?: () => void): Promise<string> {
     try {
       const created = await this.docker.createContainer({ ...cfg, name: c.dockerName });
       c.id = created.id;
       c.status = 'created';
       return created.id;
     } catch (e) {
+      if (statusCode(e) === 404 && pullStarted !== undefined && cfg.Image !== undefined && /no such image/i.test(errMessage(e))) {
+        this.imagesPresent.delete(cfg.Image);
+        await this.ensureImage(t, cfg.Image, pullStarted);
+        t.pull = undefined;
+        return this.createContainer(t, c, cfg);
+      }
       if (statusCode(e) === 409) {
         try {
           const other = await this.docker.getContainer(c.dockerName).inspect();
@@ -835,6 +847,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
   private async ensureImage(t: Task, image: string, pullStarted: () => void): Promise<void> {
     try {
       await this.docker.getImage(image).inspect();
+      this.imagesPresent.add(image);
       return;
     } catch (e) {
       if (statusCode(e) !== 404) throw new LaunchError(`cannot inspect image ${image}: ${errMessage(e)}`);
@@ -859,6 +872,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     } catch (e) {
       throw new LaunchError(`image ${image} not found locally and pull failed: ${problem ?? errMessage(e)}`);
     }
+    this.imagesPresent.add(image);
     this.log.info('docker driver: pulled image', { taskId: t.taskId, image });
   }
 
