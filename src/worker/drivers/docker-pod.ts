@@ -9,6 +9,11 @@ import { exitReason } from './docker-names.js';
 
 // In-memory model of a task (rebuilt from the engine after a restart)
 
+/** The container that owns the pod's network namespace: the infra, or a solo pod's one container. */
+export function netCtr(t: Task): Ctr {
+  return t.solo ? t.apps[0]! : t.infra;
+}
+
 export interface Ctr {
   /** Spec name, or `infra`. */
   name: string;
@@ -42,8 +47,11 @@ export interface Task extends TrackedTask {
   createdAt: number;
   startedAt?: number;
   base: string;
+  /** Without an id when the pod has no infra container (a solo pod, see `solo`). */
   infra: Ctr;
   apps: Ctr[];
+  /** The pod is its one app container, without an infra (docker-config.ts `soloPod`). */
+  solo: boolean;
   /** `launching` until the launch procedure is over (adopted tasks are `launched`). */
   phase: 'launching' | 'launched';
   launch: Promise<void>;

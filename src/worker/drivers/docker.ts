@@ -13,7 +13,10 @@
 //   so it exits at once on SIGTERM (`infraCommand` overrides it, e.g. `['/pause']` with a
 //   Kubernetes pause image). It is pulled like any other image when missing. Ports
 //   without a `host` are exposed (ExposedPorts) but not published. The infra's hostname is
-//   the pod name (the app containers share it).
+//   the pod name (the app containers share it). A pod of ONE container naming no secrets
+//   ("solo", docker-config.ts `soloPod`) has no infra: its container owns the namespace,
+//   hostname and ports itself, carries `io.flotilla.containers` and the stop mark (one
+//   engine create + start instead of two; docker-pod.ts `netCtr` is "the infra or the solo").
 //
 // Cluster scope
 //   One engine may serve several clusters (two `flotilla up` on one machine, the test suite
@@ -48,14 +51,9 @@
 //   deadline is monotonic, and a successor restarts its count: what is left of the grace by
 //   the wall clock, bounded to [0, grace] so a stepped clock neither skips nor stretches it.
 //
-// Container config: Entrypoint = `command` when non-empty (then the image's Cmd is dropped,
-// like `docker run --entrypoint`), Cmd = `args` when non-empty; Env = FLOTILLA_TASK_ID,
-// FLOTILLA_TASK_NAME, FLOTILLA_CONTAINER, then the spec's `env`; WorkingDir = `workdir`
-// (must be absolute); `privileged`, `mounts` (binds) as given. Resources: the pod's
-// `resources` apply to EACH app container (NanoCpus = millicores × 10⁶, clamped to
-// [10m, the engine's CPUs]; 0 = no limit. Memory = bytes with MemorySwap = Memory, i.e. no
-// swap; 0 = unlimited). Docker's restart policy is `no`: flotilla decides restarts. Logs:
-// json-file, 3 × 10 MB per container.
+// Container config (docker-config.ts `appConfig`): Entrypoint = `command`, Cmd = `args`, the
+// FLOTILLA_* env then the spec's, `resources` on EACH app container (clamped to the engine's
+// CPUs; memory without swap), Docker restart policy `no` (flotilla decides), json-file logs.
 //
 // Lifecycle: `start()` records the task and launches it: ensure every image (pull when
 // missing, progress as `detail` "pulling <image> 43%"; a failed pull fails the task with
@@ -126,8 +124,8 @@ import { pullImage } from './docker-images.js';
 import { NodeLock } from './docker-lock.js';
 import { streamContainerLogs } from './docker-logs.js';
 import { dockerExec } from './docker-exec.js';
-import { ctrDone, ctrExit, ctrRunning, podStatus, type Ctr, type Task } from './docker-pod.js';
-import { appConfig, containerLabels } from './docker-config.js';
+import { ctrDone, ctrExit, ctrRunning, netCtr, podStatus, type Ctr, type Task } from './docker-pod.js';
+import { appConfig, containerLabels, podPorts, soloPod, type PodNet } from './docker-config.js';
 import { putSecrets, secretsMount, secretsOf } from './docker-secrets.js';
 import { dockerVolumeName, ensureDockerVolume, removeDockerVolume, volumeBinds } from '../volumes.js';
 import { dockerTasksUsage } from './docker-usage.js';
@@ -240,6 +238,11 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
   private readonly lock: NodeLock;
   /** Bumped by every scope change: work of an older scope must not touch the new one. */
   private scopeGen = 0;
+  /**
+   * Images this driver found present: later launches skip their inspect (one Engine round
+   * trip); a create that finds one gone (removed behind our back) pulls it and tries again.
+   */
+  private readonly imagesPresent = new Set<string>();
 
   constructor(opts: DockerDriverOptions) {
     super(opts.log ?? silentLogger, 'docker driver');
@@ -397,10 +400,13 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     const infraInfo = cs.find((c) => c.Labels[LABELS.role] === 'infra');
     const appInfos = cs.filter((c) => c.Labels[LABELS.role] !== 'infra').sort((a, b) => Number(a.Labels[LABELS.index]) - Number(b.Labels[LABELS.index]));
     const any = infraInfo ?? appInfos[0]!;
+    // A solo pod (no infra): its one container carries the containers label and the stop mark.
+    const soloInfo = infraInfo === undefined && appInfos.length === 1 && appInfos[0]!.Labels[LABELS.containers] !== undefined ? appInfos[0] : undefined;
+    const netInfo = infraInfo ?? soloInfo;
     const base = this.baseName(taskId, attempt);
     let names: string[] = appInfos.map((c) => c.Labels[LABELS.container] ?? '?');
     try {
-      const fromLabel = JSON.parse(infraInfo?.Labels[LABELS.containers] ?? 'null') as unknown;
+      const fromLabel = JSON.parse(netInfo?.Labels[LABELS.containers] ?? 'null') as unknown;
       if (Array.isArray(fromLabel) && fromLabel.every((n) => typeof n === 'string')) names = fromLabel as string[];
     } catch {
       // keep the names of the containers found
@@ -413,9 +419,9 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     });
     const infra: Ctr = { name: INFRA_NAME, role: 'infra', dockerName: `${base}._infra` };
     let stop: Task['stop'];
-    if (infraInfo !== undefined) {
-      infra.id = infraInfo.Id;
-      const m = STOP_MARK_RE.exec((infraInfo.Names[0] ?? '').replace(/^\//, ''));
+    if (infraInfo !== undefined) infra.id = infraInfo.Id;
+    if (netInfo !== undefined) {
+      const m = STOP_MARK_RE.exec((netInfo.Names[0] ?? '').replace(/^\//, ''));
       if (m !== null) {
         const at = Number(m[1]);
         const markKillAt = Number(m[2]);
@@ -433,6 +439,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
       base,
       infra,
       apps,
+      solo: soloInfo !== undefined,
       phase: 'launched',
       launch: Promise.resolve(),
       abort: new AbortController(),
@@ -561,6 +568,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
       base,
       infra: { name: INFRA_NAME, role: 'infra', dockerName: `${base}._infra` },
       apps: spec.containers.map((c) => ({ name: c.name, role: 'app', dockerName: `${base}.${c.name}` })),
+      solo: soloPod(spec),
       phase: 'launching',
       launch: Promise.resolve(),
       abort: new AbortController(),
@@ -611,7 +619,8 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
 
   /** The pod's IP on the Docker network (its unpublished ports are reached there). */
   async podAddress(taskId: string): Promise<string | null> {
-    const id = this.tasks.get(taskId)?.infra.id;
+    const t = this.tasks.get(taskId);
+    const id = t === undefined ? undefined : netCtr(t).id;
     return id === undefined ? null : containerAddress(this.docker, id);
   }
 
@@ -720,75 +729,25 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
       } catch (e) {
         throw new LaunchError(`cannot prepare its secrets or volumes: ${errMessage(e)}`);
       }
-      const images = [...new Set([this.infraImage, ...spec.containers.map((c) => normalizeImage(c.image!))])];
+      const images = [...new Set([...(t.solo ? [] : [this.infraImage]), ...spec.containers.map((c) => normalizeImage(c.image!))])];
       for (const image of images) {
         if (this.launchCancelled(t)) return;
-        await this.ensureImage(t, image, pullStarted);
+        if (!this.imagesPresent.has(image)) await this.ensureImage(t, image, pullStarted);
       }
       t.pull = undefined;
       if (this.launchCancelled(t)) return;
 
-      // The infra container: the pod's network namespace and published ports.
-      const exposed: Record<string, object> = {};
-      const bindings: Record<string, { HostIp: string; HostPort: string }[]> = {};
-      for (const c of spec.containers) {
-        for (const p of c.ports) {
-          const key = `${p.container}/${p.protocol}`;
-          exposed[key] = {};
-          if (p.host !== undefined) (bindings[key] ??= []).push({ HostIp: this.publishHost, HostPort: String(p.host) });
-        }
-      }
-      // The routing mesh's targets: a host port the engine picks (unless the spec fixes one).
-      for (const port of publish ?? []) {
-        const key = `${port}/tcp`;
-        exposed[key] = {};
-        if (bindings[key] === undefined) bindings[key] = [{ HostIp: this.publishHost, HostPort: '' }];
-      }
-      const infraId = await this.createContainer(t, t.infra, {
-        Image: this.infraImage,
-        Entrypoint: this.infraCommand,
-        Cmd: [],
-        Hostname: spec.name.slice(0, 63),
-        Labels: { ...containerLabels(t, this.nodeId, INFRA_NAME, 'infra'), [LABELS.containers]: JSON.stringify(spec.containers.map((c) => c.name)) },
-        ExposedPorts: exposed,
-        HostConfig: {
-          PortBindings: bindings,
-          ...(secrets.length > 0 ? { Mounts: [secretsMount(containerLabels(t, this.nodeId, INFRA_NAME, 'infra'), secrets)] } : {}),
-          RestartPolicy: { Name: 'no' },
-          LogConfig: { Type: 'json-file', Config: { 'max-size': '1m', 'max-file': '1' } },
-          ...(this.dns ?? {}),
-        },
-      });
-      if (this.launchCancelled(t)) return;
-      // The infra starts while the app containers are created (joining a network namespace is
-      // checked when a container starts, not when it is created): one Engine round trip less.
-      const infraStarted = this.docker
-        .getContainer(infraId)
-        .start()
-        .then(
-          () => null,
-          (e: unknown) => (statusCode(e) === 304 ? null : new LaunchError(`cannot start the pod's network (infra) container: ${errMessage(e)}`)),
-        );
-
-      // Every app container is created before any starts: a bad config launches nothing.
-      const ids: string[] = [];
-      let createError: unknown = null;
-      try {
-        for (let i = 0; i < spec.containers.length; i++) {
-          if (this.launchCancelled(t)) break;
-          const extra = { secretsFrom: secrets.length > 0 ? infraId : undefined, volumeBinds: volumeBinds(t.cluster, spec.volumes, this.nodeId) };
-          ids.push(await this.createContainer(t, t.apps[i]!, appConfig(t, spec, i, infraId, { nodeId: this.nodeId, hostCpus: this.hostCpus }, extra)));
-        }
-      } catch (e) {
-        createError = e;
-      }
-      const infraError = await infraStarted;
-      if (infraError) throw infraError;
-      if (createError !== null) throw createError;
+      // A solo pod is its one container (docker-config.ts soloPod); any other pod's containers
+      // join the network namespace of an infra container.
+      const volumes = volumeBinds(t.cluster, spec.volumes, this.nodeId);
+      const net = { publishHost: this.publishHost, publish: publish ?? [], dns: this.dns };
+      const ids = t.solo
+        ? [await this.createContainer(t, t.apps[0]!, appConfig(t, spec, 0, null, { nodeId: this.nodeId, hostCpus: this.hostCpus }, { volumeBinds: volumes, net }), pullStarted)]
+        : await this.createPod(t, spec, secrets, volumes, net, pullStarted);
       if (this.launchCancelled(t)) return;
       if (secrets.length > 0) {
         try {
-          await putSecrets(this.docker.getContainer(infraId), secrets);
+          await putSecrets(this.docker.getContainer(t.infra.id!), secrets);
         } catch (e) {
           throw new LaunchError(`cannot write its secrets into the pod's tmpfs: ${errMessage(e)}`);
         }
@@ -827,16 +786,72 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
   }
 
   /**
-   * Create a container under its unique name. A 409 (name in use) from a container of this
-   * very task and attempt (a racing driver) is adopted instead of failing.
+   * Creates a pod's infra container (its network namespace, published ports and secrets
+   * tmpfs) and starts it while every app container is created (joining a network namespace
+   * is checked when a container starts, not when it is created: one Engine round trip less).
+   * Returns the app containers' ids (fewer when the launch was cancelled meanwhile).
    */
-  private async createContainer(t: Task, c: Ctr, cfg: Docker.ContainerCreateOptions): Promise<string> {
+  private async createPod(t: Task, spec: TaskSpec, secrets: NonNullable<DriverStartOptions['secrets']>, volumes: string[], net: PodNet, pullStarted: () => void): Promise<string[]> {
+    const { exposed, bindings } = podPorts(spec, net);
+    const infraId = await this.createContainer(t, t.infra, {
+      Image: this.infraImage,
+      Entrypoint: this.infraCommand,
+      Cmd: [],
+      Hostname: spec.name.slice(0, 63),
+      Labels: { ...containerLabels(t, this.nodeId, INFRA_NAME, 'infra'), [LABELS.containers]: JSON.stringify(spec.containers.map((c) => c.name)) },
+      ExposedPorts: exposed,
+      HostConfig: {
+        PortBindings: bindings,
+        ...(secrets.length > 0 ? { Mounts: [secretsMount(containerLabels(t, this.nodeId, INFRA_NAME, 'infra'), secrets)] } : {}),
+        RestartPolicy: { Name: 'no' },
+        LogConfig: { Type: 'json-file', Config: { 'max-size': '1m', 'max-file': '1' } },
+        ...(net.dns ?? {}),
+      },
+    }, pullStarted);
+    if (this.launchCancelled(t)) return [];
+    const infraStarted = this.docker
+      .getContainer(infraId)
+      .start()
+      .then(
+        () => null,
+        (e: unknown) => (statusCode(e) === 304 ? null : new LaunchError(`cannot start the pod's network (infra) container: ${errMessage(e)}`)),
+      );
+    // Every app container is created before any starts: a bad config launches nothing.
+    const ids: string[] = [];
+    let createError: unknown = null;
+    try {
+      for (let i = 0; i < spec.containers.length; i++) {
+        if (this.launchCancelled(t)) break;
+        const extra = { secretsFrom: secrets.length > 0 ? infraId : undefined, volumeBinds: volumes };
+        ids.push(await this.createContainer(t, t.apps[i]!, appConfig(t, spec, i, infraId, { nodeId: this.nodeId, hostCpus: this.hostCpus }, extra), pullStarted));
+      }
+    } catch (e) {
+      createError = e;
+    }
+    const infraError = await infraStarted;
+    if (infraError) throw infraError;
+    if (createError !== null) throw createError;
+    return ids;
+  }
+
+  /**
+   * Create a container under its unique name. A 409 (name in use) from a container of this
+   * very task and attempt (a racing driver) is adopted instead of failing. An image gone
+   * since this driver saw it (404) is pulled (`pullStarted`), then the create tried once more.
+   */
+  private async createContainer(t: Task, c: Ctr, cfg: Docker.ContainerCreateOptions, pullStarted?: () => void): Promise<string> {
     try {
       const created = await this.docker.createContainer({ ...cfg, name: c.dockerName });
       c.id = created.id;
       c.status = 'created';
       return created.id;
     } catch (e) {
+      if (statusCode(e) === 404 && pullStarted !== undefined && cfg.Image !== undefined && /no such image/i.test(errMessage(e))) {
+        this.imagesPresent.delete(cfg.Image);
+        await this.ensureImage(t, cfg.Image, pullStarted);
+        t.pull = undefined;
+        return this.createContainer(t, c, cfg);
+      }
       if (statusCode(e) === 409) {
         try {
           const other = await this.docker.getContainer(c.dockerName).inspect();
@@ -859,6 +874,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
   private async ensureImage(t: Task, image: string, pullStarted: () => void): Promise<void> {
     try {
       await this.docker.getImage(image).inspect();
+      this.imagesPresent.add(image);
       return;
     } catch (e) {
       if (statusCode(e) !== 404) throw new LaunchError(`cannot inspect image ${image}: ${errMessage(e)}`);
@@ -883,6 +899,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     } catch (e) {
       throw new LaunchError(`image ${image} not found locally and pull failed: ${problem ?? errMessage(e)}`);
     }
+    this.imagesPresent.add(image);
     this.log.info('docker driver: pulled image', { taskId: t.taskId, image });
   }
 
@@ -927,7 +944,7 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
           c.startedAt = dockerTime(s.StartedAt);
           c.finishedAt = dockerTime(s.FinishedAt);
           c.oom = s.OOMKilled === true;
-          if (c.role === 'infra') t.ports = publishedPorts(info.NetworkSettings?.Ports);
+          if (c.role === 'infra' || (t.solo && c.role === 'app')) t.ports = publishedPorts(info.NetworkSettings?.Ports);
           if (s.Status === 'exited' || s.Status === 'dead' || (s.Status === 'created' && (s.Error ?? '') !== '')) c.exitCode = s.ExitCode;
           if ((s.Error ?? '') !== '') c.error = s.Error;
         } catch (e) {
@@ -1044,14 +1061,15 @@ export class DockerDriver extends DriverBase<Task> implements Driver {
     await this.refresh(t);
   }
 
-  /** Record the stop request in the engine (rename the infra), so a restarted worker knows. */
+  /** Record the stop request in the engine (rename the infra, or a solo pod's container), so a restarted worker knows. */
   private async markStopped(t: Task): Promise<void> {
-    if (t.stopMarked || t.stop === undefined || t.infra.id === undefined || t.infra.gone) return;
+    const net = netCtr(t);
+    if (t.stopMarked || t.stop === undefined || net.id === undefined || net.gone) return;
     t.stopMarked = true;
     try {
-      await this.docker.getContainer(t.infra.id).rename({ name: `${t.infra.dockerName}.stop-${t.stop.at}-${t.stop.markKillAt}` });
+      await this.docker.getContainer(net.id).rename({ name: `${net.dockerName}.stop-${t.stop.at}-${t.stop.markKillAt}` });
     } catch (e) {
-      this.log.warn('docker driver: cannot record the stop on the infra container', { taskId: t.taskId, error: errMessage(e) });
+      this.log.warn('docker driver: cannot record the stop on the pod\'s container', { taskId: t.taskId, error: errMessage(e) });
     }
   }
 
