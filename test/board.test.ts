@@ -583,7 +583,8 @@ describe.skipIf(!HAS_TMUX)('K and R on a cluster started by flotilla up (tmux)',
     await selectManager(leader);
     keys('Enter');
     const r = rec(leader);
-    const s = await waitScreen((s) => s.includes(`manager ${leader}`) && s.includes(`pid      ${r.pid} (running)`), `the details of ${leader} with its pid`);
+    // The pane is drawn in pieces: wait for its last line too, not only the pid.
+    const s = await waitScreen((s) => s.includes(`manager ${leader}`) && s.includes(`pid      ${r.pid} (running)`) && s.includes('up       pid '), `the details of ${leader} with its pid and flotilla up's`);
     expect(s).toContain('PROCESS (FLOTILLA UP)');
     expect(s).toContain(`up       pid ${up!.pid}, control 127.0.0.1:`);
     keys('Escape');

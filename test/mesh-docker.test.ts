@@ -98,10 +98,12 @@ describe.skipIf(!docker.ok)('routing mesh in front of docker replicas (1 manager
     }
     // The endpoints are each replica's node address and the host port Docker chose for port 80.
     const view = await client.get<ServiceInspect>('/v1/services/web');
-    const infras = (await containersWith(dk, `${LABELS.cluster}=${clusterId}`, `${LABELS.role}=infra`)).filter((c) => c.State === 'running');
+    // The container that owns each pod's network (an infra, or a one-container pod's own
+    // container): the one carrying the containers label.
+    const owners = (await containersWith(dk, `${LABELS.cluster}=${clusterId}`, LABELS.containers)).filter((c) => c.State === 'running');
     for (const t of tasks) {
-      const infra = infras.find((c) => c.Labels[LABELS.task] === t.id)!;
-      const bound = infra.Ports.find((p) => p.PrivatePort === 80 && p.Type === 'tcp' && p.PublicPort !== undefined);
+      const owner = owners.find((c) => c.Labels[LABELS.task] === t.id)!;
+      const bound = owner.Ports.find((p) => p.PrivatePort === 80 && p.Type === 'tcp' && p.PublicPort !== undefined);
       expect(bound, `${t.id} publishes port 80`).toBeDefined();
       const ep = view.endpoints?.find((e) => e.taskId === t.id);
       expect(ep?.addr).toBe(`${HOSTS[t.node as keyof typeof HOSTS]}:${bound!.PublicPort}`);

@@ -149,7 +149,7 @@ export function podStatus(t: Task): DriverTaskStatus {
   }
   const pid = containers[0]?.pid;
   if (pid !== undefined) status.pid = pid;
-  if (t.final === undefined && t.ports !== undefined && ctrRunning(t.infra)) status.ports = t.ports;
+  if (t.final === undefined && t.ports !== undefined && ctrRunning(netCtr(t))) status.ports = t.ports;
   if (t.startedAt !== undefined) status.startedAt = t.startedAt;
   else {
     const first = Math.min(...t.apps.map((c) => c.startedAt ?? Infinity));
