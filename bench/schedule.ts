@@ -44,7 +44,9 @@ export async function benchSchedule(): Promise<BenchOutput> {
 
 async function schedulePoint(workers: number, tasks: number, batch: number, inflight: number): Promise<Record<string, unknown>> {
   // A manager takes at most --max-connections (4,096 by default): room for every session.
-  const cluster = new FlotillaCluster({ extra: ['--max-connections', String(Math.max(4096, workers + 1024))] });
+  // The replicated state's quota (256 MiB by default) is raised for the 100,000-task point:
+  // at the default it refused tasks after 65,535 (HTTP 507 quota_exceeded).
+  const cluster = new FlotillaCluster({ extra: ['--max-connections', String(Math.max(4096, workers + 1024)), ...(tasks > 50_000 ? ['--quota-bytes', String(1024 * 1024 * 1024)] : [])] });
   let sim: Proc | null = null;
   let events: WebSocket | null = null;
   try {
