@@ -52,7 +52,7 @@ async function waitState(d: DockerDriver, id: string, states: DriverTaskStatus['
   }, `task ${id} to be ${states.join('/')}`, timeoutMs);
 }
 
-describe.skipIf(!availability.ok && !inCI)('docker driver: solo pods (one container, no infra)', () => {
+describe.skipIf(!availability.ok && !inCI)('docker driver: solo pods (one container, no infra)', { timeout: 180_000 }, () => {
   const docker = dockerClient();
   const ofTask = (id: string) => containersWith(docker, `${LABELS.cluster}=${CLUSTER}`, `${LABELS.node}=${NODE}`, `${LABELS.task}=${id}`);
 
