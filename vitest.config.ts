@@ -6,9 +6,9 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
-    // Two test files at once: most tests wait on processes, sockets and timers, not the CPU
-    // (the suite took ~29 min one file at a time on 2 cores, ~20 min two at a time).
-    maxWorkers: 2,
+    // One test file at a time (the default on 2 cores). Two at once took the suite from ~29 to
+    // ~21 min, but Docker tests then share one engine: `docker exec` calls queued behind each
+    // other's for many seconds and a solo-pod test hung, so the files run one after another.
     globalSetup: ['test/global-setup.ts'],
   },
 });
