@@ -155,7 +155,7 @@ describe.skipIf(!availability.ok && !inCI)('DockerDriver with a real engine', ()
     // The published port answers on the host.
     const body = await waitFor(async () => {
       try {
-        const r = await fetch(`http://127.0.0.1:${port}/`);
+        const r = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(2000) });
         return r.ok ? await r.text() : null;
       } catch {
         return null;

@@ -98,7 +98,7 @@ describe.skipIf(!availability.ok && !inCI)('docker driver: solo pods (one contai
     // The published port answers on the host, with the pod's hostname.
     const body = await waitFor(async () => {
       try {
-        const r = await fetch(`http://127.0.0.1:${port}/`);
+        const r = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(2000) });
         return r.ok ? await r.text() : null;
       } catch {
         return null;
