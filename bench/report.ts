@@ -162,7 +162,7 @@ function update(r: Json): string {
 
 ${header(r)}
 
-One service of ${p.replicas} busybox \`${p.command}\` containers, health check ${p.health}; each trial changes the template (an environment variable) and is timed until the update is completed with every replica ready (flotilla: \`ready\`; swarm: UpdateStatus \`completed\` and every container healthy). Both: ${p.order}, delay ${p.delayMs} ms, monitor ${p.monitorMs} ms, stop grace 1 s; ${p.trials} updates each, sequential. flotilla: 3 managers + 1 worker \`--driver docker\`; swarm: single node on 127.0.0.1 (${s?.note ?? ''}).${f && f.healthReported === false ? ' **flotilla\'s workers did not run the health check in this build: a running task counted as ready.**' : ''}
+One service of ${p.replicas} busybox \`${p.command}\` containers${p.limits ? ` (limits ${p.limits} each, both sides)` : ''}, health check ${p.health}; each trial changes the template (an environment variable) and is timed until the update is completed with every replica ready (flotilla: \`ready\`; swarm: UpdateStatus \`completed\` and every container healthy). Both: ${p.order}, delay ${p.delayMs} ms, monitor ${p.monitorMs} ms, stop grace 1 s; ${p.trials} updates each, sequential. flotilla: 3 managers + 1 worker \`--driver docker\`; swarm: single node on 127.0.0.1 (${s?.note ?? ''}).${f && f.healthReported === false ? ' **flotilla\'s workers did not run the health check in this build: a running task counted as ready.**' : ''}
 
 | system | n | p50 ms | p90 ms | min ms | max ms | lowest ready during an update | p50 / swarm |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
@@ -226,6 +226,33 @@ Inclusive time, flotilla's own frames:
 | inclusive | function | where |
 | ---: | --- | --- |
 ${incl.join('\n')}
+${scheduleProfile(r)}`;
+}
+
+function scheduleProfile(r: Json): string {
+  const s = r.results.schedule;
+  if (!s?.leader) return '';
+  const p = r.parameters.schedule ?? {};
+  const x = s.point;
+  const rows = (frames: Json[]) => frames.slice(0, 15).map((fr) => `| ${fr.percent}% | \`${fr.fn}\` | ${fr.where || '–'} |`).join('\n');
+  return `
+**The schedule load under the profiler** (a second cluster: ${f0(p.tasks)} tasks onto ${f0(p.workers)} simulated workers, batches of ${p.batch}, ${p.inflight} in flight; under the profiler ${f0(x.placementsPerSecond)} placements/s, leader CPU ${x.leaderCpuSeconds} s). Leader ${x.leaderAtStart}, self time:
+
+| self | function | where |
+| ---: | --- | --- |
+${rows(s.leader.self)}
+
+Inclusive time, flotilla's own frames:
+
+| inclusive | function | where |
+| ---: | --- | --- |
+${rows(s.leader.inclusive)}
+
+By file (self time):
+
+| self | file |
+| ---: | --- |
+${(s.leader.byFile as Json[]).slice(0, 12).map((fr) => `| ${fr.percent}% | ${fr.fn === fr.where || !fr.where ? fr.fn : fr.where} |`).join('\n')}
 `;
 }
 

@@ -1,12 +1,13 @@
 // `update`: a health-gated rolling update of a replicated service, flotilla beside Docker swarm.
 //
 //   flotilla  3 managers + 1 worker `--driver docker`: a service of `replicas` busybox
-//             `sleep 600` containers with an exec health check (`true`, every 2 s (BENCH_UPDATE_HEALTH_INTERVAL_MS), timeout 5 s, 3 retries), update
+//             `sleep 600` containers (limits 250 millicores, 32 MiB, as swarm's) with an exec
+//             health check (`true`, every 1 s (BENCH_UPDATE_HEALTH_INTERVAL_MS), timeout 5 s, 3 retries), update
 //             parallelism 1, stop-first, no delay, the same monitor period as swarm's; each trial
 //             changes the template (an environment variable, `PUT /v1/services/NAME`) and times
 //             until the update is `completed` with every replica ready on the new template
 //   swarm     `docker service create` of the same service (single-node swarm on 127.0.0.1, the
-//             same health check, `--update-parallelism 1 --update-order stop-first
+//             same limits and health check, `--update-parallelism 1 --update-order stop-first
 //             --update-delay 0s --update-monitor` the same), each trial `docker service update
 //             --detach --env-add …`, timed until the service's UpdateStatus is `completed` and
 //             every replica's container is running and healthy
@@ -31,12 +32,15 @@ import type { BenchOutput } from './types.js';
 
 const IMAGE = process.env.FLOTILLA_TEST_IMAGE ?? 'flotilla/busybox:test';
 const SERVICE = 'bench-update';
+/** Each replica's CPU (millicores) and memory limit, the same on both sides. */
+const CPU_LIMIT_M = 250;
+const MEMORY_LIMIT = '32m';
 
 interface Params {
   trials: number;
   replicas: number;
   monitorMs: number;
-  /** The exec check's interval on both sides. Every probe is a `docker exec`: with 10 replicas at 1 s this engine spent 7–11 s per exec and failed healthy replicas, so the full run uses 2 s. */
+  /** The exec check's interval on both sides (1 s). */
   healthIntervalMs: number;
 }
 
@@ -61,13 +65,26 @@ interface FlotillaService {
   tasks?: Record<string, unknown>[];
 }
 
+/** One line: the update's state and every task's slot, template, state and health. */
+function describe(s: FlotillaService): string {
+  const tasks = (s.tasks ?? []).map((t) => {
+    const svc = (t.service ?? {}) as { slot?: number; version?: number };
+    const h = t.health as { status?: string } | undefined | null;
+    return `${svc.slot ?? '?'}:v${svc.version ?? '?'}:${String(t.state)}${h ? `/${h.status ?? JSON.stringify(h)}` : ''}`;
+  });
+  return `update ${s.update.state}${s.update.message ? ` (${s.update.message})` : ''}, ready ${s.ready}/${s.replicas}, up to date ${s.upToDate}, template v${s.templateVersion}; tasks ${tasks.join(' ')}`;
+}
+
 function flotillaSpec(p: Params, generation: number): Record<string, unknown> {
   return {
     name: SERVICE,
     driver: 'docker',
     replicas: p.replicas,
     containers: [{ image: IMAGE, command: ['sleep', '600'], env: { GENERATION: String(generation) } }],
-    resources: { cpu: 10, memory: '16m' },
+    // The same limits as swarm's --limit-cpu/--limit-memory (CPU_LIMIT_M, MEMORY_LIMIT): an exec
+    // check runs in the container's cgroup, so a tiny CPU quota (10 millicores was used at first)
+    // throttles every probe to seconds and fails healthy replicas.
+    resources: { cpu: CPU_LIMIT_M, memory: MEMORY_LIMIT },
     restart: { policy: 'on-failure' },
     update: { parallelism: 1, delayMs: 0, order: 'stop-first', monitorMs: p.monitorMs, failureAction: 'pause' },
     health: { type: 'exec', command: ['true'], intervalMs: p.healthIntervalMs, timeoutMs: 5000, retries: 3, startPeriodMs: 0 },
@@ -110,13 +127,20 @@ async function flotillaTrials(p: Params): Promise<Trials & { healthReported: boo
       const t0 = performance.now();
       await requestOk(agent, leader.addr, 'PUT', `/v1/services/${SERVICE}`, JSON.stringify(flotillaSpec(p, i)), json, 30_000);
       let min = p.replicas;
+      let last: FlotillaService | null = null;
+      let traced = 0;
       const done = await pollUntil(async () => {
         const s = await get();
+        last = s;
         min = Math.min(min, s.ready);
+        if (process.env.BENCH_UPDATE_TRACE && performance.now() - traced > 2000) {
+          traced = performance.now();
+          log(`update: t=${round(performance.now() - t0, 0)} ms ${describe(s)}`);
+        }
         if (s.update.state === 'paused' || s.update.state === 'rolled_back' || s.update.state === 'rolling_back') throw new Error(`the flotilla update ${s.update.state}: ${s.update.message}`);
         return s.update.state === 'completed' && s.upToDate === p.replicas && s.ready === p.replicas;
       }, 300_000, 50);
-      if (!done) throw new Error(`flotilla update ${i} did not complete within 300 s`);
+      if (!done) throw new Error(`flotilla update ${i} did not complete within 300 s; last seen: ${last === null ? 'nothing' : describe(last)}`);
       out.ms.push(performance.now() - t0);
       out.minReady.push(min);
       log(`update: flotilla trial ${i}: ${round(out.ms.at(-1)!, 0)} ms, lowest ready ${min}/${p.replicas}`);
@@ -153,6 +177,7 @@ async function swarmTrials(p: Params): Promise<Trials & { note: string }> {
       'service', 'create', '--detach', '--name', name, '--replicas', String(p.replicas),
       '--update-parallelism', '1', '--update-delay', '0s', '--update-order', 'stop-first', '--update-monitor', `${p.monitorMs}ms`, '--update-failure-action', 'pause',
       '--health-cmd', 'true', '--health-interval', `${p.healthIntervalMs}ms`, '--health-timeout', '5s', '--health-retries', '3', '--health-start-period', '0s',
+      '--limit-cpu', String(CPU_LIMIT_M / 1000), '--limit-memory', MEMORY_LIMIT.toUpperCase(),
       '--restart-condition', 'on-failure', '--stop-grace-period', '1s', '--env', 'GENERATION=0', IMAGE, 'sleep', '600',
     ], 120_000);
     created = true;
@@ -201,10 +226,10 @@ export async function benchUpdate(): Promise<BenchOutput> {
   const p: Params = {
     trials: envNum('BENCH_UPDATE_TRIALS', QUICK ? 1 : 3),
     replicas: envNum('BENCH_UPDATE_REPLICAS', QUICK ? 3 : 10),
-    healthIntervalMs: envNum('BENCH_UPDATE_HEALTH_INTERVAL_MS', QUICK ? 1000 : 2000),
+    healthIntervalMs: envNum('BENCH_UPDATE_HEALTH_INTERVAL_MS', 1000),
     monitorMs: envNum('BENCH_UPDATE_MONITOR_MS', 1000),
   };
-  const params = { ...p, parallelism: 1, order: 'stop-first', delayMs: 0, health: `exec \`true\`, interval ${p.healthIntervalMs / 1000} s, timeout 5 s, retries 3`, image: IMAGE, command: 'sleep 600', pollMs: 50, managers: 3, workers: 1 };
+  const params = { ...p, parallelism: 1, order: 'stop-first', delayMs: 0, health: `exec \`true\`, interval ${p.healthIntervalMs / 1000} s, timeout 5 s, retries 3`, image: IMAGE, command: 'sleep 600', limits: `${CPU_LIMIT_M} millicores, ${MEMORY_LIMIT}`, pollMs: 50, managers: 3, workers: 1 };
   const dockerVersion = trySh('docker', ['version', '--format', '{{.Server.Version}}'], 20_000);
   const problem = dockerProblem();
   if (problem) {
