@@ -1,7 +1,9 @@
 // `profile` (not part of "all"): the three managers run under `node --cpu-prof` while the raft
 // benchmark's load (writes, then linearizable reads, to the leader) runs; then the profiles
 // are reduced to the top frames by self time and by inclusive time, mapped back to the
-// TypeScript sources (file:line) through the source maps in dist/.
+// TypeScript sources (file:line) through the source maps in dist/. Then a second cluster under
+// the profiler takes the schedule benchmark's load (10,000 tasks onto 1,000 simulated workers,
+// BENCH_PROFILE_SCHEDULE=0 skips it) and its first leader's profile is reduced the same way.
 //
 //   node dist/bench/profile.js FILE.cpuprofile   prints the same tables for any profile
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -13,6 +15,7 @@ import { FlotillaCluster, member } from './lib/systems.js';
 import { KEYS, VALUE, keyOf, point, type RaftPoint } from './raft.js';
 import { newAgent } from './lib/load.js';
 import { QUICK, ROOT, envNum, log, round, sleep } from './lib/util.js';
+import { schedulePoint } from './schedule.js';
 import type { BenchOutput } from './types.js';
 
 interface CpuProfileNode {
@@ -151,11 +154,28 @@ export async function benchProfile(): Promise<BenchOutput> {
     log(`profile: leader, top frames by self time:`);
     for (const f of lead[1].self.slice(0, 10)) log(`  ${String(f.percent).padStart(5)}%  ${f.fn}  ${f.where}`);
   }
+  const schedule = process.env.BENCH_PROFILE_SCHEDULE === '0' ? null : await scheduleProfile();
   return {
-    parameters: { seconds, phases: ['write 256 clients', 'write 16 clients', 'read 256 clients'], profiler: 'node --cpu-prof (1 ms sampling)' },
+    parameters: { seconds, phases: ['write 256 clients', 'write 16 clients', 'read 256 clients'], profiler: 'node --cpu-prof (1 ms sampling)', ...(schedule ? { schedule: schedule.parameters } : {}) },
     peers: {},
-    results: { points, profiles },
+    results: { points, profiles, ...(schedule ? { schedule: schedule.results } : {}) },
   };
+}
+
+/** The schedule benchmark's load on managers under the profiler; the first leader's profile. */
+async function scheduleProfile(): Promise<{ parameters: Record<string, number>; results: { point: Record<string, unknown>; leader: ReturnType<typeof analyzeProfile> | null } }> {
+  const parameters = { workers: envNum('BENCH_WORKERS', QUICK ? 200 : 1000), tasks: envNum('BENCH_TASKS', QUICK ? 2000 : 10_000), batch: 1000, inflight: envNum('BENCH_SCHEDULE_INFLIGHT', 4) };
+  const dir = mkdtempSync(join(tmpdir(), 'flotilla-prof-schedule-'));
+  log(`profile: the schedule load (${parameters.tasks} tasks, ${parameters.workers} simulated workers) on 3 managers under --cpu-prof (profiles in ${dir})`);
+  const point = await schedulePoint(parameters.workers, parameters.tasks, parameters.batch, parameters.inflight, ['--cpu-prof', '--cpu-prof-dir', dir]);
+  const f = readdirSync(dir).find((x) => x.endsWith('.cpuprofile') && Number(x.split('.')[3]) === point.leaderPid);
+  const leader = f ? analyzeProfile(join(dir, f)) : null;
+  if (!process.env.BENCH_KEEP_DIRS) rmSync(dir, { recursive: true, force: true });
+  if (leader) {
+    log(`profile: schedule leader, top frames by self time:`);
+    for (const fr of leader.self.slice(0, 10)) log(`  ${String(fr.percent).padStart(5)}%  ${fr.fn}  ${fr.where}`);
+  } else log('profile: no profile of the schedule leader was written');
+  return { parameters, results: { point, leader } };
 }
 
 // Stand-alone: node dist/bench/profile.js FILE.cpuprofile

@@ -42,11 +42,12 @@ export async function benchSchedule(): Promise<BenchOutput> {
   };
 }
 
-async function schedulePoint(workers: number, tasks: number, batch: number, inflight: number): Promise<Record<string, unknown>> {
+/** One point: `nodeFlags` (e.g. `--cpu-prof`) go to every manager; the results name the first leader's pid (`leaderPid`). */
+export async function schedulePoint(workers: number, tasks: number, batch: number, inflight: number, nodeFlags?: string[]): Promise<Record<string, unknown>> {
   // A manager takes at most --max-connections (4,096 by default): room for every session.
   // The replicated state's quota (256 MiB by default) is raised for the 100,000-task point:
   // at the default it refused tasks after 65,535 (HTTP 507 quota_exceeded).
-  const cluster = new FlotillaCluster({ extra: ['--max-connections', String(Math.max(4096, workers + 1024)), ...(tasks > 50_000 ? ['--quota-bytes', String(1024 * 1024 * 1024)] : [])] });
+  const cluster = new FlotillaCluster({ ...(nodeFlags ? { nodeFlags } : {}), extra: ['--max-connections', String(Math.max(4096, workers + 1024)), ...(tasks > 50_000 ? ['--quota-bytes', String(1024 * 1024 * 1024)] : [])] });
   let sim: Proc | null = null;
   let events: WebSocket | null = null;
   try {
@@ -201,6 +202,7 @@ async function schedulePoint(workers: number, tasks: number, batch: number, infl
       runningQuantilesMs: { p10: round(at(running, 0.1), 0), p50: round(at(running, 0.5), 0), p90: round(at(running, 0.9), 0) },
       leaderCpuSeconds: round(cpuUsed, 1),
       leaderAtStart: leaderId,
+      leaderPid: leader.proc.pid,
       leaderAtEnd,
       termAtStart,
       termAtEnd,
