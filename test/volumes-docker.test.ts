@@ -11,11 +11,11 @@ import { FlotillaError } from '../src/protocol/errors.js';
 const CLUSTER = `t-vol-${randomBytes(4).toString('hex')}`;
 const OTHER = `t-vol-${randomBytes(4).toString('hex')}`;
 let docker: Docker;
-let available = { ok: false, reason: '' };
+// At the top level: it waits for the run's engine lock (one Docker test file at a time).
+const available = await dockerAvailable();
 const made: string[] = [];
 
 beforeAll(async () => {
-  available = await dockerAvailable();
   if (!available.ok && process.env.CI === 'true') throw new Error(available.reason);
   docker = dockerClient();
 });

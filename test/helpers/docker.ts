@@ -5,6 +5,7 @@
 import { createServer } from 'node:net';
 import Docker from 'dockerode';
 import { DEFAULT_SOCKET_PATH, LABELS } from '../../src/worker/drivers/docker.js';
+import { holdEngine } from './engine-lock.js';
 
 export const TEST_IMAGE = 'flotilla/busybox:test';
 export const SOCKET_PATH = process.env.DOCKER_HOST?.startsWith('unix://') ? process.env.DOCKER_HOST.slice('unix://'.length) : DEFAULT_SOCKET_PATH;
@@ -16,8 +17,13 @@ export interface DockerAvailability {
   reason: string;
 }
 
-/** Whether the engine answers on the socket and the test image is there. */
+/**
+ * Whether the engine answers on the socket and the test image is there. Called at a test
+ * file's top level, it first waits for the run's engine lock (engine-lock.ts): one Docker test
+ * file at a time.
+ */
 export async function dockerAvailable(socketPath = SOCKET_PATH, timeoutMs = 3000): Promise<DockerAvailability> {
+  await holdEngine();
   const docker = new Docker({ socketPath, timeout: timeoutMs });
   try {
     await docker.ping();
