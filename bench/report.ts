@@ -124,6 +124,17 @@ ${x.otherCpuSeconds ? `| CPU seconds of every process over the ${x.windowSeconds
 | failed or refused batches | ${(x.batchErrors ?? []).length === 0 ? 'none' : (x.batchErrors as string[]).map((e) => e.replace(/\|/g, '/').slice(0, 120)).join('; ')} |
 | simulated worker sessions re-established (after a leader change) | ${f0(x.simWorkers?.reconnects ?? 0)} |
 ${x.leaderMemory ? `| leader memory after: V8 heap used / reserved; outside the heap | ${mib(x.leaderMemory.heapUsedBytes)} / ${mib(x.leaderMemory.heapTotalBytes)}; ${mib(x.leaderMemory.externalBytes)} |\n` : ''}${x.large ? `| **second point: ${f0(x.large.tasks)} tasks on ${f0(x.large.workers)} workers** (placements/s; elections; leader RSS) | ${x.large.error ? `failed: ${String(x.large.error).replace(/\|/g, '/')}` : `**${f0(x.large.placementsPerSecond)}**; ${x.large.termAtStart !== undefined && x.large.termAtEnd !== undefined ? x.large.termAtEnd - x.large.termAtStart : '–'}; ${mib(x.large.leaderRssBytes)}`} |\n` : ''}| reference: Nomad C1M | 3,750 placements/s (published figure, 1,000,000 containers on 5,000 hosts; **not measured here**) |
+${x.leaderHeap ? heapTable(x.leaderHeap) : ''}`;
+}
+
+function heapTable(h: Json): string {
+  const rows = (h.groups as Json[]).map((g) => `| ${(g.bytes / 2 ** 20).toFixed(1)} MiB | ${f0(g.count)} | ${g.type} | ${g.name ? `\`${String(g.name).replace(/\|/g, '/')}\`` : '–'} |`);
+  return `
+The first leader's V8 heap after the run (a heap snapshot taken after the figures above: ${mib(h.totalBytes)} in ${f0(h.nodes)} objects), by self size:
+
+| bytes | objects | type | constructor |
+| ---: | ---: | --- | --- |
+${rows.join('\n')}
 `;
 }
 

@@ -13,6 +13,9 @@ import { BENCH_SECRET, FlotillaCluster, member } from './lib/systems.js';
 import { QUICK, ROOT, envNum, log, round, rssOf, sleep, waitFor } from './lib/util.js';
 import { Proc } from './lib/procs.js';
 import { cpuSeconds } from './raft.js';
+import { summarizeHeap } from './heap.js';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import type { BenchOutput } from './types.js';
 
 
@@ -22,7 +25,10 @@ export async function benchSchedule(): Promise<BenchOutput> {
   // Batches in flight at once (a user's script submitting in parallel); 1 = one after another.
   const inflight = envNum('BENCH_SCHEDULE_INFLIGHT', 4);
   const batch = 1000;
-  const results: Record<string, unknown> = await schedulePoint(workers, tasks, batch, inflight);
+  // After the main point is measured, a heap snapshot of its leader says where the memory is
+  // (BENCH_HEAP_SNAPSHOT=0 skips it; a quick run never takes one).
+  const heap = !QUICK && process.env.BENCH_HEAP_SNAPSHOT !== '0';
+  const results: Record<string, unknown> = await schedulePoint(workers, tasks, batch, inflight, undefined, heap);
   // The second point: 100,000 tasks on 5,000 workers (a tenth of that in a quick run).
   const largeWorkers = envNum('BENCH_LARGE_WORKERS', QUICK ? 500 : 5000);
   // BENCH_LARGE_TASKS=0 skips it.
@@ -43,7 +49,9 @@ export async function benchSchedule(): Promise<BenchOutput> {
 }
 
 /** One point: `nodeFlags` (e.g. `--cpu-prof`) go to every manager; the results name the first leader's pid (`leaderPid`). */
-export async function schedulePoint(workers: number, tasks: number, batch: number, inflight: number, nodeFlags?: string[]): Promise<Record<string, unknown>> {
+export async function schedulePoint(workers: number, tasks: number, batch: number, inflight: number, nodeFlags?: string[], heapSnapshot = false): Promise<Record<string, unknown>> {
+  const heapDir = heapSnapshot ? mkdtempSync(join(tmpdir(), 'flotilla-heap-')) : null;
+  if (heapDir !== null) nodeFlags = [...(nodeFlags ?? (process.env.BENCH_NODE_FLAGS ? process.env.BENCH_NODE_FLAGS.split(' ') : [])), '--heapsnapshot-signal=SIGUSR2', '--diagnostic-dir', heapDir];
   // A manager takes at most --max-connections (4,096 by default): room for every session.
   // The replicated state's quota (256 MiB by default) is raised for the 100,000-task point:
   // at the default it refused tasks after 65,535 (HTTP 507 quota_exceeded).
@@ -189,6 +197,10 @@ export async function schedulePoint(workers: number, tasks: number, batch: numbe
         return { heapUsedBytes: metric('nodejs_heap_size_used_bytes'), heapTotalBytes: metric('nodejs_heap_size_total_bytes'), externalBytes: metric('nodejs_external_memory_bytes') };
       })
       .catch(() => null);
+    const leaderHeap = heapDir === null ? null : await heapOf(leader.proc.pid!, heapDir, () => requestOk(agent, leader.addr, 'GET', '/v1/cluster', null, {}, 120_000)).catch((e: Error) => {
+      log(`schedule: no heap snapshot: ${e.message}`);
+      return null;
+    });
     const results = {
       workersRegistered: registered,
       registrationMs: round(regMs, 0),
@@ -218,6 +230,7 @@ export async function schedulePoint(workers: number, tasks: number, batch: numbe
       termAtEnd,
       leaderRssBytes: rssLeader,
       leaderMemory,
+      ...(leaderHeap ? { leaderHeap } : {}),
       simWorkers: lastStats,
       reference: { system: 'Nomad C1M (2015)', placementsPerSecond: 3750, note: 'published figure (1,000,000 containers on 5,000 hosts), not measured here' },
     };
@@ -226,8 +239,19 @@ export async function schedulePoint(workers: number, tasks: number, batch: numbe
     agent.destroy();
     return results;
   } finally {
+    if (heapDir !== null && !process.env.BENCH_KEEP_DIRS) rmSync(heapDir, { recursive: true, force: true });
     events?.terminate();
     await sim?.stop('SIGTERM', 3000);
     await cluster.stop();
   }
+}
+
+/** SIGUSR2 to a manager started with --heapsnapshot-signal; once it answers again the snapshot is written: its summary. */
+async function heapOf(pid: number, dir: string, answer: () => Promise<unknown>): Promise<ReturnType<typeof summarizeHeap>> {
+  process.kill(pid, 'SIGUSR2');
+  const file = await waitFor('the heap snapshot file', () => readdirSync(dir).find((f) => f.endsWith('.heapsnapshot')) ?? null, 60_000, 100);
+  await answer(); // the snapshot is taken on the manager's main thread: an answer means it is done
+  const h = summarizeHeap(join(dir, file), 15);
+  log(`schedule: leader heap ${Math.round(h.totalBytes / 2 ** 20)} MiB in the snapshot; largest: ${h.groups.slice(0, 5).map((g) => `${g.type} ${g.name} ${Math.round(g.bytes / 2 ** 20)} MiB`).join(', ')}`);
+  return h;
 }

@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { median, summarize } from '../bench/lib/util.js';
 import { windowMedian, writeReport } from '../bench/report.js';
+import { summarizeHeap } from '../bench/heap.js';
+import { execFileSync } from 'node:child_process';
 
 describe('benchmark summaries', () => {
   it('takes the mean of the two middle values as the median of an even count', () => {
@@ -55,6 +57,26 @@ describe('the failover report', () => {
       expect(md).toContain('| flotilla (defaults: heartbeat 50 ms, election 300–600 ms) | 10 | 495 | 406 | 1,078 | 0.32× / 1.05× |');
       expect(md).toContain('| etcd (defaults: heartbeat 100 ms, election 1000 ms) | 10 | 1,564 |');
       expect(md).toContain('| etcd --heartbeat-interval 50 --election-timeout 300 | 10 | 470 |');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('heap snapshot summary', () => {
+  it('groups a real snapshot by constructor: 50,000 objects of one class come out as one group of that count', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flotilla-heap-test-'));
+    try {
+      const file = join(dir, 'x.heapsnapshot');
+      const script = `const v8 = require('v8'); class SampleRecord { constructor(i) { this.i = i; } } const keep = []; for (let i = 0; i < 50000; i++) keep.push(new SampleRecord(i)); v8.writeHeapSnapshot(${JSON.stringify(file)}); console.log(keep.length);`;
+      execFileSync(process.execPath, ['-e', script], { timeout: 60_000 });
+      const h = summarizeHeap(file, 50);
+      const g = h.groups.find((x) => x.type === 'object' && x.name === 'SampleRecord');
+      expect(g?.count).toBe(50_000);
+      expect(g!.bytes).toBeGreaterThan(50_000 * 8);
+      expect(h.totalBytes).toBeGreaterThan(g!.bytes);
+      // sorted by bytes, largest first
+      expect(h.groups.map((x) => x.bytes)).toEqual([...h.groups.map((x) => x.bytes)].sort((a, b) => b - a));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
