@@ -1,7 +1,7 @@
 // Durable manager replicas as real processes: SIGKILL, SIGSTOP, restarts, snapshots,
 // membership changes and bad input.
 import { afterEach, describe, expect, it } from 'vitest';
-import { readdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
@@ -217,11 +217,20 @@ describe('managers (real processes)', () => {
     writeFileSync(wrongSecret, 'another-cluster-secret-0123456789');
     const members = [...cluster.managers.values()].map((m) => `${m.id}=${m.addr}`).join(',') + `,mx=127.0.0.1:${pw}`;
     const { spawn } = await import('node:child_process');
-    const p = spawn(process.execPath, [CLI, 'manager', '--id', 'mx', '--listen', `127.0.0.1:${pw}`, '--data', join(cluster.dir, 'mx'), '--bootstrap', members, '--secret-file', wrongSecret, '--insecure'], { stdio: 'ignore' });
+    const mxLog = join(cluster.dir, 'mx.log');
+    const mxOut = openSync(mxLog, 'a');
+    const p = spawn(process.execPath, [CLI, 'manager', '--id', 'mx', '--listen', `127.0.0.1:${pw}`, '--data', join(cluster.dir, 'mx'), '--bootstrap', members, '--secret-file', wrongSecret, '--insecure'], { stdio: ['ignore', mxOut, mxOut] });
+    closeSync(mxOut);
+    let mxExit: string | null = null;
+    p.on('exit', (code, sig) => (mxExit = `exited (${code ?? sig}): ${readFileSync(mxLog, 'utf8').slice(-2000)}`));
     try {
       // Wait for its attempts to be refused (process start-up alone can take ~2 s on a busy host).
       await eventually(() => [...cluster!.managers.values()].some((m) => /peer auth failed/.test(readFileSync(m.logFile, 'utf8'))), 20_000, 'refused peer');
-      const s = await new FlotillaClient([`127.0.0.1:${pw}`]).get<{ leader: string | null }>('/v1/status', { pinned: true, timeoutMs: 2000 });
+      // Its HTTP listener may come up after its first peer connections were refused: ask until it answers.
+      const s = await eventually(() => {
+        if (mxExit !== null) throw new Error(`the wrong-secret manager ${mxExit}`);
+        return new FlotillaClient([`127.0.0.1:${pw}`]).get<{ leader: string | null }>('/v1/status', { pinned: true, timeoutMs: 2000 });
+      }, 20_000, 'the wrong-secret manager to answer');
       expect(s.leader).toBeNull();
     } finally {
       p.kill('SIGKILL');
