@@ -6,7 +6,7 @@
 // dies). The lock is scoped to this test run: its directory is named after the vitest process
 // that forked this file (each file runs in a fresh fork), so another run on the machine is
 // never held up or touched.
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -26,9 +26,45 @@ function alive(pid: number): boolean {
   }
 }
 
-function release(dir: string): void {
-  if (!held) return;
-  held = false;
+function ageMs(path: string): number {
+  try {
+    return Date.now() - statSync(path).mtimeMs;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Takes the lock directory `dir` for this process, waiting while a live process holds it (a dead
+ * holder's is taken over). Resolves false, without the lock, after `timeoutMs`.
+ */
+export async function acquireLock(dir: string, timeoutMs: number, pollMs = 250): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      mkdirSync(dir);
+      writeFileSync(join(dir, 'pid'), String(process.pid));
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    // Held: by a live process, or left by one that died (then taken over).
+    let owner = NaN;
+    try {
+      owner = Number(readFileSync(join(dir, 'pid'), 'utf8'));
+    } catch {
+      /* being created or removed */
+    }
+    if (Number.isInteger(owner) && owner > 0 && !alive(owner)) rmSync(dir, { recursive: true, force: true });
+    // No pid after 10 s: its maker died between making the directory and writing its pid.
+    else if (!(owner > 0) && ageMs(dir) > 10_000) rmSync(dir, { recursive: true, force: true });
+    else if (Date.now() > deadline) return false;
+    else await new Promise((r) => setTimeout(r, pollMs));
+  }
+}
+
+/** Gives the lock directory `dir` up if this process holds it. */
+export function releaseLock(dir: string): void {
   try {
     if (Number(readFileSync(join(dir, 'pid'), 'utf8')) === process.pid) rmSync(dir, { recursive: true, force: true });
   } catch {
@@ -43,34 +79,20 @@ function release(dir: string): void {
 export async function holdEngine(timeoutMs = 30 * 60_000): Promise<void> {
   if (held || process.env.VITEST !== 'true') return;
   const dir = engineLockDir();
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      mkdirSync(dir);
-      writeFileSync(join(dir, 'pid'), String(process.pid));
-      held = true;
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
-    // Held: by a live file, or left by one that died (then taken over).
-    let owner = NaN;
-    try {
-      owner = Number(readFileSync(join(dir, 'pid'), 'utf8'));
-    } catch {
-      /* being created or removed */
-    }
-    if (Number.isInteger(owner) && owner > 0 && !alive(owner)) rmSync(dir, { recursive: true, force: true });
-    if (Date.now() > deadline) {
-      console.warn(`engine lock ${dir} still held after ${timeoutMs} ms; going on without it`);
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 250));
+  if (!(await acquireLock(dir, timeoutMs))) {
+    console.warn(`engine lock ${dir} still held after ${timeoutMs} ms; going on without it`);
+    return;
   }
-  process.once('exit', () => release(dir));
+  held = true;
+  const release = (): void => {
+    if (!held) return;
+    held = false;
+    releaseLock(dir);
+  };
+  process.once('exit', release);
   try {
     const { afterAll } = await import('vitest');
-    afterAll(() => release(dir));
+    afterAll(release);
   } catch {
     /* called inside a test: released when the process exits */
   }
