@@ -82,3 +82,35 @@ describe('heap snapshot summary', () => {
     }
   });
 });
+
+describe('the schedule report', () => {
+  const recorded = JSON.parse(readFileSync(join(import.meta.dirname, '..', 'bench', 'results', 'schedule.json'), 'utf8'));
+  const render = (r: unknown): string => {
+    const dir = mkdtempSync(join(tmpdir(), 'flotilla-report-'));
+    try {
+      writeFileSync(join(dir, 'schedule.json'), JSON.stringify(r));
+      writeReport(dir, join(dir, 'BENCHMARKS.md'));
+      return readFileSync(join(dir, 'BENCHMARKS.md'), 'utf8');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+
+  it('gives no rate for a second point that had elections, and says how far it got', () => {
+    const l = recorded.results.large;
+    expect(l.termAtEnd).toBeGreaterThan(l.termAtStart); // the recorded run had elections
+    const md = render(recorded);
+    expect(md).toContain(`**no figure: ${l.termAtEnd - l.termAtStart} elections** (term ${l.termAtStart} → ${l.termAtEnd})`);
+    expect(md).not.toContain(`**${l.placementsPerSecond.toLocaleString('en-US')}**; `);
+  });
+
+  it('gives the rate of a second point without an election; prints the CPU of every process and the heap table', () => {
+    const quiet = structuredClone(recorded);
+    quiet.results.large.termAtEnd = quiet.results.large.termAtStart;
+    quiet.results.large.placementsPerSecond = 1234;
+    const md = render(quiet);
+    expect(md).toContain('| **1,234**; 0; ');
+    expect(md).toMatch(/\| CPU seconds of every process over the [\d.]+ s run \(2 cores: at most [\d.]+\) \| leader [\d.]+; follower m\d [\d.]+; follower m\d [\d.]+; simulated workers [\d.]+; benchmark client [\d.]+; \*\*total [\d.]+\*\* \|/);
+    expect(md).toContain('| bytes | objects | type | constructor |');
+  });
+});

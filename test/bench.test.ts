@@ -35,14 +35,28 @@ function bench(name: string, env: Record<string, string>, timeoutMs = 240_000): 
 
 describe('benchmarks (smoke)', () => {
   it('schedule: simulated workers get every task placed and running', async () => {
-    const r = await bench('schedule', { BENCH_WORKERS: '20', BENCH_TASKS: '200', BENCH_LARGE_WORKERS: '30', BENCH_LARGE_TASKS: '300' });
+    const r = await bench('schedule', { BENCH_WORKERS: '20', BENCH_TASKS: '200', BENCH_LARGE_WORKERS: '30', BENCH_LARGE_TASKS: '300', BENCH_HEAP_SNAPSHOT: '1' });
     expect(r.code, r.out.slice(-3000)).toBe(0);
     expect(r.result.quick).toBe(true);
     expect(r.result.results.tasksAssigned).toBe(200);
     expect(r.result.results.tasksRunning).toBe(200);
     expect(r.result.results.placementsPerSecond).toBeGreaterThan(0);
+    // Every process's CPU over the run, and the leader's heap snapshot reduced to its groups.
+    expect(Object.keys(r.result.results.otherCpuSeconds)).toEqual(expect.arrayContaining(['simulated workers', 'benchmark client']));
+    expect(r.result.results.leaderHeap.totalBytes).toBeGreaterThan(1024 * 1024);
+    expect(r.result.results.leaderHeap.groups.length).toBeGreaterThan(5);
     // The second point (its own cluster) places and runs every task too.
     expect(r.result.results.large.tasksRunning).toBe(300);
+  }, 300_000);
+
+  it('profile: the managers under the profiler, for the write load and for the schedule load', async () => {
+    const r = await bench('profile', { BENCH_SECONDS: '1', BENCH_WORKERS: '20', BENCH_TASKS: '200' });
+    expect(r.code, r.out.slice(-3000)).toBe(0);
+    const leader = Object.entries(r.result.results.profiles as Record<string, { self: unknown[] }>).find(([k]) => k.includes('leader'));
+    expect(leader?.[1].self.length).toBeGreaterThan(0);
+    expect(r.result.results.schedule.point.tasksRunning).toBe(200);
+    expect(r.result.results.schedule.leader.self.length).toBeGreaterThan(0);
+    expect(r.result.results.schedule.leader.inclusive.some((f: { where: string }) => f.where.startsWith('src/'))).toBe(true);
   }, 300_000);
 
   it('raft: flotilla and etcd side by side, same load', async () => {
