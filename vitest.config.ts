@@ -39,7 +39,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
-    // Two test files at once (the machine has 2 cores): the suite takes ~21 instead of ~33 min.
+    // Two test files at once (the machine has 2 cores): the suite takes ~19 instead of ~33 min.
     // Files that use the Docker engine still run one at a time (test/helpers/engine-lock.ts):
     // beside each other their `docker exec` calls queued for seconds, and the benchmark smoke's
     // swarm init/leave changed the engine's networking under another file's containers.

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import WebSocket from 'ws';
 import { workerToken } from '../src/manager/auth.js';
 import { newAgent, request, requestOk } from './lib/load.js';
-import { BENCH_SECRET, FlotillaCluster, member } from './lib/systems.js';
+import { BENCH_SECRET, FlotillaCluster, managerNodeFlags, member } from './lib/systems.js';
 import { QUICK, ROOT, envNum, log, round, rssOf, sleep, waitFor } from './lib/util.js';
 import { Proc } from './lib/procs.js';
 import { cpuSeconds } from './raft.js';
@@ -51,7 +51,7 @@ export async function benchSchedule(): Promise<BenchOutput> {
 /** One point: `nodeFlags` (e.g. `--cpu-prof`) go to every manager; the results name the first leader's pid (`leaderPid`). */
 export async function schedulePoint(workers: number, tasks: number, batch: number, inflight: number, nodeFlags?: string[], heapSnapshot = false): Promise<Record<string, unknown>> {
   const heapDir = heapSnapshot ? mkdtempSync(join(tmpdir(), 'flotilla-heap-')) : null;
-  if (heapDir !== null) nodeFlags = [...(nodeFlags ?? (process.env.BENCH_NODE_FLAGS ? process.env.BENCH_NODE_FLAGS.split(' ') : [])), '--heapsnapshot-signal=SIGUSR2', '--diagnostic-dir', heapDir];
+  if (heapDir !== null) nodeFlags = [...managerNodeFlags(nodeFlags), '--heapsnapshot-signal=SIGUSR2', '--diagnostic-dir', heapDir];
   // A manager takes at most --max-connections (4,096 by default): room for every session.
   // The replicated state's quota (256 MiB by default) is raised for the 100,000-task point:
   // at the default it refused tasks after 65,535 (HTTP 507 quota_exceeded).

@@ -42,6 +42,11 @@ export function member(sys: KvSystem, id: string): Member {
 
 export const BENCH_SECRET = 'bench-cluster-secret-0123456789abcdef';
 
+/** The node flags every manager gets: `nodeFlags` when given, else BENCH_NODE_FLAGS (space-separated). */
+export function managerNodeFlags(nodeFlags?: string[]): string[] {
+  return nodeFlags ?? (process.env.BENCH_NODE_FLAGS ? process.env.BENCH_NODE_FLAGS.split(' ') : []);
+}
+
 export interface FlotillaOptions {
   heartbeatMs?: number;
   electionMs?: number;
@@ -68,7 +73,7 @@ export class FlotillaCluster implements KvSystem {
       const id = `m${i + 1}`;
       const addr = `127.0.0.1:${ports[i]}`;
       const args = [
-        ...(this.opts.nodeFlags ?? (process.env.BENCH_NODE_FLAGS ? process.env.BENCH_NODE_FLAGS.split(' ') : [])),
+        ...managerNodeFlags(this.opts.nodeFlags),
         CLI, 'manager', '--id', id, '--listen', addr, '--data', join(this.dir, id), '--secret-file', this.secretFile, '--insecure',
         '--bootstrap', bootstrap, '--log-level', process.env.BENCH_LOG_LEVEL ?? 'warn',
         ...(this.opts.heartbeatMs ? ['--heartbeat', String(this.opts.heartbeatMs)] : []),
@@ -133,7 +138,7 @@ export class FlotillaCluster implements KvSystem {
 
   async stop(sig?: NodeJS.Signals): Promise<void> {
     // Under --cpu-prof a manager must exit by itself (SIGTERM) to write its profile.
-    const flags = this.opts.nodeFlags?.join(' ') ?? process.env.BENCH_NODE_FLAGS ?? '';
+    const flags = managerNodeFlags(this.opts.nodeFlags).join(' ');
     sig ??= flags.includes('--cpu-prof') ? 'SIGTERM' : 'SIGKILL';
     await Promise.all(this.members.map((m) => m.proc.stop(sig, 10_000)));
     if (!process.env.BENCH_KEEP_DIRS) rmSync(this.dir, { recursive: true, force: true });
