@@ -27,7 +27,10 @@ export class LogStamps {
       return; // not created yet
     }
     let last = this.seen.get(path);
-    if (last === undefined || last.ino !== st.ino) last = { ino: st.ino, size: loadStamps(`${path}.times`).at(-1)?.end ?? 0 };
+    // A new file (a new attempt) starts over. Its inode number alone does not tell: the file
+    // system reuses the number of a file just deleted, so a file smaller than the one last
+    // sampled is new too (a log only grows).
+    if (last === undefined || last.ino !== st.ino || st.size < last.size) last = { ino: st.ino, size: loadStamps(`${path}.times`).at(-1)?.end ?? 0 };
     this.seen.set(path, last);
     if (st.size <= last.size) return;
     try {
@@ -41,6 +44,12 @@ export class LogStamps {
   /** Stops tracking these files (their task ended or was removed). */
   forget(paths: string[]): void {
     for (const p of paths) this.seen.delete(p);
+  }
+
+  /** Stops tracking every file under `dir` (a task's directory about to be removed or made anew). */
+  forgetDir(dir: string): void {
+    const prefix = dir.endsWith('/') ? dir : `${dir}/`;
+    for (const p of [...this.seen.keys()]) if (p.startsWith(prefix)) this.seen.delete(p);
   }
 }
 

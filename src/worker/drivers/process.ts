@@ -441,6 +441,7 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
     if (this.joinExisting(taskId, attempt, hash, onEvent)) return; // already starting/running: never a duplicate
 
     const dir = join(this.tasksDir, taskDirName(taskId));
+    this.stamps.forgetDir(dir); // the previous attempt's log files go with the directory
     rmSync(dir, { recursive: true, force: true }); // leftovers of a removed task with this name
     mkdirSync(join(dir, 'work'), { recursive: true });
     // Secrets: one 0400 file each in <task>/secrets (0700), deleted when the task ends. Named
@@ -608,6 +609,7 @@ export class ProcessDriver extends DriverBase<LiveTask> implements Driver {
     }
     this.tasks.delete(taskId);
     this.forget(t);
+    this.stamps.forgetDir(t.dir);
     rmSync(t.dir, { recursive: true, force: true });
     this.log.info('process driver: removed task', { taskId });
   }
