@@ -204,7 +204,12 @@ describe.skipIf(!hasTmux && !process.env.CI)('board services view in tmux (real 
     const s = await waitScreen((s) => /endpoints of www \(routing mesh\)/.test(s) && row.test(s), `the endpoint row of ${first.taskId}`);
     expect(s).toMatch(/PORT\s+ENDPOINT\s+NODE\s+READY\s+STATE\s+HEALTH\s+TASK/);
     // The replica dies: its endpoint leaves the table (a replacement may come with a new task id).
-    for (const f of readdirSync(pidDir).filter((x) => x.startsWith(`${first.taskId}.`))) {
+    // Its pid file may come a moment after it counts as running (no health check): wait for it.
+    const pidFiles = await eventually(() => {
+      const fs = readdirSync(pidDir).filter((x) => x.startsWith(`${first.taskId}.`));
+      return fs.length > 0 ? fs : null;
+    }, 20_000, `the pid file of ${first.taskId}`);
+    for (const f of pidFiles) {
       try {
         process.kill(Number(f.slice(first.taskId.length + 1)), 'SIGKILL');
       } catch {}
