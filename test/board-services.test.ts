@@ -6,9 +6,9 @@
 // and an endpoint's row goes when its replica is SIGKILLed.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, ROOT, TestCluster, eventually, freePorts, killTaskProcesses, sleep } from './helpers/cluster.js';
+import { CLI, ROOT, TestCluster, eventually, freePorts, killTaskByPidFile, killTaskProcesses, sleep } from './helpers/cluster.js';
 import type { FlotillaClient } from '../src/client/client.js';
 import type { ServiceInfo, ServiceInspect } from '../src/protocol/api.js';
 import { normalizeServiceEndpoints, normalizeServices, normalizeServiceTasks, servicesLines, updateProgress } from '../src/cli/board/panes/services.js';
@@ -204,16 +204,7 @@ describe.skipIf(!hasTmux && !process.env.CI)('board services view in tmux (real 
     const s = await waitScreen((s) => /endpoints of www \(routing mesh\)/.test(s) && row.test(s), `the endpoint row of ${first.taskId}`);
     expect(s).toMatch(/PORT\s+ENDPOINT\s+NODE\s+READY\s+STATE\s+HEALTH\s+TASK/);
     // The replica dies: its endpoint leaves the table (a replacement may come with a new task id).
-    // Its pid file may come a moment after it counts as running (no health check): wait for it.
-    const pidFiles = await eventually(() => {
-      const fs = readdirSync(pidDir).filter((x) => x.startsWith(`${first.taskId}.`));
-      return fs.length > 0 ? fs : null;
-    }, 20_000, `the pid file of ${first.taskId}`);
-    for (const f of pidFiles) {
-      try {
-        process.kill(Number(f.slice(first.taskId.length + 1)), 'SIGKILL');
-      } catch {}
-    }
+    await killTaskByPidFile(pidDir, first.taskId);
     await waitScreen((s) => /tasks of www/.test(s) && !row.test(s), `the endpoint row of ${first.taskId} gone`);
     expect(((await client.get<ServiceInspect>('/v1/services/www')).endpoints ?? []).some((e) => e.taskId === first.taskId)).toBe(false);
     keys('Escape');

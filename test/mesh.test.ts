@@ -5,10 +5,10 @@
 // through the surviving worker (a refused connect is retried on the next replica); a plain
 // task cannot take the mesh's port; with no manager left, workers serve from their last table.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
-import { TestCluster, eventually, freePorts, killTaskProcesses, runCli, ROOT } from './helpers/cluster.js';
+import { TestCluster, eventually, freePorts, killTaskByPidFile, killTaskProcesses, runCli, ROOT } from './helpers/cluster.js';
 import type { FlotillaClient } from '../src/client/client.js';
 import type { ServiceInspect, TaskView } from '../src/protocol/api.js';
 import net from 'node:net';
@@ -37,15 +37,6 @@ function get(host: string, port: number): Promise<string | null> {
     req.on('timeout', () => req.destroy());
     req.on('error', () => resolve(null));
   });
-}
-
-/** SIGKILL the recorded processes of one task. */
-function killTask(taskId: string): void {
-  for (const f of readdirSync(pidDir).filter((x) => x.startsWith(`${taskId}.`))) {
-    try {
-      process.kill(Number(f.slice(taskId.length + 1)), 'SIGKILL');
-    } catch {}
-  }
 }
 
 async function readyTasks(): Promise<TaskView[]> {
@@ -126,7 +117,7 @@ describe('routing mesh (process driver, two loopback addresses)', () => {
     // The replica on w2 dies (SIGKILL): w1's mesh meets a refused connect and tries the other replica.
     const running = loop(4000);
     await new Promise((r) => setTimeout(r, 500));
-    killTask(onW2.id);
+    await killTaskByPidFile(pidDir, onW2.id);
     await running;
     console.log(`mesh: replica on w2 SIGKILLed: ${ok} ok, ${failures} failed`);
     expect(ok).toBeGreaterThan(10);
@@ -143,7 +134,7 @@ describe('routing mesh (process driver, two loopback addresses)', () => {
     // As a machine that dies takes its replicas along: w2 and the replica it runs, both SIGKILLed.
     const again = (await readyTasks()).find((t) => t.node === 'w2');
     await cluster.killAndWait('w2');
-    if (again !== undefined) killTask(again.id);
+    if (again !== undefined) await killTaskByPidFile(pidDir, again.id);
     await second;
     console.log(`mesh: worker w2 SIGKILLed: ${ok} ok, ${failures} failed`);
     expect(ok).toBeGreaterThan(10);

@@ -3,9 +3,9 @@
 // a SIGKILLed worker's replicas run again on the others; an update to a command that exits at
 // once rolls back by itself, and only the replaced slot gets a new task.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { TestCluster, eventually, killTaskProcesses, runCli } from './helpers/cluster.js';
+import { TestCluster, eventually, killTaskProcesses, runCli, taskPids } from './helpers/cluster.js';
 import type { FlotillaClient } from '../src/client/client.js';
 import type { ServiceInfo, ServiceInspect, TaskView } from '../src/protocol/api.js';
 
@@ -28,11 +28,7 @@ function webSpec(extra: Record<string, unknown> = {}) {
   };
 }
 
-function pidsOf(taskId: string): number[] {
-  return readdirSync(pidDir)
-    .filter((f) => f.startsWith(`${taskId}.`))
-    .map((f) => Number(f.slice(taskId.length + 1)));
-}
+const pidsOf = (taskId: string): number[] => taskPids(pidDir, taskId);
 
 const alive = (pid: number) => {
   try {
@@ -53,7 +49,8 @@ async function runningSlots(n: number, pred: (t: TaskView) => boolean = () => tr
   const live = s.tasks.filter((t) => t.desired === 'running');
   const bySlot = new Map<number, TaskView>();
   for (const t of live) {
-    if (t.state !== 'running' || !pred(t)) return null;
+    // Running and its command has begun (the task writes its pid file first thing).
+    if (t.state !== 'running' || !pred(t) || pidsOf(t.id).filter(alive).length !== 1) return null;
     if (bySlot.has(t.service!.slot)) return null;
     bySlot.set(t.service!.slot, t);
   }

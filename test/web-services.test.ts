@@ -10,7 +10,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { ROOT, TestCluster, eventually, freePorts, killTaskProcesses } from './helpers/cluster.js';
+import { ROOT, TestCluster, eventually, freePorts, killTaskByPidFile, killTaskProcesses } from './helpers/cluster.js';
 import { chromiumStatus, collectConsoleErrors, launchChromium, type ConsoleProblem } from './helpers/browser.js';
 import type { ServiceInfo, ServiceInspect, ServiceList } from '../src/protocol/api.js';
 
@@ -159,11 +159,7 @@ describe.skipIf(!chrome.available)('web page: services', () => {
     expect(await row.locator('[data-testid="endpoint-health"]').textContent()).toBe('-');
     // The service without a published port has no endpoints table.
     expect(await card().locator('[data-testid="service-endpoints"]').count()).toBe(0);
-    for (const f of readdirSync(pidDir).filter((x) => x.startsWith(`${first.taskId}.`))) {
-      try {
-        process.kill(Number(f.slice(first.taskId.length + 1)), 'SIGKILL');
-      } catch {}
-    }
+    await killTaskByPidFile(pidDir, first.taskId);
     await expect.poll(() => row.count(), { timeout: 30_000 }).toBe(0);
     expect(((await cluster.client().get<ServiceInspect>('/v1/services/meshsvc')).endpoints ?? []).some((e) => e.taskId === first.taskId)).toBe(false);
   }, 90_000);

@@ -254,3 +254,28 @@ export function killTaskProcesses(pidDir: string): void {
     }
   }
 }
+
+/** The pids recorded in `pidDir` for one task (files `<task>.<pid>`, written by the task itself). */
+export function taskPids(pidDir: string, taskId: string): number[] {
+  return readdirSync(pidDir)
+    .filter((f) => f.startsWith(`${taskId}.`))
+    .map((f) => Number(f.slice(taskId.length + 1)));
+}
+
+/**
+ * SIGKILLs one task's recorded processes. A task writes its pid file when its command starts,
+ * which can be a moment after the worker reports it running, so this waits for the file and
+ * fails if none comes: a kill that found nothing must not pass for one that happened.
+ */
+export async function killTaskByPidFile(pidDir: string, taskId: string, timeoutMs = 20_000): Promise<number[]> {
+  const pids = await eventually(() => {
+    const ps = taskPids(pidDir, taskId);
+    return ps.length > 0 ? ps : null;
+  }, timeoutMs, `the pid file of ${taskId}`);
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {}
+  }
+  return pids;
+}
