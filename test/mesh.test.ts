@@ -8,10 +8,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
-import { TestCluster, eventually, freePorts, killTaskByPidFile, killTaskProcesses, runCli, ROOT } from './helpers/cluster.js';
+import { TestCluster, eventually, freePorts, killTaskByPidFile, killTaskProcesses, runCli, ROOT, taskPids } from './helpers/cluster.js';
 import type { FlotillaClient } from '../src/client/client.js';
 import type { ServiceInspect, TaskView } from '../src/protocol/api.js';
 import net from 'node:net';
+import { spawn } from 'node:child_process';
 import { RoutingMesh } from '../src/worker/mesh.js';
 import { silentLogger } from '../src/log.js';
 
@@ -51,7 +52,7 @@ describe('routing mesh (process driver, two loopback addresses)', () => {
     pidDir = join(cluster.dir, 'pids');
     mkdirSync(pidDir);
     client = cluster.client(undefined, 20_000);
-    for (const [w, host] of Object.entries(HOSTS)) cluster.startWorker(w, ['--cpu', '2000', '--memory', '2g', '--listen', `${host}:0`]);
+    for (const [w, host] of Object.entries(HOSTS)) cluster.startWorker(w, ['--cpu', '2000', '--memory', '2g', '--listen', `${host}:0`, '--mesh-stall-timeout', '500']);
     await eventually(async () => (await client.get<{ nodes: { status: string }[] }>('/v1/nodes')).nodes.filter((n) => n.status === 'ready').length === 2, 20_000, '2 workers ready');
   }, 60_000);
 
@@ -100,6 +101,30 @@ describe('routing mesh (process driver, two loopback addresses)', () => {
     const out = await runCli(['--managers', cluster.addrs().join(','), 'service', 'inspect', 'web', '-o', 'json'], { env: cluster.cliEnv() });
     const view = JSON.parse(out.stdout) as ServiceInspect;
     expect(view.endpoints?.map((e) => e.taskId).sort()).toEqual(tasks.map((t) => t.id).sort());
+  }, 60_000);
+
+  it('a frozen replica (SIGSTOP: its kernel still accepts) costs one request, then gets no connection until it answers again', async () => {
+    const tasks = await readyTasks();
+    const frozen = tasks.find((t) => t.node === 'w2')!;
+    const pids = await eventually(() => {
+      const ps = taskPids(pidDir, frozen.id);
+      return ps.length > 0 ? ps : null;
+    }, 20_000, `the pid file of ${frozen.id}`);
+    for (const pid of pids) process.kill(pid, 'SIGSTOP');
+    try {
+      // Sequential requests through w1 (each on a new connection, 3 s client timeout): the one
+      // the round-robin sends to the frozen replica waits out its timeout; the mesh saw the
+      // replica answer nothing for 500 ms and sends every later one to the other.
+      const answers: (string | null)[] = [];
+      for (let i = 0; i < 12; i++) answers.push(await get(HOSTS.w1, published));
+      console.log(`mesh: replica ${frozen.id} frozen: ${answers.filter((a) => a !== null).length} ok, ${answers.filter((a) => a === null).length} failed`);
+      expect(answers.filter((a) => a === null)).toHaveLength(1);
+      expect(answers.filter((a) => a !== null).every((a) => a !== frozen.id)).toBe(true);
+    } finally {
+      for (const pid of pids) process.kill(pid, 'SIGCONT');
+    }
+    // Thawed, it answers again: within the set-aside time (10 s at first) it takes requests again.
+    await eventually(async () => (await get(HOSTS.w1, published)) === frozen.id, 30_000, `${frozen.id} answers through w1 again`);
   }, 60_000);
 
   it('a killed replica and a SIGKILLed worker (with its replica) cost at most the request in flight through the surviving worker', async () => {
@@ -234,6 +259,73 @@ describe('RoutingMesh (one worker, loopback)', () => {
       await mesh.close();
       await a.close();
       await b.close();
+    }
+  });
+
+  it('a replica that accepts and answers nothing (a frozen process) is set aside after one stall, and taken back when it answers', async () => {
+    // Two replicas that answer their name once the client has spoken: one a plain server in
+    // this process, the other a child process that this test freezes with SIGSTOP.
+    const a = net.createServer((c) => {
+      c.on('error', () => {});
+      c.once('data', () => c.end('a\n'));
+    });
+    await new Promise<void>((r) => a.listen(0, '127.0.0.1', () => r()));
+    const child = spawn(process.execPath, ['-e', `
+      const net = require('node:net');
+      const s = net.createServer((c) => { c.on('error', () => {}); c.once('data', () => c.end('frozen\\n')); });
+      s.listen(0, '127.0.0.1', () => console.log(s.address().port));
+    `], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const childPort = await new Promise<number>((r) => child.stdout!.once('data', (d: Buffer) => r(Number(d.toString().trim()))));
+    const ask = (port: number, timeoutMs: number): Promise<string | null> => new Promise((resolve) => {
+      const c = net.connect({ host: '127.0.0.1', port }, () => c.write('hello\n'));
+      let body = '';
+      c.setEncoding('utf8');
+      c.setTimeout(timeoutMs, () => c.destroy());
+      c.on('data', (d: string) => (body += d));
+      c.on('close', () => resolve(body === '' ? null : body.trim()));
+      c.on('error', () => {});
+    });
+    const backends = [{ taskId: 'a', host: '127.0.0.1', port: (a.address() as net.AddressInfo).port }, { taskId: 'frozen', host: '127.0.0.1', port: childPort }];
+    const [published, published2] = await freePorts(2);
+    const mesh = new RoutingMesh({ host: '127.0.0.1', log: silentLogger, stallTimeoutMs: 300, setAsideMs: 60_000 });
+    const off = new RoutingMesh({ host: '127.0.0.1', log: silentLogger, stallTimeoutMs: 0 });
+    try {
+      mesh.update([{ service: 'web', published: published!, protocol: 'tcp', backends }]);
+      off.update([{ service: 'web', published: published2!, protocol: 'tcp', backends }]);
+      await eventually(() => mesh.status()[0]?.listening === true && off.status()[0]?.listening === true, 5000, 'listening');
+      expect(await ask(published!, 2000)).toBe('a');
+      expect(await ask(published!, 2000)).toBe('frozen');
+      process.kill(child.pid!, 'SIGSTOP');
+
+      // Frozen: the connect still succeeds (the kernel accepts into the backlog), nothing answers.
+      const answers: (string | null)[] = [];
+      for (let i = 0; i < 8; i++) answers.push(await ask(published!, 1000));
+      expect(answers.filter((x) => x === null)).toHaveLength(1);
+      expect(answers.filter((x) => x === 'a')).toHaveLength(7);
+      expect(mesh.stalls).toBe(1);
+      expect(mesh.status()[0]!.setAside).toEqual(['frozen']);
+      // With the watch off (--mesh-stall-timeout 0), every other request goes to the frozen one.
+      const offAnswers: (string | null)[] = [];
+      for (let i = 0; i < 4; i++) offAnswers.push(await ask(published2!, 500));
+      expect(offAnswers.filter((x) => x === null)).toHaveLength(2);
+      expect(off.stalls).toBe(0);
+
+      // Thawed, it answers, and is taken back at once (long before its 60 s aside ends). With
+      // 'a' refusing, the mesh tries the set-aside replica as its last resort.
+      await new Promise<void>((r) => a.close(() => r()));
+      const lastResort = ask(published!, 5000);
+      await new Promise((r) => setTimeout(r, 300));
+      process.kill(child.pid!, 'SIGCONT');
+      expect(await lastResort).toBe('frozen');
+      expect(mesh.status()[0]!.setAside).toEqual([]);
+    } finally {
+      try {
+        process.kill(child.pid!, 'SIGCONT');
+      } catch {}
+      child.kill('SIGKILL');
+      await mesh.close();
+      await off.close();
+      a.close();
     }
   });
 

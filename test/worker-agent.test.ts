@@ -599,6 +599,8 @@ describe('runWorker flags', () => {
     [{ id: 'w1', managers: '127.0.0.1:7001', listen: 'nope' }, /'--listen' must be host:port/],
     [{ id: 'w1', managers: '127.0.0.1:7001', tokenFile: '/no/such/file' }, /'--token-file' \/no\/such\/file cannot be read/],
     [{ id: 'w1', managers: '127.0.0.1:7001', stopGrace: '-1' }, /'--stop-grace'/],
+    [{ id: 'w1', managers: '127.0.0.1:7001', meshStallTimeout: '10s' }, /'--mesh-stall-timeout' must be 0 \(off\) or whole milliseconds/],
+    [{ id: 'w1', managers: '127.0.0.1:7001', meshStallTimeout: '5' }, /'--mesh-stall-timeout'/],
   ])('rejects %j', (flags, msg) => {
     let err: unknown;
     try {
@@ -609,6 +611,12 @@ describe('runWorker flags', () => {
     expect(err).toBeInstanceOf(FlotillaError);
     expect((err as FlotillaError).code).toBe('bad_request');
     expect((err as FlotillaError).message).toMatch(msg);
+  });
+
+  it('takes the mesh stall timeout, 10 s by default, 0 for off', () => {
+    expect(parse({ id: 'w1', managers: '127.0.0.1:7001' }).meshStallTimeoutMs).toBe(10_000);
+    expect(parse({ id: 'w1', managers: '127.0.0.1:7001', meshStallTimeout: '0' }).meshStallTimeoutMs).toBe(0);
+    expect(parse({ id: 'w1', managers: '127.0.0.1:7001', meshStallTimeout: '2500' }).meshStallTimeoutMs).toBe(2500);
   });
 
   it('takes several drivers', () => {

@@ -20,6 +20,7 @@ export function registerWorkerCommand(program: Command): void {
     .option('--publish-host <ip>', 'IPv4 address the docker engine publishes task ports on, reported to the routing mesh (default: every address; up --netns: the test bed\'s host address)')
     .option('--stop-grace <ms>', 'ms between SIGTERM and SIGKILL when a task is stopped', '10000')
     .option('--usage-interval <ms>', 'ms between CPU/memory samples sent to the leader (flotilla top); 0: none', '5000')
+    .option('--mesh-stall-timeout <ms>', 'routing mesh: a replica that answers none of a client\'s bytes within this long gets no new connections for a while (it may be frozen); 0: off. Raise it for long polls', '10000')
     .option('--dns-port <port>', "port of this node's DNS server for service names (tasks get FLOTILLA_DNS=host:port); 0: any free port, off: none (default auto: 53 as root on a non-loopback address, else any free port)")
     .option('--log-level <level>', 'debug | info | warn | error', 'info')
     .addHelpText(

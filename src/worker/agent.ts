@@ -89,6 +89,8 @@ export interface WorkerAgentOptions {
   retainFinishedMs?: number;
   /** How often CPU and memory are measured and sent to the leader (ms; 0: never). Default 5 s. */
   usageIntervalMs?: number;
+  /** Routing mesh: a replica that answers none of a client's bytes this long is set aside (ms; 0: never). Default 10 s. */
+  meshStallTimeoutMs?: number;
   /**
    * Called when the worker cannot go on (e.g. another live worker of its cluster holds its
    * node id on the Docker engine); the agent closes itself. The CLI exits with the message.
@@ -292,7 +294,7 @@ export class WorkerAgent {
       onUnhealthy: (taskId, attempt, reason) => void this.enqueue(taskId, () => this.stopUnhealthy(taskId, attempt, reason)),
       timers: opts.timers,
     });
-    this.mesh = new RoutingMesh({ host: listenHost(opts.listen), log: this.log });
+    this.mesh = new RoutingMesh({ host: listenHost(opts.listen), log: this.log, ...(opts.meshStallTimeoutMs !== undefined ? { stallTimeoutMs: opts.meshStallTimeoutMs } : {}) });
     this.http = opts.http === false ? null : new WorkerHttpServer(
       {
         id: this.id,

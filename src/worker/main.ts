@@ -49,6 +49,8 @@ export interface WorkerFlags {
   usageInterval?: string;
   /** Port of the node's DNS server (dns.ts): a number (0 picks one) or 'off'. Default: see `dnsPortDefault`. */
   dnsPort?: string;
+  /** Routing mesh: ms a replica has to answer a client's first bytes before it is set aside (0: never). Default 10000. */
+  meshStallTimeout?: string;
   logLevel?: string;
 }
 
@@ -112,6 +114,7 @@ export interface WorkerConfig {
   publishHost?: string;
   stopGraceMs: number;
   usageIntervalMs: number;
+  meshStallTimeoutMs: number;
   /** null: no DNS server; 'auto': see `dnsPortDefault`. */
   dnsPort: number | 'auto' | null;
   logLevel: LogLevel;
@@ -225,13 +228,20 @@ export function parseWorkerFlags(flags: WorkerFlags, env: NodeJS.ProcessEnv = pr
       if (!/^\d{1,5}$/.test(flags.dnsPort) || dnsPort > 65535) bad(`Cannot start worker as '--dns-port' must be a port from 0 (pick one) to 65535, 'auto' or 'off' (got '${flags.dnsPort}')`);
     }
   }
+  let meshStallTimeoutMs = 10_000;
+  if (flags.meshStallTimeout !== undefined) {
+    meshStallTimeoutMs = Number(flags.meshStallTimeout);
+    if (!Number.isInteger(meshStallTimeoutMs) || (meshStallTimeoutMs !== 0 && (meshStallTimeoutMs < 100 || meshStallTimeoutMs > 3_600_000))) {
+      bad(`Cannot start worker as '--mesh-stall-timeout' must be 0 (off) or whole milliseconds from 100 to 3600000 (got '${flags.meshStallTimeout}')`);
+    }
+  }
   const logLevel = (flags.logLevel ?? 'info') as LogLevel;
   if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) bad(`Cannot start worker as '--log-level' must be debug, info, warn or error (got '${flags.logLevel}')`);
 
   const stateDir = flags.stateDir ?? join(env.FLOTILLA_DIR ?? '.flotilla', 'workers', id);
   if (stateDir.trim() === '') bad("Cannot start worker as '--state-dir' must not be empty");
 
-  const cfg: WorkerConfig = { id, managers, token: token!, drivers, labels, resources, stateDir, listen, stopGraceMs, usageIntervalMs, dnsPort, logLevel };
+  const cfg: WorkerConfig = { id, managers, token: token!, drivers, labels, resources, stateDir, listen, stopGraceMs, usageIntervalMs, meshStallTimeoutMs, dnsPort, logLevel };
   if (advertise !== undefined) cfg.advertise = advertise;
   if (flags.publishHost !== undefined) cfg.publishHost = flags.publishHost;
   return cfg;
@@ -275,6 +285,7 @@ export async function runWorker(flags: WorkerFlags, opts: RunWorkerOptions = {})
     advertise: cfg.advertise,
     stopGraceMs: cfg.stopGraceMs,
     usageIntervalMs: cfg.usageIntervalMs,
+    meshStallTimeoutMs: cfg.meshStallTimeoutMs,
     ...(dns !== null ? { dns } : {}),
     log,
     onFatal: (e) => {

@@ -10,6 +10,18 @@
 // can retry a refused connect on another replica — a kernel NAT rule commits a connection to
 // one backend before knowing whether it answers. It costs a copy through this process.
 //
+// A replica can also accept a connection and then say nothing: a frozen process (the kernel
+// still completes handshakes into its listen backlog), or a port proxy whose container port is
+// gone. Its connect succeeds, so the retry above never sees it. The mesh watches for it: a
+// replica that was sent a client's bytes and answered none of them within `stallTimeoutMs` is
+// set aside — new connections go to the other replicas — for `setAsideMs`, doubling while it
+// stalls again (at most 8×). The stalled connection itself is left alone (a slow answer may
+// still come; it is the client's to time out, as it would be without the mesh). A replica that
+// answers on any connection is taken back at once. If every replica is set aside, all are used
+// (an aside is a preference, never a reason to refuse). The health check, when the service has
+// one, removes such a replica from the table too, but only after its retries; this acts on
+// the first stalled request.
+//
 // The table survives sessions: a worker that loses its leader keeps serving from the last
 // table it got until a new leader sends the next one.
 import net from 'node:net';
@@ -28,6 +40,23 @@ export interface RoutingMeshOptions {
   maxConnections?: number;
   /** A port that cannot be bound (in use) is tried again this often (ms). Default 2000. */
   rebindMs?: number;
+  /**
+   * A replica sent a client's bytes that answers none within this long is set aside (ms; 0:
+   * never). Default 10000. A protocol whose server may stay silent longer after the client
+   * spoke (a long poll, a log sink that never answers) wants it longer, or 0.
+   */
+  stallTimeoutMs?: number;
+  /** How long a replica is first set aside after a stall (ms); doubles per stall in a row, up to 8×. Default 10000. */
+  setAsideMs?: number;
+  /** Default Date.now (tests). */
+  now?: () => number;
+}
+
+/** A replica that stalled: until when it is set aside, and how many stalls in a row. */
+interface Aside {
+  until: number;
+  stalls: number;
+  taskId: string;
 }
 
 interface Listener {
@@ -49,6 +78,8 @@ export interface MeshPortStatus {
   error: string | null;
   backends: MeshBackend[];
   connections: number;
+  /** Task ids of this port's replicas set aside now (they stalled; see the header). */
+  setAside: string[];
 }
 
 export class RoutingMesh {
@@ -56,11 +87,15 @@ export class RoutingMesh {
   private readonly opts: Required<Omit<RoutingMeshOptions, 'log'>> & { log: Logger };
   private closed = false;
   private active = 0;
+  /** Replicas that stalled, by host:port (one replica may serve several published ports). */
+  private readonly aside = new Map<string, Aside>();
   /** Connections that reached no replica (all attempts failed), since start. */
   failed = 0;
+  /** Stalls seen (a replica sent bytes answered none in time), since start. */
+  stalls = 0;
 
   constructor(opts: RoutingMeshOptions) {
-    this.opts = { connectTimeoutMs: 2000, maxAttempts: 3, maxConnections: 4096, rebindMs: 2000, ...opts };
+    this.opts = { connectTimeoutMs: 2000, maxAttempts: 3, maxConnections: 4096, rebindMs: 2000, stallTimeoutMs: 10_000, setAsideMs: 10_000, now: Date.now, ...opts };
   }
 
   /** Follow a new table: open listeners for new ports, swap backends, close removed ports. */
@@ -80,6 +115,35 @@ export class RoutingMesh {
       this.bind(created);
     }
     for (const [published, l] of this.listeners) if (!seen.has(published)) this.drop(l);
+    // Forget replicas no port has any more (their address may be reused by a new replica).
+    const live = new Set<string>();
+    for (const l of this.listeners.values()) for (const b of l.port.backends) live.add(backendKey(b));
+    for (const k of this.aside.keys()) if (!live.has(k)) this.aside.delete(k);
+  }
+
+  private isAside(b: MeshBackend, now: number): boolean {
+    const a = this.aside.get(backendKey(b));
+    return a !== undefined && a.until > now;
+  }
+
+  /** A replica sent bytes answered none in time: set it aside, longer each stall in a row. */
+  private stalled(b: MeshBackend, l: Listener): void {
+    this.stalls++;
+    const key = backendKey(b);
+    const prev = this.aside.get(key);
+    const stalls = (prev?.stalls ?? 0) + 1;
+    const ms = this.opts.setAsideMs * 2 ** Math.min(stalls - 1, 3);
+    this.aside.set(key, { until: this.opts.now() + ms, stalls, taskId: b.taskId });
+    this.opts.log.warn('routing mesh: a replica accepted a connection and answered nothing; new connections go to the others for a while', {
+      port: l.port.published, service: l.port.service, task: b.taskId, replica: key, silentMs: this.opts.stallTimeoutMs, setAsideMs: ms,
+    });
+  }
+
+  /** A replica answered: it is no longer set aside. */
+  private answered(b: MeshBackend, l: Listener): void {
+    const key = backendKey(b);
+    if (!this.aside.delete(key)) return;
+    this.opts.log.info('routing mesh: a set-aside replica answered; it takes connections again', { port: l.port.published, service: l.port.service, task: b.taskId, replica: key });
   }
 
   status(): MeshPortStatus[] {
@@ -90,6 +154,7 @@ export class RoutingMesh {
       error: l.error,
       backends: [...l.port.backends],
       connections: l.conns.size,
+      setAside: l.port.backends.filter((b) => this.isAside(b, this.opts.now())).map((b) => b.taskId),
     }));
   }
 
@@ -137,6 +202,38 @@ export class RoutingMesh {
     return new Promise((res) => server.close(() => res()));
   }
 
+  /**
+   * Watch one proxied connection for a stall: from the client's first bytes, the replica has
+   * `stallTimeoutMs` to send its first. Its first bytes end the watch (and take it back if it
+   * was set aside). A server that speaks first is answered before it is ever watched.
+   */
+  private watchStall(l: Listener, b: MeshBackend, client: net.Socket, upstream: net.Socket): void {
+    let timer: NodeJS.Timeout | null = null;
+    const onClientData = (): void => {
+      client.off('data', onClientData);
+      if (this.opts.stallTimeoutMs <= 0 || timer !== null || answered) return;
+      timer = setTimeout(() => {
+        timer = null;
+        this.stalled(b, l);
+      }, this.opts.stallTimeoutMs);
+      timer.unref();
+    };
+    let answered = false;
+    const stop = (): void => {
+      if (timer !== null) clearTimeout(timer);
+      timer = null;
+      client.off('data', onClientData);
+    };
+    client.on('data', onClientData);
+    upstream.once('data', () => {
+      answered = true;
+      stop();
+      this.answered(b, l);
+    });
+    upstream.once('close', stop);
+    client.once('close', stop);
+  }
+
   private accept(l: Listener, client: net.Socket): void {
     if (this.closed || this.active >= this.opts.maxConnections || this.listeners.get(l.port.published) !== l) {
       client.destroy();
@@ -167,10 +264,15 @@ export class RoutingMesh {
       if (upstream !== null) linger(upstream);
     });
 
-    const backends = l.port.backends;
-    const attempts = Math.min(backends.length, this.opts.maxAttempts);
+    // The round-robin order from this connection's turn, replicas set aside last: they are
+    // tried only when the others refuse, and used as they are when every one is set aside.
+    const all = l.port.backends;
     const start = l.next;
-    l.next = backends.length === 0 ? 0 : (l.next + 1) % backends.length;
+    l.next = all.length === 0 ? 0 : (l.next + 1) % all.length;
+    const now = this.opts.now();
+    const rotated = all.map((_, i) => all[(start + i) % all.length]!);
+    const order = [...rotated.filter((b) => !this.isAside(b, now)), ...rotated.filter((b) => this.isAside(b, now))];
+    const attempts = Math.min(order.length, this.opts.maxAttempts);
     const tryAt = (i: number): void => {
       if (client.destroyed) return;
       if (i >= attempts) {
@@ -179,7 +281,7 @@ export class RoutingMesh {
         client.destroy();
         return;
       }
-      const b = backends[(start + i) % backends.length]!;
+      const b = order[i]!;
       const s = net.connect({ host: b.host, port: b.port, allowHalfOpen: true });
       upstream = s;
       const timer = setTimeout(() => s.destroy(new Error('connect timeout')), this.opts.connectTimeoutMs);
@@ -199,6 +301,7 @@ export class RoutingMesh {
         }
         s.on('error', abort);
         s.on('close', () => linger(client));
+        this.watchStall(l, b, client, s);
         s.pipe(client);
         client.pipe(s);
         client.resume();
@@ -210,6 +313,8 @@ export class RoutingMesh {
 
 /** How long one side of a proxied connection may outlive the other (ms). */
 const LINGER_MS = 5000;
+
+const backendKey = (b: MeshBackend): string => `${b.host}:${b.port}`;
 
 /** The host part of a host:port listen address ("[::1]:0" → "::1"). */
 export function listenHost(addr: string | undefined): string {
