@@ -33,7 +33,8 @@ import { MAX_SESSION_FRAME, type ManagerToWorker } from '../src/protocol/session
 import { checkJoin } from '../src/manager/auth.js';
 import { FlotillaError } from '../src/protocol/errors.js';
 import { formatPath, parseTaskSpec, type TaskSpec } from '../src/protocol/spec.js';
-import { ClusterState, canonicalJson, encodeCommand, type ApplyResult, type Command } from '../src/manager/state.js';
+import { ClusterState, canonicalJson, encodeCommand, type ApplyResult, type Command, type TaskReport } from '../src/manager/state.js';
+import { reportIgnored } from '../src/manager/state/tasks.js';
 import { SECRET, TestCluster } from './helpers/cluster.js';
 import { splitAddr } from '../src/client/client.js';
 
@@ -1184,6 +1185,81 @@ describe('state machine', () => {
     );
     expect(stats.rejected).toBeGreaterThan(1000);
     expect(stats.applied).toBeGreaterThan(1000);
+  });
+
+  it("the leader's report filter agrees with the apply: a report is dropped before the log exactly when applying it would change nothing", async () => {
+    // The dispatcher drops a registering worker's reports that `reportIgnored` names (dispatcher.ts
+    // `register`); the apply decides with the same function. This checks the promise behind
+    // that: an ignored report leaves the state as it was, a kept one changes it.
+    const reportArb = fc.record({
+      pick: fc.nat(10),
+      sameNode: fc.boolean(),
+      attemptDelta: fc.constantFrom(0, 0, 0, -1, 1, undefined),
+      state: fc.constantFrom('starting', 'running', 'running', 'succeeded', 'failed', 'stopped'),
+      detail: fc.constantFrom(undefined, 'same', 'pulling'),
+      health: fc.constantFrom(undefined, 'same', 'healthy', 'unhealthy'),
+      at: atArb,
+    });
+    const stats = { dropped: 0, kept: 0 };
+    await check(
+      'report filter',
+      fc.property(fc.array(singleCommandArb, { minLength: 5, maxLength: 40 }), fc.array(reportArb, { minLength: 1, maxLength: 6 }), (cmds, reports) => {
+        const state = new ClusterState({ eventCapacity: 64 });
+        let index = 0;
+        // Two nodes, three tasks: two assigned (one of them running), then the random commands.
+        const seed: unknown[] = [
+          ...NODE_IDS.map((id) => ({ type: 'node.register', node: { id, resources: { cpu: 4000, memory: 2 ** 33 }, drivers: ['process'] }, at: 1000 })),
+          ...TASK_IDS.map((id) => ({ type: 'task.create', id, spec: parseTaskSpec({ name: id, driver: 'process', containers: [{ command: ['sleep', '60'] }] }), at: 1000 })),
+          { type: 'task.assign', placements: [{ taskId: 't1', nodeId: 'w1' }, { taskId: 't2', nodeId: 'w2' }], term: 1, at: 1000 },
+          { type: 'task.report', reports: [{ taskId: 't1', nodeId: 'w1', state: 'running', at: 1001, attempt: 1 }] },
+        ];
+        for (const c of [...seed, ...cmds]) state.apply(c as Command, { index: ++index, term: 1 });
+        const tasks = state.listTasks().filter((t) => t.node !== null);
+        for (const g of reports) {
+          const t = tasks.length > 0 ? tasks[g.pick % tasks.length]! : undefined;
+          const taskId = t?.id ?? TASK_IDS[g.pick % TASK_IDS.length]!;
+          const known = state.getTask(taskId);
+          const r: Record<string, unknown> = {
+            taskId,
+            nodeId: g.sameNode ? (known?.node ?? 'w1') : 'w2',
+            state: g.state,
+            at: g.at,
+          };
+          if (g.attemptDelta !== undefined) r.attempt = Math.max(1, (known?.attempt ?? 1) + g.attemptDelta);
+          if (g.detail !== undefined) r.detail = g.detail === 'same' ? (known?.detail ?? '') : g.detail;
+          if (g.health !== undefined) {
+            r.health = g.health === 'same' && known?.health !== undefined ? known.health : { status: g.health === 'unhealthy' ? 'unhealthy' : 'healthy', failingStreak: 0, at: g.at };
+          }
+          const why = reportIgnored(state.getTask(taskId), r as unknown as TaskReport);
+          // The oracle, written out on its own: a report about the live task on its node and
+          // attempt that moves its state forward or brings a new detail or health is news.
+          const order = ['pending', 'assigned', 'starting', 'running'];
+          const live = known !== undefined && known.node === r.nodeId && (r.attempt === undefined || r.attempt === known.attempt) && order.includes(known.state);
+          // A terminal report ends a live task; a live state must be later than the recorded one.
+          const forward = live && (order.includes(g.state) ? order.indexOf(g.state) > order.indexOf(known.state) : true);
+          const sameButNew =
+            live && g.state === known.state && ((r.detail !== undefined && r.detail !== known.detail) || (r.health !== undefined && JSON.stringify(r.health) !== JSON.stringify(known.health)));
+          const news = forward || sameButNew;
+          ok((why === null) === news, () => `the filter ${why === null ? 'keeps' : `drops ('${why}')`} ${show(r)} for ${show(known)}`);
+          const before = content(state);
+          const res = state.apply({ type: 'task.report', reports: [r] } as unknown as Command, { index: ++index, term: 1 });
+          ok(res.ok, 'task.report applies');
+          const value = (res as { value: { applied: number; ignored: { reason: string }[] } }).value;
+          if (why !== null) {
+            stats.dropped++;
+            ok(value.applied === 0 && value.ignored[0]?.reason === why, () => `filter said '${why}', apply said ${show(value)} for ${show(r)}`);
+            ok(content(state) === before, () => `a report the filter drops ('${why}') changed the state: ${show(r)}`);
+          } else {
+            stats.kept++;
+            ok(value.applied === 1, () => `filter kept ${show(r)}, apply ignored it: ${show(value)}`);
+            ok(content(state) !== before, () => `a report the filter keeps changed nothing: ${show(r)}`);
+          }
+        }
+      }),
+      300,
+    );
+    expect(stats.dropped).toBeGreaterThan(100);
+    expect(stats.kept).toBeGreaterThan(50);
   });
 });
 

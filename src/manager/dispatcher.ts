@@ -34,6 +34,7 @@ import { MAX_DELIVERED_SECRET_BYTES, type DeliveredSecret } from '../protocol/se
 import { checkJoin, nodeCredential, nodeEpoch, workerToken } from './auth.js';
 import { monoNow, systemTimers, wallNow, type Timers } from '../clock.js';
 import { reportedHealth } from './state/task-health.js';
+import { reportIgnored } from './state/tasks.js';
 import { meshPublish, meshTable, nameTable, reportedPorts } from './endpoints.js';
 import { MESH_FEATURE, NAMES_FEATURE } from '../protocol/session.js';
 
@@ -361,7 +362,10 @@ export class Dispatcher implements LeaderService {
     const s: Session = { id: randomUUID(), nodeId: msg.nodeId, link: ws, lastHeartbeat: monoNow(), lastAssignments: '', heartbeatPending: false, welcomed: false, mesh: Array.isArray(msg.features) && msg.features.includes(MESH_FEATURE), names: Array.isArray(msg.features) && msg.features.includes(NAMES_FEATURE), lastEndpoints: '' };
     this.sessions.set(msg.nodeId, s);
     const at = wallNow();
-    const reports = this.toReports(msg.nodeId, msg.tasks);
+    // Only the reports that change something go through the log: after a leader change every
+    // worker registers again with every task it runs, nearly all as the state already has them.
+    const all = this.toReports(msg.nodeId, msg.tasks);
+    const reports = all.filter((r) => reportIgnored(this.m.state.getTask(r.taskId), r) === null);
     const cmds: SingleCommand[] = [
       {
         type: 'node.register',
@@ -397,7 +401,7 @@ export class Dispatcher implements LeaderService {
     s.welcomed = true;
     const clusterId = workerClusterId(this.d.clusterId(), this.secret);
     this.send(ws, { t: 'welcome', sessionId: s.id, heartbeatMs: hb, managers: this.managerAddrs(), term: this.d.lead.term() ?? 0, credential, clusterId });
-    this.log.info(`worker ${msg.nodeId} registered`, { tasks: msg.tasks.length, remote });
+    this.log.info(`worker ${msg.nodeId} registered`, { tasks: msg.tasks.length, changed: reports.length, remote });
     this.dirtyNodes.add(msg.nodeId);
     this.endpointsDirty = true;
     this.d.onRegistered?.(msg.nodeId);

@@ -27,6 +27,7 @@ import {
   type TaskCreateCommand,
   type TaskPendingCommand,
   type TaskRemoveCommand,
+  type TaskReport,
   type TaskReportCommand,
   type TaskRestartCommand,
   type TaskStopCommand,
@@ -268,37 +269,18 @@ export class TaskTable {
         ignored.push({ taskId: r.taskId, nodeId: r.nodeId, reason });
       };
       const task = this.tasks.get(r.taskId);
-      if (task === undefined) {
-        ignore('no such task');
-        continue;
-      }
-      if (task.node !== r.nodeId) {
-        ignore(task.node === null ? 'task is not assigned to a node' : `task is assigned to ${task.node}`);
-        continue;
-      }
-      if (r.attempt !== undefined && r.attempt !== task.attempt) {
-        ignore(`report is for attempt ${r.attempt}, task is on attempt ${task.attempt}`);
-        continue;
-      }
-      if (isTerminal(task.state)) {
-        ignore(`task is already ${task.state}`);
-        continue;
-      }
-      if (STATE_RANK[r.state] < STATE_RANK[task.state]) {
-        ignore(`task is already ${task.state}`);
+      const why = reportIgnored(task, r);
+      if (task === undefined || why !== null) {
+        ignore(why ?? 'no such task');
         continue;
       }
       const health = healthChanged(r.health, task.health) ? { health: r.health } : {};
       const ports = portsChanged(r.ports, task.ports) ? { ports: r.ports } : {};
       if (r.state === task.state) {
-        if ((r.detail !== undefined && r.detail !== task.detail) || 'health' in health || 'ports' in ports) {
-          const next = changed(task, { detail: r.detail ?? task.detail, ...health, ...ports, updatedAt: r.at, version: this.log.entry.index });
-          this.writeTask(next, task);
-          this.log.emit({ type: 'task.updated', task: summarize(next), prevState: task.state, change: 'health' in health ? 'health' : 'detail' });
-          applied++;
-        } else {
-          ignore('no change');
-        }
+        const next = changed(task, { detail: r.detail ?? task.detail, ...health, ...ports, updatedAt: r.at, version: this.log.entry.index });
+        this.writeTask(next, task);
+        this.log.emit({ type: 'task.updated', task: summarize(next), prevState: task.state, change: 'health' in health ? 'health' : 'detail' });
+        applied++;
         continue;
       }
       this.transition(task, r.state, {
@@ -576,6 +558,24 @@ function withPorts(p: Task['ports']): Pick<Task, 'ports'> {
 }
 
 /** Whether a report's port bindings change the task's (a report without any changes nothing). */
+/**
+ * Why `task.report` would ignore this report for `task` (null: it applies and changes the
+ * task). One place decides, for the apply and for the leader, which drops such reports before
+ * proposing them (a worker registering again after a leader change reports every task it
+ * runs, almost all unchanged: proposing them would send them through the log for nothing).
+ */
+export function reportIgnored(task: Task | undefined, r: Omit<TaskReport, 'taskId' | 'at'>): string | null {
+  if (task === undefined) return 'no such task';
+  if (task.node !== r.nodeId) return task.node === null ? 'task is not assigned to a node' : `task is assigned to ${task.node}`;
+  if (r.attempt !== undefined && r.attempt !== task.attempt) return `report is for attempt ${r.attempt}, task is on attempt ${task.attempt}`;
+  if (isTerminal(task.state)) return `task is already ${task.state}`;
+  if (STATE_RANK[r.state] < STATE_RANK[task.state]) return `task is already ${task.state}`;
+  if (r.state === task.state && !(r.detail !== undefined && r.detail !== task.detail) && !healthChanged(r.health, task.health) && !portsChanged(r.ports, task.ports)) {
+    return 'no change';
+  }
+  return null;
+}
+
 function portsChanged(reported: Task['ports'], known: Task['ports']): boolean {
   if (reported === undefined) return false;
   return JSON.stringify(reported.map((p) => [p.container, p.hostPort, p.hostIp ?? ''])) !== JSON.stringify((known ?? []).map((p) => [p.container, p.hostPort, p.hostIp ?? '']));
