@@ -129,6 +129,8 @@ export class Dispatcher implements LeaderService {
   private leading = false;
   private cancels: (() => void)[] = [];
   private reports: TaskReport[] = [];
+  /** Proposals carrying reports of a node that have not ended yet, by node. */
+  private readonly reportsInFlight = new Map<string, number>();
   private reportsFlushing = false;
   private dirtyNodes = new Set<string>();
   private allDirty = false;
@@ -364,8 +366,14 @@ export class Dispatcher implements LeaderService {
     const at = wallNow();
     // Only the reports that change something go through the log: after a leader change every
     // worker registers again with every task it runs, nearly all as the state already has them.
+    // The state decides that only when it is complete for this node: this term caught up (it
+    // holds all the previous leader committed) and none of this node's own reports is queued
+    // or in flight (an older report committed after a dropped newer one would win). Commands
+    // the leader itself has in flight cannot make a dropped report matter: they move the task
+    // to another attempt, node or an end, where the apply ignores the report anyway.
     const all = this.toReports(msg.nodeId, msg.tasks);
-    const reports = all.filter((r) => reportIgnored(this.m.state.getTask(r.taskId), r) === null);
+    const complete = this.d.lead.caughtUp() && !this.reportsPending(msg.nodeId);
+    const reports = complete ? all.filter((r) => reportIgnored(this.m.state.getTask(r.taskId), r) === null) : all;
     const cmds: SingleCommand[] = [
       {
         type: 'node.register',
@@ -375,6 +383,7 @@ export class Dispatcher implements LeaderService {
     ];
     if (reports.length > 0) cmds.push({ type: 'task.report', reports });
     let results: unknown;
+    const release = this.reportsGoing(reports.length > 0 ? [msg.nodeId] : []);
     try {
       results = await this.m.proposer.propose({ type: 'batch', commands: cmds });
     } catch (e) {
@@ -382,6 +391,8 @@ export class Dispatcher implements LeaderService {
       ws.close(4009, 'registration failed');
       this.sessions.delete(msg.nodeId);
       return null;
+    } finally {
+      release();
     }
     // The batch commits even when its node.register is refused (bad labels, resources, …):
     // then there is no node to welcome.
@@ -406,6 +417,23 @@ export class Dispatcher implements LeaderService {
     this.endpointsDirty = true;
     this.d.onRegistered?.(msg.nodeId);
     return s;
+  }
+
+  /** Whether reports of this node are queued or in flight (see `register`). */
+  private reportsPending(nodeId: string): boolean {
+    return (this.reportsInFlight.get(nodeId) ?? 0) > 0 || this.reports.some((r) => r.nodeId === nodeId);
+  }
+
+  /** Count proposals carrying these nodes' reports as in flight; the returned function ends that. */
+  private reportsGoing(nodes: readonly string[]): () => void {
+    for (const n of nodes) this.reportsInFlight.set(n, (this.reportsInFlight.get(n) ?? 0) + 1);
+    return () => {
+      for (const n of nodes) {
+        const left = (this.reportsInFlight.get(n) ?? 1) - 1;
+        if (left > 0) this.reportsInFlight.set(n, left);
+        else this.reportsInFlight.delete(n);
+      }
+    };
   }
 
   private toReports(nodeId: string, tasks: TaskStatusReport[]): TaskReport[] {
@@ -473,6 +501,7 @@ export class Dispatcher implements LeaderService {
     const batch = this.reports;
     this.reports = [];
     let ok = false;
+    const release = this.reportsGoing([...new Set(batch.map((r) => r.nodeId))]);
     try {
       await this.m.proposer.propose({ type: 'task.report', reports: batch });
       ok = true;
@@ -481,6 +510,7 @@ export class Dispatcher implements LeaderService {
       if (this.leading) this.reports = batch.concat(this.reports);
       this.log.debug('report batch deferred', { err: (e as Error).message });
     } finally {
+      release();
       this.reportsFlushing = false;
     }
     // After a failure the interval timer retries (no tight loop while there is no quorum).
