@@ -16,6 +16,8 @@ const BUG_SEEDS: [ClusterBug, number][] = [
   ['act-before-caught-up', 10],
   ['assignments-before-registration', 5],
   ['wall-monitor', 25],
+  // First caught at seed 44 (of 200: 6 caught).
+  ['registration-reports-judged-early', 135],
 ];
 
 describe('whole-cluster simulation: clean seeds', () => {

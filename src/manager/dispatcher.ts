@@ -372,8 +372,7 @@ export class Dispatcher implements LeaderService {
     // the leader itself has in flight cannot make a dropped report matter: they move the task
     // to another attempt, node or an end, where the apply ignores the report anyway.
     const all = this.toReports(msg.nodeId, msg.tasks);
-    const complete = this.d.lead.caughtUp() && !this.reportsPending(msg.nodeId);
-    const reports = complete ? all.filter((r) => reportIgnored(this.m.state.getTask(r.taskId), r) === null) : all;
+    const reports = this.stateCompleteFor(msg.nodeId) ? all.filter((r) => reportIgnored(this.m.state.getTask(r.taskId), r) === null) : all;
     const cmds: SingleCommand[] = [
       {
         type: 'node.register',
@@ -417,6 +416,11 @@ export class Dispatcher implements LeaderService {
     this.endpointsDirty = true;
     this.d.onRegistered?.(msg.nodeId);
     return s;
+  }
+
+  /** Whether the state may judge this node's reports (see `register`). */
+  private stateCompleteFor(nodeId: string): boolean {
+    return this.d.lead.caughtUp() && !this.reportsPending(nodeId);
   }
 
   /** Whether reports of this node are queued or in flight (see `register`). */

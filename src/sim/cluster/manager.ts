@@ -22,8 +22,8 @@ import type { Timers } from '../../clock.js';
 import type { Prng } from '../../raft/sim/prng.js';
 import type { Sched } from './sched.js';
 
-export type ClusterBug = 'none' | 'unfenced' | 'wall-grace' | 'act-before-caught-up' | 'assignments-before-registration' | 'wall-monitor';
-export const CLUSTER_BUGS: readonly ClusterBug[] = ['unfenced', 'wall-grace', 'act-before-caught-up', 'assignments-before-registration', 'wall-monitor'];
+export type ClusterBug = 'none' | 'unfenced' | 'wall-grace' | 'act-before-caught-up' | 'assignments-before-registration' | 'wall-monitor' | 'registration-reports-judged-early';
+export const CLUSTER_BUGS: readonly ClusterBug[] = ['unfenced', 'wall-grace', 'act-before-caught-up', 'assignments-before-registration', 'wall-monitor', 'registration-reports-judged-early'];
 
 export const TICK_MS = 50;
 export const NODE_GRACE_MS = 3000;
@@ -233,6 +233,7 @@ export class SimManager {
       { nodeGraceMs: NODE_GRACE_MS, failoverGraceMs: FAILOVER_GRACE_MS },
     );
     if (this.h.bug === 'assignments-before-registration') assignBeforeRegistration(dispatcher);
+    if (this.h.bug === 'registration-reports-judged-early') judgeRegistrationReportsEarly(dispatcher);
     let ids = 0;
     const inc = this.incarnation;
     // Task ids the services controller makes: unique per manager process, and replayable.
@@ -305,6 +306,7 @@ export class SimManager {
     this.kick();
     return new Promise<ApplyResult>((resolve, reject) => {
       const singles = toPropose.type === 'batch' ? toPropose.commands : [toPropose as SingleCommand];
+      if (this.pending.has(at.index)) this.h.trace('DEBUG', `${this.id} DISPLACED pending at index ${at.index} term ${this.pending.get(at.index)!.term} (${this.pending.get(at.index)!.singles.map((c) => c.type).join(',')}) by term ${at.term} ${toPropose.type}`); // TEMPDEBUG
       this.pending.set(at.index, { term: at.term, resolve, reject, decided, singles, isBatch: toPropose.type === 'batch' });
       this.timers.after(10_000, () => {
         const p = this.pending.get(at.index);
@@ -465,6 +467,16 @@ export class SimManager {
 }
 
 export const SIM_SECRET = 'flotilla-sim-secret';
+
+/**
+ * Bug `registration-reports-judged-early` (test only): the leader drops a registering worker's
+ * reports that its state calls unchanged or stale even before its term caught up or while that
+ * worker's own reports are in flight (dispatcher.ts `register`). Reaches into the dispatcher's
+ * private method: the real code has no switch for it.
+ */
+function judgeRegistrationReportsEarly(dispatcher: Dispatcher): void {
+  (dispatcher as unknown as { stateCompleteFor: (nodeId: string) => boolean }).stateCompleteFor = () => true;
+}
 
 /**
  * Bug `assignments-before-registration` (test only): a session gets its assignments as soon as
