@@ -77,6 +77,12 @@ export interface ChaosClusterOptions {
    * only the workload's client links go through proxies.
    */
   netns?: { subnet: string };
+  /**
+   * Give worker N its own loopback address, 127.0.0.(10+N), to listen on (the routing mesh
+   * listens on each worker's listen host at a service's published port, so on one host the
+   * workers need distinct addresses). With `netns` every worker has its own address anyway.
+   */
+  distinctWorkerHosts?: boolean;
 }
 
 export interface ManagerStatus {
@@ -100,11 +106,13 @@ export interface TaskProcess {
 const SECRET = 'chaos-harness-secret-0123456789abcdef';
 
 /**
- * Free ports for the managers, picked BELOW the kernel's ephemeral range: a port the kernel hands
- * out for `listen(0)` or an outgoing connection elsewhere on the host can then never take a
- * manager's port while the manager is down (killed by the nemesis, about to restart on it).
+ * Free ports, picked BELOW the kernel's ephemeral range: a port the kernel hands out for
+ * `listen(0)` or an outgoing connection elsewhere on the host can then never take one of them
+ * while its owner is down (a manager killed by the nemesis, about to restart on it; a mesh
+ * listener of a worker being restarted). Each is checked free on every host of `hosts` (none:
+ * not checked, e.g. addresses inside network namespaces, which are fresh).
  */
-async function freePorts(n: number): Promise<number[]> {
+export async function freePorts(n: number, hosts: readonly string[] = ['127.0.0.1'], exclude: readonly number[] = []): Promise<number[]> {
   let lo = 32768;
   try {
     lo = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || lo;
@@ -114,17 +122,20 @@ async function freePorts(n: number): Promise<number[]> {
   const top = Math.max(2048, Math.min(lo, 65536)) - 1;
   const bottom = Math.max(1024, top - 12_000);
   const ports: number[] = [];
-  for (let tries = 0; ports.length < n && tries < 1000; tries++) {
-    const port = bottom + Math.floor(Math.random() * (top - bottom));
-    if (ports.includes(port)) continue;
-    const ok = await new Promise<boolean>((resolve) => {
+  const freeOn = (port: number, host: string): Promise<boolean> =>
+    new Promise<boolean>((resolve) => {
       const s = net.createServer();
       s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+      s.listen(port, host, () => s.close(() => resolve(true)));
     });
+  for (let tries = 0; ports.length < n && tries < 1000; tries++) {
+    const port = bottom + Math.floor(Math.random() * (top - bottom));
+    if (ports.includes(port) || exclude.includes(port)) continue;
+    let ok = true;
+    for (const h of hosts) if (ok) ok = await freeOn(port, h);
     if (ok) ports.push(port);
   }
-  if (ports.length < n) throw new Error('cannot find free ports for the managers');
+  if (ports.length < n) throw new Error(`cannot find ${n} free ports below the ephemeral range`);
   return ports;
 }
 
@@ -197,7 +208,7 @@ export class ChaosCluster {
       const seeds = c.managerIds.map((m) => c.net.get(w, m).addr).join(',');
       const args = [
         CLI, 'worker', '--id', w, '--managers', seeds, '--token-file', c.tokenFile, '--driver', 'process',
-        '--state-dir', c.stateDir(w), '--listen', '127.0.0.1:0', '--stop-grace', '2000', ...(opts.workerArgs ?? []),
+        '--state-dir', c.stateDir(w), '--listen', `${c.workerHost(w)}:0`, '--stop-grace', '2000', ...(opts.workerArgs ?? []),
       ];
       c.nodes.set(w, c.mkNode(w, 'worker', args));
     }
@@ -236,6 +247,14 @@ export class ChaosCluster {
 
   private mkNode(id: string, kind: 'manager' | 'worker', args: string[]): NodeProc {
     return { id, kind, args, logFile: join(this.opts.logDir, `${id}.log`), proc: null, pid: null, status: 'stopped', starts: 0, exited: Promise.resolve(), expectExit: false, lastExit: null, gone: false };
+  }
+
+  /** The host a worker listens on (where its routing mesh serves the published ports). */
+  workerHost(w: string): string {
+    if (this.kernel !== null) return this.kernel.address(w);
+    const i = this.workerIds.indexOf(w);
+    if (i < 0) throw new Error(`no worker ${w}`);
+    return this.opts.distinctWorkerHosts === true ? `127.0.0.${11 + i}` : '127.0.0.1';
   }
 
   /** Headers of every harness API request (the admin token, once created). */

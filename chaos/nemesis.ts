@@ -38,6 +38,12 @@
 //              most one per run, and only with two workers or more
 //   worker     SIGKILL or SIGSTOP a random worker (its task processes keep running); restarted
 //              or SIGCONTed at the next heal. Never the last worker up
+//   freeze-replica
+//              SIGSTOP one replica process of the mesh service (chaos/mesh-workload.ts: a
+//              replica in the leader's mesh table whose pid file names a live mesh-server
+//              process), so its kernel still accepts connections that nobody answers; SIGCONT
+//              at the next heal. One at a time, never the last un-frozen ready replica; needs
+//              the mesh workload and two workers or more (checker/mesh.ts)
 // Budget: at most one fault at a time, and kill/pause/partition never take down or cut off more
 // than a minority of managers unless --allow-quorum-loss.
 import { Rng } from './prng.js';
@@ -45,8 +51,9 @@ import { readFileSync } from 'node:fs';
 import type { ChaosCluster } from './cluster.js';
 import { sleep } from './cluster.js';
 import { WIPED_REFUSAL, type WipeRecord, type WipeStatus } from './checker/wipes.js';
+import type { ReplicaFreeze } from './checker/mesh.js';
 
-export const FAULT_KINDS = ['kill', 'pause', 'partition', 'restart', 'drop', 'latency', 'clock-step', 'long-pause', 'wipe', 'disk-full', 'grow', 'kill-worker', 'worker'] as const;
+export const FAULT_KINDS = ['kill', 'pause', 'partition', 'restart', 'drop', 'latency', 'clock-step', 'long-pause', 'wipe', 'disk-full', 'grow', 'kill-worker', 'worker', 'freeze-replica'] as const;
 /** The default `--faults`. */
 export const DEFAULT_FAULTS: readonly FaultKind[] = ['kill', 'pause', 'partition', 'restart', 'drop', 'latency'];
 
@@ -75,6 +82,7 @@ export type PlannedAction =
   | { kind: 'grow'; bytes: number; valueBytes: number }
   | { kind: 'kill-worker' }
   | { kind: 'worker'; op: 'kill' | 'pause' }
+  | { kind: 'freeze-replica' }
   | { kind: 'heal' };
 
 export interface PlannedStep {
@@ -94,6 +102,8 @@ export interface ScheduleOptions {
   allowQuorumLoss: boolean;
   /** The managers' failover grace (long-pause outlasts it). Default 10 s. */
   failoverGraceMs?: number;
+  /** The mesh workload runs (freeze-replica needs it, and two workers). */
+  mesh?: boolean;
 }
 
 export function maxMinority(n: number): number {
@@ -105,7 +115,7 @@ export function planSchedule(o: ScheduleOptions): PlannedStep[] {
   const rng = Rng.derive(o.seed, 'schedule');
   const steps: PlannedStep[] = [];
   // kill-worker needs a worker that stays: never all of them.
-  const faults = o.faults.filter((k) => (k !== 'kill-worker' || o.workers >= 2) && (k !== 'worker' || o.workers >= 1));
+  const faults = o.faults.filter((k) => (k !== 'kill-worker' || o.workers >= 2) && (k !== 'worker' || o.workers >= 1) && (k !== 'freeze-replica' || (o.mesh === true && o.workers >= 2)));
   if (faults.length === 0) return steps;
   for (let k = 1; k * o.intervalMs < o.durationMs; k++) {
     const at = k * o.intervalMs;
@@ -148,6 +158,7 @@ export function planSchedule(o: ScheduleOptions): PlannedStep[] {
         break;
       case 'wipe':
       case 'kill-worker':
+      case 'freeze-replica':
         action = { kind };
         break;
       case 'disk-full':
@@ -192,6 +203,8 @@ export function describeAction(a: PlannedAction): string {
       return 'SIGKILL a worker for good';
     case 'worker':
       return `${a.op === 'kill' ? 'SIGKILL' : 'SIGSTOP'} a worker until the next heal`;
+    case 'freeze-replica':
+      return 'SIGSTOP a replica of the mesh service until the next heal';
     case 'heal':
       return 'heal';
   }
@@ -209,6 +222,17 @@ export interface GrowBurst {
 /** What the grow nemesis drives (workload.ts GrowWorkload). */
 export interface GrowDriver {
   burst(o: { step: number; bytes: number; valueBytes: number; maxMs: number }, signal?: AbortSignal): Promise<GrowBurst>;
+}
+
+/** What the freeze-replica fault drives (chaos/mesh-workload.ts MeshWorkload). */
+export interface ReplicaFreezer {
+  /**
+   * SIGSTOPs one ready replica (drawn with `rng`) while another ready one stays un-frozen;
+   * `skipped` says why none was frozen.
+   */
+  freeze(rng: Rng): Promise<{ taskId: string; pid: number; node: string | null; detail: string } | { skipped: string }>;
+  /** SIGCONTs the frozen replica; what was done, or null when none is frozen. */
+  thaw(): string | null;
 }
 
 /** One line of nemesis.log / one entry of history.nemesis. */
@@ -234,6 +258,8 @@ export interface NemesisContext {
   grow?: GrowDriver;
   /** Bound on a wiped manager's life (default WIPE_BOUND_MS). */
   wipeBoundMs?: number;
+  /** The freeze-replica fault's target (absent: freeze-replica steps are skipped). */
+  freezer?: ReplicaFreezer;
 }
 
 export class Nemesis {
@@ -255,6 +281,8 @@ export class Nemesis {
   readonly deadWorkers: { node: string; at: number }[] = [];
   /** Every time a worker was down by the nemesis' doing (to: when it came back; null: never). */
   readonly workerDowns: { node: string; from: number; to: number | null; how: string }[] = [];
+  /** Every replica the freeze-replica fault froze (to: when it was SIGCONTed). */
+  readonly freezes: ReplicaFreeze[] = [];
 
   constructor(
     private readonly ctx: NemesisContext,
@@ -446,6 +474,26 @@ export class Nemesis {
       case 'worker':
         await this.workerFault(s.step, a.op, rng);
         return;
+      case 'freeze-replica': {
+        const f = this.ctx.freezer;
+        if (f === undefined) {
+          this.emit(s.step, 'freeze-replica', 'info', [], 'skipped: no mesh workload');
+          return;
+        }
+        if (this.freezes.some((x) => x.to === null)) {
+          this.emit(s.step, 'freeze-replica', 'info', [], 'skipped: a replica is frozen already (one at a time)');
+          return;
+        }
+        const r = await f.freeze(rng);
+        if ('skipped' in r) {
+          this.emit(s.step, 'freeze-replica', 'info', [], `skipped: ${r.skipped}`);
+          return;
+        }
+        this.actions++;
+        this.freezes.push({ step: s.step, taskId: r.taskId, pid: r.pid, node: r.node, from: this.ctx.clock(), to: null });
+        this.emit(s.step, 'freeze-replica', 'start', [r.taskId], r.detail);
+        return;
+      }
       case 'kill-worker': {
         if (this.deadWorkers.length > 0) {
           this.emit(s.step, 'kill-worker', 'info', [], `skipped: ${this.deadWorkers[0]!.node} is already dead for good (one per run)`);
@@ -456,9 +504,10 @@ export class Nemesis {
         const id = rng.pick(live);
         this.actions++;
         c.node(id).gone = true;
+        const from = this.ctx.clock(); // down from the SIGKILL on (a request in flight meets it)
         await c.kill(id);
         this.deadWorkers.push({ node: id, at: this.ctx.clock() });
-        this.workerDowns.push({ node: id, from: this.ctx.clock(), to: null, how: 'kill-worker' });
+        this.workerDowns.push({ node: id, from, to: null, how: 'kill-worker' });
         this.emit(s.step, 'kill-worker', 'start', [id], `SIGKILL ${id} for good (never restarted)`);
         return;
       }
@@ -651,6 +700,17 @@ export class Nemesis {
     }
     if (paused.length > 0) parts.push(`SIGCONT ${paused.join(',')}`);
     this.paused.clear();
+    // A frozen replica answers again.
+    const thawed = this.ctx.freezer?.thaw() ?? null;
+    if (thawed !== null) {
+      const at = this.ctx.clock();
+      for (const f of this.freezes) {
+        if (f.to !== null) continue;
+        f.to = at;
+        targets.push(f.taskId);
+      }
+      parts.push(thawed);
+    }
     // Workers downed by the worker fault are back now.
     const back = this.ctx.clock();
     for (const d of this.workerDowns) if (d.to === null && d.how !== 'kill-worker') d.to = back;

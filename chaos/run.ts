@@ -23,6 +23,7 @@ import {
   checkAuthAfterHeal,
   checkWipes,
   checkServices,
+  checkMesh,
   parseRaftTrace,
   type AuthProbe,
   renderReport,
@@ -33,11 +34,12 @@ import {
   type ReportJson,
   type Verdict,
 } from './checker/index.js';
-import { ChaosCluster, sleep } from './cluster.js';
+import { ChaosCluster, freePorts, sleep } from './cluster.js';
 import { checkNoHealthyWorkerDown, parseDownDeclarations, type DownDeclaration } from './checker/workers.js';
 import { LeaderMonitor, type LeaderObservation } from './monitor.js';
 import { describeAction, GROW_KEYS, Nemesis, planSchedule, WIPE_BOUND_MS, type FaultKind, type NemesisEvent, type PlannedStep } from './nemesis.js';
 import { SERVICE_LINK, ServiceWorkload } from './services-workload.js';
+import { MESH_SERVICE, MeshWorkload } from './mesh-workload.js';
 import { clientLabel, GROW_LINK, GrowWorkload, KvWorkload, plainClientLabel, TASK_LINK, TaskWorkload } from './workload.js';
 
 /** The managers' quota when the grow fault runs: below what the grow key set can hold. */
@@ -56,7 +58,26 @@ export const ORPHAN_BOUND_MS = 10_000 + 5000 + 3000;
  * an update interrupted by the faults still has batches to go (1 s monitor each).
  */
 export const SERVICES_CONVERGE_MS = 45_000;
-import { leaderSegmentsFromMonitor, leaderSegmentsFromTraces, renderTimeline, unavailableWindows, type Interval } from './timeline.js';
+/** The workers' --mesh-stall-timeout in a chaos run (unless --mesh-stall-timeout says otherwise). */
+export const MESH_STALL_TIMEOUT_MS = 1000;
+/** The mesh clients' timeout per request (connect + answer): above the stall timeout, so a stall is seen by the mesh before the client gives up. */
+export const MESH_REQUEST_TIMEOUT_MS = 2000;
+/**
+ * Mesh requests are not judged for this long after a worker came back (checker/mesh.ts): 5 s
+ * for a worker restarted after a SIGKILL to start, register and get the table (its listener is
+ * not bound until then) + the node grace (5 s): a worker that was gone longer than that was
+ * declared down, its replica left the table and is stopped and started again when it returns,
+ * and a request in flight through a replica being stopped can fail.
+ */
+export const MESH_SETTLE_MS = 5000 + 5000;
+/**
+ * …and for this long after a frozen replica was SIGCONTed: the process resumes at once (the
+ * signal is delivered synchronously) and answers its backlog; 1 s of slack for a loaded host.
+ */
+export const MESH_FREEZE_SETTLE_MS = 1000;
+/** Bound on the mesh service's setup: created, every replica in the table, every worker's mesh answering. */
+export const MESH_SETUP_MS = 30_000;
+import { faultMarks, leaderSegmentsFromMonitor, leaderSegmentsFromTraces, renderTimeline, unavailableWindows, type Interval } from './timeline.js';
 
 export interface ChaosRunOptions {
   managers: number;
@@ -78,6 +99,10 @@ export interface ChaosRunOptions {
   injectStaleReads: boolean;
   /** The services workload beside the task workload (`--workload services`; needs workers). */
   services?: boolean;
+  /** The mesh workload (chaos/mesh-workload.ts; default: with the services workload; needs workers). */
+  mesh?: boolean;
+  /** The workers' --mesh-stall-timeout when the mesh workload runs (default MESH_STALL_TIMEOUT_MS). */
+  meshStallTimeoutMs?: number;
   /** Every node in its own network namespace, partitions by kernel rules (`--netns`; chaos/netns.ts). */
   netns?: { subnet: string };
   /** The command that replays this run (printed on failure, stored in the report). */
@@ -103,6 +128,8 @@ export interface ChaosStats {
   nemesis: { actions: number; byKind: Record<string, number>; heals: number; crashes: number };
   leaders: { changes: number; terms: number; observed: LeaderObservation[] };
   tasks: { submitted: number; acknowledged: number; stops: number; observations: number; processes: number };
+  /** The mesh workload's requests, when it ran. */
+  mesh?: { requests: number; ok: number; failed: number; clients: number; addrs: string[]; published: number; replicas: number; freezes: number };
   /** The services workload's operations (ok/fail/unknown by kind), when it ran. */
   services?: { ops: Record<string, { ok: number; fail: number; unknown: number }>; samples: number };
   /**
@@ -143,6 +170,8 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
   const growing = o.faults.includes('grow');
   const withServices = o.services === true && o.workers > 0;
   const servicesBoundMs = Math.max(o.convergenceMs, SERVICES_CONVERGE_MS);
+  const withMesh = (o.mesh ?? withServices) && o.workers > 0;
+  const meshStallMs = o.meshStallTimeoutMs ?? MESH_STALL_TIMEOUT_MS;
   const cluster = await ChaosCluster.create({
     dir: join(o.out, 'cluster'),
     logDir,
@@ -153,6 +182,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     clockShift: o.faults.includes('clock-step'),
     ...(o.faults.includes('disk-full') ? { diskMiB: growing ? 512 : 256 } : {}),
     ...(growing ? { managerArgs: ['--quota-bytes', String(GROW_QUOTA_BYTES)] } : {}),
+    ...(withMesh ? { workerArgs: ['--mesh-stall-timeout', String(meshStallMs)], distinctWorkerHosts: true } : {}),
     ...(o.netns !== undefined ? { netns: o.netns } : {}),
   });
   const lastResort = (): void => cluster.killAllSync();
@@ -181,6 +211,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     managers: o.managers,
     workers: o.workers,
     allowQuorumLoss: o.allowQuorumLoss,
+    mesh: withMesh,
   });
   const monitor = new LeaderMonitor(cluster, clock);
   const kv = new KvWorkload(cluster, clock, { clients: o.clients, plainClients: o.plainClients, keys: Array.from({ length: o.keys }, (_, i) => `k${i}`), opTimeoutMs: o.opTimeoutMs, seed: o.seed, runId, injectStaleReads: o.injectStaleReads }, () =>
@@ -188,8 +219,18 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
   );
   const tasks = new TaskWorkload(cluster, clock, { seed: o.seed, opTimeoutMs: o.opTimeoutMs, tickMs: 1500, maxTasks: Math.min(6, 2 * o.workers) });
   const services = withServices ? new ServiceWorkload(cluster, clock, { seed: o.seed, opTimeoutMs: o.opTimeoutMs, tickMs: 2500, maxReplicas: 5, leader: () => monitor.leader() }) : null;
+  let mesh: MeshWorkload | null = null;
+  let meshPorts: { published: number; target: number } | null = null;
+  if (withMesh) {
+    // Below the ephemeral range, free on every worker's address (not checkable inside --netns namespaces: fresh).
+    const hosts = cluster.kernel !== null ? [] : [...new Set(cluster.workerIds.map((w) => cluster.workerHost(w)))];
+    const managerPorts = [...cluster.realAddr.values()].map((a) => Number(a.slice(a.lastIndexOf(':') + 1)));
+    const [published, target] = await freePorts(2, hosts, managerPorts);
+    meshPorts = { published: published!, target: target! };
+    mesh = new MeshWorkload(cluster, clock, { clients: 3, requestTimeoutMs: MESH_REQUEST_TIMEOUT_MS, pauseMs: 100, published: published!, target: target!, replicas: Math.min(3, o.workers), pidDir: join(o.out, 'mesh-pids'), leader: () => monitor.leader() });
+  }
   const grow = growing ? new GrowWorkload(cluster, clock, { seed: o.seed, runId, opTimeoutMs: o.opTimeoutMs, keys: GROW_KEYS }) : null;
-  const nemesis: Nemesis = new Nemesis({ cluster, seed: o.seed, clock, leader: () => monitor.freshLeader(), log: logEvent, ...(grow !== null ? { grow } : {}) }, schedule);
+  const nemesis: Nemesis = new Nemesis({ cluster, seed: o.seed, clock, leader: () => monitor.freshLeader(), log: logEvent, ...(grow !== null ? { grow } : {}), ...(mesh !== null ? { freezer: mesh } : {}) }, schedule);
   let growFinal = new Map<string, KvVersioned | null>();
   const authProbes: AuthProbe[] = [];
 
@@ -198,7 +239,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
   const watchdog = setTimeout(() => {
     say('watchdog: the run took too long; stopping it');
     outer.abort();
-  }, 60_000 + o.durationMs + o.opTimeoutMs + o.convergenceMs + (withServices ? servicesBoundMs : 0) + 30_000);
+  }, 60_000 + o.durationMs + o.opTimeoutMs + o.convergenceMs + (withServices ? servicesBoundMs : 0) + (withMesh ? MESH_SETUP_MS : 0) + 30_000);
   watchdog.unref();
   const onAbort = (): void => outer.abort();
   o.signal?.addEventListener('abort', onAbort, { once: true });
@@ -221,6 +262,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     // An admin token: from now on the cluster "had tokens" and every harness request carries it.
     cluster.apiToken = await createAdminToken(cluster, leader, join(o.out, 'cluster', 'admin-token'));
     leader = await cluster.waitReady(30_000); // every manager applied it
+    if (mesh !== null) say(`mesh ready: ${await mesh.setup(leader, MESH_SETUP_MS)}`);
     say(`cluster ready (leader ${leader}, admin token created); running ${o.durationMs / 1000}s, faults ${o.faults.join(',') || 'none'}, seed ${o.seed}`);
 
     t0 = performance.now();
@@ -238,17 +280,18 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     background.signal.addEventListener('abort', () => clearInterval(lagTimer), { once: true });
     bg.push(monitor.run(background.signal), tasks.observe(background.signal));
     if (services !== null) bg.push(services.observe(background.signal));
+    if (mesh !== null) bg.push(mesh.observe(background.signal));
     const work = new AbortController();
     setMaxListeners(200, work.signal); // every client, the task loop, the nemesis and its bursts wait on it
     const stopWork = (): void => work.abort();
     outer.signal.addEventListener('abort', stopWork, { once: true });
-    const running = [kv.run(work.signal), tasks.run(work.signal), nemesis.run(work.signal), ...(services !== null ? [services.run(work.signal)] : [])];
+    const running = [kv.run(work.signal), tasks.run(work.signal), nemesis.run(work.signal), ...(services !== null ? [services.run(work.signal)] : []), ...(mesh !== null ? [mesh.run(work.signal)] : [])];
     await sleep(o.durationMs, outer.signal);
     work.abort();
     await Promise.all(running);
     await nemesis.settle();
     interrupted = outer.signal.aborted;
-    say(`workload stopped at +${(clock() / 1000).toFixed(1)}s: ${kv.ops.length} kv ops; healing`);
+    say(`workload stopped at +${(clock() / 1000).toFixed(1)}s: ${kv.ops.length} kv ops${mesh !== null ? `, ${mesh.requests.length} mesh requests` : ''}; healing`);
 
     healAt = clock();
     await nemesis.healAll(null, true);
@@ -325,6 +368,23 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
       { samples: services.samples, processes: tasks.processes, downs: nemesis.workerDowns, ops: services.ops, services: [...services.created], healedAt: interrupted ? null : healAt },
       { convergeWithin: servicesBoundMs, downBoundMs: ORPHAN_BOUND_MS },
     );
+  if (mesh !== null) {
+    // Worker downs: the nemesis' own, and workers that crashed until the heal that restarted them.
+    const downs = [...nemesis.workerDowns];
+    for (const [i, e] of nemesisEvents.entries()) {
+      if (e.kind !== 'crash' || !cluster.workerIds.includes(e.targets[0] ?? '')) continue;
+      const heal = nemesisEvents.slice(i + 1).find((x) => x.phase === 'heal');
+      downs.push({ node: e.targets[0]!, from: e.at, to: heal?.at ?? null, how: 'crash' });
+    }
+    const context = faultMarks(nemesisEvents, clock())
+      .filter((f) => f.kind !== 'worker' && f.kind !== 'kill-worker' && f.kind !== 'freeze-replica' && !(f.kind === 'restart' && f.targets.some((t) => cluster.workerIds.includes(t))))
+      .map((f) => ({ kind: f.kind, from: f.from, to: f.to, detail: f.detail }));
+    results.mesh = checkMesh(
+      { requests: mesh.requests, freezes: nemesis.freezes, downs, samples: mesh.samples, context, end: clock() },
+      // The mesh is held to its stall timeout; with the watch off (0, a sabotage) to the harness's default.
+      { settleMs: MESH_SETTLE_MS, freezeSettleMs: MESH_FREEZE_SETTLE_MS, stallTimeoutMs: meshStallMs > 0 ? meshStallMs : MESH_STALL_TIMEOUT_MS, requestTimeoutMs: MESH_REQUEST_TIMEOUT_MS },
+    );
+  }
   if (grow !== null) results.largeValues = { ...checkNoLostWrites(grow.ops, growFinal), refusedQuota: grow.refusedQuota };
   if (o.faults.includes('wipe')) {
     // The leader monitor naming a wiped manager leader during its wiped life counts too.
@@ -355,6 +415,10 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
     const byKind: Record<string, { ok: number; fail: number; unknown: number }> = {};
     for (const op of services.ops) (byKind[op.kind] ??= { ok: 0, fail: 0, unknown: 0 })[op.outcome]++;
     stats.services = { ops: byKind, samples: services.samples.length };
+  }
+  if (mesh !== null && meshPorts !== null) {
+    const ok = mesh.requests.filter((r) => r.outcome === 'ok').length;
+    stats.mesh = { requests: mesh.requests.length, ok, failed: mesh.requests.length - ok, clients: new Set(mesh.requests.map((r) => r.client)).size, addrs: mesh.addrs().map((a) => a.addr), published: meshPorts.published, replicas: Math.min(3, o.workers), freezes: nemesis.freezes.length };
   }
   let verdict: Verdict = rendered.json.verdict;
   const notes: string[] = [];
@@ -396,6 +460,7 @@ export async function runChaos(o: ChaosRunOptions): Promise<ChaosRunResult> {
       leaders: monitor.observed,
       tasks: { submissions: tasks.submissions, observations: tasks.observations, processes: tasks.processes, events: tasks.events },
       ...(services !== null ? { services: { ops: services.ops, samples: services.samples, workerDowns: nemesis.workerDowns } } : {}),
+      ...(mesh !== null ? { mesh: { service: MESH_SERVICE, ...meshPorts, addrs: mesh.addrs(), stallTimeoutMs: meshStallMs, requests: mesh.requests, samples: mesh.samples, freezes: nemesis.freezes, workerDowns: nemesis.workerDowns } } : {}),
       ...(grow !== null ? { grow: { ops: grow.ops, final: Object.fromEntries(growFinal) } } : {}),
       wipes: nemesis.wipes,
       deadWorkers: nemesis.deadWorkers,
@@ -540,6 +605,11 @@ function renderText(r: ChaosReport, checks: string, notes: string[]): string {
           `  services: ${Object.entries(s.services.ops)
             .map(([k, x]) => `${k} ${t(x)}`)
             .join(', ')} (ok/fail/unknown); ${s.services.samples} samples of the leader's view`,
+        ]
+      : []),
+    ...(s.mesh !== undefined
+      ? [
+          `  mesh: ${s.mesh.requests} requests (ok ${s.mesh.ok}, failed ${s.mesh.failed}) by ${s.mesh.clients} clients through ${s.mesh.addrs.join(', ')} to ${s.mesh.replicas} replicas of ${MESH_SERVICE}; ${s.mesh.freezes} replica${s.mesh.freezes === 1 ? '' : 's'} frozen; stall timeout ${r.options.meshStallTimeoutMs ?? MESH_STALL_TIMEOUT_MS} ms`,
         ]
       : []),
     ...(r.options.workers > 0 ? [`  tasks: ${s.tasks.acknowledged}/${s.tasks.submitted} submissions acknowledged, ${s.tasks.stops} stopped, ${s.tasks.processes} process runs seen`] : []),

@@ -55,7 +55,7 @@ export interface TimelineInput {
   opTimeoutMs: number;
 }
 
-const FAULT_ORDER = ['kill', 'pause', 'long-pause', 'partition', 'restart', 'drop', 'latency', 'clock-step', 'wipe', 'disk-full', 'grow', 'kill-worker', 'crash'];
+const FAULT_ORDER = ['kill', 'pause', 'long-pause', 'partition', 'restart', 'drop', 'latency', 'clock-step', 'wipe', 'disk-full', 'grow', 'kill-worker', 'worker', 'freeze-replica', 'crash'];
 const FAULT_COLOR: Record<string, string> = {
   kill: '#c0392b',
   pause: '#8e44ad',
@@ -69,6 +69,8 @@ const FAULT_COLOR: Record<string, string> = {
   'disk-full': '#6e2c00',
   grow: '#1a5276',
   'kill-worker': '#4d5656',
+  worker: '#7b241c',
+  'freeze-replica': '#1f618d',
   crash: '#000000',
 };
 const TERM_COLORS = ['#1e8449', '#2e86c1', '#ca6f1e', '#7d3c98', '#17a589', '#b03a2e', '#5d6d7e', '#a04000'];

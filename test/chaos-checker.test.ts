@@ -4,7 +4,7 @@
 import { appendFileSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { checkLinearizable } from '../chaos/checker/linearizability.js';
 import { checkNoLostWrites } from '../chaos/checker/lost-writes.js';
 import { renderReport } from '../chaos/checker/report.js';
@@ -17,6 +17,8 @@ import { checkAuthAfterHeal, checkWipes, WIPED_REFUSAL, type WipeRecord } from '
 import { describeAction, FAULT_KINDS, GROW_KEYS, GROW_MAX_BURST_BYTES, GROW_VALUE_BYTES, planSchedule, type ScheduleOptions } from '../chaos/nemesis.js';
 import { valueDigest } from '../chaos/workload.js';
 import { wipedMessage } from '../src/manager/incarnation.js';
+import { checkMesh, stallEpisodes, type MeshRequest, type MeshTableSample, type MeshWorkerDown, type ReplicaFreeze } from '../chaos/checker/mesh.js';
+import { MESH_FREEZE_SETTLE_MS, MESH_REQUEST_TIMEOUT_MS, MESH_SETTLE_MS, MESH_STALL_TIMEOUT_MS } from '../chaos/run.js';
 
 // ---------------------------------------------------------------------------------------------
 // Tiny DSL for hand-written histories. `at` = [invoke, complete]; complete null = never.
@@ -905,7 +907,7 @@ describe('checker modules are pure', () => {
 
 describe('schedule of the issue-18 faults', () => {
   const all = [...FAULT_KINDS];
-  const base: ScheduleOptions = { seed: 11, faults: all, intervalMs: 3000, durationMs: 600_000, managers: 3, workers: 2, allowQuorumLoss: false };
+  const base: ScheduleOptions = { seed: 11, faults: all, intervalMs: 3000, durationMs: 600_000, managers: 3, workers: 2, allowQuorumLoss: false, mesh: true };
 
   it('is a function of the seed and draws every kind, each bounded', () => {
     const a = planSchedule(base);
@@ -1194,5 +1196,174 @@ describe('checkServices', () => {
     expect(new Set(steps.map((s) => (s.action as { op: string }).op))).toEqual(new Set(['kill', 'pause']));
     expect(planSchedule({ ...base, workers: 0 })).toEqual([]);
     expect(describeAction({ kind: 'worker', op: 'pause' })).toBe('SIGSTOP a worker until the next heal');
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The routing mesh checker (chaos/checker/mesh.ts) and the freeze-replica fault.
+
+describe('checkMesh', () => {
+  const A1 = '127.0.0.11:20001';
+  const A2 = '127.0.0.12:20001';
+  const addrOf: Record<string, string> = { w1: A1, w2: A2 };
+  const seqs = new Map<string, number>();
+  beforeEach(() => seqs.clear());
+  /** A request of `client` through worker `w`, sent at `sent`, ended `ms` later. */
+  const req = (client: string, w: string, sent: number, ms: number, ok: true | string = true, taskId = 'svc-1'): MeshRequest => {
+    const seq = (seqs.get(client) ?? 0) + 1;
+    seqs.set(client, seq);
+    return { client, seq, worker: w, addr: addrOf[w]!, sent, done: sent + ms, ...(ok === true ? { outcome: 'ok' as const, taskId } : { outcome: 'failed' as const, error: ok }) };
+  };
+  /** Each client every 250 ms, alternating workers, all ok, from `from` to `to`. */
+  const steady = (from: number, to: number, clients = ['mc1', 'mc2', 'mc3']): MeshRequest[] => {
+    const out: MeshRequest[] = [];
+    for (const [i, c] of clients.entries()) for (let t = from + i * 50, k = i; t < to; t += 250, k++) out.push(req(c, k % 2 === 0 ? 'w1' : 'w2', t, 5));
+    return out;
+  };
+  const opts = { settleMs: 10_000, freezeSettleMs: 1000, stallTimeoutMs: 1000, requestTimeoutMs: 2000 };
+  const freeze = (from: number, to: number | null, taskId = 'svc-2'): ReplicaFreeze => ({ step: 3, taskId, pid: 4242, node: 'w2', from, to });
+  const stall = 'timeout: no answer within 2000 ms';
+
+  it('passes a run whose only failures are one stall per client and address in a freeze, and requests to a down worker', () => {
+    const f = freeze(10_000, 13_000);
+    const reqs = [
+      ...steady(0, 10_000),
+      // In the freeze: the first requests the meshes route to the frozen replica stall (one per
+      // client); by the time the clients come back, both meshes have set it aside.
+      req('mc1', 'w1', 10_100, 2000, stall), req('mc1', 'w2', 12_100, 5), req('mc1', 'w1', 14_200, 5),
+      req('mc2', 'w2', 10_150, 2000, stall), req('mc2', 'w1', 12_160, 5), req('mc2', 'w2', 14_200, 5),
+      req('mc3', 'w1', 10_200, 2000, stall), req('mc3', 'w2', 12_210, 5), req('mc3', 'w1', 12_300, 5),
+      ...steady(16_000, 30_000),
+      // w1 SIGKILLed 30 s…33 s: requests to it fail (not judged), the others are fine; after it is
+      // back, a failure within the settle margin (its listener not bound yet) is not judged either.
+      req('mc1', 'w1', 30_500, 1, 'ECONNREFUSED'), req('mc1', 'w2', 30_600, 5),
+      req('mc2', 'w1', 34_000, 1, 'ECONNREFUSED'),
+      ...steady(44_000, 50_000),
+    ];
+    const downs: MeshWorkerDown[] = [{ node: 'w1', from: 30_000, to: 33_000, how: 'kill' }];
+    const r = checkMesh({ requests: reqs, freezes: [f], downs, end: 50_000 }, opts);
+    expect(r.violations).toEqual([]);
+    expect(r).toMatchObject({ ok: true, clients: 3, addrs: [A1, A2], toDownWorker: { requests: 1, failed: 1 }, settling: { failed: 1 } });
+    expect(r.freezes).toEqual([{ step: 3, taskId: 'svc-2', node: 'w2', from: 10_000, to: 13_000, requests: 7, failures: 3, maxPerClientAddr: 1, maxSpansPerAddr: 1, allowed: 1, reentries: 0 }]);
+    expect(r.judged).toBeGreaterThan(200);
+    expect(r.inFreezes).toEqual({ requests: 7, failed: 3 });
+    const text = renderReport({ mesh: r }).text;
+    expect(text).toMatch(/mesh: pass \(\d+ requests by 3 clients through 2 worker addresses, 5 failed; \d+ judged outside worker and replica faults, 0 of them failed; 1 frozen replicas: 3\/7 failed during the freezes, at most 1 per client and address and 1 spans of stalls per address \(allowed 1\)/);
+  });
+
+  it('fails two stalls of one client through one address in one freeze, naming both requests', () => {
+    const reqs = [...steady(0, 10_000), req('mc1', 'w1', 10_100, 2000, stall), req('mc1', 'w2', 12_100, 5), req('mc1', 'w1', 12_200, 2000, stall), ...steady(16_000, 20_000)];
+    // (A client's second stall through an address comes 2 s after its first, so (c) sees it too; a
+    // wide slack leaves (b) alone.)
+    expect(checkMesh({ requests: reqs, freezes: [freeze(10_000, 13_000)], end: 20_000 }, opts).violations.map((v) => v.kind)).toEqual(['repeated-stall', 'late-stall']);
+    const r = checkMesh({ requests: reqs, freezes: [freeze(10_000, 13_000)], end: 20_000 }, { ...opts, stallSlackMs: 5000 });
+    expect(r.ok).toBe(false);
+    expect(r.violations.map((v) => v.kind)).toEqual(['repeated-stall']);
+    const v = r.violations[0]!;
+    expect(v.kind === 'repeated-stall' && v.requests.map((x) => `${x.client}#${x.seq}`)).toEqual(['mc1#41', 'mc1#43']);
+    expect(v.message).toMatch(/^mc1 lost 2 requests through 127\.0\.0\.11:20001 while replica svc-2 \(pid 4242 on w2\) was frozen \+10\.000s…\+13\.000s; at most 1 allowed .*mc1#41 via w1 127\.0\.0\.11:20001 sent \+10\.100s, ended \+12\.100s \(2000 ms\): FAILED: timeout/);
+    expect(renderReport({ mesh: r }).json.verdict).toBe('fail');
+    expect(renderReport({ mesh: r }).text).toMatch(/mesh: FAIL .*; 1 violations\)\n    repeated-stall: mc1 lost 2 requests/);
+    // The same two losses through two different addresses are one each: fine.
+    const spread = [...steady(0, 10_000), req('mc1', 'w1', 10_100, 2000, stall), req('mc1', 'w2', 12_200, 2000, stall)];
+    expect(checkMesh({ requests: spread, freezes: [freeze(10_000, 13_000)], end: 20_000 }, { ...opts, stallSlackMs: 5000 }).ok).toBe(true);
+  });
+
+  it('fails a failure during a manager fault (the mesh keeps its table), and one after a freeze\'s settle margin', () => {
+    const reqs = [...steady(0, 20_000), req('mc2', 'w1', 12_345, 2000, stall)];
+    const context = [{ kind: 'partition', from: 9000, to: 15_000, detail: 'isolate m1 (the leader)' }];
+    const r = checkMesh({ requests: reqs, context, end: 20_000 }, opts);
+    expect(r.ok).toBe(false);
+    expect(r.violations.map((v) => v.kind)).toEqual(['mesh-failure']);
+    expect(r.violations[0]!.message).toMatch(/^mc2#\d+ via w1 127\.0\.0\.11:20001 sent \+12\.345s, ended \+14\.345s \(2000 ms\): FAILED: timeout.* — through a live worker, outside every worker or replica fault and its settle margin; during partition \(isolate m1 \(the leader\), \+9\.000s…\+15\.000s\)/);
+    // After the SIGCONT of a frozen replica (+1 s margin) the mesh must answer again.
+    const late = [...steady(0, 20_000), req('mc1', 'w1', 14_500, 2000, stall)];
+    const lr = checkMesh({ requests: late, freezes: [freeze(10_000, 13_000)], end: 20_000 }, opts);
+    expect(lr.violations.map((v) => v.kind)).toEqual(['mesh-failure']);
+    expect(lr.violations[0]!.message).toContain('no fault was active');
+    // …but within the margin it is not judged.
+    const early = [...steady(0, 20_000), req('mc1', 'w1', 13_500, 2000, stall)];
+    expect(checkMesh({ requests: early, freezes: [freeze(10_000, 13_000)], end: 20_000 }, opts)).toMatchObject({ ok: true, settling: { requests: expect.any(Number), failed: 1 } });
+    // A worker killed for good: requests to it are never judged, the others only after the margin.
+    const dead = [...steady(0, 40_000).filter((x) => !(x.worker === 'w1' && x.sent >= 20_000 && x.outcome === 'ok')), req('mc1', 'w1', 25_000, 1, 'ECONNREFUSED'), req('mc2', 'w2', 21_000, 2000, 'ECONNRESET'), req('mc3', 'w2', 35_000, 3, 'ECONNRESET')];
+    const dr = checkMesh({ requests: dead, downs: [{ node: 'w1', from: 20_000, to: null, how: 'kill-worker' }], end: 40_000 }, opts);
+    expect(dr.violations.map((v) => v.kind === 'mesh-failure' && v.request.sent)).toEqual([35_000]);
+    expect(dr.toDownWorker.failed).toBe(1);
+  });
+
+  it('fails a stall through one address later than the stall timeout (+ slack) after its first one, whichever the clients', () => {
+    // Each client loses one request per address (b holds), but through w1 the mesh still sent a
+    // connection to the frozen replica 2.4 s after the first stall there: it never set it aside.
+    const reqs = [...steady(0, 10_000), req('mc1', 'w1', 10_100, 2000, stall), req('mc2', 'w2', 10_150, 2000, stall), req('mc3', 'w1', 10_900, 2000, stall), req('mc2', 'w1', 12_500, 2000, stall), ...steady(16_000, 20_000)];
+    const r = checkMesh({ requests: reqs, freezes: [freeze(10_000, 14_000)], end: 20_000 }, opts);
+    expect(r.violations.map((v) => v.kind)).toEqual(['late-stall']);
+    const v = r.violations[0]!;
+    expect(v.kind === 'late-stall' && [v.addr, v.first.sent, v.requests.map((x) => x.sent)]).toEqual([A1, 10_100, [12_500]]);
+    expect(v.message).toMatch(/^through 127\.0\.0\.11:20001, 1 request failed more than the stall timeout \(1000 ms\) \+ 1000 ms after the first failure of that address .*\(2 spans of stalls, 1 allowed\).*late: mc2#\d+ via w1 127\.0\.0\.11:20001 sent \+12\.500s/);
+    expect(r.freezes[0]).toMatchObject({ maxPerClientAddr: 1, maxSpansPerAddr: 2 });
+    // Within the stall timeout + slack of the first one, other connections may still have gone to it.
+    const early = [...steady(0, 10_000), req('mc1', 'w1', 10_100, 2000, stall), req('mc3', 'w1', 11_900, 2000, stall)];
+    expect(checkMesh({ requests: early, freezes: [freeze(10_000, 14_000)], end: 20_000 }, opts).ok).toBe(true);
+    expect(checkMesh({ requests: early, freezes: [freeze(10_000, 14_000)], end: 20_000 }, { ...opts, stallSlackMs: 500 }).violations.map((x) => x.kind)).toEqual(['late-stall']);
+  });
+
+  it('fails the recorded history of a real run whose mesh had its stall watch off (--mesh-stall-timeout 0)', () => {
+    const rec = JSON.parse(readFileSync(join(import.meta.dirname, 'fixtures', 'chaos-mesh-stall-off.json'), 'utf8')) as {
+      replay: string; stallTimeoutMs: number; freezes: ReplicaFreeze[]; workerDowns: MeshWorkerDown[]; samples: MeshTableSample[]; requests: MeshRequest[];
+    };
+    expect(rec.stallTimeoutMs).toBe(0);
+    expect(rec.replay).toContain('--mesh-stall-timeout 0');
+    // Judged as run.ts judges it (a stall timeout of 0 is held to the harness's default).
+    const r = checkMesh(
+      { requests: rec.requests, freezes: rec.freezes, downs: rec.workerDowns, samples: rec.samples, end: Math.max(...rec.requests.map((x) => x.done)) },
+      { settleMs: MESH_SETTLE_MS, freezeSettleMs: MESH_FREEZE_SETTLE_MS, stallTimeoutMs: MESH_STALL_TIMEOUT_MS, requestTimeoutMs: MESH_REQUEST_TIMEOUT_MS },
+    );
+    expect(r.ok).toBe(false);
+    expect(r.requests).toBe(587);
+    expect(r.freezes.map((f) => [f.maxPerClientAddr, f.maxSpansPerAddr, f.allowed])).toEqual([[1, 2, 1], [2, 3, 1]]);
+    expect(new Set(r.violations.map((v) => v.kind))).toEqual(new Set(['repeated-stall', 'late-stall']));
+    const repeated = r.violations.find((v) => v.kind === 'repeated-stall')!;
+    expect(repeated.message).toMatch(/^mc2 lost 2 requests through 127\.0\.0\.11:23904 while replica chaos-mesh\.1\.1d62284f \(pid 18151 on w1\) was frozen \+25\.023s…\+31\.843s; at most 1 allowed .*mc2#192 .*\| mc2#196 /);
+    // The manager pause of that run cost the mesh nothing.
+    expect(r.violations.filter((v) => v.kind === 'mesh-failure')).toEqual([]);
+    expect(r.judged).toBeGreaterThan(500);
+    // The same requests with the freezes forgotten would be failures of their own: the freezes are what excuse them.
+    expect(checkMesh({ requests: rec.requests, end: 32_000 }, opts).violations.filter((v) => v.kind === 'mesh-failure')).toHaveLength(15);
+  });
+
+  it('allows one more stall per set-aside expiry in a long freeze, and per re-entry of the frozen replica into the table', () => {
+    expect(stallEpisodes(3000, 10_000, 2000)).toBe(1);
+    expect(stallEpisodes(9000, 10_000, 2000)).toBe(2); // 9 s + a request in flight before it: the 10 s aside may expire
+    expect(stallEpisodes(25_000, 10_000, 2000)).toBe(2); // asides of 10 s then 20 s
+    expect(stallEpisodes(29_000, 10_000, 2000)).toBe(3);
+    const twice = [...steady(0, 10_000), req('mc1', 'w1', 10_100, 2000, stall), req('mc1', 'w1', 12_200, 2000, stall)];
+    const f = freeze(10_000, 14_000);
+    expect(checkMesh({ requests: twice, freezes: [f], end: 20_000 }, opts).ok).toBe(false);
+    // The leader's table lost the frozen replica at 11 s and had it again at 12 s: the mesh forgot it had set it aside.
+    const samples = [{ at: 10_500, ready: ['svc-1', 'svc-2'] }, { at: 11_000, ready: ['svc-1'] }, { at: 12_000, ready: ['svc-1', 'svc-2'] }];
+    const r = checkMesh({ requests: twice, freezes: [f], samples, end: 20_000 }, opts);
+    expect(r.ok).toBe(true);
+    expect(r.freezes[0]).toMatchObject({ allowed: 2, reentries: 1, maxPerClientAddr: 2 });
+    // A long freeze (25 s) allows a second episode after the first aside expired.
+    const long = [...steady(0, 10_000), req('mc1', 'w1', 10_100, 2000, stall), req('mc1', 'w1', 21_500, 2000, stall)];
+    expect(checkMesh({ requests: long, freezes: [freeze(10_000, 35_000)], end: 40_000 }, opts).ok).toBe(true);
+  });
+
+  it('is unknown with no request, and says so', () => {
+    const r = checkMesh({ requests: [], end: 1000 }, opts);
+    expect(r).toMatchObject({ ok: 'unknown', reason: 'no mesh request was recorded' });
+    expect(renderReport({ mesh: r }).text).toContain('mesh: UNKNOWN — no mesh request was recorded');
+    expect(renderReport({ mesh: r }).json.verdict).toBe('unknown');
+  });
+
+  it('schedules freeze-replica only with the mesh workload and two workers, and describes it', () => {
+    const base: ScheduleOptions = { seed: 9, faults: ['freeze-replica', 'pause'], intervalMs: 3000, durationMs: 60_000, managers: 3, workers: 2, allowQuorumLoss: false, mesh: true };
+    expect(planSchedule(base).some((s) => s.action.kind === 'freeze-replica')).toBe(true);
+    for (const o of [{ mesh: false }, { workers: 1 }, { mesh: undefined }]) {
+      const steps = planSchedule({ ...base, ...o });
+      expect(steps.some((s) => s.action.kind === 'freeze-replica')).toBe(false);
+      expect(steps.some((s) => s.action.kind === 'pause')).toBe(true);
+    }
+    expect(describeAction({ kind: 'freeze-replica' })).toBe('SIGSTOP a replica of the mesh service until the next heal');
   });
 });

@@ -298,7 +298,59 @@ describe('chaos run (real processes)', () => {
     const nw = await runCli(['chaos', 'run', '--workload', 'services', '--workers', '0']);
     expect(nw.status).toBe(2);
     expect(nw.stderr).toContain('--workload services needs --workers 1 or more');
+    // freeze-replica needs the mesh workload and two workers.
+    for (const extra of [[], ['--workload', 'services', '--workers', '1'], ['--workload', 'services', '--no-mesh']]) {
+      const fr = await runCli(['chaos', 'run', '--faults', 'freeze-replica', ...extra]);
+      expect(fr.status).toBe(2);
+      expect(fr.stderr).toContain('--faults freeze-replica needs the mesh workload (--workload services or --mesh) and --workers 2 or more');
+    }
+    const st = await runCli(['chaos', 'run', '--mesh', '--mesh-stall-timeout', 'soon']);
+    expect(st.status).toBe(2);
+    expect(st.stderr).toContain("--mesh-stall-timeout must be a number of ms (0: off), got 'soon'");
   });
+
+  it('a mesh run under freeze-replica and manager pauses passes the mesh checker: a frozen replica costs at most one request per client and address', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'flotilla-chaos-mesh-'));
+    dirs.push(out);
+    const t0 = Date.now();
+    // seed 21: freeze-replica, pause the leader, freeze-replica, pause the leader, freeze-replica
+    const args = ['chaos', 'run', '--workload', 'services', '--duration', '30s', '--managers', '3', '--workers', '2', '--faults', 'freeze-replica,pause', '--interval', '3s', '--seed', '21', '--out', out];
+    const r = await runCli(args, { timeoutMs: 150_000 });
+    if (r.status !== 0) console.error(r.stdout, r.stderr.slice(-4000));
+    console.log(`chaos mesh run: ${((Date.now() - t0) / 1000).toFixed(1)} s; ${r.stdout.split('\n').filter((l) => /^\s+(mesh|nemesis):/.test(l)).join(' | ')}`);
+    expect(r.status).toBe(0);
+    const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report & {
+      stats: { mesh?: { requests: number; ok: number; failed: number; clients: number; addrs: string[]; freezes: number } };
+      checks: { mesh?: { verdict: string; judged: number; inFreezes: { requests: number; failed: number }; freezes: { taskId: string; maxPerClientAddr: number; maxSpansPerAddr: number; allowed: number; failures: number }[]; answeredBy: Record<string, number>; violations: unknown[] } };
+    };
+    expect(report.replay).toContain('--workload services');
+    // The mesh was asked through both workers' own addresses, and both replicas answered.
+    const mesh = report.stats.mesh!;
+    expect(mesh.requests).toBeGreaterThan(100);
+    expect(mesh.clients).toBe(3);
+    expect(mesh.addrs).toEqual([expect.stringMatching(/^127\.0\.0\.11:\d+$/), expect.stringMatching(/^127\.0\.0\.12:\d+$/)]);
+    const check = report.checks.mesh!;
+    expect(check).toMatchObject({ verdict: 'pass', violations: [] });
+    expect(Object.keys(check.answeredBy).length).toBeGreaterThanOrEqual(2);
+    // Replicas were frozen, and it bit: requests failed during the freezes (at most one per
+    // client and address), while the requests judged outside them (manager pauses included) all succeeded.
+    expect(report.stats.nemesis.byKind['freeze-replica']).toBeGreaterThanOrEqual(1);
+    expect(mesh.freezes).toBe(report.stats.nemesis.byKind['freeze-replica']);
+    expect(check.inFreezes.failed).toBeGreaterThan(0);
+    for (const f of check.freezes) {
+      expect(f.maxPerClientAddr).toBeLessThanOrEqual(f.allowed);
+      expect(f.maxSpansPerAddr).toBeLessThanOrEqual(f.allowed);
+    }
+    expect(check.judged).toBeGreaterThan(50);
+    const log = readFileSync(join(out, 'nemesis.log'), 'utf8');
+    expect(log).toMatch(/freeze-replica start \[[^\]]+\]: SIGSTOP replica \S+ \(pid \d+ on w[12]/);
+    expect(log).toMatch(/heal [^\n]*SIGCONT replica \S+ \(pid \d+\)/);
+    // The workers' meshes saw the stall and set the frozen replica aside.
+    const workerLogs = ['w1', 'w2'].map((w) => readFileSync(join(out, 'logs', `${w}.log`), 'utf8')).join('\n');
+    expect(workerLogs).toContain('a replica accepted a connection and answered nothing');
+    expect(r.stdout).toMatch(/mesh: pass \(\d+ requests by 3 clients through 2 worker addresses/);
+    expect(readFileSync(join(out, 'timeline.html'), 'utf8')).toContain('data-kind="freeze-replica"');
+  }, 160_000);
 
   it('a services run under kill, pause, partition and worker faults passes the services checker', async () => {
     const out = mkdtempSync(join(tmpdir(), 'flotilla-chaos-svc-'));

@@ -50,3 +50,18 @@ export {
   type ServiceViolation,
   type WorkerDown,
 } from './services.js';
+export {
+  checkMesh,
+  describeMeshRequest,
+  stallEpisodes,
+  type MeshCheckInput,
+  type MeshCheckOptions,
+  type MeshFaultContext,
+  type MeshFreezeSummary,
+  type MeshRequest,
+  type MeshResult,
+  type MeshTableSample,
+  type MeshViolation,
+  type MeshWorkerDown,
+  type ReplicaFreeze,
+} from './mesh.js';

@@ -5,6 +5,7 @@ import type { LostWritesResult } from './lost-writes.js';
 import type { RaftCheckResult, RaftNodeSummary, RaftViolation } from './raft.js';
 import type { TasksResult, TaskViolation } from './tasks.js';
 import type { ServicesResult, ServiceViolation } from './services.js';
+import type { MeshResult } from './mesh.js';
 import type { DownDeclaration, WorkersResult } from './workers.js';
 import type { AuthProbe, AuthResult, WipeRecord, WipesResult, WipeViolation } from './wipes.js';
 import { describeOp, type KvVersioned, type Op } from './types.js';
@@ -22,6 +23,7 @@ export interface CheckResults {
   wipes?: WipesResult & { records?: WipeRecord[] };
   auth?: AuthResult;
   services?: ServicesResult;
+  mesh?: MeshResult;
 }
 
 export interface ReportJson {
@@ -44,6 +46,8 @@ export interface ReportJson {
   auth?: { verdict: Verdict; probes: AuthProbe[]; violations: string[] };
   /** Service invariants (chaos/checker/services.ts). */
   services?: Omit<ServicesResult, 'ok' | 'violations'> & { verdict: Verdict; violations: ServiceViolation[] };
+  /** The routing mesh's promises (chaos/checker/mesh.ts). */
+  mesh?: Omit<MeshResult, 'ok'> & { verdict: Verdict };
   /** No healthy worker declared down (chaos/checker/workers.ts). */
   workers?: { verdict: Verdict; workers: number; excused: number; violations: DownDeclaration[] };
   raft?: {
@@ -144,6 +148,12 @@ export function reportJson(r: CheckResults): ReportJson {
     verdicts.push(v);
     out.services = { verdict: v, ...rest, violations };
   }
+  if (r.mesh !== undefined) {
+    const { ok, ...rest } = r.mesh;
+    const v: Verdict = ok === true ? 'pass' : ok === false ? 'fail' : 'unknown';
+    verdicts.push(v);
+    out.mesh = { verdict: v, ...rest };
+  }
   out.verdict = combine(verdicts);
   return out;
 }
@@ -213,6 +223,22 @@ export function reportText(r: CheckResults): string {
     );
     for (const v of sv.violations.slice(0, LIST_LIMIT)) lines.push(`    ${v.kind}: ${v.message}`);
     if (sv.violations.length > LIST_LIMIT) lines.push(`    … and ${sv.violations.length - LIST_LIMIT} more`);
+  }
+  const me = j.mesh;
+  if (me !== undefined) {
+    const head = me.verdict === 'pass' ? 'pass' : me.verdict === 'fail' ? 'FAIL' : `UNKNOWN — ${me.reason ?? '?'}`;
+    const fz = me.freezes;
+    const worst = fz.reduce((m, f) => Math.max(m, f.maxPerClientAddr), 0);
+    const spans = fz.reduce((m, f) => Math.max(m, f.maxSpansPerAddr), 0);
+    lines.push(
+      `  mesh: ${head} (${me.requests} requests by ${me.clients} clients through ${me.addrs.length} worker addresses, ${me.failed} failed; ` +
+        `${me.judged} judged outside worker and replica faults, ${me.violations.filter((v) => v.kind === 'mesh-failure').length} of them failed; ` +
+        `${fz.length} frozen replicas: ${me.inFreezes.failed}/${me.inFreezes.requests} failed during the freezes, at most ${worst} per client and address and ${spans} spans of stalls per address (allowed ${fz.length === 0 ? '-' : Math.min(...fz.map((f) => f.allowed))}); ` +
+        `not judged: ${me.toDownWorker.failed}/${me.toDownWorker.requests} failed to a down worker, ${me.settling.failed}/${me.settling.requests} while settling; ${me.violations.length + me.moreViolations} violations)`,
+    );
+    for (const v of me.violations.slice(0, LIST_LIMIT)) lines.push(`    ${v.kind}: ${v.message}`);
+    const rest = me.violations.length - Math.min(LIST_LIMIT, me.violations.length) + me.moreViolations;
+    if (rest > 0) lines.push(`    … and ${rest} more`);
   }
   const ra = j.raft;
   if (ra !== undefined) {

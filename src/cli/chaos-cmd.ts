@@ -23,6 +23,8 @@ interface ChaosFlags {
   injectStaleReads?: boolean;
   netns?: boolean;
   netnsSubnet?: string;
+  mesh?: boolean;
+  meshStallTimeout: string;
 }
 
 /** `120s`, `500ms`, `2m`, or plain seconds. */
@@ -52,10 +54,13 @@ export function registerChaosCommands(program: Command): void {
     .option('--duration <time>', 'how long the nemesis and the workload run', '120s')
     .option(
       '--faults <list>',
-      'kill,pause,partition,restart,drop,latency (also clock-step,long-pause,wipe,disk-full,grow,kill-worker,worker; "all" for every fault, or "none")',
+      'kill,pause,partition,restart,drop,latency (also clock-step,long-pause,wipe,disk-full,grow,kill-worker,worker,freeze-replica; "all" for every fault, or "none")',
       'kill,pause,partition,restart,drop,latency',
     )
     .option('--workload <kinds>', 'tasks (kv + tasks), or services (kv + tasks + replicated services scaled, updated and rolled back; checked by the services checker)', 'tasks')
+    .option('--mesh', 'the mesh workload: a service published through the routing mesh, asked through every worker (default with --workload services)')
+    .option('--no-mesh', 'no mesh workload with --workload services')
+    .option('--mesh-stall-timeout <ms>', "the workers' --mesh-stall-timeout when the mesh workload runs (0: off, to see the mesh checker fail)", '1000')
     .option('--interval <time>', 'time between nemesis steps (a fault, then a heal, …)', '3s')
     .option('--seed <seed>', 'PRNG seed of the nemesis schedule and the workload (default: random, printed)')
     .option('--out <dir>', 'output directory (default ./chaos-out/<timestamp>)')
@@ -80,6 +85,7 @@ Examples:
   flotilla chaos run --managers 5 --workers 3 --faults partition,kill --interval 2s
   flotilla chaos run --faults kill,pause --allow-quorum-loss --out ./chaos-out/ql
   flotilla chaos run --workload services --faults kill,pause,partition,restart,worker --duration 90s
+  flotilla chaos run --workload services --faults freeze-replica,kill,pause --duration 60s
   flotilla chaos run --faults all --duration 600s      # every fault (disk-full needs root)
   sudo flotilla chaos run --netns --workers 3 --faults partition,kill,pause --duration 180s`,
     )
@@ -102,7 +108,8 @@ Examples:
         const keys = parseIntFlag('--keys', f.keys, 1, 100);
         const { FAULT_KINDS } = await import('../../chaos/nemesis.js');
         const list = f.faults.trim();
-        const faults = list === 'none' || list === '' ? [] : list === 'all' ? FAULT_KINDS.filter((k) => (k !== 'disk-full' || process.getuid?.() === 0) && (k !== 'kill-worker' || workers >= 2)) : [...new Set(list.split(',').map((s) => s.trim()).filter(Boolean))];
+        const meshOn = (f.mesh ?? f.workload.trim() === 'services') && workers > 0;
+        const faults = list === 'none' || list === '' ? [] : list === 'all' ? FAULT_KINDS.filter((k) => (k !== 'disk-full' || process.getuid?.() === 0) && (k !== 'kill-worker' || workers >= 2) && (k !== 'freeze-replica' || (meshOn && workers >= 2))) : [...new Set(list.split(',').map((s) => s.trim()).filter(Boolean))];
         for (const k of faults) {
           if (!(FAULT_KINDS as readonly string[]).includes(k)) throw new UsageError(`--faults: unknown fault '${k}' (known: ${FAULT_KINDS.join(', ')}, or all)`);
         }
@@ -113,6 +120,11 @@ Examples:
         const workload = f.workload.trim();
         if (workload !== 'tasks' && workload !== 'services') throw new UsageError(`--workload must be tasks or services, got '${f.workload}'`);
         if (workload === 'services' && workers < 1) throw new UsageError('--workload services needs --workers 1 or more (services run on workers)');
+        if (f.mesh === true && workers < 1) throw new UsageError('--mesh needs --workers 1 or more (the mesh runs on workers)');
+        const mesh = (f.mesh ?? workload === 'services') && workers > 0;
+        if (!/^\d{1,6}$/.test(f.meshStallTimeout.trim())) throw new UsageError(`--mesh-stall-timeout must be a number of ms (0: off), got '${f.meshStallTimeout}'`);
+        const meshStallTimeoutMs = Number(f.meshStallTimeout.trim());
+        if (faults.includes('freeze-replica') && (!mesh || workers < 2)) throw new UsageError('--faults freeze-replica needs the mesh workload (--workload services or --mesh) and --workers 2 or more (it never freezes the last replica)');
         if (f.netnsSubnet !== undefined && !f.netns) throw new UsageError('--netns-subnet goes with --netns');
         let netns: { subnet: string } | undefined;
         if (f.netns) {
@@ -142,6 +154,9 @@ Examples:
           ...(keys !== 5 ? [`--keys ${keys}`] : []),
           ...(opTimeoutMs !== 5000 ? [`--op-timeout ${fmtDuration(opTimeoutMs)}`] : []),
           ...(workload !== 'tasks' ? [`--workload ${workload}`] : []),
+          ...(mesh && workload !== 'services' ? ['--mesh'] : []),
+          ...(!mesh && workload === 'services' ? ['--no-mesh'] : []),
+          ...(mesh && meshStallTimeoutMs !== 1000 ? [`--mesh-stall-timeout ${meshStallTimeoutMs}`] : []),
           ...(f.allowQuorumLoss ? ['--allow-quorum-loss'] : []),
           ...(f.injectStaleReads ? ['--inject-stale-reads'] : []),
           ...(netns !== undefined ? ['--netns', ...(f.netnsSubnet !== undefined ? [`--netns-subnet ${netns.subnet}`] : [])] : []),
@@ -178,6 +193,8 @@ Examples:
           convergenceMs,
           injectStaleReads: f.injectStaleReads === true,
           services: workload === 'services',
+          mesh,
+          meshStallTimeoutMs,
           ...(netns !== undefined ? { netns } : {}),
           replay,
           signal: ac.signal,
