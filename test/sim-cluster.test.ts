@@ -2,7 +2,10 @@
 // variants are caught (proof that the checkers can fail), and runs are deterministic.
 import { describe, expect, it } from 'vitest';
 import { replayCommand, runCluster, type ClusterRunResult } from '../src/sim/cluster/run.js';
-import type { ClusterBug } from '../src/sim/cluster/manager.js';
+import { SimManager, type ClusterBug, type ManagerHost } from '../src/sim/cluster/manager.js';
+import { Sched } from '../src/sim/cluster/sched.js';
+import { derive } from '../src/raft/sim/prng.js';
+import { setClock } from '../src/clock.js';
 
 function fmt(r: ClusterRunResult, modelWorker = false): string {
   const v = r.violations[0]!;
@@ -67,6 +70,73 @@ describe('whole-cluster simulation: bug variants are caught', () => {
   it('unfenced decisions are reported as a deposed term’s decision applied', async () => {
     const r = await runCluster({ seed: 1, bug: 'unfenced' });
     expect(r.violations[0]?.property).toBe('fenced-decisions');
+  }, 60_000);
+});
+
+describe('whole-cluster simulation: regression seeds', () => {
+  // A leader's report batch waited on a proposal that a later term of the same manager had
+  // displaced at its index; the simulated Raft driver never settled it, so that manager's
+  // dispatcher proposed no status report again and a rolling update waited for ever on tasks
+  // its workers ran (found in seeds 1000..2999).
+  it('seed 1336 converges', async () => {
+    const r = await runCluster({ seed: 1336 });
+    expect(r.violations.map((v) => `${v.property}: ${v.message}`)).toEqual([]);
+    expect(r.stats.serviceUpdates).toBeGreaterThan(0);
+  }, 60_000);
+});
+
+describe('whole-cluster simulation: the simulated manager\'s Raft driver', () => {
+  it('settles a proposal displaced at its index by a later term\'s at once (as RaftNode.track); the later one waits for its own entry', async () => {
+    const sched = new Sched();
+    const restore = setClock(sched);
+    try {
+      const host: ManagerHost = {
+        sched,
+        rng: derive(1, 'managers'),
+        bug: 'none',
+        peers: () => ['m1'],
+        sendRaft: () => {},
+        trace: () => {},
+        onDecisionApplied: () => {},
+        onApplied: () => {},
+        onPropose: () => {},
+        forward: () => Promise.reject(new Error('no forwarding')),
+        slowDisk: () => 0,
+        applyMs: () => 0,
+        onState: () => {},
+      };
+      const m = new SimManager('m1', { voters: ['m1'], learners: [] }, host);
+      m.start();
+      const core = m.core!;
+      const real = core.propose.bind(core);
+      // The core hands out index 500 in term 2; this manager loses leadership, its tail is
+      // replaced, it leads again and the core hands out index 500 again, in term 3.
+      const given = [
+        { index: 500, term: 2 },
+        { index: 500, term: 3 },
+      ];
+      core.propose = (() => given.shift()!) as typeof core.propose;
+      const outcome = (p: Promise<unknown>): Promise<string> => p.then(
+        () => 'resolved',
+        (e: Error) => `rejected: ${e.message}`,
+      );
+      const settled: (string | null)[] = [null, null];
+      const first = outcome(m.propose({ type: 'node.heartbeat', id: 'w1', at: 1 })).then((s) => (settled[0] = s));
+      const second = outcome(m.propose({ type: 'node.heartbeat', id: 'w2', at: 2 })).then((s) => (settled[1] = s));
+      core.propose = real;
+      for (let i = 0; i < 5; i++) await Promise.resolve();
+      expect(settled[0]).toBe('rejected: the write was lost in a leader change; retry');
+      expect(settled[1]).toBeNull();
+      // Index 500 never commits here: the later proposal times out after 10 s, no sooner.
+      await sched.run(9_000, () => true);
+      expect(settled[1]).toBeNull();
+      await sched.run(11_000, () => true);
+      await first;
+      await second;
+      expect(settled).toEqual(['rejected: the write was lost in a leader change; retry', 'rejected: proposal timed out']);
+    } finally {
+      restore();
+    }
   }, 60_000);
 });
 

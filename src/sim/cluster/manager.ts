@@ -4,7 +4,8 @@
 // RaftNode's loop (src/raft/node.ts): a Ready's synced write takes (virtual) time during which
 // ticks and messages keep reaching the core, the leader change is told to Leadership only when
 // the Ready's leader differs from the last one told, and proposals resolve when their entry is
-// applied with their term. The disk survives a crash; a Ready whose write had not finished is lost.
+// applied with their term (one displaced at its index by a later proposal is rejected then). The
+// disk survives a crash; a Ready whose write had not finished is lost.
 import { RaftCore } from '../../raft/core.js';
 import { EntryType, type ConfState, type Entry, type HardState, type Message, type NodeId, type Ready } from '../../raft/types.js';
 import { ClusterState, encodeCommand, type ApplyResult, type Command, type SingleCommand } from '../../manager/state.js';
@@ -306,7 +307,16 @@ export class SimManager {
     this.kick();
     return new Promise<ApplyResult>((resolve, reject) => {
       const singles = toPropose.type === 'batch' ? toPropose.commands : [toPropose as SingleCommand];
-      if (this.pending.has(at.index)) this.h.trace('DEBUG', `${this.id} DISPLACED pending at index ${at.index} term ${this.pending.get(at.index)!.term} (${this.pending.get(at.index)!.singles.map((c) => c.type).join(',')}) by term ${at.term} ${toPropose.type}`); // TEMPDEBUG
+      // A proposal already waiting at this index lost its entry (this manager lost leadership,
+      // its tail was replaced, and it leads again): settle it now, as RaftNode.track does. Left
+      // in the table it would be overwritten and never settle (its timer below settles only the
+      // proposal of its own term), and a caller that waits for it (the dispatcher's report
+      // batch) would wait forever.
+      const displaced = this.pending.get(at.index);
+      if (displaced) {
+        this.pending.delete(at.index);
+        displaced.reject(new FlotillaError('unavailable', 'the write was lost in a leader change; retry'));
+      }
       this.pending.set(at.index, { term: at.term, resolve, reject, decided, singles, isBatch: toPropose.type === 'batch' });
       this.timers.after(10_000, () => {
         const p = this.pending.get(at.index);
