@@ -284,6 +284,12 @@ describe('chaos run (real processes)', () => {
   afterAll(() => {
     if (!process.env.KEEP_TEST_DIRS) for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
+  /** A run that did not end as expected: print its output and keep its directory (history, logs) for a post-mortem. */
+  const keepFailed = (out: string, r: { stdout: string; stderr: string }): void => {
+    const i = dirs.indexOf(out);
+    if (i >= 0) dirs.splice(i, 1);
+    console.error(`chaos test: kept ${out} for a post-mortem\n`, r.stdout, r.stderr.slice(-4000));
+  };
 
   it('rejects bad flags with exit status 2', async () => {
     const r = await runCli(['chaos', 'run', '--managers', '4']);
@@ -316,7 +322,7 @@ describe('chaos run (real processes)', () => {
     // seed 21: freeze-replica, pause the leader, freeze-replica, pause the leader, freeze-replica
     const args = ['chaos', 'run', '--workload', 'services', '--duration', '30s', '--managers', '3', '--workers', '2', '--faults', 'freeze-replica,pause', '--interval', '3s', '--seed', '21', '--out', out];
     const r = await runCli(args, { timeoutMs: 150_000 });
-    if (r.status !== 0) console.error(r.stdout, r.stderr.slice(-4000));
+    if (r.status !== 0) keepFailed(out, r);
     console.log(`chaos mesh run: ${((Date.now() - t0) / 1000).toFixed(1)} s; ${r.stdout.split('\n').filter((l) => /^\s+(mesh|nemesis):/.test(l)).join(' | ')}`);
     expect(r.status).toBe(0);
     const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report & {
@@ -357,7 +363,7 @@ describe('chaos run (real processes)', () => {
     dirs.push(out);
     const args = ['chaos', 'run', '--workload', 'services', '--duration', '45s', '--managers', '3', '--workers', '3', '--faults', 'kill,pause,partition,worker', '--interval', '3s', '--seed', '5', '--out', out];
     const r = await runCli(args, { timeoutMs: 280_000 });
-    if (r.status !== 0) console.error(r.stdout, r.stderr.slice(-4000));
+    if (r.status !== 0) keepFailed(out, r);
     expect(r.status).toBe(0);
     const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report & {
       stats: { services?: { ops: Record<string, { ok: number }>; samples: number } };
@@ -386,7 +392,7 @@ describe('chaos run (real processes)', () => {
     const args = ['chaos', 'run', '--duration', '60s', '--managers', '3', '--workers', '2', '--faults', 'kill,pause,partition', '--interval', '3s', '--seed', '7', '--out', out];
     const r = await runCli(args, { timeoutMs: 280_000 });
     const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report;
-    if (r.status !== 0) console.error(r.stdout, r.stderr.slice(-4000));
+    if (r.status !== 0) keepFailed(out, r);
     expect(r.status).toBe(0);
     expect(report.verdict).toBe('pass');
     expect(report.checks.verdict).toBe('pass');
@@ -436,7 +442,7 @@ describe('chaos run (real processes)', () => {
     const faults = process.getuid?.() === 0 ? 'wipe,kill-worker,grow,disk-full' : 'wipe,kill-worker,grow';
     const r = await runCli(['chaos', 'run', '--duration', '30s', '--managers', '3', '--workers', '2', '--faults', faults, '--interval', '3s', '--seed', '78', '--out', out], { timeoutMs: 150_000 });
     const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report & { checks: Record<string, { verdict: string; [k: string]: unknown }> };
-    if (r.status !== 0) console.error(r.stdout, r.stderr.slice(-4000));
+    if (r.status !== 0) keepFailed(out, r);
     expect(r.status).toBe(0);
     expect(report.verdict).toBe('pass');
     const nemesisLog = readFileSync(join(out, 'nemesis.log'), 'utf8');
@@ -466,7 +472,7 @@ describe('chaos run (real processes)', () => {
     );
     expect(Date.now() - t0).toBeLessThan(60_000);
     const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report;
-    if (r.status !== 1) console.error(r.stdout, r.stderr.slice(-4000));
+    if (r.status !== 1) keepFailed(out, r);
     expect(r.status).toBe(1);
     expect(report.verdict).toBe('fail');
     expect(report.stats.staleReadsInjected).toBeGreaterThan(0);
