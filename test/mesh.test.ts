@@ -52,7 +52,7 @@ describe('routing mesh (process driver, two loopback addresses)', () => {
     pidDir = join(cluster.dir, 'pids');
     mkdirSync(pidDir);
     client = cluster.client(undefined, 20_000);
-    for (const [w, host] of Object.entries(HOSTS)) cluster.startWorker(w, ['--cpu', '2000', '--memory', '2g', '--listen', `${host}:0`, '--mesh-stall-timeout', '500']);
+    for (const [w, host] of Object.entries(HOSTS)) cluster.startWorker(w, ['--cpu', '2000', '--memory', '2g', '--listen', `${host}:0`, '--mesh-stall-timeout', '1500']);
     await eventually(async () => (await client.get<{ nodes: { status: string }[] }>('/v1/nodes')).nodes.filter((n) => n.status === 'ready').length === 2, 20_000, '2 workers ready');
   }, 60_000);
 
@@ -114,7 +114,7 @@ describe('routing mesh (process driver, two loopback addresses)', () => {
     try {
       // Sequential requests through w1 (each on a new connection, 3 s client timeout): the one
       // the round-robin sends to the frozen replica waits out its timeout; the mesh saw the
-      // replica answer nothing for 500 ms and sends every later one to the other.
+      // replica answer nothing for 1.5 s and sends every later one to the other.
       const answers: (string | null)[] = [];
       for (let i = 0; i < 12; i++) answers.push(await get(HOSTS.w1, published));
       console.log(`mesh: replica ${frozen.id} frozen: ${answers.filter((a) => a !== null).length} ok, ${answers.filter((a) => a === null).length} failed`);
@@ -287,7 +287,7 @@ describe('RoutingMesh (one worker, loopback)', () => {
     });
     const backends = [{ taskId: 'a', host: '127.0.0.1', port: (a.address() as net.AddressInfo).port }, { taskId: 'frozen', host: '127.0.0.1', port: childPort }];
     const [published, published2] = await freePorts(2);
-    const mesh = new RoutingMesh({ host: '127.0.0.1', log: silentLogger, stallTimeoutMs: 300, setAsideMs: 60_000 });
+    const mesh = new RoutingMesh({ host: '127.0.0.1', log: silentLogger, stallTimeoutMs: 600, setAsideMs: 60_000 });
     const off = new RoutingMesh({ host: '127.0.0.1', log: silentLogger, stallTimeoutMs: 0 });
     try {
       mesh.update([{ service: 'web', published: published!, protocol: 'tcp', backends }]);
@@ -299,14 +299,14 @@ describe('RoutingMesh (one worker, loopback)', () => {
 
       // Frozen: the connect still succeeds (the kernel accepts into the backlog), nothing answers.
       const answers: (string | null)[] = [];
-      for (let i = 0; i < 8; i++) answers.push(await ask(published!, 1000));
+      for (let i = 0; i < 8; i++) answers.push(await ask(published!, 1500));
       expect(answers.filter((x) => x === null)).toHaveLength(1);
       expect(answers.filter((x) => x === 'a')).toHaveLength(7);
       expect(mesh.stalls).toBe(1);
       expect(mesh.status()[0]!.setAside).toEqual(['frozen']);
       // With the watch off (--mesh-stall-timeout 0), every other request goes to the frozen one.
       const offAnswers: (string | null)[] = [];
-      for (let i = 0; i < 4; i++) offAnswers.push(await ask(published2!, 500));
+      for (let i = 0; i < 4; i++) offAnswers.push(await ask(published2!, 1000));
       expect(offAnswers.filter((x) => x === null)).toHaveLength(2);
       expect(off.stalls).toBe(0);
 
