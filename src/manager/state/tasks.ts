@@ -557,7 +557,6 @@ function withPorts(p: Task['ports']): Pick<Task, 'ports'> {
   return p === undefined ? {} : { ports: p };
 }
 
-/** Whether a report's port bindings change the task's (a report without any changes nothing). */
 /**
  * Why `task.report` would ignore this report for `task` (null: it applies and changes the
  * task). One place decides, for the apply and for the leader, which drops such reports before
@@ -576,6 +575,7 @@ export function reportIgnored(task: Task | undefined, r: Omit<TaskReport, 'taskI
   return null;
 }
 
+/** Whether a report's port bindings change the task's (a report without any changes nothing). */
 function portsChanged(reported: Task['ports'], known: Task['ports']): boolean {
   if (reported === undefined) return false;
   return JSON.stringify(reported.map((p) => [p.container, p.hostPort, p.hostIp ?? ''])) !== JSON.stringify((known ?? []).map((p) => [p.container, p.hostPort, p.hostIp ?? '']));
